@@ -1,0 +1,105 @@
+/* registry.c - backends by name, and opening one from a spec "name:args". */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rmig.h"
+
+extern const struct rmig_backend_ops rmig_sim_backend_ops;
+
+#define MAX_BACKEND_KINDS 16
+
+static const struct rmig_backend_ops *backend_kinds[MAX_BACKEND_KINDS];
+static pthread_once_t builtins_once = PTHREAD_ONCE_INIT;
+
+static int register_kind(const struct rmig_backend_ops *ops)
+{
+	for (int i = 0; i < MAX_BACKEND_KINDS; i++) {
+		if (backend_kinds[i] && strcmp(backend_kinds[i]->name, ops->name) == 0)
+			return -EEXIST;
+		if (!backend_kinds[i]) {
+			backend_kinds[i] = ops;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static void register_builtins(void)
+{
+	register_kind(&rmig_sim_backend_ops);
+}
+
+int rmig_backend_register(const struct rmig_backend_ops *ops)
+{
+	pthread_once(&builtins_once, register_builtins);
+	if (!ops || !ops->name || !ops->create || !ops->destroy || !ops->get_regions)
+		return -EINVAL;
+	return register_kind(ops);
+}
+
+const struct rmig_backend_ops *rmig_backend_find(const char *name)
+{
+	pthread_once(&builtins_once, register_builtins);
+	for (int i = 0; i < MAX_BACKEND_KINDS && backend_kinds[i]; i++)
+		if (strcmp(backend_kinds[i]->name, name) == 0)
+			return backend_kinds[i];
+	return NULL;
+}
+
+int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend **out, char *err,
+		      size_t errlen)
+{
+	const char *colon = strchr(spec, ':');
+	size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
+	char name[32];
+	const struct rmig_backend_ops *ops;
+	struct rmig_backend *be;
+	int rc;
+
+	if (nlen == 0 || nlen >= sizeof(name)) {
+		snprintf(err, errlen, "bad backend spec '%s'", spec);
+		return -EINVAL;
+	}
+	memcpy(name, spec, nlen);
+	name[nlen] = 0;
+	ops = rmig_backend_find(name);
+	if (!ops) {
+		snprintf(err, errlen, "unknown backend '%s'", name);
+		return -ENOENT;
+	}
+	be = calloc(1, sizeof(*be));
+	if (!be)
+		return -ENOMEM;
+	be->ops = ops;
+	be->role = role;
+	rc = ops->create(be, colon ? colon + 1 : "", role);
+	if (rc) {
+		snprintf(err, errlen, "%s", be->err[0] ? be->err : strerror(-rc));
+		ops->destroy(be);
+		free(be);
+		return rc;
+	}
+	*out = be;
+	return 0;
+}
+
+void rmig_backend_close(struct rmig_backend *be)
+{
+	if (!be)
+		return;
+	be->ops->destroy(be);
+	free(be);
+}
+
+void rmig_backend_err(struct rmig_backend *be, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(be->err, sizeof(be->err), fmt, ap);
+	va_end(ap);
+}

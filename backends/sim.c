@@ -1,0 +1,547 @@
+/* sim.c - a synthetic guest: deterministic memory and a writer thread that
+ * dirties it at a set rate, tracked in an atomic bitmap.
+ *
+ * Spec: sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]
+ *   size        guest memory (K/M/G suffixes), split evenly into `regions`
+ *   dirty-rate  pages written per second while running
+ *   hot         share of pages the writer touches (the working set)
+ *   zero        share of pages that start all-zero
+ *   seed        makes contents and the write sequence reproducible
+ * On the destination the spec is just "sim": size and layout come from the
+ * source, and the writer's state (RNG, counters) travels as the device-state
+ * blob, so the guest carries on where it stopped.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sysinfo.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rmig.h"
+
+#define SIM_PAGE 4096u
+#define SIM_STATE_MAGIC 0x534d4953u /* "SIMS" */
+#define SIM_STATE_VERSION 1
+
+struct sim_state_blob { /* the device state; native layout, same program both ends */
+	uint32_t magic, version;
+	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
+	uint32_t nregions, throttle;
+};
+
+struct sim {
+	/* guest */
+	struct rmig_region regions[RMIG_MAX_REGIONS];
+	atomic_uint_fast64_t *dirty[RMIG_MAX_REGIONS];
+	size_t nregions;
+	uint64_t pages_per_region, npages;
+	uint64_t seed, rate, hot_pages, stride;
+	unsigned zero_pct;
+	/* writer */
+	pthread_t writer;
+	int writer_started;
+	pthread_mutex_t lock; /* held by the writer while it writes a batch */
+	pthread_cond_t cond;
+	int paused, stop;
+	unsigned throttle;
+	uint64_t rng;
+	atomic_uint_fast64_t writes;
+};
+
+static uint64_t splitmix64(uint64_t x)
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t xorshift64(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+	while (b) {
+		uint64_t t = a % b;
+
+		a = b;
+		b = t;
+	}
+	return a;
+}
+
+static int parse_percent(const char *v, unsigned *out)
+{
+	char *end;
+	unsigned long p = strtoul(v, &end, 10);
+
+	if (end == v || (*end && strcmp(end, "%")) || p > 100)
+		return -EINVAL;
+	*out = (unsigned)p;
+	return 0;
+}
+
+static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, uint64_t *size,
+		      unsigned *hot_pct, unsigned *nregions)
+{
+	char *copy = strdup(args), *save = NULL, *tok;
+	int rc = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '='), *end;
+		const char *val;
+
+		if (!eq) {
+			rmig_backend_err(be, "sim: expected key=value, got '%s'", tok);
+			rc = -EINVAL;
+			break;
+		}
+		*eq = 0;
+		val = eq + 1;
+		if (strcmp(tok, "size") == 0)
+			rc = rmig_parse_size(val, size);
+		else if (strcmp(tok, "dirty-rate") == 0)
+			rc = rmig_parse_size(val, &s->rate);
+		else if (strcmp(tok, "hot") == 0)
+			rc = parse_percent(val, hot_pct);
+		else if (strcmp(tok, "zero") == 0)
+			rc = parse_percent(val, &s->zero_pct);
+		else if (strcmp(tok, "seed") == 0) {
+			s->seed = strtoull(val, &end, 0);
+			rc = (end == val || *end) ? -EINVAL : 0;
+		} else if (strcmp(tok, "regions") == 0) {
+			*nregions = (unsigned)strtoul(val, &end, 10);
+			rc = (end == val || *end || *nregions == 0 || *nregions > RMIG_MAX_REGIONS)
+				     ? -EINVAL
+				     : 0;
+		} else {
+			rmig_backend_err(be, "sim: unknown option '%s'", tok);
+			rc = -EINVAL;
+			break;
+		}
+		if (rc) {
+			rmig_backend_err(be, "sim: bad value '%s' for %s", val, tok);
+			break;
+		}
+	}
+	free(copy);
+	return rc;
+}
+
+/* Refuse a guest this host cannot hold, rather than dying half-way. */
+static int check_fits(struct rmig_backend *be, uint64_t bytes)
+{
+	struct sysinfo si;
+	uint64_t avail;
+
+	if (sysinfo(&si))
+		return 0;
+	avail = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	if (bytes > avail) {
+		rmig_backend_err(be, "sim: a %llu MiB guest does not fit in this host's %llu MiB",
+				 (unsigned long long)(bytes >> 20), (unsigned long long)(avail >> 20));
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_t region_len)
+{
+	for (size_t i = 0; i < n; i++) {
+		void *p = mmap(NULL, region_len, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+		if (p == MAP_FAILED) {
+			rmig_backend_err(be, "sim: cannot map %llu bytes: %s",
+					 (unsigned long long)region_len, strerror(errno));
+			return -ENOMEM;
+		}
+		/* Back guest RAM with transparent huge pages, as QEMU does: one
+		 * fault per 2 MiB instead of per 4 KiB. */
+		madvise(p, region_len, MADV_HUGEPAGE);
+		s->regions[i] = (struct rmig_region){ .id = (uint32_t)i,
+						      .page_size = SIM_PAGE,
+						      .gpa = (uint64_t)i * region_len,
+						      .len = region_len,
+						      .host = p };
+		s->nregions = i + 1;
+	}
+	s->pages_per_region = region_len / SIM_PAGE;
+	s->npages = s->pages_per_region * n;
+	return 0;
+}
+
+static int page_starts_zero(const struct sim *s, uint64_t page)
+{
+	return splitmix64(s->seed * 0x100000001b3ull + page) % 100 < s->zero_pct;
+}
+
+static void fill(struct sim *s)
+{
+	for (uint64_t p = 0; p < s->npages; p++) {
+		uint64_t *w, st;
+
+		if (page_starts_zero(s, p))
+			continue;
+		w = (uint64_t *)((char *)s->regions[p / s->pages_per_region].host +
+				 (p % s->pages_per_region) * SIM_PAGE);
+		st = splitmix64(s->seed ^ (p << 16)) | 1;
+		for (unsigned i = 0; i < SIM_PAGE / 8; i++)
+			w[i] = xorshift64(&st);
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct sim *s = arg;
+	struct timespec last, now, tick = { 0, 1000000 };
+	double owed = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &last);
+	pthread_mutex_lock(&s->lock);
+	while (!s->stop) {
+		uint64_t n;
+
+		while (s->paused && !s->stop) {
+			pthread_cond_wait(&s->cond, &s->lock);
+			clock_gettime(CLOCK_MONOTONIC, &last);
+			owed = 0;
+		}
+		if (s->stop)
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		owed += (double)s->rate * (100 - s->throttle) / 100.0 *
+			((double)(now.tv_sec - last.tv_sec) + (now.tv_nsec - last.tv_nsec) / 1e9);
+		last = now;
+		if (owed > 1e6) /* bound a batch so that pause() never waits long */
+			owed = 1e6;
+		n = (uint64_t)owed;
+		owed -= (double)n;
+		for (uint64_t i = 0; i < n && s->hot_pages; i++) {
+			uint64_t r = xorshift64(&s->rng);
+			uint64_t page = (r % s->hot_pages) * s->stride % s->npages;
+			size_t reg = page / s->pages_per_region;
+			uint64_t idx = page % s->pages_per_region;
+			uint64_t *w = (uint64_t *)((char *)s->regions[reg].host + idx * SIM_PAGE) +
+				      (r >> 40) % (SIM_PAGE / 8);
+			uint64_t cnt = atomic_fetch_add(&s->writes, 1) + 1;
+
+			*(volatile uint64_t *)w = splitmix64(cnt ^ s->seed) | 1;
+			/* Data first, then the bit (release): whoever clears the bit
+			 * and then reads the page sees this write or a later bit. */
+			atomic_fetch_or_explicit(&s->dirty[reg][idx / 64], 1ull << (idx % 64),
+						 memory_order_release);
+		}
+		pthread_mutex_unlock(&s->lock);
+		nanosleep(&tick, NULL);
+		pthread_mutex_lock(&s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static int start_writer(struct rmig_backend *be, struct sim *s)
+{
+	int rc;
+
+	s->paused = 0;
+	rc = pthread_create(&s->writer, NULL, writer_main, s);
+	if (rc) {
+		rmig_backend_err(be, "sim: cannot start writer: %s", strerror(rc));
+		return -rc;
+	}
+	s->writer_started = 1;
+	return 0;
+}
+
+static int alloc_bitmaps(struct rmig_backend *be, struct sim *s)
+{
+	for (size_t i = 0; i < s->nregions; i++) {
+		s->dirty[i] = calloc((s->pages_per_region + 63) / 64, sizeof(*s->dirty[i]));
+		if (!s->dirty[i]) {
+			rmig_backend_err(be, "sim: out of memory for the dirty bitmap");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+static void sim_destroy(struct rmig_backend *be)
+{
+	struct sim *s = be->priv;
+
+	if (!s)
+		return;
+	if (s->writer_started) {
+		pthread_mutex_lock(&s->lock);
+		s->stop = 1;
+		pthread_cond_broadcast(&s->cond);
+		pthread_mutex_unlock(&s->lock);
+		pthread_join(s->writer, NULL);
+	}
+	for (size_t i = 0; i < s->nregions; i++) {
+		munmap(s->regions[i].host, s->regions[i].len);
+		free(s->dirty[i]);
+	}
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cond);
+	free(s);
+	be->priv = NULL;
+}
+
+static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role role)
+{
+	struct sim *s = calloc(1, sizeof(*s));
+	uint64_t size = 256ull << 20;
+	unsigned hot_pct = 10, nregions = 1;
+	int rc;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	be->priv = s;
+	s->seed = 1;
+	if (role == RMIG_ROLE_DEST) {
+		if (*args) {
+			rmig_backend_err(be, "sim: the destination takes no options (the source "
+					     "sends size and layout)");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	rc = parse_args(be, s, args, &size, &hot_pct, &nregions);
+	if (rc)
+		return rc;
+	if (size < (uint64_t)SIM_PAGE * nregions || size % ((uint64_t)SIM_PAGE * nregions)) {
+		rmig_backend_err(be, "sim: size %llu is not a non-zero multiple of %u pages",
+				 (unsigned long long)size, nregions);
+		return -EINVAL;
+	}
+	rc = check_fits(be, size);
+	if (rc)
+		return rc;
+	rc = map_regions(be, s, nregions, size / nregions);
+	if (rc)
+		return rc;
+	rc = alloc_bitmaps(be, s);
+	if (rc)
+		return rc;
+	s->hot_pages = s->npages * hot_pct / 100;
+	if (hot_pct && !s->hot_pages)
+		s->hot_pages = 1;
+	/* Spread the hot set over the guest: a stride coprime with npages makes
+	 * (i * stride) % npages a permutation. */
+	s->stride = 2654435761u % s->npages;
+	while (s->stride == 0 || gcd(s->stride, s->npages) != 1)
+		s->stride++;
+	s->rng = splitmix64(s->seed ^ 0x5eed) | 1;
+	fill(s);
+	return start_writer(be, s);
+}
+
+static int sim_get_regions(struct rmig_backend *be, const struct rmig_region **r, size_t *n)
+{
+	struct sim *s = be->priv;
+
+	if (!s->nregions) {
+		rmig_backend_err(be, "sim: no guest memory yet");
+		return -ENOENT;
+	}
+	*r = s->regions;
+	*n = s->nregions;
+	return 0;
+}
+
+static int sim_start_dirty_log(struct rmig_backend *be)
+{
+	struct sim *s = be->priv;
+
+	for (size_t i = 0; i < s->nregions; i++)
+		for (uint64_t w = 0; w < (s->pages_per_region + 63) / 64; w++)
+			atomic_store(&s->dirty[i][w], 0);
+	return 0;
+}
+
+static int sim_fetch_dirty(struct rmig_backend *be, size_t ri, uint64_t *bitmap)
+{
+	struct sim *s = be->priv;
+	uint64_t words = (s->pages_per_region + 63) / 64;
+
+	if (ri >= s->nregions)
+		return -EINVAL;
+	for (uint64_t w = 0; w < words; w++) {
+		/* Plain load first: most words are clean, and an exchange is a locked op. */
+		if (atomic_load_explicit(&s->dirty[ri][w], memory_order_relaxed))
+			bitmap[w] |= atomic_exchange_explicit(&s->dirty[ri][w], 0,
+							      memory_order_acquire);
+	}
+	return 0;
+}
+
+static int sim_pause(struct rmig_backend *be)
+{
+	struct sim *s = be->priv;
+
+	/* Taking the lock waits for a batch in progress: no write after this. */
+	pthread_mutex_lock(&s->lock);
+	s->paused = 1;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int sim_resume(struct rmig_backend *be)
+{
+	struct sim *s = be->priv;
+
+	pthread_mutex_lock(&s->lock);
+	s->paused = 0;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int sim_throttle(struct rmig_backend *be, unsigned pct)
+{
+	struct sim *s = be->priv;
+
+	pthread_mutex_lock(&s->lock);
+	s->throttle = pct > 99 ? 99 : pct;
+	pthread_mutex_unlock(&s->lock);
+	return 0;
+}
+
+static int sim_save_state(struct rmig_backend *be, void **blob, size_t *len)
+{
+	struct sim *s = be->priv;
+	struct sim_state_blob *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->lock);
+	*b = (struct sim_state_blob){ .magic = SIM_STATE_MAGIC,
+				      .version = SIM_STATE_VERSION,
+				      .seed = s->seed,
+				      .rng = s->rng,
+				      .writes = atomic_load(&s->writes),
+				      .rate = s->rate,
+				      .npages = s->npages,
+				      .hot_pages = s->hot_pages,
+				      .stride = s->stride,
+				      .nregions = (uint32_t)s->nregions,
+				      .throttle = 0 /* the destination runs at full speed */ };
+	pthread_mutex_unlock(&s->lock);
+	*blob = b;
+	*len = sizeof(*b);
+	return 0;
+}
+
+static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region *layout,
+			       size_t n)
+{
+	struct sim *s = be->priv;
+	uint64_t total = 0;
+	int rc;
+
+	if (s->nregions) {
+		rmig_backend_err(be, "sim: regions already prepared");
+		return -EBUSY;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (layout[i].page_size != SIM_PAGE || layout[i].len != layout[0].len ||
+		    layout[i].id != i) {
+			rmig_backend_err(be, "sim: layout not a sim guest (region %zu: id %u, page "
+					     "size %u, %llu bytes)",
+					 i, layout[i].id, layout[i].page_size,
+					 (unsigned long long)layout[i].len);
+			return -EINVAL;
+		}
+		total += layout[i].len;
+	}
+	rc = check_fits(be, total);
+	if (rc)
+		return rc;
+	rc = map_regions(be, s, n, layout[0].len);
+	if (rc)
+		return rc;
+	return alloc_bitmaps(be, s);
+}
+
+static int sim_load_state(struct rmig_backend *be, const void *blob, size_t len)
+{
+	struct sim *s = be->priv;
+	struct sim_state_blob b;
+
+	if (len != sizeof(b)) {
+		rmig_backend_err(be, "sim: device state is %zu bytes, expected %zu", len, sizeof(b));
+		return -EINVAL;
+	}
+	memcpy(&b, blob, sizeof(b));
+	if (b.magic != SIM_STATE_MAGIC || b.version != SIM_STATE_VERSION) {
+		rmig_backend_err(be, "sim: device state has bad magic or version");
+		return -EINVAL;
+	}
+	if (b.npages != s->npages || b.nregions != s->nregions || b.hot_pages > b.npages ||
+	    b.stride == 0 || (b.npages && b.stride >= b.npages && b.npages > 1)) {
+		rmig_backend_err(be, "sim: device state does not match the received layout");
+		return -EINVAL;
+	}
+	s->seed = b.seed;
+	s->rng = b.rng;
+	atomic_store(&s->writes, b.writes);
+	s->rate = b.rate;
+	s->hot_pages = b.hot_pages;
+	s->stride = b.stride;
+	return 0;
+}
+
+static int sim_start(struct rmig_backend *be)
+{
+	struct sim *s = be->priv;
+
+	if (s->writer_started)
+		return sim_resume(be);
+	return start_writer(be, s);
+}
+
+static int sim_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
+{
+	struct sim *s = be->priv;
+
+	pthread_mutex_lock(&s->lock);
+	st->running = s->writer_started && !s->paused && !s->stop;
+	pthread_mutex_unlock(&s->lock);
+	st->progress = atomic_load(&s->writes);
+	return 0;
+}
+
+const struct rmig_backend_ops rmig_sim_backend_ops = {
+	.name = "sim",
+	.create = sim_create,
+	.destroy = sim_destroy,
+	.get_regions = sim_get_regions,
+	.start_dirty_log = sim_start_dirty_log,
+	.fetch_dirty = sim_fetch_dirty,
+	.pause = sim_pause,
+	.resume = sim_resume,
+	.save_state = sim_save_state,
+	.throttle = sim_throttle,
+	.prepare_regions = sim_prepare_regions,
+	.load_state = sim_load_state,
+	.start = sim_start,
+	.guest_stats = sim_guest_stats,
+};

@@ -1,0 +1,23 @@
+/* bitmap.h - dirty bitmaps: one bit per page, bit i in word i/64. */
+#ifndef RMIG_BITMAP_H
+#define RMIG_BITMAP_H
+
+#include <stdint.h>
+
+static inline uint64_t rmig_bitmap_words(uint64_t nbits)
+{
+	return (nbits + 63) / 64;
+}
+
+/* Find the first run of set bits at or after `from`, at most max_len long.
+ * Returns 1 and fills *start and *len, or 0 when no bit is set. Scans by
+ * 64-bit words with count-trailing-zeros, so clean memory costs one load per
+ * 64 pages. */
+int rmig_dirty_bitmap_next_run(const uint64_t *bm, uint64_t nbits, uint64_t from, uint64_t max_len,
+			       uint64_t *start, uint64_t *len);
+uint64_t rmig_dirty_bitmap_count(const uint64_t *bm, uint64_t nbits);
+void rmig_dirty_bitmap_set_all(uint64_t *bm, uint64_t nbits);
+/* Set bits [first, first+count). */
+void rmig_dirty_bitmap_set_range(uint64_t *bm, uint64_t first, uint64_t count);
+
+#endif

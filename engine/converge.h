@@ -1,0 +1,45 @@
+/* converge.h - when to stop pre-copy: a pure function of a round's figures. */
+#ifndef RMIG_CONVERGE_H
+#define RMIG_CONVERGE_H
+
+#include <stdint.h>
+
+#include "rmig.h"
+
+enum rmig_converge_decision {
+	RMIG_CONV_CONTINUE, /* another pre-copy round */
+	RMIG_CONV_SWITCH,   /* expected downtime fits: stop and copy */
+	RMIG_CONV_FORCE,    /* out of rounds: stop and copy regardless */
+	RMIG_CONV_THROTTLE, /* not converging: slow the guest, continue */
+	RMIG_CONV_ABORT,    /* out of rounds and the policy says give up */
+};
+
+struct rmig_converge_input {
+	unsigned round;          /* the round just finished, from 1 */
+	unsigned max_rounds;
+	unsigned downtime_ms;
+	enum rmig_no_converge policy;
+	int can_throttle;        /* backend supports throttling */
+	double expected_ms;      /* expected downtime if we stopped now */
+	uint64_t sent_bytes;     /* bytes sent in the round */
+	uint64_t dirtied_bytes;  /* bytes dirtied during the round */
+};
+
+struct rmig_converge_state {
+	unsigned throttle_pct;   /* current throttle, updated on THROTTLE */
+	unsigned slow_rounds;    /* consecutive rounds dirtying > half the bytes sent */
+};
+
+/* As QEMU's auto-converge: after two consecutive rounds in which the guest
+ * dirtied more than half of what was sent, throttle 20%, then 10% more each
+ * time, up to 99%. */
+enum rmig_converge_decision rmig_converge_decide(const struct rmig_converge_input *in,
+						 struct rmig_converge_state *st);
+
+/* Expected stop-and-copy time: dirty bytes at the measured bandwidth, plus
+ * the fixed cost (verification, round trips). */
+double rmig_expected_downtime_ms(uint64_t dirty_bytes, double bandwidth, double fixed_ms);
+
+const char *rmig_converge_decision_name(enum rmig_converge_decision d);
+
+#endif

@@ -1,0 +1,353 @@
+/* ctx.c - the migration context, errors, progress, and control-message I/O
+ * shared by the source and destination flows. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+
+#define CTRL_ENCODE_MAX 2048 /* every control payload but STATE fits */
+
+int64_t rmig_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double rmig_now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+void rmig_config_init(struct rmig_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->transport = "tcp";
+	cfg->host = "127.0.0.1";
+	cfg->port = RMIG_DEFAULT_PORT;
+	cfg->channels = 2;
+	cfg->downtime_ms = 300;
+	cfg->max_rounds = 30;
+	cfg->on_no_converge = RMIG_NC_THROTTLE;
+	cfg->verify = 1;
+	cfg->io_timeout_ms = 10000;
+}
+
+int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
+{
+	struct rmig_ctx *ctx;
+	int rc;
+
+	if (!cfg || !be || cfg->channels == 0 || cfg->channels > RMIG_MAX_CHANNELS ||
+	    cfg->max_rounds == 0)
+		return -EINVAL;
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return -ENOMEM;
+	ctx->cfg = *cfg;
+	if (!ctx->cfg.io_timeout_ms)
+		ctx->cfg.io_timeout_ms = 10000;
+	ctx->be = be;
+	pthread_mutex_init(&ctx->prog_lock, NULL);
+	ctx->prog.phase = "idle";
+	ctx->stats.transport = cfg->transport;
+	ctx->stats.result = RMIG_RESULT_FAILED;
+	rc = rmig_link_create(cfg->transport, &ctx->link);
+	if (rc) {
+		pthread_mutex_destroy(&ctx->prog_lock);
+		free(ctx);
+		return rc;
+	}
+	*out = ctx;
+	return 0;
+}
+
+void rmig_ctx_destroy(struct rmig_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	rmig_link_destroy(ctx->link);
+	pthread_mutex_destroy(&ctx->prog_lock);
+	free(ctx->rxbuf);
+	free(ctx);
+}
+
+void rmig_cancel(struct rmig_ctx *ctx)
+{
+	/* Only an atomic store and shutdown(2): safe in a signal handler. The
+	 * control stream stays writable so that the ABORT still gets out. */
+	atomic_store(&ctx->cancelled, 1);
+	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+}
+
+int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+const char *rmig_errmsg(const struct rmig_ctx *ctx)
+{
+	return ctx->err;
+}
+
+const struct rmig_stats *rmig_stats(const struct rmig_ctx *ctx)
+{
+	return &ctx->stats;
+}
+
+const char *rmig_result_name(enum rmig_result r)
+{
+	switch (r) {
+	case RMIG_RESULT_MIGRATED:
+		return "migrated";
+	case RMIG_RESULT_FAILED:
+		return "failed";
+	case RMIG_RESULT_USAGE:
+		return "usage";
+	case RMIG_RESULT_ROLLED_BACK:
+		return "rolled_back";
+	case RMIG_RESULT_UNKNOWN:
+		return "unknown";
+	}
+	return "?";
+}
+
+void rmig_emit(struct rmig_ctx *ctx, const struct rmig_event *ev)
+{
+	if (ctx->cfg.on_event)
+		ctx->cfg.on_event(ctx->cfg.event_arg, ev);
+}
+
+void rmig_set_phase(struct rmig_ctx *ctx, const char *phase)
+{
+	struct rmig_event ev = { .type = RMIG_EV_PHASE, .phase = phase };
+
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.phase = phase;
+	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_emit(ctx, &ev);
+}
+
+void rmig_progress(struct rmig_ctx *ctx, struct rmig_progress *p)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	*p = ctx->prog;
+	pthread_mutex_unlock(&ctx->prog_lock);
+	p->bytes_sent = atomic_load(&ctx->live_bytes);
+}
+
+int rmig_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 0:
+		break;
+	case 'k': case 'K': shift = 10; break;
+	case 'm': case 'M': shift = 20; break;
+	case 'g': case 'G': shift = 30; break;
+	case 't': case 'T': shift = 40; break;
+	default:
+		return -EINVAL;
+	}
+	if (*end && end[1] && strcmp(end + 1, "i") && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int rmig_page_is_zero(const void *page, size_t len)
+{
+	const uint64_t *w = page;
+
+	/* Non-zero pages almost always fail on the first word; zero pages are
+	 * read at memory speed, 8 words per step so the compiler vectorises. */
+	if (w[0])
+		return 0;
+	for (size_t i = 0; i < len / 8; i += 8) {
+		uint64_t acc = w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] |
+			       w[i + 6] | w[i + 7];
+
+		if (acc)
+			return 0;
+	}
+	return 1;
+}
+
+int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n)
+{
+	char why[256];
+
+	if (n == 0 || n > RMIG_MAX_REGIONS)
+		return rmig_err(ctx, -EINVAL, "backend has %zu regions, must be 1..%d", n,
+				RMIG_MAX_REGIONS);
+	ctx->layout.count = (uint32_t)n;
+	for (size_t i = 0; i < n; i++)
+		ctx->layout.r[i] = (struct rmig_wire_region){
+			.id = r[i].id, .page_size = r[i].page_size, .gpa = r[i].gpa, .len = r[i].len
+		};
+	if (rmig_layout_check(&ctx->layout, why, sizeof(why)))
+		return rmig_err(ctx, -EINVAL, "backend memory layout is invalid: %s", why);
+	ctx->regions = r;
+	ctx->nregions = n;
+	return 0;
+}
+
+/* ---- control stream ---- */
+
+int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	uint8_t hdr[RMIG_FRAME_HDR_LEN], payload[CTRL_ENCODE_MAX];
+	struct iovec iov[2];
+	size_t len;
+	int rc;
+
+	if (m->type == RMIG_MSG_STATE) {
+		/* The blob can be large: send it from where it is. */
+		len = m->u.state.len;
+		iov[1] = (struct iovec){ (void *)m->u.state.data, len };
+	} else {
+		len = rmig_msg_encode(m, payload, sizeof(payload));
+		if (!len)
+			return rmig_err(ctx, -EINVAL, "cannot encode %s", rmig_msg_name(m->type));
+		iov[1] = (struct iovec){ payload, len };
+	}
+	rmig_frame_hdr_encode(hdr, m->type, 0, (uint32_t)len, ctx->ctrl_tx_seq++);
+	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
+	rc = ctx->link->ops->ctrl_send(ctx->link, iov, len ? 2 : 1, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		return rmig_err(ctx, rc, "sending %s: %s", rmig_msg_name(m->type), ctx->link->err);
+	return 0;
+}
+
+int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value)
+{
+	struct rmig_msg m = { .type = type };
+
+	m.u.value = value;
+	return rmig_ctrl_send(ctx, &m);
+}
+
+void rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason)
+{
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	unsigned saved = ctx->cfg.io_timeout_ms;
+	char keep[sizeof(ctx->err)];
+
+	if (!m)
+		return;
+	memcpy(keep, ctx->err, sizeof(keep)); /* a failed ABORT must not hide the real error */
+	m->type = RMIG_MSG_ABORT;
+	m->u.abort.code = code;
+	snprintf(m->u.abort.reason, sizeof(m->u.abort.reason), "%s", reason);
+	ctx->cfg.io_timeout_ms = 1000;
+	rmig_ctrl_send(ctx, m);
+	ctx->cfg.io_timeout_ms = saved;
+	memcpy(ctx->err, keep, sizeof(keep));
+	free(m);
+}
+
+int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
+{
+	uint8_t hdr[RMIG_FRAME_HDR_LEN];
+	struct rmig_frame_hdr fh;
+	char why[256];
+	int rc;
+
+	for (;;) {
+		rc = ctx->link->ops->ctrl_recv(ctx->link, hdr, sizeof(hdr), timeout_ms);
+		if (rc)
+			return rmig_err(ctx, rc, "%s", ctx->link->err);
+		rc = rmig_frame_hdr_decode(hdr, &fh, why, sizeof(why));
+		if (rc)
+			return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+		if (fh.seq != ctx->ctrl_rx_seq)
+			return rmig_err(ctx, -EBADMSG,
+					"bad frame from %s: control sequence %llu, expected %llu",
+					ctx->link->peer, (unsigned long long)fh.seq,
+					(unsigned long long)ctx->ctrl_rx_seq);
+		ctx->ctrl_rx_seq++;
+		if (fh.type == RMIG_MSG_PAGES || fh.type == RMIG_MSG_ZERO ||
+		    fh.type == RMIG_MSG_CHANNEL)
+			return rmig_err(ctx, -EBADMSG, "bad frame from %s: %s on the control stream",
+					ctx->link->peer, rmig_msg_name(fh.type));
+		if (fh.len > ctx->rxcap) {
+			/* Bounded by the type's maximum, checked in the header decode. */
+			uint8_t *nb = realloc(ctx->rxbuf, fh.len);
+
+			if (!nb)
+				return rmig_err(ctx, -ENOMEM, "no memory for a %u-byte %s", fh.len,
+						rmig_msg_name(fh.type));
+			ctx->rxbuf = nb;
+			ctx->rxcap = fh.len;
+		}
+		if (fh.len) {
+			rc = ctx->link->ops->ctrl_recv(ctx->link, ctx->rxbuf, fh.len, timeout_ms);
+			if (rc)
+				return rmig_err(ctx, rc, "%s", ctx->link->err);
+		}
+		rc = rmig_msg_decode(fh.type, ctx->rxbuf, fh.len, m, why, sizeof(why));
+		if (rc)
+			return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+		if (m->type == RMIG_MSG_HEARTBEAT)
+			continue;
+		if (m->type == RMIG_MSG_ABORT)
+			return rmig_err(ctx, -ECONNABORTED, "peer %s aborted: %s", ctx->link->peer,
+					m->u.abort.reason);
+		return 0;
+	}
+}
+
+int rmig_ctrl_expect(struct rmig_ctx *ctx, uint8_t type, struct rmig_msg *m, int timeout_ms)
+{
+	int rc = rmig_ctrl_recv(ctx, m, timeout_ms);
+
+	if (rc)
+		return rc;
+	if (m->type != type)
+		return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent %s, expected %s",
+				ctx->link->peer, rmig_msg_name(m->type), rmig_msg_name(type));
+	return 0;
+}
+
+int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uint8_t type,
+			 uint8_t *hdrbuf, size_t sublen, struct iovec *data, int ndata)
+{
+	struct iovec iov[RMIG_MAX_RUNS + 1];
+	size_t len = sublen;
+	int rc;
+
+	for (int i = 0; i < ndata; i++)
+		len += data[i].iov_len;
+	rmig_frame_hdr_encode(hdrbuf, type, 0, (uint32_t)len, (*seq)++);
+	iov[0] = (struct iovec){ hdrbuf, RMIG_FRAME_HDR_LEN + sublen };
+	for (int i = 0; i < ndata; i++)
+		iov[i + 1] = data[i];
+	rc = ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1, (int)ctx->cfg.io_timeout_ms);
+	if (rc == 0)
+		atomic_fetch_add(&ctx->live_bytes, RMIG_FRAME_HDR_LEN + len);
+	return rc;
+}

@@ -1,0 +1,536 @@
+/* dest.c - the receiving side: accept, check the layout before allocating,
+ * receive pages straight into guest memory, verify, and start the guest
+ * only on GO.
+ *
+ * Threads: the caller's thread runs the control stream; one receiver per
+ * data channel reads PAGES/ZERO frames, checks every run against the layout
+ * before touching memory, and reads page bytes directly into place.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "digest.h"
+#include "engine.h"
+
+#define HEARTBEAT_MS 1000
+
+struct receiver;
+
+struct recv_worker {
+	struct receiver *r;
+	unsigned chan;
+	pthread_t tid;
+	int started;
+	uint64_t seq;
+};
+
+struct receiver {
+	struct rmig_ctx *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t progress;
+	uint64_t frames[RMIG_MAX_CHANNELS]; /* frames applied, this round */
+	uint64_t pages, zero_pages, bytes;  /* this round */
+	atomic_uint round;                  /* the round being received */
+	atomic_int stopping;
+	int failed;
+	char failure[400];
+	struct recv_worker w[RMIG_MAX_CHANNELS];
+};
+
+static void recv_fail(struct receiver *r, const char *why)
+{
+	pthread_mutex_lock(&r->lock);
+	if (!r->failed && !atomic_load(&r->stopping)) {
+		r->failed = 1;
+		snprintf(r->failure, sizeof(r->failure), "%s", why);
+		/* Wake the control thread wherever it waits. */
+		r->ctx->link->ops->interrupt(r->ctx->link,
+					      RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+	}
+	pthread_cond_broadcast(&r->progress);
+	pthread_mutex_unlock(&r->lock);
+}
+
+/* Receive one PAGES/ZERO frame. Every check happens before memory is written. */
+static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
+{
+	struct rmig_ctx *ctx = w->r->ctx;
+	struct rmig_link *l = ctx->link;
+	uint8_t hdr[RMIG_FRAME_HDR_LEN], sub[RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS];
+	struct rmig_frame_hdr fh;
+	struct rmig_pages_hdr ph;
+	struct rmig_run runs[RMIG_MAX_RUNS];
+	struct iovec iov[RMIG_MAX_RUNS];
+	const struct rmig_region *reg;
+	size_t ri;
+	uint64_t pages = 0;
+	int rc;
+
+	struct iovec v = { hdr, sizeof(hdr) };
+
+	rc = l->ops->chan_recv(l, w->chan, &v, 1, -1);
+	if (rc)
+		return snprintf(why, whylen, "%s", l->err), rc;
+	rc = rmig_frame_hdr_decode(hdr, &fh, why, whylen);
+	if (rc)
+		return rc;
+	if (fh.seq != w->seq) {
+		snprintf(why, whylen, "data channel %u: sequence %llu, expected %llu", w->chan,
+			 (unsigned long long)fh.seq, (unsigned long long)w->seq);
+		return -EBADMSG;
+	}
+	w->seq++;
+	if (fh.type != RMIG_MSG_PAGES && fh.type != RMIG_MSG_ZERO) {
+		snprintf(why, whylen, "unexpected %s frame on data channel %u",
+			 rmig_msg_name(fh.type), w->chan);
+		return -EBADMSG;
+	}
+	v = (struct iovec){ sub, RMIG_PAGES_HDR_LEN };
+	rc = l->ops->chan_recv(l, w->chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		return snprintf(why, whylen, "%s", l->err), rc;
+	rc = rmig_pages_hdr_decode(sub, &fh, &ph, why, whylen);
+	if (rc)
+		return rc;
+	v = (struct iovec){ sub + RMIG_PAGES_HDR_LEN, (size_t)ph.nruns * RMIG_RUN_LEN };
+	rc = l->ops->chan_recv(l, w->chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		return snprintf(why, whylen, "%s", l->err), rc;
+	rc = rmig_pages_runs_decode(sub + RMIG_PAGES_HDR_LEN, &fh, &ph, &ctx->layout, runs, &ri,
+				    why, whylen);
+	if (rc)
+		return rc;
+	if (ph.round != atomic_load(&w->r->round)) {
+		snprintf(why, whylen, "%s frame for round %u during round %u",
+			 rmig_msg_name(fh.type), ph.round, atomic_load(&w->r->round));
+		return -EBADMSG;
+	}
+	reg = &ctx->regions[ri];
+	for (uint32_t i = 0; i < ph.nruns; i++) {
+		iov[i] = (struct iovec){ (char *)reg->host + runs[i].first * reg->page_size,
+					 runs[i].count * reg->page_size };
+		pages += runs[i].count;
+	}
+	if (fh.type == RMIG_MSG_PAGES) {
+		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns, (int)ctx->cfg.io_timeout_ms);
+		if (rc)
+			return snprintf(why, whylen, "%s", l->err), rc;
+	} else {
+		/* Fresh memory is already zero: only write pages that are not, so
+		 * untouched guest memory stays unallocated. */
+		for (uint32_t i = 0; i < ph.nruns; i++)
+			for (uint64_t p = 0; p < runs[i].count; p++) {
+				char *pg = (char *)iov[i].iov_base + p * reg->page_size;
+
+				if (!rmig_page_is_zero(pg, reg->page_size))
+					memset(pg, 0, reg->page_size);
+			}
+	}
+	pthread_mutex_lock(&w->r->lock);
+	w->r->frames[w->chan]++;
+	if (fh.type == RMIG_MSG_PAGES)
+		w->r->pages += pages;
+	else
+		w->r->zero_pages += pages;
+	w->r->bytes += RMIG_FRAME_HDR_LEN + fh.len;
+	pthread_cond_broadcast(&w->r->progress);
+	pthread_mutex_unlock(&w->r->lock);
+	atomic_fetch_add(&ctx->live_bytes, RMIG_FRAME_HDR_LEN + fh.len);
+	return 0;
+}
+
+static void *recv_main(void *arg)
+{
+	struct recv_worker *w = arg;
+	char why[256];
+
+	while (!atomic_load(&w->r->stopping)) {
+		if (recv_frame(w, why, sizeof(why))) {
+			char msg[400];
+
+			snprintf(msg, sizeof(msg), "bad frame from %s: %s", w->r->ctx->link->peer,
+				 why);
+			recv_fail(w->r, strstr(why, "lost peer") || strstr(why, "silent") ? why : msg);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* Accept the data channels; each must name this session. */
+static int accept_channels(struct rmig_ctx *ctx, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t buf[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
+		struct iovec v = { buf, sizeof(buf) };
+		struct rmig_msg m;
+		char why[256];
+		unsigned chan;
+		int rc;
+
+		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.io_timeout_ms, &chan);
+		if (rc)
+			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
+					ctx->link->err);
+		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
+		if (rc)
+			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+		rc = rmig_frame_decode_buf(buf, sizeof(buf), NULL, &m, why, sizeof(why));
+		if (rc || m.type != RMIG_MSG_CHANNEL)
+			return rmig_err(ctx, -EBADMSG, "data channel %u: bad first frame: %s", i,
+					rc ? why : rmig_msg_name(m.type));
+		if (memcmp(m.u.channel.token, ctx->token, RMIG_NONCE_LEN) ||
+		    m.u.channel.count != n)
+			return rmig_err(ctx, -EPERM,
+					"data channel %u does not belong to this migration", i);
+	}
+	return 0;
+}
+
+/* Check the REGIONS layout and have the backend allocate it. */
+static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
+{
+	struct rmig_region want[RMIG_MAX_REGIONS];
+	const struct rmig_region *got;
+	size_t n;
+	int rc;
+
+	for (uint32_t i = 0; i < l->count; i++)
+		want[i] = (struct rmig_region){ .id = l->r[i].id,
+						.page_size = l->r[i].page_size,
+						.gpa = l->r[i].gpa,
+						.len = l->r[i].len };
+	rc = ctx->be->ops->prepare_regions(ctx->be, want, l->count);
+	if (rc)
+		return rmig_err(ctx, rc, "cannot take this guest: %s", ctx->be->err);
+	rc = ctx->be->ops->get_regions(ctx->be, &got, &n);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: %s", ctx->be->err);
+	if (n != l->count)
+		return rmig_err(ctx, -EINVAL, "layout mismatch: backend made %zu regions, sender has %u",
+				n, l->count);
+	for (size_t i = 0; i < n; i++)
+		if (got[i].id != l->r[i].id || got[i].len != l->r[i].len ||
+		    got[i].page_size != l->r[i].page_size || !got[i].host)
+			return rmig_err(ctx, -EINVAL,
+					"layout mismatch: region %u here is %llu bytes of %u-byte "
+					"pages, the sender's is %llu of %u",
+					l->r[i].id, (unsigned long long)got[i].len, got[i].page_size,
+					(unsigned long long)l->r[i].len, l->r[i].page_size);
+	ctx->layout = *l;
+	ctx->regions = got;
+	ctx->nregions = n;
+	for (size_t i = 0; i < n; i++)
+		ctx->stats.guest_bytes += got[i].len;
+	return 0;
+}
+
+/* Wait until every channel applied the frames the source says it sent. */
+static int wait_round(struct receiver *r, const struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = r->ctx;
+	int rc = 0;
+
+	if (m->u.round_end.h.nchan != ctx->nchan)
+		return rmig_err(ctx, -EBADMSG, "bad frame: ROUND_END for %u channels, we have %u",
+				m->u.round_end.h.nchan, ctx->nchan);
+	pthread_mutex_lock(&r->lock);
+	for (;;) {
+		unsigned done = 0;
+		struct timespec ts;
+
+		for (unsigned c = 0; c < ctx->nchan; c++) {
+			if (r->frames[c] > m->u.round_end.frames[c]) {
+				rc = rmig_err(ctx, -EBADMSG,
+					      "bad frame: channel %u delivered %llu frames, source "
+					      "counts %llu",
+					      c, (unsigned long long)r->frames[c],
+					      (unsigned long long)m->u.round_end.frames[c]);
+				goto out;
+			}
+			done += r->frames[c] == m->u.round_end.frames[c];
+		}
+		if (done == ctx->nchan)
+			break;
+		if (r->failed) {
+			rc = rmig_err(ctx, -EIO, "%s", r->failure);
+			goto out;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += HEARTBEAT_MS / 1000;
+		if (pthread_cond_timedwait(&r->progress, &r->lock, &ts) == ETIMEDOUT) {
+			/* Tell the source we are alive while its data drains. */
+			pthread_mutex_unlock(&r->lock);
+			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_HEARTBEAT, (uint64_t)rmig_now_ms());
+			pthread_mutex_lock(&r->lock);
+			if (rc)
+				goto out;
+		}
+	}
+	ctx->stats.pages_sent += r->pages;
+	ctx->stats.zero_pages += r->zero_pages;
+	ctx->stats.bytes_sent += r->bytes;
+	r->pages = r->zero_pages = r->bytes = 0;
+	memset(r->frames, 0, sizeof(r->frames));
+	/* Frames of the next round may only come after our ack. */
+	atomic_fetch_add(&r->round, 1);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	uint64_t digest[RMIG_MAX_REGIONS];
+	int rc;
+
+	if (m->u.complete.count != ctx->nregions)
+		return rmig_err(ctx, -EBADMSG, "bad frame: COMPLETE has %u digests for %zu regions",
+				m->u.complete.count, ctx->nregions);
+	if (!(m->u.complete.flags & RMIG_COMPLETE_VERIFY))
+		return 0;
+	rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, digest);
+	if (rc)
+		return rmig_err(ctx, rc, "computing the destination digest failed");
+	for (size_t i = 0; i < ctx->nregions; i++)
+		if (digest[i] != m->u.complete.digest[i])
+			return rmig_err(ctx, -EILSEQ,
+					"verification failed: region %u digest %016llx, source has "
+					"%016llx",
+					ctx->regions[i].id, (unsigned long long)digest[i],
+					(unsigned long long)m->u.complete.digest[i]);
+	ctx->stats.verified = 1;
+	return 0;
+}
+
+int rmig_recv(struct rmig_ctx *ctx)
+{
+	struct receiver *r = calloc(1, sizeof(*r));
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	void *state = NULL;
+	size_t state_len = 0;
+	int rc, have_state = 0, ready = 0, started = 0, accepted = 0;
+	unsigned expect_round = 1;
+	int64_t t_go = 0;
+
+	if (!r || !m) {
+		rc = rmig_err(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	r->ctx = ctx;
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_cond_init(&r->progress, NULL);
+	atomic_init(&r->round, 1);
+
+	if (!ctx->port) {
+		uint16_t port = ctx->cfg.port;
+
+		rc = ctx->link->ops->listen(ctx->link, ctx->cfg.host, &port);
+		if (rc) {
+			rmig_err(ctx, rc, "%s", ctx->link->err);
+			goto out;
+		}
+		ctx->port = port;
+		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = port };
+
+		rmig_emit(ctx, &ev);
+	}
+	rmig_set_phase(ctx, "listening");
+	rc = ctx->link->ops->accept_ctrl(ctx->link, ctx->cfg.accept_timeout_ms
+							    ? (int)ctx->cfg.accept_timeout_ms
+							    : -1);
+	if (rc) {
+		rmig_err(ctx, rc, "%s", ctx->link->err);
+		goto out;
+	}
+	ctx->t_start_ms = rmig_now_ms();
+	{
+		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+
+		rmig_emit(ctx, &ev);
+	}
+
+	/* Handshake: versions, then the layout, before any memory is committed. */
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		goto fail;
+	if (m->u.hello.ver_max < RMIG_WIRE_VERSION_MIN || m->u.hello.ver_min > RMIG_WIRE_VERSION_MAX) {
+		rc = rmig_err(ctx, -EPROTONOSUPPORT,
+			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
+			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
+			      RMIG_WIRE_VERSION_MAX);
+		goto fail;
+	}
+	memcpy(ctx->token, m->u.hello.nonce, RMIG_NONCE_LEN);
+	ctx->nchan = m->u.hello.channels;
+	ctx->stats.channels = ctx->nchan;
+	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce)) {
+		rc = rmig_err(ctx, -EIO, "getrandom failed");
+		goto fail;
+	}
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = RMIG_MAX_CHANNELS };
+	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
+	rc = rmig_ctrl_send(ctx, m);
+	if (rc)
+		goto fail;
+	rc = accept_channels(ctx, ctx->nchan);
+	if (rc)
+		goto fail;
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		goto fail;
+	rc = take_layout(ctx, &m->u.layout);
+	if (rc)
+		goto fail;
+	for (unsigned i = 0; i < ctx->nchan; i++) {
+		r->w[i] = (struct recv_worker){ .r = r, .chan = i };
+		if (pthread_create(&r->w[i].tid, NULL, recv_main, &r->w[i])) {
+			rc = rmig_err(ctx, -EAGAIN, "cannot start receiver threads");
+			goto fail;
+		}
+		r->w[i].started = 1;
+	}
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+	if (rc)
+		goto fail;
+	accepted = 1;
+	rmig_set_phase(ctx, "receiving");
+
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, m, started ? 2000 : -1);
+		if (rc && r->failed)
+			rc = rmig_err(ctx, -EIO, "%s", r->failure);
+		if (rc)
+			goto fail;
+		switch (m->type) {
+		case RMIG_MSG_ROUND_END:
+			if (have_state || m->u.round_end.h.round != expect_round) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: ROUND_END %u out of order",
+					      m->u.round_end.h.round);
+				goto fail;
+			}
+			rc = wait_round(r, m);
+			if (rc)
+				goto fail;
+			ctx->stats.rounds = expect_round;
+			{
+				struct rmig_progress *p = &ctx->prog;
+
+				pthread_mutex_lock(&ctx->prog_lock);
+				p->round = expect_round;
+				pthread_mutex_unlock(&ctx->prog_lock);
+			}
+			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, expect_round++);
+			if (rc)
+				goto fail;
+			break;
+		case RMIG_MSG_STATE:
+			if (have_state) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: second STATE");
+				goto fail;
+			}
+			state_len = m->u.state.len;
+			state = malloc(state_len ? state_len : 1);
+			if (!state) {
+				rc = rmig_err(ctx, -ENOMEM, "no memory for %zu bytes of state", state_len);
+				goto fail;
+			}
+			memcpy(state, m->u.state.data, state_len);
+			have_state = 1;
+			rmig_set_phase(ctx, "stop-and-copy");
+			break;
+		case RMIG_MSG_COMPLETE:
+			if (!have_state || ready) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before STATE");
+				goto fail;
+			}
+			rc = verify(ctx, m);
+			if (rc)
+				goto fail;
+			rc = ctx->be->ops->load_state(ctx->be, state, state_len);
+			if (rc) {
+				rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
+				goto fail;
+			}
+			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
+			if (rc)
+				goto fail;
+			ready = 1;
+			rmig_set_phase(ctx, "ready");
+			break;
+		case RMIG_MSG_GO:
+			if (!ready || started) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: GO before READY");
+				goto fail;
+			}
+			t_go = rmig_now_ms();
+			rc = ctx->be->ops->start(ctx->be);
+			if (rc) {
+				rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
+				goto fail;
+			}
+			started = 1;
+			ctx->stats.result = RMIG_RESULT_MIGRATED;
+			rmig_set_phase(ctx, "migrated");
+			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+			if (rc)
+				goto fail;
+			break;
+		case RMIG_MSG_DONE:
+			if (!started) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: DONE before GO");
+				goto fail;
+			}
+			ctx->stats.downtime_ms = m->u.done.downtime_ms;
+			ctx->stats.total_ms = m->u.done.total_ms;
+			rc = 0;
+			goto out;
+		default:
+			rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected %s",
+				      rmig_msg_name(m->type));
+			goto fail;
+		}
+	}
+
+fail:
+	if (started) {
+		/* The guest runs here: the migration succeeded, only the final
+		 * figures are missing. */
+		fprintf(stderr, "rmig: guest started, but the source's final report is missing: %s\n",
+			ctx->err);
+		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_go);
+		rc = 0;
+		goto out;
+	}
+	if (accepted || rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	ctx->stats.verified = 0;
+	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+	rmig_set_phase(ctx, "discarded");
+	if (rc >= 0)
+		rc = -EIO;
+out:
+	if (r) {
+		atomic_store(&r->stopping, 1);
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA);
+		for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
+			if (r->w[i].started)
+				pthread_join(r->w[i].tid, NULL);
+		pthread_mutex_destroy(&r->lock);
+		pthread_cond_destroy(&r->progress);
+	}
+	if (ctx->stats.total_ms == 0 && ctx->t_start_ms)
+		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+	free(state);
+	free(r);
+	free(m);
+	return rc;
+}

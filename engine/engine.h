@@ -1,0 +1,75 @@
+/* engine.h - what the engine's files share: the migration context and the
+ * control-message helpers. Not part of the public API.
+ *
+ * The engine drives a backend (struct rmig_backend_ops) and a link (struct
+ * rmig_link_ops) and knows neither hypervisors nor sockets.
+ */
+#ifndef RMIG_ENGINE_H
+#define RMIG_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "link.h"
+#include "proto.h"
+#include "rmig.h"
+
+struct rmig_ctx {
+	struct rmig_config cfg;
+	struct rmig_backend *be;
+	struct rmig_link *link;
+	char err[512];
+	atomic_int cancelled;
+	struct rmig_stats stats;
+
+	/* Live figures for rmig_progress(). */
+	pthread_mutex_t prog_lock;
+	struct rmig_progress prog;
+	atomic_uint_fast64_t live_bytes;
+
+	/* The session. */
+	struct rmig_layout layout;
+	const struct rmig_region *regions; /* the backend's, host pointers */
+	size_t nregions;
+	unsigned nchan;
+	uint8_t nonce[RMIG_NONCE_LEN]; /* ours */
+	uint8_t token[RMIG_NONCE_LEN]; /* the source's nonce: names the session */
+	uint64_t ctrl_tx_seq, ctrl_rx_seq;
+	uint8_t *rxbuf; /* control payloads */
+	size_t rxcap;
+	int64_t t_start_ms;
+	uint16_t port; /* destination: bound port */
+};
+
+int64_t rmig_now_ms(void);
+double rmig_now_s(void);
+
+/* Set ctx->err, printf-style; returns rc so that `return rmig_err(...)` reads. */
+int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+void rmig_emit(struct rmig_ctx *ctx, const struct rmig_event *ev);
+void rmig_set_phase(struct rmig_ctx *ctx, const char *phase);
+
+/* Control stream: send one message; receive one (HEARTBEATs are skipped, an
+ * ABORT becomes -ECONNABORTED with the peer's reason in ctx->err). */
+int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m);
+int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value);
+int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms);
+/* Receive and insist on one type. */
+int rmig_ctrl_expect(struct rmig_ctx *ctx, uint8_t type, struct rmig_msg *m, int timeout_ms);
+/* Best effort: tell the peer why we stop. */
+void rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason);
+
+/* One frame on a data channel: header + sub-header/runs + page bytes. */
+int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uint8_t type,
+			 uint8_t *hdrbuf, size_t sublen, struct iovec *data, int ndata);
+
+/* 1 if the page holds only zero bytes. */
+int rmig_page_is_zero(const void *page, size_t len);
+
+/* Fill the layout (wire form) from backend regions; checks it too. */
+int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n);
+
+#endif

@@ -1,0 +1,712 @@
+/* source.c - the sending side: handshake, pre-copy rounds, convergence,
+ * stop-and-copy, two-phase commit, and rollback.
+ *
+ * Threads: the caller's thread runs the rounds and the control stream; one
+ * worker per data channel takes page runs from a queue, splits them into
+ * zero and data pages, and sends PAGES/ZERO frames straight from guest
+ * memory. A round ends when the queue is drained, the ROUND_END message
+ * (frames per channel) is sent and the destination's ROUND_ACK says every
+ * frame of the round is in its memory. The next round starts only then, so
+ * a page can never be applied out of order across rounds.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "bitmap.h"
+#include "converge.h"
+#include "digest.h"
+#include "engine.h"
+
+#define QUEUE_CAP 256
+#define ITEM_BYTES (1u << 20) /* pages per queued item: 1 MiB worth */
+#define MIN_BW_SAMPLE (1u << 20)
+
+struct send_item {
+	uint32_t region; /* index in ctx->regions */
+	uint64_t first, count;
+};
+
+struct sender;
+
+struct send_worker {
+	struct sender *s;
+	unsigned chan;
+	pthread_t tid;
+	int started;
+	uint64_t seq;
+	/* This round's figures; read by the main thread only when idle. */
+	uint64_t frames, pages, zero_pages, bytes;
+	uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS];
+};
+
+struct sender {
+	struct rmig_ctx *ctx;
+	pthread_mutex_t lock;
+	pthread_cond_t work, space, idle;
+	struct send_item q[QUEUE_CAP];
+	size_t qhead, qcount;
+	unsigned busy;
+	int quit;
+	int failed;
+	char failure[400];
+	uint32_t round;
+	struct send_worker w[RMIG_MAX_CHANNELS];
+	unsigned nworkers;
+	/* --max-bandwidth: a shared virtual clock of when the next byte may go. */
+	pthread_mutex_t rate_lock;
+	double rate_next;
+	uint64_t *bitmap[RMIG_MAX_REGIONS];
+};
+
+static void fail(struct sender *s, const char *why)
+{
+	pthread_mutex_lock(&s->lock);
+	if (!s->failed) {
+		s->failed = 1;
+		snprintf(s->failure, sizeof(s->failure), "%s", why);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void rate_limit(struct sender *s, size_t bytes)
+{
+	double rate = (double)s->ctx->cfg.max_bandwidth, now, wait;
+
+	if (!rate)
+		return;
+	pthread_mutex_lock(&s->rate_lock);
+	now = rmig_now_s();
+	if (s->rate_next < now - 0.05) /* allow at most a 50 ms burst after idling */
+		s->rate_next = now - 0.05;
+	s->rate_next += (double)bytes / rate;
+	wait = s->rate_next - now;
+	pthread_mutex_unlock(&s->rate_lock);
+	if (wait > 0) {
+		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Send the runs collected so far as one PAGES or ZERO frame. */
+static int flush_runs(struct send_worker *w, const struct rmig_region *r, uint8_t type,
+		      struct rmig_run *runs, uint32_t *nruns)
+{
+	struct rmig_ctx *ctx = w->s->ctx;
+	struct iovec data[RMIG_MAX_RUNS];
+	uint64_t pages = 0;
+	size_t sub, bytes;
+	int rc;
+
+	if (!*nruns)
+		return 0;
+	sub = rmig_pages_encode(w->hdr + RMIG_FRAME_HDR_LEN, sizeof(w->hdr) - RMIG_FRAME_HDR_LEN,
+				r->id, w->s->round, runs, *nruns);
+	for (uint32_t i = 0; i < *nruns; i++) {
+		data[i] = (struct iovec){ (char *)r->host + runs[i].first * r->page_size,
+					  runs[i].count * r->page_size };
+		pages += runs[i].count;
+	}
+	bytes = RMIG_FRAME_HDR_LEN + sub + (type == RMIG_MSG_PAGES ? pages * r->page_size : 0);
+	rate_limit(w->s, bytes);
+	rc = rmig_chan_send_frame(ctx, w->chan, &w->seq, type, w->hdr, sub, data,
+				  type == RMIG_MSG_PAGES ? (int)*nruns : 0);
+	if (rc)
+		return rc;
+	w->frames++;
+	w->bytes += bytes;
+	if (type == RMIG_MSG_PAGES)
+		w->pages += pages;
+	else
+		w->zero_pages += pages;
+	*nruns = 0;
+	return 0;
+}
+
+static int add_page(struct send_worker *w, const struct rmig_region *r, uint8_t type,
+		    struct rmig_run *runs, uint32_t *nruns, uint64_t page)
+{
+	int rc;
+
+	if (*nruns && runs[*nruns - 1].first + runs[*nruns - 1].count == page) {
+		runs[*nruns - 1].count++;
+		return 0;
+	}
+	if (*nruns == RMIG_MAX_RUNS) {
+		rc = flush_runs(w, r, type, runs, nruns);
+		if (rc)
+			return rc;
+	}
+	runs[(*nruns)++] = (struct rmig_run){ page, 1 };
+	return 0;
+}
+
+static int send_item(struct send_worker *w, const struct send_item *it)
+{
+	const struct rmig_region *r = &w->s->ctx->regions[it->region];
+	struct rmig_run data[RMIG_MAX_RUNS], zero[RMIG_MAX_RUNS];
+	uint32_t nd = 0, nz = 0;
+	int rc = 0;
+
+	for (uint64_t p = it->first; p < it->first + it->count && !rc; p++) {
+		if (rmig_page_is_zero((char *)r->host + p * r->page_size, r->page_size))
+			rc = add_page(w, r, RMIG_MSG_ZERO, zero, &nz, p);
+		else
+			rc = add_page(w, r, RMIG_MSG_PAGES, data, &nd, p);
+	}
+	if (!rc)
+		rc = flush_runs(w, r, RMIG_MSG_PAGES, data, &nd);
+	if (!rc)
+		rc = flush_runs(w, r, RMIG_MSG_ZERO, zero, &nz);
+	return rc;
+}
+
+static void *worker_main(void *arg)
+{
+	struct send_worker *w = arg;
+	struct sender *s = w->s;
+
+	pthread_mutex_lock(&s->lock);
+	for (;;) {
+		struct send_item it;
+		int rc = 0;
+
+		while (!s->qcount && !s->quit)
+			pthread_cond_wait(&s->work, &s->lock);
+		if (s->quit)
+			break;
+		it = s->q[s->qhead];
+		s->qhead = (s->qhead + 1) % QUEUE_CAP;
+		s->qcount--;
+		s->busy++;
+		pthread_cond_signal(&s->space);
+		if (!s->failed) {
+			pthread_mutex_unlock(&s->lock);
+			if (atomic_load(&s->ctx->cancelled))
+				fail(s, "cancelled by the operator");
+			else if ((rc = send_item(w, &it)))
+				fail(s, s->ctx->link->err);
+			pthread_mutex_lock(&s->lock);
+		}
+		s->busy--;
+		if (!s->qcount && !s->busy)
+			pthread_cond_broadcast(&s->idle);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+static int push_item(struct sender *s, const struct send_item *it)
+{
+	int failed;
+
+	pthread_mutex_lock(&s->lock);
+	while (s->qcount == QUEUE_CAP && !s->failed)
+		pthread_cond_wait(&s->space, &s->lock);
+	failed = s->failed;
+	if (!failed) {
+		s->q[(s->qhead + s->qcount) % QUEUE_CAP] = *it;
+		s->qcount++;
+		pthread_cond_signal(&s->work);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return failed ? -EIO : 0;
+}
+
+static void wait_idle(struct sender *s)
+{
+	pthread_mutex_lock(&s->lock);
+	while (s->qcount || s->busy) {
+		if (s->failed) { /* drop what is queued: it will not be sent */
+			s->qcount = 0;
+			pthread_cond_broadcast(&s->space);
+			if (!s->busy)
+				break;
+		}
+		pthread_cond_wait(&s->idle, &s->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+static int start_workers(struct sender *s)
+{
+	for (unsigned i = 0; i < s->ctx->nchan; i++) {
+		s->w[i].s = s;
+		s->w[i].chan = i;
+		if (pthread_create(&s->w[i].tid, NULL, worker_main, &s->w[i]))
+			return rmig_err(s->ctx, -EAGAIN, "cannot start sender threads");
+		s->w[i].started = 1;
+		s->nworkers++;
+	}
+	return 0;
+}
+
+static void stop_workers(struct sender *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->quit = 1;
+	pthread_cond_broadcast(&s->work);
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
+		if (s->w[i].started)
+			pthread_join(s->w[i].tid, NULL);
+}
+
+/* Send every page set in the bitmaps (clearing them), end the round and wait
+ * for the destination to confirm it holds all of it. */
+static int send_round(struct sender *s, struct rmig_round_stats *rs)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg m = { .type = RMIG_MSG_ROUND_END };
+	int rc = 0;
+
+	for (unsigned i = 0; i < ctx->nchan; i++)
+		s->w[i].frames = s->w[i].pages = s->w[i].zero_pages = s->w[i].bytes = 0;
+	s->round = rs->round;
+	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+		uint64_t npages = r->len / r->page_size, pos = 0, start, len;
+		uint64_t per_item = ITEM_BYTES / r->page_size ? ITEM_BYTES / r->page_size : 1;
+
+		while (!rc && rmig_dirty_bitmap_next_run(s->bitmap[ri], npages, pos, per_item, &start,
+							 &len)) {
+			struct send_item it = { (uint32_t)ri, start, len };
+
+			rc = push_item(s, &it);
+			pos = start + len;
+		}
+		memset(s->bitmap[ri], 0, rmig_bitmap_words(npages) * 8);
+	}
+	wait_idle(s);
+	if (s->failed)
+		return rmig_err(ctx, -EIO, "%s", s->failure);
+	m.u.round_end.h.round = rs->round;
+	m.u.round_end.h.nchan = ctx->nchan;
+	for (unsigned i = 0; i < ctx->nchan; i++) {
+		m.u.round_end.frames[i] = s->w[i].frames;
+		rs->pages += s->w[i].pages;
+		rs->zero_pages += s->w[i].zero_pages;
+		rs->bytes += s->w[i].bytes;
+	}
+	m.u.round_end.h.pages = rs->pages;
+	m.u.round_end.h.zero_pages = rs->zero_pages;
+	m.u.round_end.h.bytes = rs->bytes;
+	rc = rmig_ctrl_send(ctx, &m);
+	if (rc)
+		return rc;
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, &m, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		return rc;
+	if (m.u.value != rs->round)
+		return rmig_err(ctx, -EPROTO, "protocol error: ROUND_ACK for round %llu, expected %u",
+				(unsigned long long)m.u.value, rs->round);
+	ctx->stats.pages_sent += rs->pages;
+	ctx->stats.zero_pages += rs->zero_pages;
+	ctx->stats.bytes_sent += rs->bytes;
+	return 0;
+}
+
+static int fetch_dirty(struct sender *s, uint64_t *pages)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc;
+
+	*pages = 0;
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+
+		rc = ctx->be->ops->fetch_dirty(ctx->be, ri, s->bitmap[ri]);
+		if (rc)
+			return rmig_err(ctx, rc, "backend: fetching the dirty log: %s", ctx->be->err);
+		*pages += rmig_dirty_bitmap_count(s->bitmap[ri], r->len / r->page_size);
+	}
+	return 0;
+}
+
+static int handshake(struct rmig_ctx *ctx)
+{
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int tmo = (int)ctx->cfg.io_timeout_ms, rc;
+	uint16_t lo, hi;
+
+	if (!m)
+		return -ENOMEM;
+	rc = ctx->link->ops->connect_ctrl(ctx->link, ctx->cfg.host, ctx->cfg.port, tmo);
+	if (rc) {
+		rc = rmig_err(ctx, rc, "%s", ctx->link->err);
+		goto out;
+	}
+	{
+		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+
+		rmig_emit(ctx, &ev);
+	}
+	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce)) {
+		rc = rmig_err(ctx, -EIO, "getrandom failed");
+		goto out;
+	}
+	memcpy(ctx->token, ctx->nonce, sizeof(ctx->token));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = ctx->cfg.channels };
+	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
+	rc = rmig_ctrl_send(ctx, m);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, tmo);
+	if (rc)
+		goto out;
+	lo = m->u.hello.ver_min > RMIG_WIRE_VERSION_MIN ? m->u.hello.ver_min : RMIG_WIRE_VERSION_MIN;
+	hi = m->u.hello.ver_max < RMIG_WIRE_VERSION_MAX ? m->u.hello.ver_max : RMIG_WIRE_VERSION_MAX;
+	if (lo > hi) {
+		rc = rmig_err(ctx, -EPROTONOSUPPORT,
+			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
+			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
+			      RMIG_WIRE_VERSION_MAX);
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		goto out;
+	}
+	ctx->nchan = ctx->cfg.channels;
+	for (unsigned i = 0; i < ctx->nchan; i++) {
+		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
+		uint64_t seq = 0;
+		unsigned chan;
+
+		rc = ctx->link->ops->connect_channel(ctx->link, tmo, &chan);
+		if (rc) {
+			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+			goto out;
+		}
+		m->type = RMIG_MSG_CHANNEL;
+		memcpy(m->u.channel.token, ctx->token, RMIG_NONCE_LEN);
+		m->u.channel.index = chan;
+		m->u.channel.count = ctx->nchan;
+		rmig_msg_encode(m, hdr + RMIG_FRAME_HDR_LEN, RMIG_CHANNEL_LEN);
+		rc = rmig_chan_send_frame(ctx, chan, &seq, RMIG_MSG_CHANNEL, hdr, RMIG_CHANNEL_LEN,
+					  NULL, 0);
+		if (rc) {
+			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+			goto out;
+		}
+	}
+	m->type = RMIG_MSG_REGIONS;
+	m->u.layout = ctx->layout;
+	rc = rmig_ctrl_send(ctx, m);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS_ACK, m, tmo);
+out:
+	free(m);
+	return rc;
+}
+
+/* Source digest, computed while the last pages are on the wire: the guest
+ * is paused, so memory is what it was at the pause. */
+struct digest_task {
+	struct rmig_ctx *ctx;
+	pthread_t tid;
+	uint64_t digest[RMIG_MAX_REGIONS];
+	int rc;
+};
+
+static void *digest_main(void *arg)
+{
+	struct digest_task *d = arg;
+
+	d->rc = rmig_digest_regions(d->ctx->regions, d->ctx->nregions, 1, d->digest);
+	return NULL;
+}
+
+static void update_progress(struct rmig_ctx *ctx, const struct rmig_round_stats *rs,
+			    uint64_t remaining)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = rs->round + 1;
+	ctx->prog.bandwidth = rs->bandwidth;
+	ctx->prog.dirty_rate = rs->dirty_rate;
+	ctx->prog.remaining_bytes = remaining;
+	ctx->prog.expected_downtime_ms = rs->expected_downtime_ms;
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
+int rmig_send(struct rmig_ctx *ctx)
+{
+	struct sender *s = calloc(1, sizeof(*s));
+	struct rmig_converge_state conv = { 0 };
+	struct rmig_round_stats rs;
+	struct digest_task dig = { .ctx = ctx };
+	struct rmig_msg m;
+	const struct rmig_region *regions;
+	size_t nregions;
+	int rc, paused = 0, go_sent = 0, started_migration = 0, digest_running = 0;
+	uint64_t dirty_pages = 0, page_size = 0;
+	double bandwidth = 0, fixed_ms, t_fetch;
+	int64_t t_pause = 0;
+	unsigned round = 1;
+
+	if (!s)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	s->ctx = ctx;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->rate_lock, NULL);
+	pthread_cond_init(&s->work, NULL);
+	pthread_cond_init(&s->space, NULL);
+	pthread_cond_init(&s->idle, NULL);
+	ctx->t_start_ms = rmig_now_ms();
+	ctx->stats.channels = ctx->cfg.channels;
+
+	rc = ctx->be->ops->get_regions(ctx->be, &regions, &nregions);
+	if (rc) {
+		rmig_err(ctx, rc, "backend: %s", ctx->be->err);
+		goto fail;
+	}
+	rc = rmig_layout_from_regions(ctx, regions, nregions);
+	if (rc)
+		goto fail;
+	for (size_t i = 0; i < nregions; i++) {
+		uint64_t npages = regions[i].len / regions[i].page_size;
+
+		s->bitmap[i] = calloc(rmig_bitmap_words(npages), 8);
+		if (!s->bitmap[i]) {
+			rc = rmig_err(ctx, -ENOMEM, "out of memory for dirty bitmaps");
+			goto fail;
+		}
+		ctx->stats.guest_bytes += regions[i].len;
+		page_size = regions[i].page_size;
+	}
+	/* Fixed cost of a switch-over: both digests, if verifying. */
+	fixed_ms = 2.0;
+	if (ctx->cfg.verify)
+		fixed_ms += 2.0 * (double)ctx->stats.guest_bytes / rmig_digest_rate(0) * 1000.0;
+
+	rmig_set_phase(ctx, "connecting");
+	rc = handshake(ctx);
+	if (rc)
+		goto fail;
+	started_migration = 1;
+	rc = start_workers(s);
+	if (rc)
+		goto fail;
+
+	/* Start logging before the first read, so that no write is missed. */
+	rc = ctx->be->ops->start_dirty_log(ctx->be);
+	if (rc) {
+		rmig_err(ctx, rc, "backend: starting the dirty log: %s", ctx->be->err);
+		goto fail;
+	}
+	for (size_t i = 0; i < nregions; i++)
+		rmig_dirty_bitmap_set_all(s->bitmap[i], regions[i].len / regions[i].page_size);
+	rmig_set_phase(ctx, "pre-copy");
+	t_fetch = rmig_now_s();
+	for (;; round++) {
+		struct rmig_converge_input in = { 0 };
+		enum rmig_converge_decision d;
+		double t0 = rmig_now_s(), now;
+
+		memset(&rs, 0, sizeof(rs));
+		rs.round = round;
+		rc = send_round(s, &rs);
+		if (rc)
+			goto fail;
+		rc = fetch_dirty(s, &dirty_pages);
+		if (rc)
+			goto fail;
+		now = rmig_now_s();
+		rs.ms = (uint64_t)((now - t0) * 1000);
+		rs.bandwidth = now > t0 ? (double)rs.bytes / (now - t0) : 0;
+		/* A tiny round measures latency, not bandwidth: keep the last figure. */
+		if (rs.bytes >= MIN_BW_SAMPLE || bandwidth == 0)
+			bandwidth = rs.bandwidth;
+		rs.bandwidth = bandwidth;
+		rs.dirty_rate = now > t_fetch ? (double)dirty_pages / (now - t_fetch) : 0;
+		t_fetch = now;
+		rs.dirty_pages = dirty_pages;
+		rs.expected_downtime_ms =
+			rmig_expected_downtime_ms(dirty_pages * page_size, bandwidth, fixed_ms);
+		ctx->stats.rounds = round;
+		ctx->stats.expected_downtime_ms = rs.expected_downtime_ms;
+		update_progress(ctx, &rs, dirty_pages * page_size);
+		{
+			struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &rs };
+
+			rmig_emit(ctx, &ev);
+		}
+		if (atomic_load(&ctx->cancelled)) {
+			rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+			goto fail;
+		}
+		in = (struct rmig_converge_input){ .round = round,
+						   .max_rounds = ctx->cfg.max_rounds,
+						   .downtime_ms = ctx->cfg.downtime_ms,
+						   .policy = ctx->cfg.on_no_converge,
+						   .can_throttle = ctx->be->ops->throttle != NULL,
+						   .expected_ms = rs.expected_downtime_ms,
+						   .sent_bytes = rs.bytes,
+						   .dirtied_bytes = dirty_pages * page_size };
+		d = rmig_converge_decide(&in, &conv);
+		if (d == RMIG_CONV_SWITCH)
+			break;
+		if (d == RMIG_CONV_FORCE) {
+			ctx->stats.forced = 1;
+			break;
+		}
+		if (d == RMIG_CONV_ABORT) {
+			rc = rmig_err(ctx, -ETIME,
+				      "did not converge in %u rounds: expected downtime %.0f ms > "
+				      "%u ms (dirty rate %.0f pages/s)",
+				      round, rs.expected_downtime_ms, ctx->cfg.downtime_ms,
+				      rs.dirty_rate);
+			goto fail;
+		}
+		if (d == RMIG_CONV_THROTTLE) {
+			struct rmig_event ev = { .type = RMIG_EV_THROTTLE,
+						 .throttle_pct = conv.throttle_pct };
+
+			rc = ctx->be->ops->throttle(ctx->be, conv.throttle_pct);
+			if (rc) {
+				rmig_err(ctx, rc, "backend: throttle: %s", ctx->be->err);
+				goto fail;
+			}
+			ctx->stats.throttle_pct = conv.throttle_pct;
+			rmig_emit(ctx, &ev);
+		}
+	}
+
+	/* Stop and copy. */
+	rmig_set_phase(ctx, "stop-and-copy");
+	t_pause = rmig_now_ms();
+	rc = ctx->be->ops->pause(ctx->be);
+	if (rc) {
+		rmig_err(ctx, rc, "backend: pause: %s", ctx->be->err);
+		goto fail;
+	}
+	paused = 1;
+	rc = fetch_dirty(s, &dirty_pages);
+	if (rc)
+		goto fail;
+	if (ctx->cfg.verify) {
+		if (pthread_create(&dig.tid, NULL, digest_main, &dig)) {
+			rc = rmig_err(ctx, -EAGAIN, "cannot start the digest thread");
+			goto fail;
+		}
+		digest_running = 1;
+	}
+	memset(&rs, 0, sizeof(rs));
+	rs.round = ++round;
+	rc = send_round(s, &rs);
+	if (rc)
+		goto fail;
+	ctx->stats.rounds = round;
+	{
+		void *blob = NULL;
+		size_t len = 0;
+
+		rc = ctx->be->ops->save_state(ctx->be, &blob, &len);
+		if (rc) {
+			rmig_err(ctx, rc, "backend: save state: %s", ctx->be->err);
+			goto fail;
+		}
+		if (len > RMIG_MAX_STATE) {
+			free(blob);
+			rc = rmig_err(ctx, -EFBIG, "device state of %zu bytes exceeds %u", len,
+				      RMIG_MAX_STATE);
+			goto fail;
+		}
+		m.type = RMIG_MSG_STATE;
+		m.u.state.data = blob;
+		m.u.state.len = (uint32_t)len;
+		rc = rmig_ctrl_send(ctx, &m);
+		free(blob);
+		if (rc)
+			goto fail;
+	}
+	memset(&m, 0, sizeof(m));
+	m.type = RMIG_MSG_COMPLETE;
+	m.u.complete.count = (uint32_t)nregions;
+	if (digest_running) {
+		pthread_join(dig.tid, NULL);
+		digest_running = 0;
+		if (dig.rc) {
+			rc = rmig_err(ctx, dig.rc, "computing the source digest failed");
+			goto fail;
+		}
+		m.u.complete.flags = RMIG_COMPLETE_VERIFY;
+		memcpy(m.u.complete.digest, dig.digest, sizeof(uint64_t) * nregions);
+	}
+	rc = rmig_ctrl_send(ctx, &m);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		goto fail;
+	ctx->stats.verified = ctx->cfg.verify;
+
+	/* Commit: from here the destination may run, so we never resume. */
+	rmig_set_phase(ctx, "commit");
+	go_sent = 1;
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_STARTED, &m, (int)ctx->cfg.io_timeout_ms);
+	if (rc)
+		goto fail;
+	ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_pause);
+	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+	memset(&m, 0, sizeof(m));
+	m.type = RMIG_MSG_DONE;
+	m.u.done = (struct rmig_wire_done){ .total_ms = ctx->stats.total_ms,
+					    .downtime_ms = ctx->stats.downtime_ms,
+					    .bytes_sent = ctx->stats.bytes_sent,
+					    .rounds = ctx->stats.rounds };
+	rmig_ctrl_send(ctx, &m); /* informational: the guest has moved either way */
+	ctx->stats.result = RMIG_RESULT_MIGRATED;
+	rmig_set_phase(ctx, "migrated");
+	rc = 0;
+	goto out;
+
+fail:
+	ctx->stats.verified = 0;
+	if (atomic_load(&ctx->cancelled))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the data workers */
+	if (digest_running)
+		pthread_join(dig.tid, NULL);
+	if (go_sent) {
+		/* The destination may be running the guest: resuming here could
+		 * run it twice. Stay paused and let the operator decide. */
+		char cause[sizeof(ctx->err)];
+
+		memcpy(cause, ctx->err, sizeof(cause));
+		ctx->stats.result = RMIG_RESULT_UNKNOWN;
+		rmig_err(ctx, rc,
+			 "%s; GO was sent, so the destination may be running the guest: the "
+			 "source stays paused. Check the destination, then either stop this "
+			 "source or resume it (rmig send --resume-source, not yet available)",
+			 cause);
+		rmig_set_phase(ctx, "unknown");
+	} else {
+		if (started_migration)
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		if (paused && ctx->be->ops->resume(ctx->be))
+			fprintf(stderr, "rmig: resuming the guest failed: %s\n", ctx->be->err);
+		if (conv.throttle_pct && ctx->be->ops->throttle)
+			ctx->be->ops->throttle(ctx->be, 0);
+		ctx->stats.result = started_migration ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+		rmig_set_phase(ctx, started_migration ? "rolled-back" : "failed");
+	}
+	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+	if (rc >= 0)
+		rc = -EIO;
+out:
+	stop_workers(s);
+	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)
+		free(s->bitmap[i]);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->rate_lock);
+	pthread_cond_destroy(&s->work);
+	pthread_cond_destroy(&s->space);
+	pthread_cond_destroy(&s->idle);
+	free(s);
+	return rc;
+}

@@ -1,0 +1,244 @@
+/* proto.h - rmig's wire format: framing, messages, and their checked decoding.
+ *
+ * Every frame is a 24-byte header followed by `len` payload bytes. All
+ * integers are little-endian. The structs below document the byte layout of
+ * each payload (their sizes and offsets are fixed by _Static_assert); encode
+ * and decode go field by field, so host endianness and padding never matter.
+ *
+ * Decoders never trust the wire: every length, count, region id and page
+ * index is checked before use, and a failure leaves a one-line reason in the
+ * caller's err buffer. This module knows no sockets, backends or links.
+ */
+#ifndef RMIG_PROTO_H
+#define RMIG_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rmig.h"
+
+#define RMIG_WIRE_MAGIC 0x47494d52u /* "RMIG" as little-endian bytes */
+#define RMIG_WIRE_VERSION_MIN 1
+#define RMIG_WIRE_VERSION_MAX 1
+
+#define RMIG_MAX_CHANNELS 64
+#define RMIG_MAX_RUNS 64                     /* page runs in one PAGES/ZERO frame */
+#define RMIG_MIN_PAGE_SIZE 4096u
+#define RMIG_MAX_PAGE_SIZE (2u << 20)        /* 2 MiB huge pages */
+#define RMIG_MAX_FRAME_DATA (16u << 20)      /* page bytes in one PAGES frame */
+#define RMIG_MAX_STATE (64u << 20)           /* device state blob */
+#define RMIG_MAX_REASON 1024                 /* ABORT text */
+#define RMIG_MAX_REGION_BYTES (1ull << 44)   /* 16 TiB per region */
+#define RMIG_NONCE_LEN 16
+
+enum rmig_msg_type {
+	RMIG_MSG_HELLO = 1,       /* both ways: versions, capabilities, nonce */
+	RMIG_MSG_REGIONS = 2,     /* source: the guest's memory layout */
+	RMIG_MSG_REGIONS_ACK = 3, /* destination: layout accepted, memory ready */
+	RMIG_MSG_CHANNEL = 4,     /* first frame of each data stream: session token */
+	RMIG_MSG_PAGES = 5,       /* data streams: page runs + their bytes */
+	RMIG_MSG_ZERO = 6,        /* data streams: runs of zero pages, no bytes */
+	RMIG_MSG_ROUND_END = 7,   /* source: a round is sent (frames per stream) */
+	RMIG_MSG_ROUND_ACK = 8,   /* destination: that round is all in memory */
+	RMIG_MSG_STATE = 9,       /* source: device/CPU state blob */
+	RMIG_MSG_COMPLETE = 10,   /* source: all sent; region digests */
+	RMIG_MSG_READY = 11,      /* destination: verified, state loaded, not running */
+	RMIG_MSG_GO = 12,         /* source: start the guest */
+	RMIG_MSG_STARTED = 13,    /* destination: guest runs */
+	RMIG_MSG_ABORT = 14,      /* either: giving up, with a reason */
+	RMIG_MSG_HEARTBEAT = 15,  /* either: still alive */
+	RMIG_MSG_DONE = 16,       /* source: final figures, after STARTED */
+	RMIG_MSG_TYPE_COUNT
+};
+
+/* ---- wire layouts ---- */
+
+struct rmig_wire_frame_hdr {
+	uint32_t magic;
+	uint8_t version;
+	uint8_t type;
+	uint16_t flags;
+	uint32_t len; /* payload bytes after this header */
+	uint32_t reserved;
+	uint64_t seq; /* per stream and direction, from 0, no gaps */
+};
+#define RMIG_FRAME_HDR_LEN 24
+_Static_assert(sizeof(struct rmig_wire_frame_hdr) == RMIG_FRAME_HDR_LEN, "frame header");
+
+struct rmig_wire_hello {
+	uint16_t ver_min, ver_max;
+	uint32_t channels;
+	uint64_t caps;
+	uint8_t nonce[RMIG_NONCE_LEN];
+	uint32_t flags;
+	uint32_t reserved;
+};
+#define RMIG_HELLO_LEN 40
+_Static_assert(sizeof(struct rmig_wire_hello) == RMIG_HELLO_LEN, "hello");
+
+struct rmig_wire_region {
+	uint32_t id;
+	uint32_t page_size;
+	uint64_t gpa;
+	uint64_t len;
+};
+#define RMIG_REGION_DESC_LEN 24
+_Static_assert(sizeof(struct rmig_wire_region) == RMIG_REGION_DESC_LEN, "region");
+
+/* REGIONS payload: u32 count, u32 reserved, count x wire_region. */
+#define RMIG_REGIONS_HDR_LEN 8
+
+struct rmig_wire_channel {
+	uint8_t token[RMIG_NONCE_LEN];
+	uint32_t index;
+	uint32_t count;
+};
+#define RMIG_CHANNEL_LEN 24
+_Static_assert(sizeof(struct rmig_wire_channel) == RMIG_CHANNEL_LEN, "channel");
+
+/* PAGES and ZERO: this, then nruns x wire_run, then (PAGES only) the bytes of
+ * every page of every run, in order. */
+struct rmig_wire_pages_hdr {
+	uint32_t region_id;
+	uint32_t nruns;
+	uint32_t round;
+	uint32_t reserved;
+};
+#define RMIG_PAGES_HDR_LEN 16
+_Static_assert(sizeof(struct rmig_wire_pages_hdr) == RMIG_PAGES_HDR_LEN, "pages hdr");
+
+struct rmig_wire_run {
+	uint64_t first; /* page index in the region */
+	uint64_t count; /* pages */
+};
+#define RMIG_RUN_LEN 16
+_Static_assert(sizeof(struct rmig_wire_run) == RMIG_RUN_LEN, "run");
+
+/* ROUND_END: this, then nchan x u64 frames sent on each data stream. */
+struct rmig_wire_round_end {
+	uint32_t round;
+	uint32_t nchan;
+	uint64_t pages;
+	uint64_t zero_pages;
+	uint64_t bytes;
+};
+#define RMIG_ROUND_END_LEN 32
+_Static_assert(sizeof(struct rmig_wire_round_end) == RMIG_ROUND_END_LEN, "round end");
+
+/* COMPLETE: u32 flags, u32 count, count x u64 digest (region order). */
+#define RMIG_COMPLETE_HDR_LEN 8
+#define RMIG_COMPLETE_VERIFY 1u
+
+/* ABORT: i32 errno, u32 reserved, reason text (no NUL). */
+#define RMIG_ABORT_HDR_LEN 8
+
+struct rmig_wire_done {
+	uint64_t total_ms;
+	uint64_t downtime_ms;
+	uint64_t bytes_sent;
+	uint32_t rounds;
+	uint32_t flags;
+};
+#define RMIG_DONE_LEN 32
+_Static_assert(sizeof(struct rmig_wire_done) == RMIG_DONE_LEN, "done");
+
+/* ROUND_ACK, READY, GO, STARTED, HEARTBEAT: one u64 (round / timestamp). */
+#define RMIG_U64_MSG_LEN 8
+
+/* ---- decoded forms ---- */
+
+struct rmig_frame_hdr {
+	uint8_t type;
+	uint16_t flags;
+	uint32_t len;
+	uint64_t seq;
+};
+
+struct rmig_layout {
+	uint32_t count;
+	struct rmig_wire_region r[RMIG_MAX_REGIONS];
+};
+
+struct rmig_run {
+	uint64_t first;
+	uint64_t count;
+};
+
+struct rmig_pages_hdr {
+	uint32_t region_id;
+	uint32_t nruns;
+	uint32_t round;
+};
+
+struct rmig_msg {
+	uint8_t type;
+	union {
+		struct rmig_wire_hello hello;
+		struct rmig_layout layout;
+		struct rmig_wire_channel channel;
+		struct {
+			struct rmig_wire_round_end h;
+			uint64_t frames[RMIG_MAX_CHANNELS];
+		} round_end;
+		struct {
+			uint32_t flags;
+			uint32_t count;
+			uint64_t digest[RMIG_MAX_REGIONS];
+		} complete;
+		struct {
+			int32_t code;
+			char reason[RMIG_MAX_REASON + 1]; /* NUL-terminated, printable */
+		} abort;
+		struct rmig_wire_done done;
+		uint64_t value; /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT */
+		struct {
+			const uint8_t *data; /* points into the decoded payload */
+			uint32_t len;
+		} state;
+	} u;
+};
+
+const char *rmig_msg_name(unsigned type);
+
+/* Encode a frame header. */
+void rmig_frame_hdr_encode(uint8_t out[RMIG_FRAME_HDR_LEN], uint8_t type, uint16_t flags,
+			   uint32_t len, uint64_t seq);
+/* Decode and check a header: magic, version, known type, and len within the
+ * bounds of that type. 0 or -EBADMSG with a reason in err. */
+int rmig_frame_hdr_decode(const uint8_t in[RMIG_FRAME_HDR_LEN], struct rmig_frame_hdr *h,
+			  char *err, size_t errlen);
+
+/* Largest payload a control message may have (PAGES/ZERO excluded). */
+size_t rmig_msg_max_len(const struct rmig_msg *m);
+/* Encode a control message's payload into out (cap bytes). Returns its
+ * length, or 0 if it does not fit or the message is invalid. */
+size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap);
+/* Decode a control payload of the given type. For STATE, m->u.state.data
+ * points into payload. 0 or -EBADMSG with a reason in err. */
+int rmig_msg_decode(uint8_t type, const uint8_t *payload, size_t len, struct rmig_msg *m,
+		    char *err, size_t errlen);
+
+/* Check a layout as a destination must before allocating anything. */
+int rmig_layout_check(const struct rmig_layout *l, char *err, size_t errlen);
+/* Index of a region id in the layout, or -1. */
+int rmig_layout_find(const struct rmig_layout *l, uint32_t region_id);
+
+/* PAGES/ZERO: the fixed sub-header plus runs table, in one buffer. */
+size_t rmig_pages_encode(uint8_t *out, size_t cap, uint32_t region_id, uint32_t round,
+			 const struct rmig_run *runs, uint32_t nruns);
+/* Step 1: the 16-byte sub-header, checked against the frame length. */
+int rmig_pages_hdr_decode(const uint8_t in[RMIG_PAGES_HDR_LEN], const struct rmig_frame_hdr *fh,
+			  struct rmig_pages_hdr *ph, char *err, size_t errlen);
+/* Step 2: the runs table (ph->nruns entries): every run inside the region,
+ * and the frame length exactly the runs' bytes (PAGES) or none (ZERO).
+ * *region_index receives the region's index in the layout. */
+int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
+			   const struct rmig_pages_hdr *ph, const struct rmig_layout *l,
+			   struct rmig_run *runs, size_t *region_index, char *err, size_t errlen);
+
+/* Decode one whole frame held in buf (header + payload), as the fuzzer and
+ * unit tests drive it. l may be NULL for control frames only. */
+int rmig_frame_decode_buf(const uint8_t *buf, size_t len, const struct rmig_layout *l,
+			  struct rmig_msg *m, char *err, size_t errlen);
+
+#endif

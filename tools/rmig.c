@@ -1,0 +1,500 @@
+/* rmig - command-line front end: rmig send / rmig recv / rmig help.
+ *
+ * The migration runs on the main thread; a libevent loop on a second thread
+ * handles SIGINT/SIGTERM (cancel: roll back) and redraws the progress line.
+ */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rmig.h"
+
+static const char usage_text[] =
+	"usage: rmig send [options] HOST[:PORT]\n"
+	"       rmig recv --listen ADDR[:PORT] [options]\n"
+	"       rmig help | rmig --version\n"
+	"\n"
+	"Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
+	"\n"
+	"common options:\n"
+	"  --backend SPEC          guest backend (default sim; see below)\n"
+	"  --transport NAME        link: tcp (default tcp)\n"
+	"  --channels N            parallel data streams, 1..64 (default 2)\n"
+	"  --json                  one JSON object per line on stdout\n"
+	"  --io-timeout-ms N       a peer silent this long is lost (default 10000)\n"
+	"send options:\n"
+	"  --downtime-ms N         switch over when expected downtime <= N (default 300)\n"
+	"  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
+	"  --on-no-converge P      throttle|force|abort (default throttle)\n"
+	"  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
+	"  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
+	"recv options:\n"
+	"  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
+	"  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
+	"\n"
+	"backends:\n"
+	"  sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]\n"
+	"      a synthetic guest; on the receiving side just `sim`.\n"
+	"\n"
+	"default port 7471. exit codes:\n"
+	"  0 migrated            the destination runs the guest\n"
+	"  1 failed              the migration could not start; the source still runs\n"
+	"  2 usage error\n"
+	"  3 rolled back         abandoned part-way; the source guest resumed and runs\n"
+	"  4 outcome unknown     link lost after GO; the source stays paused\n";
+
+struct tool {
+	struct rmig_ctx *ctx;
+	struct rmig_backend *be;
+	int json;
+	int progress_line; /* stderr is a terminal */
+	int role_send;
+	struct event_base *base;
+	struct event *events[3]; /* SIGINT, SIGTERM, progress tick */
+	pthread_t loop_thread;
+	int loop_started;
+	pthread_mutex_t out_lock;
+};
+
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "rmig: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see rmig help)\n");
+	exit(RMIG_RESULT_USAGE);
+}
+
+static unsigned parse_uint(const char *opt, const char *v, unsigned min, unsigned max)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(v, &end, 10);
+	if (errno || end == v || *end || *v == '-' || n < min || n > max)
+		die_usage("%s: '%s' is not a number in %u..%u", opt, v, min, max);
+	return (unsigned)n;
+}
+
+/* "host", "host:port", "[v6]:port", "v6" */
+static void parse_hostport(const char *arg, char *host, size_t hlen, uint16_t *port)
+{
+	const char *colon;
+
+	if (arg[0] == '[') {
+		const char *end = strchr(arg, ']');
+
+		if (!end || (end[1] && end[1] != ':'))
+			die_usage("bad address '%s'", arg);
+		snprintf(host, hlen, "%.*s", (int)(end - arg - 1), arg + 1);
+		if (end[1])
+			*port = (uint16_t)parse_uint("port", end + 2, 0, 65535);
+		return;
+	}
+	colon = strchr(arg, ':');
+	if (colon && !strchr(colon + 1, ':')) {
+		snprintf(host, hlen, "%.*s", (int)(colon - arg), arg);
+		*port = (uint16_t)parse_uint("port", colon + 1, 0, 65535);
+	} else {
+		snprintf(host, hlen, "%s", arg);
+	}
+	if (!host[0])
+		die_usage("bad address '%s'", arg);
+}
+
+static void fmt_bytes(char *out, size_t len, double b)
+{
+	const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int i = 0;
+
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(out, len, "%.1f %s", b, unit[i]);
+}
+
+static void clear_progress(struct tool *t)
+{
+	if (t->progress_line)
+		fprintf(stderr, "\r\033[K");
+}
+
+static void on_event(void *arg, const struct rmig_event *ev)
+{
+	struct tool *t = arg;
+
+	pthread_mutex_lock(&t->out_lock);
+	switch (ev->type) {
+	case RMIG_EV_LISTENING:
+		if (t->json)
+			printf("{\"event\":\"listening\",\"port\":%u}\n", ev->port);
+		else
+			fprintf(stderr, "rmig: listening on port %u\n", ev->port);
+		break;
+	case RMIG_EV_CONNECTED:
+		if (t->json)
+			printf("{\"event\":\"connected\",\"peer\":\"%s\"}\n", ev->peer);
+		else
+			fprintf(stderr, "rmig: connected to %s\n", ev->peer);
+		break;
+	case RMIG_EV_ROUND: {
+		const struct rmig_round_stats *r = ev->round;
+
+		if (t->json) {
+			printf("{\"event\":\"round\",\"round\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
+			       "\"bytes\":%llu,\"ms\":%llu,\"bandwidth\":%.0f,\"dirty_rate\":%.0f,"
+			       "\"dirty_pages\":%llu,\"expected_downtime_ms\":%.1f}\n",
+			       r->round, (unsigned long long)r->pages,
+			       (unsigned long long)r->zero_pages, (unsigned long long)r->bytes,
+			       (unsigned long long)r->ms, r->bandwidth, r->dirty_rate,
+			       (unsigned long long)r->dirty_pages, r->expected_downtime_ms);
+		} else if (!t->progress_line) {
+			char sent[32], bw[32];
+
+			fmt_bytes(sent, sizeof(sent), (double)r->bytes);
+			fmt_bytes(bw, sizeof(bw), r->bandwidth);
+			fprintf(stderr,
+				"rmig: round %u: sent %s at %s/s, dirty rate %.0f pages/s, %llu "
+				"pages dirty, expected downtime %.0f ms\n",
+				r->round, sent, bw, r->dirty_rate, (unsigned long long)r->dirty_pages,
+				r->expected_downtime_ms);
+		}
+		break;
+	}
+	case RMIG_EV_THROTTLE:
+		if (t->json)
+			printf("{\"event\":\"throttle\",\"percent\":%u}\n", ev->throttle_pct);
+		else {
+			clear_progress(t);
+			fprintf(stderr, "rmig: not converging, guest throttled to %u%%\n",
+				100 - ev->throttle_pct);
+		}
+		break;
+	case RMIG_EV_PHASE:
+		if (t->json)
+			printf("{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
+		break;
+	}
+	fflush(stdout);
+	pthread_mutex_unlock(&t->out_lock);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct tool *t = arg;
+
+	(void)what;
+	pthread_mutex_lock(&t->out_lock);
+	clear_progress(t);
+	fprintf(stderr, "rmig: %s: cancelling the migration\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	pthread_mutex_unlock(&t->out_lock);
+	if (t->ctx)
+		rmig_cancel(t->ctx);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct tool *t = arg;
+	struct rmig_progress p;
+	char sent[32], bw[32], rem[32];
+
+	(void)fd;
+	(void)what;
+	if (!t->ctx || !t->progress_line)
+		return;
+	rmig_progress(t->ctx, &p);
+	fmt_bytes(sent, sizeof(sent), (double)p.bytes_sent);
+	fmt_bytes(bw, sizeof(bw), p.bandwidth);
+	fmt_bytes(rem, sizeof(rem), (double)p.remaining_bytes);
+	pthread_mutex_lock(&t->out_lock);
+	if (t->role_send)
+		fprintf(stderr,
+			"\r\033[K%s round %u | sent %s | %s/s | dirty %.0f pages/s | remaining %s "
+			"| expected downtime %.0f ms",
+			p.phase, p.round, sent, bw, p.dirty_rate, rem, p.expected_downtime_ms);
+	else
+		fprintf(stderr, "\r\033[K%s round %u | received %s", p.phase, p.round, sent);
+	pthread_mutex_unlock(&t->out_lock);
+}
+
+static void *loop_main(void *arg)
+{
+	event_base_dispatch(((struct tool *)arg)->base);
+	return NULL;
+}
+
+static int start_loop(struct tool *t)
+{
+	struct timeval tick = { 0, 250000 };
+
+	evthread_use_pthreads();
+	t->base = event_base_new();
+	if (!t->base)
+		return -ENOMEM;
+	t->events[0] = evsignal_new(t->base, SIGINT, on_signal, t);
+	t->events[1] = evsignal_new(t->base, SIGTERM, on_signal, t);
+	t->events[2] = event_new(t->base, -1, EV_PERSIST, on_tick, t);
+	for (int i = 0; i < 3; i++)
+		if (!t->events[i] || event_add(t->events[i], i == 2 ? &tick : NULL))
+			return -ENOMEM;
+	if (pthread_create(&t->loop_thread, NULL, loop_main, t))
+		return -EAGAIN;
+	t->loop_started = 1;
+	return 0;
+}
+
+static void stop_loop(struct tool *t)
+{
+	if (t->loop_started) {
+		event_base_loopbreak(t->base);
+		pthread_join(t->loop_thread, NULL);
+	}
+	for (int i = 0; i < 3; i++)
+		if (t->events[i])
+			event_free(t->events[i]);
+	if (t->base)
+		event_base_free(t->base);
+}
+
+/* After a rollback (source) or a switch-over (destination), show that the
+ * guest runs: its progress counter must move. */
+static void guest_check(struct tool *t, int *running, long long *delta)
+{
+	struct rmig_guest_stats a, b;
+
+	*running = -1;
+	*delta = -1;
+	if (!t->be->ops->guest_stats || t->be->ops->guest_stats(t->be, &a))
+		return;
+	*running = a.running;
+	if (!a.running)
+		return;
+	for (int i = 0; i < 50; i++) {
+		struct timespec ts = { 0, 10000000 };
+
+		nanosleep(&ts, NULL);
+		if (t->be->ops->guest_stats(t->be, &b))
+			return;
+		*delta = (long long)(b.progress - a.progress);
+		if (*delta > 0)
+			break;
+	}
+}
+
+static void print_summary(struct tool *t, int rc)
+{
+	const struct rmig_stats *s = rmig_stats(t->ctx);
+	int running = -1;
+	long long delta = -1;
+	int check = (t->role_send && s->result == RMIG_RESULT_ROLLED_BACK) ||
+		    (!t->role_send && s->result == RMIG_RESULT_MIGRATED);
+
+	if (check)
+		guest_check(t, &running, &delta);
+	pthread_mutex_lock(&t->out_lock);
+	clear_progress(t);
+	if (t->json) {
+		char err[1200] = "";
+		const char *m = rmig_errmsg(t->ctx);
+		size_t o = 0;
+
+		/* JSON-escape the message. */
+		for (const char *p = m; *p && o + 8 < sizeof(err); p++) {
+			if (*p == '"' || *p == '\\')
+				err[o++] = '\\';
+			err[o++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+		}
+		err[o] = 0;
+		printf("{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
+		       "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
+		       "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
+		       "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
+		       "\"verified\":%s",
+		       t->role_send ? "source" : "destination", rmig_result_name(s->result),
+		       s->transport, (unsigned long long)s->total_ms,
+		       (unsigned long long)s->downtime_ms, s->rounds,
+		       (unsigned long long)s->bytes_sent, (unsigned long long)s->pages_sent,
+		       (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
+		       s->channels, s->throttle_pct, s->forced ? "true" : "false",
+		       s->expected_downtime_ms, s->verified ? "true" : "false");
+		if (running >= 0)
+			printf(",\"guest_running\":%s", running ? "true" : "false");
+		if (delta >= 0)
+			printf(",\"guest_progress_delta\":%lld", delta);
+		if (rc)
+			printf(",\"error\":\"%s\"", err);
+		printf("}\n");
+		fflush(stdout);
+	}
+	if (rc)
+		fprintf(stderr, "rmig: %s: %s\n", rmig_result_name(s->result), rmig_errmsg(t->ctx));
+	if (!t->json) {
+		char bytes[32];
+
+		fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
+		fprintf(stderr,
+			"rmig: %s over %s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
+			"downtime %llu ms%s%s\n",
+			rmig_result_name(s->result), s->transport, s->rounds, bytes,
+			(unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
+			(unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
+			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
+		if (running > 0)
+			fprintf(stderr, "rmig: guest running here (%lld writes in the last moments)\n",
+				delta);
+	}
+	pthread_mutex_unlock(&t->out_lock);
+}
+
+enum {
+	OPT_BACKEND = 256, OPT_TRANSPORT, OPT_CHANNELS, OPT_JSON, OPT_DOWNTIME, OPT_ROUNDS,
+	OPT_NC, OPT_BW, OPT_VERIFY, OPT_NO_VERIFY, OPT_LISTEN, OPT_ACCEPT_TMO, OPT_IO_TMO,
+};
+
+static const struct option long_opts[] = {
+	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "transport", required_argument, NULL, OPT_TRANSPORT },
+	{ "channels", required_argument, NULL, OPT_CHANNELS },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "downtime-ms", required_argument, NULL, OPT_DOWNTIME },
+	{ "max-rounds", required_argument, NULL, OPT_ROUNDS },
+	{ "on-no-converge", required_argument, NULL, OPT_NC },
+	{ "max-bandwidth", required_argument, NULL, OPT_BW },
+	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
+	{ "listen", required_argument, NULL, OPT_LISTEN },
+	{ "accept-timeout-ms", required_argument, NULL, OPT_ACCEPT_TMO },
+	{ "io-timeout-ms", required_argument, NULL, OPT_IO_TMO },
+	{ NULL, 0, NULL, 0 },
+};
+
+int main(int argc, char **argv)
+{
+	struct tool t = { .out_lock = PTHREAD_MUTEX_INITIALIZER };
+	struct rmig_config cfg;
+	const char *backend = "sim", *listen_arg = NULL;
+	char host[256] = "", err[512];
+	int opt, rc, send;
+	sigset_t pipe_set;
+
+	if (argc < 2)
+		die_usage("missing command");
+	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+		printf("rmig %s\n", RMIG_VERSION_STRING);
+		return 0;
+	}
+	if (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))
+		die_usage("unknown command '%s'", argv[1]);
+	send = !strcmp(argv[1], "send");
+	t.role_send = send;
+	rmig_config_init(&cfg);
+	cfg.port = RMIG_DEFAULT_PORT;
+	optind = 2;
+	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_BACKEND: backend = optarg; break;
+		case OPT_TRANSPORT:
+			if (strcmp(optarg, "tcp"))
+				die_usage("--transport: '%s' is not available (tcp)", optarg);
+			cfg.transport = optarg;
+			break;
+		case OPT_CHANNELS: cfg.channels = parse_uint("--channels", optarg, 1, 64); break;
+		case OPT_JSON: t.json = 1; break;
+		case OPT_DOWNTIME:
+			cfg.downtime_ms = parse_uint("--downtime-ms", optarg, 1, 3600000);
+			break;
+		case OPT_ROUNDS: cfg.max_rounds = parse_uint("--max-rounds", optarg, 1, 100000); break;
+		case OPT_NC:
+			if (!strcmp(optarg, "throttle"))
+				cfg.on_no_converge = RMIG_NC_THROTTLE;
+			else if (!strcmp(optarg, "force"))
+				cfg.on_no_converge = RMIG_NC_FORCE;
+			else if (!strcmp(optarg, "abort"))
+				cfg.on_no_converge = RMIG_NC_ABORT;
+			else
+				die_usage("--on-no-converge: '%s' is not throttle, force or abort",
+					  optarg);
+			break;
+		case OPT_BW:
+			if (rmig_parse_size(optarg, &cfg.max_bandwidth) || !cfg.max_bandwidth)
+				die_usage("--max-bandwidth: '%s' is not a rate like 50M", optarg);
+			break;
+		case OPT_VERIFY: cfg.verify = 1; break;
+		case OPT_NO_VERIFY: cfg.verify = 0; break;
+		case OPT_LISTEN: listen_arg = optarg; break;
+		case OPT_ACCEPT_TMO:
+			cfg.accept_timeout_ms = parse_uint("--accept-timeout-ms", optarg, 1, 86400000);
+			break;
+		case OPT_IO_TMO:
+			cfg.io_timeout_ms = parse_uint("--io-timeout-ms", optarg, 100, 86400000);
+			break;
+		default:
+			die_usage("unknown option");
+		}
+	}
+	if (send) {
+		if (optind != argc - 1)
+			die_usage("send needs exactly one HOST[:PORT]");
+		if (listen_arg)
+			die_usage("--listen is for recv");
+		parse_hostport(argv[optind], host, sizeof(host), &cfg.port);
+	} else {
+		if (optind != argc)
+			die_usage("unexpected argument '%s'", argv[optind]);
+		if (!listen_arg)
+			die_usage("recv needs --listen ADDR[:PORT]");
+		parse_hostport(listen_arg, host, sizeof(host), &cfg.port);
+	}
+	cfg.host = host;
+	cfg.on_event = on_event;
+	cfg.event_arg = &t;
+	t.progress_line = !t.json && isatty(STDERR_FILENO);
+
+	/* Writes to a closed socket must be errors, not a silent death. */
+	sigemptyset(&pipe_set);
+	sigaddset(&pipe_set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
+
+	rc = rmig_backend_open(backend, send ? RMIG_ROLE_SOURCE : RMIG_ROLE_DEST, &t.be, err,
+			       sizeof(err));
+	if (rc) {
+		fprintf(stderr, "rmig: backend %s: %s\n", backend, err);
+		return rc == -EINVAL || rc == -ENOENT ? RMIG_RESULT_USAGE : RMIG_RESULT_FAILED;
+	}
+	rc = rmig_ctx_create(&t.ctx, &cfg, t.be);
+	if (rc) {
+		fprintf(stderr, "rmig: cannot create the migration: %s\n", strerror(-rc));
+		rmig_backend_close(t.be);
+		return RMIG_RESULT_FAILED;
+	}
+	if (start_loop(&t))
+		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
+	rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
+	print_summary(&t, rc);
+	stop_loop(&t);
+	{
+		int result = (int)rmig_stats(t.ctx)->result;
+
+		rmig_ctx_destroy(t.ctx);
+		rmig_backend_close(t.be);
+		return result;
+	}
+}

@@ -1,0 +1,74 @@
+/* link.h - the transport interface: one control stream and N data channels.
+ *
+ * A link moves bytes and knows nothing of frames, guests or backends. The
+ * engine owns the threads; each op blocks the calling thread. Channel ops on
+ * different channels may run concurrently; one channel is used by one thread
+ * at a time. The control stream is used by one thread at a time.
+ *
+ * Every blocking op gives up after timeout_ms without progress (-ETIMEDOUT)
+ * and returns -ECANCELED once interrupt() was called. Errors are negative
+ * errnos with a message in link->err.
+ */
+#ifndef RMIG_LINK_H
+#define RMIG_LINK_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#define RMIG_LINK_MAX_CHANNELS 64
+
+#define RMIG_LINK_STOP_DATA 1u      /* data channel ops */
+#define RMIG_LINK_STOP_CTRL_RECV 2u /* control receive (noticed within 200 ms) */
+#define RMIG_LINK_STOP_CTRL_SEND 4u /* control send */
+
+struct rmig_link;
+
+struct rmig_link_ops {
+	const char *name;
+	int (*create)(struct rmig_link *l);
+	void (*destroy)(struct rmig_link *l);
+
+	/* Destination: bind and listen; *port receives the bound port. */
+	int (*listen)(struct rmig_link *l, const char *host, uint16_t *port);
+	/* Destination: accept the control stream of the next migration. */
+	int (*accept_ctrl)(struct rmig_link *l, int timeout_ms);
+	/* Destination: accept one more data channel; *chan receives its index. */
+	int (*accept_channel)(struct rmig_link *l, int timeout_ms, unsigned *chan);
+
+	/* Source: connect the control stream. */
+	int (*connect_ctrl)(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms);
+	/* Source: connect one more data channel; *chan receives its index. */
+	int (*connect_channel)(struct rmig_link *l, int timeout_ms, unsigned *chan);
+
+	/* Control stream: send all of iov / receive exactly len bytes. */
+	int (*ctrl_send)(struct rmig_link *l, const struct iovec *iov, int iovcnt, int timeout_ms);
+	int (*ctrl_recv)(struct rmig_link *l, void *buf, size_t len, int timeout_ms);
+
+	/* Data channel: send all of iov / fill all of iov. */
+	int (*chan_send)(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
+			 int timeout_ms);
+	int (*chan_recv)(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
+			 int timeout_ms);
+
+	/* Make blocked and future ops return -ECANCELED: RMIG_LINK_STOP_* flags,
+	 * cumulative. Thread-safe and async-signal-safe. */
+	void (*interrupt)(struct rmig_link *l, unsigned flags);
+};
+
+struct rmig_link {
+	const struct rmig_link_ops *ops;
+	void *priv;
+	atomic_uint interrupted; /* RMIG_LINK_STOP_* */
+	char peer[64];          /* "address:port" of the peer, for messages */
+	char err[256];
+};
+
+int rmig_link_register(const struct rmig_link_ops *ops);
+const struct rmig_link_ops *rmig_link_find(const char *name);
+int rmig_link_create(const char *name, struct rmig_link **out);
+void rmig_link_destroy(struct rmig_link *l);
+void rmig_link_err(struct rmig_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,87 @@
+/* registry.c - links by name, and the link object's life cycle. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "link.h"
+
+extern const struct rmig_link_ops rmig_tcp_link_ops;
+
+#define MAX_LINK_KINDS 8
+
+static const struct rmig_link_ops *link_kinds[MAX_LINK_KINDS];
+static pthread_once_t builtins_once = PTHREAD_ONCE_INIT;
+
+static int register_kind(const struct rmig_link_ops *ops)
+{
+	for (int i = 0; i < MAX_LINK_KINDS; i++) {
+		if (link_kinds[i] && strcmp(link_kinds[i]->name, ops->name) == 0)
+			return -EEXIST;
+		if (!link_kinds[i]) {
+			link_kinds[i] = ops;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+static void register_builtins(void)
+{
+	register_kind(&rmig_tcp_link_ops);
+}
+
+int rmig_link_register(const struct rmig_link_ops *ops)
+{
+	pthread_once(&builtins_once, register_builtins);
+	return register_kind(ops);
+}
+
+const struct rmig_link_ops *rmig_link_find(const char *name)
+{
+	pthread_once(&builtins_once, register_builtins);
+	for (int i = 0; i < MAX_LINK_KINDS && link_kinds[i]; i++)
+		if (strcmp(link_kinds[i]->name, name) == 0)
+			return link_kinds[i];
+	return NULL;
+}
+
+int rmig_link_create(const char *name, struct rmig_link **out)
+{
+	const struct rmig_link_ops *ops = rmig_link_find(name);
+	struct rmig_link *l;
+	int rc;
+
+	if (!ops)
+		return -ENOENT;
+	l = calloc(1, sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	l->ops = ops;
+	rc = ops->create(l);
+	if (rc) {
+		free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
+}
+
+void rmig_link_destroy(struct rmig_link *l)
+{
+	if (!l)
+		return;
+	l->ops->destroy(l);
+	free(l);
+}
+
+void rmig_link_err(struct rmig_link *l, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(l->err, sizeof(l->err), fmt, ap);
+	va_end(ap);
+}
