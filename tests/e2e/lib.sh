@@ -1,0 +1,80 @@
+# Shared helpers for the end-to-end tests: each test is a shell script that
+# runs two real rmig processes over loopback and asserts what a user would
+# check in their JSON output. Source it; then call the helpers below.
+#   exit 0 = pass, 1 = fail, 77 = skip (run.sh counts skips as failures in CI).
+set -u
+RMIG=${RMIG:-build/rmig}
+case $RMIG in /*) ;; *) RMIG=$(pwd)/$RMIG ;; esac
+T=$(mktemp -d "${TMPDIR:-/tmp}/rmig-e2e.XXXXXX")
+PIDS=""
+NAME=$(basename "$0" .sh)
+
+cleanup() {
+	for p in $PIDS; do kill -9 "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	if [ "${KEEP:-0}" = 1 ]; then echo "kept $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+fail() {
+	echo "FAIL $NAME: $*"
+	for f in "$T"/*.out "$T"/*.err; do
+		[ -s "$f" ] || continue
+		echo "--- $(basename "$f")"
+		tail -n 15 "$f"
+	done
+	exit 1
+}
+
+skip() {
+	echo "SKIP $NAME: $*"
+	exit 77
+}
+
+pass() {
+	echo "PASS $NAME${1:+: $1}"
+	exit 0
+}
+
+# start_recv NAME [rmig recv options...]: start a receiver on a free port in
+# the background; sets PORT and RECV_PID. Output in $T/NAME.out / .err.
+start_recv() {
+	_n=$1
+	shift
+	"$RMIG" recv --listen 127.0.0.1:0 --json "$@" >"$T/$_n.out" 2>"$T/$_n.err" &
+	RECV_PID=$!
+	PIDS="$PIDS $RECV_PID"
+	PORT=""
+	for _i in $(seq 100); do
+		PORT=$(jq -r 'select(.event=="listening") | .port' "$T/$_n.out" 2>/dev/null | head -1)
+		[ -n "$PORT" ] && return 0
+		kill -0 "$RECV_PID" 2>/dev/null || fail "receiver exited before listening"
+		sleep 0.05
+	done
+	fail "receiver did not report a listening port"
+}
+
+# summary FILE KEY: a field of the final JSON summary line in FILE.
+summary() {
+	jq -r "select(.event==\"summary\") | .$2 | tostring" "$1" 2>/dev/null | tail -1
+}
+
+# expect_eq WHAT ACTUAL WANTED
+expect_eq() {
+	[ "$2" = "$3" ] || fail "$1 is '$2', expected '$3'"
+}
+
+# wait_pid PID SECONDS: wait for a background process to end, at most
+# SECONDS; sets RC to its exit code. Fails the test on timeout.
+wait_pid() {
+	_end=$(($(date +%s) + $2))
+	while kill -0 "$1" 2>/dev/null; do
+		[ "$(date +%s)" -ge "$_end" ] && fail "process $1 still running after $2 s"
+		sleep 0.05
+	done
+	RC=0
+	wait "$1" || RC=$?
+}
+
+# millis: wall-clock milliseconds.
+millis() { date +%s%3N; }
