@@ -60,7 +60,7 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	ctx->prog.phase = "idle";
 	ctx->stats.transport = cfg->transport;
 	ctx->stats.result = RMIG_RESULT_FAILED;
-	rc = rmig_link_create(cfg->transport, &ctx->link);
+	rc = rmig_link_create(cfg->transport, NULL, &ctx->link);
 	if (rc) {
 		pthread_mutex_destroy(&ctx->prog_lock);
 		free(ctx);

@@ -170,9 +170,10 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n)
 		struct rmig_msg m;
 		char why[256];
 		unsigned chan;
-		int rc;
+		int node, rc;
 
-		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.io_timeout_ms, &chan);
+		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.io_timeout_ms, &chan,
+						    &node);
 		if (rc)
 			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
 					ctx->link->err);

@@ -376,7 +376,7 @@ static int handshake(struct rmig_ctx *ctx)
 		uint64_t seq = 0;
 		unsigned chan;
 
-		rc = ctx->link->ops->connect_channel(ctx->link, tmo, &chan);
+		rc = ctx->link->ops->connect_channel(ctx->link, tmo, -1, &chan);
 		if (rc) {
 			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 			goto out;

@@ -25,6 +25,17 @@
 
 struct rmig_link;
 
+struct rmig_link_mem {
+	void *addr;
+	uint64_t len;
+};
+
+/* Set by whoever creates the link, before create(). */
+struct rmig_link_opts {
+	const char *device; /* RDMA device name (NULL: the one that routes to the peer) */
+	int gid_index;      /* RoCE GID index (-1: let rdma_cm choose) */
+};
+
 struct rmig_link_ops {
 	const char *name;
 	int (*create)(struct rmig_link *l);
@@ -34,13 +45,16 @@ struct rmig_link_ops {
 	int (*listen)(struct rmig_link *l, const char *host, uint16_t *port);
 	/* Destination: accept the control stream of the next migration. */
 	int (*accept_ctrl)(struct rmig_link *l, int timeout_ms);
-	/* Destination: accept one more data channel; *chan receives its index. */
-	int (*accept_channel)(struct rmig_link *l, int timeout_ms, unsigned *chan);
+	/* Destination: accept one more data channel; *chan receives its index
+	 * and *node the NUMA node the sender said it serves (-1: any). */
+	int (*accept_channel)(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node);
 
 	/* Source: connect the control stream. */
 	int (*connect_ctrl)(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms);
-	/* Source: connect one more data channel; *chan receives its index. */
-	int (*connect_channel)(struct rmig_link *l, int timeout_ms, unsigned *chan);
+	/* Source: connect one more data channel that moves memory of NUMA node
+	 * `node` (-1: any); a link with staging buffers allocates them on that
+	 * node, on both sides. *chan receives its index. */
+	int (*connect_channel)(struct rmig_link *l, int timeout_ms, int node, unsigned *chan);
 
 	/* Control stream: send all of iov / receive exactly len bytes. */
 	int (*ctrl_send)(struct rmig_link *l, const struct iovec *iov, int iovcnt, int timeout_ms);
@@ -52,6 +66,31 @@ struct rmig_link_ops {
 	int (*chan_recv)(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
 			 int timeout_ms);
 
+	/* Optional (NULL where unsupported): placement of pages straight into
+	 * the peer's memory (RDMA WRITE). mem[i] is guest memory area i; the
+	 * index is how both sides name it.
+	 * Destination: make the areas remotely writable (and nothing else) and
+	 * describe them in *blob (malloc'd, the caller frees) for the peer. */
+	int (*mem_expose)(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+			  void **blob, size_t *len);
+	/* Source: register the local areas and take the peer's description
+	 * (untrusted: the link checks it). Afterwards chan_write may be used. */
+	int (*mem_import)(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+			  const void *blob, size_t len);
+	/* Both: drop every registration of guest memory now. Idempotent. */
+	void (*mem_release)(struct rmig_link *l);
+	/* Source: copy local[i] to byte offset remote_off[i] of the peer's area
+	 * `area`. Returns once posted; the bytes land in the peer's memory
+	 * only by the next chan_flush. local[] lies inside imported areas. */
+	int (*chan_write)(struct rmig_link *l, unsigned chan, uint32_t area, const uint64_t *remote_off,
+			  const struct iovec *local, int n, int timeout_ms);
+	/* Source: wait until every chan_write on chan is in the peer's memory. */
+	int (*chan_flush)(struct rmig_link *l, unsigned chan, int timeout_ms);
+
+	/* Optional: append a human description of the devices this link could
+	 * use (rmig info) to buf. */
+	void (*describe)(char *buf, size_t len);
+
 	/* Make blocked and future ops return -ECANCELED: RMIG_LINK_STOP_* flags,
 	 * cumulative. Thread-safe and async-signal-safe. */
 	void (*interrupt)(struct rmig_link *l, unsigned flags);
@@ -61,13 +100,14 @@ struct rmig_link {
 	const struct rmig_link_ops *ops;
 	void *priv;
 	atomic_uint interrupted; /* RMIG_LINK_STOP_* */
+	struct rmig_link_opts opts;
 	char peer[64];          /* "address:port" of the peer, for messages */
 	char err[256];
 };
 
 int rmig_link_register(const struct rmig_link_ops *ops);
 const struct rmig_link_ops *rmig_link_find(const char *name);
-int rmig_link_create(const char *name, struct rmig_link **out);
+int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out);
 void rmig_link_destroy(struct rmig_link *l);
 void rmig_link_err(struct rmig_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

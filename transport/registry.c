@@ -48,7 +48,7 @@ const struct rmig_link_ops *rmig_link_find(const char *name)
 	return NULL;
 }
 
-int rmig_link_create(const char *name, struct rmig_link **out)
+int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out)
 {
 	const struct rmig_link_ops *ops = rmig_link_find(name);
 	struct rmig_link *l;
@@ -60,6 +60,10 @@ int rmig_link_create(const char *name, struct rmig_link **out)
 	if (!l)
 		return -ENOMEM;
 	l->ops = ops;
+	if (opts)
+		l->opts = *opts;
+	else
+		l->opts.gid_index = -1;
 	rc = ops->create(l);
 	if (rc) {
 		free(l);

@@ -209,7 +209,7 @@ static int tcp_accept_ctrl(struct rmig_link *l, int timeout_ms)
 	return rc;
 }
 
-static int tcp_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan)
+static int tcp_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
 {
 	struct tcp_link *t = tcp(l);
 	unsigned n = atomic_load(&t->nchan);
@@ -228,6 +228,7 @@ static int tcp_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *cha
 	t->chan_fd[n] = fd;
 	atomic_store(&t->nchan, n + 1);
 	*chan = n;
+	*node = -1; /* TCP has no per-node buffers: the kernel's are where they are */
 	return 0;
 }
 
@@ -289,12 +290,13 @@ static int tcp_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port
 	return rc;
 }
 
-static int tcp_connect_channel(struct rmig_link *l, int timeout_ms, unsigned *chan)
+static int tcp_connect_channel(struct rmig_link *l, int timeout_ms, int node, unsigned *chan)
 {
 	struct tcp_link *t = tcp(l);
 	unsigned n = atomic_load(&t->nchan);
 	int fd, rc;
 
+	(void)node; /* the kernel's socket buffers are not ours to place */
 	if (n >= RMIG_LINK_MAX_CHANNELS) {
 		rmig_link_err(l, "too many channels");
 		return -ENOSPC;
