@@ -30,7 +30,7 @@ double rmig_now_s(void)
 void rmig_config_init(struct rmig_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->transport = "tcp";
+	cfg->transport = "auto";
 	cfg->host = "127.0.0.1";
 	cfg->port = RMIG_DEFAULT_PORT;
 	cfg->channels = 2;
@@ -39,6 +39,30 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->on_no_converge = RMIG_NC_THROTTLE;
 	cfg->verify = 1;
 	cfg->io_timeout_ms = 10000;
+	cfg->pin = RMIG_PIN_AUTO;
+	cfg->gid_index = -1;
+}
+
+/* The links a transport name stands for, in the order they are tried. */
+static int create_links(struct rmig_ctx *ctx)
+{
+	const struct rmig_link_opts opts = { .device = ctx->cfg.device,
+					     .gid_index = ctx->cfg.gid_index };
+	const char *names[2] = { ctx->cfg.transport, NULL };
+	int rc;
+
+	if (!strcmp(ctx->cfg.transport, "auto")) {
+		names[0] = rmig_link_find("rdma") ? "rdma" : "tcp";
+		names[1] = rmig_link_find("rdma") ? "tcp" : NULL;
+	}
+	for (int i = 0; i < 2 && names[i]; i++) {
+		rc = rmig_link_create(names[i], &opts, &ctx->links[i]);
+		if (rc)
+			return rc;
+		ctx->nlinks++;
+	}
+	ctx->link = ctx->links[0];
+	return 0;
 }
 
 int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
@@ -46,8 +70,8 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	struct rmig_ctx *ctx;
 	int rc;
 
-	if (!cfg || !be || cfg->channels == 0 || cfg->channels > RMIG_MAX_CHANNELS ||
-	    cfg->max_rounds == 0)
+	if (!cfg || !be || !cfg->transport || cfg->channels == 0 ||
+	    cfg->channels > RMIG_MAX_CHANNELS || cfg->max_rounds == 0 || cfg->pin > RMIG_PIN_STAGING)
 		return -EINVAL;
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
@@ -58,10 +82,13 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	ctx->be = be;
 	pthread_mutex_init(&ctx->prog_lock, NULL);
 	ctx->prog.phase = "idle";
-	ctx->stats.transport = cfg->transport;
+	ctx->stats.transport = "none";
+	ctx->stats.pin = "none";
 	ctx->stats.result = RMIG_RESULT_FAILED;
-	rc = rmig_link_create(cfg->transport, NULL, &ctx->link);
+	rc = create_links(ctx);
 	if (rc) {
+		for (unsigned i = 0; i < ctx->nlinks; i++)
+			rmig_link_destroy(ctx->links[i]);
 		pthread_mutex_destroy(&ctx->prog_lock);
 		free(ctx);
 		return rc;
@@ -74,7 +101,8 @@ void rmig_ctx_destroy(struct rmig_ctx *ctx)
 {
 	if (!ctx)
 		return;
-	rmig_link_destroy(ctx->link);
+	for (unsigned i = 0; i < ctx->nlinks; i++)
+		rmig_link_destroy(ctx->links[i]);
 	pthread_mutex_destroy(&ctx->prog_lock);
 	free(ctx->rxbuf);
 	free(ctx);
@@ -85,7 +113,9 @@ void rmig_cancel(struct rmig_ctx *ctx)
 	/* Only an atomic store and shutdown(2): safe in a signal handler. The
 	 * control stream stays writable so that the ABORT still gets out. */
 	atomic_store(&ctx->cancelled, 1);
-	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+	for (unsigned i = 0; i < ctx->nlinks; i++)
+		ctx->links[i]->ops->interrupt(ctx->links[i],
+					      RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
 }
 
 int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
@@ -225,7 +255,7 @@ int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m)
 	size_t len;
 	int rc;
 
-	if (m->type == RMIG_MSG_STATE) {
+	if (m->type == RMIG_MSG_STATE || m->type == RMIG_MSG_MEM_KEYS) {
 		/* The blob can be large: send it from where it is. */
 		len = m->u.state.len;
 		iov[1] = (struct iovec){ (void *)m->u.state.data, len };

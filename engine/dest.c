@@ -15,6 +15,7 @@
 
 #include "digest.h"
 #include "engine.h"
+#include "placement.h"
 
 #define HEARTBEAT_MS 1000
 
@@ -23,6 +24,7 @@ struct receiver;
 struct recv_worker {
 	struct receiver *r;
 	unsigned chan;
+	int node; /* NUMA node whose memory this channel moves, -1: any */
 	pthread_t tid;
 	int started;
 	uint64_t seq;
@@ -148,6 +150,8 @@ static void *recv_main(void *arg)
 	struct recv_worker *w = arg;
 	char why[256];
 
+	/* Copy out of the link's buffers on the CPUs next to the memory. */
+	rmig_numa_run_on_node(w->node);
 	while (!atomic_load(&w->r->stopping)) {
 		if (recv_frame(w, why, sizeof(why))) {
 			char msg[400];
@@ -162,7 +166,7 @@ static void *recv_main(void *arg)
 }
 
 /* Accept the data channels; each must name this session. */
-static int accept_channels(struct rmig_ctx *ctx, unsigned n)
+static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
 {
 	for (unsigned i = 0; i < n; i++) {
 		uint8_t buf[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
@@ -177,6 +181,9 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n)
 		if (rc)
 			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
 					ctx->link->err);
+		if (chan >= n)
+			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan, n);
+		nodes[chan] = node;
 		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
 		if (rc)
 			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
@@ -308,8 +315,55 @@ static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m)
 	return 0;
 }
 
+/* Placement (RDMA WRITE): if the source asked and the link can, make the
+ * guest regions - and nothing else - remotely writable and send their
+ * description; an empty MEM_KEYS tells the source to use the streams. */
+static int offer_memory(struct rmig_ctx *ctx, int asked)
+{
+	struct rmig_link *l = ctx->link;
+	struct rmig_link_mem mem[RMIG_MAX_REGIONS];
+	struct rmig_msg m = { .type = RMIG_MSG_MEM_KEYS };
+	const char *pin = l->ops->mem_expose ? "staging" : "none";
+	void *blob = NULL;
+	size_t len = 0;
+	int rc = 0;
+
+	if (!asked)
+		goto out;
+	if (l->ops->mem_expose && ctx->cfg.pin != RMIG_PIN_STAGING) {
+		for (size_t i = 0; i < ctx->nregions; i++)
+			mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
+		rc = l->ops->mem_expose(l, mem, ctx->nregions, &blob, &len);
+		if (rc && ctx->cfg.pin == RMIG_PIN_ALL) {
+			rc = rmig_err(ctx, rc, "--pin=all: cannot register guest memory: %s", l->err);
+			goto out;
+		}
+		if (rc) {
+			snprintf(ctx->link_detail, sizeof(ctx->link_detail),
+				 "guest memory not registered (%s): using staging buffers", l->err);
+			len = 0;
+		} else {
+			pin = "all";
+		}
+	}
+	if (len > RMIG_MAX_MEM_KEYS) {
+		rc = rmig_err(ctx, -E2BIG, "memory description of %zu bytes is too large", len);
+		goto out;
+	}
+	m.u.state.data = blob;
+	m.u.state.len = (uint32_t)len;
+	rc = rmig_ctrl_send(ctx, &m);
+out:
+	free(blob);
+	if (!rc)
+		rmig_link_chosen(ctx, pin);
+	return rc;
+}
+
 int rmig_recv(struct rmig_ctx *ctx)
 {
+	int nodes[RMIG_MAX_CHANNELS];
+	uint64_t caps = 0;
 	struct receiver *r = calloc(1, sizeof(*r));
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	void *state = NULL;
@@ -328,26 +382,18 @@ int rmig_recv(struct rmig_ctx *ctx)
 	atomic_init(&r->round, 1);
 
 	if (!ctx->port) {
-		uint16_t port = ctx->cfg.port;
-
-		rc = ctx->link->ops->listen(ctx->link, ctx->cfg.host, &port);
-		if (rc) {
-			rmig_err(ctx, rc, "%s", ctx->link->err);
+		rc = rmig_link_listen(ctx);
+		if (rc)
 			goto out;
-		}
-		ctx->port = port;
-		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = port };
+		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = ctx->port };
 
 		rmig_emit(ctx, &ev);
 	}
 	rmig_set_phase(ctx, "listening");
-	rc = ctx->link->ops->accept_ctrl(ctx->link, ctx->cfg.accept_timeout_ms
-							    ? (int)ctx->cfg.accept_timeout_ms
-							    : -1);
-	if (rc) {
-		rmig_err(ctx, rc, "%s", ctx->link->err);
+	rc = rmig_link_accept(ctx, ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms
+							      : -1);
+	if (rc)
 		goto out;
-	}
 	ctx->t_start_ms = rmig_now_ms();
 	{
 		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
@@ -381,7 +427,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 	rc = rmig_ctrl_send(ctx, m);
 	if (rc)
 		goto fail;
-	rc = accept_channels(ctx, ctx->nchan);
+	caps = m->u.hello.caps;
+	rc = accept_channels(ctx, ctx->nchan, nodes);
 	if (rc)
 		goto fail;
 	rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.io_timeout_ms);
@@ -391,7 +438,7 @@ int rmig_recv(struct rmig_ctx *ctx)
 	if (rc)
 		goto fail;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
-		r->w[i] = (struct recv_worker){ .r = r, .chan = i };
+		r->w[i] = (struct recv_worker){ .r = r, .chan = i, .node = nodes[i] };
 		if (pthread_create(&r->w[i].tid, NULL, recv_main, &r->w[i])) {
 			rc = rmig_err(ctx, -EAGAIN, "cannot start receiver threads");
 			goto fail;
@@ -402,6 +449,9 @@ int rmig_recv(struct rmig_ctx *ctx)
 	if (rc)
 		goto fail;
 	accepted = 1;
+	rc = offer_memory(ctx, caps & RMIG_CAP_PLACEMENT);
+	if (rc)
+		goto fail;
 	rmig_set_phase(ctx, "receiving");
 
 	for (;;) {
@@ -519,6 +569,9 @@ fail:
 	if (rc >= 0)
 		rc = -EIO;
 out:
+	/* Whatever the outcome, the peer may not write our memory any more. */
+	if (ctx->link->ops->mem_release)
+		ctx->link->ops->mem_release(ctx->link);
 	if (r) {
 		atomic_store(&r->stopping, 1);
 		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA);

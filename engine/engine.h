@@ -15,10 +15,16 @@
 #include "proto.h"
 #include "rmig.h"
 
+#define RMIG_MAX_NODE_GROUPS 8 /* NUMA nodes a guest may span, each with its channels */
+
 struct rmig_ctx {
 	struct rmig_config cfg;
 	struct rmig_backend *be;
-	struct rmig_link *link;
+	struct rmig_link *link;         /* the one in use (links[0] until chosen) */
+	struct rmig_link *links[2];     /* "auto": rdma first, then tcp */
+	unsigned nlinks;
+	unsigned listening;             /* destination: bit i: links[i] listens */
+	char link_detail[400];          /* why rdma was not used, for "auto" */
 	char err[512];
 	atomic_int cancelled;
 	struct rmig_stats stats;
@@ -33,6 +39,13 @@ struct rmig_ctx {
 	const struct rmig_region *regions; /* the backend's, host pointers */
 	size_t nregions;
 	unsigned nchan;
+	/* NUMA: regions grouped by the node holding them; channel c serves
+	 * group c % ngroups and runs on its node (-1: anywhere). */
+	unsigned ngroups;
+	int group_node[RMIG_MAX_NODE_GROUPS];
+	uint8_t region_group[RMIG_MAX_REGIONS];
+	int chan_node[RMIG_MAX_CHANNELS];
+	int placement; /* source: pages go by chan_write (RDMA WRITE) */
 	uint8_t nonce[RMIG_NONCE_LEN]; /* ours */
 	uint8_t token[RMIG_NONCE_LEN]; /* the source's nonce: names the session */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
@@ -68,6 +81,15 @@ int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uin
 
 /* 1 if the page holds only zero bytes. */
 int rmig_page_is_zero(const void *page, size_t len);
+
+/* Choose the link: source connects the control stream (trying rdma first
+ * under "auto"); destination listens on every link and takes the first
+ * sender. Both emit RMIG_EV_TRANSPORT. */
+int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms);
+int rmig_link_listen(struct rmig_ctx *ctx);
+int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms);
+/* Announce the chosen link and placement. */
+void rmig_link_chosen(struct rmig_ctx *ctx, const char *pin);
 
 /* Fill the layout (wire form) from backend regions; checks it too. */
 int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n);

@@ -20,6 +20,7 @@
 #include "converge.h"
 #include "digest.h"
 #include "engine.h"
+#include "placement.h"
 
 #define QUEUE_CAP 256
 #define ITEM_BYTES (1u << 20) /* pages per queued item: 1 MiB worth */
@@ -32,9 +33,16 @@ struct send_item {
 
 struct sender;
 
+/* Work for the channels of one NUMA node. */
+struct send_queue {
+	struct send_item q[QUEUE_CAP];
+	size_t head, count;
+};
+
 struct send_worker {
 	struct sender *s;
 	unsigned chan;
+	unsigned group; /* the queue (NUMA node group) this channel serves */
 	pthread_t tid;
 	int started;
 	uint64_t seq;
@@ -47,8 +55,8 @@ struct sender {
 	struct rmig_ctx *ctx;
 	pthread_mutex_t lock;
 	pthread_cond_t work, space, idle;
-	struct send_item q[QUEUE_CAP];
-	size_t qhead, qcount;
+	struct send_queue queue[RMIG_MAX_NODE_GROUPS];
+	size_t queued; /* over all queues */
 	unsigned busy;
 	int quit;
 	int failed;
@@ -111,6 +119,25 @@ static int flush_runs(struct send_worker *w, const struct rmig_region *r, uint8_
 					  runs[i].count * r->page_size };
 		pages += runs[i].count;
 	}
+	if (type == RMIG_MSG_PAGES && ctx->placement) {
+		/* RDMA WRITE straight into the peer's copy of the region: no frame;
+		 * the round's end is signalled only after chan_flush. */
+		uint64_t off[RMIG_MAX_RUNS];
+		struct rmig_link *l = ctx->link;
+
+		for (uint32_t i = 0; i < *nruns; i++)
+			off[i] = runs[i].first * r->page_size;
+		bytes = pages * r->page_size;
+		rate_limit(w->s, bytes);
+		rc = l->ops->chan_write(l, w->chan, (uint32_t)(r - ctx->regions), off, data,
+					(int)*nruns, (int)ctx->cfg.io_timeout_ms);
+		if (rc)
+			return rc;
+		w->bytes += bytes;
+		w->pages += pages;
+		*nruns = 0;
+		return 0;
+	}
 	bytes = RMIG_FRAME_HDR_LEN + sub + (type == RMIG_MSG_PAGES ? pages * r->page_size : 0);
 	rate_limit(w->s, bytes);
 	rc = rmig_chan_send_frame(ctx, w->chan, &w->seq, type, w->hdr, sub, data,
@@ -169,21 +196,25 @@ static void *worker_main(void *arg)
 {
 	struct send_worker *w = arg;
 	struct sender *s = w->s;
+	struct send_queue *q = &s->queue[w->group];
 
+	/* Read guest memory (and fill the link's buffers) next to it. */
+	rmig_numa_run_on_node(s->ctx->chan_node[w->chan]);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		struct send_item it;
 		int rc = 0;
 
-		while (!s->qcount && !s->quit)
+		while (!q->count && !s->quit)
 			pthread_cond_wait(&s->work, &s->lock);
 		if (s->quit)
 			break;
-		it = s->q[s->qhead];
-		s->qhead = (s->qhead + 1) % QUEUE_CAP;
-		s->qcount--;
+		it = q->q[q->head];
+		q->head = (q->head + 1) % QUEUE_CAP;
+		q->count--;
+		s->queued--;
 		s->busy++;
-		pthread_cond_signal(&s->space);
+		pthread_cond_broadcast(&s->space);
 		if (!s->failed) {
 			pthread_mutex_unlock(&s->lock);
 			if (atomic_load(&s->ctx->cancelled))
@@ -193,7 +224,7 @@ static void *worker_main(void *arg)
 			pthread_mutex_lock(&s->lock);
 		}
 		s->busy--;
-		if (!s->qcount && !s->busy)
+		if (!s->queued && !s->busy)
 			pthread_cond_broadcast(&s->idle);
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -202,16 +233,19 @@ static void *worker_main(void *arg)
 
 static int push_item(struct sender *s, const struct send_item *it)
 {
+	struct send_queue *q = &s->queue[s->ctx->region_group[it->region]];
 	int failed;
 
 	pthread_mutex_lock(&s->lock);
-	while (s->qcount == QUEUE_CAP && !s->failed)
+	while (q->count == QUEUE_CAP && !s->failed)
 		pthread_cond_wait(&s->space, &s->lock);
 	failed = s->failed;
 	if (!failed) {
-		s->q[(s->qhead + s->qcount) % QUEUE_CAP] = *it;
-		s->qcount++;
-		pthread_cond_signal(&s->work);
+		q->q[(q->head + q->count) % QUEUE_CAP] = *it;
+		q->count++;
+		s->queued++;
+		/* Workers of several groups share the condition: wake them all. */
+		pthread_cond_broadcast(&s->work);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return failed ? -EIO : 0;
@@ -220,9 +254,11 @@ static int push_item(struct sender *s, const struct send_item *it)
 static void wait_idle(struct sender *s)
 {
 	pthread_mutex_lock(&s->lock);
-	while (s->qcount || s->busy) {
+	while (s->queued || s->busy) {
 		if (s->failed) { /* drop what is queued: it will not be sent */
-			s->qcount = 0;
+			for (unsigned g = 0; g < RMIG_MAX_NODE_GROUPS; g++)
+				s->queue[g].count = 0;
+			s->queued = 0;
 			pthread_cond_broadcast(&s->space);
 			if (!s->busy)
 				break;
@@ -237,6 +273,7 @@ static int start_workers(struct sender *s)
 	for (unsigned i = 0; i < s->ctx->nchan; i++) {
 		s->w[i].s = s;
 		s->w[i].chan = i;
+		s->w[i].group = i % s->ctx->ngroups;
 		if (pthread_create(&s->w[i].tid, NULL, worker_main, &s->w[i]))
 			return rmig_err(s->ctx, -EAGAIN, "cannot start sender threads");
 		s->w[i].started = 1;
@@ -284,6 +321,13 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	wait_idle(s);
 	if (s->failed)
 		return rmig_err(ctx, -EIO, "%s", s->failure);
+	/* Placed pages must be in the peer's memory before it hears the round
+	 * ended: the destination reads ROUND_END as "all of it is there". */
+	for (unsigned i = 0; ctx->placement && i < ctx->nchan; i++) {
+		rc = ctx->link->ops->chan_flush(ctx->link, i, (int)ctx->cfg.io_timeout_ms);
+		if (rc)
+			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+	}
 	m.u.round_end.h.round = rs->round;
 	m.u.round_end.h.nchan = ctx->nchan;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
@@ -327,19 +371,72 @@ static int fetch_dirty(struct sender *s, uint64_t *pages)
 	return 0;
 }
 
+/* Group the regions by the NUMA node holding them (their first page), and
+ * give every group at least one channel, running on its node. */
+static void plan_channels(struct rmig_ctx *ctx)
+{
+	ctx->ngroups = 0;
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		int node = rmig_numa_node_of(ctx->regions[ri].host);
+		unsigned g = 0;
+
+		while (g < ctx->ngroups && ctx->group_node[g] != node)
+			g++;
+		if (g == ctx->ngroups && g < RMIG_MAX_NODE_GROUPS)
+			ctx->group_node[ctx->ngroups++] = node;
+		ctx->region_group[ri] = (uint8_t)(g < ctx->ngroups ? g : 0);
+	}
+	if (!ctx->ngroups)
+		ctx->group_node[ctx->ngroups++] = -1;
+	ctx->nchan = ctx->cfg.channels < ctx->ngroups ? ctx->ngroups : ctx->cfg.channels;
+	for (unsigned c = 0; c < ctx->nchan; c++)
+		ctx->chan_node[c] = ctx->group_node[c % ctx->ngroups];
+}
+
+/* RDMA placement: take the destination's memory description (empty: it
+ * offers none) and register ours; else pages go through the streams. */
+static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	struct rmig_link *l = ctx->link;
+	struct rmig_link_mem mem[RMIG_MAX_REGIONS];
+	int rc;
+
+	if (!m->u.state.len) {
+		if (ctx->cfg.pin == RMIG_PIN_ALL)
+			return rmig_err(ctx, -EOPNOTSUPP,
+					"--pin=all: the destination does not offer its memory for "
+					"RDMA WRITE (it runs --pin=staging or could not register it)");
+		snprintf(ctx->link_detail, sizeof(ctx->link_detail),
+			 "destination offers no registered memory: using staging buffers");
+		return 0;
+	}
+	for (size_t i = 0; i < ctx->nregions; i++)
+		mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
+	rc = l->ops->mem_import(l, mem, ctx->nregions, m->u.state.data, m->u.state.len);
+	if (rc && ctx->cfg.pin == RMIG_PIN_ALL)
+		return rmig_err(ctx, rc, "--pin=all: %s", l->err);
+	if (rc) {
+		snprintf(ctx->link_detail, sizeof(ctx->link_detail),
+			 "guest memory not registered (%s): using staging buffers", l->err);
+		return 0;
+	}
+	ctx->placement = 1;
+	return 0;
+}
+
 static int handshake(struct rmig_ctx *ctx)
 {
 	struct rmig_msg *m = calloc(1, sizeof(*m));
-	int tmo = (int)ctx->cfg.io_timeout_ms, rc;
+	int tmo = (int)ctx->cfg.io_timeout_ms, rc, ask_placement;
 	uint16_t lo, hi;
 
 	if (!m)
 		return -ENOMEM;
-	rc = ctx->link->ops->connect_ctrl(ctx->link, ctx->cfg.host, ctx->cfg.port, tmo);
-	if (rc) {
-		rc = rmig_err(ctx, rc, "%s", ctx->link->err);
+	plan_channels(ctx);
+	rc = rmig_link_connect(ctx, tmo);
+	if (rc)
 		goto out;
-	}
+	ask_placement = ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
 	{
 		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
 
@@ -353,7 +450,8 @@ static int handshake(struct rmig_ctx *ctx)
 	m->type = RMIG_MSG_HELLO;
 	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
 					       .ver_max = RMIG_WIRE_VERSION_MAX,
-					       .channels = ctx->cfg.channels };
+					       .channels = ctx->nchan,
+					       .caps = ask_placement ? RMIG_CAP_PLACEMENT : 0 };
 	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
 	rc = rmig_ctrl_send(ctx, m);
 	if (!rc)
@@ -370,13 +468,12 @@ static int handshake(struct rmig_ctx *ctx)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 		goto out;
 	}
-	ctx->nchan = ctx->cfg.channels;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
 		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
 		uint64_t seq = 0;
 		unsigned chan;
 
-		rc = ctx->link->ops->connect_channel(ctx->link, tmo, -1, &chan);
+		rc = ctx->link->ops->connect_channel(ctx->link, tmo, ctx->chan_node[i], &chan);
 		if (rc) {
 			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 			goto out;
@@ -398,6 +495,17 @@ static int handshake(struct rmig_ctx *ctx)
 	rc = rmig_ctrl_send(ctx, m);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS_ACK, m, tmo);
+	if (!rc && ask_placement) {
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_MEM_KEYS, m, tmo);
+		if (!rc)
+			rc = take_memory(ctx, m);
+		if (rc)
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	}
+	if (!rc)
+		rmig_link_chosen(ctx, ctx->placement			    ? "all"
+				      : ctx->link->ops->mem_expose ? "staging"
+								   : "none");
 out:
 	free(m);
 	return rc;
@@ -456,7 +564,6 @@ int rmig_send(struct rmig_ctx *ctx)
 	pthread_cond_init(&s->space, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	ctx->t_start_ms = rmig_now_ms();
-	ctx->stats.channels = ctx->cfg.channels;
 
 	rc = ctx->be->ops->get_regions(ctx->be, &regions, &nregions);
 	if (rc) {
@@ -484,6 +591,7 @@ int rmig_send(struct rmig_ctx *ctx)
 
 	rmig_set_phase(ctx, "connecting");
 	rc = handshake(ctx);
+	ctx->stats.channels = ctx->nchan;
 	if (rc)
 		goto fail;
 	started_migration = 1;
@@ -700,6 +808,8 @@ fail:
 		rc = -EIO;
 out:
 	stop_workers(s);
+	if (ctx->link->ops->mem_release)
+		ctx->link->ops->mem_release(ctx->link);
 	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)
 		free(s->bitmap[i]);
 	pthread_mutex_destroy(&s->lock);

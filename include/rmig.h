@@ -131,8 +131,16 @@ struct rmig_event;
 
 enum rmig_no_converge { RMIG_NC_THROTTLE, RMIG_NC_FORCE, RMIG_NC_ABORT };
 
+/* How RDMA reaches guest memory. */
+enum rmig_pin {
+	RMIG_PIN_AUTO,    /* register guest memory if possible, else staging */
+	RMIG_PIN_ALL,     /* register guest memory (zero copy) or fail */
+	RMIG_PIN_STAGING, /* copy through pinned per-NUMA-node buffers */
+};
+
 struct rmig_config {
-	const char *transport;       /* link name, "tcp" */
+	const char *transport;       /* "auto" (rdma if it reaches the peer, else tcp),
+				      * "rdma" or "tcp" */
 	const char *host;            /* source: peer; destination: listen address */
 	uint16_t port;               /* 0 on the destination: pick a free port */
 	unsigned channels;           /* parallel data streams, 1..64 */
@@ -143,6 +151,9 @@ struct rmig_config {
 	int verify;                  /* digest all memory on both sides at the pause */
 	unsigned accept_timeout_ms;  /* destination: 0 = wait forever for a sender */
 	unsigned io_timeout_ms;      /* a peer silent this long is lost (default 10000) */
+	enum rmig_pin pin;           /* RDMA only */
+	const char *device;          /* RDMA device (NULL: whichever routes to the peer) */
+	int gid_index;               /* RoCE GID index (-1: automatic) */
 	/* Called from the engine's thread on each event; may be NULL. */
 	void (*on_event)(void *arg, const struct rmig_event *ev);
 	void *event_arg;
@@ -154,6 +165,7 @@ enum rmig_event_type {
 	RMIG_EV_ROUND,     /* a pre-copy round ended */
 	RMIG_EV_THROTTLE,  /* guest throttled to throttle_pct */
 	RMIG_EV_PHASE,     /* phase changed: phase */
+	RMIG_EV_TRANSPORT, /* link chosen: transport, pin, detail (why, if not rdma) */
 };
 
 struct rmig_round_stats {
@@ -173,6 +185,9 @@ struct rmig_event {
 	uint16_t port;
 	const char *peer;
 	const char *phase;
+	const char *transport;
+	const char *pin;
+	const char *detail;
 	unsigned throttle_pct;
 	const struct rmig_round_stats *round;
 };
@@ -180,7 +195,8 @@ struct rmig_event {
 /* Totals, valid after rmig_send/rmig_recv returned. */
 struct rmig_stats {
 	enum rmig_result result;
-	const char *transport;
+	const char *transport; /* link used: "tcp" or "rdma" */
+	const char *pin;       /* rdma: "all" (zero copy) or "staging"; tcp: "none" */
 	uint64_t total_ms;
 	uint64_t downtime_ms;  /* source pause -> STARTED received */
 	unsigned rounds;
@@ -197,8 +213,8 @@ struct rmig_stats {
 
 struct rmig_ctx;
 
-/* Fill cfg with defaults: tcp, port 7471, 2 channels, 300 ms, 30 rounds,
- * throttle, unlimited bandwidth, verify on. */
+/* Fill cfg with defaults: auto transport, pin auto, port 7471, 2 channels,
+ * 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on. */
 RMIG_API void rmig_config_init(struct rmig_config *cfg);
 
 /* The context borrows be and cfg's strings; both must outlive it. */
@@ -231,6 +247,9 @@ RMIG_API void rmig_progress(struct rmig_ctx *ctx, struct rmig_progress *p);
 RMIG_API const char *rmig_errmsg(const struct rmig_ctx *ctx);
 RMIG_API const struct rmig_stats *rmig_stats(const struct rmig_ctx *ctx);
 RMIG_API const char *rmig_result_name(enum rmig_result r);
+
+/* Describe the devices each transport could use (rmig info) into buf. */
+RMIG_API void rmig_transport_info(char *buf, size_t len);
 
 /* Parse "50M", "1G", "4096": bytes with K/M/G/T (powers of 1024). */
 RMIG_API int rmig_parse_size(const char *s, uint64_t *out);

@@ -27,9 +27,14 @@
 #define RMIG_MAX_PAGE_SIZE (2u << 20)        /* 2 MiB huge pages */
 #define RMIG_MAX_FRAME_DATA (16u << 20)      /* page bytes in one PAGES frame */
 #define RMIG_MAX_STATE (64u << 20)           /* device state blob */
+#define RMIG_MAX_MEM_KEYS (64u << 10)        /* link's memory description */
 #define RMIG_MAX_REASON 1024                 /* ABORT text */
 #define RMIG_MAX_REGION_BYTES (1ull << 44)   /* 16 TiB per region */
 #define RMIG_NONCE_LEN 16
+
+/* HELLO capabilities. */
+#define RMIG_CAP_PLACEMENT (1ull << 0) /* source can place pages in the peer's memory
+					* (RDMA WRITE): asks for MEM_KEYS */
 
 enum rmig_msg_type {
 	RMIG_MSG_HELLO = 1,       /* both ways: versions, capabilities, nonce */
@@ -48,6 +53,9 @@ enum rmig_msg_type {
 	RMIG_MSG_ABORT = 14,      /* either: giving up, with a reason */
 	RMIG_MSG_HEARTBEAT = 15,  /* either: still alive */
 	RMIG_MSG_DONE = 16,       /* source: final figures, after STARTED */
+	RMIG_MSG_MEM_KEYS = 17,   /* destination: the link's description of its
+				   * remotely writable guest memory (opaque; empty:
+				   * none offered) */
 	RMIG_MSG_TYPE_COUNT
 };
 
@@ -194,7 +202,7 @@ struct rmig_msg {
 		struct {
 			const uint8_t *data; /* points into the decoded payload */
 			uint32_t len;
-		} state;
+		} state; /* STATE and MEM_KEYS: opaque bytes */
 	} u;
 };
 

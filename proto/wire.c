@@ -61,6 +61,7 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_READY] = "READY",	    [RMIG_MSG_GO] = "GO",
 	[RMIG_MSG_STARTED] = "STARTED",	    [RMIG_MSG_ABORT] = "ABORT",
 	[RMIG_MSG_HEARTBEAT] = "HEARTBEAT", [RMIG_MSG_DONE] = "DONE",
+	[RMIG_MSG_MEM_KEYS] = "MEM_KEYS",
 };
 
 const char *rmig_msg_name(unsigned type)
@@ -100,6 +101,10 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 	case RMIG_MSG_STATE:
 		*min = 0;
 		*max = RMIG_MAX_STATE;
+		break;
+	case RMIG_MSG_MEM_KEYS:
+		*min = 0;
+		*max = RMIG_MAX_MEM_KEYS;
 		break;
 	case RMIG_MSG_COMPLETE:
 		*min = RMIG_COMPLETE_HDR_LEN;
@@ -268,8 +273,9 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 		break;
 	}
 	case RMIG_MSG_STATE:
+	case RMIG_MSG_MEM_KEYS:
 		len = m->u.state.len;
-		if (cap < len || len > RMIG_MAX_STATE)
+		if (cap < len || len > (m->type == RMIG_MSG_STATE ? RMIG_MAX_STATE : RMIG_MAX_MEM_KEYS))
 			return 0;
 		if (len)
 			memcpy(out, m->u.state.data, len);
@@ -398,6 +404,7 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		break;
 	}
 	case RMIG_MSG_STATE:
+	case RMIG_MSG_MEM_KEYS:
 		m->u.state.data = p;
 		m->u.state.len = (uint32_t)len;
 		break;

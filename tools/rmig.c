@@ -21,13 +21,19 @@
 static const char usage_text[] =
 	"usage: rmig send [options] HOST[:PORT]\n"
 	"       rmig recv --listen ADDR[:PORT] [options]\n"
+	"       rmig info\n"
 	"       rmig help | rmig --version\n"
 	"\n"
 	"Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
 	"\n"
 	"common options:\n"
 	"  --backend SPEC          guest backend (default sim; see below)\n"
-	"  --transport NAME        link: tcp (default tcp)\n"
+	"  --transport NAME        auto|rdma|tcp (default auto: rdma if a device reaches\n"
+	"                          the peer, else tcp)\n"
+	"  --pin MODE              rdma: auto|all|staging (default auto: register guest\n"
+	"                          memory for zero-copy WRITE, else pinned staging buffers)\n"
+	"  --device DEV            rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
+	"  --gid-index N           RoCE GID index (default: automatic)\n"
 	"  --channels N            parallel data streams, 1..64 (default 2)\n"
 	"  --json                  one JSON object per line on stdout\n"
 	"  --io-timeout-ms N       a peer silent this long is lost (default 10000)\n"
@@ -184,6 +190,21 @@ static void on_event(void *arg, const struct rmig_event *ev)
 				100 - ev->throttle_pct);
 		}
 		break;
+	case RMIG_EV_TRANSPORT:
+		if (t->json) {
+			printf("{\"event\":\"transport\",\"transport\":\"%s\",\"pin\":\"%s\"",
+			       ev->transport, ev->pin);
+			if (ev->detail)
+				printf(",\"detail\":\"%s\"", ev->detail);
+			printf("}\n");
+		} else {
+			clear_progress(t);
+			fprintf(stderr, "rmig: transport %s%s%s%s%s\n", ev->transport,
+				strcmp(ev->pin, "none") ? ", pin " : "",
+				strcmp(ev->pin, "none") ? ev->pin : "", ev->detail ? " - " : "",
+				ev->detail ? ev->detail : "");
+		}
+		break;
 	case RMIG_EV_PHASE:
 		if (t->json)
 			printf("{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
@@ -320,12 +341,13 @@ static void print_summary(struct tool *t, int rc)
 		}
 		err[o] = 0;
 		printf("{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
+		       "\"pin\":\"%s\","
 		       "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
 		       "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
 		       "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
 		       "\"verified\":%s",
 		       t->role_send ? "source" : "destination", rmig_result_name(s->result),
-		       s->transport, (unsigned long long)s->total_ms,
+		       s->transport, s->pin, (unsigned long long)s->total_ms,
 		       (unsigned long long)s->downtime_ms, s->rounds,
 		       (unsigned long long)s->bytes_sent, (unsigned long long)s->pages_sent,
 		       (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
@@ -363,6 +385,7 @@ static void print_summary(struct tool *t, int rc)
 enum {
 	OPT_BACKEND = 256, OPT_TRANSPORT, OPT_CHANNELS, OPT_JSON, OPT_DOWNTIME, OPT_ROUNDS,
 	OPT_NC, OPT_BW, OPT_VERIFY, OPT_NO_VERIFY, OPT_LISTEN, OPT_ACCEPT_TMO, OPT_IO_TMO,
+	OPT_PIN, OPT_DEVICE, OPT_GID,
 };
 
 static const struct option long_opts[] = {
@@ -379,6 +402,9 @@ static const struct option long_opts[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "accept-timeout-ms", required_argument, NULL, OPT_ACCEPT_TMO },
 	{ "io-timeout-ms", required_argument, NULL, OPT_IO_TMO },
+	{ "pin", required_argument, NULL, OPT_PIN },
+	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "gid-index", required_argument, NULL, OPT_GID },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -401,6 +427,18 @@ int main(int argc, char **argv)
 		printf("rmig %s\n", RMIG_VERSION_STRING);
 		return 0;
 	}
+	if (!strcmp(argv[1], "info")) {
+		char *buf = malloc(65536);
+
+		if (argc != 2)
+			die_usage("info takes no arguments");
+		if (!buf)
+			return RMIG_RESULT_FAILED;
+		rmig_transport_info(buf, 65536);
+		fputs(buf, stdout);
+		free(buf);
+		return 0;
+	}
 	if (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))
 		die_usage("unknown command '%s'", argv[1]);
 	send = !strcmp(argv[1], "send");
@@ -412,10 +450,22 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case OPT_BACKEND: backend = optarg; break;
 		case OPT_TRANSPORT:
-			if (strcmp(optarg, "tcp"))
-				die_usage("--transport: '%s' is not available (tcp)", optarg);
+			if (strcmp(optarg, "tcp") && strcmp(optarg, "rdma") && strcmp(optarg, "auto"))
+				die_usage("--transport: '%s' is not auto, rdma or tcp", optarg);
 			cfg.transport = optarg;
 			break;
+		case OPT_PIN:
+			if (!strcmp(optarg, "auto"))
+				cfg.pin = RMIG_PIN_AUTO;
+			else if (!strcmp(optarg, "all"))
+				cfg.pin = RMIG_PIN_ALL;
+			else if (!strcmp(optarg, "staging"))
+				cfg.pin = RMIG_PIN_STAGING;
+			else
+				die_usage("--pin: '%s' is not auto, all or staging", optarg);
+			break;
+		case OPT_DEVICE: cfg.device = optarg; break;
+		case OPT_GID: cfg.gid_index = (int)parse_uint("--gid-index", optarg, 0, 255); break;
 		case OPT_CHANNELS: cfg.channels = parse_uint("--channels", optarg, 1, 64); break;
 		case OPT_JSON: t.json = 1; break;
 		case OPT_DOWNTIME:

@@ -1,0 +1,130 @@
+/* link_select.c - which link carries a migration.
+ *
+ * Under "auto" the source tries RDMA first and falls back to TCP when no
+ * RDMA device reaches the peer; the destination listens on both (the same
+ * port number: rdma_cm and TCP ports are separate spaces) and serves
+ * whichever sender arrives first. The choice, and why RDMA was not used, is
+ * announced with RMIG_EV_TRANSPORT and kept in the stats.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+
+#define RDMA_PROBE_MS 3000 /* how long "auto" gives RDMA to reach the peer */
+#define ACCEPT_SLICE_MS 100
+
+void rmig_link_chosen(struct rmig_ctx *ctx, const char *pin)
+{
+	struct rmig_event ev = { .type = RMIG_EV_TRANSPORT };
+
+	ctx->stats.transport = ctx->link->ops->name;
+	ctx->stats.pin = pin;
+	ev.transport = ctx->stats.transport;
+	ev.pin = pin;
+	ev.detail = ctx->link_detail[0] ? ctx->link_detail : NULL;
+	rmig_emit(ctx, &ev);
+}
+
+int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
+{
+	int rc = -ENOENT;
+
+	for (unsigned i = 0; i < ctx->nlinks; i++) {
+		struct rmig_link *l = ctx->links[i];
+		int last = i + 1 == ctx->nlinks;
+		int tmo = timeout_ms;
+
+		if (!last && (tmo < 0 || tmo > RDMA_PROBE_MS))
+			tmo = RDMA_PROBE_MS;
+		ctx->link = l;
+		rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
+		if (!rc)
+			return 0;
+		if (atomic_load(&ctx->cancelled))
+			return rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+		if (!last)
+			snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s unavailable: %s",
+				 l->ops->name, l->err);
+	}
+	return rmig_err(ctx, rc, "%s", ctx->link->err);
+}
+
+int rmig_link_listen(struct rmig_ctx *ctx)
+{
+	uint16_t port = ctx->cfg.port;
+	int rc = 0;
+
+	/* Bind the last-resort link (tcp) first: its port is the one announced.
+	 * Under auto, a link that cannot listen (no RDMA device) is left out. */
+	ctx->listening = 0;
+	for (int i = (int)ctx->nlinks - 1; i >= 0; i--) {
+		struct rmig_link *l = ctx->links[i];
+
+		rc = l->ops->listen(l, ctx->cfg.host, &port);
+		if (rc && ctx->listening) {
+			snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s unavailable: %s",
+				 l->ops->name, l->err);
+			continue;
+		}
+		if (rc)
+			return rmig_err(ctx, rc, "%s", l->err);
+		ctx->listening |= 1u << i;
+		ctx->link = l;
+	}
+	ctx->port = port;
+	return 0;
+}
+
+int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms)
+{
+	int64_t end = timeout_ms < 0 ? -1 : rmig_now_ms() + timeout_ms;
+	int several = __builtin_popcount(ctx->listening) > 1;
+
+	for (;;) {
+		for (unsigned i = 0; i < ctx->nlinks; i++) {
+			struct rmig_link *l = ctx->links[i];
+			int slice = several ? ACCEPT_SLICE_MS : timeout_ms;
+			int rc;
+
+			if (!(ctx->listening & (1u << i)))
+				continue;
+			if (end >= 0 && several) {
+				int64_t left = end - rmig_now_ms();
+
+				slice = left < slice ? (int)(left > 0 ? left : 0) : slice;
+			}
+			rc = l->ops->accept_ctrl(l, slice);
+			if (!rc) {
+				ctx->link = l;
+				return 0;
+			}
+			if (rc != -ETIMEDOUT || !several)
+				return rmig_err(ctx, rc, "%s", l->err);
+		}
+		if (end >= 0 && rmig_now_ms() >= end)
+			return rmig_err(ctx, -ETIMEDOUT, "no sender connected within %d ms",
+					timeout_ms);
+	}
+}
+
+void rmig_transport_info(char *buf, size_t len)
+{
+	static const char *const names[] = { "tcp", "rdma" };
+	size_t used = 0;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && used + 1 < len; i++) {
+		const struct rmig_link_ops *ops = rmig_link_find(names[i]);
+
+		used += (size_t)snprintf(buf + used, len - used, "%s: %s\n", names[i],
+					 ops ? "available" : "not built in");
+		if (ops && ops->describe && used + 1 < len) {
+			ops->describe(buf + used, len - used);
+			used += strlen(buf + used);
+		}
+	}
+}
