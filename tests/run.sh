@@ -7,6 +7,7 @@
 cd "$(dirname "$0")/.." || exit 1
 BUILD=${BUILD:-build}
 export RMIG=$BUILD/rmig
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 pattern=${1:-}
 passed=0 failed=0 skipped=0 failed_names=""
 
