@@ -461,6 +461,10 @@ static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region
 		rmig_backend_err(be, "sim: regions already prepared");
 		return -EBUSY;
 	}
+	if (n == 0 || n > RMIG_MAX_REGIONS) {
+		rmig_backend_err(be, "sim: %zu regions, expected 1..%d", n, RMIG_MAX_REGIONS);
+		return -EINVAL;
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (layout[i].page_size != SIM_PAGE || layout[i].len != layout[0].len ||
 		    layout[i].id != i) {

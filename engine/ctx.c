@@ -185,7 +185,8 @@ int rmig_parse_size(const char *s, uint64_t *out)
 	unsigned long long v;
 	unsigned shift = 0;
 
-	if (!s || !*s || *s == '-')
+	/* Digits first: strtoull would skip white space and wrap a minus sign. */
+	if (!s || *s < '0' || *s > '9')
 		return -EINVAL;
 	errno = 0;
 	v = strtoull(s, &end, 10);
