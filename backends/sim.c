@@ -126,8 +126,8 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
 		} else if (strcmp(tok, "regions") == 0) {
 			*nregions = (unsigned)strtoul(val, &end, 10);
 			rc = (end == val || *end || *nregions == 0 || *nregions > RMIG_MAX_REGIONS)
-				     ? -EINVAL
-				     : 0;
+				 ? -EINVAL
+				 : 0;
 		} else {
 			rmig_backend_err(be, "sim: unknown option '%s'", tok);
 			rc = -EINVAL;
@@ -153,7 +153,8 @@ static int check_fits(struct rmig_backend *be, uint64_t bytes)
 	avail = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
 	if (bytes > avail) {
 		rmig_backend_err(be, "sim: a %llu MiB guest does not fit in this host's %llu MiB",
-				 (unsigned long long)(bytes >> 20), (unsigned long long)(avail >> 20));
+				 (unsigned long long)(bytes >> 20),
+				 (unsigned long long)(avail >> 20));
 		return -ENOMEM;
 	}
 	return 0;
@@ -387,8 +388,8 @@ static int sim_fetch_dirty(struct rmig_backend *be, size_t ri, uint64_t *bitmap)
 	for (uint64_t w = 0; w < words; w++) {
 		/* Plain load first: most words are clean, and an exchange is a locked op. */
 		if (atomic_load_explicit(&s->dirty[ri][w], memory_order_relaxed))
-			bitmap[w] |= atomic_exchange_explicit(&s->dirty[ri][w], 0,
-							      memory_order_acquire);
+			bitmap[w] |=
+			    atomic_exchange_explicit(&s->dirty[ri][w], 0, memory_order_acquire);
 	}
 	return 0;
 }
@@ -450,8 +451,7 @@ static int sim_save_state(struct rmig_backend *be, void **blob, size_t *len)
 	return 0;
 }
 
-static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region *layout,
-			       size_t n)
+static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region *layout, size_t n)
 {
 	struct sim *s = be->priv;
 	uint64_t total = 0;
@@ -468,8 +468,9 @@ static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region
 	for (size_t i = 0; i < n; i++) {
 		if (layout[i].page_size != SIM_PAGE || layout[i].len != layout[0].len ||
 		    layout[i].id != i) {
-			rmig_backend_err(be, "sim: layout not a sim guest (region %zu: id %u, page "
-					     "size %u, %llu bytes)",
+			rmig_backend_err(be,
+					 "sim: layout not a sim guest (region %zu: id %u, page "
+					 "size %u, %llu bytes)",
 					 i, layout[i].id, layout[i].page_size,
 					 (unsigned long long)layout[i].len);
 			return -EINVAL;
@@ -491,7 +492,8 @@ static int sim_load_state(struct rmig_backend *be, const void *blob, size_t len)
 	struct sim_state_blob b;
 
 	if (len != sizeof(b)) {
-		rmig_backend_err(be, "sim: device state is %zu bytes, expected %zu", len, sizeof(b));
+		rmig_backend_err(be, "sim: device state is %zu bytes, expected %zu", len,
+				 sizeof(b));
 		return -EINVAL;
 	}
 	memcpy(&b, blob, sizeof(b));

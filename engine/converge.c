@@ -19,8 +19,8 @@ enum rmig_converge_decision rmig_converge_decide(const struct rmig_converge_inpu
 	if (in->policy == RMIG_NC_THROTTLE && in->can_throttle && st->slow_rounds >= 2 &&
 	    st->throttle_pct < THROTTLE_MAX) {
 		st->slow_rounds = 0;
-		st->throttle_pct = st->throttle_pct ? st->throttle_pct + THROTTLE_STEP
-						    : THROTTLE_INITIAL;
+		st->throttle_pct =
+		    st->throttle_pct ? st->throttle_pct + THROTTLE_STEP : THROTTLE_INITIAL;
 		if (st->throttle_pct > THROTTLE_MAX)
 			st->throttle_pct = THROTTLE_MAX;
 		return RMIG_CONV_THROTTLE;

@@ -15,19 +15,19 @@ enum rmig_converge_decision {
 };
 
 struct rmig_converge_input {
-	unsigned round;          /* the round just finished, from 1 */
+	unsigned round; /* the round just finished, from 1 */
 	unsigned max_rounds;
 	unsigned downtime_ms;
 	enum rmig_no_converge policy;
-	int can_throttle;        /* backend supports throttling */
-	double expected_ms;      /* expected downtime if we stopped now */
-	uint64_t sent_bytes;     /* bytes sent in the round */
-	uint64_t dirtied_bytes;  /* bytes dirtied during the round */
+	int can_throttle;	/* backend supports throttling */
+	double expected_ms;	/* expected downtime if we stopped now */
+	uint64_t sent_bytes;	/* bytes sent in the round */
+	uint64_t dirtied_bytes; /* bytes dirtied during the round */
 };
 
 struct rmig_converge_state {
-	unsigned throttle_pct;   /* current throttle, updated on THROTTLE */
-	unsigned slow_rounds;    /* consecutive rounds dirtying > half the bytes sent */
+	unsigned throttle_pct; /* current throttle, updated on THROTTLE */
+	unsigned slow_rounds;  /* consecutive rounds dirtying > half the bytes sent */
 };
 
 /* As QEMU's auto-converge: after two consecutive rounds in which the guest

@@ -71,7 +71,8 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	int rc;
 
 	if (!cfg || !be || !cfg->transport || cfg->channels == 0 ||
-	    cfg->channels > RMIG_MAX_CHANNELS || cfg->max_rounds == 0 || cfg->pin > RMIG_PIN_STAGING)
+	    cfg->channels > RMIG_MAX_CHANNELS || cfg->max_rounds == 0 ||
+	    cfg->pin > RMIG_PIN_STAGING)
 		return -EINVAL;
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
@@ -141,16 +142,11 @@ const struct rmig_stats *rmig_stats(const struct rmig_ctx *ctx)
 const char *rmig_result_name(enum rmig_result r)
 {
 	switch (r) {
-	case RMIG_RESULT_MIGRATED:
-		return "migrated";
-	case RMIG_RESULT_FAILED:
-		return "failed";
-	case RMIG_RESULT_USAGE:
-		return "usage";
-	case RMIG_RESULT_ROLLED_BACK:
-		return "rolled_back";
-	case RMIG_RESULT_UNKNOWN:
-		return "unknown";
+	case RMIG_RESULT_MIGRATED: return "migrated";
+	case RMIG_RESULT_FAILED: return "failed";
+	case RMIG_RESULT_USAGE: return "usage";
+	case RMIG_RESULT_ROLLED_BACK: return "rolled_back";
+	case RMIG_RESULT_UNKNOWN: return "unknown";
 	}
 	return "?";
 }
@@ -193,14 +189,16 @@ int rmig_parse_size(const char *s, uint64_t *out)
 	if (errno || end == s)
 		return -EINVAL;
 	switch (*end) {
-	case 0:
-		break;
-	case 'k': case 'K': shift = 10; break;
-	case 'm': case 'M': shift = 20; break;
-	case 'g': case 'G': shift = 30; break;
-	case 't': case 'T': shift = 40; break;
-	default:
-		return -EINVAL;
+	case 0: break;
+	case 'k':
+	case 'K': shift = 10; break;
+	case 'm':
+	case 'M': shift = 20; break;
+	case 'g':
+	case 'G': shift = 30; break;
+	case 't':
+	case 'T': shift = 40; break;
+	default: return -EINVAL;
 	}
 	if (*end && end[1] && strcmp(end + 1, "i") && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
 		return -EINVAL;
@@ -323,7 +321,8 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 		ctx->ctrl_rx_seq++;
 		if (fh.type == RMIG_MSG_PAGES || fh.type == RMIG_MSG_ZERO ||
 		    fh.type == RMIG_MSG_CHANNEL)
-			return rmig_err(ctx, -EBADMSG, "bad frame from %s: %s on the control stream",
+			return rmig_err(ctx, -EBADMSG,
+					"bad frame from %s: %s on the control stream",
 					ctx->link->peer, rmig_msg_name(fh.type));
 		if (fh.len > ctx->rxcap) {
 			/* Bounded by the type's maximum, checked in the header decode. */
@@ -377,7 +376,8 @@ int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uin
 	iov[0] = (struct iovec){ hdrbuf, RMIG_FRAME_HDR_LEN + sublen };
 	for (int i = 0; i < ndata; i++)
 		iov[i + 1] = data[i];
-	rc = ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1, (int)ctx->cfg.io_timeout_ms);
+	rc =
+	    ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1, (int)ctx->cfg.io_timeout_ms);
 	if (rc == 0)
 		atomic_fetch_add(&ctx->live_bytes, RMIG_FRAME_HDR_LEN + len);
 	return rc;

@@ -36,7 +36,7 @@ struct receiver {
 	pthread_cond_t progress;
 	uint64_t frames[RMIG_MAX_CHANNELS]; /* frames applied, this round */
 	uint64_t pages, zero_pages, bytes;  /* this round */
-	atomic_uint round;                  /* the round being received */
+	atomic_uint round;		    /* the round being received */
 	atomic_int stopping;
 	int failed;
 	char failure[400];
@@ -51,7 +51,7 @@ static void recv_fail(struct receiver *r, const char *why)
 		snprintf(r->failure, sizeof(r->failure), "%s", why);
 		/* Wake the control thread wherever it waits. */
 		r->ctx->link->ops->interrupt(r->ctx->link,
-					      RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+					     RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
 	}
 	pthread_cond_broadcast(&r->progress);
 	pthread_mutex_unlock(&r->lock);
@@ -158,7 +158,8 @@ static void *recv_main(void *arg)
 
 			snprintf(msg, sizeof(msg), "bad frame from %s: %s", w->r->ctx->link->peer,
 				 why);
-			recv_fail(w->r, strstr(why, "lost peer") || strstr(why, "silent") ? why : msg);
+			recv_fail(w->r,
+				  strstr(why, "lost peer") || strstr(why, "silent") ? why : msg);
 			break;
 		}
 	}
@@ -182,7 +183,8 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
 			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
 					ctx->link->err);
 		if (chan >= n)
-			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan, n);
+			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan,
+					n);
 		nodes[chan] = node;
 		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
 		if (rc)
@@ -191,8 +193,7 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
 		if (rc || m.type != RMIG_MSG_CHANNEL)
 			return rmig_err(ctx, -EBADMSG, "data channel %u: bad first frame: %s", i,
 					rc ? why : rmig_msg_name(m.type));
-		if (memcmp(m.u.channel.token, ctx->token, RMIG_NONCE_LEN) ||
-		    m.u.channel.count != n)
+		if (memcmp(m.u.channel.token, ctx->token, RMIG_NONCE_LEN) || m.u.channel.count != n)
 			return rmig_err(ctx, -EPERM,
 					"data channel %u does not belong to this migration", i);
 	}
@@ -219,16 +220,18 @@ static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
 	if (rc)
 		return rmig_err(ctx, rc, "backend: %s", ctx->be->err);
 	if (n != l->count)
-		return rmig_err(ctx, -EINVAL, "layout mismatch: backend made %zu regions, sender has %u",
-				n, l->count);
+		return rmig_err(ctx, -EINVAL,
+				"layout mismatch: backend made %zu regions, sender has %u", n,
+				l->count);
 	for (size_t i = 0; i < n; i++)
 		if (got[i].id != l->r[i].id || got[i].len != l->r[i].len ||
 		    got[i].page_size != l->r[i].page_size || !got[i].host)
 			return rmig_err(ctx, -EINVAL,
 					"layout mismatch: region %u here is %llu bytes of %u-byte "
 					"pages, the sender's is %llu of %u",
-					l->r[i].id, (unsigned long long)got[i].len, got[i].page_size,
-					(unsigned long long)l->r[i].len, l->r[i].page_size);
+					l->r[i].id, (unsigned long long)got[i].len,
+					got[i].page_size, (unsigned long long)l->r[i].len,
+					l->r[i].page_size);
 	ctx->layout = *l;
 	ctx->regions = got;
 	ctx->nregions = n;
@@ -273,7 +276,8 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 		if (pthread_cond_timedwait(&r->progress, &r->lock, &ts) == ETIMEDOUT) {
 			/* Tell the source we are alive while its data drains. */
 			pthread_mutex_unlock(&r->lock);
-			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_HEARTBEAT, (uint64_t)rmig_now_ms());
+			rc =
+			    rmig_ctrl_send_simple(ctx, RMIG_MSG_HEARTBEAT, (uint64_t)rmig_now_ms());
 			pthread_mutex_lock(&r->lock);
 			if (rc)
 				goto out;
@@ -332,10 +336,12 @@ static int offer_memory(struct rmig_ctx *ctx, int asked)
 		goto out;
 	if (l->ops->mem_expose && ctx->cfg.pin != RMIG_PIN_STAGING) {
 		for (size_t i = 0; i < ctx->nregions; i++)
-			mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
+			mem[i] =
+			    (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
 		rc = l->ops->mem_expose(l, mem, ctx->nregions, &blob, &len);
 		if (rc && ctx->cfg.pin == RMIG_PIN_ALL) {
-			rc = rmig_err(ctx, rc, "--pin=all: cannot register guest memory: %s", l->err);
+			rc = rmig_err(ctx, rc, "--pin=all: cannot register guest memory: %s",
+				      l->err);
 			goto out;
 		}
 		if (rc) {
@@ -390,8 +396,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 		rmig_emit(ctx, &ev);
 	}
 	rmig_set_phase(ctx, "listening");
-	rc = rmig_link_accept(ctx, ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms
-							      : -1);
+	rc = rmig_link_accept(ctx,
+			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
 	if (rc)
 		goto out;
 	ctx->t_start_ms = rmig_now_ms();
@@ -405,7 +411,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 	rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, (int)ctx->cfg.io_timeout_ms);
 	if (rc)
 		goto fail;
-	if (m->u.hello.ver_max < RMIG_WIRE_VERSION_MIN || m->u.hello.ver_min > RMIG_WIRE_VERSION_MAX) {
+	if (m->u.hello.ver_max < RMIG_WIRE_VERSION_MIN ||
+	    m->u.hello.ver_min > RMIG_WIRE_VERSION_MAX) {
 		rc = rmig_err(ctx, -EPROTONOSUPPORT,
 			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
 			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
@@ -463,7 +470,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 		switch (m->type) {
 		case RMIG_MSG_ROUND_END:
 			if (have_state || m->u.round_end.h.round != expect_round) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: ROUND_END %u out of order",
+				rc = rmig_err(ctx, -EPROTO,
+					      "protocol error: ROUND_END %u out of order",
 					      m->u.round_end.h.round);
 				goto fail;
 			}
@@ -490,7 +498,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 			state_len = m->u.state.len;
 			state = malloc(state_len ? state_len : 1);
 			if (!state) {
-				rc = rmig_err(ctx, -ENOMEM, "no memory for %zu bytes of state", state_len);
+				rc = rmig_err(ctx, -ENOMEM, "no memory for %zu bytes of state",
+					      state_len);
 				goto fail;
 			}
 			memcpy(state, m->u.state.data, state_len);
@@ -499,7 +508,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 			break;
 		case RMIG_MSG_COMPLETE:
 			if (!have_state || ready) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before STATE");
+				rc =
+				    rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before STATE");
 				goto fail;
 			}
 			rc = verify(ctx, m);
@@ -554,7 +564,8 @@ fail:
 	if (started) {
 		/* The guest runs here: the migration succeeded, only the final
 		 * figures are missing. */
-		fprintf(stderr, "rmig: guest started, but the source's final report is missing: %s\n",
+		fprintf(stderr,
+			"rmig: guest started, but the source's final report is missing: %s\n",
 			ctx->err);
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_go);

@@ -17,7 +17,7 @@ struct digest_job {
 	const struct rmig_region *r;
 	size_t n;
 	uint64_t *chunk_digest; /* all regions' chunks, region after region */
-	size_t *first_chunk;    /* index of region i's first chunk */
+	size_t *first_chunk;	/* index of region i's first chunk */
 	size_t total_chunks;
 	atomic_size_t next;
 };
@@ -78,9 +78,9 @@ int rmig_digest_regions(const struct rmig_region *r, size_t n, unsigned threads,
 	for (unsigned t = 0; t < started; t++)
 		pthread_join(tid[t], NULL);
 	for (size_t i = 0; i < n; i++)
-		out[i] = XXH3_64bits_withSeed(&j.chunk_digest[j.first_chunk[i]],
-					      (j.first_chunk[i + 1] - j.first_chunk[i]) * 8,
-					      r[i].len);
+		out[i] =
+		    XXH3_64bits_withSeed(&j.chunk_digest[j.first_chunk[i]],
+					 (j.first_chunk[i + 1] - j.first_chunk[i]) * 8, r[i].len);
 out:
 	free(j.chunk_digest);
 	free(j.first_chunk);

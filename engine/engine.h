@@ -20,11 +20,11 @@
 struct rmig_ctx {
 	struct rmig_config cfg;
 	struct rmig_backend *be;
-	struct rmig_link *link;         /* the one in use (links[0] until chosen) */
-	struct rmig_link *links[2];     /* "auto": rdma first, then tcp */
+	struct rmig_link *link;	    /* the one in use (links[0] until chosen) */
+	struct rmig_link *links[2]; /* "auto": rdma first, then tcp */
 	unsigned nlinks;
-	unsigned listening;             /* destination: bit i: links[i] listens */
-	char link_detail[400];          /* why rdma was not used, for "auto" */
+	unsigned listening;    /* destination: bit i: links[i] listens */
+	char link_detail[400]; /* why rdma was not used, for "auto" */
 	char err[512];
 	atomic_int cancelled;
 	struct rmig_stats stats;
@@ -45,7 +45,7 @@ struct rmig_ctx {
 	int group_node[RMIG_MAX_NODE_GROUPS];
 	uint8_t region_group[RMIG_MAX_REGIONS];
 	int chan_node[RMIG_MAX_CHANNELS];
-	int placement; /* source: pages go by chan_write (RDMA WRITE) */
+	int placement;		       /* source: pages go by chan_write (RDMA WRITE) */
 	uint8_t nonce[RMIG_NONCE_LEN]; /* ours */
 	uint8_t token[RMIG_NONCE_LEN]; /* the source's nonce: names the session */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
@@ -60,7 +60,7 @@ double rmig_now_s(void);
 
 /* Set ctx->err, printf-style; returns rc so that `return rmig_err(...)` reads. */
 int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 void rmig_emit(struct rmig_ctx *ctx, const struct rmig_event *ev);
 void rmig_set_phase(struct rmig_ctx *ctx, const char *phase);

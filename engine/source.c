@@ -309,8 +309,8 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 		uint64_t npages = r->len / r->page_size, pos = 0, start, len;
 		uint64_t per_item = ITEM_BYTES / r->page_size ? ITEM_BYTES / r->page_size : 1;
 
-		while (!rc && rmig_dirty_bitmap_next_run(s->bitmap[ri], npages, pos, per_item, &start,
-							 &len)) {
+		while (!rc && rmig_dirty_bitmap_next_run(s->bitmap[ri], npages, pos, per_item,
+							 &start, &len)) {
 			struct send_item it = { (uint32_t)ri, start, len };
 
 			rc = push_item(s, &it);
@@ -346,7 +346,8 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	if (rc)
 		return rc;
 	if (m.u.value != rs->round)
-		return rmig_err(ctx, -EPROTO, "protocol error: ROUND_ACK for round %llu, expected %u",
+		return rmig_err(ctx, -EPROTO,
+				"protocol error: ROUND_ACK for round %llu, expected %u",
 				(unsigned long long)m.u.value, rs->round);
 	ctx->stats.pages_sent += rs->pages;
 	ctx->stats.zero_pages += rs->zero_pages;
@@ -365,7 +366,8 @@ static int fetch_dirty(struct sender *s, uint64_t *pages)
 
 		rc = ctx->be->ops->fetch_dirty(ctx->be, ri, s->bitmap[ri]);
 		if (rc)
-			return rmig_err(ctx, rc, "backend: fetching the dirty log: %s", ctx->be->err);
+			return rmig_err(ctx, rc, "backend: fetching the dirty log: %s",
+					ctx->be->err);
 		*pages += rmig_dirty_bitmap_count(s->bitmap[ri], r->len / r->page_size);
 	}
 	return 0;
@@ -403,9 +405,10 @@ static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
 
 	if (!m->u.state.len) {
 		if (ctx->cfg.pin == RMIG_PIN_ALL)
-			return rmig_err(ctx, -EOPNOTSUPP,
-					"--pin=all: the destination does not offer its memory for "
-					"RDMA WRITE (it runs --pin=staging or could not register it)");
+			return rmig_err(
+			    ctx, -EOPNOTSUPP,
+			    "--pin=all: the destination does not offer its memory for "
+			    "RDMA WRITE (it runs --pin=staging or could not register it)");
 		snprintf(ctx->link_detail, sizeof(ctx->link_detail),
 			 "destination offers no registered memory: using staging buffers");
 		return 0;
@@ -458,8 +461,10 @@ static int handshake(struct rmig_ctx *ctx)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, tmo);
 	if (rc)
 		goto out;
-	lo = m->u.hello.ver_min > RMIG_WIRE_VERSION_MIN ? m->u.hello.ver_min : RMIG_WIRE_VERSION_MIN;
-	hi = m->u.hello.ver_max < RMIG_WIRE_VERSION_MAX ? m->u.hello.ver_max : RMIG_WIRE_VERSION_MAX;
+	lo =
+	    m->u.hello.ver_min > RMIG_WIRE_VERSION_MIN ? m->u.hello.ver_min : RMIG_WIRE_VERSION_MIN;
+	hi =
+	    m->u.hello.ver_max < RMIG_WIRE_VERSION_MAX ? m->u.hello.ver_max : RMIG_WIRE_VERSION_MAX;
 	if (lo > hi) {
 		rc = rmig_err(ctx, -EPROTONOSUPPORT,
 			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
@@ -503,7 +508,7 @@ static int handshake(struct rmig_ctx *ctx)
 			rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	}
 	if (!rc)
-		rmig_link_chosen(ctx, ctx->placement			    ? "all"
+		rmig_link_chosen(ctx, ctx->placement		   ? "all"
 				      : ctx->link->ops->mem_expose ? "staging"
 								   : "none");
 out:
@@ -633,7 +638,7 @@ int rmig_send(struct rmig_ctx *ctx)
 		t_fetch = now;
 		rs.dirty_pages = dirty_pages;
 		rs.expected_downtime_ms =
-			rmig_expected_downtime_ms(dirty_pages * page_size, bandwidth, fixed_ms);
+		    rmig_expected_downtime_ms(dirty_pages * page_size, bandwidth, fixed_ms);
 		ctx->stats.rounds = round;
 		ctx->stats.expected_downtime_ms = rs.expected_downtime_ms;
 		update_progress(ctx, &rs, dirty_pages * page_size);
@@ -800,7 +805,8 @@ fail:
 			fprintf(stderr, "rmig: resuming the guest failed: %s\n", ctx->be->err);
 		if (conv.throttle_pct && ctx->be->ops->throttle)
 			ctx->be->ops->throttle(ctx->be, 0);
-		ctx->stats.result = started_migration ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+		ctx->stats.result =
+		    started_migration ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
 		rmig_set_phase(ctx, started_migration ? "rolled-back" : "failed");
 	}
 	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);

@@ -33,8 +33,8 @@ extern "C" {
 /* Exit codes of the rmig tool, and the outcome of a migration. */
 enum rmig_result {
 	RMIG_RESULT_MIGRATED = 0,    /* destination runs the guest */
-	RMIG_RESULT_FAILED = 1,      /* never started (e.g. peer refused), source still runs */
-	RMIG_RESULT_USAGE = 2,       /* bad command line (tool only) */
+	RMIG_RESULT_FAILED = 1,	     /* never started (e.g. peer refused), source still runs */
+	RMIG_RESULT_USAGE = 2,	     /* bad command line (tool only) */
 	RMIG_RESULT_ROLLED_BACK = 3, /* abandoned part-way: source guest resumed and runs */
 	RMIG_RESULT_UNKNOWN = 4,     /* link lost after GO: source stays paused, operator decides */
 };
@@ -47,11 +47,11 @@ enum rmig_role { RMIG_ROLE_SOURCE, RMIG_ROLE_DEST };
 #define RMIG_MAX_REGIONS 64
 
 struct rmig_region {
-	uint32_t id;        /* stable id, the same on both sides */
+	uint32_t id;	    /* stable id, the same on both sides */
 	uint32_t page_size; /* power of two, 4 KiB .. 1 GiB */
-	uint64_t gpa;       /* guest-physical base address */
-	uint64_t len;       /* bytes, a multiple of page_size */
-	void *host;         /* where the bytes live in this process */
+	uint64_t gpa;	    /* guest-physical base address */
+	uint64_t len;	    /* bytes, a multiple of page_size */
+	void *host;	    /* where the bytes live in this process */
 };
 
 /* ------------------------------------------------------------------ */
@@ -64,7 +64,7 @@ struct rmig_region {
 struct rmig_backend;
 
 struct rmig_guest_stats {
-	int running;       /* the guest executes (not paused, not stopped) */
+	int running;	   /* the guest executes (not paused, not stopped) */
 	uint64_t progress; /* monotonic count of guest work (e.g. writes) */
 };
 
@@ -122,7 +122,7 @@ RMIG_API int rmig_backend_open(const char *spec, enum rmig_role role, struct rmi
 RMIG_API void rmig_backend_close(struct rmig_backend *be);
 /* For backend authors: set be->err, printf-style. Returns nothing. */
 RMIG_API void rmig_backend_err(struct rmig_backend *be, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 /* ------------------------------------------------------------------ */
 /* A migration. */
@@ -133,27 +133,27 @@ enum rmig_no_converge { RMIG_NC_THROTTLE, RMIG_NC_FORCE, RMIG_NC_ABORT };
 
 /* How RDMA reaches guest memory. */
 enum rmig_pin {
-	RMIG_PIN_AUTO,    /* register guest memory if possible, else staging */
-	RMIG_PIN_ALL,     /* register guest memory (zero copy) or fail */
+	RMIG_PIN_AUTO,	  /* register guest memory if possible, else staging */
+	RMIG_PIN_ALL,	  /* register guest memory (zero copy) or fail */
 	RMIG_PIN_STAGING, /* copy through pinned per-NUMA-node buffers */
 };
 
 struct rmig_config {
-	const char *transport;       /* "auto" (rdma if it reaches the peer, else tcp),
-				      * "rdma" or "tcp" */
-	const char *host;            /* source: peer; destination: listen address */
-	uint16_t port;               /* 0 on the destination: pick a free port */
-	unsigned channels;           /* parallel data streams, 1..64 */
-	unsigned downtime_ms;        /* switch over when expected downtime <= this */
-	unsigned max_rounds;         /* pre-copy rounds before the no-converge policy */
+	const char *transport; /* "auto" (rdma if it reaches the peer, else tcp),
+				* "rdma" or "tcp" */
+	const char *host;      /* source: peer; destination: listen address */
+	uint16_t port;	       /* 0 on the destination: pick a free port */
+	unsigned channels;     /* parallel data streams, 1..64 */
+	unsigned downtime_ms;  /* switch over when expected downtime <= this */
+	unsigned max_rounds;   /* pre-copy rounds before the no-converge policy */
 	enum rmig_no_converge on_no_converge;
-	uint64_t max_bandwidth;      /* bytes/s, 0 = unlimited */
-	int verify;                  /* digest all memory on both sides at the pause */
-	unsigned accept_timeout_ms;  /* destination: 0 = wait forever for a sender */
-	unsigned io_timeout_ms;      /* a peer silent this long is lost (default 10000) */
-	enum rmig_pin pin;           /* RDMA only */
-	const char *device;          /* RDMA device (NULL: whichever routes to the peer) */
-	int gid_index;               /* RoCE GID index (-1: automatic) */
+	uint64_t max_bandwidth;	    /* bytes/s, 0 = unlimited */
+	int verify;		    /* digest all memory on both sides at the pause */
+	unsigned accept_timeout_ms; /* destination: 0 = wait forever for a sender */
+	unsigned io_timeout_ms;	    /* a peer silent this long is lost (default 10000) */
+	enum rmig_pin pin;	    /* RDMA only */
+	const char *device;	    /* RDMA device (NULL: whichever routes to the peer) */
+	int gid_index;		    /* RoCE GID index (-1: automatic) */
 	/* Called from the engine's thread on each event; may be NULL. */
 	void (*on_event)(void *arg, const struct rmig_event *ev);
 	void *event_arg;
@@ -162,21 +162,21 @@ struct rmig_config {
 enum rmig_event_type {
 	RMIG_EV_LISTENING, /* destination bound: port */
 	RMIG_EV_CONNECTED, /* peer connected: peer */
-	RMIG_EV_ROUND,     /* a pre-copy round ended */
+	RMIG_EV_ROUND,	   /* a pre-copy round ended */
 	RMIG_EV_THROTTLE,  /* guest throttled to throttle_pct */
-	RMIG_EV_PHASE,     /* phase changed: phase */
+	RMIG_EV_PHASE,	   /* phase changed: phase */
 	RMIG_EV_TRANSPORT, /* link chosen: transport, pin, detail (why, if not rdma) */
 };
 
 struct rmig_round_stats {
 	unsigned round;
-	uint64_t pages;         /* data pages sent this round */
-	uint64_t zero_pages;    /* zero pages sent (no data) this round */
-	uint64_t bytes;         /* bytes on the wire this round */
-	uint64_t ms;            /* duration of the round */
-	double bandwidth;       /* bytes/s measured this round */
-	double dirty_rate;      /* pages/s dirtied during the round */
-	uint64_t dirty_pages;   /* pages dirty at its end (to send next) */
+	uint64_t pages;	      /* data pages sent this round */
+	uint64_t zero_pages;  /* zero pages sent (no data) this round */
+	uint64_t bytes;	      /* bytes on the wire this round */
+	uint64_t ms;	      /* duration of the round */
+	double bandwidth;     /* bytes/s measured this round */
+	double dirty_rate;    /* pages/s dirtied during the round */
+	uint64_t dirty_pages; /* pages dirty at its end (to send next) */
 	double expected_downtime_ms;
 };
 
@@ -198,16 +198,16 @@ struct rmig_stats {
 	const char *transport; /* link used: "tcp" or "rdma" */
 	const char *pin;       /* rdma: "all" (zero copy) or "staging"; tcp: "none" */
 	uint64_t total_ms;
-	uint64_t downtime_ms;  /* source pause -> STARTED received */
+	uint64_t downtime_ms; /* source pause -> STARTED received */
 	unsigned rounds;
-	uint64_t bytes_sent;   /* source: sent; destination: received */
+	uint64_t bytes_sent; /* source: sent; destination: received */
 	uint64_t pages_sent;
 	uint64_t zero_pages;
 	uint64_t guest_bytes;
 	unsigned channels;
 	unsigned throttle_pct; /* highest throttle applied */
-	int verified;          /* digests compared equal */
-	int forced;            /* switched over without meeting downtime_ms */
+	int verified;	       /* digests compared equal */
+	int forced;	       /* switched over without meeting downtime_ms */
 	double expected_downtime_ms;
 };
 

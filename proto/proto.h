@@ -22,38 +22,39 @@
 #define RMIG_WIRE_VERSION_MAX 1
 
 #define RMIG_MAX_CHANNELS 64
-#define RMIG_MAX_RUNS 64                     /* page runs in one PAGES/ZERO frame */
+#define RMIG_MAX_RUNS 64 /* page runs in one PAGES/ZERO frame */
 #define RMIG_MIN_PAGE_SIZE 4096u
-#define RMIG_MAX_PAGE_SIZE (2u << 20)        /* 2 MiB huge pages */
-#define RMIG_MAX_FRAME_DATA (16u << 20)      /* page bytes in one PAGES frame */
-#define RMIG_MAX_STATE (64u << 20)           /* device state blob */
-#define RMIG_MAX_MEM_KEYS (64u << 10)        /* link's memory description */
-#define RMIG_MAX_REASON 1024                 /* ABORT text */
-#define RMIG_MAX_REGION_BYTES (1ull << 44)   /* 16 TiB per region */
+#define RMIG_MAX_PAGE_SIZE (2u << 20)	   /* 2 MiB huge pages */
+#define RMIG_MAX_FRAME_DATA (16u << 20)	   /* page bytes in one PAGES frame */
+#define RMIG_MAX_STATE (64u << 20)	   /* device state blob */
+#define RMIG_MAX_MEM_KEYS (64u << 10)	   /* link's memory description */
+#define RMIG_MAX_REASON 1024		   /* ABORT text */
+#define RMIG_MAX_REGION_BYTES (1ull << 44) /* 16 TiB per region */
 #define RMIG_NONCE_LEN 16
 
 /* HELLO capabilities. */
-#define RMIG_CAP_PLACEMENT (1ull << 0) /* source can place pages in the peer's memory
-					* (RDMA WRITE): asks for MEM_KEYS */
+#define RMIG_CAP_PLACEMENT                                                                         \
+	(1ull << 0) /* source can place pages in the peer's memory                                 \
+		     * (RDMA WRITE): asks for MEM_KEYS */
 
 enum rmig_msg_type {
-	RMIG_MSG_HELLO = 1,       /* both ways: versions, capabilities, nonce */
-	RMIG_MSG_REGIONS = 2,     /* source: the guest's memory layout */
+	RMIG_MSG_HELLO = 1,	  /* both ways: versions, capabilities, nonce */
+	RMIG_MSG_REGIONS = 2,	  /* source: the guest's memory layout */
 	RMIG_MSG_REGIONS_ACK = 3, /* destination: layout accepted, memory ready */
-	RMIG_MSG_CHANNEL = 4,     /* first frame of each data stream: session token */
-	RMIG_MSG_PAGES = 5,       /* data streams: page runs + their bytes */
-	RMIG_MSG_ZERO = 6,        /* data streams: runs of zero pages, no bytes */
-	RMIG_MSG_ROUND_END = 7,   /* source: a round is sent (frames per stream) */
-	RMIG_MSG_ROUND_ACK = 8,   /* destination: that round is all in memory */
-	RMIG_MSG_STATE = 9,       /* source: device/CPU state blob */
-	RMIG_MSG_COMPLETE = 10,   /* source: all sent; region digests */
-	RMIG_MSG_READY = 11,      /* destination: verified, state loaded, not running */
-	RMIG_MSG_GO = 12,         /* source: start the guest */
-	RMIG_MSG_STARTED = 13,    /* destination: guest runs */
-	RMIG_MSG_ABORT = 14,      /* either: giving up, with a reason */
+	RMIG_MSG_CHANNEL = 4,	  /* first frame of each data stream: session token */
+	RMIG_MSG_PAGES = 5,	  /* data streams: page runs + their bytes */
+	RMIG_MSG_ZERO = 6,	  /* data streams: runs of zero pages, no bytes */
+	RMIG_MSG_ROUND_END = 7,	  /* source: a round is sent (frames per stream) */
+	RMIG_MSG_ROUND_ACK = 8,	  /* destination: that round is all in memory */
+	RMIG_MSG_STATE = 9,	  /* source: device/CPU state blob */
+	RMIG_MSG_COMPLETE = 10,	  /* source: all sent; region digests */
+	RMIG_MSG_READY = 11,	  /* destination: verified, state loaded, not running */
+	RMIG_MSG_GO = 12,	  /* source: start the guest */
+	RMIG_MSG_STARTED = 13,	  /* destination: guest runs */
+	RMIG_MSG_ABORT = 14,	  /* either: giving up, with a reason */
 	RMIG_MSG_HEARTBEAT = 15,  /* either: still alive */
-	RMIG_MSG_DONE = 16,       /* source: final figures, after STARTED */
-	RMIG_MSG_MEM_KEYS = 17,   /* destination: the link's description of its
+	RMIG_MSG_DONE = 16,	  /* source: final figures, after STARTED */
+	RMIG_MSG_MEM_KEYS = 17,	  /* destination: the link's description of its
 				   * remotely writable guest memory (opaque; empty:
 				   * none offered) */
 	RMIG_MSG_TYPE_COUNT
@@ -213,8 +214,8 @@ void rmig_frame_hdr_encode(uint8_t out[RMIG_FRAME_HDR_LEN], uint8_t type, uint16
 			   uint32_t len, uint64_t seq);
 /* Decode and check a header: magic, version, known type, and len within the
  * bounds of that type. 0 or -EBADMSG with a reason in err. */
-int rmig_frame_hdr_decode(const uint8_t in[RMIG_FRAME_HDR_LEN], struct rmig_frame_hdr *h,
-			  char *err, size_t errlen);
+int rmig_frame_hdr_decode(const uint8_t in[RMIG_FRAME_HDR_LEN], struct rmig_frame_hdr *h, char *err,
+			  size_t errlen);
 
 /* Largest payload a control message may have (PAGES/ZERO excluded). */
 size_t rmig_msg_max_len(const struct rmig_msg *m);
@@ -223,8 +224,8 @@ size_t rmig_msg_max_len(const struct rmig_msg *m);
 size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap);
 /* Decode a control payload of the given type. For STATE, m->u.state.data
  * points into payload. 0 or -EBADMSG with a reason in err. */
-int rmig_msg_decode(uint8_t type, const uint8_t *payload, size_t len, struct rmig_msg *m,
-		    char *err, size_t errlen);
+int rmig_msg_decode(uint8_t type, const uint8_t *payload, size_t len, struct rmig_msg *m, char *err,
+		    size_t errlen);
 
 /* Check a layout as a destination must before allocating anything. */
 int rmig_layout_check(const struct rmig_layout *l, char *err, size_t errlen);

@@ -39,8 +39,7 @@ static uint64_t get64(const uint8_t *p)
 	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
-__attribute__((format(printf, 3, 4))) static int bad(char *err, size_t errlen, const char *fmt,
-						      ...)
+__attribute__((format(printf, 3, 4))) static int bad(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -53,14 +52,22 @@ __attribute__((format(printf, 3, 4))) static int bad(char *err, size_t errlen, c
 }
 
 static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
-	[RMIG_MSG_HELLO] = "HELLO",	    [RMIG_MSG_REGIONS] = "REGIONS",
-	[RMIG_MSG_REGIONS_ACK] = "REGIONS_ACK", [RMIG_MSG_CHANNEL] = "CHANNEL",
-	[RMIG_MSG_PAGES] = "PAGES",	    [RMIG_MSG_ZERO] = "ZERO",
-	[RMIG_MSG_ROUND_END] = "ROUND_END", [RMIG_MSG_ROUND_ACK] = "ROUND_ACK",
-	[RMIG_MSG_STATE] = "STATE",	    [RMIG_MSG_COMPLETE] = "COMPLETE",
-	[RMIG_MSG_READY] = "READY",	    [RMIG_MSG_GO] = "GO",
-	[RMIG_MSG_STARTED] = "STARTED",	    [RMIG_MSG_ABORT] = "ABORT",
-	[RMIG_MSG_HEARTBEAT] = "HEARTBEAT", [RMIG_MSG_DONE] = "DONE",
+	[RMIG_MSG_HELLO] = "HELLO",
+	[RMIG_MSG_REGIONS] = "REGIONS",
+	[RMIG_MSG_REGIONS_ACK] = "REGIONS_ACK",
+	[RMIG_MSG_CHANNEL] = "CHANNEL",
+	[RMIG_MSG_PAGES] = "PAGES",
+	[RMIG_MSG_ZERO] = "ZERO",
+	[RMIG_MSG_ROUND_END] = "ROUND_END",
+	[RMIG_MSG_ROUND_ACK] = "ROUND_ACK",
+	[RMIG_MSG_STATE] = "STATE",
+	[RMIG_MSG_COMPLETE] = "COMPLETE",
+	[RMIG_MSG_READY] = "READY",
+	[RMIG_MSG_GO] = "GO",
+	[RMIG_MSG_STARTED] = "STARTED",
+	[RMIG_MSG_ABORT] = "ABORT",
+	[RMIG_MSG_HEARTBEAT] = "HEARTBEAT",
+	[RMIG_MSG_DONE] = "DONE",
 	[RMIG_MSG_MEM_KEYS] = "MEM_KEYS",
 };
 
@@ -76,16 +83,12 @@ const char *rmig_msg_name(unsigned type)
 static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 {
 	switch (type) {
-	case RMIG_MSG_HELLO:
-		*min = *max = RMIG_HELLO_LEN;
-		break;
+	case RMIG_MSG_HELLO: *min = *max = RMIG_HELLO_LEN; break;
 	case RMIG_MSG_REGIONS:
 		*min = RMIG_REGIONS_HDR_LEN + RMIG_REGION_DESC_LEN;
 		*max = RMIG_REGIONS_HDR_LEN + (uint64_t)RMIG_REGION_DESC_LEN * RMIG_MAX_REGIONS;
 		break;
-	case RMIG_MSG_CHANNEL:
-		*min = *max = RMIG_CHANNEL_LEN;
-		break;
+	case RMIG_MSG_CHANNEL: *min = *max = RMIG_CHANNEL_LEN; break;
 	case RMIG_MSG_PAGES:
 		*min = RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN;
 		*max = RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS + RMIG_MAX_FRAME_DATA;
@@ -114,9 +117,7 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		*min = RMIG_ABORT_HDR_LEN;
 		*max = RMIG_ABORT_HDR_LEN + RMIG_MAX_REASON;
 		break;
-	case RMIG_MSG_DONE:
-		*min = *max = RMIG_DONE_LEN;
-		break;
+	case RMIG_MSG_DONE: *min = *max = RMIG_DONE_LEN; break;
 	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT */
 		*min = *max = RMIG_U64_MSG_LEN;
 		break;
@@ -135,8 +136,8 @@ void rmig_frame_hdr_encode(uint8_t out[RMIG_FRAME_HDR_LEN], uint8_t type, uint16
 	put64(out + 16, seq);
 }
 
-int rmig_frame_hdr_decode(const uint8_t in[RMIG_FRAME_HDR_LEN], struct rmig_frame_hdr *h,
-			  char *err, size_t errlen)
+int rmig_frame_hdr_decode(const uint8_t in[RMIG_FRAME_HDR_LEN], struct rmig_frame_hdr *h, char *err,
+			  size_t errlen)
 {
 	uint64_t min, max;
 	uint32_t magic = get32(in);
@@ -154,8 +155,9 @@ int rmig_frame_hdr_decode(const uint8_t in[RMIG_FRAME_HDR_LEN], struct rmig_fram
 	h->seq = get64(in + 16);
 	len_bounds(h->type, &min, &max);
 	if (h->len < min || h->len > max)
-		return bad(err, errlen, "%s frame length %u outside %llu..%llu", rmig_msg_name(h->type),
-			   h->len, (unsigned long long)min, (unsigned long long)max);
+		return bad(err, errlen, "%s frame length %u outside %llu..%llu",
+			   rmig_msg_name(h->type), h->len, (unsigned long long)min,
+			   (unsigned long long)max);
 	return 0;
 }
 
@@ -170,23 +172,27 @@ int rmig_layout_find(const struct rmig_layout *l, uint32_t region_id)
 int rmig_layout_check(const struct rmig_layout *l, char *err, size_t errlen)
 {
 	if (l->count == 0 || l->count > RMIG_MAX_REGIONS)
-		return bad(err, errlen, "region count %u outside 1..%d", l->count, RMIG_MAX_REGIONS);
+		return bad(err, errlen, "region count %u outside 1..%d", l->count,
+			   RMIG_MAX_REGIONS);
 	for (uint32_t i = 0; i < l->count; i++) {
 		const struct rmig_wire_region *r = &l->r[i];
 		uint32_t ps = r->page_size;
 
 		if (ps < RMIG_MIN_PAGE_SIZE || ps > RMIG_MAX_PAGE_SIZE || (ps & (ps - 1)))
-			return bad(err, errlen, "region %u: page size %u not a power of two in %u..%u",
-				   r->id, ps, RMIG_MIN_PAGE_SIZE, RMIG_MAX_PAGE_SIZE);
-		if (r->len == 0 || r->len % ps || r->len > RMIG_MAX_REGION_BYTES)
 			return bad(err, errlen,
-				   "region %u: length %llu not a non-zero multiple of its page size "
-				   "up to %llu",
-				   r->id, (unsigned long long)r->len,
-				   (unsigned long long)RMIG_MAX_REGION_BYTES);
+				   "region %u: page size %u not a power of two in %u..%u", r->id,
+				   ps, RMIG_MIN_PAGE_SIZE, RMIG_MAX_PAGE_SIZE);
+		if (r->len == 0 || r->len % ps || r->len > RMIG_MAX_REGION_BYTES)
+			return bad(
+			    err, errlen,
+			    "region %u: length %llu not a non-zero multiple of its page size "
+			    "up to %llu",
+			    r->id, (unsigned long long)r->len,
+			    (unsigned long long)RMIG_MAX_REGION_BYTES);
 		if (r->gpa % ps || r->gpa > UINT64_MAX - r->len)
-			return bad(err, errlen, "region %u: guest address 0x%llx misaligned or wraps",
-				   r->id, (unsigned long long)r->gpa);
+			return bad(err, errlen,
+				   "region %u: guest address 0x%llx misaligned or wraps", r->id,
+				   (unsigned long long)r->gpa);
 		for (uint32_t j = 0; j < i; j++) {
 			const struct rmig_wire_region *o = &l->r[j];
 
@@ -275,7 +281,8 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 	case RMIG_MSG_STATE:
 	case RMIG_MSG_MEM_KEYS:
 		len = m->u.state.len;
-		if (cap < len || len > (m->type == RMIG_MSG_STATE ? RMIG_MAX_STATE : RMIG_MAX_MEM_KEYS))
+		if (cap < len ||
+		    len > (m->type == RMIG_MSG_STATE ? RMIG_MAX_STATE : RMIG_MAX_MEM_KEYS))
 			return 0;
 		if (len)
 			memcpy(out, m->u.state.data, len);
@@ -323,8 +330,7 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 			return 0;
 		put64(out, m->u.value);
 		break;
-	default: /* PAGES/ZERO have their own encoder */
-		return 0;
+	default: /* PAGES/ZERO have their own encoder */ return 0;
 	}
 	return len;
 }
@@ -397,7 +403,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		re->bytes = get64(p + 24);
 		if (re->nchan == 0 || re->nchan > RMIG_MAX_CHANNELS ||
 		    len != RMIG_ROUND_END_LEN + 8 * (size_t)re->nchan)
-			return bad(err, errlen, "ROUND_END channel count %u does not match length %zu",
+			return bad(err, errlen,
+				   "ROUND_END channel count %u does not match length %zu",
 				   re->nchan, len);
 		for (uint32_t i = 0; i < re->nchan; i++)
 			m->u.round_end.frames[i] = get64(p + RMIG_ROUND_END_LEN + 8 * i);
@@ -413,7 +420,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		m->u.complete.count = get32(p + 4);
 		if (m->u.complete.count > RMIG_MAX_REGIONS ||
 		    len != RMIG_COMPLETE_HDR_LEN + 8 * (size_t)m->u.complete.count)
-			return bad(err, errlen, "COMPLETE digest count %u does not match length %zu",
+			return bad(err, errlen,
+				   "COMPLETE digest count %u does not match length %zu",
 				   m->u.complete.count, len);
 		for (uint32_t i = 0; i < m->u.complete.count; i++)
 			m->u.complete.digest[i] = get64(p + RMIG_COMPLETE_HDR_LEN + 8 * i);
@@ -441,9 +449,7 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 	case RMIG_MSG_PAGES:
 	case RMIG_MSG_ZERO:
 		return bad(err, errlen, "%s is not a control message", rmig_msg_name(type));
-	default:
-		m->u.value = get64(p);
-		break;
+	default: m->u.value = get64(p); break;
 	}
 	return 0;
 }
@@ -501,11 +507,12 @@ int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 		/* Written so that no sum can wrap: count <= npages, first <= npages - count. */
 		if (runs[i].count == 0 || runs[i].count > npages ||
 		    runs[i].first > npages - runs[i].count)
-			return bad(err, errlen,
-				   "%s run %u: pages %llu+%llu past the end of region %u (%llu pages)",
-				   rmig_msg_name(fh->type), i, (unsigned long long)runs[i].first,
-				   (unsigned long long)runs[i].count, ph->region_id,
-				   (unsigned long long)npages);
+			return bad(
+			    err, errlen,
+			    "%s run %u: pages %llu+%llu past the end of region %u (%llu pages)",
+			    rmig_msg_name(fh->type), i, (unsigned long long)runs[i].first,
+			    (unsigned long long)runs[i].count, ph->region_id,
+			    (unsigned long long)npages);
 		data_pages += runs[i].count; /* <= 64 * 2^32: cannot wrap */
 	}
 	data_len = fh->len - RMIG_PAGES_HDR_LEN - (uint64_t)ph->nruns * RMIG_RUN_LEN;
@@ -515,7 +522,8 @@ int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 				   (unsigned long long)data_len);
 	} else if (data_pages > RMIG_MAX_FRAME_DATA / RMIG_MIN_PAGE_SIZE ||
 		   data_pages * l->r[idx].page_size != data_len) {
-		return bad(err, errlen, "PAGES frame holds %llu data bytes, its runs need %llu pages",
+		return bad(err, errlen,
+			   "PAGES frame holds %llu data bytes, its runs need %llu pages",
 			   (unsigned long long)data_len, (unsigned long long)data_pages);
 	}
 	*region_index = (size_t)idx;

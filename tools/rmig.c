@@ -19,44 +19,44 @@
 #include "rmig.h"
 
 static const char usage_text[] =
-	"usage: rmig send [options] HOST[:PORT]\n"
-	"       rmig recv --listen ADDR[:PORT] [options]\n"
-	"       rmig info\n"
-	"       rmig help | rmig --version\n"
-	"\n"
-	"Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
-	"\n"
-	"common options:\n"
-	"  --backend SPEC          guest backend (default sim; see below)\n"
-	"  --transport NAME        auto|rdma|tcp (default auto: rdma if a device reaches\n"
-	"                          the peer, else tcp)\n"
-	"  --pin MODE              rdma: auto|all|staging (default auto: register guest\n"
-	"                          memory for zero-copy WRITE, else pinned staging buffers)\n"
-	"  --device DEV            rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
-	"  --gid-index N           RoCE GID index (default: automatic)\n"
-	"  --channels N            parallel data streams, 1..64 (default 2)\n"
-	"  --json                  one JSON object per line on stdout\n"
-	"  --io-timeout-ms N       a peer silent this long is lost (default 10000)\n"
-	"send options:\n"
-	"  --downtime-ms N         switch over when expected downtime <= N (default 300)\n"
-	"  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
-	"  --on-no-converge P      throttle|force|abort (default throttle)\n"
-	"  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
-	"  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
-	"recv options:\n"
-	"  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
-	"  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
-	"\n"
-	"backends:\n"
-	"  sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]\n"
-	"      a synthetic guest; on the receiving side just `sim`.\n"
-	"\n"
-	"default port 7471. exit codes:\n"
-	"  0 migrated            the destination runs the guest\n"
-	"  1 failed              the migration could not start; the source still runs\n"
-	"  2 usage error\n"
-	"  3 rolled back         abandoned part-way; the source guest resumed and runs\n"
-	"  4 outcome unknown     link lost after GO; the source stays paused\n";
+    "usage: rmig send [options] HOST[:PORT]\n"
+    "       rmig recv --listen ADDR[:PORT] [options]\n"
+    "       rmig info\n"
+    "       rmig help | rmig --version\n"
+    "\n"
+    "Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
+    "\n"
+    "common options:\n"
+    "  --backend SPEC          guest backend (default sim; see below)\n"
+    "  --transport NAME        auto|rdma|tcp (default auto: rdma if a device reaches\n"
+    "                          the peer, else tcp)\n"
+    "  --pin MODE              rdma: auto|all|staging (default auto: register guest\n"
+    "                          memory for zero-copy WRITE, else pinned staging buffers)\n"
+    "  --device DEV            rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
+    "  --gid-index N           RoCE GID index (default: automatic)\n"
+    "  --channels N            parallel data streams, 1..64 (default 2)\n"
+    "  --json                  one JSON object per line on stdout\n"
+    "  --io-timeout-ms N       a peer silent this long is lost (default 10000)\n"
+    "send options:\n"
+    "  --downtime-ms N         switch over when expected downtime <= N (default 300)\n"
+    "  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
+    "  --on-no-converge P      throttle|force|abort (default throttle)\n"
+    "  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
+    "  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
+    "recv options:\n"
+    "  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
+    "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
+    "\n"
+    "backends:\n"
+    "  sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]\n"
+    "      a synthetic guest; on the receiving side just `sim`.\n"
+    "\n"
+    "default port 7471. exit codes:\n"
+    "  0 migrated            the destination runs the guest\n"
+    "  1 failed              the migration could not start; the source still runs\n"
+    "  2 usage error\n"
+    "  3 rolled back         abandoned part-way; the source guest resumed and runs\n"
+    "  4 outcome unknown     link lost after GO; the source stays paused\n";
 
 struct tool {
 	struct rmig_ctx *ctx;
@@ -161,13 +161,14 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		const struct rmig_round_stats *r = ev->round;
 
 		if (t->json) {
-			printf("{\"event\":\"round\",\"round\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
-			       "\"bytes\":%llu,\"ms\":%llu,\"bandwidth\":%.0f,\"dirty_rate\":%.0f,"
-			       "\"dirty_pages\":%llu,\"expected_downtime_ms\":%.1f}\n",
-			       r->round, (unsigned long long)r->pages,
-			       (unsigned long long)r->zero_pages, (unsigned long long)r->bytes,
-			       (unsigned long long)r->ms, r->bandwidth, r->dirty_rate,
-			       (unsigned long long)r->dirty_pages, r->expected_downtime_ms);
+			printf(
+			    "{\"event\":\"round\",\"round\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
+			    "\"bytes\":%llu,\"ms\":%llu,\"bandwidth\":%.0f,\"dirty_rate\":%.0f,"
+			    "\"dirty_pages\":%llu,\"expected_downtime_ms\":%.1f}\n",
+			    r->round, (unsigned long long)r->pages,
+			    (unsigned long long)r->zero_pages, (unsigned long long)r->bytes,
+			    (unsigned long long)r->ms, r->bandwidth, r->dirty_rate,
+			    (unsigned long long)r->dirty_pages, r->expected_downtime_ms);
 		} else if (!t->progress_line) {
 			char sent[32], bw[32];
 
@@ -176,8 +177,8 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			fprintf(stderr,
 				"rmig: round %u: sent %s at %s/s, dirty rate %.0f pages/s, %llu "
 				"pages dirty, expected downtime %.0f ms\n",
-				r->round, sent, bw, r->dirty_rate, (unsigned long long)r->dirty_pages,
-				r->expected_downtime_ms);
+				r->round, sent, bw, r->dirty_rate,
+				(unsigned long long)r->dirty_pages, r->expected_downtime_ms);
 		}
 		break;
 	}
@@ -221,7 +222,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	pthread_mutex_lock(&t->out_lock);
 	clear_progress(t);
-	fprintf(stderr, "rmig: %s: cancelling the migration\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	fprintf(stderr, "rmig: %s: cancelling the migration\n",
+		sig == SIGINT ? "SIGINT" : "SIGTERM");
 	pthread_mutex_unlock(&t->out_lock);
 	if (t->ctx)
 		rmig_cancel(t->ctx);
@@ -340,19 +342,20 @@ static void print_summary(struct tool *t, int rc)
 			err[o++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
 		}
 		err[o] = 0;
-		printf("{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
-		       "\"pin\":\"%s\","
-		       "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
-		       "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
-		       "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
-		       "\"verified\":%s",
-		       t->role_send ? "source" : "destination", rmig_result_name(s->result),
-		       s->transport, s->pin, (unsigned long long)s->total_ms,
-		       (unsigned long long)s->downtime_ms, s->rounds,
-		       (unsigned long long)s->bytes_sent, (unsigned long long)s->pages_sent,
-		       (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
-		       s->channels, s->throttle_pct, s->forced ? "true" : "false",
-		       s->expected_downtime_ms, s->verified ? "true" : "false");
+		printf(
+		    "{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
+		    "\"pin\":\"%s\","
+		    "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
+		    "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
+		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
+		    "\"verified\":%s",
+		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
+		    s->transport, s->pin, (unsigned long long)s->total_ms,
+		    (unsigned long long)s->downtime_ms, s->rounds,
+		    (unsigned long long)s->bytes_sent, (unsigned long long)s->pages_sent,
+		    (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
+		    s->channels, s->throttle_pct, s->forced ? "true" : "false",
+		    s->expected_downtime_ms, s->verified ? "true" : "false");
 		if (running >= 0)
 			printf(",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -368,24 +371,39 @@ static void print_summary(struct tool *t, int rc)
 		char bytes[32];
 
 		fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
-		fprintf(stderr,
-			"rmig: %s over %s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
-			"downtime %llu ms%s%s\n",
-			rmig_result_name(s->result), s->transport, s->rounds, bytes,
-			(unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
-			(unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
-			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
+		fprintf(
+		    stderr,
+		    "rmig: %s over %s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
+		    "downtime %llu ms%s%s\n",
+		    rmig_result_name(s->result), s->transport, s->rounds, bytes,
+		    (unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
+		    (unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
+		    s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
 		if (running > 0)
-			fprintf(stderr, "rmig: guest running here (%lld writes in the last moments)\n",
+			fprintf(stderr,
+				"rmig: guest running here (%lld writes in the last moments)\n",
 				delta);
 	}
 	pthread_mutex_unlock(&t->out_lock);
 }
 
 enum {
-	OPT_BACKEND = 256, OPT_TRANSPORT, OPT_CHANNELS, OPT_JSON, OPT_DOWNTIME, OPT_ROUNDS,
-	OPT_NC, OPT_BW, OPT_VERIFY, OPT_NO_VERIFY, OPT_LISTEN, OPT_ACCEPT_TMO, OPT_IO_TMO,
-	OPT_PIN, OPT_DEVICE, OPT_GID,
+	OPT_BACKEND = 256,
+	OPT_TRANSPORT,
+	OPT_CHANNELS,
+	OPT_JSON,
+	OPT_DOWNTIME,
+	OPT_ROUNDS,
+	OPT_NC,
+	OPT_BW,
+	OPT_VERIFY,
+	OPT_NO_VERIFY,
+	OPT_LISTEN,
+	OPT_ACCEPT_TMO,
+	OPT_IO_TMO,
+	OPT_PIN,
+	OPT_DEVICE,
+	OPT_GID,
 };
 
 static const struct option long_opts[] = {
@@ -450,7 +468,8 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case OPT_BACKEND: backend = optarg; break;
 		case OPT_TRANSPORT:
-			if (strcmp(optarg, "tcp") && strcmp(optarg, "rdma") && strcmp(optarg, "auto"))
+			if (strcmp(optarg, "tcp") && strcmp(optarg, "rdma") &&
+			    strcmp(optarg, "auto"))
 				die_usage("--transport: '%s' is not auto, rdma or tcp", optarg);
 			cfg.transport = optarg;
 			break;
@@ -471,7 +490,9 @@ int main(int argc, char **argv)
 		case OPT_DOWNTIME:
 			cfg.downtime_ms = parse_uint("--downtime-ms", optarg, 1, 3600000);
 			break;
-		case OPT_ROUNDS: cfg.max_rounds = parse_uint("--max-rounds", optarg, 1, 100000); break;
+		case OPT_ROUNDS:
+			cfg.max_rounds = parse_uint("--max-rounds", optarg, 1, 100000);
+			break;
 		case OPT_NC:
 			if (!strcmp(optarg, "throttle"))
 				cfg.on_no_converge = RMIG_NC_THROTTLE;
@@ -491,13 +512,13 @@ int main(int argc, char **argv)
 		case OPT_NO_VERIFY: cfg.verify = 0; break;
 		case OPT_LISTEN: listen_arg = optarg; break;
 		case OPT_ACCEPT_TMO:
-			cfg.accept_timeout_ms = parse_uint("--accept-timeout-ms", optarg, 1, 86400000);
+			cfg.accept_timeout_ms =
+			    parse_uint("--accept-timeout-ms", optarg, 1, 86400000);
 			break;
 		case OPT_IO_TMO:
 			cfg.io_timeout_ms = parse_uint("--io-timeout-ms", optarg, 100, 86400000);
 			break;
-		default:
-			die_usage("unknown option");
+		default: die_usage("unknown option");
 		}
 	}
 	if (send) {

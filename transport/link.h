@@ -19,7 +19,7 @@
 
 #define RMIG_LINK_MAX_CHANNELS 64
 
-#define RMIG_LINK_STOP_DATA 1u      /* data channel ops */
+#define RMIG_LINK_STOP_DATA 1u	    /* data channel ops */
 #define RMIG_LINK_STOP_CTRL_RECV 2u /* control receive (noticed within 200 ms) */
 #define RMIG_LINK_STOP_CTRL_SEND 4u /* control send */
 
@@ -33,7 +33,7 @@ struct rmig_link_mem {
 /* Set by whoever creates the link, before create(). */
 struct rmig_link_opts {
 	const char *device; /* RDMA device name (NULL: the one that routes to the peer) */
-	int gid_index;      /* RoCE GID index (-1: let rdma_cm choose) */
+	int gid_index;	    /* RoCE GID index (-1: let rdma_cm choose) */
 };
 
 struct rmig_link_ops {
@@ -82,8 +82,9 @@ struct rmig_link_ops {
 	/* Source: copy local[i] to byte offset remote_off[i] of the peer's area
 	 * `area`. Returns once posted; the bytes land in the peer's memory
 	 * only by the next chan_flush. local[] lies inside imported areas. */
-	int (*chan_write)(struct rmig_link *l, unsigned chan, uint32_t area, const uint64_t *remote_off,
-			  const struct iovec *local, int n, int timeout_ms);
+	int (*chan_write)(struct rmig_link *l, unsigned chan, uint32_t area,
+			  const uint64_t *remote_off, const struct iovec *local, int n,
+			  int timeout_ms);
 	/* Source: wait until every chan_write on chan is in the peer's memory. */
 	int (*chan_flush)(struct rmig_link *l, unsigned chan, int timeout_ms);
 
@@ -101,7 +102,7 @@ struct rmig_link {
 	void *priv;
 	atomic_uint interrupted; /* RMIG_LINK_STOP_* */
 	struct rmig_link_opts opts;
-	char peer[64];          /* "address:port" of the peer, for messages */
+	char peer[64]; /* "address:port" of the peer, for messages */
 	char err[256];
 };
 

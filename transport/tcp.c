@@ -81,8 +81,9 @@ static void addr_to_text(const struct sockaddr *sa, char *out, size_t len)
 {
 	char host[INET6_ADDRSTRLEN], serv[8];
 
-	if (getnameinfo(sa, sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						       : sizeof(struct sockaddr_in),
+	if (getnameinfo(sa,
+			sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						  : sizeof(struct sockaddr_in),
 			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
 		snprintf(out, len, "?");
 	else if (sa->sa_family == AF_INET6)
@@ -130,7 +131,8 @@ static int wait_fd(struct rmig_link *l, int fd, short events, int timeout_ms, un
 static int tcp_listen(struct rmig_link *l, const char *host, uint16_t *port)
 {
 	struct tcp_link *t = tcp(l);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
 	struct addrinfo *res = NULL;
 	struct sockaddr_storage ss;
@@ -184,7 +186,8 @@ static int accept_one(struct rmig_link *l, int timeout_ms, int *out)
 		}
 		if (rc)
 			return rc;
-		fd = accept4(t->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		fd = accept4(t->listen_fd, (struct sockaddr *)&ss, &sl,
+			     SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0)
 			break;
 		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
@@ -232,8 +235,8 @@ static int tcp_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *cha
 	return 0;
 }
 
-static int connect_one(struct rmig_link *l, const struct sockaddr *sa, socklen_t sl,
-		       int timeout_ms, int *out)
+static int connect_one(struct rmig_link *l, const struct sockaddr *sa, socklen_t sl, int timeout_ms,
+		       int *out)
 {
 	int fd, rc, soerr = 0;
 	socklen_t el = sizeof(soerr);
@@ -266,7 +269,8 @@ fail:
 static int tcp_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms)
 {
 	struct tcp_link *t = tcp(l);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
 				  .ai_flags = AI_NUMERICSERV };
 	struct addrinfo *res = NULL;
 	char serv[16];
@@ -447,7 +451,8 @@ static int tcp_chan_send(struct rmig_link *l, unsigned chan, const struct iovec 
 {
 	int fd = chan_fd(l, chan);
 
-	return fd < 0 ? fd : send_all(l, fd, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data send");
+	return fd < 0 ? fd
+		      : send_all(l, fd, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data send");
 }
 
 static int tcp_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
@@ -455,7 +460,9 @@ static int tcp_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec 
 {
 	int fd = chan_fd(l, chan);
 
-	return fd < 0 ? fd : recv_all(l, fd, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data receive");
+	return fd < 0
+		   ? fd
+		   : recv_all(l, fd, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data receive");
 }
 
 static void tcp_interrupt(struct rmig_link *l, unsigned flags)
