@@ -7,7 +7,7 @@ BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
 	   -Iinclude -Iproto -Itransport -Iengine -Ibackends
-LDLIBS  += -pthread -lxxhash -lnuma
+LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
 ifeq ($(SAN),1)
@@ -17,7 +17,7 @@ BUILD   := build/san
 endif
 
 SONAME  = librmig.so.0
-LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c engine/placement.c engine/link_select.c \
+LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/sim.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c

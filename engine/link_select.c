@@ -125,6 +125,8 @@ void rmig_transport_info(char *buf, size_t len)
 		if (ops && ops->describe && used + 1 < len) {
 			ops->describe(buf + used, len - used);
 			used += strlen(buf + used);
+			if (used && buf[used - 1] != '\n' && used + 1 < len)
+				buf[used++] = '\n', buf[used] = 0;
 		}
 	}
 }

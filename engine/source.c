@@ -651,6 +651,15 @@ int rmig_send(struct rmig_ctx *ctx)
 			rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 			goto fail;
 		}
+		if (ctx->cfg.bench_ms && ctx->stats.bench_seconds * 1000 < ctx->cfg.bench_ms) {
+			/* rmig bench: measure the data path by sending everything again. */
+			ctx->stats.bench_bytes += rs.bytes;
+			ctx->stats.bench_seconds += now - t0;
+			for (size_t i = 0; i < nregions; i++)
+				rmig_dirty_bitmap_set_all(s->bitmap[i],
+							  regions[i].len / regions[i].page_size);
+			continue;
+		}
 		in = (struct rmig_converge_input){ .round = round,
 						   .max_rounds = ctx->cfg.max_rounds,
 						   .downtime_ms = ctx->cfg.downtime_ms,

@@ -154,6 +154,8 @@ struct rmig_config {
 	enum rmig_pin pin;	    /* RDMA only */
 	const char *device;	    /* RDMA device (NULL: whichever routes to the peer) */
 	int gid_index;		    /* RoCE GID index (-1: automatic) */
+	unsigned bench_ms;	    /* source: first resend all memory, round after
+				     * round, for this long (rmig bench); 0: off */
 	/* Called from the engine's thread on each event; may be NULL. */
 	void (*on_event)(void *arg, const struct rmig_event *ev);
 	void *event_arg;
@@ -209,6 +211,8 @@ struct rmig_stats {
 	int verified;	       /* digests compared equal */
 	int forced;	       /* switched over without meeting downtime_ms */
 	double expected_downtime_ms;
+	uint64_t bench_bytes;  /* with bench_ms: bytes sent in the resend rounds */
+	double bench_seconds;  /* and the time they took */
 };
 
 struct rmig_ctx;

@@ -21,6 +21,7 @@
 static const char usage_text[] =
     "usage: rmig send [options] HOST[:PORT]\n"
     "       rmig recv --listen ADDR[:PORT] [options]\n"
+    "       rmig bench [options] [--seconds N] [--size SIZE] HOST[:PORT]\n"
     "       rmig info\n"
     "       rmig help | rmig --version\n"
     "\n"
@@ -43,6 +44,9 @@ static const char usage_text[] =
     "  --on-no-converge P      throttle|force|abort (default throttle)\n"
     "  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
     "  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
+    "bench: the data path alone. Against a plain `rmig recv`, sends a static\n"
+    "  buffer (--size, default 256M, no zero pages) again and again for --seconds\n"
+    "  (default 5), reports the bandwidth, then finishes as a migration.\n"
     "recv options:\n"
     "  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
     "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
@@ -64,6 +68,7 @@ struct tool {
 	int json;
 	int progress_line; /* stderr is a terminal */
 	int role_send;
+	int bench; /* rmig bench: report the resend rounds' bandwidth */
 	struct event_base *base;
 	struct event *events[3]; /* SIGINT, SIGTERM, progress tick */
 	pthread_t loop_thread;
@@ -169,7 +174,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			    (unsigned long long)r->zero_pages, (unsigned long long)r->bytes,
 			    (unsigned long long)r->ms, r->bandwidth, r->dirty_rate,
 			    (unsigned long long)r->dirty_pages, r->expected_downtime_ms);
-		} else if (!t->progress_line) {
+		} else if (!t->progress_line && !t->bench) {
 			char sent[32], bw[32];
 
 			fmt_bytes(sent, sizeof(sent), (double)r->bytes);
@@ -330,6 +335,22 @@ static void print_summary(struct tool *t, int rc)
 		guest_check(t, &running, &delta);
 	pthread_mutex_lock(&t->out_lock);
 	clear_progress(t);
+	if (t->bench && s->bench_seconds > 0) {
+		double bw = (double)s->bench_bytes / s->bench_seconds;
+
+		if (t->json) {
+			printf("{\"event\":\"bench\",\"transport\":\"%s\",\"pin\":\"%s\","
+			       "\"channels\":%u,\"bytes\":%llu,\"seconds\":%.3f,\"bandwidth\":%.0f}\n",
+			       s->transport, s->pin, s->channels, (unsigned long long)s->bench_bytes,
+			       s->bench_seconds, bw);
+		} else {
+			char b[32];
+
+			fmt_bytes(b, sizeof(b), bw);
+			fprintf(stderr, "rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
+				s->transport, s->pin, s->channels, b, bw / 1e6);
+		}
+	}
 	if (t->json) {
 		char err[1200] = "";
 		const char *m = rmig_errmsg(t->ctx);
@@ -404,6 +425,8 @@ enum {
 	OPT_PIN,
 	OPT_DEVICE,
 	OPT_GID,
+	OPT_SECONDS,
+	OPT_SIZE,
 };
 
 static const struct option long_opts[] = {
@@ -423,6 +446,8 @@ static const struct option long_opts[] = {
 	{ "pin", required_argument, NULL, OPT_PIN },
 	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "gid-index", required_argument, NULL, OPT_GID },
+	{ "seconds", required_argument, NULL, OPT_SECONDS },
+	{ "size", required_argument, NULL, OPT_SIZE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -430,7 +455,9 @@ int main(int argc, char **argv)
 {
 	struct tool t = { .out_lock = PTHREAD_MUTEX_INITIALIZER };
 	struct rmig_config cfg;
-	const char *backend = "sim", *listen_arg = NULL;
+	const char *backend = "sim", *listen_arg = NULL, *bench_size = "256M";
+	char bench_backend[128];
+	int bench = 0;
 	char host[256] = "", err[512];
 	int opt, rc, send;
 	sigset_t pipe_set;
@@ -457,9 +484,11 @@ int main(int argc, char **argv)
 		free(buf);
 		return 0;
 	}
-	if (strcmp(argv[1], "send") && strcmp(argv[1], "recv"))
+	if (strcmp(argv[1], "send") && strcmp(argv[1], "recv") && strcmp(argv[1], "bench"))
 		die_usage("unknown command '%s'", argv[1]);
-	send = !strcmp(argv[1], "send");
+	send = strcmp(argv[1], "recv") != 0;
+	bench = !strcmp(argv[1], "bench");
+	t.bench = bench;
 	t.role_send = send;
 	rmig_config_init(&cfg);
 	cfg.port = RMIG_DEFAULT_PORT;
@@ -485,6 +514,16 @@ int main(int argc, char **argv)
 			break;
 		case OPT_DEVICE: cfg.device = optarg; break;
 		case OPT_GID: cfg.gid_index = (int)parse_uint("--gid-index", optarg, 0, 255); break;
+		case OPT_SECONDS:
+			if (!bench)
+				die_usage("--seconds is for bench");
+			cfg.bench_ms = 1000 * parse_uint("--seconds", optarg, 1, 3600);
+			break;
+		case OPT_SIZE:
+			if (!bench)
+				die_usage("--size is for bench");
+			bench_size = optarg;
+			break;
 		case OPT_CHANNELS: cfg.channels = parse_uint("--channels", optarg, 1, 64); break;
 		case OPT_JSON: t.json = 1; break;
 		case OPT_DOWNTIME:
@@ -533,6 +572,14 @@ int main(int argc, char **argv)
 		if (!listen_arg)
 			die_usage("recv needs --listen ADDR[:PORT]");
 		parse_hostport(listen_arg, host, sizeof(host), &cfg.port);
+	}
+	if (bench) {
+		snprintf(bench_backend, sizeof(bench_backend), "sim:size=%s,dirty-rate=0,zero=0%%",
+			 bench_size);
+		backend = bench_backend;
+		if (!cfg.bench_ms)
+			cfg.bench_ms = 5000;
+		cfg.max_rounds = 100000; /* the resend rounds are not pre-copy rounds */
 	}
 	cfg.host = host;
 	cfg.on_event = on_event;

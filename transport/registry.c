@@ -9,6 +9,7 @@
 #include "link.h"
 
 extern const struct rmig_link_ops rmig_tcp_link_ops;
+extern const struct rmig_link_ops rmig_rdma_link_ops;
 
 #define MAX_LINK_KINDS 8
 
@@ -31,6 +32,7 @@ static int register_kind(const struct rmig_link_ops *ops)
 static void register_builtins(void)
 {
 	register_kind(&rmig_tcp_link_ops);
+	register_kind(&rmig_rdma_link_ops);
 }
 
 int rmig_link_register(const struct rmig_link_ops *ops)

@@ -1,0 +1,2441 @@
+/* rdma.c - the RDMA link: one control connection plus N data channels, each
+ * an RC queue pair set up with librdmacm.
+ *
+ * Byte streams (the control stream, frames on data channels) are SEND/RECV
+ * through small pools of registered slots: a send copies into free send
+ * slots and posts them, a receive copies out of filled recv slots and
+ * reposts them. The receiver's posted RECVs are the flow control (rnr_retry
+ * 7 retries forever). For data channels these slots are the staging
+ * buffers, allocated on the NUMA node the channel serves, on both sides.
+ * Placement (mem_expose, mem_import, chan_write) puts guest pages straight
+ * into the destination's registered memory with RDMA WRITE; writes and
+ * SENDs of one channel share its send queue, so they stay ordered.
+ *
+ * Every wait is a poll() of at most 200 ms on a completion channel and the
+ * connection's own CM event channel: timeouts, interrupt() (which only sets
+ * flags: it must be async-signal-safe) and a peer's disconnect are noticed
+ * promptly, and nothing spins.
+ *
+ * rdma-core has two error conventions: rdma_*() return -1 and set errno;
+ * ibv_*() return a positive errno (or NULL and set errno). Each call site
+ * converts to our -errno.
+ */
+#include "link.h"
+
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <infiniband/verbs.h>
+#include <numa.h>
+#include <rdma/rdma_cma.h>
+
+#define SLICE_MS 200	  /* longest single wait: interrupt() latency */
+#define RESOLVE_MS 2000	  /* address/route resolution: fail fast so "auto" can use TCP */
+#define ESTABLISH_MS 5000 /* least time a taken connect request gets to complete */
+#define LINGER_MS 2000	  /* destroy waits this long for posted sends to complete */
+#define ACK_TIMEOUT 14	  /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
+#define RETRY_COUNT 6	  /* transport retries; 7 would be "forever" on rxe (not per spec) */
+#define RNR_RETRY 7	  /* 7 = retry forever: posted RECVs are the flow control */
+#define MIN_RNR_TIMER 12  /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
+#define LISTEN_BACKLOG 64
+
+#define CTRL_SLOTS 8
+#define CTRL_SLOT_SIZE (16u << 10)
+#define CTRL_SQ_DEPTH 32
+#define CHAN_SLOTS 16
+#define CHAN_SLOT_SIZE (64u << 10)
+#define CHAN_SQ_DEPTH 256 /* stream SENDs plus RDMA WRITEs in flight */
+#define MAX_SLOTS 16
+#define MAX_CHAIN 32	/* WRs per ibv_post_send */
+#define SIGNAL_EVERY 16 /* an unsignaled WR holds its SQ slot until a later signaled one */
+#define REPOST_BATCH 4	/* emptied recv slots reposted together */
+#define WRID_WRITE (1ull << 63)
+#define MAX_DEVICES 16
+#define MAX_AREAS 1024
+
+/* Connect private data: which kind of connection, and for data channels the
+ * NUMA node it serves. Little-endian, fixed layout. */
+#define PDATA_MAGIC 0x47494d52u /* "RMIG" */
+#define PDATA_VERSION 1
+#define PDATA_LEN 20
+#define KIND_CTRL 1
+#define KIND_DATA 2
+#define IB_CM_REJ_INVALID_SERVICE_ID 8 /* REJ reason: nothing listens on that port */
+#define IB_CM_REJ_CONSUMER_DEFINED 28
+
+/* mem_expose blob: {magic u32, version u16, entry size u16, count u32} then
+ * per area {addr u64, len u64, rkey u32}, little-endian. */
+#define BLOB_MAGIC 0x4b4d4d52u /* "RMMK" */
+#define BLOB_VERSION 1
+#define BLOB_HDR_LEN 12
+#define BLOB_ENTRY_LEN 20
+
+struct rdma_dev {
+	struct ibv_context *verbs; /* rdma_cm's, shared by its ids */
+	struct ibv_pd *pd;	   /* ours: every QP and MR on this device */
+};
+
+struct slot_pool {
+	char *base;
+	size_t len;
+	int on_node; /* numa_alloc_onnode'd (else posix_memalign'd) */
+	struct ibv_mr *mr;
+};
+
+struct cq_side {
+	struct ibv_comp_channel *cc;
+	struct ibv_cq *cq;
+	int armed; /* notification requested, its event not yet consumed */
+};
+
+struct rdma_conn {
+	struct rdma_event_channel *ech; /* this connection's CM events only */
+	struct rdma_cm_id *id;
+	struct ibv_qp *qp;
+	struct rdma_dev *dev;
+	int kind, node, established;
+	uint32_t max_msg;
+	unsigned sq_depth, nslots;
+	size_t slot_size;
+	uint64_t pinned;
+	struct slot_pool send_pool, recv_pool;
+	/* Send side (one thread): WRs are numbered; sq_done = all WRs below it
+	 * have completed; send slots [send_tail, send_head) are in flight. */
+	struct cq_side s;
+	uint64_t sq_seq, sq_done, send_head, send_tail;
+	uint64_t slot_seq[MAX_SLOTS];
+	/* Receive side (one thread): slots [recv_head, recv_done) hold data;
+	 * recv_off bytes of recv_head's are consumed. */
+	struct cq_side r;
+	uint64_t recv_head, recv_done;
+	size_t recv_off;
+	uint32_t recv_len[MAX_SLOTS];
+	unsigned repost[MAX_SLOTS], nrepost;
+	/* Set once, by whichever side or CM event sees the connection die. */
+	pthread_mutex_t fail_lock;
+	atomic_int failed; /* -errno */
+	char why[200];
+};
+
+struct rdma_area {
+	struct ibv_mr *mr; /* local registration (NULL for an empty area) */
+	uint64_t addr, len;
+	uint64_t raddr; /* source: where the peer's copy is */
+	uint32_t rkey;
+};
+
+struct rdma_link {
+	struct rdma_event_channel *listen_ech;
+	struct rdma_cm_id *listen_id;
+	/* rdma_get_devices() keeps every device context open for as long as
+	 * our PDs live on them, whatever ids come and go. */
+	struct ibv_context **devices;
+	struct rdma_dev dev[MAX_DEVICES];
+	unsigned ndev;
+	struct rdma_conn *ctrl;
+	struct rdma_conn *chan[RMIG_LINK_MAX_CHANNELS];
+	atomic_uint nchan;
+	struct sockaddr_storage peer_addr; /* source: where channels connect */
+	struct rdma_area *areas;
+	size_t nareas;
+	struct rdma_dev *mem_dev;
+	int imported;		     /* areas carry the peer's addresses: chan_write may run */
+	atomic_uint_fast64_t pinned; /* bytes we registered: checked against RLIMIT_MEMLOCK */
+};
+
+static struct rdma_link *rdma(struct rmig_link *l)
+{
+	return l->priv;
+}
+
+static int stopped(struct rmig_link *l, unsigned op)
+{
+	return (atomic_load(&l->interrupted) & op) != 0;
+}
+
+static const char *opt_device(struct rmig_link *l)
+{
+	return l->opts.device && *l->opts.device ? l->opts.device : NULL;
+}
+
+static const char *dev_name(struct ibv_context *verbs)
+{
+	return verbs ? ibv_get_device_name(verbs->device) : "?";
+}
+
+/* --- time ---------------------------------------------------------------- */
+
+struct deadline {
+	int timeout_ms; /* < 0: none */
+	int64_t end_ms;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "timeout_ms without progress": restarted whenever something moves. */
+static void deadline_restart(struct deadline *d)
+{
+	d->end_ms = d->timeout_ms < 0 ? -1 : now_ms() + d->timeout_ms;
+}
+
+static void deadline_init(struct deadline *d, int timeout_ms)
+{
+	d->timeout_ms = timeout_ms;
+	deadline_restart(d);
+}
+
+/* The next poll() slice: at most SLICE_MS; 0 once the deadline has passed. */
+static int deadline_slice(const struct deadline *d)
+{
+	int64_t left;
+
+	if (d->end_ms < 0)
+		return SLICE_MS;
+	left = d->end_ms - now_ms();
+	if (left <= 0)
+		return 0;
+	return left < SLICE_MS ? (int)left : SLICE_MS;
+}
+
+/* --- little helpers -------------------------------------------------------- */
+
+static void put_le16(uint8_t *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static void put_le64(uint8_t *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+static uint16_t get_le16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, 2);
+	return le16toh(v);
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	uint32_t v;
+
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static uint64_t get_le64(const uint8_t *p)
+{
+	uint64_t v;
+
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static double mib(uint64_t bytes)
+{
+	return (double)bytes / (1024.0 * 1024.0);
+}
+
+static void addr_to_text(const struct sockaddr *sa, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN], serv[8];
+
+	if (getnameinfo(sa,
+			sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						  : sizeof(struct sockaddr_in),
+			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(out, len, "?");
+	else if (sa->sa_family == AF_INET6)
+		snprintf(out, len, "[%s]:%s", host, serv);
+	else
+		snprintf(out, len, "%s:%s", host, serv);
+}
+
+static socklen_t addr_len(const struct sockaddr *sa)
+{
+	return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static int set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+/* --- pinned memory budget ---------------------------------------------------- */
+
+static int has_ipc_lock(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+
+	if (syscall(SYS_capget, &hdr, data))
+		return 0;
+	return (data[CAP_IPC_LOCK / 32].effective >> (CAP_IPC_LOCK % 32)) & 1;
+}
+
+/* Fail before pinning anything rather than half-way through: the kernel
+ * charges every registration to RLIMIT_MEMLOCK unless we hold
+ * CAP_IPC_LOCK. `what` reads "X need(s)". */
+static int memlock_check(struct rmig_link *l, uint64_t more, const char *what)
+{
+	uint64_t total = atomic_load(&rdma(l)->pinned) + more;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
+	    total <= rl.rlim_cur || has_ipc_lock())
+		return 0;
+	rmig_link_err(l, "%s %.1f MiB pinned, RLIMIT_MEMLOCK is %.1f MiB: raise ulimit -l", what,
+		      mib(total), mib(rl.rlim_cur));
+	return -ENOMEM;
+}
+
+/* --- devices and protection domains ------------------------------------------- */
+
+/* -ENODEV with a message when there is no RDMA device at all, or none by
+ * the configured name. `peer`: who we wanted to reach (NULL: listening). */
+static int check_devices(struct rmig_link *l, const char *peer)
+{
+	const char *want = opt_device(l);
+	struct ibv_device **list;
+	int n = 0, found = 0;
+
+	list = ibv_get_device_list(&n);
+	for (int i = 0; list && i < n; i++)
+		if (want && strcmp(ibv_get_device_name(list[i]), want) == 0)
+			found = 1;
+	if (list)
+		ibv_free_device_list(list);
+	if (!list || n <= 0) {
+		if (peer)
+			rmig_link_err(l, "no RDMA device reaches %s: this host has no RDMA devices",
+				      peer);
+		else
+			rmig_link_err(l, "this host has no RDMA devices");
+		return -ENODEV;
+	}
+	if (want && !found) {
+		rmig_link_err(l, "no RDMA device named %s", want);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+static int hold_devices(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	int n = 0;
+
+	if (r->devices)
+		return 0;
+	r->devices = rdma_get_devices(&n); /* NULL and errno on failure */
+	if (!r->devices) {
+		rmig_link_err(l, "cannot list RDMA devices: %s", strerror(errno ? errno : ENODEV));
+		return -ENODEV;
+	}
+	return 0;
+}
+
+/* The one PD of `verbs`, allocated on first use. */
+static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_dev **out)
+{
+	struct rdma_link *r = rdma(l);
+	struct ibv_pd *pd;
+	int rc = hold_devices(l);
+
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < r->ndev; i++) {
+		if (r->dev[i].verbs == verbs) {
+			*out = &r->dev[i];
+			return 0;
+		}
+	}
+	if (r->ndev == MAX_DEVICES) {
+		rmig_link_err(l, "more than %d RDMA devices in use", MAX_DEVICES);
+		return -ENOSPC;
+	}
+	pd = ibv_alloc_pd(verbs); /* verbs: NULL and errno */
+	if (!pd) {
+		rc = errno ? -errno : -ENOMEM;
+		rmig_link_err(l, "cannot allocate a protection domain on %s: %s", dev_name(verbs),
+			      strerror(-rc));
+		return rc;
+	}
+	r->dev[r->ndev] = (struct rdma_dev){ verbs, pd };
+	*out = &r->dev[r->ndev++];
+	return 0;
+}
+
+/* --- slot pools ------------------------------------------------------------ */
+
+static int node_usable(int node)
+{
+	return node >= 0 && numa_available() >= 0 && node <= numa_max_node() &&
+	       numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)node);
+}
+
+static int pool_alloc(struct rmig_link *l, struct rdma_dev *dev, struct slot_pool *p, size_t len,
+		      int node)
+{
+	void *mem = NULL;
+	int rc;
+
+	/* On a node this host does not have, any memory will do. */
+	if (node_usable(node)) {
+		p->base = numa_alloc_onnode(len, node);
+		p->on_node = p->base != NULL;
+	}
+	if (!p->base) {
+		rc = posix_memalign(&mem, 4096, len);
+		if (rc) {
+			rmig_link_err(l, "cannot allocate %zu KiB of staging buffers: %s",
+				      len >> 10, strerror(rc));
+			return -rc;
+		}
+		/* Defined bytes: a memory checker cannot see the device's writes. */
+		memset(mem, 0, len);
+		p->base = mem;
+	}
+	p->len = len;
+	p->mr = ibv_reg_mr(dev->pd, p->base, len, IBV_ACCESS_LOCAL_WRITE); /* NULL and errno */
+	if (!p->mr) {
+		rc = errno ? -errno : -ENOMEM;
+		rmig_link_err(l, "cannot register %zu KiB of staging buffers on %s: %s", len >> 10,
+			      dev_name(dev->verbs), strerror(-rc));
+		return rc;
+	}
+	return 0;
+}
+
+static void pool_free(struct slot_pool *p)
+{
+	if (p->mr)
+		ibv_dereg_mr(p->mr);
+	if (p->base && p->on_node)
+		numa_free(p->base, p->len);
+	else
+		free(p->base);
+	memset(p, 0, sizeof(*p));
+}
+
+/* --- connection failure ------------------------------------------------------ */
+
+/* Record why the connection is unusable (the first reason wins) and move
+ * its QP to the error state, so that the other side's thread, waiting on
+ * its own CQ, is woken by the flush. Returns the connection's error. */
+__attribute__((format(printf, 3, 4))) static int conn_fail(struct rdma_conn *c, int rc,
+							   const char *fmt, ...)
+{
+	va_list ap;
+
+	pthread_mutex_lock(&c->fail_lock);
+	if (!atomic_load(&c->failed)) {
+		va_start(ap, fmt);
+		vsnprintf(c->why, sizeof(c->why), fmt, ap);
+		va_end(ap);
+		atomic_store(&c->failed, rc);
+		if (c->qp) {
+			struct ibv_qp_attr a = { .qp_state = IBV_QPS_ERR };
+
+			ibv_modify_qp(c->qp, &a, IBV_QP_STATE);
+		}
+	}
+	rc = atomic_load(&c->failed);
+	pthread_mutex_unlock(&c->fail_lock);
+	return rc;
+}
+
+/* Turn an op's failure into link->err. */
+static int io_error(struct rmig_link *l, struct rdma_conn *c, int rc, const char *what,
+		    const struct deadline *d)
+{
+	if (rc == -ECANCELED) {
+		rmig_link_err(l, "%s interrupted", what);
+	} else if (atomic_load(&c->failed)) {
+		pthread_mutex_lock(&c->fail_lock);
+		rmig_link_err(l, "%s (%s)", c->why, what);
+		rc = atomic_load(&c->failed);
+		pthread_mutex_unlock(&c->fail_lock);
+	} else if (rc == -ETIMEDOUT) {
+		rmig_link_err(l, "peer %s silent for %d ms (%s)", l->peer, d->timeout_ms, what);
+	} else {
+		rmig_link_err(l, "lost peer %s: %s (%s)", l->peer, strerror(-rc), what);
+	}
+	return rc;
+}
+
+/* --- CM events of an established connection ------------------------------------ */
+
+static void conn_cm_events(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct rdma_cm_event *ev;
+
+	while (rdma_get_cm_event(c->ech, &ev) == 0) {
+		enum rdma_cm_event_type type = ev->event;
+
+		rdma_ack_cm_event(ev);
+		if (type == RDMA_CM_EVENT_DISCONNECTED)
+			conn_fail(c, -ECONNRESET, "lost peer %s: disconnected", l->peer);
+		else if (type == RDMA_CM_EVENT_DEVICE_REMOVAL)
+			conn_fail(c, -ENODEV, "lost peer %s: RDMA device %s was removed", l->peer,
+				  dev_name(c->id->verbs));
+	}
+}
+
+/* --- completions ------------------------------------------------------------- */
+
+static void wc_failed(struct rmig_link *l, struct rdma_conn *c, const struct ibv_wc *wc,
+		      const char *wr)
+{
+	int rc = -EIO;
+
+	if (wc->status == IBV_WC_WR_FLUSH_ERR || wc->status == IBV_WC_RETRY_EXC_ERR ||
+	    wc->status == IBV_WC_RNR_RETRY_EXC_ERR)
+		rc = -ECONNRESET;
+	conn_fail(c, rc, "lost peer %s: %s %s", l->peer, wr, ibv_wc_status_str(wc->status));
+}
+
+/* Retire send completions; returns how many, or the connection's error. */
+static int reap_send(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct ibv_wc wc[16];
+	int n, got = 0;
+
+	while ((n = ibv_poll_cq(c->s.cq, 16, wc)) > 0) {
+		for (int i = 0; i < n; i++) {
+			uint64_t seq = wc[i].wr_id & ~WRID_WRITE;
+
+			if (wc[i].status != IBV_WC_SUCCESS)
+				wc_failed(l, c, &wc[i],
+					  wc[i].wr_id & WRID_WRITE ? "RDMA WRITE" : "SEND");
+			else if (seq + 1 > c->sq_done)
+				c->sq_done = seq + 1; /* RC completes in order: all before it too */
+		}
+		got += n;
+	}
+	if (n < 0)
+		return conn_fail(c, -EIO, "cannot poll the send completion queue of %s",
+				 dev_name(c->id->verbs));
+	while (c->send_tail < c->send_head && c->slot_seq[c->send_tail % c->nslots] < c->sq_done)
+		c->send_tail++;
+	return got;
+}
+
+/* Collect filled recv slots; returns how many, or the connection's error. */
+static int reap_recv(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct ibv_wc wc[MAX_SLOTS];
+	int n, got = 0;
+
+	while ((n = ibv_poll_cq(c->r.cq, MAX_SLOTS, wc)) > 0) {
+		for (int i = 0; i < n; i++) {
+			if (wc[i].status != IBV_WC_SUCCESS) {
+				wc_failed(l, c, &wc[i], "RECV");
+				continue;
+			}
+			/* The receive queue completes in posting order. */
+			if (wc[i].wr_id != c->recv_done % c->nslots ||
+			    wc[i].byte_len > c->slot_size)
+				return conn_fail(c, -EPROTO, "lost peer %s: bad receive completion",
+						 l->peer);
+			c->recv_len[wc[i].wr_id] = wc[i].byte_len;
+			c->recv_done++;
+			got++;
+		}
+	}
+	if (n < 0)
+		return conn_fail(c, -EIO, "cannot poll the receive completion queue of %s",
+				 dev_name(c->id->verbs));
+	return got;
+}
+
+/* Sleep until `side`'s CQ may have something, the CM reported something,
+ * the deadline passed (-ETIMEDOUT) or op was interrupted (-ECANCELED; op 0:
+ * never). 0 means "look again": the caller polls the CQ and loops. */
+static int cq_wait(struct rmig_link *l, struct rdma_conn *c, struct cq_side *side, unsigned op,
+		   struct deadline *d)
+{
+	struct pollfd pfd[2] = { { .fd = side->cc->fd, .events = POLLIN },
+				 { .fd = c->ech->fd, .events = POLLIN } };
+	int rc, slice;
+
+	if (!side->armed) {
+		rc = ibv_req_notify_cq(side->cq, 0); /* verbs: positive errno */
+		if (rc)
+			return conn_fail(c, -rc, "cannot arm a completion queue on %s: %s",
+					 dev_name(c->id->verbs), strerror(rc));
+		side->armed = 1;
+		return 0; /* what completed before arming raises no event: look again */
+	}
+	for (;;) {
+		if (op && stopped(l, op))
+			return -ECANCELED;
+		if (atomic_load(&c->failed))
+			return 0;
+		slice = deadline_slice(d);
+		if (!slice)
+			return -ETIMEDOUT;
+		rc = poll(pfd, 2, slice);
+		if (rc < 0 && errno != EINTR)
+			return conn_fail(c, -errno, "poll: %s", strerror(errno));
+		if (rc <= 0)
+			continue;
+		if (pfd[1].revents)
+			conn_cm_events(l, c);
+		if (pfd[0].revents) {
+			struct ibv_cq *cq;
+			void *ctx;
+			unsigned n = 0;
+
+			while (ibv_get_cq_event(side->cc, &cq, &ctx) == 0)
+				n++;
+			if (n)
+				ibv_ack_cq_events(side->cq, n);
+			side->armed = 0;
+			return 0;
+		}
+	}
+}
+
+/* --- posting -------------------------------------------------------------------- */
+
+/* Post wr[0..n) as one chain. Each WR gets the next sequence number; the
+ * last and every SIGNAL_EVERY-th are signaled, so whatever is in flight is
+ * always followed by a signaled WR whose completion retires it. */
+static int post_chain(struct rmig_link *l, struct rdma_conn *c, struct ibv_send_wr *wr, int n)
+{
+	struct ibv_send_wr *bad = NULL;
+	int rc;
+
+	if (n <= 0)
+		return 0;
+	for (int i = 0; i < n; i++) {
+		uint64_t seq = c->sq_seq + (uint64_t)i;
+
+		wr[i].wr_id = seq | (wr[i].opcode == IBV_WR_RDMA_WRITE ? WRID_WRITE : 0);
+		wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
+		wr[i].send_flags =
+		    i + 1 == n || seq % SIGNAL_EVERY == SIGNAL_EVERY - 1 ? IBV_SEND_SIGNALED : 0;
+	}
+	rc = ibv_post_send(c->qp, wr, &bad); /* verbs: positive errno */
+	if (rc)
+		return conn_fail(c, -rc, "lost peer %s: cannot post to the send queue: %s", l->peer,
+				 strerror(rc));
+	c->sq_seq += (uint64_t)n;
+	return 0;
+}
+
+static int repost_recv(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct ibv_recv_wr wr[MAX_SLOTS], *bad = NULL;
+	struct ibv_sge sge[MAX_SLOTS];
+	unsigned n = c->nrepost;
+	int rc;
+
+	if (!n)
+		return 0;
+	for (unsigned i = 0; i < n; i++) {
+		unsigned slot = c->repost[i];
+
+		sge[i] = (struct ibv_sge){ (uintptr_t)(c->recv_pool.base + slot * c->slot_size),
+					   (uint32_t)c->slot_size, c->recv_pool.mr->lkey };
+		wr[i] = (struct ibv_recv_wr){ .wr_id = slot,
+					      .next = i + 1 < n ? &wr[i + 1] : NULL,
+					      .sg_list = &sge[i],
+					      .num_sge = 1 };
+	}
+	c->nrepost = 0;
+	rc = ibv_post_recv(c->qp, wr, &bad); /* verbs: positive errno */
+	if (rc)
+		return conn_fail(c, -rc, "lost peer %s: cannot post receive buffers: %s", l->peer,
+				 strerror(rc));
+	return 0;
+}
+
+/* --- byte streams ----------------------------------------------------------------- */
+
+static int check_iov(struct rmig_link *l, const struct iovec *iov, int n)
+{
+	if (n < 0 || (n > 0 && !iov)) {
+		rmig_link_err(l, "bad iovec array (%d entries)", n);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct iovec *iov,
+		       int iovcnt, int timeout_ms, unsigned op, const char *what)
+{
+	struct ibv_send_wr wr[MAX_CHAIN];
+	struct ibv_sge sge[MAX_CHAIN];
+	struct deadline d;
+	size_t off = 0;
+	int i = 0, rc = check_iov(l, iov, iovcnt);
+
+	if (rc)
+		return rc;
+	deadline_init(&d, timeout_ms);
+	for (;;) {
+		uint64_t free_slots, room;
+		int k = 0;
+
+		while (i < iovcnt && off == iov[i].iov_len) {
+			i++;
+			off = 0;
+		}
+		if (i == iovcnt)
+			return 0;
+		if (stopped(l, op))
+			return io_error(l, c, -ECANCELED, what, &d);
+		rc = reap_send(l, c);
+		if (rc > 0)
+			deadline_restart(&d);
+		if (atomic_load(&c->failed))
+			return io_error(l, c, atomic_load(&c->failed), what, &d);
+		free_slots = c->nslots - (c->send_head - c->send_tail);
+		room = c->sq_depth - (c->sq_seq - c->sq_done);
+		if (!free_slots || !room) {
+			rc = cq_wait(l, c, &c->s, op, &d);
+			if (rc)
+				return io_error(l, c, rc, what, &d);
+			continue;
+		}
+		/* Fill as many free slots as there are bytes, post them in one go. */
+		while ((uint64_t)k < free_slots && (uint64_t)k < room && k < MAX_CHAIN) {
+			unsigned slot = (unsigned)(c->send_head % c->nslots);
+			char *dst = c->send_pool.base + slot * c->slot_size;
+			size_t fill = 0;
+
+			while (i < iovcnt && fill < c->slot_size) {
+				size_t m = iov[i].iov_len - off;
+
+				if (m > c->slot_size - fill)
+					m = c->slot_size - fill;
+				memcpy(dst + fill, (const char *)iov[i].iov_base + off, m);
+				fill += m;
+				off += m;
+				while (i < iovcnt && off == iov[i].iov_len) {
+					i++;
+					off = 0;
+				}
+			}
+			if (!fill)
+				break;
+			sge[k] = (struct ibv_sge){ (uintptr_t)dst, (uint32_t)fill,
+						   c->send_pool.mr->lkey };
+			wr[k] = (struct ibv_send_wr){ .sg_list = &sge[k],
+						      .num_sge = 1,
+						      .opcode = IBV_WR_SEND };
+			c->slot_seq[slot] = c->sq_seq + (uint64_t)k;
+			c->send_head++;
+			k++;
+		}
+		rc = post_chain(l, c, wr, k);
+		if (rc)
+			return io_error(l, c, rc, what, &d);
+		deadline_restart(&d);
+	}
+}
+
+static int stream_recv(struct rmig_link *l, struct rdma_conn *c, const struct iovec *iov,
+		       int iovcnt, int timeout_ms, unsigned op, const char *what)
+{
+	struct deadline d;
+	size_t off = 0;
+	int i = 0, rc = check_iov(l, iov, iovcnt);
+
+	if (rc)
+		return rc;
+	deadline_init(&d, timeout_ms);
+	for (;;) {
+		unsigned slot;
+		size_t m;
+
+		while (i < iovcnt && off == iov[i].iov_len) {
+			i++;
+			off = 0;
+		}
+		if (i == iovcnt) {
+			rc = 0;
+			break;
+		}
+		if (stopped(l, op)) {
+			rc = -ECANCELED;
+			break;
+		}
+		if (c->recv_head == c->recv_done) {
+			rc = reap_recv(l, c);
+			if (rc > 0) {
+				deadline_restart(&d);
+				continue;
+			}
+			/* Bytes that arrived before a disconnect are delivered first. */
+			rc = atomic_load(&c->failed);
+			if (rc)
+				break;
+			rc = repost_recv(l, c); /* room for the sender before we sleep */
+			if (!rc)
+				rc = cq_wait(l, c, &c->r, op, &d);
+			if (rc)
+				break;
+			continue;
+		}
+		slot = (unsigned)(c->recv_head % c->nslots);
+		m = c->recv_len[slot] - c->recv_off;
+		if (m > iov[i].iov_len - off)
+			m = iov[i].iov_len - off;
+		memcpy((char *)iov[i].iov_base + off,
+		       c->recv_pool.base + slot * c->slot_size + c->recv_off, m);
+		off += m;
+		c->recv_off += m;
+		if (c->recv_off == c->recv_len[slot]) {
+			c->repost[c->nrepost++] = slot;
+			c->recv_head++;
+			c->recv_off = 0;
+			rc = c->nrepost >= REPOST_BATCH ? repost_recv(l, c) : 0;
+			if (rc)
+				break;
+			deadline_restart(&d);
+		}
+	}
+	/* All bytes delivered is success, even if the connection died since:
+	 * the next call reports that. */
+	if (!rc && !atomic_load(&c->failed))
+		rc = repost_recv(l, c);
+	return rc ? io_error(l, c, rc, what, &d) : 0;
+}
+
+/* --- connection set-up and tear-down ------------------------------------------- */
+
+static struct rdma_conn *conn_alloc(int kind, int node)
+{
+	struct rdma_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	pthread_mutex_init(&c->fail_lock, NULL);
+	c->kind = kind;
+	c->node = node;
+	c->nslots = kind == KIND_CTRL ? CTRL_SLOTS : CHAN_SLOTS;
+	c->slot_size = kind == KIND_CTRL ? CTRL_SLOT_SIZE : CHAN_SLOT_SIZE;
+	c->sq_depth = kind == KIND_CTRL ? CTRL_SQ_DEPTH : CHAN_SQ_DEPTH;
+	return c;
+}
+
+static int new_event_channel(struct rmig_link *l, struct rdma_event_channel **out)
+{
+	struct rdma_event_channel *ech = rdma_create_event_channel(); /* NULL and errno */
+	int rc;
+
+	if (!ech) {
+		rc = errno ? -errno : -ENODEV;
+		rmig_link_err(l, "cannot open the RDMA connection manager: %s", strerror(-rc));
+		return rc == -ENOENT ? -ENODEV : rc;
+	}
+	rc = set_nonblock(ech->fd);
+	if (rc) {
+		rmig_link_err(l, "cannot make the RDMA event channel non-blocking: %s",
+			      strerror(-rc));
+		rdma_destroy_event_channel(ech);
+		return rc;
+	}
+	*out = ech;
+	return 0;
+}
+
+static int cq_side_init(struct rmig_link *l, struct rdma_conn *c, struct cq_side *side, int cqe)
+{
+	struct ibv_context *verbs = c->id->verbs;
+	int rc;
+
+	side->cc = ibv_create_comp_channel(verbs); /* NULL and errno */
+	if (!side->cc)
+		goto fail;
+	rc = set_nonblock(side->cc->fd);
+	if (rc) {
+		errno = -rc;
+		goto fail;
+	}
+	side->cq = ibv_create_cq(verbs, cqe, c, side->cc, 0);
+	if (!side->cq)
+		goto fail;
+	return 0;
+fail:
+	rc = errno ? -errno : -ENOMEM;
+	rmig_link_err(l, "cannot create a completion queue on %s: %s", dev_name(verbs),
+		      strerror(-rc));
+	return rc;
+}
+
+static void cq_side_free(struct cq_side *side)
+{
+	if (side->cq)
+		ibv_destroy_cq(side->cq);
+	if (side->cc)
+		ibv_destroy_comp_channel(side->cc);
+	side->cq = NULL;
+	side->cc = NULL;
+}
+
+/* Resources of a connection whose id knows its device: PD, CQs, slot pools
+ * (on c->node), the RC QP, and every recv slot posted, all before the
+ * connection is established so the peer can send at once. */
+static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct rdma_cm_id *id = c->id;
+	struct ibv_device_attr da;
+	struct ibv_port_attr pa;
+	struct ibv_qp_init_attr qa;
+	size_t pool_len = c->nslots * c->slot_size;
+	int rc;
+
+	rc = memlock_check(l, 2 * pool_len,
+			   c->kind == KIND_CTRL ? "control buffers need" : "staging pools need");
+	if (rc)
+		return rc;
+	rc = get_dev(l, id->verbs, &c->dev);
+	if (rc)
+		return rc;
+	rc = ibv_query_device(id->verbs, &da); /* verbs: positive errno */
+	if (!rc)
+		rc = ibv_query_port(id->verbs, id->port_num, &pa);
+	if (rc) {
+		rmig_link_err(l, "cannot query RDMA device %s: %s", dev_name(id->verbs),
+			      strerror(rc));
+		return -rc;
+	}
+	if (da.max_qp_wr > 0 && c->sq_depth > (unsigned)da.max_qp_wr)
+		c->sq_depth = (unsigned)da.max_qp_wr;
+	c->max_msg = pa.max_msg_sz ? pa.max_msg_sz : 1u << 31;
+	if (c->max_msg > 1u << 30)
+		c->max_msg = 1u << 30;
+	rc = cq_side_init(l, c, &c->s, (int)c->sq_depth);
+	if (!rc)
+		rc = cq_side_init(l, c, &c->r, (int)c->nslots);
+	if (!rc)
+		rc = pool_alloc(l, c->dev, &c->send_pool, pool_len, c->node);
+	if (!rc)
+		rc = pool_alloc(l, c->dev, &c->recv_pool, pool_len, c->node);
+	if (rc)
+		return rc;
+	c->pinned = 2 * pool_len;
+	atomic_fetch_add(&rdma(l)->pinned, c->pinned);
+	qa = (struct ibv_qp_init_attr){ .send_cq = c->s.cq,
+					.recv_cq = c->r.cq,
+					.cap = { .max_send_wr = c->sq_depth,
+						 .max_recv_wr = c->nslots,
+						 .max_send_sge = 1,
+						 .max_recv_sge = 1 },
+					.qp_type = IBV_QPT_RC,
+					.sq_sig_all = 0 };
+	if (rdma_create_qp(id, c->dev->pd, &qa)) { /* rdma_cm: -1 and errno */
+		rc = -errno;
+		rmig_link_err(l, "cannot create a queue pair on %s: %s", dev_name(id->verbs),
+			      strerror(errno));
+		return rc;
+	}
+	c->qp = id->qp;
+	for (unsigned i = 0; i < c->nslots; i++)
+		c->repost[c->nrepost++] = i;
+	rc = repost_recv(l, c);
+	if (rc) {
+		pthread_mutex_lock(&c->fail_lock);
+		rmig_link_err(l, "%s", c->why);
+		pthread_mutex_unlock(&c->fail_lock);
+	}
+	return rc;
+}
+
+/* A QP that waits 655 ms after each RNR NAK (what rdma_cm sets) would make
+ * the receiver's reposting far too slow a flow control. Best effort. */
+static void conn_tune(struct rdma_conn *c)
+{
+	struct ibv_qp_attr a = { .min_rnr_timer = MIN_RNR_TIMER };
+
+	ibv_modify_qp(c->qp, &a, IBV_QP_MIN_RNR_TIMER);
+}
+
+/* Before the QP goes: let posted SENDs (a last ABORT or DONE) reach the
+ * peer, as close() would for TCP. Bounded, and only on a live connection. */
+static void conn_linger(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct deadline d;
+
+	deadline_init(&d, LINGER_MS);
+	while (!atomic_load(&c->failed)) {
+		reap_send(l, c);
+		if (c->sq_done >= c->sq_seq || cq_wait(l, c, &c->s, 0, &d))
+			break;
+	}
+}
+
+/* Tear down in dependency order; safe after any partial set-up. */
+static void conn_free(struct rmig_link *l, struct rdma_conn *c)
+{
+	if (!c)
+		return;
+	if (c->established) {
+		conn_linger(l, c);
+		rdma_disconnect(c->id);
+	}
+	if (c->id && c->id->qp)
+		rdma_destroy_qp(c->id); /* leaves our CQs alone: rdma_cm did not create them */
+	c->qp = NULL;
+	cq_side_free(&c->s);
+	cq_side_free(&c->r);
+	pool_free(&c->send_pool);
+	pool_free(&c->recv_pool);
+	atomic_fetch_sub(&rdma(l)->pinned, c->pinned);
+	if (c->id)
+		rdma_destroy_id(c->id);
+	if (c->ech)
+		rdma_destroy_event_channel(c->ech);
+	pthread_mutex_destroy(&c->fail_lock);
+	free(c);
+}
+
+static void pdata_encode(uint8_t *p, int kind, int node, const struct rdma_conn *c)
+{
+	memset(p, 0, PDATA_LEN);
+	put_le32(p, PDATA_MAGIC);
+	p[4] = PDATA_VERSION;
+	p[5] = (uint8_t)kind;
+	put_le32(p + 8, (uint32_t)node);
+	put_le32(p + 12, (uint32_t)c->slot_size);
+	put_le32(p + 16, c->nslots);
+}
+
+struct pdata {
+	int kind, node;
+	uint32_t slot_size, nslots;
+};
+
+static int pdata_decode(const void *data, size_t len, struct pdata *pd)
+{
+	const uint8_t *p = data;
+
+	if (!p || len < PDATA_LEN || get_le32(p) != PDATA_MAGIC || p[4] != PDATA_VERSION)
+		return -EPROTO;
+	pd->kind = p[5];
+	pd->node = (int32_t)get_le32(p + 8);
+	pd->slot_size = get_le32(p + 12);
+	pd->nslots = get_le32(p + 16);
+	if (pd->node < -1 || pd->node > 4095)
+		pd->node = -1;
+	return 0;
+}
+
+/* Map a CM event that is not the awaited one to an error (0: ignore it). */
+static int cm_event_error(struct rmig_link *l, const struct rdma_cm_event *ev)
+{
+	int st = ev->status;
+	const char *peer = l->peer;
+
+	switch (ev->event) {
+	case RDMA_CM_EVENT_ADDR_ERROR:
+		st = st == -ENODEV || st == -ENETUNREACH ? st : -EHOSTUNREACH;
+		rmig_link_err(l, "no RDMA device reaches %s: %s", peer,
+			      strerror(ev->status < 0 ? -ev->status : EHOSTUNREACH));
+		return st;
+	case RDMA_CM_EVENT_ROUTE_ERROR:
+		rmig_link_err(l, "no RDMA route to %s: %s", peer,
+			      strerror(st < 0 ? -st : EHOSTUNREACH));
+		return -EHOSTUNREACH;
+	case RDMA_CM_EVENT_UNREACHABLE:
+		rmig_link_err(l, "RDMA peer %s unreachable: its connection manager did not answer",
+			      peer);
+		return -EHOSTUNREACH;
+	case RDMA_CM_EVENT_REJECTED: {
+		const uint8_t *p = ev->param.conn.private_data;
+		size_t len = ev->param.conn.private_data_len;
+
+		if (st == IB_CM_REJ_INVALID_SERVICE_ID)
+			rmig_link_err(l, "%s refused the RDMA connection: nothing listens there",
+				      peer);
+		else if (st == IB_CM_REJ_CONSUMER_DEFINED && p && len > 4 &&
+			 get_le32(p) == PDATA_MAGIC)
+			rmig_link_err(l, "%s rejected the RDMA connection: %.*s", peer,
+				      (int)strnlen((const char *)p + 4, len - 4),
+				      (const char *)p + 4);
+		else
+			rmig_link_err(l, "%s rejected the RDMA connection (reason %d)", peer, st);
+		return -ECONNREFUSED;
+	}
+	case RDMA_CM_EVENT_CONNECT_ERROR:
+		rmig_link_err(l, "RDMA connection to %s failed: %s", peer,
+			      strerror(st < 0 ? -st : ECONNABORTED));
+		return -ECONNABORTED;
+	case RDMA_CM_EVENT_DISCONNECTED:
+		rmig_link_err(l, "lost peer %s: disconnected", peer);
+		return -ECONNRESET;
+	case RDMA_CM_EVENT_DEVICE_REMOVAL:
+		rmig_link_err(l, "RDMA device was removed (peer %s)", peer);
+		return -ENODEV;
+	default:
+		if (!st)
+			return 0;
+		rmig_link_err(l, "%s: %s (peer %s)", rdma_event_str(ev->event),
+			      strerror(st < 0 ? -st : st), peer);
+		return st < 0 ? st : -EIO;
+	}
+}
+
+/* Wait for event `want` on c's channel. With pd, the event's private data
+ * must be ours and is returned there. */
+static int cm_expect(struct rmig_link *l, struct rdma_conn *c, enum rdma_cm_event_type want,
+		     struct deadline *d, unsigned op, struct pdata *pd)
+{
+	struct pollfd pfd = { .fd = c->ech->fd, .events = POLLIN };
+	struct rdma_cm_event *ev;
+	int rc, slice;
+
+	for (;;) {
+		if (rdma_get_cm_event(c->ech, &ev) == 0) { /* rdma_cm: -1 and errno */
+			if (ev->event == want && !ev->status) {
+				rc = pd && pdata_decode(ev->param.conn.private_data,
+							ev->param.conn.private_data_len, pd)
+					 ? -EPROTO
+					 : 0;
+				rdma_ack_cm_event(ev);
+				if (rc)
+					rmig_link_err(l, "peer %s is not an rmig RDMA link",
+						      l->peer);
+				return rc;
+			}
+			rc = cm_event_error(l, ev);
+			rdma_ack_cm_event(ev);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (errno != EAGAIN && errno != EINTR) {
+			rc = -errno;
+			rmig_link_err(l, "RDMA connection manager: %s", strerror(errno));
+			return rc;
+		}
+		if (stopped(l, op)) {
+			rmig_link_err(l, "connection to %s interrupted", l->peer);
+			return -ECANCELED;
+		}
+		slice = deadline_slice(d);
+		if (!slice) {
+			rmig_link_err(l, "RDMA peer %s did not answer within %d ms", l->peer,
+				      d->timeout_ms);
+			return -ETIMEDOUT;
+		}
+		if (poll(&pfd, 1, slice) < 0 && errno != EINTR) {
+			rc = -errno;
+			rmig_link_err(l, "poll: %s", strerror(errno));
+			return rc;
+		}
+	}
+}
+
+static int check_route_device(struct rmig_link *l, struct rdma_cm_id *id)
+{
+	const char *want = opt_device(l), *got = dev_name(id->verbs);
+
+	if (!want || strcmp(want, got) == 0)
+		return 0;
+	rmig_link_err(l, "the RDMA route to %s goes through device %s, not %s", l->peer, got, want);
+	return -ENODEV;
+}
+
+/* --- source address: which device and GID ------------------------------------- */
+
+static int gid_to_addr(const struct ibv_gid_entry *e, struct sockaddr_storage *ss)
+{
+	static const uint8_t v4mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+	static const uint8_t zero[16];
+	const uint8_t *g = e->gid.raw;
+
+	memset(ss, 0, sizeof(*ss));
+	if (e->gid_type == IBV_GID_TYPE_IB || !memcmp(g, zero, 16))
+		return -EINVAL;
+	if (!memcmp(g, v4mapped, 12)) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		sin->sin_family = AF_INET;
+		memcpy(&sin->sin_addr, g + 12, 4);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		sin6->sin6_family = AF_INET6;
+		memcpy(&sin6->sin6_addr, g, 16);
+		if (g[0] == 0xfe && (g[1] & 0xc0) == 0x80)
+			sin6->sin6_scope_id = e->ndev_ifindex;
+	}
+	return 0;
+}
+
+static int gid_rank(const struct ibv_gid_entry *e, int family)
+{
+	struct sockaddr_storage ss;
+	int rank = 1;
+
+	if (gid_to_addr(e, &ss) || ss.ss_family != family)
+		return 0;
+	if (e->gid_type == IBV_GID_TYPE_ROCE_V2)
+		rank += 2;
+	if (family == AF_INET6 && e->gid.raw[0] != 0xfe)
+		rank += 1; /* a global address over a link-local one */
+	return rank;
+}
+
+/* Every valid GID of every port. The kernel refuses a buffer larger than
+ * the device's tables, so it is sized from the ports' gid_tbl_len. */
+static ssize_t query_gids(struct ibv_context *verbs, uint8_t nports, struct ibv_gid_entry **out)
+{
+	size_t total = 0;
+	ssize_t n;
+
+	*out = NULL;
+	for (uint8_t p = 1; p <= nports; p++) {
+		struct ibv_port_attr pa;
+
+		if (!ibv_query_port(verbs, p, &pa) && pa.gid_tbl_len > 0)
+			total += (size_t)pa.gid_tbl_len;
+	}
+	if (!total)
+		return 0;
+	*out = calloc(total, sizeof(**out));
+	if (!*out)
+		return -ENOMEM;
+	n = ibv_query_gid_table(verbs, *out, total, 0); /* < 0: -errno */
+	if (n < 0) {
+		free(*out);
+		*out = NULL;
+	}
+	return n;
+}
+
+/* The address to bind so that rdma_cm uses `verbs` (on `port`, 0: any
+ * active one): that of GID gid_index, else the device's best IP GID of the
+ * peer's family. 1: none (let rdma_cm choose), < 0: error. */
+static int device_address(struct rmig_link *l, struct ibv_context *verbs, uint8_t port, int family,
+			  struct sockaddr_storage *ss)
+{
+	struct ibv_device_attr da;
+	struct ibv_gid_entry *tab = NULL, best = { 0 };
+	int rc = ibv_query_device(verbs, &da), best_rank = 0; /* verbs: positive errno */
+	ssize_t n;
+
+	if (rc) {
+		rmig_link_err(l, "cannot query RDMA device %s: %s", dev_name(verbs), strerror(rc));
+		return -rc;
+	}
+	if (l->opts.gid_index >= 0) {
+		for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
+			struct ibv_gid_entry e;
+
+			if ((port && p != port) ||
+			    ibv_query_gid_ex(verbs, p, (uint32_t)l->opts.gid_index, &e, 0))
+				continue;
+			if (gid_to_addr(&e, ss)) {
+				rmig_link_err(
+				    l, "GID %d of %s is not an IP address (gid_index is for RoCE)",
+				    l->opts.gid_index, dev_name(verbs));
+				return -EINVAL;
+			}
+			return 0;
+		}
+		rmig_link_err(l, "RDMA device %s has no GID %d", dev_name(verbs),
+			      l->opts.gid_index);
+		return -ENOENT;
+	}
+	n = query_gids(verbs, da.phys_port_cnt, &tab);
+	for (ssize_t i = 0; i < n; i++) {
+		struct ibv_port_attr pa;
+		int rank = gid_rank(&tab[i], family);
+
+		if (!rank || (port && tab[i].port_num != port) ||
+		    ibv_query_port(verbs, (uint8_t)tab[i].port_num, &pa) ||
+		    pa.state != IBV_PORT_ACTIVE)
+			continue;
+		if (rank > best_rank) {
+			best = tab[i];
+			best_rank = rank;
+		}
+	}
+	free(tab);
+	if (!best_rank)
+		return 1;
+	gid_to_addr(&best, ss);
+	return 0;
+}
+
+/* Without a device name but with a GID index: resolve once to learn which
+ * device the route takes. */
+static int probe_device(struct rmig_link *l, const struct sockaddr *dst, int timeout_ms,
+			struct ibv_context **verbs, uint8_t *port)
+{
+	struct rdma_conn *c = conn_alloc(KIND_CTRL, -1);
+	struct deadline d;
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	deadline_init(&d, timeout_ms < 0 || timeout_ms > RESOLVE_MS ? RESOLVE_MS : timeout_ms);
+	rc = new_event_channel(l, &c->ech);
+	if (!rc && rdma_create_id(c->ech, &c->id, c, RDMA_PS_TCP)) { /* -1 and errno */
+		rc = -errno;
+		rmig_link_err(l, "rdma_create_id: %s", strerror(errno));
+	}
+	if (!rc && rdma_resolve_addr(c->id, NULL, (struct sockaddr *)dst, RESOLVE_MS)) {
+		rc = errno == ENODEV || errno == ENETUNREACH ? -errno : -EHOSTUNREACH;
+		rmig_link_err(l, "no RDMA device reaches %s: %s", l->peer, strerror(errno));
+	}
+	if (!rc)
+		rc = cm_expect(l, c, RDMA_CM_EVENT_ADDR_RESOLVED, &d, RMIG_LINK_STOP_CTRL_SEND,
+			       NULL);
+	if (!rc) {
+		*verbs = c->id->verbs;
+		*port = c->id->port_num;
+	}
+	conn_free(l, c);
+	return rc;
+}
+
+/* Where to bind the source end, honouring opts.device and opts.gid_index.
+ * *have is 0 when rdma_cm may choose. */
+static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int timeout_ms,
+		       struct sockaddr_storage *src, int *have)
+{
+	struct rdma_link *r = rdma(l);
+	struct ibv_context *verbs = NULL;
+	const char *want = opt_device(l);
+	uint8_t port = 0;
+	int rc;
+
+	*have = 0;
+	if (!want && l->opts.gid_index < 0)
+		return 0;
+	if (want) {
+		rc = hold_devices(l);
+		if (rc)
+			return rc;
+		for (int i = 0; r->devices[i]; i++)
+			if (strcmp(dev_name(r->devices[i]), want) == 0)
+				verbs = r->devices[i];
+		if (!verbs) {
+			rmig_link_err(l, "no RDMA device named %s", want);
+			return -ENODEV;
+		}
+	} else {
+		rc = probe_device(l, dst, timeout_ms, &verbs, &port);
+		if (rc)
+			return rc;
+	}
+	rc = device_address(l, verbs, port, dst->sa_family, src);
+	if (rc < 0)
+		return rc;
+	*have = rc == 0;
+	return 0;
+}
+
+static void close_session(struct rmig_link *l);
+
+/* --- source: connect --------------------------------------------------------------- */
+
+static int connect_one(struct rmig_link *l, int kind, int node, const struct sockaddr *src,
+		       const struct sockaddr *dst, int timeout_ms, struct rdma_conn **out)
+{
+	struct rdma_conn *c = conn_alloc(kind, node);
+	struct rdma_conn_param param = { .retry_count = RETRY_COUNT, .rnr_retry_count = RNR_RETRY };
+	uint8_t ack_timeout = ACK_TIMEOUT, pd_buf[PDATA_LEN];
+	int resolve_ms = timeout_ms < 0 || timeout_ms > RESOLVE_MS ? RESOLVE_MS : timeout_ms;
+	struct deadline d;
+	struct pdata pd;
+	int rc;
+
+	if (!c)
+		return -ENOMEM;
+	deadline_init(&d, timeout_ms);
+	rc = new_event_channel(l, &c->ech);
+	if (rc)
+		goto out;
+	if (rdma_create_id(c->ech, &c->id, c, RDMA_PS_TCP)) { /* rdma_cm: -1 and errno */
+		rc = -errno;
+		rmig_link_err(l, "rdma_create_id: %s", strerror(errno));
+		goto out;
+	}
+	if (rdma_resolve_addr(c->id, (struct sockaddr *)src, (struct sockaddr *)dst,
+			      resolve_ms > 0 ? resolve_ms : 1)) {
+		rc = errno == ENODEV || errno == ENETUNREACH ? -errno : -EHOSTUNREACH;
+		rmig_link_err(l, "no RDMA device reaches %s: %s", l->peer, strerror(errno));
+		goto out;
+	}
+	rc = cm_expect(l, c, RDMA_CM_EVENT_ADDR_RESOLVED, &d, RMIG_LINK_STOP_CTRL_SEND, NULL);
+	if (rc == -ETIMEDOUT) {
+		rmig_link_err(l, "no RDMA device reaches %s: address resolution timed out",
+			      l->peer);
+		rc = -EHOSTUNREACH;
+	}
+	if (!rc)
+		rc = check_route_device(l, c->id);
+	if (rc)
+		goto out;
+	if (rdma_resolve_route(c->id, resolve_ms > 0 ? resolve_ms : 1)) {
+		rc = -EHOSTUNREACH;
+		rmig_link_err(l, "no RDMA route to %s: %s", l->peer, strerror(errno));
+		goto out;
+	}
+	rc = cm_expect(l, c, RDMA_CM_EVENT_ROUTE_RESOLVED, &d, RMIG_LINK_STOP_CTRL_SEND, NULL);
+	if (!rc)
+		rc = conn_setup(l, c);
+	if (rc)
+		goto out;
+	/* Older kernels lack the option: their default timeout is only slower. */
+	rdma_set_option(c->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
+			sizeof(ack_timeout));
+	pdata_encode(pd_buf, kind, node, c);
+	param.private_data = pd_buf;
+	param.private_data_len = sizeof(pd_buf);
+	if (rdma_connect(c->id, &param)) {
+		rc = -errno;
+		rmig_link_err(l, "cannot connect to %s: %s", l->peer, strerror(errno));
+		goto out;
+	}
+	rc = cm_expect(l, c, RDMA_CM_EVENT_ESTABLISHED, &d, RMIG_LINK_STOP_CTRL_SEND, &pd);
+	if (rc)
+		goto out;
+	c->established = 1;
+	if (pd.kind != kind) {
+		rc = -EPROTO;
+		rmig_link_err(l, "peer %s accepted a different kind of connection", l->peer);
+		goto out;
+	}
+	conn_tune(c);
+	*out = c;
+	c = NULL;
+out:
+	conn_free(l, c);
+	return rc;
+}
+
+static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port,
+				  int timeout_ms)
+{
+	struct rdma_link *r = rdma(l);
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	struct sockaddr_storage src;
+	char serv[16];
+	int rc, have_src;
+
+	close_session(l); /* a second connect starts a new session */
+	snprintf(serv, sizeof(serv), "%u", port);
+	snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
+	rc = check_devices(l, host);
+	if (rc)
+		return rc;
+	rc = getaddrinfo(host, serv, &hints, &res);
+	if (rc) {
+		rmig_link_err(l, "cannot resolve %s: %s", host, gai_strerror(rc));
+		return -EHOSTUNREACH;
+	}
+	rc = pick_source(l, res->ai_addr, timeout_ms, &src, &have_src);
+	if (!rc)
+		rc = connect_one(l, KIND_CTRL, -1, have_src ? (struct sockaddr *)&src : NULL,
+				 res->ai_addr, timeout_ms, &r->ctrl);
+	if (!rc) {
+		memcpy(&r->peer_addr, res->ai_addr, res->ai_addrlen);
+		addr_to_text(res->ai_addr, l->peer, sizeof(l->peer));
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+static int rdma_link_connect_channel(struct rmig_link *l, int timeout_ms, int node, unsigned *chan)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned n = atomic_load(&r->nchan);
+	struct sockaddr_storage src;
+	int rc;
+
+	if (!r->ctrl) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	if (n >= RMIG_LINK_MAX_CHANNELS) {
+		rmig_link_err(l, "too many channels");
+		return -ENOSPC;
+	}
+	/* From the control connection's address: the same device. */
+	memcpy(&src, rdma_get_local_addr(r->ctrl->id), addr_len(rdma_get_local_addr(r->ctrl->id)));
+	if (src.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&src)->sin6_port = 0;
+	else
+		((struct sockaddr_in *)&src)->sin_port = 0;
+	rc = connect_one(l, KIND_DATA, node < 0 ? -1 : node, (struct sockaddr *)&src,
+			 (struct sockaddr *)&r->peer_addr, timeout_ms, &r->chan[n]);
+	if (rc)
+		return rc;
+	atomic_store(&r->nchan, n + 1);
+	*chan = n;
+	return 0;
+}
+
+/* --- destination: listen and accept ------------------------------------------------ */
+
+static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *port)
+{
+	struct rdma_link *r = rdma(l);
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *res = NULL;
+	struct sockaddr_storage gid_addr;
+	struct sockaddr *sa;
+	const char *want = opt_device(l);
+	char serv[16];
+	int rc;
+
+	if (r->listen_id) {
+		rmig_link_err(l, "already listening");
+		return -EALREADY;
+	}
+	rc = check_devices(l, NULL);
+	if (rc)
+		return rc;
+	snprintf(serv, sizeof(serv), "%u", *port);
+	rc = getaddrinfo(host && *host ? host : NULL, serv, &hints, &res);
+	if (rc) {
+		rmig_link_err(l, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
+		return -EINVAL;
+	}
+	sa = res->ai_addr;
+	rc = new_event_channel(l, &r->listen_ech);
+	if (rc)
+		goto out;
+	if (rdma_create_id(r->listen_ech, &r->listen_id, NULL, RDMA_PS_TCP)) { /* -1, errno */
+		rc = -errno;
+		rmig_link_err(l, "rdma_create_id: %s", strerror(errno));
+		goto out;
+	}
+	/* No host but a device and GID: listen on that GID's address. */
+	if (!(host && *host) && want && l->opts.gid_index >= 0) {
+		rc = hold_devices(l);
+		for (int i = 0; !rc && r->devices[i]; i++) {
+			if (strcmp(dev_name(r->devices[i]), want))
+				continue;
+			rc = device_address(l, r->devices[i], 0, AF_INET, &gid_addr);
+			if (rc < 0)
+				goto out;
+			if (rc == 0) {
+				((struct sockaddr_in *)&gid_addr)->sin_port = htons(*port);
+				if (gid_addr.ss_family == AF_INET6)
+					((struct sockaddr_in6 *)&gid_addr)->sin6_port =
+					    htons(*port);
+				sa = (struct sockaddr *)&gid_addr;
+			}
+			rc = 0;
+		}
+		if (rc)
+			goto out;
+	}
+	if (rdma_bind_addr(r->listen_id, sa)) { /* rdma_cm: -1 and errno */
+		rc = -errno;
+		if (errno == EADDRNOTAVAIL || errno == ENODEV)
+			rmig_link_err(l, "cannot listen on %s:%u: no RDMA device has that address",
+				      host && *host ? host : "*", *port);
+		else
+			rmig_link_err(l, "cannot listen on %s:%u: %s", host && *host ? host : "*",
+				      *port, strerror(errno));
+		goto out;
+	}
+	if (want && r->listen_id->verbs && strcmp(dev_name(r->listen_id->verbs), want)) {
+		rc = -ENODEV;
+		rmig_link_err(l, "%s is on RDMA device %s, not %s", host,
+			      dev_name(r->listen_id->verbs), want);
+		goto out;
+	}
+	if (rdma_listen(r->listen_id, LISTEN_BACKLOG)) {
+		rc = -errno;
+		rmig_link_err(l, "cannot listen on %s:%u: %s", host && *host ? host : "*", *port,
+			      strerror(errno));
+		goto out;
+	}
+	*port = ntohs(rdma_get_src_port(r->listen_id));
+	rc = 0;
+out:
+	if (rc) {
+		if (r->listen_id)
+			rdma_destroy_id(r->listen_id);
+		if (r->listen_ech)
+			rdma_destroy_event_channel(r->listen_ech);
+		r->listen_id = NULL;
+		r->listen_ech = NULL;
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+static void reject(struct rdma_cm_id *id, const char *why)
+{
+	uint8_t buf[4 + 120] = { 0 };
+	size_t n = strnlen(why, sizeof(buf) - 5);
+
+	put_le32(buf, PDATA_MAGIC);
+	memcpy(buf + 4, why, n);
+	rdma_reject(id, buf, (uint8_t)(4 + n + 1));
+}
+
+/* Accept the connect request on `child` (from `from`) as a connection of
+ * `kind`. 0: established; 1: not for us, or the peer failed to complete it
+ * (why in last[]; keep waiting); < 0: a local error. */
+static int take_request(struct rmig_link *l, struct rdma_cm_id *child, int kind,
+			const struct pdata *pd, int pd_ok, int timeout_ms, const char *from,
+			char *last, size_t lastlen, struct rdma_conn **out)
+{
+	const char *want = opt_device(l);
+	struct rdma_conn_param param = { .retry_count = RETRY_COUNT, .rnr_retry_count = RNR_RETRY };
+	uint8_t ack_timeout = ACK_TIMEOUT, reply[PDATA_LEN];
+	struct rdma_conn *c = NULL;
+	struct deadline d;
+	char why[120];
+	int rc = 1;
+
+	if (!pd_ok)
+		snprintf(why, sizeof(why), "not an rmig RDMA link (or another version)");
+	else if (pd->kind != kind)
+		snprintf(why, sizeof(why), "%s",
+			 kind == KIND_DATA ? "a migration is already in progress"
+					   : "data channel without a migration");
+	else if (want && strcmp(dev_name(child->verbs), want))
+		snprintf(why, sizeof(why), "arrived on RDMA device %s, the destination uses %s",
+			 dev_name(child->verbs), want);
+	else if (!(c = conn_alloc(kind, pd->node)))
+		return -ENOMEM;
+	else if (pd->slot_size != c->slot_size || pd->nslots != c->nslots)
+		snprintf(why, sizeof(why), "buffer layout %ux%u, expected %ux%zu", pd->nslots,
+			 pd->slot_size, c->nslots, c->slot_size);
+	else
+		rc = 0;
+	if (rc) {
+		snprintf(last, lastlen, "refused %s: %s", from, why);
+		reject(child, why);
+		rdma_destroy_id(child);
+		free(c);
+		return 1;
+	}
+	c->id = child; /* from here conn_free() destroys it */
+	rc = new_event_channel(l, &c->ech);
+	if (!rc)
+		rc = conn_setup(l, c);
+	if (rc) {
+		reject(child, l->err);
+		goto out;
+	}
+	/* Its events to its own channel, so its user can watch for a disconnect. */
+	if (rdma_migrate_id(child, c->ech)) { /* rdma_cm: -1 and errno */
+		rc = -errno;
+		rmig_link_err(l, "rdma_migrate_id: %s", strerror(errno));
+		reject(child, "destination error");
+		goto out;
+	}
+	rdma_set_option(child, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
+			sizeof(ack_timeout));
+	pdata_encode(reply, kind, c->node, c);
+	param.private_data = reply;
+	param.private_data_len = sizeof(reply);
+	if (rdma_accept(child, &param)) {
+		rc = -errno;
+		rmig_link_err(l, "cannot accept the RDMA connection from %s: %s", l->peer,
+			      strerror(errno));
+		goto out;
+	}
+	deadline_init(&d, timeout_ms < 0	      ? -1
+			  : timeout_ms > ESTABLISH_MS ? timeout_ms
+						      : ESTABLISH_MS);
+	rc = cm_expect(l, c, RDMA_CM_EVENT_ESTABLISHED, &d, RMIG_LINK_STOP_CTRL_RECV, NULL);
+	if (rc && rc != -ECANCELED) {
+		/* The peer's failure, not ours: the next one may do better. */
+		snprintf(last, lastlen, "%s", l->err);
+		rc = 1;
+	}
+	if (rc)
+		goto out;
+	c->established = 1;
+	conn_tune(c);
+	*out = c;
+	c = NULL;
+out:
+	conn_free(l, c);
+	return rc;
+}
+
+/* Wait on the listener for a connect request of `kind` and accept it. */
+static int accept_next(struct rmig_link *l, int kind, int timeout_ms, int set_peer,
+		       struct rdma_conn **out)
+{
+	struct rdma_link *r = rdma(l);
+	struct pollfd pfd;
+	struct deadline d;
+	char last[sizeof(l->err)] = "";
+	int rc, slice;
+
+	if (!r->listen_id) {
+		rmig_link_err(l, "not listening");
+		return -EINVAL;
+	}
+	pfd = (struct pollfd){ .fd = r->listen_ech->fd, .events = POLLIN };
+	deadline_init(&d, timeout_ms);
+	for (;;) {
+		struct rdma_cm_event *ev;
+
+		if (rdma_get_cm_event(r->listen_ech, &ev) == 0) { /* rdma_cm: -1 and errno */
+			struct rdma_cm_id *child = ev->id;
+			char from[sizeof(l->peer)];
+			struct pdata pd;
+			int pd_ok;
+
+			if (ev->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
+				enum rdma_cm_event_type type = ev->event;
+
+				rdma_ack_cm_event(ev);
+				if (type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+					rmig_link_err(l, "the listening RDMA device was removed");
+					return -ENODEV;
+				}
+				continue;
+			}
+			pd_ok = !pdata_decode(ev->param.conn.private_data,
+					      ev->param.conn.private_data_len, &pd);
+			rdma_ack_cm_event(ev);
+			addr_to_text(rdma_get_peer_addr(child), from, sizeof(from));
+			if (set_peer)
+				memcpy(l->peer, from, sizeof(from));
+			rc = take_request(l, child, kind, &pd, pd_ok, timeout_ms, from, last,
+					  sizeof(last), out);
+			if (rc <= 0)
+				return rc;
+			continue;
+		}
+		if (errno != EAGAIN && errno != EINTR) {
+			rc = -errno;
+			rmig_link_err(l, "RDMA connection manager: %s", strerror(errno));
+			return rc;
+		}
+		if (stopped(l, RMIG_LINK_STOP_CTRL_RECV)) {
+			rmig_link_err(l, "accept interrupted");
+			return -ECANCELED;
+		}
+		slice = deadline_slice(&d);
+		if (!slice) {
+			if (last[0])
+				rmig_link_err(l,
+					      "no peer connected within %d ms (last attempt: %s)",
+					      timeout_ms, last);
+			else
+				rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
+			return -ETIMEDOUT;
+		}
+		if (poll(&pfd, 1, slice) < 0 && errno != EINTR) {
+			rc = -errno;
+			rmig_link_err(l, "poll: %s", strerror(errno));
+			return rc;
+		}
+	}
+}
+
+static void rdma_link_mem_release(struct rmig_link *l);
+
+static void close_session(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned n = atomic_load(&r->nchan);
+
+	rdma_link_mem_release(l);
+	for (unsigned i = 0; i < n; i++) {
+		conn_free(l, r->chan[i]);
+		r->chan[i] = NULL;
+	}
+	atomic_store(&r->nchan, 0);
+	conn_free(l, r->ctrl);
+	r->ctrl = NULL;
+}
+
+static int rdma_link_accept_ctrl(struct rmig_link *l, int timeout_ms)
+{
+	struct rdma_link *r = rdma(l);
+
+	close_session(l);
+	return accept_next(l, KIND_CTRL, timeout_ms, 1, &r->ctrl);
+}
+
+static int rdma_link_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned n = atomic_load(&r->nchan);
+	int rc;
+
+	if (!r->ctrl) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	if (n >= RMIG_LINK_MAX_CHANNELS) {
+		rmig_link_err(l, "too many channels");
+		return -ENOSPC;
+	}
+	rc = accept_next(l, KIND_DATA, timeout_ms, 0, &r->chan[n]);
+	if (rc)
+		return rc;
+	*node = r->chan[n]->node;
+	*chan = n;
+	atomic_store(&r->nchan, n + 1);
+	return 0;
+}
+
+/* --- stream ops ------------------------------------------------------------------ */
+
+static int rdma_link_ctrl_send(struct rmig_link *l, const struct iovec *iov, int iovcnt,
+			       int timeout_ms)
+{
+	struct rdma_conn *c = rdma(l)->ctrl;
+
+	if (!c) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	return stream_send(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_CTRL_SEND, "control send");
+}
+
+static int rdma_link_ctrl_recv(struct rmig_link *l, void *buf, size_t len, int timeout_ms)
+{
+	struct rdma_conn *c = rdma(l)->ctrl;
+	struct iovec iov = { buf, len };
+
+	if (!c) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	return stream_recv(l, c, &iov, 1, timeout_ms, RMIG_LINK_STOP_CTRL_RECV, "control receive");
+}
+
+static struct rdma_conn *chan_conn(struct rmig_link *l, unsigned chan)
+{
+	struct rdma_link *r = rdma(l);
+
+	if (chan >= atomic_load(&r->nchan)) {
+		rmig_link_err(l, "no data channel %u", chan);
+		return NULL;
+	}
+	return r->chan[chan];
+}
+
+static int rdma_link_chan_send(struct rmig_link *l, unsigned chan, const struct iovec *iov,
+			       int iovcnt, int timeout_ms)
+{
+	struct rdma_conn *c = chan_conn(l, chan);
+
+	return c ? stream_send(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data send")
+		 : -EINVAL;
+}
+
+static int rdma_link_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec *iov,
+			       int iovcnt, int timeout_ms)
+{
+	struct rdma_conn *c = chan_conn(l, chan);
+
+	return c ? stream_recv(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data receive")
+		 : -EINVAL;
+}
+
+/* --- placement: guest memory registration and RDMA WRITE ---------------------- */
+
+static void rdma_link_mem_release(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+
+	for (size_t i = 0; i < r->nareas; i++) {
+		if (!r->areas[i].mr)
+			continue;
+		ibv_dereg_mr(r->areas[i].mr);
+		atomic_fetch_sub(&r->pinned, r->areas[i].len);
+	}
+	free(r->areas);
+	r->areas = NULL;
+	r->nareas = 0;
+	r->mem_dev = NULL;
+	r->imported = 0;
+}
+
+/* Register mem[0..n) on the control connection's device with `access`
+ * (the source retries without any flags refused by the provider). */
+static int register_areas(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+			  int access, int fallback_access, struct rdma_area **out)
+{
+	struct rdma_link *r = rdma(l);
+	struct rdma_dev *dev = r->ctrl->dev;
+	struct rdma_area *a;
+	uint64_t total = 0;
+	int rc = 0;
+
+	if (n > MAX_AREAS || (n && !mem)) {
+		rmig_link_err(l, "%zu guest memory areas, at most %d", n, MAX_AREAS);
+		return -E2BIG;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (mem[i].len > UINT64_MAX - total ||
+		    (mem[i].len && (uintptr_t)mem[i].addr > UINTPTR_MAX - mem[i].len)) {
+			rmig_link_err(l, "guest memory area %zu: bad address range", i);
+			return -EINVAL;
+		}
+		total += mem[i].len;
+	}
+	rc = memlock_check(l, total, "guest memory needs");
+	if (rc)
+		return rc;
+	a = calloc(n ? n : 1, sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		a[i].addr = (uintptr_t)mem[i].addr;
+		a[i].len = mem[i].len;
+		if (!mem[i].len)
+			continue; /* nothing to register; no write can target it */
+		a[i].mr = ibv_reg_mr(dev->pd, mem[i].addr, mem[i].len, access); /* NULL, errno */
+		if (!a[i].mr && fallback_access != access)
+			a[i].mr = ibv_reg_mr(dev->pd, mem[i].addr, mem[i].len, fallback_access);
+		if (!a[i].mr) {
+			rc = errno ? -errno : -ENOMEM;
+			rmig_link_err(
+			    l, "cannot register guest memory area %zu (%.1f MiB at %p) on %s: %s",
+			    i, mib(mem[i].len), mem[i].addr, dev_name(dev->verbs), strerror(-rc));
+			break;
+		}
+		atomic_fetch_add(&r->pinned, mem[i].len);
+	}
+	if (rc) {
+		for (size_t i = 0; i < n; i++) {
+			if (!a[i].mr)
+				continue;
+			ibv_dereg_mr(a[i].mr);
+			atomic_fetch_sub(&r->pinned, a[i].len);
+		}
+		free(a);
+		return rc;
+	}
+	*out = a;
+	return 0;
+}
+
+static int rdma_link_mem_expose(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+				void **blob, size_t *len)
+{
+	struct rdma_link *r = rdma(l);
+	struct rdma_area *a = NULL;
+	uint8_t *b;
+	int rc;
+
+	*blob = NULL;
+	*len = 0;
+	if (!r->ctrl) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	rdma_link_mem_release(l);
+	/* Remote write and nothing else (local write is required with it). */
+	rc = register_areas(l, mem, n, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+			    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE, &a);
+	if (rc)
+		return rc;
+	b = malloc(BLOB_HDR_LEN + n * BLOB_ENTRY_LEN);
+	if (!b) {
+		r->areas = a;
+		r->nareas = n;
+		rdma_link_mem_release(l);
+		return -ENOMEM;
+	}
+	put_le32(b, BLOB_MAGIC);
+	put_le16(b + 4, BLOB_VERSION);
+	put_le16(b + 6, BLOB_ENTRY_LEN);
+	put_le32(b + 8, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		uint8_t *e = b + BLOB_HDR_LEN + i * BLOB_ENTRY_LEN;
+
+		put_le64(e, a[i].addr);
+		put_le64(e + 8, a[i].len);
+		put_le32(e + 16, a[i].mr ? a[i].mr->rkey : 0);
+	}
+	r->areas = a;
+	r->nareas = n;
+	r->mem_dev = r->ctrl->dev;
+	*blob = b;
+	*len = BLOB_HDR_LEN + n * BLOB_ENTRY_LEN;
+	return 0;
+}
+
+/* The peer's description is untrusted: every field is checked before use. */
+static int parse_blob(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+		      const uint8_t *b, size_t len)
+{
+	if (!b || len < BLOB_HDR_LEN || get_le32(b) != BLOB_MAGIC) {
+		rmig_link_err(l, "peer's memory description is not one (%zu bytes)", len);
+		return -EBADMSG;
+	}
+	if (get_le16(b + 4) != BLOB_VERSION || get_le16(b + 6) != BLOB_ENTRY_LEN) {
+		rmig_link_err(l, "peer's memory description has version %u, we read %u",
+			      get_le16(b + 4), BLOB_VERSION);
+		return -EPROTONOSUPPORT;
+	}
+	if (get_le32(b + 8) != n || n > MAX_AREAS) {
+		rmig_link_err(l, "peer describes %" PRIu32 " memory areas, we have %zu",
+			      get_le32(b + 8), n);
+		return -EBADMSG;
+	}
+	if (len != BLOB_HDR_LEN + n * BLOB_ENTRY_LEN) {
+		rmig_link_err(l, "peer's memory description is %zu bytes, %zu areas take %zu", len,
+			      n, BLOB_HDR_LEN + n * BLOB_ENTRY_LEN);
+		return -EBADMSG;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *e = b + BLOB_HDR_LEN + i * BLOB_ENTRY_LEN;
+		uint64_t addr = get_le64(e), alen = get_le64(e + 8);
+
+		if (alen != mem[i].len) {
+			rmig_link_err(
+			    l, "memory area %zu: the peer's is %" PRIu64 " bytes, ours %" PRIu64, i,
+			    alen, mem[i].len);
+			return -EBADMSG;
+		}
+		if (addr > UINT64_MAX - alen) {
+			rmig_link_err(l, "memory area %zu: the peer's address range overflows", i);
+			return -EBADMSG;
+		}
+	}
+	return 0;
+}
+
+static int rdma_link_mem_import(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+				const void *blob, size_t len)
+{
+	struct rdma_link *r = rdma(l);
+	struct rdma_area *a = NULL;
+	const uint8_t *b = blob;
+	int rc;
+
+	if (!r->ctrl) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	rdma_link_mem_release(l);
+	rc = parse_blob(l, mem, n, b, len);
+	if (rc)
+		return rc;
+	/* Only read locally: no access flags (local read is implied), unless
+	 * the provider insists on local write. */
+	rc = register_areas(l, mem, n, 0, IBV_ACCESS_LOCAL_WRITE, &a);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *e = b + BLOB_HDR_LEN + i * BLOB_ENTRY_LEN;
+
+		a[i].raddr = get_le64(e);
+		a[i].rkey = get_le32(e + 16);
+	}
+	r->areas = a;
+	r->nareas = n;
+	r->mem_dev = r->ctrl->dev;
+	r->imported = 1;
+	return 0;
+}
+
+static int local_lkey(struct rdma_link *r, const struct iovec *v, size_t *hint, uint32_t *lkey)
+{
+	uintptr_t base = (uintptr_t)v->iov_base;
+
+	for (size_t k = 0; k < r->nareas; k++) {
+		size_t j = (*hint + k) % r->nareas;
+		const struct rdma_area *a = &r->areas[j];
+
+		if (a->mr && base >= a->addr && base - a->addr <= a->len &&
+		    v->iov_len <= a->len - (base - a->addr)) {
+			*hint = j;
+			*lkey = a->mr->lkey;
+			return 0;
+		}
+	}
+	return -EFAULT;
+}
+
+/* Wait for SQ room for `need` more WRs. */
+static int sq_room(struct rmig_link *l, struct rdma_conn *c, unsigned need, struct deadline *d)
+{
+	int rc;
+
+	for (;;) {
+		if (stopped(l, RMIG_LINK_STOP_DATA))
+			return -ECANCELED;
+		rc = reap_send(l, c);
+		if (rc > 0)
+			deadline_restart(d);
+		if (atomic_load(&c->failed))
+			return atomic_load(&c->failed);
+		if (c->sq_seq - c->sq_done + need <= c->sq_depth)
+			return 0;
+		rc = cq_wait(l, c, &c->s, RMIG_LINK_STOP_DATA, d);
+		if (rc)
+			return rc;
+	}
+}
+
+static int rdma_link_chan_write(struct rmig_link *l, unsigned chan, uint32_t area,
+				const uint64_t *remote_off, const struct iovec *local, int n,
+				int timeout_ms)
+{
+	struct rdma_link *r = rdma(l);
+	struct rdma_conn *c = chan_conn(l, chan);
+	struct ibv_send_wr wr[MAX_CHAIN];
+	struct ibv_sge sge[MAX_CHAIN];
+	const struct rdma_area *a;
+	struct deadline d;
+	size_t hint = area;
+	uint32_t lkey = 0;
+	int k = 0, rc;
+
+	if (!c)
+		return -EINVAL;
+	deadline_init(&d, timeout_ms);
+	if (stopped(l, RMIG_LINK_STOP_DATA))
+		return io_error(l, c, -ECANCELED, "data write", &d);
+	if (!r->imported) {
+		rmig_link_err(l, "no peer memory imported");
+		return -EINVAL;
+	}
+	if (area >= r->nareas) {
+		rmig_link_err(l, "memory area %u of %zu", area, r->nareas);
+		return -EINVAL;
+	}
+	if (c->dev != r->mem_dev) {
+		rmig_link_err(l, "data channel %u is on RDMA device %s, guest memory on %s", chan,
+			      dev_name(c->dev->verbs), dev_name(r->mem_dev->verbs));
+		return -EXDEV;
+	}
+	if (n < 0 || (n > 0 && (!local || !remote_off))) {
+		rmig_link_err(l, "bad write list (%d entries)", n);
+		return -EINVAL;
+	}
+	a = &r->areas[area];
+	/* Check everything before posting anything. */
+	for (int i = 0; i < n; i++) {
+		if (!local[i].iov_len)
+			continue;
+		if (remote_off[i] > a->len || local[i].iov_len > a->len - remote_off[i]) {
+			rmig_link_err(l,
+				      "write of %zu bytes at offset %" PRIu64
+				      " overruns memory area %u (%" PRIu64 " bytes)",
+				      local[i].iov_len, remote_off[i], area, a->len);
+			return -ERANGE;
+		}
+		if (local_lkey(r, &local[i], &hint, &lkey)) {
+			rmig_link_err(l, "write source %p (%zu bytes) is not in registered memory",
+				      local[i].iov_base, local[i].iov_len);
+			return -EFAULT;
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		uint64_t done = 0, len = local[i].iov_len;
+
+		if (len)
+			local_lkey(r, &local[i], &hint, &lkey);
+		while (done < len) {
+			uint64_t piece = len - done < c->max_msg ? len - done : c->max_msg;
+
+			if (k == MAX_CHAIN ||
+			    c->sq_seq - c->sq_done + (uint64_t)k + 1 > c->sq_depth) {
+				rc = k ? post_chain(l, c, wr, k) : 0;
+				k = 0;
+				if (!rc)
+					rc = sq_room(l, c, 1, &d);
+				if (rc)
+					return io_error(l, c, rc, "data write", &d);
+			}
+			sge[k] = (struct ibv_sge){ (uintptr_t)local[i].iov_base + done,
+						   (uint32_t)piece, lkey };
+			wr[k] = (struct ibv_send_wr){ .sg_list = &sge[k],
+						      .num_sge = 1,
+						      .opcode = IBV_WR_RDMA_WRITE };
+			wr[k].wr.rdma.remote_addr = a->raddr + remote_off[i] + done;
+			wr[k].wr.rdma.rkey = a->rkey;
+			k++;
+			done += piece;
+		}
+	}
+	rc = k ? post_chain(l, c, wr, k) : 0;
+	return rc ? io_error(l, c, rc, "data write", &d) : 0;
+}
+
+static int rdma_link_chan_flush(struct rmig_link *l, unsigned chan, int timeout_ms)
+{
+	struct rdma_conn *c = chan_conn(l, chan);
+	struct deadline d;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	deadline_init(&d, timeout_ms);
+	/* The last WR posted is always signaled: its completion means every
+	 * write before it is in the peer's memory. */
+	for (;;) {
+		if (stopped(l, RMIG_LINK_STOP_DATA))
+			return io_error(l, c, -ECANCELED, "data flush", &d);
+		rc = reap_send(l, c);
+		if (rc > 0)
+			deadline_restart(&d);
+		if (atomic_load(&c->failed))
+			return io_error(l, c, atomic_load(&c->failed), "data flush", &d);
+		if (c->sq_done >= c->sq_seq)
+			return 0;
+		rc = cq_wait(l, c, &c->s, RMIG_LINK_STOP_DATA, &d);
+		if (rc)
+			return io_error(l, c, rc, "data flush", &d);
+	}
+}
+
+/* --- rmig info ------------------------------------------------------------------ */
+
+__attribute__((format(printf, 4, 5))) static void appendf(char *buf, size_t len, size_t *used,
+							  const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (*used + 1 >= len)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *used, len - *used, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*used += (size_t)n < len - *used ? (size_t)n : len - *used - 1;
+}
+
+static int sysfs_int(const char *fmt, const char *dev, int dflt)
+{
+	char path[256];
+	FILE *f;
+	int v;
+
+	snprintf(path, sizeof(path), fmt, dev);
+	f = fopen(path, "re");
+	if (!f)
+		return dflt;
+	if (fscanf(f, "%d", &v) != 1)
+		v = dflt;
+	fclose(f);
+	return v;
+}
+
+static const char *transport_name(enum ibv_transport_type t)
+{
+	switch (t) {
+	case IBV_TRANSPORT_IB: return "InfiniBand transport";
+	case IBV_TRANSPORT_IWARP: return "iWARP";
+	case IBV_TRANSPORT_USNIC: return "usNIC";
+	case IBV_TRANSPORT_USNIC_UDP: return "usNIC UDP";
+	case IBV_TRANSPORT_UNSPECIFIED: return "unspecified transport";
+	default: return "unknown transport";
+	}
+}
+
+static void port_speed(const struct ibv_port_attr *pa, char *out, size_t len)
+{
+	static const struct {
+		unsigned code;
+		const char *name;
+		double gbps;
+	} speeds[] = {
+		{ 1, "SDR", 2.5 }, { 2, "DDR", 5 },   { 4, "QDR", 10 },	 { 8, "FDR10", 10 },
+		{ 16, "FDR", 14 }, { 32, "EDR", 25 }, { 64, "HDR", 50 }, { 128, "NDR", 100 }
+	};
+	unsigned lanes = pa->active_width == 1	  ? 1
+			 : pa->active_width == 2  ? 4
+			 : pa->active_width == 4  ? 8
+			 : pa->active_width == 8  ? 12
+			 : pa->active_width == 16 ? 2
+						  : 0;
+
+	snprintf(out, len, "speed unknown");
+	for (size_t i = 0; lanes && i < sizeof(speeds) / sizeof(speeds[0]); i++)
+		if (speeds[i].code == pa->active_speed)
+			snprintf(out, len, "%ux %s (%g Gb/s)", lanes, speeds[i].name,
+				 lanes * speeds[i].gbps);
+}
+
+static const char *gid_type_name(uint32_t t)
+{
+	return t == IBV_GID_TYPE_ROCE_V2 ? "RoCE v2" : t == IBV_GID_TYPE_ROCE_V1 ? "RoCE v1" : "IB";
+}
+
+static void describe_device(struct ibv_device *dev, char *buf, size_t len, size_t *used)
+{
+	const char *name = ibv_get_device_name(dev);
+	uint64_t guid = be64toh(ibv_get_device_guid(dev));
+	struct ibv_context *ctx = ibv_open_device(dev);
+	struct ibv_gid_entry *gids = NULL;
+	struct ibv_device_attr da;
+	ssize_t ngid = 0;
+
+	appendf(buf, len, used, "  %s: node GUID %04x:%04x:%04x:%04x, %s, NUMA node %d\n", name,
+		(unsigned)(guid >> 48), (unsigned)(guid >> 32) & 0xffff,
+		(unsigned)(guid >> 16) & 0xffff, (unsigned)guid & 0xffff,
+		transport_name(dev->transport_type),
+		sysfs_int("/sys/class/infiniband/%s/device/numa_node", name, -1));
+	if (!ctx) {
+		appendf(buf, len, used, "    cannot open: %s\n", strerror(errno));
+		return;
+	}
+	if (ibv_query_device(ctx, &da)) {
+		appendf(buf, len, used, "    cannot query\n");
+		goto out;
+	}
+	ngid = query_gids(ctx, da.phys_port_cnt, &gids);
+	for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
+		struct ibv_port_attr pa;
+		char speed[64];
+
+		if (ibv_query_port(ctx, p, &pa)) {
+			appendf(buf, len, used, "    port %u: cannot query\n", p);
+			continue;
+		}
+		port_speed(&pa, speed, sizeof(speed));
+		appendf(buf, len, used, "    port %u: %s, MTU %d, link layer %s, %s\n", p,
+			ibv_port_state_str(pa.state), 128 << pa.active_mtu,
+			pa.link_layer == IBV_LINK_LAYER_ETHERNET ? "Ethernet" : "InfiniBand",
+			speed);
+		for (ssize_t i = 0; i < ngid; i++) {
+			char text[INET6_ADDRSTRLEN], ifname[IF_NAMESIZE] = "-";
+
+			if (gids[i].port_num != p)
+				continue;
+			inet_ntop(AF_INET6, gids[i].gid.raw, text, sizeof(text));
+			if (gids[i].ndev_ifindex && !if_indextoname(gids[i].ndev_ifindex, ifname))
+				snprintf(ifname, sizeof(ifname), "ifindex %u",
+					 gids[i].ndev_ifindex);
+			appendf(buf, len, used, "      GID %u: %s, %s, netdev %s\n",
+				gids[i].gid_index, text, gid_type_name(gids[i].gid_type), ifname);
+		}
+	}
+out:
+	free(gids);
+	ibv_close_device(ctx);
+}
+
+static void rdma_link_describe(char *buf, size_t len)
+{
+	struct ibv_device **list;
+	size_t used = 0;
+	int n = 0;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	list = ibv_get_device_list(&n);
+	if (!list || n <= 0)
+		appendf(buf, len, &used, "  no RDMA devices\n");
+	for (int i = 0; list && i < n; i++)
+		describe_device(list[i], buf, len, &used);
+	if (list)
+		ibv_free_device_list(list);
+}
+
+/* --- life cycle -------------------------------------------------------------------- */
+
+static int rdma_link_create(struct rmig_link *l)
+{
+	struct rdma_link *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return -ENOMEM;
+	l->priv = r;
+	return 0;
+}
+
+static void rdma_link_destroy(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+
+	if (!r)
+		return;
+	close_session(l);
+	for (unsigned i = 0; i < r->ndev; i++)
+		ibv_dealloc_pd(r->dev[i].pd);
+	if (r->listen_id)
+		rdma_destroy_id(r->listen_id);
+	if (r->listen_ech)
+		rdma_destroy_event_channel(r->listen_ech);
+	if (r->devices)
+		rdma_free_devices(r->devices);
+	free(r);
+	l->priv = NULL;
+}
+
+static void rdma_link_interrupt(struct rmig_link *l, unsigned flags)
+{
+	/* Flags only (async-signal-safe): every wait looks at them at least
+	 * every SLICE_MS. */
+	atomic_fetch_or(&l->interrupted, flags);
+}
+
+const struct rmig_link_ops rmig_rdma_link_ops = {
+	.name = "rdma",
+	.create = rdma_link_create,
+	.destroy = rdma_link_destroy,
+	.listen = rdma_link_listen,
+	.accept_ctrl = rdma_link_accept_ctrl,
+	.accept_channel = rdma_link_accept_channel,
+	.connect_ctrl = rdma_link_connect_ctrl,
+	.connect_channel = rdma_link_connect_channel,
+	.ctrl_send = rdma_link_ctrl_send,
+	.ctrl_recv = rdma_link_ctrl_recv,
+	.chan_send = rdma_link_chan_send,
+	.chan_recv = rdma_link_chan_recv,
+	.mem_expose = rdma_link_mem_expose,
+	.mem_import = rdma_link_mem_import,
+	.mem_release = rdma_link_mem_release,
+	.chan_write = rdma_link_chan_write,
+	.chan_flush = rdma_link_chan_flush,
+	.describe = rdma_link_describe,
+	.interrupt = rdma_link_interrupt,
+};
