@@ -48,6 +48,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a -lcmocka $(LDLIBS)
 
+# The RDMA link's own two-process test, run inside the rxe VM.
+$(BUILD)/rxe/link_selftest: tests/rxe/link_selftest.c $(BUILD)/librmig.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+
 deps:
 	@scripts/deps.sh
 
@@ -55,7 +60,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tests/e2e/demo.sh $(BUILD)/rmig
 
-unit: $(UNIT_BIN)
+unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest
 e2e: all
 
 check: deps

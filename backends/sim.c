@@ -7,6 +7,7 @@
  *   hot         share of pages the writer touches (the working set)
  *   zero        share of pages that start all-zero
  *   seed        makes contents and the write sequence reproducible
+ *   node        NUMA node to bind the guest's memory to (default: none)
  * On the destination the spec is just "sim": size and layout come from the
  * source, and the writer's state (RNG, counters) travels as the device-state
  * blob, so the guest carries on where it stopped.
@@ -17,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <numa.h>
+#include <numaif.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <time.h>
@@ -42,6 +45,7 @@ struct sim {
 	uint64_t pages_per_region, npages;
 	uint64_t seed, rate, hot_pages, stride;
 	unsigned zero_pct;
+	int node; /* NUMA node the memory is bound to, -1: none */
 	/* writer */
 	pthread_t writer;
 	int writer_started;
@@ -123,6 +127,17 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
 		else if (strcmp(tok, "seed") == 0) {
 			s->seed = strtoull(val, &end, 0);
 			rc = (end == val || *end) ? -EINVAL : 0;
+		} else if (strcmp(tok, "node") == 0) {
+			long n = strtol(val, &end, 10);
+
+			rc = (end == val || *end || n < 0 || n > 1023) ? -EINVAL : 0;
+			if (!rc && (numa_available() < 0 || n > numa_max_node() ||
+				    !numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n))) {
+				rmig_backend_err(be, "sim: NUMA node %ld does not exist here", n);
+				rc = -EINVAL;
+				break;
+			}
+			s->node = (int)n;
 		} else if (strcmp(tok, "regions") == 0) {
 			*nregions = (unsigned)strtoul(val, &end, 10);
 			rc = (end == val || *end || *nregions == 0 || *nregions > RMIG_MAX_REGIONS)
@@ -174,6 +189,19 @@ static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_
 		/* Back guest RAM with transparent huge pages, as QEMU does: one
 		 * fault per 2 MiB instead of per 4 KiB. */
 		madvise(p, region_len, MADV_HUGEPAGE);
+		if (s->node >= 0) {
+			unsigned long mask[16] = { 0 };
+
+			mask[s->node / 64] = 1ul << (s->node % 64);
+			if (mbind(p, region_len, MPOL_BIND, mask, 1024, 0)) {
+				int err = errno;
+
+				rmig_backend_err(be, "sim: cannot bind memory to node %d: %s",
+						 s->node, strerror(err));
+				munmap(p, region_len);
+				return -err;
+			}
+		}
 		s->regions[i] = (struct rmig_region){ .id = (uint32_t)i,
 						      .page_size = SIM_PAGE,
 						      .gpa = (uint64_t)i * region_len,
@@ -317,6 +345,7 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	pthread_cond_init(&s->cond, NULL);
 	be->priv = s;
 	s->seed = 1;
+	s->node = -1;
 	if (role == RMIG_ROLE_DEST) {
 		if (*args) {
 			rmig_backend_err(be, "sim: the destination takes no options (the source "

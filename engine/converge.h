@@ -21,6 +21,7 @@ struct rmig_converge_input {
 	enum rmig_no_converge policy;
 	int can_throttle;	/* backend supports throttling */
 	double expected_ms;	/* expected downtime if we stopped now */
+	double fixed_ms;	/* the part of it no pre-copy can shrink (verification) */
 	uint64_t sent_bytes;	/* bytes sent in the round */
 	uint64_t dirtied_bytes; /* bytes dirtied during the round */
 };

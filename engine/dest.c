@@ -420,6 +420,7 @@ int rmig_recv(struct rmig_ctx *ctx)
 		goto fail;
 	}
 	memcpy(ctx->token, m->u.hello.nonce, RMIG_NONCE_LEN);
+	caps = m->u.hello.caps; /* m is reused for our HELLO below */
 	ctx->nchan = m->u.hello.channels;
 	ctx->stats.channels = ctx->nchan;
 	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce)) {
@@ -434,7 +435,6 @@ int rmig_recv(struct rmig_ctx *ctx)
 	rc = rmig_ctrl_send(ctx, m);
 	if (rc)
 		goto fail;
-	caps = m->u.hello.caps;
 	rc = accept_channels(ctx, ctx->nchan, nodes);
 	if (rc)
 		goto fail;

@@ -666,6 +666,7 @@ int rmig_send(struct rmig_ctx *ctx)
 						   .policy = ctx->cfg.on_no_converge,
 						   .can_throttle = ctx->be->ops->throttle != NULL,
 						   .expected_ms = rs.expected_downtime_ms,
+						   .fixed_ms = fixed_ms,
 						   .sent_bytes = rs.bytes,
 						   .dirtied_bytes = dirty_pages * page_size };
 		d = rmig_converge_decide(&in, &conv);
@@ -678,9 +679,10 @@ int rmig_send(struct rmig_ctx *ctx)
 		if (d == RMIG_CONV_ABORT) {
 			rc = rmig_err(ctx, -ETIME,
 				      "did not converge in %u rounds: expected downtime %.0f ms > "
-				      "%u ms (dirty rate %.0f pages/s)",
+				      "%u ms (dirty rate %.0f pages/s, %.0f ms of it fixed costs "
+				      "such as --verify)",
 				      round, rs.expected_downtime_ms, ctx->cfg.downtime_ms,
-				      rs.dirty_rate);
+				      rs.dirty_rate, fixed_ms);
 			goto fail;
 		}
 		if (d == RMIG_CONV_THROTTLE) {

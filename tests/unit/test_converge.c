@@ -123,6 +123,31 @@ static void test_out_of_rounds(void **state)
 	assert_int_equal(rmig_converge_decide(&in, &st), RMIG_CONV_FORCE);
 }
 
+/* When the fixed part (verification) alone exceeds the limit and the memory
+ * part is negligible, rounds cannot help: the policy applies at once. */
+static void test_fixed_cost_over_limit(void **state)
+{
+	struct rmig_converge_state st = { 0 };
+	struct rmig_converge_input in;
+
+	(void)state;
+	in = slow_round(2, 30, RMIG_NC_THROTTLE);
+	in.fixed_ms = 470;
+	in.expected_ms = 475; /* 5 ms of memory: under 10% of the 300 ms limit */
+	assert_int_equal(rmig_converge_decide(&in, &st), RMIG_CONV_FORCE);
+	assert_int_equal(st.throttle_pct, 0);
+	in.policy = RMIG_NC_ABORT;
+	assert_int_equal(rmig_converge_decide(&in, &st), RMIG_CONV_ABORT);
+	/* Memory still worth shrinking: keep going. */
+	in.policy = RMIG_NC_FORCE;
+	in.expected_ms = 470 + 100;
+	assert_int_equal(rmig_converge_decide(&in, &st), RMIG_CONV_CONTINUE);
+	/* A fixed part within the limit changes nothing. */
+	in.fixed_ms = 200;
+	in.expected_ms = 205;
+	assert_int_equal(rmig_converge_decide(&in, &st), RMIG_CONV_SWITCH);
+}
+
 static void test_throttle_steps(void **state)
 {
 	static const unsigned want[] = { 20, 30, 40, 50, 60, 70, 80, 90, 99 };
@@ -379,6 +404,7 @@ int main(void)
 		cmocka_unit_test(test_switch_when_downtime_fits),
 		cmocka_unit_test(test_continue_when_not_fitting),
 		cmocka_unit_test(test_out_of_rounds),
+		cmocka_unit_test(test_fixed_cost_over_limit),
 		cmocka_unit_test(test_throttle_steps),
 		cmocka_unit_test(test_throttle_conditions),
 		cmocka_unit_test(test_expected_downtime),

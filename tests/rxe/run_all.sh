@@ -1,0 +1,15 @@
+#!/bin/bash
+# Everything that needs real RDMA, in one boot of the rxe VM (make check runs
+# it through tests/e2e/t_rxe.sh): the VM selftest (devices, ib_write_bw,
+# rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations.
+set -u
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-build}
+rc=0
+echo "=== selftest"
+tests/rxe/selftest.sh || rc=1
+echo "=== link_selftest"
+"$BUILD/rxe/link_selftest" || rc=1
+echo "=== t_migrate"
+RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
+exit $rc
