@@ -25,7 +25,7 @@ LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
-.PHONY: all deps demo check unit e2e clean format
+.PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
 
 $(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h)
@@ -66,6 +66,12 @@ e2e: all
 check: deps
 	@$(MAKE) --no-print-directory all unit
 	@BUILD=$(BUILD) tests/run.sh
+
+# Performance, as ratios to a ceiling measured in the same run.
+bench-rxe: deps
+	@$(MAKE) --no-print-directory all
+	@tests/rxe/setup.sh >/dev/null
+	@tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh
 
 format:
 	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c include/*.h */*.h
