@@ -108,6 +108,39 @@ else
 	bad "numa: the VM has one NUMA node (boot it with vm.sh --numa)"
 fi
 
+# --- RLIMIT_MEMLOCK: checked before pinning, not discovered half-way --------
+# A receiver without CAP_IPC_LOCK and a 16 MiB limit cannot pin a 64 MiB
+# guest: --pin=auto falls back to staging and says why; --pin=all refuses
+# with the limit named, and the sender's guest never stops.
+LIMITED="prlimit --memlock=16777216 setpriv --bounding-set -ipc_lock --inh-caps -ipc_lock"
+for mode in auto all; do
+	ip netns exec "$RXE_B_NS" $LIMITED "$RMIG" recv --listen "$RXE_B_IP:0" --json $SLOW \
+		--pin "$mode" >"$T/ml-$mode-recv.out" 2>"$T/ml-$mode-recv.err" &
+	RECV_PID=$!
+	PORT=""
+	for _ in $(seq 200); do
+		PORT=$(jq -r 'select(.event=="listening") | .port' "$T/ml-$mode-recv.out" 2>/dev/null)
+		[ -n "$PORT" ] && break
+		sleep 0.05
+	done
+	ip netns exec "$RXE_A_NS" "$RMIG" send --json $SLOW --device "$RXE_A_DEV" --pin "$mode" \
+		--backend sim:size=64M,dirty-rate=1000 "$RXE_B_IP:$PORT" \
+		>"$T/ml-$mode-send.out" 2>"$T/ml-$mode-send.err"
+	rc=$?
+	wait "$RECV_PID"
+	if [ "$mode" = auto ]; then
+		got="$rc/$(field "$T/ml-auto-send.out" pin)/$(field "$T/ml-auto-send.out" verified)"
+		[ "$got" = 0/staging/true ] && grep -q 'RLIMIT_MEMLOCK' "$T/ml-auto-recv.out" &&
+			ok "memlock auto: fell back to staging, verified, reason names RLIMIT_MEMLOCK" ||
+			bad "memlock auto: $got $(grep transport "$T/ml-auto-recv.out")"
+	else
+		[ "$rc" != 0 ] && grep -q 'RLIMIT_MEMLOCK' "$T/ml-all-send.err" &&
+			[ "$(field "$T/ml-all-send.out" result)" != migrated ] &&
+			ok "memlock all: refused before any memory moved: $(cat "$T/ml-all-send.err")" ||
+			bad "memlock all: exit $rc, $(cat "$T/ml-all-send.err")"
+	fi
+done
+
 # --- auto picks rdma ----------------------------------------------------------
 # pin auto: guest memory can be registered here, so it is zero copy.
 PIN=auto WANT_PIN=all migrate auto "$GUEST" --transport auto
