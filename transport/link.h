@@ -110,6 +110,9 @@ int rmig_link_register(const struct rmig_link_ops *ops);
 const struct rmig_link_ops *rmig_link_find(const char *name);
 int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out);
 void rmig_link_destroy(struct rmig_link *l);
+/* "1.2.3.4:5" or "[::1]:5", for naming peers in messages. */
+struct sockaddr;
+void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len);
 void rmig_link_err(struct rmig_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -270,21 +270,6 @@ static double mib(uint64_t bytes)
 	return (double)bytes / (1024.0 * 1024.0);
 }
 
-static void addr_to_text(const struct sockaddr *sa, char *out, size_t len)
-{
-	char host[INET6_ADDRSTRLEN], serv[8];
-
-	if (getnameinfo(sa,
-			sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						  : sizeof(struct sockaddr_in),
-			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
-		snprintf(out, len, "?");
-	else if (sa->sa_family == AF_INET6)
-		snprintf(out, len, "[%s]:%s", host, serv);
-	else
-		snprintf(out, len, "%s:%s", host, serv);
-}
-
 static socklen_t addr_len(const struct sockaddr *sa)
 {
 	return sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -1480,7 +1465,7 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 				 res->ai_addr, timeout_ms, &r->ctrl);
 	if (!rc) {
 		memcpy(&r->peer_addr, res->ai_addr, res->ai_addrlen);
-		addr_to_text(res->ai_addr, l->peer, sizeof(l->peer));
+		rmig_link_addr_text(res->ai_addr, l->peer, sizeof(l->peer));
 	}
 	freeaddrinfo(res);
 	return rc;
@@ -1743,7 +1728,7 @@ static int accept_next(struct rmig_link *l, int kind, int timeout_ms, int set_pe
 			pd_ok = !pdata_decode(ev->param.conn.private_data,
 					      ev->param.conn.private_data_len, &pd);
 			rdma_ack_cm_event(ev);
-			addr_to_text(rdma_get_peer_addr(child), from, sizeof(from));
+			rmig_link_addr_text(rdma_get_peer_addr(child), from, sizeof(from));
 			if (set_peer)
 				memcpy(l->peer, from, sizeof(from));
 			rc = take_request(l, child, kind, &pd, pd_ok, timeout_ms, from, last,

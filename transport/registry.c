@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netdb.h>
+#include <netinet/in.h>
+
 #include "link.h"
 
 extern const struct rmig_link_ops rmig_tcp_link_ops;
@@ -90,4 +93,19 @@ void rmig_link_err(struct rmig_link *l, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(l->err, sizeof(l->err), fmt, ap);
 	va_end(ap);
+}
+
+void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN], serv[8];
+
+	if (getnameinfo(sa,
+			sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+						  : sizeof(struct sockaddr_in),
+			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
+		snprintf(out, len, "?");
+	else if (sa->sa_family == AF_INET6)
+		snprintf(out, len, "[%s]:%s", host, serv);
+	else
+		snprintf(out, len, "%s:%s", host, serv);
 }

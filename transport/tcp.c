@@ -77,21 +77,6 @@ static void tcp_destroy(struct rmig_link *l)
 	l->priv = NULL;
 }
 
-static void addr_to_text(const struct sockaddr *sa, char *out, size_t len)
-{
-	char host[INET6_ADDRSTRLEN], serv[8];
-
-	if (getnameinfo(sa,
-			sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-						  : sizeof(struct sockaddr_in),
-			host, sizeof(host), serv, sizeof(serv), NI_NUMERICHOST | NI_NUMERICSERV))
-		snprintf(out, len, "?");
-	else if (sa->sa_family == AF_INET6)
-		snprintf(out, len, "[%s]:%s", host, serv);
-	else
-		snprintf(out, len, "%s:%s", host, serv);
-}
-
 static void tune_socket(int fd, int nodelay)
 {
 	int one = 1;
@@ -195,7 +180,7 @@ static int accept_one(struct rmig_link *l, int timeout_ms, int *out)
 			return -errno;
 		}
 	}
-	addr_to_text((struct sockaddr *)&ss, l->peer, sizeof(l->peer));
+	rmig_link_addr_text((struct sockaddr *)&ss, l->peer, sizeof(l->peer));
 	*out = fd;
 	return 0;
 }
@@ -287,7 +272,7 @@ static int tcp_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port
 	if (rc == 0) {
 		memcpy(&t->peer_addr, res->ai_addr, res->ai_addrlen);
 		t->peer_addrlen = res->ai_addrlen;
-		addr_to_text(res->ai_addr, l->peer, sizeof(l->peer));
+		rmig_link_addr_text(res->ai_addr, l->peer, sizeof(l->peer));
 		tune_socket(t->ctrl_fd, 1);
 	}
 	freeaddrinfo(res);
