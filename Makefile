@@ -68,6 +68,10 @@ check: deps
 	@BUILD=$(BUILD) tests/run.sh
 
 # Performance, as ratios to a ceiling measured in the same run.
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@RMIG=$(BUILD)/rmig scripts/bench.sh
+
 bench-rxe: deps
 	@$(MAKE) --no-print-directory all
 	@tests/rxe/setup.sh >/dev/null

@@ -1,0 +1,67 @@
+#!/bin/bash
+# make bench: rmig against ceilings measured in the same run on this machine.
+# Writes bench/results.md and bench/results.json. So far: (1) TCP throughput
+# against iperf3 over loopback, (2) RDMA against ib_write_bw on one rxe pair
+# (tests/rxe/bench.sh). The rest of issue 6 (zero pages, dirty-rate sweep,
+# QEMU, CPU cost, scale, plots) is still to do.
+set -u
+cd "$(dirname "$0")/.."
+RMIG=${RMIG:-build/rmig}
+SIZE=${BENCH_SIZE:-4G}
+CH=${BENCH_CHANNELS:-2}
+T=$(mktemp -d /tmp/rmig-bench.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+mkdir -p bench
+command -v iperf3 >/dev/null || {
+	[ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
+} || { echo "bench: iperf3 is missing (apt-get install iperf3)"; exit 1; }
+bytes=$(numfmt --from=iec "$SIZE")
+
+# (1) TCP. Ceiling: iperf3 moving the same bytes over the same number of streams.
+iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
+sleep 0.5
+iperf3 -c 127.0.0.1 -p 5299 -P "$CH" -n "$bytes" -J >"$T/iperf.json" || { echo "bench: iperf3 failed"; exit 1; }
+wait
+iperf=$(jq '.end.sum_received.bits_per_second / 8' "$T/iperf.json")
+"$RMIG" recv --listen 127.0.0.1:0 --json --transport tcp >"$T/recv" 2>&1 &
+for _ in $(seq 100); do
+	port=$(jq -r 'select(.event=="listening") | .port' "$T/recv" 2>/dev/null)
+	[ -n "$port" ] && break
+	sleep 0.05
+done
+"$RMIG" send --json --transport tcp --channels "$CH" --no-verify \
+	--backend "sim:size=$SIZE,dirty-rate=0,zero=0%" "127.0.0.1:$port" >"$T/send" 2>&1
+wait
+tcp_total=$(jq -r 'select(.event=="summary") | .total_ms' "$T/send")
+tcp_bw=$(jq -r 'select(.event=="round" and .round==1) | .bandwidth' "$T/send")
+tcp_ratio=$(awk -v a="$tcp_bw" -v b="$iperf" 'BEGIN { printf "%.2f", a / b }')
+
+# (2) RDMA, in one boot of the soft-RoCE VM.
+rxe_table=""
+if tests/rxe/setup.sh >/dev/null 2>&1; then
+	rxe_table=$(tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh 2>/dev/null | grep '^|')
+else
+	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
+fi
+
+mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+{
+	echo "# rmig bench, $(date -u +%Y-%m-%d), $(uname -m), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+	echo
+	echo "## TCP over loopback, $SIZE idle guest of non-zero data, $CH streams"
+	echo
+	echo "| | MB/s | ratio to iperf3 |"
+	echo "|---|---|---|"
+	echo "| iperf3 -P $CH, same bytes | $(mb "$iperf") | 1.00 |"
+	echo "| rmig send (pre-copy round 1) | $(mb "$tcp_bw") | $tcp_ratio |"
+	echo
+	echo "Whole migration: $tcp_total ms. Target: 0.9 of iperf3: $(awk -v r="$tcp_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "not met") }')."
+	echo
+	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
+	echo
+	echo "$rxe_table"
+} | tee bench/results.md
+jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$tcp_bw" \
+	--argjson ratio "$tcp_ratio" --arg size "$SIZE" --argjson channels "$CH" \
+	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_Bps: $rmig, ratio: $ratio}}' \
+	>bench/results.json
