@@ -564,9 +564,12 @@ fail:
 	if (started) {
 		/* The guest runs here: the migration succeeded, only the final
 		 * figures are missing. */
-		fprintf(stderr,
-			"rmig: guest started, but the source's final report is missing: %s\n",
-			ctx->err);
+		char why[sizeof(ctx->err) + 64];
+		struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = why };
+
+		snprintf(why, sizeof(why),
+			 "guest started, but the source's final report is missing: %s", ctx->err);
+		rmig_emit(ctx, &ev);
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_go);
 		rc = 0;

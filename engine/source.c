@@ -812,13 +812,23 @@ fail:
 	} else {
 		if (started_migration)
 			rmig_ctrl_send_abort(ctx, rc, ctx->err);
-		if (paused && ctx->be->ops->resume(ctx->be))
-			fprintf(stderr, "rmig: resuming the guest failed: %s\n", ctx->be->err);
+		int resumed = !paused || !ctx->be->ops->resume(ctx->be);
+
 		if (conv.throttle_pct && ctx->be->ops->throttle)
 			ctx->be->ops->throttle(ctx->be, 0);
 		ctx->stats.result =
 		    started_migration ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
-		rmig_set_phase(ctx, started_migration ? "rolled-back" : "failed");
+		if (!resumed) {
+			/* Neither side runs the guest: not a rollback, the operator must act. */
+			size_t n = strlen(ctx->err);
+
+			snprintf(ctx->err + n, sizeof(ctx->err) - n,
+				 "; then resuming the guest failed: %s", ctx->be->err);
+			ctx->stats.result = RMIG_RESULT_UNKNOWN;
+		}
+		rmig_set_phase(ctx, !resumed		? "unknown"
+				    : started_migration ? "rolled-back"
+							: "failed");
 	}
 	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	if (rc >= 0)

@@ -168,6 +168,7 @@ enum rmig_event_type {
 	RMIG_EV_THROTTLE,  /* guest throttled to throttle_pct */
 	RMIG_EV_PHASE,	   /* phase changed: phase */
 	RMIG_EV_TRANSPORT, /* link chosen: transport, pin, detail (why, if not rdma) */
+	RMIG_EV_WARNING,   /* something the operator should know: detail */
 };
 
 struct rmig_round_stats {
@@ -211,8 +212,8 @@ struct rmig_stats {
 	int verified;	       /* digests compared equal */
 	int forced;	       /* switched over without meeting downtime_ms */
 	double expected_downtime_ms;
-	uint64_t bench_bytes;  /* with bench_ms: bytes sent in the resend rounds */
-	double bench_seconds;  /* and the time they took */
+	uint64_t bench_bytes; /* with bench_ms: bytes sent in the resend rounds */
+	double bench_seconds; /* and the time they took */
 };
 
 struct rmig_ctx;

@@ -211,6 +211,18 @@ static void on_event(void *arg, const struct rmig_event *ev)
 				ev->detail ? ev->detail : "");
 		}
 		break;
+	case RMIG_EV_WARNING:
+		if (t->json) {
+			printf("{\"event\":\"warning\",\"detail\":\"");
+			for (const char *p = ev->detail; *p; p++)
+				printf(*p == '"' || *p == '\\' ? "\\%c" : "%c",
+				       (*p >= 0x20 && *p < 0x7f) ? *p : '?');
+			printf("\"}\n");
+		} else {
+			clear_progress(t);
+			fprintf(stderr, "rmig: warning: %s\n", ev->detail);
+		}
+		break;
 	case RMIG_EV_PHASE:
 		if (t->json)
 			printf("{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
@@ -339,15 +351,17 @@ static void print_summary(struct tool *t, int rc)
 		double bw = (double)s->bench_bytes / s->bench_seconds;
 
 		if (t->json) {
-			printf("{\"event\":\"bench\",\"transport\":\"%s\",\"pin\":\"%s\","
-			       "\"channels\":%u,\"bytes\":%llu,\"seconds\":%.3f,\"bandwidth\":%.0f}\n",
-			       s->transport, s->pin, s->channels, (unsigned long long)s->bench_bytes,
-			       s->bench_seconds, bw);
+			printf(
+			    "{\"event\":\"bench\",\"transport\":\"%s\",\"pin\":\"%s\","
+			    "\"channels\":%u,\"bytes\":%llu,\"seconds\":%.3f,\"bandwidth\":%.0f}\n",
+			    s->transport, s->pin, s->channels, (unsigned long long)s->bench_bytes,
+			    s->bench_seconds, bw);
 		} else {
 			char b[32];
 
 			fmt_bytes(b, sizeof(b), bw);
-			fprintf(stderr, "rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
+			fprintf(stderr,
+				"rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
 				s->transport, s->pin, s->channels, b, bw / 1e6);
 		}
 	}
