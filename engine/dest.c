@@ -327,7 +327,6 @@ static int offer_memory(struct rmig_ctx *ctx, int asked)
 	struct rmig_link *l = ctx->link;
 	struct rmig_link_mem mem[RMIG_MAX_REGIONS];
 	struct rmig_msg m = { .type = RMIG_MSG_MEM_KEYS };
-	const char *pin = l->ops->mem_expose ? "staging" : "none";
 	void *blob = NULL;
 	size_t len = 0;
 	int rc = 0;
@@ -335,9 +334,7 @@ static int offer_memory(struct rmig_ctx *ctx, int asked)
 	if (!asked)
 		goto out;
 	if (l->ops->mem_expose && ctx->cfg.pin != RMIG_PIN_STAGING) {
-		for (size_t i = 0; i < ctx->nregions; i++)
-			mem[i] =
-			    (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
+		rmig_link_mem_of_regions(ctx, mem);
 		rc = l->ops->mem_expose(l, mem, ctx->nregions, &blob, &len);
 		if (rc && ctx->cfg.pin == RMIG_PIN_ALL) {
 			rc = rmig_err(ctx, rc, "--pin=all: cannot register guest memory: %s",
@@ -348,9 +345,8 @@ static int offer_memory(struct rmig_ctx *ctx, int asked)
 			snprintf(ctx->link_detail, sizeof(ctx->link_detail),
 				 "guest memory not registered (%s): using staging buffers", l->err);
 			len = 0;
-		} else {
-			pin = "all";
 		}
+		ctx->placement = !rc;
 	}
 	if (len > RMIG_MAX_MEM_KEYS) {
 		rc = rmig_err(ctx, -E2BIG, "memory description of %zu bytes is too large", len);
@@ -362,7 +358,7 @@ static int offer_memory(struct rmig_ctx *ctx, int asked)
 out:
 	free(blob);
 	if (!rc)
-		rmig_link_chosen(ctx, pin);
+		rmig_link_chosen(ctx);
 	return rc;
 }
 

@@ -88,8 +88,11 @@ int rmig_page_is_zero(const void *page, size_t len);
 int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms);
 int rmig_link_listen(struct rmig_ctx *ctx);
 int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms);
-/* Announce the chosen link and placement. */
-void rmig_link_chosen(struct rmig_ctx *ctx, const char *pin);
+/* Announce the chosen link and how it reaches guest memory (derived from
+ * ctx->placement and what the link can do). */
+void rmig_link_chosen(struct rmig_ctx *ctx);
+/* The link's view of the guest regions, index for index. */
+void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem);
 
 /* Fill the layout (wire form) from backend regions; checks it too. */
 int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n);

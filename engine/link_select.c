@@ -15,9 +15,10 @@
 #define RDMA_PROBE_MS 3000 /* how long "auto" gives RDMA to reach the peer */
 #define ACCEPT_SLICE_MS 100
 
-void rmig_link_chosen(struct rmig_ctx *ctx, const char *pin)
+void rmig_link_chosen(struct rmig_ctx *ctx)
 {
 	struct rmig_event ev = { .type = RMIG_EV_TRANSPORT };
+	const char *pin = ctx->placement ? "all" : ctx->link->ops->mem_expose ? "staging" : "none";
 
 	ctx->stats.transport = ctx->link->ops->name;
 	ctx->stats.pin = pin;
@@ -25,6 +26,12 @@ void rmig_link_chosen(struct rmig_ctx *ctx, const char *pin)
 	ev.pin = pin;
 	ev.detail = ctx->link_detail[0] ? ctx->link_detail : NULL;
 	rmig_emit(ctx, &ev);
+}
+
+void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem)
+{
+	for (size_t i = 0; i < ctx->nregions; i++)
+		mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
 }
 
 int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)

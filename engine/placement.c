@@ -1,4 +1,4 @@
-/* placement.c - NUMA placement queries for the engine (see numa.h). */
+/* placement.c - NUMA placement queries for the engine (see placement.h). */
 #include <errno.h>
 #include <numa.h>
 #include <numaif.h>

@@ -33,10 +33,11 @@ struct send_item {
 
 struct sender;
 
-/* Work for the channels of one NUMA node. */
+/* Work for the channels of one NUMA node; they wait on `work`. */
 struct send_queue {
 	struct send_item q[QUEUE_CAP];
 	size_t head, count;
+	pthread_cond_t work;
 };
 
 struct send_worker {
@@ -54,7 +55,7 @@ struct send_worker {
 struct sender {
 	struct rmig_ctx *ctx;
 	pthread_mutex_t lock;
-	pthread_cond_t work, space, idle;
+	pthread_cond_t space, idle;
 	struct send_queue queue[RMIG_MAX_NODE_GROUPS];
 	size_t queued; /* over all queues */
 	unsigned busy;
@@ -206,7 +207,7 @@ static void *worker_main(void *arg)
 		int rc = 0;
 
 		while (!q->count && !s->quit)
-			pthread_cond_wait(&s->work, &s->lock);
+			pthread_cond_wait(&q->work, &s->lock);
 		if (s->quit)
 			break;
 		it = q->q[q->head];
@@ -244,8 +245,7 @@ static int push_item(struct sender *s, const struct send_item *it)
 		q->q[(q->head + q->count) % QUEUE_CAP] = *it;
 		q->count++;
 		s->queued++;
-		/* Workers of several groups share the condition: wake them all. */
-		pthread_cond_broadcast(&s->work);
+		pthread_cond_signal(&q->work);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return failed ? -EIO : 0;
@@ -286,7 +286,8 @@ static void stop_workers(struct sender *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->quit = 1;
-	pthread_cond_broadcast(&s->work);
+	for (unsigned g = 0; g < RMIG_MAX_NODE_GROUPS; g++)
+		pthread_cond_broadcast(&s->queue[g].work);
 	pthread_mutex_unlock(&s->lock);
 	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
 		if (s->w[i].started)
@@ -413,8 +414,7 @@ static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
 			 "destination offers no registered memory: using staging buffers");
 		return 0;
 	}
-	for (size_t i = 0; i < ctx->nregions; i++)
-		mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
+	rmig_link_mem_of_regions(ctx, mem);
 	rc = l->ops->mem_import(l, mem, ctx->nregions, m->u.state.data, m->u.state.len);
 	if (rc && ctx->cfg.pin == RMIG_PIN_ALL)
 		return rmig_err(ctx, rc, "--pin=all: %s", l->err);
@@ -508,9 +508,7 @@ static int handshake(struct rmig_ctx *ctx)
 			rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	}
 	if (!rc)
-		rmig_link_chosen(ctx, ctx->placement		   ? "all"
-				      : ctx->link->ops->mem_expose ? "staging"
-								   : "none");
+		rmig_link_chosen(ctx);
 out:
 	free(m);
 	return rc;
@@ -565,7 +563,8 @@ int rmig_send(struct rmig_ctx *ctx)
 	s->ctx = ctx;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->rate_lock, NULL);
-	pthread_cond_init(&s->work, NULL);
+	for (unsigned g = 0; g < RMIG_MAX_NODE_GROUPS; g++)
+		pthread_cond_init(&s->queue[g].work, NULL);
 	pthread_cond_init(&s->space, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	ctx->t_start_ms = rmig_now_ms();
@@ -841,7 +840,8 @@ out:
 		free(s->bitmap[i]);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->rate_lock);
-	pthread_cond_destroy(&s->work);
+	for (unsigned g = 0; g < RMIG_MAX_NODE_GROUPS; g++)
+		pthread_cond_destroy(&s->queue[g].work);
 	pthread_cond_destroy(&s->space);
 	pthread_cond_destroy(&s->idle);
 	free(s);

@@ -144,6 +144,18 @@ static void clear_progress(struct tool *t)
 		fprintf(stderr, "\r\033[K");
 }
 
+/* ,"key":"value" with value JSON-escaped (messages may quote peers' text). */
+static void print_json_field(const char *key, const char *value)
+{
+	printf(",\"%s\":\"", key);
+	for (const char *p = value; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			putchar('\\');
+		putchar(*p >= 0x20 && *p < 0x7f ? *p : '?');
+	}
+	putchar('"');
+}
+
 static void on_event(void *arg, const struct rmig_event *ev)
 {
 	struct tool *t = arg;
@@ -201,7 +213,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			printf("{\"event\":\"transport\",\"transport\":\"%s\",\"pin\":\"%s\"",
 			       ev->transport, ev->pin);
 			if (ev->detail)
-				printf(",\"detail\":\"%s\"", ev->detail);
+				print_json_field("detail", ev->detail);
 			printf("}\n");
 		} else {
 			clear_progress(t);
@@ -213,11 +225,9 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		break;
 	case RMIG_EV_WARNING:
 		if (t->json) {
-			printf("{\"event\":\"warning\",\"detail\":\"");
-			for (const char *p = ev->detail; *p; p++)
-				printf(*p == '"' || *p == '\\' ? "\\%c" : "%c",
-				       (*p >= 0x20 && *p < 0x7f) ? *p : '?');
-			printf("\"}\n");
+			printf("{\"event\":\"warning\"");
+			print_json_field("detail", ev->detail);
+			printf("}\n");
 		} else {
 			clear_progress(t);
 			fprintf(stderr, "rmig: warning: %s\n", ev->detail);
@@ -366,17 +376,6 @@ static void print_summary(struct tool *t, int rc)
 		}
 	}
 	if (t->json) {
-		char err[1200] = "";
-		const char *m = rmig_errmsg(t->ctx);
-		size_t o = 0;
-
-		/* JSON-escape the message. */
-		for (const char *p = m; *p && o + 8 < sizeof(err); p++) {
-			if (*p == '"' || *p == '\\')
-				err[o++] = '\\';
-			err[o++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
-		}
-		err[o] = 0;
 		printf(
 		    "{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
 		    "\"pin\":\"%s\","
@@ -396,7 +395,7 @@ static void print_summary(struct tool *t, int rc)
 		if (delta >= 0)
 			printf(",\"guest_progress_delta\":%lld", delta);
 		if (rc)
-			printf(",\"error\":\"%s\"", err);
+			print_json_field("error", rmig_errmsg(t->ctx));
 		printf("}\n");
 		fflush(stdout);
 	}

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #define RMIG_LINK_MAX_CHANNELS 64
@@ -113,6 +114,11 @@ void rmig_link_destroy(struct rmig_link *l);
 /* "1.2.3.4:5" or "[::1]:5", for naming peers in messages. */
 struct sockaddr;
 void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len);
+/* Resolve host:port into *ss. passive: for listening, where no host means
+ * any address. 0, or -EINVAL (listen) / -EHOSTUNREACH with a message. */
+struct sockaddr_storage;
+int rmig_link_resolve(struct rmig_link *l, const char *host, uint16_t port, int passive,
+		      struct sockaddr_storage *ss, socklen_t *len);
 void rmig_link_err(struct rmig_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -1103,54 +1103,67 @@ static int cm_event_error(struct rmig_link *l, const struct rdma_cm_event *ev)
 	}
 }
 
-/* Wait for event `want` on c's channel. With pd, the event's private data
- * must be ours and is returned there. */
-static int cm_expect(struct rmig_link *l, struct rdma_conn *c, enum rdma_cm_event_type want,
-		     struct deadline *d, unsigned op, struct pdata *pd)
+/* Take the next event from ech, waiting in poll() slices. 0 with *ev (the
+ * caller acks it); -ECANCELED once `op` is interrupted and -ETIMEDOUT at the
+ * deadline, both for the caller to word; other errors with a message. */
+static int cm_next_event(struct rmig_link *l, struct rdma_event_channel *ech, struct deadline *d,
+			 unsigned op, struct rdma_cm_event **ev)
 {
-	struct pollfd pfd = { .fd = c->ech->fd, .events = POLLIN };
-	struct rdma_cm_event *ev;
+	struct pollfd pfd = { .fd = ech->fd, .events = POLLIN };
 	int rc, slice;
 
 	for (;;) {
-		if (rdma_get_cm_event(c->ech, &ev) == 0) { /* rdma_cm: -1 and errno */
-			if (ev->event == want && !ev->status) {
-				rc = pd && pdata_decode(ev->param.conn.private_data,
-							ev->param.conn.private_data_len, pd)
-					 ? -EPROTO
-					 : 0;
-				rdma_ack_cm_event(ev);
-				if (rc)
-					rmig_link_err(l, "peer %s is not an rmig RDMA link",
-						      l->peer);
-				return rc;
-			}
-			rc = cm_event_error(l, ev);
-			rdma_ack_cm_event(ev);
-			if (rc)
-				return rc;
-			continue;
-		}
+		if (rdma_get_cm_event(ech, ev) == 0) /* rdma_cm: -1 and errno */
+			return 0;
 		if (errno != EAGAIN && errno != EINTR) {
 			rc = -errno;
 			rmig_link_err(l, "RDMA connection manager: %s", strerror(errno));
 			return rc;
 		}
-		if (stopped(l, op)) {
-			rmig_link_err(l, "connection to %s interrupted", l->peer);
+		if (stopped(l, op))
 			return -ECANCELED;
-		}
 		slice = deadline_slice(d);
-		if (!slice) {
-			rmig_link_err(l, "RDMA peer %s did not answer within %d ms", l->peer,
-				      d->timeout_ms);
+		if (!slice)
 			return -ETIMEDOUT;
-		}
 		if (poll(&pfd, 1, slice) < 0 && errno != EINTR) {
 			rc = -errno;
 			rmig_link_err(l, "poll: %s", strerror(errno));
 			return rc;
 		}
+	}
+}
+
+/* Wait for event `want` on c's channel. With pd, the event's private data
+ * must be ours and is returned there. */
+static int cm_expect(struct rmig_link *l, struct rdma_conn *c, enum rdma_cm_event_type want,
+		     struct deadline *d, unsigned op, struct pdata *pd)
+{
+	struct rdma_cm_event *ev;
+	int rc;
+
+	for (;;) {
+		rc = cm_next_event(l, c->ech, d, op, &ev);
+		if (rc == -ECANCELED)
+			rmig_link_err(l, "connection to %s interrupted", l->peer);
+		else if (rc == -ETIMEDOUT)
+			rmig_link_err(l, "RDMA peer %s did not answer within %d ms", l->peer,
+				      d->timeout_ms);
+		if (rc)
+			return rc;
+		if (ev->event == want && !ev->status) {
+			rc = pd && pdata_decode(ev->param.conn.private_data,
+						ev->param.conn.private_data_len, pd)
+				 ? -EPROTO
+				 : 0;
+			rdma_ack_cm_event(ev);
+			if (rc)
+				rmig_link_err(l, "peer %s is not an rmig RDMA link", l->peer);
+			return rc;
+		}
+		rc = cm_event_error(l, ev);
+		rdma_ack_cm_event(ev);
+		if (rc)
+			return rc;
 	}
 }
 
@@ -1440,34 +1453,26 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 				  int timeout_ms)
 {
 	struct rdma_link *r = rdma(l);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	struct sockaddr_storage src;
-	char serv[16];
+	struct sockaddr_storage src, dst;
+	socklen_t dlen;
 	int rc, have_src;
 
 	close_session(l); /* a second connect starts a new session */
-	snprintf(serv, sizeof(serv), "%u", port);
 	snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
 	rc = check_devices(l, host);
 	if (rc)
 		return rc;
-	rc = getaddrinfo(host, serv, &hints, &res);
-	if (rc) {
-		rmig_link_err(l, "cannot resolve %s: %s", host, gai_strerror(rc));
-		return -EHOSTUNREACH;
-	}
-	rc = pick_source(l, res->ai_addr, timeout_ms, &src, &have_src);
+	rc = rmig_link_resolve(l, host, port, 0, &dst, &dlen);
+	if (rc)
+		return rc;
+	rc = pick_source(l, (struct sockaddr *)&dst, timeout_ms, &src, &have_src);
 	if (!rc)
 		rc = connect_one(l, KIND_CTRL, -1, have_src ? (struct sockaddr *)&src : NULL,
-				 res->ai_addr, timeout_ms, &r->ctrl);
+				 (struct sockaddr *)&dst, timeout_ms, &r->ctrl);
 	if (!rc) {
-		memcpy(&r->peer_addr, res->ai_addr, res->ai_addrlen);
-		rmig_link_addr_text(res->ai_addr, l->peer, sizeof(l->peer));
+		r->peer_addr = dst;
+		rmig_link_addr_text((struct sockaddr *)&dst, l->peer, sizeof(l->peer));
 	}
-	freeaddrinfo(res);
 	return rc;
 }
 
@@ -1506,14 +1511,10 @@ static int rdma_link_connect_channel(struct rmig_link *l, int timeout_ms, int no
 static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *port)
 {
 	struct rdma_link *r = rdma(l);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	struct sockaddr_storage gid_addr;
-	struct sockaddr *sa;
+	struct sockaddr_storage addr, gid_addr;
+	struct sockaddr *sa = (struct sockaddr *)&addr;
 	const char *want = opt_device(l);
-	char serv[16];
+	socklen_t alen;
 	int rc;
 
 	if (r->listen_id) {
@@ -1523,13 +1524,9 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 	rc = check_devices(l, NULL);
 	if (rc)
 		return rc;
-	snprintf(serv, sizeof(serv), "%u", *port);
-	rc = getaddrinfo(host && *host ? host : NULL, serv, &hints, &res);
-	if (rc) {
-		rmig_link_err(l, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
-		return -EINVAL;
-	}
-	sa = res->ai_addr;
+	rc = rmig_link_resolve(l, host, *port, 1, &addr, &alen);
+	if (rc)
+		return rc;
 	rc = new_event_channel(l, &r->listen_ech);
 	if (rc)
 		goto out;
@@ -1592,7 +1589,6 @@ out:
 		r->listen_id = NULL;
 		r->listen_ech = NULL;
 	}
-	freeaddrinfo(res);
 	return rc;
 }
 
@@ -1695,72 +1691,53 @@ static int accept_next(struct rmig_link *l, int kind, int timeout_ms, int set_pe
 		       struct rdma_conn **out)
 {
 	struct rdma_link *r = rdma(l);
-	struct pollfd pfd;
 	struct deadline d;
 	char last[sizeof(l->err)] = "";
-	int rc, slice;
+	int rc;
 
 	if (!r->listen_id) {
 		rmig_link_err(l, "not listening");
 		return -EINVAL;
 	}
-	pfd = (struct pollfd){ .fd = r->listen_ech->fd, .events = POLLIN };
 	deadline_init(&d, timeout_ms);
 	for (;;) {
 		struct rdma_cm_event *ev;
+		struct rdma_cm_id *child;
+		char from[sizeof(l->peer)];
+		struct pdata pd;
+		int pd_ok;
 
-		if (rdma_get_cm_event(r->listen_ech, &ev) == 0) { /* rdma_cm: -1 and errno */
-			struct rdma_cm_id *child = ev->id;
-			char from[sizeof(l->peer)];
-			struct pdata pd;
-			int pd_ok;
+		rc = cm_next_event(l, r->listen_ech, &d, RMIG_LINK_STOP_CTRL_RECV, &ev);
+		if (rc == -ECANCELED)
+			rmig_link_err(l, "accept interrupted");
+		else if (rc == -ETIMEDOUT && last[0])
+			rmig_link_err(l, "no peer connected within %d ms (last attempt: %s)",
+				      timeout_ms, last);
+		else if (rc == -ETIMEDOUT)
+			rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
+		if (rc)
+			return rc;
+		if (ev->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
+			enum rdma_cm_event_type type = ev->event;
 
-			if (ev->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
-				enum rdma_cm_event_type type = ev->event;
-
-				rdma_ack_cm_event(ev);
-				if (type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-					rmig_link_err(l, "the listening RDMA device was removed");
-					return -ENODEV;
-				}
-				continue;
-			}
-			pd_ok = !pdata_decode(ev->param.conn.private_data,
-					      ev->param.conn.private_data_len, &pd);
 			rdma_ack_cm_event(ev);
-			rmig_link_addr_text(rdma_get_peer_addr(child), from, sizeof(from));
-			if (set_peer)
-				memcpy(l->peer, from, sizeof(from));
-			rc = take_request(l, child, kind, &pd, pd_ok, timeout_ms, from, last,
-					  sizeof(last), out);
-			if (rc <= 0)
-				return rc;
+			if (type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+				rmig_link_err(l, "the listening RDMA device was removed");
+				return -ENODEV;
+			}
 			continue;
 		}
-		if (errno != EAGAIN && errno != EINTR) {
-			rc = -errno;
-			rmig_link_err(l, "RDMA connection manager: %s", strerror(errno));
+		child = ev->id;
+		pd_ok = !pdata_decode(ev->param.conn.private_data, ev->param.conn.private_data_len,
+				      &pd);
+		rdma_ack_cm_event(ev);
+		rmig_link_addr_text(rdma_get_peer_addr(child), from, sizeof(from));
+		if (set_peer)
+			memcpy(l->peer, from, sizeof(from));
+		rc = take_request(l, child, kind, &pd, pd_ok, timeout_ms, from, last, sizeof(last),
+				  out);
+		if (rc <= 0)
 			return rc;
-		}
-		if (stopped(l, RMIG_LINK_STOP_CTRL_RECV)) {
-			rmig_link_err(l, "accept interrupted");
-			return -ECANCELED;
-		}
-		slice = deadline_slice(&d);
-		if (!slice) {
-			if (last[0])
-				rmig_link_err(l,
-					      "no peer connected within %d ms (last attempt: %s)",
-					      timeout_ms, last);
-			else
-				rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
-			return -ETIMEDOUT;
-		}
-		if (poll(&pfd, 1, slice) < 0 && errno != EINTR) {
-			rc = -errno;
-			rmig_link_err(l, "poll: %s", strerror(errno));
-			return rc;
-		}
 	}
 }
 

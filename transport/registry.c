@@ -1,4 +1,5 @@
-/* registry.c - links by name, and the link object's life cycle. */
+/* registry.c - links by name, the link object's life cycle, and the address
+ * helpers both links share. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -108,4 +109,27 @@ void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len)
 		snprintf(out, len, "[%s]:%s", host, serv);
 	else
 		snprintf(out, len, "%s:%s", host, serv);
+}
+
+int rmig_link_resolve(struct rmig_link *l, const char *host, uint16_t port, int passive,
+		      struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+				  .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0) };
+	struct addrinfo *res = NULL;
+	char serv[16];
+	int rc;
+
+	snprintf(serv, sizeof(serv), "%u", port);
+	rc = getaddrinfo(passive && !(host && *host) ? NULL : host, serv, &hints, &res);
+	if (rc) {
+		rmig_link_err(l, "cannot resolve %s%s: %s", passive ? "listen address " : "",
+			      host ? host : "", gai_strerror(rc));
+		return passive ? -EINVAL : -EHOSTUNREACH;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
 }

@@ -116,29 +116,21 @@ static int wait_fd(struct rmig_link *l, int fd, short events, int timeout_ms, un
 static int tcp_listen(struct rmig_link *l, const char *host, uint16_t *port)
 {
 	struct tcp_link *t = tcp(l);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	struct sockaddr_storage ss;
-	socklen_t sl = sizeof(ss);
-	char serv[16];
+	struct sockaddr_storage addr, ss;
+	socklen_t alen, sl = sizeof(ss);
 	int fd = -1, one = 1, rc;
 
-	snprintf(serv, sizeof(serv), "%u", *port);
-	rc = getaddrinfo(host && *host ? host : NULL, serv, &hints, &res);
-	if (rc) {
-		rmig_link_err(l, "cannot resolve listen address %s: %s", host, gai_strerror(rc));
-		return -EINVAL;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	rc = rmig_link_resolve(l, host, *port, 1, &addr, &alen);
+	if (rc)
+		return rc;
+	fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		rc = -errno;
 		rmig_link_err(l, "socket: %s", strerror(errno));
 		goto out;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 64)) {
+	if (bind(fd, (struct sockaddr *)&addr, alen) || listen(fd, 64)) {
 		rc = -errno;
 		rmig_link_err(l, "cannot listen on %s:%u: %s", host, *port, strerror(errno));
 		goto out;
@@ -152,7 +144,6 @@ static int tcp_listen(struct rmig_link *l, const char *host, uint16_t *port)
 out:
 	if (fd >= 0)
 		close(fd);
-	freeaddrinfo(res);
 	return rc;
 }
 
@@ -254,28 +245,18 @@ fail:
 static int tcp_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms)
 {
 	struct tcp_link *t = tcp(l);
-	struct addrinfo hints = { .ai_family = AF_UNSPEC,
-				  .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_NUMERICSERV };
-	struct addrinfo *res = NULL;
-	char serv[16];
 	int rc;
 
-	snprintf(serv, sizeof(serv), "%u", port);
 	snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
-	rc = getaddrinfo(host, serv, &hints, &res);
-	if (rc) {
-		rmig_link_err(l, "cannot resolve %s: %s", host, gai_strerror(rc));
-		return -EHOSTUNREACH;
-	}
-	rc = connect_one(l, res->ai_addr, res->ai_addrlen, timeout_ms, &t->ctrl_fd);
+	rc = rmig_link_resolve(l, host, port, 0, &t->peer_addr, &t->peer_addrlen);
+	if (rc)
+		return rc;
+	rc = connect_one(l, (struct sockaddr *)&t->peer_addr, t->peer_addrlen, timeout_ms,
+			 &t->ctrl_fd);
 	if (rc == 0) {
-		memcpy(&t->peer_addr, res->ai_addr, res->ai_addrlen);
-		t->peer_addrlen = res->ai_addrlen;
-		rmig_link_addr_text(res->ai_addr, l->peer, sizeof(l->peer));
+		rmig_link_addr_text((struct sockaddr *)&t->peer_addr, l->peer, sizeof(l->peer));
 		tune_socket(t->ctrl_fd, 1);
 	}
-	freeaddrinfo(res);
 	return rc;
 }
 
