@@ -89,6 +89,11 @@ struct rmig_link_ops {
 	/* Source: wait until every chan_write on chan is in the peer's memory. */
 	int (*chan_flush)(struct rmig_link *l, unsigned chan, int timeout_ms);
 
+	/* Both: end the current session (control stream, data channels,
+	 * registrations) but keep listening, and clear the interrupt flags, so
+	 * that the link can carry the next session (failover, --keep-listening). */
+	void (*close_session)(struct rmig_link *l);
+
 	/* Optional: append a human description of the devices this link could
 	 * use (rmig info) to buf. */
 	void (*describe)(char *buf, size_t len);
@@ -103,7 +108,8 @@ struct rmig_link {
 	void *priv;
 	atomic_uint interrupted; /* RMIG_LINK_STOP_* */
 	struct rmig_link_opts opts;
-	char peer[64]; /* "address:port" of the peer, for messages */
+	char peer[64];	   /* "address:port" of the peer, for messages */
+	int peer_loopback; /* the peer's address is a loopback one (127/8, ::1) */
 	char err[256];
 };
 
@@ -114,6 +120,8 @@ void rmig_link_destroy(struct rmig_link *l);
 /* "1.2.3.4:5" or "[::1]:5", for naming peers in messages. */
 struct sockaddr;
 void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len);
+/* Name the connected peer: sets peer and peer_loopback. */
+void rmig_link_set_peer(struct rmig_link *l, const struct sockaddr *sa);
 /* Resolve host:port into *ss. passive: for listening, where no host means
  * any address. 0, or -EINVAL (listen) / -EHOSTUNREACH with a message. */
 struct sockaddr_storage;

@@ -1471,7 +1471,7 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 				 (struct sockaddr *)&dst, timeout_ms, &r->ctrl);
 	if (!rc) {
 		r->peer_addr = dst;
-		rmig_link_addr_text((struct sockaddr *)&dst, l->peer, sizeof(l->peer));
+		rmig_link_set_peer(l, (struct sockaddr *)&dst);
 	}
 	return rc;
 }
@@ -1733,7 +1733,7 @@ static int accept_next(struct rmig_link *l, int kind, int timeout_ms, int set_pe
 		rdma_ack_cm_event(ev);
 		rmig_link_addr_text(rdma_get_peer_addr(child), from, sizeof(from));
 		if (set_peer)
-			memcpy(l->peer, from, sizeof(from));
+			rmig_link_set_peer(l, rdma_get_peer_addr(child));
 		rc = take_request(l, child, kind, &pd, pd_ok, timeout_ms, from, last, sizeof(last),
 				  out);
 		if (rc <= 0)
@@ -1756,6 +1756,12 @@ static void close_session(struct rmig_link *l)
 	atomic_store(&r->nchan, 0);
 	conn_free(l, r->ctrl);
 	r->ctrl = NULL;
+}
+
+static void rdma_link_close_session(struct rmig_link *l)
+{
+	close_session(l);
+	atomic_store(&l->interrupted, 0);
 }
 
 static int rdma_link_accept_ctrl(struct rmig_link *l, int timeout_ms)
@@ -2398,6 +2404,7 @@ const struct rmig_link_ops rmig_rdma_link_ops = {
 	.mem_release = rdma_link_mem_release,
 	.chan_write = rdma_link_chan_write,
 	.chan_flush = rdma_link_chan_flush,
+	.close_session = rdma_link_close_session,
 	.describe = rdma_link_describe,
 	.interrupt = rdma_link_interrupt,
 };

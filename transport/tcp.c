@@ -77,6 +77,12 @@ static void tcp_destroy(struct rmig_link *l)
 	l->priv = NULL;
 }
 
+static void tcp_close_session(struct rmig_link *l)
+{
+	close_session(tcp(l));
+	atomic_store(&l->interrupted, 0);
+}
+
 static void tune_socket(int fd, int nodelay)
 {
 	int one = 1;
@@ -171,7 +177,7 @@ static int accept_one(struct rmig_link *l, int timeout_ms, int *out)
 			return -errno;
 		}
 	}
-	rmig_link_addr_text((struct sockaddr *)&ss, l->peer, sizeof(l->peer));
+	rmig_link_set_peer(l, (struct sockaddr *)&ss);
 	*out = fd;
 	return 0;
 }
@@ -199,9 +205,13 @@ static int tcp_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *cha
 		rmig_link_err(l, "too many channels");
 		return -ENOSPC;
 	}
+	int ctrl_loopback = l->peer_loopback;
+
 	memcpy(ctrl_peer, l->peer, sizeof(ctrl_peer));
 	rc = accept_one(l, timeout_ms, &fd);
-	memcpy(l->peer, ctrl_peer, sizeof(ctrl_peer)); /* name the session by its control peer */
+	/* Name the session by its control peer. */
+	memcpy(l->peer, ctrl_peer, sizeof(ctrl_peer));
+	l->peer_loopback = ctrl_loopback;
 	if (rc)
 		return rc;
 	t->chan_fd[n] = fd;
@@ -254,7 +264,7 @@ static int tcp_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port
 	rc = connect_one(l, (struct sockaddr *)&t->peer_addr, t->peer_addrlen, timeout_ms,
 			 &t->ctrl_fd);
 	if (rc == 0) {
-		rmig_link_addr_text((struct sockaddr *)&t->peer_addr, l->peer, sizeof(l->peer));
+		rmig_link_set_peer(l, (struct sockaddr *)&t->peer_addr);
 		tune_socket(t->ctrl_fd, 1);
 	}
 	return rc;
@@ -462,5 +472,6 @@ const struct rmig_link_ops rmig_tcp_link_ops = {
 	.ctrl_recv = tcp_ctrl_recv,
 	.chan_send = tcp_chan_send,
 	.chan_recv = tcp_chan_recv,
+	.close_session = tcp_close_session,
 	.interrupt = tcp_interrupt,
 };
