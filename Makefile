@@ -7,7 +7,7 @@ BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
 	   -Iinclude -Iproto -Itransport -Iengine -Ibackends
-LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs
+LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
 ifeq ($(SAN),1)
@@ -20,7 +20,7 @@ SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/sim.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
-	  engine/source.c engine/dest.c
+	  engine/source.c engine/dest.c engine/auth.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)

@@ -38,7 +38,10 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->max_rounds = 30;
 	cfg->on_no_converge = RMIG_NC_THROTTLE;
 	cfg->verify = 1;
-	cfg->io_timeout_ms = 10000;
+	cfg->link_timeout_ms = 2000;
+	cfg->failover = RMIG_FAILOVER_TCP;
+	cfg->failover_timeout_ms = 10000;
+	cfg->commit_timeout_ms = 10000;
 	cfg->pin = RMIG_PIN_AUTO;
 	cfg->gid_index = -1;
 }
@@ -72,16 +75,28 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 
 	if (!cfg || !be || !cfg->transport || cfg->channels == 0 ||
 	    cfg->channels > RMIG_MAX_CHANNELS || cfg->max_rounds == 0 ||
-	    cfg->pin > RMIG_PIN_STAGING)
+	    cfg->pin > RMIG_PIN_STAGING || cfg->failover > RMIG_FAILOVER_NONE ||
+	    (cfg->psk && (cfg->psk_len < RMIG_MIN_PSK || cfg->psk_len > RMIG_MAX_PSK)))
 		return -EINVAL;
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return -ENOMEM;
 	ctx->cfg = *cfg;
-	if (!ctx->cfg.io_timeout_ms)
-		ctx->cfg.io_timeout_ms = 10000;
+	if (cfg->psk) { /* our own copy: the caller may wipe theirs */
+		memcpy(ctx->psk, cfg->psk, cfg->psk_len);
+		ctx->cfg.psk = ctx->psk;
+	}
+	if (!ctx->cfg.link_timeout_ms)
+		ctx->cfg.link_timeout_ms = 2000;
+	if (!ctx->cfg.failover_timeout_ms)
+		ctx->cfg.failover_timeout_ms = 10000;
+	if (!ctx->cfg.commit_timeout_ms)
+		ctx->cfg.commit_timeout_ms = 10000;
 	ctx->be = be;
 	pthread_mutex_init(&ctx->prog_lock, NULL);
+	pthread_mutex_init(&ctx->ctrl_send_lock, NULL);
+	pthread_mutex_init(&ctx->hb_lock, NULL);
+	pthread_cond_init(&ctx->hb_cond, NULL);
 	ctx->prog.phase = "idle";
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
@@ -91,6 +106,9 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 		for (unsigned i = 0; i < ctx->nlinks; i++)
 			rmig_link_destroy(ctx->links[i]);
 		pthread_mutex_destroy(&ctx->prog_lock);
+		pthread_mutex_destroy(&ctx->ctrl_send_lock);
+		pthread_mutex_destroy(&ctx->hb_lock);
+		pthread_cond_destroy(&ctx->hb_cond);
 		free(ctx);
 		return rc;
 	}
@@ -102,11 +120,21 @@ void rmig_ctx_destroy(struct rmig_ctx *ctx)
 {
 	if (!ctx)
 		return;
+	rmig_heartbeat_stop(ctx);
 	for (unsigned i = 0; i < ctx->nlinks; i++)
 		rmig_link_destroy(ctx->links[i]);
 	pthread_mutex_destroy(&ctx->prog_lock);
+	pthread_mutex_destroy(&ctx->ctrl_send_lock);
+	pthread_mutex_destroy(&ctx->hb_lock);
+	pthread_cond_destroy(&ctx->hb_cond);
+	explicit_bzero(ctx->psk, sizeof(ctx->psk));
 	free(ctx->rxbuf);
 	free(ctx);
+}
+
+void rmig_ctx_set_backend(struct rmig_ctx *ctx, struct rmig_backend *be)
+{
+	ctx->be = be;
 }
 
 void rmig_cancel(struct rmig_ctx *ctx)
@@ -247,7 +275,9 @@ int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, 
 
 /* ---- control stream ---- */
 
-int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m)
+/* Encode and send under ctrl_send_lock: the heartbeat thread sends too. */
+static int ctrl_send_locked(struct rmig_ctx *ctx, const struct rmig_msg *m, int timeout_ms,
+			    char *err, size_t errlen)
 {
 	uint8_t hdr[RMIG_FRAME_HDR_LEN], payload[CTRL_ENCODE_MAX];
 	struct iovec iov[2];
@@ -260,16 +290,25 @@ int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m)
 		iov[1] = (struct iovec){ (void *)m->u.state.data, len };
 	} else {
 		len = rmig_msg_encode(m, payload, sizeof(payload));
-		if (!len)
-			return rmig_err(ctx, -EINVAL, "cannot encode %s", rmig_msg_name(m->type));
+		if (!len) {
+			snprintf(err, errlen, "cannot encode %s", rmig_msg_name(m->type));
+			return -EINVAL;
+		}
 		iov[1] = (struct iovec){ payload, len };
 	}
-	rmig_frame_hdr_encode(hdr, m->type, 0, (uint32_t)len, ctx->ctrl_tx_seq++);
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
-	rc = ctx->link->ops->ctrl_send(ctx->link, iov, len ? 2 : 1, (int)ctx->cfg.io_timeout_ms);
+	pthread_mutex_lock(&ctx->ctrl_send_lock);
+	rmig_frame_hdr_encode(hdr, m->type, 0, (uint32_t)len, ctx->ctrl_tx_seq++);
+	rc = ctx->link->ops->ctrl_send(ctx->link, iov, len ? 2 : 1, timeout_ms);
 	if (rc)
-		return rmig_err(ctx, rc, "sending %s: %s", rmig_msg_name(m->type), ctx->link->err);
-	return 0;
+		snprintf(err, errlen, "sending %s: %s", rmig_msg_name(m->type), ctx->link->err);
+	pthread_mutex_unlock(&ctx->ctrl_send_lock);
+	return rc;
+}
+
+int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	return ctrl_send_locked(ctx, m, (int)ctx->cfg.link_timeout_ms, ctx->err, sizeof(ctx->err));
 }
 
 int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value)
@@ -283,20 +322,89 @@ int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value)
 void rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason)
 {
 	struct rmig_msg *m = calloc(1, sizeof(*m));
-	unsigned saved = ctx->cfg.io_timeout_ms;
-	char keep[sizeof(ctx->err)];
+	char ignored[256]; /* a failed ABORT must not hide the real error */
 
 	if (!m)
 		return;
-	memcpy(keep, ctx->err, sizeof(keep)); /* a failed ABORT must not hide the real error */
 	m->type = RMIG_MSG_ABORT;
 	m->u.abort.code = code;
 	snprintf(m->u.abort.reason, sizeof(m->u.abort.reason), "%s", reason);
-	ctx->cfg.io_timeout_ms = 1000;
-	rmig_ctrl_send(ctx, m);
-	ctx->cfg.io_timeout_ms = saved;
-	memcpy(ctx->err, keep, sizeof(keep));
+	ctrl_send_locked(ctx, m, 1000, ignored, sizeof(ignored));
 	free(m);
+}
+
+int rmig_link_failure(int rc)
+{
+	return rc < 0 && rc != -ECONNABORTED && rc != -EPROTO && rc != -EBADMSG &&
+	       rc != -ECANCELED && rc != -EACCES && rc != -EILSEQ && rc != -ENOMEM &&
+	       rc != -EPROTONOSUPPORT && rc != -EPERM && rc != -EINVAL;
+}
+
+/* ---- heartbeats ---- */
+
+static void *heartbeat_main(void *arg)
+{
+	struct rmig_ctx *ctx = arg;
+	unsigned every = ctx->cfg.link_timeout_ms / 4 ? ctx->cfg.link_timeout_ms / 4 : 1;
+	struct rmig_msg m = { .type = RMIG_MSG_HEARTBEAT };
+	char ignored[256]; /* a lost link is the control thread's to report */
+
+	pthread_mutex_lock(&ctx->hb_lock);
+	while (!ctx->hb_stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)(every % 1000) * 1000000;
+		ts.tv_sec += every / 1000 + ts.tv_nsec / 1000000000;
+		ts.tv_nsec %= 1000000000;
+		pthread_cond_timedwait(&ctx->hb_cond, &ctx->hb_lock, &ts);
+		if (ctx->hb_stop || ctx->hb_paused)
+			continue;
+		m.u.value = (uint64_t)rmig_now_ms();
+		ctx->hb_sending = 1;
+		pthread_mutex_unlock(&ctx->hb_lock);
+		ctrl_send_locked(ctx, &m, (int)ctx->cfg.link_timeout_ms, ignored, sizeof(ignored));
+		pthread_mutex_lock(&ctx->hb_lock);
+		ctx->hb_sending = 0;
+		pthread_cond_broadcast(&ctx->hb_cond);
+	}
+	pthread_mutex_unlock(&ctx->hb_lock);
+	return NULL;
+}
+
+int rmig_heartbeat_start(struct rmig_ctx *ctx)
+{
+	if (ctx->hb_running) {
+		rmig_heartbeat_pause(ctx, 0);
+		return 0;
+	}
+	ctx->hb_stop = 0;
+	ctx->hb_paused = 0;
+	if (pthread_create(&ctx->hb_tid, NULL, heartbeat_main, ctx))
+		return rmig_err(ctx, -EAGAIN, "cannot start the heartbeat thread");
+	ctx->hb_running = 1;
+	return 0;
+}
+
+void rmig_heartbeat_pause(struct rmig_ctx *ctx, int paused)
+{
+	pthread_mutex_lock(&ctx->hb_lock);
+	ctx->hb_paused = paused;
+	while (paused && ctx->hb_sending) /* the link may be swapped after this */
+		pthread_cond_wait(&ctx->hb_cond, &ctx->hb_lock);
+	pthread_mutex_unlock(&ctx->hb_lock);
+}
+
+void rmig_heartbeat_stop(struct rmig_ctx *ctx)
+{
+	if (!ctx->hb_running)
+		return;
+	pthread_mutex_lock(&ctx->hb_lock);
+	ctx->hb_stop = 1;
+	pthread_cond_broadcast(&ctx->hb_cond);
+	pthread_mutex_unlock(&ctx->hb_lock);
+	pthread_join(ctx->hb_tid, NULL);
+	ctx->hb_running = 0;
 }
 
 int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
@@ -377,7 +485,7 @@ int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uin
 	for (int i = 0; i < ndata; i++)
 		iov[i + 1] = data[i];
 	rc =
-	    ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1, (int)ctx->cfg.io_timeout_ms);
+	    ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1, (int)ctx->cfg.link_timeout_ms);
 	if (rc == 0)
 		atomic_fetch_add(&ctx->live_bytes, RMIG_FRAME_HDR_LEN + len);
 	return rc;

@@ -38,16 +38,16 @@ struct receiver {
 	uint64_t pages, zero_pages, bytes;  /* this round */
 	atomic_uint round;		    /* the round being received */
 	atomic_int stopping;
-	int failed;
+	int failed; /* the first receiver error (negative errno), 0: none */
 	char failure[400];
 	struct recv_worker w[RMIG_MAX_CHANNELS];
 };
 
-static void recv_fail(struct receiver *r, const char *why)
+static void recv_fail(struct receiver *r, int rc, const char *why)
 {
 	pthread_mutex_lock(&r->lock);
 	if (!r->failed && !atomic_load(&r->stopping)) {
-		r->failed = 1;
+		r->failed = rc < 0 ? rc : -EIO;
 		snprintf(r->failure, sizeof(r->failure), "%s", why);
 		/* Wake the control thread wherever it waits. */
 		r->ctx->link->ops->interrupt(r->ctx->link,
@@ -92,14 +92,14 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 		return -EBADMSG;
 	}
 	v = (struct iovec){ sub, RMIG_PAGES_HDR_LEN };
-	rc = l->ops->chan_recv(l, w->chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
+	rc = l->ops->chan_recv(l, w->chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		return snprintf(why, whylen, "%s", l->err), rc;
 	rc = rmig_pages_hdr_decode(sub, &fh, &ph, why, whylen);
 	if (rc)
 		return rc;
 	v = (struct iovec){ sub + RMIG_PAGES_HDR_LEN, (size_t)ph.nruns * RMIG_RUN_LEN };
-	rc = l->ops->chan_recv(l, w->chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
+	rc = l->ops->chan_recv(l, w->chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		return snprintf(why, whylen, "%s", l->err), rc;
 	rc = rmig_pages_runs_decode(sub + RMIG_PAGES_HDR_LEN, &fh, &ph, &ctx->layout, runs, &ri,
@@ -118,7 +118,7 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 		pages += runs[i].count;
 	}
 	if (fh.type == RMIG_MSG_PAGES) {
-		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns, (int)ctx->cfg.io_timeout_ms);
+		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return snprintf(why, whylen, "%s", l->err), rc;
 	} else {
@@ -153,13 +153,14 @@ static void *recv_main(void *arg)
 	/* Copy out of the link's buffers on the CPUs next to the memory. */
 	rmig_numa_run_on_node(w->node);
 	while (!atomic_load(&w->r->stopping)) {
-		if (recv_frame(w, why, sizeof(why))) {
+		int rc = recv_frame(w, why, sizeof(why));
+
+		if (rc) {
 			char msg[400];
 
 			snprintf(msg, sizeof(msg), "bad frame from %s: %s", w->r->ctx->link->peer,
 				 why);
-			recv_fail(w->r,
-				  strstr(why, "lost peer") || strstr(why, "silent") ? why : msg);
+			recv_fail(w->r, rc, rc == -EBADMSG ? msg : why);
 			break;
 		}
 	}
@@ -177,7 +178,7 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
 		unsigned chan;
 		int node, rc;
 
-		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.io_timeout_ms, &chan,
+		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.link_timeout_ms, &chan,
 						    &node);
 		if (rc)
 			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
@@ -186,7 +187,7 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
 			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan,
 					n);
 		nodes[chan] = node;
-		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1, (int)ctx->cfg.io_timeout_ms);
+		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 		rc = rmig_frame_decode_buf(buf, sizeof(buf), NULL, &m, why, sizeof(why));
@@ -268,7 +269,7 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 		if (done == ctx->nchan)
 			break;
 		if (r->failed) {
-			rc = rmig_err(ctx, -EIO, "%s", r->failure);
+			rc = rmig_err(ctx, r->failed, "%s", r->failure);
 			goto out;
 		}
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -362,18 +363,272 @@ out:
 	return rc;
 }
 
-int rmig_recv(struct rmig_ctx *ctx)
+static int start_receivers(struct receiver *r, const int *nodes)
+{
+	struct rmig_ctx *ctx = r->ctx;
+
+	atomic_store(&r->stopping, 0);
+	r->failed = 0;
+	for (unsigned i = 0; i < ctx->nchan; i++) {
+		r->w[i] = (struct recv_worker){ .r = r, .chan = i, .node = nodes[i] };
+		if (pthread_create(&r->w[i].tid, NULL, recv_main, &r->w[i]))
+			return rmig_err(ctx, -EAGAIN, "cannot start receiver threads");
+		r->w[i].started = 1;
+	}
+	return 0;
+}
+
+static void stop_receivers(struct receiver *r)
+{
+	atomic_store(&r->stopping, 1);
+	r->ctx->link->ops->interrupt(r->ctx->link, RMIG_LINK_STOP_DATA);
+	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
+		if (r->w[i].started) {
+			pthread_join(r->w[i].tid, NULL);
+			r->w[i].started = 0;
+		}
+	/* A partly received round is sent again in full. */
+	r->pages = r->zero_pages = r->bytes = 0;
+	memset(r->frames, 0, sizeof(r->frames));
+}
+
+static void refused(struct rmig_ctx *ctx, const char *why)
+{
+	struct rmig_event ev = { .type = RMIG_EV_REFUSED, .peer = ctx->link->peer, .detail = why };
+
+	rmig_emit(ctx, &ev);
+}
+
+/* The opening of every connection: the peer's HELLO, versions, who it is
+ * (authentication), our HELLO. Its HELLO is left in m. */
+static int open_session(struct rmig_ctx *ctx, struct rmig_msg *m, struct rmig_wire_hello *hello)
+{
+	int rc;
+
+	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		return rc;
+	*hello = m->u.hello;
+	memcpy(ctx->peer_nonce, hello->nonce, RMIG_NONCE_LEN);
+	if (hello->ver_max < RMIG_WIRE_VERSION_MIN || hello->ver_min > RMIG_WIRE_VERSION_MAX)
+		rc = rmig_err(ctx, -EPROTONOSUPPORT,
+			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
+			      hello->ver_min, hello->ver_max, RMIG_WIRE_VERSION_MIN,
+			      RMIG_WIRE_VERSION_MAX);
+	if (!rc)
+		rc = rmig_auth_policy(ctx, (hello->flags & RMIG_HELLO_PSK) != 0, 0);
+	if (rc)
+		goto refuse;
+	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce))
+		return rmig_err(ctx, -EIO, "getrandom failed");
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = RMIG_MAX_CHANNELS,
+					       .flags = ctx->cfg.psk ? RMIG_HELLO_PSK : 0 };
+	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
+	rc = rmig_ctrl_send(ctx, m);
+	if (rc)
+		return rc;
+	rc = rmig_auth_exchange(ctx, 0);
+	if (!rc || rc != -EACCES)
+		return rc;
+refuse:
+	rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	refused(ctx, ctx->err);
+	return rc;
+}
+
+/* After the opening: data channels, the layout (taken, or for a resumed
+ * session checked against the one we hold), receivers, placement. */
+static int setup_session(struct rmig_ctx *ctx, struct receiver *r, struct rmig_msg *m,
+			 const struct rmig_wire_hello *hello, int resume)
 {
 	int nodes[RMIG_MAX_CHANNELS];
-	uint64_t caps = 0;
+	int rc;
+
+	if (resume && hello->channels != ctx->nchan)
+		return rmig_err(ctx, -EPROTO,
+				"protocol error: resumed with %u channels, the migration has %u",
+				hello->channels, ctx->nchan);
+	ctx->nchan = hello->channels;
+	ctx->stats.channels = ctx->nchan;
+	rc = accept_channels(ctx, ctx->nchan, nodes);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		return rc;
+	if (!resume)
+		rc = take_layout(ctx, &m->u.layout);
+	else if (m->u.layout.count != ctx->layout.count ||
+		 memcmp(m->u.layout.r, ctx->layout.r, sizeof(m->u.layout.r[0]) * ctx->layout.count))
+		rc = rmig_err(ctx, -EPROTO,
+			      "layout mismatch: the resumed migration describes other memory");
+	if (!rc)
+		rc = start_receivers(r, nodes);
+	if (!rc)
+		rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+	if (!rc)
+		rc = offer_memory(ctx, hello->caps & RMIG_CAP_PLACEMENT);
+	return rc;
+}
+
+/* Stop using the current connection: receivers, heartbeats, registrations. */
+static void drop_session(struct rmig_ctx *ctx, struct receiver *r)
+{
+	stop_receivers(r);
+	rmig_heartbeat_pause(ctx, 1);
+	/* From here the peer's RDMA WRITEs can no longer land. */
+	if (ctx->link->ops->mem_release)
+		ctx->link->ops->mem_release(ctx->link);
+	ctx->link->ops->close_session(ctx->link);
+	ctx->placement = 0;
+}
+
+/* Accept the next connection that opens with `want` (a HELLO flag) for our
+ * session, until end_ms; refuse any other. 0 with its HELLO in *hello. */
+static int accept_for_session(struct rmig_ctx *ctx, struct rmig_msg *m, uint32_t want,
+			      int64_t end_ms, struct rmig_wire_hello *hello)
+{
+	int rc;
+
+	for (;;) {
+		int64_t left = end_ms - rmig_now_ms();
+
+		if (left <= 0 || atomic_load(&ctx->cancelled))
+			return -ETIMEDOUT;
+		rc = rmig_link_accept(ctx, (int)left);
+		if (rc == -ETIMEDOUT)
+			return rc;
+		if (rc)
+			continue;
+		rc = open_session(ctx, m, hello);
+		if (!rc && (!(hello->flags & want) ||
+			    memcmp(hello->session, ctx->session, RMIG_NONCE_LEN))) {
+			rc = rmig_err(ctx, -EBUSY,
+				      "busy: this receiver only waits for migration it was serving "
+				      "to %s",
+				      want == RMIG_HELLO_RESUME ? "resume" : "ask for its outcome");
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+			refused(ctx, ctx->err);
+		}
+		if (!rc)
+			return 0;
+		ctx->link->ops->close_session(ctx->link);
+	}
+}
+
+/* The link failed during pre-copy: keep the memory received so far and wait
+ * failover_timeout_ms for the source to resume over any link. */
+static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_msg *m, int rc,
+			unsigned *expect_round)
+{
+	const char *from = ctx->link->ops->name;
+	struct rmig_wire_hello hello;
+	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
+	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
+	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+
+	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
+	    atomic_load(&ctx->cancelled))
+		return rc;
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(ctx, r);
+	snprintf(msg, sizeof(msg), "link lost (%s): waiting %u ms for the source to resume", why,
+		 ctx->cfg.failover_timeout_ms);
+	rmig_emit(ctx, &ev);
+	rmig_set_phase(ctx, "awaiting-resume");
+	for (;;) {
+		rc = accept_for_session(ctx, m, RMIG_HELLO_RESUME, end, &hello);
+		if (rc)
+			return rmig_err(ctx, rc, "%s; the source did not resume within %u ms", why,
+					ctx->cfg.failover_timeout_ms);
+		if (hello.round < *expect_round)
+			rc = rmig_err(ctx, -EPROTO,
+				      "protocol error: resume at round %u, round %u was acknowledged",
+				      hello.round, *expect_round - 1);
+		if (!rc)
+			rc = setup_session(ctx, r, m, &hello, 1);
+		if (!rc)
+			break;
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		drop_session(ctx, r);
+	}
+	*expect_round = hello.round;
+	atomic_store(&r->round, hello.round);
+	ctx->stats.failovers++;
+	{
+		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
+					  .from = from,
+					  .transport = ctx->link->ops->name,
+					  .detail = why };
+
+		rmig_emit(ctx, &fev);
+	}
+	rmig_set_phase(ctx, "receiving");
+	return rmig_heartbeat_start(ctx);
+}
+
+/* The link failed after READY: the source may ask whether we started the
+ * guest. Answer for commit_timeout_ms: STARTED, or that we did not (and
+ * then never will). */
+static void answer_outcome(struct rmig_ctx *ctx, struct receiver *r, struct rmig_msg *m,
+			   int started)
+{
+	struct rmig_wire_hello hello;
+	int64_t end = rmig_now_ms() + ctx->cfg.commit_timeout_ms;
+	char why[sizeof(ctx->err)];
+
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(ctx, r);
+	rmig_set_phase(ctx, "awaiting-question");
+	if (!accept_for_session(ctx, m, RMIG_HELLO_QUERY, end, &hello)) {
+		if (started)
+			rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+		else
+			rmig_ctrl_send_abort(ctx, RMIG_ABORT_NOT_STARTED,
+					     "the destination did not start the guest and "
+					     "discards it");
+		ctx->link->ops->close_session(ctx->link);
+	}
+	memcpy(ctx->err, why, sizeof(why));
+}
+
+/* Forget the previous migration served on this context. */
+static void reset_session(struct rmig_ctx *ctx)
+{
+	memset(&ctx->stats, 0, sizeof(ctx->stats));
+	ctx->stats.transport = "none";
+	ctx->stats.pin = "none";
+	ctx->stats.result = RMIG_RESULT_FAILED;
+	ctx->err[0] = 0;
+	ctx->link_detail[0] = 0;
+	ctx->placement = 0;
+	ctx->regions = NULL;
+	ctx->nregions = 0;
+	ctx->nchan = 0;
+	ctx->t_start_ms = 0;
+	atomic_store(&ctx->live_bytes, 0);
+	pthread_mutex_lock(&ctx->prog_lock);
+	memset(&ctx->prog, 0, sizeof(ctx->prog));
+	ctx->prog.phase = "idle";
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
+int rmig_recv(struct rmig_ctx *ctx)
+{
+	struct rmig_wire_hello hello;
 	struct receiver *r = calloc(1, sizeof(*r));
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	void *state = NULL;
 	size_t state_len = 0;
-	int rc, have_state = 0, ready = 0, started = 0, accepted = 0;
+	int rc, have_state = 0, ready = 0, started = 0, accepted = 0, connected = 0;
 	unsigned expect_round = 1;
 	int64_t t_go = 0;
 
+	reset_session(ctx);
 	if (!r || !m) {
 		rc = rmig_err(ctx, -ENOMEM, "out of memory");
 		goto out;
@@ -396,6 +651,7 @@ int rmig_recv(struct rmig_ctx *ctx)
 			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
 	if (rc)
 		goto out;
+	connected = 1;
 	ctx->t_start_ms = rmig_now_ms();
 	{
 		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
@@ -403,64 +659,34 @@ int rmig_recv(struct rmig_ctx *ctx)
 		rmig_emit(ctx, &ev);
 	}
 
-	/* Handshake: versions, then the layout, before any memory is committed. */
-	rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, (int)ctx->cfg.io_timeout_ms);
-	if (rc)
-		goto fail;
-	if (m->u.hello.ver_max < RMIG_WIRE_VERSION_MIN ||
-	    m->u.hello.ver_min > RMIG_WIRE_VERSION_MAX) {
-		rc = rmig_err(ctx, -EPROTONOSUPPORT,
-			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
-			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
-			      RMIG_WIRE_VERSION_MAX);
-		goto fail;
+	/* Handshake: who, versions, then the layout, before any memory is committed. */
+	rc = open_session(ctx, m, &hello);
+	if (!rc && (hello.flags & (RMIG_HELLO_RESUME | RMIG_HELLO_QUERY))) {
+		rc = rmig_err(ctx, -EPROTO, "%s: no such migration here",
+			      hello.flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	}
-	memcpy(ctx->token, m->u.hello.nonce, RMIG_NONCE_LEN);
-	caps = m->u.hello.caps; /* m is reused for our HELLO below */
-	ctx->nchan = m->u.hello.channels;
-	ctx->stats.channels = ctx->nchan;
-	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce)) {
-		rc = rmig_err(ctx, -EIO, "getrandom failed");
-		goto fail;
-	}
-	m->type = RMIG_MSG_HELLO;
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
-					       .ver_max = RMIG_WIRE_VERSION_MAX,
-					       .channels = RMIG_MAX_CHANNELS };
-	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
-	rc = rmig_ctrl_send(ctx, m);
 	if (rc)
 		goto fail;
-	rc = accept_channels(ctx, ctx->nchan, nodes);
-	if (rc)
-		goto fail;
-	rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.io_timeout_ms);
-	if (rc)
-		goto fail;
-	rc = take_layout(ctx, &m->u.layout);
-	if (rc)
-		goto fail;
-	for (unsigned i = 0; i < ctx->nchan; i++) {
-		r->w[i] = (struct recv_worker){ .r = r, .chan = i, .node = nodes[i] };
-		if (pthread_create(&r->w[i].tid, NULL, recv_main, &r->w[i])) {
-			rc = rmig_err(ctx, -EAGAIN, "cannot start receiver threads");
-			goto fail;
-		}
-		r->w[i].started = 1;
-	}
-	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
+	rc = setup_session(ctx, r, m, &hello, 0);
 	if (rc)
 		goto fail;
 	accepted = 1;
-	rc = offer_memory(ctx, caps & RMIG_CAP_PLACEMENT);
+	rc = rmig_heartbeat_start(ctx);
 	if (rc)
 		goto fail;
 	rmig_set_phase(ctx, "receiving");
 
 	for (;;) {
-		rc = rmig_ctrl_recv(ctx, m, started ? 2000 : -1);
+		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
 		if (rc && r->failed)
-			rc = rmig_err(ctx, -EIO, "%s", r->failure);
+			rc = rmig_err(ctx, r->failed, "%s", r->failure);
+		if (rc && !have_state) {
+			rc = await_resume(ctx, r, m, rc, &expect_round);
+			if (!rc)
+				continue;
+		}
 		if (rc)
 			goto fail;
 		switch (m->type) {
@@ -472,6 +698,11 @@ int rmig_recv(struct rmig_ctx *ctx)
 				goto fail;
 			}
 			rc = wait_round(r, m);
+			if (rc && !have_state) {
+				rc = await_resume(ctx, r, m, rc, &expect_round);
+				if (!rc)
+					continue;
+			}
 			if (rc)
 				goto fail;
 			ctx->stats.rounds = expect_round;
@@ -516,10 +747,12 @@ int rmig_recv(struct rmig_ctx *ctx)
 				rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
 				goto fail;
 			}
+			/* From READY on, a lost link leaves the outcome to GO: we
+			 * wait for it or for the source's question. */
+			ready = 1;
 			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
 			if (rc)
 				goto fail;
-			ready = 1;
 			rmig_set_phase(ctx, "ready");
 			break;
 		case RMIG_MSG_GO:
@@ -557,6 +790,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 	}
 
 fail:
+	if ((ready || started) && rmig_link_failure(rc))
+		answer_outcome(ctx, r, m, started);
 	if (started) {
 		/* The guest runs here: the migration succeeded, only the final
 		 * figures are missing. */
@@ -579,18 +814,18 @@ fail:
 	if (rc >= 0)
 		rc = -EIO;
 out:
+	rmig_heartbeat_stop(ctx);
 	/* Whatever the outcome, the peer may not write our memory any more. */
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
 	if (r) {
-		atomic_store(&r->stopping, 1);
-		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA);
-		for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
-			if (r->w[i].started)
-				pthread_join(r->w[i].tid, NULL);
+		stop_receivers(r);
 		pthread_mutex_destroy(&r->lock);
 		pthread_cond_destroy(&r->progress);
 	}
+	/* Keep listening, drop the connections: the next rmig_recv starts clean. */
+	if (connected)
+		ctx->link->ops->close_session(ctx->link);
 	if (ctx->stats.total_ms == 0 && ctx->t_start_ms)
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	free(state);

@@ -16,6 +16,8 @@
 #include "rmig.h"
 
 #define RMIG_MAX_NODE_GROUPS 8 /* NUMA nodes a guest may span, each with its channels */
+#define RMIG_MIN_PSK 16
+#define RMIG_MAX_PSK 1024
 
 struct rmig_ctx {
 	struct rmig_config cfg;
@@ -27,6 +29,14 @@ struct rmig_ctx {
 	char link_detail[400]; /* why rdma was not used, for "auto" */
 	char err[512];
 	atomic_int cancelled;
+	uint8_t psk[RMIG_MAX_PSK]; /* cfg.psk points here */
+
+	/* Control stream sends: the control thread and the heartbeat thread. */
+	pthread_mutex_t ctrl_send_lock;
+	pthread_mutex_t hb_lock;
+	pthread_cond_t hb_cond;
+	pthread_t hb_tid;
+	int hb_running, hb_stop, hb_paused, hb_sending;
 	struct rmig_stats stats;
 
 	/* Live figures for rmig_progress(). */
@@ -46,8 +56,12 @@ struct rmig_ctx {
 	uint8_t region_group[RMIG_MAX_REGIONS];
 	int chan_node[RMIG_MAX_CHANNELS];
 	int placement;		       /* source: pages go by chan_write (RDMA WRITE) */
-	uint8_t nonce[RMIG_NONCE_LEN]; /* ours */
-	uint8_t token[RMIG_NONCE_LEN]; /* the source's nonce: names the session */
+	uint8_t nonce[RMIG_NONCE_LEN];	 /* ours, this connection */
+	uint8_t peer_nonce[RMIG_NONCE_LEN]; /* theirs, this connection */
+	uint8_t session[RMIG_NONCE_LEN]; /* the source's first nonce: names the
+					  * migration across failovers */
+	uint8_t token[RMIG_NONCE_LEN];	 /* data channels prove they belong to this
+					  * connection with it (keyed with the PSK) */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
 	uint8_t *rxbuf; /* control payloads */
 	size_t rxcap;
@@ -72,6 +86,13 @@ int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value);
 int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms);
 /* Receive and insist on one type. */
 int rmig_ctrl_expect(struct rmig_ctx *ctx, uint8_t type, struct rmig_msg *m, int timeout_ms);
+/* Heartbeats: a thread sends HEARTBEAT every link_timeout/4 while the
+ * control stream is up; pause(1) returns once no heartbeat is being sent, so
+ * that the link can be replaced. start() after a pause resumes. */
+int rmig_heartbeat_start(struct rmig_ctx *ctx);
+void rmig_heartbeat_pause(struct rmig_ctx *ctx, int paused);
+void rmig_heartbeat_stop(struct rmig_ctx *ctx);
+
 /* Best effort: tell the peer why we stop. */
 void rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason);
 
@@ -93,6 +114,17 @@ int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms);
 void rmig_link_chosen(struct rmig_ctx *ctx);
 /* The link's view of the guest regions, index for index. */
 void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem);
+
+/* auth.c: with peer_has_psk from the peer's HELLO, may we talk to it at
+ * all? Then prove ourselves and check the peer's proof (PSK), and derive
+ * the data channels' token. Both: 0 or -EACCES with the reason in ctx->err. */
+int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source);
+int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source);
+
+/* Errors after which the other side may still be there and willing: the
+ * link broke (reset, timeout, device gone), as opposed to a deliberate
+ * ABORT, a protocol violation or the operator's cancel. */
+int rmig_link_failure(int rc);
 
 /* Fill the layout (wire form) from backend regions; checks it too. */
 int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n);

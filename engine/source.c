@@ -68,7 +68,8 @@ struct sender {
 	/* --max-bandwidth: a shared virtual clock of when the next byte may go. */
 	pthread_mutex_t rate_lock;
 	double rate_next;
-	uint64_t *bitmap[RMIG_MAX_REGIONS];
+	uint64_t *bitmap[RMIG_MAX_REGIONS]; /* to send next */
+	uint64_t *sent[RMIG_MAX_REGIONS];   /* sent, not yet acknowledged */
 };
 
 static void fail(struct sender *s, const char *why)
@@ -131,7 +132,7 @@ static int flush_runs(struct send_worker *w, const struct rmig_region *r, uint8_
 		bytes = pages * r->page_size;
 		rate_limit(w->s, bytes);
 		rc = l->ops->chan_write(l, w->chan, (uint32_t)(r - ctx->regions), off, data,
-					(int)*nruns, (int)ctx->cfg.io_timeout_ms);
+					(int)*nruns, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rc;
 		w->bytes += bytes;
@@ -317,7 +318,15 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 			rc = push_item(s, &it);
 			pos = start + len;
 		}
-		memset(s->bitmap[ri], 0, rmig_bitmap_words(npages) * 8);
+		/* Keep the round's pages until it is acknowledged: a failover
+		 * sends them again. */
+		{
+			uint64_t *t = s->sent[ri];
+
+			s->sent[ri] = s->bitmap[ri];
+			s->bitmap[ri] = t;
+			memset(t, 0, rmig_bitmap_words(npages) * 8);
+		}
 	}
 	wait_idle(s);
 	if (s->failed)
@@ -325,7 +334,7 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	/* Placed pages must be in the peer's memory before it hears the round
 	 * ended: the destination reads ROUND_END as "all of it is there". */
 	for (unsigned i = 0; ctx->placement && i < ctx->nchan; i++) {
-		rc = ctx->link->ops->chan_flush(ctx->link, i, (int)ctx->cfg.io_timeout_ms);
+		rc = ctx->link->ops->chan_flush(ctx->link, i, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 	}
@@ -343,13 +352,16 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	rc = rmig_ctrl_send(ctx, &m);
 	if (rc)
 		return rc;
-	rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, &m, (int)ctx->cfg.io_timeout_ms);
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, &m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		return rc;
 	if (m.u.value != rs->round)
 		return rmig_err(ctx, -EPROTO,
 				"protocol error: ROUND_ACK for round %llu, expected %u",
 				(unsigned long long)m.u.value, rs->round);
+	for (size_t ri = 0; ri < ctx->nregions; ri++)
+		memset(s->sent[ri], 0,
+		       rmig_bitmap_words(ctx->regions[ri].len / ctx->regions[ri].page_size) * 8);
 	ctx->stats.pages_sent += rs->pages;
 	ctx->stats.zero_pages += rs->zero_pages;
 	ctx->stats.bytes_sent += rs->bytes;
@@ -427,52 +439,83 @@ static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
 	return 0;
 }
 
-static int handshake(struct rmig_ctx *ctx)
+enum open_kind { OPEN_NEW, OPEN_RESUME, OPEN_QUERY };
+
+/* The opening of every connection: HELLO both ways, versions, then who the
+ * peer is (authentication). Nothing about the guest is sent before. */
+static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
+			struct rmig_msg *m)
 {
-	struct rmig_msg *m = calloc(1, sizeof(*m));
-	int tmo = (int)ctx->cfg.io_timeout_ms, rc, ask_placement;
+	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
 	uint16_t lo, hi;
 
-	if (!m)
-		return -ENOMEM;
-	plan_channels(ctx);
-	rc = rmig_link_connect(ctx, tmo);
-	if (rc)
-		goto out;
-	ask_placement = ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
-	{
-		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
-
-		rmig_emit(ctx, &ev);
-	}
-	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce)) {
-		rc = rmig_err(ctx, -EIO, "getrandom failed");
-		goto out;
-	}
-	memcpy(ctx->token, ctx->nonce, sizeof(ctx->token));
+	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
+	/* Without a key, refuse a remote peer before telling it anything. */
+	if (!ctx->cfg.psk && (rc = rmig_auth_policy(ctx, 0, 1)))
+		return rc;
+	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce))
+		return rmig_err(ctx, -EIO, "getrandom failed");
+	if (kind == OPEN_NEW)
+		memcpy(ctx->session, ctx->nonce, RMIG_NONCE_LEN);
+	ask_placement = kind != OPEN_QUERY && ctx->link->ops->chan_write &&
+			ctx->cfg.pin != RMIG_PIN_STAGING;
+	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_HELLO;
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
-					       .ver_max = RMIG_WIRE_VERSION_MAX,
-					       .channels = ctx->nchan,
-					       .caps = ask_placement ? RMIG_CAP_PLACEMENT : 0 };
+	m->u.hello = (struct rmig_wire_hello){
+		.ver_min = RMIG_WIRE_VERSION_MIN,
+		.ver_max = RMIG_WIRE_VERSION_MAX,
+		.channels = ctx->nchan,
+		.caps = ask_placement ? RMIG_CAP_PLACEMENT : 0,
+		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
+			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
+			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
+		.round = round,
+	};
 	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
+	memcpy(m->u.hello.session, ctx->session, RMIG_NONCE_LEN);
 	rc = rmig_ctrl_send(ctx, m);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, tmo);
 	if (rc)
-		goto out;
+		return rc;
 	lo =
 	    m->u.hello.ver_min > RMIG_WIRE_VERSION_MIN ? m->u.hello.ver_min : RMIG_WIRE_VERSION_MIN;
 	hi =
 	    m->u.hello.ver_max < RMIG_WIRE_VERSION_MAX ? m->u.hello.ver_max : RMIG_WIRE_VERSION_MAX;
-	if (lo > hi) {
+	if (lo > hi)
 		rc = rmig_err(ctx, -EPROTONOSUPPORT,
 			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
 			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
 			      RMIG_WIRE_VERSION_MAX);
+	memcpy(ctx->peer_nonce, m->u.hello.nonce, RMIG_NONCE_LEN);
+	if (!rc)
+		rc = rmig_auth_policy(ctx, (m->u.hello.flags & RMIG_HELLO_PSK) != 0, 1);
+	if (!rc)
+		rc = rmig_auth_exchange(ctx, 1);
+	if (rc && rc != -ECONNABORTED)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	return rc;
+}
+
+/* A new migration or its resumption on another link: open, data channels,
+ * layout, and RDMA placement if both sides can. */
+static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
+{
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
+
+	if (!m)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	ctx->placement = 0;
+	rc = open_session(ctx, kind, round, m);
+	if (rc)
 		goto out;
+	if (kind == OPEN_NEW) {
+		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+
+		rmig_emit(ctx, &ev);
 	}
+	ask_placement = ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
 		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
 		uint64_t seq = 0;
@@ -510,6 +553,169 @@ static int handshake(struct rmig_ctx *ctx)
 	if (!rc)
 		rmig_link_chosen(ctx);
 out:
+	free(m);
+	return rc;
+}
+
+static struct rmig_link *tcp_link(struct rmig_ctx *ctx)
+{
+	const struct rmig_link_opts opts = { .device = ctx->cfg.device,
+					     .gid_index = ctx->cfg.gid_index };
+
+	for (unsigned i = 0; i < ctx->nlinks; i++)
+		if (!strcmp(ctx->links[i]->ops->name, "tcp"))
+			return ctx->links[i];
+	if (ctx->nlinks < 2 && !rmig_link_create("tcp", &opts, &ctx->links[ctx->nlinks]))
+		return ctx->links[ctx->nlinks++];
+	return NULL;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Stop every op on the current link and drop its session. */
+static void drop_session(struct rmig_ctx *ctx)
+{
+	struct rmig_link *l = ctx->link;
+
+	l->ops->interrupt(l, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV |
+				 RMIG_LINK_STOP_CTRL_SEND);
+	rmig_heartbeat_pause(ctx, 1);
+	if (l->ops->mem_release)
+		l->ops->mem_release(l);
+	l->ops->close_session(l);
+	ctx->placement = 0;
+}
+
+/* The link failed during pre-copy: resume the same migration over TCP. The
+ * destination keeps what it acknowledged; every page of the round it did
+ * not acknowledge is dirty again, and the next round (next_round) resends
+ * it. 0 when the migration goes on; else the first error, and the failover's. */
+static int failover(struct sender *s, int rc, unsigned next_round)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_link *from = ctx->link, *to;
+	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	char why[sizeof(ctx->err)];
+
+	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
+	    atomic_load(&ctx->cancelled))
+		return rc;
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(ctx);
+	wait_idle(s);
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+		size_t words = rmig_bitmap_words(r->len / r->page_size);
+
+		for (size_t w = 0; w < words; w++)
+			s->bitmap[ri][w] |= s->sent[ri][w];
+		memset(s->sent[ri], 0, words * 8);
+	}
+	to = tcp_link(ctx);
+	if (!to)
+		return rmig_err(ctx, rc, "%s; no tcp link to fail over to", why);
+	rmig_set_phase(ctx, "failover");
+	{
+		struct rmig_event ev = { .type = RMIG_EV_WARNING };
+		char msg[sizeof(why) + 64];
+
+		snprintf(msg, sizeof(msg), "link lost (%s): failing over to tcp", why);
+		ev.detail = msg;
+		rmig_emit(ctx, &ev);
+	}
+	ctx->link = to;
+	for (;;) {
+		int64_t left = end - rmig_now_ms();
+		int tmo = left < ctx->cfg.link_timeout_ms ? (int)left : (int)ctx->cfg.link_timeout_ms;
+
+		if (left <= 0 || atomic_load(&ctx->cancelled))
+			break;
+		rc = to->ops->connect_ctrl(to, ctx->cfg.host, ctx->cfg.port, tmo);
+		if (rc)
+			rmig_err(ctx, rc, "%s", to->err);
+		else
+			rc = handshake(ctx, OPEN_RESUME, next_round);
+		if (!rc)
+			break;
+		to->ops->close_session(to);
+		if (rc == -ECONNABORTED || rc == -EACCES || rc == -EPROTONOSUPPORT)
+			break; /* the destination said no: asking again will not help */
+		sleep_ms(250);
+	}
+	if (rc || atomic_load(&ctx->cancelled)) {
+		char failed[sizeof(ctx->err)];
+
+		memcpy(failed, ctx->err, sizeof(failed));
+		return rmig_err(ctx, rc ? rc : -ECANCELED, "%s; failover to tcp failed: %s", why,
+				atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+	}
+	s->failed = 0;
+	for (unsigned i = 0; i < ctx->nchan; i++)
+		s->w[i].seq = 0;
+	ctx->stats.failovers++;
+	{
+		struct rmig_event ev = { .type = RMIG_EV_FAILOVER,
+					 .from = from->ops->name,
+					 .transport = to->ops->name,
+					 .detail = why };
+
+		rmig_emit(ctx, &ev);
+	}
+	rmig_set_phase(ctx, "pre-copy");
+	return rmig_heartbeat_start(ctx);
+}
+
+/* The link failed after GO: did the destination start the guest? Ask over
+ * any link until commit_timeout_ms. 1: it runs there; 0: it did not and
+ * has discarded it; <0: unknown. */
+static int ask_outcome(struct rmig_ctx *ctx)
+{
+	int64_t end = rmig_now_ms() + ctx->cfg.commit_timeout_ms;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	char why[sizeof(ctx->err)];
+	int rc = -ETIMEDOUT;
+
+	if (!m)
+		return -ENOMEM;
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(ctx);
+	rmig_set_phase(ctx, "asking");
+	while (rmig_now_ms() < end) {
+		for (unsigned i = 0; i < ctx->nlinks; i++) {
+			struct rmig_link *l = ctx->links[i];
+			int64_t left = end - rmig_now_ms();
+			int tmo = left < ctx->cfg.link_timeout_ms ? (int)left
+								  : (int)ctx->cfg.link_timeout_ms;
+
+			if (left <= 0)
+				break;
+			ctx->link = l;
+			rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
+			if (!rc)
+				rc = open_session(ctx, OPEN_QUERY, 0, m);
+			if (!rc)
+				rc = rmig_ctrl_recv(ctx, m, tmo);
+			l->ops->close_session(l);
+			if (!rc && m->type == RMIG_MSG_STARTED) {
+				rc = 1;
+				goto out;
+			}
+			if (rc == -ECONNABORTED && m->type == RMIG_MSG_ABORT &&
+			    m->u.abort.code == RMIG_ABORT_NOT_STARTED) {
+				rc = 0;
+				goto out;
+			}
+		}
+		sleep_ms(250);
+	}
+	rc = -ETIMEDOUT;
+out:
+	memcpy(ctx->err, why, sizeof(why));
 	free(m);
 	return rc;
 }
@@ -552,7 +758,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	struct rmig_msg m;
 	const struct rmig_region *regions;
 	size_t nregions;
-	int rc, paused = 0, go_sent = 0, started_migration = 0, digest_running = 0;
+	int rc, paused = 0, go_sent = 0, started_migration = 0, digest_running = 0, outcome = -1;
 	uint64_t dirty_pages = 0, page_size = 0;
 	double bandwidth = 0, fixed_ms, t_fetch;
 	int64_t t_pause = 0;
@@ -581,7 +787,8 @@ int rmig_send(struct rmig_ctx *ctx)
 		uint64_t npages = regions[i].len / regions[i].page_size;
 
 		s->bitmap[i] = calloc(rmig_bitmap_words(npages), 8);
-		if (!s->bitmap[i]) {
+		s->sent[i] = calloc(rmig_bitmap_words(npages), 8);
+		if (!s->bitmap[i] || !s->sent[i]) {
 			rc = rmig_err(ctx, -ENOMEM, "out of memory for dirty bitmaps");
 			goto fail;
 		}
@@ -594,12 +801,17 @@ int rmig_send(struct rmig_ctx *ctx)
 		fixed_ms += 2.0 * (double)ctx->stats.guest_bytes / rmig_digest_rate(0) * 1000.0;
 
 	rmig_set_phase(ctx, "connecting");
-	rc = handshake(ctx);
+	plan_channels(ctx);
+	rc = rmig_link_connect(ctx, (int)ctx->cfg.link_timeout_ms);
+	if (!rc)
+		rc = handshake(ctx, OPEN_NEW, 0);
 	ctx->stats.channels = ctx->nchan;
 	if (rc)
 		goto fail;
 	started_migration = 1;
-	rc = start_workers(s);
+	rc = rmig_heartbeat_start(ctx);
+	if (!rc)
+		rc = start_workers(s);
 	if (rc)
 		goto fail;
 
@@ -621,8 +833,12 @@ int rmig_send(struct rmig_ctx *ctx)
 		memset(&rs, 0, sizeof(rs));
 		rs.round = round;
 		rc = send_round(s, &rs);
-		if (rc)
-			goto fail;
+		if (rc) {
+			rc = failover(s, rc, round + 1);
+			if (rc)
+				goto fail;
+			continue; /* the next round resends what was lost */
+		}
 		rc = fetch_dirty(s, &dirty_pages);
 		if (rc)
 			goto fail;
@@ -761,7 +977,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	}
 	rc = rmig_ctrl_send(ctx, &m);
 	if (!rc)
-		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.io_timeout_ms);
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		goto fail;
 	ctx->stats.verified = ctx->cfg.verify;
@@ -771,7 +987,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	go_sent = 1;
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
 	if (!rc)
-		rc = rmig_ctrl_expect(ctx, RMIG_MSG_STARTED, &m, (int)ctx->cfg.io_timeout_ms);
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_STARTED, &m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		goto fail;
 	ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_pause);
@@ -795,7 +1011,19 @@ fail:
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the data workers */
 	if (digest_running)
 		pthread_join(dig.tid, NULL);
-	if (go_sent) {
+	if (go_sent) /* even if cancelled: after GO, only the answer decides */
+		outcome = ask_outcome(ctx);
+	if (outcome == 1) {
+		/* It runs there: the migration succeeded, only STARTED was lost. */
+		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_pause);
+		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+		ctx->stats.verified = ctx->cfg.verify;
+		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		rmig_set_phase(ctx, "migrated");
+		rc = 0;
+		goto out;
+	}
+	if (go_sent && outcome < 0) {
 		/* The destination may be running the guest: resuming here could
 		 * run it twice. Stay paused and let the operator decide. */
 		char cause[sizeof(ctx->err)];
@@ -803,12 +1031,19 @@ fail:
 		memcpy(cause, ctx->err, sizeof(cause));
 		ctx->stats.result = RMIG_RESULT_UNKNOWN;
 		rmig_err(ctx, rc,
-			 "%s; GO was sent, so the destination may be running the guest: the "
-			 "source stays paused. Check the destination, then either stop this "
-			 "source or resume it (rmig send --resume-source, not yet available)",
-			 cause);
+			 "%s; GO was sent and the destination could not be asked within %u ms "
+			 "whether it started the guest: the source stays paused. Check the "
+			 "destination: if the guest does not run there, resume the source "
+			 "(rmig send --resume-source); if it does, stop the source",
+			 cause, ctx->cfg.commit_timeout_ms);
 		rmig_set_phase(ctx, "unknown");
 	} else {
+		if (outcome == 0) {
+			size_t n = strlen(ctx->err);
+
+			snprintf(ctx->err + n, sizeof(ctx->err) - n,
+				 "; the destination confirmed it did not start the guest");
+		}
 		if (started_migration)
 			rmig_ctrl_send_abort(ctx, rc, ctx->err);
 		int resumed = !paused || !ctx->be->ops->resume(ctx->be);
@@ -833,11 +1068,14 @@ fail:
 	if (rc >= 0)
 		rc = -EIO;
 out:
+	rmig_heartbeat_stop(ctx);
 	stop_workers(s);
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
-	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)
+	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++) {
 		free(s->bitmap[i]);
+		free(s->sent[i]);
+	}
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->rate_lock);
 	for (unsigned g = 0; g < RMIG_MAX_NODE_GROUPS; g++)

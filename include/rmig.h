@@ -131,6 +131,12 @@ struct rmig_event;
 
 enum rmig_no_converge { RMIG_NC_THROTTLE, RMIG_NC_FORCE, RMIG_NC_ABORT };
 
+/* What the source does when the link fails during pre-copy. */
+enum rmig_failover {
+	RMIG_FAILOVER_TCP,  /* reconnect over TCP and resume the same migration */
+	RMIG_FAILOVER_NONE, /* roll back */
+};
+
 /* How RDMA reaches guest memory. */
 enum rmig_pin {
 	RMIG_PIN_AUTO,	  /* register guest memory if possible, else staging */
@@ -150,7 +156,17 @@ struct rmig_config {
 	uint64_t max_bandwidth;	    /* bytes/s, 0 = unlimited */
 	int verify;		    /* digest all memory on both sides at the pause */
 	unsigned accept_timeout_ms; /* destination: 0 = wait forever for a sender */
-	unsigned io_timeout_ms;	    /* a peer silent this long is lost (default 10000) */
+	unsigned link_timeout_ms;   /* a peer silent this long is lost (default 2000);
+				     * both sides send heartbeats 4 times as often */
+	enum rmig_failover failover;
+	unsigned failover_timeout_ms; /* to re-establish a lost link (default 10000) */
+	unsigned commit_timeout_ms;   /* link lost after GO: source, how long to ask
+				       * for the outcome; destination, how long to
+				       * wait for the question (default 10000) */
+	const void *psk;	      /* pre-shared key: mutual HMAC-SHA256 challenge-
+				       * response before anything else (NULL: none) */
+	size_t psk_len;		      /* at least 16 bytes */
+	int insecure;		      /* without psk: allow non-loopback peers */
 	enum rmig_pin pin;	    /* RDMA only */
 	const char *device;	    /* RDMA device (NULL: whichever routes to the peer) */
 	int gid_index;		    /* RoCE GID index (-1: automatic) */
@@ -169,6 +185,8 @@ enum rmig_event_type {
 	RMIG_EV_PHASE,	   /* phase changed: phase */
 	RMIG_EV_TRANSPORT, /* link chosen: transport, pin, detail (why, if not rdma) */
 	RMIG_EV_WARNING,   /* something the operator should know: detail */
+	RMIG_EV_FAILOVER,  /* link replaced mid-migration: from, transport, detail (why) */
+	RMIG_EV_REFUSED,   /* destination refused a peer: peer, detail (why) */
 };
 
 struct rmig_round_stats {
@@ -189,6 +207,7 @@ struct rmig_event {
 	const char *peer;
 	const char *phase;
 	const char *transport;
+	const char *from; /* RMIG_EV_FAILOVER: the link given up */
 	const char *pin;
 	const char *detail;
 	unsigned throttle_pct;
@@ -211,6 +230,7 @@ struct rmig_stats {
 	unsigned throttle_pct; /* highest throttle applied */
 	int verified;	       /* digests compared equal */
 	int forced;	       /* switched over without meeting downtime_ms */
+	unsigned failovers;    /* links replaced during the migration */
 	double expected_downtime_ms;
 	uint64_t bench_bytes; /* with bench_ms: bytes sent in the resend rounds */
 	double bench_seconds; /* and the time they took */
@@ -226,11 +246,17 @@ RMIG_API void rmig_config_init(struct rmig_config *cfg);
 RMIG_API int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg,
 			     struct rmig_backend *be);
 RMIG_API void rmig_ctx_destroy(struct rmig_ctx *ctx);
+/* Destination, between two rmig_recv calls on one context (a receiver that
+ * keeps listening): the backend for the next migration. */
+RMIG_API void rmig_ctx_set_backend(struct rmig_ctx *ctx, struct rmig_backend *be);
 
 /* Run a whole migration on the calling thread. 0 when migrated; otherwise a
  * negative errno, rmig_errmsg() says why and rmig_stats()->result says what
  * became of the guest. */
 RMIG_API int rmig_send(struct rmig_ctx *ctx);
+/* Destination: listens (on the first call), serves one migration. May be
+ * called again on the same context for the next one; the listening port
+ * stays open in between. */
 RMIG_API int rmig_recv(struct rmig_ctx *ctx);
 
 /* Ask a running migration to stop and roll back (before GO only). Safe from

@@ -31,11 +31,19 @@
 #define RMIG_MAX_REASON 1024		   /* ABORT text */
 #define RMIG_MAX_REGION_BYTES (1ull << 44) /* 16 TiB per region */
 #define RMIG_NONCE_LEN 16
+#define RMIG_MAC_LEN 32 /* HMAC-SHA256 */
 
 /* HELLO capabilities. */
 #define RMIG_CAP_PLACEMENT                                                                         \
 	(1ull << 0) /* source can place pages in the peer's memory                                 \
 		     * (RDMA WRITE): asks for MEM_KEYS */
+
+/* HELLO flags. */
+#define RMIG_HELLO_PSK 1u    /* the sender holds a pre-shared key and will prove it (AUTH) */
+#define RMIG_HELLO_RESUME 2u /* source: continue session `session` (failover) at
+			      * round `round`; the destination keeps its memory */
+#define RMIG_HELLO_QUERY 4u  /* source, link lost after GO: did session `session`
+			      * start? answered with STARTED or ABORT */
 
 enum rmig_msg_type {
 	RMIG_MSG_HELLO = 1,	  /* both ways: versions, capabilities, nonce */
@@ -57,6 +65,7 @@ enum rmig_msg_type {
 	RMIG_MSG_MEM_KEYS = 17,	  /* destination: the link's description of its
 				   * remotely writable guest memory (opaque; empty:
 				   * none offered) */
+	RMIG_MSG_AUTH = 18,	  /* both ways: HMAC over both HELLO nonces */
 	RMIG_MSG_TYPE_COUNT
 };
 
@@ -78,11 +87,13 @@ struct rmig_wire_hello {
 	uint16_t ver_min, ver_max;
 	uint32_t channels;
 	uint64_t caps;
-	uint8_t nonce[RMIG_NONCE_LEN];
-	uint32_t flags;
-	uint32_t reserved;
+	uint8_t nonce[RMIG_NONCE_LEN]; /* fresh for every connection */
+	uint32_t flags;		       /* RMIG_HELLO_* */
+	uint32_t round;		       /* RESUME: the round the source sends next */
+	uint8_t session[RMIG_NONCE_LEN]; /* RESUME/QUERY: the session's first nonce */
+	uint64_t reserved;
 };
-#define RMIG_HELLO_LEN 40
+#define RMIG_HELLO_LEN 64
 _Static_assert(sizeof(struct rmig_wire_hello) == RMIG_HELLO_LEN, "hello");
 
 struct rmig_wire_region {
@@ -138,7 +149,10 @@ _Static_assert(sizeof(struct rmig_wire_round_end) == RMIG_ROUND_END_LEN, "round 
 #define RMIG_COMPLETE_HDR_LEN 8
 #define RMIG_COMPLETE_VERIFY 1u
 
-/* ABORT: i32 errno, u32 reserved, reason text (no NUL). */
+/* ABORT: i32 errno, u32 reserved, reason text (no NUL). The answer to a
+ * QUERY whose guest was not started (and now is discarded) carries this
+ * code; any other ABORT leaves the outcome unknown. */
+#define RMIG_ABORT_NOT_STARTED (-125) /* -ECANCELED */
 #define RMIG_ABORT_HDR_LEN 8
 
 struct rmig_wire_done {
@@ -150,6 +164,8 @@ struct rmig_wire_done {
 };
 #define RMIG_DONE_LEN 32
 _Static_assert(sizeof(struct rmig_wire_done) == RMIG_DONE_LEN, "done");
+
+/* AUTH: RMIG_MAC_LEN bytes. */
 
 /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT: one u64 (round / timestamp). */
 #define RMIG_U64_MSG_LEN 8
@@ -200,6 +216,7 @@ struct rmig_msg {
 		} abort;
 		struct rmig_wire_done done;
 		uint64_t value; /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT */
+		uint8_t mac[RMIG_MAC_LEN]; /* AUTH */
 		struct {
 			const uint8_t *data; /* points into the decoded payload */
 			uint32_t len;

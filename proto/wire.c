@@ -69,6 +69,7 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_HEARTBEAT] = "HEARTBEAT",
 	[RMIG_MSG_DONE] = "DONE",
 	[RMIG_MSG_MEM_KEYS] = "MEM_KEYS",
+	[RMIG_MSG_AUTH] = "AUTH",
 };
 
 const char *rmig_msg_name(unsigned type)
@@ -118,6 +119,7 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		*max = RMIG_ABORT_HDR_LEN + RMIG_MAX_REASON;
 		break;
 	case RMIG_MSG_DONE: *min = *max = RMIG_DONE_LEN; break;
+	case RMIG_MSG_AUTH: *min = *max = RMIG_MAC_LEN; break;
 	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT */
 		*min = *max = RMIG_U64_MSG_LEN;
 		break;
@@ -231,6 +233,8 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 		put64(out + 8, h->caps);
 		memcpy(out + 16, h->nonce, RMIG_NONCE_LEN);
 		put32(out + 32, h->flags);
+		put32(out + 36, h->round);
+		memcpy(out + 40, h->session, RMIG_NONCE_LEN);
 		break;
 	}
 	case RMIG_MSG_REGIONS: {
@@ -330,6 +334,12 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 			return 0;
 		put64(out, m->u.value);
 		break;
+	case RMIG_MSG_AUTH:
+		len = RMIG_MAC_LEN;
+		if (cap < len)
+			return 0;
+		memcpy(out, m->u.mac, len);
+		break;
 	default: /* PAGES/ZERO have their own encoder */ return 0;
 	}
 	return len;
@@ -357,6 +367,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		m->u.hello.caps = get64(p + 8);
 		memcpy(m->u.hello.nonce, p + 16, RMIG_NONCE_LEN);
 		m->u.hello.flags = get32(p + 32);
+		m->u.hello.round = get32(p + 36);
+		memcpy(m->u.hello.session, p + 40, RMIG_NONCE_LEN);
 		if (m->u.hello.ver_min > m->u.hello.ver_max)
 			return bad(err, errlen, "HELLO version range %u..%u is empty",
 				   m->u.hello.ver_min, m->u.hello.ver_max);
@@ -410,6 +422,7 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 			m->u.round_end.frames[i] = get64(p + RMIG_ROUND_END_LEN + 8 * i);
 		break;
 	}
+	case RMIG_MSG_AUTH: memcpy(m->u.mac, p, RMIG_MAC_LEN); break;
 	case RMIG_MSG_STATE:
 	case RMIG_MSG_MEM_KEYS:
 		m->u.state.data = p;

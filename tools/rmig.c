@@ -4,6 +4,8 @@
  * handles SIGINT/SIGTERM (cancel: roll back) and redraws the progress line.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <getopt.h>
@@ -37,19 +39,33 @@ static const char usage_text[] =
     "  --gid-index N           RoCE GID index (default: automatic)\n"
     "  --channels N            parallel data streams, 1..64 (default 2)\n"
     "  --json                  one JSON object per line on stdout\n"
-    "  --io-timeout-ms N       a peer silent this long is lost (default 10000)\n"
+    "  --link-timeout-ms N     a peer silent this long is lost (default 2000);\n"
+    "                          heartbeats go 4 times as often\n"
+    "  --psk-file FILE         pre-shared key (16..1024 bytes, mode 0600): both sides\n"
+    "                          prove they hold it before anything is sent\n"
+    "  --insecure              without --psk-file, accept non-loopback peers\n"
+    "  --failover tcp|none     link lost in pre-copy: resume over TCP (default) or\n"
+    "                          roll back; the receiver waits for the resume\n"
+    "  --failover-timeout-ms N how long to re-establish the link (default 10000)\n"
+    "  --commit-timeout-ms N   link lost after GO: how long the sender asks, and the\n"
+    "                          receiver waits to answer, whether the guest started\n"
+    "                          (default 10000)\n"
     "send options:\n"
     "  --downtime-ms N         switch over when expected downtime <= N (default 300)\n"
     "  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
     "  --on-no-converge P      throttle|force|abort (default throttle)\n"
     "  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
     "  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
+    "  --resume-source         after exit code 4, once the destination is known not to\n"
+    "                          run the guest: resume the paused source guest\n"
     "bench: the data path alone. Against a plain `rmig recv`, sends a static\n"
     "  buffer (--size, default 256M, no zero pages) again and again for --seconds\n"
     "  (default 5), reports the bandwidth, then finishes as a migration.\n"
     "recv options:\n"
     "  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
     "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
+    "  --keep-listening        serve one migration after another (each with a fresh\n"
+    "                          backend; a summary line each) until SIGINT/SIGTERM\n"
     "\n"
     "backends:\n"
     "  sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]\n"
@@ -69,6 +85,9 @@ struct tool {
 	int progress_line; /* stderr is a terminal */
 	int role_send;
 	int bench; /* rmig bench: report the resend rounds' bandwidth */
+	int stopping; /* --keep-listening: a signal ends the loop */
+	const char *hold_at; /* RMIG_TEST_HOLD=NAME:MS (tests): block the engine */
+	unsigned hold_ms;
 	struct event_base *base;
 	struct event *events[3]; /* SIGINT, SIGTERM, progress tick */
 	pthread_t loop_thread;
@@ -156,6 +175,28 @@ static void print_json_field(const char *key, const char *value)
 	putchar('"');
 }
 
+/* Fault-injection tests (tests/e2e/t_fault_matrix.sh) need the engine to
+ * stand still at a known point: RMIG_TEST_HOLD=NAME:MS blocks the engine's
+ * thread for MS ms in the event callback of phase NAME (or of the event
+ * "connected"), after announcing it. Not for production use. */
+static void test_hold(struct tool *t, const struct rmig_event *ev)
+{
+	const char *name = ev->type == RMIG_EV_PHASE	   ? ev->phase
+			   : ev->type == RMIG_EV_CONNECTED ? "connected"
+							   : NULL;
+	struct timespec ts = { t->hold_ms / 1000, (long)(t->hold_ms % 1000) * 1000000 };
+
+	if (!t->hold_at || !name || strcmp(name, t->hold_at))
+		return;
+	t->hold_at = NULL; /* once */
+	pthread_mutex_lock(&t->out_lock);
+	if (t->json)
+		printf("{\"event\":\"hold\",\"at\":\"%s\",\"ms\":%u}\n", name, t->hold_ms);
+	fflush(stdout);
+	pthread_mutex_unlock(&t->out_lock);
+	nanosleep(&ts, NULL);
+}
+
 static void on_event(void *arg, const struct rmig_event *ev)
 {
 	struct tool *t = arg;
@@ -237,15 +278,40 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		if (t->json)
 			printf("{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
 		break;
+	case RMIG_EV_FAILOVER:
+		if (t->json) {
+			printf("{\"event\":\"failover\",\"from\":\"%s\",\"to\":\"%s\"", ev->from,
+			       ev->transport);
+			print_json_field("reason", ev->detail);
+			printf("}\n");
+		} else {
+			clear_progress(t);
+			fprintf(stderr, "rmig: failed over from %s to %s (%s)\n", ev->from,
+				ev->transport, ev->detail);
+		}
+		break;
+	case RMIG_EV_REFUSED:
+		/* Always on stderr too: a refused peer is a security log entry. */
+		clear_progress(t);
+		fprintf(stderr, "rmig: refused peer %s: %s\n", ev->peer, ev->detail);
+		if (t->json) {
+			printf("{\"event\":\"refused\"");
+			print_json_field("peer", ev->peer);
+			print_json_field("reason", ev->detail);
+			printf("}\n");
+		}
+		break;
 	}
 	fflush(stdout);
 	pthread_mutex_unlock(&t->out_lock);
+	test_hold(t, ev);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct tool *t = arg;
 
+	t->stopping = 1;
 	(void)what;
 	pthread_mutex_lock(&t->out_lock);
 	clear_progress(t);
@@ -350,11 +416,7 @@ static void print_summary(struct tool *t, int rc)
 	const struct rmig_stats *s = rmig_stats(t->ctx);
 	int running = -1;
 	long long delta = -1;
-	int check = (t->role_send && s->result == RMIG_RESULT_ROLLED_BACK) ||
-		    (!t->role_send && s->result == RMIG_RESULT_MIGRATED);
-
-	if (check)
-		guest_check(t, &running, &delta);
+	guest_check(t, &running, &delta);
 	pthread_mutex_lock(&t->out_lock);
 	clear_progress(t);
 	if (t->bench && s->bench_seconds > 0) {
@@ -382,14 +444,14 @@ static void print_summary(struct tool *t, int rc)
 		    "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
 		    "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
 		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
-		    "\"verified\":%s",
+		    "\"verified\":%s,\"failovers\":%u",
 		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
 		    s->transport, s->pin, (unsigned long long)s->total_ms,
 		    (unsigned long long)s->downtime_ms, s->rounds,
 		    (unsigned long long)s->bytes_sent, (unsigned long long)s->pages_sent,
 		    (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
 		    s->channels, s->throttle_pct, s->forced ? "true" : "false",
-		    s->expected_downtime_ms, s->verified ? "true" : "false");
+		    s->expected_downtime_ms, s->verified ? "true" : "false", s->failovers);
 		if (running >= 0)
 			printf(",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -435,6 +497,13 @@ enum {
 	OPT_LISTEN,
 	OPT_ACCEPT_TMO,
 	OPT_IO_TMO,
+	OPT_FAILOVER,
+	OPT_FAILOVER_TMO,
+	OPT_COMMIT_TMO,
+	OPT_PSK,
+	OPT_INSECURE,
+	OPT_KEEP,
+	OPT_RESUME_SOURCE,
 	OPT_PIN,
 	OPT_DEVICE,
 	OPT_GID,
@@ -455,7 +524,15 @@ static const struct option long_opts[] = {
 	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "accept-timeout-ms", required_argument, NULL, OPT_ACCEPT_TMO },
-	{ "io-timeout-ms", required_argument, NULL, OPT_IO_TMO },
+	{ "link-timeout-ms", required_argument, NULL, OPT_IO_TMO },
+	{ "io-timeout-ms", required_argument, NULL, OPT_IO_TMO }, /* old name */
+	{ "failover", required_argument, NULL, OPT_FAILOVER },
+	{ "failover-timeout-ms", required_argument, NULL, OPT_FAILOVER_TMO },
+	{ "commit-timeout-ms", required_argument, NULL, OPT_COMMIT_TMO },
+	{ "psk-file", required_argument, NULL, OPT_PSK },
+	{ "insecure", no_argument, NULL, OPT_INSECURE },
+	{ "keep-listening", no_argument, NULL, OPT_KEEP },
+	{ "resume-source", no_argument, NULL, OPT_RESUME_SOURCE },
 	{ "pin", required_argument, NULL, OPT_PIN },
 	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "gid-index", required_argument, NULL, OPT_GID },
@@ -464,13 +541,68 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
+/* The key file: raw bytes, 16..1024 of them, readable by its owner only. */
+static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
+{
+	struct stat st;
+	ssize_t n;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
+		exit(RMIG_RESULT_USAGE);
+	}
+	if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+		fprintf(stderr,
+			"rmig: --psk-file %s: readable by group or others (mode %03o); chmod 600 "
+			"it\n",
+			path, st.st_mode & 0777);
+		exit(RMIG_RESULT_USAGE);
+	}
+	n = read(fd, buf, cap);
+	if (n >= 0 && (size_t)n == cap) {
+		uint8_t more;
+
+		if (read(fd, &more, 1) > 0)
+			n = -2;
+	}
+	close(fd);
+	if (n < 16) {
+		fprintf(stderr, "rmig: --psk-file %s: %s\n", path,
+			n == -2	 ? "longer than 1024 bytes"
+			: n < 0 ? strerror(errno)
+				 : "shorter than 16 bytes");
+		exit(RMIG_RESULT_USAGE);
+	}
+	return n;
+}
+
+/* After exit code 4 the source guest is paused and the operator checked that
+ * the destination does not run it. Only a backend whose guest outlives the
+ * rmig process can be resumed from a new one. */
+static int resume_source_guest(const char *backend)
+{
+	if (!strncmp(backend, "sim", 3) && (!backend[3] || backend[3] == ':')) {
+		fprintf(stderr,
+			"rmig: --resume-source: the sim backend's guest lived inside the rmig "
+			"process that exited, so there is nothing left to resume; backends "
+			"that attach to a running hypervisor can be resumed this way\n");
+		return RMIG_RESULT_FAILED;
+	}
+	fprintf(stderr, "rmig: --resume-source: backend %s cannot be resumed from here\n",
+		backend);
+	return RMIG_RESULT_FAILED;
+}
+
 int main(int argc, char **argv)
 {
 	struct tool t = { .out_lock = PTHREAD_MUTEX_INITIALIZER };
 	struct rmig_config cfg;
 	const char *backend = "sim", *listen_arg = NULL, *bench_size = "256M";
 	char bench_backend[128];
-	int bench = 0;
+	int bench = 0, keep_listening = 0, resume_source = 0;
+	const char *psk_file = NULL, *hold;
+	uint8_t psk[1024];
 	char host[256] = "", err[512];
 	int opt, rc, send;
 	sigset_t pipe_set;
@@ -568,11 +700,37 @@ int main(int argc, char **argv)
 			    parse_uint("--accept-timeout-ms", optarg, 1, 86400000);
 			break;
 		case OPT_IO_TMO:
-			cfg.io_timeout_ms = parse_uint("--io-timeout-ms", optarg, 100, 86400000);
+			cfg.link_timeout_ms = parse_uint("--link-timeout-ms", optarg, 100, 86400000);
 			break;
+		case OPT_FAILOVER:
+			if (!strcmp(optarg, "tcp"))
+				cfg.failover = RMIG_FAILOVER_TCP;
+			else if (!strcmp(optarg, "none"))
+				cfg.failover = RMIG_FAILOVER_NONE;
+			else
+				die_usage("--failover: '%s' is not tcp or none", optarg);
+			break;
+		case OPT_FAILOVER_TMO:
+			cfg.failover_timeout_ms =
+			    parse_uint("--failover-timeout-ms", optarg, 1, 86400000);
+			break;
+		case OPT_COMMIT_TMO:
+			cfg.commit_timeout_ms =
+			    parse_uint("--commit-timeout-ms", optarg, 1, 86400000);
+			break;
+		case OPT_PSK: psk_file = optarg; break;
+		case OPT_INSECURE: cfg.insecure = 1; break;
+		case OPT_KEEP: keep_listening = 1; break;
+		case OPT_RESUME_SOURCE: resume_source = 1; break;
 		default: die_usage("unknown option");
 		}
 	}
+	if (keep_listening && send)
+		die_usage("--keep-listening is for recv");
+	if (resume_source && (!send || bench))
+		die_usage("--resume-source is for send");
+	if (resume_source)
+		return resume_source_guest(backend);
 	if (send) {
 		if (optind != argc - 1)
 			die_usage("send needs exactly one HOST[:PORT]");
@@ -594,6 +752,20 @@ int main(int argc, char **argv)
 			cfg.bench_ms = 5000;
 		cfg.max_rounds = 100000; /* the resend rounds are not pre-copy rounds */
 	}
+	if (psk_file) {
+		ssize_t n = read_psk(psk_file, psk, sizeof(psk));
+
+		cfg.psk = psk;
+		cfg.psk_len = (size_t)n;
+	}
+	hold = getenv("RMIG_TEST_HOLD");
+	if (hold && strchr(hold, ':')) {
+		static char at[64];
+
+		snprintf(at, sizeof(at), "%.*s", (int)(strchr(hold, ':') - hold), hold);
+		t.hold_at = at;
+		t.hold_ms = (unsigned)strtoul(strchr(hold, ':') + 1, NULL, 10);
+	}
 	cfg.host = host;
 	cfg.on_event = on_event;
 	cfg.event_arg = &t;
@@ -611,6 +783,7 @@ int main(int argc, char **argv)
 		return rc == -EINVAL || rc == -ENOENT ? RMIG_RESULT_USAGE : RMIG_RESULT_FAILED;
 	}
 	rc = rmig_ctx_create(&t.ctx, &cfg, t.be);
+	explicit_bzero(psk, sizeof(psk)); /* the context keeps its own copy */
 	if (rc) {
 		fprintf(stderr, "rmig: cannot create the migration: %s\n", strerror(-rc));
 		rmig_backend_close(t.be);
@@ -618,14 +791,29 @@ int main(int argc, char **argv)
 	}
 	if (start_loop(&t))
 		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
-	rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
-	print_summary(&t, rc);
+	for (;;) {
+		rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
+		print_summary(&t, rc);
+		if (!keep_listening || t.stopping)
+			break;
+		/* Each migration gets a fresh guest; the one just received has
+		 * been checked above and is let go, so memory does not grow. */
+		rmig_backend_close(t.be);
+		rc = rmig_backend_open(backend, RMIG_ROLE_DEST, &t.be, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "rmig: backend %s: %s\n", backend, err);
+			t.be = NULL;
+			break;
+		}
+		rmig_ctx_set_backend(t.ctx, t.be);
+	}
 	stop_loop(&t);
 	{
-		int result = (int)rmig_stats(t.ctx)->result;
+		int result = t.stopping && keep_listening ? 0 : (int)rmig_stats(t.ctx)->result;
 
 		rmig_ctx_destroy(t.ctx);
-		rmig_backend_close(t.be);
+		if (t.be)
+			rmig_backend_close(t.be);
 		return result;
 	}
 }

@@ -3,7 +3,7 @@
 . "$(dirname "$0")/lib.sh"
 
 # Garbage on the wire to a receiver.
-start_recv recv --backend sim --io-timeout-ms 2000
+start_recv recv --backend sim --link-timeout-ms 2000
 head -c 4096 /dev/urandom >"$T/garbage"
 exec 3<>/dev/tcp/127.0.0.1/$PORT || fail "cannot connect to receiver"
 cat "$T/garbage" >&3
@@ -13,7 +13,7 @@ exec 3>&-
 grep -qi "magic" "$T/recv.err" || fail "receiver error does not name the bad magic"
 
 # A well-formed header of an unknown type.
-start_recv recv2 --backend sim --io-timeout-ms 2000
+start_recv recv2 --backend sim --link-timeout-ms 2000
 exec 3<>/dev/tcp/127.0.0.1/$PORT || fail "cannot connect to receiver"
 # magic RMIG, version 1, type 0x7777, flags 0, len 0, seq 0 (24 bytes LE)
 printf 'RMIG\001\000\167\167\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >&3

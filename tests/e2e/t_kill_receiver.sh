@@ -3,7 +3,7 @@
 # a few seconds, says which peer it lost, exits 3 and its guest keeps running.
 . "$(dirname "$0")/lib.sh"
 start_recv recv --backend sim
-"$RMIG" send --json --max-bandwidth 20M \
+"$RMIG" send --json --max-bandwidth 20M --failover none \
 	--backend sim:size=256M,dirty-rate=20000,hot=10%,zero=0%,seed=5 \
 	127.0.0.1:$PORT >"$T/send.out" 2>"$T/send.err" &
 SEND_PID=$!

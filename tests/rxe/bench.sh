@@ -29,17 +29,18 @@ bwn=$(ib_bw "$CH" 18601)
 ceiling=$(awk -v a="$bw1" -v b="$bwn" 'BEGIN { print (a > b ? a : b) }')
 
 # rmig_run NAME SEND-ARGS...: one rmig send against a fresh rmig recv.
+head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk" # the peers are not on loopback
 rmig_run() {
 	local n=$1 port
 	shift
-	ip netns exec "$RXE_B_NS" "$RMIG" recv --listen "$RXE_B_IP:0" --json --io-timeout-ms 30000 \
-		>"$T/$n-recv" 2>&1 &
+	ip netns exec "$RXE_B_NS" "$RMIG" recv --listen "$RXE_B_IP:0" --json --link-timeout-ms 30000 \
+		--psk-file "$T/psk" >"$T/$n-recv" 2>&1 &
 	for _ in $(seq 100); do
 		port=$(jq -r 'select(.event=="listening") | .port' "$T/$n-recv" 2>/dev/null)
 		[ -n "$port" ] && break
 		sleep 0.05
 	done
-	ip netns exec "$RXE_A_NS" "$RMIG" "$@" --json --io-timeout-ms 30000 --device "$RXE_A_DEV" \
+	ip netns exec "$RXE_A_NS" "$RMIG" "$@" --json --link-timeout-ms 30000 --psk-file "$T/psk" --device "$RXE_A_DEV" \
 		--channels "$CH" "$RXE_B_IP:$port" >"$T/$n-send" 2>&1
 	wait
 }

@@ -263,7 +263,7 @@ struct bounds {
 
 /* Derived from proto.h's documented layouts, not from wire.c's table. */
 static const struct bounds type_bounds[] = {
-	{ RMIG_MSG_HELLO, 40, 40 },
+	{ RMIG_MSG_HELLO, 64, 64 },
 	{ RMIG_MSG_REGIONS, 8 + 24, 8 + 24 * 64 },
 	{ RMIG_MSG_REGIONS_ACK, 8, 8 },
 	{ RMIG_MSG_CHANNEL, 24, 24 },
@@ -280,6 +280,7 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_HEARTBEAT, 8, 8 },
 	{ RMIG_MSG_DONE, 32, 32 },
 	{ RMIG_MSG_MEM_KEYS, 0, 64u << 10 },
+	{ RMIG_MSG_AUTH, 32, 32 },
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -427,6 +428,9 @@ static void test_rt_hello(void **state)
 		for (int i = 0; i < RMIG_NONCE_LEN; i++)
 			m.u.hello.nonce[i] = (uint8_t)(0xf0 + i + c);
 		m.u.hello.flags = 0x80000001u;
+		m.u.hello.round = 0x01020304u + (uint32_t)c;
+		for (int i = 0; i < RMIG_NONCE_LEN; i++)
+			m.u.hello.session[i] = (uint8_t)(0x30 + i * 3 + c);
 		f = roundtrip(&m, &out, &flen);
 		assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_HELLO_LEN);
 		assert_int_equal(out.u.hello.ver_min, m.u.hello.ver_min);
@@ -435,6 +439,8 @@ static void test_rt_hello(void **state)
 		assert_true(out.u.hello.caps == m.u.hello.caps);
 		assert_memory_equal(out.u.hello.nonce, m.u.hello.nonce, RMIG_NONCE_LEN);
 		assert_int_equal(out.u.hello.flags, m.u.hello.flags);
+		assert_int_equal(out.u.hello.round, m.u.hello.round);
+		assert_memory_equal(out.u.hello.session, m.u.hello.session, RMIG_NONCE_LEN);
 		free(f);
 	}
 }
@@ -753,6 +759,21 @@ static void test_rt_u64_msgs(void **state)
 			assert_true(out.u.value == values[v]);
 			free(f);
 		}
+}
+
+static void test_rt_auth(void **state)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_AUTH }, out;
+	uint8_t *f;
+	size_t flen;
+
+	(void)state;
+	for (int i = 0; i < RMIG_MAC_LEN; i++)
+		m.u.mac[i] = (uint8_t)(0xa5 ^ (i * 7));
+	f = roundtrip(&m, &out, &flen);
+	assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_MAC_LEN);
+	assert_memory_equal(out.u.mac, m.u.mac, RMIG_MAC_LEN);
+	free(f);
 }
 
 static void test_encode_rejects_pages_and_unknown(void **state)
@@ -1946,6 +1967,7 @@ int main(void)
 		cmocka_unit_test(test_frame_truncated),
 		cmocka_unit_test(test_frame_len_past_buffer),
 		cmocka_unit_test(test_rt_hello),
+		cmocka_unit_test(test_rt_auth),
 		cmocka_unit_test(test_rt_regions),
 		cmocka_unit_test(test_rt_channel),
 		cmocka_unit_test(test_rt_round_end),

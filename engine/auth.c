@@ -1,0 +1,120 @@
+/* auth.c - who may talk to us: the pre-shared-key challenge-response and
+ * the rule for unauthenticated peers.
+ *
+ * Both HELLOs carry a fresh random nonce. With a PSK, the source proves it
+ * first with AUTH = HMAC-SHA256(psk, "rmig-auth-1 source" | Ns | Nd); only
+ * then does the destination prove itself with the "destination" label. A
+ * proof binds both nonces, so it is good for this connection only. Nothing
+ * about the guest (layout, addresses, rkeys) is sent before both proofs
+ * were checked. Data channels then name their connection with a token
+ * derived from the key and both nonces, which a third party cannot forge.
+ *
+ * Without a PSK, only loopback peers are accepted unless the operator says
+ * --insecure: a guest's memory is not to be handed to whoever connects.
+ */
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+
+static int mac(const struct rmig_ctx *ctx, const char *label, const uint8_t *src_nonce,
+	       const uint8_t *dst_nonce, uint8_t out[RMIG_MAC_LEN])
+{
+	uint8_t msg[64 + 2 * RMIG_NONCE_LEN];
+	size_t n = strlen(label);
+	unsigned outlen = 0;
+
+	memcpy(msg, label, n);
+	memcpy(msg + n, src_nonce, RMIG_NONCE_LEN);
+	memcpy(msg + n + RMIG_NONCE_LEN, dst_nonce, RMIG_NONCE_LEN);
+	if (!HMAC(EVP_sha256(), ctx->cfg.psk, (int)ctx->cfg.psk_len, msg,
+		  n + 2 * RMIG_NONCE_LEN, out, &outlen) ||
+	    outlen != RMIG_MAC_LEN)
+		return -EIO;
+	return 0;
+}
+
+int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source)
+{
+	const char *peer = ctx->link->peer;
+
+	if (ctx->cfg.psk && !peer_has_psk)
+		return rmig_err(ctx, -EACCES,
+				"authentication failed: %s has no pre-shared key, but this %s "
+				"requires one (--psk-file)",
+				peer, we_are_source ? "sender" : "receiver");
+	if (!ctx->cfg.psk && peer_has_psk)
+		return rmig_err(ctx, -EACCES,
+				"authentication failed: %s uses a pre-shared key, this %s has "
+				"none (give both sides the same --psk-file)",
+				peer, we_are_source ? "sender" : "receiver");
+	if (!ctx->cfg.psk && !ctx->link->peer_loopback && !ctx->cfg.insecure)
+		return rmig_err(ctx, -EACCES,
+				"refusing unauthenticated peer %s: it is not on loopback; give "
+				"both sides the same --psk-file (or --insecure on a trusted "
+				"network)",
+				peer);
+	return 0;
+}
+
+/* The data channel token of this connection. */
+static int derive_token(struct rmig_ctx *ctx, const uint8_t *src_nonce, const uint8_t *dst_nonce)
+{
+	uint8_t full[RMIG_MAC_LEN];
+
+	if (!ctx->cfg.psk) {
+		memcpy(ctx->token, src_nonce, RMIG_NONCE_LEN);
+		return 0;
+	}
+	if (mac(ctx, "rmig-auth-1 channel", src_nonce, dst_nonce, full))
+		return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
+	memcpy(ctx->token, full, RMIG_NONCE_LEN);
+	return 0;
+}
+
+int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source)
+{
+	const uint8_t *ns = we_are_source ? ctx->nonce : ctx->peer_nonce;
+	const uint8_t *nd = we_are_source ? ctx->peer_nonce : ctx->nonce;
+	struct rmig_msg m = { .type = RMIG_MSG_AUTH };
+	uint8_t want[RMIG_MAC_LEN];
+	int rc;
+
+	if (!ctx->cfg.psk)
+		return derive_token(ctx, ns, nd);
+	if (we_are_source) {
+		if (mac(ctx, "rmig-auth-1 source", ns, nd, m.u.mac))
+			return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
+		rc = rmig_ctrl_send(ctx, &m);
+		if (!rc)
+			rc = rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);
+		if (rc)
+			return rc;
+		if (mac(ctx, "rmig-auth-1 destination", ns, nd, want))
+			return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
+		if (CRYPTO_memcmp(want, m.u.mac, RMIG_MAC_LEN))
+			return rmig_err(ctx, -EACCES,
+					"authentication failed: %s does not hold our pre-shared key",
+					ctx->link->peer);
+		return derive_token(ctx, ns, nd);
+	}
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		return rc;
+	if (mac(ctx, "rmig-auth-1 source", ns, nd, want))
+		return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
+	if (CRYPTO_memcmp(want, m.u.mac, RMIG_MAC_LEN))
+		return rmig_err(ctx, -EACCES,
+				"authentication failed: %s does not hold our pre-shared key",
+				ctx->link->peer);
+	if (mac(ctx, "rmig-auth-1 destination", ns, nd, m.u.mac))
+		return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
+	rc = rmig_ctrl_send(ctx, &m);
+	if (rc)
+		return rc;
+	return derive_token(ctx, ns, nd);
+}
