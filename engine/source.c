@@ -982,10 +982,14 @@ int rmig_send(struct rmig_ctx *ctx)
 		goto fail;
 	ctx->stats.verified = ctx->cfg.verify;
 
-	/* Commit: from here the destination may run, so we never resume. */
+	/* Commit: from here the destination may run, so we never resume on
+	 * our own ("commit": READY is in, GO about to go; "awaiting-started":
+	 * GO is out). */
 	rmig_set_phase(ctx, "commit");
 	go_sent = 1;
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
+	if (!rc)
+		rmig_set_phase(ctx, "awaiting-started");
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_STARTED, &m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
