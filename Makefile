@@ -48,6 +48,13 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a -lcmocka $(LDLIBS)
 
+# Helpers the end-to-end tests run: a hostile sender speaking the real wire
+# format (built from the library's encoders).
+TEST_TOOLS = $(BUILD)/tests/fakepeer
+$(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+
 # The RDMA link's own two-process test, run inside the rxe VM.
 $(BUILD)/rxe/link_selftest: tests/rxe/link_selftest.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
@@ -60,7 +67,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tests/e2e/demo.sh $(BUILD)/rmig
 
-unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest
+unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest $(TEST_TOOLS)
 e2e: all
 
 check: deps

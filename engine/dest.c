@@ -649,6 +649,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 	rmig_set_phase(ctx, "listening");
 	rc = rmig_link_accept(ctx,
 			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
+	if (rc && atomic_load(&ctx->cancelled))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");
 	if (rc)
 		goto out;
 	connected = 1;

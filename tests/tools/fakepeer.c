@@ -1,0 +1,216 @@
+/* fakepeer - a hostile or broken sender, for the receiver's bad-input tests.
+ *
+ *   fakepeer HOST PORT CASE
+ *
+ * Speaks rmig's wire format (built with the real encoders) over TCP, up to
+ * the point where CASE misbehaves, then prints what the receiver answered:
+ * "ABORT: reason" or "CLOSED". Exit 0 if the receiver refused with an ABORT,
+ * 1 otherwise (it accepted what it must not, or said nothing).
+ *
+ * Cases:
+ *   version   HELLO offering wire versions 9..9 only
+ *   huge      a valid opening, then REGIONS claiming a 1 TiB guest
+ *   layout    a valid opening, then REGIONS of 64 KiB pages (not what the
+ *             receiver's backend holds)
+ *   past      a valid session, then a PAGES frame whose run ends past its
+ *             region
+ *   truncated a valid opening, then half a REGIONS frame and silence
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+static uint64_t ctrl_seq;
+
+static int dial(const char *host, const char *port)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res;
+	int fd;
+
+	if (getaddrinfo(host, port, &hints, &res))
+		return -1;
+	fd = socket(res->ai_family, SOCK_STREAM, 0);
+	if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen)) {
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static int send_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static int send_msg(int fd, const struct rmig_msg *m, uint64_t *seq)
+{
+	uint8_t buf[RMIG_FRAME_HDR_LEN + 4096];
+	size_t len = rmig_msg_encode(m, buf + RMIG_FRAME_HDR_LEN, sizeof(buf) - RMIG_FRAME_HDR_LEN);
+
+	rmig_frame_hdr_encode(buf, m->type, 0, (uint32_t)len, (*seq)++);
+	return send_all(fd, buf, RMIG_FRAME_HDR_LEN + len);
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&pfd, 1, 10000) <= 0)
+			return -1;
+		n = recv(fd, p, len, 0);
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Next control message other than HEARTBEAT; -1 when the stream ends. */
+static int recv_msg(int fd, struct rmig_msg *m, uint8_t *payload, size_t cap)
+{
+	for (;;) {
+		uint8_t hdr[RMIG_FRAME_HDR_LEN];
+		struct rmig_frame_hdr fh;
+		char err[256];
+
+		if (recv_all(fd, hdr, sizeof(hdr)) ||
+		    rmig_frame_hdr_decode(hdr, &fh, err, sizeof(err)) || fh.len > cap ||
+		    recv_all(fd, payload, fh.len) ||
+		    rmig_msg_decode(fh.type, payload, fh.len, m, err, sizeof(err)))
+			return -1;
+		if (m->type != RMIG_MSG_HEARTBEAT)
+			return 0;
+	}
+}
+
+/* Print how the receiver reacted; 0 if it refused with an ABORT. */
+static int outcome(int fd)
+{
+	static uint8_t payload[RMIG_MAX_REASON + 64];
+	struct rmig_msg m;
+
+	while (recv_msg(fd, &m, payload, sizeof(payload)) == 0) {
+		if (m.type == RMIG_MSG_ABORT) {
+			printf("ABORT: %s\n", m.u.abort.reason);
+			return 0;
+		}
+		printf("got %s\n", rmig_msg_name(m.type));
+	}
+	printf("CLOSED\n");
+	return 1;
+}
+
+static struct rmig_layout one_region(uint64_t len, uint32_t page_size)
+{
+	struct rmig_layout l = { .count = 1 };
+
+	l.r[0] = (struct rmig_wire_region){ .id = 0, .page_size = page_size, .len = len };
+	return l;
+}
+
+int main(int argc, char **argv)
+{
+	static uint8_t payload[4096];
+	struct rmig_msg m = { .type = RMIG_MSG_HELLO };
+	uint8_t nonce[RMIG_NONCE_LEN];
+	const char *c;
+	int fd, data = -1, rc;
+
+	if (argc != 4) {
+		fprintf(stderr, "usage: fakepeer HOST PORT version|huge|layout|past|truncated\n");
+		return 2;
+	}
+	c = argv[3];
+	fd = dial(argv[1], argv[2]);
+	if (fd < 0 || getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce)) {
+		fprintf(stderr, "fakepeer: cannot connect to %s:%s\n", argv[1], argv[2]);
+		return 2;
+	}
+	m.u.hello = (struct rmig_wire_hello){ .ver_min = 1, .ver_max = 1, .channels = 1 };
+	if (!strcmp(c, "version"))
+		m.u.hello.ver_min = m.u.hello.ver_max = 9;
+	memcpy(m.u.hello.nonce, nonce, RMIG_NONCE_LEN);
+	memcpy(m.u.hello.session, nonce, RMIG_NONCE_LEN);
+	if (send_msg(fd, &m, &ctrl_seq))
+		return 1;
+	if (!strcmp(c, "version"))
+		return outcome(fd);
+	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
+		return outcome(fd);
+	/* Unauthenticated loopback session: the channel token is our nonce. */
+	data = dial(argv[1], argv[2]);
+	if (data < 0)
+		return 1;
+	{
+		uint64_t seq = 0;
+
+		m.type = RMIG_MSG_CHANNEL;
+		memcpy(m.u.channel.token, nonce, RMIG_NONCE_LEN);
+		m.u.channel.index = 0;
+		m.u.channel.count = 1;
+		if (send_msg(data, &m, &seq))
+			return 1;
+	}
+	m.type = RMIG_MSG_REGIONS;
+	if (!strcmp(c, "huge"))
+		m.u.layout = one_region(1ull << 40, 4096);
+	else if (!strcmp(c, "layout"))
+		m.u.layout = one_region(16u << 20, 65536);
+	else
+		m.u.layout = one_region(16u << 20, 4096);
+	if (!strcmp(c, "truncated")) {
+		uint8_t buf[RMIG_FRAME_HDR_LEN + 64];
+		size_t len = rmig_msg_encode(&m, buf + RMIG_FRAME_HDR_LEN, 64);
+
+		rmig_frame_hdr_encode(buf, m.type, 0, (uint32_t)len, ctrl_seq++);
+		if (send_all(fd, buf, RMIG_FRAME_HDR_LEN + len / 2))
+			return 1;
+		return outcome(fd);
+	}
+	if (send_msg(fd, &m, &ctrl_seq))
+		return 1;
+	if (!strcmp(c, "past")) {
+		struct rmig_run run = { .first = (16u << 20) / 4096 - 1, .count = 2 };
+		uint8_t frame[RMIG_FRAME_HDR_LEN + RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN + 2 * 4096];
+		size_t sub;
+		uint64_t seq = 0; /* CHANNEL is not counted: data frames start at 0 */
+
+		if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_REGIONS_ACK)
+			return outcome(fd);
+		memset(frame, 0x5a, sizeof(frame));
+		sub = rmig_pages_encode(frame + RMIG_FRAME_HDR_LEN, RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN,
+					0, 1, &run, 1);
+		rmig_frame_hdr_encode(frame, RMIG_MSG_PAGES, 0, (uint32_t)(sub + 2 * 4096), seq);
+		if (send_all(data, frame, RMIG_FRAME_HDR_LEN + sub + 2 * 4096))
+			return 1;
+	}
+	rc = outcome(fd);
+	close(data);
+	close(fd);
+	return rc;
+}
