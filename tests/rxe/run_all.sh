@@ -12,4 +12,6 @@ echo "=== link_selftest"
 "$BUILD/rxe/link_selftest" || rc=1
 echo "=== t_migrate"
 RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
+echo "=== t_failover"
+RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
 exit $rc
