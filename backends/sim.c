@@ -21,7 +21,7 @@
 #include <numa.h>
 #include <numaif.h>
 #include <sys/mman.h>
-#include <sys/sysinfo.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -157,19 +157,45 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
 	return rc;
 }
 
-/* Refuse a guest this host cannot hold, rather than dying half-way. */
+/* Bytes of memory the kernel says it could still give us (MemAvailable +
+ * SwapFree), or 0 if unknown. */
+static uint64_t available_bytes(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	unsigned long long kib, total = 0;
+	char line[128];
+	int found = 0;
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1 ||
+		    sscanf(line, "SwapFree: %llu kB", &kib) == 1) {
+			total += kib;
+			found++;
+		}
+	fclose(f);
+	return found ? (uint64_t)total << 10 : 0;
+}
+
+/* Refuse a guest this host cannot hold, rather than dying half-way: the
+ * memory it could still get, and the address-space limit. */
 static int check_fits(struct rmig_backend *be, uint64_t bytes)
 {
-	struct sysinfo si;
-	uint64_t avail;
+	uint64_t avail = available_bytes();
+	struct rlimit rl;
 
-	if (sysinfo(&si))
-		return 0;
-	avail = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
-	if (bytes > avail) {
-		rmig_backend_err(be, "sim: a %llu MiB guest does not fit in this host's %llu MiB",
+	if (avail && bytes > avail) {
+		rmig_backend_err(be,
+				 "sim: a %llu MiB guest does not fit in the %llu MiB this host has "
+				 "available",
+				 (unsigned long long)(bytes >> 20), (unsigned long long)(avail >> 20));
+		return -ENOMEM;
+	}
+	if (!getrlimit(RLIMIT_AS, &rl) && rl.rlim_cur != RLIM_INFINITY && bytes > rl.rlim_cur) {
+		rmig_backend_err(be, "sim: a %llu MiB guest exceeds RLIMIT_AS (%llu MiB)",
 				 (unsigned long long)(bytes >> 20),
-				 (unsigned long long)(avail >> 20));
+				 (unsigned long long)(rl.rlim_cur >> 20));
 		return -ENOMEM;
 	}
 	return 0;
