@@ -695,6 +695,7 @@ static int ask_outcome(struct rmig_ctx *ctx)
 			if (left <= 0)
 				break;
 			ctx->link = l;
+			l->ops->close_session(l); /* also clears a cancel's interrupt */
 			rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
 			if (!rc)
 				rc = open_session(ctx, OPEN_QUERY, 0, m);
