@@ -50,10 +50,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
-TEST_TOOLS = $(BUILD)/tests/fakepeer
+TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+
+# The fault-matrix test's TCP forwarder (corrupts frames on SIGUSR1/SIGUSR2).
+$(BUILD)/tests/faultproxy: tests/tools/faultproxy.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 # The RDMA link's own two-process test, run inside the rxe VM.
 $(BUILD)/rxe/link_selftest: tests/rxe/link_selftest.c $(BUILD)/librmig.a

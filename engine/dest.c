@@ -549,6 +549,10 @@ static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_ms
 			rc = rmig_err(ctx, -EPROTO,
 				      "protocol error: resume at round %u, round %u was acknowledged",
 				      hello.round, *expect_round - 1);
+		/* Before the receivers start: the first frame may follow REGIONS_ACK
+		 * at once. */
+		if (!rc)
+			atomic_store(&r->round, hello.round);
 		if (!rc)
 			rc = setup_session(ctx, r, m, &hello, 1);
 		if (!rc)
@@ -557,7 +561,6 @@ static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_ms
 		drop_session(ctx, r);
 	}
 	*expect_round = hello.round;
-	atomic_store(&r->round, hello.round);
 	ctx->stats.failovers++;
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
@@ -733,6 +736,9 @@ int rmig_recv(struct rmig_ctx *ctx)
 			}
 			memcpy(state, m->u.state.data, state_len);
 			have_state = 1;
+			/* Every round is acknowledged, so all pages are in: the data
+			 * streams are done, and their closing is no failure. */
+			stop_receivers(r);
 			rmig_set_phase(ctx, "stop-and-copy");
 			break;
 		case RMIG_MSG_COMPLETE:
@@ -756,6 +762,15 @@ int rmig_recv(struct rmig_ctx *ctx)
 			if (rc)
 				goto fail;
 			rmig_set_phase(ctx, "ready");
+			break;
+		case RMIG_MSG_CHECK:
+			if (!ready || started) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: CHECK before READY");
+				goto fail;
+			}
+			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
+			if (rc)
+				goto fail;
 			break;
 		case RMIG_MSG_GO:
 			if (!ready || started) {
@@ -792,8 +807,14 @@ int rmig_recv(struct rmig_ctx *ctx)
 	}
 
 fail:
-	if ((ready || started) && rmig_link_failure(rc))
-		answer_outcome(ctx, r, m, started);
+	/* After READY the source may have sent GO and not know what became of
+	 * it: whatever went wrong here, answer its question. */
+	if (ready || started) {
+		if (!started && rc != -ECONNABORTED)
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		if (rc != -ECONNABORTED)
+			answer_outcome(ctx, r, m, started);
+	}
 	if (started) {
 		/* The guest runs here: the migration succeeded, only the final
 		 * figures are missing. */

@@ -987,6 +987,14 @@ int rmig_send(struct rmig_ctx *ctx)
 	 * our own ("commit": READY is in, GO about to go; "awaiting-started":
 	 * GO is out). */
 	rmig_set_phase(ctx, "commit");
+	/* READY may be old news (a slow backend, a stalled thread): make sure
+	 * the destination is still there and still ready right before GO, so
+	 * that a failure up to here is a clean rollback, not an unknown. */
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_CHECK, 0);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		goto fail;
 	go_sent = 1;
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
 	if (!rc)
@@ -1016,7 +1024,9 @@ fail:
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the data workers */
 	if (digest_running)
 		pthread_join(dig.tid, NULL);
-	if (go_sent) /* even if cancelled: after GO, only the answer decides */
+	if (go_sent && rc == -ECONNABORTED)
+		outcome = 0; /* the destination sends ABORT only if it did not start */
+	else if (go_sent) /* even if cancelled: after GO, only the answer decides */
 		outcome = ask_outcome(ctx);
 	if (outcome == 1) {
 		/* It runs there: the migration succeeded, only STARTED was lost. */

@@ -66,6 +66,7 @@ enum rmig_msg_type {
 				   * remotely writable guest memory (opaque; empty:
 				   * none offered) */
 	RMIG_MSG_AUTH = 18,	  /* both ways: HMAC over both HELLO nonces */
+	RMIG_MSG_CHECK = 19,	  /* source, right before GO: still ready? (READY again) */
 	RMIG_MSG_TYPE_COUNT
 };
 
@@ -167,7 +168,7 @@ _Static_assert(sizeof(struct rmig_wire_done) == RMIG_DONE_LEN, "done");
 
 /* AUTH: RMIG_MAC_LEN bytes. */
 
-/* ROUND_ACK, READY, GO, STARTED, HEARTBEAT: one u64 (round / timestamp). */
+/* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK: one u64 (round / timestamp). */
 #define RMIG_U64_MSG_LEN 8
 
 /* ---- decoded forms ---- */
@@ -215,7 +216,7 @@ struct rmig_msg {
 			char reason[RMIG_MAX_REASON + 1]; /* NUL-terminated, printable */
 		} abort;
 		struct rmig_wire_done done;
-		uint64_t value; /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT */
+		uint64_t value; /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK */
 		uint8_t mac[RMIG_MAC_LEN]; /* AUTH */
 		struct {
 			const uint8_t *data; /* points into the decoded payload */

@@ -70,6 +70,7 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_DONE] = "DONE",
 	[RMIG_MSG_MEM_KEYS] = "MEM_KEYS",
 	[RMIG_MSG_AUTH] = "AUTH",
+	[RMIG_MSG_CHECK] = "CHECK",
 };
 
 const char *rmig_msg_name(unsigned type)
@@ -120,7 +121,7 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		break;
 	case RMIG_MSG_DONE: *min = *max = RMIG_DONE_LEN; break;
 	case RMIG_MSG_AUTH: *min = *max = RMIG_MAC_LEN; break;
-	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT */
+	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT CHECK */
 		*min = *max = RMIG_U64_MSG_LEN;
 		break;
 	}
@@ -329,6 +330,7 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 	case RMIG_MSG_GO:
 	case RMIG_MSG_STARTED:
 	case RMIG_MSG_HEARTBEAT:
+	case RMIG_MSG_CHECK:
 		len = RMIG_U64_MSG_LEN;
 		if (cap < len)
 			return 0;

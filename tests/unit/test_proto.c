@@ -281,6 +281,7 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_DONE, 32, 32 },
 	{ RMIG_MSG_MEM_KEYS, 0, 64u << 10 },
 	{ RMIG_MSG_AUTH, 32, 32 },
+	{ RMIG_MSG_CHECK, 8, 8 },
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -743,7 +744,8 @@ static void test_rt_u64_msgs(void **state)
 {
 	static const uint8_t types[] = { RMIG_MSG_REGIONS_ACK, RMIG_MSG_ROUND_ACK,
 					 RMIG_MSG_READY,       RMIG_MSG_GO,
-					 RMIG_MSG_STARTED,     RMIG_MSG_HEARTBEAT };
+					 RMIG_MSG_STARTED,     RMIG_MSG_HEARTBEAT,
+					 RMIG_MSG_CHECK };
 	static const uint64_t values[] = { 0, 1, 0x8000000000000000ull, UINT64_MAX };
 
 	(void)state;

@@ -1,0 +1,479 @@
+/* faultproxy - a TCP forwarder that corrupts rmig frames on demand, for the
+ * fault-matrix test (tests/e2e/t_fault_matrix.sh).
+ *
+ *   faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR]
+ *              [--ready-file FILE] [--data-frames N]
+ *
+ * Every connection accepted on LISTEN_PORT (0: any free port) is forwarded to
+ * TARGET, in accept order: rmig's control stream and its data streams all
+ * connect to the same port, and the receiver tells them apart by that order.
+ * Once listening, the port number is written to FILE (atomically: written to
+ * FILE.tmp, then renamed), so that nobody has to probe the port - a probe
+ * would be forwarded to the receiver as a bogus connection.
+ *
+ * The proxy follows rmig's framing (24-byte header, `len` payload bytes) in
+ * the client->target direction of every connection; a connection whose first
+ * frame is HELLO is a control stream, one opening with CHANNEL a data stream.
+ * Faults, by signal:
+ *   SIGUSR1  flip the magic of the next frame header the client sends on a
+ *            control stream (whatever frame comes next, heartbeats included):
+ *            the receiver must reject it as a bad frame;
+ *   SIGUSR2  flip the last byte (page data) of each of the next N PAGES
+ *            frames on the data streams (--data-frames, default 8): only the
+ *            memory digest can catch that;
+ *   SIGHUP   toggle a blackhole: nothing is read, forwarded or accepted
+ *            until the next SIGHUP (connections stay open, like a cut link);
+ *   SIGTERM, SIGINT  exit.
+ * Every fault applied is logged on stderr ("faultproxy: corrupted ...");
+ * FAULTPROXY_TRACE=1 in the environment also logs every control frame.
+ *
+ * Single-threaded, poll()-based; signals are only delivered inside ppoll().
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define MAX_CONNS 64
+#define BUF_LEN (256 * 1024)
+#define HDR_LEN 24
+#define MAGIC 0x47494d52u
+#define T_HELLO 1
+#define T_CHANNEL 4
+#define T_PAGES 5
+
+static const char *const type_names[] = { "?",	       "HELLO",	   "REGIONS",  "REGIONS_ACK",
+					  "CHANNEL",   "PAGES",	   "ZERO",     "ROUND_END",
+					  "ROUND_ACK", "STATE",	   "COMPLETE", "READY",
+					  "GO",	       "STARTED",  "ABORT",    "HEARTBEAT",
+					  "DONE",      "MEM_KEYS", "AUTH" };
+
+static const char *type_name(unsigned t)
+{
+	return t < sizeof(type_names) / sizeof(type_names[0]) ? type_names[t] : "?";
+}
+
+enum kind { K_UNKNOWN, K_CTRL, K_DATA, K_OTHER };
+
+/* One direction of a connection: bytes read from `from`, not yet written. */
+struct pipe_dir {
+	char *buf;
+	size_t len, off;
+	int eof;  /* `from` said EOF */
+	int shut; /* `to` was shut down for writing */
+};
+
+struct conn {
+	int used;
+	unsigned id;
+	int cfd, tfd; /* client, target */
+	struct pipe_dir c2t, t2c;
+	enum kind kind;
+	/* framing of the client->target stream */
+	uint8_t hdr[HDR_LEN];
+	unsigned hdr_have;
+	uint64_t payload_left;
+	unsigned cur_type;
+	uint64_t frames;
+};
+
+static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
+static struct conn conns[MAX_CONNS];
+static unsigned next_id, data_frames_per_signal = 8;
+static unsigned arm_ctrl, arm_data; /* pending faults */
+static int blackhole, trace;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		want_ctrl++;
+	else if (sig == SIGUSR2)
+		want_data++;
+	else if (sig == SIGHUP)
+		want_hole++;
+	else
+		want_quit = 1;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
+			"[--ready-file FILE] [--data-frames N]\n");
+	exit(2);
+}
+
+static void set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Close both ends; `reset`: with an RST, so a peer sees what we saw. */
+static void conn_close(struct conn *c, int reset)
+{
+	struct linger lg = { 1, 0 };
+
+	if (reset) {
+		setsockopt(c->cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		setsockopt(c->tfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
+	close(c->cfd);
+	close(c->tfd);
+	free(c->c2t.buf);
+	free(c->t2c.buf);
+	fprintf(stderr, "faultproxy: connection %u closed%s\n", c->id, reset ? " (reset)" : "");
+	memset(c, 0, sizeof(*c));
+}
+
+/* Walk the client's bytes through rmig's framing, applying armed faults. */
+static void inspect_c2t(struct conn *c, uint8_t *p, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		if (c->payload_left == 0) { /* in a header */
+			size_t take = HDR_LEN - c->hdr_have;
+
+			if (take > n - i)
+				take = n - i;
+			memcpy(c->hdr + c->hdr_have, p + i, take);
+			if (c->hdr_have == 0 && c->kind == K_CTRL && arm_ctrl) {
+				p[i] ^= 0xff; /* first byte of the magic */
+				arm_ctrl--;
+				fprintf(stderr,
+					"faultproxy: corrupted control frame #%llu header on "
+					"connection %u\n",
+					(unsigned long long)c->frames, c->id);
+			}
+			c->hdr_have += (unsigned)take;
+			i += take;
+			if (c->hdr_have < HDR_LEN)
+				break;
+			c->hdr_have = 0;
+			c->cur_type = c->hdr[5];
+			c->payload_left = get32(c->hdr + 8);
+			if (get32(c->hdr) != MAGIC)
+				fprintf(stderr,
+					"faultproxy: connection %u: frame without rmig magic\n",
+					c->id);
+			if (c->frames == 0 && c->kind == K_UNKNOWN) {
+				c->kind = c->cur_type == T_HELLO     ? K_CTRL
+					  : c->cur_type == T_CHANNEL ? K_DATA
+								     : K_OTHER;
+				fprintf(stderr, "faultproxy: connection %u is a %s stream\n", c->id,
+					c->kind == K_CTRL   ? "control"
+					: c->kind == K_DATA ? "data"
+							    : "non-rmig");
+			}
+			if (trace && c->kind == K_CTRL)
+				fprintf(stderr, "faultproxy: connection %u: %s\n", c->id,
+					type_name(c->cur_type));
+			c->frames++;
+		} else { /* in a payload */
+			size_t take = c->payload_left < n - i ? (size_t)c->payload_left : n - i;
+
+			if (c->kind == K_DATA && c->cur_type == T_PAGES && arm_data &&
+			    take == c->payload_left) {
+				p[i + take - 1] ^= 0xff; /* the last byte of the last page */
+				arm_data--;
+				fprintf(stderr,
+					"faultproxy: corrupted page data of PAGES frame #%llu on "
+					"connection %u (%u more to go)\n",
+					(unsigned long long)c->frames - 1, c->id, arm_data);
+			}
+			c->payload_left -= take;
+			i += take;
+		}
+	}
+}
+
+/* Read what `from` has into d (empty), 0 or -1 on a hard error. */
+static int pump_read(struct conn *c, int from, struct pipe_dir *d, int c2t)
+{
+	ssize_t r = read(from, d->buf, BUF_LEN);
+
+	if (r > 0) {
+		d->len = (size_t)r;
+		d->off = 0;
+		if (c2t)
+			inspect_c2t(c, (uint8_t *)d->buf, d->len);
+		return 0;
+	}
+	if (r == 0) {
+		d->eof = 1;
+		return 0;
+	}
+	return errno == EAGAIN || errno == EINTR ? 0 : -1;
+}
+
+static int pump_write(int to, struct pipe_dir *d)
+{
+	ssize_t w = send(to, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
+
+	if (w >= 0) {
+		d->off += (size_t)w;
+		if (d->off == d->len)
+			d->len = d->off = 0;
+		return 0;
+	}
+	return errno == EAGAIN || errno == EINTR ? 0 : -1;
+}
+
+static int connect_target(const struct sockaddr_storage *ta, socklen_t tl)
+{
+	struct timeval tv = { 2, 0 };
+	int one = 1, fd = socket(ta->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	if (connect(fd, (const struct sockaddr *)ta, tl)) {
+		close(fd);
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_nonblock(fd);
+	return fd;
+}
+
+static void accept_one(int lfd, const struct sockaddr_storage *ta, socklen_t tl)
+{
+	struct linger lg = { 1, 0 };
+	int one = 1, cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), tfd;
+	struct conn *c = NULL;
+
+	if (cfd < 0)
+		return;
+	for (int i = 0; i < MAX_CONNS && !c; i++)
+		if (!conns[i].used)
+			c = &conns[i];
+	tfd = c ? connect_target(ta, tl) : -1;
+	if (tfd < 0) {
+		/* Refused downstream: refuse upstream, as directly connecting would. */
+		fprintf(stderr, "faultproxy: connection %u: %s\n", next_id++,
+			c ? "target refused, resetting the client" : "too many connections");
+		setsockopt(cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+		close(cfd);
+		return;
+	}
+	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	set_nonblock(cfd);
+	memset(c, 0, sizeof(*c));
+	c->c2t.buf = malloc(BUF_LEN);
+	c->t2c.buf = malloc(BUF_LEN);
+	if (!c->c2t.buf || !c->t2c.buf) {
+		fprintf(stderr, "faultproxy: out of memory\n");
+		exit(1);
+	}
+	c->used = 1;
+	c->id = next_id++;
+	c->cfd = cfd;
+	c->tfd = tfd;
+	fprintf(stderr, "faultproxy: connection %u accepted\n", c->id);
+}
+
+static int write_ready_file(const char *path, unsigned port)
+{
+	char tmp[4096];
+	FILE *f;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	f = fopen(tmp, "w");
+	if (!f || fprintf(f, "%u\n", port) < 0 || fclose(f))
+		return -1;
+	return rename(tmp, path);
+}
+
+int main(int argc, char **argv)
+{
+	const char *ready_file = NULL, *bind_addr = "127.0.0.1";
+	char thost[256], *colon;
+	struct sockaddr_storage ta, la;
+	socklen_t tl, ll = sizeof(la);
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai;
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigset_t block, empty;
+	unsigned lport;
+	int lfd, one = 1, rc;
+
+	if (argc < 3)
+		usage();
+	trace = getenv("FAULTPROXY_TRACE") != NULL;
+	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "--ready-file") && i + 1 < argc)
+			ready_file = argv[++i];
+		else if (!strcmp(argv[i], "--bind") && i + 1 < argc)
+			bind_addr = argv[++i];
+		else if (!strcmp(argv[i], "--data-frames") && i + 1 < argc)
+			data_frames_per_signal = (unsigned)strtoul(argv[++i], NULL, 10);
+		else
+			usage();
+	}
+	lport = (unsigned)strtoul(argv[1], NULL, 10);
+	snprintf(thost, sizeof(thost), "%s", argv[2]);
+	colon = strrchr(thost, ':');
+	if (!colon || lport > 65535)
+		usage();
+	*colon = 0;
+	if ((rc = getaddrinfo(thost, colon + 1, &hints, &ai))) {
+		fprintf(stderr, "faultproxy: %s: %s\n", argv[2], gai_strerror(rc));
+		return 1;
+	}
+	memcpy(&ta, ai->ai_addr, ai->ai_addrlen);
+	tl = ai->ai_addrlen;
+	freeaddrinfo(ai);
+	if ((rc = getaddrinfo(bind_addr, argv[1], &hints, &ai))) {
+		fprintf(stderr, "faultproxy: %s: %s\n", bind_addr, gai_strerror(rc));
+		return 1;
+	}
+	lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (lfd < 0 || bind(lfd, ai->ai_addr, ai->ai_addrlen) || listen(lfd, 64)) {
+		fprintf(stderr, "faultproxy: listen on %s:%s: %s\n", bind_addr, argv[1],
+			strerror(errno));
+		return 1;
+	}
+	freeaddrinfo(ai);
+	set_nonblock(lfd);
+	getsockname(lfd, (struct sockaddr *)&la, &ll);
+	lport = ntohs(la.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&la)->sin6_port
+					       : ((struct sockaddr_in *)&la)->sin_port);
+
+	/* Signals only arrive inside ppoll(): no races with the loop's state. */
+	sigemptyset(&block);
+	sigaddset(&block, SIGUSR1);
+	sigaddset(&block, SIGUSR2);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	sigemptyset(&empty);
+	for (int s = 0; s < 5; s++)
+		sigaction((int[]){ SIGUSR1, SIGUSR2, SIGHUP, SIGTERM, SIGINT }[s], &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (ready_file && write_ready_file(ready_file, lport)) {
+		fprintf(stderr, "faultproxy: --ready-file %s: %s\n", ready_file, strerror(errno));
+		return 1;
+	}
+	fprintf(stderr, "faultproxy: listening on %s:%u, forwarding to %s\n", bind_addr, lport,
+		argv[2]);
+
+	while (!want_quit) {
+		struct pollfd pf[1 + 2 * MAX_CONNS];
+		int idx[MAX_CONNS];
+		nfds_t n = 0;
+
+		if (want_ctrl) {
+			arm_ctrl += (unsigned)want_ctrl;
+			want_ctrl = 0;
+			fprintf(stderr, "faultproxy: armed: corrupt the next control frame\n");
+		}
+		if (want_data) {
+			arm_data += (unsigned)want_data * data_frames_per_signal;
+			want_data = 0;
+			fprintf(stderr, "faultproxy: armed: corrupt the next %u PAGES frames\n",
+				arm_data);
+		}
+		if (want_hole) {
+			blackhole ^= (int)(want_hole & 1);
+			want_hole = 0;
+			fprintf(stderr, "faultproxy: blackhole %s\n", blackhole ? "on" : "off");
+		}
+
+		pf[n++] = (struct pollfd){ lfd, blackhole ? 0 : POLLIN, 0 };
+		for (int i = 0; i < MAX_CONNS; i++) {
+			struct conn *c = &conns[i];
+			int c_rd, t_rd;
+
+			idx[i] = -1;
+			if (!c->used)
+				continue;
+			idx[i] = (int)n;
+			/* A side is polled only while something can happen on it:
+			 * POLLHUP/POLLERR come even without asking, and would spin. */
+			c_rd = !c->c2t.len && !c->c2t.eof;
+			t_rd = !c->t2c.len && !c->t2c.eof;
+			pf[n++] = (struct pollfd){
+				blackhole || (!c_rd && !c->t2c.len) ? -1 : c->cfd,
+				(short)((c_rd ? POLLIN : 0) | (c->t2c.len ? POLLOUT : 0)), 0
+			};
+			pf[n++] = (struct pollfd){
+				blackhole || (!t_rd && !c->c2t.len) ? -1 : c->tfd,
+				(short)((t_rd ? POLLIN : 0) | (c->c2t.len ? POLLOUT : 0)), 0
+			};
+		}
+		rc = ppoll(pf, n, NULL, &empty);
+		if (rc < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("faultproxy: ppoll");
+			return 1;
+		}
+		if (pf[0].revents & POLLIN)
+			accept_one(lfd, &ta, tl);
+		for (int i = 0; i < MAX_CONNS; i++) {
+			struct conn *c = &conns[i];
+			short cr, tr;
+			int err = 0;
+
+			if (idx[i] < 0 || !c->used || blackhole)
+				continue;
+			cr = pf[idx[i]].revents;
+			tr = pf[idx[i] + 1].revents;
+			if ((cr | tr) & POLLERR) { /* a reset: pass it on */
+				conn_close(c, 1);
+				continue;
+			}
+			/* Reads first (they only happen into empty buffers)... */
+			if ((cr & (POLLIN | POLLHUP | POLLERR)) && !c->c2t.len && !c->c2t.eof)
+				err |= pump_read(c, c->cfd, &c->c2t, 1);
+			if ((tr & (POLLIN | POLLHUP | POLLERR)) && !c->t2c.len && !c->t2c.eof)
+				err |= pump_read(c, c->tfd, &c->t2c, 0);
+			/* ...then writes, eagerly: poll will say when a socket is full. */
+			if (!err && c->c2t.len)
+				err |= pump_write(c->tfd, &c->c2t);
+			if (!err && c->t2c.len)
+				err |= pump_write(c->cfd, &c->t2c);
+			if (err) {
+				conn_close(c, 1);
+				continue;
+			}
+			/* An EOF is passed on once everything before it was. */
+			if (c->c2t.eof && !c->c2t.len && !c->c2t.shut) {
+				shutdown(c->tfd, SHUT_WR);
+				c->c2t.shut = 1;
+			}
+			if (c->t2c.eof && !c->t2c.len && !c->t2c.shut) {
+				shutdown(c->cfd, SHUT_WR);
+				c->t2c.shut = 1;
+			}
+			if (c->c2t.shut && c->t2c.shut)
+				conn_close(c, 0);
+		}
+	}
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (conns[i].used)
+			conn_close(&conns[i], 0);
+	close(lfd);
+	return 0;
+}
