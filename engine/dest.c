@@ -37,6 +37,8 @@ struct receiver {
 	uint64_t frames[RMIG_MAX_CHANNELS]; /* frames applied, this round */
 	uint64_t pages, zero_pages, bytes;  /* this round */
 	atomic_uint round;		    /* the round being received */
+	atomic_uint_fast64_t round_pages;   /* pages announced in it so far */
+	uint64_t guest_pages;
 	atomic_int stopping;
 	int failed; /* the first receiver error (negative errno), 0: none */
 	char failure[400];
@@ -112,6 +114,16 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 		return -EBADMSG;
 	}
 	reg = &ctx->regions[ri];
+	for (uint32_t i = 0; i < ph.nruns; i++)
+		pages += runs[i].count;
+	/* A round sends each page at most once: bounding it by the guest's
+	 * size bounds the work a peer can make us do per round. */
+	if (atomic_fetch_add(&w->r->round_pages, pages) + pages > w->r->guest_pages) {
+		snprintf(why, whylen, "round %u sends more pages than the guest's %llu", ph.round,
+			 (unsigned long long)w->r->guest_pages);
+		return -EBADMSG;
+	}
+	pages = 0;
 	for (uint32_t i = 0; i < ph.nruns; i++) {
 		iov[i] = (struct iovec){ (char *)reg->host + runs[i].first * reg->page_size,
 					 runs[i].count * reg->page_size };
@@ -289,6 +301,7 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 	ctx->stats.bytes_sent += r->bytes;
 	r->pages = r->zero_pages = r->bytes = 0;
 	memset(r->frames, 0, sizeof(r->frames));
+	atomic_store(&r->round_pages, 0);
 	/* Frames of the next round may only come after our ack. */
 	atomic_fetch_add(&r->round, 1);
 out:
@@ -369,6 +382,9 @@ static int start_receivers(struct receiver *r, const int *nodes)
 
 	atomic_store(&r->stopping, 0);
 	r->failed = 0;
+	r->guest_pages = 0;
+	for (size_t i = 0; i < ctx->nregions; i++)
+		r->guest_pages += ctx->regions[i].len / ctx->regions[i].page_size;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
 		r->w[i] = (struct recv_worker){ .r = r, .chan = i, .node = nodes[i] };
 		if (pthread_create(&r->w[i].tid, NULL, recv_main, &r->w[i]))
@@ -388,6 +404,7 @@ static void stop_receivers(struct receiver *r)
 			r->w[i].started = 0;
 		}
 	/* A partly received round is sent again in full. */
+	atomic_store(&r->round_pages, 0);
 	r->pages = r->zero_pages = r->bytes = 0;
 	memset(r->frames, 0, sizeof(r->frames));
 }

@@ -257,6 +257,7 @@ size_t rmig_pages_encode(uint8_t *out, size_t cap, uint32_t region_id, uint32_t 
 int rmig_pages_hdr_decode(const uint8_t in[RMIG_PAGES_HDR_LEN], const struct rmig_frame_hdr *fh,
 			  struct rmig_pages_hdr *ph, char *err, size_t errlen);
 /* Step 2: the runs table (ph->nruns entries): every run inside the region,
+ * runs ascending and disjoint,
  * and the frame length exactly the runs' bytes (PAGES) or none (ZERO).
  * *region_index receives the region's index in the layout. */
 int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,

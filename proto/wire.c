@@ -528,6 +528,14 @@ int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 			    rmig_msg_name(fh->type), i, (unsigned long long)runs[i].first,
 			    (unsigned long long)runs[i].count, ph->region_id,
 			    (unsigned long long)npages);
+		/* Ascending and disjoint, as senders build them: one frame then
+		 * touches each page at most once, so its cost is bounded by the
+		 * region (a ZERO frame of overlapping whole-region runs is not). */
+		if (i && runs[i].first < runs[i - 1].first + runs[i - 1].count)
+			return bad(err, errlen,
+				   "%s run %u: pages %llu+%llu overlap or precede run %u",
+				   rmig_msg_name(fh->type), i, (unsigned long long)runs[i].first,
+				   (unsigned long long)runs[i].count, i - 1);
 		data_pages += runs[i].count; /* <= 64 * 2^32: cannot wrap */
 	}
 	data_len = fh->len - RMIG_PAGES_HDR_LEN - (uint64_t)ph->nruns * RMIG_RUN_LEN;

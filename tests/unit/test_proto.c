@@ -1432,6 +1432,35 @@ static void test_pages_bad_region_and_index(void **state)
 	}
 }
 
+/* Runs must ascend without overlapping: otherwise one small ZERO frame could
+ * make the receiver scan a region over and over. */
+static void test_pages_runs_overlap(void **state)
+{
+	static const struct rmig_run bad[][2] = {
+		{ { 0, 10 }, { 0, 10 } }, /* the same run twice */
+		{ { 0, 10 }, { 9, 2 } },  /* overlaps by one page */
+		{ { 10, 2 }, { 0, 1 } },  /* descending */
+		{ { 0, 64 }, { 0, 64 } }, /* the whole region twice */
+	};
+	static const struct rmig_run good[2] = { { 0, 10 }, { 10, 5 } };
+	struct rmig_run got[RMIG_MAX_RUNS];
+	struct rmig_pages_hdr ph;
+	char err[256];
+	size_t ri, flen;
+	uint8_t *f;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		f = pages_frame(RMIG_MSG_ZERO, 0, 0, bad[i], 2, 0, &flen);
+		EXPECT_BAD(err, pages_decode(f, flen, got, &ri, &ph, err, sizeof(err)));
+		assert_non_null(strstr(err, "overlap or precede"));
+		free(f);
+	}
+	f = pages_frame(RMIG_MSG_ZERO, 0, 0, good, 2, 0, &flen);
+	EXPECT_OK(err, pages_decode(f, flen, got, &ri, &ph, err, sizeof(err)));
+	free(f);
+}
+
 static void test_pages_bad_nruns(void **state)
 {
 	char err[256];
@@ -1994,6 +2023,7 @@ int main(void)
 		cmocka_unit_test(test_pages_roundtrip),
 		cmocka_unit_test(test_pages_bad_region_and_index),
 		cmocka_unit_test(test_pages_bad_nruns),
+		cmocka_unit_test(test_pages_runs_overlap),
 		cmocka_unit_test(test_pages_bad_data_len),
 		cmocka_unit_test(test_pages_without_layout),
 		cmocka_unit_test(test_fuzz),
