@@ -94,3 +94,4 @@ format:
 
 clean:
 	rm -rf build
+include tests/fuzz/fuzz.mk

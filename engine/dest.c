@@ -17,7 +17,6 @@
 #include "engine.h"
 #include "placement.h"
 
-#define HEARTBEAT_MS 1000
 
 struct receiver;
 
@@ -140,6 +139,11 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 			for (uint64_t p = 0; p < runs[i].count; p++) {
 				char *pg = (char *)iov[i].iov_base + p * reg->page_size;
 
+				/* A large run takes a while: let a stop interrupt it. */
+				if (p % 4096 == 4095 && atomic_load(&w->r->stopping)) {
+					snprintf(why, whylen, "stopped");
+					return -ECANCELED;
+				}
 				if (!rmig_page_is_zero(pg, reg->page_size))
 					memset(pg, 0, reg->page_size);
 			}
@@ -257,6 +261,8 @@ static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
 static int wait_round(struct receiver *r, const struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = r->ctx;
+	int64_t last_progress = rmig_now_ms();
+	unsigned last_total = ~0u;
 	int rc = 0;
 
 	if (m->u.round_end.h.nchan != ctx->nchan)
@@ -264,7 +270,7 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 				m->u.round_end.h.nchan, ctx->nchan);
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
-		unsigned done = 0;
+		unsigned done = 0, total = 0;
 		struct timespec ts;
 
 		for (unsigned c = 0; c < ctx->nchan; c++) {
@@ -277,6 +283,7 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 				goto out;
 			}
 			done += r->frames[c] == m->u.round_end.frames[c];
+			total += (unsigned)r->frames[c];
 		}
 		if (done == ctx->nchan)
 			break;
@@ -284,17 +291,24 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 			rc = rmig_err(ctx, r->failed, "%s", r->failure);
 			goto out;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += HEARTBEAT_MS / 1000;
-		if (pthread_cond_timedwait(&r->progress, &r->lock, &ts) == ETIMEDOUT) {
-			/* Tell the source we are alive while its data drains. */
-			pthread_mutex_unlock(&r->lock);
-			rc =
-			    rmig_ctrl_send_simple(ctx, RMIG_MSG_HEARTBEAT, (uint64_t)rmig_now_ms());
-			pthread_mutex_lock(&r->lock);
-			if (rc)
-				goto out;
+		/* The control stream is not read meanwhile: the data streams must
+		 * show progress, or the source is gone (or lying about counts). */
+		if (total != last_total) {
+			last_total = total;
+			last_progress = rmig_now_ms();
+		} else if (rmig_now_ms() - last_progress > ctx->cfg.link_timeout_ms) {
+			rc = rmig_err(ctx, -ETIMEDOUT,
+				      "peer %s: data streams silent for %u ms with frames of "
+				      "round %u missing",
+				      ctx->link->peer, ctx->cfg.link_timeout_ms,
+				      m->u.round_end.h.round);
+			goto out;
 		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&r->progress, &r->lock, &ts);
 	}
 	ctx->stats.pages_sent += r->pages;
 	ctx->stats.zero_pages += r->zero_pages;
