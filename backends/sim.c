@@ -189,7 +189,8 @@ static int check_fits(struct rmig_backend *be, uint64_t bytes)
 		rmig_backend_err(be,
 				 "sim: a %llu MiB guest does not fit in the %llu MiB this host has "
 				 "available",
-				 (unsigned long long)(bytes >> 20), (unsigned long long)(avail >> 20));
+				 (unsigned long long)(bytes >> 20),
+				 (unsigned long long)(avail >> 20));
 		return -ENOMEM;
 	}
 	if (!getrlimit(RLIMIT_AS, &rl) && rl.rlim_cur != RLIM_INFINITY && bytes > rl.rlim_cur) {

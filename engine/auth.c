@@ -31,8 +31,8 @@ static int mac(const struct rmig_ctx *ctx, const char *label, const uint8_t *src
 	memcpy(msg, label, n);
 	memcpy(msg + n, src_nonce, RMIG_NONCE_LEN);
 	memcpy(msg + n + RMIG_NONCE_LEN, dst_nonce, RMIG_NONCE_LEN);
-	if (!HMAC(EVP_sha256(), ctx->cfg.psk, (int)ctx->cfg.psk_len, msg,
-		  n + 2 * RMIG_NONCE_LEN, out, &outlen) ||
+	if (!HMAC(EVP_sha256(), ctx->cfg.psk, (int)ctx->cfg.psk_len, msg, n + 2 * RMIG_NONCE_LEN,
+		  out, &outlen) ||
 	    outlen != RMIG_MAC_LEN)
 		return -EIO;
 	return 0;
@@ -91,15 +91,17 @@ int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source)
 			return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
 		rc = rmig_ctrl_send(ctx, &m);
 		if (!rc)
-			rc = rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);
+			rc =
+			    rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rc;
 		if (mac(ctx, "rmig-auth-1 destination", ns, nd, want))
 			return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
 		if (CRYPTO_memcmp(want, m.u.mac, RMIG_MAC_LEN))
-			return rmig_err(ctx, -EACCES,
-					"authentication failed: %s does not hold our pre-shared key",
-					ctx->link->peer);
+			return rmig_err(
+			    ctx, -EACCES,
+			    "authentication failed: %s does not hold our pre-shared key",
+			    ctx->link->peer);
 		return derive_token(ctx, ns, nd);
 	}
 	rc = rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);

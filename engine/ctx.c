@@ -484,8 +484,8 @@ int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uin
 	iov[0] = (struct iovec){ hdrbuf, RMIG_FRAME_HDR_LEN + sublen };
 	for (int i = 0; i < ndata; i++)
 		iov[i + 1] = data[i];
-	rc =
-	    ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1, (int)ctx->cfg.link_timeout_ms);
+	rc = ctx->link->ops->chan_send(ctx->link, chan, iov, ndata + 1,
+				       (int)ctx->cfg.link_timeout_ms);
 	if (rc == 0)
 		atomic_fetch_add(&ctx->live_bytes, RMIG_FRAME_HDR_LEN + len);
 	return rc;

@@ -17,7 +17,6 @@
 #include "engine.h"
 #include "placement.h"
 
-
 struct receiver;
 
 struct recv_worker {
@@ -129,7 +128,8 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 		pages += runs[i].count;
 	}
 	if (fh.type == RMIG_MSG_PAGES) {
-		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns, (int)ctx->cfg.link_timeout_ms);
+		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns,
+				       (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return snprintf(why, whylen, "%s", l->err), rc;
 	} else {
@@ -203,7 +203,8 @@ static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
 			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan,
 					n);
 		nodes[chan] = node;
-		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
+		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1,
+					       (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 		rc = rmig_frame_decode_buf(buf, sizeof(buf), NULL, &m, why, sizeof(why));
@@ -443,10 +444,9 @@ static int open_session(struct rmig_ctx *ctx, struct rmig_msg *m, struct rmig_wi
 	*hello = m->u.hello;
 	memcpy(ctx->peer_nonce, hello->nonce, RMIG_NONCE_LEN);
 	if (hello->ver_max < RMIG_WIRE_VERSION_MIN || hello->ver_min > RMIG_WIRE_VERSION_MAX)
-		rc = rmig_err(ctx, -EPROTONOSUPPORT,
-			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
-			      hello->ver_min, hello->ver_max, RMIG_WIRE_VERSION_MIN,
-			      RMIG_WIRE_VERSION_MAX);
+		rc = rmig_err(
+		    ctx, -EPROTONOSUPPORT, "version mismatch: peer speaks %u..%u, we speak %d..%d",
+		    hello->ver_min, hello->ver_max, RMIG_WIRE_VERSION_MIN, RMIG_WIRE_VERSION_MAX);
 	if (!rc)
 		rc = rmig_auth_policy(ctx, (hello->flags & RMIG_HELLO_PSK) != 0, 0);
 	if (rc)
@@ -577,9 +577,10 @@ static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_ms
 			return rmig_err(ctx, rc, "%s; the source did not resume within %u ms", why,
 					ctx->cfg.failover_timeout_ms);
 		if (hello.round < *expect_round)
-			rc = rmig_err(ctx, -EPROTO,
-				      "protocol error: resume at round %u, round %u was acknowledged",
-				      hello.round, *expect_round - 1);
+			rc = rmig_err(
+			    ctx, -EPROTO,
+			    "protocol error: resume at round %u, round %u was acknowledged",
+			    hello.round, *expect_round - 1);
 		/* Before the receivers start: the first frame may follow REGIONS_ACK
 		 * at once. */
 		if (!rc)

@@ -55,13 +55,13 @@ struct rmig_ctx {
 	int group_node[RMIG_MAX_NODE_GROUPS];
 	uint8_t region_group[RMIG_MAX_REGIONS];
 	int chan_node[RMIG_MAX_CHANNELS];
-	int placement;		       /* source: pages go by chan_write (RDMA WRITE) */
-	uint8_t nonce[RMIG_NONCE_LEN];	 /* ours, this connection */
+	int placement;			    /* source: pages go by chan_write (RDMA WRITE) */
+	uint8_t nonce[RMIG_NONCE_LEN];	    /* ours, this connection */
 	uint8_t peer_nonce[RMIG_NONCE_LEN]; /* theirs, this connection */
-	uint8_t session[RMIG_NONCE_LEN]; /* the source's first nonce: names the
-					  * migration across failovers */
-	uint8_t token[RMIG_NONCE_LEN];	 /* data channels prove they belong to this
-					  * connection with it (keyed with the PSK) */
+	uint8_t session[RMIG_NONCE_LEN];    /* the source's first nonce: names the
+					     * migration across failovers */
+	uint8_t token[RMIG_NONCE_LEN];	    /* data channels prove they belong to this
+					     * connection with it (keyed with the PSK) */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
 	uint8_t *rxbuf; /* control payloads */
 	size_t rxcap;

@@ -457,8 +457,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		return rmig_err(ctx, -EIO, "getrandom failed");
 	if (kind == OPEN_NEW)
 		memcpy(ctx->session, ctx->nonce, RMIG_NONCE_LEN);
-	ask_placement = kind != OPEN_QUERY && ctx->link->ops->chan_write &&
-			ctx->cfg.pin != RMIG_PIN_STAGING;
+	ask_placement =
+	    kind != OPEN_QUERY && ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_HELLO;
 	m->u.hello = (struct rmig_wire_hello){
@@ -631,7 +631,8 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	ctx->link = to;
 	for (;;) {
 		int64_t left = end - rmig_now_ms();
-		int tmo = left < ctx->cfg.link_timeout_ms ? (int)left : (int)ctx->cfg.link_timeout_ms;
+		int tmo =
+		    left < ctx->cfg.link_timeout_ms ? (int)left : (int)ctx->cfg.link_timeout_ms;
 
 		if (left <= 0 || atomic_load(&ctx->cancelled))
 			break;
@@ -1026,7 +1027,7 @@ fail:
 		pthread_join(dig.tid, NULL);
 	if (go_sent && rc == -ECONNABORTED)
 		outcome = 0; /* the destination sends ABORT only if it did not start */
-	else if (go_sent) /* even if cancelled: after GO, only the answer decides */
+	else if (go_sent)    /* even if cancelled: after GO, only the answer decides */
 		outcome = ask_outcome(ctx);
 	if (outcome == 1) {
 		/* It runs there: the migration succeeded, only STARTED was lost. */

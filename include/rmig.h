@@ -167,11 +167,11 @@ struct rmig_config {
 				       * response before anything else (NULL: none) */
 	size_t psk_len;		      /* at least 16 bytes */
 	int insecure;		      /* without psk: allow non-loopback peers */
-	enum rmig_pin pin;	    /* RDMA only */
-	const char *device;	    /* RDMA device (NULL: whichever routes to the peer) */
-	int gid_index;		    /* RoCE GID index (-1: automatic) */
-	unsigned bench_ms;	    /* source: first resend all memory, round after
-				     * round, for this long (rmig bench); 0: off */
+	enum rmig_pin pin;	      /* RDMA only */
+	const char *device;	      /* RDMA device (NULL: whichever routes to the peer) */
+	int gid_index;		      /* RoCE GID index (-1: automatic) */
+	unsigned bench_ms;	      /* source: first resend all memory, round after
+				       * round, for this long (rmig bench); 0: off */
 	/* Called from the engine's thread on each event; may be NULL. */
 	void (*on_event)(void *arg, const struct rmig_event *ev);
 	void *event_arg;

@@ -39,11 +39,13 @@
 		     * (RDMA WRITE): asks for MEM_KEYS */
 
 /* HELLO flags. */
-#define RMIG_HELLO_PSK 1u    /* the sender holds a pre-shared key and will prove it (AUTH) */
-#define RMIG_HELLO_RESUME 2u /* source: continue session `session` (failover) at
-			      * round `round`; the destination keeps its memory */
-#define RMIG_HELLO_QUERY 4u  /* source, link lost after GO: did session `session`
-			      * start? answered with STARTED or ABORT */
+#define RMIG_HELLO_PSK 1u /* the sender holds a pre-shared key and will prove it (AUTH) */
+#define RMIG_HELLO_RESUME                                                                          \
+	2u /* source: continue session `session` (failover) at                                     \
+	    * round `round`; the destination keeps its memory */
+#define RMIG_HELLO_QUERY                                                                           \
+	4u /* source, link lost after GO: did session `session`                                    \
+	    * start? answered with STARTED or ABORT */
 
 enum rmig_msg_type {
 	RMIG_MSG_HELLO = 1,	  /* both ways: versions, capabilities, nonce */
@@ -88,9 +90,9 @@ struct rmig_wire_hello {
 	uint16_t ver_min, ver_max;
 	uint32_t channels;
 	uint64_t caps;
-	uint8_t nonce[RMIG_NONCE_LEN]; /* fresh for every connection */
-	uint32_t flags;		       /* RMIG_HELLO_* */
-	uint32_t round;		       /* RESUME: the round the source sends next */
+	uint8_t nonce[RMIG_NONCE_LEN];	 /* fresh for every connection */
+	uint32_t flags;			 /* RMIG_HELLO_* */
+	uint32_t round;			 /* RESUME: the round the source sends next */
 	uint8_t session[RMIG_NONCE_LEN]; /* RESUME/QUERY: the session's first nonce */
 	uint64_t reserved;
 };
@@ -216,7 +218,7 @@ struct rmig_msg {
 			char reason[RMIG_MAX_REASON + 1]; /* NUL-terminated, printable */
 		} abort;
 		struct rmig_wire_done done;
-		uint64_t value; /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK */
+		uint64_t value;		   /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK */
 		uint8_t mac[RMIG_MAC_LEN]; /* AUTH */
 		struct {
 			const uint8_t *data; /* points into the decoded payload */

@@ -84,8 +84,8 @@ struct tool {
 	int json;
 	int progress_line; /* stderr is a terminal */
 	int role_send;
-	int bench; /* rmig bench: report the resend rounds' bandwidth */
-	int stopping; /* --keep-listening: a signal ends the loop */
+	int bench;	     /* rmig bench: report the resend rounds' bandwidth */
+	int stopping;	     /* --keep-listening: a signal ends the loop */
 	const char *hold_at; /* RMIG_TEST_HOLD=NAME:MS (tests): block the engine */
 	unsigned hold_ms;
 	struct event_base *base;
@@ -569,9 +569,9 @@ static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
 	close(fd);
 	if (n < 16) {
 		fprintf(stderr, "rmig: --psk-file %s: %s\n", path,
-			n == -2	 ? "longer than 1024 bytes"
+			n == -2 ? "longer than 1024 bytes"
 			: n < 0 ? strerror(errno)
-				 : "shorter than 16 bytes");
+				: "shorter than 16 bytes");
 		exit(RMIG_RESULT_USAGE);
 	}
 	return n;
@@ -589,8 +589,7 @@ static int resume_source_guest(const char *backend)
 			"that attach to a running hypervisor can be resumed this way\n");
 		return RMIG_RESULT_FAILED;
 	}
-	fprintf(stderr, "rmig: --resume-source: backend %s cannot be resumed from here\n",
-		backend);
+	fprintf(stderr, "rmig: --resume-source: backend %s cannot be resumed from here\n", backend);
 	return RMIG_RESULT_FAILED;
 }
 
@@ -700,7 +699,8 @@ int main(int argc, char **argv)
 			    parse_uint("--accept-timeout-ms", optarg, 1, 86400000);
 			break;
 		case OPT_IO_TMO:
-			cfg.link_timeout_ms = parse_uint("--link-timeout-ms", optarg, 100, 86400000);
+			cfg.link_timeout_ms =
+			    parse_uint("--link-timeout-ms", optarg, 100, 86400000);
 			break;
 		case OPT_FAILOVER:
 			if (!strcmp(optarg, "tcp"))

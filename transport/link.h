@@ -3,7 +3,8 @@
  * A link moves bytes and knows nothing of frames, guests or backends. The
  * engine owns the threads; each op blocks the calling thread. Channel ops on
  * different channels may run concurrently; one channel is used by one thread
- * at a time. The control stream is used by one thread at a time.
+ * at a time. The control stream is used by at most one sending and one
+ * receiving thread at a time (the control thread and the heartbeats).
  *
  * Every blocking op gives up after timeout_ms without progress (-ETIMEDOUT)
  * and returns -ECANCELED once interrupt() was called. Errors are negative

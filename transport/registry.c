@@ -116,14 +116,13 @@ void rmig_link_set_peer(struct rmig_link *l, const struct sockaddr *sa)
 {
 	rmig_link_addr_text(sa, l->peer, sizeof(l->peer));
 	if (sa->sa_family == AF_INET)
-		l->peer_loopback = (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) ==
-				   127;
+		l->peer_loopback =
+		    (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
 	else if (sa->sa_family == AF_INET6) {
 		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 
 		l->peer_loopback =
-		    IN6_IS_ADDR_LOOPBACK(a) ||
-		    (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+		    IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
 	} else
 		l->peer_loopback = 0;
 }

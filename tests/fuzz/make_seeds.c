@@ -476,9 +476,13 @@ static void frame_seeds(const char *dir)
 	struct buf b = { 0 };
 
 	m = msg(RMIG_MSG_HELLO);
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = 1, .ver_max = 1, .channels = 2,
-					       .caps = RMIG_CAP_PLACEMENT, .nonce = { 9, 8, 7 },
-					       .flags = RMIG_HELLO_RESUME, .round = 3,
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = 1,
+					       .ver_max = 1,
+					       .channels = 2,
+					       .caps = RMIG_CAP_PLACEMENT,
+					       .nonce = { 9, 8, 7 },
+					       .flags = RMIG_HELLO_RESUME,
+					       .round = 3,
 					       .session = { 1, 2, 3 } };
 	frame_seed(dir, "seed-hello", m);
 	m = msg(RMIG_MSG_REGIONS);

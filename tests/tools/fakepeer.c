@@ -203,8 +203,8 @@ int main(int argc, char **argv)
 		if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_REGIONS_ACK)
 			return outcome(fd);
 		memset(frame, 0x5a, sizeof(frame));
-		sub = rmig_pages_encode(frame + RMIG_FRAME_HDR_LEN, RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN,
-					0, 1, &run, 1);
+		sub = rmig_pages_encode(frame + RMIG_FRAME_HDR_LEN,
+					RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN, 0, 1, &run, 1);
 		rmig_frame_hdr_encode(frame, RMIG_MSG_PAGES, 0, (uint32_t)(sub + 2 * 4096), seq);
 		if (send_all(data, frame, RMIG_FRAME_HDR_LEN + sub + 2 * 4096))
 			return 1;
