@@ -38,6 +38,15 @@ int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
 {
 	int rc = -ENOENT;
 
+	/* Without a key only loopback peers: say so before connecting, so that
+	 * a receiver is not handed a connection that will only hang up. */
+	if (!ctx->cfg.psk && !ctx->cfg.insecure && !rmig_link_host_is_loopback(ctx->cfg.host))
+		return rmig_err(ctx, -EACCES,
+				"refusing unauthenticated peer %s:%u: it is not on loopback; give "
+				"both sides the same --psk-file (or --insecure on a trusted "
+				"network)",
+				ctx->cfg.host, ctx->cfg.port);
+
 	for (unsigned i = 0; i < ctx->nlinks; i++) {
 		struct rmig_link *l = ctx->links[i];
 		int last = i + 1 == ctx->nlinks;

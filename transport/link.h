@@ -123,6 +123,8 @@ struct sockaddr;
 void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len);
 /* Name the connected peer: sets peer and peer_loopback. */
 void rmig_link_set_peer(struct rmig_link *l, const struct sockaddr *sa);
+/* 1 if every address host resolves to is a loopback one. */
+int rmig_link_host_is_loopback(const char *host);
 /* Resolve host:port into *ss. passive: for listening, where no host means
  * any address. 0, or -EINVAL (listen) / -EHOSTUNREACH with a message. */
 struct sockaddr_storage;

@@ -127,6 +127,22 @@ void rmig_link_set_peer(struct rmig_link *l, const struct sockaddr *sa)
 		l->peer_loopback = 0;
 }
 
+int rmig_link_host_is_loopback(const char *host)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *res = NULL, *ai;
+	struct rmig_link probe = { 0 };
+	int all = 1;
+
+	if (!host || getaddrinfo(host, NULL, &hints, &res))
+		return 0;
+	for (ai = res; ai; ai = ai->ai_next) {
+		rmig_link_set_peer(&probe, ai->ai_addr);
+		all &= probe.peer_loopback;
+	}
+	freeaddrinfo(res);
+	return all;
+}
+
 int rmig_link_resolve(struct rmig_link *l, const char *host, uint16_t port, int passive,
 		      struct sockaddr_storage *ss, socklen_t *len)
 {

@@ -105,8 +105,9 @@ rc=0
 expect_eq "non-loopback without key: send exit" "$rc" 1
 grep -q "refusing unauthenticated peer $ADDR:$PORT" "$T/remote-send.err" ||
 	fail "non-loopback: the sender's message"
-# The sender hung up without saying anything; a receiver that requires
-# loopback or a key refuses a sender that would talk.
+# The sender refused before connecting: the receiver is still waiting, and
+# refuses a sender that would talk (--insecure on its side only).
+kill -0 "$RECV_PID" 2>/dev/null || fail "the receiver was consumed by a sender that refused"
 kill "$RECV_PID" 2>/dev/null
 start_remote remote-recv2
 rc=0
