@@ -6,6 +6,10 @@
  *   dirty-rate  pages written per second while running
  *   hot         share of pages the writer touches (the working set)
  *   zero        share of pages that start all-zero
+ *   zero-run    zero pages come in aligned runs of this many pages (default
+ *               1; 512 = whole 2 MiB huge pages, like the free memory of a
+ *               long-running guest; with 1, transparent huge pages make a
+ *               sparse guest resident in full)
  *   seed        makes contents and the write sequence reproducible
  *   node        NUMA node to bind the guest's memory to (default: none)
  * On the destination the spec is just "sim": size and layout come from the
@@ -22,6 +26,7 @@
 #include <numaif.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,7 +50,8 @@ struct sim {
 	uint64_t pages_per_region, npages;
 	uint64_t seed, rate, hot_pages, stride;
 	unsigned zero_pct;
-	int node; /* NUMA node the memory is bound to, -1: none */
+	uint64_t zero_run; /* pages */
+	int node;	   /* NUMA node the memory is bound to, -1: none */
 	/* writer */
 	pthread_t writer;
 	int writer_started;
@@ -124,7 +130,12 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
 			rc = parse_percent(val, hot_pct);
 		else if (strcmp(tok, "zero") == 0)
 			rc = parse_percent(val, &s->zero_pct);
-		else if (strcmp(tok, "seed") == 0) {
+		else if (strcmp(tok, "zero-run") == 0) {
+			s->zero_run = strtoull(val, &end, 10);
+			rc = (end == val || *end || s->zero_run == 0 || s->zero_run > (1u << 20))
+				 ? -EINVAL
+				 : 0;
+		} else if (strcmp(tok, "seed") == 0) {
 			s->seed = strtoull(val, &end, 0);
 			rc = (end == val || *end) ? -EINVAL : 0;
 		} else if (strcmp(tok, "node") == 0) {
@@ -157,41 +168,26 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
 	return rc;
 }
 
-/* Bytes of memory the kernel says it could still give us (MemAvailable +
- * SwapFree), or 0 if unknown. */
-static uint64_t available_bytes(void)
-{
-	FILE *f = fopen("/proc/meminfo", "r");
-	unsigned long long kib, total = 0;
-	char line[128];
-	int found = 0;
-
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1 ||
-		    sscanf(line, "SwapFree: %llu kB", &kib) == 1) {
-			total += kib;
-			found++;
-		}
-	fclose(f);
-	return found ? (uint64_t)total << 10 : 0;
-}
-
-/* Refuse a guest this host cannot hold, rather than dying half-way: the
- * memory it could still get, and the address-space limit. */
+/* Refuse a guest this host cannot hold, rather than dying half-way. The
+ * bound is all of RAM and swap, not what is free now: zero pages are never
+ * written, so a sparse guest costs only its non-zero part, and REGIONS does
+ * not say how sparse it is. Then the address-space limit. */
 static int check_fits(struct rmig_backend *be, uint64_t bytes)
 {
-	uint64_t avail = available_bytes();
+	struct sysinfo si;
 	struct rlimit rl;
 
-	if (avail && bytes > avail) {
-		rmig_backend_err(be,
-				 "sim: a %llu MiB guest does not fit in the %llu MiB this host has "
-				 "available",
-				 (unsigned long long)(bytes >> 20),
-				 (unsigned long long)(avail >> 20));
-		return -ENOMEM;
+	if (!sysinfo(&si)) {
+		uint64_t total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+
+		if (bytes > total) {
+			rmig_backend_err(be,
+					 "sim: a %llu MiB guest does not fit in this host's %llu "
+					 "MiB of memory and swap",
+					 (unsigned long long)(bytes >> 20),
+					 (unsigned long long)(total >> 20));
+			return -ENOMEM;
+		}
 	}
 	if (!getrlimit(RLIMIT_AS, &rl) && rl.rlim_cur != RLIM_INFINITY && bytes > rl.rlim_cur) {
 		rmig_backend_err(be, "sim: a %llu MiB guest exceeds RLIMIT_AS (%llu MiB)",
@@ -243,7 +239,7 @@ static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_
 
 static int page_starts_zero(const struct sim *s, uint64_t page)
 {
-	return splitmix64(s->seed * 0x100000001b3ull + page) % 100 < s->zero_pct;
+	return splitmix64(s->seed * 0x100000001b3ull + page / s->zero_run) % 100 < s->zero_pct;
 }
 
 static void fill(struct sim *s)
@@ -372,6 +368,7 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	pthread_cond_init(&s->cond, NULL);
 	be->priv = s;
 	s->seed = 1;
+	s->zero_run = 1;
 	s->node = -1;
 	if (role == RMIG_ROLE_DEST) {
 		if (*args) {

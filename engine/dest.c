@@ -36,6 +36,10 @@ struct receiver {
 	uint64_t pages, zero_pages, bytes;  /* this round */
 	atomic_uint round;		    /* the round being received */
 	atomic_uint_fast64_t round_pages;   /* pages announced in it so far */
+	/* Pages written since the regions were prepared: the others are still
+	 * fresh memory, zero by the backend's contract, so a ZERO run need not
+	 * read them (reading can allocate them). */
+	atomic_uint_fast64_t *written[RMIG_MAX_REGIONS];
 	uint64_t guest_pages;
 	atomic_int stopping;
 	int failed; /* the first receiver error (negative errno), 0: none */
@@ -55,6 +59,23 @@ static void recv_fail(struct receiver *r, int rc, const char *why)
 	}
 	pthread_cond_broadcast(&r->progress);
 	pthread_mutex_unlock(&r->lock);
+}
+
+static void mark_written(atomic_uint_fast64_t *bm, uint64_t first, uint64_t count)
+{
+	for (uint64_t p = first; p < first + count;) {
+		uint64_t bit = p % 64,
+			 n = 64 - bit < first + count - p ? 64 - bit : first + count - p;
+		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
+
+		atomic_fetch_or(&bm[p / 64], mask);
+		p += n;
+	}
+}
+
+static int was_written(atomic_uint_fast64_t *bm, uint64_t page)
+{
+	return (atomic_load(&bm[page / 64]) >> (page % 64)) & 1;
 }
 
 /* Receive one PAGES/ZERO frame. Every check happens before memory is written. */
@@ -128,13 +149,16 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 		pages += runs[i].count;
 	}
 	if (fh.type == RMIG_MSG_PAGES) {
+		for (uint32_t i = 0; i < ph.nruns; i++)
+			mark_written(w->r->written[ri], runs[i].first, runs[i].count);
 		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns,
 				       (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return snprintf(why, whylen, "%s", l->err), rc;
 	} else {
-		/* Fresh memory is already zero: only write pages that are not, so
-		 * untouched guest memory stays unallocated. */
+		/* Fresh memory is already zero: pages not written in this
+		 * migration are left alone (even reading them may allocate them);
+		 * written ones are cleared only if they are not zero already. */
 		for (uint32_t i = 0; i < ph.nruns; i++)
 			for (uint64_t p = 0; p < runs[i].count; p++) {
 				char *pg = (char *)iov[i].iov_base + p * reg->page_size;
@@ -144,7 +168,8 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 					snprintf(why, whylen, "stopped");
 					return -ECANCELED;
 				}
-				if (!rmig_page_is_zero(pg, reg->page_size))
+				if (was_written(w->r->written[ri], runs[i].first + p) &&
+				    !rmig_page_is_zero(pg, reg->page_size))
 					memset(pg, 0, reg->page_size);
 			}
 	}
@@ -491,10 +516,18 @@ static int setup_session(struct rmig_ctx *ctx, struct receiver *r, struct rmig_m
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		return rc;
-	if (!resume)
+	if (!resume) {
 		rc = take_layout(ctx, &m->u.layout);
-	else if (m->u.layout.count != ctx->layout.count ||
-		 memcmp(m->u.layout.r, ctx->layout.r, sizeof(m->u.layout.r[0]) * ctx->layout.count))
+		for (size_t i = 0; !rc && i < ctx->nregions; i++) {
+			uint64_t pages = ctx->regions[i].len / ctx->regions[i].page_size;
+
+			r->written[i] = calloc((pages + 63) / 64, sizeof(*r->written[i]));
+			if (!r->written[i])
+				rc = rmig_err(ctx, -ENOMEM, "out of memory for page bitmaps");
+		}
+	} else if (m->u.layout.count != ctx->layout.count ||
+		   memcmp(m->u.layout.r, ctx->layout.r,
+			  sizeof(m->u.layout.r[0]) * ctx->layout.count))
 		rc = rmig_err(ctx, -EPROTO,
 			      "layout mismatch: the resumed migration describes other memory");
 	if (!rc)
@@ -877,6 +910,8 @@ out:
 		stop_receivers(r);
 		pthread_mutex_destroy(&r->lock);
 		pthread_cond_destroy(&r->progress);
+		for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)
+			free(r->written[i]);
 	}
 	/* Keep listening, drop the connections: the next rmig_recv starts clean. */
 	if (connected)

@@ -93,7 +93,9 @@ struct rmig_backend_ops {
 
 	/* Destination. */
 	/* Allocate memory to receive a guest with this layout (host is unset in
-	 * layout). Fail with a message if it cannot. */
+	 * layout). It must read as zero: pages the source reports as zero and
+	 * that were not written since are left alone. Fail with a message if
+	 * it cannot hold the guest (check before allocating). */
 	int (*prepare_regions)(struct rmig_backend *be, const struct rmig_region *layout,
 			       size_t count);
 	int (*load_state)(struct rmig_backend *be, const void *blob, size_t len);

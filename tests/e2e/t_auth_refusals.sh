@@ -57,7 +57,7 @@ grep -q "readable by group or others" "$T/mode.err" || fail "world-readable key:
 # Hostile senders against one --keep-listening receiver, then a valid one.
 start_recv keep --backend sim --keep-listening --link-timeout-ms 1000
 for c in version:"version mismatch: peer speaks 9..9" \
-	huge:"does not fit in the [0-9]* MiB this host has available" \
+	huge:"does not fit in this host.s [0-9]* MiB of memory and swap" \
 	layout:"layout not a sim guest" \
 	past:"past the end\|outside\|beyond" \
 	truncated:"silent for"; do
