@@ -42,7 +42,12 @@ for run in $(seq "$RUNS"); do
 	wait
 	jq -r 'select(.event=="round" and .round==1) | .bandwidth' "$T/send" >>"$T/rmig.all"
 	jq -r 'select(.event=="summary") | .total_ms' "$T/send" >>"$T/total.all"
+	jq -r 'select(.event=="summary") | .cpu_ms' "$T/send" >>"$T/cpu_send.all"
+	jq -r 'select(.event=="summary") | .cpu_ms' "$T/recv" >>"$T/cpu_recv.all"
 done
+gib=$(awk -v b="$bytes" 'BEGIN { print b / 1073741824 }')
+cpu_send=$(median <"$T/cpu_send.all" | awk -v g="$gib" '{ printf "%.2f", $1 / 1000 / g }')
+cpu_recv=$(median <"$T/cpu_recv.all" | awk -v g="$gib" '{ printf "%.2f", $1 / 1000 / g }')
 iperf=$(median <"$T/iperf.all")
 tcp_bw=$(median <"$T/rmig.all")
 tcp_total=$(median <"$T/total.all")
@@ -69,6 +74,8 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
 	echo "|---|---|---|"
 	echo "| iperf3 -P $CH, same bytes (median of $RUNS) | $(mb "$iperf") | 1.00 |"
 	echo "| rmig send, pre-copy round 1 (median of $RUNS) | $(mb "$tcp_bw") | $tcp_ratio |"
+	echo
+	echo "CPU per GiB moved (median, whole process, getrusage): sender $cpu_send s, receiver $cpu_recv s."
 	echo
 	echo "Range over the runs: $tcp_range. Whole migration (median): $tcp_total ms. Target: 0.9 of iperf3: $(awk -v r="$tcp_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "not met") }')."
 	echo

@@ -7,7 +7,7 @@
 #
 # Writes OUTDIR/sweep.json (one row per rate, with the run's round events and
 # summary), OUTDIR/sweep.dat (gnuplot data), OUTDIR/sweep.png (the plot) and
-# OUTDIR/runs/ (each run's raw output); prints a markdown table and a summary
+# OUTDIR/sweep.gp (its gnuplot script), OUTDIR/runs/ (each run's raw output); prints a markdown table and a summary
 # line on stdout. Exit 0 if at least one run migrated, 1 if none did, 2 on
 # usage errors.
 #
@@ -27,7 +27,8 @@
 # Knobs (environment): SWEEP_SIZE (2G), SWEEP_HOT (from P, below), SWEEP_LIMIT_MS (100),
 # SWEEP_POINTS (8 rates above 0), SWEEP_MAX_FACTOR (3: the top rate, in units
 # of P), SWEEP_RATES ("r1 r2 ...": explicit rates instead, 0 still first),
-# SWEEP_RUN_TIMEOUT (180 s per run).
+# SWEEP_RUN_TIMEOUT (180 s per run). SWEEP_REPLOT=1: no runs, only the table
+# and the plot again from OUTDIR/sweep.json.
 set -u
 usage() {
 	echo "usage: RMIG=build/rmig $0 OUTDIR" >&2
@@ -140,50 +141,61 @@ run_one() {
 	tail -1 "$T/rows" | jq -r '"bench_sweep: rate \(.dirty_rate): \(if .ok then "\(.verdict), downtime \(.downtime_ms) ms, total \(.total_ms) ms, \(.rounds) rounds, throttle \(.throttle_pct)%" else "FAILED: \(.error)" end)"' >&2
 }
 
-: >"$T/rows"
-echo "bench_sweep: $SIZE sim guest, --downtime-ms $LIMIT, TCP over loopback, --no-verify" >&2
-HOT_USER=$HOT
-HOT=${HOT:-10%} # no writes at rate 0: the share does not matter
-run_one 0
-P=$(tail -1 "$T/rows" | jq -r '(.round1_bandwidth // 0) / 4096 | floor')
-if [ "$P" -le 0 ] 2>/dev/null; then
-	P=100000
-	echo "bench_sweep: the rate-0 run failed; assuming a link of $P pages/s for the rates" >&2
-	P_NOTE=" (assumed: the rate-0 run failed)"
-else
+if [ -n "${SWEEP_REPLOT:-}" ]; then
+	# Only the table and the plot again, from an earlier OUTDIR/sweep.json.
+	[ -s "$OUT/sweep.json" ] || { echo "bench_sweep: no $OUT/sweep.json to replot" >&2; exit 2; }
+	P=$(jq '.[0].link_page_rate' "$OUT/sweep.json")
+	HOT=$(jq -r '.[0].sweep_hot' "$OUT/sweep.json")
+	elapsed=$(jq '.[0].sweep_seconds' "$OUT/sweep.json")
+	LIMIT=$(jq '.[0].limit_ms' "$OUT/sweep.json")
 	P_NOTE=""
-fi
-if [ -n "$HOT_USER" ]; then
-	HOT=$HOT_USER
 else
-	HOT=$(awk -v p="$P" -v l="$LIMIT" -v n="$NPAGES" 'BEGIN {
-		h = 100 * 2 * p * l / 1000 / n; h = int((h + 4.999) / 5) * 5
-		print (h < 10 ? 10 : h > 100 ? 100 : h) "%"
-	}')
-fi
-if [ -n "${SWEEP_RATES:-}" ]; then
-	RATES=$SWEEP_RATES
-else
-	# POINTS rates, log-spaced from P/32 to MAXF*P, two significant digits.
-	RATES=$(awk -v p="$P" -v n="$POINTS" -v f="$MAXF" 'BEGIN {
-		lo = p / 32; hi = p * f
-		for (i = 0; i < n; i++) {
-			r = (n > 1) ? lo * exp(log(hi / lo) * i / (n - 1)) : hi
-			m = 10 ^ (int(log(r) / log(10)) - 1)
-			printf "%d ", int(r / m + 0.5) * m
-		}
-	}')
-fi
-echo "bench_sweep: link page rate $P pages/s$P_NOTE; hot=$HOT; rates: $RATES" >&2
-for r in $RATES; do
-	[ "$r" = 0 ] && continue
-	run_one "$r"
-done
-elapsed=$(($(date +%s) - t_begin))
+	: >"$T/rows"
+	echo "bench_sweep: $SIZE sim guest, --downtime-ms $LIMIT, TCP over loopback, --no-verify" >&2
+	HOT_USER=$HOT
+	HOT=${HOT:-10%} # no writes at rate 0: the share does not matter
+	run_one 0
+	P=$(tail -1 "$T/rows" | jq -r '(.round1_bandwidth // 0) / 4096 | floor')
+	if [ "$P" -le 0 ] 2>/dev/null; then
+		P=100000
+		echo "bench_sweep: the rate-0 run failed; assuming a link of $P pages/s for the rates" >&2
+		P_NOTE=" (assumed: the rate-0 run failed)"
+	else
+		P_NOTE=""
+	fi
+	if [ -n "$HOT_USER" ]; then
+		HOT=$HOT_USER
+	else
+		HOT=$(awk -v p="$P" -v l="$LIMIT" -v n="$NPAGES" 'BEGIN {
+			h = 100 * 2 * p * l / 1000 / n; h = int((h + 4.999) / 5) * 5
+			print (h < 10 ? 10 : h > 100 ? 100 : h) "%"
+		}')
+	fi
+	if [ -n "${SWEEP_RATES:-}" ]; then
+		RATES=$SWEEP_RATES
+	else
+		# POINTS rates, log-spaced from P/32 to MAXF*P, two significant digits.
+		RATES=$(awk -v p="$P" -v n="$POINTS" -v f="$MAXF" 'BEGIN {
+			lo = p / 32; hi = p * f
+			for (i = 0; i < n; i++) {
+				r = (n > 1) ? lo * exp(log(hi / lo) * i / (n - 1)) : hi
+				m = 10 ^ (int(log(r) / log(10)) - 1)
+				printf "%d ", int(r / m + 0.5) * m
+			}
+		}')
+	fi
+	echo "bench_sweep: link page rate $P pages/s$P_NOTE; hot=$HOT; rates: $RATES" >&2
+	for r in $RATES; do
+		[ "$r" = 0 ] && continue
+		run_one "$r"
+	done
+	elapsed=$(($(date +%s) - t_begin))
 
-jq -s --argjson p "$P" --argjson elapsed "$elapsed" \
-	'map(. + {link_page_rate: $p, rate_over_link: (if $p > 0 then .dirty_rate / $p else null end)})' \
-	"$T/rows" >"$OUT/sweep.json"
+	jq -s --argjson p "$P" --argjson elapsed "$elapsed" --arg hot "$HOT" --arg date "$(date -u +%FT%TZ)" \
+		'map(. + {link_page_rate: $p, rate_over_link: (if $p > 0 then .dirty_rate / $p else null end),
+			sweep_hot: $hot, sweep_seconds: $elapsed, date: $date})' \
+		"$T/rows" >"$OUT/sweep.json"
+fi
 
 # Summary figures.
 read -r MET THR HOLD NEST NOVER <<<"$(jq -r --argjson limit "$LIMIT" '
@@ -256,7 +268,7 @@ else
 		 else (($met | tonumber) * ($thr | tonumber) | sqrt) end' "$OUT/sweep.json")
 	YMAX=$(jq --argjson limit "$LIMIT" '[.[] | select(.ok) | .downtime_ms, .expected_downtime_ms] |
 		[(max // 0) * 1.15, 1.5 * $limit * 1.3] | max | ceil' "$OUT/sweep.json")
-	cat >"$T/plot.gp" <<-EOF
+	cat >"$OUT/sweep.gp" <<-EOF
 		set terminal $TERM_ size 1100,900 $([ $TERM_ = pngcairo ] && echo "font 'sans,11'")
 		set output '$OUT/sweep.png'
 		set datafile separator "\t"
@@ -300,7 +312,7 @@ else
 		     '' u 1:(\$6 > 0 ? \$9 : 1/0) w p lc rgb '#d62728' pt 2 ps 2.5 lw 2 t 'forced'
 		unset multiplot
 	EOF
-	if gnuplot "$T/plot.gp" 2>"$T/gnuplot.err"; then
+	if gnuplot "$OUT/sweep.gp" 2>"$T/gnuplot.err"; then
 		echo
 		echo "Plot: $OUT/sweep.png"
 	else

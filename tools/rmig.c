@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -86,6 +87,7 @@ struct tool {
 	int role_send;
 	int bench;	     /* rmig bench: report the resend rounds' bandwidth */
 	int stopping;	     /* --keep-listening: a signal ends the loop */
+	double cpu_s;	     /* CPU time the process spent in the last migration */
 	const char *hold_at; /* RMIG_TEST_HOLD=NAME:MS (tests): block the engine */
 	unsigned hold_ms;
 	struct event_base *base;
@@ -444,14 +446,15 @@ static void print_summary(struct tool *t, int rc)
 		    "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
 		    "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
 		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
-		    "\"verified\":%s,\"failovers\":%u",
+		    "\"verified\":%s,\"failovers\":%u,\"cpu_ms\":%.0f",
 		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
 		    s->transport, s->pin, (unsigned long long)s->total_ms,
 		    (unsigned long long)s->downtime_ms, s->rounds,
 		    (unsigned long long)s->bytes_sent, (unsigned long long)s->pages_sent,
 		    (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
 		    s->channels, s->throttle_pct, s->forced ? "true" : "false",
-		    s->expected_downtime_ms, s->verified ? "true" : "false", s->failovers);
+		    s->expected_downtime_ms, s->verified ? "true" : "false", s->failovers,
+		    t->cpu_s * 1000);
 		if (running >= 0)
 			printf(",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -540,6 +543,17 @@ static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, OPT_SIZE },
 	{ NULL, 0, NULL, 0 },
 };
+
+/* User + system CPU seconds of the whole process so far. */
+static double cpu_seconds(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6;
+}
 
 /* The key file: raw bytes, 16..1024 of them, readable by its owner only. */
 static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
@@ -792,7 +806,10 @@ int main(int argc, char **argv)
 	if (start_loop(&t))
 		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
 	for (;;) {
+		double cpu0 = cpu_seconds();
+
 		rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
+		t.cpu_s = cpu_seconds() - cpu0;
 		print_summary(&t, rc);
 		if (!keep_listening || t.stopping)
 			break;
