@@ -23,12 +23,17 @@
 #include "placement.h"
 
 #define QUEUE_CAP 256
-#define ITEM_BYTES (1u << 20) /* pages per queued item: 1 MiB worth */
+#define ITEM_BYTES (1u << 20) /* dirty pages per queued item: 1 MiB worth */
+#define ITEM_SPAN 4096	      /* pages of address space one item may cover */
 #define MIN_BW_SAMPLE (1u << 20)
 
+/* Pages [first, first+span) of a region whose bit is set in map (the
+ * round's bitmap, unchanged until the round is acknowledged): scattered
+ * dirty pages travel together, in frames of up to RMIG_MAX_RUNS runs. */
 struct send_item {
 	uint32_t region; /* index in ctx->regions */
-	uint64_t first, count;
+	uint64_t first, span;
+	const uint64_t *map;
 };
 
 struct sender;
@@ -181,7 +186,9 @@ static int send_item(struct send_worker *w, const struct send_item *it)
 	uint32_t nd = 0, nz = 0;
 	int rc = 0;
 
-	for (uint64_t p = it->first; p < it->first + it->count && !rc; p++) {
+	for (uint64_t p = it->first; p < it->first + it->span && !rc; p++) {
+		if (!((it->map[p / 64] >> (p % 64)) & 1))
+			continue;
 		if (rmig_page_is_zero((char *)r->host + p * r->page_size, r->page_size))
 			rc = add_page(w, r, RMIG_MSG_ZERO, zero, &nz, p);
 		else
@@ -311,13 +318,26 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 		uint64_t npages = r->len / r->page_size, pos = 0, start, len;
 		uint64_t per_item = ITEM_BYTES / r->page_size ? ITEM_BYTES / r->page_size : 1;
 
+		struct send_item it = { (uint32_t)ri, 0, 0, s->bitmap[ri] };
+		uint64_t in_item = 0;
+
+		/* Gather runs into items of at most per_item dirty pages spread
+		 * over at most ITEM_SPAN pages. */
 		while (!rc && rmig_dirty_bitmap_next_run(s->bitmap[ri], npages, pos, per_item,
 							 &start, &len)) {
-			struct send_item it = { (uint32_t)ri, start, len };
-
-			rc = push_item(s, &it);
+			if (in_item && (in_item + len > per_item ||
+					start + len - it.first > ITEM_SPAN)) {
+				rc = push_item(s, &it);
+				in_item = 0;
+			}
+			if (!in_item)
+				it.first = start;
+			it.span = start + len - it.first;
+			in_item += len;
 			pos = start + len;
 		}
+		if (!rc && in_item)
+			rc = push_item(s, &it);
 		/* Keep the round's pages until it is acknowledged: a failover
 		 * sends them again. */
 		{
