@@ -56,6 +56,12 @@ tcp_range=$(awk -v lo="$(sort -g "$T/rmig.all" | head -1)" -v hi="$(sort -g "$T/
 	-v ilo="$(sort -g "$T/iperf.all" | head -1)" -v ihi="$(sort -g "$T/iperf.all" | tail -1)" \
 	'BEGIN { printf "rmig %.0f..%.0f MB/s, iperf3 %.0f..%.0f MB/s", lo / 1e6, hi / 1e6, ilo / 1e6, ihi / 1e6 }')
 
+# (4) Downtime and total time against dirty rate (scripts/bench_sweep.sh):
+# table here, plot in bench/sweep.png.
+RMIG="$RMIG" scripts/bench_sweep.sh "$T/sweep" >"$T/sweep.md" 2>"$T/sweep.err" ||
+	echo "bench: the dirty-rate sweep failed: $(tail -1 "$T/sweep.err")" >>"$T/sweep.md"
+cp "$T/sweep/sweep.png" "$T/sweep/sweep.json" bench/ 2>/dev/null
+
 # (2) RDMA, in one boot of the soft-RoCE VM.
 rxe_table=""
 if tests/rxe/setup.sh >/dev/null 2>&1; then
@@ -78,6 +84,10 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
 	echo "CPU per GiB moved (median, whole process, getrusage): sender $cpu_send s, receiver $cpu_recv s."
 	echo
 	echo "Range over the runs: $tcp_range. Whole migration (median): $tcp_total ms. Target: 0.9 of iperf3: $(awk -v r="$tcp_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "not met") }')."
+	echo
+	echo "## Downtime against dirty rate (plot: bench/sweep.png)"
+	echo
+	cat "$T/sweep.md"
 	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
