@@ -7,7 +7,7 @@ BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
 	   -Iinclude -Iproto -Itransport -Iengine -Ibackends
-LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto
+LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
 ifeq ($(SAN),1)
@@ -18,9 +18,9 @@ endif
 
 SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
-	  backends/registry.c backends/sim.c \
+	  backends/registry.c backends/sim.c backends/qemu.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
-	  engine/source.c engine/dest.c engine/auth.c
+	  engine/source.c engine/dest.c engine/auth.c engine/stream.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)

@@ -9,6 +9,7 @@
 #include "rmig.h"
 
 extern const struct rmig_backend_ops rmig_sim_backend_ops;
+extern const struct rmig_backend_ops rmig_qemu_backend_ops;
 
 #define MAX_BACKEND_KINDS 16
 
@@ -31,6 +32,7 @@ static int register_kind(const struct rmig_backend_ops *ops)
 static void register_builtins(void)
 {
 	register_kind(&rmig_sim_backend_ops);
+	register_kind(&rmig_qemu_backend_ops);
 }
 
 int rmig_backend_register(const struct rmig_backend_ops *ops)

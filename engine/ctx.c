@@ -258,9 +258,11 @@ int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, 
 {
 	char why[256];
 
-	if (n == 0 || n > RMIG_MAX_REGIONS)
-		return rmig_err(ctx, -EINVAL, "backend has %zu regions, must be 1..%d", n,
-				RMIG_MAX_REGIONS);
+	/* A backend carrying its own stream has no regions; any other has some. */
+	if (ctx->be->ops->stream_open ? n != 0 : n == 0 || n > RMIG_MAX_REGIONS)
+		return rmig_err(
+		    ctx, -EINVAL, "backend %s has %zu regions, must be %s", ctx->be->ops->name, n,
+		    ctx->be->ops->stream_open ? "none (it carries its own stream)" : "1..64");
 	ctx->layout.count = (uint32_t)n;
 	for (size_t i = 0; i < n; i++)
 		ctx->layout.r[i] = (struct rmig_wire_region){
@@ -284,7 +286,8 @@ static int ctrl_send_locked(struct rmig_ctx *ctx, const struct rmig_msg *m, int 
 	size_t len;
 	int rc;
 
-	if (m->type == RMIG_MSG_STATE || m->type == RMIG_MSG_MEM_KEYS) {
+	if (m->type == RMIG_MSG_STATE || m->type == RMIG_MSG_MEM_KEYS ||
+	    m->type == RMIG_MSG_STREAM) {
 		/* The blob can be large: send it from where it is. */
 		len = m->u.state.len;
 		iov[1] = (struct iovec){ (void *)m->u.state.data, len };

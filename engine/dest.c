@@ -15,6 +15,7 @@
 
 #include "digest.h"
 #include "engine.h"
+#include "stream.h"
 #include "placement.h"
 
 struct receiver;
@@ -29,6 +30,8 @@ struct recv_worker {
 };
 
 struct receiver {
+	struct rmig_stream_sink sink; /* a hypervisor's own stream (no regions) */
+	int stream;
 	struct rmig_ctx *ctx;
 	pthread_mutex_t lock;
 	pthread_cond_t progress;
@@ -256,6 +259,16 @@ static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
 						.page_size = l->r[i].page_size,
 						.gpa = l->r[i].gpa,
 						.len = l->r[i].len };
+	/* Both sides must be the same kind: memory, or a hypervisor's stream. */
+	if (!l->count != (ctx->be->ops->stream_open != NULL))
+		return rmig_err(ctx, -EPROTO,
+				l->count
+				    ? "cannot take this guest: the source sends guest memory, "
+				      "backend %s takes a hypervisor's own migration stream"
+				    : "cannot take this guest: the source sends a hypervisor's "
+				      "own migration stream (e.g. --backend qemu), backend %s "
+				      "takes guest memory",
+				ctx->be->ops->name);
 	rc = ctx->be->ops->prepare_regions(ctx->be, want, l->count);
 	if (rc)
 		return rmig_err(ctx, rc, "cannot take this guest: %s", ctx->be->err);
@@ -349,11 +362,29 @@ out:
 	return rc;
 }
 
-static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m)
+static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m,
+		  const struct rmig_stream_sink *sink)
 {
 	uint64_t digest[RMIG_MAX_REGIONS];
 	int rc;
 
+	if (sink) {
+		/* A hypervisor's stream: the hash of every byte, in order. */
+		if (m->u.complete.count != 1)
+			return rmig_err(ctx, -EBADMSG,
+					"bad frame: COMPLETE has %u digests for one stream",
+					m->u.complete.count);
+		if (!(m->u.complete.flags & RMIG_COMPLETE_VERIFY))
+			return 0;
+		if (rmig_stream_sink_digest(sink) != m->u.complete.digest[0])
+			return rmig_err(ctx, -EILSEQ,
+					"verification failed: the migration stream's digest is "
+					"%016llx, the source sent %016llx",
+					(unsigned long long)rmig_stream_sink_digest(sink),
+					(unsigned long long)m->u.complete.digest[0]);
+		ctx->stats.verified = 1;
+		return 0;
+	}
 	if (m->u.complete.count != ctx->nregions)
 		return rmig_err(ctx, -EBADMSG, "bad frame: COMPLETE has %u digests for %zu regions",
 				m->u.complete.count, ctx->nregions);
@@ -530,6 +561,10 @@ static int setup_session(struct rmig_ctx *ctx, struct receiver *r, struct rmig_m
 			  sizeof(m->u.layout.r[0]) * ctx->layout.count))
 		rc = rmig_err(ctx, -EPROTO,
 			      "layout mismatch: the resumed migration describes other memory");
+	if (!rc && !resume && !ctx->nregions) {
+		rc = rmig_stream_sink_open(ctx, &r->sink);
+		r->stream = 1;
+	}
 	if (!rc)
 		rc = start_receivers(r, nodes);
 	if (!rc)
@@ -752,7 +787,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
 		if (rc && r->failed)
 			rc = rmig_err(ctx, r->failed, "%s", r->failure);
-		if (rc && !have_state) {
+		/* A hypervisor's stream cannot be resumed part-way. */
+		if (rc && !have_state && !r->stream) {
 			rc = await_resume(ctx, r, m, rc, &expect_round);
 			if (!rc)
 				continue;
@@ -760,6 +796,17 @@ int rmig_recv(struct rmig_ctx *ctx)
 		if (rc)
 			goto fail;
 		switch (m->type) {
+		case RMIG_MSG_STREAM:
+			if (!r->stream || have_state) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected STREAM");
+				goto fail;
+			}
+			rc = rmig_stream_sink_write(ctx, &r->sink, m->u.state.data, m->u.state.len);
+			if (rc)
+				goto fail;
+			ctx->stats.bytes_sent += m->u.state.len;
+			atomic_fetch_add(&ctx->live_bytes, m->u.state.len);
+			break;
 		case RMIG_MSG_ROUND_END:
 			if (have_state || m->u.round_end.h.round != expect_round) {
 				rc = rmig_err(ctx, -EPROTO,
@@ -812,9 +859,10 @@ int rmig_recv(struct rmig_ctx *ctx)
 				    rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before STATE");
 				goto fail;
 			}
-			rc = verify(ctx, m);
+			rc = verify(ctx, m, r->stream ? &r->sink : NULL);
 			if (rc)
 				goto fail;
+			/* For a stream: its end; the backend waits until it is loaded. */
 			rc = ctx->be->ops->load_state(ctx->be, state, state_len);
 			if (rc) {
 				rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
@@ -908,6 +956,7 @@ out:
 		ctx->link->ops->mem_release(ctx->link);
 	if (r) {
 		stop_receivers(r);
+		rmig_stream_sink_close(&r->sink);
 		pthread_mutex_destroy(&r->lock);
 		pthread_cond_destroy(&r->progress);
 		for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)

@@ -18,6 +18,7 @@
 
 #include "bitmap.h"
 #include "converge.h"
+#include "stream.h"
 #include "digest.h"
 #include "engine.h"
 #include "placement.h"
@@ -325,8 +326,8 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 		 * over at most ITEM_SPAN pages. */
 		while (!rc && rmig_dirty_bitmap_next_run(s->bitmap[ri], npages, pos, per_item,
 							 &start, &len)) {
-			if (in_item && (in_item + len > per_item ||
-					start + len - it.first > ITEM_SPAN)) {
+			if (in_item &&
+			    (in_item + len > per_item || start + len - it.first > ITEM_SPAN)) {
 				rc = push_item(s, &it);
 				in_item = 0;
 			}
@@ -477,8 +478,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		return rmig_err(ctx, -EIO, "getrandom failed");
 	if (kind == OPEN_NEW)
 		memcpy(ctx->session, ctx->nonce, RMIG_NONCE_LEN);
-	ask_placement =
-	    kind != OPEN_QUERY && ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
+	ask_placement = kind != OPEN_QUERY && ctx->nregions && ctx->link->ops->chan_write &&
+			ctx->cfg.pin != RMIG_PIN_STAGING;
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_HELLO;
 	m->u.hello = (struct rmig_wire_hello){
@@ -535,7 +536,8 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 
 		rmig_emit(ctx, &ev);
 	}
-	ask_placement = ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
+	ask_placement =
+	    ctx->nregions && ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
 		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
 		uint64_t seq = 0;
@@ -781,8 +783,10 @@ int rmig_send(struct rmig_ctx *ctx)
 	const struct rmig_region *regions;
 	size_t nregions;
 	int rc, paused = 0, go_sent = 0, started_migration = 0, digest_running = 0, outcome = -1;
-	uint64_t dirty_pages = 0, page_size = 0;
+	uint64_t dirty_pages = 0, page_size = 0, stream_digest = 0;
 	double bandwidth = 0, fixed_ms, t_fetch;
+	/* The backend's hypervisor migrates itself; we carry its stream. */
+	int stream = ctx->be->ops->stream_open != NULL;
 	int64_t t_pause = 0;
 	unsigned round = 1;
 
@@ -836,6 +840,28 @@ int rmig_send(struct rmig_ctx *ctx)
 		rc = start_workers(s);
 	if (rc)
 		goto fail;
+	if (stream) {
+		rmig_set_phase(ctx, "pre-copy");
+		/* From here the hypervisor's migration runs: a rollback must
+		 * cancel it and resume the guest, paused or not. */
+		paused = 1;
+		rc = rmig_stream_send(ctx, &t_pause, &stream_digest);
+		if (rc)
+			goto fail;
+		m.type = RMIG_MSG_STATE; /* no state of ours: it was in the stream */
+		m.u.state.data = NULL;
+		m.u.state.len = 0;
+		rc = rmig_ctrl_send(ctx, &m);
+		if (rc)
+			goto fail;
+		memset(&m, 0, sizeof(m));
+		m.type = RMIG_MSG_COMPLETE;
+		m.u.complete.count = 1;
+		m.u.complete.digest[0] = stream_digest;
+		if (ctx->cfg.verify)
+			m.u.complete.flags = RMIG_COMPLETE_VERIFY;
+		goto complete;
+	}
 
 	/* Start logging before the first read, so that no write is missed. */
 	rc = ctx->be->ops->start_dirty_log(ctx->be);
@@ -997,6 +1023,7 @@ int rmig_send(struct rmig_ctx *ctx)
 		m.u.complete.flags = RMIG_COMPLETE_VERIFY;
 		memcpy(m.u.complete.digest, dig.digest, sizeof(uint64_t) * nregions);
 	}
+complete:
 	rc = rmig_ctrl_send(ctx, &m);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.link_timeout_ms);

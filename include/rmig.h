@@ -65,7 +65,34 @@ struct rmig_backend;
 
 struct rmig_guest_stats {
 	int running;	   /* the guest executes (not paused, not stopped) */
-	uint64_t progress; /* monotonic count of guest work (e.g. writes) */
+	uint64_t progress; /* monotonic count of guest work (e.g. writes); 0: unknown */
+};
+
+/* A hypervisor that migrates itself (QEMU) hands rmig its own migration
+ * stream instead of memory regions: see stream_open below. */
+struct rmig_stream_params {
+	unsigned downtime_ms;	/* the pause the hypervisor should aim for */
+	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+};
+
+enum rmig_stream_state {
+	RMIG_STREAM_ACTIVE,	/* pre-copy: the guest runs */
+	RMIG_STREAM_SWITCHOVER, /* the guest is paused; the hypervisor waits for
+				 * stream_switchover before sending the rest */
+	RMIG_STREAM_COMPLETING, /* sending the rest, guest paused */
+	RMIG_STREAM_COMPLETED,	/* all of it is in the stream */
+	RMIG_STREAM_FAILED,	/* the hypervisor gave up: detail says why */
+};
+
+struct rmig_stream_status {
+	enum rmig_stream_state state;
+	unsigned round;		    /* the hypervisor's passes over memory */
+	uint64_t remaining_bytes;   /* memory still to send, by its count */
+	uint64_t transferred_bytes; /* by its count */
+	uint64_t guest_bytes;	    /* guest memory size, if known */
+	double dirty_rate;	    /* pages/s, its estimate */
+	double expected_downtime_ms;
+	char detail[200]; /* RMIG_STREAM_FAILED: why */
 };
 
 struct rmig_backend_ops {
@@ -103,6 +130,24 @@ struct rmig_backend_ops {
 
 	/* Optional: is the guest running, and how much work has it done. */
 	int (*guest_stats)(struct rmig_backend *be, struct rmig_guest_stats *st);
+
+	/* Optional, for a hypervisor that migrates itself as one byte stream
+	 * (QEMU). With stream_open set, get_regions reports no regions and the
+	 * engine never calls start_dirty_log, fetch_dirty, pause, save_state or
+	 * throttle: the hypervisor runs its own pre-copy and pauses the guest
+	 * itself; rmig carries the stream and decides the commit.
+	 * Source: start the outgoing migration; the engine reads the stream from
+	 * *fd until EOF. resume() then means "cancel the migration and run the
+	 * guest here", whatever state it is in.
+	 * Destination (after prepare_regions with no regions): the engine
+	 * writes the stream to *fd; load_state (with an empty blob) marks its end and
+	 * returns once the hypervisor has loaded it all, guest paused; start()
+	 * runs it. The backend owns *fd (closes it in load_state or destroy). */
+	int (*stream_open)(struct rmig_backend *be, const struct rmig_stream_params *p, int *fd);
+	/* Source: how the hypervisor's migration is doing. Cheap: polled often. */
+	int (*stream_status)(struct rmig_backend *be, struct rmig_stream_status *st);
+	/* Source, in RMIG_STREAM_SWITCHOVER: let the hypervisor send the rest. */
+	int (*stream_switchover)(struct rmig_backend *be);
 };
 
 struct rmig_backend {

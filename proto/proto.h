@@ -27,6 +27,7 @@
 #define RMIG_MAX_PAGE_SIZE (2u << 20)	   /* 2 MiB huge pages */
 #define RMIG_MAX_FRAME_DATA (16u << 20)	   /* page bytes in one PAGES frame */
 #define RMIG_MAX_STATE (64u << 20)	   /* device state blob */
+#define RMIG_MAX_STREAM_CHUNK (1u << 20)   /* STREAM payload */
 #define RMIG_MAX_MEM_KEYS (64u << 10)	   /* link's memory description */
 #define RMIG_MAX_REASON 1024		   /* ABORT text */
 #define RMIG_MAX_REGION_BYTES (1ull << 44) /* 16 TiB per region */
@@ -69,6 +70,8 @@ enum rmig_msg_type {
 				   * none offered) */
 	RMIG_MSG_AUTH = 18,	  /* both ways: HMAC over both HELLO nonces */
 	RMIG_MSG_CHECK = 19,	  /* source, right before GO: still ready? (READY again) */
+	RMIG_MSG_STREAM = 20,	  /* source: a piece of the hypervisor's own migration
+				   * stream (a guest with no regions, e.g. QEMU) */
 	RMIG_MSG_TYPE_COUNT
 };
 
@@ -223,7 +226,7 @@ struct rmig_msg {
 		struct {
 			const uint8_t *data; /* points into the decoded payload */
 			uint32_t len;
-		} state; /* STATE and MEM_KEYS: opaque bytes */
+		} state; /* STATE, MEM_KEYS and STREAM: opaque bytes */
 	} u;
 };
 

@@ -71,6 +71,7 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_MEM_KEYS] = "MEM_KEYS",
 	[RMIG_MSG_AUTH] = "AUTH",
 	[RMIG_MSG_CHECK] = "CHECK",
+	[RMIG_MSG_STREAM] = "STREAM",
 };
 
 const char *rmig_msg_name(unsigned type)
@@ -87,7 +88,7 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 	switch (type) {
 	case RMIG_MSG_HELLO: *min = *max = RMIG_HELLO_LEN; break;
 	case RMIG_MSG_REGIONS:
-		*min = RMIG_REGIONS_HDR_LEN + RMIG_REGION_DESC_LEN;
+		*min = RMIG_REGIONS_HDR_LEN; /* no regions: a hypervisor stream */
 		*max = RMIG_REGIONS_HDR_LEN + (uint64_t)RMIG_REGION_DESC_LEN * RMIG_MAX_REGIONS;
 		break;
 	case RMIG_MSG_CHANNEL: *min = *max = RMIG_CHANNEL_LEN; break;
@@ -110,6 +111,10 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 	case RMIG_MSG_MEM_KEYS:
 		*min = 0;
 		*max = RMIG_MAX_MEM_KEYS;
+		break;
+	case RMIG_MSG_STREAM:
+		*min = 1;
+		*max = RMIG_MAX_STREAM_CHUNK;
 		break;
 	case RMIG_MSG_COMPLETE:
 		*min = RMIG_COMPLETE_HDR_LEN;
@@ -174,8 +179,9 @@ int rmig_layout_find(const struct rmig_layout *l, uint32_t region_id)
 
 int rmig_layout_check(const struct rmig_layout *l, char *err, size_t errlen)
 {
-	if (l->count == 0 || l->count > RMIG_MAX_REGIONS)
-		return bad(err, errlen, "region count %u outside 1..%d", l->count,
+	/* No regions: the hypervisor carries its guest in its own stream (STREAM). */
+	if (l->count > RMIG_MAX_REGIONS)
+		return bad(err, errlen, "region count %u outside 0..%d", l->count,
 			   RMIG_MAX_REGIONS);
 	for (uint32_t i = 0; i < l->count; i++) {
 		const struct rmig_wire_region *r = &l->r[i];
@@ -213,6 +219,15 @@ size_t rmig_msg_max_len(const struct rmig_msg *m)
 	uint64_t min, max;
 
 	len_bounds(m->type, &min, &max);
+	return (size_t)max;
+}
+
+/* Largest opaque payload of STATE, MEM_KEYS and STREAM. */
+static size_t opaque_max(uint8_t type)
+{
+	uint64_t min, max;
+
+	len_bounds(type, &min, &max);
 	return (size_t)max;
 }
 
@@ -285,9 +300,9 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 	}
 	case RMIG_MSG_STATE:
 	case RMIG_MSG_MEM_KEYS:
+	case RMIG_MSG_STREAM:
 		len = m->u.state.len;
-		if (cap < len ||
-		    len > (m->type == RMIG_MSG_STATE ? RMIG_MAX_STATE : RMIG_MAX_MEM_KEYS))
+		if (cap < len || len > opaque_max(m->type) || (m->type == RMIG_MSG_STREAM && !len))
 			return 0;
 		if (len)
 			memcpy(out, m->u.state.data, len);
@@ -382,8 +397,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		struct rmig_layout *l = &m->u.layout;
 
 		l->count = get32(p);
-		if (l->count == 0 || l->count > RMIG_MAX_REGIONS)
-			return bad(err, errlen, "REGIONS count %u outside 1..%d", l->count,
+		if (l->count > RMIG_MAX_REGIONS)
+			return bad(err, errlen, "REGIONS count %u outside 0..%d", l->count,
 				   RMIG_MAX_REGIONS);
 		if (len != RMIG_REGIONS_HDR_LEN + (size_t)l->count * RMIG_REGION_DESC_LEN)
 			return bad(err, errlen, "REGIONS length %zu does not match %u regions", len,
@@ -427,6 +442,7 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 	case RMIG_MSG_AUTH: memcpy(m->u.mac, p, RMIG_MAC_LEN); break;
 	case RMIG_MSG_STATE:
 	case RMIG_MSG_MEM_KEYS:
+	case RMIG_MSG_STREAM:
 		m->u.state.data = p;
 		m->u.state.len = (uint32_t)len;
 		break;

@@ -392,15 +392,15 @@ static void stop_loop(struct tool *t)
  * guest runs: its progress counter must move. */
 static void guest_check(struct tool *t, int *running, long long *delta)
 {
-	struct rmig_guest_stats a, b;
+	struct rmig_guest_stats a = { 0 }, b = { 0 };
 
 	*running = -1;
 	*delta = -1;
 	if (!t->be->ops->guest_stats || t->be->ops->guest_stats(t->be, &a))
 		return;
 	*running = a.running;
-	if (!a.running)
-		return;
+	if (!a.running || !a.progress)
+		return; /* progress 0: the backend cannot tell */
 	for (int i = 0; i < 50; i++) {
 		struct timespec ts = { 0, 10000000 };
 
@@ -596,6 +596,10 @@ static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
  * rmig process can be resumed from a new one. */
 static int resume_source_guest(const char *backend)
 {
+	struct rmig_backend *be = NULL;
+	char err[256];
+	int rc;
+
 	if (!strncmp(backend, "sim", 3) && (!backend[3] || backend[3] == ':')) {
 		fprintf(stderr,
 			"rmig: --resume-source: the sim backend's guest lived inside the rmig "
@@ -603,8 +607,18 @@ static int resume_source_guest(const char *backend)
 			"that attach to a running hypervisor can be resumed this way\n");
 		return RMIG_RESULT_FAILED;
 	}
-	fprintf(stderr, "rmig: --resume-source: backend %s cannot be resumed from here\n", backend);
-	return RMIG_RESULT_FAILED;
+	rc = rmig_backend_open(backend, RMIG_ROLE_SOURCE, &be, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "rmig: --resume-source: %s\n", err);
+		return RMIG_RESULT_FAILED;
+	}
+	rc = be->ops->resume(be);
+	if (rc)
+		fprintf(stderr, "rmig: --resume-source: %s\n", be->err);
+	else
+		fprintf(stderr, "rmig: --resume-source: the source guest runs again\n");
+	rmig_backend_close(be);
+	return rc ? RMIG_RESULT_FAILED : RMIG_RESULT_MIGRATED;
 }
 
 int main(int argc, char **argv)

@@ -106,7 +106,7 @@ static uint8_t *map_zero(size_t n)
 /* STATE and MEM_KEYS carry opaque bytes, decoded as a pointer into the frame. */
 static int is_blob(uint8_t type)
 {
-	return type == RMIG_MSG_STATE || type == RMIG_MSG_MEM_KEYS;
+	return type == RMIG_MSG_STATE || type == RMIG_MSG_MEM_KEYS || type == RMIG_MSG_STREAM;
 }
 
 /* Header + encoded payload in one exact-size heap buffer. */
@@ -264,7 +264,7 @@ struct bounds {
 /* Derived from proto.h's documented layouts, not from wire.c's table. */
 static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_HELLO, 64, 64 },
-	{ RMIG_MSG_REGIONS, 8 + 24, 8 + 24 * 64 },
+	{ RMIG_MSG_REGIONS, 8, 8 + 24 * 64 }, /* 0 regions: a hypervisor stream */
 	{ RMIG_MSG_REGIONS_ACK, 8, 8 },
 	{ RMIG_MSG_CHANNEL, 24, 24 },
 	{ RMIG_MSG_PAGES, 16 + 16, 16 + 16 * 64 + (16u << 20) },
@@ -282,6 +282,7 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_MEM_KEYS, 0, 64u << 10 },
 	{ RMIG_MSG_AUTH, 32, 32 },
 	{ RMIG_MSG_CHECK, 8, 8 },
+	{ RMIG_MSG_STREAM, 1, 1u << 20 },
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -552,6 +553,36 @@ static void test_rt_round_end(void **state)
 	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
 	m.u.round_end.h.nchan = RMIG_MAX_CHANNELS + 1;
 	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
+}
+
+/* STREAM: a piece of a hypervisor's own stream, 1 byte .. 1 MiB. */
+static void test_rt_stream(void **state)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_STREAM }, out;
+	static uint8_t chunk[RMIG_MAX_STREAM_CHUNK + 1];
+	uint8_t *f;
+	size_t flen;
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < 4096; i++)
+		chunk[i] = (uint8_t)rnd();
+	m.u.state.data = chunk;
+	m.u.state.len = 4096;
+	f = roundtrip(&m, &out, &flen);
+	assert_int_equal(out.u.state.len, 4096);
+	assert_memory_equal(out.u.state.data, chunk, 4096);
+	free(f);
+	/* Empty or above the limit: neither encoded nor decoded. */
+	m.u.state.len = 0;
+	assert_int_equal(rmig_msg_encode(&m, chunk, sizeof(chunk)), 0);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_STREAM, chunk, 0, &out, err, sizeof(err)));
+	m.u.state.len = RMIG_MAX_STREAM_CHUNK + 1;
+	assert_int_equal(rmig_msg_encode(&m, chunk, sizeof(chunk)), 0);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_STREAM, chunk, RMIG_MAX_STREAM_CHUNK + 1, &out,
+					err, sizeof(err)));
+	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_STREAM, chunk, RMIG_MAX_STREAM_CHUNK, &out, err,
+				       sizeof(err)));
 }
 
 static void test_rt_state(void **state)
@@ -1210,8 +1241,8 @@ static void test_layout_overlap_dup_count(void **state)
 
 	/* Region count. */
 	l = layout2();
-	l->count = 0;
-	EXPECT_BAD(err, check_both(l, err, sizeof(err)));
+	l->count = 0; /* a hypervisor stream: no regions */
+	EXPECT_OK(err, check_both(l, err, sizeof(err)));
 	l->count = RMIG_MAX_REGIONS + 1;
 	EXPECT_BAD(err, rmig_layout_check(l, err, sizeof(err)));
 	l->count = UINT32_MAX;
@@ -1667,7 +1698,7 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 		assert_true(m->u.hello.channels >= 1 && m->u.hello.channels <= RMIG_MAX_CHANNELS);
 		break;
 	case RMIG_MSG_REGIONS:
-		assert_true(m->u.layout.count >= 1 && m->u.layout.count <= RMIG_MAX_REGIONS);
+		assert_true(m->u.layout.count <= RMIG_MAX_REGIONS);
 		EXPECT_OK(err, rmig_layout_check(&m->u.layout, err, sizeof(err)));
 		break;
 	case RMIG_MSG_CHANNEL:
@@ -2003,6 +2034,7 @@ int main(void)
 		cmocka_unit_test(test_rt_channel),
 		cmocka_unit_test(test_rt_round_end),
 		cmocka_unit_test(test_rt_state),
+		cmocka_unit_test(test_rt_stream),
 		cmocka_unit_test(test_rt_mem_keys),
 		cmocka_unit_test(test_rt_complete),
 		cmocka_unit_test(test_rt_abort),

@@ -1,0 +1,264 @@
+/* stream.c - a hypervisor's own migration stream (QEMU) carried over the
+ * link. Such a backend has no regions: the hypervisor runs its pre-copy and
+ * pauses its guest itself. The source reads the stream from the backend's
+ * fd and sends it as STREAM messages on the control stream, polling the
+ * hypervisor's figures for progress and the moment it pauses; the
+ * destination writes the messages to its backend's fd. Both sides hash what
+ * passed, so that COMPLETE proves the stream arrived whole and in order. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "stream.h"
+
+#define STATUS_EVERY_MS 20 /* how late we may notice the hypervisor's pause */
+#define SINK_STALL_FACTOR                                                                          \
+	5 /* destination: the hypervisor may stop reading this many link timeouts */
+
+/* A failed send usually means the peer gave up: its ABORT, if it sent one,
+ * says why better than our broken pipe. */
+static int peer_reason(struct rmig_ctx *ctx, int rc)
+{
+	char ours[sizeof(ctx->err)];
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+
+	memcpy(ours, ctx->err, sizeof(ours));
+	if (m && rmig_ctrl_recv(ctx, m, 200) == -ECONNABORTED)
+		rc = -ECONNABORTED;
+	else
+		memcpy(ctx->err, ours, sizeof(ours));
+	free(m);
+	return rc;
+}
+
+struct stream_round {
+	unsigned round;	 /* the hypervisor's pass we are in */
+	int64_t t_start; /* when it began */
+	uint64_t bytes;	 /* stream bytes sent during it */
+};
+
+/* Ask the backend how its migration does: progress, round events, and once
+ * it paused the guest, the switch-over (which starts our downtime clock). */
+static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t_pause,
+		       struct rmig_stream_status *st)
+{
+	struct rmig_backend *be = ctx->be;
+	int64_t now;
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	rc = be->ops->stream_status(be, st);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: %s", be->err);
+	if (st->state == RMIG_STREAM_FAILED)
+		return rmig_err(ctx, -EIO, "the hypervisor's migration failed: %s",
+				st->detail[0] ? st->detail : "no reason given");
+	now = rmig_now_ms();
+	if (st->round > sr->round) {
+		/* One of the hypervisor's passes over memory ended. */
+		struct rmig_round_stats rs = {
+			.round = sr->round,
+			.bytes = sr->bytes,
+			.ms = (uint64_t)(now - sr->t_start),
+			.dirty_rate = st->dirty_rate,
+			.dirty_pages = st->remaining_bytes / RMIG_MIN_PAGE_SIZE,
+			.expected_downtime_ms = st->expected_downtime_ms,
+		};
+		struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &rs };
+
+		rs.bandwidth = now > sr->t_start
+				   ? (double)sr->bytes * 1000.0 / (double)(now - sr->t_start)
+				   : 0;
+		if (sr->round)
+			rmig_emit(ctx, &ev);
+		*sr = (struct stream_round){ .round = st->round, .t_start = now };
+	}
+	ctx->stats.rounds = st->round;
+	ctx->stats.expected_downtime_ms = st->expected_downtime_ms;
+	if (st->guest_bytes)
+		ctx->stats.guest_bytes = st->guest_bytes;
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = st->round;
+	ctx->prog.bytes_sent = ctx->stats.bytes_sent;
+	ctx->prog.dirty_rate = st->dirty_rate;
+	ctx->prog.remaining_bytes = st->remaining_bytes;
+	ctx->prog.expected_downtime_ms = st->expected_downtime_ms;
+	if (now > ctx->t_start_ms)
+		ctx->prog.bandwidth =
+		    (double)ctx->stats.bytes_sent * 1000.0 / (double)(now - ctx->t_start_ms);
+	pthread_mutex_unlock(&ctx->prog_lock);
+	if (st->state == RMIG_STREAM_SWITCHOVER && !*t_pause) {
+		*t_pause = now;
+		rmig_set_phase(ctx, "stop-and-copy");
+		rc = be->ops->stream_switchover(be);
+		if (rc)
+			return rmig_err(ctx, rc, "backend: switch-over: %s", be->err);
+	}
+	return 0;
+}
+
+int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
+{
+	struct rmig_backend *be = ctx->be;
+	struct rmig_stream_params p = { .downtime_ms = ctx->cfg.downtime_ms,
+					.max_bandwidth = ctx->cfg.max_bandwidth };
+	struct rmig_stream_status st;
+	struct stream_round sr = { .t_start = rmig_now_ms() };
+	XXH3_state_t *hash = XXH3_createState();
+	uint8_t *buf = malloc(RMIG_MAX_STREAM_CHUNK);
+	int64_t next_status = 0, end;
+	int fd = -1, rc;
+
+	if (!hash || !buf) {
+		rc = rmig_err(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	XXH3_64bits_reset(hash);
+	rc = be->ops->stream_open(be, &p, &fd);
+	if (rc) {
+		rmig_err(ctx, rc, "backend: starting the migration: %s", be->err);
+		goto out;
+	}
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		struct rmig_msg m = { .type = RMIG_MSG_STREAM };
+		ssize_t got;
+		int n;
+
+		if (atomic_load(&ctx->cancelled)) {
+			rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+			goto out;
+		}
+		/* After the switch-over QEMU writes the rest holding a lock that
+		 * its monitor needs: ask nothing until the stream ends. */
+		if (!*t_pause && rmig_now_ms() >= next_status) {
+			rc = poll_status(ctx, &sr, t_pause, &st);
+			if (rc)
+				goto out;
+			next_status = rmig_now_ms() + STATUS_EVERY_MS;
+		}
+		n = poll(&pfd, 1, STATUS_EVERY_MS);
+		if (n < 0 && errno != EINTR) {
+			rc = rmig_err(ctx, -errno, "poll on the hypervisor's stream: %s",
+				      strerror(errno));
+			goto out;
+		}
+		if (n <= 0)
+			continue;
+		got = read(fd, buf, RMIG_MAX_STREAM_CHUNK);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got < 0) {
+			rc = rmig_err(ctx, -errno, "reading the hypervisor's stream: %s",
+				      strerror(errno));
+			goto out;
+		}
+		if (got == 0)
+			break; /* the hypervisor closed it: finished, or failed */
+		XXH3_64bits_update(hash, buf, (size_t)got);
+		m.u.state.data = buf;
+		m.u.state.len = (uint32_t)got;
+		rc = rmig_ctrl_send(ctx, &m);
+		if (rc) {
+			rc = peer_reason(ctx, rc);
+			goto out;
+		}
+		ctx->stats.bytes_sent += (uint64_t)got;
+		sr.bytes += (uint64_t)got;
+	}
+	/* The end of the stream: the hypervisor must say it completed. */
+	end = rmig_now_ms() + ctx->cfg.link_timeout_ms;
+	for (;;) {
+		rc = poll_status(ctx, &sr, t_pause, &st);
+		if (rc)
+			goto out;
+		if (st.state == RMIG_STREAM_COMPLETED)
+			break;
+		if (rmig_now_ms() > end) {
+			rc = rmig_err(ctx, -EIO,
+				      "the hypervisor closed its migration stream but does not "
+				      "report it completed");
+			goto out;
+		}
+		poll(NULL, 0, STATUS_EVERY_MS);
+	}
+	if (!*t_pause)
+		*t_pause = rmig_now_ms(); /* it paused between two polls */
+	*digest = XXH3_64bits_digest(hash);
+	rc = 0;
+out:
+	XXH3_freeState(hash);
+	free(buf);
+	return rc;
+}
+
+int rmig_stream_sink_open(struct rmig_ctx *ctx, struct rmig_stream_sink *sink)
+{
+	struct rmig_stream_params p = { .downtime_ms = ctx->cfg.downtime_ms };
+	int rc;
+
+	memset(sink, 0, sizeof(*sink));
+	sink->fd = -1;
+	sink->hash = XXH3_createState();
+	if (!sink->hash)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	XXH3_64bits_reset(sink->hash);
+	rc = ctx->be->ops->stream_open(ctx->be, &p, &sink->fd);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: starting the incoming migration: %s",
+				ctx->be->err);
+	return 0;
+}
+
+int rmig_stream_sink_write(struct rmig_ctx *ctx, struct rmig_stream_sink *sink, const void *data,
+			   size_t len)
+{
+	const uint8_t *p = data;
+	int stall_ms = (int)ctx->cfg.link_timeout_ms * SINK_STALL_FACTOR;
+
+	XXH3_64bits_update(sink->hash, data, len);
+	while (len) {
+		struct pollfd pfd = { .fd = sink->fd, .events = POLLOUT };
+		ssize_t n;
+		int ready = poll(&pfd, 1, stall_ms);
+
+		if (ready < 0 && errno == EINTR)
+			continue;
+		if (ready == 0)
+			return rmig_err(
+			    ctx, -ETIMEDOUT,
+			    "the destination hypervisor took no migration data for %d ms",
+			    stall_ms);
+		/* A socket (the usual case): no SIGPIPE if the hypervisor died. */
+		n = send(sink->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0 && errno == ENOTSOCK)
+			n = write(sink->fd, p, len);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0)
+			return rmig_err(ctx, -errno,
+					"the destination hypervisor stopped reading its migration "
+					"stream: %s",
+					strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+	sink->bytes += (uint64_t)(p - (const uint8_t *)data);
+	return 0;
+}
+
+uint64_t rmig_stream_sink_digest(const struct rmig_stream_sink *sink)
+{
+	return XXH3_64bits_digest(sink->hash);
+}
+
+void rmig_stream_sink_close(struct rmig_stream_sink *sink)
+{
+	XXH3_freeState(sink->hash);
+	sink->hash = NULL;
+	sink->fd = -1; /* the backend's */
+}
