@@ -20,7 +20,7 @@ SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/sim.c backends/qemu.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
-	  engine/source.c engine/dest.c engine/auth.c engine/stream.c
+	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)

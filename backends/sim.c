@@ -229,7 +229,8 @@ static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_
 						      .page_size = SIM_PAGE,
 						      .gpa = (uint64_t)i * region_len,
 						      .len = region_len,
-						      .host = p };
+						      .host = p,
+						      .flags = RMIG_REGION_UNTOUCHED_ZERO };
 		s->nregions = i + 1;
 	}
 	s->pages_per_region = region_len / SIM_PAGE;

@@ -22,6 +22,7 @@
 #include "digest.h"
 #include "engine.h"
 #include "placement.h"
+#include "populated.h"
 
 #define QUEUE_CAP 256
 #define ITEM_BYTES (1u << 20) /* dirty pages per queued item: 1 MiB worth */
@@ -761,6 +762,15 @@ static void *digest_main(void *arg)
 	return NULL;
 }
 
+/* CPU time of the calling thread, in microseconds. */
+static int64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void update_progress(struct rmig_ctx *ctx, const struct rmig_round_stats *rs,
 			    uint64_t remaining)
 {
@@ -869,14 +879,25 @@ int rmig_send(struct rmig_ctx *ctx)
 		rmig_err(ctx, rc, "backend: starting the dirty log: %s", ctx->be->err);
 		goto fail;
 	}
-	for (size_t i = 0; i < nregions; i++)
-		rmig_dirty_bitmap_set_all(s->bitmap[i], regions[i].len / regions[i].page_size);
+	/* The first round sends everything, but memory never touched is zero
+	 * on both sides already (read after the log started: a page touched
+	 * since is in the log). */
+	for (size_t i = 0; i < nregions; i++) {
+		uint64_t npages = regions[i].len / regions[i].page_size;
+
+		if (!(regions[i].flags & RMIG_REGION_UNTOUCHED_ZERO) ||
+		    rmig_populated_pages(regions[i].host, npages, regions[i].page_size,
+					 s->bitmap[i]))
+			rmig_dirty_bitmap_set_all(s->bitmap[i], npages);
+	}
 	rmig_set_phase(ctx, "pre-copy");
 	t_fetch = rmig_now_s();
 	for (;; round++) {
 		struct rmig_converge_input in = { 0 };
 		enum rmig_converge_decision d;
 		double t0 = rmig_now_s(), now;
+
+		int64_t cpu0 = thread_cpu_us();
 
 		memset(&rs, 0, sizeof(rs));
 		rs.round = round;
@@ -890,6 +911,7 @@ int rmig_send(struct rmig_ctx *ctx)
 		rc = fetch_dirty(s, &dirty_pages);
 		if (rc)
 			goto fail;
+		rs.cpu_us = (uint64_t)(thread_cpu_us() - cpu0);
 		now = rmig_now_s();
 		rs.ms = (uint64_t)((now - t0) * 1000);
 		rs.bandwidth = now > t0 ? (double)rs.bytes / (now - t0) : 0;

@@ -52,7 +52,16 @@ struct rmig_region {
 	uint64_t gpa;	    /* guest-physical base address */
 	uint64_t len;	    /* bytes, a multiple of page_size */
 	void *host;	    /* where the bytes live in this process */
+	uint32_t flags;	    /* RMIG_REGION_* */
 };
+
+/* The region is private anonymous memory of this process (MAP_PRIVATE |
+ * MAP_ANONYMOUS): a page never touched reads as zero. The first round then
+ * skips the pages the kernel never populated (neither present nor swapped,
+ * per /proc/self/pagemap) instead of reading them: a sparse guest costs
+ * only its touched part. Do not set it for shared or file-backed memory,
+ * whose pages may hold data without being mapped here. */
+#define RMIG_REGION_UNTOUCHED_ZERO 1u
 
 /* ------------------------------------------------------------------ */
 /* Backends: what a hypervisor must give. One table per kind, registered
@@ -246,6 +255,10 @@ struct rmig_round_stats {
 	double dirty_rate;    /* pages/s dirtied during the round */
 	uint64_t dirty_pages; /* pages dirty at its end (to send next) */
 	double expected_downtime_ms;
+	/* CPU time the engine's control thread spent on the round: fetching the
+	 * dirty log, scanning it, building runs, waiting excluded. The page
+	 * senders' time is not in it. */
+	uint64_t cpu_us;
 };
 
 struct rmig_event {
