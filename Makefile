@@ -18,17 +18,17 @@ endif
 
 SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
-	  backends/registry.c backends/sim.c backends/qemu.c \
+	  backends/registry.c backends/sim.c backends/qemu.c backends/uffd.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_TESTS = test_proto test_bitmap test_converge test_sim
+UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h backends/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -42,6 +42,38 @@ $(BUILD)/$(SONAME): $(LIB_OBJ)
 $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/librmig.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
 	@[ "$(BUILD)" = build ] || ln -sf $(abspath $@) tools/rmig.san
+
+# Installing: `make install PREFIX=/usr/local DESTDIR=...`;
+# DESTDIR lets a non-root user or a package build stage the tree elsewhere.
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+VERSION    := $(shell sed -n 's/^\#define RMIG_VERSION_STRING "\(.*\)"$$/\1/p' include/rmig.h)
+
+.PHONY: install uninstall
+# rmig.pc is written at install time: its paths are the PREFIX of this install.
+install: all
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    rmig.pc.in >$(BUILD)/rmig.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
+	install -m 755 $(BUILD)/rmig $(DESTDIR)$(BINDIR)/rmig
+	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so
+	install -m 644 $(BUILD)/librmig.a $(DESTDIR)$(LIBDIR)/librmig.a
+	install -m 644 include/rmig.h $(DESTDIR)$(INCLUDEDIR)/rmig.h
+	install -m 644 $(BUILD)/rmig.pc $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc
+	install -m 644 man/rmig.1 $(DESTDIR)$(MANDIR)/man1/rmig.1
+	install -m 644 man/librmig.3 $(DESTDIR)$(MANDIR)/man3/librmig.3
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/rmig $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so \
+	    $(DESTDIR)$(LIBDIR)/librmig.a $(DESTDIR)$(INCLUDEDIR)/rmig.h \
+	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
+	    $(DESTDIR)$(MANDIR)/man3/librmig.3
 
 # Unit tests link the static library: they may call internal (hidden) symbols.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
@@ -60,6 +92,15 @@ $(BUILD)/tests/faultproxy: tests/tools/faultproxy.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
+# The embedding examples, built as a user would against an installed rmig
+# (`pkg-config --cflags --libs rmig`: only -Iinclude and -lrmig, the shared
+# library), with an rpath to $(BUILD) so that the tests can run it in place.
+EXAMPLES = $(BUILD)/examples/embed_counter $(BUILD)/examples/uffd_guest
+$(BUILD)/examples/%: examples/%.c include/rmig.h $(BUILD)/$(SONAME)
+	@mkdir -p $(dir $@)
+	$(CC) $(filter-out -I%,$(CFLAGS)) -Iinclude $(LDFLAGS) -o $@ $< -L$(BUILD) -lrmig \
+	    -Wl,-rpath,'$$ORIGIN/..'
+
 # The RDMA link's own two-process test, run inside the rxe VM.
 $(BUILD)/rxe/link_selftest: tests/rxe/link_selftest.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
@@ -72,7 +113,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tests/e2e/demo.sh $(BUILD)/rmig
 
-unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest $(TEST_TOOLS)
+unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest $(TEST_TOOLS) $(EXAMPLES)
 e2e: all
 
 check: deps
@@ -90,7 +131,7 @@ bench-rxe: deps
 	@tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh
 
 format:
-	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c include/*.h */*.h
+	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h
 
 clean:
 	rm -rf build

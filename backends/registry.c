@@ -10,6 +10,7 @@
 
 extern const struct rmig_backend_ops rmig_sim_backend_ops;
 extern const struct rmig_backend_ops rmig_qemu_backend_ops;
+extern const struct rmig_backend_ops rmig_uffd_backend_ops;
 
 #define MAX_BACKEND_KINDS 16
 
@@ -33,6 +34,7 @@ static void register_builtins(void)
 {
 	register_kind(&rmig_sim_backend_ops);
 	register_kind(&rmig_qemu_backend_ops);
+	register_kind(&rmig_uffd_backend_ops);
 }
 
 int rmig_backend_register(const struct rmig_backend_ops *ops)

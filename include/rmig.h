@@ -2,7 +2,7 @@
  *
  * A hypervisor (or any program that owns "guest" memory) describes its guest
  * through a backend (struct rmig_backend_ops). rmig moves the memory to a peer
- * over a link (TCP today), round after round of pre-copy, then a short
+ * over a link (RDMA or TCP), round after round of pre-copy, then a short
  * stop-and-copy and a two-phase commit so that exactly one side ever runs the
  * guest.
  *
@@ -14,6 +14,10 @@
  *    _destroy/_close exactly once.
  *  - Unless stated, an object is used from one thread at a time. rmig_cancel()
  *    and rmig_progress() may be called from any thread at any time.
+ *  - Separate contexts, each with its own backend instance, may migrate at the
+ *    same time on different threads. The library installs no signal handler,
+ *    never raises SIGPIPE and never exits the process.
+ * The man page librmig(3) says the same at more length.
  */
 #ifndef RMIG_H
 #define RMIG_H
@@ -46,6 +50,7 @@ enum rmig_role { RMIG_ROLE_SOURCE, RMIG_ROLE_DEST };
 
 #define RMIG_MAX_REGIONS 64
 
+/* Regions: 1..RMIG_MAX_REGIONS per guest, owned by the backend. */
 struct rmig_region {
 	uint32_t id;	    /* stable id, the same on both sides */
 	uint32_t page_size; /* power of two, 4 KiB .. 1 GiB */
@@ -68,7 +73,12 @@ struct rmig_region {
  * by name; an instance is a struct rmig_backend. Every op returns 0 or a
  * negative errno and, on error, writes a message with rmig_backend_err().
  * The engine calls ops from its own thread, except fetch_dirty, which is
- * called from one thread at a time but not always the same one. */
+ * called from one thread at a time but not always the same one.
+ * Its own thread is the one running rmig_send()/rmig_recv(); it never calls
+ * two ops of one instance at once. The guest keeps running on its own threads
+ * meanwhile; the engine reads the source's memory, and writes the
+ * destination's (between prepare_regions and load_state), from worker
+ * threads, never through ops. */
 
 struct rmig_backend;
 
@@ -106,25 +116,40 @@ struct rmig_stream_status {
 
 struct rmig_backend_ops {
 	const char *name;
-	/* Both sides. args is the text after "name:" in the spec ("" if none). */
+	/* Both sides. args is the text after "name:" in the spec ("" if none).
+	 * Set be->priv. If create fails, destroy is still called: it must cope
+	 * with a half-built instance (be->priv possibly NULL). */
 	int (*create)(struct rmig_backend *be, const char *args, enum rmig_role role);
+	/* Release everything (on the source after a migration, the guest that
+	 * moved). Called once, by rmig_backend_close() or after a failed create. */
 	void (*destroy)(struct rmig_backend *be);
 	/* The regions; the array stays valid and unchanged until destroy. On the
-	 * destination, only after prepare_regions. */
+	 * destination, only after prepare_regions. host: where the bytes live. */
 	int (*get_regions)(struct rmig_backend *be, const struct rmig_region **regions,
 			   size_t *count);
 
 	/* Source. */
+	/* Once, before the first round reads memory: from here on every write
+	 * must show up in a later fetch_dirty. */
 	int (*start_dirty_log)(struct rmig_backend *be);
 	/* OR the pages written since the last call into bitmap (one bit per page,
-	 * bit i of word i/64), and clear them in the backend's log. */
+	 * bit i of word i/64), and clear them in the backend's log.
+	 * region_index indexes get_regions' array (it is not the id); bitmap has
+	 * (pages + 63) / 64 words: write no further. The guest may run: a write
+	 * racing with this call must be seen by the page read after it or set its
+	 * bit again (write the data, then set the bit with release ordering). */
 	int (*fetch_dirty)(struct rmig_backend *be, size_t region_index, uint64_t *bitmap);
+	/* Stop the guest; once this returns, its memory no longer changes. */
 	int (*pause)(struct rmig_backend *be);
+	/* Rollback after pause: run the guest again. If this fails, the result
+	 * is RMIG_RESULT_UNKNOWN: neither side runs the guest. */
 	int (*resume)(struct rmig_backend *be);
 	/* Device/CPU state as an opaque blob, taken while paused. *blob is
-	 * malloc'd; the caller frees it. */
+	 * malloc'd; the caller frees it. At most 64 MiB; it reaches the
+	 * destination's load_state unchanged. */
 	int (*save_state)(struct rmig_backend *be, void **blob, size_t *len);
-	/* Optional (NULL if unsupported): slow the guest to (100-percent)%. */
+	/* Optional (NULL if unsupported): slow the guest to (100-percent)%.
+	 * percent is 0..99; 0 (full speed) after a rollback. */
 	int (*throttle)(struct rmig_backend *be, unsigned percent);
 
 	/* Destination. */
@@ -134,10 +159,14 @@ struct rmig_backend_ops {
 	 * it cannot hold the guest (check before allocating). */
 	int (*prepare_regions)(struct rmig_backend *be, const struct rmig_region *layout,
 			       size_t count);
+	/* All memory is in (and verified) and no longer written by the engine:
+	 * take the device state. Validate it: a failure rolls back. */
 	int (*load_state)(struct rmig_backend *be, const void *blob, size_t len);
+	/* GO arrived: run the guest. A failure rolls back. */
 	int (*start)(struct rmig_backend *be);
 
-	/* Optional: is the guest running, and how much work has it done. */
+	/* Optional: is the guest running, and how much work has it done. Not
+	 * called by the engine; for the embedder (the rmig tool's summary). */
 	int (*guest_stats)(struct rmig_backend *be, struct rmig_guest_stats *st);
 
 	/* Optional, for a hypervisor that migrates itself as one byte stream
@@ -159,6 +188,8 @@ struct rmig_backend_ops {
 	int (*stream_switchover)(struct rmig_backend *be);
 };
 
+/* An instance, made by rmig_backend_open(): the library sets ops, role and
+ * err, and never touches priv. */
 struct rmig_backend {
 	const struct rmig_backend_ops *ops;
 	void *priv; /* the backend's own state */
@@ -167,18 +198,82 @@ struct rmig_backend {
 };
 
 /* Register a backend kind. Not thread-safe: call before any migration.
- * -EEXIST if the name is taken, -ENOSPC if the registry is full. */
+ * -EEXIST if the name is taken, -ENOSPC if the registry is full.
+ * -EINVAL if ops, its name, create, destroy or get_regions is NULL. The
+ * registry keeps the pointer: ops must stay valid and unchanged (static). */
 RMIG_API int rmig_backend_register(const struct rmig_backend_ops *ops);
+/* The table registered as name (the built-in "sim" included), or NULL. */
 RMIG_API const struct rmig_backend_ops *rmig_backend_find(const char *name);
 
 /* Open a backend from a spec "name[:args]", e.g. "sim:size=1G,seed=7".
- * On failure returns a negative errno and writes a message to err. */
+ * On failure returns a negative errno and writes a message to err.
+ * -EINVAL for a bad spec (name: 1..31 characters), -ENOENT for an unknown
+ * name, -ENOMEM, or create's error; *out is set on success only, and the
+ * caller then owns the instance: rmig_backend_close() it exactly once. */
 RMIG_API int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend **out,
 			       char *err, size_t errlen);
+/* Calls ops->destroy and frees be; NULL is a no-op. Not while a context
+ * runs a migration with it. */
 RMIG_API void rmig_backend_close(struct rmig_backend *be);
-/* For backend authors: set be->err, printf-style. Returns nothing. */
+/* For backend authors: set be->err, printf-style. Returns nothing.
+ * Truncated to 255 bytes; the engine quotes it when the op fails. */
 RMIG_API void rmig_backend_err(struct rmig_backend *be, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* The uffd backend, for embedding: a program (a VMM, or any process) migrates
+ * a range of its own memory. The kernel tracks the writes to it: userfaultfd
+ * write protection in asynchronous mode, and the PAGEMAP_SCAN ioctl that
+ * reports the written pages and protects them again in one call (Linux 6.7+;
+ * root is not needed). The program gives callbacks to stop and restart
+ * whatever writes the memory.
+ *
+ * Every callback gets arg, returns 0 or a negative errno, and is called from
+ * the thread running rmig_send()/rmig_recv(). The dirty log is read from
+ * rmig's own threads, without calling back.
+ *
+ * The same backend is registered by name for specs ("uffd:size=256M,
+ * dirty-rate=5000", the sim backend's options): a sim guest whose writes the
+ * kernel tracks; its device state is sim's, so the other side may be sim. */
+struct rmig_uffd_params {
+	/* The guest memory: page-aligned, a whole number of pages, mapped for
+	 * the backend's whole life. Source: anonymous, shmem or hugetlbfs
+	 * memory (what userfaultfd can write-protect). Destination: at least as
+	 * large as the source's, and it must read as zero (fresh from mmap): the
+	 * pages the source reports as zero are not written. rmig does not read
+	 * it to check (a fault per page); with verify on, anything else fails
+	 * the digest comparison and the migration rolls back. */
+	void *addr;
+	size_t len;
+	/* Source, required. Once pause returned, nothing writes the memory
+	 * until resume (called when a migration rolls back). */
+	int (*pause)(void *arg);
+	int (*resume)(void *arg);
+	/* Source, optional: slow the writers to (100 - percent)% of their pace
+	 * (the throttle policy). NULL: cannot, so a guest that does not
+	 * converge is switched over (or aborted) after max_rounds. */
+	int (*throttle)(void *arg, unsigned percent);
+	/* Source, optional: the device state, taken while paused; *blob is
+	 * malloc'd and rmig frees it. NULL: none (an empty blob is sent). */
+	int (*save_state)(void *arg, void **blob, size_t *len);
+	/* Destination, optional: the source's device state, before start.
+	 * NULL: only an empty one is accepted. */
+	int (*load_state)(void *arg, const void *blob, size_t len);
+	/* Destination, required: run the guest (after the source said GO). */
+	int (*start)(void *arg);
+	void *arg;
+};
+
+/* Create a uffd backend over p->addr for role. p is copied; the memory and
+ * p->arg are borrowed and must outlive the backend. The source checks at once
+ * that the kernel has what it needs: -EOPNOTSUPP with one line naming what is
+ * missing (e.g. "uffd: the kernel lacks UFFD_FEATURE_WP_ASYNC (Linux 6.7+)"),
+ * -EPERM if userfaultfd is forbidden here (seccomp). Tracking starts with the
+ * migration (the memory is registered with userfaultfd then) and ends at
+ * rmig_backend_close(), which unregisters it: the memory is then the caller's
+ * alone again. Returns 0 and sets *out (close it with rmig_backend_close()),
+ * or a negative errno (-EINVAL: bad params) with a message in err. */
+RMIG_API int rmig_uffd_backend_create(const struct rmig_uffd_params *p, enum rmig_role role,
+				      struct rmig_backend **out, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ */
 /* A migration. */
@@ -228,7 +323,10 @@ struct rmig_config {
 	int gid_index;		      /* RoCE GID index (-1: automatic) */
 	unsigned bench_ms;	      /* source: first resend all memory, round after
 				       * round, for this long (rmig bench); 0: off */
-	/* Called from the engine's thread on each event; may be NULL. */
+	/* Called from the engine's thread on each event; may be NULL.
+	 * That is the thread in rmig_send()/rmig_recv(), which waits for it:
+	 * keep it short. ev and its strings are valid during the call only. It
+	 * may call rmig_progress()/rmig_cancel(), no other function on the ctx. */
 	void (*on_event)(void *arg, const struct rmig_event *ev);
 	void *event_arg;
 };
@@ -261,6 +359,7 @@ struct rmig_round_stats {
 	uint64_t cpu_us;
 };
 
+/* Passed to on_event; only the fields named for its type are set. */
 struct rmig_event {
 	enum rmig_event_type type;
 	uint16_t port;
@@ -274,7 +373,8 @@ struct rmig_event {
 	const struct rmig_round_stats *round;
 };
 
-/* Totals, valid after rmig_send/rmig_recv returned. */
+/* Totals, valid after rmig_send/rmig_recv returned (until the next call on
+ * the context, or its destruction). Strings are static. */
 struct rmig_stats {
 	enum rmig_result result;
 	const char *transport; /* link used: "tcp" or "rdma" */
@@ -299,31 +399,46 @@ struct rmig_stats {
 struct rmig_ctx;
 
 /* Fill cfg with defaults: auto transport, pin auto, port 7471, 2 channels,
- * 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on. */
+ * 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on.
+ * Also: host "127.0.0.1", timeouts 2000/10000/10000 ms, failover tcp, no
+ * key, gid_index -1, no callback. Cannot fail. */
 RMIG_API void rmig_config_init(struct rmig_config *cfg);
 
-/* The context borrows be and cfg's strings; both must outlive it. */
+/* The context borrows be and cfg's strings; both must outlive it.
+ * It copies *cfg and the key (the caller may wipe its own). Zero timeouts
+ * mean the defaults. 0 and *out set, or -EINVAL (bad config), -ENOENT (a
+ * transport not built in), -ENOMEM. Nothing is bound or connected yet. */
 RMIG_API int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg,
 			     struct rmig_backend *be);
+/* Joins the context's threads, closes its links and listening socket,
+ * wipes its key copy, frees it. NULL is a no-op. Not while rmig_send() or
+ * rmig_recv() runs on it. Does not close the backend. */
 RMIG_API void rmig_ctx_destroy(struct rmig_ctx *ctx);
 /* Destination, between two rmig_recv calls on one context (a receiver that
- * keeps listening): the backend for the next migration. */
+ * keeps listening): the backend for the next migration. The old one is not
+ * closed: that is the caller's. */
 RMIG_API void rmig_ctx_set_backend(struct rmig_ctx *ctx, struct rmig_backend *be);
 
 /* Run a whole migration on the calling thread. 0 when migrated; otherwise a
  * negative errno, rmig_errmsg() says why and rmig_stats()->result says what
- * became of the guest. */
+ * became of the guest. Once per context. The source guest is then: paused
+ * (MIGRATED: release it; UNKNOWN: the caller decides), never paused
+ * (FAILED), or resumed by the engine (ROLLED_BACK). */
 RMIG_API int rmig_send(struct rmig_ctx *ctx);
 /* Destination: listens (on the first call), serves one migration. May be
  * called again on the same context for the next one; the listening port
- * stays open in between. */
+ * stays open in between. 0: the guest was started here. Otherwise it never
+ * was, the engine no longer touches the backend's memory, and the caller
+ * closes the backend. Stats and message start afresh on each call. */
 RMIG_API int rmig_recv(struct rmig_ctx *ctx);
 
 /* Ask a running migration to stop and roll back (before GO only). Safe from
- * any thread and from a signal handler. */
+ * any thread and from a signal handler. The call then returns -ECANCELED.
+ * A cancelled context stays cancelled: use a new one for the next attempt. */
 RMIG_API void rmig_cancel(struct rmig_ctx *ctx);
 
-/* A snapshot of the live figures (thread-safe). */
+/* A snapshot of the live figures (thread-safe). phase is a static string;
+ * bytes_sent counts received bytes on the destination. */
 struct rmig_progress {
 	unsigned round;
 	uint64_t bytes_sent;
@@ -335,14 +450,21 @@ struct rmig_progress {
 };
 RMIG_API void rmig_progress(struct rmig_ctx *ctx, struct rmig_progress *p);
 
+/* Why the last migration failed ("" if it did not). Owned by ctx, valid
+ * until the next rmig_send()/rmig_recv() on it or its destruction. */
 RMIG_API const char *rmig_errmsg(const struct rmig_ctx *ctx);
+/* The totals of the last migration, owned by ctx (see struct rmig_stats). */
 RMIG_API const struct rmig_stats *rmig_stats(const struct rmig_ctx *ctx);
+/* "migrated", "failed", "usage", "rolled_back", "unknown", else "?"; static. */
 RMIG_API const char *rmig_result_name(enum rmig_result r);
 
-/* Describe the devices each transport could use (rmig info) into buf. */
+/* Describe the devices each transport could use (rmig info) into buf.
+ * Truncated to len bytes, NUL-terminated when len > 0. */
 RMIG_API void rmig_transport_info(char *buf, size_t len);
 
-/* Parse "50M", "1G", "4096": bytes with K/M/G/T (powers of 1024). */
+/* Parse "50M", "1G", "4096": bytes with K/M/G/T (powers of 1024).
+ * Either case, optionally followed by "i", "iB" or "B". 0, or -EINVAL
+ * (not such a number) or -ERANGE (overflow), leaving *out untouched. */
 RMIG_API int rmig_parse_size(const char *s, uint64_t *out);
 
 #ifdef __cplusplus

@@ -17,9 +17,10 @@ run_one() { # NAME CMD...
 	[ -n "$pattern" ] && [[ $name != *$pattern* ]] && return
 	t0=$(date +%s%3N)
 	out=$("$@" 2>&1) || rc=$?
-	# cmocka exits 0 when tests were skipped: a skip is still not a pass.
+	# cmocka exits 0 when tests were skipped: a skip is still not a pass. The
+	# reason: the test's own "SKIP: reason" line, else cmocka's.
 	[ $rc = 0 ] && grep -q 'SKIPPED TEST' <<<"$out" && rc=77 &&
-		out="SKIP $name: $(grep -m1 '^\[  SKIPPED \]' <<<"$out")"
+		out="SKIP $name: $(grep -m1 -e '^SKIP: ' -e '^\[  SKIPPED \]' <<<"$out" | sed 's/^SKIP: //')"
 	local ms=$(($(date +%s%3N) - t0))
 	if [ $rc = 0 ]; then
 		passed=$((passed + 1))

@@ -44,9 +44,15 @@ start_recv() {
 	"$RMIG" recv --listen 127.0.0.1:0 --json "$@" >"$T/$_n.out" 2>"$T/$_n.err" &
 	RECV_PID=$!
 	PIDS="$PIDS $RECV_PID"
+	wait_port "$_n"
+}
+
+# wait_port NAME: wait for the receiver RECV_PID, writing JSON lines to
+# $T/NAME.out, to report its listening port; sets PORT.
+wait_port() {
 	PORT=""
 	for _i in $(seq 100); do
-		PORT=$(jq -r 'select(.event=="listening") | .port' "$T/$_n.out" 2>/dev/null | head -1)
+		PORT=$(jq -r 'select(.event=="listening") | .port' "$T/$1.out" 2>/dev/null | head -1)
 		[ -n "$PORT" ] && return 0
 		kill -0 "$RECV_PID" 2>/dev/null || fail "receiver exited before listening"
 		sleep 0.05

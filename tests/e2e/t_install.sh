@@ -1,0 +1,74 @@
+#!/bin/bash
+# `make install DESTDIR=... PREFIX=/usr` as a non-root user puts every file in
+# place; pkg-config, pointed into the staged tree, finds rmig; the embedding
+# example builds against the installed header and library alone (pkg-config
+# --cflags --libs) and migrates a 16 MiB guest with them; uninstall removes
+# everything.
+. "$(dirname "$0")/lib.sh"
+command -v pkg-config >/dev/null || skip "pkg-config is not installed (scripts/deps.sh)"
+build=$(realpath --relative-to="$PWD" "$(dirname "$RMIG")")
+san=""
+san_cflags=""
+case $build in */san) san="SAN=1" san_cflags="-fsanitize=address,undefined" ;; esac
+dest="$T/destdir"
+version=$(sed -n 's/^#define RMIG_VERSION_STRING "\(.*\)"$/\1/p' include/rmig.h)
+
+# A make of our own: not the jobserver of a `make check` we may run under.
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s install \
+	DESTDIR="$dest" PREFIX=/usr BUILD="$build" $san >"$T/install.out" 2>&1 ||
+	fail "make install exited $?: $(tail -n 5 "$T/install.out")"
+
+for f in bin/rmig lib/librmig.so.0 lib/librmig.a include/rmig.h lib/pkgconfig/rmig.pc \
+	share/man/man1/rmig.1 share/man/man3/librmig.3; do
+	[ -f "$dest/usr/$f" ] || fail "usr/$f was not installed"
+done
+[ -x "$dest/usr/bin/rmig" ] || fail "usr/bin/rmig is not executable"
+expect_eq "usr/lib/librmig.so" "$(readlink "$dest/usr/lib/librmig.so")" librmig.so.0
+expect_eq "SONAME" "$(objdump -p "$dest/usr/lib/librmig.so.0" | awk '$1 == "SONAME" { print $2 }')" \
+	librmig.so.0
+others=$(nm -D --defined-only "$dest/usr/lib/librmig.so.0" | awk '$3 !~ /^rmig_/ { print $3 }')
+[ -z "$others" ] || fail "librmig.so.0 exports more than rmig_*: $(tr '\n' ' ' <<<"$others")"
+nm "$dest/usr/lib/librmig.a" | grep -q ' T rmig_send$' || fail "librmig.a lacks rmig_send"
+expect_eq "installed rmig --version" "$("$dest/usr/bin/rmig" --version)" "rmig $version"
+
+export PKG_CONFIG_SYSROOT_DIR="$dest" PKG_CONFIG_PATH="$dest/usr/lib/pkgconfig"
+expect_eq "pkg-config --modversion rmig" "$(pkg-config --modversion rmig 2>&1)" "$version"
+cflags=$(pkg-config --cflags rmig | xargs) || fail "pkg-config --cflags rmig failed"
+libs=$(pkg-config --libs rmig | xargs) || fail "pkg-config --libs rmig failed"
+expect_eq "pkg-config --cflags" "$cflags" "-I$dest/usr/include"
+expect_eq "pkg-config --libs" "$libs" "-L$dest/usr/lib -lrmig"
+pkg-config --static --libs rmig | grep -q -- '-lxxhash .*-pthread' ||
+	fail "pkg-config --static --libs rmig lacks the private libraries"
+
+# Built as a user would: no -I or -L into this tree, only what pkg-config says.
+# shellcheck disable=SC2086 # the flags are words
+cc -std=gnu11 -Wall -Wextra -Werror -pthread $san_cflags -o "$T/embed_counter" \
+	examples/embed_counter.c $cflags $libs 2>"$T/cc.err" || fail "cc: $(head -n 5 "$T/cc.err")"
+export LD_LIBRARY_PATH="$dest/usr/lib"
+ldd "$T/embed_counter" | grep -q "librmig.so.0 => $dest/usr/lib/librmig.so.0" ||
+	fail "the example does not load the installed library: $(ldd "$T/embed_counter" | grep rmig)"
+"$T/embed_counter" recv 0 >"$T/recv.out" 2>"$T/recv.err" &
+RECV_PID=$!
+PIDS="$PIDS $RECV_PID"
+PORT=""
+for _ in $(seq 100); do
+	PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/recv.out")
+	[ -n "$PORT" ] && break
+	kill -0 "$RECV_PID" 2>/dev/null || fail "receiver exited before listening"
+	sleep 0.05
+done
+[ -n "$PORT" ] || fail "receiver did not print its port"
+"$T/embed_counter" send 127.0.0.1 "$PORT" 16 >"$T/send.out" 2>"$T/send.err" ||
+	fail "embed_counter send exited $?"
+wait_pid "$RECV_PID" 30
+expect_eq "recv exit code" "$RC" 0
+grep -q '^source result=migrated verified=1 .* check=ok$' "$T/send.out" || fail "source did not migrate"
+grep -q '^destination result=migrated verified=1 .* check=ok$' "$T/recv.out" ||
+	fail "destination did not migrate or its check failed"
+
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s uninstall \
+	DESTDIR="$dest" PREFIX=/usr BUILD="$build" $san >"$T/uninstall.out" 2>&1 ||
+	fail "make uninstall exited $?"
+left=$(find "$dest" ! -type d)
+[ -z "$left" ] || fail "make uninstall left: $(tr '\n' ' ' <<<"$left")"
+pass "installed, found by pkg-config, example built against it migrated 16 MiB"
