@@ -12,7 +12,10 @@
  *               sparse guest resident in full)
  *   seed        makes contents and the write sequence reproducible
  *   node        NUMA node to bind the guest's memory to (default: none)
- * On the destination the spec is just "sim": size and layout come from the
+ *   overcommit  1: skip the check that the guest fits in RAM + swap (a sparse
+ *               guest, e.g. for the scale benchmark; RLIMIT_AS still holds).
+ *               The source checks only its non-zero part anyway.
+ * On the destination the spec is just "sim" (or "sim:overcommit=1"): size and layout come from the
  * source, and the writer's state (RNG, counters) travels as the device-state
  * blob, so the guest carries on where it stopped.
  */
@@ -52,6 +55,7 @@ struct sim {
 	unsigned zero_pct;
 	uint64_t zero_run; /* pages */
 	int node;	   /* NUMA node the memory is bound to, -1: none */
+	int overcommit;	   /* skip the RAM + swap check */
 	/* writer */
 	pthread_t writer;
 	int writer_started;
@@ -149,6 +153,9 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
 				break;
 			}
 			s->node = (int)n;
+		} else if (strcmp(tok, "overcommit") == 0) {
+			s->overcommit = (int)strtoul(val, &end, 10);
+			rc = (end == val || *end || s->overcommit > 1) ? -EINVAL : 0;
 		} else if (strcmp(tok, "regions") == 0) {
 			*nregions = (unsigned)strtoul(val, &end, 10);
 			rc = (end == val || *end || *nregions == 0 || *nregions > RMIG_MAX_REGIONS)
@@ -172,19 +179,20 @@ static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, 
  * bound is all of RAM and swap, not what is free now: zero pages are never
  * written, so a sparse guest costs only its non-zero part, and REGIONS does
  * not say how sparse it is. Then the address-space limit. */
-static int check_fits(struct rmig_backend *be, uint64_t bytes)
+static int check_fits(struct rmig_backend *be, const struct sim *s, uint64_t bytes,
+		      uint64_t resident)
 {
 	struct sysinfo si;
 	struct rlimit rl;
 
-	if (!sysinfo(&si)) {
+	if (!s->overcommit && !sysinfo(&si)) {
 		uint64_t total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
 
-		if (bytes > total) {
+		if (resident > total) {
 			rmig_backend_err(be,
 					 "sim: a %llu MiB guest does not fit in this host's %llu "
-					 "MiB of memory and swap",
-					 (unsigned long long)(bytes >> 20),
+					 "MiB of memory and swap (overcommit=1 to try anyway)",
+					 (unsigned long long)(resident >> 20),
 					 (unsigned long long)(total >> 20));
 			return -ENOMEM;
 		}
@@ -372,11 +380,12 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	s->zero_run = 1;
 	s->node = -1;
 	if (role == RMIG_ROLE_DEST) {
-		if (*args) {
-			rmig_backend_err(be, "sim: the destination takes no options (the source "
-					     "sends size and layout)");
+		if (*args && strcmp(args, "overcommit=1") && strcmp(args, "overcommit=0")) {
+			rmig_backend_err(be, "sim: the destination takes only overcommit=0|1 (the "
+					     "source sends size and layout)");
 			return -EINVAL;
 		}
+		s->overcommit = !strcmp(args, "overcommit=1");
 		return 0;
 	}
 	rc = parse_args(be, s, args, &size, &hot_pct, &nregions);
@@ -387,7 +396,10 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 				 (unsigned long long)size, nregions);
 		return -EINVAL;
 	}
-	rc = check_fits(be, size);
+	/* The source writes only its non-zero pages (and what the writer
+	 * touches, within them or not). */
+	rc = check_fits(be, s, size,
+			size / 100 * (100 - s->zero_pct > hot_pct ? 100 - s->zero_pct : hot_pct));
 	if (rc)
 		return rc;
 	rc = map_regions(be, s, nregions, size / nregions);
@@ -531,7 +543,7 @@ static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region
 		}
 		total += layout[i].len;
 	}
-	rc = check_fits(be, total);
+	rc = check_fits(be, s, total, total);
 	if (rc)
 		return rc;
 	rc = map_regions(be, s, n, layout[0].len);
