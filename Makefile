@@ -82,7 +82,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
-TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy
+TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
@@ -100,6 +100,11 @@ $(BUILD)/examples/%: examples/%.c include/rmig.h $(BUILD)/$(SONAME)
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -I%,$(CFLAGS)) -Iinclude $(LDFLAGS) -o $@ $< -L$(BUILD) -lrmig \
 	    -Wl,-rpath,'$$ORIGIN/..'
+
+# make bench's copy ceiling.
+$(BUILD)/tests/memcpy_bw: tests/tools/memcpy_bw.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 # The RDMA link's own two-process test, run inside the rxe VM.
 $(BUILD)/rxe/link_selftest: tests/rxe/link_selftest.c $(BUILD)/librmig.a
