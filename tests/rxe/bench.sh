@@ -63,4 +63,10 @@ echo "| ib_write_bw (perftest, 64 KiB, $CH QPs) | $bwn | $(ratio "$bwn") |"
 echo "| rmig bench --pin=all (RDMA WRITE) | $w | $(ratio "$w") |"
 echo "| rmig bench --pin=staging | $s | $(ratio "$s") |"
 echo "| rmig send 256 MiB guest, round 1 | $m | $(ratio "$m") |"
+# CPU per GiB moved, of the 256 MiB migration (getrusage of each process;
+# soft-RoCE's own work runs in kernel threads and is not in it).
+cs=$(jq -r 'select(.event=="summary") | .cpu_ms' "$T/migrate-send")
+cr=$(jq -r 'select(.event=="summary") | .cpu_ms' "$T/migrate-recv")
+echo
+echo "CPU per GiB moved (RDMA WRITE, 256 MiB migration, process time only; rxe works in kernel threads): sender $(awk -v c="${cs:-0}" 'BEGIN { printf "%.2f", c / 1000 / 0.25 }') s, receiver $(awk -v c="${cr:-0}" 'BEGIN { printf "%.2f", c / 1000 / 0.25 }') s."
 rm -rf "$T"
