@@ -128,7 +128,8 @@ check: deps
 # Performance, as ratios to a ceiling measured in the same run.
 bench: deps
 	@$(MAKE) --no-print-directory all
-	@RMIG=$(BUILD)/rmig scripts/bench.sh
+	@$(MAKE) --no-print-directory $(BUILD)/tests/memcpy_bw
+	@RMIG=$(BUILD)/rmig BUILD=$(BUILD) scripts/bench.sh
 
 bench-rxe: deps
 	@$(MAKE) --no-print-directory all
