@@ -18,12 +18,21 @@ endif
 
 SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
-	  backends/registry.c backends/sim.c backends/qemu.c backends/uffd.c \
+	  backends/registry.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
+# The xen backend, where libxen-dev is installed (CI compiles it and
+# runs test_xen against a fake Xen; no real Xen runs it).
+XEN_PKGS = xencontrol xenforeignmemory
+ifeq ($(shell pkg-config --exists $(XEN_PKGS) 2>/dev/null && echo y),y)
+LIB_SRC += backends/xen.c
+UNIT_TESTS += test_xen
+CFLAGS  += -DRMIG_HAVE_XEN $(shell pkg-config --cflags $(XEN_PKGS))
+LDLIBS  += $(shell pkg-config --libs $(XEN_PKGS))
+endif
 
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
@@ -57,6 +66,7 @@ VERSION    := $(shell sed -n 's/^\#define RMIG_VERSION_STRING "\(.*\)"$$/\1/p' i
 install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(strip $(LDLIBS))|g' \
 	    rmig.pc.in >$(BUILD)/rmig.pc
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) \
 	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3
@@ -106,8 +116,9 @@ $(BUILD)/tests/memcpy_bw: tests/tools/memcpy_bw.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
-# The RDMA link's own two-process test, run inside the rxe VM.
-$(BUILD)/rxe/link_selftest: tests/rxe/link_selftest.c $(BUILD)/librmig.a
+# Run inside the rxe VM: the RDMA link's own two-process test, the kvm
+# backend's dirty-log test.
+$(BUILD)/rxe/%: tests/rxe/%.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 
@@ -118,7 +129,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@tests/e2e/demo.sh $(BUILD)/rmig
 
-unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest $(TEST_TOOLS) $(EXAMPLES)
+unit: $(UNIT_BIN) $(BUILD)/rxe/link_selftest $(BUILD)/rxe/kvm_dirtylog_test $(TEST_TOOLS) $(EXAMPLES)
 e2e: all
 
 check: deps

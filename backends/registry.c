@@ -11,6 +11,10 @@
 extern const struct rmig_backend_ops rmig_sim_backend_ops;
 extern const struct rmig_backend_ops rmig_qemu_backend_ops;
 extern const struct rmig_backend_ops rmig_uffd_backend_ops;
+extern const struct rmig_backend_ops rmig_kvm_backend_ops;
+#ifdef RMIG_HAVE_XEN
+extern const struct rmig_backend_ops rmig_xen_backend_ops;
+#endif
 
 #define MAX_BACKEND_KINDS 16
 
@@ -35,6 +39,10 @@ static void register_builtins(void)
 	register_kind(&rmig_sim_backend_ops);
 	register_kind(&rmig_qemu_backend_ops);
 	register_kind(&rmig_uffd_backend_ops);
+	register_kind(&rmig_kvm_backend_ops);
+#ifdef RMIG_HAVE_XEN
+	register_kind(&rmig_xen_backend_ops);
+#endif
 }
 
 int rmig_backend_register(const struct rmig_backend_ops *ops)

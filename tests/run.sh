@@ -45,7 +45,10 @@ for t in "$BUILD"/tests/test_*; do
 	run_one "unit/$(basename "$t")" "$t"
 done
 for t in tests/e2e/t_*.sh; do
-	run_one "e2e/$(basename "$t" .sh)" timeout -k 5 300 bash "$t"
+	# 300 s each, unless the test says otherwise in a "# timeout: N" line
+	# among its first 10 (t_rxe: a whole VM run under TCG).
+	limit=$(sed -n '1,10s/^# timeout: \([0-9][0-9]*\)$/\1/p' "$t")
+	run_one "e2e/$(basename "$t" .sh)" timeout -k 5 "${limit:-300}" bash "$t"
 done
 
 [ $skipped -gt 0 ] && echo "$skipped skipped$([ "${CI:-}" = true ] && echo ' (CI=true: counted as failed)')"

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Everything that needs real RDMA, in one boot of the rxe VM (make check runs
 # it through tests/e2e/t_rxe.sh): the VM selftest (devices, ib_write_bw,
-# rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations.
+# rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations;
+# and the kvm backend on the VM's nested KVM (t_kvm.sh).
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -14,4 +15,6 @@ echo "=== t_migrate"
 RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
 echo "=== t_failover"
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
+echo "=== t_kvm"
+RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc

@@ -131,8 +131,9 @@ modules=(virtio_pci 9pnet_virtio 9p overlay virtio_rng crc32_generic
 	rdma_rxe ib_uverbs rdma_ucm ib_umad veth)
 # Shipped but not loaded; modprobe (or the kernel) loads them on demand:
 # netem for delay/loss tests ("tc qdisc add dev veth_a root netem ..."),
-# dummy, bridge and macvlan for other wiring.
-extra_modules=(sch_netem dummy bridge macvlan)
+# dummy, bridge and macvlan for other wiring, kvm with kvm_amd (what loads
+# under TCG's -cpu max, which emulates SVM) and kvm_intel for tests/rxe/t_kvm.sh.
+extra_modules=(sch_netem dummy bridge macvlan kvm kvm_amd kvm_intel)
 init_src="$here/initramfs-init.sh"
 bb=$(command -v busybox) || die "busybox not found"
 stamp=$({
