@@ -20,7 +20,8 @@ SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
-	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c
+	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
+	  engine/postcopy.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
@@ -92,8 +93,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
-TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw
+TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw \
+	     $(BUILD)/tests/postcopy_check
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+
+# Post-copy's memory check: a whole migration in one process, then a replay
+# of the destination guest's writes (public API only).
+$(BUILD)/tests/postcopy_check: tests/tools/postcopy_check.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 

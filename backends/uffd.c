@@ -358,6 +358,11 @@ static int uffd_pause(struct rmig_backend *be)
 {
 	struct uffd_be *u = be->priv;
 
+	/* Optional on a destination; the engine pauses one whose post-copy failed. */
+	if (!u->inner && !u->p.pause) {
+		rmig_backend_err(be, "uffd: no pause callback");
+		return -EOPNOTSUPP;
+	}
 	return guest_rc(be, "pause",
 			u->inner ? u->inner->ops->pause(u->inner) : u->p.pause(u->p.arg));
 }

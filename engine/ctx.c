@@ -139,12 +139,20 @@ void rmig_ctx_set_backend(struct rmig_ctx *ctx, struct rmig_backend *be)
 
 void rmig_cancel(struct rmig_ctx *ctx)
 {
-	/* Only an atomic store and shutdown(2): safe in a signal handler. The
-	 * control stream stays writable so that the ABORT still gets out. */
+	/* Only atomics and shutdown(2): safe in a signal handler. The control
+	 * stream stays writable so that the ABORT still gets out. Store, then
+	 * look: the engine does the opposite (see no_cancel). */
 	atomic_store(&ctx->cancelled, 1);
+	if (atomic_load(&ctx->no_cancel))
+		return;
 	for (unsigned i = 0; i < ctx->nlinks; i++)
 		ctx->links[i]->ops->interrupt(ctx->links[i],
 					      RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+}
+
+int rmig_cancel_requested(struct rmig_ctx *ctx)
+{
+	return atomic_load(&ctx->cancelled) && !atomic_load(&ctx->no_cancel);
 }
 
 int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
@@ -282,15 +290,22 @@ static int ctrl_send_locked(struct rmig_ctx *ctx, const struct rmig_msg *m, int 
 			    char *err, size_t errlen)
 {
 	uint8_t hdr[RMIG_FRAME_HDR_LEN], payload[CTRL_ENCODE_MAX];
-	struct iovec iov[2];
+	struct iovec iov[3];
 	size_t len;
-	int rc;
+	int rc, niov = 2;
 
 	if (m->type == RMIG_MSG_STATE || m->type == RMIG_MSG_MEM_KEYS ||
 	    m->type == RMIG_MSG_STREAM) {
 		/* The blob can be large: send it from where it is. */
 		len = m->u.state.len;
 		iov[1] = (struct iovec){ (void *)m->u.state.data, len };
+	} else if (m->type == RMIG_MSG_PAGE_DATA) {
+		/* The page, straight from guest memory, behind its reference. */
+		rmig_page_ref_encode(payload, m->u.page.region_id, m->u.page.page);
+		iov[1] = (struct iovec){ payload, RMIG_PAGE_REF_LEN };
+		iov[2] = (struct iovec){ (void *)m->u.page.data, m->u.page.len };
+		len = RMIG_PAGE_REF_LEN + (size_t)m->u.page.len;
+		niov = 3;
 	} else {
 		len = rmig_msg_encode(m, payload, sizeof(payload));
 		if (!len) {
@@ -302,7 +317,7 @@ static int ctrl_send_locked(struct rmig_ctx *ctx, const struct rmig_msg *m, int 
 	iov[0] = (struct iovec){ hdr, sizeof(hdr) };
 	pthread_mutex_lock(&ctx->ctrl_send_lock);
 	rmig_frame_hdr_encode(hdr, m->type, 0, (uint32_t)len, ctx->ctrl_tx_seq++);
-	rc = ctx->link->ops->ctrl_send(ctx->link, iov, len ? 2 : 1, timeout_ms);
+	rc = ctx->link->ops->ctrl_send(ctx->link, iov, len ? niov : 1, timeout_ms);
 	if (rc)
 		snprintf(err, errlen, "sending %s: %s", rmig_msg_name(m->type), ctx->link->err);
 	pthread_mutex_unlock(&ctx->ctrl_send_lock);
@@ -312,6 +327,11 @@ static int ctrl_send_locked(struct rmig_ctx *ctx, const struct rmig_msg *m, int 
 int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m)
 {
 	return ctrl_send_locked(ctx, m, (int)ctx->cfg.link_timeout_ms, ctx->err, sizeof(ctx->err));
+}
+
+int rmig_ctrl_send_err(struct rmig_ctx *ctx, const struct rmig_msg *m, char *err, size_t errlen)
+{
+	return ctrl_send_locked(ctx, m, (int)ctx->cfg.link_timeout_ms, err, errlen);
 }
 
 int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value)

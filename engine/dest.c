@@ -5,6 +5,11 @@
  * Threads: the caller's thread runs the control stream; one receiver per
  * data channel reads PAGES/ZERO frames, checks every run against the layout
  * before touching memory, and reads page bytes directly into place.
+ *
+ * Post-copy (the source's HELLO asks for it): the receivers stay up after
+ * STATE for one more round, which arrives after the guest started; its pages
+ * and PAGE_DATA are placed whole through userfaultfd (postcopy.c), never
+ * read straight into memory the guest may be using.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,6 +22,9 @@
 #include "engine.h"
 #include "stream.h"
 #include "placement.h"
+#include "postcopy.h"
+
+#define BOUNCE_BYTES RMIG_MAX_PAGE_SIZE /* post-copy: page bytes staged per receiver */
 
 struct receiver;
 
@@ -27,11 +35,14 @@ struct recv_worker {
 	pthread_t tid;
 	int started;
 	uint64_t seq;
+	uint8_t *bounce; /* post-copy, BOUNCE_BYTES; the worker's own */
 };
 
 struct receiver {
 	struct rmig_stream_sink sink; /* a hypervisor's own stream (no regions) */
 	int stream;
+	struct rmig_postcopy *pc; /* a post-copy session */
+	atomic_int pc_armed;	  /* from COMPLETE: place pages through pc */
 	struct rmig_ctx *ctx;
 	pthread_mutex_t lock;
 	pthread_cond_t progress;
@@ -79,6 +90,45 @@ static void mark_written(atomic_uint_fast64_t *bm, uint64_t first, uint64_t coun
 static int was_written(atomic_uint_fast64_t *bm, uint64_t page)
 {
 	return (atomic_load(&bm[page / 64]) >> (page % 64)) & 1;
+}
+
+/* Post-copy: the guest may be running, so a page goes in whole or not at
+ * all: bytes through a bounce buffer, then UFFDIO_COPY. */
+static int recv_postcopy(struct recv_worker *w, uint8_t type, size_t ri,
+			 const struct rmig_run *runs, uint32_t nruns, char *why, size_t whylen)
+{
+	struct rmig_ctx *ctx = w->r->ctx;
+	uint64_t ps = ctx->regions[ri].page_size, per = BOUNCE_BYTES / ps;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < nruns && !rc; i++)
+		rc = rmig_postcopy_check(w->r->pc, ri, runs[i].first, runs[i].count, why, whylen);
+	if (!rc && type == RMIG_MSG_PAGES && !w->bounce && !(w->bounce = malloc(BOUNCE_BYTES))) {
+		snprintf(why, whylen, "out of memory");
+		rc = -ENOMEM;
+	}
+	for (uint32_t i = 0; i < nruns && !rc; i++) {
+		if (type == RMIG_MSG_ZERO) {
+			rc = rmig_postcopy_place(w->r->pc, ri, runs[i].first, runs[i].count, NULL,
+						 why, whylen);
+			continue;
+		}
+		for (uint64_t done = 0; done < runs[i].count && !rc;) {
+			uint64_t n = runs[i].count - done < per ? runs[i].count - done : per;
+			struct iovec v = { w->bounce, n * ps };
+
+			rc = ctx->link->ops->chan_recv(ctx->link, w->chan, &v, 1,
+						       (int)ctx->cfg.link_timeout_ms);
+			if (rc) {
+				snprintf(why, whylen, "%s", ctx->link->err);
+				break;
+			}
+			rc = rmig_postcopy_place(w->r->pc, ri, runs[i].first + done, n, w->bounce,
+						 why, whylen);
+			done += n;
+		}
+	}
+	return rc;
 }
 
 /* Receive one PAGES/ZERO frame. Every check happens before memory is written. */
@@ -151,7 +201,11 @@ static int recv_frame(struct recv_worker *w, char *why, size_t whylen)
 					 runs[i].count * reg->page_size };
 		pages += runs[i].count;
 	}
-	if (fh.type == RMIG_MSG_PAGES) {
+	if (atomic_load(&w->r->pc_armed)) {
+		rc = recv_postcopy(w, fh.type, ri, runs, ph.nruns, why, whylen);
+		if (rc)
+			return rc;
+	} else if (fh.type == RMIG_MSG_PAGES) {
 		for (uint32_t i = 0; i < ph.nruns; i++)
 			mark_written(w->r->written[ri], runs[i].first, runs[i].count);
 		rc = l->ops->chan_recv(l, w->chan, iov, (int)ph.nruns,
@@ -208,6 +262,8 @@ static void *recv_main(void *arg)
 			break;
 		}
 	}
+	free(w->bounce);
+	w->bounce = NULL;
 	return NULL;
 }
 
@@ -302,6 +358,7 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 	struct rmig_ctx *ctx = r->ctx;
 	int64_t last_progress = rmig_now_ms();
 	unsigned last_total = ~0u;
+	char why[400];
 	int rc = 0;
 
 	if (m->u.round_end.h.nchan != ctx->nchan)
@@ -328,6 +385,10 @@ static int wait_round(struct receiver *r, const struct rmig_msg *m)
 			break;
 		if (r->failed) {
 			rc = rmig_err(ctx, r->failed, "%s", r->failure);
+			goto out;
+		}
+		if (r->pc && rmig_postcopy_failed(r->pc, why, sizeof(why))) {
+			rc = rmig_err(ctx, -EIO, "%s", why);
 			goto out;
 		}
 		/* The control stream is not read meanwhile: the data streams must
@@ -505,6 +566,14 @@ static int open_session(struct rmig_ctx *ctx, struct rmig_msg *m, struct rmig_wi
 		    hello->ver_min, hello->ver_max, RMIG_WIRE_VERSION_MIN, RMIG_WIRE_VERSION_MAX);
 	if (!rc)
 		rc = rmig_auth_policy(ctx, (hello->flags & RMIG_HELLO_PSK) != 0, 0);
+	if (!rc && (hello->caps & RMIG_CAP_POSTCOPY)) {
+		char why[256];
+
+		/* Before a single page is sent: the source then simply runs on. */
+		rc = rmig_postcopy_probe(why, sizeof(why));
+		if (rc)
+			rc = rmig_err(ctx, rc, "post-copy is not possible here: %s", why);
+	}
 	if (rc)
 		goto refuse;
 	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce))
@@ -514,6 +583,7 @@ static int open_session(struct rmig_ctx *ctx, struct rmig_msg *m, struct rmig_wi
 	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
 					       .ver_max = RMIG_WIRE_VERSION_MAX,
 					       .channels = RMIG_MAX_CHANNELS,
+					       .caps = hello->caps & RMIG_CAP_POSTCOPY,
 					       .flags = ctx->cfg.psk ? RMIG_HELLO_PSK : 0 };
 	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
 	rc = rmig_ctrl_send(ctx, m);
@@ -540,6 +610,9 @@ static int setup_session(struct rmig_ctx *ctx, struct receiver *r, struct rmig_m
 		return rmig_err(ctx, -EPROTO,
 				"protocol error: resumed with %u channels, the migration has %u",
 				hello->channels, ctx->nchan);
+	if (resume && !(hello->caps & RMIG_CAP_POSTCOPY) != !r->pc)
+		return rmig_err(ctx, -EPROTO, "protocol error: resumed %s post-copy",
+				r->pc ? "without" : "with");
 	ctx->nchan = hello->channels;
 	ctx->stats.channels = ctx->nchan;
 	rc = accept_channels(ctx, ctx->nchan, nodes);
@@ -556,6 +629,8 @@ static int setup_session(struct rmig_ctx *ctx, struct receiver *r, struct rmig_m
 			if (!r->written[i])
 				rc = rmig_err(ctx, -ENOMEM, "out of memory for page bitmaps");
 		}
+		if (!rc && (hello->caps & RMIG_CAP_POSTCOPY))
+			rc = rmig_postcopy_create(ctx, &r->pc);
 	} else if (m->u.layout.count != ctx->layout.count ||
 		   memcmp(m->u.layout.r, ctx->layout.r,
 			  sizeof(m->u.layout.r[0]) * ctx->layout.count))
@@ -699,6 +774,54 @@ static void answer_outcome(struct rmig_ctx *ctx, struct receiver *r, struct rmig
 	memcpy(ctx->err, why, sizeof(why));
 }
 
+/* Post-copy: every page is in. Stop receiving and catching faults. */
+static void postcopy_finish(struct rmig_ctx *ctx, struct receiver *r, int64_t t_go)
+{
+	struct rmig_postcopy_figures f;
+
+	stop_receivers(r);
+	rmig_postcopy_disarm(r->pc);
+	rmig_postcopy_figures(r->pc, &f);
+	ctx->stats.postcopy_pages = f.stale;
+	ctx->stats.postcopy_requested = f.requested;
+	ctx->stats.postcopy_ms = (uint64_t)(rmig_now_ms() - t_go);
+	ctx->stats.result = RMIG_RESULT_MIGRATED;
+	rmig_set_phase(ctx, "migrated");
+}
+
+/* Post-copy failed with pages still at the source: the guest started here
+ * and cannot go on without them, and the source must not run it either (it
+ * ran here since). Stop it as far as the backend can. */
+static int postcopy_lost(struct rmig_ctx *ctx, struct receiver *r, int rc, int64_t t_go)
+{
+	struct rmig_postcopy_figures f;
+	char cause[sizeof(ctx->err)];
+	int paused;
+
+	memcpy(cause, ctx->err, sizeof(cause));
+	if (rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, cause);
+	stop_receivers(r);
+	rmig_postcopy_figures(r->pc, &f);
+	/* Threads blocked in a fault can only go on (a missing page reading as
+	 * zero) once disarmed; they may hold what pause waits for. */
+	rmig_postcopy_disarm(r->pc);
+	paused = ctx->be->ops->pause && !ctx->be->ops->pause(ctx->be);
+	ctx->stats.postcopy_pages = f.stale;
+	ctx->stats.postcopy_requested = f.requested;
+	ctx->stats.postcopy_ms = (uint64_t)(rmig_now_ms() - t_go);
+	ctx->stats.result = RMIG_RESULT_UNKNOWN;
+	rmig_err(ctx, rc,
+		 "%s; post-copy failed after the guest started here, with %llu of its pages "
+		 "still at the source: its memory is split between the two hosts and neither "
+		 "can run it (lost). %s",
+		 cause, (unsigned long long)f.missing,
+		 paused ? "It is paused here: discard it"
+			: "This backend cannot pause it: stop and discard it");
+	rmig_set_phase(ctx, "lost");
+	return rc < 0 ? rc : -EIO;
+}
+
 /* Forget the previous migration served on this context. */
 static void reset_session(struct rmig_ctx *ctx)
 {
@@ -713,6 +836,7 @@ static void reset_session(struct rmig_ctx *ctx)
 	ctx->nregions = 0;
 	ctx->nchan = 0;
 	ctx->t_start_ms = 0;
+	atomic_store(&ctx->no_cancel, 0);
 	atomic_store(&ctx->live_bytes, 0);
 	pthread_mutex_lock(&ctx->prog_lock);
 	memset(&ctx->prog, 0, sizeof(ctx->prog));
@@ -727,7 +851,9 @@ int rmig_recv(struct rmig_ctx *ctx)
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	void *state = NULL;
 	size_t state_len = 0;
-	int rc, have_state = 0, ready = 0, started = 0, accepted = 0, connected = 0;
+	int rc, have_state = 0, ready = 0, started = 0, accepted = 0, connected = 0, pc_done = 0;
+	int discarded = 0; /* post-copy: pages dropped, no more may come before GO */
+	char why[400];
 	unsigned expect_round = 1;
 	int64_t t_go = 0;
 
@@ -787,8 +913,11 @@ int rmig_recv(struct rmig_ctx *ctx)
 		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
 		if (rc && r->failed)
 			rc = rmig_err(ctx, r->failed, "%s", r->failure);
-		/* A hypervisor's stream cannot be resumed part-way. */
-		if (rc && !have_state && !r->stream) {
+		if (rc && r->pc && rmig_postcopy_failed(r->pc, why, sizeof(why)))
+			rc = rmig_err(ctx, -EIO, "%s", why);
+		/* A hypervisor's stream cannot be resumed part-way, nor a
+		 * post-copy switch-over once begun. */
+		if (rc && !have_state && !r->stream && !discarded) {
 			rc = await_resume(ctx, r, m, rc, &expect_round);
 			if (!rc)
 				continue;
@@ -808,20 +937,44 @@ int rmig_recv(struct rmig_ctx *ctx)
 			atomic_fetch_add(&ctx->live_bytes, m->u.state.len);
 			break;
 		case RMIG_MSG_ROUND_END:
-			if (have_state || m->u.round_end.h.round != expect_round) {
+			/* After STATE, only post-copy's round, once the guest runs. */
+			if ((have_state && !(r->pc && started && !pc_done)) ||
+			    m->u.round_end.h.round != expect_round) {
 				rc = rmig_err(ctx, -EPROTO,
 					      "protocol error: ROUND_END %u out of order",
 					      m->u.round_end.h.round);
 				goto fail;
 			}
+			/* Dropped pages must stay missing until the fault handler is
+			 * armed: the round that follows DISCARD (a sync) is empty. */
+			for (unsigned c = 0; discarded && !have_state && c < ctx->nchan; c++)
+				if (m->u.round_end.frames[c]) {
+					rc = rmig_err(ctx, -EPROTO,
+						      "protocol error: pages sent after DISCARD");
+					goto fail;
+				}
 			rc = wait_round(r, m);
-			if (rc && !have_state) {
+			if (rc && !have_state && !discarded) {
 				rc = await_resume(ctx, r, m, rc, &expect_round);
 				if (!rc)
 					continue;
 			}
 			if (rc)
 				goto fail;
+			if (have_state) {
+				struct rmig_postcopy_figures f;
+
+				rmig_postcopy_figures(r->pc, &f);
+				if (f.missing) {
+					rc = rmig_err(ctx, -EPROTO,
+						      "protocol error: the post-copy round ended "
+						      "with %llu pages still missing",
+						      (unsigned long long)f.missing);
+					goto fail;
+				}
+				postcopy_finish(ctx, r, t_go);
+				pc_done = 1;
+			}
 			ctx->stats.rounds = expect_round;
 			{
 				struct rmig_progress *p = &ctx->prog;
@@ -849,19 +1002,79 @@ int rmig_recv(struct rmig_ctx *ctx)
 			memcpy(state, m->u.state.data, state_len);
 			have_state = 1;
 			/* Every round is acknowledged, so all pages are in: the data
-			 * streams are done, and their closing is no failure. */
-			stop_receivers(r);
+			 * streams are done, and their closing is no failure. Post-copy:
+			 * one round is still to come. */
+			if (!r->pc)
+				stop_receivers(r);
 			rmig_set_phase(ctx, "stop-and-copy");
 			break;
+		case RMIG_MSG_DISCARD:
+			if (!r->pc || ready) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected DISCARD");
+				goto fail;
+			}
+			discarded = 1;
+			rc = rmig_postcopy_discard(r->pc, m);
+			if (rc)
+				goto fail;
+			break;
+		case RMIG_MSG_PAGE_DATA: {
+			size_t ri;
+
+			if (!r->pc || !atomic_load(&r->pc_armed)) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected PAGE_DATA");
+				goto fail;
+			}
+			rc = rmig_page_msg_check(m, &ctx->layout, &ri, why, sizeof(why));
+			if (rc) {
+				rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+				goto fail;
+			}
+			if (pc_done) /* asked for, then streamed: all is in already */
+				break;
+			rc = rmig_postcopy_check(r->pc, ri, m->u.page.page, 1, why, sizeof(why));
+			if (!rc)
+				rc = rmig_postcopy_place(r->pc, ri, m->u.page.page, 1,
+							 m->u.page.data, why, sizeof(why));
+			if (rc) {
+				rmig_err(ctx, rc, "%s", why);
+				goto fail;
+			}
+			ctx->stats.bytes_sent +=
+			    RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + m->u.page.len;
+			atomic_fetch_add(&ctx->live_bytes,
+					 RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + m->u.page.len);
+			break;
+		}
 		case RMIG_MSG_COMPLETE:
 			if (!have_state || ready) {
 				rc =
 				    rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before STATE");
 				goto fail;
 			}
-			rc = verify(ctx, m, r->stream ? &r->sink : NULL);
-			if (rc)
+			if (!r->pc != !(m->u.complete.flags & RMIG_COMPLETE_POSTCOPY)) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: COMPLETE %s post-copy",
+					      r->pc ? "without" : "with");
 				goto fail;
+			}
+			if (r->pc) {
+				/* No digests: the pages to come are what the guest will
+				 * find, and it changes them at once. */
+				if (m->u.complete.count != ctx->nregions ||
+				    (m->u.complete.flags & RMIG_COMPLETE_VERIFY)) {
+					rc = rmig_err(ctx, -EBADMSG,
+						      "bad frame: post-copy COMPLETE with digests");
+					goto fail;
+				}
+				rc = rmig_postcopy_arm(r->pc);
+				if (rc)
+					goto fail;
+				atomic_store(&r->pc_armed, 1);
+			} else {
+				rc = verify(ctx, m, r->stream ? &r->sink : NULL);
+				if (rc)
+					goto fail;
+			}
 			/* For a stream: its end; the backend waits until it is loaded. */
 			rc = ctx->be->ops->load_state(ctx->be, state, state_len);
 			if (rc) {
@@ -890,6 +1103,15 @@ int rmig_recv(struct rmig_ctx *ctx)
 				rc = rmig_err(ctx, -EPROTO, "protocol error: GO before READY");
 				goto fail;
 			}
+			if (r->pc) {
+				/* From here a cancel could only lose the guest. One that
+				 * came first still rolls back. */
+				atomic_store(&ctx->no_cancel, 1);
+				if (atomic_load(&ctx->cancelled)) {
+					rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+					goto fail;
+				}
+			}
 			t_go = rmig_now_ms();
 			rc = ctx->be->ops->start(ctx->be);
 			if (rc) {
@@ -897,15 +1119,22 @@ int rmig_recv(struct rmig_ctx *ctx)
 				goto fail;
 			}
 			started = 1;
-			ctx->stats.result = RMIG_RESULT_MIGRATED;
-			rmig_set_phase(ctx, "migrated");
+			if (r->pc) {
+				/* The guest runs; what it lacks comes on demand. */
+				ctx->stats.postcopy = 1;
+				rmig_set_phase(ctx, "post-copy");
+			} else {
+				ctx->stats.result = RMIG_RESULT_MIGRATED;
+				rmig_set_phase(ctx, "migrated");
+			}
 			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
 			if (rc)
 				goto fail;
 			break;
 		case RMIG_MSG_DONE:
-			if (!started) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: DONE before GO");
+			if (!started || (r->pc && !pc_done)) {
+				rc = rmig_err(ctx, -EPROTO, "protocol error: DONE before %s",
+					      started ? "the post-copy round" : "GO");
 				goto fail;
 			}
 			ctx->stats.downtime_ms = m->u.done.downtime_ms;
@@ -920,6 +1149,18 @@ int rmig_recv(struct rmig_ctx *ctx)
 	}
 
 fail:
+	if (started && r->pc && !pc_done) {
+		struct rmig_postcopy_figures f;
+
+		rmig_postcopy_figures(r->pc, &f);
+		if (f.missing) {
+			rc = postcopy_lost(ctx, r, rc, t_go);
+			goto out;
+		}
+		/* Every page is in: only the formal end is missing. */
+		postcopy_finish(ctx, r, t_go);
+		pc_done = 1;
+	}
 	/* After READY the source may have sent GO and not know what became of
 	 * it: whatever went wrong here, answer its question. */
 	if (ready || started) {
@@ -956,6 +1197,7 @@ out:
 		ctx->link->ops->mem_release(ctx->link);
 	if (r) {
 		stop_receivers(r);
+		rmig_postcopy_destroy(r->pc);
 		rmig_stream_sink_close(&r->sink);
 		pthread_mutex_destroy(&r->lock);
 		pthread_cond_destroy(&r->progress);

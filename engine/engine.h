@@ -29,6 +29,11 @@ struct rmig_ctx {
 	char link_detail[400]; /* why rdma was not used, for "auto" */
 	char err[512];
 	atomic_int cancelled;
+	/* Post-copy, from GO on: a cancel could only lose the guest, whose
+	 * memory is split between the hosts, so rmig_cancel() leaves the links
+	 * alone. Set before GO is sent or acted on, then cancelled is checked:
+	 * one of the two sees the other. */
+	atomic_int no_cancel;
 	uint8_t psk[RMIG_MAX_PSK]; /* cfg.psk points here */
 
 	/* Control stream sends: the control thread and the heartbeat thread. */
@@ -83,6 +88,11 @@ void rmig_set_phase(struct rmig_ctx *ctx, const char *phase);
  * ABORT becomes -ECONNABORTED with the peer's reason in ctx->err). */
 int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m);
 int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value);
+/* The same from a thread other than the control thread: the error text goes
+ * to err, not ctx->err. */
+int rmig_ctrl_send_err(struct rmig_ctx *ctx, const struct rmig_msg *m, char *err, size_t errlen);
+/* A cancel that still counts (see no_cancel). */
+int rmig_cancel_requested(struct rmig_ctx *ctx);
 int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms);
 /* Receive and insist on one type. */
 int rmig_ctrl_expect(struct rmig_ctx *ctx, uint8_t type, struct rmig_msg *m, int timeout_ms);

@@ -8,6 +8,11 @@
  * (frames per channel) is sent and the destination's ROUND_ACK says every
  * frame of the round is in its memory. The next round starts only then, so
  * a page can never be applied out of order across rounds.
+ *
+ * Post-copy (cfg.postcopy): at the switch-over, the pages still dirty are
+ * announced (DISCARD) instead of sent; after STARTED they go as one more
+ * round on the data channels (a pusher thread queues them) while this thread
+ * answers the destination's PAGE_REQUESTs on the control stream.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -23,11 +28,17 @@
 #include "engine.h"
 #include "placement.h"
 #include "populated.h"
+#include "postcopy.h"
 
 #define QUEUE_CAP 256
 #define ITEM_BYTES (1u << 20) /* dirty pages per queued item: 1 MiB worth */
 #define ITEM_SPAN 4096	      /* pages of address space one item may cover */
 #define MIN_BW_SAMPLE (1u << 20)
+/* Post-copy: announcements of dirty pages before the pause, at most; and
+ * fewer new ones than this are left to the pause (dropping a page costs the
+ * destination some 15 us, mostly splitting huge pages). */
+#define PREDROP_PASSES 4
+#define PREDROP_ENOUGH 512
 
 /* Pages [first, first+span) of a region whose bit is set in map (the
  * round's bitmap, unchanged until the round is acknowledged): scattered
@@ -75,8 +86,12 @@ struct sender {
 	/* --max-bandwidth: a shared virtual clock of when the next byte may go. */
 	pthread_mutex_t rate_lock;
 	double rate_next;
-	uint64_t *bitmap[RMIG_MAX_REGIONS]; /* to send next */
+	uint64_t *bitmap[RMIG_MAX_REGIONS]; /* to send next; post-copy: the
+					     * pages DISCARDed, fixed from then on */
 	uint64_t *sent[RMIG_MAX_REGIONS];   /* sent, not yet acknowledged */
+	int postcopy;			    /* switch over by post-copy */
+	int postcopy_started;		    /* STARTED came: the guest runs there
+					     * while part of its memory is here */
 };
 
 static void fail(struct sender *s, const char *why)
@@ -228,7 +243,7 @@ static void *worker_main(void *arg)
 		pthread_cond_broadcast(&s->space);
 		if (!s->failed) {
 			pthread_mutex_unlock(&s->lock);
-			if (atomic_load(&s->ctx->cancelled))
+			if (rmig_cancel_requested(s->ctx))
 				fail(s, "cancelled by the operator");
 			else if ((rc = send_item(w, &it)))
 				fail(s, s->ctx->link->err);
@@ -259,6 +274,16 @@ static int push_item(struct sender *s, const struct send_item *it)
 	}
 	pthread_mutex_unlock(&s->lock);
 	return failed ? -EIO : 0;
+}
+
+static int has_failed(struct sender *s)
+{
+	int failed;
+
+	pthread_mutex_lock(&s->lock);
+	failed = s->failed;
+	pthread_mutex_unlock(&s->lock);
+	return failed;
 }
 
 static void wait_idle(struct sender *s)
@@ -304,29 +329,32 @@ static void stop_workers(struct sender *s)
 			pthread_join(s->w[i].tid, NULL);
 }
 
-/* Send every page set in the bitmaps (clearing them), end the round and wait
- * for the destination to confirm it holds all of it. */
-static int send_round(struct sender *s, struct rmig_round_stats *rs)
+static void reset_figures(struct sender *s, uint32_t round)
+{
+	for (unsigned i = 0; i < s->ctx->nchan; i++)
+		s->w[i].frames = s->w[i].pages = s->w[i].zero_pages = s->w[i].bytes = 0;
+	s->round = round;
+}
+
+/* Queue every page set in map[] for the senders. The items point into map:
+ * it must stay unchanged until the senders are idle. */
+static int queue_pages(struct sender *s, uint64_t *const *map)
 {
 	struct rmig_ctx *ctx = s->ctx;
-	struct rmig_msg m = { .type = RMIG_MSG_ROUND_END };
 	int rc = 0;
 
-	for (unsigned i = 0; i < ctx->nchan; i++)
-		s->w[i].frames = s->w[i].pages = s->w[i].zero_pages = s->w[i].bytes = 0;
-	s->round = rs->round;
 	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
 		const struct rmig_region *r = &ctx->regions[ri];
 		uint64_t npages = r->len / r->page_size, pos = 0, start, len;
 		uint64_t per_item = ITEM_BYTES / r->page_size ? ITEM_BYTES / r->page_size : 1;
 
-		struct send_item it = { (uint32_t)ri, 0, 0, s->bitmap[ri] };
+		struct send_item it = { (uint32_t)ri, 0, 0, map[ri] };
 		uint64_t in_item = 0;
 
 		/* Gather runs into items of at most per_item dirty pages spread
 		 * over at most ITEM_SPAN pages. */
-		while (!rc && rmig_dirty_bitmap_next_run(s->bitmap[ri], npages, pos, per_item,
-							 &start, &len)) {
+		while (!rc &&
+		       rmig_dirty_bitmap_next_run(map[ri], npages, pos, per_item, &start, &len)) {
 			if (in_item &&
 			    (in_item + len > per_item || start + len - it.first > ITEM_SPAN)) {
 				rc = push_item(s, &it);
@@ -340,15 +368,50 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 		}
 		if (!rc && in_item)
 			rc = push_item(s, &it);
-		/* Keep the round's pages until it is acknowledged: a failover
-		 * sends them again. */
-		{
-			uint64_t *t = s->sent[ri];
+	}
+	return rc;
+}
 
-			s->sent[ri] = s->bitmap[ri];
-			s->bitmap[ri] = t;
-			memset(t, 0, rmig_bitmap_words(npages) * 8);
-		}
+/* The senders are idle: add up the round's figures into rs and describe
+ * the round in m (ROUND_END). */
+static void round_end(struct sender *s, struct rmig_round_stats *rs, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+
+	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.round_end));
+	m->type = RMIG_MSG_ROUND_END;
+	m->u.round_end.h.round = rs->round;
+	m->u.round_end.h.nchan = ctx->nchan;
+	for (unsigned i = 0; i < ctx->nchan; i++) {
+		m->u.round_end.frames[i] = s->w[i].frames;
+		rs->pages += s->w[i].pages;
+		rs->zero_pages += s->w[i].zero_pages;
+		rs->bytes += s->w[i].bytes;
+	}
+	m->u.round_end.h.pages = rs->pages;
+	m->u.round_end.h.zero_pages = rs->zero_pages;
+	m->u.round_end.h.bytes = rs->bytes;
+}
+
+/* Send every page set in the bitmaps (clearing them), end the round and wait
+ * for the destination to confirm it holds all of it. */
+static int send_round(struct sender *s, struct rmig_round_stats *rs)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg m;
+	int rc = 0;
+
+	reset_figures(s, rs->round);
+	queue_pages(s, s->bitmap); /* a failure shows in s->failed */
+	/* Keep the round's pages until it is acknowledged: a failover sends
+	 * them again. */
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		uint64_t *t = s->sent[ri];
+
+		s->sent[ri] = s->bitmap[ri];
+		s->bitmap[ri] = t;
+		memset(t, 0,
+		       rmig_bitmap_words(ctx->regions[ri].len / ctx->regions[ri].page_size) * 8);
 	}
 	wait_idle(s);
 	if (s->failed)
@@ -360,17 +423,7 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 		if (rc)
 			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 	}
-	m.u.round_end.h.round = rs->round;
-	m.u.round_end.h.nchan = ctx->nchan;
-	for (unsigned i = 0; i < ctx->nchan; i++) {
-		m.u.round_end.frames[i] = s->w[i].frames;
-		rs->pages += s->w[i].pages;
-		rs->zero_pages += s->w[i].zero_pages;
-		rs->bytes += s->w[i].bytes;
-	}
-	m.u.round_end.h.pages = rs->pages;
-	m.u.round_end.h.zero_pages = rs->zero_pages;
-	m.u.round_end.h.bytes = rs->bytes;
+	round_end(s, rs, &m);
 	rc = rmig_ctrl_send(ctx, &m);
 	if (rc)
 		return rc;
@@ -469,6 +522,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 			struct rmig_msg *m)
 {
 	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
+	int postcopy = kind != OPEN_QUERY && ctx->cfg.postcopy;
+	uint64_t peer_caps;
 	uint16_t lo, hi;
 
 	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
@@ -479,15 +534,17 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		return rmig_err(ctx, -EIO, "getrandom failed");
 	if (kind == OPEN_NEW)
 		memcpy(ctx->session, ctx->nonce, RMIG_NONCE_LEN);
+	/* Post-copy pages are placed by the destination's CPU, not RDMA WRITE. */
 	ask_placement = kind != OPEN_QUERY && ctx->nregions && ctx->link->ops->chan_write &&
-			ctx->cfg.pin != RMIG_PIN_STAGING;
+			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy;
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_HELLO;
 	m->u.hello = (struct rmig_wire_hello){
 		.ver_min = RMIG_WIRE_VERSION_MIN,
 		.ver_max = RMIG_WIRE_VERSION_MAX,
 		.channels = ctx->nchan,
-		.caps = ask_placement ? RMIG_CAP_PLACEMENT : 0,
+		.caps =
+		    (ask_placement ? RMIG_CAP_PLACEMENT : 0) | (postcopy ? RMIG_CAP_POSTCOPY : 0),
 		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
 			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
 			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
@@ -510,10 +567,17 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
 			      RMIG_WIRE_VERSION_MAX);
 	memcpy(ctx->peer_nonce, m->u.hello.nonce, RMIG_NONCE_LEN);
+	peer_caps = m->u.hello.caps;
 	if (!rc)
 		rc = rmig_auth_policy(ctx, (m->u.hello.flags & RMIG_HELLO_PSK) != 0, 1);
 	if (!rc)
 		rc = rmig_auth_exchange(ctx, 1);
+	/* A receiver that can catch its guest's faults says so; one that
+	 * cannot refuses with its reason, one that predates post-copy is silent. */
+	if (!rc && postcopy && !(peer_caps & RMIG_CAP_POSTCOPY))
+		rc = rmig_err(ctx, -EOPNOTSUPP,
+			      "the destination %s does not support post-copy (an older rmig)",
+			      ctx->link->peer);
 	if (rc && rc != -ECONNABORTED)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	return rc;
@@ -537,8 +601,8 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 
 		rmig_emit(ctx, &ev);
 	}
-	ask_placement =
-	    ctx->nregions && ctx->link->ops->chan_write && ctx->cfg.pin != RMIG_PIN_STAGING;
+	ask_placement = ctx->nregions && ctx->link->ops->chan_write &&
+			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy;
 	for (unsigned i = 0; i < ctx->nchan; i++) {
 		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
 		uint64_t seq = 0;
@@ -771,6 +835,265 @@ static int64_t thread_cpu_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* The device state, taken while paused. */
+static int send_state(struct rmig_ctx *ctx)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_STATE };
+	void *blob = NULL;
+	size_t len = 0;
+	int rc;
+
+	rc = ctx->be->ops->save_state(ctx->be, &blob, &len);
+	if (rc) {
+		rmig_err(ctx, rc, "backend: save state: %s", ctx->be->err);
+		goto out;
+	}
+	if (len > RMIG_MAX_STATE) {
+		rc = rmig_err(ctx, -EFBIG, "device state of %zu bytes exceeds %u", len,
+			      RMIG_MAX_STATE);
+		goto out;
+	}
+	m.u.state.data = blob;
+	m.u.state.len = (uint32_t)len;
+	rc = rmig_ctrl_send(ctx, &m);
+out:
+	free(blob);
+	return rc;
+}
+
+/* rmig_ctrl_expect, but in post-copy a PAGE_REQUEST may come first, at any
+ * time from COMPLETE on (the destination's backend may touch memory as it
+ * loads the state): answer it at once. */
+static int expect_serving(struct sender *s, uint8_t type, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc;
+
+	if (!s->postcopy)
+		return rmig_ctrl_expect(ctx, type, m, (int)ctx->cfg.link_timeout_ms);
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
+		if (rc || m->type != RMIG_MSG_PAGE_REQUEST)
+			break;
+		rc = rmig_postcopy_answer(ctx, m, s->bitmap);
+		if (rc)
+			return rc;
+	}
+	if (!rc && m->type != type)
+		rc = rmig_err(ctx, -EPROTO, "protocol error: peer %s sent %s, expected %s",
+			      ctx->link->peer, rmig_msg_name(m->type), rmig_msg_name(type));
+	return rc;
+}
+
+/* DISCARD the pages set in s->bitmap but not in s->sent (announced
+ * already), and add them to s->sent. *count: how many. */
+static int discard_new(struct sender *s, struct rmig_msg *m, uint64_t *count)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc = 0;
+
+	*count = 0;
+	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+		uint64_t words = rmig_bitmap_words(r->len / r->page_size);
+		struct rmig_run *last = NULL;
+
+		memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.discard));
+		m->type = RMIG_MSG_DISCARD;
+		m->u.discard.region_id = r->id;
+		for (uint64_t w = 0; w < words && !rc; w++) {
+			uint64_t bits = s->bitmap[ri][w] & ~s->sent[ri][w];
+
+			s->sent[ri][w] |= bits;
+			*count += (uint64_t)__builtin_popcountll(bits);
+			while (bits && !rc) {
+				uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+				bits &= bits - 1;
+				if (last && last->first + last->count == page) {
+					last->count++;
+					continue;
+				}
+				if (m->u.discard.nruns == RMIG_MAX_RUNS) {
+					rc = rmig_ctrl_send(ctx, m);
+					m->u.discard.nruns = 0;
+				}
+				last = &m->u.discard.runs[m->u.discard.nruns++];
+				*last = (struct rmig_run){ page, 1 };
+			}
+		}
+		if (!rc && m->u.discard.nruns)
+			rc = rmig_ctrl_send(ctx, m);
+	}
+	ctx->stats.postcopy_pages += *count;
+	return rc;
+}
+
+/* Post-copy, deciding to switch over while the guest still runs: DISCARD
+ * the pages dirty now and wait until the destination dropped them (an empty
+ * round, acknowledged after them), so that this work stays out of the
+ * downtime. Meanwhile the guest dirties more: announce those too, a few
+ * times while many are new (a page is announced once; the guest's working
+ * set runs out). s->sent records what was announced. */
+static int postcopy_predrop(struct sender *s, unsigned *round, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	uint64_t fresh, dirty;
+	int rc = 0;
+
+	for (size_t ri = 0; ri < ctx->nregions; ri++)
+		memset(s->sent[ri], 0,
+		       rmig_bitmap_words(ctx->regions[ri].len / ctx->regions[ri].page_size) * 8);
+	for (unsigned pass = 0; pass < PREDROP_PASSES && !rc; pass++) {
+		struct rmig_round_stats rs = { 0 };
+
+		rc = discard_new(s, m, &fresh);
+		if (rc || (pass && fresh < PREDROP_ENOUGH))
+			break; /* those few: dropped during the pause */
+		rs.round = ++*round;
+		reset_figures(s, rs.round);
+		round_end(s, &rs, m);
+		rc = rmig_ctrl_send(ctx, m);
+		if (!rc)
+			rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, m,
+					      (int)ctx->cfg.link_timeout_ms);
+		if (!rc && m->u.value != rs.round)
+			rc = rmig_err(ctx, -EPROTO,
+				      "protocol error: ROUND_ACK for round %llu, expected %u",
+				      (unsigned long long)m->u.value, rs.round);
+		if (!rc)
+			rc = fetch_dirty(s, &dirty);
+		ctx->stats.rounds = *round;
+	}
+	return rc;
+}
+
+/* Post-copy switch-over, the guest paused: the device state, then the
+ * pages dirtied since postcopy_predrop's last look, then COMPLETE without
+ * digests (m). Afterwards s->bitmap holds every page DISCARDed; they follow
+ * after STARTED, and s->bitmap stays as it is until then. */
+static int postcopy_switch(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	uint64_t fresh;
+	int rc = send_state(ctx);
+
+	if (!rc)
+		rc = discard_new(s, m, &fresh);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_COMPLETE;
+	m->u.complete.flags = RMIG_COMPLETE_POSTCOPY;
+	m->u.complete.count = (uint32_t)ctx->nregions;
+	return rc;
+}
+
+/* Post-copy: queues the DISCARDed pages for the senders, then ends the
+ * round, while the control thread serves PAGE_REQUESTs. Its errors go to
+ * s->failure, and it wakes the control thread to read them. */
+struct postcopy_push {
+	struct sender *s;
+	struct rmig_round_stats rs;
+	pthread_t tid;
+};
+
+static void *push_main(void *arg)
+{
+	struct postcopy_push *p = arg;
+	struct sender *s = p->s;
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	char why[sizeof(s->failure)];
+
+	if (!m)
+		fail(s, "out of memory");
+	else
+		queue_pages(s, s->bitmap); /* a failure shows in s->failed */
+	wait_idle(s);
+	if (!has_failed(s)) {
+		round_end(s, &p->rs, m);
+		if (rmig_ctrl_send_err(ctx, m, why, sizeof(why)))
+			fail(s, why);
+	}
+	if (has_failed(s))
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
+	free(m);
+	return NULL;
+}
+
+/* Post-copy, after STARTED: the guest runs at the destination. Stream the
+ * DISCARDed pages as round `round` and answer PAGE_REQUESTs until the
+ * destination acknowledges the round: then it holds all of the guest. */
+static int postcopy_stream(struct sender *s, uint32_t round, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct postcopy_push p = { .s = s, .rs = { .round = round } };
+	struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &p.rs };
+	int64_t t0 = rmig_now_ms();
+	int rc;
+
+	s->postcopy_started = 1;
+	ctx->stats.postcopy = 1;
+	rmig_set_phase(ctx, "post-copy");
+	reset_figures(s, round);
+	if (pthread_create(&p.tid, NULL, push_main, &p))
+		return rmig_err(ctx, -EAGAIN, "cannot start the post-copy thread");
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
+		if (rc && has_failed(s))
+			rc = rmig_err(ctx, -EIO, "%s", s->failure);
+		if (rc)
+			break;
+		if (m->type == RMIG_MSG_PAGE_REQUEST) {
+			rc = rmig_postcopy_answer(ctx, m, s->bitmap);
+			if (rc)
+				break;
+			continue;
+		}
+		if (m->type == RMIG_MSG_ROUND_ACK && m->u.value == round)
+			break;
+		rc = rmig_err(ctx, -EPROTO, "protocol error: peer %s sent %s %llu during post-copy",
+			      ctx->link->peer, rmig_msg_name(m->type),
+			      (unsigned long long)m->u.value);
+		break;
+	}
+	if (rc) /* the pusher may wait for the senders: stop them */
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA);
+	pthread_join(p.tid, NULL);
+	if (rc)
+		return rc;
+	p.rs.ms = (uint64_t)(rmig_now_ms() - t0);
+	p.rs.bandwidth = p.rs.ms ? (double)p.rs.bytes * 1000.0 / (double)p.rs.ms : 0;
+	ctx->stats.rounds = round;
+	ctx->stats.pages_sent += p.rs.pages;
+	ctx->stats.zero_pages += p.rs.zero_pages;
+	ctx->stats.bytes_sent += p.rs.bytes;
+	ctx->stats.postcopy_ms = (uint64_t)p.rs.ms;
+	rmig_emit(ctx, &ev);
+	return 0;
+}
+
+/* Post-copy failed after the destination started the guest. Part of its
+ * memory is here, part there, and it ran there since: neither copy is the
+ * guest any more. Never resume it here. */
+static int postcopy_lost(struct sender *s, int rc)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	char cause[sizeof(ctx->err)];
+
+	memcpy(cause, ctx->err, sizeof(cause));
+	if (rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, cause);
+	ctx->stats.result = RMIG_RESULT_UNKNOWN;
+	rmig_err(ctx, rc,
+		 "%s; post-copy did not finish after the destination started the guest: "
+		 "unless the destination got every page, the guest's memory is split between "
+		 "the two hosts and neither can run it (lost). The source stays paused and must "
+		 "not be resumed: the guest ran on at the destination",
+		 cause);
+	rmig_set_phase(ctx, "lost");
+	return rc < 0 ? rc : -EIO;
+}
+
 static void update_progress(struct rmig_ctx *ctx, const struct rmig_round_stats *rs,
 			    uint64_t remaining)
 {
@@ -810,6 +1133,31 @@ int rmig_send(struct rmig_ctx *ctx)
 	pthread_cond_init(&s->space, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	ctx->t_start_ms = rmig_now_ms();
+	if (ctx->cfg.postcopy) {
+		rc = 0;
+		if (stream)
+			rc = rmig_err(ctx, -EOPNOTSUPP,
+				      "post-copy: backend %s migrates itself (its own stream); use "
+				      "its own post-copy",
+				      ctx->be->ops->name);
+		else if (ctx->cfg.pin == RMIG_PIN_ALL)
+			rc = rmig_err(ctx, -EINVAL,
+				      "post-copy cannot use --pin=all: pages that arrive after "
+				      "the guest started are placed by the destination's CPU");
+		if (rc)
+			goto fail;
+		if (ctx->cfg.verify) {
+			struct rmig_event ev = {
+				.type = RMIG_EV_WARNING,
+				.detail = "post-copy: memory is not verified (the destination's "
+					  "guest writes it before all of it arrived)"
+			};
+
+			ctx->cfg.verify = 0;
+			rmig_emit(ctx, &ev);
+		}
+		s->postcopy = 1;
+	}
 
 	rc = ctx->be->ops->get_regions(ctx->be, &regions, &nregions);
 	if (rc) {
@@ -984,6 +1332,12 @@ int rmig_send(struct rmig_ctx *ctx)
 		}
 	}
 
+	if (s->postcopy) {
+		rc = postcopy_predrop(s, &round, &m);
+		if (rc)
+			goto fail;
+	}
+
 	/* Stop and copy. */
 	rmig_set_phase(ctx, "stop-and-copy");
 	t_pause = rmig_now_ms();
@@ -996,6 +1350,12 @@ int rmig_send(struct rmig_ctx *ctx)
 	rc = fetch_dirty(s, &dirty_pages);
 	if (rc)
 		goto fail;
+	if (s->postcopy) {
+		rc = postcopy_switch(s, &m);
+		if (rc)
+			goto fail;
+		goto complete;
+	}
 	if (ctx->cfg.verify) {
 		if (pthread_create(&dig.tid, NULL, digest_main, &dig)) {
 			rc = rmig_err(ctx, -EAGAIN, "cannot start the digest thread");
@@ -1009,29 +1369,9 @@ int rmig_send(struct rmig_ctx *ctx)
 	if (rc)
 		goto fail;
 	ctx->stats.rounds = round;
-	{
-		void *blob = NULL;
-		size_t len = 0;
-
-		rc = ctx->be->ops->save_state(ctx->be, &blob, &len);
-		if (rc) {
-			rmig_err(ctx, rc, "backend: save state: %s", ctx->be->err);
-			goto fail;
-		}
-		if (len > RMIG_MAX_STATE) {
-			free(blob);
-			rc = rmig_err(ctx, -EFBIG, "device state of %zu bytes exceeds %u", len,
-				      RMIG_MAX_STATE);
-			goto fail;
-		}
-		m.type = RMIG_MSG_STATE;
-		m.u.state.data = blob;
-		m.u.state.len = (uint32_t)len;
-		rc = rmig_ctrl_send(ctx, &m);
-		free(blob);
-		if (rc)
-			goto fail;
-	}
+	rc = send_state(ctx);
+	if (rc)
+		goto fail;
 	memset(&m, 0, sizeof(m));
 	m.type = RMIG_MSG_COMPLETE;
 	m.u.complete.count = (uint32_t)nregions;
@@ -1048,7 +1388,7 @@ int rmig_send(struct rmig_ctx *ctx)
 complete:
 	rc = rmig_ctrl_send(ctx, &m);
 	if (!rc)
-		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.link_timeout_ms);
+		rc = expect_serving(s, RMIG_MSG_READY, &m);
 	if (rc)
 		goto fail;
 	ctx->stats.verified = ctx->cfg.verify;
@@ -1062,18 +1402,32 @@ complete:
 	 * that a failure up to here is a clean rollback, not an unknown. */
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_CHECK, 0);
 	if (!rc)
-		rc = rmig_ctrl_expect(ctx, RMIG_MSG_READY, &m, (int)ctx->cfg.link_timeout_ms);
+		rc = expect_serving(s, RMIG_MSG_READY, &m);
 	if (rc)
 		goto fail;
+	if (s->postcopy) {
+		/* From GO on a cancel could only lose the guest: ignore it.
+		 * One that came first still rolls back. */
+		atomic_store(&ctx->no_cancel, 1);
+		if (atomic_load(&ctx->cancelled)) {
+			rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+			goto fail;
+		}
+	}
 	go_sent = 1;
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
 	if (!rc)
 		rmig_set_phase(ctx, "awaiting-started");
 	if (!rc)
-		rc = rmig_ctrl_expect(ctx, RMIG_MSG_STARTED, &m, (int)ctx->cfg.link_timeout_ms);
+		rc = expect_serving(s, RMIG_MSG_STARTED, &m);
 	if (rc)
 		goto fail;
 	ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_pause);
+	if (s->postcopy) {
+		rc = postcopy_stream(s, round + 1, &m);
+		if (rc)
+			goto fail;
+	}
 	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	memset(&m, 0, sizeof(m));
 	m.type = RMIG_MSG_DONE;
@@ -1089,11 +1443,16 @@ complete:
 
 fail:
 	ctx->stats.verified = 0;
-	if (atomic_load(&ctx->cancelled))
+	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the data workers */
 	if (digest_running)
 		pthread_join(dig.tid, NULL);
+	if (s->postcopy_started) {
+		rc = postcopy_lost(s, rc);
+		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+		goto out;
+	}
 	if (go_sent && rc == -ECONNABORTED)
 		outcome = 0; /* the destination sends ABORT only if it did not start */
 	else if (go_sent)    /* even if cancelled: after GO, only the answer decides */
@@ -1119,8 +1478,11 @@ fail:
 			 "%s; GO was sent and the destination could not be asked within %u ms "
 			 "whether it started the guest: the source stays paused. Check the "
 			 "destination: if the guest does not run there, resume the source "
-			 "(rmig send --resume-source); if it does, stop the source",
-			 cause, ctx->cfg.commit_timeout_ms);
+			 "(rmig send --resume-source); if it does, stop the source%s",
+			 cause, ctx->cfg.commit_timeout_ms,
+			 s->postcopy ? " (post-copy: if it started without all of its memory, "
+				       "the guest is lost and neither side may run it)"
+				     : "");
 		rmig_set_phase(ctx, "unknown");
 	} else {
 		if (outcome == 0) {

@@ -40,7 +40,8 @@ enum rmig_result {
 	RMIG_RESULT_FAILED = 1,	     /* never started (e.g. peer refused), source still runs */
 	RMIG_RESULT_USAGE = 2,	     /* bad command line (tool only) */
 	RMIG_RESULT_ROLLED_BACK = 3, /* abandoned part-way: source guest resumed and runs */
-	RMIG_RESULT_UNKNOWN = 4,     /* link lost after GO: source stays paused, operator decides */
+	RMIG_RESULT_UNKNOWN = 4,     /* link lost after GO: source stays paused, operator decides;
+				      * also post-copy failed after GO: the guest is lost */
 };
 
 enum rmig_role { RMIG_ROLE_SOURCE, RMIG_ROLE_DEST };
@@ -139,7 +140,9 @@ struct rmig_backend_ops {
 	 * racing with this call must be seen by the page read after it or set its
 	 * bit again (write the data, then set the bit with release ordering). */
 	int (*fetch_dirty)(struct rmig_backend *be, size_t region_index, uint64_t *bitmap);
-	/* Stop the guest; once this returns, its memory no longer changes. */
+	/* Stop the guest; once this returns, its memory no longer changes.
+	 * The destination calls it too (if set), when post-copy failed after
+	 * the guest started there. */
 	int (*pause)(struct rmig_backend *be);
 	/* Rollback after pause: run the guest again. If this fails, the result
 	 * is RMIG_RESULT_UNKNOWN: neither side runs the guest. */
@@ -160,7 +163,11 @@ struct rmig_backend_ops {
 	int (*prepare_regions)(struct rmig_backend *be, const struct rmig_region *layout,
 			       size_t count);
 	/* All memory is in (and verified) and no longer written by the engine:
-	 * take the device state. Validate it: a failure rolls back. */
+	 * take the device state. Validate it: a failure rolls back. With
+	 * post-copy, memory is not all in yet (nor at start): a page not there
+	 * is fetched from the source when a thread touches it, which blocks
+	 * that thread meanwhile. The calling thread must not touch guest
+	 * memory then: it is the one that receives the pages asked for. */
 	int (*load_state)(struct rmig_backend *be, const void *blob, size_t len);
 	/* GO arrived: run the guest. A failure rolls back. */
 	int (*start)(struct rmig_backend *be);
@@ -407,6 +414,22 @@ struct rmig_config {
 	int gid_index;		      /* RoCE GID index (-1: automatic) */
 	unsigned bench_ms;	      /* source: first resend all memory, round after
 				       * round, for this long (rmig bench); 0: off */
+	/* Source: switch over by post-copy, as QEMU's postcopy-ram: when
+	 * pre-copy would switch over, pause, send the device state and the
+	 * list of pages still dirty, and let the destination start the guest
+	 * at once; it fetches a missing page the moment the guest touches it
+	 * (userfaultfd), the rest streams in behind. Downtime no longer grows
+	 * with the dirty rate, but from GO until the last page is in, the
+	 * guest's memory is split between the hosts: if either side or the
+	 * link fails then, the guest is lost (result UNKNOWN on both sides).
+	 * Needs the destination to register its guest memory with
+	 * userfaultfd (private anonymous memory: RMIG_REGION_UNTOUCHED_ZERO);
+	 * it refuses before anything is sent otherwise. Memory cannot be
+	 * verified (the destination's guest writes it before all of it is
+	 * there): verify is ignored, with a warning event. Not with
+	 * RMIG_PIN_ALL (pages must be placed by the CPU) nor with a backend
+	 * that migrates itself (stream_open). */
+	int postcopy;
 	/* Called from the engine's thread on each event; may be NULL.
 	 * That is the thread in rmig_send()/rmig_recv(), which waits for it:
 	 * keep it short. ev and its strings are valid during the call only. It
@@ -476,8 +499,16 @@ struct rmig_stats {
 	int forced;	       /* switched over without meeting downtime_ms */
 	unsigned failovers;    /* links replaced during the migration */
 	double expected_downtime_ms;
-	uint64_t bench_bytes; /* with bench_ms: bytes sent in the resend rounds */
-	double bench_seconds; /* and the time they took */
+	uint64_t bench_bytes;	     /* with bench_ms: bytes sent in the resend rounds */
+	double bench_seconds;	     /* and the time they took */
+	int postcopy;		     /* the guest started at the destination before all
+				      * of its memory was there */
+	uint64_t postcopy_pages;     /* pages still at the source at the switch-over */
+	uint64_t postcopy_requested; /* of those, fetched because the running
+				      * guest touched them first */
+	uint64_t postcopy_ms;	     /* the destination's guest ran while pages
+				      * were still arriving (source: STARTED to
+				      * the last page acknowledged) */
 };
 
 struct rmig_ctx;
@@ -513,12 +544,18 @@ RMIG_API int rmig_send(struct rmig_ctx *ctx);
  * called again on the same context for the next one; the listening port
  * stays open in between. 0: the guest was started here. Otherwise it never
  * was, the engine no longer touches the backend's memory, and the caller
- * closes the backend. Stats and message start afresh on each call. */
+ * closes the backend. Exception, post-copy: UNKNOWN means the guest was
+ * started but the rest of its memory can no longer come; the engine stopped
+ * catching its faults (untouched missing pages now read as zero) and paused
+ * it through the backend's pause op if it has one: discard it. Stats and
+ * message start afresh on each call. */
 RMIG_API int rmig_recv(struct rmig_ctx *ctx);
 
 /* Ask a running migration to stop and roll back (before GO only). Safe from
  * any thread and from a signal handler. The call then returns -ECANCELED.
- * A cancelled context stays cancelled: use a new one for the next attempt. */
+ * A cancelled context stays cancelled: use a new one for the next attempt.
+ * With post-copy, ignored from GO on: stopping then could only lose the
+ * guest, whose memory is split between the hosts until the last page. */
 RMIG_API void rmig_cancel(struct rmig_ctx *ctx);
 
 /* A snapshot of the live figures (thread-safe). phase is a static string;

@@ -38,6 +38,9 @@
 #define RMIG_CAP_PLACEMENT                                                                         \
 	(1ull << 0) /* source can place pages in the peer's memory                                 \
 		     * (RDMA WRITE): asks for MEM_KEYS */
+/* Source: the switch-over will be post-copy (DISCARD, PAGE_REQUEST,
+ * PAGE_DATA); destination: it can catch its guest's faults (echoed). */
+#define RMIG_CAP_POSTCOPY (1ull << 1)
 
 /* HELLO flags. */
 #define RMIG_HELLO_PSK 1u /* the sender holds a pre-shared key and will prove it (AUTH) */
@@ -49,29 +52,33 @@
 	    * start? answered with STARTED or ABORT */
 
 enum rmig_msg_type {
-	RMIG_MSG_HELLO = 1,	  /* both ways: versions, capabilities, nonce */
-	RMIG_MSG_REGIONS = 2,	  /* source: the guest's memory layout */
-	RMIG_MSG_REGIONS_ACK = 3, /* destination: layout accepted, memory ready */
-	RMIG_MSG_CHANNEL = 4,	  /* first frame of each data stream: session token */
-	RMIG_MSG_PAGES = 5,	  /* data streams: page runs + their bytes */
-	RMIG_MSG_ZERO = 6,	  /* data streams: runs of zero pages, no bytes */
-	RMIG_MSG_ROUND_END = 7,	  /* source: a round is sent (frames per stream) */
-	RMIG_MSG_ROUND_ACK = 8,	  /* destination: that round is all in memory */
-	RMIG_MSG_STATE = 9,	  /* source: device/CPU state blob */
-	RMIG_MSG_COMPLETE = 10,	  /* source: all sent; region digests */
-	RMIG_MSG_READY = 11,	  /* destination: verified, state loaded, not running */
-	RMIG_MSG_GO = 12,	  /* source: start the guest */
-	RMIG_MSG_STARTED = 13,	  /* destination: guest runs */
-	RMIG_MSG_ABORT = 14,	  /* either: giving up, with a reason */
-	RMIG_MSG_HEARTBEAT = 15,  /* either: still alive */
-	RMIG_MSG_DONE = 16,	  /* source: final figures, after STARTED */
-	RMIG_MSG_MEM_KEYS = 17,	  /* destination: the link's description of its
-				   * remotely writable guest memory (opaque; empty:
-				   * none offered) */
-	RMIG_MSG_AUTH = 18,	  /* both ways: HMAC over both HELLO nonces */
-	RMIG_MSG_CHECK = 19,	  /* source, right before GO: still ready? (READY again) */
-	RMIG_MSG_STREAM = 20,	  /* source: a piece of the hypervisor's own migration
-				   * stream (a guest with no regions, e.g. QEMU) */
+	RMIG_MSG_HELLO = 1,	    /* both ways: versions, capabilities, nonce */
+	RMIG_MSG_REGIONS = 2,	    /* source: the guest's memory layout */
+	RMIG_MSG_REGIONS_ACK = 3,   /* destination: layout accepted, memory ready */
+	RMIG_MSG_CHANNEL = 4,	    /* first frame of each data stream: session token */
+	RMIG_MSG_PAGES = 5,	    /* data streams: page runs + their bytes */
+	RMIG_MSG_ZERO = 6,	    /* data streams: runs of zero pages, no bytes */
+	RMIG_MSG_ROUND_END = 7,	    /* source: a round is sent (frames per stream) */
+	RMIG_MSG_ROUND_ACK = 8,	    /* destination: that round is all in memory */
+	RMIG_MSG_STATE = 9,	    /* source: device/CPU state blob */
+	RMIG_MSG_COMPLETE = 10,	    /* source: all sent; region digests */
+	RMIG_MSG_READY = 11,	    /* destination: verified, state loaded, not running */
+	RMIG_MSG_GO = 12,	    /* source: start the guest */
+	RMIG_MSG_STARTED = 13,	    /* destination: guest runs */
+	RMIG_MSG_ABORT = 14,	    /* either: giving up, with a reason */
+	RMIG_MSG_HEARTBEAT = 15,    /* either: still alive */
+	RMIG_MSG_DONE = 16,	    /* source: final figures, after STARTED */
+	RMIG_MSG_MEM_KEYS = 17,	    /* destination: the link's description of its
+				     * remotely writable guest memory (opaque; empty:
+				     * none offered) */
+	RMIG_MSG_AUTH = 18,	    /* both ways: HMAC over both HELLO nonces */
+	RMIG_MSG_CHECK = 19,	    /* source, right before GO: still ready? (READY again) */
+	RMIG_MSG_STREAM = 20,	    /* source: a piece of the hypervisor's own migration
+				     * stream (a guest with no regions, e.g. QEMU) */
+	RMIG_MSG_DISCARD = 21,	    /* source, post-copy: pages the destination holds
+				     * stale copies of (runs, like ZERO) */
+	RMIG_MSG_PAGE_REQUEST = 22, /* destination, post-copy: its guest waits for a page */
+	RMIG_MSG_PAGE_DATA = 23,    /* source, post-copy: that page's bytes */
 	RMIG_MSG_TYPE_COUNT
 };
 
@@ -154,6 +161,27 @@ _Static_assert(sizeof(struct rmig_wire_round_end) == RMIG_ROUND_END_LEN, "round 
 /* COMPLETE: u32 flags, u32 count, count x u64 digest (region order). */
 #define RMIG_COMPLETE_HDR_LEN 8
 #define RMIG_COMPLETE_VERIFY 1u
+#define RMIG_COMPLETE_POSTCOPY                                                                     \
+	2u /* the discarded pages follow after GO; no digests: memory changes                      \
+	    * as soon as the destination's guest runs */
+
+/* DISCARD: this, then nruns x wire_run, ascending and disjoint. */
+struct rmig_wire_discard_hdr {
+	uint32_t region_id;
+	uint32_t nruns;
+};
+#define RMIG_DISCARD_HDR_LEN 8
+_Static_assert(sizeof(struct rmig_wire_discard_hdr) == RMIG_DISCARD_HDR_LEN, "discard hdr");
+
+/* PAGE_REQUEST: this. PAGE_DATA: this, then the page's bytes (exactly its
+ * region's page size). */
+struct rmig_wire_page_ref {
+	uint32_t region_id;
+	uint32_t reserved; /* zero */
+	uint64_t page;	   /* index in the region */
+};
+#define RMIG_PAGE_REF_LEN 16
+_Static_assert(sizeof(struct rmig_wire_page_ref) == RMIG_PAGE_REF_LEN, "page ref");
 
 /* ABORT: i32 errno, u32 reserved, reason text (no NUL). The answer to a
  * QUERY whose guest was not started (and now is discarded) carries this
@@ -227,6 +255,17 @@ struct rmig_msg {
 			const uint8_t *data; /* points into the decoded payload */
 			uint32_t len;
 		} state; /* STATE, MEM_KEYS and STREAM: opaque bytes */
+		struct {
+			uint32_t region_id;
+			uint32_t nruns;
+			struct rmig_run runs[RMIG_MAX_RUNS];
+		} discard;
+		struct {
+			uint32_t region_id;
+			uint64_t page;
+			const uint8_t *data; /* PAGE_DATA: into the payload; len bytes */
+			uint32_t len;
+		} page; /* PAGE_REQUEST, PAGE_DATA */
 	} u;
 };
 
@@ -268,6 +307,16 @@ int rmig_pages_hdr_decode(const uint8_t in[RMIG_PAGES_HDR_LEN], const struct rmi
 int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 			   const struct rmig_pages_hdr *ph, const struct rmig_layout *l,
 			   struct rmig_run *runs, size_t *region_index, char *err, size_t errlen);
+
+/* DISCARD, PAGE_REQUEST, PAGE_DATA against the layout (their decode checks
+ * only what needs none): the region exists, every page lies in it, PAGE_DATA
+ * carries exactly one page. *region_index receives the region's index.
+ * 0 or -EBADMSG with a reason in err. */
+int rmig_page_msg_check(const struct rmig_msg *m, const struct rmig_layout *l, size_t *region_index,
+			char *err, size_t errlen);
+/* The fixed part of PAGE_REQUEST/PAGE_DATA, for senders that send the page
+ * from where it is. */
+void rmig_page_ref_encode(uint8_t out[RMIG_PAGE_REF_LEN], uint32_t region_id, uint64_t page);
 
 /* Decode one whole frame held in buf (header + payload), as the fuzzer and
  * unit tests drive it. l may be NULL for control frames only. */

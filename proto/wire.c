@@ -72,6 +72,9 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_AUTH] = "AUTH",
 	[RMIG_MSG_CHECK] = "CHECK",
 	[RMIG_MSG_STREAM] = "STREAM",
+	[RMIG_MSG_DISCARD] = "DISCARD",
+	[RMIG_MSG_PAGE_REQUEST] = "PAGE_REQUEST",
+	[RMIG_MSG_PAGE_DATA] = "PAGE_DATA",
 };
 
 const char *rmig_msg_name(unsigned type)
@@ -126,6 +129,15 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		break;
 	case RMIG_MSG_DONE: *min = *max = RMIG_DONE_LEN; break;
 	case RMIG_MSG_AUTH: *min = *max = RMIG_MAC_LEN; break;
+	case RMIG_MSG_DISCARD:
+		*min = RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN;
+		*max = RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS;
+		break;
+	case RMIG_MSG_PAGE_REQUEST: *min = *max = RMIG_PAGE_REF_LEN; break;
+	case RMIG_MSG_PAGE_DATA:
+		*min = RMIG_PAGE_REF_LEN + RMIG_MIN_PAGE_SIZE;
+		*max = RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE;
+		break;
 	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT CHECK */
 		*min = *max = RMIG_U64_MSG_LEN;
 		break;
@@ -212,6 +224,18 @@ int rmig_layout_check(const struct rmig_layout *l, char *err, size_t errlen)
 		}
 	}
 	return 0;
+}
+
+static int page_size_ok(uint64_t ps)
+{
+	return ps >= RMIG_MIN_PAGE_SIZE && ps <= RMIG_MAX_PAGE_SIZE && !(ps & (ps - 1));
+}
+
+void rmig_page_ref_encode(uint8_t out[RMIG_PAGE_REF_LEN], uint32_t region_id, uint64_t page)
+{
+	put32(out, region_id);
+	put32(out + 4, 0);
+	put64(out + 8, page);
 }
 
 size_t rmig_msg_max_len(const struct rmig_msg *m)
@@ -357,9 +381,65 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 			return 0;
 		memcpy(out, m->u.mac, len);
 		break;
+	case RMIG_MSG_DISCARD:
+		if (m->u.discard.nruns == 0 || m->u.discard.nruns > RMIG_MAX_RUNS)
+			return 0;
+		len = RMIG_DISCARD_HDR_LEN + (size_t)m->u.discard.nruns * RMIG_RUN_LEN;
+		if (cap < len)
+			return 0;
+		put32(out, m->u.discard.region_id);
+		put32(out + 4, m->u.discard.nruns);
+		for (uint32_t i = 0; i < m->u.discard.nruns; i++) {
+			put64(out + RMIG_DISCARD_HDR_LEN + i * RMIG_RUN_LEN,
+			      m->u.discard.runs[i].first);
+			put64(out + RMIG_DISCARD_HDR_LEN + i * RMIG_RUN_LEN + 8,
+			      m->u.discard.runs[i].count);
+		}
+		break;
+	case RMIG_MSG_PAGE_REQUEST:
+		len = RMIG_PAGE_REF_LEN;
+		if (cap < len)
+			return 0;
+		rmig_page_ref_encode(out, m->u.page.region_id, m->u.page.page);
+		break;
+	case RMIG_MSG_PAGE_DATA:
+		len = RMIG_PAGE_REF_LEN + (size_t)m->u.page.len;
+		if (!page_size_ok(m->u.page.len) || cap < len)
+			return 0;
+		rmig_page_ref_encode(out, m->u.page.region_id, m->u.page.page);
+		memcpy(out + RMIG_PAGE_REF_LEN, m->u.page.data, m->u.page.len);
+		break;
 	default: /* PAGES/ZERO have their own encoder */ return 0;
 	}
 	return len;
+}
+
+/* DISCARD runs: non-empty, ascending, disjoint, not wrapping; whether they
+ * lie in their region needs the layout (rmig_page_msg_check). */
+static int discard_decode(const uint8_t *p, size_t len, struct rmig_msg *m, char *err,
+			  size_t errlen)
+{
+	uint32_t n = get32(p + 4);
+
+	m->u.discard.region_id = get32(p);
+	m->u.discard.nruns = n;
+	if (n == 0 || n > RMIG_MAX_RUNS || len != RMIG_DISCARD_HDR_LEN + (size_t)n * RMIG_RUN_LEN)
+		return bad(err, errlen, "DISCARD run count %u does not match length %zu", n, len);
+	for (uint32_t i = 0; i < n; i++) {
+		struct rmig_run *r = &m->u.discard.runs[i];
+
+		r->first = get64(p + RMIG_DISCARD_HDR_LEN + i * RMIG_RUN_LEN);
+		r->count = get64(p + RMIG_DISCARD_HDR_LEN + i * RMIG_RUN_LEN + 8);
+		if (r->count == 0 || r->first > UINT64_MAX - r->count)
+			return bad(err, errlen, "DISCARD run %u: pages %llu+%llu empty or wrapping",
+				   i, (unsigned long long)r->first, (unsigned long long)r->count);
+		if (i && r->first < r[-1].first + r[-1].count)
+			return bad(err, errlen,
+				   "DISCARD run %u: pages %llu+%llu overlap or precede run %u", i,
+				   (unsigned long long)r->first, (unsigned long long)r->count,
+				   i - 1);
+	}
+	return 0;
 }
 
 int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg *m, char *err,
@@ -477,11 +557,67 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		m->u.done.rounds = get32(p + 24);
 		m->u.done.flags = get32(p + 28);
 		break;
+	case RMIG_MSG_DISCARD: return discard_decode(p, len, m, err, errlen);
+	case RMIG_MSG_PAGE_REQUEST:
+	case RMIG_MSG_PAGE_DATA:
+		m->u.page.region_id = get32(p);
+		m->u.page.page = get64(p + 8);
+		/* Strict, unlike older messages: a non-zero field here is a peer
+		 * speaking something else. */
+		if (get32(p + 4))
+			return bad(err, errlen, "%s reserved field is 0x%08x, not zero",
+				   rmig_msg_name(type), get32(p + 4));
+		m->u.page.data = type == RMIG_MSG_PAGE_DATA ? p + RMIG_PAGE_REF_LEN : NULL;
+		m->u.page.len = (uint32_t)(len - RMIG_PAGE_REF_LEN);
+		if (type == RMIG_MSG_PAGE_DATA && !page_size_ok(m->u.page.len))
+			return bad(err, errlen, "PAGE_DATA carries %u bytes, not a page size",
+				   m->u.page.len);
+		break;
 	case RMIG_MSG_PAGES:
 	case RMIG_MSG_ZERO:
 		return bad(err, errlen, "%s is not a control message", rmig_msg_name(type));
 	default: m->u.value = get64(p); break;
 	}
+	return 0;
+}
+
+int rmig_page_msg_check(const struct rmig_msg *m, const struct rmig_layout *l, size_t *region_index,
+			char *err, size_t errlen)
+{
+	uint32_t id = m->type == RMIG_MSG_DISCARD ? m->u.discard.region_id : m->u.page.region_id;
+	int idx = rmig_layout_find(l, id);
+	uint64_t npages;
+
+	if (m->type != RMIG_MSG_DISCARD && m->type != RMIG_MSG_PAGE_REQUEST &&
+	    m->type != RMIG_MSG_PAGE_DATA)
+		return bad(err, errlen, "%s names no pages", rmig_msg_name(m->type));
+	if (idx < 0)
+		return bad(err, errlen, "%s for unknown region id %u", rmig_msg_name(m->type), id);
+	npages = l->r[idx].len / l->r[idx].page_size;
+	if (m->type == RMIG_MSG_DISCARD) {
+		/* The decode made the runs ascending and free of wrapping: the
+		 * last one ending in the region puts them all there. */
+		const struct rmig_run *last;
+
+		if (m->u.discard.nruns == 0 || m->u.discard.nruns > RMIG_MAX_RUNS)
+			return bad(err, errlen, "DISCARD run count %u outside 1..%d",
+				   m->u.discard.nruns, RMIG_MAX_RUNS);
+		last = &m->u.discard.runs[m->u.discard.nruns - 1];
+		if (last->first + last->count > npages)
+			return bad(err, errlen,
+				   "DISCARD run %u: pages %llu+%llu past the end of region %u "
+				   "(%llu pages)",
+				   m->u.discard.nruns - 1, (unsigned long long)last->first,
+				   (unsigned long long)last->count, id, (unsigned long long)npages);
+	} else if (m->u.page.page >= npages) {
+		return bad(err, errlen, "%s: page %llu past the end of region %u (%llu pages)",
+			   rmig_msg_name(m->type), (unsigned long long)m->u.page.page, id,
+			   (unsigned long long)npages);
+	} else if (m->type == RMIG_MSG_PAGE_DATA && m->u.page.len != l->r[idx].page_size) {
+		return bad(err, errlen, "PAGE_DATA of %u bytes for region %u of %u-byte pages",
+			   m->u.page.len, id, l->r[idx].page_size);
+	}
+	*region_index = (size_t)idx;
 	return 0;
 }
 

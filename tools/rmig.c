@@ -57,6 +57,10 @@ static const char usage_text[] =
     "  --on-no-converge P      throttle|force|abort (default throttle)\n"
     "  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
     "  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
+    "  --postcopy              switch over by post-copy: the destination starts the\n"
+    "                          guest at once and fetches each missing page when it is\n"
+    "                          touched, the rest streams in; implies --no-verify. A\n"
+    "                          failure before the last page loses the guest (exit 4)\n"
     "  --resume-source         after exit code 4, once the destination is known not to\n"
     "                          run the guest: resume the paused source guest\n"
     "bench: the data path alone. Against a plain `rmig recv`, sends a static\n"
@@ -90,7 +94,8 @@ static const char usage_text[] =
     "  1 failed              the migration could not start; the source still runs\n"
     "  2 usage error\n"
     "  3 rolled back         abandoned part-way; the source guest resumed and runs\n"
-    "  4 outcome unknown     link lost after GO; the source stays paused\n";
+    "  4 outcome unknown     link lost after GO; the source stays paused\n"
+    "                        (post-copy failed after GO: the guest is lost)\n";
 
 struct tool {
 	struct rmig_ctx *ctx;
@@ -98,6 +103,7 @@ struct tool {
 	int json;
 	int progress_line; /* stderr is a terminal */
 	int role_send;
+	int postcopy;	     /* send --postcopy */
 	int bench;	     /* rmig bench: report the resend rounds' bandwidth */
 	int stopping;	     /* --keep-listening: a signal ends the loop */
 	double cpu_s;	     /* CPU time the process spent in the last migration */
@@ -326,13 +332,21 @@ static void on_event(void *arg, const struct rmig_event *ev)
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct tool *t = arg;
+	struct rmig_progress p = { .phase = "idle" };
+	int too_late;
 
 	t->stopping = 1;
 	(void)what;
+	if (t->ctx)
+		rmig_progress(t->ctx, &p);
+	/* The library ignores it then (rmig_cancel): say so. */
+	too_late =
+	    !strcmp(p.phase, "post-copy") || (t->postcopy && !strcmp(p.phase, "awaiting-started"));
 	pthread_mutex_lock(&t->out_lock);
 	clear_progress(t);
-	fprintf(stderr, "rmig: %s: cancelling the migration\n",
-		sig == SIGINT ? "SIGINT" : "SIGTERM");
+	fprintf(stderr, "rmig: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+		too_late ? "ignored: post-copy is under way, stopping now would lose the guest"
+			 : "cancelling the migration");
 	pthread_mutex_unlock(&t->out_lock);
 	if (t->ctx)
 		rmig_cancel(t->ctx);
@@ -460,7 +474,8 @@ static void print_summary(struct tool *t, int rc)
 		    "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
 		    "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
 		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
-		    "\"verified\":%s,\"failovers\":%u,\"cpu_ms\":%.0f",
+		    "\"verified\":%s,\"failovers\":%u,\"cpu_ms\":%.0f,\"postcopy\":%s,"
+		    "\"postcopy_pages\":%llu,\"postcopy_requested\":%llu,\"postcopy_ms\":%llu",
 		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
 		    s->transport, s->pin, (unsigned long long)s->total_ms,
 		    (unsigned long long)s->downtime_ms, s->rounds,
@@ -468,7 +483,9 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
 		    s->channels, s->throttle_pct, s->forced ? "true" : "false",
 		    s->expected_downtime_ms, s->verified ? "true" : "false", s->failovers,
-		    t->cpu_s * 1000);
+		    t->cpu_s * 1000, s->postcopy ? "true" : "false",
+		    (unsigned long long)s->postcopy_pages,
+		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms);
 		if (running >= 0)
 			printf(",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -492,6 +509,13 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
 		    (unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
 		    s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
+		if (s->postcopy)
+			fprintf(stderr,
+				"rmig: post-copy: %llu pages came after the guest started (%llu "
+				"on demand), over %llu ms\n",
+				(unsigned long long)s->postcopy_pages,
+				(unsigned long long)s->postcopy_requested,
+				(unsigned long long)s->postcopy_ms);
 		if (running > 0)
 			fprintf(stderr,
 				"rmig: guest running here (%lld writes in the last moments)\n",
@@ -526,6 +550,7 @@ enum {
 	OPT_GID,
 	OPT_SECONDS,
 	OPT_SIZE,
+	OPT_POSTCOPY,
 };
 
 static const struct option long_opts[] = {
@@ -555,6 +580,7 @@ static const struct option long_opts[] = {
 	{ "gid-index", required_argument, NULL, OPT_GID },
 	{ "seconds", required_argument, NULL, OPT_SECONDS },
 	{ "size", required_argument, NULL, OPT_SIZE },
+	{ "postcopy", no_argument, NULL, OPT_POSTCOPY },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -641,7 +667,7 @@ int main(int argc, char **argv)
 	struct rmig_config cfg;
 	const char *backend = "sim", *listen_arg = NULL, *bench_size = "256M";
 	char bench_backend[128];
-	int bench = 0, keep_listening = 0, resume_source = 0;
+	int bench = 0, keep_listening = 0, resume_source = 0, verify_given = 0;
 	const char *psk_file = NULL, *hold;
 	uint8_t psk[1024];
 	char host[256] = "", err[512];
@@ -733,7 +759,10 @@ int main(int argc, char **argv)
 			if (rmig_parse_size(optarg, &cfg.max_bandwidth) || !cfg.max_bandwidth)
 				die_usage("--max-bandwidth: '%s' is not a rate like 50M", optarg);
 			break;
-		case OPT_VERIFY: cfg.verify = 1; break;
+		case OPT_VERIFY:
+			cfg.verify = 1;
+			verify_given = 1;
+			break;
 		case OPT_NO_VERIFY: cfg.verify = 0; break;
 		case OPT_LISTEN: listen_arg = optarg; break;
 		case OPT_ACCEPT_TMO:
@@ -764,6 +793,7 @@ int main(int argc, char **argv)
 		case OPT_INSECURE: cfg.insecure = 1; break;
 		case OPT_KEEP: keep_listening = 1; break;
 		case OPT_RESUME_SOURCE: resume_source = 1; break;
+		case OPT_POSTCOPY: cfg.postcopy = 1; break;
 		default: die_usage("unknown option");
 		}
 	}
@@ -771,6 +801,17 @@ int main(int argc, char **argv)
 		die_usage("--keep-listening is for recv");
 	if (resume_source && (!send || bench))
 		die_usage("--resume-source is for send");
+	if (cfg.postcopy && (!send || bench))
+		die_usage("--postcopy is for send");
+	if (cfg.postcopy && verify_given)
+		die_usage("--postcopy cannot --verify: the destination's guest writes its memory "
+			  "before all of it arrived");
+	if (cfg.postcopy && cfg.pin == RMIG_PIN_ALL)
+		die_usage("--postcopy cannot use --pin=all: pages that arrive after the guest "
+			  "started are placed by the destination's CPU");
+	if (cfg.postcopy)
+		cfg.verify = 0; /* nothing to compare once the destination's guest runs */
+	t.postcopy = cfg.postcopy;
 	if (resume_source)
 		return resume_source_guest(backend);
 	if (send) {

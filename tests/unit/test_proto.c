@@ -283,6 +283,9 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_AUTH, 32, 32 },
 	{ RMIG_MSG_CHECK, 8, 8 },
 	{ RMIG_MSG_STREAM, 1, 1u << 20 },
+	{ RMIG_MSG_DISCARD, 8 + 16, 8 + 16 * 64 },
+	{ RMIG_MSG_PAGE_REQUEST, 16, 16 },
+	{ RMIG_MSG_PAGE_DATA, 16 + 4096, 16 + (2u << 20) },
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -836,8 +839,10 @@ static void test_msg_decode_len_bounds(void **state)
 	for (size_t i = 0; i < sizeof(type_bounds) / sizeof(type_bounds[0]); i++) {
 		const struct bounds *b = &type_bounds[i];
 
-		if (b->type == RMIG_MSG_PAGES || b->type == RMIG_MSG_ZERO || is_blob(b->type))
-			continue; /* the blobs' limits: test_rt_state, test_rt_mem_keys */
+		if (b->type == RMIG_MSG_PAGES || b->type == RMIG_MSG_ZERO || is_blob(b->type) ||
+		    b->type == RMIG_MSG_PAGE_DATA)
+			continue; /* the blobs' limits: test_rt_state, test_rt_mem_keys;
+				   * PAGE_DATA's: test_rt_page_data */
 		assert_true(b->max + 1 <= sizeof(zeros));
 		if (b->min) {
 			uint8_t *p = dup_exact(zeros, b->min - 1);
@@ -1629,6 +1634,308 @@ static void test_pages_without_layout(void **state)
 	free(f);
 }
 
+/* ---- post-copy: DISCARD, PAGE_REQUEST, PAGE_DATA ---- */
+
+static void test_rt_discard(void **state)
+{
+	struct rmig_msg *m = calloc(1, sizeof(*m)), out;
+	static const uint32_t counts[] = { 1, 3, RMIG_MAX_RUNS };
+	uint8_t buf[RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN * (RMIG_MAX_RUNS + 1)];
+	char err[256];
+	size_t ri;
+
+	(void)state;
+	assert_non_null(m);
+	m->type = RMIG_MSG_DISCARD;
+	for (size_t c = 0; c < 3; c++) {
+		uint8_t *f;
+		size_t flen;
+
+		m->u.discard.region_id = 2; /* pages_layout's 2^32-page region */
+		m->u.discard.nruns = counts[c];
+		for (uint32_t i = 0; i < counts[c]; i++)
+			m->u.discard.runs[i] = (struct rmig_run){ (uint64_t)i << 20, 1 + i };
+		f = roundtrip(m, &out, &flen);
+		assert_int_equal(flen, RMIG_FRAME_HDR_LEN + 8 + 16 * counts[c]);
+		assert_int_equal(out.u.discard.region_id, 2);
+		assert_int_equal(out.u.discard.nruns, counts[c]);
+		assert_memory_equal(out.u.discard.runs, m->u.discard.runs, 16 * counts[c]);
+		EXPECT_OK(err, rmig_page_msg_check(&out, pages_layout(), &ri, err, sizeof(err)));
+		assert_int_equal(ri, 3);
+		free(f);
+	}
+	/* The last page of a region, and a whole region in one run. */
+	m->u.discard.region_id = 0;
+	m->u.discard.nruns = 2;
+	m->u.discard.runs[0] = (struct rmig_run){ 0, 63 };
+	m->u.discard.runs[1] = (struct rmig_run){ 63, 1 };
+	EXPECT_OK(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
+	assert_int_equal(ri, 0);
+	m->u.discard.nruns = 1;
+	m->u.discard.runs[0] = (struct rmig_run){ 0, 64 };
+	EXPECT_OK(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
+	/* The encoder refuses no runs, too many, and a short buffer. */
+	m->u.discard.nruns = 0;
+	assert_int_equal(rmig_msg_encode(m, buf, sizeof(buf)), 0);
+	m->u.discard.nruns = RMIG_MAX_RUNS + 1;
+	assert_int_equal(rmig_msg_encode(m, buf, sizeof(buf)), 0);
+	m->u.discard.nruns = 1;
+	assert_int_equal(rmig_msg_encode(m, buf, RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN - 1), 0);
+	assert_int_equal(rmig_msg_encode(m, buf, RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN),
+			 RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN);
+	free(m);
+}
+
+/* A DISCARD payload: region, then the runs as given (count taken from n). */
+static size_t discard_payload(uint8_t *p, uint32_t region, uint32_t nruns_field,
+			      const struct rmig_run *runs, uint32_t n)
+{
+	wr32(p, region);
+	wr32(p + 4, nruns_field);
+	for (uint32_t i = 0; i < n; i++) {
+		wr64(p + 8 + 16 * i, runs[i].first);
+		wr64(p + 8 + 16 * i + 8, runs[i].count);
+	}
+	return 8 + 16 * (size_t)n;
+}
+
+static void test_discard_invalid(void **state)
+{
+	uint8_t p[8 + 16 * (RMIG_MAX_RUNS + 1)];
+	struct rmig_run runs[RMIG_MAX_RUNS + 1];
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	char err[256];
+	size_t len, ri;
+	static const struct rmig_run unordered[][2] = {
+		{ { 0, 10 }, { 0, 10 } }, /* the same run twice */
+		{ { 0, 10 }, { 9, 2 } },  /* overlaps by one page */
+		{ { 10, 2 }, { 0, 1 } },  /* descending */
+	};
+	static const struct rmig_run no_pages[] = {
+		{ 0, 0 },
+		{ 5, 0 },
+		{ UINT64_MAX, 1 },	    /* first + count wraps to 0 */
+		{ 2, UINT64_MAX },	    /* wraps to 1 */
+		{ 1ull << 63, 1ull << 63 }, /* wraps to 0 */
+	};
+	static const struct {
+		uint32_t region;
+		struct rmig_run run;
+	} outside[] = {
+		{ 0, { 64, 1 } },	  /* first == npages */
+		{ 0, { 63, 2 } },	  /* one past the end */
+		{ 0, { 0, 65 } },	  /* longer than the region */
+		{ 2, { 1ull << 32, 1 } }, /* the 2^32-page region, one past */
+		{ 5, { 16, 1 } },	  /* 64K pages */
+		{ UINT32_MAX, { 1, 2 } }, /* 2M pages */
+	};
+	static const uint32_t bad_ids[] = { 1, 3, 4, 6, 0xfffffffe };
+
+	(void)state;
+	assert_non_null(m);
+	for (int i = 0; i <= RMIG_MAX_RUNS; i++)
+		runs[i] = (struct rmig_run){ (uint64_t)i * 2, 1 };
+	/* Run count against length: 0, too many, says more or fewer than carried. */
+	len = discard_payload(p, 0, 0, runs, 1);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	len = discard_payload(p, 0, RMIG_MAX_RUNS + 1, runs, RMIG_MAX_RUNS + 1);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	len = discard_payload(p, 0, 2, runs, 1);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	len = discard_payload(p, 0, 1, runs, 2);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	len = discard_payload(p, 0, 1, runs, 1);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len + 1, err, sizeof(err)));
+	len = discard_payload(p, 0, RMIG_MAX_RUNS, runs, RMIG_MAX_RUNS);
+	EXPECT_OK(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	/* Runs not ascending, or overlapping. */
+	for (size_t i = 0; i < sizeof(unordered) / sizeof(unordered[0]); i++) {
+		len = discard_payload(p, 0, 2, unordered[i], 2);
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+		assert_non_null(strstr(err, "overlap or precede"));
+	}
+	/* Empty or wrapping runs, alone and after a good one. */
+	for (size_t i = 0; i < sizeof(no_pages) / sizeof(no_pages[0]); i++) {
+		struct rmig_run two[2] = { { 0, 1 }, no_pages[i] };
+
+		if (no_pages[i].first == 0)
+			two[0] = (struct rmig_run){ 0, 0 }; /* keep them ascending */
+		len = discard_payload(p, 0, 1, &no_pages[i], 1);
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+		len = discard_payload(p, 0, 2, two, 2);
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	}
+	/* Structurally fine, but outside its region or in none: the layout
+	 * check refuses, naming the region. */
+	for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+		uint8_t *q;
+
+		len = discard_payload(p, outside[i].region, 1, &outside[i].run, 1);
+		q = dup_exact(p, len);
+		EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_DISCARD, q, len, m, err, sizeof(err)));
+		EXPECT_BAD(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
+		assert_non_null(strstr(err, "past the end"));
+		free(q);
+	}
+	for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
+		len = discard_payload(p, bad_ids[i], 1, runs, 1);
+		EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_DISCARD, p, len, m, err, sizeof(err)));
+		EXPECT_BAD(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
+		assert_non_null(strstr(err, "region"));
+	}
+	/* Other messages name no pages. */
+	m->type = RMIG_MSG_GO;
+	EXPECT_BAD(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
+	free(m);
+}
+
+static void test_rt_page_request(void **state)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_PAGE_REQUEST }, out;
+	static const uint64_t pages[] = { 0, 63, 1ull << 31, UINT64_MAX };
+	char err[256];
+	size_t ri;
+
+	(void)state;
+	for (size_t i = 0; i < 4; i++) {
+		uint8_t *f;
+		size_t flen;
+
+		m.u.page.region_id = (uint32_t)(0xfffffff0u + i);
+		m.u.page.page = pages[i];
+		f = roundtrip(&m, &out, &flen);
+		assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN);
+		assert_int_equal(out.u.page.region_id, m.u.page.region_id);
+		assert_true(out.u.page.page == pages[i]);
+		assert_null(out.u.page.data);
+		free(f);
+	}
+	/* Against the layout: the last page of each region, then one past. */
+	for (uint32_t r = 0; r < pages_layout()->count; r++) {
+		const struct rmig_wire_region *wr = &pages_layout()->r[r];
+
+		m.u.page.region_id = wr->id;
+		m.u.page.page = wr->len / wr->page_size - 1;
+		EXPECT_OK(err, rmig_page_msg_check(&m, pages_layout(), &ri, err, sizeof(err)));
+		assert_int_equal(ri, r);
+		m.u.page.page++;
+		EXPECT_BAD(err, rmig_page_msg_check(&m, pages_layout(), &ri, err, sizeof(err)));
+		assert_non_null(strstr(err, "past the end"));
+	}
+	m.u.page.region_id = 1; /* no such region */
+	m.u.page.page = 0;
+	EXPECT_BAD(err, rmig_page_msg_check(&m, pages_layout(), &ri, err, sizeof(err)));
+	assert_non_null(strstr(err, "region"));
+}
+
+static void test_rt_page_data(void **state)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_PAGE_DATA }, out;
+	static const uint32_t odd[] = { 4095, 4097, 6144, 3 * 4096, (2u << 20) - 4096 };
+	size_t big = RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE + 1;
+	uint8_t *page = malloc(RMIG_MAX_PAGE_SIZE + 4096), *enc = malloc(big);
+	uint8_t *f, *q;
+	size_t flen, ri;
+	char err[256];
+
+	(void)state;
+	assert_non_null(page);
+	assert_non_null(enc);
+	for (size_t i = 0; i < RMIG_MAX_PAGE_SIZE + 4096; i++)
+		page[i] = (uint8_t)rnd();
+	m.u.page.region_id = 0;
+	m.u.page.page = 63;
+	m.u.page.data = page;
+	m.u.page.len = 4096;
+	f = roundtrip(&m, &out, &flen);
+	assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + 4096);
+	assert_int_equal(out.u.page.region_id, 0);
+	assert_true(out.u.page.page == 63);
+	assert_int_equal(out.u.page.len, 4096);
+	/* Points into the frame, not a copy. */
+	assert_ptr_equal(out.u.page.data, f + RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN);
+	assert_memory_equal(out.u.page.data, page, 4096);
+	EXPECT_OK(err, rmig_page_msg_check(&out, pages_layout(), &ri, err, sizeof(err)));
+	free(f);
+	/* The largest page, 2 MiB, in its region; not in a 4K one. */
+	m.u.page.region_id = UINT32_MAX;
+	m.u.page.page = 1;
+	m.u.page.len = RMIG_MAX_PAGE_SIZE;
+	assert_int_equal(rmig_msg_encode(&m, enc, big), RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE);
+	assert_int_equal(rmig_msg_encode(&m, enc, RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE - 1), 0);
+	q = dup_exact(enc, RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE);
+	EXPECT_OK(err,
+		  rmig_msg_decode(RMIG_MSG_PAGE_DATA, q, RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE,
+				  &out, err, sizeof(err)));
+	assert_memory_equal(out.u.page.data, page, RMIG_MAX_PAGE_SIZE);
+	EXPECT_OK(err, rmig_page_msg_check(&out, pages_layout(), &ri, err, sizeof(err)));
+	assert_int_equal(ri, 2);
+	out.u.page.region_id = 0;
+	out.u.page.page = 0;
+	EXPECT_BAD(err, rmig_page_msg_check(&out, pages_layout(), &ri, err, sizeof(err)));
+	assert_non_null(strstr(err, "bytes"));
+	free(q);
+	/* A 4K page where the region has 64K ones. */
+	m.u.page.region_id = 5;
+	m.u.page.page = 0;
+	m.u.page.len = 4096;
+	assert_true(rmig_msg_encode(&m, enc, big) > 0);
+	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_PAGE_DATA, enc, RMIG_PAGE_REF_LEN + 4096, &out, err,
+				       sizeof(err)));
+	EXPECT_BAD(err, rmig_page_msg_check(&out, pages_layout(), &ri, err, sizeof(err)));
+	/* Not a page size: neither encoded nor decoded. */
+	for (size_t i = 0; i < sizeof(odd) / sizeof(odd[0]); i++) {
+		uint32_t len = odd[i];
+
+		m.u.page.len = len;
+		assert_int_equal(rmig_msg_encode(&m, enc, big), 0);
+		q = dup_exact(enc, RMIG_PAGE_REF_LEN + len);
+		wr32(q, 0);
+		wr32(q + 4, 0);
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_PAGE_DATA, q, RMIG_PAGE_REF_LEN + len, err,
+					       sizeof(err)));
+		free(q);
+	}
+	q = calloc(1, RMIG_PAGE_REF_LEN + 3 * 4096);
+	assert_non_null(q);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_PAGE_DATA, q, RMIG_PAGE_REF_LEN + 3 * 4096, err,
+				       sizeof(err)));
+	EXPECT_OK(err, decode_payload(RMIG_MSG_PAGE_DATA, q, RMIG_PAGE_REF_LEN + 2 * 4096, err,
+				      sizeof(err)));
+	/* Length bounds: one byte short of a 4K page, one past 2 MiB. */
+	EXPECT_BAD(
+	    err, decode_payload(RMIG_MSG_PAGE_DATA, q, RMIG_PAGE_REF_LEN + 4095, err, sizeof(err)));
+	free(q);
+	q = calloc(1, big);
+	assert_non_null(q);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_PAGE_DATA, q, big, &out, err, sizeof(err)));
+	free(q);
+	free(enc);
+	free(page);
+}
+
+static void test_page_ref_reserved(void **state)
+{
+	uint8_t p[RMIG_PAGE_REF_LEN + 4096] = { 0 };
+	char err[256];
+
+	(void)state;
+	EXPECT_OK(err,
+		  decode_payload(RMIG_MSG_PAGE_REQUEST, p, RMIG_PAGE_REF_LEN, err, sizeof(err)));
+	EXPECT_OK(err, decode_payload(RMIG_MSG_PAGE_DATA, p, sizeof(p), err, sizeof(err)));
+	for (int bit = 0; bit < 32; bit += 7) {
+		wr32(p + 4, 1u << bit);
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_PAGE_REQUEST, p, RMIG_PAGE_REF_LEN, err,
+					       sizeof(err)));
+		assert_non_null(strstr(err, "reserved"));
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_PAGE_DATA, p, sizeof(p), err, sizeof(err)));
+	}
+	/* PAGE_REQUEST is 16 bytes exactly. */
+	wr32(p + 4, 0);
+	EXPECT_BAD(
+	    err, decode_payload(RMIG_MSG_PAGE_REQUEST, p, RMIG_PAGE_REF_LEN + 8, err, sizeof(err)));
+}
+
 /* ---- mini-fuzz ---- */
 
 struct fuzz_stats {
@@ -1690,6 +1997,7 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 	}
 	case RMIG_MSG_STATE:
 	case RMIG_MSG_MEM_KEYS:
+	case RMIG_MSG_STREAM:
 		assert_ptr_equal(m->u.state.data, buf);
 		assert_int_equal(m->u.state.len, fh.len);
 		return;
@@ -1719,6 +2027,30 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 		for (size_t i = 0; m->u.abort.reason[i]; i++)
 			assert_true(printable(m->u.abort.reason[i]));
 		break;
+	case RMIG_MSG_DISCARD:
+		assert_true(m->u.discard.nruns >= 1 && m->u.discard.nruns <= RMIG_MAX_RUNS);
+		assert_int_equal(fh.len, 8 + 16 * m->u.discard.nruns);
+		for (uint32_t i = 0; i < m->u.discard.nruns; i++) {
+			const struct rmig_run *r = &m->u.discard.runs[i];
+
+			assert_true(r->count >= 1 && r->first + r->count > r->first);
+			if (i)
+				assert_true(r->first >= r[-1].first + r[-1].count);
+		}
+		break;
+	case RMIG_MSG_PAGE_DATA: {
+		/* Too large for the buffer below: its own re-encode. */
+		uint8_t *out = malloc(fh.len);
+
+		assert_non_null(out);
+		assert_ptr_equal(m->u.page.data, buf + RMIG_PAGE_REF_LEN);
+		assert_int_equal(m->u.page.len, fh.len - RMIG_PAGE_REF_LEN);
+		assert_true(m->u.page.len >= 4096 && !(m->u.page.len & (m->u.page.len - 1)));
+		assert_int_equal(rmig_msg_encode(m, out, fh.len), fh.len);
+		assert_memory_equal(out, buf, fh.len);
+		free(out);
+		return;
+	}
 	default: break;
 	}
 
@@ -1812,7 +2144,7 @@ static const uint32_t interesting32[] = {
 
 static void test_fuzz(void **state)
 {
-	enum { ITERATIONS = 200000, MAX_SEEDS = 32, SLACK = 64 };
+	enum { ITERATIONS = 200000, MAX_SEEDS = 40, SLACK = 64 };
 	uint8_t *seeds[MAX_SEEDS];
 	size_t lens[MAX_SEEDS], nseeds = 0, maxlen = 0;
 	struct rmig_run runs[RMIG_MAX_RUNS];
@@ -1903,6 +2235,24 @@ static void test_fuzz(void **state)
 	m->u.state.data = blob;
 	m->u.state.len = 24;
 	ADD_SEED(make_frame(m, 0, 12, &n), n, seeds, lens, &nseeds);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_DISCARD;
+	m->u.discard.nruns = 2;
+	m->u.discard.runs[0] = (struct rmig_run){ 0, 1 };
+	m->u.discard.runs[1] = (struct rmig_run){ 10, 2 };
+	ADD_SEED(make_frame(m, 0, 13, &n), n, seeds, lens, &nseeds);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_PAGE_REQUEST;
+	m->u.page.page = 5;
+	ADD_SEED(make_frame(m, 0, 14, &n), n, seeds, lens, &nseeds);
+	{
+		static uint8_t page[4096];
+
+		m->type = RMIG_MSG_PAGE_DATA;
+		m->u.page.data = page;
+		m->u.page.len = sizeof(page);
+		ADD_SEED(make_frame(m, 0, 15, &n), n, seeds, lens, &nseeds);
+	}
 
 	/* Every seed is valid to begin with. */
 	for (size_t s = 0; s < nseeds; s++) {
@@ -1980,7 +2330,7 @@ static void test_fuzz(void **state)
 				break;
 			case 7: /* change the type */
 				if (n >= 6)
-					work[5] = (uint8_t)((r >> 8) % 20);
+					work[5] = (uint8_t)((r >> 8) % (RMIG_MSG_TYPE_COUNT + 1));
 				break;
 			default: /* a random byte */
 				if (n)
@@ -2002,15 +2352,18 @@ static void test_fuzz(void **state)
 
 		for (int t = 0; t < RMIG_MSG_TYPE_COUNT; t++)
 			total += st.accepted[t];
-		print_message("fuzz: %lu accepted (PAGES %lu, ZERO %lu, REGIONS %lu), %lu "
-			      "rejected\n",
+		print_message("fuzz: %lu accepted (PAGES %lu, ZERO %lu, REGIONS %lu, DISCARD %lu, "
+			      "PAGE_DATA %lu), %lu rejected\n",
 			      total, st.accepted[RMIG_MSG_PAGES], st.accepted[RMIG_MSG_ZERO],
-			      st.accepted[RMIG_MSG_REGIONS], st.rejected);
+			      st.accepted[RMIG_MSG_REGIONS], st.accepted[RMIG_MSG_DISCARD],
+			      st.accepted[RMIG_MSG_PAGE_DATA], st.rejected);
 		assert_true(total > ITERATIONS / 20);
 		assert_true(st.rejected > ITERATIONS / 4);
 		assert_true(st.accepted[RMIG_MSG_PAGES] > 500);
 		assert_true(st.accepted[RMIG_MSG_ZERO] > 500);
 		assert_true(st.accepted[RMIG_MSG_REGIONS] > 100);
+		assert_true(st.accepted[RMIG_MSG_DISCARD] > 100);
+		assert_true(st.accepted[RMIG_MSG_PAGE_DATA] > 100);
 	}
 	free(work);
 	for (size_t s = 0; s < nseeds; s++)
@@ -2058,6 +2411,11 @@ int main(void)
 		cmocka_unit_test(test_pages_runs_overlap),
 		cmocka_unit_test(test_pages_bad_data_len),
 		cmocka_unit_test(test_pages_without_layout),
+		cmocka_unit_test(test_rt_discard),
+		cmocka_unit_test(test_discard_invalid),
+		cmocka_unit_test(test_rt_page_request),
+		cmocka_unit_test(test_rt_page_data),
+		cmocka_unit_test(test_page_ref_reserved),
 		cmocka_unit_test(test_fuzz),
 	};
 

@@ -1,0 +1,254 @@
+/* postcopy_check - is a post-copied guest's memory right?
+ *
+ *   postcopy_check [SIM_OPTIONS]     (default size=256M,dirty-rate=20000,
+ *                                     hot=5%,zero=50%,seed=7,regions=2)
+ *
+ * --verify cannot run with post-copy: the destination's guest writes its
+ * memory before all of it arrived. This checks it another way. One process
+ * migrates a dirtying sim guest by post-copy over loopback TCP, the source
+ * on the main thread and the destination on another, through the public
+ * API only. The source holds still for HOLD_MS after STARTED, so that the
+ * running destination guest must fault pages in. Afterwards the
+ * destination guest is paused, and the writes it made since the switch-over
+ * are replayed on the source's memory, which stayed as it was at the pause:
+ * sim's writer is deterministic, and its RNG state and write count travel in
+ * the device state (the layout of sim's state blob is repeated below). The
+ * destination's memory must then equal the source's byte for byte, and the
+ * replayed RNG must end where the destination's did.
+ *
+ * What that proves: every page the destination guest read or wrote held,
+ * when it first touched it, exactly the source's content at the pause,
+ * whether it came in pre-copy, by the post-copy stream, on demand after a
+ * fault, or was never written and mapped as zero; and no page was written
+ * twice (a late copy over the guest's own writes would differ). sim writes
+ * one word per write, so a page is never rewritten whole.
+ *
+ * Prints "PASS: ..." and exits 0, "FAIL: ..." and 1, or "SKIP: ..." and 77
+ * when this host cannot catch page faults (userfaultfd).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "rmig.h"
+
+#define HOLD_MS 300
+#define SIM_PAGE 4096u
+#define SIM_STATE_MAGIC 0x534d4953u /* backends/sim.c */
+#define SIM_STATE_VERSION 1
+
+struct sim_state_blob { /* backends/sim.c, native layout */
+	uint32_t magic, version;
+	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
+	uint32_t nregions, throttle;
+};
+
+struct dest {
+	struct rmig_backend *be;
+	struct rmig_ctx *ctx;
+	atomic_uint port;
+	int rc;
+	pthread_t tid;
+};
+
+static void on_dest_event(void *arg, const struct rmig_event *ev)
+{
+	struct dest *d = arg;
+
+	if (ev->type == RMIG_EV_LISTENING)
+		atomic_store(&d->port, ev->port);
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* The destination guest must fault pages in: hold the source right after
+ * STARTED, before it streams or answers anything. */
+static void on_source_event(void *arg, const struct rmig_event *ev)
+{
+	(void)arg;
+	if (ev->type == RMIG_EV_PHASE && !strcmp(ev->phase, "post-copy"))
+		sleep_ms(HOLD_MS);
+}
+
+static void *dest_main(void *arg)
+{
+	struct dest *d = arg;
+
+	d->rc = rmig_recv(d->ctx);
+	return NULL;
+}
+
+static uint64_t splitmix64(uint64_t x) /* backends/sim.c */
+{
+	x += 0x9e3779b97f4a7c15ull;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	return x ^ (x >> 31);
+}
+
+static uint64_t xorshift64(uint64_t *s) /* backends/sim.c */
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+static int state_of(struct rmig_backend *be, struct sim_state_blob *b)
+{
+	void *blob = NULL;
+	size_t len = 0;
+	int rc = be->ops->save_state(be, &blob, &len);
+
+	if (!rc &&
+	    (len != sizeof(*b) || ((struct sim_state_blob *)blob)->magic != SIM_STATE_MAGIC ||
+	     ((struct sim_state_blob *)blob)->version != SIM_STATE_VERSION))
+		rc = -EPROTO; /* sim's blob changed: update this copy */
+	if (!rc)
+		memcpy(b, blob, sizeof(*b));
+	free(blob);
+	return rc;
+}
+
+/* Apply writes (from.writes, to.writes] of sim's writer to the regions. */
+static int replay(const struct rmig_region *r, size_t n, const struct sim_state_blob *from,
+		  const struct sim_state_blob *to)
+{
+	uint64_t rng = from->rng, per_region = r[0].len / SIM_PAGE;
+
+	for (uint64_t cnt = from->writes + 1; cnt <= to->writes; cnt++) {
+		uint64_t x = xorshift64(&rng);
+		uint64_t page = (x % from->hot_pages) * from->stride % from->npages;
+		uint64_t *w;
+
+		if (page / per_region >= n)
+			return -EINVAL;
+		w = (uint64_t *)((char *)r[page / per_region].host +
+				 (page % per_region) * SIM_PAGE) +
+		    (x >> 40) % (SIM_PAGE / 8);
+		*w = splitmix64(cnt ^ from->seed) | 1;
+	}
+	return rng == to->rng ? 0 : -EILSEQ;
+}
+
+int main(int argc, char **argv)
+{
+	char spec[256], err[256];
+	const char *opts =
+	    argc > 1 ? argv[1] : "size=256M,dirty-rate=20000,hot=5%,zero=50%,seed=7,regions=2";
+	struct dest d = { .rc = -1 };
+	struct rmig_backend *src = NULL;
+	struct rmig_ctx *ctx = NULL;
+	struct rmig_config cfg;
+	struct sim_state_blob at_pause, now;
+	const struct rmig_region *sr, *dr;
+	size_t sn, dn;
+	uint64_t bad_pages = 0, first_bad = 0;
+	int rc, status = 1, started = 0;
+
+	snprintf(spec, sizeof(spec), "sim:%s", opts);
+	if (rmig_backend_open(spec, RMIG_ROLE_SOURCE, &src, err, sizeof(err)) ||
+	    rmig_backend_open("sim", RMIG_ROLE_DEST, &d.be, err, sizeof(err))) {
+		printf("FAIL: backend: %s\n", err);
+		goto out;
+	}
+	rmig_config_init(&cfg);
+	cfg.transport = "tcp";
+	cfg.port = 0;
+	cfg.on_event = on_dest_event;
+	cfg.event_arg = &d;
+	if (rmig_ctx_create(&d.ctx, &cfg, d.be) || pthread_create(&d.tid, NULL, dest_main, &d)) {
+		printf("FAIL: cannot start the destination\n");
+		goto out;
+	}
+	started = 1;
+	for (int i = 0; i < 500 && !atomic_load(&d.port); i++)
+		sleep_ms(10);
+	rmig_config_init(&cfg);
+	cfg.transport = "tcp";
+	cfg.port = (uint16_t)atomic_load(&d.port);
+	cfg.postcopy = 1;
+	cfg.verify = 0;
+	cfg.on_event = on_source_event;
+	if (!cfg.port || rmig_ctx_create(&ctx, &cfg, src)) {
+		printf("FAIL: the destination did not listen, or no source context\n");
+		goto out;
+	}
+	rc = rmig_send(ctx);
+	pthread_join(d.tid, NULL);
+	started = 0;
+	if (rc && strstr(rmig_errmsg(ctx), "post-copy is not possible here")) {
+		printf("SKIP: %s\n", rmig_errmsg(ctx));
+		status = 77;
+		goto out;
+	}
+	if (rc || d.rc) {
+		printf("FAIL: source: %s; destination: %s\n", rc ? rmig_errmsg(ctx) : "ok",
+		       d.rc ? rmig_errmsg(d.ctx) : "ok");
+		goto out;
+	}
+	if (!rmig_stats(d.ctx)->postcopy || !rmig_stats(d.ctx)->postcopy_requested) {
+		printf("FAIL: no post-copy, or no page fetched on demand (%llu pages after "
+		       "the start)\n",
+		       (unsigned long long)rmig_stats(d.ctx)->postcopy_pages);
+		goto out;
+	}
+	/* The source has been paused since the switch-over; stop the copy too. */
+	if (d.be->ops->pause(d.be) || state_of(src, &at_pause) || state_of(d.be, &now) ||
+	    src->ops->get_regions(src, &sr, &sn) || d.be->ops->get_regions(d.be, &dr, &dn) ||
+	    sn != dn) {
+		printf("FAIL: cannot read the guests' state\n");
+		goto out;
+	}
+	if (now.writes <= at_pause.writes) {
+		printf("FAIL: the destination guest did not run (%llu writes at the pause, %llu "
+		       "now)\n",
+		       (unsigned long long)at_pause.writes, (unsigned long long)now.writes);
+		goto out;
+	}
+	rc = replay(sr, sn, &at_pause, &now);
+	if (rc) {
+		printf("FAIL: replaying the destination guest's writes: %s\n",
+		       rc == -EILSEQ ? "its RNG ended elsewhere" : "page out of range");
+		goto out;
+	}
+	for (size_t i = 0; i < sn; i++)
+		for (uint64_t p = 0; p < sr[i].len / SIM_PAGE; p++)
+			if (memcmp((char *)sr[i].host + p * SIM_PAGE,
+				   (char *)dr[i].host + p * SIM_PAGE, SIM_PAGE) &&
+			    !bad_pages++)
+				first_bad = i * (sr[0].len / SIM_PAGE) + p;
+	if (bad_pages) {
+		printf("FAIL: %llu pages differ from the source's plus the destination "
+		       "guest's own writes (first: page %llu)\n",
+		       (unsigned long long)bad_pages, (unsigned long long)first_bad);
+		goto out;
+	}
+	printf("PASS: %llu pages after the start, %llu on demand, %llu writes replayed, all "
+	       "%zu MiB equal\n",
+	       (unsigned long long)rmig_stats(d.ctx)->postcopy_pages,
+	       (unsigned long long)rmig_stats(d.ctx)->postcopy_requested,
+	       (unsigned long long)(now.writes - at_pause.writes), (size_t)(sr[0].len * sn >> 20));
+	status = 0;
+out:
+	if (started) {
+		rmig_cancel(d.ctx);
+		pthread_join(d.tid, NULL);
+	}
+	rmig_ctx_destroy(ctx);
+	rmig_ctx_destroy(d.ctx);
+	rmig_backend_close(src);
+	rmig_backend_close(d.be);
+	return status;
+}
