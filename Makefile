@@ -94,7 +94,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
 TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw \
-	     $(BUILD)/tests/postcopy_check
+	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
@@ -124,6 +124,11 @@ $(BUILD)/tests/memcpy_bw: tests/tools/memcpy_bw.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
+# The QEMU tests' QMP client (tests/qemu, scripts/bench_qemu.sh): no python on CI.
+$(BUILD)/tests/qmpc: tests/tools/qmpc.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+
 # Run inside the rxe VM: the RDMA link's own two-process test, the kvm
 # backend's dirty-log test.
 $(BUILD)/rxe/%: tests/rxe/%.c $(BUILD)/librmig.a
@@ -146,8 +151,7 @@ check: deps
 
 # Performance, as ratios to a ceiling measured in the same run.
 bench: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory $(BUILD)/tests/memcpy_bw
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/memcpy_bw $(BUILD)/tests/qmpc
 	@RMIG=$(BUILD)/rmig BUILD=$(BUILD) scripts/bench.sh
 
 bench-rxe: deps

@@ -1,0 +1,324 @@
+# Helpers for tests and benchmarks that run the QEMU test guest (built by
+# tests/qemu/setup.sh; see tests/qemu/README.md). Source it (bash 4.2+):
+#
+#   . tests/e2e/lib.sh            # optional: its EXIT trap is kept
+#   . tests/qemu/guest.sh         # chains guest_cleanup in front of the EXIT trap
+#   guest_prepare || ...          # setup.sh; 77 = no qemu/kernel ($GUEST_ERROR)
+#   guest_start src || fail "$GUEST_ERROR"
+#   guest_wait_counter src 20 60 || fail "$GUEST_ERROR"
+#   guest_start_dst dst || ...    # same machine, -S -incoming defer
+#   qmp src query-status          # QMP through the harness' own monitor
+#
+# Per guest NAME, in $GUEST_DIR: NAME.log (serial console), NAME.qmp (QMP
+# socket for the code under test, e.g. rmig's qemu backend), NAME.ctl.qmp (a
+# second QMP monitor for the harness: a QMP socket serves one client at a
+# time, so the two never wait for each other), NAME.err (QEMU's stderr).
+#
+# Every QEMU started here is killed by guest_cleanup, which the EXIT trap
+# runs (INT, TERM and HUP are turned into an exit so that it runs then too);
+# a watchdog per guest also kills it should this shell die by SIGKILL.
+# Functions return non-zero on failure with the reason in $GUEST_ERROR; call
+# guest_start/guest_kill in the current shell, not in $(...), since they
+# record what they started.
+#
+# Environment: GUEST_DIR (default $T, else a temp dir of its own), QMPC (QMP
+# client; default next to $RMIG: build/tests/qmpc), GUEST_MEM (-m, 262080K),
+# GUEST_APPEND (extra kernel parameters, e.g. "rmig_dirty_kib=1024
+# rmig_sleep=0.1": see guest-init.sh), QEMU_BUILD_DIR (build/qemu),
+# QMP_TIMEOUT (seconds per QMP exchange, 10).
+
+_guest_repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+GUEST_BUILD=${QEMU_BUILD_DIR:-$_guest_repo/build/qemu}
+_guest_rmig=${RMIG:-$_guest_repo/build/rmig}
+case $_guest_rmig in /*) ;; *) _guest_rmig=$(pwd)/$_guest_rmig ;; esac
+QMPC=${QMPC:-$(dirname "$_guest_rmig")/tests/qmpc}
+# 256 MiB - 64 KiB, not 256M: QEMU < 9.0 loses dirty pages under TCG when a
+# RAM block is a multiple of 256 KiB (see README.md, "Why 262080K").
+GUEST_MEM=${GUEST_MEM:-262080K}
+GUEST_APPEND=${GUEST_APPEND:-}
+QMP_TIMEOUT=${QMP_TIMEOUT:-10}
+GUEST_ERROR=""
+_guest_own_dir=0
+if [ -z "${GUEST_DIR:-}" ]; then
+	if [ -n "${T:-}" ] && [ -d "$T" ]; then
+		GUEST_DIR=$T
+	else
+		GUEST_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rmig-guest.XXXXXX")
+		_guest_own_dir=1
+	fi
+fi
+declare -gA _GUEST_PID=() _GUEST_DOG=()
+
+# --- setup -------------------------------------------------------------------------
+
+# guest_prepare: run tests/qemu/setup.sh (cached) and check the QMP client.
+# Returns 0, 77 (QEMU or the kernel cannot be had; GUEST_ERROR = the reason)
+# or 1 (GUEST_ERROR says why).
+guest_prepare() {
+	local out rc=0
+	out=$("$_guest_repo/tests/qemu/setup.sh" 2>&1) || rc=$?
+	if [ "$rc" = 77 ]; then
+		GUEST_ERROR=$(grep -m1 '^SKIP' <<<"$out" | sed 's/^SKIP: //')
+		GUEST_ERROR=${GUEST_ERROR:-tests/qemu/setup.sh skipped}
+		return 77
+	fi
+	if [ "$rc" != 0 ]; then
+		GUEST_ERROR="tests/qemu/setup.sh failed: $(grep -m1 'error' <<<"$out" || tail -n1 <<<"$out")"
+		return 1
+	fi
+	if [ ! -x "$QMPC" ]; then
+		GUEST_ERROR="$QMPC is missing (make $(basename "$(dirname "$(dirname "$QMPC")")")/tests/qmpc)"
+		return 1
+	fi
+	return 0
+}
+
+# --- start, stop ---------------------------------------------------------------
+
+# guest_start NAME [QEMU ARGS...]: boot the guest in the background and wait
+# (30 s) until its harness monitor answers. Extra arguments are appended to
+# QEMU's command line.
+guest_start() {
+	local name=$1 d=$GUEST_DIR pid parent=$BASHPID
+	shift
+	if [ -n "${_GUEST_PID[$name]:-}" ]; then
+		GUEST_ERROR="guest $name is already started"
+		return 1
+	fi
+	if [ ${#d} -gt 90 ]; then
+		GUEST_ERROR="GUEST_DIR $d is too long for a unix socket path"
+		return 1
+	fi
+	rm -f "$d/$name".{log,qmp,ctl.qmp,err}
+	qemu-system-x86_64 -nodefaults -no-user-config -machine pc -accel tcg \
+		-m "$GUEST_MEM" -smp 1 -nic none -display none -vga none -no-reboot \
+		-kernel "$GUEST_BUILD/vmlinuz" -initrd "$GUEST_BUILD/initramfs.cpio.gz" \
+		-append "console=ttyS0 quiet panic=-1${GUEST_APPEND:+ $GUEST_APPEND}" \
+		-serial "file:$d/$name.log" \
+		-qmp "unix:$d/$name.qmp,server=on,wait=off" \
+		-qmp "unix:$d/$name.ctl.qmp,server=on,wait=off" \
+		"$@" </dev/null >/dev/null 2>"$d/$name.err" &
+	pid=$!
+	_GUEST_PID[$name]=$pid
+	# Watchdog: if this shell is SIGKILLed (no trap runs), kill QEMU.
+	(
+		trap - EXIT INT TERM HUP
+		exec </dev/null >/dev/null 2>&1
+		while kill -0 "$parent"; do
+			kill -0 "$pid" || exit 0
+			sleep 1
+		done
+		kill -9 "$pid"
+	) &
+	_GUEST_DOG[$name]=$!
+	guest_wait_qmp "$name" 30
+}
+
+# guest_start_dst NAME [QEMU ARGS...]: the same machine, waiting for an
+# incoming migration (-S -incoming defer): migrate-incoming starts it.
+guest_start_dst() {
+	local name=$1
+	shift
+	guest_start "$name" -S -incoming defer "$@"
+}
+
+# guest_wait_qmp NAME SECONDS: until the harness monitor answers query-status.
+guest_wait_qmp() {
+	local name=$1 end=$(($(date +%s) + $2))
+	while :; do
+		if ! guest_alive "$name"; then
+			GUEST_ERROR="QEMU $name exited: $(tail -n2 "$GUEST_DIR/$name.err" 2>/dev/null | tr '\n' ' ')"
+			return 1
+		fi
+		[ -S "$GUEST_DIR/$name.ctl.qmp" ] &&
+			"$QMPC" -t 5 "$GUEST_DIR/$name.ctl.qmp" query-status >/dev/null 2>&1 && return 0
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_ERROR="QEMU $name: no QMP answer on $GUEST_DIR/$name.ctl.qmp after $2 s"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# guest_alive NAME: QEMU's process exists (and is not a zombie).
+guest_alive() {
+	local pid=${_GUEST_PID[$1]:-}
+	[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null &&
+		[ "$(ps -o stat= -p "$pid" 2>/dev/null | cut -c1)" != Z ]
+}
+
+# guest_pid NAME: QEMU's pid (empty if not started).
+guest_pid() { echo "${_GUEST_PID[$1]:-}"; }
+
+# guest_kill NAME [SIGNAL]: stop QEMU (SIGTERM, then SIGKILL after 3 s; or
+# SIGNAL at once, e.g. KILL) and reap it. Its files stay.
+guest_kill() {
+	local name=$1 sig=${2:-TERM} pid=${_GUEST_PID[$1]:-}
+	[ -n "$pid" ] || return 0
+	# stderr: no "Killed" notice from bash when it reaps them.
+	{
+		kill -"$sig" "$pid"
+		for _ in $(seq 30); do
+			kill -0 "$pid" || break
+			[ "$(ps -o stat= -p "$pid" | cut -c1)" = Z ] && break
+			sleep 0.1
+		done
+		kill -9 "$pid"
+		wait "$pid"
+		if [ -n "${_GUEST_DOG[$name]:-}" ]; then
+			kill -9 "${_GUEST_DOG[$name]}"
+			wait "${_GUEST_DOG[$name]}"
+		fi
+	} 2>/dev/null
+	unset "_GUEST_PID[$name]" "_GUEST_DOG[$name]"
+	return 0
+}
+
+# guest_cleanup: kill every guest started here (the EXIT trap runs it).
+guest_cleanup() {
+	local n
+	{
+		for n in "${!_GUEST_PID[@]}"; do kill -9 "${_GUEST_PID[$n]}"; done
+		for n in "${!_GUEST_PID[@]}"; do guest_kill "$n" KILL; done
+	} 2>/dev/null
+	if [ "$_guest_own_dir" = 1 ] && [ "${KEEP:-0}" != 1 ]; then rm -rf "$GUEST_DIR"; fi
+	return 0
+}
+
+# Chain guest_cleanup in front of the caller's EXIT trap; make INT, TERM and
+# HUP exit (which runs it) rather than kill this shell silently.
+_guest_trap() {
+	local prev="" w=()
+	eval "w=($(trap -p EXIT))" # trap -- 'COMMAND' EXIT
+	[ ${#w[@]} -ge 3 ] && prev=${w[2]}
+	case $prev in *guest_cleanup*) return 0 ;; esac
+	# shellcheck disable=SC2064 # expanded now, on purpose
+	trap "guest_cleanup${prev:+; $prev}" EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	trap 'exit 129' HUP
+}
+_guest_trap
+
+# --- QMP ---------------------------------------------------------------------------
+
+# qmp NAME COMMAND [ARGUMENTS_JSON]: one QMP command on the guest's harness
+# monitor; prints the response line; qmpc's exit code (0 return, 1 error,
+# 2 no answer).
+qmp() {
+	local name=$1
+	shift
+	"$QMPC" -t "$QMP_TIMEOUT" "$GUEST_DIR/$name.ctl.qmp" "$@"
+}
+
+# guest_qmp_socket NAME: the monitor for the code under test (rmig).
+guest_qmp_socket() { echo "$GUEST_DIR/$1.qmp"; }
+
+# guest_log NAME: the serial console log.
+guest_log() { echo "$GUEST_DIR/$1.log"; }
+
+# guest_status NAME: query-status' "status" and "running", e.g. "running
+# true", "postmigrate false", "paused false", "inmigrate false"; "gone" if
+# QEMU has exited, "noqmp" if it does not answer.
+guest_status() {
+	local r
+	guest_alive "$1" || { echo gone; return 0; }
+	r=$(qmp "$1" query-status 2>/dev/null) || { echo noqmp; return 0; }
+	jq -r '.return | "\(.status) \(.running)"' <<<"$r" 2>/dev/null || echo noqmp
+}
+
+# guest_migrate_status NAME: query-migrate's status ("none" when there is
+# none; "noqmp" on no answer).
+guest_migrate_status() {
+	local r
+	r=$(qmp "$1" query-migrate 2>/dev/null) || { echo noqmp; return 0; }
+	jq -r '.return.status // "none"' <<<"$r" 2>/dev/null || echo noqmp
+}
+
+# guest_wait_migrate NAME SECONDS [STATUS...]: poll query-migrate (every
+# 0.1 s) until its status is one of STATUS (default: completed, failed,
+# cancelled); prints that last response. Returns 1 on timeout or no answer.
+guest_wait_migrate() {
+	local name=$1 end=$(($(date +%s) + $2)) r s want
+	shift 2
+	want=" ${*:-completed failed cancelled} "
+	while :; do
+		r=$(qmp "$name" query-migrate 2>&1) || {
+			GUEST_ERROR="query-migrate on $name: $r"
+			return 1
+		}
+		s=$(jq -r '.return.status // "none"' <<<"$r")
+		if [[ $want == *" $s "* ]]; then
+			echo "$r"
+			return 0
+		fi
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_ERROR="migration of $name still '$s' after the timeout"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# --- the counter on the serial console -------------------------------------------
+
+# guest_counters FILE...: the counter values printed in FILEs, concatenated
+# in that order (so a line cut between a source's log and the destination's
+# is read whole); a last line without its newline yet is left out.
+guest_counters() {
+	local d
+	d=$(cat -- "$@" 2>/dev/null; echo .)
+	d=${d%.}
+	if [[ $d != *$'\n' ]]; then
+		if [[ $d == *$'\n'* ]]; then d=${d%$'\n'*}$'\n'; else d=""; fi
+	fi
+	printf '%s' "$d" | tr -d '\r' | grep -ao 'rmig-counter [0-9]\+' | cut -d' ' -f2 || true
+}
+
+# guest_counter NAME: the last counter on NAME's console (0 if none yet).
+guest_counter() {
+	local c
+	c=$(guest_counters "$GUEST_DIR/$1.log" | tail -n1)
+	echo "${c:-0}"
+}
+
+# guest_wait_counter NAME N SECONDS: until NAME's counter reaches N.
+guest_wait_counter() {
+	local name=$1 n=$2 end=$(($(date +%s) + $3)) c
+	while :; do
+		c=$(guest_counter "$name")
+		[ "$c" -ge "$n" ] && return 0
+		if ! guest_alive "$name"; then
+			GUEST_ERROR="QEMU $name exited (counter $c): $(tail -n2 "$GUEST_DIR/$name.err" 2>/dev/null | tr '\n' ' ')"
+			return 1
+		fi
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_ERROR="guest $name's counter is $c after $3 s, not yet $n"
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+
+# guest_check_seq FILE...: the counters in FILEs (concatenated) go up by
+# exactly one each time, no gap, no repeat. Prints "FIRST..LAST COUNT" or,
+# returning 1, what is wrong (also in GUEST_ERROR).
+guest_check_seq() {
+	local r rc=0
+	r=$(guest_counters "$@" | awk '
+		NR == 1 { first = $1 }
+		NR > 1 && $1 != last + 1 {
+			printf "counter goes from %d to %d (value %d of the log)\n", last, $1, NR
+			bad = 1
+			exit 1
+		}
+		{ last = $1 }
+		END {
+			if (bad) exit 1
+			if (NR == 0) { print "no counter on the console"; exit 1 }
+			printf "%d..%d %d\n", first, last, NR
+		}') || rc=1
+	[ $rc = 0 ] || GUEST_ERROR=$r
+	echo "$r"
+	return $rc
+}
