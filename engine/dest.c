@@ -1076,7 +1076,14 @@ int rmig_recv(struct rmig_ctx *ctx)
 					goto fail;
 			}
 			/* For a stream: its end; the backend waits until it is loaded. */
-			rc = ctx->be->ops->load_state(ctx->be, state, state_len);
+			if (!ctx->be->ops->load_state && state_len)
+				rmig_backend_err(
+				    ctx->be, "%s takes no device state, the source sent %zu bytes",
+				    ctx->be->ops->name, state_len);
+			rc = ctx->be->ops->load_state
+				 ? ctx->be->ops->load_state(ctx->be, state, state_len)
+			     : state_len ? -EINVAL
+					 : 0;
 			if (rc) {
 				rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
 				goto fail;
@@ -1113,7 +1120,9 @@ int rmig_recv(struct rmig_ctx *ctx)
 				}
 			}
 			t_go = rmig_now_ms();
-			rc = ctx->be->ops->start(ctx->be);
+			/* No start op: resuming is starting. */
+			rc = ctx->be->ops->start ? ctx->be->ops->start(ctx->be)
+						 : ctx->be->ops->resume(ctx->be);
 			if (rc) {
 				rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
 				goto fail;

@@ -843,7 +843,8 @@ static int send_state(struct rmig_ctx *ctx)
 	size_t len = 0;
 	int rc;
 
-	rc = ctx->be->ops->save_state(ctx->be, &blob, &len);
+	/* No save_state op: a guest with no device state. */
+	rc = ctx->be->ops->save_state ? ctx->be->ops->save_state(ctx->be, &blob, &len) : 0;
 	if (rc) {
 		rmig_err(ctx, rc, "backend: save state: %s", ctx->be->err);
 		goto out;
@@ -1222,7 +1223,8 @@ int rmig_send(struct rmig_ctx *ctx)
 	}
 
 	/* Start logging before the first read, so that no write is missed. */
-	rc = ctx->be->ops->start_dirty_log(ctx->be);
+	/* No start_dirty_log op: the backend logs all along. */
+	rc = ctx->be->ops->start_dirty_log ? ctx->be->ops->start_dirty_log(ctx->be) : 0;
 	if (rc) {
 		rmig_err(ctx, rc, "backend: starting the dirty log: %s", ctx->be->err);
 		goto fail;

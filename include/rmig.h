@@ -131,7 +131,8 @@ struct rmig_backend_ops {
 
 	/* Source. */
 	/* Once, before the first round reads memory: from here on every write
-	 * must show up in a later fetch_dirty. */
+	 * must show up in a later fetch_dirty. Optional (NULL): the backend
+	 * logs writes all along. */
 	int (*start_dirty_log)(struct rmig_backend *be);
 	/* OR the pages written since the last call into bitmap (one bit per page,
 	 * bit i of word i/64), and clear them in the backend's log.
@@ -149,7 +150,8 @@ struct rmig_backend_ops {
 	int (*resume)(struct rmig_backend *be);
 	/* Device/CPU state as an opaque blob, taken while paused. *blob is
 	 * malloc'd; the caller frees it. At most 64 MiB; it reaches the
-	 * destination's load_state unchanged. */
+	 * destination's load_state unchanged. Optional (NULL): no device
+	 * state (an empty blob). */
 	int (*save_state)(struct rmig_backend *be, void **blob, size_t *len);
 	/* Optional (NULL if unsupported): slow the guest to (100-percent)%.
 	 * percent is 0..99; 0 (full speed) after a rollback. */
@@ -167,9 +169,11 @@ struct rmig_backend_ops {
 	 * post-copy, memory is not all in yet (nor at start): a page not there
 	 * is fetched from the source when a thread touches it, which blocks
 	 * that thread meanwhile. The calling thread must not touch guest
-	 * memory then: it is the one that receives the pages asked for. */
+	 * memory then: it is the one that receives the pages asked for.
+	 * Optional (NULL): only an empty state is accepted. */
 	int (*load_state)(struct rmig_backend *be, const void *blob, size_t len);
-	/* GO arrived: run the guest. A failure rolls back. */
+	/* GO arrived: run the guest. A failure rolls back. Optional (NULL):
+	 * resume() starts it. */
 	int (*start)(struct rmig_backend *be);
 
 	/* Optional: is the guest running, and how much work has it done. Not
