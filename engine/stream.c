@@ -7,6 +7,8 @@
  * passed, so that COMPLETE proves the stream arrived whole and in order. */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -36,9 +38,9 @@ static int peer_reason(struct rmig_ctx *ctx, int rc)
 }
 
 struct stream_round {
-	unsigned round;	 /* the hypervisor's pass we are in */
-	int64_t t_start; /* when it began */
-	uint64_t bytes;	 /* stream bytes sent during it */
+	unsigned round;	      /* the hypervisor's pass we are in */
+	int64_t t_start;      /* when it began */
+	uint64_t start_bytes; /* stream bytes sent before it */
 };
 
 /* Ask the backend how its migration does: progress, round events, and once
@@ -62,7 +64,7 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 		/* One of the hypervisor's passes over memory ended. */
 		struct rmig_round_stats rs = {
 			.round = sr->round,
-			.bytes = sr->bytes,
+			.bytes = ctx->stats.bytes_sent - sr->start_bytes,
 			.ms = (uint64_t)(now - sr->t_start),
 			.dirty_rate = st->dirty_rate,
 			.dirty_pages = st->remaining_bytes / RMIG_MIN_PAGE_SIZE,
@@ -70,12 +72,13 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 		};
 		struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &rs };
 
-		rs.bandwidth = now > sr->t_start
-				   ? (double)sr->bytes * 1000.0 / (double)(now - sr->t_start)
-				   : 0;
+		rs.bandwidth =
+		    now > sr->t_start ? (double)rs.bytes * 1000.0 / (double)(now - sr->t_start) : 0;
 		if (sr->round)
 			rmig_emit(ctx, &ev);
-		*sr = (struct stream_round){ .round = st->round, .t_start = now };
+		*sr = (struct stream_round){ .round = st->round,
+					     .t_start = now,
+					     .start_bytes = ctx->stats.bytes_sent };
 	}
 	ctx->stats.rounds = st->round;
 	ctx->stats.expected_downtime_ms = st->expected_downtime_ms;
@@ -101,6 +104,61 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 	return 0;
 }
 
+/* The stream's reader: its own thread, so that waiting for the hypervisor's
+ * figures (a monitor round trip, slow when the hypervisor is busy) never
+ * leaves the stream unread and the hypervisor blocked on it. */
+struct forwarder {
+	struct rmig_ctx *ctx;
+	int fd;
+	XXH3_state_t *hash;
+	uint8_t *buf;
+	atomic_uint_fast64_t bytes; /* sent so far */
+	atomic_int stop;	    /* the control thread gave up */
+	atomic_int done;	    /* 1: the stream ended; a negative errno: failed */
+};
+
+static void *forward_main(void *arg)
+{
+	struct forwarder *f = arg;
+	struct rmig_ctx *ctx = f->ctx;
+	int rc = 0;
+
+	while (!rc && !atomic_load(&f->stop)) {
+		struct pollfd pfd = { .fd = f->fd, .events = POLLIN };
+		struct rmig_msg m = { .type = RMIG_MSG_STREAM };
+		ssize_t got;
+		int n = poll(&pfd, 1, STATUS_EVERY_MS);
+
+		if (n < 0 && errno != EINTR)
+			rc = rmig_err(ctx, -errno, "poll on the hypervisor's stream: %s",
+				      strerror(errno));
+		if (n <= 0)
+			continue;
+		got = read(f->fd, f->buf, RMIG_MAX_STREAM_CHUNK);
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got < 0) {
+			rc = rmig_err(ctx, -errno, "reading the hypervisor's stream: %s",
+				      strerror(errno));
+			break;
+		}
+		if (got == 0) {
+			atomic_store(&f->done, 1); /* the hypervisor closed it */
+			return NULL;
+		}
+		XXH3_64bits_update(f->hash, f->buf, (size_t)got);
+		m.u.state.data = f->buf;
+		m.u.state.len = (uint32_t)got;
+		rc = rmig_ctrl_send(ctx, &m);
+		if (rc)
+			rc = peer_reason(ctx, rc);
+		else
+			atomic_fetch_add(&f->bytes, (uint64_t)got);
+	}
+	atomic_store(&f->done, rc ? rc : -ECANCELED);
+	return NULL;
+}
+
 int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 {
 	struct rmig_backend *be = ctx->be;
@@ -108,68 +166,50 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 					.max_bandwidth = ctx->cfg.max_bandwidth };
 	struct rmig_stream_status st;
 	struct stream_round sr = { .t_start = rmig_now_ms() };
-	XXH3_state_t *hash = XXH3_createState();
-	uint8_t *buf = malloc(RMIG_MAX_STREAM_CHUNK);
-	int64_t next_status = 0, end;
-	int fd = -1, rc;
+	struct forwarder f = { .ctx = ctx, .fd = -1 };
+	pthread_t tid;
+	int64_t end;
+	int rc, running = 0;
 
-	if (!hash || !buf) {
+	f.hash = XXH3_createState();
+	f.buf = malloc(RMIG_MAX_STREAM_CHUNK);
+	if (!f.hash || !f.buf) {
 		rc = rmig_err(ctx, -ENOMEM, "out of memory");
 		goto out;
 	}
-	XXH3_64bits_reset(hash);
-	rc = be->ops->stream_open(be, &p, &fd);
+	XXH3_64bits_reset(f.hash);
+	rc = be->ops->stream_open(be, &p, &f.fd);
 	if (rc) {
 		rmig_err(ctx, rc, "backend: starting the migration: %s", be->err);
 		goto out;
 	}
-	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		struct rmig_msg m = { .type = RMIG_MSG_STREAM };
-		ssize_t got;
-		int n;
-
+	if (pthread_create(&tid, NULL, forward_main, &f)) {
+		rc = rmig_err(ctx, -EAGAIN, "cannot start the stream thread");
+		goto out;
+	}
+	running = 1;
+	/* Watch the hypervisor while the stream flows. After the switch-over
+	 * QEMU writes the rest holding a lock its monitor needs: ask nothing
+	 * more until the stream ends. */
+	while (!atomic_load(&f.done)) {
 		if (atomic_load(&ctx->cancelled)) {
 			rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 			goto out;
 		}
-		/* After the switch-over QEMU writes the rest holding a lock that
-		 * its monitor needs: ask nothing until the stream ends. */
-		if (!*t_pause && rmig_now_ms() >= next_status) {
+		ctx->stats.bytes_sent = atomic_load(&f.bytes);
+		if (!*t_pause) {
 			rc = poll_status(ctx, &sr, t_pause, &st);
 			if (rc)
 				goto out;
-			next_status = rmig_now_ms() + STATUS_EVERY_MS;
 		}
-		n = poll(&pfd, 1, STATUS_EVERY_MS);
-		if (n < 0 && errno != EINTR) {
-			rc = rmig_err(ctx, -errno, "poll on the hypervisor's stream: %s",
-				      strerror(errno));
-			goto out;
-		}
-		if (n <= 0)
-			continue;
-		got = read(fd, buf, RMIG_MAX_STREAM_CHUNK);
-		if (got < 0 && (errno == EINTR || errno == EAGAIN))
-			continue;
-		if (got < 0) {
-			rc = rmig_err(ctx, -errno, "reading the hypervisor's stream: %s",
-				      strerror(errno));
-			goto out;
-		}
-		if (got == 0)
-			break; /* the hypervisor closed it: finished, or failed */
-		XXH3_64bits_update(hash, buf, (size_t)got);
-		m.u.state.data = buf;
-		m.u.state.len = (uint32_t)got;
-		rc = rmig_ctrl_send(ctx, &m);
-		if (rc) {
-			rc = peer_reason(ctx, rc);
-			goto out;
-		}
-		ctx->stats.bytes_sent += (uint64_t)got;
-		sr.bytes += (uint64_t)got;
+		poll(NULL, 0, STATUS_EVERY_MS);
 	}
+	pthread_join(tid, NULL);
+	running = 0;
+	ctx->stats.bytes_sent = atomic_load(&f.bytes);
+	rc = atomic_load(&f.done);
+	if (rc < 0)
+		goto out; /* ctx->err says why */
 	/* The end of the stream: the hypervisor must say it completed. */
 	end = rmig_now_ms() + ctx->cfg.link_timeout_ms;
 	for (;;) {
@@ -188,11 +228,16 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 	}
 	if (!*t_pause)
 		*t_pause = rmig_now_ms(); /* it paused between two polls */
-	*digest = XXH3_64bits_digest(hash);
+	*digest = XXH3_64bits_digest(f.hash);
 	rc = 0;
 out:
-	XXH3_freeState(hash);
-	free(buf);
+	if (running) {
+		/* A send in progress ends within the link timeout. */
+		atomic_store(&f.stop, 1);
+		pthread_join(tid, NULL);
+	}
+	XXH3_freeState(f.hash);
+	free(f.buf);
 	return rc;
 }
 
