@@ -45,26 +45,37 @@ echo "gid index: $RXE_A_DEV=$RXE_A_GID_INDEX $RXE_B_DEV=$RXE_B_GID_INDEX"
 # rxe retransmit stall there under TCG reads as 0.00 MB/s.
 a_sent=$(cnt "$RXE_A_DEV" sent_pkts) b_rcvd=$(cnt "$RXE_B_DEV" rcvd_pkts)
 a_retry=$(cnt "$RXE_A_DEV" completer_retry_err)
-port=18515
-ip netns exec rxb timeout 90 ib_write_bw -d "$RXE_B_DEV" -x "$RXE_B_GID_INDEX" -F -n 3000 -p $port \
-	>"$log/bw-server" 2>&1 &
-srv=$!
-if wait_listen $port; then
-	ip netns exec rxa timeout 60 ib_write_bw -d "$RXE_A_DEV" -x "$RXE_A_GID_INDEX" -F -n 3000 -p $port \
-		"$RXE_B_IP" >"$log/bw-client" 2>&1
-	crc=$?
-else
-	crc=1
-	echo "ib_write_bw server never listened on :$port" >"$log/bw-client"
+# One run of the pair; sets crc, src (exit codes) and mbps.
+bw_once() { # PORT
+	ip netns exec rxb timeout 90 ib_write_bw -d "$RXE_B_DEV" -x "$RXE_B_GID_INDEX" -F -n 3000 -p "$1" \
+		>"$log/bw-server" 2>&1 &
+	srv=$!
+	if wait_listen "$1"; then
+		ip netns exec rxa timeout 60 ib_write_bw -d "$RXE_A_DEV" -x "$RXE_A_GID_INDEX" -F -n 3000 \
+			-p "$1" "$RXE_B_IP" >"$log/bw-client" 2>&1
+		crc=$?
+	else
+		crc=1
+		echo "ib_write_bw server never listened on :$1" >"$log/bw-client"
+	fi
+	wait $srv
+	src=$?
+	# The result line follows the "#bytes #iterations BW peak BW average" header.
+	mbps=$(awk '/#bytes/ { getline; print $4; exit }' "$log/bw-client" 2>/dev/null)
+}
+bw_good() { ((crc == 0 && src == 0)) && [[ $mbps =~ ^[0-9]+(\.[0-9]+)?$ ]] && ((${mbps%.*} >= 1)); }
+# perftest itself, not rmig, is under test here, and under TCG it now and
+# then stalls past its timeout: a second attempt, said out loud, before
+# calling the environment broken.
+bw_once 18515
+if ! bw_good; then
+	echo "ib_write_bw: first attempt failed (client rc $crc, server rc $src): $(tail -n 2 "$log/bw-client" | tr '\n' ' '); again"
+	bw_once 18516
 fi
-wait $srv
-src=$?
-# The result line follows the "#bytes #iterations BW peak BW average" header.
-mbps=$(awk '/#bytes/ { getline; print $4; exit }' "$log/bw-client" 2>/dev/null)
 a_sent=$(($(cnt "$RXE_A_DEV" sent_pkts) - a_sent)) b_rcvd=$(($(cnt "$RXE_B_DEV" rcvd_pkts) - b_rcvd))
 a_retry=$(($(cnt "$RXE_A_DEV" completer_retry_err) - a_retry))
 # A result under 1 MB/s is a hang that happened to end, not a pass.
-if ((crc == 0 && src == 0)) && [[ $mbps =~ ^[0-9]+(\.[0-9]+)?$ ]] && ((${mbps%.*} >= 1)); then
+if bw_good; then
 	echo "ib_write_bw_MBps=$mbps"
 	ok "ib_write_bw $RXE_A_DEV -> $RXE_B_DEV: $mbps MB/s"
 else
