@@ -31,6 +31,7 @@
 
 #define QMP_LINE_MAX (1u << 20)
 #define FD_NAME "rmig-migration"
+#define SOCKET_BUFFER (8 << 20)
 #define LOAD_WAIT_MS 60000 /* destination: QEMU loading the end of the stream */
 
 struct qemu {
@@ -365,6 +366,15 @@ static int pass_socket(struct rmig_backend *be)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) {
 		rmig_backend_err(be, "qemu: socketpair: %s", strerror(errno));
 		return -errno;
+	}
+	/* QEMU's bandwidth estimate, and so when it dares to stop the guest,
+	 * is what it can push into this socket: let a few MiB queue up rather
+	 * than the default ~200 KiB (best effort: capped by wmem_max). */
+	for (int i = 0; i < 2; i++) {
+		int bytes = SOCKET_BUFFER;
+
+		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 	}
 	rc = qmp_run(be,
 		     json_pack("{s:s,s:{s:s}}", "execute", "getfd", "arguments", "fdname", FD_NAME),
