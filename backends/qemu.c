@@ -478,6 +478,21 @@ static int qemu_stream_switchover(struct rmig_backend *be)
 		       -1, NULL);
 }
 
+/* "cont", and make sure it took. */
+static int run_guest(struct rmig_backend *be)
+{
+	char status[32];
+	int running, rc = qmp_simple(be, "cont");
+
+	if (!rc)
+		rc = query_status(be, status, sizeof(status), &running);
+	if (!rc && !running) {
+		rmig_backend_err(be, "qemu: the guest does not run after cont (state %s)", status);
+		rc = -EIO;
+	}
+	return rc;
+}
+
 /* Source: a migration in flight is cancelled; a guest not running is
  * resumed. Also what `rmig send --resume-source` does. */
 static int qemu_resume(struct rmig_backend *be)
@@ -511,13 +526,7 @@ static int qemu_resume(struct rmig_backend *be)
 	if (!rc)
 		rc = query_status(be, status, sizeof(status), &running);
 	if (!rc && !running)
-		rc = qmp_simple(be, "cont");
-	if (!rc)
-		rc = query_status(be, status, sizeof(status), &running);
-	if (!rc && !running) {
-		rmig_backend_err(be, "qemu: the guest does not run after cont (state %s)", status);
-		rc = -EIO;
-	}
+		rc = run_guest(be);
 	return rc;
 }
 
@@ -622,18 +631,9 @@ static int qemu_load_state(struct rmig_backend *be, const void *blob, size_t len
 static int qemu_start(struct rmig_backend *be)
 {
 	struct qemu *q = be->priv;
-	char status[32];
-	int rc, running;
 
 	q->started = 1; /* from here on it may run: never quit it */
-	rc = qmp_simple(be, "cont");
-	if (!rc)
-		rc = query_status(be, status, sizeof(status), &running);
-	if (!rc && !running) {
-		rmig_backend_err(be, "qemu: the guest does not run after cont (state %s)", status);
-		rc = -EIO;
-	}
-	return rc;
+	return run_guest(be);
 }
 
 static int qemu_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
