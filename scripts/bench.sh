@@ -96,7 +96,7 @@ memcpy_one=$(jq -r .one_Bps <<<"$memcpy_json")
 # (2) RDMA, in one boot of the soft-RoCE VM.
 rxe_table=""
 if tests/rxe/setup.sh >/dev/null 2>&1; then
-	rxe_table=$(tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh 2>/dev/null | grep '^|')
+	rxe_table=$(tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU')
 else
 	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
 fi
