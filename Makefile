@@ -18,7 +18,7 @@ endif
 
 SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
-	  backends/registry.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
+	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
 	  engine/postcopy.c

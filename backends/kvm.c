@@ -37,6 +37,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "rmig.h"
 
 /* KVM_CLEAR_DIRTY_LOG takes the slot's mmu_lock for its whole range: clear in
@@ -391,45 +392,23 @@ static void cli_fill(struct kvm_guest *k)
 		}
 }
 
-static int cli_parse(struct rmig_backend *be, const char *args, uint64_t *size, unsigned *nslots,
-		     uint64_t *rate)
+/* The CLI form's options: kvm:size=SIZE[,slots=N,dirty-rate=R]. */
+struct cli_args {
+	uint64_t size, nslots, rate;
+};
+
+static int cli_arg(struct rmig_backend *be, void *state, const char *key, const char *val)
 {
-	char *copy = strdup(args), *save = NULL, *tok;
-	int rc = 0;
+	struct cli_args *a = state;
 
-	if (!copy)
-		return -ENOMEM;
-	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '='), *end;
-
-		if (!eq) {
-			rmig_backend_err(be, "kvm: expected key=value, got '%s'", tok);
-			rc = -EINVAL;
-			break;
-		}
-		*eq = 0;
-		if (strcmp(tok, "size") == 0) {
-			rc = rmig_parse_size(eq + 1, size);
-		} else if (strcmp(tok, "slots") == 0) {
-			unsigned long v = strtoul(eq + 1, &end, 10);
-
-			rc = end == eq + 1 || *end || v == 0 || v > RMIG_MAX_REGIONS ? -EINVAL : 0;
-			*nslots = (unsigned)v;
-		} else if (strcmp(tok, "dirty-rate") == 0) {
-			rc = rmig_parse_size(eq + 1, rate);
-		} else {
-			rmig_backend_err(be,
-					 "kvm: unknown option '%s' "
-					 "(kvm:size=SIZE[,slots=N,dirty-rate=PAGES_PER_S])",
-					 tok);
-			rc = -EINVAL;
-			break;
-		}
-		if (rc)
-			rmig_backend_err(be, "kvm: bad value '%s' for %s", eq + 1, tok);
-	}
-	free(copy);
-	return rc;
+	(void)be;
+	if (strcmp(key, "size") == 0)
+		return rmig_parse_size(val, &a->size);
+	if (strcmp(key, "slots") == 0)
+		return rmig_backend_arg_u64(val, 10, 1, RMIG_MAX_REGIONS, &a->nslots);
+	if (strcmp(key, "dirty-rate") == 0)
+		return rmig_parse_size(val, &a->rate);
+	return -ENOENT;
 }
 
 /* One batch: the guest writes n pages, then HLT brings KVM_RUN back. */
@@ -581,9 +560,15 @@ static int kvm_create(struct rmig_backend *be, const char *args, enum rmig_role 
 		return -EINVAL;
 	}
 	if (role == RMIG_ROLE_SOURCE) {
-		rc = cli_parse(be, args, &size, &n, &rate);
+		struct cli_args a = { .size = size, .nslots = n, .rate = rate };
+
+		rc = rmig_backend_args_each(
+		    be, args, "kvm:size=SIZE[,slots=N,dirty-rate=PAGES_PER_S]", cli_arg, &a);
 		if (rc)
 			return rc;
+		size = a.size;
+		n = (unsigned)a.nslots;
+		rate = a.rate;
 		if (!size) {
 			rmig_backend_err(be, "kvm: the source needs a size "
 					     "(kvm:size=SIZE[,slots=N,dirty-rate=PAGES_PER_S])");

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "rmig.h"
 
 #define QMP_LINE_MAX (1u << 20)
@@ -265,36 +266,32 @@ static int connect_qmp(struct rmig_backend *be, struct qemu *q)
 	return rc;
 }
 
+static int qemu_arg(struct rmig_backend *be, void *state, const char *key, const char *val)
+{
+	struct qemu *q = state;
+	uint64_t v;
+	int rc;
+
+	if (strcmp(key, "qmp") == 0) {
+		if (!*val || strlen(val) >= sizeof(q->path))
+			return -EINVAL;
+		snprintf(q->path, sizeof(q->path), "%s", val);
+		return 0;
+	}
+	if (strcmp(key, "timeout") == 0) {
+		rc = rmig_backend_arg_u64(val, 10, 1, 600000, &v);
+		if (rc)
+			rmig_backend_err(be, "qemu: bad timeout '%s' (milliseconds)", val);
+		q->tmo_ms = (unsigned)v;
+		return rc;
+	}
+	return -ENOENT;
+}
+
 static int parse_args(struct rmig_backend *be, struct qemu *q, const char *args)
 {
-	char *copy = strdup(args), *save = NULL, *tok;
-	int rc = 0;
+	int rc = rmig_backend_args_each(be, args, "qemu:qmp=PATH[,timeout=MS]", qemu_arg, q);
 
-	if (!copy)
-		return -ENOMEM;
-	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '='), *end;
-
-		if (eq)
-			*eq++ = 0;
-		if (eq && strcmp(tok, "qmp") == 0 && *eq && strlen(eq) < sizeof(q->path)) {
-			snprintf(q->path, sizeof(q->path), "%s", eq);
-		} else if (eq && strcmp(tok, "timeout") == 0) {
-			unsigned long v = strtoul(eq, &end, 10);
-
-			if (end == eq || *end || v == 0 || v > 600000) {
-				rmig_backend_err(be, "qemu: bad timeout '%s' (milliseconds)", eq);
-				rc = -EINVAL;
-			}
-			q->tmo_ms = (unsigned)v;
-		} else {
-			rmig_backend_err(
-			    be, "qemu: unknown or bad option '%s' (expected qmp=PATH, timeout=MS)",
-			    tok);
-			rc = -EINVAL;
-		}
-	}
-	free(copy);
 	if (!rc && !q->path[0]) {
 		rmig_backend_err(be,
 				 "qemu: needs qmp=PATH (the QMP socket of the QEMU to migrate)");

@@ -33,6 +33,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "args.h"
 #include "rmig.h"
 
 #define SIM_PAGE 4096u
@@ -107,72 +108,54 @@ static int parse_percent(const char *v, unsigned *out)
 	return 0;
 }
 
-static int parse_args(struct rmig_backend *be, struct sim *s, const char *args, uint64_t *size,
-		      unsigned *hot_pct, unsigned *nregions)
+/* What create reads besides struct sim's own fields. */
+struct sim_args {
+	struct sim *s;
+	uint64_t size;
+	unsigned hot_pct, nregions;
+};
+
+static int sim_arg(struct rmig_backend *be, void *state, const char *key, const char *val)
 {
-	char *copy = strdup(args), *save = NULL, *tok;
-	int rc = 0;
+	struct sim_args *a = state;
+	struct sim *s = a->s;
+	uint64_t v;
+	int rc;
 
-	if (!copy)
-		return -ENOMEM;
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(tok, '='), *end;
-		const char *val;
-
-		if (!eq) {
-			rmig_backend_err(be, "sim: expected key=value, got '%s'", tok);
+	if (strcmp(key, "size") == 0)
+		return rmig_parse_size(val, &a->size);
+	if (strcmp(key, "dirty-rate") == 0)
+		return rmig_parse_size(val, &s->rate);
+	if (strcmp(key, "hot") == 0)
+		return parse_percent(val, &a->hot_pct);
+	if (strcmp(key, "zero") == 0)
+		return parse_percent(val, &s->zero_pct);
+	if (strcmp(key, "zero-run") == 0)
+		return rmig_backend_arg_u64(val, 10, 1, 1u << 20, &s->zero_run);
+	if (strcmp(key, "seed") == 0)
+		return rmig_backend_arg_u64(val, 0, 0, UINT64_MAX, &s->seed);
+	if (strcmp(key, "node") == 0) {
+		rc = rmig_backend_arg_u64(val, 10, 0, 1023, &v);
+		if (!rc && (numa_available() < 0 || (long)v > numa_max_node() ||
+			    !numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)v))) {
+			rmig_backend_err(be, "sim: NUMA node %llu does not exist here",
+					 (unsigned long long)v);
 			rc = -EINVAL;
-			break;
 		}
-		*eq = 0;
-		val = eq + 1;
-		if (strcmp(tok, "size") == 0)
-			rc = rmig_parse_size(val, size);
-		else if (strcmp(tok, "dirty-rate") == 0)
-			rc = rmig_parse_size(val, &s->rate);
-		else if (strcmp(tok, "hot") == 0)
-			rc = parse_percent(val, hot_pct);
-		else if (strcmp(tok, "zero") == 0)
-			rc = parse_percent(val, &s->zero_pct);
-		else if (strcmp(tok, "zero-run") == 0) {
-			s->zero_run = strtoull(val, &end, 10);
-			rc = (end == val || *end || s->zero_run == 0 || s->zero_run > (1u << 20))
-				 ? -EINVAL
-				 : 0;
-		} else if (strcmp(tok, "seed") == 0) {
-			s->seed = strtoull(val, &end, 0);
-			rc = (end == val || *end) ? -EINVAL : 0;
-		} else if (strcmp(tok, "node") == 0) {
-			long n = strtol(val, &end, 10);
-
-			rc = (end == val || *end || n < 0 || n > 1023) ? -EINVAL : 0;
-			if (!rc && (numa_available() < 0 || n > numa_max_node() ||
-				    !numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)n))) {
-				rmig_backend_err(be, "sim: NUMA node %ld does not exist here", n);
-				rc = -EINVAL;
-				break;
-			}
-			s->node = (int)n;
-		} else if (strcmp(tok, "overcommit") == 0) {
-			s->overcommit = (int)strtoul(val, &end, 10);
-			rc = (end == val || *end || s->overcommit > 1) ? -EINVAL : 0;
-		} else if (strcmp(tok, "regions") == 0) {
-			*nregions = (unsigned)strtoul(val, &end, 10);
-			rc = (end == val || *end || *nregions == 0 || *nregions > RMIG_MAX_REGIONS)
-				 ? -EINVAL
-				 : 0;
-		} else {
-			rmig_backend_err(be, "sim: unknown option '%s'", tok);
-			rc = -EINVAL;
-			break;
-		}
-		if (rc) {
-			rmig_backend_err(be, "sim: bad value '%s' for %s", val, tok);
-			break;
-		}
+		s->node = (int)v;
+		return rc;
 	}
-	free(copy);
-	return rc;
+	if (strcmp(key, "overcommit") == 0) {
+		rc = rmig_backend_arg_u64(val, 10, 0, 1, &v);
+		s->overcommit = (int)v;
+		return rc;
+	}
+	if (strcmp(key, "regions") == 0) {
+		rc = rmig_backend_arg_u64(val, 10, 1, RMIG_MAX_REGIONS, &v);
+		a->nregions = (unsigned)v;
+		return rc;
+	}
+	return -ENOENT;
 }
 
 /* Refuse a guest this host cannot hold, rather than dying half-way. The
@@ -367,8 +350,9 @@ static void sim_destroy(struct rmig_backend *be)
 static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role role)
 {
 	struct sim *s = calloc(1, sizeof(*s));
-	uint64_t size = 256ull << 20;
-	unsigned hot_pct = 10, nregions = 1;
+	struct sim_args a = { .s = s, .size = 256ull << 20, .hot_pct = 10, .nregions = 1 };
+	uint64_t size;
+	unsigned hot_pct, nregions;
 	int rc;
 
 	if (!s)
@@ -388,9 +372,12 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 		s->overcommit = !strcmp(args, "overcommit=1");
 		return 0;
 	}
-	rc = parse_args(be, s, args, &size, &hot_pct, &nregions);
+	rc = rmig_backend_args_each(be, args, NULL, sim_arg, &a);
 	if (rc)
 		return rc;
+	size = a.size;
+	hot_pct = a.hot_pct;
+	nregions = a.nregions;
 	if (size < (uint64_t)SIM_PAGE * nregions || size % ((uint64_t)SIM_PAGE * nregions)) {
 		rmig_backend_err(be, "sim: size %llu is not a non-zero multiple of %u pages",
 				 (unsigned long long)size, nregions);

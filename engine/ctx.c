@@ -150,6 +150,16 @@ void rmig_cancel(struct rmig_ctx *ctx)
 					      RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
 }
 
+int rmig_cancel_close(struct rmig_ctx *ctx)
+{
+	/* Store, then look: rmig_cancel() does the opposite, so a cancel
+	 * racing with this one is either seen here or ignored there. */
+	atomic_store(&ctx->no_cancel, 1);
+	if (atomic_load(&ctx->cancelled))
+		return rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+	return 0;
+}
+
 int rmig_cancel_requested(struct rmig_ctx *ctx)
 {
 	return atomic_load(&ctx->cancelled) && !atomic_load(&ctx->no_cancel);

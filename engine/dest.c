@@ -1110,15 +1110,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 				rc = rmig_err(ctx, -EPROTO, "protocol error: GO before READY");
 				goto fail;
 			}
-			if (r->pc) {
-				/* From here a cancel could only lose the guest. One that
-				 * came first still rolls back. */
-				atomic_store(&ctx->no_cancel, 1);
-				if (atomic_load(&ctx->cancelled)) {
-					rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
-					goto fail;
-				}
-			}
+			if (r->pc && (rc = rmig_cancel_close(ctx)))
+				goto fail;
 			t_go = rmig_now_ms();
 			/* No start op: resuming is starting. */
 			rc = ctx->be->ops->start ? ctx->be->ops->start(ctx->be)

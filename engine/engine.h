@@ -91,6 +91,9 @@ int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value);
 /* The same from a thread other than the control thread: the error text goes
  * to err, not ctx->err. */
 int rmig_ctrl_send_err(struct rmig_ctx *ctx, const struct rmig_msg *m, char *err, size_t errlen);
+/* From here (post-copy's GO) a cancel could only lose the guest: ignore any
+ * later one. -ECANCELED, with the message set, if one came first. */
+int rmig_cancel_close(struct rmig_ctx *ctx);
 /* A cancel that still counts (see no_cancel). */
 int rmig_cancel_requested(struct rmig_ctx *ctx);
 int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms);

@@ -1407,15 +1407,8 @@ complete:
 		rc = expect_serving(s, RMIG_MSG_READY, &m);
 	if (rc)
 		goto fail;
-	if (s->postcopy) {
-		/* From GO on a cancel could only lose the guest: ignore it.
-		 * One that came first still rolls back. */
-		atomic_store(&ctx->no_cancel, 1);
-		if (atomic_load(&ctx->cancelled)) {
-			rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
-			goto fail;
-		}
-	}
+	if (s->postcopy && (rc = rmig_cancel_close(ctx)))
+		goto fail;
 	go_sent = 1;
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
 	if (!rc)

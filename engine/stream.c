@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -115,12 +116,13 @@ struct forwarder {
 	atomic_uint_fast64_t bytes; /* sent so far */
 	atomic_int stop;	    /* the control thread gave up */
 	atomic_int done;	    /* 1: the stream ended; a negative errno: failed */
+	int send_failed;	    /* the failure was the link's (the peer may say why) */
+	char err[512];		    /* why it failed: ctx->err is the control thread's */
 };
 
 static void *forward_main(void *arg)
 {
 	struct forwarder *f = arg;
-	struct rmig_ctx *ctx = f->ctx;
 	int rc = 0;
 
 	while (!rc && !atomic_load(&f->stop)) {
@@ -129,17 +131,17 @@ static void *forward_main(void *arg)
 		ssize_t got;
 		int n = poll(&pfd, 1, STATUS_EVERY_MS);
 
-		if (n < 0 && errno != EINTR)
-			rc = rmig_err(ctx, -errno, "poll on the hypervisor's stream: %s",
-				      strerror(errno));
-		if (n <= 0)
+		if (n < 0 && errno == EINTR)
 			continue;
-		got = read(f->fd, f->buf, RMIG_MAX_STREAM_CHUNK);
+		if (n == 0)
+			continue;
+		got = n < 0 ? -1 : read(f->fd, f->buf, RMIG_MAX_STREAM_CHUNK);
 		if (got < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
 		if (got < 0) {
-			rc = rmig_err(ctx, -errno, "reading the hypervisor's stream: %s",
-				      strerror(errno));
+			rc = -errno;
+			snprintf(f->err, sizeof(f->err), "reading the hypervisor's stream: %s",
+				 strerror(errno));
 			break;
 		}
 		if (got == 0) {
@@ -149,12 +151,13 @@ static void *forward_main(void *arg)
 		XXH3_64bits_update(f->hash, f->buf, (size_t)got);
 		m.u.state.data = f->buf;
 		m.u.state.len = (uint32_t)got;
-		rc = rmig_ctrl_send(ctx, &m);
-		if (rc)
-			rc = peer_reason(ctx, rc);
-		else
+		rc = rmig_ctrl_send_err(f->ctx, &m, f->err, sizeof(f->err));
+		f->send_failed = rc != 0;
+		if (!rc)
 			atomic_fetch_add(&f->bytes, (uint64_t)got);
 	}
+	if (!rc)
+		snprintf(f->err, sizeof(f->err), "stopped");
 	atomic_store(&f->done, rc ? rc : -ECANCELED);
 	return NULL;
 }
@@ -208,8 +211,12 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 	running = 0;
 	ctx->stats.bytes_sent = atomic_load(&f.bytes);
 	rc = atomic_load(&f.done);
-	if (rc < 0)
-		goto out; /* ctx->err says why */
+	if (rc < 0) {
+		rmig_err(ctx, rc, "%s", f.err);
+		if (f.send_failed)
+			rc = peer_reason(ctx, rc);
+		goto out;
+	}
 	/* The end of the stream: the hypervisor must say it completed. */
 	end = rmig_now_ms() + ctx->cfg.link_timeout_ms;
 	for (;;) {

@@ -84,3 +84,36 @@ wait_pid() {
 
 # millis: wall-clock milliseconds.
 millis() { date +%s%3N; }
+
+# embed_counter_run EXAMPLE MIB: run an examples/embed_counter binary as
+# receiver (any port, read from its "listening N" line) and sender of a MIB
+# MiB guest; their output in $T/recv.out and $T/send.out, the receiver's
+# exit code in RC.
+embed_counter_run() {
+	"$1" recv 0 >"$T/recv.out" 2>"$T/recv.err" &
+	RECV_PID=$!
+	PIDS="$PIDS $RECV_PID"
+	PORT=""
+	for _ in $(seq 100); do
+		PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/recv.out")
+		[ -n "$PORT" ] && break
+		kill -0 "$RECV_PID" 2>/dev/null || fail "receiver exited before listening"
+		sleep 0.05
+	done
+	[ -n "$PORT" ] || fail "receiver did not print its port"
+	"$1" send 127.0.0.1 "$PORT" "$2" >"$T/send.out" 2>"$T/send.err" ||
+		fail "embed_counter send exited $?"
+	wait_pid "$RECV_PID" 30
+}
+
+# qemu_guest_or_skip: tests/qemu's helpers, with the guest built; SKIP when
+# QEMU or the kernel cannot be had at all, FAIL on any other problem.
+qemu_guest_or_skip() {
+	. "$(dirname "${BASH_SOURCE[0]}")/../qemu/guest.sh"
+	guest_prepare
+	case $? in
+	0) ;;
+	77) skip "$GUEST_ERROR" ;;
+	*) fail "$GUEST_ERROR" ;;
+	esac
+}

@@ -16,21 +16,7 @@ field() {
 	} END { print value }' "$T/$1.out"
 }
 
-"$EXAMPLE" recv 0 >"$T/recv.out" 2>"$T/recv.err" &
-RECV_PID=$!
-PIDS="$PIDS $RECV_PID"
-PORT=""
-for _ in $(seq 100); do
-	PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/recv.out")
-	[ -n "$PORT" ] && break
-	kill -0 "$RECV_PID" 2>/dev/null || fail "receiver exited before listening"
-	sleep 0.05
-done
-[ -n "$PORT" ] || fail "receiver did not print its port"
-
-"$EXAMPLE" send 127.0.0.1 "$PORT" 64 >"$T/send.out" 2>"$T/send.err" ||
-	fail "embed_counter send exited $?"
-wait_pid "$RECV_PID" 30
+embed_counter_run "$EXAMPLE" 64
 expect_eq "recv exit code" "$RC" 0
 for side in send recv; do
 	expect_eq "$side result" "$(field $side result)" migrated

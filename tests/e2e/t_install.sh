@@ -50,20 +50,7 @@ cc -std=gnu11 -Wall -Wextra -Werror -pthread $san_cflags -o "$T/embed_counter" \
 export LD_LIBRARY_PATH="$dest/usr/lib"
 ldd "$T/embed_counter" | grep -q "librmig.so.0 => $dest/usr/lib/librmig.so.0" ||
 	fail "the example does not load the installed library: $(ldd "$T/embed_counter" | grep rmig)"
-"$T/embed_counter" recv 0 >"$T/recv.out" 2>"$T/recv.err" &
-RECV_PID=$!
-PIDS="$PIDS $RECV_PID"
-PORT=""
-for _ in $(seq 100); do
-	PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/recv.out")
-	[ -n "$PORT" ] && break
-	kill -0 "$RECV_PID" 2>/dev/null || fail "receiver exited before listening"
-	sleep 0.05
-done
-[ -n "$PORT" ] || fail "receiver did not print its port"
-"$T/embed_counter" send 127.0.0.1 "$PORT" 16 >"$T/send.out" 2>"$T/send.err" ||
-	fail "embed_counter send exited $?"
-wait_pid "$RECV_PID" 30
+embed_counter_run "$T/embed_counter" 16
 expect_eq "recv exit code" "$RC" 0
 grep -q '^source result=migrated verified=1 .* check=ok$' "$T/send.out" || fail "source did not migrate"
 grep -q '^destination result=migrated verified=1 .* check=ok$' "$T/recv.out" ||

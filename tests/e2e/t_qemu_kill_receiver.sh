@@ -6,15 +6,8 @@
 # query-status says running and the guest's counter keeps going, without a
 # gap or a repeat. Skips only if QEMU or the kernel cannot be had.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/../qemu/guest.sh"
 set -o pipefail
-
-guest_prepare
-case $? in
-0) ;;
-77) skip "$GUEST_ERROR" ;;
-*) fail "$GUEST_ERROR" ;;
-esac
+qemu_guest_or_skip
 
 guest_start src || fail "$GUEST_ERROR"
 guest_wait_counter src 20 90 || fail "$GUEST_ERROR"

@@ -7,15 +7,8 @@
 # value lost, none repeated, across the two serial logs, and still counting.
 # Skips only if QEMU or the kernel cannot be had.
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/../qemu/guest.sh"
 set -o pipefail
-
-guest_prepare
-case $? in
-0) ;;
-77) skip "$GUEST_ERROR" ;;
-*) fail "$GUEST_ERROR" ;;
-esac
+qemu_guest_or_skip
 
 t_boot=$(millis)
 guest_start src || fail "$GUEST_ERROR"

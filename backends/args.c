@@ -1,0 +1,50 @@
+/* args.c - see args.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+
+int rmig_backend_args_each(struct rmig_backend *be, const char *args, const char *usage,
+			   rmig_backend_arg_fn one, void *state)
+{
+	const char *name = be->ops->name;
+	char *copy = strdup(args), *save = NULL, *tok;
+	int rc = 0;
+
+	if (!copy)
+		return -ENOMEM;
+	for (tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(tok, '=');
+
+		if (!eq) {
+			rmig_backend_err(be, "%s: expected key=value, got '%s'", name, tok);
+			rc = -EINVAL;
+			break;
+		}
+		*eq = 0;
+		be->err[0] = 0;
+		rc = one(be, state, tok, eq + 1);
+		if (rc == -ENOENT) {
+			rmig_backend_err(be, "%s: unknown option '%s'%s%s%s", name, tok,
+					 usage ? " (" : "", usage ? usage : "", usage ? ")" : "");
+			rc = -EINVAL;
+		} else if (rc && !be->err[0])
+			rmig_backend_err(be, "%s: bad value '%s' for %s", name, eq + 1, tok);
+	}
+	free(copy);
+	return rc;
+}
+
+int rmig_backend_arg_u64(const char *value, int base, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(value, &end, base);
+	if (end == value || *end || errno || *value == '-' || v < min || v > max)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
