@@ -21,7 +21,7 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c eng
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
-	  engine/postcopy.c
+	  engine/postcopy.c engine/prealloc.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)

@@ -23,6 +23,7 @@
 #include "stream.h"
 #include "placement.h"
 #include "postcopy.h"
+#include "prealloc.h"
 
 #define BOUNCE_BYTES RMIG_MAX_PAGE_SIZE /* post-copy: page bytes staged per receiver */
 
@@ -618,10 +619,16 @@ static int setup_session(struct rmig_ctx *ctx, struct receiver *r, struct rmig_m
 	rc = accept_channels(ctx, ctx->nchan, nodes);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.link_timeout_ms);
+	/* Heartbeats from here: allocating, preallocating and registering a
+	 * large guest can take longer than the source's link timeout. */
+	if (!rc)
+		rc = rmig_heartbeat_start(ctx);
 	if (rc)
 		return rc;
 	if (!resume) {
 		rc = take_layout(ctx, &m->u.layout);
+		if (!rc && ctx->cfg.prealloc)
+			rc = rmig_prealloc_regions(ctx);
 		for (size_t i = 0; !rc && i < ctx->nregions; i++) {
 			uint64_t pages = ctx->regions[i].len / ctx->regions[i].page_size;
 

@@ -628,6 +628,10 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 	m->type = RMIG_MSG_REGIONS;
 	m->u.layout = ctx->layout;
 	rc = rmig_ctrl_send(ctx, m);
+	/* Heartbeats from here: registering a large guest (take_memory) can take
+	 * longer than the destination's link timeout. */
+	if (!rc)
+		rc = rmig_heartbeat_start(ctx);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS_ACK, m, tmo);
 	if (!rc && ask_placement) {
@@ -730,6 +734,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 			rc = handshake(ctx, OPEN_RESUME, next_round);
 		if (!rc)
 			break;
+		rmig_heartbeat_pause(ctx, 1);
 		to->ops->close_session(to);
 		if (rc == -ECONNABORTED || rc == -EACCES || rc == -EPROTONOSUPPORT)
 			break; /* the destination said no: asking again will not help */

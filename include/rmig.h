@@ -440,6 +440,14 @@ struct rmig_config {
 	 * may call rmig_progress()/rmig_cancel(), no other function on the ctx. */
 	void (*on_event)(void *arg, const struct rmig_event *ev);
 	void *event_arg;
+	/* Destination: before acknowledging the layout, fault in all of the
+	 * guest's memory (as QEMU's -mem-prealloc), one thread per CPU, after
+	 * checking that the host and its cgroup have that much available. A
+	 * host short of memory then refuses before the source sends a page,
+	 * and the first round runs at the link's speed, not at the speed the
+	 * kernel hands out fresh pages. Costs the time to clear the memory
+	 * (stats.prealloc_ms) before the first round. */
+	int prealloc;
 };
 
 enum rmig_event_type {
@@ -513,6 +521,7 @@ struct rmig_stats {
 	uint64_t postcopy_ms;	     /* the destination's guest ran while pages
 				      * were still arriving (source: STARTED to
 				      * the last page acknowledged) */
+	uint64_t prealloc_ms;	     /* destination: time spent on cfg.prealloc */
 };
 
 struct rmig_ctx;

@@ -71,6 +71,9 @@ static const char usage_text[] =
     "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
     "  --keep-listening        serve one migration after another (each with a fresh\n"
     "                          backend; a summary line each) until SIGINT/SIGTERM\n"
+    "  --prealloc              fault in all guest memory before the first page comes\n"
+    "                          (as QEMU's -mem-prealloc): refuse at once if the host or\n"
+    "                          cgroup lacks it; round 1 then runs at the link's speed\n"
     "\n"
     "backends:\n"
     "  sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]\n"
@@ -475,7 +478,8 @@ static void print_summary(struct tool *t, int rc)
 		    "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
 		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
 		    "\"verified\":%s,\"failovers\":%u,\"cpu_ms\":%.0f,\"postcopy\":%s,"
-		    "\"postcopy_pages\":%llu,\"postcopy_requested\":%llu,\"postcopy_ms\":%llu",
+		    "\"postcopy_pages\":%llu,\"postcopy_requested\":%llu,\"postcopy_ms\":%llu,"
+		    "\"prealloc_ms\":%llu",
 		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
 		    s->transport, s->pin, (unsigned long long)s->total_ms,
 		    (unsigned long long)s->downtime_ms, s->rounds,
@@ -485,7 +489,8 @@ static void print_summary(struct tool *t, int rc)
 		    s->expected_downtime_ms, s->verified ? "true" : "false", s->failovers,
 		    t->cpu_s * 1000, s->postcopy ? "true" : "false",
 		    (unsigned long long)s->postcopy_pages,
-		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms);
+		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
+		    (unsigned long long)s->prealloc_ms);
 		if (running >= 0)
 			printf(",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -551,6 +556,7 @@ enum {
 	OPT_SECONDS,
 	OPT_SIZE,
 	OPT_POSTCOPY,
+	OPT_PREALLOC,
 };
 
 static const struct option long_opts[] = {
@@ -581,6 +587,7 @@ static const struct option long_opts[] = {
 	{ "seconds", required_argument, NULL, OPT_SECONDS },
 	{ "size", required_argument, NULL, OPT_SIZE },
 	{ "postcopy", no_argument, NULL, OPT_POSTCOPY },
+	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -794,6 +801,7 @@ int main(int argc, char **argv)
 		case OPT_KEEP: keep_listening = 1; break;
 		case OPT_RESUME_SOURCE: resume_source = 1; break;
 		case OPT_POSTCOPY: cfg.postcopy = 1; break;
+		case OPT_PREALLOC: cfg.prealloc = 1; break;
 		default: die_usage("unknown option");
 		}
 	}
@@ -803,6 +811,8 @@ int main(int argc, char **argv)
 		die_usage("--resume-source is for send");
 	if (cfg.postcopy && (!send || bench))
 		die_usage("--postcopy is for send");
+	if (cfg.prealloc && send)
+		die_usage("--prealloc is for recv");
 	if (cfg.postcopy && verify_given)
 		die_usage("--postcopy cannot --verify: the destination's guest writes its memory "
 			  "before all of it arrived");
