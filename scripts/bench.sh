@@ -1,6 +1,7 @@
 #!/bin/bash
 # make bench: rmig against ceilings measured in the same run on this machine.
-# Writes bench/results.md and bench/results.json. BENCH_SIZE, BENCH_CHANNELS,
+# Writes bench/results.md, bench/results.json and the plots bench/{tcp,sweep,scale,qemu}.png
+# (scripts/bench_plots.sh draws all but the sweep's). BENCH_SIZE, BENCH_CHANNELS,
 # BENCH_RUNS (3) tune it. The sections, numbered as in issue 6:
 # (1) TCP throughput against iperf3 over loopback, and rmig bench's steady
 # state; (2) RDMA against ib_write_bw on one rxe pair (tests/rxe/bench.sh);
@@ -153,6 +154,8 @@ fi
 	echo "# rmig bench, $(date -u +%Y-%m-%d), $(uname -m), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo
 	tcp_table
+	echo "Plot: bench/tcp.png."
+	echo
 	echo "## Downtime against dirty rate (plot: bench/sweep.png)"
 	echo
 	sed 's#^Plot: .*#Plot: bench/sweep.png#' "$T/sweep.md"
@@ -161,9 +164,13 @@ fi
 	echo
 	cat "$T/scale.md"
 	echo
+	echo "Plot: bench/scale.png."
+	echo
 	echo "## A QEMU guest: QEMU's own migration and rmig's"
 	echo
 	cat "$T/qemu.md"
+	echo
+	echo "Plot: bench/qemu.png."
 	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
@@ -177,3 +184,5 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson qemu "$(cat "$T/qemu/qemu.json" 2>/dev/null || echo null)" \
 	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu}' \
 	>bench/results.json
+# Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
+scripts/bench_plots.sh bench
