@@ -15,6 +15,10 @@
  *  - a rollback cancels the source's migration and "cont"s its guest; a
  *    destination QEMU that was fed a guest and never told to run is quit,
  *    so that the guest cannot run twice.
+ * Both QEMUs get the "events" capability: their MIGRATION events wake rmig
+ * the moment the state changes (the pause, the end of loading) instead of
+ * a poll's later; every wait still re-queries now and then, so a missed
+ * event only costs time.
  * Spec: qemu:qmp=PATH[,timeout=MS]. */
 #include <errno.h>
 #include <jansson.h>
@@ -34,6 +38,7 @@
 #define FD_NAME "rmig-migration"
 #define SOCKET_BUFFER (8 << 20)
 #define LOAD_WAIT_MS 60000 /* destination: QEMU loading the end of the stream */
+#define LOAD_POLL_MS 100   /* destination: query-migrate again without an event */
 
 struct qemu {
 	int qmp;	 /* the QMP socket */
@@ -41,6 +46,7 @@ struct qemu {
 	unsigned tmo_ms; /* one QMP command's answer */
 	int incoming;	 /* destination: migrate-incoming was issued */
 	int started;	 /* destination: cont was issued */
+	int resumed;	 /* RESUME was the last of RESUME and STOP seen */
 	json_int_t seq;	 /* id of the last command: a late answer is told apart */
 	char *buf;	 /* QMP bytes read but not consumed */
 	size_t len, cap;
@@ -92,18 +98,21 @@ static int qmp_send(struct rmig_backend *be, const char *line, int pass_fd)
 	return 0;
 }
 
-/* The next JSON line from QEMU, parsed; waits up to q->tmo_ms. */
-static int qmp_read(struct rmig_backend *be, json_t **out)
+/* The next JSON line from QEMU, parsed. Waits until end (now_ms()) or
+ * until wake_fd (if >= 0) is readable: then -ETIMEDOUT without a message,
+ * the caller says what it waited for. */
+static int qmp_next(struct rmig_backend *be, int64_t end, int wake_fd, json_t **out)
 {
 	struct qemu *q = be->priv;
-	int64_t end = now_ms() + q->tmo_ms;
 	json_error_t jerr;
 
 	for (;;) {
 		char *nl = q->len ? memchr(q->buf, '\n', q->len) : NULL;
-		struct pollfd pfd = { .fd = q->qmp, .events = POLLIN };
+		struct pollfd pfd[2] = { { .fd = q->qmp, .events = POLLIN },
+					 { .fd = wake_fd, .events = POLLIN } };
 		int64_t left;
 		ssize_t n;
+		int ready;
 
 		if (nl) {
 			size_t line = (size_t)(nl - q->buf) + 1;
@@ -130,11 +139,19 @@ static int qmp_read(struct rmig_backend *be, json_t **out)
 			q->cap = cap;
 		}
 		left = end - now_ms();
-		if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
-			rmig_backend_err(be, "qemu: QMP %s did not answer within %u ms", q->path,
-					 q->tmo_ms);
+		if (left <= 0)
 			return -ETIMEDOUT;
+		ready = poll(pfd, 2, (int)left);
+		if (ready < 0 && errno != EINTR) {
+			int e = errno;
+
+			rmig_backend_err(be, "qemu: poll: %s", strerror(e));
+			return -e;
 		}
+		if (ready <= 0)
+			continue; /* the deadline is checked above */
+		if (pfd[1].revents)
+			return -ETIMEDOUT;
 		n = read(q->qmp, q->buf + q->len, q->cap - q->len);
 		if (n < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
@@ -144,6 +161,52 @@ static int qmp_read(struct rmig_backend *be, json_t **out)
 			return n ? -errno : -ECONNRESET;
 		}
 		q->len += (size_t)n;
+	}
+}
+
+/* The next JSON line from QEMU, parsed; waits up to q->tmo_ms. */
+static int qmp_read(struct rmig_backend *be, json_t **out)
+{
+	struct qemu *q = be->priv;
+	int rc = qmp_next(be, now_ms() + q->tmo_ms, -1, out);
+
+	if (rc == -ETIMEDOUT)
+		rmig_backend_err(be, "qemu: QMP %s did not answer within %u ms", q->path,
+				 q->tmo_ms);
+	return rc;
+}
+
+/* Note what an event says; 1 if it is news about the migration. */
+static int note_event(struct qemu *q, json_t *msg)
+{
+	const char *ev = json_string_value(json_object_get(msg, "event"));
+
+	if (!ev)
+		return 0;
+	if (!strcmp(ev, "RESUME") || !strcmp(ev, "STOP"))
+		q->resumed = !strcmp(ev, "RESUME"); /* the later one counts */
+	return !strcmp(ev, "MIGRATION") || !strcmp(ev, "MIGRATION_PASS");
+}
+
+/* Wait without asking QEMU anything (after the switch-over it may hold the
+ * lock its monitor needs) for a migration event, at most timeout_ms or
+ * until wake_fd is readable: 1 for an event, 0 when the wait ended
+ * without one, or a negative errno. */
+static int qmp_wait_event(struct rmig_backend *be, int wake_fd, unsigned timeout_ms)
+{
+	int64_t end = now_ms() + timeout_ms;
+
+	for (;;) {
+		json_t *msg = NULL;
+		int rc = qmp_next(be, end, wake_fd, &msg), news;
+
+		if (rc)
+			return rc == -ETIMEDOUT ? 0 : rc;
+		/* Anything else is another event or a late answer: drop it. */
+		news = note_event(be->priv, msg);
+		json_decref(msg);
+		if (news)
+			return 1;
 	}
 }
 
@@ -176,6 +239,7 @@ static int qmp_run(struct rmig_backend *be, json_t *cmd, int pass_fd, json_t **r
 		if (rc)
 			break;
 		/* Events, and the answer to a command that timed out before. */
+		note_event(q, reply);
 		if (json_integer_value(json_object_get(reply, "id")) != id) {
 			json_decref(reply);
 			reply = NULL;
@@ -401,12 +465,13 @@ static int qemu_stream_open(struct rmig_backend *be, const struct rmig_stream_pa
 		return -EINVAL;
 	}
 	/* Stop before the final part until rmig lets it go; auto-converge is
-	 * QEMU's own throttle when the guest dirties faster than the link. */
+	 * QEMU's own throttle when the guest dirties faster than the link;
+	 * events tell stream_wait of the pause at once. */
 	rc = qmp_run(be,
-		     json_pack("{s:s,s:{s:[{s:s,s:b},{s:s,s:b}]}}", "execute",
+		     json_pack("{s:s,s:{s:[{s:s,s:b},{s:s,s:b},{s:s,s:b}]}}", "execute",
 			       "migrate-set-capabilities", "arguments", "capabilities",
 			       "capability", "pause-before-switchover", "state", 1, "capability",
-			       "auto-converge", "state", 1),
+			       "auto-converge", "state", 1, "capability", "events", "state", 1),
 		     -1, NULL);
 	if (!rc)
 		rc = qmp_run(be,
@@ -467,6 +532,14 @@ static int qemu_stream_status(struct rmig_backend *be, struct rmig_stream_status
 	return 0;
 }
 
+/* Source: stream_status follows at once, so an event's content is not kept. */
+static int qemu_stream_wait(struct rmig_backend *be, int wake_fd, unsigned timeout_ms)
+{
+	int rc = qmp_wait_event(be, wake_fd, timeout_ms);
+
+	return rc < 0 ? rc : 0;
+}
+
 static int qemu_stream_switchover(struct rmig_backend *be)
 {
 	return qmp_run(be,
@@ -475,13 +548,18 @@ static int qemu_stream_switchover(struct rmig_backend *be)
 		       -1, NULL);
 }
 
-/* "cont", and make sure it took. */
+/* "cont", and make sure it took: QEMU sends RESUME before cont's answer
+ * when the guest started (it answers cont too when it only noted to start
+ * later, as during an incoming migration); without one, ask. */
 static int run_guest(struct rmig_backend *be)
 {
-	char status[32];
-	int running, rc = qmp_simple(be, "cont");
+	struct qemu *q = be->priv;
+	char status[32] = "running";
+	int running = 1, rc;
 
-	if (!rc)
+	q->resumed = 0;
+	rc = qmp_simple(be, "cont");
+	if (!rc && !q->resumed)
 		rc = query_status(be, status, sizeof(status), &running);
 	if (!rc && !running) {
 		rmig_backend_err(be, "qemu: the guest does not run after cont (state %s)", status);
@@ -564,7 +642,13 @@ static int qemu_prepare_regions(struct rmig_backend *be, const struct rmig_regio
 		rmig_backend_err(be, "qemu: the source sends guest memory, not QEMU's stream");
 		return -EINVAL;
 	}
-	rc = pass_socket(be);
+	/* Its MIGRATION events end load_state's wait at once. */
+	rc = qmp_run(be,
+		     json_pack("{s:s,s:{s:[{s:s,s:b}]}}", "execute", "migrate-set-capabilities",
+			       "arguments", "capabilities", "capability", "events", "state", 1),
+		     -1, NULL);
+	if (!rc)
+		rc = pass_socket(be);
 	if (!rc)
 		rc = qmp_run(be,
 			     json_pack("{s:s,s:{s:s}}", "execute", "migrate-incoming", "arguments",
@@ -612,7 +696,9 @@ static int qemu_load_state(struct rmig_backend *be, const void *blob, size_t len
 					 LOAD_WAIT_MS, status);
 			return -ETIMEDOUT;
 		}
-		poll(NULL, 0, 10);
+		rc = qmp_wait_event(be, -1, LOAD_POLL_MS);
+		if (rc < 0)
+			return rc;
 	}
 	json_decref(info);
 	rc = query_status(be, status, sizeof(status), &running);
@@ -661,4 +747,5 @@ const struct rmig_backend_ops rmig_qemu_backend_ops = {
 	.stream_open = qemu_stream_open,
 	.stream_status = qemu_stream_status,
 	.stream_switchover = qemu_stream_switchover,
+	.stream_wait = qemu_stream_wait,
 };

@@ -4,7 +4,10 @@
  * fd and sends it as STREAM messages on the control stream, polling the
  * hypervisor's figures for progress and the moment it pauses; the
  * destination writes the messages to its backend's fd. Both sides hash what
- * passed, so that COMPLETE proves the stream arrived whole and in order. */
+ * passed, so that COMPLETE proves the stream arrived whole and in order.
+ * Every wait here ends early on news (the backend's stream_wait, the end of
+ * the stream): each millisecond spent noticing the pause or the end is
+ * guest downtime. */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -12,13 +15,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include "stream.h"
 
-#define STATUS_EVERY_MS 20 /* how late we may notice the hypervisor's pause */
+#define STATUS_EVERY_MS 20 /* progress; the pause, without stream_wait */
 #define SINK_STALL_FACTOR                                                                          \
 	5 /* destination: the hypervisor may stop reading this many link timeouts */
 
@@ -116,6 +120,7 @@ struct forwarder {
 	atomic_uint_fast64_t bytes; /* sent so far */
 	atomic_int stop;	    /* the control thread gave up */
 	atomic_int done;	    /* 1: the stream ended; a negative errno: failed */
+	int wake;		    /* eventfd, readable once done is set */
 	int send_failed;	    /* the failure was the link's (the peer may say why) */
 	char err[512];		    /* why it failed: ctx->err is the control thread's */
 };
@@ -144,10 +149,8 @@ static void *forward_main(void *arg)
 				 strerror(errno));
 			break;
 		}
-		if (got == 0) {
-			atomic_store(&f->done, 1); /* the hypervisor closed it */
-			return NULL;
-		}
+		if (got == 0)
+			break; /* the hypervisor closed it */
 		XXH3_64bits_update(f->hash, f->buf, (size_t)got);
 		m.u.state.data = f->buf;
 		m.u.state.len = (uint32_t)got;
@@ -156,10 +159,32 @@ static void *forward_main(void *arg)
 		if (!rc)
 			atomic_fetch_add(&f->bytes, (uint64_t)got);
 	}
-	if (!rc)
+	if (!rc && atomic_load(&f->stop))
 		snprintf(f->err, sizeof(f->err), "stopped");
-	atomic_store(&f->done, rc ? rc : -ECANCELED);
+	atomic_store(&f->done, rc ? rc : atomic_load(&f->stop) ? -ECANCELED : 1);
+	eventfd_write(f->wake, 1);
 	return NULL;
+}
+
+/* Sleep until the hypervisor has news (if the backend can tell), the stream
+ * ended, or timeout_ms. The backend is asked nothing after the switch-over
+ * (with_backend 0): it may hold a lock its monitor needs. */
+static int wait_news(struct rmig_ctx *ctx, struct forwarder *f, int with_backend,
+		     unsigned timeout_ms)
+{
+	struct rmig_backend *be = ctx->be;
+	struct pollfd pfd = { .fd = f ? f->wake : -1, .events = POLLIN };
+	int rc;
+
+	if (with_backend && be->ops->stream_wait) {
+		rc = be->ops->stream_wait(be, pfd.fd, timeout_ms);
+		if (rc)
+			return rmig_err(ctx, rc, "backend: %s", be->err);
+		return 0;
+	}
+	if (poll(&pfd, 1, (int)timeout_ms) < 0 && errno != EINTR)
+		return rmig_err(ctx, -errno, "poll: %s", strerror(errno));
+	return 0;
 }
 
 int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
@@ -169,7 +194,7 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 					.max_bandwidth = ctx->cfg.max_bandwidth };
 	struct rmig_stream_status st;
 	struct stream_round sr = { .t_start = rmig_now_ms() };
-	struct forwarder f = { .ctx = ctx, .fd = -1 };
+	struct forwarder f = { .ctx = ctx, .fd = -1, .wake = -1 };
 	pthread_t tid;
 	int64_t end;
 	int rc, running = 0;
@@ -178,6 +203,11 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 	f.buf = malloc(RMIG_MAX_STREAM_CHUNK);
 	if (!f.hash || !f.buf) {
 		rc = rmig_err(ctx, -ENOMEM, "out of memory");
+		goto out;
+	}
+	f.wake = eventfd(0, EFD_CLOEXEC);
+	if (f.wake < 0) {
+		rc = rmig_err(ctx, -errno, "eventfd: %s", strerror(errno));
 		goto out;
 	}
 	XXH3_64bits_reset(f.hash);
@@ -205,7 +235,9 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 			if (rc)
 				goto out;
 		}
-		poll(NULL, 0, STATUS_EVERY_MS);
+		rc = wait_news(ctx, &f, !*t_pause, STATUS_EVERY_MS);
+		if (rc)
+			goto out;
 	}
 	pthread_join(tid, NULL);
 	running = 0;
@@ -231,7 +263,9 @@ int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 				      "report it completed");
 			goto out;
 		}
-		poll(NULL, 0, STATUS_EVERY_MS);
+		rc = wait_news(ctx, NULL, 1, STATUS_EVERY_MS);
+		if (rc)
+			goto out;
 	}
 	if (!*t_pause)
 		*t_pause = rmig_now_ms(); /* it paused between two polls */
@@ -245,6 +279,8 @@ out:
 	}
 	XXH3_freeState(f.hash);
 	free(f.buf);
+	if (f.wake >= 0)
+		close(f.wake);
 	return rc;
 }
 

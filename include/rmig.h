@@ -197,6 +197,14 @@ struct rmig_backend_ops {
 	int (*stream_status)(struct rmig_backend *be, struct rmig_stream_status *st);
 	/* Source, in RMIG_STREAM_SWITCHOVER: let the hypervisor send the rest. */
 	int (*stream_switchover)(struct rmig_backend *be);
+	/* Source, optional (NULL: the engine polls stream_status every 20 ms):
+	 * block until the hypervisor reports a change in its migration (e.g.
+	 * QEMU's MIGRATION event), wake_fd (if >= 0) is readable, or timeout_ms
+	 * passed; 0 in all three cases (a spurious return is harmless: the
+	 * engine calls stream_status next). Ask the hypervisor nothing here:
+	 * only wait for what it sends by itself. Called before the switch-over
+	 * and after the stream ended, never in between. */
+	int (*stream_wait)(struct rmig_backend *be, int wake_fd, unsigned timeout_ms);
 };
 
 /* An instance, made by rmig_backend_open(): the library sets ops, role and
