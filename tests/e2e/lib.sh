@@ -117,3 +117,20 @@ qemu_guest_or_skip() {
 	*) fail "$GUEST_ERROR" ;;
 	esac
 }
+
+# expect_refused NAME SPEC PATTERN: `rmig send --backend SPEC` to the
+# receiver RECV_PID on PORT must be refused before anything is sent: exit 1,
+# result failed, 0 bytes, the source guest still running, and PATTERN (grep)
+# in its error; the receiver must exit non-zero too. Output in $T/NAME.*.
+expect_refused() {
+	_rc=0
+	"$RMIG" send --json --backend "$2" 127.0.0.1:$PORT >"$T/$1.out" 2>"$T/$1.err" || _rc=$?
+	expect_eq "send exit code ($2)" "$_rc" 1
+	wait_pid "$RECV_PID" 30
+	[ "$RC" -ne 0 ] || fail "the receiver exited 0 after refusing"
+	grep -q -- "$3" "$T/$1.err" || fail "the source's error does not match '$3'"
+	expect_eq "source result" "$(summary "$T/$1.out" result)" failed
+	expect_eq "source guest running" "$(summary "$T/$1.out" guest_running)" true
+	expect_eq "bytes sent" "$(summary "$T/$1.out" bytes_sent)" 0
+}
+
