@@ -753,7 +753,7 @@ static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_ms
 		rmig_emit(ctx, &fev);
 	}
 	rmig_set_phase(ctx, "receiving");
-	return rmig_heartbeat_start(ctx);
+	return 0; /* setup_session restarted the heartbeats */
 }
 
 /* The link failed after READY: the source may ask whether we started the
@@ -910,10 +910,7 @@ int rmig_recv(struct rmig_ctx *ctx)
 	rc = setup_session(ctx, r, m, &hello, 0);
 	if (rc)
 		goto fail;
-	accepted = 1;
-	rc = rmig_heartbeat_start(ctx);
-	if (rc)
-		goto fail;
+	accepted = 1; /* setup_session started the heartbeats */
 	rmig_set_phase(ctx, "receiving");
 
 	for (;;) {

@@ -760,7 +760,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 		rmig_emit(ctx, &ev);
 	}
 	rmig_set_phase(ctx, "pre-copy");
-	return rmig_heartbeat_start(ctx);
+	return 0; /* handshake restarted the heartbeats */
 }
 
 /* The link failed after GO: did the destination start the guest? Ask over
@@ -1198,10 +1198,8 @@ int rmig_send(struct rmig_ctx *ctx)
 	ctx->stats.channels = ctx->nchan;
 	if (rc)
 		goto fail;
-	started_migration = 1;
-	rc = rmig_heartbeat_start(ctx);
-	if (!rc)
-		rc = start_workers(s);
+	started_migration = 1; /* handshake started the heartbeats */
+	rc = start_workers(s);
 	if (rc)
 		goto fail;
 	if (stream) {

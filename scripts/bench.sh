@@ -34,6 +34,18 @@ bytes=$(numfmt --from=iec "$SIZE")
 # are compared.
 RUNS=${BENCH_RUNS:-3}
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# start_recv FILE [recv options]: rmig recv on a free loopback port in the
+# background, its JSON in FILE; sets port once it listens.
+start_recv() {
+	local f=$1
+	shift
+	"$RMIG" recv --listen 127.0.0.1:0 --json --transport tcp "$@" >"$f" 2>&1 &
+	for _ in $(seq 100); do
+		port=$(jq -r 'select(.event=="listening") | .port' "$f" 2>/dev/null)
+		[ -n "$port" ] && break
+		sleep 0.05
+	done
+}
 # rmig_run NAME [recv options]: one migration; figures appended to $T/NAME.*
 rmig_run() {
 	local n=$1 port
@@ -42,12 +54,7 @@ rmig_run() {
 	# seconds (free page reporting); without the pause, whichever run comes
 	# second would find it still backed and look faster.
 	sleep 5
-	"$RMIG" recv --listen 127.0.0.1:0 --json --transport tcp "$@" >"$T/recv" 2>&1 &
-	for _ in $(seq 100); do
-		port=$(jq -r 'select(.event=="listening") | .port' "$T/recv" 2>/dev/null)
-		[ -n "$port" ] && break
-		sleep 0.05
-	done
+	start_recv "$T/recv" "$@"
 	"$RMIG" send --json --transport tcp --channels "$CH" --no-verify \
 		--backend "sim:size=$SIZE,dirty-rate=0,zero=0%" "127.0.0.1:$port" >"$T/send" 2>&1
 	wait
@@ -69,13 +76,8 @@ for run in $(seq "$RUNS"); do
 done
 # Steady state: rmig bench resends a static buffer into memory the receiver
 # already touched, so the link and the data path are measured without the
-# destination's first-touch page zeroing.
-"$RMIG" recv --listen 127.0.0.1:0 --json --transport tcp >"$T/brecv" 2>&1 &
-for _ in $(seq 100); do
-	port=$(jq -r 'select(.event=="listening") | .port' "$T/brecv" 2>/dev/null)
-	[ -n "$port" ] && break
-	sleep 0.05
-done
+# first touch of the destination's fresh memory.
+start_recv "$T/brecv"
 "$RMIG" bench --json --transport tcp --channels "$CH" --seconds 5 --size 256M "127.0.0.1:$port" >"$T/bsend" 2>&1
 wait
 steady=$(jq -r 'select(.event=="bench") | .bandwidth' "$T/bsend")
