@@ -6,7 +6,7 @@ SAN     ?= 0
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
-	   -Iinclude -Iproto -Itransport -Iengine -Ibackends
+	   -Iinclude -Iproto -Itransport -Iengine -Iengine/session -Ibackends
 LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
@@ -21,9 +21,9 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c eng
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
-	  engine/postcopy.c engine/prealloc.c
+	  engine/postcopy.c engine/prealloc.c engine/session/machine.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated
+UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_session
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).
@@ -38,7 +38,7 @@ endif
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h backends/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

@@ -97,6 +97,7 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	pthread_mutex_init(&ctx->ctrl_send_lock, NULL);
 	pthread_mutex_init(&ctx->hb_lock, NULL);
 	pthread_cond_init(&ctx->hb_cond, NULL);
+	ctx->sm.m = &rmig_src_machine; /* until rmig_send/rmig_recv says which */
 	ctx->prog.phase = "idle";
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
@@ -201,16 +202,6 @@ void rmig_emit(struct rmig_ctx *ctx, const struct rmig_event *ev)
 {
 	if (ctx->cfg.on_event)
 		ctx->cfg.on_event(ctx->cfg.event_arg, ev);
-}
-
-void rmig_set_phase(struct rmig_ctx *ctx, const char *phase)
-{
-	struct rmig_event ev = { .type = RMIG_EV_PHASE, .phase = phase };
-
-	pthread_mutex_lock(&ctx->prog_lock);
-	ctx->prog.phase = phase;
-	pthread_mutex_unlock(&ctx->prog_lock);
-	rmig_emit(ctx, &ev);
 }
 
 void rmig_progress(struct rmig_ctx *ctx, struct rmig_progress *p)
@@ -488,6 +479,11 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 		if (m->type == RMIG_MSG_ABORT)
 			return rmig_err(ctx, -ECONNABORTED, "peer %s aborted: %s", ctx->link->peer,
 					m->u.abort.reason);
+		/* The one place where a message the phase does not expect is refused. */
+		if (!rmig_phase_accepts(ctx->sm.m, ctx->sm.phase, m->type))
+			return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent %s during %s",
+					ctx->link->peer, rmig_msg_name(m->type),
+					rmig_phase_name(ctx->sm.m, ctx->sm.phase));
 		return 0;
 	}
 }

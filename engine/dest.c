@@ -720,7 +720,7 @@ static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_ms
 	snprintf(msg, sizeof(msg), "link lost (%s): waiting %u ms for the source to resume", why,
 		 ctx->cfg.failover_timeout_ms);
 	rmig_emit(ctx, &ev);
-	rmig_set_phase(ctx, "awaiting-resume");
+	rmig_phase_enter(ctx, RMIG_DST_AWAITING_RESUME);
 	for (;;) {
 		rc = accept_for_session(ctx, m, RMIG_HELLO_RESUME, end, &hello);
 		if (rc)
@@ -752,7 +752,7 @@ static int await_resume(struct rmig_ctx *ctx, struct receiver *r, struct rmig_ms
 
 		rmig_emit(ctx, &fev);
 	}
-	rmig_set_phase(ctx, "receiving");
+	rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 	return 0; /* setup_session restarted the heartbeats */
 }
 
@@ -768,7 +768,7 @@ static void answer_outcome(struct rmig_ctx *ctx, struct receiver *r, struct rmig
 
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(ctx, r);
-	rmig_set_phase(ctx, "awaiting-question");
+	rmig_phase_enter(ctx, RMIG_DST_AWAITING_QUESTION);
 	if (!accept_for_session(ctx, m, RMIG_HELLO_QUERY, end, &hello)) {
 		if (started)
 			rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
@@ -793,7 +793,7 @@ static void postcopy_finish(struct rmig_ctx *ctx, struct receiver *r, int64_t t_
 	ctx->stats.postcopy_requested = f.requested;
 	ctx->stats.postcopy_ms = (uint64_t)(rmig_now_ms() - t_go);
 	ctx->stats.result = RMIG_RESULT_MIGRATED;
-	rmig_set_phase(ctx, "migrated");
+	rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
 }
 
 /* Post-copy failed with pages still at the source: the guest started here
@@ -825,7 +825,7 @@ static int postcopy_lost(struct rmig_ctx *ctx, struct receiver *r, int rc, int64
 		 cause, (unsigned long long)f.missing,
 		 paused ? "It is paused here: discard it"
 			: "This backend cannot pause it: stop and discard it");
-	rmig_set_phase(ctx, "lost");
+	rmig_phase_enter(ctx, RMIG_DST_LOST);
 	return rc < 0 ? rc : -EIO;
 }
 
@@ -847,22 +847,368 @@ static void reset_session(struct rmig_ctx *ctx)
 	atomic_store(&ctx->live_bytes, 0);
 	pthread_mutex_lock(&ctx->prog_lock);
 	memset(&ctx->prog, 0, sizeof(ctx->prog));
-	ctx->prog.phase = "idle";
 	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_phase_init(ctx, &rmig_dst_machine);
+}
+
+/* One rmig_recv call: what the message handlers share. */
+struct dst_run {
+	struct rmig_ctx *ctx;
+	struct receiver *r;
+	struct rmig_msg *m;
+	void *state; /* the device state, from STATE */
+	size_t state_len;
+	int discarded; /* post-copy: pages dropped, no more may come before GO */
+	unsigned expect_round;
+	int64_t t_go;
+};
+
+/* A handler returns 0 to go on, 1 when the migration is over, or a negative
+ * errno (ctx->err set). rmig_ctrl_recv has already refused any message the
+ * phase does not accept. */
+typedef int (*dst_handler)(struct dst_run *d);
+
+static int started(struct rmig_ctx *ctx)
+{
+	return rmig_phase(ctx) == RMIG_DST_POSTCOPY || rmig_phase(ctx) == RMIG_DST_MIGRATED;
+}
+
+/* A lost link during pre-copy may be resumed, unless pages were dropped for
+ * post-copy or the source carries a hypervisor's stream (not resumable
+ * part-way). 0: resumed, go on. */
+static int maybe_resume(struct dst_run *d, int rc)
+{
+	if (rmig_phase(d->ctx) != RMIG_DST_RECEIVING || d->r->stream || d->discarded)
+		return rc;
+	return await_resume(d->ctx, d->r, d->m, rc, &d->expect_round);
+}
+
+static int on_stream(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	const struct rmig_msg *m = d->m;
+	int rc;
+
+	if (!d->r->stream)
+		return rmig_err(ctx, -EPROTO, "protocol error: STREAM for a guest sent as memory");
+	rc = rmig_stream_sink_write(ctx, &d->r->sink, m->u.state.data, m->u.state.len);
+	if (rc)
+		return rc;
+	ctx->stats.bytes_sent += m->u.state.len;
+	atomic_fetch_add(&ctx->live_bytes, m->u.state.len);
+	return 0;
+}
+
+static int on_round_end(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct receiver *r = d->r;
+	const struct rmig_msg *m = d->m;
+	int postcopy_round = rmig_phase(ctx) == RMIG_DST_POSTCOPY;
+	int rc;
+
+	if (m->u.round_end.h.round != d->expect_round)
+		return rmig_err(ctx, -EPROTO, "protocol error: ROUND_END %u out of order",
+				m->u.round_end.h.round);
+	/* Dropped pages must stay missing until the fault handler is armed:
+	 * the round that follows DISCARD (a sync) is empty. */
+	for (unsigned c = 0; d->discarded && !postcopy_round && c < ctx->nchan; c++)
+		if (m->u.round_end.frames[c])
+			return rmig_err(ctx, -EPROTO, "protocol error: pages sent after DISCARD");
+	rc = wait_round(r, m);
+	if (rc)
+		return maybe_resume(d, rc);
+	if (postcopy_round) {
+		struct rmig_postcopy_figures f;
+
+		rmig_postcopy_figures(r->pc, &f);
+		if (f.missing)
+			return rmig_err(ctx, -EPROTO,
+					"protocol error: the post-copy round ended with %llu pages "
+					"still missing",
+					(unsigned long long)f.missing);
+		postcopy_finish(ctx, r, d->t_go);
+	}
+	ctx->stats.rounds = d->expect_round;
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = d->expect_round;
+	pthread_mutex_unlock(&ctx->prog_lock);
+	return rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, d->expect_round++);
+}
+
+static int on_state(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+
+	d->state_len = d->m->u.state.len;
+	d->state = malloc(d->state_len ? d->state_len : 1);
+	if (!d->state)
+		return rmig_err(ctx, -ENOMEM, "no memory for %zu bytes of state", d->state_len);
+	memcpy(d->state, d->m->u.state.data, d->state_len);
+	/* Every round is acknowledged, so all pages are in: the data streams
+	 * are done, and their closing is no failure. Post-copy: one round is
+	 * still to come. */
+	if (!d->r->pc)
+		stop_receivers(d->r);
+	return rmig_phase_enter(ctx, RMIG_DST_STOP_AND_COPY);
+}
+
+static int on_discard(struct dst_run *d)
+{
+	if (!d->r->pc)
+		return rmig_err(d->ctx, -EPROTO, "protocol error: DISCARD without post-copy");
+	d->discarded = 1;
+	return rmig_postcopy_discard(d->r->pc, d->m);
+}
+
+static int on_page_data(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	const struct rmig_msg *m = d->m;
+	uint64_t len = RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + m->u.page.len;
+	char why[400];
+	size_t ri;
+	int rc;
+
+	if (!d->r->pc || !atomic_load(&d->r->pc_armed))
+		return rmig_err(ctx, -EPROTO, "protocol error: PAGE_DATA without post-copy");
+	rc = rmig_page_msg_check(m, &ctx->layout, &ri, why, sizeof(why));
+	if (rc)
+		return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+	if (rmig_phase(ctx) == RMIG_DST_MIGRATED) /* asked for, then streamed: all is in */
+		return 0;
+	rc = rmig_postcopy_check(d->r->pc, ri, m->u.page.page, 1, why, sizeof(why));
+	if (!rc)
+		rc = rmig_postcopy_place(d->r->pc, ri, m->u.page.page, 1, m->u.page.data, why,
+					 sizeof(why));
+	if (rc)
+		return rmig_err(ctx, rc, "%s", why);
+	ctx->stats.bytes_sent += len;
+	atomic_fetch_add(&ctx->live_bytes, len);
+	return 0;
+}
+
+/* Post-copy's COMPLETE carries no digests: the pages to come are what the
+ * guest will find, and it changes them at once. */
+static int arm_postcopy(struct dst_run *d)
+{
+	const struct rmig_msg *m = d->m;
+	int rc;
+
+	if (m->u.complete.count != d->ctx->nregions || (m->u.complete.flags & RMIG_COMPLETE_VERIFY))
+		return rmig_err(d->ctx, -EBADMSG, "bad frame: post-copy COMPLETE with digests");
+	rc = rmig_postcopy_arm(d->r->pc);
+	if (!rc)
+		atomic_store(&d->r->pc_armed, 1);
+	return rc;
+}
+
+static int on_complete(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct receiver *r = d->r;
+	int rc;
+
+	if (!r->pc != !(d->m->u.complete.flags & RMIG_COMPLETE_POSTCOPY))
+		return rmig_err(ctx, -EPROTO, "protocol error: COMPLETE %s post-copy",
+				r->pc ? "without" : "with");
+	rc = r->pc ? arm_postcopy(d) : verify(ctx, d->m, r->stream ? &r->sink : NULL);
+	if (rc)
+		return rc;
+	/* For a stream: its end; the backend waits until it is loaded. */
+	if (!ctx->be->ops->load_state && d->state_len)
+		rmig_backend_err(ctx->be, "%s takes no device state, the source sent %zu bytes",
+				 ctx->be->ops->name, d->state_len);
+	rc = ctx->be->ops->load_state ? ctx->be->ops->load_state(ctx->be, d->state, d->state_len)
+	     : d->state_len	      ? -EINVAL
+				      : 0;
+	if (rc)
+		return rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
+	/* From READY on, a lost link leaves the outcome to GO: we wait for it
+	 * or for the source's question. */
+	rc = rmig_phase_enter(ctx, RMIG_DST_READY);
+	return rc ? rc : rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
+}
+
+static int on_check(struct dst_run *d)
+{
+	return rmig_ctrl_send_simple(d->ctx, RMIG_MSG_READY, 0);
+}
+
+static int on_go(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	int rc;
+
+	if (d->r->pc && (rc = rmig_cancel_close(ctx)))
+		return rc;
+	d->t_go = rmig_now_ms();
+	/* No start op: resuming is starting. */
+	rc = ctx->be->ops->start ? ctx->be->ops->start(ctx->be) : ctx->be->ops->resume(ctx->be);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
+	if (d->r->pc) {
+		/* The guest runs; what it lacks comes on demand. */
+		ctx->stats.postcopy = 1;
+		rmig_phase_enter(ctx, RMIG_DST_POSTCOPY);
+	} else {
+		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
+	}
+	return rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+}
+
+static int on_done(struct dst_run *d)
+{
+	d->ctx->stats.downtime_ms = d->m->u.done.downtime_ms;
+	d->ctx->stats.total_ms = d->m->u.done.total_ms;
+	return 1;
+}
+
+/* What each control message does; whether it may come now is the phase
+ * table's business (session/machine.c). */
+static const dst_handler dst_handlers[] = {
+	[RMIG_MSG_STREAM] = on_stream,	     [RMIG_MSG_ROUND_END] = on_round_end,
+	[RMIG_MSG_STATE] = on_state,	     [RMIG_MSG_DISCARD] = on_discard,
+	[RMIG_MSG_PAGE_DATA] = on_page_data, [RMIG_MSG_COMPLETE] = on_complete,
+	[RMIG_MSG_CHECK] = on_check,	     [RMIG_MSG_GO] = on_go,
+	[RMIG_MSG_DONE] = on_done,
+};
+
+int rmig_dest_handles(uint8_t type)
+{
+	return type < sizeof(dst_handlers) / sizeof(dst_handlers[0]) && dst_handlers[type];
+}
+
+/* Receive and act on control messages until DONE or a failure. */
+static int serve_messages(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct receiver *r = d->r;
+	char why[400];
+	int rc;
+
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, d->m, (int)ctx->cfg.link_timeout_ms);
+		if (rc && r->failed)
+			rc = rmig_err(ctx, r->failed, "%s", r->failure);
+		if (rc && r->pc && rmig_postcopy_failed(r->pc, why, sizeof(why)))
+			rc = rmig_err(ctx, -EIO, "%s", why);
+		if (rc) {
+			rc = maybe_resume(d, rc);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (!rmig_dest_handles(d->m->type))
+			return rmig_err(ctx, -EPROTO, "protocol error: unexpected %s",
+					rmig_msg_name(d->m->type));
+		rc = dst_handlers[d->m->type](d);
+		if (rc)
+			return rc > 0 ? 0 : rc;
+	}
+}
+
+/* Accept a sender and set its migration up: handshake, layout, receivers. */
+static int open_migration(struct dst_run *d, int *connected)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct rmig_wire_hello hello;
+	int rc;
+
+	if (!ctx->port) {
+		rc = rmig_link_listen(ctx);
+		if (rc)
+			return rc;
+		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = ctx->port };
+
+		rmig_emit(ctx, &ev);
+	}
+	rmig_phase_enter(ctx, RMIG_DST_LISTENING);
+	rc = rmig_link_accept(ctx,
+			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
+	if (rc && atomic_load(&ctx->cancelled))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");
+	if (rc)
+		return rc;
+	*connected = 1;
+	ctx->t_start_ms = rmig_now_ms();
+	{
+		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+
+		rmig_emit(ctx, &ev);
+	}
+	/* Handshake: who, versions, then the layout, before any memory is committed. */
+	rc = open_session(ctx, d->m, &hello);
+	if (!rc && (hello.flags & (RMIG_HELLO_RESUME | RMIG_HELLO_QUERY))) {
+		rc = rmig_err(ctx, -EPROTO, "%s: no such migration here",
+			      hello.flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	}
+	if (rc)
+		return rc;
+	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
+	rc = setup_session(ctx, d->r, d->m, &hello, 0);
+	return rc ? rc : rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
+}
+
+/* The migration failed in this phase: say so, answer the source's question
+ * if GO may have been sent, keep a started guest. Returns the outcome. */
+static int fail_migration(struct dst_run *d, int rc)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct receiver *r = d->r;
+	unsigned phase = rmig_phase(ctx);
+	int accepted = phase != RMIG_DST_IDLE && phase != RMIG_DST_LISTENING &&
+		       phase != RMIG_DST_PREALLOCATING;
+
+	if (phase == RMIG_DST_POSTCOPY) {
+		struct rmig_postcopy_figures f;
+
+		rmig_postcopy_figures(r->pc, &f);
+		if (f.missing)
+			return postcopy_lost(ctx, r, rc, d->t_go);
+		/* Every page is in: only the formal end is missing. */
+		postcopy_finish(ctx, r, d->t_go);
+	}
+	/* After READY the source may have sent GO and not know what became of
+	 * it: whatever went wrong here, answer its question. */
+	if (rmig_phase(ctx) == RMIG_DST_READY || started(ctx)) {
+		int is_started = started(ctx);
+
+		if (!is_started && rc != -ECONNABORTED)
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		if (rc != -ECONNABORTED)
+			answer_outcome(ctx, r, d->m, is_started);
+		if (is_started) {
+			/* The guest runs here: the migration succeeded, only the
+			 * final figures are missing. */
+			char why[sizeof(ctx->err) + 64];
+			struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = why };
+
+			snprintf(why, sizeof(why),
+				 "guest started, but the source's final report is missing: %s",
+				 ctx->err);
+			rmig_emit(ctx, &ev);
+			ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+			ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - d->t_go);
+			return 0;
+		}
+	}
+	if (accepted || rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	ctx->stats.verified = 0;
+	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+	rmig_phase_enter(ctx, RMIG_DST_DISCARDED);
+	return rc < 0 ? rc : -EIO;
 }
 
 int rmig_recv(struct rmig_ctx *ctx)
 {
-	struct rmig_wire_hello hello;
 	struct receiver *r = calloc(1, sizeof(*r));
 	struct rmig_msg *m = calloc(1, sizeof(*m));
-	void *state = NULL;
-	size_t state_len = 0;
-	int rc, have_state = 0, ready = 0, started = 0, accepted = 0, connected = 0, pc_done = 0;
-	int discarded = 0; /* post-copy: pages dropped, no more may come before GO */
-	char why[400];
-	unsigned expect_round = 1;
-	int64_t t_go = 0;
+	struct dst_run d = { .ctx = ctx, .r = r, .m = m, .expect_round = 1 };
+	int rc, connected = 0;
 
 	reset_session(ctx);
 	if (!r || !m) {
@@ -874,328 +1220,11 @@ int rmig_recv(struct rmig_ctx *ctx)
 	pthread_cond_init(&r->progress, NULL);
 	atomic_init(&r->round, 1);
 
-	if (!ctx->port) {
-		rc = rmig_link_listen(ctx);
-		if (rc)
-			goto out;
-		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = ctx->port };
-
-		rmig_emit(ctx, &ev);
-	}
-	rmig_set_phase(ctx, "listening");
-	rc = rmig_link_accept(ctx,
-			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
-	if (rc && atomic_load(&ctx->cancelled))
-		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");
-	if (rc)
-		goto out;
-	connected = 1;
-	ctx->t_start_ms = rmig_now_ms();
-	{
-		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
-
-		rmig_emit(ctx, &ev);
-	}
-
-	/* Handshake: who, versions, then the layout, before any memory is committed. */
-	rc = open_session(ctx, m, &hello);
-	if (!rc && (hello.flags & (RMIG_HELLO_RESUME | RMIG_HELLO_QUERY))) {
-		rc = rmig_err(ctx, -EPROTO, "%s: no such migration here",
-			      hello.flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
-		rmig_ctrl_send_abort(ctx, rc, ctx->err);
-	}
-	if (rc)
-		goto fail;
-	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
-	rc = setup_session(ctx, r, m, &hello, 0);
-	if (rc)
-		goto fail;
-	accepted = 1; /* setup_session started the heartbeats */
-	rmig_set_phase(ctx, "receiving");
-
-	for (;;) {
-		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
-		if (rc && r->failed)
-			rc = rmig_err(ctx, r->failed, "%s", r->failure);
-		if (rc && r->pc && rmig_postcopy_failed(r->pc, why, sizeof(why)))
-			rc = rmig_err(ctx, -EIO, "%s", why);
-		/* A hypervisor's stream cannot be resumed part-way, nor a
-		 * post-copy switch-over once begun. */
-		if (rc && !have_state && !r->stream && !discarded) {
-			rc = await_resume(ctx, r, m, rc, &expect_round);
-			if (!rc)
-				continue;
-		}
-		if (rc)
-			goto fail;
-		switch (m->type) {
-		case RMIG_MSG_STREAM:
-			if (!r->stream || have_state) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected STREAM");
-				goto fail;
-			}
-			rc = rmig_stream_sink_write(ctx, &r->sink, m->u.state.data, m->u.state.len);
-			if (rc)
-				goto fail;
-			ctx->stats.bytes_sent += m->u.state.len;
-			atomic_fetch_add(&ctx->live_bytes, m->u.state.len);
-			break;
-		case RMIG_MSG_ROUND_END:
-			/* After STATE, only post-copy's round, once the guest runs. */
-			if ((have_state && !(r->pc && started && !pc_done)) ||
-			    m->u.round_end.h.round != expect_round) {
-				rc = rmig_err(ctx, -EPROTO,
-					      "protocol error: ROUND_END %u out of order",
-					      m->u.round_end.h.round);
-				goto fail;
-			}
-			/* Dropped pages must stay missing until the fault handler is
-			 * armed: the round that follows DISCARD (a sync) is empty. */
-			for (unsigned c = 0; discarded && !have_state && c < ctx->nchan; c++)
-				if (m->u.round_end.frames[c]) {
-					rc = rmig_err(ctx, -EPROTO,
-						      "protocol error: pages sent after DISCARD");
-					goto fail;
-				}
-			rc = wait_round(r, m);
-			if (rc && !have_state && !discarded) {
-				rc = await_resume(ctx, r, m, rc, &expect_round);
-				if (!rc)
-					continue;
-			}
-			if (rc)
-				goto fail;
-			if (have_state) {
-				struct rmig_postcopy_figures f;
-
-				rmig_postcopy_figures(r->pc, &f);
-				if (f.missing) {
-					rc = rmig_err(ctx, -EPROTO,
-						      "protocol error: the post-copy round ended "
-						      "with %llu pages still missing",
-						      (unsigned long long)f.missing);
-					goto fail;
-				}
-				postcopy_finish(ctx, r, t_go);
-				pc_done = 1;
-			}
-			ctx->stats.rounds = expect_round;
-			{
-				struct rmig_progress *p = &ctx->prog;
-
-				pthread_mutex_lock(&ctx->prog_lock);
-				p->round = expect_round;
-				pthread_mutex_unlock(&ctx->prog_lock);
-			}
-			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, expect_round++);
-			if (rc)
-				goto fail;
-			break;
-		case RMIG_MSG_STATE:
-			if (have_state) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: second STATE");
-				goto fail;
-			}
-			state_len = m->u.state.len;
-			state = malloc(state_len ? state_len : 1);
-			if (!state) {
-				rc = rmig_err(ctx, -ENOMEM, "no memory for %zu bytes of state",
-					      state_len);
-				goto fail;
-			}
-			memcpy(state, m->u.state.data, state_len);
-			have_state = 1;
-			/* Every round is acknowledged, so all pages are in: the data
-			 * streams are done, and their closing is no failure. Post-copy:
-			 * one round is still to come. */
-			if (!r->pc)
-				stop_receivers(r);
-			rmig_set_phase(ctx, "stop-and-copy");
-			break;
-		case RMIG_MSG_DISCARD:
-			if (!r->pc || ready) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected DISCARD");
-				goto fail;
-			}
-			discarded = 1;
-			rc = rmig_postcopy_discard(r->pc, m);
-			if (rc)
-				goto fail;
-			break;
-		case RMIG_MSG_PAGE_DATA: {
-			size_t ri;
-
-			if (!r->pc || !atomic_load(&r->pc_armed)) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected PAGE_DATA");
-				goto fail;
-			}
-			rc = rmig_page_msg_check(m, &ctx->layout, &ri, why, sizeof(why));
-			if (rc) {
-				rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
-				goto fail;
-			}
-			if (pc_done) /* asked for, then streamed: all is in already */
-				break;
-			rc = rmig_postcopy_check(r->pc, ri, m->u.page.page, 1, why, sizeof(why));
-			if (!rc)
-				rc = rmig_postcopy_place(r->pc, ri, m->u.page.page, 1,
-							 m->u.page.data, why, sizeof(why));
-			if (rc) {
-				rmig_err(ctx, rc, "%s", why);
-				goto fail;
-			}
-			ctx->stats.bytes_sent +=
-			    RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + m->u.page.len;
-			atomic_fetch_add(&ctx->live_bytes,
-					 RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + m->u.page.len);
-			break;
-		}
-		case RMIG_MSG_COMPLETE:
-			if (!have_state || ready) {
-				rc =
-				    rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before STATE");
-				goto fail;
-			}
-			if (!r->pc != !(m->u.complete.flags & RMIG_COMPLETE_POSTCOPY)) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: COMPLETE %s post-copy",
-					      r->pc ? "without" : "with");
-				goto fail;
-			}
-			if (r->pc) {
-				/* No digests: the pages to come are what the guest will
-				 * find, and it changes them at once. */
-				if (m->u.complete.count != ctx->nregions ||
-				    (m->u.complete.flags & RMIG_COMPLETE_VERIFY)) {
-					rc = rmig_err(ctx, -EBADMSG,
-						      "bad frame: post-copy COMPLETE with digests");
-					goto fail;
-				}
-				rc = rmig_postcopy_arm(r->pc);
-				if (rc)
-					goto fail;
-				atomic_store(&r->pc_armed, 1);
-			} else {
-				rc = verify(ctx, m, r->stream ? &r->sink : NULL);
-				if (rc)
-					goto fail;
-			}
-			/* For a stream: its end; the backend waits until it is loaded. */
-			if (!ctx->be->ops->load_state && state_len)
-				rmig_backend_err(
-				    ctx->be, "%s takes no device state, the source sent %zu bytes",
-				    ctx->be->ops->name, state_len);
-			rc = ctx->be->ops->load_state
-				 ? ctx->be->ops->load_state(ctx->be, state, state_len)
-			     : state_len ? -EINVAL
-					 : 0;
-			if (rc) {
-				rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
-				goto fail;
-			}
-			/* From READY on, a lost link leaves the outcome to GO: we
-			 * wait for it or for the source's question. */
-			ready = 1;
-			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
-			if (rc)
-				goto fail;
-			rmig_set_phase(ctx, "ready");
-			break;
-		case RMIG_MSG_CHECK:
-			if (!ready || started) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: CHECK before READY");
-				goto fail;
-			}
-			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
-			if (rc)
-				goto fail;
-			break;
-		case RMIG_MSG_GO:
-			if (!ready || started) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: GO before READY");
-				goto fail;
-			}
-			if (r->pc && (rc = rmig_cancel_close(ctx)))
-				goto fail;
-			t_go = rmig_now_ms();
-			/* No start op: resuming is starting. */
-			rc = ctx->be->ops->start ? ctx->be->ops->start(ctx->be)
-						 : ctx->be->ops->resume(ctx->be);
-			if (rc) {
-				rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
-				goto fail;
-			}
-			started = 1;
-			if (r->pc) {
-				/* The guest runs; what it lacks comes on demand. */
-				ctx->stats.postcopy = 1;
-				rmig_set_phase(ctx, "post-copy");
-			} else {
-				ctx->stats.result = RMIG_RESULT_MIGRATED;
-				rmig_set_phase(ctx, "migrated");
-			}
-			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
-			if (rc)
-				goto fail;
-			break;
-		case RMIG_MSG_DONE:
-			if (!started || (r->pc && !pc_done)) {
-				rc = rmig_err(ctx, -EPROTO, "protocol error: DONE before %s",
-					      started ? "the post-copy round" : "GO");
-				goto fail;
-			}
-			ctx->stats.downtime_ms = m->u.done.downtime_ms;
-			ctx->stats.total_ms = m->u.done.total_ms;
-			rc = 0;
-			goto out;
-		default:
-			rc = rmig_err(ctx, -EPROTO, "protocol error: unexpected %s",
-				      rmig_msg_name(m->type));
-			goto fail;
-		}
-	}
-
-fail:
-	if (started && r->pc && !pc_done) {
-		struct rmig_postcopy_figures f;
-
-		rmig_postcopy_figures(r->pc, &f);
-		if (f.missing) {
-			rc = postcopy_lost(ctx, r, rc, t_go);
-			goto out;
-		}
-		/* Every page is in: only the formal end is missing. */
-		postcopy_finish(ctx, r, t_go);
-		pc_done = 1;
-	}
-	/* After READY the source may have sent GO and not know what became of
-	 * it: whatever went wrong here, answer its question. */
-	if (ready || started) {
-		if (!started && rc != -ECONNABORTED)
-			rmig_ctrl_send_abort(ctx, rc, ctx->err);
-		if (rc != -ECONNABORTED)
-			answer_outcome(ctx, r, m, started);
-	}
-	if (started) {
-		/* The guest runs here: the migration succeeded, only the final
-		 * figures are missing. */
-		char why[sizeof(ctx->err) + 64];
-		struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = why };
-
-		snprintf(why, sizeof(why),
-			 "guest started, but the source's final report is missing: %s", ctx->err);
-		rmig_emit(ctx, &ev);
-		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
-		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - t_go);
-		rc = 0;
-		goto out;
-	}
-	if (accepted || rc != -ECONNABORTED)
-		rmig_ctrl_send_abort(ctx, rc, ctx->err);
-	ctx->stats.verified = 0;
-	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
-	rmig_set_phase(ctx, "discarded");
-	if (rc >= 0)
-		rc = -EIO;
+	rc = open_migration(&d, &connected);
+	if (!rc)
+		rc = serve_messages(&d);
+	if (rc && connected)
+		rc = fail_migration(&d, rc);
 out:
 	rmig_heartbeat_stop(ctx);
 	/* Whatever the outcome, the peer may not write our memory any more. */
@@ -1215,7 +1244,7 @@ out:
 		ctx->link->ops->close_session(ctx->link);
 	if (ctx->stats.total_ms == 0 && ctx->t_start_ms)
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
-	free(state);
+	free(d.state);
 	free(r);
 	free(m);
 	return rc;

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "link.h"
+#include "machine.h"
 #include "proto.h"
 #include "rmig.h"
 
@@ -49,6 +50,9 @@ struct rmig_ctx {
 	struct rmig_progress prog;
 	atomic_uint_fast64_t live_bytes;
 
+	/* The role's phase (session/machine.h); under prog_lock. */
+	struct rmig_phase_state sm;
+
 	/* The session. */
 	struct rmig_layout layout;
 	const struct rmig_region *regions; /* the backend's, host pointers */
@@ -82,7 +86,6 @@ int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 void rmig_emit(struct rmig_ctx *ctx, const struct rmig_event *ev);
-void rmig_set_phase(struct rmig_ctx *ctx, const char *phase);
 
 /* Control stream: send one message; receive one (HEARTBEATs are skipped, an
  * ABORT becomes -ECONNABORTED with the peer's reason in ctx->err). */
@@ -138,6 +141,10 @@ int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source);
  * link broke (reset, timeout, device gone), as opposed to a deliberate
  * ABORT, a protocol violation or the operator's cancel. */
 int rmig_link_failure(int rc);
+
+/* dest.c: 1 if the destination's main loop acts on this control message
+ * (whether it may come now is the phase table's business). */
+int rmig_dest_handles(uint8_t type);
 
 /* Fill the layout (wire form) from backend regions; checks it too. */
 int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n);

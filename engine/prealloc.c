@@ -219,7 +219,7 @@ int rmig_prealloc_regions(struct rmig_ctx *ctx)
 				"available",
 				(unsigned long long)(missing >> 20), where,
 				(unsigned long long)(avail >> 20));
-	rmig_set_phase(ctx, "preallocating");
+	rmig_phase_enter(ctx, RMIG_DST_PREALLOCATING);
 	want = cpus < 1 ? 1 : cpus > PREALLOC_MAX_THREADS ? PREALLOC_MAX_THREADS : (unsigned)cpus;
 	if (want > job.nchunks)
 		want = (unsigned)job.nchunks;

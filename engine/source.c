@@ -710,7 +710,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	to = tcp_link(ctx);
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no tcp link to fail over to", why);
-	rmig_set_phase(ctx, "failover");
+	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
 	{
 		struct rmig_event ev = { .type = RMIG_EV_WARNING };
 		char msg[sizeof(why) + 64];
@@ -759,7 +759,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 
 		rmig_emit(ctx, &ev);
 	}
-	rmig_set_phase(ctx, "pre-copy");
+	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
 	return 0; /* handshake restarted the heartbeats */
 }
 
@@ -777,7 +777,7 @@ static int ask_outcome(struct rmig_ctx *ctx)
 		return -ENOMEM;
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(ctx);
-	rmig_set_phase(ctx, "asking");
+	rmig_phase_enter(ctx, RMIG_SRC_ASKING);
 	while (rmig_now_ms() < end) {
 		for (unsigned i = 0; i < ctx->nlinks; i++) {
 			struct rmig_link *l = ctx->links[i];
@@ -1039,7 +1039,7 @@ static int postcopy_stream(struct sender *s, uint32_t round, struct rmig_msg *m)
 
 	s->postcopy_started = 1;
 	ctx->stats.postcopy = 1;
-	rmig_set_phase(ctx, "post-copy");
+	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
 	reset_figures(s, round);
 	if (pthread_create(&p.tid, NULL, push_main, &p))
 		return rmig_err(ctx, -EAGAIN, "cannot start the post-copy thread");
@@ -1096,7 +1096,7 @@ static int postcopy_lost(struct sender *s, int rc)
 		 "the two hosts and neither can run it (lost). The source stays paused and must "
 		 "not be resumed: the guest ran on at the destination",
 		 cause);
-	rmig_set_phase(ctx, "lost");
+	rmig_phase_enter(ctx, RMIG_SRC_LOST);
 	return rc < 0 ? rc : -EIO;
 }
 
@@ -1121,7 +1121,10 @@ int rmig_send(struct rmig_ctx *ctx)
 	struct rmig_msg m;
 	const struct rmig_region *regions;
 	size_t nregions;
-	int rc, paused = 0, go_sent = 0, started_migration = 0, digest_running = 0, outcome = -1;
+	/* The backend was asked to stop or hand over the guest: a rollback must
+	 * resume it. */
+	int must_resume = 0;
+	int rc, digest_running = 0, outcome = -1, go_sent, started_migration;
 	uint64_t dirty_pages = 0, page_size = 0, stream_digest = 0;
 	double bandwidth = 0, fixed_ms, t_fetch;
 	/* The backend's hypervisor migrates itself; we carry its stream. */
@@ -1139,6 +1142,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	pthread_cond_init(&s->space, NULL);
 	pthread_cond_init(&s->idle, NULL);
 	ctx->t_start_ms = rmig_now_ms();
+	rmig_phase_init(ctx, &rmig_src_machine);
 	if (ctx->cfg.postcopy) {
 		rc = 0;
 		if (stream)
@@ -1190,7 +1194,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	if (ctx->cfg.verify)
 		fixed_ms += 2.0 * (double)ctx->stats.guest_bytes / rmig_digest_rate(0) * 1000.0;
 
-	rmig_set_phase(ctx, "connecting");
+	rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
 	plan_channels(ctx);
 	rc = rmig_link_connect(ctx, (int)ctx->cfg.link_timeout_ms);
 	if (!rc)
@@ -1198,18 +1202,22 @@ int rmig_send(struct rmig_ctx *ctx)
 	ctx->stats.channels = ctx->nchan;
 	if (rc)
 		goto fail;
-	started_migration = 1; /* handshake started the heartbeats */
+	/* The handshake started the heartbeats: from here a failure is a rollback. */
+	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
 	rc = start_workers(s);
 	if (rc)
 		goto fail;
 	if (stream) {
-		rmig_set_phase(ctx, "pre-copy");
 		/* From here the hypervisor's migration runs: a rollback must
 		 * cancel it and resume the guest, paused or not. */
-		paused = 1;
+		must_resume = 1;
 		rc = rmig_stream_send(ctx, &t_pause, &stream_digest);
 		if (rc)
 			goto fail;
+		/* The hypervisor paused the guest itself (stream.c says when it
+		 * sees it; a short stream may end before it looked). */
+		if (rmig_phase(ctx) == RMIG_SRC_PRECOPY)
+			rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
 		m.type = RMIG_MSG_STATE; /* no state of ours: it was in the stream */
 		m.u.state.data = NULL;
 		m.u.state.len = 0;
@@ -1243,7 +1251,6 @@ int rmig_send(struct rmig_ctx *ctx)
 					 s->bitmap[i]))
 			rmig_dirty_bitmap_set_all(s->bitmap[i], npages);
 	}
-	rmig_set_phase(ctx, "pre-copy");
 	t_fetch = rmig_now_s();
 	for (;; round++) {
 		struct rmig_converge_input in = { 0 };
@@ -1344,14 +1351,14 @@ int rmig_send(struct rmig_ctx *ctx)
 	}
 
 	/* Stop and copy. */
-	rmig_set_phase(ctx, "stop-and-copy");
+	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
 	t_pause = rmig_now_ms();
 	rc = ctx->be->ops->pause(ctx->be);
 	if (rc) {
 		rmig_err(ctx, rc, "backend: pause: %s", ctx->be->err);
 		goto fail;
 	}
-	paused = 1;
+	must_resume = 1;
 	rc = fetch_dirty(s, &dirty_pages);
 	if (rc)
 		goto fail;
@@ -1401,7 +1408,7 @@ complete:
 	/* Commit: from here the destination may run, so we never resume on
 	 * our own ("commit": READY is in, GO about to go; "awaiting-started":
 	 * GO is out). */
-	rmig_set_phase(ctx, "commit");
+	rmig_phase_enter(ctx, RMIG_SRC_COMMIT);
 	/* READY may be old news (a slow backend, a stalled thread): make sure
 	 * the destination is still there and still ready right before GO, so
 	 * that a failure up to here is a clean rollback, not an unknown. */
@@ -1412,10 +1419,9 @@ complete:
 		goto fail;
 	if (s->postcopy && (rc = rmig_cancel_close(ctx)))
 		goto fail;
-	go_sent = 1;
+	/* From here GO may be out: only the destination's answer decides. */
+	rmig_phase_enter(ctx, RMIG_SRC_AWAITING_STARTED);
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
-	if (!rc)
-		rmig_set_phase(ctx, "awaiting-started");
 	if (!rc)
 		rc = expect_serving(s, RMIG_MSG_STARTED, &m);
 	if (rc)
@@ -1435,11 +1441,14 @@ complete:
 					    .rounds = ctx->stats.rounds };
 	rmig_ctrl_send(ctx, &m); /* informational: the guest has moved either way */
 	ctx->stats.result = RMIG_RESULT_MIGRATED;
-	rmig_set_phase(ctx, "migrated");
+	rmig_phase_enter(ctx, RMIG_SRC_MIGRATED);
 	rc = 0;
 	goto out;
 
 fail:
+	go_sent = rmig_phase(ctx) == RMIG_SRC_AWAITING_STARTED;
+	started_migration =
+	    rmig_phase(ctx) != RMIG_SRC_IDLE && rmig_phase(ctx) != RMIG_SRC_CONNECTING;
 	ctx->stats.verified = 0;
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
@@ -1461,7 +1470,7 @@ fail:
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 		ctx->stats.verified = ctx->cfg.verify;
 		ctx->stats.result = RMIG_RESULT_MIGRATED;
-		rmig_set_phase(ctx, "migrated");
+		rmig_phase_enter(ctx, RMIG_SRC_MIGRATED);
 		rc = 0;
 		goto out;
 	}
@@ -1481,7 +1490,7 @@ fail:
 			 s->postcopy ? " (post-copy: if it started without all of its memory, "
 				       "the guest is lost and neither side may run it)"
 				     : "");
-		rmig_set_phase(ctx, "unknown");
+		rmig_phase_enter(ctx, RMIG_SRC_UNKNOWN);
 	} else {
 		if (outcome == 0) {
 			size_t n = strlen(ctx->err);
@@ -1491,7 +1500,7 @@ fail:
 		}
 		if (started_migration)
 			rmig_ctrl_send_abort(ctx, rc, ctx->err);
-		int resumed = !paused || !ctx->be->ops->resume(ctx->be);
+		int resumed = !must_resume || !ctx->be->ops->resume(ctx->be);
 
 		if (conv.throttle_pct && ctx->be->ops->throttle)
 			ctx->be->ops->throttle(ctx->be, 0);
@@ -1505,9 +1514,9 @@ fail:
 				 "; then resuming the guest failed: %s", ctx->be->err);
 			ctx->stats.result = RMIG_RESULT_UNKNOWN;
 		}
-		rmig_set_phase(ctx, !resumed		? "unknown"
-				    : started_migration ? "rolled-back"
-							: "failed");
+		rmig_phase_enter(ctx, !resumed		  ? RMIG_SRC_UNKNOWN
+				      : started_migration ? RMIG_SRC_ROLLED_BACK
+							  : RMIG_SRC_FAILED);
 	}
 	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	if (rc >= 0)

@@ -101,7 +101,7 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 	pthread_mutex_unlock(&ctx->prog_lock);
 	if (st->state == RMIG_STREAM_SWITCHOVER && !*t_pause) {
 		*t_pause = now;
-		rmig_set_phase(ctx, "stop-and-copy");
+		rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
 		rc = be->ops->stream_switchover(be);
 		if (rc)
 			return rmig_err(ctx, rc, "backend: switch-over: %s", be->err);
