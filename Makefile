@@ -6,7 +6,7 @@ SAN     ?= 0
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
-	   -Iinclude -Iproto -Itransport -Iengine -Iengine/session -Ibackends
+	   -Iinclude -Iproto -Itransport -Iengine -Iengine/session -Iengine/payload -Ibackends
 LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
@@ -20,8 +20,10 @@ SONAME  = librmig.so.0
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
-	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
-	  engine/postcopy.c engine/prealloc.c engine/session/machine.c
+	  engine/auth.c engine/populated.c engine/postcopy.c engine/prealloc.c \
+	  engine/session/machine.c engine/session/channels.c engine/session/source.c engine/session/dest.c \
+	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
+	  engine/payload/memory_load.c engine/payload/stream.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_session
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)

@@ -20,7 +20,14 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "stream.h"
+#include "payload.h"
+
+/* The destination's end of the stream: the backend's fd. */
+struct rmig_stream_sink {
+	int fd; /* the backend's; it closes it */
+	struct XXH3_state_s *hash;
+	uint64_t bytes;
+};
 
 #define STATUS_EVERY_MS 20 /* progress; the pause, without stream_wait */
 #define SINK_STALL_FACTOR                                                                          \
@@ -187,7 +194,7 @@ static int wait_news(struct rmig_ctx *ctx, struct forwarder *f, int with_backend
 	return 0;
 }
 
-int rmig_stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
+static int stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
 {
 	struct rmig_backend *be = ctx->be;
 	struct rmig_stream_params p = { .downtime_ms = ctx->cfg.downtime_ms,
@@ -284,7 +291,7 @@ out:
 	return rc;
 }
 
-int rmig_stream_sink_open(struct rmig_ctx *ctx, struct rmig_stream_sink *sink)
+static int sink_open(struct rmig_ctx *ctx, struct rmig_stream_sink *sink)
 {
 	struct rmig_stream_params p = { .downtime_ms = ctx->cfg.downtime_ms };
 	int rc;
@@ -302,8 +309,8 @@ int rmig_stream_sink_open(struct rmig_ctx *ctx, struct rmig_stream_sink *sink)
 	return 0;
 }
 
-int rmig_stream_sink_write(struct rmig_ctx *ctx, struct rmig_stream_sink *sink, const void *data,
-			   size_t len)
+static int sink_write(struct rmig_ctx *ctx, struct rmig_stream_sink *sink, const void *data,
+		      size_t len)
 {
 	const uint8_t *p = data;
 	int stall_ms = (int)ctx->cfg.link_timeout_ms * SINK_STALL_FACTOR;
@@ -339,14 +346,132 @@ int rmig_stream_sink_write(struct rmig_ctx *ctx, struct rmig_stream_sink *sink, 
 	return 0;
 }
 
-uint64_t rmig_stream_sink_digest(const struct rmig_stream_sink *sink)
+static uint64_t sink_digest(const struct rmig_stream_sink *sink)
 {
 	return XXH3_64bits_digest(sink->hash);
 }
 
-void rmig_stream_sink_close(struct rmig_stream_sink *sink)
+static void sink_close(struct rmig_stream_sink *sink)
 {
 	XXH3_freeState(sink->hash);
 	sink->hash = NULL;
 	sink->fd = -1; /* the backend's */
 }
+
+/* ---- the payload ---- */
+
+struct stream_payload {
+	uint64_t digest;	      /* source: of every byte sent */
+	struct rmig_stream_sink sink; /* destination */
+	int sink_open;
+};
+
+static struct stream_payload *sp(struct rmig_payload *p)
+{
+	return p->priv;
+}
+
+/* Only a backend whose hypervisor migrates itself has a stream. */
+static int stream_wanted(struct rmig_ctx *ctx)
+{
+	return ctx->be->ops->stream_open != NULL;
+}
+
+static int stream_save_setup(struct rmig_payload *p)
+{
+	p->priv = calloc(1, sizeof(struct stream_payload));
+	if (!p->priv)
+		return rmig_err(p->ctx, -ENOMEM, "out of memory");
+	if (p->ctx->cfg.postcopy)
+		return rmig_err(p->ctx, -EOPNOTSUPP,
+				"post-copy: backend %s migrates itself (its own stream); use its "
+				"own post-copy",
+				p->ctx->be->ops->name);
+	return 0;
+}
+
+static int stream_save_live(struct rmig_payload *p, int64_t *t_pause)
+{
+	return stream_send(p->ctx, t_pause, &sp(p)->digest);
+}
+
+/* COMPLETE: one digest, of the whole stream in order. */
+static int stream_save_complete(struct rmig_payload *p, struct rmig_msg *m)
+{
+	m->u.complete.count = 1;
+	m->u.complete.digest[0] = sp(p)->digest;
+	if (p->ctx->cfg.verify)
+		m->u.complete.flags |= RMIG_COMPLETE_VERIFY;
+	return 0;
+}
+
+static void stream_cleanup(struct rmig_payload *p)
+{
+	if (p->priv && sp(p)->sink_open)
+		sink_close(&sp(p)->sink);
+	free(p->priv);
+	p->priv = NULL;
+}
+
+static int stream_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *hello)
+{
+	int rc;
+
+	(void)hello;
+	p->priv = calloc(1, sizeof(struct stream_payload));
+	if (!p->priv)
+		return rmig_err(p->ctx, -ENOMEM, "out of memory");
+	rc = sink_open(p->ctx, &sp(p)->sink);
+	sp(p)->sink_open = !rc;
+	return rc;
+}
+
+static int stream_load_message(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	int rc = sink_write(ctx, &sp(p)->sink, m->u.state.data, m->u.state.len);
+
+	if (rc)
+		return rc;
+	ctx->stats.bytes_sent += m->u.state.len;
+	atomic_fetch_add(&ctx->live_bytes, m->u.state.len);
+	return 0;
+}
+
+/* The hash of every byte, in order. */
+static int stream_load_complete(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	uint64_t got = sink_digest(&sp(p)->sink);
+
+	if (m->u.complete.flags & RMIG_COMPLETE_POSTCOPY)
+		return rmig_err(ctx, -EPROTO, "protocol error: COMPLETE with post-copy");
+	if (m->u.complete.count != 1)
+		return rmig_err(ctx, -EBADMSG, "bad frame: COMPLETE has %u digests for one stream",
+				m->u.complete.count);
+	if (!(m->u.complete.flags & RMIG_COMPLETE_VERIFY))
+		return 0;
+	if (got != m->u.complete.digest[0])
+		return rmig_err(ctx, -EILSEQ,
+				"verification failed: the migration stream's digest is %016llx, "
+				"the source sent %016llx",
+				(unsigned long long)got,
+				(unsigned long long)m->u.complete.digest[0]);
+	ctx->stats.verified = 1;
+	return 0;
+}
+
+const struct rmig_payload_ops rmig_stream_payload = {
+	.size = sizeof(struct rmig_payload_ops),
+	.name = "stream",
+	.wanted = stream_wanted,
+	.msg_types = 1u << RMIG_MSG_STREAM,
+	.save_setup = stream_save_setup,
+	.save_live = stream_save_live,
+	.save_complete = stream_save_complete,
+	.save_cleanup = stream_cleanup,
+	.load_setup = stream_load_setup,
+	.load_message = stream_load_message,
+	.load_complete = stream_load_complete,
+	.load_cleanup = stream_cleanup,
+};

@@ -1,0 +1,365 @@
+/* memory_load.c - guest memory, destination side: every run of a PAGES or
+ * ZERO frame is checked against the layout before memory is touched, page
+ * bytes are read straight into place, zero runs leave fresh memory alone;
+ * at COMPLETE the digests are compared. Post-copy: DISCARDed pages are
+ * dropped, and from COMPLETE on every page goes in whole through
+ * userfaultfd (postcopy.c), never read into memory the guest may use.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "channels.h"
+#include "digest.h"
+#include "memory.h"
+#include "postcopy.h"
+#include "prealloc.h"
+
+#define BOUNCE_BYTES RMIG_MAX_PAGE_SIZE /* post-copy: page bytes staged per receiver */
+
+struct mem_load {
+	struct rmig_postcopy *pc;	  /* a post-copy session */
+	atomic_int pc_armed;		  /* from COMPLETE: place pages through pc */
+	int pc_done;			  /* every page is in; faults no longer caught */
+	atomic_uint round;		  /* the round being received */
+	atomic_uint_fast64_t round_pages; /* pages announced in it so far */
+	/* Pages written since the regions were prepared: the others are still
+	 * fresh memory, zero by the backend's contract, so a ZERO run need not
+	 * read them (reading can allocate them). */
+	atomic_uint_fast64_t *written[RMIG_MAX_REGIONS];
+	uint64_t guest_pages;
+	/* This round's figures, from the receiver threads. */
+	atomic_uint_fast64_t pages, zero_pages, bytes;
+};
+
+static struct mem_load *ml(struct rmig_payload *p)
+{
+	return p->priv;
+}
+
+int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *hello)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_load *l = calloc(1, sizeof(*l));
+	int rc = 0;
+
+	if (!l)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	p->priv = l;
+	atomic_init(&l->round, 1);
+	if (ctx->cfg.prealloc)
+		rc = rmig_prealloc_regions(ctx);
+	for (size_t i = 0; !rc && i < ctx->nregions; i++) {
+		uint64_t pages = ctx->regions[i].len / ctx->regions[i].page_size;
+
+		l->guest_pages += pages;
+		l->written[i] = calloc((pages + 63) / 64, sizeof(*l->written[i]));
+		if (!l->written[i])
+			rc = rmig_err(ctx, -ENOMEM, "out of memory for page bitmaps");
+	}
+	if (!rc && (hello->caps & RMIG_CAP_POSTCOPY)) {
+		rc = rmig_postcopy_create(ctx, &l->pc);
+		p->postcopy = !rc;
+	}
+	return rc;
+}
+
+static void mark_written(atomic_uint_fast64_t *bm, uint64_t first, uint64_t count)
+{
+	for (uint64_t pg = first; pg < first + count;) {
+		uint64_t bit = pg % 64,
+			 n = 64 - bit < first + count - pg ? 64 - bit : first + count - pg;
+		uint64_t mask = n == 64 ? ~0ull : ((1ull << n) - 1) << bit;
+
+		atomic_fetch_or(&bm[pg / 64], mask);
+		pg += n;
+	}
+}
+
+static int was_written(atomic_uint_fast64_t *bm, uint64_t page)
+{
+	return (atomic_load(&bm[page / 64]) >> (page % 64)) & 1;
+}
+
+/* Post-copy: the guest may be running, so a page goes in whole or not at
+ * all: bytes through a bounce buffer, then UFFDIO_COPY. */
+static int recv_postcopy(struct rmig_payload *p, struct rmig_rx_chan *c, uint8_t type, size_t ri,
+			 const struct rmig_run *runs, uint32_t nruns, char *why, size_t whylen)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	uint64_t ps = ctx->regions[ri].page_size, per = BOUNCE_BYTES / ps;
+	int rc = 0;
+
+	for (uint32_t i = 0; i < nruns && !rc; i++)
+		rc = rmig_postcopy_check(ml(p)->pc, ri, runs[i].first, runs[i].count, why, whylen);
+	if (!rc && type == RMIG_MSG_PAGES && !c->scratch && !(c->scratch = malloc(BOUNCE_BYTES))) {
+		snprintf(why, whylen, "out of memory");
+		rc = -ENOMEM;
+	}
+	for (uint32_t i = 0; i < nruns && !rc; i++) {
+		if (type == RMIG_MSG_ZERO) {
+			rc = rmig_postcopy_place(ml(p)->pc, ri, runs[i].first, runs[i].count, NULL,
+						 why, whylen);
+			continue;
+		}
+		for (uint64_t done = 0; done < runs[i].count && !rc;) {
+			uint64_t n = runs[i].count - done < per ? runs[i].count - done : per;
+			struct iovec v = { c->scratch, n * ps };
+
+			rc = ctx->link->ops->chan_recv(ctx->link, c->chan, &v, 1,
+						       (int)ctx->cfg.link_timeout_ms);
+			if (rc) {
+				snprintf(why, whylen, "%s", ctx->link->err);
+				break;
+			}
+			rc = rmig_postcopy_place(ml(p)->pc, ri, runs[i].first + done, n, c->scratch,
+						 why, whylen);
+			done += n;
+		}
+	}
+	return rc;
+}
+
+/* Fresh memory is already zero: pages not written in this migration are
+ * left alone (even reading them may allocate them); written ones are
+ * cleared only if they are not zero already. */
+static int apply_zero(struct rmig_payload *p, struct rmig_rx_chan *c, size_t ri,
+		      const struct rmig_run *runs, uint32_t nruns, char *why, size_t whylen)
+{
+	const struct rmig_region *reg = &p->ctx->regions[ri];
+
+	for (uint32_t i = 0; i < nruns; i++)
+		for (uint64_t k = 0; k < runs[i].count; k++) {
+			char *pg = (char *)reg->host + (runs[i].first + k) * reg->page_size;
+
+			/* A large run takes a while: let a stop interrupt it. */
+			if (k % 4096 == 4095 && rmig_rx_stopping(c->pool)) {
+				snprintf(why, whylen, "stopped");
+				return -ECANCELED;
+			}
+			if (was_written(ml(p)->written[ri], runs[i].first + k) &&
+			    !rmig_page_is_zero(pg, reg->page_size))
+				memset(pg, 0, reg->page_size);
+		}
+	return 0;
+}
+
+/* The rest of a PAGES/ZERO frame. Every check happens before memory is
+ * written. */
+int rmig_mem_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,
+			const struct rmig_frame_hdr *fh, char *why, size_t whylen)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_load *l = ml(p);
+	struct rmig_link *link = ctx->link;
+	uint8_t sub[RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS];
+	struct rmig_pages_hdr ph;
+	struct rmig_run runs[RMIG_MAX_RUNS];
+	struct iovec iov[RMIG_MAX_RUNS];
+	const struct rmig_region *reg;
+	uint64_t pages = 0;
+	size_t ri;
+	int rc;
+
+	struct iovec v = { sub, RMIG_PAGES_HDR_LEN };
+
+	rc = link->ops->chan_recv(link, c->chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		return snprintf(why, whylen, "%s", link->err), rc;
+	rc = rmig_pages_hdr_decode(sub, fh, &ph, why, whylen);
+	if (rc)
+		return rc;
+	v = (struct iovec){ sub + RMIG_PAGES_HDR_LEN, (size_t)ph.nruns * RMIG_RUN_LEN };
+	rc = link->ops->chan_recv(link, c->chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		return snprintf(why, whylen, "%s", link->err), rc;
+	rc = rmig_pages_runs_decode(sub + RMIG_PAGES_HDR_LEN, fh, &ph, &ctx->layout, runs, &ri, why,
+				    whylen);
+	if (rc)
+		return rc;
+	if (ph.round != atomic_load(&l->round)) {
+		snprintf(why, whylen, "%s frame for round %u during round %u",
+			 rmig_msg_name(fh->type), ph.round, atomic_load(&l->round));
+		return -EBADMSG;
+	}
+	reg = &ctx->regions[ri];
+	for (uint32_t i = 0; i < ph.nruns; i++)
+		pages += runs[i].count;
+	/* A round sends each page at most once: bounding it by the guest's
+	 * size bounds the work a peer can make us do per round. */
+	if (atomic_fetch_add(&l->round_pages, pages) + pages > l->guest_pages) {
+		snprintf(why, whylen, "round %u sends more pages than the guest's %llu", ph.round,
+			 (unsigned long long)l->guest_pages);
+		return -EBADMSG;
+	}
+	if (atomic_load(&l->pc_armed)) {
+		rc = recv_postcopy(p, c, fh->type, ri, runs, ph.nruns, why, whylen);
+	} else if (fh->type == RMIG_MSG_PAGES) {
+		for (uint32_t i = 0; i < ph.nruns; i++) {
+			iov[i] = (struct iovec){ (char *)reg->host + runs[i].first * reg->page_size,
+						 runs[i].count * reg->page_size };
+			mark_written(l->written[ri], runs[i].first, runs[i].count);
+		}
+		rc = link->ops->chan_recv(link, c->chan, iov, (int)ph.nruns,
+					  (int)ctx->cfg.link_timeout_ms);
+		if (rc)
+			snprintf(why, whylen, "%s", link->err);
+	} else {
+		rc = apply_zero(p, c, ri, runs, ph.nruns, why, whylen);
+	}
+	if (rc)
+		return rc;
+	atomic_fetch_add(fh->type == RMIG_MSG_PAGES ? &l->pages : &l->zero_pages, pages);
+	atomic_fetch_add(&l->bytes, RMIG_FRAME_HDR_LEN + fh->len);
+	return 0;
+}
+
+void rmig_mem_load_round_done(struct rmig_payload *p)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_load *l = ml(p);
+
+	ctx->stats.pages_sent += atomic_exchange(&l->pages, 0);
+	ctx->stats.zero_pages += atomic_exchange(&l->zero_pages, 0);
+	ctx->stats.bytes_sent += atomic_exchange(&l->bytes, 0);
+	atomic_store(&l->round_pages, 0);
+	/* Frames of the next round may only come after our ack. */
+	atomic_fetch_add(&l->round, 1);
+}
+
+/* A partly received round is sent again in full. */
+void rmig_mem_load_rewind(struct rmig_payload *p, unsigned round)
+{
+	struct mem_load *l = ml(p);
+
+	atomic_store(&l->round_pages, 0);
+	atomic_store(&l->pages, 0);
+	atomic_store(&l->zero_pages, 0);
+	atomic_store(&l->bytes, 0);
+	if (round)
+		atomic_store(&l->round, round);
+}
+
+static int place_page(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_load *l = ml(p);
+	uint64_t len = RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + m->u.page.len;
+	char why[400];
+	size_t ri;
+	int rc;
+
+	if (!l->pc || !atomic_load(&l->pc_armed))
+		return rmig_err(ctx, -EPROTO, "protocol error: PAGE_DATA without post-copy");
+	rc = rmig_page_msg_check(m, &ctx->layout, &ri, why, sizeof(why));
+	if (rc)
+		return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+	if (l->pc_done) /* asked for, then streamed: all is in already */
+		return 0;
+	rc = rmig_postcopy_check(l->pc, ri, m->u.page.page, 1, why, sizeof(why));
+	if (!rc)
+		rc = rmig_postcopy_place(l->pc, ri, m->u.page.page, 1, m->u.page.data, why,
+					 sizeof(why));
+	if (rc)
+		return rmig_err(ctx, rc, "%s", why);
+	ctx->stats.bytes_sent += len;
+	atomic_fetch_add(&ctx->live_bytes, len);
+	return 0;
+}
+
+/* DISCARD (pages that will come after the start) or PAGE_DATA (one the
+ * guest asked for). */
+int rmig_mem_load_message(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	if (m->type == RMIG_MSG_PAGE_DATA)
+		return place_page(p, m);
+	if (!ml(p)->pc)
+		return rmig_err(p->ctx, -EPROTO, "protocol error: DISCARD without post-copy");
+	return rmig_postcopy_discard(ml(p)->pc, m);
+}
+
+static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	uint64_t digest[RMIG_MAX_REGIONS];
+	int rc;
+
+	if (m->u.complete.count != ctx->nregions)
+		return rmig_err(ctx, -EBADMSG, "bad frame: COMPLETE has %u digests for %zu regions",
+				m->u.complete.count, ctx->nregions);
+	if (!(m->u.complete.flags & RMIG_COMPLETE_VERIFY))
+		return 0;
+	rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, digest);
+	if (rc)
+		return rmig_err(ctx, rc, "computing the destination digest failed");
+	for (size_t i = 0; i < ctx->nregions; i++)
+		if (digest[i] != m->u.complete.digest[i])
+			return rmig_err(ctx, -EILSEQ,
+					"verification failed: region %u digest %016llx, source has "
+					"%016llx",
+					ctx->regions[i].id, (unsigned long long)digest[i],
+					(unsigned long long)m->u.complete.digest[i]);
+	ctx->stats.verified = 1;
+	return 0;
+}
+
+/* Post-copy's COMPLETE carries no digests: the pages to come are what the
+ * guest will find, and it changes them at once. */
+static int arm_postcopy(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	int rc;
+
+	if (m->u.complete.count != p->ctx->nregions || (m->u.complete.flags & RMIG_COMPLETE_VERIFY))
+		return rmig_err(p->ctx, -EBADMSG, "bad frame: post-copy COMPLETE with digests");
+	rc = rmig_postcopy_arm(ml(p)->pc);
+	if (!rc)
+		atomic_store(&ml(p)->pc_armed, 1);
+	return rc;
+}
+
+int rmig_mem_load_complete(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	struct mem_load *l = ml(p);
+
+	if (!l->pc != !(m->u.complete.flags & RMIG_COMPLETE_POSTCOPY))
+		return rmig_err(p->ctx, -EPROTO, "protocol error: COMPLETE %s post-copy",
+				l->pc ? "without" : "with");
+	return l->pc ? arm_postcopy(p, m) : verify(p->ctx, m);
+}
+
+void rmig_mem_load_remote(struct rmig_payload *p, struct rmig_pending_remote *out)
+{
+	struct rmig_postcopy_figures f = { 0 };
+
+	if (ml(p)->pc)
+		rmig_postcopy_figures(ml(p)->pc, &f);
+	*out = (struct rmig_pending_remote){ f.stale, f.missing, f.requested };
+}
+
+int rmig_mem_load_failed(struct rmig_payload *p, char *why, size_t whylen)
+{
+	return ml(p)->pc && rmig_postcopy_failed(ml(p)->pc, why, whylen);
+}
+
+/* Stop catching faults: every page is in, or none will come any more
+ * (threads blocked in a fault then go on, a missing page reading as zero). */
+void rmig_mem_load_postcopy_end(struct rmig_payload *p)
+{
+	if (!ml(p)->pc)
+		return;
+	rmig_postcopy_disarm(ml(p)->pc);
+	ml(p)->pc_done = 1;
+}
+
+void rmig_mem_load_cleanup(struct rmig_payload *p)
+{
+	struct mem_load *l = ml(p);
+
+	if (!l)
+		return;
+	rmig_postcopy_destroy(l->pc);
+	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)
+		free(l->written[i]);
+	free(l);
+	p->priv = NULL;
+}

@@ -1,0 +1,437 @@
+/* memory_save.c - guest memory, source side: the dirty log, round after
+ * round of dirty pages onto the data channels (zero pages as runs without
+ * bytes, or RDMA WRITE straight into the peer's memory), the digests at the
+ * pause; post-copy: announcing the pages still here (DISCARD) and answering
+ * the destination's PAGE_REQUESTs.
+ *
+ * Two bitmaps per region: `dirty` (to send next; from post-copy's first
+ * announcement on, every page announced) and `sent` (sent in the round not
+ * yet acknowledged, resent after a failover; during post-copy's
+ * announcements: announced).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitmap.h"
+#include "channels.h"
+#include "digest.h"
+#include "memory.h"
+#include "populated.h"
+#include "postcopy.h"
+
+#define ITEM_BYTES (1u << 20) /* dirty pages per queued item: 1 MiB worth */
+#define ITEM_SPAN 4096	      /* pages of address space one item may cover */
+
+/* The source digest, computed while the last pages are on the wire: the
+ * guest is paused, so memory is what it was at the pause. */
+struct digest_task {
+	struct rmig_ctx *ctx;
+	pthread_t tid;
+	int running;
+	uint64_t digest[RMIG_MAX_REGIONS];
+	int rc;
+};
+
+struct mem_save {
+	uint64_t *dirty[RMIG_MAX_REGIONS];
+	uint64_t *sent[RMIG_MAX_REGIONS];
+	uint32_t round; /* the round being sent, for the frames' headers */
+	int announcing; /* post-copy: sent[] records what was announced */
+	struct digest_task dig;
+};
+
+static struct mem_save *ms(struct rmig_payload *p)
+{
+	return p->priv;
+}
+
+static uint64_t region_pages(const struct rmig_region *r)
+{
+	return r->len / r->page_size;
+}
+
+static void clear_map(uint64_t *map, const struct rmig_region *r)
+{
+	memset(map, 0, rmig_bitmap_words(region_pages(r)) * 8);
+}
+
+int rmig_mem_save_setup(struct rmig_payload *p)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_save *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	p->priv = s;
+	if (ctx->cfg.postcopy && ctx->cfg.pin == RMIG_PIN_ALL)
+		return rmig_err(ctx, -EINVAL,
+				"post-copy cannot use config.pin=all: pages that arrive after the "
+				"guest started are placed by the destination's CPU");
+	if (ctx->cfg.postcopy && ctx->cfg.verify) {
+		struct rmig_event ev = { .type = RMIG_EV_WARNING,
+					 .detail = "post-copy: memory is not verified (the "
+						   "destination's guest writes it before all of "
+						   "it arrived)" };
+
+		ctx->cfg.verify = 0;
+		rmig_emit(ctx, &ev);
+	}
+	p->postcopy = ctx->cfg.postcopy;
+	for (size_t i = 0; i < ctx->nregions; i++) {
+		uint64_t words = rmig_bitmap_words(region_pages(&ctx->regions[i]));
+
+		s->dirty[i] = calloc(words, 8);
+		s->sent[i] = calloc(words, 8);
+		if (!s->dirty[i] || !s->sent[i])
+			return rmig_err(ctx, -ENOMEM, "out of memory for dirty bitmaps");
+		ctx->stats.guest_bytes += ctx->regions[i].len;
+	}
+	return 0;
+}
+
+int rmig_mem_save_start(struct rmig_payload *p)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct rmig_backend *be = ctx->be;
+	int rc;
+
+	/* Start logging before the first read, so that no write is missed. No
+	 * start_dirty_log op: the backend logs all along. */
+	rc = be->ops->start_dirty_log ? be->ops->start_dirty_log(be) : 0;
+	if (rc)
+		return rmig_err(ctx, rc, "backend: starting the dirty log: %s", be->err);
+	/* The first round sends everything, but memory never touched is zero
+	 * on both sides already (read after the log started: a page touched
+	 * since is in the log). */
+	for (size_t i = 0; i < ctx->nregions; i++) {
+		const struct rmig_region *r = &ctx->regions[i];
+
+		if (!(r->flags & RMIG_REGION_UNTOUCHED_ZERO) ||
+		    rmig_populated_pages(r->host, region_pages(r), r->page_size, ms(p)->dirty[i]))
+			rmig_dirty_bitmap_set_all(ms(p)->dirty[i], region_pages(r));
+	}
+	return 0;
+}
+
+/* Send the runs collected so far as one PAGES or ZERO frame. */
+static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const struct rmig_region *r,
+		      uint8_t type, struct rmig_run *runs, uint32_t *nruns)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct iovec data[RMIG_MAX_RUNS];
+	uint64_t pages = 0;
+	size_t sub;
+	int rc;
+
+	if (!*nruns)
+		return 0;
+	sub = rmig_pages_encode(c->hdr + RMIG_FRAME_HDR_LEN, sizeof(c->hdr) - RMIG_FRAME_HDR_LEN,
+				r->id, ms(p)->round, runs, *nruns);
+	for (uint32_t i = 0; i < *nruns; i++) {
+		data[i] = (struct iovec){ (char *)r->host + runs[i].first * r->page_size,
+					  runs[i].count * r->page_size };
+		pages += runs[i].count;
+	}
+	if (type == RMIG_MSG_PAGES && ctx->placement) {
+		/* RDMA WRITE straight into the peer's copy of the region: no frame;
+		 * the round's end is signalled only after chan_flush. */
+		uint64_t off[RMIG_MAX_RUNS];
+		struct rmig_link *l = ctx->link;
+
+		for (uint32_t i = 0; i < *nruns; i++)
+			off[i] = runs[i].first * r->page_size;
+		rmig_tx_rate_limit(c, pages * r->page_size);
+		rc = l->ops->chan_write(l, c->chan, (uint32_t)(r - ctx->regions), off, data,
+					(int)*nruns, (int)ctx->cfg.link_timeout_ms);
+		if (rc)
+			return rc;
+		c->bytes += pages * r->page_size;
+		c->pages += pages;
+		*nruns = 0;
+		return 0;
+	}
+	rc = rmig_tx_send_frame(c, type, sub, data, type == RMIG_MSG_PAGES ? (int)*nruns : 0);
+	if (rc)
+		return rc;
+	if (type == RMIG_MSG_PAGES)
+		c->pages += pages;
+	else
+		c->zero_pages += pages;
+	*nruns = 0;
+	return 0;
+}
+
+static int add_page(struct rmig_payload *p, struct rmig_tx_chan *c, const struct rmig_region *r,
+		    uint8_t type, struct rmig_run *runs, uint32_t *nruns, uint64_t page)
+{
+	int rc;
+
+	if (*nruns && runs[*nruns - 1].first + runs[*nruns - 1].count == page) {
+		runs[*nruns - 1].count++;
+		return 0;
+	}
+	if (*nruns == RMIG_MAX_RUNS) {
+		rc = flush_runs(p, c, r, type, runs, nruns);
+		if (rc)
+			return rc;
+	}
+	runs[(*nruns)++] = (struct rmig_run){ page, 1 };
+	return 0;
+}
+
+/* On a sender thread: the item's pages, split into data and zero runs. */
+int rmig_mem_save_item(struct rmig_payload *p, struct rmig_tx_chan *c,
+		       const struct rmig_tx_item *it)
+{
+	const struct rmig_region *r = &p->ctx->regions[it->area];
+	struct rmig_run data[RMIG_MAX_RUNS], zero[RMIG_MAX_RUNS];
+	uint32_t nd = 0, nz = 0;
+	int rc = 0;
+
+	for (uint64_t pg = it->first; pg < it->first + it->span && !rc; pg++) {
+		if (!((it->map[pg / 64] >> (pg % 64)) & 1))
+			continue;
+		if (rmig_page_is_zero((char *)r->host + pg * r->page_size, r->page_size))
+			rc = add_page(p, c, r, RMIG_MSG_ZERO, zero, &nz, pg);
+		else
+			rc = add_page(p, c, r, RMIG_MSG_PAGES, data, &nd, pg);
+	}
+	if (!rc)
+		rc = flush_runs(p, c, r, RMIG_MSG_PAGES, data, &nd);
+	if (!rc)
+		rc = flush_runs(p, c, r, RMIG_MSG_ZERO, zero, &nz);
+	return rc;
+}
+
+/* Queue every page set in map[] for the senders. The items point into map:
+ * it must stay unchanged until the senders are idle. */
+static int queue_pages(struct rmig_payload *p, struct rmig_tx_pool *tx, uint64_t *const *map)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	int rc = 0;
+
+	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+		uint64_t npages = region_pages(r), pos = 0, start, len;
+		uint64_t per_item = ITEM_BYTES / r->page_size ? ITEM_BYTES / r->page_size : 1;
+		struct rmig_tx_item it = { p, (uint32_t)ri, 0, 0, map[ri] };
+		unsigned group = ctx->region_group[ri];
+		uint64_t in_item = 0;
+
+		/* Gather runs into items of at most per_item dirty pages spread
+		 * over at most ITEM_SPAN pages. */
+		while (!rc &&
+		       rmig_dirty_bitmap_next_run(map[ri], npages, pos, per_item, &start, &len)) {
+			if (in_item &&
+			    (in_item + len > per_item || start + len - it.first > ITEM_SPAN)) {
+				rc = rmig_tx_push(tx, group, &it);
+				in_item = 0;
+			}
+			if (!in_item)
+				it.first = start;
+			it.span = start + len - it.first;
+			in_item += len;
+			pos = start + len;
+		}
+		if (!rc && in_item)
+			rc = rmig_tx_push(tx, group, &it);
+	}
+	return rc;
+}
+
+/* Queue the dirty pages. Pre-copy: they move to `sent` until the round is
+ * acknowledged (a failover sends them again). Post-copy, after the start:
+ * the announced pages, which stay as they are. */
+int rmig_mem_save_round(struct rmig_payload *p, struct rmig_tx_pool *tx, unsigned round)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_save *s = ms(p);
+
+	s->round = round;
+	queue_pages(p, tx, s->dirty); /* a failure shows in rmig_tx_wait */
+	if (s->announcing)
+		return 0;
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		uint64_t *t = s->sent[ri];
+
+		s->sent[ri] = s->dirty[ri];
+		s->dirty[ri] = t;
+		clear_map(t, &ctx->regions[ri]);
+	}
+	return 0;
+}
+
+void rmig_mem_save_acked(struct rmig_payload *p)
+{
+	if (ms(p)->announcing)
+		return;
+	for (size_t ri = 0; ri < p->ctx->nregions; ri++)
+		clear_map(ms(p)->sent[ri], &p->ctx->regions[ri]);
+}
+
+void rmig_mem_save_rewind(struct rmig_payload *p)
+{
+	struct mem_save *s = ms(p);
+
+	for (size_t ri = 0; ri < p->ctx->nregions; ri++) {
+		size_t words = rmig_bitmap_words(region_pages(&p->ctx->regions[ri]));
+
+		for (size_t w = 0; w < words; w++)
+			s->dirty[ri][w] |= s->sent[ri][w];
+		memset(s->sent[ri], 0, words * 8);
+	}
+}
+
+int rmig_mem_save_pending(struct rmig_payload *p, struct rmig_pending *out)
+{
+	struct rmig_ctx *ctx = p->ctx;
+
+	*out = (struct rmig_pending){ 0 };
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+		uint64_t n;
+		int rc = ctx->be->ops->fetch_dirty(ctx->be, ri, ms(p)->dirty[ri]);
+
+		if (rc)
+			return rmig_err(ctx, rc, "backend: fetching the dirty log: %s",
+					ctx->be->err);
+		n = rmig_dirty_bitmap_count(ms(p)->dirty[ri], region_pages(r));
+		out->units += n;
+		out->bytes += n * r->page_size;
+	}
+	return 0;
+}
+
+void rmig_mem_save_resend_all(struct rmig_payload *p)
+{
+	for (size_t i = 0; i < p->ctx->nregions; i++)
+		rmig_dirty_bitmap_set_all(ms(p)->dirty[i], region_pages(&p->ctx->regions[i]));
+}
+
+static void *digest_main(void *arg)
+{
+	struct digest_task *d = arg;
+
+	d->rc = rmig_digest_regions(d->ctx->regions, d->ctx->nregions, 1, d->digest);
+	return NULL;
+}
+
+int rmig_mem_save_pause(struct rmig_payload *p)
+{
+	struct digest_task *d = &ms(p)->dig;
+
+	if (!p->ctx->cfg.verify || p->postcopy)
+		return 0;
+	d->ctx = p->ctx;
+	if (pthread_create(&d->tid, NULL, digest_main, d))
+		return rmig_err(p->ctx, -EAGAIN, "cannot start the digest thread");
+	d->running = 1;
+	return 0;
+}
+
+static int join_digest(struct rmig_payload *p)
+{
+	struct digest_task *d = &ms(p)->dig;
+
+	if (!d->running)
+		return 0;
+	pthread_join(d->tid, NULL);
+	d->running = 0;
+	return d->rc ? rmig_err(p->ctx, d->rc, "computing the source digest failed") : 0;
+}
+
+int rmig_mem_save_complete(struct rmig_payload *p, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	int rc;
+
+	m->u.complete.count = (uint32_t)ctx->nregions;
+	if (p->postcopy) {
+		m->u.complete.flags |= RMIG_COMPLETE_POSTCOPY;
+		return 0;
+	}
+	if (!ctx->cfg.verify)
+		return 0;
+	rc = join_digest(p);
+	if (rc)
+		return rc;
+	m->u.complete.flags |= RMIG_COMPLETE_VERIFY;
+	memcpy(m->u.complete.digest, ms(p)->dig.digest, sizeof(uint64_t) * ctx->nregions);
+	return 0;
+}
+
+/* DISCARD the dirty pages not announced yet, and record them as announced. */
+int rmig_mem_save_announce(struct rmig_payload *p, uint64_t *count)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_save *s = ms(p);
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int rc = 0;
+
+	if (!m)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	if (!s->announcing)
+		for (size_t ri = 0; ri < ctx->nregions; ri++)
+			clear_map(s->sent[ri], &ctx->regions[ri]);
+	s->announcing = 1;
+	*count = 0;
+	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
+		const struct rmig_region *r = &ctx->regions[ri];
+		uint64_t words = rmig_bitmap_words(region_pages(r));
+		struct rmig_run *last = NULL;
+
+		memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.discard));
+		m->type = RMIG_MSG_DISCARD;
+		m->u.discard.region_id = r->id;
+		for (uint64_t w = 0; w < words && !rc; w++) {
+			uint64_t bits = s->dirty[ri][w] & ~s->sent[ri][w];
+
+			s->sent[ri][w] |= bits;
+			*count += (uint64_t)__builtin_popcountll(bits);
+			while (bits && !rc) {
+				uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+				bits &= bits - 1;
+				if (last && last->first + last->count == page) {
+					last->count++;
+					continue;
+				}
+				if (m->u.discard.nruns == RMIG_MAX_RUNS) {
+					rc = rmig_ctrl_send(ctx, m);
+					m->u.discard.nruns = 0;
+				}
+				last = &m->u.discard.runs[m->u.discard.nruns++];
+				*last = (struct rmig_run){ page, 1 };
+			}
+		}
+		if (!rc && m->u.discard.nruns)
+			rc = rmig_ctrl_send(ctx, m);
+	}
+	ctx->stats.postcopy_pages += *count;
+	free(m);
+	return rc;
+}
+
+/* PAGE_REQUEST: the destination's guest waits for an announced page. */
+int rmig_mem_save_message(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	return rmig_postcopy_answer(p->ctx, m, ms(p)->dirty);
+}
+
+void rmig_mem_save_cleanup(struct rmig_payload *p)
+{
+	struct mem_save *s = ms(p);
+
+	if (!s)
+		return;
+	if (s->dig.running)
+		pthread_join(s->dig.tid, NULL);
+	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++) {
+		free(s->dirty[i]);
+		free(s->sent[i]);
+	}
+	free(s);
+	p->priv = NULL;
+}

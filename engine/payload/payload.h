@@ -1,0 +1,125 @@
+/* payload.h - what a migration moves: one kind of state per handler, in the
+ * spirit of QEMU's SaveVMHandlers.
+ *
+ * The session layer (engine/session/) owns the connection, the phases, the
+ * round barrier, convergence and the commit; it calls each payload of the
+ * migration at fixed points and never looks inside. A payload moves one
+ * kind of state: guest memory by pre-copy (memory.c, with post-copy as its
+ * switch-over variant), a hypervisor's own migration stream (stream.c).
+ * Adding one is a new file here plus a line in registry.c.
+ *
+ * Every op returns 0 or a negative errno with ctx->err set, and is called
+ * on the session's thread unless it says otherwise. Ops a payload does not
+ * need are NULL. The table starts with its size, as every ops table here.
+ */
+#ifndef RMIG_PAYLOAD_H
+#define RMIG_PAYLOAD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+struct rmig_payload;
+struct rmig_tx_pool;
+struct rmig_tx_chan;
+struct rmig_tx_item;
+struct rmig_rx_chan;
+
+/* What a payload still has to send, as save_pending found it. */
+struct rmig_pending {
+	uint64_t bytes; /* to send at the switch-over if it were now */
+	uint64_t units; /* pages or blocks: the dirty rate counts these */
+};
+
+/* Post-copy's state at the destination (memory only, today). */
+struct rmig_pending_remote {
+	uint64_t stale;	    /* units announced as still at the source */
+	uint64_t missing;   /* of those, not here yet */
+	uint64_t requested; /* fetched on demand */
+};
+
+#define RMIG_PAYLOAD_MAX 4
+
+struct rmig_payload_ops {
+	size_t size; /* sizeof(struct rmig_payload_ops) as the payload was built */
+	const char *name;
+	/* Does this migration carry this payload? From the backend (source)
+	 * or the layout the source sent (destination). */
+	int (*wanted)(struct rmig_ctx *ctx);
+	uint32_t frame_types; /* bit t: data-channel frames of type t are its */
+	uint32_t msg_types;   /* bit t: control messages of type t are its */
+
+	/* ---- source ---- */
+	/* Before connecting: check the configuration, allocate. */
+	int (*save_setup)(struct rmig_payload *p);
+	/* Connected: start tracking changes; the first round is everything. */
+	int (*save_start)(struct rmig_payload *p);
+	/* The hypervisor migrates itself: run it until it paused the guest
+	 * and the stream ended (*t_pause: when it paused). Such a payload has
+	 * no rounds of ours. */
+	int (*save_live)(struct rmig_payload *p, int64_t *t_pause);
+	/* Queue this round's data on the senders. */
+	int (*save_round)(struct rmig_payload *p, struct rmig_tx_pool *tx, unsigned round);
+	/* On a sender thread: send one queued item on channel c. */
+	int (*save_item)(struct rmig_payload *p, struct rmig_tx_chan *c,
+			 const struct rmig_tx_item *it);
+	/* The destination holds the round: forget what it sent. */
+	void (*save_acked)(struct rmig_payload *p);
+	/* The round was lost with the link: send it again next round. */
+	void (*save_rewind)(struct rmig_payload *p);
+	/* Collect what changed since the last call. */
+	int (*save_pending)(struct rmig_payload *p, struct rmig_pending *out);
+	/* rmig bench: everything again next round. */
+	void (*save_resend_all)(struct rmig_payload *p);
+	/* Guest paused, before the last round (e.g. start the digests). */
+	int (*save_pause)(struct rmig_payload *p);
+	/* After the device state: this payload's part of COMPLETE. */
+	int (*save_complete)(struct rmig_payload *p, struct rmig_msg *complete);
+	/* Post-copy: announce what is still here (DISCARD) and is to come
+	 * after the start; *count: how many new. Then, after STARTED, the
+	 * announced data goes by save_round. */
+	int (*save_announce)(struct rmig_payload *p, uint64_t *count);
+	/* A control message of msg_types (post-copy's PAGE_REQUEST). */
+	int (*save_message)(struct rmig_payload *p, const struct rmig_msg *m);
+	void (*save_cleanup)(struct rmig_payload *p);
+
+	/* ---- destination ---- */
+	/* The layout is taken (hello: the source's HELLO). */
+	int (*load_setup)(struct rmig_payload *p, const struct rmig_wire_hello *hello);
+	/* On a receiver thread: the rest of a frame whose header fh was read. */
+	int (*load_frame)(struct rmig_payload *p, struct rmig_rx_chan *c,
+			  const struct rmig_frame_hdr *fh, char *why, size_t whylen);
+	/* A control message of msg_types. */
+	int (*load_message)(struct rmig_payload *p, const struct rmig_msg *m);
+	/* Every frame of the round is in: count it; the next may come. */
+	void (*load_round_done)(struct rmig_payload *p);
+	/* A new link resumes at `round` (a partial round is sent again). */
+	void (*load_rewind)(struct rmig_payload *p, unsigned round);
+	/* COMPLETE: verify, or get ready for post-copy. */
+	int (*load_complete)(struct rmig_payload *p, const struct rmig_msg *m);
+	/* Post-copy: what is still at the source; a failure of its own
+	 * threads (1, why); the end of catching faults. */
+	void (*load_remote)(struct rmig_payload *p, struct rmig_pending_remote *out);
+	int (*load_failed)(struct rmig_payload *p, char *why, size_t whylen);
+	void (*load_postcopy_end)(struct rmig_payload *p);
+	void (*load_cleanup)(struct rmig_payload *p);
+};
+
+struct rmig_payload {
+	const struct rmig_payload_ops *ops;
+	struct rmig_ctx *ctx;
+	void *priv;
+	int postcopy; /* switches over by post-copy */
+};
+
+/* The payloads this migration carries, in registration order, into p[]
+ * (RMIG_PAYLOAD_MAX); *n how many. Each is zeroed but for ops and ctx. */
+int rmig_payloads_choose(struct rmig_ctx *ctx, struct rmig_payload *p, size_t *n);
+/* Register another kind: -EINVAL for a bad size, -EEXIST, -ENOSPC. */
+int rmig_payload_register(const struct rmig_payload_ops *ops);
+
+extern const struct rmig_payload_ops rmig_memory_payload;
+extern const struct rmig_payload_ops rmig_stream_payload;
+
+#endif

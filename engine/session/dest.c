@@ -1,0 +1,880 @@
+/* dest.c - the receiving side's session: accept and authenticate, take
+ * the layout before anything is allocated, the round barrier, COMPLETE,
+ * READY, and the guest started only on GO; a lost link during pre-copy
+ * waits for the source to resume, one after READY answers the source's
+ * question. What arrives is the payloads' business (engine/payload/): data
+ * frames go to them from the receivers (channels.c), their control
+ * messages by type.
+ *
+ * Post-copy (the source's HELLO asks for it): the receivers stay up past
+ * STATE for one more round, which arrives after the guest started; the
+ * memory payload places its pages whole (userfaultfd), never reading into
+ * memory the guest may be using.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "channels.h"
+#include "engine.h"
+#include "payload.h"
+#include "postcopy.h"
+
+/* One rmig_recv call: what the steps and message handlers share. */
+struct dst_run {
+	struct rmig_ctx *ctx;
+	struct rmig_msg *m;
+	struct rmig_payload p[RMIG_PAYLOAD_MAX];
+	struct rmig_payload *pp[RMIG_PAYLOAD_MAX]; /* the same, for the receivers */
+	size_t np;
+	struct rmig_rx_pool *rx;
+	int postcopy; /* a payload switches over by post-copy */
+	void *state;  /* the device state, from STATE */
+	size_t state_len;
+	int announced; /* post-copy: DISCARD came, no more data before GO */
+	unsigned expect_round;
+	int64_t t_go;
+};
+
+#define EACH_PAYLOAD(d, p) for (struct rmig_payload *p = (d)->p; p < (d)->p + (d)->np; p++)
+
+/* Accept the data channels; each must name this session. */
+static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
+{
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t buf[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
+		struct iovec v = { buf, sizeof(buf) };
+		struct rmig_msg m;
+		char why[256];
+		unsigned chan;
+		int node, rc;
+
+		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.link_timeout_ms, &chan,
+						    &node);
+		if (rc)
+			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
+					ctx->link->err);
+		if (chan >= n)
+			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan,
+					n);
+		nodes[chan] = node;
+		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1,
+					       (int)ctx->cfg.link_timeout_ms);
+		if (rc)
+			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+		rc = rmig_frame_decode_buf(buf, sizeof(buf), NULL, &m, why, sizeof(why));
+		if (rc || m.type != RMIG_MSG_CHANNEL)
+			return rmig_err(ctx, -EBADMSG, "data channel %u: bad first frame: %s", i,
+					rc ? why : rmig_msg_name(m.type));
+		if (memcmp(m.u.channel.token, ctx->token, RMIG_NONCE_LEN) || m.u.channel.count != n)
+			return rmig_err(ctx, -EPERM,
+					"data channel %u does not belong to this migration", i);
+	}
+	return 0;
+}
+
+/* Check the REGIONS layout and have the backend allocate it. */
+static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
+{
+	struct rmig_region want[RMIG_MAX_REGIONS];
+	const struct rmig_region *got;
+	size_t n;
+	int rc;
+
+	for (uint32_t i = 0; i < l->count; i++)
+		want[i] = (struct rmig_region){ .id = l->r[i].id,
+						.page_size = l->r[i].page_size,
+						.gpa = l->r[i].gpa,
+						.len = l->r[i].len };
+	/* Both sides must be the same kind: memory, or a hypervisor's stream. */
+	if (!l->count != (ctx->be->ops->stream_open != NULL))
+		return rmig_err(ctx, -EPROTO,
+				l->count
+				    ? "cannot take this guest: the source sends guest memory, "
+				      "backend %s takes a hypervisor's own migration stream"
+				    : "cannot take this guest: the source sends a hypervisor's "
+				      "own migration stream (e.g. the qemu backend), backend %s "
+				      "takes guest memory",
+				ctx->be->ops->name);
+	rc = ctx->be->ops->prepare_regions(ctx->be, want, l->count);
+	if (rc)
+		return rmig_err(ctx, rc, "cannot take this guest: %s", ctx->be->err);
+	rc = ctx->be->ops->get_regions(ctx->be, &got, &n);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: %s", ctx->be->err);
+	if (n != l->count)
+		return rmig_err(ctx, -EINVAL,
+				"layout mismatch: backend made %zu regions, sender has %u", n,
+				l->count);
+	for (size_t i = 0; i < n; i++)
+		if (got[i].id != l->r[i].id || got[i].len != l->r[i].len ||
+		    got[i].page_size != l->r[i].page_size || !got[i].host)
+			return rmig_err(ctx, -EINVAL,
+					"layout mismatch: region %u here is %llu bytes of %u-byte "
+					"pages, the sender's is %llu of %u",
+					l->r[i].id, (unsigned long long)got[i].len,
+					got[i].page_size, (unsigned long long)l->r[i].len,
+					l->r[i].page_size);
+	ctx->layout = *l;
+	ctx->regions = got;
+	ctx->nregions = n;
+	for (size_t i = 0; i < n; i++)
+		ctx->stats.guest_bytes += got[i].len;
+	return 0;
+}
+
+/* Placement (RDMA WRITE): if the source asked and the link can, make the
+ * guest regions - and nothing else - remotely writable and send their
+ * description; an empty MEM_KEYS tells the source to use the streams. */
+static int offer_memory(struct rmig_ctx *ctx, int asked)
+{
+	struct rmig_link *l = ctx->link;
+	struct rmig_link_mem mem[RMIG_MAX_REGIONS];
+	struct rmig_msg m = { .type = RMIG_MSG_MEM_KEYS };
+	void *blob = NULL;
+	size_t len = 0;
+	int rc = 0;
+
+	if (!asked)
+		goto out;
+	if (l->ops->mem_expose && ctx->cfg.pin != RMIG_PIN_STAGING) {
+		rmig_link_mem_of_regions(ctx, mem);
+		rc = l->ops->mem_expose(l, mem, ctx->nregions, &blob, &len);
+		if (rc && ctx->cfg.pin == RMIG_PIN_ALL) {
+			rc = rmig_err(ctx, rc, "config.pin=all: cannot register guest memory: %s",
+				      l->err);
+			goto out;
+		}
+		if (rc) {
+			snprintf(ctx->link_detail, sizeof(ctx->link_detail),
+				 "guest memory not registered (%s): using staging buffers", l->err);
+			len = 0;
+		}
+		ctx->placement = !rc;
+	}
+	if (len > RMIG_MAX_MEM_KEYS) {
+		rc = rmig_err(ctx, -E2BIG, "memory description of %zu bytes is too large", len);
+		goto out;
+	}
+	m.u.state.data = blob;
+	m.u.state.len = (uint32_t)len;
+	rc = rmig_ctrl_send(ctx, &m);
+out:
+	free(blob);
+	if (!rc)
+		rmig_link_chosen(ctx);
+	return rc;
+}
+
+static void refused(struct rmig_ctx *ctx, const char *why)
+{
+	struct rmig_event ev = { .type = RMIG_EV_REFUSED, .peer = ctx->link->peer, .detail = why };
+
+	rmig_emit(ctx, &ev);
+}
+
+/* The opening of every connection: the peer's HELLO, versions, who it is
+ * (authentication), our HELLO. Its HELLO is left in m. */
+static int open_session(struct rmig_ctx *ctx, struct rmig_msg *m, struct rmig_wire_hello *hello)
+{
+	int rc;
+
+	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
+	rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, (int)ctx->cfg.link_timeout_ms);
+	if (rc)
+		return rc;
+	*hello = m->u.hello;
+	memcpy(ctx->peer_nonce, hello->nonce, RMIG_NONCE_LEN);
+	if (hello->ver_max < RMIG_WIRE_VERSION_MIN || hello->ver_min > RMIG_WIRE_VERSION_MAX)
+		rc = rmig_err(
+		    ctx, -EPROTONOSUPPORT, "version mismatch: peer speaks %u..%u, we speak %d..%d",
+		    hello->ver_min, hello->ver_max, RMIG_WIRE_VERSION_MIN, RMIG_WIRE_VERSION_MAX);
+	if (!rc)
+		rc = rmig_auth_policy(ctx, (hello->flags & RMIG_HELLO_PSK) != 0, 0);
+	if (!rc && (hello->caps & RMIG_CAP_POSTCOPY)) {
+		char why[256];
+
+		/* Before a single page is sent: the source then simply runs on. */
+		rc = rmig_postcopy_probe(why, sizeof(why));
+		if (rc)
+			rc = rmig_err(ctx, rc, "post-copy is not possible here: %s", why);
+	}
+	if (rc)
+		goto refuse;
+	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce))
+		return rmig_err(ctx, -EIO, "getrandom failed");
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = RMIG_MAX_CHANNELS,
+					       .caps = hello->caps & RMIG_CAP_POSTCOPY,
+					       .flags = ctx->cfg.psk ? RMIG_HELLO_PSK : 0 };
+	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
+	rc = rmig_ctrl_send(ctx, m);
+	if (rc)
+		return rc;
+	rc = rmig_auth_exchange(ctx, 0);
+	if (!rc || rc != -EACCES)
+		return rc;
+refuse:
+	rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	refused(ctx, ctx->err);
+	return rc;
+}
+
+/* A partly received round is sent again; a resumed session starts at
+ * resume_round (0: the round stays). */
+static void rewind_payloads(struct dst_run *d, unsigned resume_round)
+{
+	EACH_PAYLOAD(d, p)
+	{
+		if (p->ops->load_rewind)
+			p->ops->load_rewind(p, resume_round);
+	}
+}
+
+/* Stop the receivers (they interrupt the link's data channels). */
+static void stop_receivers(struct dst_run *d)
+{
+	rmig_rx_stop(d->rx);
+	rewind_payloads(d, 0);
+}
+
+/* The layout is new: choose the payloads, let them set up, start the
+ * receivers' pool. */
+static int take_payloads(struct dst_run *d, const struct rmig_wire_hello *hello)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	int rc = rmig_payloads_choose(ctx, d->p, &d->np);
+
+	for (size_t i = 0; !rc && i < d->np; i++) {
+		struct rmig_payload *p = &d->p[i];
+
+		d->pp[i] = p;
+		rc = p->ops->load_setup ? p->ops->load_setup(p, hello) : 0;
+		d->postcopy |= p->postcopy;
+	}
+	if (!rc && (hello->caps & RMIG_CAP_POSTCOPY) && !d->postcopy)
+		rc = rmig_err(ctx, -EOPNOTSUPP, "post-copy is not possible for this guest");
+	return rc ? rc : rmig_rx_create(ctx, d->pp, d->np, &d->rx);
+}
+
+/* After the opening: data channels, the layout (taken, or for a resumed
+ * session checked against the one we hold), receivers, placement. */
+static int setup_session(struct dst_run *d, const struct rmig_wire_hello *hello, int resume)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct rmig_msg *m = d->m;
+	int nodes[RMIG_MAX_CHANNELS];
+	int rc;
+
+	if (resume && hello->channels != ctx->nchan)
+		return rmig_err(ctx, -EPROTO,
+				"protocol error: resumed with %u channels, the migration has %u",
+				hello->channels, ctx->nchan);
+	if (resume && !(hello->caps & RMIG_CAP_POSTCOPY) != !d->postcopy)
+		return rmig_err(ctx, -EPROTO, "protocol error: resumed %s post-copy",
+				d->postcopy ? "without" : "with");
+	ctx->nchan = hello->channels;
+	ctx->stats.channels = ctx->nchan;
+	rc = accept_channels(ctx, ctx->nchan, nodes);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.link_timeout_ms);
+	/* Heartbeats from here: allocating, preallocating and registering a
+	 * large guest can take longer than the source's link timeout. */
+	if (!rc)
+		rc = rmig_heartbeat_start(ctx);
+	if (rc)
+		return rc;
+	if (!resume) {
+		rc = take_layout(ctx, &m->u.layout);
+		if (!rc)
+			rc = take_payloads(d, hello);
+	} else if (m->u.layout.count != ctx->layout.count ||
+		   memcmp(m->u.layout.r, ctx->layout.r,
+			  sizeof(m->u.layout.r[0]) * ctx->layout.count))
+		rc = rmig_err(ctx, -EPROTO,
+			      "layout mismatch: the resumed migration describes other memory");
+	if (!rc)
+		rc = rmig_rx_start(d->rx, nodes);
+	if (!rc)
+		rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+	if (!rc)
+		rc = offer_memory(ctx, hello->caps & RMIG_CAP_PLACEMENT);
+	return rc;
+}
+
+/* Stop using the current connection: receivers, heartbeats, registrations. */
+static void drop_session(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+
+	if (d->rx)
+		stop_receivers(d);
+	rmig_heartbeat_pause(ctx, 1);
+	/* From here the peer's RDMA WRITEs can no longer land. */
+	if (ctx->link->ops->mem_release)
+		ctx->link->ops->mem_release(ctx->link);
+	ctx->link->ops->close_session(ctx->link);
+	ctx->placement = 0;
+}
+
+/* Accept the next connection that opens with `want` (a HELLO flag) for our
+ * session, until end_ms; refuse any other. 0 with its HELLO in *hello. */
+static int accept_for_session(struct rmig_ctx *ctx, struct rmig_msg *m, uint32_t want,
+			      int64_t end_ms, struct rmig_wire_hello *hello)
+{
+	int rc;
+
+	for (;;) {
+		int64_t left = end_ms - rmig_now_ms();
+
+		if (left <= 0 || atomic_load(&ctx->cancelled))
+			return -ETIMEDOUT;
+		rc = rmig_link_accept(ctx, (int)left);
+		if (rc == -ETIMEDOUT)
+			return rc;
+		if (rc)
+			continue;
+		rc = open_session(ctx, m, hello);
+		if (!rc && (!(hello->flags & want) ||
+			    memcmp(hello->session, ctx->session, RMIG_NONCE_LEN))) {
+			rc = rmig_err(ctx, -EBUSY,
+				      "busy: this receiver only waits for migration it was serving "
+				      "to %s",
+				      want == RMIG_HELLO_RESUME ? "resume" : "ask for its outcome");
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+			refused(ctx, ctx->err);
+		}
+		if (!rc)
+			return 0;
+		ctx->link->ops->close_session(ctx->link);
+	}
+}
+
+/* Every payload can take up a partly sent migration again (a hypervisor's
+ * stream cannot), and nothing was announced for after the start yet. */
+static int resumable(struct dst_run *d)
+{
+	EACH_PAYLOAD(d, p)
+	{
+		if (!p->ops->load_rewind)
+			return 0;
+	}
+	return d->np && !d->announced;
+}
+
+/* The link failed during pre-copy: keep what was received so far and wait
+ * failover_timeout_ms for the source to resume over any link. */
+static int await_resume(struct dst_run *d, int rc)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	const char *from = ctx->link->ops->name;
+	struct rmig_wire_hello hello;
+	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
+	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
+	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+
+	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
+	    atomic_load(&ctx->cancelled) || rmig_phase(ctx) != RMIG_DST_RECEIVING || !resumable(d))
+		return rc;
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(d);
+	snprintf(msg, sizeof(msg), "link lost (%s): waiting %u ms for the source to resume", why,
+		 ctx->cfg.failover_timeout_ms);
+	rmig_emit(ctx, &ev);
+	rmig_phase_enter(ctx, RMIG_DST_AWAITING_RESUME);
+	for (;;) {
+		rc = accept_for_session(ctx, d->m, RMIG_HELLO_RESUME, end, &hello);
+		if (rc)
+			return rmig_err(ctx, rc, "%s; the source did not resume within %u ms", why,
+					ctx->cfg.failover_timeout_ms);
+		if (hello.round < d->expect_round)
+			rc = rmig_err(
+			    ctx, -EPROTO,
+			    "protocol error: resume at round %u, round %u was acknowledged",
+			    hello.round, d->expect_round - 1);
+		/* Before the receivers start: the first frame may follow
+		 * REGIONS_ACK at once. */
+		if (!rc)
+			rewind_payloads(d, hello.round);
+		if (!rc)
+			rc = setup_session(d, &hello, 1);
+		if (!rc)
+			break;
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		drop_session(d);
+	}
+	d->expect_round = hello.round;
+	ctx->stats.failovers++;
+	{
+		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
+					  .from = from,
+					  .transport = ctx->link->ops->name,
+					  .detail = why };
+
+		rmig_emit(ctx, &fev);
+	}
+	rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
+	return 0; /* setup_session restarted the heartbeats */
+}
+
+/* The link failed after READY: the source may ask whether we started the
+ * guest. Answer for commit_timeout_ms: STARTED, or that we did not (and
+ * then never will). */
+static void answer_outcome(struct dst_run *d, int started)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct rmig_wire_hello hello;
+	int64_t end = rmig_now_ms() + ctx->cfg.commit_timeout_ms;
+	char why[sizeof(ctx->err)];
+
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(d);
+	rmig_phase_enter(ctx, RMIG_DST_AWAITING_QUESTION);
+	if (!accept_for_session(ctx, d->m, RMIG_HELLO_QUERY, end, &hello)) {
+		if (started)
+			rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+		else
+			rmig_ctrl_send_abort(ctx, RMIG_ABORT_NOT_STARTED,
+					     "the destination did not start the guest and "
+					     "discards it");
+		ctx->link->ops->close_session(ctx->link);
+	}
+	memcpy(ctx->err, why, sizeof(why));
+}
+
+/* Post-copy: what is still at the source, over all payloads. */
+static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
+{
+	*sum = (struct rmig_pending_remote){ 0 };
+	EACH_PAYLOAD(d, p)
+	{
+		struct rmig_pending_remote one;
+
+		if (!p->ops->load_remote)
+			continue;
+		p->ops->load_remote(p, &one);
+		sum->stale += one.stale;
+		sum->missing += one.missing;
+		sum->requested += one.requested;
+	}
+}
+
+/* Post-copy is over, with everything in or not: stop receiving, stop
+ * catching faults, count. */
+static void postcopy_end(struct dst_run *d, struct rmig_pending_remote *f)
+{
+	struct rmig_ctx *ctx = d->ctx;
+
+	stop_receivers(d);
+	remote_figures(d, f);
+	/* Threads blocked in a fault can only go on once faults are no longer
+	 * caught; they may hold what a pause waits for. */
+	EACH_PAYLOAD(d, p)
+	{
+		if (p->ops->load_postcopy_end)
+			p->ops->load_postcopy_end(p);
+	}
+	ctx->stats.postcopy_pages = f->stale;
+	ctx->stats.postcopy_requested = f->requested;
+	ctx->stats.postcopy_ms = (uint64_t)(rmig_now_ms() - d->t_go);
+}
+
+/* Post-copy: every page is in. */
+static void postcopy_finish(struct dst_run *d)
+{
+	struct rmig_pending_remote f;
+
+	postcopy_end(d, &f);
+	d->ctx->stats.result = RMIG_RESULT_MIGRATED;
+	rmig_phase_enter(d->ctx, RMIG_DST_MIGRATED);
+}
+
+/* Post-copy failed with data still at the source: the guest started here
+ * and cannot go on without it, and the source must not run it either (it
+ * ran here since). Stop it as far as the backend can. */
+static int postcopy_lost(struct dst_run *d, int rc)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct rmig_pending_remote f;
+	char cause[sizeof(ctx->err)];
+	int paused;
+
+	memcpy(cause, ctx->err, sizeof(cause));
+	if (rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, cause);
+	postcopy_end(d, &f);
+	paused = ctx->be->ops->pause && !ctx->be->ops->pause(ctx->be);
+	ctx->stats.result = RMIG_RESULT_UNKNOWN;
+	rmig_err(ctx, rc,
+		 "%s; post-copy failed after the guest started here, with %llu of its pages "
+		 "still at the source: its memory is split between the two hosts and neither "
+		 "can run it (lost). %s",
+		 cause, (unsigned long long)f.missing,
+		 paused ? "It is paused here: discard it"
+			: "This backend cannot pause it: stop and discard it");
+	rmig_phase_enter(ctx, RMIG_DST_LOST);
+	return rc < 0 ? rc : -EIO;
+}
+
+/* Forget the previous migration served on this context. */
+static void reset_session(struct rmig_ctx *ctx)
+{
+	memset(&ctx->stats, 0, sizeof(ctx->stats));
+	ctx->stats.transport = "none";
+	ctx->stats.pin = "none";
+	ctx->stats.result = RMIG_RESULT_FAILED;
+	ctx->err[0] = 0;
+	ctx->link_detail[0] = 0;
+	ctx->placement = 0;
+	ctx->regions = NULL;
+	ctx->nregions = 0;
+	ctx->nchan = 0;
+	ctx->t_start_ms = 0;
+	atomic_store(&ctx->no_cancel, 0);
+	atomic_store(&ctx->live_bytes, 0);
+	pthread_mutex_lock(&ctx->prog_lock);
+	memset(&ctx->prog, 0, sizeof(ctx->prog));
+	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_phase_init(ctx, &rmig_dst_machine);
+}
+
+/* A handler returns 0 to go on, 1 when the migration is over, or a negative
+ * errno (ctx->err set). rmig_ctrl_recv has already refused any message the
+ * phase does not accept. */
+typedef int (*dst_handler)(struct dst_run *d);
+
+static int started(struct rmig_ctx *ctx)
+{
+	return rmig_phase(ctx) == RMIG_DST_POSTCOPY || rmig_phase(ctx) == RMIG_DST_MIGRATED;
+}
+
+/* A payload's control message: STREAM, DISCARD, PAGE_DATA. */
+static int on_payload_message(struct dst_run *d)
+{
+	uint8_t type = d->m->type;
+
+	/* Announced data comes only after the start: no more before it, and
+	 * no resuming on another link. */
+	if (type == RMIG_MSG_DISCARD)
+		d->announced = 1;
+	EACH_PAYLOAD(d, p)
+	{
+		if (p->ops->load_message && (p->ops->msg_types >> type) & 1)
+			return p->ops->load_message(p, d->m);
+	}
+	return rmig_err(d->ctx, -EPROTO, "protocol error: %s, which nothing here takes",
+			rmig_msg_name(type));
+}
+
+static int on_round_end(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	const struct rmig_msg *m = d->m;
+	int postcopy_round = rmig_phase(ctx) == RMIG_DST_POSTCOPY;
+	int rc;
+
+	if (m->u.round_end.h.round != d->expect_round)
+		return rmig_err(ctx, -EPROTO, "protocol error: ROUND_END %u out of order",
+				m->u.round_end.h.round);
+	/* Announced data must stay missing until faults are caught: the round
+	 * that follows DISCARD (a sync) is empty. */
+	for (unsigned c = 0; d->announced && !postcopy_round && c < ctx->nchan; c++)
+		if (m->u.round_end.frames[c])
+			return rmig_err(ctx, -EPROTO, "protocol error: pages sent after DISCARD");
+	rc = rmig_rx_wait_round(d->rx, m);
+	if (rc)
+		return await_resume(d, rc);
+	EACH_PAYLOAD(d, p)
+	{
+		if (p->ops->load_round_done)
+			p->ops->load_round_done(p);
+	}
+	if (postcopy_round) {
+		struct rmig_pending_remote f;
+
+		remote_figures(d, &f);
+		if (f.missing)
+			return rmig_err(ctx, -EPROTO,
+					"protocol error: the post-copy round ended with %llu pages "
+					"still missing",
+					(unsigned long long)f.missing);
+		postcopy_finish(d);
+	}
+	ctx->stats.rounds = d->expect_round;
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = d->expect_round;
+	pthread_mutex_unlock(&ctx->prog_lock);
+	return rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, d->expect_round++);
+}
+
+static int on_state(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+
+	d->state_len = d->m->u.state.len;
+	d->state = malloc(d->state_len ? d->state_len : 1);
+	if (!d->state)
+		return rmig_err(ctx, -ENOMEM, "no memory for %zu bytes of state", d->state_len);
+	memcpy(d->state, d->m->u.state.data, d->state_len);
+	/* Every round is acknowledged, so all data is in: the data streams
+	 * are done, and their closing is no failure. Post-copy: one round is
+	 * still to come. */
+	if (!d->postcopy)
+		stop_receivers(d);
+	return rmig_phase_enter(ctx, RMIG_DST_STOP_AND_COPY);
+}
+
+static int on_complete(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	int rc = 0;
+
+	EACH_PAYLOAD(d, p)
+	{
+		if (!rc && p->ops->load_complete)
+			rc = p->ops->load_complete(p, d->m);
+	}
+	if (rc)
+		return rc;
+	/* For a stream: its end; the backend waits until it is loaded. */
+	if (!ctx->be->ops->load_state && d->state_len)
+		rmig_backend_err(ctx->be, "%s takes no device state, the source sent %zu bytes",
+				 ctx->be->ops->name, d->state_len);
+	rc = ctx->be->ops->load_state ? ctx->be->ops->load_state(ctx->be, d->state, d->state_len)
+	     : d->state_len	      ? -EINVAL
+				      : 0;
+	if (rc)
+		return rmig_err(ctx, rc, "backend: load state: %s", ctx->be->err);
+	/* From READY on, a lost link leaves the outcome to GO: we wait for it
+	 * or for the source's question. */
+	rc = rmig_phase_enter(ctx, RMIG_DST_READY);
+	return rc ? rc : rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
+}
+
+static int on_check(struct dst_run *d)
+{
+	return rmig_ctrl_send_simple(d->ctx, RMIG_MSG_READY, 0);
+}
+
+static int on_go(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	int rc;
+
+	if (d->postcopy && (rc = rmig_cancel_close(ctx)))
+		return rc;
+	d->t_go = rmig_now_ms();
+	/* No start op: resuming is starting. */
+	rc = ctx->be->ops->start ? ctx->be->ops->start(ctx->be) : ctx->be->ops->resume(ctx->be);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
+	if (d->postcopy) {
+		/* The guest runs; what it lacks comes on demand. */
+		ctx->stats.postcopy = 1;
+		rmig_phase_enter(ctx, RMIG_DST_POSTCOPY);
+	} else {
+		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
+	}
+	return rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+}
+
+static int on_done(struct dst_run *d)
+{
+	d->ctx->stats.downtime_ms = d->m->u.done.downtime_ms;
+	d->ctx->stats.total_ms = d->m->u.done.total_ms;
+	return 1;
+}
+
+/* What each control message does; whether it may come now is the phase
+ * table's business (machine.c). */
+static const dst_handler dst_handlers[] = {
+	[RMIG_MSG_STREAM] = on_payload_message,
+	[RMIG_MSG_ROUND_END] = on_round_end,
+	[RMIG_MSG_STATE] = on_state,
+	[RMIG_MSG_DISCARD] = on_payload_message,
+	[RMIG_MSG_PAGE_DATA] = on_payload_message,
+	[RMIG_MSG_COMPLETE] = on_complete,
+	[RMIG_MSG_CHECK] = on_check,
+	[RMIG_MSG_GO] = on_go,
+	[RMIG_MSG_DONE] = on_done,
+};
+
+int rmig_dest_handles(uint8_t type)
+{
+	return type < sizeof(dst_handlers) / sizeof(dst_handlers[0]) && dst_handlers[type];
+}
+
+/* A payload's own threads failed (post-copy's fault thread). */
+static int payload_failed(struct dst_run *d, char *why, size_t whylen)
+{
+	EACH_PAYLOAD(d, p)
+	{
+		if (p->ops->load_failed && p->ops->load_failed(p, why, whylen))
+			return 1;
+	}
+	return 0;
+}
+
+/* Receive and act on control messages until DONE or a failure. */
+static int serve_messages(struct dst_run *d)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	char why[400];
+	int rc;
+
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, d->m, (int)ctx->cfg.link_timeout_ms);
+		if (rc) {
+			int failed = rmig_rx_failed(d->rx, why, sizeof(why));
+
+			if (failed)
+				rc = rmig_err(ctx, failed, "%s", why);
+			if (payload_failed(d, why, sizeof(why)))
+				rc = rmig_err(ctx, -EIO, "%s", why);
+			rc = await_resume(d, rc);
+			if (rc)
+				return rc;
+			continue;
+		}
+		if (!rmig_dest_handles(d->m->type))
+			return rmig_err(ctx, -EPROTO, "protocol error: unexpected %s",
+					rmig_msg_name(d->m->type));
+		rc = dst_handlers[d->m->type](d);
+		if (rc)
+			return rc > 0 ? 0 : rc;
+	}
+}
+
+/* Accept a sender and set its migration up: handshake, layout, receivers. */
+static int open_migration(struct dst_run *d, int *connected)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	struct rmig_wire_hello hello;
+	int rc;
+
+	if (!ctx->port) {
+		rc = rmig_link_listen(ctx);
+		if (rc)
+			return rc;
+		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = ctx->port };
+
+		rmig_emit(ctx, &ev);
+	}
+	rmig_phase_enter(ctx, RMIG_DST_LISTENING);
+	rc = rmig_link_accept(ctx,
+			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
+	if (rc && atomic_load(&ctx->cancelled))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");
+	if (rc)
+		return rc;
+	*connected = 1;
+	ctx->t_start_ms = rmig_now_ms();
+	{
+		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+
+		rmig_emit(ctx, &ev);
+	}
+	/* Handshake: who, versions, then the layout, before any memory is committed. */
+	rc = open_session(ctx, d->m, &hello);
+	if (!rc && (hello.flags & (RMIG_HELLO_RESUME | RMIG_HELLO_QUERY))) {
+		rc = rmig_err(ctx, -EPROTO, "%s: no such migration here",
+			      hello.flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	}
+	if (rc)
+		return rc;
+	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
+	rc = setup_session(d, &hello, 0);
+	return rc ? rc : rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
+}
+
+/* The migration failed in this phase: say so, answer the source's question
+ * if GO may have been sent, keep a started guest. Returns the outcome. */
+static int fail_migration(struct dst_run *d, int rc)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	unsigned phase = rmig_phase(ctx);
+	int accepted = phase != RMIG_DST_IDLE && phase != RMIG_DST_LISTENING &&
+		       phase != RMIG_DST_PREALLOCATING;
+
+	if (phase == RMIG_DST_POSTCOPY) {
+		struct rmig_pending_remote f;
+
+		remote_figures(d, &f);
+		if (f.missing)
+			return postcopy_lost(d, rc);
+		/* Every page is in: only the formal end is missing. */
+		postcopy_finish(d);
+	}
+	/* After READY the source may have sent GO and not know what became of
+	 * it: whatever went wrong here, answer its question. */
+	if (rmig_phase(ctx) == RMIG_DST_READY || started(ctx)) {
+		int is_started = started(ctx);
+
+		if (!is_started && rc != -ECONNABORTED)
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		if (rc != -ECONNABORTED)
+			answer_outcome(d, is_started);
+		if (is_started) {
+			/* The guest runs here: the migration succeeded, only the
+			 * final figures are missing. */
+			char why[sizeof(ctx->err) + 64];
+			struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = why };
+
+			snprintf(why, sizeof(why),
+				 "guest started, but the source's final report is missing: %s",
+				 ctx->err);
+			rmig_emit(ctx, &ev);
+			ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+			ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - d->t_go);
+			return 0;
+		}
+	}
+	if (accepted || rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	ctx->stats.verified = 0;
+	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+	rmig_phase_enter(ctx, RMIG_DST_DISCARDED);
+	return rc < 0 ? rc : -EIO;
+}
+
+int rmig_recv(struct rmig_ctx *ctx)
+{
+	struct dst_run d = { .ctx = ctx, .expect_round = 1 };
+	int rc, connected = 0;
+
+	reset_session(ctx);
+	d.m = calloc(1, sizeof(*d.m));
+	if (!d.m)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	rc = open_migration(&d, &connected);
+	if (!rc)
+		rc = serve_messages(&d);
+	if (rc && connected)
+		rc = fail_migration(&d, rc);
+	rmig_heartbeat_stop(ctx);
+	/* Whatever the outcome, the peer may not write our memory any more. */
+	if (ctx->link->ops->mem_release)
+		ctx->link->ops->mem_release(ctx->link);
+	rmig_rx_destroy(d.rx);
+	EACH_PAYLOAD(&d, p)
+	{
+		if (p->ops->load_cleanup)
+			p->ops->load_cleanup(p);
+	}
+	/* Keep listening, drop the connections: the next rmig_recv starts clean. */
+	if (connected)
+		ctx->link->ops->close_session(ctx->link);
+	if (ctx->stats.total_ms == 0 && ctx->t_start_ms)
+		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+	free(d.state);
+	free(d.m);
+	return rc;
+}

@@ -1,0 +1,1081 @@
+/* source.c - the sending side's session: connect and authenticate, the
+ * rounds and their barrier (ROUND_END / ROUND_ACK), convergence, the pause,
+ * the two-phase commit (READY, CHECK, GO, STARTED), failover to another
+ * link and, after a lost GO, asking the outcome. What moves is the
+ * payloads' business (engine/payload/): the session calls their ops at
+ * fixed points and never looks inside.
+ *
+ * Threads: the caller's thread runs the session; the data channels'
+ * senders (channels.c) send what the payloads queue. A round ends when the
+ * senders are idle, ROUND_END (frames per channel) is sent and the
+ * destination's ROUND_ACK says every frame of the round is in its memory.
+ * The next round starts only then, so that a page is never applied out of
+ * order across rounds.
+ *
+ * Post-copy (cfg.postcopy): when pre-copy would switch over, the payloads
+ * announce what is still here (most of it before the pause, synced by an
+ * empty round), then the device state and COMPLETE; after STARTED the
+ * announced data goes as one more round (a pusher thread) while this thread
+ * answers the destination's requests.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "channels.h"
+#include "converge.h"
+#include "digest.h"
+#include "engine.h"
+#include "payload.h"
+#include "placement.h"
+
+#define MIN_BW_SAMPLE (1u << 20)
+/* Post-copy: announcements before the pause, at most; and fewer new ones
+ * than this are left to the pause (dropping a page costs the destination
+ * some 15 us, mostly splitting huge pages). */
+#define PREDROP_PASSES 4
+#define PREDROP_ENOUGH 512
+
+/* One rmig_send call. */
+struct sender {
+	struct rmig_ctx *ctx;
+	struct rmig_tx_pool *tx;
+	struct rmig_payload p[RMIG_PAYLOAD_MAX];
+	size_t np;
+	struct rmig_payload *live; /* a payload that migrates itself (no rounds of ours) */
+	int postcopy;		   /* switch over by post-copy */
+	/* The backend was asked to stop or hand over the guest: a rollback
+	 * must resume it. */
+	int must_resume;
+	struct rmig_converge_state conv;
+	double fixed_ms; /* a switch-over's fixed cost (the digests) */
+	int64_t t_pause;
+	unsigned round;
+};
+
+#define EACH_PAYLOAD(s, pp) for (struct rmig_payload *pp = (s)->p; pp < (s)->p + (s)->np; pp++)
+
+/* Call an optional op of every payload that has it; stop at the first
+ * error and return it. */
+#define FOR_PAYLOADS(s, op, ...)                                                                   \
+	({                                                                                         \
+		int rc_ = 0;                                                                       \
+		EACH_PAYLOAD(s, pp_)                                                               \
+		{                                                                                  \
+			if (!rc_ && pp_->ops->op)                                                  \
+				rc_ = pp_->ops->op(pp_, ##__VA_ARGS__);                            \
+		}                                                                                  \
+		rc_;                                                                               \
+	})
+/* The same for ops that cannot fail. */
+#define TELL_PAYLOADS(s, op)                                                                       \
+	do {                                                                                       \
+		EACH_PAYLOAD(s, pp_)                                                               \
+		{                                                                                  \
+			if (pp_->ops->op)                                                          \
+				pp_->ops->op(pp_);                                                 \
+		}                                                                                  \
+	} while (0)
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* CPU time of the calling thread, in microseconds. */
+static int64_t thread_cpu_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Group the regions by the NUMA node holding them (their first page), and
+ * give every group at least one channel, running on its node. */
+static void plan_channels(struct rmig_ctx *ctx)
+{
+	ctx->ngroups = 0;
+	for (size_t ri = 0; ri < ctx->nregions; ri++) {
+		int node = rmig_numa_node_of(ctx->regions[ri].host);
+		unsigned g = 0;
+
+		while (g < ctx->ngroups && ctx->group_node[g] != node)
+			g++;
+		if (g == ctx->ngroups && g < RMIG_MAX_NODE_GROUPS)
+			ctx->group_node[ctx->ngroups++] = node;
+		ctx->region_group[ri] = (uint8_t)(g < ctx->ngroups ? g : 0);
+	}
+	if (!ctx->ngroups)
+		ctx->group_node[ctx->ngroups++] = -1;
+	ctx->nchan = ctx->cfg.channels < ctx->ngroups ? ctx->ngroups : ctx->cfg.channels;
+	for (unsigned c = 0; c < ctx->nchan; c++)
+		ctx->chan_node[c] = ctx->group_node[c % ctx->ngroups];
+}
+
+/* RDMA placement: take the destination's memory description (empty: it
+ * offers none) and register ours; else pages go through the streams. */
+static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	struct rmig_link *l = ctx->link;
+	struct rmig_link_mem mem[RMIG_MAX_REGIONS];
+	int rc;
+
+	if (!m->u.state.len) {
+		if (ctx->cfg.pin == RMIG_PIN_ALL)
+			return rmig_err(
+			    ctx, -EOPNOTSUPP,
+			    "config.pin=all: the destination does not offer its memory for "
+			    "RDMA WRITE (it runs config.pin=staging or could not register it)");
+		snprintf(ctx->link_detail, sizeof(ctx->link_detail),
+			 "destination offers no registered memory: using staging buffers");
+		return 0;
+	}
+	rmig_link_mem_of_regions(ctx, mem);
+	rc = l->ops->mem_import(l, mem, ctx->nregions, m->u.state.data, m->u.state.len);
+	if (rc && ctx->cfg.pin == RMIG_PIN_ALL)
+		return rmig_err(ctx, rc, "config.pin=all: %s", l->err);
+	if (rc) {
+		snprintf(ctx->link_detail, sizeof(ctx->link_detail),
+			 "guest memory not registered (%s): using staging buffers", l->err);
+		return 0;
+	}
+	ctx->placement = 1;
+	return 0;
+}
+
+enum open_kind { OPEN_NEW, OPEN_RESUME, OPEN_QUERY };
+
+/* The opening of every connection: HELLO both ways, versions, then who the
+ * peer is (authentication). Nothing about the guest is sent before. */
+static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
+			struct rmig_msg *m)
+{
+	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
+	int postcopy = kind != OPEN_QUERY && ctx->cfg.postcopy;
+	uint64_t peer_caps;
+	uint16_t lo, hi;
+
+	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
+	/* Without a key, refuse a remote peer before telling it anything. */
+	if (!ctx->cfg.psk && (rc = rmig_auth_policy(ctx, 0, 1)))
+		return rc;
+	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce))
+		return rmig_err(ctx, -EIO, "getrandom failed");
+	if (kind == OPEN_NEW)
+		memcpy(ctx->session, ctx->nonce, RMIG_NONCE_LEN);
+	/* Post-copy pages are placed by the destination's CPU, not RDMA WRITE. */
+	ask_placement = kind != OPEN_QUERY && ctx->nregions && ctx->link->ops->chan_write &&
+			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy;
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){
+		.ver_min = RMIG_WIRE_VERSION_MIN,
+		.ver_max = RMIG_WIRE_VERSION_MAX,
+		.channels = ctx->nchan,
+		.caps =
+		    (ask_placement ? RMIG_CAP_PLACEMENT : 0) | (postcopy ? RMIG_CAP_POSTCOPY : 0),
+		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
+			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
+			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
+		.round = round,
+	};
+	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
+	memcpy(m->u.hello.session, ctx->session, RMIG_NONCE_LEN);
+	rc = rmig_ctrl_send(ctx, m);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, tmo);
+	if (rc)
+		return rc;
+	lo =
+	    m->u.hello.ver_min > RMIG_WIRE_VERSION_MIN ? m->u.hello.ver_min : RMIG_WIRE_VERSION_MIN;
+	hi =
+	    m->u.hello.ver_max < RMIG_WIRE_VERSION_MAX ? m->u.hello.ver_max : RMIG_WIRE_VERSION_MAX;
+	if (lo > hi)
+		rc = rmig_err(ctx, -EPROTONOSUPPORT,
+			      "version mismatch: peer speaks %u..%u, we speak %d..%d",
+			      m->u.hello.ver_min, m->u.hello.ver_max, RMIG_WIRE_VERSION_MIN,
+			      RMIG_WIRE_VERSION_MAX);
+	memcpy(ctx->peer_nonce, m->u.hello.nonce, RMIG_NONCE_LEN);
+	peer_caps = m->u.hello.caps;
+	if (!rc)
+		rc = rmig_auth_policy(ctx, (m->u.hello.flags & RMIG_HELLO_PSK) != 0, 1);
+	if (!rc)
+		rc = rmig_auth_exchange(ctx, 1);
+	/* A receiver that can catch its guest's faults says so; one that
+	 * cannot refuses with its reason, one that predates post-copy is silent. */
+	if (!rc && postcopy && !(peer_caps & RMIG_CAP_POSTCOPY))
+		rc = rmig_err(ctx, -EOPNOTSUPP,
+			      "the destination %s does not support post-copy (an older rmig)",
+			      ctx->link->peer);
+	if (rc && rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	return rc;
+}
+
+/* A new migration or its resumption on another link: open, data channels,
+ * layout, and RDMA placement if both sides can. */
+static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
+{
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
+
+	if (!m)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	ctx->placement = 0;
+	rc = open_session(ctx, kind, round, m);
+	if (rc)
+		goto out;
+	if (kind == OPEN_NEW) {
+		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+
+		rmig_emit(ctx, &ev);
+	}
+	ask_placement = ctx->nregions && ctx->link->ops->chan_write &&
+			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy;
+	for (unsigned i = 0; i < ctx->nchan; i++) {
+		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
+		uint64_t seq = 0;
+		unsigned chan;
+
+		rc = ctx->link->ops->connect_channel(ctx->link, tmo, ctx->chan_node[i], &chan);
+		if (rc) {
+			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+			goto out;
+		}
+		m->type = RMIG_MSG_CHANNEL;
+		memcpy(m->u.channel.token, ctx->token, RMIG_NONCE_LEN);
+		m->u.channel.index = chan;
+		m->u.channel.count = ctx->nchan;
+		rmig_msg_encode(m, hdr + RMIG_FRAME_HDR_LEN, RMIG_CHANNEL_LEN);
+		rc = rmig_chan_send_frame(ctx, chan, &seq, RMIG_MSG_CHANNEL, hdr, RMIG_CHANNEL_LEN,
+					  NULL, 0);
+		if (rc) {
+			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+			goto out;
+		}
+	}
+	m->type = RMIG_MSG_REGIONS;
+	m->u.layout = ctx->layout;
+	rc = rmig_ctrl_send(ctx, m);
+	/* Heartbeats from here: registering a large guest (take_memory) can take
+	 * longer than the destination's link timeout. */
+	if (!rc)
+		rc = rmig_heartbeat_start(ctx);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS_ACK, m, tmo);
+	if (!rc && ask_placement) {
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_MEM_KEYS, m, tmo);
+		if (!rc)
+			rc = take_memory(ctx, m);
+		if (rc)
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	}
+	if (!rc)
+		rmig_link_chosen(ctx);
+out:
+	free(m);
+	return rc;
+}
+
+static struct rmig_link *tcp_link(struct rmig_ctx *ctx)
+{
+	const struct rmig_link_opts opts = { .device = ctx->cfg.device,
+					     .gid_index = ctx->cfg.gid_index };
+
+	for (unsigned i = 0; i < ctx->nlinks; i++)
+		if (!strcmp(ctx->links[i]->ops->name, "tcp"))
+			return ctx->links[i];
+	if (ctx->nlinks < 2 && !rmig_link_create("tcp", &opts, &ctx->links[ctx->nlinks]))
+		return ctx->links[ctx->nlinks++];
+	return NULL;
+}
+
+/* Stop every op on the current link and drop its session. */
+static void drop_session(struct rmig_ctx *ctx)
+{
+	struct rmig_link *l = ctx->link;
+
+	l->ops->interrupt(l, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV |
+				 RMIG_LINK_STOP_CTRL_SEND);
+	rmig_heartbeat_pause(ctx, 1);
+	if (l->ops->mem_release)
+		l->ops->mem_release(l);
+	l->ops->close_session(l);
+	ctx->placement = 0;
+}
+
+static void emit_warning(struct rmig_ctx *ctx, const char *fmt, const char *why)
+{
+	char msg[sizeof(ctx->err) + 64];
+	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
+
+	snprintf(msg, sizeof(msg), fmt, why);
+	rmig_emit(ctx, &ev);
+}
+
+/* Connect `to` and resume the migration on it until failover_timeout_ms. */
+static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_round)
+{
+	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	int rc = -ETIMEDOUT;
+
+	for (;;) {
+		int64_t left = end - rmig_now_ms();
+		int tmo =
+		    left < ctx->cfg.link_timeout_ms ? (int)left : (int)ctx->cfg.link_timeout_ms;
+
+		if (left <= 0 || atomic_load(&ctx->cancelled))
+			return rc;
+		rc = to->ops->connect_ctrl(to, ctx->cfg.host, ctx->cfg.port, tmo);
+		if (rc)
+			rmig_err(ctx, rc, "%s", to->err);
+		else
+			rc = handshake(ctx, OPEN_RESUME, next_round);
+		if (!rc)
+			return 0;
+		rmig_heartbeat_pause(ctx, 1);
+		to->ops->close_session(to);
+		if (rc == -ECONNABORTED || rc == -EACCES || rc == -EPROTONOSUPPORT)
+			return rc; /* the destination said no: asking again will not help */
+		sleep_ms(250);
+	}
+}
+
+/* The link failed during pre-copy: resume the same migration over TCP. The
+ * destination keeps what it acknowledged; the payloads send again what the
+ * lost round carried, in the next round (next_round). 0 when the migration
+ * goes on; else the first error, and the failover's. */
+static int failover(struct sender *s, int rc, unsigned next_round)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_link *from = ctx->link, *to;
+	char why[sizeof(ctx->err)];
+
+	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
+	    atomic_load(&ctx->cancelled))
+		return rc;
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(ctx);
+	rmig_tx_wait(s->tx);
+	TELL_PAYLOADS(s, save_rewind);
+	to = tcp_link(ctx);
+	if (!to)
+		return rmig_err(ctx, rc, "%s; no tcp link to fail over to", why);
+	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
+	emit_warning(ctx, "link lost (%s): failing over to tcp", why);
+	ctx->link = to;
+	rc = reconnect(ctx, to, next_round);
+	if (rc || atomic_load(&ctx->cancelled)) {
+		char failed[sizeof(ctx->err)];
+
+		memcpy(failed, ctx->err, sizeof(failed));
+		return rmig_err(ctx, rc ? rc : -ECANCELED, "%s; failover to tcp failed: %s", why,
+				atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+	}
+	rmig_tx_restart(s->tx);
+	ctx->stats.failovers++;
+	{
+		struct rmig_event ev = { .type = RMIG_EV_FAILOVER,
+					 .from = from->ops->name,
+					 .transport = to->ops->name,
+					 .detail = why };
+
+		rmig_emit(ctx, &ev);
+	}
+	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
+	return 0; /* handshake restarted the heartbeats */
+}
+
+/* The link failed after GO: did the destination start the guest? Ask over
+ * any link until commit_timeout_ms. 1: it runs there; 0: it did not and
+ * has discarded it; <0: unknown. */
+static int ask_outcome(struct rmig_ctx *ctx)
+{
+	int64_t end = rmig_now_ms() + ctx->cfg.commit_timeout_ms;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	char why[sizeof(ctx->err)];
+	int rc = -ETIMEDOUT;
+
+	if (!m)
+		return -ENOMEM;
+	memcpy(why, ctx->err, sizeof(why));
+	drop_session(ctx);
+	rmig_phase_enter(ctx, RMIG_SRC_ASKING);
+	while (rmig_now_ms() < end) {
+		for (unsigned i = 0; i < ctx->nlinks; i++) {
+			struct rmig_link *l = ctx->links[i];
+			int64_t left = end - rmig_now_ms();
+			int tmo = left < ctx->cfg.link_timeout_ms ? (int)left
+								  : (int)ctx->cfg.link_timeout_ms;
+
+			if (left <= 0)
+				break;
+			ctx->link = l;
+			l->ops->close_session(l); /* also clears a cancel's interrupt */
+			rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
+			if (!rc)
+				rc = open_session(ctx, OPEN_QUERY, 0, m);
+			if (!rc)
+				rc = rmig_ctrl_recv(ctx, m, tmo);
+			l->ops->close_session(l);
+			if (!rc && m->type == RMIG_MSG_STARTED) {
+				rc = 1;
+				goto out;
+			}
+			if (rc == -ECONNABORTED && m->type == RMIG_MSG_ABORT &&
+			    m->u.abort.code == RMIG_ABORT_NOT_STARTED) {
+				rc = 0;
+				goto out;
+			}
+		}
+		sleep_ms(250);
+	}
+	rc = -ETIMEDOUT;
+out:
+	memcpy(ctx->err, why, sizeof(why));
+	free(m);
+	return rc;
+}
+
+/* The device state, taken while paused. */
+static int send_state(struct rmig_ctx *ctx)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_STATE };
+	void *blob = NULL;
+	size_t len = 0;
+	int rc;
+
+	/* No save_state op: a guest with no device state. */
+	rc = ctx->be->ops->save_state ? ctx->be->ops->save_state(ctx->be, &blob, &len) : 0;
+	if (rc) {
+		rmig_err(ctx, rc, "backend: save state: %s", ctx->be->err);
+		goto out;
+	}
+	if (len > RMIG_MAX_STATE) {
+		rc = rmig_err(ctx, -EFBIG, "device state of %zu bytes exceeds %u", len,
+			      RMIG_MAX_STATE);
+		goto out;
+	}
+	m.u.state.data = blob;
+	m.u.state.len = (uint32_t)len;
+	rc = rmig_ctrl_send(ctx, &m);
+out:
+	free(blob);
+	return rc;
+}
+
+/* A control message for a payload (post-copy's PAGE_REQUEST). */
+static int to_payload(struct sender *s, const struct rmig_msg *m)
+{
+	EACH_PAYLOAD(s, p)
+	{
+		if (p->ops->save_message && m->type < 32 && (p->ops->msg_types >> m->type) & 1)
+			return p->ops->save_message(p, m);
+	}
+	return rmig_err(s->ctx, -EPROTO,
+			"protocol error: peer %s sent %s, which nothing here takes",
+			s->ctx->link->peer, rmig_msg_name(m->type));
+}
+
+/* rmig_ctrl_expect, but a payload's message may come first (post-copy: a
+ * PAGE_REQUEST at any time from COMPLETE on, as the destination's backend
+ * may touch memory while it loads the state): it is served at once. */
+static int expect_serving(struct sender *s, uint8_t type, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc;
+
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
+		if (rc || m->type == type)
+			return rc;
+		rc = to_payload(s, m);
+		if (rc)
+			return rc;
+	}
+}
+
+/* The round barrier: the queued data is out (and, placed by RDMA WRITE, in
+ * the peer's memory), ROUND_END says how many frames each channel carried,
+ * ROUND_ACK says the destination holds all of them. */
+static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg m;
+	int rc = rmig_tx_wait(s->tx);
+
+	for (unsigned i = 0; !rc && ctx->placement && i < ctx->nchan; i++) {
+		rc = ctx->link->ops->chan_flush(ctx->link, i, (int)ctx->cfg.link_timeout_ms);
+		if (rc)
+			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
+	}
+	if (rc)
+		return rc;
+	rmig_tx_round_end(s->tx, rs, &m);
+	rc = rmig_ctrl_send(ctx, &m);
+	if (!rc)
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, &m, (int)ctx->cfg.link_timeout_ms);
+	if (!rc && m.u.value != rs->round)
+		rc = rmig_err(ctx, -EPROTO, "protocol error: ROUND_ACK for round %llu, expected %u",
+			      (unsigned long long)m.u.value, rs->round);
+	return rc;
+}
+
+/* One round: every payload queues what changed, then the barrier. */
+static int send_round(struct sender *s, struct rmig_round_stats *rs)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc;
+
+	rmig_tx_new_round(s->tx);
+	rc = FOR_PAYLOADS(s, save_round, s->tx, rs->round);
+	if (!rc)
+		rc = round_barrier(s, rs);
+	if (rc)
+		return rc;
+	TELL_PAYLOADS(s, save_acked);
+	ctx->stats.pages_sent += rs->pages;
+	ctx->stats.zero_pages += rs->zero_pages;
+	ctx->stats.bytes_sent += rs->bytes;
+	return 0;
+}
+
+static int fetch_pending(struct sender *s, struct rmig_pending *sum)
+{
+	*sum = (struct rmig_pending){ 0 };
+	EACH_PAYLOAD(s, p)
+	{
+		struct rmig_pending one;
+		int rc = p->ops->save_pending ? p->ops->save_pending(p, &one) : 0;
+
+		if (rc)
+			return rc;
+		if (p->ops->save_pending) {
+			sum->bytes += one.bytes;
+			sum->units += one.units;
+		}
+	}
+	return 0;
+}
+
+static void update_progress(struct rmig_ctx *ctx, const struct rmig_round_stats *rs,
+			    uint64_t remaining)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = rs->round + 1;
+	ctx->prog.bandwidth = rs->bandwidth;
+	ctx->prog.dirty_rate = rs->dirty_rate;
+	ctx->prog.remaining_bytes = remaining;
+	ctx->prog.expected_downtime_ms = rs->expected_downtime_ms;
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
+/* What the convergence policy decided after a round: 1 switch over, 0 go
+ * on, or an error. */
+static int decide(struct sender *s, const struct rmig_round_stats *rs,
+		  const struct rmig_pending *pend)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_converge_input in = { .round = rs->round,
+					  .max_rounds = ctx->cfg.max_rounds,
+					  .downtime_ms = ctx->cfg.downtime_ms,
+					  .policy = ctx->cfg.on_no_converge,
+					  .can_throttle = ctx->be->ops->throttle != NULL,
+					  .expected_ms = rs->expected_downtime_ms,
+					  .fixed_ms = s->fixed_ms,
+					  .sent_bytes = rs->bytes,
+					  .dirtied_bytes = pend->bytes };
+	enum rmig_converge_decision d = rmig_converge_decide(&in, &s->conv);
+	int rc;
+
+	switch (d) {
+	case RMIG_CONV_SWITCH: return 1;
+	case RMIG_CONV_FORCE: ctx->stats.forced = 1; return 1;
+	case RMIG_CONV_ABORT:
+		return rmig_err(ctx, -ETIME,
+				"did not converge in %u rounds: expected downtime %.0f ms > %u ms "
+				"(dirty rate %.0f pages/s, %.0f ms of it fixed costs such as "
+				"config.verify)",
+				rs->round, rs->expected_downtime_ms, ctx->cfg.downtime_ms,
+				rs->dirty_rate, s->fixed_ms);
+	case RMIG_CONV_THROTTLE: {
+		struct rmig_event ev = { .type = RMIG_EV_THROTTLE,
+					 .throttle_pct = s->conv.throttle_pct };
+
+		rc = ctx->be->ops->throttle(ctx->be, s->conv.throttle_pct);
+		if (rc)
+			return rmig_err(ctx, rc, "backend: throttle: %s", ctx->be->err);
+		ctx->stats.throttle_pct = s->conv.throttle_pct;
+		rmig_emit(ctx, &ev);
+		return 0;
+	}
+	default: return 0;
+	}
+}
+
+/* Pre-copy: rounds until the policy says switch over. */
+static int precopy(struct sender *s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_round_stats rs;
+	struct rmig_pending pend;
+	double bandwidth = 0, t_fetch = rmig_now_s();
+	int rc;
+
+	for (;; s->round++) {
+		double t0 = rmig_now_s(), now;
+		int64_t cpu0 = thread_cpu_us();
+
+		memset(&rs, 0, sizeof(rs));
+		rs.round = s->round;
+		rc = send_round(s, &rs);
+		if (rc) {
+			rc = failover(s, rc, s->round + 1);
+			if (rc)
+				return rc;
+			continue; /* the next round resends what was lost */
+		}
+		rc = fetch_pending(s, &pend);
+		if (rc)
+			return rc;
+		rs.cpu_us = (uint64_t)(thread_cpu_us() - cpu0);
+		now = rmig_now_s();
+		rs.ms = (uint64_t)((now - t0) * 1000);
+		rs.bandwidth = now > t0 ? (double)rs.bytes / (now - t0) : 0;
+		/* A tiny round measures latency, not bandwidth: keep the last figure. */
+		if (rs.bytes >= MIN_BW_SAMPLE || bandwidth == 0)
+			bandwidth = rs.bandwidth;
+		rs.bandwidth = bandwidth;
+		rs.dirty_rate = now > t_fetch ? (double)pend.units / (now - t_fetch) : 0;
+		t_fetch = now;
+		rs.dirty_pages = pend.units;
+		rs.expected_downtime_ms =
+		    rmig_expected_downtime_ms(pend.bytes, bandwidth, s->fixed_ms);
+		ctx->stats.rounds = s->round;
+		ctx->stats.expected_downtime_ms = rs.expected_downtime_ms;
+		update_progress(ctx, &rs, pend.bytes);
+		{
+			struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &rs };
+
+			rmig_emit(ctx, &ev);
+		}
+		if (atomic_load(&ctx->cancelled))
+			return rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+		if (ctx->cfg.bench_ms && ctx->stats.bench_seconds * 1000 < ctx->cfg.bench_ms) {
+			/* rmig bench: measure the data path by sending everything again. */
+			ctx->stats.bench_bytes += rs.bytes;
+			ctx->stats.bench_seconds += now - t0;
+			TELL_PAYLOADS(s, save_resend_all);
+			continue;
+		}
+		rc = decide(s, &rs, &pend);
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
+}
+
+/* Post-copy, deciding to switch over while the guest still runs: announce
+ * what is dirty now and wait until the destination dropped it (an empty
+ * round, acknowledged after the announcements), so that this work stays
+ * out of the downtime. Meanwhile the guest dirties more: announce that too,
+ * a few times while much is new (each unit is announced once; the guest's
+ * working set runs out). */
+static int postcopy_predrop(struct sender *s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_pending pend;
+	uint64_t fresh;
+	int rc = 0;
+
+	for (unsigned pass = 0; pass < PREDROP_PASSES && !rc; pass++) {
+		struct rmig_round_stats rs = { 0 };
+
+		rc = FOR_PAYLOADS(s, save_announce, &fresh);
+		if (rc || (pass && fresh < PREDROP_ENOUGH))
+			break; /* those few: announced during the pause */
+		rs.round = ++s->round;
+		rmig_tx_new_round(s->tx);
+		rc = round_barrier(s, &rs);
+		if (!rc)
+			rc = fetch_pending(s, &pend);
+		ctx->stats.rounds = s->round;
+	}
+	return rc;
+}
+
+/* Stop and copy: pause, the last round, the device state, COMPLETE (m).
+ * Post-copy: the device state, then what is still dirty is announced
+ * instead of sent, and COMPLETE says so. */
+static int stop_and_copy(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_pending pend;
+	uint64_t fresh;
+	int rc;
+
+	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
+	s->t_pause = rmig_now_ms();
+	rc = ctx->be->ops->pause(ctx->be);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: pause: %s", ctx->be->err);
+	s->must_resume = 1;
+	rc = fetch_pending(s, &pend);
+	if (!rc && !s->postcopy) {
+		struct rmig_round_stats rs = { .round = ++s->round };
+
+		rc = FOR_PAYLOADS(s, save_pause);
+		if (!rc)
+			rc = send_round(s, &rs);
+		ctx->stats.rounds = s->round;
+	}
+	if (!rc)
+		rc = send_state(ctx);
+	if (!rc && s->postcopy)
+		rc = FOR_PAYLOADS(s, save_announce, &fresh);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_COMPLETE;
+	return rc ? rc : FOR_PAYLOADS(s, save_complete, m);
+}
+
+/* A payload that migrates itself (a hypervisor's stream): it runs until the
+ * hypervisor paused the guest; the device state was in the stream. */
+static int live_migrate(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc;
+
+	/* From here the hypervisor's migration runs: a rollback must cancel it
+	 * and resume the guest, paused or not. */
+	s->must_resume = 1;
+	rc = s->live->ops->save_live(s->live, &s->t_pause);
+	if (rc)
+		return rc;
+	/* The hypervisor paused the guest itself (the payload says when it
+	 * sees it; a short stream may end before it looked). */
+	if (rmig_phase(ctx) == RMIG_SRC_PRECOPY)
+		rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_STATE; /* no state of ours: it was in the stream */
+	m->u.state.data = NULL;
+	m->u.state.len = 0;
+	rc = rmig_ctrl_send(ctx, m);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_COMPLETE;
+	return rc ? rc : FOR_PAYLOADS(s, save_complete, m);
+}
+
+/* Post-copy: queues the announced data for the senders, then ends the
+ * round, while the session's thread serves requests. Its errors go to the
+ * senders' failure, and it wakes the session's thread to read them. */
+struct postcopy_push {
+	struct sender *s;
+	struct rmig_round_stats rs;
+	pthread_t tid;
+};
+
+static void *push_main(void *arg)
+{
+	struct postcopy_push *pp = arg;
+	struct sender *s = pp->s;
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	char why[400];
+
+	if (!m)
+		rmig_tx_fail(s->tx, "out of memory");
+	else
+		FOR_PAYLOADS(s, save_round, s->tx, pp->rs.round); /* failures show in the pool */
+	if (m && !rmig_tx_wait(s->tx)) {
+		rmig_tx_round_end(s->tx, &pp->rs, m);
+		if (rmig_ctrl_send_err(ctx, m, why, sizeof(why)))
+			rmig_tx_fail(s->tx, why);
+	}
+	if (rmig_tx_failed(s->tx))
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
+	free(m);
+	return NULL;
+}
+
+/* Post-copy, after STARTED: the guest runs at the destination. Send the
+ * announced data as one more round and answer requests until the
+ * destination acknowledges the round: then it holds all of the guest. */
+static int postcopy_stream(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct postcopy_push pp = { .s = s, .rs = { .round = ++s->round } };
+	struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &pp.rs };
+	int64_t t0 = rmig_now_ms();
+	int rc;
+
+	ctx->stats.postcopy = 1;
+	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	rmig_tx_new_round(s->tx);
+	if (pthread_create(&pp.tid, NULL, push_main, &pp))
+		return rmig_err(ctx, -EAGAIN, "cannot start the post-copy thread");
+	for (;;) {
+		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
+		if (rc && rmig_tx_failed(s->tx))
+			rc = rmig_err(ctx, -EIO, "%s", rmig_tx_failure(s->tx));
+		if (rc)
+			break;
+		if (m->type == RMIG_MSG_ROUND_ACK && m->u.value == pp.rs.round)
+			break;
+		if (m->type == RMIG_MSG_ROUND_ACK) {
+			rc =
+			    rmig_err(ctx, -EPROTO,
+				     "protocol error: peer %s sent ROUND_ACK %llu during post-copy",
+				     ctx->link->peer, (unsigned long long)m->u.value);
+			break;
+		}
+		rc = to_payload(s, m);
+		if (rc)
+			break;
+	}
+	if (rc) /* the pusher may wait for the senders: stop them */
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA);
+	pthread_join(pp.tid, NULL);
+	if (rc)
+		return rc;
+	pp.rs.ms = (uint64_t)(rmig_now_ms() - t0);
+	pp.rs.bandwidth = pp.rs.ms ? (double)pp.rs.bytes * 1000.0 / (double)pp.rs.ms : 0;
+	ctx->stats.rounds = pp.rs.round;
+	ctx->stats.pages_sent += pp.rs.pages;
+	ctx->stats.zero_pages += pp.rs.zero_pages;
+	ctx->stats.bytes_sent += pp.rs.bytes;
+	ctx->stats.postcopy_ms = (uint64_t)pp.rs.ms;
+	rmig_emit(ctx, &ev);
+	return 0;
+}
+
+/* Post-copy failed after the destination started the guest. Part of its
+ * memory is here, part there, and it ran there since: neither copy is the
+ * guest any more. Never resume it here. */
+static int postcopy_lost(struct rmig_ctx *ctx, int rc)
+{
+	char cause[sizeof(ctx->err)];
+
+	memcpy(cause, ctx->err, sizeof(cause));
+	if (rc != -ECONNABORTED)
+		rmig_ctrl_send_abort(ctx, rc, cause);
+	ctx->stats.result = RMIG_RESULT_UNKNOWN;
+	rmig_err(ctx, rc,
+		 "%s; post-copy did not finish after the destination started the guest: "
+		 "unless the destination got every page, the guest's memory is split between "
+		 "the two hosts and neither can run it (lost). The source stays paused and must "
+		 "not be resumed: the guest ran on at the destination",
+		 cause);
+	rmig_phase_enter(ctx, RMIG_SRC_LOST);
+	return rc < 0 ? rc : -EIO;
+}
+
+/* The two-phase commit, COMPLETE (m) in hand: READY, CHECK, READY, GO,
+ * STARTED; post-copy then sends the rest. */
+static int commit(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc = rmig_ctrl_send(ctx, m);
+
+	if (!rc)
+		rc = expect_serving(s, RMIG_MSG_READY, m);
+	if (rc)
+		return rc;
+	ctx->stats.verified = ctx->cfg.verify;
+	/* From here the destination may run, so we never resume on our own. */
+	rmig_phase_enter(ctx, RMIG_SRC_COMMIT);
+	/* READY may be old news (a slow backend, a stalled thread): make sure
+	 * the destination is still there and still ready right before GO, so
+	 * that a failure up to here is a clean rollback, not an unknown. */
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_CHECK, 0);
+	if (!rc)
+		rc = expect_serving(s, RMIG_MSG_READY, m);
+	if (!rc && s->postcopy)
+		rc = rmig_cancel_close(ctx);
+	if (rc)
+		return rc;
+	/* From here GO may be out: only the destination's answer decides. */
+	rmig_phase_enter(ctx, RMIG_SRC_AWAITING_STARTED);
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
+	if (!rc)
+		rc = expect_serving(s, RMIG_MSG_STARTED, m);
+	if (rc)
+		return rc;
+	ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - s->t_pause);
+	return s->postcopy ? postcopy_stream(s, m) : 0;
+}
+
+/* Everything up to and including the commit. */
+static int migrate(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	const struct rmig_region *regions;
+	size_t nregions;
+	int rc;
+
+	rc = ctx->be->ops->get_regions(ctx->be, &regions, &nregions);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: %s", ctx->be->err);
+	rc = rmig_layout_from_regions(ctx, regions, nregions);
+	if (!rc)
+		rc = rmig_payloads_choose(ctx, s->p, &s->np);
+	if (!rc)
+		rc = FOR_PAYLOADS(s, save_setup);
+	if (rc)
+		return rc;
+	EACH_PAYLOAD(s, p)
+	{
+		s->postcopy |= p->postcopy;
+		if (p->ops->save_live)
+			s->live = p;
+	}
+	/* Fixed cost of a switch-over: both digests, if verifying. */
+	s->fixed_ms = 2.0;
+	if (ctx->cfg.verify)
+		s->fixed_ms += 2.0 * (double)ctx->stats.guest_bytes / rmig_digest_rate(0) * 1000.0;
+
+	rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
+	plan_channels(ctx);
+	rc = rmig_link_connect(ctx, (int)ctx->cfg.link_timeout_ms);
+	if (!rc)
+		rc = handshake(ctx, OPEN_NEW, 0);
+	ctx->stats.channels = ctx->nchan;
+	if (rc)
+		return rc;
+	/* The handshake started the heartbeats: from here a failure is a rollback. */
+	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
+	rc = rmig_tx_create(ctx, &s->tx);
+	if (!rc)
+		rc = FOR_PAYLOADS(s, save_start);
+	if (rc)
+		return rc;
+	if (s->live)
+		rc = live_migrate(s, m);
+	else {
+		rc = precopy(s);
+		if (!rc && s->postcopy)
+			rc = postcopy_predrop(s);
+		if (!rc)
+			rc = stop_and_copy(s, m);
+	}
+	return rc ? rc : commit(s, m);
+}
+
+/* Append to ctx->err. */
+static void add_err(struct rmig_ctx *ctx, const char *fmt, const char *arg)
+{
+	size_t n = strlen(ctx->err);
+
+	snprintf(ctx->err + n, sizeof(ctx->err) - n, fmt, arg);
+}
+
+/* The migration failed in the current phase: find out or decide what
+ * became of the guest. 0 if it runs at the destination after all. */
+static int fail_migration(struct sender *s, int rc)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	unsigned phase = rmig_phase(ctx);
+	int go_sent = phase == RMIG_SRC_AWAITING_STARTED;
+	int started = phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING;
+	int outcome = -1, resumed;
+
+	ctx->stats.verified = 0;
+	if (rmig_cancel_requested(ctx))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
+	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the senders */
+	if (phase == RMIG_SRC_POSTCOPY)
+		return postcopy_lost(ctx, rc);
+	if (go_sent && rc == -ECONNABORTED)
+		outcome = 0; /* the destination sends ABORT only if it did not start */
+	else if (go_sent)    /* even if cancelled: after GO, only the answer decides */
+		outcome = ask_outcome(ctx);
+	if (outcome == 1) {
+		/* It runs there: the migration succeeded, only STARTED was lost. */
+		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - s->t_pause);
+		ctx->stats.verified = ctx->cfg.verify;
+		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		rmig_phase_enter(ctx, RMIG_SRC_MIGRATED);
+		return 0;
+	}
+	if (go_sent && outcome < 0) {
+		/* The destination may be running the guest: resuming here could
+		 * run it twice. Stay paused and let the operator decide. */
+		char cause[sizeof(ctx->err)];
+
+		memcpy(cause, ctx->err, sizeof(cause));
+		ctx->stats.result = RMIG_RESULT_UNKNOWN;
+		rmig_err(ctx, rc,
+			 "%s; GO was sent and the destination could not be asked within %u ms "
+			 "whether it started the guest: the source stays paused. Check the "
+			 "destination: if the guest does not run there, resume the source "
+			 "through its backend; if it does, stop the source%s",
+			 cause, ctx->cfg.commit_timeout_ms,
+			 s->postcopy ? " (post-copy: if it started without all of its memory, "
+				       "the guest is lost and neither side may run it)"
+				     : "");
+		rmig_phase_enter(ctx, RMIG_SRC_UNKNOWN);
+		return rc < 0 ? rc : -EIO;
+	}
+	if (outcome == 0)
+		add_err(ctx, "%s", "; the destination confirmed it did not start the guest");
+	if (started)
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	resumed = !s->must_resume || !ctx->be->ops->resume(ctx->be);
+	if (s->conv.throttle_pct && ctx->be->ops->throttle)
+		ctx->be->ops->throttle(ctx->be, 0);
+	ctx->stats.result = started ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+	if (!resumed) {
+		/* Neither side runs the guest: not a rollback, the operator must act. */
+		add_err(ctx, "; then resuming the guest failed: %s", ctx->be->err);
+		ctx->stats.result = RMIG_RESULT_UNKNOWN;
+	}
+	rmig_phase_enter(ctx, !resumed	? RMIG_SRC_UNKNOWN
+			      : started ? RMIG_SRC_ROLLED_BACK
+					: RMIG_SRC_FAILED);
+	return rc < 0 ? rc : -EIO;
+}
+
+int rmig_send(struct rmig_ctx *ctx)
+{
+	struct sender *s = calloc(1, sizeof(*s));
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int rc;
+
+	ctx->t_start_ms = rmig_now_ms();
+	rmig_phase_init(ctx, &rmig_src_machine);
+	if (!s || !m) {
+		free(s);
+		free(m);
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	}
+	s->ctx = ctx;
+	s->round = 1;
+	rc = migrate(s, m);
+	if (rc)
+		rc = fail_migration(s, rc);
+	else {
+		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+		memset(m, 0, sizeof(*m));
+		m->type = RMIG_MSG_DONE;
+		m->u.done = (struct rmig_wire_done){ .total_ms = ctx->stats.total_ms,
+						     .downtime_ms = ctx->stats.downtime_ms,
+						     .bytes_sent = ctx->stats.bytes_sent,
+						     .rounds = ctx->stats.rounds };
+		rmig_ctrl_send(ctx, m); /* informational: the guest has moved either way */
+		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		rmig_phase_enter(ctx, RMIG_SRC_MIGRATED);
+	}
+	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
+	rmig_heartbeat_stop(ctx);
+	rmig_tx_destroy(s->tx);
+	if (ctx->link->ops->mem_release)
+		ctx->link->ops->mem_release(ctx->link);
+	TELL_PAYLOADS(s, save_cleanup);
+	free(s);
+	free(m);
+	return rc;
+}
