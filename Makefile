@@ -17,6 +17,9 @@ BUILD   := build/san
 endif
 
 SONAME  = librmig.so.0
+# The public headers, installed: the migration API, the backend SPI, the uffd
+# and kvm backends' embedding APIs.
+PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
@@ -75,14 +78,14 @@ install: all
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so
 	install -m 644 $(BUILD)/librmig.a $(DESTDIR)$(LIBDIR)/librmig.a
-	install -m 644 include/rmig.h $(DESTDIR)$(INCLUDEDIR)/rmig.h
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(BUILD)/rmig.pc $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc
 	install -m 644 man/rmig.1 $(DESTDIR)$(MANDIR)/man1/rmig.1
 	install -m 644 man/librmig.3 $(DESTDIR)$(MANDIR)/man3/librmig.3
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rmig $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so \
-	    $(DESTDIR)$(LIBDIR)/librmig.a $(DESTDIR)$(INCLUDEDIR)/rmig.h \
+	    $(DESTDIR)$(LIBDIR)/librmig.a $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
 	    $(DESTDIR)$(MANDIR)/man3/librmig.3
 
@@ -114,7 +117,7 @@ $(BUILD)/tests/faultproxy: tests/tools/faultproxy.c
 # (`pkg-config --cflags --libs rmig`: only -Iinclude and -lrmig, the shared
 # library), with an rpath to $(BUILD) so that the tests can run it in place.
 EXAMPLES = $(BUILD)/examples/embed_counter $(BUILD)/examples/uffd_guest
-$(BUILD)/examples/%: examples/%.c include/rmig.h $(BUILD)/$(SONAME)
+$(BUILD)/examples/%: examples/%.c $(PUBLIC_HEADERS) $(BUILD)/$(SONAME)
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -I%,$(CFLAGS)) -Iinclude $(LDFLAGS) -o $@ $< -L$(BUILD) -lrmig \
 	    -Wl,-rpath,'$$ORIGIN/..'

@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define QMP_LINE_MAX (1u << 20)
 #define FD_NAME "rmig-migration"

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 extern const struct rmig_backend_ops rmig_sim_backend_ops;
 extern const struct rmig_backend_ops rmig_qemu_backend_ops;

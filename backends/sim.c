@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define SIM_PAGE 4096u
 #define SIM_STATE_MAGIC 0x534d4953u /* "SIMS" */

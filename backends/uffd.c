@@ -22,7 +22,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
+#include "rmig_uffd.h"
 #include "uffd_compat.h"
 
 /* Runs of written pages per PAGEMAP_SCAN call (12 KiB of page_regions); a

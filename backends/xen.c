@@ -20,7 +20,7 @@
 #include <xenctrl.h>
 #include <xenforeignmemory.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define XPAGE 4096ull		   /* Xen's guest frame size */
 #define MAP_CHUNK_PAGES (1u << 16) /* pfns per map call: 256 MiB, 768 KiB of arrays */

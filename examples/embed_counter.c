@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-#include <rmig.h>
+#include <rmig_backend.h>
 
 #define PAGE 4096u
 #define MAX_PAGES (1u << 18) /* 1 GiB */

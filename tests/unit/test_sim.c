@@ -14,7 +14,7 @@
 
 #include "bitmap.h"
 #include "proto.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define PAGE 4096u
 

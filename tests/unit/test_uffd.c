@@ -19,7 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
+#include "rmig_uffd.h"
 #include "uffd_compat.h"
 
 static size_t PAGE;
