@@ -989,6 +989,7 @@ static int kvm_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
 }
 
 const struct rmig_backend_ops rmig_kvm_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "kvm",
 	.create = kvm_create,
 	.destroy = kvm_destroy,

@@ -731,6 +731,7 @@ static int qemu_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st
 }
 
 const struct rmig_backend_ops rmig_qemu_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "qemu",
 	.create = qemu_create,
 	.destroy = qemu_destroy,

@@ -423,6 +423,7 @@ static int xen_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
 }
 
 const struct rmig_backend_ops rmig_xen_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "xen",
 	.create = xen_create,
 	.destroy = xen_destroy,

@@ -83,7 +83,19 @@ struct rmig_stream_status {
 	char detail[200]; /* RMIG_STREAM_FAILED: why */
 };
 
+/* Sized: the table starts with its own size, as the backend was built
+ * (libfabric's fi_ops idea), so that a backend built against an older,
+ * smaller rmig_backend.h keeps working with a newer library. Ops are only
+ * ever added at the end, and each one added is optional (NULL: absent).
+ * rmig_backend_register() copies the table into a full-size one of its own,
+ * zero past size: an op the backend's header did not have yet is NULL.
+ * Mandatory, and so in every layout rmig accepts (size at least
+ * RMIG_BACKEND_OPS_MIN_SIZE): name, create, destroy, get_regions; and
+ * called without a check where the engine needs them: fetch_dirty and pause
+ * (source, unless stream_open), resume (source; the destination's too
+ * without start), prepare_regions (destination). The optional ones say so. */
 struct rmig_backend_ops {
+	size_t size; /* sizeof(struct rmig_backend_ops) as the backend was built: set it */
 	const char *name;
 	/* Both sides. args is the text after "name:" in the spec ("" if none).
 	 * Set be->priv. If create fails, destroy is still called: it must cope
@@ -184,12 +196,26 @@ struct rmig_backend {
 	char err[256];
 };
 
+/* The smallest ops->size rmig_backend_register() accepts: the first layout,
+ * up to and including prepare_regions (every op after it is optional). */
+#define RMIG_BACKEND_OPS_MIN_SIZE                                                                  \
+	(offsetof(struct rmig_backend_ops, prepare_regions) +                                      \
+	 sizeof(((struct rmig_backend_ops *)0)->prepare_regions))
+
 /* Register a backend kind. Not thread-safe: call before any migration.
  * -EEXIST if the name is taken, -ENOSPC if the registry is full.
- * -EINVAL if ops, its name, create, destroy or get_regions is NULL. The
- * registry keeps the pointer: ops must stay valid and unchanged (static). */
+ * -EINVAL if ops is NULL, if ops->size is below RMIG_BACKEND_OPS_MIN_SIZE
+ * (unset, or not a struct rmig_backend_ops) or above the library's own
+ * sizeof(struct rmig_backend_ops) (built against a newer rmig_backend.h than
+ * the library: link a newer librmig), if its name, create, destroy or
+ * get_regions is NULL, or if it sets stream_open without stream_status and
+ * stream_switchover. The registry copies the first ops->size bytes into a
+ * full-size table of its own (the rest NULL): ops need not outlive the
+ * call (the name string must: the copy points to it), and later changes to
+ * ops are not seen. */
 RMIG_API int rmig_backend_register(const struct rmig_backend_ops *ops);
-/* The table registered as name (the built-in "sim" included), or NULL. */
+/* The table registered as name (the built-in "sim" included), or NULL.
+ * For a registered table, the registry's full-size copy. */
 RMIG_API const struct rmig_backend_ops *rmig_backend_find(const char *name);
 
 /* For backend authors: set be->err, printf-style. Returns nothing.
