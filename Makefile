@@ -6,7 +6,7 @@ SAN     ?= 0
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
-	   -Iinclude -Iproto -Itransport -Iengine -Ibackends
+	   -Iinclude -Iproto -Itransport -Iengine -Ibackends -Icompat
 LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
@@ -41,7 +41,7 @@ endif
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h backends/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h backends/*.h compat/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 

@@ -24,7 +24,7 @@
 
 #include "rmig_backend.h"
 #include "rmig_uffd.h"
-#include "uffd_compat.h"
+#include "kernel_compat.h"
 
 /* Runs of written pages per PAGEMAP_SCAN call (12 KiB of page_regions); a
  * region with more takes more calls, each resuming where the last stopped. */

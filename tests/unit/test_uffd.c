@@ -21,7 +21,7 @@
 
 #include "rmig_backend.h"
 #include "rmig_uffd.h"
-#include "uffd_compat.h"
+#include "kernel_compat.h"
 
 static size_t PAGE;
 static char skip_why[256]; /* set when the kernel cannot track writes */
