@@ -97,6 +97,8 @@ enum rmig_pin {
 	RMIG_PIN_STAGING, /* copy through pinned per-NUMA-node buffers */
 };
 
+/* Unlike struct rmig_backend_ops, not sized: a member added later changes
+ * the ABI, and comes with a new soname. */
 struct rmig_config {
 	const char *transport; /* "auto" (rdma if it reaches the peer, else tcp),
 				* "rdma" or "tcp" */

@@ -48,6 +48,8 @@ struct rmig_kvm_slot {
 	void *host;	/* the slot's memory in this process, page-aligned */
 };
 
+/* Unlike struct rmig_backend_ops, not sized: a member added later changes
+ * the ABI, and comes with a new soname. */
 struct rmig_kvm_params {
 	/* Source: the VM fd from KVM_CREATE_VM (borrowed, not closed).
 	 * Destination: unused (-1). */

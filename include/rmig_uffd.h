@@ -27,6 +27,8 @@ extern "C" {
  * The same backend is registered by name for specs ("uffd:size=256M,
  * dirty-rate=5000", the sim backend's options): a sim guest whose writes the
  * kernel tracks; its device state is sim's, so the other side may be sim. */
+/* Unlike struct rmig_backend_ops, not sized: a member added later changes
+ * the ABI, and comes with a new soname. */
 struct rmig_uffd_params {
 	/* The guest memory: page-aligned, a whole number of pages, mapped for
 	 * the backend's whole life. Source: anonymous, shmem or hugetlbfs
