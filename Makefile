@@ -6,7 +6,7 @@ SAN     ?= 0
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
-	   -Iinclude -Iproto -Itransport -Iengine -Iengine/session -Iengine/payload -Ibackends
+	   -Iinclude -Iproto -Itransport -Iengine -Iengine/session -Iengine/payload -Ibackends -Icompat
 LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
@@ -17,6 +17,9 @@ BUILD   := build/san
 endif
 
 SONAME  = librmig.so.0
+# The public headers, installed: the migration API, the backend SPI, the uffd
+# and kvm backends' embedding APIs.
+PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
@@ -25,7 +28,8 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c eng
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
 	  engine/payload/memory_load.c engine/payload/stream.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_session
+UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_session \
+	     test_backend_abi
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).
@@ -40,7 +44,8 @@ endif
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
 
-$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h \
+		      compat/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -77,14 +82,14 @@ install: all
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so
 	install -m 644 $(BUILD)/librmig.a $(DESTDIR)$(LIBDIR)/librmig.a
-	install -m 644 include/rmig.h $(DESTDIR)$(INCLUDEDIR)/rmig.h
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(BUILD)/rmig.pc $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc
 	install -m 644 man/rmig.1 $(DESTDIR)$(MANDIR)/man1/rmig.1
 	install -m 644 man/librmig.3 $(DESTDIR)$(MANDIR)/man3/librmig.3
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rmig $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so \
-	    $(DESTDIR)$(LIBDIR)/librmig.a $(DESTDIR)$(INCLUDEDIR)/rmig.h \
+	    $(DESTDIR)$(LIBDIR)/librmig.a $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
 	    $(DESTDIR)$(MANDIR)/man3/librmig.3
 
@@ -116,7 +121,7 @@ $(BUILD)/tests/faultproxy: tests/tools/faultproxy.c
 # (`pkg-config --cflags --libs rmig`: only -Iinclude and -lrmig, the shared
 # library), with an rpath to $(BUILD) so that the tests can run it in place.
 EXAMPLES = $(BUILD)/examples/embed_counter $(BUILD)/examples/uffd_guest
-$(BUILD)/examples/%: examples/%.c include/rmig.h $(BUILD)/$(SONAME)
+$(BUILD)/examples/%: examples/%.c $(PUBLIC_HEADERS) $(BUILD)/$(SONAME)
 	@mkdir -p $(dir $@)
 	$(CC) $(filter-out -I%,$(CFLAGS)) -Iinclude $(LDFLAGS) -o $@ $< -L$(BUILD) -lrmig \
 	    -Wl,-rpath,'$$ORIGIN/..'

@@ -5,7 +5,7 @@
 
 #include <stdint.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 /* Called for each pair. Return 0; -ENOENT for a key it does not know;
  * another negative errno for a bad value, after rmig_backend_err() if the

@@ -38,7 +38,8 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "rmig.h"
+#include "rmig_backend.h"
+#include "rmig_kvm.h"
 
 /* KVM_CLEAR_DIRTY_LOG takes the slot's mmu_lock for its whole range: clear in
  * chunks of 2^18 pages (1 GiB of 4 KiB pages, as QEMU does), skipping clean
@@ -988,6 +989,7 @@ static int kvm_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
 }
 
 const struct rmig_backend_ops rmig_kvm_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "kvm",
 	.create = kvm_create,
 	.destroy = kvm_destroy,

@@ -32,7 +32,7 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define QMP_LINE_MAX (1u << 20)
 #define FD_NAME "rmig-migration"
@@ -731,6 +731,7 @@ static int qemu_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st
 }
 
 const struct rmig_backend_ops rmig_qemu_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "qemu",
 	.create = qemu_create,
 	.destroy = qemu_destroy,

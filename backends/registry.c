@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 extern const struct rmig_backend_ops rmig_sim_backend_ops;
 extern const struct rmig_backend_ops rmig_qemu_backend_ops;
@@ -18,15 +18,26 @@ extern const struct rmig_backend_ops rmig_xen_backend_ops;
 
 #define MAX_BACKEND_KINDS 16
 
+/* The built-in tables by pointer (built with this very header, and the kvm
+ * backend recognises its instances by their ops pointer); a registered one
+ * points at its slot in copies: full-size, zero past the size it came with. */
 static const struct rmig_backend_ops *backend_kinds[MAX_BACKEND_KINDS];
+static struct rmig_backend_ops copies[MAX_BACKEND_KINDS];
 static pthread_once_t builtins_once = PTHREAD_ONCE_INIT;
 
-static int register_kind(const struct rmig_backend_ops *ops)
+/* Register ops; copy_size 0: by pointer, else copy its first copy_size bytes. */
+static int register_kind(const struct rmig_backend_ops *ops, size_t copy_size)
 {
 	for (int i = 0; i < MAX_BACKEND_KINDS; i++) {
 		if (backend_kinds[i] && strcmp(backend_kinds[i]->name, ops->name) == 0)
 			return -EEXIST;
 		if (!backend_kinds[i]) {
+			if (copy_size) {
+				memset(&copies[i], 0, sizeof(copies[i]));
+				memcpy(&copies[i], ops, copy_size);
+				copies[i].size = sizeof(copies[i]);
+				ops = &copies[i];
+			}
 			backend_kinds[i] = ops;
 			return 0;
 		}
@@ -36,21 +47,29 @@ static int register_kind(const struct rmig_backend_ops *ops)
 
 static void register_builtins(void)
 {
-	register_kind(&rmig_sim_backend_ops);
-	register_kind(&rmig_qemu_backend_ops);
-	register_kind(&rmig_uffd_backend_ops);
-	register_kind(&rmig_kvm_backend_ops);
+	register_kind(&rmig_sim_backend_ops, 0);
+	register_kind(&rmig_qemu_backend_ops, 0);
+	register_kind(&rmig_uffd_backend_ops, 0);
+	register_kind(&rmig_kvm_backend_ops, 0);
 #ifdef RMIG_HAVE_XEN
-	register_kind(&rmig_xen_backend_ops);
+	register_kind(&rmig_xen_backend_ops, 0);
 #endif
 }
 
 int rmig_backend_register(const struct rmig_backend_ops *ops)
 {
+	struct rmig_backend_ops full = { 0 };
+
 	pthread_once(&builtins_once, register_builtins);
-	if (!ops || !ops->name || !ops->create || !ops->destroy || !ops->get_regions)
+	if (!ops || ops->size < RMIG_BACKEND_OPS_MIN_SIZE || ops->size > sizeof(full))
 		return -EINVAL;
-	return register_kind(ops);
+	memcpy(&full, ops, ops->size); /* the ops past ops->size: NULL */
+	if (!full.name || !full.create || !full.destroy || !full.get_regions)
+		return -EINVAL;
+	/* A stream backend's other two ops are called unchecked. */
+	if (full.stream_open && (!full.stream_status || !full.stream_switchover))
+		return -EINVAL;
+	return register_kind(&full, sizeof(full));
 }
 
 const struct rmig_backend_ops *rmig_backend_find(const char *name)

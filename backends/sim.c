@@ -34,7 +34,7 @@
 #include <unistd.h>
 
 #include "args.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define SIM_PAGE 4096u
 #define SIM_STATE_MAGIC 0x534d4953u /* "SIMS" */
@@ -589,6 +589,7 @@ static int sim_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
 }
 
 const struct rmig_backend_ops rmig_sim_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "sim",
 	.create = sim_create,
 	.destroy = sim_destroy,

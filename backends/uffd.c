@@ -22,8 +22,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "rmig.h"
-#include "uffd_compat.h"
+#include "rmig_backend.h"
+#include "rmig_uffd.h"
+#include "kernel_compat.h"
 
 /* Runs of written pages per PAGEMAP_SCAN call (12 KiB of page_regions); a
  * region with more takes more calls, each resuming where the last stopped. */
@@ -476,11 +477,12 @@ static int uffd_prepare_regions(struct rmig_backend *be, const struct rmig_regio
 }
 
 #define UFFD_OPS                                                                                   \
-	.name = "uffd", .create = uffd_create, .destroy = uffd_destroy,                            \
-	.get_regions = uffd_get_regions, .start_dirty_log = uffd_start_dirty_log,                  \
-	.fetch_dirty = uffd_fetch_dirty, .pause = uffd_pause, .resume = uffd_resume,               \
-	.save_state = uffd_save_state, .prepare_regions = uffd_prepare_regions,                    \
-	.load_state = uffd_load_state, .start = uffd_start
+	.size = sizeof(struct rmig_backend_ops), .name = "uffd", .create = uffd_create,            \
+	.destroy = uffd_destroy, .get_regions = uffd_get_regions,                                  \
+	.start_dirty_log = uffd_start_dirty_log, .fetch_dirty = uffd_fetch_dirty,                  \
+	.pause = uffd_pause, .resume = uffd_resume, .save_state = uffd_save_state,                 \
+	.prepare_regions = uffd_prepare_regions, .load_state = uffd_load_state,                    \
+	.start = uffd_start
 
 /* By spec: a sim guest, which can throttle and report its progress. */
 const struct rmig_backend_ops rmig_uffd_backend_ops = { UFFD_OPS, .throttle = uffd_throttle,

@@ -20,7 +20,7 @@
 #include <xenctrl.h>
 #include <xenforeignmemory.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define XPAGE 4096ull		   /* Xen's guest frame size */
 #define MAP_CHUNK_PAGES (1u << 16) /* pfns per map call: 256 MiB, 768 KiB of arrays */
@@ -423,6 +423,7 @@ static int xen_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
 }
 
 const struct rmig_backend_ops rmig_xen_backend_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "xen",
 	.create = xen_create,
 	.destroy = xen_destroy,

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 /* A region's digest: XXH3-64 of the XXH3-64s of its 16 MiB chunks, so the
  * chunks can be hashed in parallel. Both sides use this, so it only has to

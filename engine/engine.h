@@ -14,7 +14,7 @@
 #include "link.h"
 #include "machine.h"
 #include "proto.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define RMIG_MAX_NODE_GROUPS 8 /* NUMA nodes a guest may span, each with its channels */
 #define RMIG_MIN_PSK 16

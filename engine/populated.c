@@ -17,7 +17,7 @@
 
 #include "bitmap.h"
 #include "populated.h"
-#include "uffd_compat.h" /* PAGEMAP_SCAN for Debian 12's kernel headers */
+#include "kernel_compat.h" /* PAGEMAP_SCAN for Debian 12's kernel headers */
 
 #define PM_PRESENT (1ull << 63)
 #define PM_SWAPPED (1ull << 62)

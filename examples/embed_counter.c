@@ -9,7 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-#include <rmig.h>
+#include <rmig_backend.h>
 
 #define PAGE 4096u
 #define MAX_PAGES (1u << 18) /* 1 GiB */
@@ -125,6 +125,7 @@ static int counter_fetch_dirty(struct rmig_backend *be, size_t index, uint64_t *
 /* Optional ops left out: start_dirty_log (the writer logs all along), start (resume
  * starts it), save_state and load_state (no device state), throttle, guest_stats. */
 static const struct rmig_backend_ops counter_ops = {
+	.size = sizeof(struct rmig_backend_ops),
 	.name = "counter",
 	.create = counter_create,
 	.destroy = counter_destroy,

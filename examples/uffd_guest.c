@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-#include <rmig.h>
+#include <rmig_uffd.h>
 
 struct guest {
 	uint8_t *mem;

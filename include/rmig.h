@@ -1,10 +1,19 @@
-/* rmig.h - the one public header of librmig, a live-migration transport.
+/* rmig.h - the migration API of librmig, a live-migration transport.
  *
  * A hypervisor (or any program that owns "guest" memory) describes its guest
  * through a backend (struct rmig_backend_ops). rmig moves the memory to a peer
  * over a link (RDMA or TCP), round after round of pre-copy, then a short
  * stop-and-copy and a two-phase commit so that exactly one side ever runs the
  * guest.
+ *
+ * Public headers, by audience (each includes what it needs):
+ *  - rmig.h (this one): migrating a guest with a backend opened by spec
+ *    ("sim:size=1G", "qemu:qmp=PATH", ...): config, context, send/recv,
+ *    cancel, progress, events, stats; struct rmig_backend is opaque here.
+ *  - rmig_backend.h: the backend SPI, for writing a backend of one's own
+ *    (struct rmig_backend_ops, struct rmig_region, rmig_backend_register()).
+ *  - rmig_uffd.h, rmig_kvm.h: the ready-made uffd and kvm backends, for a
+ *    program (a VMM) that hands rmig its own memory or KVM VM.
  *
  * Conventions for every function here:
  *  - Functions returning int return 0 on success or a negative errno. Where an
@@ -46,183 +55,16 @@ enum rmig_result {
 
 enum rmig_role { RMIG_ROLE_SOURCE, RMIG_ROLE_DEST };
 
-/* ------------------------------------------------------------------ */
-/* Guest memory, as a backend describes it.                            */
-
+/* A guest has 1..RMIG_MAX_REGIONS memory regions (struct rmig_region,
+ * rmig_backend.h). */
 #define RMIG_MAX_REGIONS 64
 
-/* Regions: 1..RMIG_MAX_REGIONS per guest, owned by the backend. */
-struct rmig_region {
-	uint32_t id;	    /* stable id, the same on both sides */
-	uint32_t page_size; /* power of two, 4 KiB .. 1 GiB */
-	uint64_t gpa;	    /* guest-physical base address */
-	uint64_t len;	    /* bytes, a multiple of page_size */
-	void *host;	    /* where the bytes live in this process */
-	uint32_t flags;	    /* RMIG_REGION_* */
-};
-
-/* The region is private anonymous memory of this process (MAP_PRIVATE |
- * MAP_ANONYMOUS): a page never touched reads as zero. The first round then
- * skips the pages the kernel never populated (neither present nor swapped,
- * per /proc/self/pagemap) instead of reading them: a sparse guest costs
- * only its touched part. Do not set it for shared or file-backed memory,
- * whose pages may hold data without being mapped here. */
-#define RMIG_REGION_UNTOUCHED_ZERO 1u
-
 /* ------------------------------------------------------------------ */
-/* Backends: what a hypervisor must give. One table per kind, registered
- * by name; an instance is a struct rmig_backend. Every op returns 0 or a
- * negative errno and, on error, writes a message with rmig_backend_err().
- * The engine calls ops from its own thread, except fetch_dirty, which is
- * called from one thread at a time but not always the same one.
- * Its own thread is the one running rmig_send()/rmig_recv(); it never calls
- * two ops of one instance at once. The guest keeps running on its own threads
- * meanwhile; the engine reads the source's memory, and writes the
- * destination's (between prepare_regions and load_state), from worker
- * threads, never through ops. */
+/* Backends: where the guest comes from. Opened here by spec, made by
+ * rmig_uffd.h or rmig_kvm.h, or written against rmig_backend.h and
+ * registered by name. Opaque to a program that only migrates. */
 
 struct rmig_backend;
-
-struct rmig_guest_stats {
-	int running;	   /* the guest executes (not paused, not stopped) */
-	uint64_t progress; /* monotonic count of guest work (e.g. writes); 0: unknown */
-};
-
-/* A hypervisor that migrates itself (QEMU) hands rmig its own migration
- * stream instead of memory regions: see stream_open below. */
-struct rmig_stream_params {
-	unsigned downtime_ms;	/* the pause the hypervisor should aim for */
-	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
-};
-
-enum rmig_stream_state {
-	RMIG_STREAM_ACTIVE,	/* pre-copy: the guest runs */
-	RMIG_STREAM_SWITCHOVER, /* the guest is paused; the hypervisor waits for
-				 * stream_switchover before sending the rest */
-	RMIG_STREAM_COMPLETING, /* sending the rest, guest paused */
-	RMIG_STREAM_COMPLETED,	/* all of it is in the stream */
-	RMIG_STREAM_FAILED,	/* the hypervisor gave up: detail says why */
-};
-
-struct rmig_stream_status {
-	enum rmig_stream_state state;
-	unsigned round;		    /* the hypervisor's passes over memory */
-	uint64_t remaining_bytes;   /* memory still to send, by its count */
-	uint64_t transferred_bytes; /* by its count */
-	uint64_t guest_bytes;	    /* guest memory size, if known */
-	double dirty_rate;	    /* pages/s, its estimate */
-	double expected_downtime_ms;
-	char detail[200]; /* RMIG_STREAM_FAILED: why */
-};
-
-struct rmig_backend_ops {
-	const char *name;
-	/* Both sides. args is the text after "name:" in the spec ("" if none).
-	 * Set be->priv. If create fails, destroy is still called: it must cope
-	 * with a half-built instance (be->priv possibly NULL). */
-	int (*create)(struct rmig_backend *be, const char *args, enum rmig_role role);
-	/* Release everything (on the source after a migration, the guest that
-	 * moved). Called once, by rmig_backend_close() or after a failed create. */
-	void (*destroy)(struct rmig_backend *be);
-	/* The regions; the array stays valid and unchanged until destroy. On the
-	 * destination, only after prepare_regions. host: where the bytes live. */
-	int (*get_regions)(struct rmig_backend *be, const struct rmig_region **regions,
-			   size_t *count);
-
-	/* Source. */
-	/* Once, before the first round reads memory: from here on every write
-	 * must show up in a later fetch_dirty. Optional (NULL): the backend
-	 * logs writes all along. */
-	int (*start_dirty_log)(struct rmig_backend *be);
-	/* OR the pages written since the last call into bitmap (one bit per page,
-	 * bit i of word i/64), and clear them in the backend's log.
-	 * region_index indexes get_regions' array (it is not the id); bitmap has
-	 * (pages + 63) / 64 words: write no further. The guest may run: a write
-	 * racing with this call must be seen by the page read after it or set its
-	 * bit again (write the data, then set the bit with release ordering). */
-	int (*fetch_dirty)(struct rmig_backend *be, size_t region_index, uint64_t *bitmap);
-	/* Stop the guest; once this returns, its memory no longer changes.
-	 * The destination calls it too (if set), when post-copy failed after
-	 * the guest started there. */
-	int (*pause)(struct rmig_backend *be);
-	/* Rollback after pause: run the guest again. If this fails, the result
-	 * is RMIG_RESULT_UNKNOWN: neither side runs the guest. */
-	int (*resume)(struct rmig_backend *be);
-	/* Device/CPU state as an opaque blob, taken while paused. *blob is
-	 * malloc'd; the caller frees it. At most 64 MiB; it reaches the
-	 * destination's load_state unchanged. Optional (NULL): no device
-	 * state (an empty blob). */
-	int (*save_state)(struct rmig_backend *be, void **blob, size_t *len);
-	/* Optional (NULL if unsupported): slow the guest to (100-percent)%.
-	 * percent is 0..99; 0 (full speed) after a rollback. */
-	int (*throttle)(struct rmig_backend *be, unsigned percent);
-
-	/* Destination. */
-	/* Allocate memory to receive a guest with this layout (host is unset in
-	 * layout). It must read as zero: pages the source reports as zero and
-	 * that were not written since are left alone. Fail with a message if
-	 * it cannot hold the guest (check before allocating). */
-	int (*prepare_regions)(struct rmig_backend *be, const struct rmig_region *layout,
-			       size_t count);
-	/* All memory is in (and verified) and no longer written by the engine:
-	 * take the device state. Validate it: a failure rolls back. With
-	 * post-copy, memory is not all in yet (nor at start): a page not there
-	 * is fetched from the source when a thread touches it, which blocks
-	 * that thread meanwhile. The calling thread must not touch guest
-	 * memory then: it is the one that receives the pages asked for.
-	 * Optional (NULL): only an empty state is accepted. */
-	int (*load_state)(struct rmig_backend *be, const void *blob, size_t len);
-	/* GO arrived: run the guest. A failure rolls back. Optional (NULL):
-	 * resume() starts it. */
-	int (*start)(struct rmig_backend *be);
-
-	/* Optional: is the guest running, and how much work has it done. Not
-	 * called by the engine; for the embedder (the rmig tool's summary). */
-	int (*guest_stats)(struct rmig_backend *be, struct rmig_guest_stats *st);
-
-	/* Optional, for a hypervisor that migrates itself as one byte stream
-	 * (QEMU). With stream_open set, get_regions reports no regions and the
-	 * engine never calls start_dirty_log, fetch_dirty, pause, save_state or
-	 * throttle: the hypervisor runs its own pre-copy and pauses the guest
-	 * itself; rmig carries the stream and decides the commit.
-	 * Source: start the outgoing migration; the engine reads the stream from
-	 * *fd until EOF. resume() then means "cancel the migration and run the
-	 * guest here", whatever state it is in.
-	 * Destination (after prepare_regions with no regions): the engine
-	 * writes the stream to *fd; load_state (with an empty blob) marks its end and
-	 * returns once the hypervisor has loaded it all, guest paused; start()
-	 * runs it. The backend owns *fd (closes it in load_state or destroy). */
-	int (*stream_open)(struct rmig_backend *be, const struct rmig_stream_params *p, int *fd);
-	/* Source: how the hypervisor's migration is doing. Cheap: polled often. */
-	int (*stream_status)(struct rmig_backend *be, struct rmig_stream_status *st);
-	/* Source, in RMIG_STREAM_SWITCHOVER: let the hypervisor send the rest. */
-	int (*stream_switchover)(struct rmig_backend *be);
-	/* Source, optional (NULL: the engine polls stream_status every 20 ms):
-	 * block until the hypervisor reports a change in its migration (e.g.
-	 * QEMU's MIGRATION event), wake_fd (if >= 0) is readable, or timeout_ms
-	 * passed; 0 in all three cases (a spurious return is harmless: the
-	 * engine calls stream_status next). Ask the hypervisor nothing here:
-	 * only wait for what it sends by itself. Called before the switch-over
-	 * and after the stream ended, never in between. */
-	int (*stream_wait)(struct rmig_backend *be, int wake_fd, unsigned timeout_ms);
-};
-
-/* An instance, made by rmig_backend_open(): the library sets ops, role and
- * err, and never touches priv. */
-struct rmig_backend {
-	const struct rmig_backend_ops *ops;
-	void *priv; /* the backend's own state */
-	enum rmig_role role;
-	char err[256];
-};
-
-/* Register a backend kind. Not thread-safe: call before any migration.
- * -EEXIST if the name is taken, -ENOSPC if the registry is full.
- * -EINVAL if ops, its name, create, destroy or get_regions is NULL. The
- * registry keeps the pointer: ops must stay valid and unchanged (static). */
-RMIG_API int rmig_backend_register(const struct rmig_backend_ops *ops);
-/* The table registered as name (the built-in "sim" included), or NULL. */
-RMIG_API const struct rmig_backend_ops *rmig_backend_find(const char *name);
 
 /* Open a backend from a spec "name[:args]", e.g. "sim:size=1G,seed=7".
  * On failure returns a negative errno and writes a message to err.
@@ -234,149 +76,6 @@ RMIG_API int rmig_backend_open(const char *spec, enum rmig_role role, struct rmi
 /* Calls ops->destroy and frees be; NULL is a no-op. Not while a context
  * runs a migration with it. */
 RMIG_API void rmig_backend_close(struct rmig_backend *be);
-/* For backend authors: set be->err, printf-style. Returns nothing.
- * Truncated to 255 bytes; the engine quotes it when the op fails. */
-RMIG_API void rmig_backend_err(struct rmig_backend *be, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* The uffd backend, for embedding: a program (a VMM, or any process) migrates
- * a range of its own memory. The kernel tracks the writes to it: userfaultfd
- * write protection in asynchronous mode, and the PAGEMAP_SCAN ioctl that
- * reports the written pages and protects them again in one call (Linux 6.7+;
- * root is not needed). The program gives callbacks to stop and restart
- * whatever writes the memory.
- *
- * Every callback gets arg, returns 0 or a negative errno, and is called from
- * the thread running rmig_send()/rmig_recv(). The dirty log is read from
- * rmig's own threads, without calling back.
- *
- * The same backend is registered by name for specs ("uffd:size=256M,
- * dirty-rate=5000", the sim backend's options): a sim guest whose writes the
- * kernel tracks; its device state is sim's, so the other side may be sim. */
-struct rmig_uffd_params {
-	/* The guest memory: page-aligned, a whole number of pages, mapped for
-	 * the backend's whole life. Source: anonymous, shmem or hugetlbfs
-	 * memory (what userfaultfd can write-protect). Destination: at least as
-	 * large as the source's, and it must read as zero (fresh from mmap): the
-	 * pages the source reports as zero are not written. rmig does not read
-	 * it to check (a fault per page); with verify on, anything else fails
-	 * the digest comparison and the migration rolls back. */
-	void *addr;
-	size_t len;
-	/* Source, required. Once pause returned, nothing writes the memory
-	 * until resume (called when a migration rolls back). */
-	int (*pause)(void *arg);
-	int (*resume)(void *arg);
-	/* Source, optional: slow the writers to (100 - percent)% of their pace
-	 * (the throttle policy). NULL: cannot, so a guest that does not
-	 * converge is switched over (or aborted) after max_rounds. */
-	int (*throttle)(void *arg, unsigned percent);
-	/* Source, optional: the device state, taken while paused; *blob is
-	 * malloc'd and rmig frees it. NULL: none (an empty blob is sent). */
-	int (*save_state)(void *arg, void **blob, size_t *len);
-	/* Destination, optional: the source's device state, before start.
-	 * NULL: only an empty one is accepted. */
-	int (*load_state)(void *arg, const void *blob, size_t len);
-	/* Destination, required: run the guest (after the source said GO). */
-	int (*start)(void *arg);
-	void *arg;
-};
-
-/* Create a uffd backend over p->addr for role. p is copied; the memory and
- * p->arg are borrowed and must outlive the backend. The source checks at once
- * that the kernel has what it needs: -EOPNOTSUPP with one line naming what is
- * missing (e.g. "uffd: the kernel lacks UFFD_FEATURE_WP_ASYNC (Linux 6.7+)"),
- * -EPERM if userfaultfd is forbidden here (seccomp). Tracking starts with the
- * migration (the memory is registered with userfaultfd then) and ends at
- * rmig_backend_close(), which unregisters it: the memory is then the caller's
- * alone again. Returns 0 and sets *out (close it with rmig_backend_close()),
- * or a negative errno (-EINVAL: bad params) with a message in err. */
-RMIG_API int rmig_uffd_backend_create(const struct rmig_uffd_params *p, enum rmig_role role,
-				      struct rmig_backend **out, char *err, size_t errlen);
-
-/* ------------------------------------------------------------------ */
-/* The kvm backend, for a KVM-based VMM that embeds librmig.
- *
- * The VMM describes its VM: the VM fd, its memory slots exactly as it gave
- * them to KVM_SET_USER_MEMORY_REGION, and callbacks for what only it can do
- * (stop and start its vCPUs, save and load their and its devices' state).
- * Guest memory travels through the slots' host mappings; on the source the
- * dirty pages come from KVM's dirty log: start_dirty_log adds
- * KVM_MEM_LOG_DIRTY_PAGES to every slot (with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
- * and KVM_DIRTY_LOG_INITIALLY_SET, where KVM offers them), fetch_dirty reads
- * KVM_GET_DIRTY_LOG and, in manual mode, clears what it read with
- * KVM_CLEAR_DIRTY_LOG (in chunks of 1 GiB, skipping clean ones). With
- * INITIALLY_SET, where every page starts dirty, start_dirty_log clears them
- * all before it returns (the first pre-copy round sends every page anyway),
- * so the first fetch holds only the pages written since.
- *
- * Region ids are the slot numbers; both sides must use the same slots. The
- * backend's ioctls on vm_fd run on the engine's threads (fetch_dirty not
- * always on the same one). Not supported: a VM using the dirty ring
- * (KVM_CAP_DIRTY_LOG_RING), throttling (an unconverged migration is forced
- * or aborted, see --on-no-converge).
- *
- * Without a VMM, for testing the KVM ioctl path: the spec
- * "kvm:size=SIZE[,slots=N,dirty-rate=PAGES_PER_S]" (source) / "kvm"
- * (destination) opens /dev/kvm and builds a VM itself, with memory in N
- * slots and, with dirty-rate, one vCPU whose tiny guest writes that many
- * pages a second. */
-
-struct rmig_kvm_slot {
-	uint32_t slot;	/* KVM slot id, as given to KVM (bits 16-31: address space) */
-	uint32_t flags; /* the slot's KVM_MEM_* flags as the VMM set them */
-	uint64_t gpa;	/* guest-physical base, page-aligned */
-	uint64_t len;	/* bytes, a non-zero multiple of the host page size */
-	void *host;	/* the slot's memory in this process, page-aligned */
-};
-
-struct rmig_kvm_params {
-	/* Source: the VM fd from KVM_CREATE_VM (borrowed, not closed).
-	 * Destination: unused (-1). */
-	int vm_fd;
-	/* The guest's memory slots (1..RMIG_MAX_REGIONS), copied at create,
-	 * exactly as registered with KVM: the backend re-registers them with
-	 * other flags, and KVM would move a slot given a different gpa. The
-	 * memory stays the VMM's: it must stay mapped, and the slots unchanged
-	 * in KVM (not moved, resized, deleted, nor their dirty logging toggled
-	 * or read by the VMM), until rmig_backend_close(). On the destination
-	 * the memory must read as zero (fresh anonymous memory does). */
-	const struct rmig_kvm_slot *slots;
-	size_t nslots;
-	/* Callbacks, each returning 0 or a negative errno, called on the
-	 * engine's thread (the one in rmig_send/rmig_recv) with arg, never two
-	 * at once. */
-	int (*pause)(void *arg);  /* source, required: stop every vCPU; return
-				   * once none runs */
-	int (*resume)(void *arg); /* source, required: run them again (rollback) */
-	/* Source, optional: vCPU and device state, taken while paused; *blob
-	 * malloc'd, freed by rmig. NULL: no state (an empty blob). */
-	int (*save_state)(void *arg, void **blob, size_t *len);
-	/* Destination, optional: the blob save_state made on the source. NULL:
-	 * only an empty blob is accepted. */
-	int (*load_state)(void *arg, const void *blob, size_t len);
-	int (*start)(void *arg); /* destination, required: run the vCPUs */
-	void *arg;
-};
-
-/* A kvm backend instance for role, from the VMM's description p (read only
- * during the call). Checks p (and on the source that vm_fd is a KVM VM fd)
- * but changes nothing in KVM: dirty logging starts with the migration, and
- * rmig_backend_close() turns it off again on the slots where it turned it
- * on. The KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 setting it made stays (KVM
- * cannot tell what it was before). On success *out is the caller's, to
- * release with rmig_backend_close(); on failure returns a negative errno
- * and writes a one-line message to err (errlen bytes, may be 0). */
-RMIG_API int rmig_kvm_backend_create(const struct rmig_kvm_params *p, enum rmig_role role,
-				     struct rmig_backend **out, char *err, size_t errlen);
-
-/* How the dirty log of a kvm backend's source runs, once start_dirty_log
- * has: a mask of the flags below (0: plain KVM_GET_DIRTY_LOG, which clears
- * as it reads). -EINVAL if be is not a kvm backend, -ENODATA before the
- * dirty log started. For logs and tests. */
-#define RMIG_KVM_LOG_MANUAL_PROTECT 1u /* KVM_CLEAR_DIRTY_LOG after each fetch */
-#define RMIG_KVM_LOG_INITIALLY_SET 2u  /* every page started dirty */
-RMIG_API int rmig_kvm_dirty_log_mode(const struct rmig_backend *be);
 
 /* ------------------------------------------------------------------ */
 /* A migration. */
@@ -398,6 +97,8 @@ enum rmig_pin {
 	RMIG_PIN_STAGING, /* copy through pinned per-NUMA-node buffers */
 };
 
+/* Unlike struct rmig_backend_ops, not sized: a member added later changes
+ * the ABI, and comes with a new soname. */
 struct rmig_config {
 	const char *transport; /* "auto" (rdma if it reaches the peer, else tcp),
 				* "rdma" or "tcp" */

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 static const char usage_text[] =
     "usage: rmig send [options] HOST[:PORT]\n"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The man pages render without a single groff warning, and they stay complete:
 # rmig.1 names every command and long option of tools/rmig.c, librmig.3 every
-# function that include/rmig.h exports.
+# function that the public headers include/rmig*.h export, and names each header.
 . "$(dirname "$0")/lib.sh"
 command -v groff >/dev/null || skip "groff is not installed"
 for page in man/rmig.1 man/librmig.3; do
@@ -22,8 +22,13 @@ done
 for cmd in send recv bench info help --version; do
 	grep -q "^       $cmd\b" "$T/rmig.1.txt" || fail "rmig.1 has no entry for $cmd"
 done
-functions=$(sed -n 's/^RMIG_API .*\b\(rmig_[a-z_]*\)(.*/\1/p' include/rmig.h)
-[ -n "$functions" ] || fail "found no RMIG_API functions in include/rmig.h"
+functions=""
+for h in include/rmig*.h; do
+	found=$(sed -n 's/^RMIG_API .*\b\(rmig_[a-z_]*\)(.*/\1/p' "$h")
+	[ -n "$found" ] || fail "found no RMIG_API functions in $h"
+	grep -q "^\.B #include <$(basename "$h")>" man/librmig.3 || fail "librmig.3 does not name $h"
+	functions="$functions $found"
+done
 for fn in $functions; do
 	grep -q "^       $fn()" "$T/librmig.3.txt" || fail "librmig.3 has no entry for $fn()"
 done

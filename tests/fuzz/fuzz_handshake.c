@@ -62,7 +62,7 @@
 
 #include "link.h"
 #include "proto.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define NSTREAMS (1 + RMIG_LINK_MAX_CHANNELS)
 /* Stuck: for IDLE_US, no link activity and no other thread of the process

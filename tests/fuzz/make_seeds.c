@@ -15,7 +15,7 @@
 
 #include "digest.h"
 #include "proto.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define PAGE 4096u
 

@@ -31,7 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
+#include "rmig_kvm.h"
 
 #define PAGE 4096u
 #define S0_ID 0u

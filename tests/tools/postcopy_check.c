@@ -34,7 +34,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define HOLD_MS 300
 #define SIM_PAGE 4096u

@@ -14,7 +14,7 @@
 
 #include "bitmap.h"
 #include "proto.h"
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define PAGE 4096u
 
@@ -730,7 +730,8 @@ static void test_bad_specs(void **state)
 
 static void test_registry(void **state)
 {
-	static const struct rmig_backend_ops incomplete = { .name = "half" };
+	static const struct rmig_backend_ops incomplete = { .size = sizeof(incomplete),
+							    .name = "half" };
 
 	(void)state;
 	assert_non_null(rmig_backend_find("sim"));

@@ -19,8 +19,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rmig.h"
-#include "uffd_compat.h"
+#include "rmig_backend.h"
+#include "rmig_uffd.h"
+#include "kernel_compat.h"
 
 static size_t PAGE;
 static char skip_why[256]; /* set when the kernel cannot track writes */

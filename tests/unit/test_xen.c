@@ -20,7 +20,7 @@
 #include <xenctrl.h>
 #include <xenforeignmemory.h>
 
-#include "rmig.h"
+#include "rmig_backend.h"
 
 #define PG 4096ull
 #define DOMID 7u
