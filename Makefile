@@ -17,7 +17,7 @@ BUILD   := build/san
 endif
 
 SONAME  = librmig.so.0
-LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
+LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c engine/links.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
