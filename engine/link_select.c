@@ -44,7 +44,7 @@ int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms)
 	if (!ctx->cfg.psk && !ctx->cfg.insecure && !rmig_link_host_is_loopback(ctx->cfg.host))
 		return rmig_err(ctx, -EACCES,
 				"refusing unauthenticated peer %s:%u: it is not on loopback; give "
-				"both sides the same --psk-file (or --insecure on a trusted "
+				"both sides the same config.psk (or config.insecure on a trusted "
 				"network)",
 				ctx->cfg.host, ctx->cfg.port);
 

@@ -60,7 +60,7 @@ static int unknown_link(struct rmig_ctx *ctx, const char *field, const char *nam
 	char names[200];
 
 	registered_names(names, sizeof(names));
-	return rmig_err(ctx, -ENOENT, "%s: no transport named '%s' (there are: %s)", field, name,
+	return rmig_err(ctx, -ENOENT, "%s: no transport named '%s' (available: %s)", field, name,
 			names);
 }
 
