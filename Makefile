@@ -23,7 +23,7 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c eng
 	  engine/source.c engine/dest.c engine/auth.c engine/stream.c engine/populated.c \
 	  engine/postcopy.c engine/prealloc.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated
+UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_link_wrap
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).
