@@ -20,7 +20,7 @@ SONAME  = librmig.so.0
 # The public headers, installed: the migration API, the backend SPI, the uffd
 # and kvm backends' embedding APIs.
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
-LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c \
+LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c engine/links.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
 	  engine/auth.c engine/populated.c engine/postcopy.c engine/prealloc.c \
@@ -29,7 +29,7 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c eng
 	  engine/payload/memory_load.c engine/payload/stream.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_session \
-	     test_backend_abi
+	     test_backend_abi test_link_wrap
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).

@@ -45,17 +45,17 @@ int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source)
 	if (ctx->cfg.psk && !peer_has_psk)
 		return rmig_err(ctx, -EACCES,
 				"authentication failed: %s has no pre-shared key, but this %s "
-				"requires one (--psk-file)",
+				"requires one (config.psk)",
 				peer, we_are_source ? "sender" : "receiver");
 	if (!ctx->cfg.psk && peer_has_psk)
 		return rmig_err(ctx, -EACCES,
 				"authentication failed: %s uses a pre-shared key, this %s has "
-				"none (give both sides the same --psk-file)",
+				"none (give both sides the same config.psk)",
 				peer, we_are_source ? "sender" : "receiver");
 	if (!ctx->cfg.psk && !ctx->link->peer_loopback && !ctx->cfg.insecure)
 		return rmig_err(ctx, -EACCES,
 				"refusing unauthenticated peer %s: it is not on loopback; give "
-				"both sides the same --psk-file (or --insecure on a trusted "
+				"both sides the same config.psk (or config.insecure on a trusted "
 				"network)",
 				peer);
 	return 0;

@@ -46,26 +46,30 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->gid_index = -1;
 }
 
-/* The links a transport name stands for, in the order they are tried. */
-static int create_links(struct rmig_ctx *ctx)
+/* rmig_ctx_create's message, where the caller gave room for one. */
+static int create_failed(const struct rmig_config *cfg, int rc, const char *msg)
 {
-	const struct rmig_link_opts opts = { .device = ctx->cfg.device,
-					     .gid_index = ctx->cfg.gid_index };
-	const char *names[2] = { ctx->cfg.transport, NULL };
-	int rc;
+	if (cfg && cfg->create_err && cfg->create_err_len)
+		snprintf(cfg->create_err, cfg->create_err_len, "%s", msg);
+	return rc;
+}
 
-	if (!strcmp(ctx->cfg.transport, "auto")) {
-		names[0] = rmig_link_find("rdma") ? "rdma" : "tcp";
-		names[1] = rmig_link_find("rdma") ? "tcp" : NULL;
-	}
-	for (int i = 0; i < 2 && names[i]; i++) {
-		rc = rmig_link_create(names[i], &opts, &ctx->links[i]);
-		if (rc)
-			return rc;
-		ctx->nlinks++;
-	}
-	ctx->link = ctx->links[0];
-	return 0;
+/* The first thing wrong with a configuration, by field name. */
+static const char *config_problem(const struct rmig_config *cfg)
+{
+	if (!cfg->transport)
+		return "config.transport is NULL";
+	if (cfg->channels == 0 || cfg->channels > RMIG_MAX_CHANNELS)
+		return "config.channels: not in 1..64";
+	if (cfg->max_rounds == 0)
+		return "config.max_rounds: 0";
+	if (cfg->pin > RMIG_PIN_STAGING)
+		return "config.pin: not an enum rmig_pin";
+	if (cfg->failover > RMIG_FAILOVER_NONE)
+		return "config.failover: not an enum rmig_failover";
+	if (cfg->psk && (cfg->psk_len < RMIG_MIN_PSK || cfg->psk_len > RMIG_MAX_PSK))
+		return "config.psk_len: not in 16..1024";
+	return NULL;
 }
 
 int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
@@ -73,14 +77,13 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	struct rmig_ctx *ctx;
 	int rc;
 
-	if (!cfg || !be || !cfg->transport || cfg->channels == 0 ||
-	    cfg->channels > RMIG_MAX_CHANNELS || cfg->max_rounds == 0 ||
-	    cfg->pin > RMIG_PIN_STAGING || cfg->failover > RMIG_FAILOVER_NONE ||
-	    (cfg->psk && (cfg->psk_len < RMIG_MIN_PSK || cfg->psk_len > RMIG_MAX_PSK)))
-		return -EINVAL;
+	if (!cfg || !be)
+		return create_failed(cfg, -EINVAL, "no configuration or no backend");
+	if (config_problem(cfg))
+		return create_failed(cfg, -EINVAL, config_problem(cfg));
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
-		return -ENOMEM;
+		return create_failed(cfg, -ENOMEM, "out of memory");
 	ctx->cfg = *cfg;
 	if (cfg->psk) { /* our own copy: the caller may wipe theirs */
 		memcpy(ctx->psk, cfg->psk, cfg->psk_len);
@@ -102,14 +105,15 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
 	ctx->stats.result = RMIG_RESULT_FAILED;
-	rc = create_links(ctx);
+	rc = rmig_links_create(ctx);
 	if (rc) {
-		for (unsigned i = 0; i < ctx->nlinks; i++)
-			rmig_link_destroy(ctx->links[i]);
+		create_failed(cfg, rc, ctx->err);
+		rmig_links_destroy(ctx);
 		pthread_mutex_destroy(&ctx->prog_lock);
 		pthread_mutex_destroy(&ctx->ctrl_send_lock);
 		pthread_mutex_destroy(&ctx->hb_lock);
 		pthread_cond_destroy(&ctx->hb_cond);
+		explicit_bzero(ctx->psk, sizeof(ctx->psk));
 		free(ctx);
 		return rc;
 	}
@@ -122,8 +126,7 @@ void rmig_ctx_destroy(struct rmig_ctx *ctx)
 	if (!ctx)
 		return;
 	rmig_heartbeat_stop(ctx);
-	for (unsigned i = 0; i < ctx->nlinks; i++)
-		rmig_link_destroy(ctx->links[i]);
+	rmig_links_destroy(ctx);
 	pthread_mutex_destroy(&ctx->prog_lock);
 	pthread_mutex_destroy(&ctx->ctrl_send_lock);
 	pthread_mutex_destroy(&ctx->hb_lock);
@@ -146,9 +149,11 @@ void rmig_cancel(struct rmig_ctx *ctx)
 	atomic_store(&ctx->cancelled, 1);
 	if (atomic_load(&ctx->no_cancel))
 		return;
-	for (unsigned i = 0; i < ctx->nlinks; i++)
-		ctx->links[i]->ops->interrupt(ctx->links[i],
-					      RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+	for (unsigned i = 0; i < rmig_links_count(ctx); i++) {
+		struct rmig_link *l = rmig_links_at(ctx, i);
+
+		l->ops->interrupt(l, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+	}
 }
 
 int rmig_cancel_close(struct rmig_ctx *ctx)

@@ -20,14 +20,31 @@
 #define RMIG_MIN_PSK 16
 #define RMIG_MAX_PSK 1024
 
+#define RMIG_MAX_LINKS 8
+
+/* The links a context may use, in the order they are tried (links.c):
+ * cfg.transport's, plus the failover link once it was needed. */
+struct rmig_links {
+	struct rmig_link *at[RMIG_MAX_LINKS];
+	unsigned n;
+	unsigned listening; /* destination: bit i: at[i] listens */
+};
+
 struct rmig_ctx {
 	struct rmig_config cfg;
 	struct rmig_backend *be;
-	struct rmig_link *link;	    /* the one in use (links[0] until chosen) */
-	struct rmig_link *links[2]; /* "auto": rdma first, then tcp */
-	unsigned nlinks;
-	unsigned listening;    /* destination: bit i: links[i] listens */
-	char link_detail[400]; /* why rdma was not used, for "auto" */
+	struct rmig_link *link; /* the one in use (the first until chosen) */
+	union {
+		struct rmig_links linkset; /* use rmig_links_*() */
+		/* Transitional: the old names, which engine/source.c still
+		 * uses (tcp_link, ask_outcome); the same storage. Goes once it
+		 * calls rmig_links_fallback/count/at. */
+		struct {
+			struct rmig_link *links[RMIG_MAX_LINKS];
+			unsigned nlinks;
+		};
+	};
+	char link_detail[400]; /* why an earlier link in the list was not used */
 	char err[512];
 	atomic_int cancelled;
 	/* Post-copy, from GO on: a cancel could only lose the guest, whose
@@ -119,12 +136,46 @@ int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uin
 /* 1 if the page holds only zero bytes. */
 int rmig_page_is_zero(const void *page, size_t len);
 
-/* Choose the link: source connects the control stream (trying rdma first
- * under "auto"); destination listens on every link and takes the first
- * sender. Both emit RMIG_EV_TRANSPORT. */
-int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms);
-int rmig_link_listen(struct rmig_ctx *ctx);
-int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms);
+/* links.c: the context's links (ctx->linkset), from the configuration:
+ * cfg.transport is "auto" (every registered link that takes part in it, by
+ * rank: rdma, then tcp) or link names in the order to try them ("rdma,tcp");
+ * cfg.link_options ("LINK.KEY=VALUE,...") and the legacy cfg.device and
+ * cfg.gid_index are given to the links they name. 0, or -ENOENT (a name
+ * not registered) / -EINVAL (a bad list or option) with ctx->err set. */
+int rmig_links_create(struct rmig_ctx *ctx);
+void rmig_links_destroy(struct rmig_ctx *ctx);
+/* Iteration, in list order: for (i = 0; i < rmig_links_count(ctx); i++)
+ * rmig_links_at(ctx, i). Async-signal-safe (rmig_cancel). */
+unsigned rmig_links_count(const struct rmig_ctx *ctx);
+struct rmig_link *rmig_links_at(const struct rmig_ctx *ctx, unsigned i);
+/* Source: the link a failover goes to - the one named by
+ * cfg.failover_transport, else the last resort of "auto" (tcp) - taken from
+ * the list, or created (with its options) and added to it on first use. It
+ * may be the link that just failed: the failover then reconnects over the
+ * same kind. NULL when cfg.failover is RMIG_FAILOVER_NONE or the link
+ * cannot be created. Does not touch ctx->err or ctx->link. */
+struct rmig_link *rmig_links_fallback(struct rmig_ctx *ctx);
+
+/* link_select.c: choose the link. The source connects the control stream
+ * over each link in turn, giving all but the last a short probe; the
+ * destination listens on every link and takes the first sender. Both
+ * then announce it (rmig_link_chosen). */
+int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms);
+int rmig_links_listen(struct rmig_ctx *ctx);
+int rmig_links_accept(struct rmig_ctx *ctx, int timeout_ms);
+/* Transitional names, which source.c and dest.c call. */
+static inline int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
+{
+	return rmig_links_connect(ctx, timeout_ms);
+}
+static inline int rmig_link_listen(struct rmig_ctx *ctx)
+{
+	return rmig_links_listen(ctx);
+}
+static inline int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms)
+{
+	return rmig_links_accept(ctx, timeout_ms);
+}
 /* Announce the chosen link and how it reaches guest memory (derived from
  * ctx->placement and what the link can do). */
 void rmig_link_chosen(struct rmig_ctx *ctx);

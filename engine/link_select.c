@@ -1,10 +1,11 @@
-/* link_select.c - which link carries a migration.
+/* link_select.c - which link of the list (links.c) carries a migration.
  *
- * Under "auto" the source tries RDMA first and falls back to TCP when no
- * RDMA device reaches the peer; the destination listens on both (the same
- * port number: rdma_cm and TCP ports are separate spaces) and serves
- * whichever sender arrives first. The choice, and why RDMA was not used, is
- * announced with RMIG_EV_TRANSPORT and kept in the stats.
+ * The source tries the links in order ("auto": rdma, then tcp) and takes
+ * the first that reaches the peer; the destination listens on all of them
+ * (the same port number: rdma_cm and TCP ports are separate spaces) and
+ * serves whichever sender arrives first. The choice, and why an earlier
+ * link was not used, is announced with RMIG_EV_TRANSPORT and kept in the
+ * stats.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -12,7 +13,7 @@
 
 #include "engine.h"
 
-#define RDMA_PROBE_MS 3000 /* how long "auto" gives RDMA to reach the peer */
+#define PROBE_MS 3000 /* how long a link that is not the last gets to reach the peer */
 #define ACCEPT_SLICE_MS 100
 
 void rmig_link_chosen(struct rmig_ctx *ctx)
@@ -34,7 +35,7 @@ void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *
 		mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
 }
 
-int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
+int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms)
 {
 	int rc = -ENOENT;
 
@@ -43,17 +44,17 @@ int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
 	if (!ctx->cfg.psk && !ctx->cfg.insecure && !rmig_link_host_is_loopback(ctx->cfg.host))
 		return rmig_err(ctx, -EACCES,
 				"refusing unauthenticated peer %s:%u: it is not on loopback; give "
-				"both sides the same --psk-file (or --insecure on a trusted "
+				"both sides the same config.psk (or config.insecure on a trusted "
 				"network)",
 				ctx->cfg.host, ctx->cfg.port);
 
-	for (unsigned i = 0; i < ctx->nlinks; i++) {
-		struct rmig_link *l = ctx->links[i];
-		int last = i + 1 == ctx->nlinks;
+	for (unsigned i = 0; i < rmig_links_count(ctx); i++) {
+		struct rmig_link *l = rmig_links_at(ctx, i);
+		int last = i + 1 == rmig_links_count(ctx);
 		int tmo = timeout_ms;
 
-		if (!last && (tmo < 0 || tmo > RDMA_PROBE_MS))
-			tmo = RDMA_PROBE_MS;
+		if (!last && (tmo < 0 || tmo > PROBE_MS))
+			tmo = PROBE_MS;
 		ctx->link = l;
 		rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
 		if (!rc)
@@ -67,44 +68,45 @@ int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
 	return rmig_err(ctx, rc, "%s", ctx->link->err);
 }
 
-int rmig_link_listen(struct rmig_ctx *ctx)
+int rmig_links_listen(struct rmig_ctx *ctx)
 {
 	uint16_t port = ctx->cfg.port;
 	int rc = 0;
 
 	/* Bind the last-resort link (tcp) first: its port is the one announced.
-	 * Under auto, a link that cannot listen (no RDMA device) is left out. */
-	ctx->listening = 0;
-	for (int i = (int)ctx->nlinks - 1; i >= 0; i--) {
-		struct rmig_link *l = ctx->links[i];
+	 * A link that cannot listen (no RDMA device) is left out, unless it is
+	 * the last one. */
+	ctx->linkset.listening = 0;
+	for (int i = (int)rmig_links_count(ctx) - 1; i >= 0; i--) {
+		struct rmig_link *l = rmig_links_at(ctx, (unsigned)i);
 
 		rc = l->ops->listen(l, ctx->cfg.host, &port);
-		if (rc && ctx->listening) {
+		if (rc && ctx->linkset.listening) {
 			snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s unavailable: %s",
 				 l->ops->name, l->err);
 			continue;
 		}
 		if (rc)
 			return rmig_err(ctx, rc, "%s", l->err);
-		ctx->listening |= 1u << i;
+		ctx->linkset.listening |= 1u << i;
 		ctx->link = l;
 	}
 	ctx->port = port;
 	return 0;
 }
 
-int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms)
+int rmig_links_accept(struct rmig_ctx *ctx, int timeout_ms)
 {
 	int64_t end = timeout_ms < 0 ? -1 : rmig_now_ms() + timeout_ms;
-	int several = __builtin_popcount(ctx->listening) > 1;
+	int several = __builtin_popcount(ctx->linkset.listening) > 1;
 
 	for (;;) {
-		for (unsigned i = 0; i < ctx->nlinks; i++) {
-			struct rmig_link *l = ctx->links[i];
+		for (unsigned i = 0; i < rmig_links_count(ctx); i++) {
+			struct rmig_link *l = rmig_links_at(ctx, i);
 			int slice = several ? ACCEPT_SLICE_MS : timeout_ms;
 			int rc;
 
-			if (!(ctx->listening & (1u << i)))
+			if (!(ctx->linkset.listening & (1u << i)))
 				continue;
 			if (end >= 0 && several) {
 				int64_t left = end - rmig_now_ms();
@@ -127,18 +129,15 @@ int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms)
 
 void rmig_transport_info(char *buf, size_t len)
 {
-	static const char *const names[] = { "tcp", "rdma" };
+	const struct rmig_link_ops *ops;
 	size_t used = 0;
 
 	if (!len)
 		return;
 	buf[0] = 0;
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]) && used + 1 < len; i++) {
-		const struct rmig_link_ops *ops = rmig_link_find(names[i]);
-
-		used += (size_t)snprintf(buf + used, len - used, "%s: %s\n", names[i],
-					 ops ? "available" : "not built in");
-		if (ops && ops->describe && used + 1 < len) {
+	for (unsigned i = 0; (ops = rmig_link_kind(i)) && used + 1 < len; i++) {
+		used += (size_t)snprintf(buf + used, len - used, "%s: available\n", ops->name);
+		if (ops->describe && used + 1 < len) {
 			ops->describe(buf + used, len - used);
 			used += strlen(buf + used);
 			if (used && buf[used - 1] != '\n' && used + 1 < len)

@@ -214,11 +214,11 @@ int rmig_prealloc_regions(struct rmig_ctx *ctx)
 	missing = missing_bytes(ctx);
 	avail = available_bytes(where, sizeof(where));
 	if (missing > avail)
-		return rmig_err(ctx, -ENOMEM,
-				"--prealloc: the guest needs %llu MiB more memory, %s has %llu MiB "
-				"available",
-				(unsigned long long)(missing >> 20), where,
-				(unsigned long long)(avail >> 20));
+		return rmig_err(
+		    ctx, -ENOMEM,
+		    "config.prealloc: the guest needs %llu MiB more memory, %s has %llu MiB "
+		    "available",
+		    (unsigned long long)(missing >> 20), where, (unsigned long long)(avail >> 20));
 	rmig_phase_enter(ctx, RMIG_DST_PREALLOCATING);
 	want = cpus < 1 ? 1 : cpus > PREALLOC_MAX_THREADS ? PREALLOC_MAX_THREADS : (unsigned)cpus;
 	if (want > job.nchunks)
@@ -233,11 +233,11 @@ int rmig_prealloc_regions(struct rmig_ctx *ctx)
 	e = atomic_load(&job.err);
 	if (e == EINVAL)
 		rc = rmig_err(ctx, -EOPNOTSUPP,
-			      "--prealloc needs Linux 5.14 or later (MADV_POPULATE_WRITE)");
+			      "config.prealloc needs Linux 5.14 or later (MADV_POPULATE_WRITE)");
 	else if (e)
-		rc =
-		    rmig_err(ctx, -e, "--prealloc: cannot populate guest memory after %llu MiB: %s",
-			     (unsigned long long)(atomic_load(&job.failed_at) >> 20), strerror(e));
+		rc = rmig_err(ctx, -e,
+			      "config.prealloc: cannot populate guest memory after %llu MiB: %s",
+			      (unsigned long long)(atomic_load(&job.failed_at) >> 20), strerror(e));
 	else if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled while preallocating guest memory");
 	ctx->stats.prealloc_ms = (uint64_t)(rmig_now_ms() - t0);

@@ -157,6 +157,22 @@ struct rmig_config {
 	 * kernel hands out fresh pages. Costs the time to clear the memory
 	 * (stats.prealloc_ms) before the first round. */
 	int prealloc;
+	/* Added after prealloc, in this order (the link stack):
+	 * link_options: options of particular links, "LINK.KEY=VALUE,...", e.g.
+	 * "rdma.device=rxe0,rdma.gid_index=1". An option for a link in
+	 * transport (or the failover link) that does not know it fails
+	 * rmig_ctx_create with -EINVAL; one for another link is ignored.
+	 * device and gid_index above are the same as rdma.device and
+	 * rdma.gid_index here. NULL: none.
+	 * failover_transport: with failover RMIG_FAILOVER_TCP, the link to
+	 * fail over to (NULL: the last one "auto" would try, tcp).
+	 * create_err, create_err_len: if set, rmig_ctx_create writes why it
+	 * failed there (it has no context to leave a message on), e.g. which
+	 * transport is unknown and which ones there are. */
+	const char *link_options;
+	const char *failover_transport;
+	char *create_err;
+	size_t create_err_len;
 };
 
 enum rmig_event_type {

@@ -1,4 +1,5 @@
-/* rmig - command-line front end: rmig send / rmig recv / rmig help.
+/* rmig - command-line front end: rmig send / recv / bench / info / help,
+ * dispatched from the subcommands table at the end.
  *
  * The migration runs on the main thread; a libevent loop on a second thread
  * handles SIGINT/SIGTERM (cancel: roll back) and redraws the progress line.
@@ -32,8 +33,9 @@ static const char usage_text[] =
     "\n"
     "common options:\n"
     "  --backend SPEC          guest backend (default sim; see below)\n"
-    "  --transport NAME        auto|rdma|tcp (default auto: rdma if a device reaches\n"
-    "                          the peer, else tcp)\n"
+    "  --transport LIST        auto, or links to try in order: rdma, tcp, rdma,tcp\n"
+    "                          (default auto: rdma if a device reaches the peer,\n"
+    "                          else tcp; rmig info lists them)\n"
     "  --pin MODE              rdma: auto|all|staging (default auto: register guest\n"
     "                          memory for zero-copy WRITE, else pinned staging buffers)\n"
     "  --device DEV            rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
@@ -45,8 +47,9 @@ static const char usage_text[] =
     "  --psk-file FILE         pre-shared key (16..1024 bytes, mode 0600): both sides\n"
     "                          prove they hold it before anything is sent\n"
     "  --insecure              without --psk-file, accept non-loopback peers\n"
-    "  --failover tcp|none     link lost in pre-copy: resume over TCP (default) or\n"
-    "                          roll back; the receiver waits for the resume\n"
+    "  --failover tcp|none     link lost in pre-copy: resume over TCP (default; or\n"
+    "                          name another link) or roll back; the receiver waits\n"
+    "                          for the resume\n"
     "  --failover-timeout-ms N how long to re-establish the link (default 10000)\n"
     "  --commit-timeout-ms N   link lost after GO: how long the sender asks, and the\n"
     "                          receiver waits to answer, whether the guest started\n"
@@ -187,9 +190,83 @@ static void clear_progress(struct tool *t)
 		fprintf(stderr, "\r\033[K");
 }
 
+/* The library names configuration fields ("config.psk"); the operator
+ * typed flags. Every library message printed goes through cli_text. */
+static const struct {
+	const char *field, *flag;
+} field_flags[] = {
+	{ "config.psk", "--psk-file" },
+	{ "config.psk_len", "--psk-file" },
+	{ "config.insecure", "--insecure" },
+	{ "config.pin=all", "--pin=all" },
+	{ "config.pin=staging", "--pin=staging" },
+	{ "config.pin=auto", "--pin=auto" },
+	{ "config.pin", "--pin" },
+	{ "config.prealloc", "--prealloc" },
+	{ "config.verify", "--verify" },
+	{ "config.postcopy", "--postcopy" },
+	{ "config.backend", "--backend" },
+	{ "config.resume_source", "--resume-source" },
+	{ "config.transport", "--transport" },
+	{ "config.transport=auto", "--transport auto" },
+	{ "config.failover", "--failover" },
+	{ "config.failover_transport", "--failover" },
+	{ "config.device", "--device" },
+	{ "config.gid_index", "--gid-index" },
+	{ "config.channels", "--channels" },
+	{ "config.max_rounds", "--max-rounds" },
+	{ "config.downtime_ms", "--downtime-ms" },
+	{ "config.max_bandwidth", "--max-bandwidth" },
+	{ "config.on_no_converge", "--on-no-converge" },
+	{ "config.link_timeout_ms", "--link-timeout-ms" },
+	{ "config.failover_timeout_ms", "--failover-timeout-ms" },
+	{ "config.commit_timeout_ms", "--commit-timeout-ms" },
+	{ "config.accept_timeout_ms", "--accept-timeout-ms" },
+	{ "config.bench_ms", "--seconds" },
+};
+
+static int field_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '_';
+}
+
+/* msg with each config.FIELD[=VALUE] the table knows replaced by its flag
+ * (the longest match at each place), in buf. */
+static const char *cli_text(const char *msg, char *buf, size_t len)
+{
+	size_t used = 0;
+
+	if (!msg || !len)
+		return msg;
+	while (*msg && used + 1 < len) {
+		size_t best = 0, bi = 0;
+
+		for (size_t i = 0; i < sizeof(field_flags) / sizeof(field_flags[0]); i++) {
+			size_t n = strlen(field_flags[i].field);
+
+			if (n > best && !strncmp(msg, field_flags[i].field, n) &&
+			    !field_char(msg[n]))
+				best = n, bi = i;
+		}
+		if (best) {
+			used +=
+			    (size_t)snprintf(buf + used, len - used, "%s", field_flags[bi].flag);
+			msg += best;
+		} else {
+			buf[used++] = *msg++;
+		}
+	}
+	buf[used < len ? used : len - 1] = 0;
+	return buf;
+}
+
 /* ,"key":"value" with value JSON-escaped (messages may quote peers' text). */
 static void print_json_field(const char *key, const char *value)
 {
+	char text[1024];
+
+	value = cli_text(value, text, sizeof(text));
 	printf(",\"%s\":\"", key);
 	for (const char *p = value; *p; p++) {
 		if (*p == '"' || *p == '\\')
@@ -224,6 +301,8 @@ static void test_hold(struct tool *t, const struct rmig_event *ev)
 static void on_event(void *arg, const struct rmig_event *ev)
 {
 	struct tool *t = arg;
+	char text[1024];
+	const char *detail = cli_text(ev->detail, text, sizeof(text));
 
 	pthread_mutex_lock(&t->out_lock);
 	switch (ev->type) {
@@ -285,8 +364,8 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			clear_progress(t);
 			fprintf(stderr, "rmig: transport %s%s%s%s%s\n", ev->transport,
 				strcmp(ev->pin, "none") ? ", pin " : "",
-				strcmp(ev->pin, "none") ? ev->pin : "", ev->detail ? " - " : "",
-				ev->detail ? ev->detail : "");
+				strcmp(ev->pin, "none") ? ev->pin : "", detail ? " - " : "",
+				detail ? detail : "");
 		}
 		break;
 	case RMIG_EV_WARNING:
@@ -296,7 +375,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			printf("}\n");
 		} else {
 			clear_progress(t);
-			fprintf(stderr, "rmig: warning: %s\n", ev->detail);
+			fprintf(stderr, "rmig: warning: %s\n", detail);
 		}
 		break;
 	case RMIG_EV_PHASE:
@@ -312,13 +391,13 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		} else {
 			clear_progress(t);
 			fprintf(stderr, "rmig: failed over from %s to %s (%s)\n", ev->from,
-				ev->transport, ev->detail);
+				ev->transport, detail);
 		}
 		break;
 	case RMIG_EV_REFUSED:
 		/* Always on stderr too: a refused peer is a security log entry. */
 		clear_progress(t);
-		fprintf(stderr, "rmig: refused peer %s: %s\n", ev->peer, ev->detail);
+		fprintf(stderr, "rmig: refused peer %s: %s\n", ev->peer, detail);
 		if (t->json) {
 			printf("{\"event\":\"refused\"");
 			print_json_field("peer", ev->peer);
@@ -500,8 +579,12 @@ static void print_summary(struct tool *t, int rc)
 		printf("}\n");
 		fflush(stdout);
 	}
-	if (rc)
-		fprintf(stderr, "rmig: %s: %s\n", rmig_result_name(s->result), rmig_errmsg(t->ctx));
+	if (rc) {
+		char text[1024];
+
+		fprintf(stderr, "rmig: %s: %s\n", rmig_result_name(s->result),
+			cli_text(rmig_errmsg(t->ctx), text, sizeof(text)));
+	}
 	if (!t->json) {
 		char bytes[32];
 
@@ -668,188 +751,202 @@ static int resume_source_guest(const char *backend)
 	return rc ? RMIG_RESULT_FAILED : RMIG_RESULT_MIGRATED;
 }
 
-int main(int argc, char **argv)
-{
-	struct tool t = { .out_lock = PTHREAD_MUTEX_INITIALIZER };
+/* send, recv and bench: the options, then one migration (or, with
+ * --keep-listening, one after another). */
+enum mode { MODE_SEND, MODE_RECV, MODE_BENCH };
+
+struct cli {
+	enum mode mode;
 	struct rmig_config cfg;
-	const char *backend = "sim", *listen_arg = NULL, *bench_size = "256M";
+	const char *backend, *listen_arg, *bench_size, *psk_file;
+	int keep_listening, resume_source, verify_given, json;
+	char host[256];
 	char bench_backend[128];
-	int bench = 0, keep_listening = 0, resume_source = 0, verify_given = 0;
-	const char *psk_file = NULL, *hold;
-	uint8_t psk[1024];
-	char host[256] = "", err[512];
-	int opt, rc, send;
-	sigset_t pipe_set;
+};
 
-	if (argc < 2)
-		die_usage("missing command");
-	if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-		fputs(usage_text, stdout);
-		return 0;
-	}
-	if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
-		printf("rmig %s\n", RMIG_VERSION_STRING);
-		return 0;
-	}
-	if (!strcmp(argv[1], "info")) {
-		char *buf = malloc(65536);
+static void parse_options(struct cli *c, int argc, char *argv[])
+{
+	struct rmig_config *cfg = &c->cfg;
+	int send = c->mode != MODE_RECV, bench = c->mode == MODE_BENCH, opt;
 
-		if (argc != 2)
-			die_usage("info takes no arguments");
-		if (!buf)
-			return RMIG_RESULT_FAILED;
-		rmig_transport_info(buf, 65536);
-		fputs(buf, stdout);
-		free(buf);
-		return 0;
-	}
-	if (strcmp(argv[1], "send") && strcmp(argv[1], "recv") && strcmp(argv[1], "bench"))
-		die_usage("unknown command '%s'", argv[1]);
-	send = strcmp(argv[1], "recv") != 0;
-	bench = !strcmp(argv[1], "bench");
-	t.bench = bench;
-	t.role_send = send;
-	rmig_config_init(&cfg);
-	cfg.port = RMIG_DEFAULT_PORT;
-	optind = 2;
+	optind = 1;
 	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
 		switch (opt) {
-		case OPT_BACKEND: backend = optarg; break;
-		case OPT_TRANSPORT:
-			if (strcmp(optarg, "tcp") && strcmp(optarg, "rdma") &&
-			    strcmp(optarg, "auto"))
-				die_usage("--transport: '%s' is not auto, rdma or tcp", optarg);
-			cfg.transport = optarg;
-			break;
+		case OPT_BACKEND: c->backend = optarg; break;
+		case OPT_TRANSPORT: cfg->transport = optarg; break; /* the library checks it */
 		case OPT_PIN:
 			if (!strcmp(optarg, "auto"))
-				cfg.pin = RMIG_PIN_AUTO;
+				cfg->pin = RMIG_PIN_AUTO;
 			else if (!strcmp(optarg, "all"))
-				cfg.pin = RMIG_PIN_ALL;
+				cfg->pin = RMIG_PIN_ALL;
 			else if (!strcmp(optarg, "staging"))
-				cfg.pin = RMIG_PIN_STAGING;
+				cfg->pin = RMIG_PIN_STAGING;
 			else
 				die_usage("--pin: '%s' is not auto, all or staging", optarg);
 			break;
-		case OPT_DEVICE: cfg.device = optarg; break;
-		case OPT_GID: cfg.gid_index = (int)parse_uint("--gid-index", optarg, 0, 255); break;
+		case OPT_DEVICE: cfg->device = optarg; break;
+		case OPT_GID:
+			cfg->gid_index = (int)parse_uint("--gid-index", optarg, 0, 255);
+			break;
 		case OPT_SECONDS:
 			if (!bench)
 				die_usage("--seconds is for bench");
-			cfg.bench_ms = 1000 * parse_uint("--seconds", optarg, 1, 3600);
+			cfg->bench_ms = 1000 * parse_uint("--seconds", optarg, 1, 3600);
 			break;
 		case OPT_SIZE:
 			if (!bench)
 				die_usage("--size is for bench");
-			bench_size = optarg;
+			c->bench_size = optarg;
 			break;
-		case OPT_CHANNELS: cfg.channels = parse_uint("--channels", optarg, 1, 64); break;
-		case OPT_JSON: t.json = 1; break;
+		case OPT_CHANNELS: cfg->channels = parse_uint("--channels", optarg, 1, 64); break;
+		case OPT_JSON: c->json = 1; break;
 		case OPT_DOWNTIME:
-			cfg.downtime_ms = parse_uint("--downtime-ms", optarg, 1, 3600000);
+			cfg->downtime_ms = parse_uint("--downtime-ms", optarg, 1, 3600000);
 			break;
 		case OPT_ROUNDS:
-			cfg.max_rounds = parse_uint("--max-rounds", optarg, 1, 100000);
+			cfg->max_rounds = parse_uint("--max-rounds", optarg, 1, 100000);
 			break;
 		case OPT_NC:
 			if (!strcmp(optarg, "throttle"))
-				cfg.on_no_converge = RMIG_NC_THROTTLE;
+				cfg->on_no_converge = RMIG_NC_THROTTLE;
 			else if (!strcmp(optarg, "force"))
-				cfg.on_no_converge = RMIG_NC_FORCE;
+				cfg->on_no_converge = RMIG_NC_FORCE;
 			else if (!strcmp(optarg, "abort"))
-				cfg.on_no_converge = RMIG_NC_ABORT;
+				cfg->on_no_converge = RMIG_NC_ABORT;
 			else
 				die_usage("--on-no-converge: '%s' is not throttle, force or abort",
 					  optarg);
 			break;
 		case OPT_BW:
-			if (rmig_parse_size(optarg, &cfg.max_bandwidth) || !cfg.max_bandwidth)
+			if (rmig_parse_size(optarg, &cfg->max_bandwidth) || !cfg->max_bandwidth)
 				die_usage("--max-bandwidth: '%s' is not a rate like 50M", optarg);
 			break;
 		case OPT_VERIFY:
-			cfg.verify = 1;
-			verify_given = 1;
+			cfg->verify = 1;
+			c->verify_given = 1;
 			break;
-		case OPT_NO_VERIFY: cfg.verify = 0; break;
-		case OPT_LISTEN: listen_arg = optarg; break;
+		case OPT_NO_VERIFY: cfg->verify = 0; break;
+		case OPT_LISTEN: c->listen_arg = optarg; break;
 		case OPT_ACCEPT_TMO:
-			cfg.accept_timeout_ms =
+			cfg->accept_timeout_ms =
 			    parse_uint("--accept-timeout-ms", optarg, 1, 86400000);
 			break;
 		case OPT_IO_TMO:
-			cfg.link_timeout_ms =
+			cfg->link_timeout_ms =
 			    parse_uint("--link-timeout-ms", optarg, 100, 86400000);
 			break;
 		case OPT_FAILOVER:
-			if (!strcmp(optarg, "tcp"))
-				cfg.failover = RMIG_FAILOVER_TCP;
-			else if (!strcmp(optarg, "none"))
-				cfg.failover = RMIG_FAILOVER_NONE;
-			else
-				die_usage("--failover: '%s' is not tcp or none", optarg);
+			/* "none", or the link to fail over to (the library checks it). */
+			if (!strcmp(optarg, "none")) {
+				cfg->failover = RMIG_FAILOVER_NONE;
+			} else {
+				cfg->failover = RMIG_FAILOVER_TCP;
+				cfg->failover_transport = optarg;
+			}
 			break;
 		case OPT_FAILOVER_TMO:
-			cfg.failover_timeout_ms =
+			cfg->failover_timeout_ms =
 			    parse_uint("--failover-timeout-ms", optarg, 1, 86400000);
 			break;
 		case OPT_COMMIT_TMO:
-			cfg.commit_timeout_ms =
+			cfg->commit_timeout_ms =
 			    parse_uint("--commit-timeout-ms", optarg, 1, 86400000);
 			break;
-		case OPT_PSK: psk_file = optarg; break;
-		case OPT_INSECURE: cfg.insecure = 1; break;
-		case OPT_KEEP: keep_listening = 1; break;
-		case OPT_RESUME_SOURCE: resume_source = 1; break;
-		case OPT_POSTCOPY: cfg.postcopy = 1; break;
-		case OPT_PREALLOC: cfg.prealloc = 1; break;
+		case OPT_PSK: c->psk_file = optarg; break;
+		case OPT_INSECURE: cfg->insecure = 1; break;
+		case OPT_KEEP: c->keep_listening = 1; break;
+		case OPT_RESUME_SOURCE: c->resume_source = 1; break;
+		case OPT_POSTCOPY: cfg->postcopy = 1; break;
+		case OPT_PREALLOC: cfg->prealloc = 1; break;
 		default: die_usage("unknown option");
 		}
 	}
-	if (keep_listening && send)
+	if (c->keep_listening && send)
 		die_usage("--keep-listening is for recv");
-	if (resume_source && (!send || bench))
+	if (c->resume_source && (!send || bench))
 		die_usage("--resume-source is for send");
-	if (cfg.postcopy && (!send || bench))
+	if (cfg->postcopy && (!send || bench))
 		die_usage("--postcopy is for send");
-	if (cfg.prealloc && send)
+	if (cfg->prealloc && send)
 		die_usage("--prealloc is for recv");
-	if (cfg.postcopy && verify_given)
+	if (cfg->postcopy && c->verify_given)
 		die_usage("--postcopy cannot --verify: the destination's guest writes its memory "
 			  "before all of it arrived");
-	if (cfg.postcopy && cfg.pin == RMIG_PIN_ALL)
+	if (cfg->postcopy && cfg->pin == RMIG_PIN_ALL)
 		die_usage("--postcopy cannot use --pin=all: pages that arrive after the guest "
 			  "started are placed by the destination's CPU");
-	if (cfg.postcopy)
-		cfg.verify = 0; /* nothing to compare once the destination's guest runs */
-	t.postcopy = cfg.postcopy;
-	if (resume_source)
-		return resume_source_guest(backend);
-	if (send) {
+	if (cfg->postcopy)
+		cfg->verify = 0; /* nothing to compare once the destination's guest runs */
+}
+
+/* The address arguments; bench's guest. */
+static void parse_operands(struct cli *c, int argc, char *argv[])
+{
+	if (c->mode != MODE_RECV) {
 		if (optind != argc - 1)
 			die_usage("send needs exactly one HOST[:PORT]");
-		if (listen_arg)
+		if (c->listen_arg)
 			die_usage("--listen is for recv");
-		parse_hostport(argv[optind], host, sizeof(host), &cfg.port);
+		parse_hostport(argv[optind], c->host, sizeof(c->host), &c->cfg.port);
 	} else {
 		if (optind != argc)
 			die_usage("unexpected argument '%s'", argv[optind]);
-		if (!listen_arg)
+		if (!c->listen_arg)
 			die_usage("recv needs --listen ADDR[:PORT]");
-		parse_hostport(listen_arg, host, sizeof(host), &cfg.port);
+		parse_hostport(c->listen_arg, c->host, sizeof(c->host), &c->cfg.port);
 	}
-	if (bench) {
-		snprintf(bench_backend, sizeof(bench_backend), "sim:size=%s,dirty-rate=0,zero=0%%",
-			 bench_size);
-		backend = bench_backend;
-		if (!cfg.bench_ms)
-			cfg.bench_ms = 5000;
-		cfg.max_rounds = 100000; /* the resend rounds are not pre-copy rounds */
+	if (c->mode == MODE_BENCH) {
+		snprintf(c->bench_backend, sizeof(c->bench_backend),
+			 "sim:size=%s,dirty-rate=0,zero=0%%", c->bench_size);
+		c->backend = c->bench_backend;
+		if (!c->cfg.bench_ms)
+			c->cfg.bench_ms = 5000;
+		c->cfg.max_rounds = 100000; /* the resend rounds are not pre-copy rounds */
 	}
-	if (psk_file) {
-		ssize_t n = read_psk(psk_file, psk, sizeof(psk));
+}
 
-		cfg.psk = psk;
-		cfg.psk_len = (size_t)n;
+/* rmig_ctx_create failed: a configuration the library refused is a usage
+ * error (exit 2, one line), anything else a failure. */
+static int create_failed(int rc, const char *why)
+{
+	char text[1024];
+
+	if (rc == -ENOENT || rc == -EINVAL) {
+		fprintf(stderr, "rmig: %s (see rmig help)\n",
+			why[0] ? cli_text(why, text, sizeof(text)) : strerror(-rc));
+		return RMIG_RESULT_USAGE;
+	}
+	fprintf(stderr, "rmig: cannot create the migration: %s\n",
+		why[0] ? cli_text(why, text, sizeof(text)) : strerror(-rc));
+	return RMIG_RESULT_FAILED;
+}
+
+static int migrate(enum mode mode, int argc, char *argv[])
+{
+	struct tool t = { .out_lock = PTHREAD_MUTEX_INITIALIZER };
+	struct cli c = { .mode = mode, .backend = "sim", .bench_size = "256M" };
+	struct rmig_config *cfg = &c.cfg;
+	int send = mode != MODE_RECV, rc;
+	const char *hold;
+	uint8_t psk[1024];
+	char err[512], create_err[512] = "";
+	sigset_t pipe_set;
+
+	rmig_config_init(cfg);
+	cfg->port = RMIG_DEFAULT_PORT;
+	parse_options(&c, argc, argv);
+	t.bench = mode == MODE_BENCH;
+	t.role_send = send;
+	t.json = c.json;
+	t.postcopy = cfg->postcopy;
+	if (c.resume_source)
+		return resume_source_guest(c.backend);
+	parse_operands(&c, argc, argv);
+	if (c.psk_file) {
+		ssize_t n = read_psk(c.psk_file, psk, sizeof(psk));
+
+		cfg->psk = psk;
+		cfg->psk_len = (size_t)n;
 	}
 	hold = getenv("RMIG_TEST_HOLD");
 	if (hold && strchr(hold, ':')) {
@@ -859,9 +956,11 @@ int main(int argc, char **argv)
 		t.hold_at = at;
 		t.hold_ms = (unsigned)strtoul(strchr(hold, ':') + 1, NULL, 10);
 	}
-	cfg.host = host;
-	cfg.on_event = on_event;
-	cfg.event_arg = &t;
+	cfg->host = c.host;
+	cfg->on_event = on_event;
+	cfg->event_arg = &t;
+	cfg->create_err = create_err;
+	cfg->create_err_len = sizeof(create_err);
 	t.progress_line = !t.json && isatty(STDERR_FILENO);
 
 	/* Writes to a closed socket must be errors, not a silent death. */
@@ -869,18 +968,18 @@ int main(int argc, char **argv)
 	sigaddset(&pipe_set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
 
-	rc = rmig_backend_open(backend, send ? RMIG_ROLE_SOURCE : RMIG_ROLE_DEST, &t.be, err,
+	rc = rmig_backend_open(c.backend, send ? RMIG_ROLE_SOURCE : RMIG_ROLE_DEST, &t.be, err,
 			       sizeof(err));
 	if (rc) {
-		fprintf(stderr, "rmig: backend %s: %s\n", backend, err);
+		fprintf(stderr, "rmig: backend %s: %s\n", c.backend, err);
+		explicit_bzero(psk, sizeof(psk));
 		return rc == -EINVAL || rc == -ENOENT ? RMIG_RESULT_USAGE : RMIG_RESULT_FAILED;
 	}
-	rc = rmig_ctx_create(&t.ctx, &cfg, t.be);
+	rc = rmig_ctx_create(&t.ctx, cfg, t.be);
 	explicit_bzero(psk, sizeof(psk)); /* the context keeps its own copy */
 	if (rc) {
-		fprintf(stderr, "rmig: cannot create the migration: %s\n", strerror(-rc));
 		rmig_backend_close(t.be);
-		return RMIG_RESULT_FAILED;
+		return create_failed(rc, create_err);
 	}
 	if (start_loop(&t))
 		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
@@ -890,14 +989,14 @@ int main(int argc, char **argv)
 		rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
 		t.cpu_s = cpu_seconds() - cpu0;
 		print_summary(&t, rc);
-		if (!keep_listening || t.stopping)
+		if (!c.keep_listening || t.stopping)
 			break;
 		/* Each migration gets a fresh guest; the one just received has
 		 * been checked above and is let go, so memory does not grow. */
 		rmig_backend_close(t.be);
-		rc = rmig_backend_open(backend, RMIG_ROLE_DEST, &t.be, err, sizeof(err));
+		rc = rmig_backend_open(c.backend, RMIG_ROLE_DEST, &t.be, err, sizeof(err));
 		if (rc) {
-			fprintf(stderr, "rmig: backend %s: %s\n", backend, err);
+			fprintf(stderr, "rmig: backend %s: %s\n", c.backend, err);
 			t.be = NULL;
 			break;
 		}
@@ -905,11 +1004,87 @@ int main(int argc, char **argv)
 	}
 	stop_loop(&t);
 	{
-		int result = t.stopping && keep_listening ? 0 : (int)rmig_stats(t.ctx)->result;
+		int result = t.stopping && c.keep_listening ? 0 : (int)rmig_stats(t.ctx)->result;
 
 		rmig_ctx_destroy(t.ctx);
 		if (t.be)
 			rmig_backend_close(t.be);
 		return result;
 	}
+}
+
+static int cmd_send(int argc, char *argv[])
+{
+	return migrate(MODE_SEND, argc, argv);
+}
+
+static int cmd_recv(int argc, char *argv[])
+{
+	return migrate(MODE_RECV, argc, argv);
+}
+
+static int cmd_bench(int argc, char *argv[])
+{
+	return migrate(MODE_BENCH, argc, argv);
+}
+
+static int cmd_info(int argc, char *argv[])
+{
+	char *buf;
+
+	(void)argv;
+	if (argc != 1)
+		die_usage("info takes no arguments");
+	buf = malloc(65536);
+	if (!buf)
+		return RMIG_RESULT_FAILED;
+	rmig_transport_info(buf, 65536);
+	fputs(buf, stdout);
+	free(buf);
+	return 0;
+}
+
+static int cmd_help(int argc, char *argv[])
+{
+	(void)argc;
+	(void)argv;
+	fputs(usage_text, stdout);
+	return 0;
+}
+
+static int cmd_version(int argc, char *argv[])
+{
+	(void)argc;
+	(void)argv;
+	printf("rmig %s\n", RMIG_VERSION_STRING);
+	return 0;
+}
+
+/* As wireguard-tools' wg: one entry per subcommand. Each gets its own
+ * argv, argv[0] being its name. */
+static const struct {
+	const char *name;
+	int (*fn)(int argc, char *argv[]);
+	const char *description;
+} subcommands[] = {
+	{ "send", cmd_send, "migrate a guest to a receiver" },
+	{ "recv", cmd_recv, "receive a guest" },
+	{ "bench", cmd_bench, "measure the data path alone" },
+	{ "info", cmd_info, "list the transports and the devices they could use" },
+	{ "help", cmd_help, "show the usage" },
+	{ "--help", cmd_help, NULL },
+	{ "-h", cmd_help, NULL },
+	{ "version", cmd_version, "show the version" },
+	{ "--version", cmd_version, NULL },
+};
+
+int main(int argc, char *argv[])
+{
+	if (argc < 2)
+		die_usage("missing command");
+	for (size_t i = 0; i < sizeof(subcommands) / sizeof(subcommands[0]); i++)
+		if (!strcmp(argv[1], subcommands[i].name))
+			return subcommands[i].fn(argc - 1, argv + 1);
+	die_usage("unknown command '%s'", argv[1]);
+	return RMIG_RESULT_USAGE;
 }

@@ -32,14 +32,31 @@ struct rmig_link_mem {
 	uint64_t len;
 };
 
-/* Set by whoever creates the link, before create(). */
+/* Transitional, for rmig_link_create() only: the two options engine/source.c
+ * still passes that way. A link's options are its own business: new code
+ * sets them with rmig_link_set_option(). Goes once nothing uses it. */
 struct rmig_link_opts {
-	const char *device; /* RDMA device name (NULL: the one that routes to the peer) */
-	int gid_index;	    /* RoCE GID index (-1: let rdma_cm choose) */
+	const char *device; /* becomes option "device" where the link has it */
+	int gid_index;	    /* >= 0: option "gid_index" where the link has it */
 };
 
 struct rmig_link_ops {
+	/* sizeof(struct rmig_link_ops) as the link was built with: the
+	 * registry refuses a table older than the ops it calls. */
+	size_t size;
 	const char *name;
+	/* "auto" (every registered link, in order) tries the links with a
+	 * non-zero rank, lowest first; 0: only when named. The highest-ranked
+	 * one is the last resort, and the default failover link. */
+	int auto_rank;
+	/* A wrapping link (encryption, accounting...): the registry creates the
+	 * link named here first, as l->lower, and every op this table leaves
+	 * NULL passes through to it (see rmig_link_wrap). NULL: a plain link. */
+	const char *wraps;
+	/* Optional (NULL: takes no options): set option key to value, after
+	 * create and before listen/connect_ctrl; validate it here. -ENOENT for a
+	 * key the link does not know, -EINVAL for a bad value, with a message. */
+	int (*set_option)(struct rmig_link *l, const char *key, const char *value);
 	int (*create)(struct rmig_link *l);
 	void (*destroy)(struct rmig_link *l);
 
@@ -92,7 +109,8 @@ struct rmig_link_ops {
 
 	/* Both: end the current session (control stream, data channels,
 	 * registrations) but keep listening, and clear the interrupt flags, so
-	 * that the link can carry the next session (failover, --keep-listening). */
+	 * that the link can carry the next session (failover, a receiver that
+	 * keeps listening). */
 	void (*close_session)(struct rmig_link *l);
 
 	/* Optional: append a human description of the devices this link could
@@ -107,17 +125,40 @@ struct rmig_link_ops {
 struct rmig_link {
 	const struct rmig_link_ops *ops;
 	void *priv;
-	atomic_uint interrupted; /* RMIG_LINK_STOP_* */
-	struct rmig_link_opts opts;
-	char peer[64];	   /* "address:port" of the peer, for messages */
-	int peer_loopback; /* the peer's address is a loopback one (127/8, ::1) */
+	atomic_uint interrupted;       /* RMIG_LINK_STOP_* */
+	struct rmig_link *lower;       /* a wrapping link: the link it wraps (owned) */
+	struct rmig_link_ops *own_ops; /* a wrapping link: ops, built by rmig_link_wrap */
+	char peer[64];		       /* "address:port" of the peer, for messages */
+	int peer_loopback;	       /* the peer's address is a loopback one (127/8, ::1) */
 	char err[256];
 };
 
+/* Add a link kind. -EEXIST (name taken), -ENOSPC (registry full), -EINVAL
+ * (ops->size too small, no name, or a plain link without create/destroy).
+ * The table must stay valid (static). */
 int rmig_link_register(const struct rmig_link_ops *ops);
 const struct rmig_link_ops *rmig_link_find(const char *name);
+/* The registered kinds in registry order (i = 0, 1, ... until NULL). */
+const struct rmig_link_ops *rmig_link_kind(unsigned i);
+/* A new link of kind name, without options: 0, -ENOENT (no such kind),
+ * -ENOMEM, or create's error. */
+int rmig_link_open(const char *name, struct rmig_link **out);
+/* Set one option (ops->set_option): 0, or -ENOENT/-EINVAL with a message in
+ * l->err that names the link and the key. */
+int rmig_link_set_option(struct rmig_link *l, const char *key, const char *value);
+/* Transitional: rmig_link_open, then opts as options where the link has
+ * them (unknown keys are skipped). */
 int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out);
 void rmig_link_destroy(struct rmig_link *l);
+/* Wrap lower (taking it over, also on failure) in a link whose ops are
+ * over's where set and pass through to lower elsewhere: errors (l->err),
+ * peer and peer_loopback are copied up, interrupt() and close_session()
+ * reach both, destroy() destroys lower after over->destroy. An optional op
+ * lower lacks (mem_expose...) stays NULL unless over has it, so callers
+ * that test for it still see what the stack can do. over->create (if set)
+ * runs with l->lower already set. */
+int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
+		   struct rmig_link **out);
 /* "1.2.3.4:5" or "[::1]:5", for naming peers in messages. */
 struct sockaddr;
 void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len);

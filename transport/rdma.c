@@ -143,6 +143,10 @@ struct rdma_area {
 };
 
 struct rdma_link {
+	/* Options (set_option): the device to use (empty: the one that routes
+	 * to the peer) and the RoCE GID index (-1: let rdma_cm choose). */
+	char device[IBV_SYSFS_NAME_MAX];
+	int gid_index;
 	struct rdma_event_channel *listen_ech;
 	struct rdma_cm_id *listen_id;
 	/* rdma_get_devices() keeps every device context open for as long as
@@ -173,7 +177,7 @@ static int stopped(struct rmig_link *l, unsigned op)
 
 static const char *opt_device(struct rmig_link *l)
 {
-	return l->opts.device && *l->opts.device ? l->opts.device : NULL;
+	return rdma(l)->device[0] ? rdma(l)->device : NULL;
 }
 
 static const char *dev_name(struct ibv_context *verbs)
@@ -1260,23 +1264,23 @@ static int device_address(struct rmig_link *l, struct ibv_context *verbs, uint8_
 		rmig_link_err(l, "cannot query RDMA device %s: %s", dev_name(verbs), strerror(rc));
 		return -rc;
 	}
-	if (l->opts.gid_index >= 0) {
+	if (rdma(l)->gid_index >= 0) {
 		for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
 			struct ibv_gid_entry e;
 
 			if ((port && p != port) ||
-			    ibv_query_gid_ex(verbs, p, (uint32_t)l->opts.gid_index, &e, 0))
+			    ibv_query_gid_ex(verbs, p, (uint32_t)rdma(l)->gid_index, &e, 0))
 				continue;
 			if (gid_to_addr(&e, ss)) {
 				rmig_link_err(
 				    l, "GID %d of %s is not an IP address (gid_index is for RoCE)",
-				    l->opts.gid_index, dev_name(verbs));
+				    rdma(l)->gid_index, dev_name(verbs));
 				return -EINVAL;
 			}
 			return 0;
 		}
 		rmig_link_err(l, "RDMA device %s has no GID %d", dev_name(verbs),
-			      l->opts.gid_index);
+			      rdma(l)->gid_index);
 		return -ENOENT;
 	}
 	n = query_gids(verbs, da.phys_port_cnt, &tab);
@@ -1332,7 +1336,7 @@ static int probe_device(struct rmig_link *l, const struct sockaddr *dst, int tim
 	return rc;
 }
 
-/* Where to bind the source end, honouring opts.device and opts.gid_index.
+/* Where to bind the source end, honouring the device and gid_index options.
  * *have is 0 when rdma_cm may choose. */
 static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int timeout_ms,
 		       struct sockaddr_storage *src, int *have)
@@ -1344,7 +1348,7 @@ static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int time
 	int rc;
 
 	*have = 0;
-	if (!want && l->opts.gid_index < 0)
+	if (!want && rdma(l)->gid_index < 0)
 		return 0;
 	if (want) {
 		rc = hold_devices(l);
@@ -1536,7 +1540,7 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 		goto out;
 	}
 	/* No host but a device and GID: listen on that GID's address. */
-	if (!(host && *host) && want && l->opts.gid_index >= 0) {
+	if (!(host && *host) && want && rdma(l)->gid_index >= 0) {
 		rc = hold_devices(l);
 		for (int i = 0; !rc && r->devices[i]; i++) {
 			if (strcmp(dev_name(r->devices[i]), want))
@@ -2356,8 +2360,47 @@ static int rdma_link_create(struct rmig_link *l)
 
 	if (!r)
 		return -ENOMEM;
+	r->gid_index = -1;
 	l->priv = r;
 	return 0;
+}
+
+/* "device": an RDMA device name as rdma-core spells it (rxe0, mlx5_1);
+ * "gid_index": a RoCE GID table index, 0..255 (-1: automatic). Checked
+ * against the devices when they are used. */
+static int rdma_link_set_option(struct rmig_link *l, const char *key, const char *value)
+{
+	struct rdma_link *r = rdma(l);
+
+	if (!strcmp(key, "device")) {
+		if (strlen(value) >= sizeof(r->device) || strchr(value, '/')) {
+			rmig_link_err(l,
+				      "rdma: device '%s' is not an RDMA device name (at most %zu "
+				      "characters, no '/')",
+				      value, sizeof(r->device) - 1);
+			return -EINVAL;
+		}
+		snprintf(r->device, sizeof(r->device), "%s", value);
+		return 0;
+	}
+	if (!strcmp(key, "gid_index")) {
+		char *end;
+		long v;
+
+		errno = 0;
+		v = strtol(value, &end, 10);
+		if (errno || end == value || *end || v < -1 || v > 255) {
+			rmig_link_err(l,
+				      "rdma: gid_index '%s' is not a number in 0..255 (-1: "
+				      "automatic)",
+				      value);
+			return -EINVAL;
+		}
+		r->gid_index = (int)v;
+		return 0;
+	}
+	rmig_link_err(l, "the rdma link has no option '%s' (it has device and gid_index)", key);
+	return -ENOENT;
 }
 
 static void rdma_link_destroy(struct rmig_link *l)
@@ -2387,7 +2430,10 @@ static void rdma_link_interrupt(struct rmig_link *l, unsigned flags)
 }
 
 const struct rmig_link_ops rmig_rdma_link_ops = {
+	.size = sizeof(struct rmig_link_ops),
 	.name = "rdma",
+	.auto_rank = 1, /* auto tries it first */
+	.set_option = rdma_link_set_option,
 	.create = rdma_link_create,
 	.destroy = rdma_link_destroy,
 	.listen = rdma_link_listen,

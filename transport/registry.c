@@ -1,6 +1,7 @@
-/* registry.c - links by name, the link object's life cycle, and the address
- * helpers both links share. */
+/* registry.c - links by name, the link object's life cycle, wrapping one
+ * link in another, and the address helpers the links share. */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,8 +22,14 @@ extern const struct rmig_link_ops rmig_rdma_link_ops;
 static const struct rmig_link_ops *link_kinds[MAX_LINK_KINDS];
 static pthread_once_t builtins_once = PTHREAD_ONCE_INIT;
 
+/* The ops every table must have, up to and including interrupt. */
+#define OPS_MIN_SIZE (offsetof(struct rmig_link_ops, interrupt) + sizeof(void (*)(void)))
+
 static int register_kind(const struct rmig_link_ops *ops)
 {
+	if (!ops || ops->size < OPS_MIN_SIZE || !ops->name || !*ops->name ||
+	    (!ops->wraps && (!ops->create || !ops->destroy)))
+		return -EINVAL;
 	for (int i = 0; i < MAX_LINK_KINDS; i++) {
 		if (link_kinds[i] && strcmp(link_kinds[i]->name, ops->name) == 0)
 			return -EEXIST;
@@ -34,6 +41,7 @@ static int register_kind(const struct rmig_link_ops *ops)
 	return -ENOSPC;
 }
 
+/* Registry order is also the order rmig info lists them in. */
 static void register_builtins(void)
 {
 	register_kind(&rmig_tcp_link_ops);
@@ -55,25 +63,68 @@ const struct rmig_link_ops *rmig_link_find(const char *name)
 	return NULL;
 }
 
-int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out)
+const struct rmig_link_ops *rmig_link_kind(unsigned i)
+{
+	pthread_once(&builtins_once, register_builtins);
+	return i < MAX_LINK_KINDS ? link_kinds[i] : NULL;
+}
+
+static int open_depth(const char *name, struct rmig_link **out, int depth)
 {
 	const struct rmig_link_ops *ops = rmig_link_find(name);
-	struct rmig_link *l;
+	struct rmig_link *l, *lower = NULL;
 	int rc;
 
 	if (!ops)
 		return -ENOENT;
+	if (ops->wraps) {
+		if (depth > 4) /* a wraps b wraps a ... */
+			return -ELOOP;
+		rc = open_depth(ops->wraps, &lower, depth + 1);
+		return rc ? rc : rmig_link_wrap(lower, ops, out);
+	}
 	l = calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
 	l->ops = ops;
-	if (opts)
-		l->opts = *opts;
-	else
-		l->opts.gid_index = -1;
 	rc = ops->create(l);
 	if (rc) {
 		free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
+}
+
+int rmig_link_open(const char *name, struct rmig_link **out)
+{
+	return open_depth(name, out, 0);
+}
+
+int rmig_link_set_option(struct rmig_link *l, const char *key, const char *value)
+{
+	if (!l->ops->set_option) {
+		rmig_link_err(l, "the %s link has no option '%s'", l->ops->name, key);
+		return -ENOENT;
+	}
+	return l->ops->set_option(l, key, value);
+}
+
+int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out)
+{
+	struct rmig_link *l;
+	char gid[16];
+	int rc = rmig_link_open(name, &l);
+
+	if (rc)
+		return rc;
+	snprintf(gid, sizeof(gid), "%d", opts ? opts->gid_index : -1);
+	if (opts && opts->device && *opts->device)
+		rc = rmig_link_set_option(l, "device", opts->device);
+	if ((!rc || rc == -ENOENT) && opts && opts->gid_index >= 0)
+		rc = rmig_link_set_option(l, "gid_index", gid);
+	if (rc && rc != -ENOENT) {
+		rmig_link_destroy(l);
 		return rc;
 	}
 	*out = l;
@@ -85,7 +136,221 @@ void rmig_link_destroy(struct rmig_link *l)
 	if (!l)
 		return;
 	l->ops->destroy(l);
+	free(l->own_ops);
 	free(l);
+}
+
+/* ---- wrapping: every op a wrapper leaves out goes to l->lower ---- */
+
+/* The lower link's result, its message and its peer copied up. */
+static int up(struct rmig_link *l, int rc)
+{
+	if (rc)
+		memcpy(l->err, l->lower->err, sizeof(l->err));
+	return rc;
+}
+
+static void peer_up(struct rmig_link *l)
+{
+	memcpy(l->peer, l->lower->peer, sizeof(l->peer));
+	l->peer_loopback = l->lower->peer_loopback;
+}
+
+static int pass_set_option(struct rmig_link *l, const char *key, const char *value)
+{
+	return up(l, rmig_link_set_option(l->lower, key, value));
+}
+
+static int pass_listen(struct rmig_link *l, const char *host, uint16_t *port)
+{
+	return up(l, l->lower->ops->listen(l->lower, host, port));
+}
+
+static int pass_accept_ctrl(struct rmig_link *l, int timeout_ms)
+{
+	int rc = l->lower->ops->accept_ctrl(l->lower, timeout_ms);
+
+	if (!rc)
+		peer_up(l);
+	return up(l, rc);
+}
+
+static int pass_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
+{
+	return up(l, l->lower->ops->accept_channel(l->lower, timeout_ms, chan, node));
+}
+
+static int pass_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms)
+{
+	int rc = l->lower->ops->connect_ctrl(l->lower, host, port, timeout_ms);
+
+	peer_up(l); /* set before connecting, for the messages */
+	return up(l, rc);
+}
+
+static int pass_connect_channel(struct rmig_link *l, int timeout_ms, int node, unsigned *chan)
+{
+	return up(l, l->lower->ops->connect_channel(l->lower, timeout_ms, node, chan));
+}
+
+static int pass_ctrl_send(struct rmig_link *l, const struct iovec *iov, int iovcnt, int timeout_ms)
+{
+	return up(l, l->lower->ops->ctrl_send(l->lower, iov, iovcnt, timeout_ms));
+}
+
+static int pass_ctrl_recv(struct rmig_link *l, void *buf, size_t len, int timeout_ms)
+{
+	return up(l, l->lower->ops->ctrl_recv(l->lower, buf, len, timeout_ms));
+}
+
+static int pass_chan_send(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
+			  int timeout_ms)
+{
+	return up(l, l->lower->ops->chan_send(l->lower, chan, iov, iovcnt, timeout_ms));
+}
+
+static int pass_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
+			  int timeout_ms)
+{
+	return up(l, l->lower->ops->chan_recv(l->lower, chan, iov, iovcnt, timeout_ms));
+}
+
+static int pass_mem_expose(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+			   void **blob, size_t *len)
+{
+	return up(l, l->lower->ops->mem_expose(l->lower, mem, n, blob, len));
+}
+
+static int pass_mem_import(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+			   const void *blob, size_t len)
+{
+	return up(l, l->lower->ops->mem_import(l->lower, mem, n, blob, len));
+}
+
+static void pass_mem_release(struct rmig_link *l)
+{
+	l->lower->ops->mem_release(l->lower);
+}
+
+static int pass_chan_write(struct rmig_link *l, unsigned chan, uint32_t area,
+			   const uint64_t *remote_off, const struct iovec *local, int n,
+			   int timeout_ms)
+{
+	return up(
+	    l, l->lower->ops->chan_write(l->lower, chan, area, remote_off, local, n, timeout_ms));
+}
+
+static int pass_chan_flush(struct rmig_link *l, unsigned chan, int timeout_ms)
+{
+	return up(l, l->lower->ops->chan_flush(l->lower, chan, timeout_ms));
+}
+
+static void pass_close_session(struct rmig_link *l)
+{
+	l->lower->ops->close_session(l->lower);
+	atomic_store(&l->interrupted, 0);
+}
+
+static void pass_interrupt(struct rmig_link *l, unsigned flags)
+{
+	atomic_fetch_or(&l->interrupted, flags);
+	l->lower->ops->interrupt(l->lower, flags);
+}
+
+/* A wrapping link's ops (l->own_ops) and the wrapper's own destroy,
+ * close_session and interrupt, which run before the lower link's. */
+struct wrap_table {
+	struct rmig_link_ops ops; /* first: l->own_ops points here */
+	void (*over_destroy)(struct rmig_link *l);
+	void (*over_close_session)(struct rmig_link *l);
+	void (*over_interrupt)(struct rmig_link *l, unsigned flags);
+};
+
+static void wrap_destroy(struct rmig_link *l)
+{
+	struct wrap_table *t = (struct wrap_table *)l->own_ops;
+
+	if (t->over_destroy)
+		t->over_destroy(l);
+	rmig_link_destroy(l->lower);
+	l->lower = NULL;
+}
+
+static void wrap_close_session(struct rmig_link *l)
+{
+	struct wrap_table *t = (struct wrap_table *)l->own_ops;
+
+	if (t->over_close_session)
+		t->over_close_session(l);
+	pass_close_session(l);
+}
+
+static void wrap_interrupt(struct rmig_link *l, unsigned flags)
+{
+	struct wrap_table *t = (struct wrap_table *)l->own_ops;
+
+	if (t->over_interrupt)
+		t->over_interrupt(l, flags);
+	pass_interrupt(l, flags);
+}
+
+#define PICK(op) (over->op ? over->op : lo->op ? pass_##op : NULL)
+
+int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
+		   struct rmig_link **out)
+{
+	const struct rmig_link_ops *lo = lower->ops;
+	struct rmig_link *l = calloc(1, sizeof(*l));
+	struct wrap_table *t = calloc(1, sizeof(*t));
+	int rc;
+
+	if (!l || !t || !over || over->size < OPS_MIN_SIZE) {
+		free(l);
+		free(t);
+		rmig_link_destroy(lower);
+		return !over || (l && t) ? -EINVAL : -ENOMEM;
+	}
+	t->ops = (struct rmig_link_ops){
+		.size = sizeof(t->ops),
+		.name = over->name,
+		.auto_rank = over->auto_rank,
+		.wraps = lo->name,
+		.set_option = over->set_option ? over->set_option : pass_set_option,
+		.create = over->create,
+		.destroy = wrap_destroy,
+		.listen = PICK(listen),
+		.accept_ctrl = PICK(accept_ctrl),
+		.accept_channel = PICK(accept_channel),
+		.connect_ctrl = PICK(connect_ctrl),
+		.connect_channel = PICK(connect_channel),
+		.ctrl_send = PICK(ctrl_send),
+		.ctrl_recv = PICK(ctrl_recv),
+		.chan_send = PICK(chan_send),
+		.chan_recv = PICK(chan_recv),
+		.mem_expose = PICK(mem_expose),
+		.mem_import = PICK(mem_import),
+		.mem_release = PICK(mem_release),
+		.chan_write = PICK(chan_write),
+		.chan_flush = PICK(chan_flush),
+		.close_session = wrap_close_session,
+		.describe = over->describe,
+		.interrupt = wrap_interrupt,
+	};
+	t->over_destroy = over->destroy;
+	t->over_close_session = over->close_session;
+	t->over_interrupt = over->interrupt;
+	l->ops = &t->ops;
+	l->own_ops = &t->ops;
+	l->lower = lower;
+	rc = over->create ? over->create(l) : 0;
+	if (rc) {
+		rmig_link_destroy(lower);
+		free(t);
+		free(l);
+		return rc;
+	}
+	*out = l;
+	return 0;
 }
 
 void rmig_link_err(struct rmig_link *l, const char *fmt, ...)

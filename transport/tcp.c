@@ -459,8 +459,12 @@ static void tcp_interrupt(struct rmig_link *l, unsigned flags)
 		shutdown(t->ctrl_fd, SHUT_RDWR);
 }
 
+/* No set_option: the tcp link takes no options, and the registry refuses
+ * any given to it. */
 const struct rmig_link_ops rmig_tcp_link_ops = {
+	.size = sizeof(struct rmig_link_ops),
 	.name = "tcp",
+	.auto_rank = 2, /* auto's last resort, and the default failover link */
 	.create = tcp_create,
 	.destroy = tcp_destroy,
 	.listen = tcp_listen,

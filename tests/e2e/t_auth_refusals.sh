@@ -105,6 +105,10 @@ rc=0
 expect_eq "non-loopback without key: send exit" "$rc" 1
 grep -q "refusing unauthenticated peer $ADDR:$PORT" "$T/remote-send.err" ||
 	fail "non-loopback: the sender's message"
+# The library names config fields (config.psk); the CLI speaks of its flags.
+grep -q -- "same --psk-file (or --insecure on a trusted network)" "$T/remote-send.err" ||
+	fail "non-loopback: the sender's message does not name --psk-file and --insecure"
+! grep -q "config\." "$T/remote-send.err" || fail "non-loopback: a config field leaked to the CLI"
 # The sender refused before connecting: the receiver is still waiting, and
 # refuses a sender that would talk (--insecure on its side only).
 kill -0 "$RECV_PID" 2>/dev/null || fail "the receiver was consumed by a sender that refused"

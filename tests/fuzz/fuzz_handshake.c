@@ -674,6 +674,7 @@ static void fl_interrupt(struct rmig_link *l, unsigned flags)
 }
 
 static const struct rmig_link_ops fuzz_link_ops = {
+	.size = sizeof(struct rmig_link_ops),
 	.name = "fuzz",
 	.create = fl_create,
 	.destroy = fl_destroy,

@@ -167,14 +167,20 @@ static uint64_t rnd(void)
 
 static struct rmig_link *new_link(const char *dev, int gid)
 {
-	struct rmig_link_opts o = { .device = dev, .gid_index = gid };
 	struct rmig_link *l = NULL;
+	char g[16];
 	int rc;
 
 	rmig_link_register(&rmig_rdma_link_ops); /* -EEXIST once registry.c has it */
-	rc = rmig_link_create("rdma", &o, &l);
+	rc = rmig_link_open("rdma", &l);
 	if (rc) {
-		bad("rmig_link_create: %s", strerror(-rc));
+		bad("rmig_link_open: %s", strerror(-rc));
+		exit(1);
+	}
+	snprintf(g, sizeof(g), "%d", gid);
+	if ((dev && (rc = rmig_link_set_option(l, "device", dev))) ||
+	    (rc = rmig_link_set_option(l, "gid_index", g))) {
+		bad("rmig_link_set_option: %s", l->err);
 		exit(1);
 	}
 	return l;
