@@ -33,18 +33,9 @@ struct rmig_links {
 struct rmig_ctx {
 	struct rmig_config cfg;
 	struct rmig_backend *be;
-	struct rmig_link *link; /* the one in use (the first until chosen) */
-	union {
-		struct rmig_links linkset; /* use rmig_links_*() */
-		/* Transitional: the old names, which engine/source.c still
-		 * uses (tcp_link, ask_outcome); the same storage. Goes once it
-		 * calls rmig_links_fallback/count/at. */
-		struct {
-			struct rmig_link *links[RMIG_MAX_LINKS];
-			unsigned nlinks;
-		};
-	};
-	char link_detail[400]; /* why an earlier link in the list was not used */
+	struct rmig_link *link;	   /* the one in use (the first until chosen) */
+	struct rmig_links linkset; /* use rmig_links_*() */
+	char link_detail[400];	   /* why an earlier link in the list was not used */
 	char err[512];
 	atomic_int cancelled;
 	/* Post-copy, from GO on: a cancel could only lose the guest, whose
@@ -163,19 +154,6 @@ struct rmig_link *rmig_links_fallback(struct rmig_ctx *ctx);
 int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms);
 int rmig_links_listen(struct rmig_ctx *ctx);
 int rmig_links_accept(struct rmig_ctx *ctx, int timeout_ms);
-/* Transitional names, which source.c and dest.c call. */
-static inline int rmig_link_connect(struct rmig_ctx *ctx, int timeout_ms)
-{
-	return rmig_links_connect(ctx, timeout_ms);
-}
-static inline int rmig_link_listen(struct rmig_ctx *ctx)
-{
-	return rmig_links_listen(ctx);
-}
-static inline int rmig_link_accept(struct rmig_ctx *ctx, int timeout_ms)
-{
-	return rmig_links_accept(ctx, timeout_ms);
-}
 /* Announce the chosen link and how it reaches guest memory (derived from
  * ctx->placement and what the link can do). */
 void rmig_link_chosen(struct rmig_ctx *ctx);

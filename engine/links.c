@@ -3,8 +3,8 @@
  * cfg.transport names the links to try, in order ("rdma,tcp"), or is
  * "auto": every registered link with an auto_rank, lowest rank first. Each
  * link parses its own options; the configuration scopes them by link name
- * ("rdma.device=rxe0"). The engine names no link here: the only names are
- * in the legacy table below, which maps the old config fields to options.
+ * ("rdma.device=rxe0"). The engine names no link: the legacy config fields
+ * below become unscoped options, taken by whichever listed link knows them.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,13 +16,14 @@
 #define NAME_MAX_LEN 32
 #define OPT_MAX_LEN 256
 
-/* Config fields older than link_options, and the option each one is. */
+/* Config fields older than link_options, and the option each one is; a
+ * link that does not know the key (-ENOENT) ignores it, as before. */
 static const struct {
 	const char *field; /* for messages */
-	const char *link, *key;
+	const char *key;
 } legacy_options[] = {
-	{ "config.device", "rdma", "device" },
-	{ "config.gid_index", "rdma", "gid_index" },
+	{ "config.device", "device" },
+	{ "config.gid_index", "gid_index" },
 };
 
 static void legacy_value(const struct rmig_config *cfg, size_t i, char *out, size_t len)
@@ -84,10 +85,10 @@ static int apply_options(struct rmig_ctx *ctx, struct rmig_link *l)
 
 	for (size_t i = 0; i < sizeof(legacy_options) / sizeof(legacy_options[0]); i++) {
 		legacy_value(&ctx->cfg, i, value, sizeof(value));
-		if (!value[0] || strcmp(legacy_options[i].link, name))
+		if (!value[0])
 			continue;
 		rc = rmig_link_set_option(l, legacy_options[i].key, value);
-		if (rc)
+		if (rc && rc != -ENOENT)
 			return rmig_err(ctx, -EINVAL, "%s: %s", legacy_options[i].field, l->err);
 	}
 	while (p && *p) {

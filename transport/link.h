@@ -32,14 +32,6 @@ struct rmig_link_mem {
 	uint64_t len;
 };
 
-/* Transitional, for rmig_link_create() only: the two options engine/source.c
- * still passes that way. A link's options are its own business: new code
- * sets them with rmig_link_set_option(). Goes once nothing uses it. */
-struct rmig_link_opts {
-	const char *device; /* becomes option "device" where the link has it */
-	int gid_index;	    /* >= 0: option "gid_index" where the link has it */
-};
-
 struct rmig_link_ops {
 	/* sizeof(struct rmig_link_ops) as the link was built with: the
 	 * registry refuses a table older than the ops it calls. */
@@ -146,9 +138,6 @@ int rmig_link_open(const char *name, struct rmig_link **out);
 /* Set one option (ops->set_option): 0, or -ENOENT/-EINVAL with a message in
  * l->err that names the link and the key. */
 int rmig_link_set_option(struct rmig_link *l, const char *key, const char *value);
-/* Transitional: rmig_link_open, then opts as options where the link has
- * them (unknown keys are skipped). */
-int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out);
 void rmig_link_destroy(struct rmig_link *l);
 /* Wrap lower (taking it over, also on failure) in a link whose ops are
  * over's where set and pass through to lower elsewhere: errors (l->err),

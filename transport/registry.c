@@ -110,27 +110,6 @@ int rmig_link_set_option(struct rmig_link *l, const char *key, const char *value
 	return l->ops->set_option(l, key, value);
 }
 
-int rmig_link_create(const char *name, const struct rmig_link_opts *opts, struct rmig_link **out)
-{
-	struct rmig_link *l;
-	char gid[16];
-	int rc = rmig_link_open(name, &l);
-
-	if (rc)
-		return rc;
-	snprintf(gid, sizeof(gid), "%d", opts ? opts->gid_index : -1);
-	if (opts && opts->device && *opts->device)
-		rc = rmig_link_set_option(l, "device", opts->device);
-	if ((!rc || rc == -ENOENT) && opts && opts->gid_index >= 0)
-		rc = rmig_link_set_option(l, "gid_index", gid);
-	if (rc && rc != -ENOENT) {
-		rmig_link_destroy(l);
-		return rc;
-	}
-	*out = l;
-	return 0;
-}
-
 void rmig_link_destroy(struct rmig_link *l)
 {
 	if (!l)

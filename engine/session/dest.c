@@ -335,7 +335,7 @@ static int accept_for_session(struct rmig_ctx *ctx, struct rmig_msg *m, uint32_t
 
 		if (left <= 0 || atomic_load(&ctx->cancelled))
 			return -ETIMEDOUT;
-		rc = rmig_link_accept(ctx, (int)left);
+		rc = rmig_links_accept(ctx, (int)left);
 		if (rc == -ETIMEDOUT)
 			return rc;
 		if (rc)
@@ -760,7 +760,7 @@ static int open_migration(struct dst_run *d, int *connected)
 	int rc;
 
 	if (!ctx->port) {
-		rc = rmig_link_listen(ctx);
+		rc = rmig_links_listen(ctx);
 		if (rc)
 			return rc;
 		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = ctx->port };
@@ -768,7 +768,7 @@ static int open_migration(struct dst_run *d, int *connected)
 		rmig_emit(ctx, &ev);
 	}
 	rmig_phase_enter(ctx, RMIG_DST_LISTENING);
-	rc = rmig_link_accept(ctx,
+	rc = rmig_links_accept(ctx,
 			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
 	if (rc && atomic_load(&ctx->cancelled))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");

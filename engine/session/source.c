@@ -283,19 +283,6 @@ out:
 	return rc;
 }
 
-static struct rmig_link *tcp_link(struct rmig_ctx *ctx)
-{
-	const struct rmig_link_opts opts = { .device = ctx->cfg.device,
-					     .gid_index = ctx->cfg.gid_index };
-
-	for (unsigned i = 0; i < ctx->nlinks; i++)
-		if (!strcmp(ctx->links[i]->ops->name, "tcp"))
-			return ctx->links[i];
-	if (ctx->nlinks < 2 && !rmig_link_create("tcp", &opts, &ctx->links[ctx->nlinks]))
-		return ctx->links[ctx->nlinks++];
-	return NULL;
-}
-
 /* Stop every op on the current link and drop its session. */
 static void drop_session(struct rmig_ctx *ctx)
 {
@@ -310,12 +297,12 @@ static void drop_session(struct rmig_ctx *ctx)
 	ctx->placement = 0;
 }
 
-static void emit_warning(struct rmig_ctx *ctx, const char *fmt, const char *why)
+static void emit_failover_warning(struct rmig_ctx *ctx, const char *why, const char *to)
 {
 	char msg[sizeof(ctx->err) + 64];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
 
-	snprintf(msg, sizeof(msg), fmt, why);
+	snprintf(msg, sizeof(msg), "link lost (%s): failing over to %s", why, to);
 	rmig_emit(ctx, &ev);
 }
 
@@ -347,7 +334,8 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 	}
 }
 
-/* The link failed during pre-copy: resume the same migration over TCP. The
+/* The link failed during pre-copy: resume the same migration over the
+ * fallback link (config.failover). The
  * destination keeps what it acknowledged; the payloads send again what the
  * lost round carried, in the next round (next_round). 0 when the migration
  * goes on; else the first error, and the failover's. */
@@ -364,19 +352,19 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	drop_session(ctx);
 	rmig_tx_wait(s->tx);
 	TELL_PAYLOADS(s, save_rewind);
-	to = tcp_link(ctx);
+	to = rmig_links_fallback(ctx);
 	if (!to)
-		return rmig_err(ctx, rc, "%s; no tcp link to fail over to", why);
+		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
 	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
-	emit_warning(ctx, "link lost (%s): failing over to tcp", why);
+	emit_failover_warning(ctx, why, to->ops->name);
 	ctx->link = to;
 	rc = reconnect(ctx, to, next_round);
 	if (rc || atomic_load(&ctx->cancelled)) {
 		char failed[sizeof(ctx->err)];
 
 		memcpy(failed, ctx->err, sizeof(failed));
-		return rmig_err(ctx, rc ? rc : -ECANCELED, "%s; failover to tcp failed: %s", why,
-				atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+		return rmig_err(ctx, rc ? rc : -ECANCELED, "%s; failover to %s failed: %s", why,
+				to->ops->name, atomic_load(&ctx->cancelled) ? "cancelled" : failed);
 	}
 	rmig_tx_restart(s->tx);
 	ctx->stats.failovers++;
@@ -408,8 +396,8 @@ static int ask_outcome(struct rmig_ctx *ctx)
 	drop_session(ctx);
 	rmig_phase_enter(ctx, RMIG_SRC_ASKING);
 	while (rmig_now_ms() < end) {
-		for (unsigned i = 0; i < ctx->nlinks; i++) {
-			struct rmig_link *l = ctx->links[i];
+		for (unsigned i = 0; i < rmig_links_count(ctx); i++) {
+			struct rmig_link *l = rmig_links_at(ctx, i);
 			int64_t left = end - rmig_now_ms();
 			int tmo = left < ctx->cfg.link_timeout_ms ? (int)left
 								  : (int)ctx->cfg.link_timeout_ms;
@@ -940,7 +928,7 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 
 	rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
 	plan_channels(ctx);
-	rc = rmig_link_connect(ctx, (int)ctx->cfg.link_timeout_ms);
+	rc = rmig_links_connect(ctx, (int)ctx->cfg.link_timeout_ms);
 	if (!rc)
 		rc = handshake(ctx, OPEN_NEW, 0);
 	ctx->stats.channels = ctx->nchan;
