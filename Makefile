@@ -5,8 +5,17 @@ CC      ?= cc
 SAN     ?= 0
 BUILD   ?= build
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread \
-	   -Iinclude -Iproto -Itransport -Iengine -Iengine/session -Iengine/payload -Ibackends -Icompat
+CFLAGS  += -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -fPIC -fvisibility=hidden -pthread
+# Include paths per folder: each sees only what its README says it may call,
+# so a header reached across the line fails the build. Tests see everything.
+INC_proto     = -Iinclude -Iproto
+INC_transport = -Iinclude -Itransport
+INC_backends  = -Iinclude -Ibackends -Icompat
+INC_mem       = -Iinclude -Iproto -Itransport -Iengine -Iengine/mem -Icompat
+INC_payload   = $(INC_mem) -Iengine/payload -Iengine/session
+INC_session   = $(INC_mem) -Iengine/session -Iengine/payload
+INC_tools     = -Iinclude
+INC_ALL       = $(INC_session) -Ibackends
 LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
@@ -20,13 +29,15 @@ SONAME  = librmig.so.0
 # The public headers, installed: the migration API, the backend SPI, the uffd
 # and kvm backends' embedding APIs.
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
-LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c engine/placement.c engine/link_select.c engine/links.c \
+LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
-	  engine/bitmap.c engine/converge.c engine/digest.c engine/ctx.c \
-	  engine/auth.c engine/populated.c engine/postcopy.c engine/prealloc.c \
-	  engine/session/machine.c engine/session/channels.c engine/session/source.c engine/session/dest.c \
+	  engine/mem/bitmap.c engine/mem/digest.c engine/mem/placement.c engine/mem/populated.c \
+	  engine/mem/prealloc.c \
+	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
+	  engine/session/link_select.c engine/session/converge.c engine/session/channels.c \
+	  engine/session/source.c engine/session/dest.c \
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
-	  engine/payload/memory_load.c engine/payload/stream.c
+	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_converge test_sim test_uffd test_populated test_session \
 	     test_backend_abi test_link_wrap
@@ -44,10 +55,17 @@ endif
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
 all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
 
+$(BUILD)/proto/%.o: INC = $(INC_proto)
+$(BUILD)/transport/%.o: INC = $(INC_transport)
+$(BUILD)/backends/%.o: INC = $(INC_backends)
+$(BUILD)/engine/mem/%.o: INC = $(INC_mem)
+$(BUILD)/engine/payload/%.o: INC = $(INC_payload)
+$(BUILD)/engine/session/%.o: INC = $(INC_session)
+$(BUILD)/tools/%.o: INC = $(INC_tools)
 $(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h \
 		      compat/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) $(INC) -c -o $@ $<
 
 $(BUILD)/librmig.a: $(LIB_OBJ)
 	ar rcs $@ $^
@@ -96,7 +114,7 @@ uninstall:
 # Unit tests link the static library: they may call internal (hidden) symbols.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a -lcmocka $(LDLIBS)
 
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
@@ -104,18 +122,18 @@ TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/me
 	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 
 # Post-copy's memory check: a whole migration in one process, then a replay
 # of the destination guest's writes (public API only).
 $(BUILD)/tests/postcopy_check: tests/tools/postcopy_check.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 
 # The fault-matrix test's TCP forwarder (corrupts frames on SIGUSR1/SIGUSR2).
 $(BUILD)/tests/faultproxy: tests/tools/faultproxy.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $<
 
 # The embedding examples, built as a user would against an installed rmig
 # (`pkg-config --cflags --libs rmig`: only -Iinclude and -lrmig, the shared
@@ -129,18 +147,18 @@ $(BUILD)/examples/%: examples/%.c $(PUBLIC_HEADERS) $(BUILD)/$(SONAME)
 # make bench's copy ceiling.
 $(BUILD)/tests/memcpy_bw: tests/tools/memcpy_bw.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $<
 
 # The QEMU tests' QMP client (tests/qemu, scripts/bench_qemu.sh): no python on CI.
 $(BUILD)/tests/qmpc: tests/tools/qmpc.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $<
 
 # Run inside the rxe VM: the RDMA link's own two-process test, the kvm
 # backend's dirty-log test.
 $(BUILD)/rxe/%: tests/rxe/%.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 
 deps:
 	@scripts/deps.sh
@@ -167,7 +185,7 @@ bench-rxe: deps
 	@tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh
 
 format:
-	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h
+	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h engine/*/*.h
 
 clean:
 	rm -rf build

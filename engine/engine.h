@@ -12,7 +12,6 @@
 #include <stdint.h>
 
 #include "link.h"
-#include "machine.h"
 #include "proto.h"
 #include "rmig_backend.h"
 
@@ -29,6 +28,8 @@ struct rmig_links {
 	unsigned n;
 	unsigned listening; /* destination: bit i: at[i] listens */
 };
+
+struct rmig_machine;
 
 struct rmig_ctx {
 	struct rmig_config cfg;
@@ -59,7 +60,10 @@ struct rmig_ctx {
 	atomic_uint_fast64_t live_bytes;
 
 	/* The role's phase (session/machine.h); under prog_lock. */
-	struct rmig_phase_state sm;
+	struct rmig_phase_state {
+		const struct rmig_machine *m;
+		unsigned phase;
+	} sm;
 
 	/* The session. */
 	struct rmig_layout layout;

@@ -21,6 +21,7 @@
 #include <xxhash.h>
 
 #include "payload.h"
+#include "machine.h"
 
 /* The destination's end of the stream: the backend's fd. */
 struct rmig_stream_sink {

@@ -20,6 +20,7 @@
 
 #include "channels.h"
 #include "engine.h"
+#include "machine.h"
 #include "payload.h"
 #include "postcopy.h"
 
@@ -769,7 +770,7 @@ static int open_migration(struct dst_run *d, int *connected)
 	}
 	rmig_phase_enter(ctx, RMIG_DST_LISTENING);
 	rc = rmig_links_accept(ctx,
-			      ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
+			       ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
 	if (rc && atomic_load(&ctx->cancelled))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");
 	if (rc)

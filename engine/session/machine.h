@@ -63,12 +63,6 @@ struct rmig_machine {
 
 extern const struct rmig_machine rmig_src_machine, rmig_dst_machine;
 
-/* Where a context stands: its role's tables and its phase. */
-struct rmig_phase_state {
-	const struct rmig_machine *m;
-	unsigned phase;
-};
-
 void rmig_phase_init(struct rmig_ctx *ctx, const struct rmig_machine *m);
 /* Move to `next`: 0 and the phase event, or -EINVAL (a transition the
  * table does not allow: a bug, said in ctx->err) and no change. */

@@ -29,6 +29,7 @@
 #include "converge.h"
 #include "digest.h"
 #include "engine.h"
+#include "machine.h"
 #include "payload.h"
 #include "placement.h"
 

@@ -19,12 +19,12 @@ FUZZ_DIR = $(BUILD)/fuzz
 FUZZ_TARGETS = frame handshake
 FUZZ_BIN = $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB_OBJ = $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
-FUZZ_HDRS = $(wildcard include/*.h proto/*.h transport/*.h engine/*.h backends/*.h)
+FUZZ_HDRS = $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h compat/*.h)
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 # The main build's language, defines and include paths; not its -O, -f or
 # -Werror: a warning only clang gives in library code must not stop fuzzing
 # (the harnesses themselves are built with -Werror).
-FUZZ_CFLAGS = -O1 -g $(filter -std=% -D% -I% -pthread,$(CFLAGS)) -Wall -Wextra $(FUZZ_SAN)
+FUZZ_CFLAGS = -O1 -g $(filter -std=% -D% -I% -pthread,$(CFLAGS)) $(INC_ALL) -Wall -Wextra $(FUZZ_SAN)
 
 FUZZ_SMOKE_SECONDS ?= 30
 FUZZ_SECONDS ?= 600
@@ -101,7 +101,7 @@ fuzz-merge: fuzz-build
 # The seeds are built with the real encoders of the normal build.
 $(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 
 fuzz-seeds: $(FUZZ_DIR)/make_seeds
 	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "machine.h"
 
 #define CTRL_ENCODE_MAX 2048 /* every control payload but STATE fits */
 

@@ -195,7 +195,7 @@ static uint64_t available_bytes(char *where, size_t wlen)
 	return avail;
 }
 
-int rmig_prealloc_regions(struct rmig_ctx *ctx)
+int rmig_prealloc_regions(struct rmig_ctx *ctx, void (*starting)(struct rmig_ctx *ctx))
 {
 	struct prealloc_job job = { .ctx = ctx };
 	pthread_t tid[PREALLOC_MAX_THREADS];
@@ -219,7 +219,8 @@ int rmig_prealloc_regions(struct rmig_ctx *ctx)
 		    "config.prealloc: the guest needs %llu MiB more memory, %s has %llu MiB "
 		    "available",
 		    (unsigned long long)(missing >> 20), where, (unsigned long long)(avail >> 20));
-	rmig_phase_enter(ctx, RMIG_DST_PREALLOCATING);
+	if (starting)
+		starting(ctx);
 	want = cpus < 1 ? 1 : cpus > PREALLOC_MAX_THREADS ? PREALLOC_MAX_THREADS : (unsigned)cpus;
 	if (want > job.nchunks)
 		want = (unsigned)job.nchunks;
