@@ -15,6 +15,7 @@
 
 #include "engine.h"
 #include "machine.h"
+#include "payload.h"
 
 #define NTYPES 32
 #define ANY_ROLE_MSGS ((1u << RMIG_MSG_HEARTBEAT) | (1u << RMIG_MSG_ABORT))
@@ -211,6 +212,68 @@ static void test_enter(void **state)
 	rmig_backend_close(be);
 }
 
+static int wanted_never(struct rmig_ctx *ctx)
+{
+	(void)ctx;
+	return 0;
+}
+
+static int wanted_always(struct rmig_ctx *ctx)
+{
+	(void)ctx;
+	return 1;
+}
+
+/* Payload kinds: the table's size is checked, the registry keeps its own
+ * copy, and a migration carries every kind whose wanted() says so, in
+ * registration order. */
+static void test_payload_registry(void **state)
+{
+	struct rmig_payload_ops extra = { .size = sizeof(extra), .name = "extra",
+					  .wanted = wanted_never };
+	struct rmig_payload p[RMIG_PAYLOAD_MAX];
+	struct rmig_config cfg;
+	struct rmig_backend *be;
+	struct rmig_ctx *ctx;
+	size_t n;
+
+	(void)state;
+	extra.size = 0;
+	assert_int_equal(rmig_payload_register(&extra), -EINVAL);
+	extra.size = sizeof(extra) + 8;
+	assert_int_equal(rmig_payload_register(&extra), -EINVAL);
+	extra.size = sizeof(extra);
+	extra.wanted = NULL;
+	assert_int_equal(rmig_payload_register(&extra), -EINVAL);
+	extra.wanted = wanted_never;
+	assert_int_equal(rmig_payload_register(&extra), 0);
+	assert_int_equal(rmig_payload_register(&extra), -EEXIST);
+
+	rmig_config_init(&cfg);
+	cfg.transport = "tcp";
+	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, NULL, 0), 0);
+	assert_int_equal(rmig_ctx_create(&ctx, &cfg, be), 0);
+	assert_int_equal(rmig_payloads_choose(ctx, p, &n), 0);
+	assert_int_equal(n, 1);
+	assert_string_equal(p[0].ops->name, "memory");
+
+	/* The registry copied the table: changing ours changes nothing... */
+	extra.wanted = wanted_always;
+	assert_int_equal(rmig_payloads_choose(ctx, p, &n), 0);
+	assert_int_equal(n, 1);
+	/* ...and a kind that wants this guest rides along after memory. */
+	extra.name = "extra2";
+	assert_int_equal(rmig_payload_register(&extra), 0);
+	assert_int_equal(rmig_payloads_choose(ctx, p, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(p[0].ops->name, "memory");
+	assert_string_equal(p[1].ops->name, "extra2");
+	assert_ptr_equal(p[1].ctx, ctx);
+	assert_null(p[1].ops->save_round);
+	rmig_ctx_destroy(ctx);
+	rmig_backend_close(be);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -218,6 +281,7 @@ int main(void)
 		cmocka_unit_test(test_dest_table),
 		cmocka_unit_test(test_dest_handlers),
 		cmocka_unit_test(test_enter),
+		cmocka_unit_test(test_payload_registry),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
