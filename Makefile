@@ -32,7 +32,7 @@ PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h inclu
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/mem/bitmap.c engine/mem/digest.c engine/mem/placement.c engine/mem/populated.c \
-	  engine/mem/prealloc.c \
+	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
 	  engine/session/link_select.c engine/session/converge.c engine/session/channels.c \
 	  engine/session/source.c engine/session/dest.c \

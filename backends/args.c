@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "rmig.h"
 
 int rmig_backend_args_each(struct rmig_backend *be, const char *args, const char *usage,
 			   rmig_backend_arg_fn one, void *state)
@@ -46,5 +47,39 @@ int rmig_backend_arg_u64(const char *value, int base, uint64_t min, uint64_t max
 	if (end == value || *end || errno || *value == '-' || v < min || v > max)
 		return -EINVAL;
 	*out = v;
+	return 0;
+}
+
+/* Public (rmig.h): sizes in backend specs and on the command line. */
+int rmig_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	/* Digits first: strtoull would skip white space and wrap a minus sign. */
+	if (!s || *s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case 0: break;
+	case 'k':
+	case 'K': shift = 10; break;
+	case 'm':
+	case 'M': shift = 20; break;
+	case 'g':
+	case 'G': shift = 30; break;
+	case 't':
+	case 'T': shift = 40; break;
+	default: return -EINVAL;
+	}
+	if (*end && end[1] && strcmp(end + 1, "i") && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
+		return -EINVAL;
+	if (shift && v > (UINT64_MAX >> shift))
+		return -ERANGE;
+	*out = (uint64_t)v << shift;
 	return 0;
 }

@@ -206,7 +206,6 @@ static const struct {
 	{ "config.verify", "--verify" },
 	{ "config.postcopy", "--postcopy" },
 	{ "config.backend", "--backend" },
-	{ "config.resume_source", "--resume-source" },
 	{ "config.transport", "--transport" },
 	{ "config.transport=auto", "--transport auto" },
 	{ "config.failover", "--failover" },

@@ -218,57 +218,6 @@ void rmig_progress(struct rmig_ctx *ctx, struct rmig_progress *p)
 	p->bytes_sent = atomic_load(&ctx->live_bytes);
 }
 
-int rmig_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	unsigned shift = 0;
-
-	/* Digits first: strtoull would skip white space and wrap a minus sign. */
-	if (!s || *s < '0' || *s > '9')
-		return -EINVAL;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno || end == s)
-		return -EINVAL;
-	switch (*end) {
-	case 0: break;
-	case 'k':
-	case 'K': shift = 10; break;
-	case 'm':
-	case 'M': shift = 20; break;
-	case 'g':
-	case 'G': shift = 30; break;
-	case 't':
-	case 'T': shift = 40; break;
-	default: return -EINVAL;
-	}
-	if (*end && end[1] && strcmp(end + 1, "i") && strcmp(end + 1, "iB") && strcmp(end + 1, "B"))
-		return -EINVAL;
-	if (shift && v > (UINT64_MAX >> shift))
-		return -ERANGE;
-	*out = (uint64_t)v << shift;
-	return 0;
-}
-
-int rmig_page_is_zero(const void *page, size_t len)
-{
-	const uint64_t *w = page;
-
-	/* Non-zero pages almost always fail on the first word; zero pages are
-	 * read at memory speed, 8 words per step so the compiler vectorises. */
-	if (w[0])
-		return 0;
-	for (size_t i = 0; i < len / 8; i += 8) {
-		uint64_t acc = w[i] | w[i + 1] | w[i + 2] | w[i + 3] | w[i + 4] | w[i + 5] |
-			       w[i + 6] | w[i + 7];
-
-		if (acc)
-			return 0;
-	}
-	return 1;
-}
-
 int rmig_layout_from_regions(struct rmig_ctx *ctx, const struct rmig_region *r, size_t n)
 {
 	char why[256];
