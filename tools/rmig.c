@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,7 @@ struct tool {
 	struct event *events[3]; /* SIGINT, SIGTERM, progress tick */
 	pthread_t loop_thread;
 	int loop_started;
+	atomic_int loop_quit; /* stop_loop: a break before the loop runs is lost */
 	pthread_mutex_t out_lock;
 };
 
@@ -458,9 +460,15 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&t->out_lock);
 }
 
+/* One pass at a time: event_base_loopbreak() before the loop has started
+ * is forgotten when it starts, so the flag is checked between passes (the
+ * 250 ms tick bounds each). */
 static void *loop_main(void *arg)
 {
-	event_base_dispatch(((struct tool *)arg)->base);
+	struct tool *t = arg;
+
+	while (!atomic_load(&t->loop_quit))
+		event_base_loop(t->base, EVLOOP_ONCE);
 	return NULL;
 }
 
@@ -487,6 +495,7 @@ static int start_loop(struct tool *t)
 static void stop_loop(struct tool *t)
 {
 	if (t->loop_started) {
+		atomic_store(&t->loop_quit, 1);
 		event_base_loopbreak(t->base);
 		pthread_join(t->loop_thread, NULL);
 	}
@@ -588,14 +597,14 @@ static void print_summary(struct tool *t, int rc)
 		char bytes[32];
 
 		fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
-		fprintf(
-		    stderr,
-		    "rmig: %s over %s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
-		    "downtime %llu ms%s%s\n",
-		    rmig_result_name(s->result), s->transport, s->rounds, bytes,
-		    (unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
-		    (unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
-		    s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
+		fprintf(stderr,
+			"rmig: %s%s%s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
+			"downtime %llu ms%s%s\n",
+			rmig_result_name(s->result), strcmp(s->transport, "none") ? " over " : "",
+			strcmp(s->transport, "none") ? s->transport : "", s->rounds, bytes,
+			(unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
+			(unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
+			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
 		if (s->postcopy)
 			fprintf(stderr,
 				"rmig: post-copy: %llu pages came after the guest started (%llu "
@@ -603,10 +612,12 @@ static void print_summary(struct tool *t, int rc)
 				(unsigned long long)s->postcopy_pages,
 				(unsigned long long)s->postcopy_requested,
 				(unsigned long long)s->postcopy_ms);
-		if (running > 0)
+		if (running > 0 && delta >= 0)
 			fprintf(stderr,
 				"rmig: guest running here (%lld writes in the last moments)\n",
 				delta);
+		else if (running > 0)
+			fprintf(stderr, "rmig: guest running here\n");
 	}
 	pthread_mutex_unlock(&t->out_lock);
 }
@@ -642,6 +653,7 @@ enum {
 };
 
 static const struct option long_opts[] = {
+	{ "help", no_argument, NULL, 'h' },
 	{ "backend", required_argument, NULL, OPT_BACKEND },
 	{ "transport", required_argument, NULL, OPT_TRANSPORT },
 	{ "channels", required_argument, NULL, OPT_CHANNELS },
@@ -769,8 +781,9 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 	int send = c->mode != MODE_RECV, bench = c->mode == MODE_BENCH, opt;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
 		switch (opt) {
+		case 'h': fputs(usage_text, stdout); exit(0);
 		case OPT_BACKEND: c->backend = optarg; break;
 		case OPT_TRANSPORT: cfg->transport = optarg; break; /* the library checks it */
 		case OPT_PIN:

@@ -71,26 +71,37 @@ int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms)
 int rmig_links_listen(struct rmig_ctx *ctx)
 {
 	uint16_t port = ctx->cfg.port;
+	char why[sizeof(ctx->link_detail)] = "";
+	size_t used = 0;
 	int rc = 0;
 
-	/* Bind the last-resort link (tcp) first: its port is the one announced.
-	 * A link that cannot listen (no RDMA device) is left out, unless it is
-	 * the last one. */
+	/* Bind from the end of the list: the last resort's port is the one
+	 * announced, the others take the same number. A link that cannot
+	 * listen (no RDMA device) is left out, wherever it stands; only if
+	 * none can is it an error, naming why for each. */
 	ctx->linkset.listening = 0;
 	for (int i = (int)rmig_links_count(ctx) - 1; i >= 0; i--) {
 		struct rmig_link *l = rmig_links_at(ctx, (unsigned)i);
+		int one = l->ops->listen(l, ctx->cfg.host, &port);
 
-		rc = l->ops->listen(l, ctx->cfg.host, &port);
-		if (rc && ctx->linkset.listening) {
-			snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s unavailable: %s",
-				 l->ops->name, l->err);
+		if (one) {
+			rc = rc ? rc : one;
+			if (used < sizeof(why) && rmig_links_count(ctx) > 1)
+				used += (size_t)snprintf(why + used, sizeof(why) - used,
+							 "%s%s unavailable: %s", used ? "; " : "",
+							 l->ops->name, l->err);
+			else if (used < sizeof(why))
+				used +=
+				    (size_t)snprintf(why + used, sizeof(why) - used, "%s", l->err);
 			continue;
 		}
-		if (rc)
-			return rmig_err(ctx, rc, "%s", l->err);
 		ctx->linkset.listening |= 1u << i;
 		ctx->link = l;
 	}
+	if (!ctx->linkset.listening)
+		return rmig_err(ctx, rc ? rc : -ENOENT, "%s", why);
+	if (why[0])
+		snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s", why);
 	ctx->port = port;
 	return 0;
 }
