@@ -1,6 +1,6 @@
 /* kernel_compat.h - the few userfaultfd and PAGEMAP_SCAN definitions that
  * Debian 12's kernel headers (linux-libc-dev 6.1) lack, for backends/uffd.c
- * (write-protect tracking) and engine/populated.c (which pages the kernel
+ * (write-protect tracking) and engine/mem/populated.c (which pages the kernel
  * populated). Copied from the kernel's uapi headers, each only where the
  * system's headers do not define it, so newer headers take over. Whether the
  * running kernel has them is asked at run time (uffd.c names whatever is

@@ -12,7 +12,6 @@
 
 #include "channels.h"
 #include "digest.h"
-#include "machine.h"
 #include "memory.h"
 #include "postcopy.h"
 #include "prealloc.h"
@@ -39,12 +38,6 @@ static struct mem_load *ml(struct rmig_payload *p)
 	return p->priv;
 }
 
-/* The room is there: from here the destination faults its memory in. */
-static void preallocating(struct rmig_ctx *ctx)
-{
-	rmig_phase_enter(ctx, RMIG_DST_PREALLOCATING);
-}
-
 int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *hello)
 {
 	struct rmig_ctx *ctx = p->ctx;
@@ -56,7 +49,7 @@ int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *he
 	p->priv = l;
 	atomic_init(&l->round, 1);
 	if (ctx->cfg.prealloc)
-		rc = rmig_prealloc_regions(ctx, preallocating);
+		rc = rmig_prealloc_regions(ctx, p->hooks->preparing);
 	for (size_t i = 0; !rc && i < ctx->nregions; i++) {
 		uint64_t pages = ctx->regions[i].len / ctx->regions[i].page_size;
 

@@ -106,9 +106,19 @@ struct rmig_payload_ops {
 	void (*load_cleanup)(struct rmig_payload *p);
 };
 
+/* What a payload tells the session while it works; the session's. */
+struct rmig_payload_hooks {
+	/* Destination, load_setup: long work on the memory starts now
+	 * (preallocation), after the checks that may refuse the guest. */
+	void (*preparing)(struct rmig_ctx *ctx);
+	/* Source, save_live: the hypervisor has paused the guest. */
+	void (*guest_paused)(struct rmig_ctx *ctx);
+};
+
 struct rmig_payload {
 	const struct rmig_payload_ops *ops;
 	struct rmig_ctx *ctx;
+	const struct rmig_payload_hooks *hooks; /* set by the session, never NULL */
 	void *priv;
 	int postcopy; /* switches over by post-copy */
 };

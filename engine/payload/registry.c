@@ -6,7 +6,8 @@
 
 #include "payload.h"
 
-/* The oldest table layout accepted: up to and including load_cleanup. */
+/* The first layout of the table, today's, is the oldest accepted: ops added
+ * after load_cleanup later will read as NULL in tables of this size. */
 #define PAYLOAD_OPS_MIN (offsetof(struct rmig_payload_ops, load_cleanup) + sizeof(void *))
 
 static struct rmig_payload_ops kinds[RMIG_PAYLOAD_MAX];
@@ -24,7 +25,7 @@ static int add_kind(const struct rmig_payload_ops *ops)
 			return -EEXIST;
 	if (nkinds == RMIG_PAYLOAD_MAX)
 		return -ENOSPC;
-	/* Our own full-size copy: ops a smaller (older) table lacks are NULL. */
+	/* Our own full-size copy, so that ops a table predates read as NULL. */
 	memset(&kinds[nkinds], 0, sizeof(kinds[0]));
 	memcpy(&kinds[nkinds], ops, ops->size);
 	nkinds++;

@@ -21,7 +21,6 @@
 #include <xxhash.h>
 
 #include "payload.h"
-#include "machine.h"
 
 /* The destination's end of the stream: the backend's fd. */
 struct rmig_stream_sink {
@@ -51,6 +50,7 @@ static int peer_reason(struct rmig_ctx *ctx, int rc)
 }
 
 struct stream_round {
+	const struct rmig_payload_hooks *hooks;
 	unsigned round;	      /* the hypervisor's pass we are in */
 	int64_t t_start;      /* when it began */
 	uint64_t start_bytes; /* stream bytes sent before it */
@@ -89,7 +89,8 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 		    now > sr->t_start ? (double)rs.bytes * 1000.0 / (double)(now - sr->t_start) : 0;
 		if (sr->round)
 			rmig_emit(ctx, &ev);
-		*sr = (struct stream_round){ .round = st->round,
+		*sr = (struct stream_round){ .hooks = sr->hooks,
+					     .round = st->round,
 					     .t_start = now,
 					     .start_bytes = ctx->stats.bytes_sent };
 	}
@@ -109,7 +110,7 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 	pthread_mutex_unlock(&ctx->prog_lock);
 	if (st->state == RMIG_STREAM_SWITCHOVER && !*t_pause) {
 		*t_pause = now;
-		rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
+		sr->hooks->guest_paused(ctx);
 		rc = be->ops->stream_switchover(be);
 		if (rc)
 			return rmig_err(ctx, rc, "backend: switch-over: %s", be->err);
@@ -195,13 +196,14 @@ static int wait_news(struct rmig_ctx *ctx, struct forwarder *f, int with_backend
 	return 0;
 }
 
-static int stream_send(struct rmig_ctx *ctx, int64_t *t_pause, uint64_t *digest)
+static int stream_send(struct rmig_payload *pl, int64_t *t_pause, uint64_t *digest)
 {
+	struct rmig_ctx *ctx = pl->ctx;
 	struct rmig_backend *be = ctx->be;
 	struct rmig_stream_params p = { .downtime_ms = ctx->cfg.downtime_ms,
 					.max_bandwidth = ctx->cfg.max_bandwidth };
 	struct rmig_stream_status st;
-	struct stream_round sr = { .t_start = rmig_now_ms() };
+	struct stream_round sr = { .hooks = pl->hooks, .t_start = rmig_now_ms() };
 	struct forwarder f = { .ctx = ctx, .fd = -1, .wake = -1 };
 	pthread_t tid;
 	int64_t end;
@@ -393,7 +395,7 @@ static int stream_save_setup(struct rmig_payload *p)
 
 static int stream_save_live(struct rmig_payload *p, int64_t *t_pause)
 {
-	return stream_send(p->ctx, t_pause, &sp(p)->digest);
+	return stream_send(p, t_pause, &sp(p)->digest);
 }
 
 /* COMPLETE: one digest, of the whole stream in order. */

@@ -245,6 +245,14 @@ static void stop_receivers(struct dst_run *d)
 	rewind_payloads(d, 0);
 }
 
+/* The memory payload passed its checks and starts preallocating. */
+static void preparing(struct rmig_ctx *ctx)
+{
+	rmig_phase_enter(ctx, RMIG_DST_PREALLOCATING);
+}
+
+static const struct rmig_payload_hooks dest_hooks = { .preparing = preparing };
+
 /* The layout is new: choose the payloads, let them set up, start the
  * receivers' pool. */
 static int take_payloads(struct dst_run *d, const struct rmig_wire_hello *hello)
@@ -256,6 +264,7 @@ static int take_payloads(struct dst_run *d, const struct rmig_wire_hello *hello)
 		struct rmig_payload *p = &d->p[i];
 
 		d->pp[i] = p;
+		p->hooks = &dest_hooks;
 		rc = p->ops->load_setup ? p->ops->load_setup(p, hello) : 0;
 		d->postcopy |= p->postcopy;
 	}
@@ -569,8 +578,10 @@ static int on_payload_message(struct dst_run *d)
 		if (p->ops->load_message && (p->ops->msg_types >> type) & 1)
 			return p->ops->load_message(p, d->m);
 	}
-	return rmig_err(d->ctx, -EPROTO, "protocol error: %s, which nothing here takes",
-			rmig_msg_name(type));
+	return rmig_err(d->ctx, -EPROTO,
+			"protocol error: unexpected %s during %s: this migration carries nothing "
+			"that takes it",
+			rmig_msg_name(type), rmig_phase_name(d->ctx->sm.m, rmig_phase(d->ctx)));
 }
 
 static int on_round_end(struct dst_run *d)
@@ -753,13 +764,30 @@ static int serve_messages(struct dst_run *d)
 	}
 }
 
+/* The ops a destination calls without asking: a backend that lacks one is
+ * refused before listening. */
+static int check_backend(struct rmig_ctx *ctx)
+{
+	const struct rmig_backend_ops *o = ctx->be->ops;
+	const char *missing = !o->start && !o->resume		       ? "start (nor resume)"
+			      : !o->stream_open && !o->prepare_regions ? "prepare_regions"
+								       : NULL;
+
+	return missing
+		   ? rmig_err(ctx, -EINVAL, "backend %s cannot be a destination: it has no %s op",
+			      o->name, missing)
+		   : 0;
+}
+
 /* Accept a sender and set its migration up: handshake, layout, receivers. */
 static int open_migration(struct dst_run *d, int *connected)
 {
 	struct rmig_ctx *ctx = d->ctx;
 	struct rmig_wire_hello hello;
-	int rc;
+	int rc = check_backend(ctx);
 
+	if (rc)
+		return rc;
 	if (!ctx->port) {
 		rc = rmig_links_listen(ctx);
 		if (rc)

@@ -1,6 +1,7 @@
 /* machine.c - the phase tables of both roles and the one function that
  * moves a context from phase to phase. */
 #include <errno.h>
+#include <stdio.h>
 
 #include "engine.h"
 #include "machine.h"
@@ -100,10 +101,17 @@ int rmig_phase_enter(struct rmig_ctx *ctx, unsigned next)
 	const struct rmig_machine *m = ctx->sm.m;
 	struct rmig_event ev = { .type = RMIG_EV_PHASE };
 
-	if (!rmig_phase_may_enter(m, ctx->sm.phase, next))
-		return rmig_err(ctx, -EINVAL, "internal error: %s phase %s cannot go to %s",
-				m->role, rmig_phase_name(m, ctx->sm.phase),
-				rmig_phase_name(m, next));
+	if (!rmig_phase_may_enter(m, ctx->sm.phase, next)) {
+		/* A bug: said as a warning, so that the error being reported
+		 * (this is often a failure path) stays the one the user sees. */
+		char why[160];
+		struct rmig_event warn = { .type = RMIG_EV_WARNING, .detail = why };
+
+		snprintf(why, sizeof(why), "internal error: %s phase %s cannot go to %s", m->role,
+			 rmig_phase_name(m, ctx->sm.phase), rmig_phase_name(m, next));
+		rmig_emit(ctx, &warn);
+		return -EINVAL;
+	}
 	ev.phase = m->phases[next].name;
 	pthread_mutex_lock(&ctx->prog_lock);
 	ctx->sm.phase = next;

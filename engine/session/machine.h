@@ -64,8 +64,9 @@ struct rmig_machine {
 extern const struct rmig_machine rmig_src_machine, rmig_dst_machine;
 
 void rmig_phase_init(struct rmig_ctx *ctx, const struct rmig_machine *m);
-/* Move to `next`: 0 and the phase event, or -EINVAL (a transition the
- * table does not allow: a bug, said in ctx->err) and no change. */
+/* Move to `next`: 0 and the phase event, or -EINVAL and no change (a
+ * transition the table does not allow: a bug, said in a warning event;
+ * ctx->err keeps the error being reported). */
 int rmig_phase_enter(struct rmig_ctx *ctx, unsigned next);
 unsigned rmig_phase(const struct rmig_ctx *ctx);
 const char *rmig_phase_name(const struct rmig_machine *m, unsigned phase);

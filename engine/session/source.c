@@ -88,6 +88,14 @@ static void sleep_ms(unsigned ms)
 	nanosleep(&ts, NULL);
 }
 
+/* The stream payload saw the hypervisor pause the guest. */
+static void guest_paused(struct rmig_ctx *ctx)
+{
+	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
+}
+
+static const struct rmig_payload_hooks source_hooks = { .guest_paused = guest_paused };
+
 /* CPU time of the calling thread, in microseconds. */
 static int64_t thread_cpu_us(void)
 {
@@ -336,10 +344,10 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 }
 
 /* The link failed during pre-copy: resume the same migration over the
- * fallback link (config.failover). The
- * destination keeps what it acknowledged; the payloads send again what the
- * lost round carried, in the next round (next_round). 0 when the migration
- * goes on; else the first error, and the failover's. */
+ * fallback link (config.failover). The destination keeps what it
+ * acknowledged; the payloads send again what the lost round carried, in the
+ * next round (next_round). 0 when the migration goes on; else the first
+ * error, and the failover's. */
 static int failover(struct sender *s, int rc, unsigned next_round)
 {
 	struct rmig_ctx *ctx = s->ctx;
@@ -468,8 +476,10 @@ static int to_payload(struct sender *s, const struct rmig_msg *m)
 			return p->ops->save_message(p, m);
 	}
 	return rmig_err(s->ctx, -EPROTO,
-			"protocol error: peer %s sent %s, which nothing here takes",
-			s->ctx->link->peer, rmig_msg_name(m->type));
+			"protocol error: peer %s sent %s during %s: this migration carries "
+			"nothing that takes it",
+			s->ctx->link->peer, rmig_msg_name(m->type),
+			rmig_phase_name(s->ctx->sm.m, rmig_phase(s->ctx)));
 }
 
 /* rmig_ctrl_expect, but a payload's message may come first (post-copy: a
@@ -898,20 +908,42 @@ static int commit(struct sender *s, struct rmig_msg *m)
 	return s->postcopy ? postcopy_stream(s, m) : 0;
 }
 
+/* The ops a source calls without asking: a backend that lacks one is
+ * refused before anything starts rather than crash the guest's host. */
+static int check_backend(struct rmig_ctx *ctx)
+{
+	const struct rmig_backend_ops *o = ctx->be->ops;
+	const char *missing = !o->resume	? "resume"
+			      : o->stream_open	? NULL
+			      : !o->fetch_dirty ? "fetch_dirty"
+			      : !o->pause	? "pause"
+						: NULL;
+
+	return missing ? rmig_err(ctx, -EINVAL, "backend %s cannot be a source: it has no %s op",
+				  o->name, missing)
+		       : 0;
+}
+
 /* Everything up to and including the commit. */
 static int migrate(struct sender *s, struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	const struct rmig_region *regions;
 	size_t nregions;
-	int rc;
+	int rc = check_backend(ctx);
 
+	if (rc)
+		return rc;
 	rc = ctx->be->ops->get_regions(ctx->be, &regions, &nregions);
 	if (rc)
 		return rmig_err(ctx, rc, "backend: %s", ctx->be->err);
 	rc = rmig_layout_from_regions(ctx, regions, nregions);
 	if (!rc)
 		rc = rmig_payloads_choose(ctx, s->p, &s->np);
+	EACH_PAYLOAD(s, p)
+	{
+		p->hooks = &source_hooks;
+	}
 	if (!rc)
 		rc = FOR_PAYLOADS(s, save_setup);
 	if (rc)

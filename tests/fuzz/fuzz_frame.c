@@ -5,7 +5,8 @@
  *     against none (control frames only), as the unit tests do;
  *  2. as a stream of frames, one after the other, as a destination reads
  *     them: PAGES/ZERO go through rmig_pages_hdr_decode() and
- *     rmig_pages_runs_decode() the way engine/dest.c's recv_frame() does,
+ *     rmig_pages_runs_decode() the way the memory payload's load_frame()
+ *     (engine/payload/memory_load.c) does,
  *     against the fixed layout or the last REGIONS decoded from the stream;
  *     control frames through rmig_msg_decode().
  *
