@@ -147,7 +147,7 @@ void rmig_transport_info(char *buf, size_t len)
 		return;
 	buf[0] = 0;
 	for (unsigned i = 0; (ops = rmig_link_kind(i)) && used + 1 < len; i++) {
-		used += (size_t)snprintf(buf + used, len - used, "%s: available\n", ops->name);
+		used += (size_t)snprintf(buf + used, len - used, "%s: built in\n", ops->name);
 		if (ops->describe && used + 1 < len) {
 			ops->describe(buf + used, len - used);
 			used += strlen(buf + used);
