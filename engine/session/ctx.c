@@ -109,13 +109,7 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	rc = rmig_links_create(ctx);
 	if (rc) {
 		create_failed(cfg, rc, ctx->err);
-		rmig_links_destroy(ctx);
-		pthread_mutex_destroy(&ctx->prog_lock);
-		pthread_mutex_destroy(&ctx->ctrl_send_lock);
-		pthread_mutex_destroy(&ctx->hb_lock);
-		pthread_cond_destroy(&ctx->hb_cond);
-		explicit_bzero(ctx->psk, sizeof(ctx->psk));
-		free(ctx);
+		rmig_ctx_destroy(ctx); /* one cleanup path: nothing runs yet */
 		return rc;
 	}
 	*out = ctx;
