@@ -19,6 +19,7 @@
 #include "engine.h"
 
 struct rmig_payload;
+struct rmig_payload_set;
 struct rmig_tx_pool;
 struct rmig_rx_pool;
 
@@ -83,8 +84,8 @@ struct rmig_rx_chan {
 	void *scratch; /* a payload's per-channel buffer, freed with free() */
 };
 
-/* Destination: frames go to the payloads in p[0..n) by frame type. */
-int rmig_rx_create(struct rmig_ctx *ctx, struct rmig_payload *const *p, size_t n,
+/* Destination: frames go to the payloads of the set (borrowed) by frame type. */
+int rmig_rx_create(struct rmig_ctx *ctx, struct rmig_payload_set *payloads,
 		   struct rmig_rx_pool **out);
 void rmig_rx_destroy(struct rmig_rx_pool *rx);
 int rmig_rx_start(struct rmig_rx_pool *rx, const int *nodes);

@@ -123,9 +123,41 @@ struct rmig_payload {
 	int postcopy; /* switches over by post-copy */
 };
 
-/* The payloads this migration carries, in registration order, into p[]
- * (RMIG_PAYLOAD_MAX); *n how many. Each is zeroed but for ops and ctx. */
-int rmig_payloads_choose(struct rmig_ctx *ctx, struct rmig_payload *p, size_t *n);
+/* The payloads one migration carries, in registration order. */
+struct rmig_payload_set {
+	struct rmig_payload p[RMIG_PAYLOAD_MAX];
+	size_t n;
+};
+
+#define RMIG_EACH_PAYLOAD(set, it)                                                                 \
+	for (struct rmig_payload *it = (set)->p; it < (set)->p + (set)->n; it++)
+/* Call an optional op of every payload of set that has it; stop at the
+ * first error and return it. */
+#define RMIG_PAYLOADS_CALL(set, op, ...)                                                           \
+	({                                                                                         \
+		int rc_ = 0;                                                                       \
+		RMIG_EACH_PAYLOAD(set, pp_)                                                        \
+		{                                                                                  \
+			if (!rc_ && pp_->ops->op)                                                  \
+				rc_ = pp_->ops->op(pp_, ##__VA_ARGS__);                            \
+		}                                                                                  \
+		rc_;                                                                               \
+	})
+/* The same for ops that cannot fail. */
+#define RMIG_PAYLOADS_TELL(set, op, ...)                                                           \
+	do {                                                                                       \
+		RMIG_EACH_PAYLOAD(set, pp_)                                                        \
+		{                                                                                  \
+			if (pp_->ops->op)                                                          \
+				pp_->ops->op(pp_, ##__VA_ARGS__);                                  \
+		}                                                                                  \
+	} while (0)
+
+/* Fill set with the payloads this migration carries. Each is zeroed but
+ * for ops and ctx. */
+int rmig_payloads_choose(struct rmig_ctx *ctx, struct rmig_payload_set *set);
+/* 1 and why if a payload's own threads failed (post-copy's fault thread). */
+int rmig_payloads_failed(struct rmig_payload_set *set, char *why, size_t whylen);
 /* Register another kind: -EINVAL for a bad size, -EEXIST, -ENOSPC. */
 int rmig_payload_register(const struct rmig_payload_ops *ops);
 

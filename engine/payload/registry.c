@@ -49,14 +49,25 @@ int rmig_payload_register(const struct rmig_payload_ops *ops)
 	return rc;
 }
 
-int rmig_payloads_choose(struct rmig_ctx *ctx, struct rmig_payload *p, size_t *n)
+int rmig_payloads_choose(struct rmig_ctx *ctx, struct rmig_payload_set *set)
 {
 	pthread_once(&builtins_once, register_builtins);
-	*n = 0;
+	set->n = 0;
 	pthread_mutex_lock(&kinds_lock);
 	for (size_t i = 0; i < nkinds; i++)
 		if (kinds[i].wanted(ctx))
-			p[(*n)++] = (struct rmig_payload){ .ops = &kinds[i], .ctx = ctx };
+			set->p[set->n++] = (struct rmig_payload){ .ops = &kinds[i], .ctx = ctx };
 	pthread_mutex_unlock(&kinds_lock);
-	return *n ? 0 : rmig_err(ctx, -EINVAL, "nothing to migrate: no payload takes this guest");
+	return set->n ? 0
+		      : rmig_err(ctx, -EINVAL, "nothing to migrate: no payload takes this guest");
+}
+
+int rmig_payloads_failed(struct rmig_payload_set *set, char *why, size_t whylen)
+{
+	RMIG_EACH_PAYLOAD(set, p)
+	{
+		if (p->ops->load_failed && p->ops->load_failed(p, why, whylen))
+			return 1;
+	}
+	return 0;
 }

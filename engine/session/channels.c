@@ -262,8 +262,7 @@ void rmig_tx_destroy(struct rmig_tx_pool *tx)
 
 struct rmig_rx_pool {
 	struct rmig_ctx *ctx;
-	struct rmig_payload *const *payloads;
-	size_t npayloads;
+	struct rmig_payload_set *payloads;
 	pthread_mutex_t lock;
 	pthread_cond_t progress;
 	uint64_t frames[RMIG_MAX_CHANNELS]; /* frames applied, this round */
@@ -306,9 +305,11 @@ int rmig_rx_stopping(struct rmig_rx_pool *rx)
 
 static struct rmig_payload *frame_owner(struct rmig_rx_pool *rx, uint8_t type)
 {
-	for (size_t i = 0; i < rx->npayloads; i++)
-		if (type < 32 && (rx->payloads[i]->ops->frame_types >> type) & 1)
-			return rx->payloads[i];
+	RMIG_EACH_PAYLOAD(rx->payloads, p)
+	{
+		if (type < 32 && (p->ops->frame_types >> type) & 1)
+			return p;
+	}
 	return NULL;
 }
 
@@ -375,7 +376,7 @@ static void *receiver_main(void *arg)
 	return NULL;
 }
 
-int rmig_rx_create(struct rmig_ctx *ctx, struct rmig_payload *const *p, size_t n,
+int rmig_rx_create(struct rmig_ctx *ctx, struct rmig_payload_set *payloads,
 		   struct rmig_rx_pool **out)
 {
 	struct rmig_rx_pool *rx = calloc(1, sizeof(*rx));
@@ -383,8 +384,7 @@ int rmig_rx_create(struct rmig_ctx *ctx, struct rmig_payload *const *p, size_t n
 	if (!rx)
 		return rmig_err(ctx, -ENOMEM, "out of memory");
 	rx->ctx = ctx;
-	rx->payloads = p;
-	rx->npayloads = n;
+	rx->payloads = payloads;
 	pthread_mutex_init(&rx->lock, NULL);
 	pthread_cond_init(&rx->progress, NULL);
 	*out = rx;
@@ -431,18 +431,6 @@ void rmig_rx_destroy(struct rmig_rx_pool *rx)
 	free(rx);
 }
 
-/* A payload's own threads failed (post-copy's fault thread): 1 and why. */
-static int payload_failed(struct rmig_rx_pool *rx, char *why, size_t whylen)
-{
-	for (size_t i = 0; i < rx->npayloads; i++) {
-		struct rmig_payload *p = rx->payloads[i];
-
-		if (p->ops->load_failed && p->ops->load_failed(p, why, whylen))
-			return 1;
-	}
-	return 0;
-}
-
 int rmig_rx_wait_round(struct rmig_rx_pool *rx, const struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = rx->ctx;
@@ -477,7 +465,7 @@ int rmig_rx_wait_round(struct rmig_rx_pool *rx, const struct rmig_msg *m)
 			rc = rmig_err(ctx, rx->failed, "%s", rx->failure);
 			goto out;
 		}
-		if (payload_failed(rx, why, sizeof(why))) {
+		if (rmig_payloads_failed(rx->payloads, why, sizeof(why))) {
 			rc = rmig_err(ctx, -EIO, "%s", why);
 			goto out;
 		}

@@ -28,9 +28,7 @@
 struct dst_run {
 	struct rmig_ctx *ctx;
 	struct rmig_msg *m;
-	struct rmig_payload p[RMIG_PAYLOAD_MAX];
-	struct rmig_payload *pp[RMIG_PAYLOAD_MAX]; /* the same, for the receivers */
-	size_t np;
+	struct rmig_payload_set ps;
 	struct rmig_rx_pool *rx;
 	int postcopy; /* a payload switches over by post-copy */
 	void *state;  /* the device state, from STATE */
@@ -39,8 +37,6 @@ struct dst_run {
 	unsigned expect_round;
 	int64_t t_go;
 };
-
-#define EACH_PAYLOAD(d, p) for (struct rmig_payload *p = (d)->p; p < (d)->p + (d)->np; p++)
 
 /* Accept the data channels; each must name this session. */
 static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
@@ -231,11 +227,7 @@ refuse:
  * resume_round (0: the round stays). */
 static void rewind_payloads(struct dst_run *d, unsigned resume_round)
 {
-	EACH_PAYLOAD(d, p)
-	{
-		if (p->ops->load_rewind)
-			p->ops->load_rewind(p, resume_round);
-	}
+	RMIG_PAYLOADS_TELL(&d->ps, load_rewind, resume_round);
 }
 
 /* Stop the receivers (they interrupt the link's data channels). */
@@ -258,19 +250,18 @@ static const struct rmig_payload_hooks dest_hooks = { .preparing = preparing };
 static int take_payloads(struct dst_run *d, const struct rmig_wire_hello *hello)
 {
 	struct rmig_ctx *ctx = d->ctx;
-	int rc = rmig_payloads_choose(ctx, d->p, &d->np);
+	int rc = rmig_payloads_choose(ctx, &d->ps);
 
-	for (size_t i = 0; !rc && i < d->np; i++) {
-		struct rmig_payload *p = &d->p[i];
+	for (size_t i = 0; !rc && i < d->ps.n; i++) {
+		struct rmig_payload *p = &d->ps.p[i];
 
-		d->pp[i] = p;
 		p->hooks = &dest_hooks;
 		rc = p->ops->load_setup ? p->ops->load_setup(p, hello) : 0;
 		d->postcopy |= p->postcopy;
 	}
 	if (!rc && (hello->caps & RMIG_CAP_POSTCOPY) && !d->postcopy)
 		rc = rmig_err(ctx, -EOPNOTSUPP, "post-copy is not possible for this guest");
-	return rc ? rc : rmig_rx_create(ctx, d->pp, d->np, &d->rx);
+	return rc ? rc : rmig_rx_create(ctx, &d->ps, &d->rx);
 }
 
 /* After the opening: data channels, the layout (taken, or for a resumed
@@ -370,12 +361,12 @@ static int accept_for_session(struct rmig_ctx *ctx, struct rmig_msg *m, uint32_t
  * stream cannot), and nothing was announced for after the start yet. */
 static int resumable(struct dst_run *d)
 {
-	EACH_PAYLOAD(d, p)
+	RMIG_EACH_PAYLOAD(&d->ps, p)
 	{
 		if (!p->ops->load_rewind)
 			return 0;
 	}
-	return d->np && !d->announced;
+	return d->ps.n && !d->announced;
 }
 
 /* The link failed during pre-copy: keep what was received so far and wait
@@ -462,7 +453,7 @@ static void answer_outcome(struct dst_run *d, int started)
 static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
 {
 	*sum = (struct rmig_pending_remote){ 0 };
-	EACH_PAYLOAD(d, p)
+	RMIG_EACH_PAYLOAD(&d->ps, p)
 	{
 		struct rmig_pending_remote one;
 
@@ -485,11 +476,7 @@ static void postcopy_end(struct dst_run *d, struct rmig_pending_remote *f)
 	remote_figures(d, f);
 	/* Threads blocked in a fault can only go on once faults are no longer
 	 * caught; they may hold what a pause waits for. */
-	EACH_PAYLOAD(d, p)
-	{
-		if (p->ops->load_postcopy_end)
-			p->ops->load_postcopy_end(p);
-	}
+	RMIG_PAYLOADS_TELL(&d->ps, load_postcopy_end);
 	ctx->stats.postcopy_pages = f->stale;
 	ctx->stats.postcopy_requested = f->requested;
 	ctx->stats.postcopy_ms = (uint64_t)(rmig_now_ms() - d->t_go);
@@ -573,7 +560,7 @@ static int on_payload_message(struct dst_run *d)
 	 * no resuming on another link. */
 	if (type == RMIG_MSG_DISCARD)
 		d->announced = 1;
-	EACH_PAYLOAD(d, p)
+	RMIG_EACH_PAYLOAD(&d->ps, p)
 	{
 		if (p->ops->load_message && (p->ops->msg_types >> type) & 1)
 			return p->ops->load_message(p, d->m);
@@ -602,11 +589,7 @@ static int on_round_end(struct dst_run *d)
 	rc = rmig_rx_wait_round(d->rx, m);
 	if (rc)
 		return await_resume(d, rc);
-	EACH_PAYLOAD(d, p)
-	{
-		if (p->ops->load_round_done)
-			p->ops->load_round_done(p);
-	}
+	RMIG_PAYLOADS_TELL(&d->ps, load_round_done);
 	if (postcopy_round) {
 		struct rmig_pending_remote f;
 
@@ -645,13 +628,8 @@ static int on_state(struct dst_run *d)
 static int on_complete(struct dst_run *d)
 {
 	struct rmig_ctx *ctx = d->ctx;
-	int rc = 0;
+	int rc = RMIG_PAYLOADS_CALL(&d->ps, load_complete, d->m);
 
-	EACH_PAYLOAD(d, p)
-	{
-		if (!rc && p->ops->load_complete)
-			rc = p->ops->load_complete(p, d->m);
-	}
 	if (rc)
 		return rc;
 	/* For a stream: its end; the backend waits until it is loaded. */
@@ -723,17 +701,6 @@ int rmig_dest_handles(uint8_t type)
 	return type < sizeof(dst_handlers) / sizeof(dst_handlers[0]) && dst_handlers[type];
 }
 
-/* A payload's own threads failed (post-copy's fault thread). */
-static int payload_failed(struct dst_run *d, char *why, size_t whylen)
-{
-	EACH_PAYLOAD(d, p)
-	{
-		if (p->ops->load_failed && p->ops->load_failed(p, why, whylen))
-			return 1;
-	}
-	return 0;
-}
-
 /* Receive and act on control messages until DONE or a failure. */
 static int serve_messages(struct dst_run *d)
 {
@@ -748,7 +715,7 @@ static int serve_messages(struct dst_run *d)
 
 			if (failed)
 				rc = rmig_err(ctx, failed, "%s", why);
-			if (payload_failed(d, why, sizeof(why)))
+			if (rmig_payloads_failed(&d->ps, why, sizeof(why)))
 				rc = rmig_err(ctx, -EIO, "%s", why);
 			rc = await_resume(d, rc);
 			if (rc)
@@ -893,11 +860,7 @@ int rmig_recv(struct rmig_ctx *ctx)
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
 	rmig_rx_destroy(d.rx);
-	EACH_PAYLOAD(&d, p)
-	{
-		if (p->ops->load_cleanup)
-			p->ops->load_cleanup(p);
-	}
+	RMIG_PAYLOADS_TELL(&d.ps, load_cleanup);
 	/* Keep listening, drop the connections: the next rmig_recv starts clean. */
 	if (connected)
 		ctx->link->ops->close_session(ctx->link);

@@ -44,8 +44,7 @@
 struct sender {
 	struct rmig_ctx *ctx;
 	struct rmig_tx_pool *tx;
-	struct rmig_payload p[RMIG_PAYLOAD_MAX];
-	size_t np;
+	struct rmig_payload_set ps;
 	struct rmig_payload *live; /* a payload that migrates itself (no rounds of ours) */
 	int postcopy;		   /* switch over by post-copy */
 	/* The backend was asked to stop or hand over the guest: a rollback
@@ -56,30 +55,6 @@ struct sender {
 	int64_t t_pause;
 	unsigned round;
 };
-
-#define EACH_PAYLOAD(s, pp) for (struct rmig_payload *pp = (s)->p; pp < (s)->p + (s)->np; pp++)
-
-/* Call an optional op of every payload that has it; stop at the first
- * error and return it. */
-#define FOR_PAYLOADS(s, op, ...)                                                                   \
-	({                                                                                         \
-		int rc_ = 0;                                                                       \
-		EACH_PAYLOAD(s, pp_)                                                               \
-		{                                                                                  \
-			if (!rc_ && pp_->ops->op)                                                  \
-				rc_ = pp_->ops->op(pp_, ##__VA_ARGS__);                            \
-		}                                                                                  \
-		rc_;                                                                               \
-	})
-/* The same for ops that cannot fail. */
-#define TELL_PAYLOADS(s, op)                                                                       \
-	do {                                                                                       \
-		EACH_PAYLOAD(s, pp_)                                                               \
-		{                                                                                  \
-			if (pp_->ops->op)                                                          \
-				pp_->ops->op(pp_);                                                 \
-		}                                                                                  \
-	} while (0)
 
 static void sleep_ms(unsigned ms)
 {
@@ -360,7 +335,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(ctx);
 	rmig_tx_wait(s->tx);
-	TELL_PAYLOADS(s, save_rewind);
+	RMIG_PAYLOADS_TELL(&s->ps, save_rewind);
 	to = rmig_links_fallback(ctx);
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
@@ -470,7 +445,7 @@ out:
 /* A control message for a payload (post-copy's PAGE_REQUEST). */
 static int to_payload(struct sender *s, const struct rmig_msg *m)
 {
-	EACH_PAYLOAD(s, p)
+	RMIG_EACH_PAYLOAD(&s->ps, p)
 	{
 		if (p->ops->save_message && m->type < 32 && (p->ops->msg_types >> m->type) & 1)
 			return p->ops->save_message(p, m);
@@ -533,12 +508,12 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	int rc;
 
 	rmig_tx_new_round(s->tx);
-	rc = FOR_PAYLOADS(s, save_round, s->tx, rs->round);
+	rc = RMIG_PAYLOADS_CALL(&s->ps, save_round, s->tx, rs->round);
 	if (!rc)
 		rc = round_barrier(s, rs);
 	if (rc)
 		return rc;
-	TELL_PAYLOADS(s, save_acked);
+	RMIG_PAYLOADS_TELL(&s->ps, save_acked);
 	ctx->stats.pages_sent += rs->pages;
 	ctx->stats.zero_pages += rs->zero_pages;
 	ctx->stats.bytes_sent += rs->bytes;
@@ -548,7 +523,7 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 static int fetch_pending(struct sender *s, struct rmig_pending *sum)
 {
 	*sum = (struct rmig_pending){ 0 };
-	EACH_PAYLOAD(s, p)
+	RMIG_EACH_PAYLOAD(&s->ps, p)
 	{
 		struct rmig_pending one;
 		int rc = p->ops->save_pending ? p->ops->save_pending(p, &one) : 0;
@@ -670,7 +645,7 @@ static int precopy(struct sender *s)
 			/* rmig bench: measure the data path by sending everything again. */
 			ctx->stats.bench_bytes += rs.bytes;
 			ctx->stats.bench_seconds += now - t0;
-			TELL_PAYLOADS(s, save_resend_all);
+			RMIG_PAYLOADS_TELL(&s->ps, save_resend_all);
 			continue;
 		}
 		rc = decide(s, &rs, &pend);
@@ -695,7 +670,7 @@ static int postcopy_predrop(struct sender *s)
 	for (unsigned pass = 0; pass < PREDROP_PASSES && !rc; pass++) {
 		struct rmig_round_stats rs = { 0 };
 
-		rc = FOR_PAYLOADS(s, save_announce, &fresh);
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_announce, &fresh);
 		if (rc || (pass && fresh < PREDROP_ENOUGH))
 			break; /* those few: announced during the pause */
 		rs.round = ++s->round;
@@ -728,7 +703,7 @@ static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 	if (!rc && !s->postcopy) {
 		struct rmig_round_stats rs = { .round = ++s->round };
 
-		rc = FOR_PAYLOADS(s, save_pause);
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_pause);
 		if (!rc)
 			rc = send_round(s, &rs);
 		ctx->stats.rounds = s->round;
@@ -736,10 +711,10 @@ static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 	if (!rc)
 		rc = send_state(ctx);
 	if (!rc && s->postcopy)
-		rc = FOR_PAYLOADS(s, save_announce, &fresh);
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_announce, &fresh);
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_COMPLETE;
-	return rc ? rc : FOR_PAYLOADS(s, save_complete, m);
+	return rc ? rc : RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
 }
 
 /* A payload that migrates itself (a hypervisor's stream): it runs until the
@@ -766,7 +741,7 @@ static int live_migrate(struct sender *s, struct rmig_msg *m)
 	rc = rmig_ctrl_send(ctx, m);
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_COMPLETE;
-	return rc ? rc : FOR_PAYLOADS(s, save_complete, m);
+	return rc ? rc : RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
 }
 
 /* Post-copy: queues the announced data for the senders, then ends the
@@ -789,7 +764,8 @@ static void *push_main(void *arg)
 	if (!m)
 		rmig_tx_fail(s->tx, "out of memory");
 	else
-		FOR_PAYLOADS(s, save_round, s->tx, pp->rs.round); /* failures show in the pool */
+		RMIG_PAYLOADS_CALL(&s->ps, save_round, s->tx,
+				   pp->rs.round); /* failures show in the pool */
 	if (m && !rmig_tx_wait(s->tx)) {
 		rmig_tx_round_end(s->tx, &pp->rs, m);
 		if (rmig_ctrl_send_err(ctx, m, why, sizeof(why)))
@@ -939,16 +915,16 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 		return rmig_err(ctx, rc, "backend: %s", ctx->be->err);
 	rc = rmig_layout_from_regions(ctx, regions, nregions);
 	if (!rc)
-		rc = rmig_payloads_choose(ctx, s->p, &s->np);
-	EACH_PAYLOAD(s, p)
+		rc = rmig_payloads_choose(ctx, &s->ps);
+	RMIG_EACH_PAYLOAD(&s->ps, p)
 	{
 		p->hooks = &source_hooks;
 	}
 	if (!rc)
-		rc = FOR_PAYLOADS(s, save_setup);
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_setup);
 	if (rc)
 		return rc;
-	EACH_PAYLOAD(s, p)
+	RMIG_EACH_PAYLOAD(&s->ps, p)
 	{
 		s->postcopy |= p->postcopy;
 		if (p->ops->save_live)
@@ -971,7 +947,7 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
 	rc = rmig_tx_create(ctx, &s->tx);
 	if (!rc)
-		rc = FOR_PAYLOADS(s, save_start);
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_start);
 	if (rc)
 		return rc;
 	if (s->live)
@@ -1095,7 +1071,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	rmig_tx_destroy(s->tx);
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
-	TELL_PAYLOADS(s, save_cleanup);
+	RMIG_PAYLOADS_TELL(&s->ps, save_cleanup);
 	free(s);
 	free(m);
 	return rc;

@@ -238,11 +238,10 @@ static void test_payload_registry(void **state)
 	struct rmig_payload_ops extra = { .size = sizeof(extra),
 					  .name = "extra",
 					  .wanted = wanted_never };
-	struct rmig_payload p[RMIG_PAYLOAD_MAX];
+	struct rmig_payload_set ps;
 	struct rmig_config cfg;
 	struct rmig_backend *be;
 	struct rmig_ctx *ctx;
-	size_t n;
 
 	(void)state;
 	extra.size = 0;
@@ -260,23 +259,23 @@ static void test_payload_registry(void **state)
 	cfg.transport = "tcp";
 	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, NULL, 0), 0);
 	assert_int_equal(rmig_ctx_create(&ctx, &cfg, be), 0);
-	assert_int_equal(rmig_payloads_choose(ctx, p, &n), 0);
-	assert_int_equal(n, 1);
-	assert_string_equal(p[0].ops->name, "memory");
+	assert_int_equal(rmig_payloads_choose(ctx, &ps), 0);
+	assert_int_equal(ps.n, 1);
+	assert_string_equal(ps.p[0].ops->name, "memory");
 
 	/* The registry copied the table: changing ours changes nothing... */
 	extra.wanted = wanted_always;
-	assert_int_equal(rmig_payloads_choose(ctx, p, &n), 0);
-	assert_int_equal(n, 1);
+	assert_int_equal(rmig_payloads_choose(ctx, &ps), 0);
+	assert_int_equal(ps.n, 1);
 	/* ...and a kind that wants this guest rides along after memory. */
 	extra.name = "extra2";
 	assert_int_equal(rmig_payload_register(&extra), 0);
-	assert_int_equal(rmig_payloads_choose(ctx, p, &n), 0);
-	assert_int_equal(n, 2);
-	assert_string_equal(p[0].ops->name, "memory");
-	assert_string_equal(p[1].ops->name, "extra2");
-	assert_ptr_equal(p[1].ctx, ctx);
-	assert_null(p[1].ops->save_round);
+	assert_int_equal(rmig_payloads_choose(ctx, &ps), 0);
+	assert_int_equal(ps.n, 2);
+	assert_string_equal(ps.p[0].ops->name, "memory");
+	assert_string_equal(ps.p[1].ops->name, "extra2");
+	assert_ptr_equal(ps.p[1].ctx, ctx);
+	assert_null(ps.p[1].ops->save_round);
 	rmig_ctx_destroy(ctx);
 	rmig_backend_close(be);
 }
