@@ -54,11 +54,22 @@ struct rmig_link_ops {
 
 	/* Destination: bind and listen; *port receives the bound port. */
 	int (*listen)(struct rmig_link *l, const char *host, uint16_t *port);
-	/* Destination: accept the control stream of the next migration. */
-	int (*accept_ctrl)(struct rmig_link *l, int timeout_ms);
-	/* Destination: accept one more data channel; *chan receives its index
-	 * and *node the NUMA node the sender said it serves (-1: any). */
-	int (*accept_channel)(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node);
+	/* Destination: accept the next incoming connection, of whatever kind,
+	 * into conn: a new link of the same kind, made for it by
+	 * rmig_link_accept. The connection becomes conn's control stream and
+	 * conn->peer names it. Nothing is read from it: whether it opens a
+	 * migration or carries a data channel, and whether it may stay, is the
+	 * engine's to find out (ctrl_recv on conn). Many connections may be
+	 * accepted before any is used, and each conn is used by its own thread:
+	 * a listener keeps nothing of a session. */
+	int (*accept)(struct rmig_link *l, int timeout_ms, struct rmig_link *conn);
+	/* Destination: the stream accepted into conn (the engine has checked
+	 * that it belongs here) becomes data channel chan of l, itself a link
+	 * made by accept that carries a session's control stream. *node
+	 * receives the NUMA node the sender said the channel serves (-1: any).
+	 * conn is left without a stream. -EINVAL (chan out of range), -EEXIST
+	 * (chan taken). */
+	int (*adopt_channel)(struct rmig_link *l, struct rmig_link *conn, unsigned chan, int *node);
 
 	/* Source: connect the control stream. */
 	int (*connect_ctrl)(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms);
@@ -135,6 +146,10 @@ const struct rmig_link_ops *rmig_link_kind(unsigned i);
 /* A new link of kind name, without options: 0, -ENOENT (no such kind),
  * -ENOMEM, or create's error. */
 int rmig_link_open(const char *name, struct rmig_link **out);
+/* Destination: the next connection on listening link l, in a new link of
+ * l's kind (*out, the caller destroys it): 0, or ops->accept's error with
+ * the message in l->err. */
+int rmig_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_link **out);
 /* Set one option (ops->set_option): 0, or -ENOENT/-EINVAL with a message in
  * l->err that names the link and the key. */
 int rmig_link_set_option(struct rmig_link *l, const char *key, const char *value);

@@ -101,6 +101,24 @@ int rmig_link_open(const char *name, struct rmig_link **out)
 	return open_depth(name, out, 0);
 }
 
+int rmig_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_link **out)
+{
+	struct rmig_link *conn;
+	int rc = rmig_link_open(l->ops->name, &conn);
+
+	if (rc) {
+		rmig_link_err(l, "cannot make a link for a new connection: %s", strerror(-rc));
+		return rc;
+	}
+	rc = l->ops->accept(l, timeout_ms, conn);
+	if (rc) {
+		rmig_link_destroy(conn);
+		return rc;
+	}
+	*out = conn;
+	return 0;
+}
+
 int rmig_link_set_option(struct rmig_link *l, const char *key, const char *value)
 {
 	if (!l->ops->set_option) {
@@ -145,18 +163,19 @@ static int pass_listen(struct rmig_link *l, const char *host, uint16_t *port)
 	return up(l, l->lower->ops->listen(l->lower, host, port));
 }
 
-static int pass_accept_ctrl(struct rmig_link *l, int timeout_ms)
+/* conn is a link of l's kind: a wrapper around a conn of lower's kind. */
+static int pass_accept(struct rmig_link *l, int timeout_ms, struct rmig_link *conn)
 {
-	int rc = l->lower->ops->accept_ctrl(l->lower, timeout_ms);
+	int rc = l->lower->ops->accept(l->lower, timeout_ms, conn->lower);
 
 	if (!rc)
-		peer_up(l);
+		peer_up(conn);
 	return up(l, rc);
 }
 
-static int pass_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
+static int pass_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsigned chan, int *node)
 {
-	return up(l, l->lower->ops->accept_channel(l->lower, timeout_ms, chan, node));
+	return up(l, l->lower->ops->adopt_channel(l->lower, conn->lower, chan, node));
 }
 
 static int pass_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port, int timeout_ms)
@@ -298,8 +317,8 @@ int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		.create = over->create,
 		.destroy = wrap_destroy,
 		.listen = PICK(listen),
-		.accept_ctrl = PICK(accept_ctrl),
-		.accept_channel = PICK(accept_channel),
+		.accept = PICK(accept),
+		.adopt_channel = PICK(adopt_channel),
 		.connect_ctrl = PICK(connect_ctrl),
 		.connect_channel = PICK(connect_channel),
 		.ctrl_send = PICK(ctrl_send),

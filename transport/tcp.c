@@ -85,10 +85,7 @@ static void tcp_close_session(struct rmig_link *l)
 
 static void tune_socket(int fd, int nodelay)
 {
-	int one = 1;
-
-	if (nodelay)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof(nodelay));
 }
 
 /* Wait until fd is ready for events, the deadline passes or we are
@@ -153,7 +150,7 @@ out:
 	return rc;
 }
 
-static int accept_one(struct rmig_link *l, int timeout_ms, int *out)
+static int tcp_accept(struct rmig_link *l, int timeout_ms, struct rmig_link *conn)
 {
 	struct tcp_link *t = tcp(l);
 	struct sockaddr_storage ss;
@@ -172,51 +169,37 @@ static int accept_one(struct rmig_link *l, int timeout_ms, int *out)
 			     SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0)
 			break;
+		/* Out of descriptors (a flood): the caller's limits will free some. */
 		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+			rc = -errno;
 			rmig_link_err(l, "accept: %s", strerror(errno));
-			return -errno;
+			return rc;
 		}
 	}
-	rmig_link_set_peer(l, (struct sockaddr *)&ss);
-	*out = fd;
+	rmig_link_set_peer(conn, (struct sockaddr *)&ss);
+	tune_socket(fd, 1);
+	tcp(conn)->ctrl_fd = fd;
 	return 0;
 }
 
-static int tcp_accept_ctrl(struct rmig_link *l, int timeout_ms)
+static int tcp_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsigned chan, int *node)
 {
-	struct tcp_link *t = tcp(l);
-	int rc;
+	struct tcp_link *t = tcp(l), *c = tcp(conn);
 
-	close_session(t);
-	rc = accept_one(l, timeout_ms, &t->ctrl_fd);
-	if (rc == 0)
-		tune_socket(t->ctrl_fd, 1);
-	return rc;
-}
-
-static int tcp_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
-{
-	struct tcp_link *t = tcp(l);
-	unsigned n = atomic_load(&t->nchan);
-	char ctrl_peer[sizeof(l->peer)];
-	int fd, rc;
-
-	if (n >= RMIG_LINK_MAX_CHANNELS) {
-		rmig_link_err(l, "too many channels");
-		return -ENOSPC;
+	if (chan >= RMIG_LINK_MAX_CHANNELS) {
+		rmig_link_err(l, "no data channel %u: at most %d", chan, RMIG_LINK_MAX_CHANNELS);
+		return -EINVAL;
 	}
-	int ctrl_loopback = l->peer_loopback;
-
-	memcpy(ctrl_peer, l->peer, sizeof(ctrl_peer));
-	rc = accept_one(l, timeout_ms, &fd);
-	/* Name the session by its control peer. */
-	memcpy(l->peer, ctrl_peer, sizeof(ctrl_peer));
-	l->peer_loopback = ctrl_loopback;
-	if (rc)
-		return rc;
-	t->chan_fd[n] = fd;
-	atomic_store(&t->nchan, n + 1);
-	*chan = n;
+	if (t->chan_fd[chan] >= 0) {
+		rmig_link_err(l, "data channel %u is already connected", chan);
+		return -EEXIST;
+	}
+	/* Data streams carry bulk: no TCP_NODELAY (set on every accepted one). */
+	tune_socket(c->ctrl_fd, 0);
+	t->chan_fd[chan] = c->ctrl_fd;
+	c->ctrl_fd = -1;
+	if (chan >= atomic_load(&t->nchan))
+		atomic_store(&t->nchan, chan + 1);
 	*node = -1; /* TCP has no per-node buffers: the kernel's are where they are */
 	return 0;
 }
@@ -415,7 +398,7 @@ static int chan_fd(struct rmig_link *l, unsigned chan)
 {
 	struct tcp_link *t = tcp(l);
 
-	if (chan >= atomic_load(&t->nchan)) {
+	if (chan >= atomic_load(&t->nchan) || t->chan_fd[chan] < 0) {
 		rmig_link_err(l, "no data channel %u", chan);
 		return -EINVAL;
 	}
@@ -468,8 +451,8 @@ const struct rmig_link_ops rmig_tcp_link_ops = {
 	.create = tcp_create,
 	.destroy = tcp_destroy,
 	.listen = tcp_listen,
-	.accept_ctrl = tcp_accept_ctrl,
-	.accept_channel = tcp_accept_channel,
+	.accept = tcp_accept,
+	.adopt_channel = tcp_adopt_channel,
 	.connect_ctrl = tcp_connect_ctrl,
 	.connect_channel = tcp_connect_channel,
 	.ctrl_send = tcp_ctrl_send,
