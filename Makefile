@@ -34,7 +34,7 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c \
 	  engine/mem/bitmap.c engine/mem/digest.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
-	  engine/session/link_select.c engine/session/converge.c engine/session/channels.c \
+	  engine/session/link_select.c engine/session/listener.c engine/session/converge.c engine/session/channels.c \
 	  engine/session/source.c engine/session/dest.c \
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c

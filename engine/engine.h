@@ -86,9 +86,27 @@ struct rmig_ctx {
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
 	uint8_t *rxbuf; /* control payloads */
 	size_t rxcap;
+	size_t rx_limit; /* largest control frame taken (0: the type's maximum);
+			  * small before authentication */
+	/* Destination: where migrations come from (listener.h): the one given
+	 * to rmig_recv_from, else our own, opened by the first rmig_recv. */
+	struct rmig_listener *listener, *own_listener;
+	/* Destination: the connections this migration was served on (ctx->link
+	 * is the last), kept until the next one starts so that rmig_cancel
+	 * never touches a freed link. */
+	struct rmig_link **conns;
+	unsigned nconns, conns_cap;
 	int64_t t_start_ms;
 	uint16_t port; /* destination: bound port */
 };
+
+/* A context without links (the listener's, and one per opening): cfg
+ * checked and copied with its key, defaults applied. be may be NULL. */
+int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be);
+/* Destination: conn becomes ctx->link; the context owns it from here. */
+int rmig_ctx_own_conn(struct rmig_ctx *ctx, struct rmig_link *conn);
+/* Destination: close and free every connection of the last migration. */
+void rmig_ctx_drop_conns(struct rmig_ctx *ctx);
 
 int64_t rmig_now_ms(void);
 double rmig_now_s(void);
@@ -154,10 +172,10 @@ struct rmig_link *rmig_links_fallback(struct rmig_ctx *ctx);
 /* link_select.c: choose the link. The source connects the control stream
  * over each link in turn, giving all but the last a short probe; the
  * destination listens on every link and takes the first sender. Both
- * then announce it (rmig_link_chosen). */
+ * then announce it (rmig_link_chosen). The destination's accepting is the
+ * listener's (listener.h). */
 int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms);
 int rmig_links_listen(struct rmig_ctx *ctx);
-int rmig_links_accept(struct rmig_ctx *ctx, int timeout_ms);
 /* Announce the chosen link and how it reaches guest memory (derived from
  * ctx->placement and what the link can do). */
 void rmig_link_chosen(struct rmig_ctx *ctx);

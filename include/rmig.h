@@ -42,6 +42,7 @@ extern "C" {
 
 #define RMIG_VERSION_STRING "0.1.0"
 #define RMIG_DEFAULT_PORT 7471
+#define RMIG_DEFAULT_HANDSHAKE_MS 5000
 
 /* Exit codes of the rmig tool, and the outcome of a migration. */
 enum rmig_result {
@@ -173,6 +174,11 @@ struct rmig_config {
 	const char *failover_transport;
 	char *create_err;
 	size_t create_err_len;
+	/* Destination: how long a connection has, in all, to complete its
+	 * opening (HELLO, authentication; a data channel: its first frame)
+	 * before it is cut and refused; heartbeats do not extend it
+	 * (0: RMIG_DEFAULT_HANDSHAKE_MS). */
+	unsigned handshake_timeout_ms;
 };
 
 enum rmig_event_type {
@@ -288,6 +294,29 @@ RMIG_API int rmig_send(struct rmig_ctx *ctx);
  * it through the backend's pause op if it has one: discard it. Stats and
  * message start afresh on each call. */
 RMIG_API int rmig_recv(struct rmig_ctx *ctx);
+
+/* A receiver for several migrations at once on one port. It listens on
+ * every link of cfg.transport from creation, and runs each incoming
+ * connection's opening on its own thread (cfg.handshake_timeout_ms in all,
+ * a few KiB read before authentication, a cap on unauthenticated
+ * connections per address and in total): a peer without the key costs the
+ * others nothing. Data channels, resumptions and outcome questions reach
+ * only the migration they prove they belong to.
+ * Each migration is served by rmig_recv_from on its own context (and
+ * backend), one thread each; a new sender that finds no context waiting in
+ * rmig_recv_from is refused at once as busy. cfg.on_event receives the
+ * listener's refusals (RMIG_EV_REFUSED), from the listener's threads.
+ * 0 and *out, or a negative errno with the reason in cfg.create_err. */
+struct rmig_listener;
+RMIG_API int rmig_listener_create(struct rmig_listener **out, const struct rmig_config *cfg);
+/* The bound port. */
+RMIG_API uint16_t rmig_listener_port(const struct rmig_listener *lst);
+/* Stops listening, cuts the openings in progress. After every context that
+ * used it was destroyed. NULL is a no-op. */
+RMIG_API void rmig_listener_destroy(struct rmig_listener *lst);
+/* rmig_recv for a migration from lst rather than from the context's own
+ * port (the context's host, port and transport are not used). */
+RMIG_API int rmig_recv_from(struct rmig_ctx *ctx, struct rmig_listener *lst);
 
 /* Ask a running migration to stop and roll back (before GO only). Safe from
  * any thread and from a signal handler. The call then returns -ECANCELED.

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "listener.h"
 #include "machine.h"
 
 #define CTRL_ENCODE_MAX 2048 /* every control payload but STATE fits */
@@ -45,6 +46,7 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->commit_timeout_ms = 10000;
 	cfg->pin = RMIG_PIN_AUTO;
 	cfg->gid_index = -1;
+	cfg->handshake_timeout_ms = RMIG_DEFAULT_HANDSHAKE_MS;
 }
 
 /* rmig_ctx_create's message, where the caller gave room for one. */
@@ -73,13 +75,12 @@ static const char *config_problem(const struct rmig_config *cfg)
 	return NULL;
 }
 
-int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
+int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
 {
 	struct rmig_ctx *ctx;
-	int rc;
 
-	if (!cfg || !be)
-		return create_failed(cfg, -EINVAL, "no configuration or no backend");
+	if (!cfg)
+		return -EINVAL;
 	if (config_problem(cfg))
 		return create_failed(cfg, -EINVAL, config_problem(cfg));
 	ctx = calloc(1, sizeof(*ctx));
@@ -96,6 +97,8 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 		ctx->cfg.failover_timeout_ms = 10000;
 	if (!ctx->cfg.commit_timeout_ms)
 		ctx->cfg.commit_timeout_ms = 10000;
+	if (!ctx->cfg.handshake_timeout_ms)
+		ctx->cfg.handshake_timeout_ms = RMIG_DEFAULT_HANDSHAKE_MS;
 	ctx->be = be;
 	pthread_mutex_init(&ctx->prog_lock, NULL);
 	pthread_mutex_init(&ctx->ctrl_send_lock, NULL);
@@ -106,6 +109,20 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
 	ctx->stats.result = RMIG_RESULT_FAILED;
+	*out = ctx;
+	return 0;
+}
+
+int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
+{
+	struct rmig_ctx *ctx;
+	int rc;
+
+	if (!cfg || !be)
+		return create_failed(cfg, -EINVAL, "no configuration or no backend");
+	rc = rmig_ctx_new(&ctx, cfg, be);
+	if (rc)
+		return rc;
 	rc = rmig_links_create(ctx);
 	if (rc) {
 		create_failed(cfg, rc, ctx->err);
@@ -121,6 +138,8 @@ void rmig_ctx_destroy(struct rmig_ctx *ctx)
 	if (!ctx)
 		return;
 	rmig_heartbeat_stop(ctx);
+	rmig_ctx_drop_conns(ctx); /* before the listener they were accepted on */
+	rmig_listener_destroy(ctx->own_listener);
 	rmig_links_destroy(ctx);
 	pthread_mutex_destroy(&ctx->prog_lock);
 	pthread_mutex_destroy(&ctx->ctrl_send_lock);
@@ -129,6 +148,37 @@ void rmig_ctx_destroy(struct rmig_ctx *ctx)
 	explicit_bzero(ctx->psk, sizeof(ctx->psk));
 	free(ctx->rxbuf);
 	free(ctx);
+}
+
+int rmig_ctx_own_conn(struct rmig_ctx *ctx, struct rmig_link *conn)
+{
+	if (ctx->nconns == ctx->conns_cap) {
+		unsigned cap = ctx->conns_cap ? 2 * ctx->conns_cap : 4;
+		struct rmig_link **n = realloc(ctx->conns, cap * sizeof(*n));
+
+		if (!n) {
+			conn->ops->close_session(conn);
+			rmig_link_destroy(conn);
+			return rmig_err(ctx, -ENOMEM, "out of memory");
+		}
+		ctx->conns = n;
+		ctx->conns_cap = cap;
+	}
+	ctx->conns[ctx->nconns++] = conn;
+	ctx->link = conn;
+	return 0;
+}
+
+void rmig_ctx_drop_conns(struct rmig_ctx *ctx)
+{
+	ctx->link = ctx->linkset.n ? ctx->linkset.at[0] : NULL;
+	for (unsigned i = 0; i < ctx->nconns; i++) {
+		ctx->conns[i]->ops->close_session(ctx->conns[i]);
+		rmig_link_destroy(ctx->conns[i]);
+	}
+	free(ctx->conns);
+	ctx->conns = NULL;
+	ctx->nconns = ctx->conns_cap = 0;
 }
 
 void rmig_ctx_set_backend(struct rmig_ctx *ctx, struct rmig_backend *be)
@@ -149,6 +199,10 @@ void rmig_cancel(struct rmig_ctx *ctx)
 
 		l->ops->interrupt(l, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
 	}
+	/* A destination's connection is not in the list (listener.c). */
+	if (ctx->nconns && ctx->link)
+		ctx->link->ops->interrupt(ctx->link,
+					  RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
 }
 
 int rmig_cancel_close(struct rmig_ctx *ctx)
@@ -405,6 +459,12 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 			return rmig_err(ctx, -EBADMSG,
 					"bad frame from %s: %s on the control stream",
 					ctx->link->peer, rmig_msg_name(fh.type));
+		if (ctx->rx_limit && fh.len > ctx->rx_limit)
+			return rmig_err(ctx, -EBADMSG,
+					"bad frame from %s: a %u-byte %s before authentication (at "
+					"most %zu)",
+					ctx->link->peer, fh.len, rmig_msg_name(fh.type),
+					ctx->rx_limit);
 		if (fh.len > ctx->rxcap) {
 			/* Bounded by the type's maximum, checked in the header decode. */
 			uint8_t *nb = realloc(ctx->rxbuf, fh.len);

@@ -20,6 +20,7 @@
 
 #include "channels.h"
 #include "engine.h"
+#include "listener.h"
 #include "machine.h"
 #include "payload.h"
 #include "postcopy.h"
@@ -27,6 +28,8 @@
 /* One rmig_recv call: what the steps and message handlers share. */
 struct dst_run {
 	struct rmig_ctx *ctx;
+	struct rmig_listener *lst;	  /* where the connections come from */
+	struct rmig_listener_slot *slot; /* our migration, as the listener knows it */
 	struct rmig_msg *m;
 	struct rmig_payload_set ps;
 	struct rmig_rx_pool *rx;
@@ -37,41 +40,6 @@ struct dst_run {
 	unsigned expect_round;
 	int64_t t_go;
 };
-
-/* Accept the data channels; each must name this session. */
-static int accept_channels(struct rmig_ctx *ctx, unsigned n, int *nodes)
-{
-	for (unsigned i = 0; i < n; i++) {
-		uint8_t buf[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
-		struct iovec v = { buf, sizeof(buf) };
-		struct rmig_msg m;
-		char why[256];
-		unsigned chan;
-		int node, rc;
-
-		rc = ctx->link->ops->accept_channel(ctx->link, (int)ctx->cfg.link_timeout_ms, &chan,
-						    &node);
-		if (rc)
-			return rmig_err(ctx, rc, "waiting for data channel %u: %s", i,
-					ctx->link->err);
-		if (chan >= n)
-			return rmig_err(ctx, -EPROTO, "data channel %u: index %u of %u", i, chan,
-					n);
-		nodes[chan] = node;
-		rc = ctx->link->ops->chan_recv(ctx->link, chan, &v, 1,
-					       (int)ctx->cfg.link_timeout_ms);
-		if (rc)
-			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
-		rc = rmig_frame_decode_buf(buf, sizeof(buf), NULL, &m, why, sizeof(why));
-		if (rc || m.type != RMIG_MSG_CHANNEL)
-			return rmig_err(ctx, -EBADMSG, "data channel %u: bad first frame: %s", i,
-					rc ? why : rmig_msg_name(m.type));
-		if (memcmp(m.u.channel.token, ctx->token, RMIG_NONCE_LEN) || m.u.channel.count != n)
-			return rmig_err(ctx, -EPERM,
-					"data channel %u does not belong to this migration", i);
-	}
-	return 0;
-}
 
 /* Check the REGIONS layout and have the backend allocate it. */
 static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
@@ -173,54 +141,22 @@ static void refused(struct rmig_ctx *ctx, const char *why)
 	rmig_emit(ctx, &ev);
 }
 
-/* The opening of every connection: the peer's HELLO, versions, who it is
- * (authentication), our HELLO. Its HELLO is left in m. */
-static int open_session(struct rmig_ctx *ctx, struct rmig_msg *m, struct rmig_wire_hello *hello)
+/* The listener's opening of a connection, taken over: from here the
+ * context speaks on it. */
+static int take_opening(struct rmig_ctx *ctx, const struct rmig_opening *o,
+			struct rmig_wire_hello *hello)
 {
-	int rc;
+	int rc = rmig_ctx_own_conn(ctx, o->conn);
 
-	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
-	rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		return rc;
-	*hello = m->u.hello;
-	memcpy(ctx->peer_nonce, hello->nonce, RMIG_NONCE_LEN);
-	if (hello->ver_max < RMIG_WIRE_VERSION_MIN || hello->ver_min > RMIG_WIRE_VERSION_MAX)
-		rc = rmig_err(
-		    ctx, -EPROTONOSUPPORT, "version mismatch: peer speaks %u..%u, we speak %d..%d",
-		    hello->ver_min, hello->ver_max, RMIG_WIRE_VERSION_MIN, RMIG_WIRE_VERSION_MAX);
-	if (!rc)
-		rc = rmig_auth_policy(ctx, (hello->flags & RMIG_HELLO_PSK) != 0, 0);
-	if (!rc && (hello->caps & RMIG_CAP_POSTCOPY)) {
-		char why[256];
-
-		/* Before a single page is sent: the source then simply runs on. */
-		rc = rmig_postcopy_probe(why, sizeof(why));
-		if (rc)
-			rc = rmig_err(ctx, rc, "post-copy is not possible here: %s", why);
-	}
-	if (rc)
-		goto refuse;
-	if (getrandom(ctx->nonce, sizeof(ctx->nonce), 0) != sizeof(ctx->nonce))
-		return rmig_err(ctx, -EIO, "getrandom failed");
-	memset(m, 0, sizeof(*m));
-	m->type = RMIG_MSG_HELLO;
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
-					       .ver_max = RMIG_WIRE_VERSION_MAX,
-					       .channels = RMIG_MAX_CHANNELS,
-					       .caps = hello->caps & RMIG_CAP_POSTCOPY,
-					       .flags = ctx->cfg.psk ? RMIG_HELLO_PSK : 0 };
-	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
-	rc = rmig_ctrl_send(ctx, m);
-	if (rc)
-		return rc;
-	rc = rmig_auth_exchange(ctx, 0);
-	if (!rc || rc != -EACCES)
-		return rc;
-refuse:
-	rmig_ctrl_send_abort(ctx, rc, ctx->err);
-	refused(ctx, ctx->err);
-	return rc;
+	memcpy(ctx->nonce, o->nonce, RMIG_NONCE_LEN);
+	memcpy(ctx->peer_nonce, o->peer_nonce, RMIG_NONCE_LEN);
+	memcpy(ctx->token, o->token, RMIG_NONCE_LEN);
+	ctx->ctrl_tx_seq = o->tx_seq;
+	ctx->ctrl_rx_seq = o->rx_seq;
+	*hello = o->hello;
+	return 0;
 }
 
 /* A partly received round is sent again; a resumed session starts at
@@ -282,7 +218,8 @@ static int setup_session(struct dst_run *d, const struct rmig_wire_hello *hello,
 				d->postcopy ? "without" : "with");
 	ctx->nchan = hello->channels;
 	ctx->stats.channels = ctx->nchan;
-	rc = accept_channels(ctx, ctx->nchan, nodes);
+	rc = rmig_listener_take_channels(d->lst, d->slot, ctx, ctx->nchan, nodes,
+					 (int)ctx->cfg.link_timeout_ms);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS, m, (int)ctx->cfg.link_timeout_ms);
 	/* Heartbeats from here: allocating, preallocating and registering a
@@ -324,35 +261,29 @@ static void drop_session(struct dst_run *d)
 	ctx->placement = 0;
 }
 
-/* Accept the next connection that opens with `want` (a HELLO flag) for our
- * session, until end_ms; refuse any other. 0 with its HELLO in *hello. */
-static int accept_for_session(struct rmig_ctx *ctx, struct rmig_msg *m, uint32_t want,
-			      int64_t end_ms, struct rmig_wire_hello *hello)
+/* Take the next opening of our migration that asks for `want` (a HELLO
+ * flag), until end_ms; refuse any other. 0 with its HELLO in *hello. */
+static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
+			      struct rmig_wire_hello *hello)
 {
-	int rc;
+	struct rmig_ctx *ctx = d->ctx;
 
 	for (;;) {
-		int64_t left = end_ms - rmig_now_ms();
+		struct rmig_opening o;
+		int rc = rmig_listener_take_again(d->lst, d->slot, ctx, end_ms, &o);
 
-		if (left <= 0 || atomic_load(&ctx->cancelled))
-			return -ETIMEDOUT;
-		rc = rmig_links_accept(ctx, (int)left);
-		if (rc == -ETIMEDOUT)
-			return rc;
-		if (rc)
-			continue;
-		rc = open_session(ctx, m, hello);
-		if (!rc && (!(hello->flags & want) ||
-			    memcmp(hello->session, ctx->session, RMIG_NONCE_LEN))) {
-			rc = rmig_err(ctx, -EBUSY,
-				      "busy: this receiver only waits for migration it was serving "
-				      "to %s",
-				      want == RMIG_HELLO_RESUME ? "resume" : "ask for its outcome");
-			rmig_ctrl_send_abort(ctx, rc, ctx->err);
-			refused(ctx, ctx->err);
-		}
 		if (!rc)
+			rc = take_opening(ctx, &o, hello);
+		if (rc)
+			return rc;
+		if (hello->flags & want)
 			return 0;
+		rc = rmig_err(ctx, -EBUSY,
+			      "busy: this receiver only waits for the migration it was serving to "
+			      "%s",
+			      want == RMIG_HELLO_RESUME ? "resume" : "ask for its outcome");
+		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		refused(ctx, ctx->err);
 		ctx->link->ops->close_session(ctx->link);
 	}
 }
@@ -390,7 +321,7 @@ static int await_resume(struct dst_run *d, int rc)
 	rmig_emit(ctx, &ev);
 	rmig_phase_enter(ctx, RMIG_DST_AWAITING_RESUME);
 	for (;;) {
-		rc = accept_for_session(ctx, d->m, RMIG_HELLO_RESUME, end, &hello);
+		rc = accept_for_session(d, RMIG_HELLO_RESUME, end, &hello);
 		if (rc)
 			return rmig_err(ctx, rc, "%s; the source did not resume within %u ms", why,
 					ctx->cfg.failover_timeout_ms);
@@ -437,7 +368,7 @@ static void answer_outcome(struct dst_run *d, int started)
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(d);
 	rmig_phase_enter(ctx, RMIG_DST_AWAITING_QUESTION);
-	if (!accept_for_session(ctx, d->m, RMIG_HELLO_QUERY, end, &hello)) {
+	if (!accept_for_session(d, RMIG_HELLO_QUERY, end, &hello)) {
 		if (started)
 			rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
 		else
@@ -522,6 +453,7 @@ static int postcopy_lost(struct dst_run *d, int rc)
 /* Forget the previous migration served on this context. */
 static void reset_session(struct rmig_ctx *ctx)
 {
+	rmig_ctx_drop_conns(ctx);
 	memset(&ctx->stats, 0, sizeof(ctx->stats));
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
@@ -746,28 +678,42 @@ static int check_backend(struct rmig_ctx *ctx)
 		   : 0;
 }
 
-/* Accept a sender and set its migration up: handshake, layout, receivers. */
+/* The context's own listener, opened on the first rmig_recv. */
+static int own_listener(struct rmig_ctx *ctx, struct rmig_listener **out)
+{
+	struct rmig_event ev = { .type = RMIG_EV_LISTENING };
+	int rc;
+
+	if (!ctx->own_listener) {
+		rc = rmig_listener_open(&ctx->own_listener, &ctx->cfg, ctx->err, sizeof(ctx->err));
+		if (rc)
+			return rc;
+		ev.port = rmig_listener_port(ctx->own_listener);
+		rmig_emit(ctx, &ev);
+	}
+	*out = ctx->own_listener;
+	return 0;
+}
+
+/* Take a sender the listener authenticated and set its migration up:
+ * data channels, layout, receivers. */
 static int open_migration(struct dst_run *d, int *connected)
 {
 	struct rmig_ctx *ctx = d->ctx;
 	struct rmig_wire_hello hello;
+	struct rmig_opening o;
 	int rc = check_backend(ctx);
 
+	if (!rc && !d->lst)
+		rc = own_listener(ctx, &d->lst);
 	if (rc)
 		return rc;
-	if (!ctx->port) {
-		rc = rmig_links_listen(ctx);
-		if (rc)
-			return rc;
-		struct rmig_event ev = { .type = RMIG_EV_LISTENING, .port = ctx->port };
-
-		rmig_emit(ctx, &ev);
-	}
 	rmig_phase_enter(ctx, RMIG_DST_LISTENING);
-	rc = rmig_links_accept(ctx,
-			       ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1);
-	if (rc && atomic_load(&ctx->cancelled))
-		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator while listening");
+	rc = rmig_listener_take_new(d->lst, ctx,
+				    ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1,
+				    &d->slot, &o);
+	if (!rc)
+		rc = take_opening(ctx, &o, &hello);
 	if (rc)
 		return rc;
 	*connected = 1;
@@ -777,15 +723,6 @@ static int open_migration(struct dst_run *d, int *connected)
 
 		rmig_emit(ctx, &ev);
 	}
-	/* Handshake: who, versions, then the layout, before any memory is committed. */
-	rc = open_session(ctx, d->m, &hello);
-	if (!rc && (hello.flags & (RMIG_HELLO_RESUME | RMIG_HELLO_QUERY))) {
-		rc = rmig_err(ctx, -EPROTO, "%s: no such migration here",
-			      hello.flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
-		rmig_ctrl_send_abort(ctx, rc, ctx->err);
-	}
-	if (rc)
-		return rc;
 	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
 	rc = setup_session(d, &hello, 0);
 	return rc ? rc : rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
@@ -841,9 +778,9 @@ static int fail_migration(struct dst_run *d, int rc)
 	return rc < 0 ? rc : -EIO;
 }
 
-int rmig_recv(struct rmig_ctx *ctx)
+static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 {
-	struct dst_run d = { .ctx = ctx, .expect_round = 1 };
+	struct dst_run d = { .ctx = ctx, .lst = lst, .expect_round = 1 };
 	int rc, connected = 0;
 
 	reset_session(ctx);
@@ -857,16 +794,30 @@ int rmig_recv(struct rmig_ctx *ctx)
 		rc = fail_migration(&d, rc);
 	rmig_heartbeat_stop(ctx);
 	/* Whatever the outcome, the peer may not write our memory any more. */
-	if (ctx->link->ops->mem_release)
+	if (connected && ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
 	rmig_rx_destroy(d.rx);
 	RMIG_PAYLOADS_TELL(&d.ps, load_cleanup);
-	/* Keep listening, drop the connections: the next rmig_recv starts clean. */
+	/* Drop the connections; the listener forgets the migration. */
 	if (connected)
 		ctx->link->ops->close_session(ctx->link);
+	if (d.lst)
+		rmig_listener_leave(d.lst, d.slot);
 	if (ctx->stats.total_ms == 0 && ctx->t_start_ms)
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	free(d.state);
 	free(d.m);
 	return rc;
+}
+
+int rmig_recv(struct rmig_ctx *ctx)
+{
+	return serve_one(ctx, NULL);
+}
+
+int rmig_recv_from(struct rmig_ctx *ctx, struct rmig_listener *lst)
+{
+	if (!lst)
+		return rmig_err(ctx, -EINVAL, "no listener");
+	return serve_one(ctx, lst);
 }

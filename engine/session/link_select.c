@@ -2,8 +2,8 @@
  *
  * The source tries the links in order ("auto": rdma, then tcp) and takes
  * the first that reaches the peer; the destination listens on all of them
- * (the same port number: rdma_cm and TCP ports are separate spaces) and
- * serves whichever sender arrives first. The choice, and why an earlier
+ * (the same port number: rdma_cm and TCP ports are separate spaces), and
+ * its listener (listener.c) accepts on each. The choice, and why an earlier
  * link was not used, is announced with RMIG_EV_TRANSPORT and kept in the
  * stats.
  */
@@ -14,7 +14,6 @@
 #include "engine.h"
 
 #define PROBE_MS 3000 /* how long a link that is not the last gets to reach the peer */
-#define ACCEPT_SLICE_MS 100
 
 void rmig_link_chosen(struct rmig_ctx *ctx)
 {
@@ -104,38 +103,6 @@ int rmig_links_listen(struct rmig_ctx *ctx)
 		snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s", why);
 	ctx->port = port;
 	return 0;
-}
-
-int rmig_links_accept(struct rmig_ctx *ctx, int timeout_ms)
-{
-	int64_t end = timeout_ms < 0 ? -1 : rmig_now_ms() + timeout_ms;
-	int several = __builtin_popcount(ctx->linkset.listening) > 1;
-
-	for (;;) {
-		for (unsigned i = 0; i < rmig_links_count(ctx); i++) {
-			struct rmig_link *l = rmig_links_at(ctx, i);
-			int slice = several ? ACCEPT_SLICE_MS : timeout_ms;
-			int rc;
-
-			if (!(ctx->linkset.listening & (1u << i)))
-				continue;
-			if (end >= 0 && several) {
-				int64_t left = end - rmig_now_ms();
-
-				slice = left < slice ? (int)(left > 0 ? left : 0) : slice;
-			}
-			rc = l->ops->accept_ctrl(l, slice);
-			if (!rc) {
-				ctx->link = l;
-				return 0;
-			}
-			if (rc != -ETIMEDOUT || !several)
-				return rmig_err(ctx, rc, "%s", l->err);
-		}
-		if (end >= 0 && rmig_now_ms() >= end)
-			return rmig_err(ctx, -ETIMEDOUT, "no sender connected within %d ms",
-					timeout_ms);
-	}
 }
 
 void rmig_transport_info(char *buf, size_t len)

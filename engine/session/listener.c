@@ -1,0 +1,768 @@
+/* listener.c - the destination's door: listening, every connection's
+ * opening, and handing those that proved themselves to their sessions.
+ *
+ * Anyone who can reach the port can connect, so nothing a peer does before
+ * it has proved itself may cost other peers anything:
+ * - each link accepts on its own thread, and each accepted connection runs
+ *   its opening on its own thread, so a silent or trickling peer holds only
+ *   itself up;
+ * - an opening has config.handshake_timeout_ms in all (heartbeats do not
+ *   extend it): past it the connection is cut;
+ * - at most MAX_PENDING connections may be unproven at once, and at most
+ *   MAX_PENDING_PER_ADDR from one address; past either, the oldest is
+ *   dropped for the newest (a legitimate opening takes milliseconds, so
+ *   only a peer that keeps connections idle loses them);
+ * - before authentication a frame is at most PREAUTH_MAX_BYTES (HELLO,
+ *   AUTH and CHANNEL are far smaller), and nothing read is kept;
+ * - a data channel joins a session only with that session's token (keyed
+ *   with the PSK and both nonces of its opening), a resumption or an
+ *   outcome question only through a full authenticated opening naming the
+ *   session: stray connections never reach a running migration.
+ * Every refusal is reported (RMIG_EV_REFUSED) with the peer and the reason.
+ *
+ * A new migration goes to a context waiting in rmig_recv_from(); with none
+ * waiting for NEW_GRACE_MS, the source is told the receiver is busy.
+ */
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "engine.h"
+#include "listener.h"
+#include "machine.h"
+#include "postcopy.h"
+
+#define MAX_PENDING 64		/* unproven connections at once */
+#define MAX_PENDING_PER_ADDR 16 /* of those, from one address */
+#define PENDING_ROOM (2 * MAX_PENDING) /* dropped ones end within a slice */
+#define MAX_SLOTS 64			/* migrations known at once */
+#define PREAUTH_MAX_BYTES 4096		/* largest frame before authentication */
+#define NEW_GRACE_MS 1000		/* a new migration waits this long for a context */
+#define SLICE_MS 100
+#define OPENING_STACK (256u << 10)
+
+/* A connection whose opening runs. */
+struct pending {
+	int used, done;
+	struct rmig_link *conn; /* NULL once handed to a session */
+	char addr[64];		/* the peer's address without its port */
+	int64_t deadline_ms, since_ms;
+	char cut[128]; /* why the listener cut it ("": it did not) */
+	pthread_t tid;
+	struct rmig_listener *lst;
+};
+
+struct waiting_channel {
+	struct rmig_link *conn;
+	unsigned index;
+};
+
+struct rmig_listener_slot {
+	int used;
+	struct rmig_ctx *ctx; /* the session's; NULL until one takes it */
+	uint64_t serial;      /* new migrations are taken in order */
+	uint8_t session[RMIG_NONCE_LEN];
+	uint8_t token[RMIG_NONCE_LEN];
+	unsigned nchan; /* channels its current opening announced */
+	int has_opening;
+	struct rmig_opening opening;
+	struct waiting_channel chans[RMIG_MAX_CHANNELS];
+	unsigned nchans;
+	uint64_t chan_mask;
+};
+
+struct accept_thread {
+	struct rmig_listener *lst;
+	struct rmig_link *link;
+	pthread_t tid;
+};
+
+struct rmig_listener {
+	struct rmig_ctx *base; /* configuration, key, listening links, events */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	atomic_int stop;
+	struct accept_thread acc[RMIG_MAX_LINKS];
+	unsigned nacc;
+	struct pending pend[PENDING_ROOM];
+	struct rmig_listener_slot slots[MAX_SLOTS];
+	unsigned idle_waiters; /* contexts in rmig_listener_take_new */
+	unsigned unclaimed;    /* new migrations no context took yet */
+	uint64_t serial;
+	pthread_mutex_t event_lock; /* events from several threads, one at a time */
+};
+
+static void leave_locked(struct rmig_listener *lst, struct rmig_listener_slot *s);
+
+/* ---- small things ---- */
+
+static void refuse(struct rmig_listener *lst, const char *peer, const char *why)
+{
+	struct rmig_event ev = { .type = RMIG_EV_REFUSED, .peer = peer, .detail = why };
+
+	pthread_mutex_lock(&lst->event_lock);
+	rmig_emit(lst->base, &ev);
+	pthread_mutex_unlock(&lst->event_lock);
+}
+
+static void addr_of(const char *peer, char *out, size_t len)
+{
+	const char *colon = strrchr(peer, ':');
+	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+
+	snprintf(out, len, "%.*s", (int)n, peer);
+}
+
+static void cut_conn(struct rmig_link *conn)
+{
+	conn->ops->interrupt(conn, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV |
+				       RMIG_LINK_STOP_CTRL_SEND);
+}
+
+static void close_conn(struct rmig_link *conn)
+{
+	if (!conn)
+		return;
+	conn->ops->close_session(conn);
+	rmig_link_destroy(conn);
+}
+
+static void timed_wait(struct rmig_listener *lst, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)ms * 1000000;
+	ts.tv_sec += ts.tv_nsec / 1000000000;
+	ts.tv_nsec %= 1000000000;
+	pthread_cond_timedwait(&lst->cond, &lst->lock, &ts);
+}
+
+/* ---- the opening of one connection ---- */
+
+/* The first frame of a connection, before anyone knows who sent it:
+ * HELLO (a control stream) or CHANNEL (a data stream), small, first in
+ * its sequence. */
+static int read_first_frame(struct rmig_link *conn, struct rmig_msg *m, int timeout_ms,
+			    char *why, size_t len)
+{
+	uint8_t buf[PREAUTH_MAX_BYTES];
+	struct rmig_frame_hdr fh;
+	int rc = conn->ops->ctrl_recv(conn, buf, RMIG_FRAME_HDR_LEN, timeout_ms);
+
+	if (rc) {
+		snprintf(why, len, "%s", conn->err);
+		return rc;
+	}
+	rc = rmig_frame_hdr_decode(buf, &fh, why, len);
+	if (rc)
+		return rc;
+	if (fh.type != RMIG_MSG_HELLO && fh.type != RMIG_MSG_CHANNEL) {
+		snprintf(why, len, "opened with %s, not HELLO or CHANNEL", rmig_msg_name(fh.type));
+		return -EPROTO;
+	}
+	if (fh.seq != 0 || fh.len > PREAUTH_MAX_BYTES - RMIG_FRAME_HDR_LEN) {
+		snprintf(why, len, "bad first frame (%u bytes, sequence %llu)", fh.len,
+			 (unsigned long long)fh.seq);
+		return -EBADMSG;
+	}
+	if (fh.len) {
+		rc = conn->ops->ctrl_recv(conn, buf + RMIG_FRAME_HDR_LEN, fh.len, timeout_ms);
+		if (rc) {
+			snprintf(why, len, "%s", conn->err);
+			return rc;
+		}
+	}
+	return rmig_msg_decode(fh.type, buf + RMIG_FRAME_HDR_LEN, fh.len, m, why, len);
+}
+
+/* The source's HELLO came: versions, who it is, our HELLO, the proofs. */
+static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
+{
+	struct rmig_wire_hello hello = m->u.hello;
+	int rc = 0;
+
+	memcpy(hs->peer_nonce, hello.nonce, RMIG_NONCE_LEN);
+	if (hello.ver_max < RMIG_WIRE_VERSION_MIN || hello.ver_min > RMIG_WIRE_VERSION_MAX)
+		rc = rmig_err(
+		    hs, -EPROTONOSUPPORT, "version mismatch: peer speaks %u..%u, we speak %d..%d",
+		    hello.ver_min, hello.ver_max, RMIG_WIRE_VERSION_MIN, RMIG_WIRE_VERSION_MAX);
+	if (!rc)
+		rc = rmig_auth_policy(hs, (hello.flags & RMIG_HELLO_PSK) != 0, 0);
+	if (!rc && (hello.caps & RMIG_CAP_POSTCOPY)) {
+		char why[256];
+
+		/* Before a single page is sent: the source then simply runs on. */
+		rc = rmig_postcopy_probe(why, sizeof(why));
+		if (rc)
+			rc = rmig_err(hs, rc, "post-copy is not possible here: %s", why);
+	}
+	if (rc)
+		return rc;
+	if (getrandom(hs->nonce, sizeof(hs->nonce), 0) != sizeof(hs->nonce))
+		return rmig_err(hs, -EIO, "getrandom failed");
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = RMIG_MAX_CHANNELS,
+					       .caps = hello.caps & RMIG_CAP_POSTCOPY,
+					       .flags = hs->cfg.psk ? RMIG_HELLO_PSK : 0 };
+	memcpy(m->u.hello.nonce, hs->nonce, RMIG_NONCE_LEN);
+	rc = rmig_ctrl_send(hs, m);
+	if (!rc)
+		rc = rmig_auth_exchange(hs, 0);
+	m->u.hello = hello; /* the caller wants the source's */
+	return rc;
+}
+
+static void fill_opening(struct rmig_opening *o, struct rmig_ctx *hs,
+			 const struct rmig_wire_hello *hello)
+{
+	o->conn = hs->link;
+	o->hello = *hello;
+	memcpy(o->nonce, hs->nonce, RMIG_NONCE_LEN);
+	memcpy(o->peer_nonce, hs->peer_nonce, RMIG_NONCE_LEN);
+	memcpy(o->token, hs->token, RMIG_NONCE_LEN);
+	o->tx_seq = hs->ctrl_tx_seq;
+	o->rx_seq = hs->ctrl_rx_seq;
+}
+
+static unsigned sessions_running(const struct rmig_listener *lst)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < MAX_SLOTS; i++)
+		n += lst->slots[i].used && lst->slots[i].ctx;
+	return n;
+}
+
+static struct rmig_listener_slot *free_slot(struct rmig_listener *lst)
+{
+	for (unsigned i = 0; i < MAX_SLOTS; i++)
+		if (!lst->slots[i].used)
+			return &lst->slots[i];
+	return NULL;
+}
+
+/* A new migration, authenticated: queue it for a waiting context, or say
+ * busy. Called with the lock held; p->conn is handed over on success. */
+static int queue_new(struct rmig_listener *lst, struct pending *p, struct rmig_ctx *hs,
+		     const struct rmig_wire_hello *hello)
+{
+	int64_t end = rmig_now_ms() + NEW_GRACE_MS;
+	struct rmig_listener_slot *s;
+
+	while (lst->idle_waiters <= lst->unclaimed && rmig_now_ms() < end &&
+	       !atomic_load(&lst->stop) && !p->cut[0])
+		timed_wait(lst, SLICE_MS);
+	s = free_slot(lst);
+	if (p->cut[0])
+		return rmig_err(hs, -ETIMEDOUT, "%s", p->cut);
+	if (lst->idle_waiters <= lst->unclaimed || !s)
+		return rmig_err(hs, -EBUSY,
+				"busy: this receiver is serving %u migration%s and takes no more "
+				"now; try again later",
+				sessions_running(lst), sessions_running(lst) == 1 ? "" : "s");
+	memset(s, 0, sizeof(*s));
+	s->used = 1;
+	s->serial = ++lst->serial;
+	memcpy(s->session, hello->session, RMIG_NONCE_LEN);
+	memcpy(s->token, hs->token, RMIG_NONCE_LEN);
+	s->nchan = hello->channels;
+	fill_opening(&s->opening, hs, hello);
+	s->has_opening = 1;
+	lst->unclaimed++;
+	p->conn = NULL;
+	pthread_cond_broadcast(&lst->cond);
+	return 0;
+}
+
+/* A resumption or the outcome question: to the session it names, which
+ * takes it when it is ready (the newest one wins). Lock held. */
+static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rmig_ctx *hs,
+			 const struct rmig_wire_hello *hello)
+{
+	struct rmig_listener_slot *s = NULL;
+
+	for (unsigned i = 0; i < MAX_SLOTS && !s; i++)
+		if (lst->slots[i].used && lst->slots[i].ctx &&
+		    !CRYPTO_memcmp(lst->slots[i].session, hello->session, RMIG_NONCE_LEN))
+			s = &lst->slots[i];
+	if (!s)
+		return rmig_err(hs, -EPROTO, "%s: no such migration here",
+				hello->flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
+	if (s->has_opening)
+		close_conn(s->opening.conn);
+	/* Channels of the connection it replaces are stale. */
+	for (unsigned i = 0; i < s->nchans; i++)
+		close_conn(s->chans[i].conn);
+	s->nchans = 0;
+	s->chan_mask = 0;
+	memcpy(s->token, hs->token, RMIG_NONCE_LEN);
+	s->nchan = hello->channels;
+	fill_opening(&s->opening, hs, hello);
+	s->has_opening = 1;
+	p->conn = NULL;
+	pthread_cond_broadcast(&lst->cond);
+	return 0;
+}
+
+/* A data channel: to the session whose token it carries. Lock held. */
+static int attach_channel(struct rmig_listener *lst, struct pending *p,
+			  const struct rmig_wire_channel *c, char *why, size_t len)
+{
+	struct rmig_listener_slot *s = NULL;
+
+	for (unsigned i = 0; i < MAX_SLOTS && !s; i++)
+		if (lst->slots[i].used &&
+		    !CRYPTO_memcmp(lst->slots[i].token, c->token, RMIG_NONCE_LEN))
+			s = &lst->slots[i];
+	if (!s) {
+		snprintf(why, len, "data channel for no migration here");
+		return -EPERM;
+	}
+	if (c->count != s->nchan || c->index >= s->nchan || s->nchans >= RMIG_MAX_CHANNELS) {
+		snprintf(why, len, "data channel %u of %u: the migration has %u", c->index,
+			 c->count, s->nchan);
+		return -EPROTO;
+	}
+	if (s->chan_mask & (1ull << c->index)) {
+		snprintf(why, len, "data channel %u connected twice", c->index);
+		return -EPROTO;
+	}
+	s->chans[s->nchans++] = (struct waiting_channel){ p->conn, c->index };
+	s->chan_mask |= 1ull << c->index;
+	p->conn = NULL;
+	pthread_cond_broadcast(&lst->cond);
+	return 0;
+}
+
+/* A context for one opening: the listener's configuration and key, this
+ * connection, the destination's listening phase, small frames only. */
+static int opening_ctx(struct rmig_listener *lst, struct rmig_link *conn, struct rmig_ctx **out)
+{
+	struct rmig_ctx *hs;
+	int rc = rmig_ctx_new(&hs, &lst->base->cfg, NULL);
+
+	if (rc)
+		return rc;
+	hs->cfg.on_event = NULL; /* refusals are the listener's to report */
+	hs->link = conn;
+	hs->rx_limit = PREAUTH_MAX_BYTES;
+	rmig_phase_init(hs, &rmig_dst_machine);
+	hs->sm.phase = RMIG_DST_LISTENING;
+	*out = hs;
+	return 0;
+}
+
+/* HELLO came first: authenticate, then route by what the source asks. */
+static int open_control(struct pending *p, struct rmig_msg *m, int tmo, char *why, size_t len)
+{
+	struct rmig_listener *lst = p->lst;
+	struct rmig_wire_hello hello = m->u.hello;
+	struct rmig_ctx *hs;
+	int rc = opening_ctx(lst, p->conn, &hs);
+
+	if (rc) {
+		snprintf(why, len, "out of memory");
+		return rc;
+	}
+	hs->ctrl_rx_seq = 1; /* the HELLO */
+	hs->cfg.link_timeout_ms = (unsigned)tmo;
+	rc = answer_hello(hs, m);
+	if (!rc) {
+		pthread_mutex_lock(&lst->lock);
+		rc = hello.flags & (RMIG_HELLO_RESUME | RMIG_HELLO_QUERY)
+			 ? deliver_again(lst, p, hs, &hello)
+			 : queue_new(lst, p, hs, &hello);
+		pthread_mutex_unlock(&lst->lock);
+	}
+	/* The peer hears why (best effort: its link may be what failed). */
+	if (rc)
+		rmig_ctrl_send_abort(hs, rc, hs->err);
+	if (rc)
+		snprintf(why, len, "%s", hs->err);
+	hs->link = NULL;
+	rmig_ctx_destroy(hs);
+	return rc;
+}
+
+static void *opening_main(void *arg)
+{
+	struct pending *p = arg;
+	struct rmig_listener *lst = p->lst;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int tmo = (int)lst->base->cfg.handshake_timeout_ms, rc = -ENOMEM;
+	char why[512] = "out of memory";
+
+	if (m)
+		rc = read_first_frame(p->conn, m, tmo, why, sizeof(why));
+	if (!rc && m->type == RMIG_MSG_CHANNEL) {
+		pthread_mutex_lock(&lst->lock);
+		rc = attach_channel(lst, p, &m->u.channel, why, sizeof(why));
+		pthread_mutex_unlock(&lst->lock);
+	} else if (!rc) {
+		rc = open_control(p, m, tmo, why, sizeof(why));
+	}
+	pthread_mutex_lock(&lst->lock);
+	if (rc && p->cut[0])
+		snprintf(why, sizeof(why), "%s", p->cut);
+	pthread_mutex_unlock(&lst->lock);
+	if (rc && p->conn)
+		refuse(lst, p->conn->peer, why);
+	close_conn(p->conn); /* NULL if a session has it */
+	free(m);
+	pthread_mutex_lock(&lst->lock);
+	p->conn = NULL;
+	p->done = 1;
+	pthread_cond_broadcast(&lst->cond);
+	pthread_mutex_unlock(&lst->lock);
+	return NULL;
+}
+
+/* ---- admission and the reaper ---- */
+
+/* Join finished openings, cut those past their deadline. Lock held. */
+static void reap(struct rmig_listener *lst)
+{
+	int64_t now = rmig_now_ms();
+
+	for (unsigned i = 0; i < PENDING_ROOM; i++) {
+		struct pending *p = &lst->pend[i];
+
+		if (!p->used)
+			continue;
+		if (p->done) {
+			pthread_join(p->tid, NULL);
+			memset(p, 0, sizeof(*p));
+		} else if (p->conn && !p->cut[0] && now >= p->deadline_ms) {
+			snprintf(p->cut, sizeof(p->cut),
+				 "no complete opening within %u ms (config.handshake_timeout_ms)",
+				 lst->base->cfg.handshake_timeout_ms);
+			cut_conn(p->conn);
+		}
+	}
+}
+
+/* Room for one more unproven connection from addr: cut the oldest one
+ * from the same address, or overall, when at a cap. Lock held. */
+static void make_room(struct rmig_listener *lst, const char *addr)
+{
+	struct pending *oldest_addr = NULL, *oldest = NULL;
+	unsigned live = 0, from_addr = 0;
+
+	for (unsigned i = 0; i < PENDING_ROOM; i++) {
+		struct pending *p = &lst->pend[i];
+
+		if (!p->used || p->done || !p->conn || p->cut[0])
+			continue;
+		live++;
+		if (!oldest || p->since_ms < oldest->since_ms)
+			oldest = p;
+		if (strcmp(p->addr, addr))
+			continue;
+		from_addr++;
+		if (!oldest_addr || p->since_ms < oldest_addr->since_ms)
+			oldest_addr = p;
+	}
+	if (from_addr >= MAX_PENDING_PER_ADDR) {
+		snprintf(oldest_addr->cut, sizeof(oldest_addr->cut),
+			 "dropped: %d unauthenticated connections from %s at once", MAX_PENDING_PER_ADDR,
+			 addr);
+		cut_conn(oldest_addr->conn);
+	} else if (live >= MAX_PENDING) {
+		snprintf(oldest->cut, sizeof(oldest->cut),
+			 "dropped: %d unauthenticated connections at once", MAX_PENDING);
+		cut_conn(oldest->conn);
+	}
+}
+
+static void admit(struct rmig_listener *lst, struct rmig_link *conn)
+{
+	struct pending *p = NULL;
+	pthread_attr_t attr;
+	int rc;
+
+	pthread_mutex_lock(&lst->lock);
+	reap(lst);
+	for (unsigned i = 0; i < PENDING_ROOM && !p; i++)
+		if (!lst->pend[i].used)
+			p = &lst->pend[i];
+	if (p) {
+		*p = (struct pending){ .used = 1, .conn = conn, .lst = lst };
+		addr_of(conn->peer, p->addr, sizeof(p->addr));
+		make_room(lst, p->addr);
+		p->since_ms = rmig_now_ms();
+		p->deadline_ms = p->since_ms + lst->base->cfg.handshake_timeout_ms;
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, OPENING_STACK);
+		rc = pthread_create(&p->tid, &attr, opening_main, p);
+		pthread_attr_destroy(&attr);
+		if (rc)
+			memset(p, 0, sizeof(*p));
+		else
+			conn = NULL;
+	}
+	pthread_mutex_unlock(&lst->lock);
+	if (conn) { /* every place taken by openings that are being cut */
+		refuse(lst, conn->peer, "dropped: too many connections in their opening");
+		close_conn(conn);
+	}
+}
+
+static void *accept_main(void *arg)
+{
+	struct accept_thread *a = arg;
+	struct rmig_listener *lst = a->lst;
+
+	while (!atomic_load(&lst->stop)) {
+		struct rmig_link *conn;
+		int rc = rmig_link_accept(a->link, SLICE_MS, &conn);
+
+		if (!rc) {
+			admit(lst, conn);
+			continue;
+		}
+		pthread_mutex_lock(&lst->lock);
+		reap(lst);
+		pthread_mutex_unlock(&lst->lock);
+		if (rc == -ETIMEDOUT || rc == -ECANCELED)
+			continue;
+		if (rc == -ENODEV) { /* the device is gone: the other links go on */
+			struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = a->link->err };
+
+			pthread_mutex_lock(&lst->event_lock);
+			rmig_emit(lst->base, &ev);
+			pthread_mutex_unlock(&lst->event_lock);
+			break;
+		}
+		/* Out of descriptors or memory under a flood: openings end soon. */
+		struct timespec ts = { 0, 50 * 1000000 };
+
+		nanosleep(&ts, NULL);
+	}
+	return NULL;
+}
+
+/* ---- life cycle ---- */
+
+int rmig_listener_open(struct rmig_listener **out, const struct rmig_config *cfg, char *err,
+		       size_t errlen)
+{
+	struct rmig_listener *lst = calloc(1, sizeof(*lst));
+	int rc;
+
+	if (!lst) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&lst->lock, NULL);
+	pthread_mutex_init(&lst->event_lock, NULL);
+	pthread_cond_init(&lst->cond, NULL);
+	rc = rmig_ctx_new(&lst->base, cfg, NULL);
+	if (!rc)
+		rc = rmig_links_create(lst->base);
+	if (!rc)
+		rc = rmig_links_listen(lst->base);
+	for (unsigned i = 0; !rc && i < rmig_links_count(lst->base); i++) {
+		struct accept_thread *a = &lst->acc[lst->nacc];
+
+		if (!(lst->base->linkset.listening & (1u << i)))
+			continue;
+		*a = (struct accept_thread){ lst, rmig_links_at(lst->base, i), 0 };
+		if (pthread_create(&a->tid, NULL, accept_main, a))
+			rc = rmig_err(lst->base, -EAGAIN, "cannot start an accepting thread");
+		else
+			lst->nacc++;
+	}
+	if (rc) {
+		snprintf(err, errlen, "%s", lst->base ? lst->base->err : "out of memory");
+		rmig_listener_destroy(lst);
+		return rc;
+	}
+	*out = lst;
+	return 0;
+}
+
+int rmig_listener_create(struct rmig_listener **out, const struct rmig_config *cfg)
+{
+	char err[512] = "";
+	int rc;
+
+	if (!cfg || !out)
+		return -EINVAL;
+	rc = rmig_listener_open(out, cfg, err, sizeof(err));
+	if (rc && cfg->create_err && cfg->create_err_len)
+		snprintf(cfg->create_err, cfg->create_err_len, "%s", err);
+	return rc;
+}
+
+uint16_t rmig_listener_port(const struct rmig_listener *lst)
+{
+	return lst->base->port;
+}
+
+void rmig_listener_destroy(struct rmig_listener *lst)
+{
+	if (!lst)
+		return;
+	atomic_store(&lst->stop, 1);
+	for (unsigned i = 0; i < lst->nacc; i++)
+		lst->acc[i].link->ops->interrupt(lst->acc[i].link, RMIG_LINK_STOP_CTRL_RECV);
+	for (unsigned i = 0; i < lst->nacc; i++)
+		pthread_join(lst->acc[i].tid, NULL);
+	pthread_mutex_lock(&lst->lock);
+	for (unsigned i = 0; i < PENDING_ROOM; i++)
+		if (lst->pend[i].used && !lst->pend[i].done && lst->pend[i].conn) {
+			snprintf(lst->pend[i].cut, sizeof(lst->pend[i].cut),
+				 "the receiver is shutting down");
+			cut_conn(lst->pend[i].conn);
+		}
+	pthread_cond_broadcast(&lst->cond);
+	for (unsigned i = 0; i < PENDING_ROOM; i++) {
+		if (!lst->pend[i].used)
+			continue;
+		pthread_mutex_unlock(&lst->lock);
+		pthread_join(lst->pend[i].tid, NULL);
+		pthread_mutex_lock(&lst->lock);
+		memset(&lst->pend[i], 0, sizeof(lst->pend[i]));
+	}
+	for (unsigned i = 0; i < MAX_SLOTS; i++)
+		if (lst->slots[i].used)
+			leave_locked(lst, &lst->slots[i]);
+	pthread_mutex_unlock(&lst->lock);
+	rmig_ctx_destroy(lst->base);
+	pthread_mutex_destroy(&lst->lock);
+	pthread_mutex_destroy(&lst->event_lock);
+	pthread_cond_destroy(&lst->cond);
+	free(lst);
+}
+
+/* ---- the session's side ---- */
+
+static int wait_ended(struct rmig_ctx *ctx, int64_t end_ms, const char *what)
+{
+	if (atomic_load(&ctx->cancelled))
+		return rmig_err(ctx, -ECANCELED, "cancelled by the operator while %s", what);
+	if (end_ms >= 0 && rmig_now_ms() >= end_ms)
+		return -ETIMEDOUT;
+	return 0;
+}
+
+int rmig_listener_take_new(struct rmig_listener *lst, struct rmig_ctx *ctx, int timeout_ms,
+			   struct rmig_listener_slot **slot, struct rmig_opening *o)
+{
+	int64_t end = timeout_ms < 0 ? -1 : rmig_now_ms() + timeout_ms;
+	int rc;
+
+	pthread_mutex_lock(&lst->lock);
+	lst->idle_waiters++;
+	pthread_cond_broadcast(&lst->cond); /* a new migration may wait for us */
+	for (;;) {
+		struct rmig_listener_slot *first = NULL;
+
+		for (unsigned i = 0; i < MAX_SLOTS; i++) {
+			struct rmig_listener_slot *s = &lst->slots[i];
+
+			if (s->used && !s->ctx && (!first || s->serial < first->serial))
+				first = s;
+		}
+		if (first) {
+			first->ctx = ctx;
+			*o = first->opening;
+			first->has_opening = 0;
+			lst->unclaimed--;
+			*slot = first;
+			rc = 0;
+			break;
+		}
+		rc = wait_ended(ctx, end, "listening");
+		if (rc == -ETIMEDOUT)
+			rc = rmig_err(ctx, rc, "no sender connected within %d ms", timeout_ms);
+		if (rc)
+			break;
+		timed_wait(lst, SLICE_MS);
+	}
+	lst->idle_waiters--;
+	pthread_mutex_unlock(&lst->lock);
+	return rc;
+}
+
+int rmig_listener_take_again(struct rmig_listener *lst, struct rmig_listener_slot *s,
+			     struct rmig_ctx *ctx, int64_t end_ms, struct rmig_opening *o)
+{
+	int rc;
+
+	pthread_mutex_lock(&lst->lock);
+	while (!(rc = wait_ended(ctx, end_ms, "waiting for the source")) && !s->has_opening)
+		timed_wait(lst, SLICE_MS);
+	if (!rc && s->has_opening) {
+		*o = s->opening;
+		s->has_opening = 0;
+	}
+	pthread_mutex_unlock(&lst->lock);
+	return rc;
+}
+
+int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_slot *s,
+				struct rmig_ctx *ctx, unsigned n, int *nodes, int timeout_ms)
+{
+	struct waiting_channel got[RMIG_MAX_CHANNELS];
+	int64_t end = rmig_now_ms() + timeout_ms;
+	unsigned have;
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		nodes[i] = -1;
+	pthread_mutex_lock(&lst->lock);
+	while (!(rc = wait_ended(ctx, end, "waiting for data channels")) && s->nchans < n)
+		timed_wait(lst, SLICE_MS);
+	have = s->nchans;
+	if (s->nchans == n) {
+		memcpy(got, s->chans, sizeof(got[0]) * n);
+		s->nchans = 0; /* the mask stays: no channel may join twice */
+	}
+	pthread_mutex_unlock(&lst->lock);
+	if (rc == -ETIMEDOUT)
+		return rmig_err(ctx, rc, "only %u of %u data channels connected within %d ms",
+				have, n, timeout_ms);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < n; i++) {
+		struct rmig_link *l = ctx->link;
+
+		if (!rc) {
+			rc = l->ops->adopt_channel(l, got[i].conn, got[i].index, &nodes[got[i].index]);
+			if (rc)
+				rc = rmig_err(ctx, rc, "data channel %u: %s", got[i].index, l->err);
+		}
+		close_conn(got[i].conn);
+	}
+	return rc;
+}
+
+static void leave_locked(struct rmig_listener *lst, struct rmig_listener_slot *s)
+{
+	if (s->has_opening)
+		close_conn(s->opening.conn);
+	for (unsigned i = 0; i < s->nchans; i++)
+		close_conn(s->chans[i].conn);
+	if (s->used && !s->ctx)
+		lst->unclaimed--;
+	memset(s, 0, sizeof(*s));
+}
+
+void rmig_listener_leave(struct rmig_listener *lst, struct rmig_listener_slot *s)
+{
+	if (!s)
+		return;
+	pthread_mutex_lock(&lst->lock);
+	leave_locked(lst, s);
+	pthread_mutex_unlock(&lst->lock);
+}
