@@ -73,8 +73,12 @@ static const char usage_text[] =
     "recv options:\n"
     "  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
     "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
-    "  --keep-listening        serve one migration after another (each with a fresh\n"
-    "                          backend; a summary line each) until SIGINT/SIGTERM\n"
+    "  --keep-listening        serve migrations until SIGINT/SIGTERM, each into a\n"
+    "                          fresh backend, with a summary line each\n"
+    "  --max-sessions N        with --keep-listening: serve up to N at once (default\n"
+    "                          4); a sender beyond that is refused as busy\n"
+    "  --handshake-timeout-ms N  a connection that has not proved itself (HELLO and\n"
+    "                          key) within N ms is cut (default 5000)\n"
     "  --prealloc              fault in all guest memory before the first page comes\n"
     "                          (as QEMU's -mem-prealloc): refuse at once if the host or\n"
     "                          cgroup lacks it; round 1 then runs at the link's speed\n"
@@ -122,6 +126,17 @@ struct tool {
 	int loop_started;
 	atomic_int loop_quit; /* stop_loop: a break before the loop runs is lost */
 	pthread_mutex_t out_lock;
+	pthread_mutex_t *out; /* the out_lock every thread's lines share */
+	/* recv --keep-listening: the sessions, each a struct tool of its own
+	 * (ctx and be) serving one migration after another from lst. */
+	struct rmig_listener *lst;
+	struct tool *workers;
+	unsigned nworkers;
+	pthread_mutex_t *ctx_lock; /* a worker's ctx, as the signal handler sees it */
+	const char *backend_spec;
+	const struct rmig_config *cfg;
+	struct rmig_config worker_cfg; /* a worker's: its own event_arg */
+	int failed; /* a worker could not go on (its backend) */
 };
 
 static void die_usage(const char *fmt, ...)
@@ -224,6 +239,7 @@ static const struct {
 	{ "config.commit_timeout_ms", "--commit-timeout-ms" },
 	{ "config.accept_timeout_ms", "--accept-timeout-ms" },
 	{ "config.bench_ms", "--seconds" },
+	{ "config.handshake_timeout_ms", "--handshake-timeout-ms" },
 };
 
 static int field_char(char c)
@@ -291,11 +307,11 @@ static void test_hold(struct tool *t, const struct rmig_event *ev)
 	if (!t->hold_at || !name || strcmp(name, t->hold_at))
 		return;
 	t->hold_at = NULL; /* once */
-	pthread_mutex_lock(&t->out_lock);
+	pthread_mutex_lock(t->out);
 	if (t->json)
 		printf("{\"event\":\"hold\",\"at\":\"%s\",\"ms\":%u}\n", name, t->hold_ms);
 	fflush(stdout);
-	pthread_mutex_unlock(&t->out_lock);
+	pthread_mutex_unlock(t->out);
 	nanosleep(&ts, NULL);
 }
 
@@ -305,7 +321,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 	char text[1024];
 	const char *detail = cli_text(ev->detail, text, sizeof(text));
 
-	pthread_mutex_lock(&t->out_lock);
+	pthread_mutex_lock(t->out);
 	switch (ev->type) {
 	case RMIG_EV_LISTENING:
 		if (t->json)
@@ -408,7 +424,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		break;
 	}
 	fflush(stdout);
-	pthread_mutex_unlock(&t->out_lock);
+	pthread_mutex_unlock(t->out);
 	test_hold(t, ev);
 }
 
@@ -425,14 +441,23 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	/* The library ignores it then (rmig_cancel): say so. */
 	too_late =
 	    !strcmp(p.phase, "post-copy") || (t->postcopy && !strcmp(p.phase, "awaiting-started"));
-	pthread_mutex_lock(&t->out_lock);
+	pthread_mutex_lock(t->out);
 	clear_progress(t);
 	fprintf(stderr, "rmig: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
 		too_late ? "ignored: post-copy is under way, stopping now would lose the guest"
 			 : "cancelling the migration");
-	pthread_mutex_unlock(&t->out_lock);
+	pthread_mutex_unlock(t->out);
 	if (t->ctx)
 		rmig_cancel(t->ctx);
+	for (unsigned i = 0; i < t->nworkers; i++) {
+		struct tool *w = &t->workers[i];
+
+		pthread_mutex_lock(t->ctx_lock);
+		w->stopping = 1;
+		if (w->ctx)
+			rmig_cancel(w->ctx);
+		pthread_mutex_unlock(t->ctx_lock);
+	}
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -449,7 +474,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	fmt_bytes(sent, sizeof(sent), (double)p.bytes_sent);
 	fmt_bytes(bw, sizeof(bw), p.bandwidth);
 	fmt_bytes(rem, sizeof(rem), (double)p.remaining_bytes);
-	pthread_mutex_lock(&t->out_lock);
+	pthread_mutex_lock(t->out);
 	if (t->role_send)
 		fprintf(stderr,
 			"\r\033[K%s round %u | sent %s | %s/s | dirty %.0f pages/s | remaining %s "
@@ -457,7 +482,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 			p.phase, p.round, sent, bw, p.dirty_rate, rem, p.expected_downtime_ms);
 	else
 		fprintf(stderr, "\r\033[K%s round %u | received %s", p.phase, p.round, sent);
-	pthread_mutex_unlock(&t->out_lock);
+	pthread_mutex_unlock(t->out);
 }
 
 /* One pass at a time: event_base_loopbreak() before the loop has started
@@ -537,7 +562,7 @@ static void print_summary(struct tool *t, int rc)
 	int running = -1;
 	long long delta = -1;
 	guest_check(t, &running, &delta);
-	pthread_mutex_lock(&t->out_lock);
+	pthread_mutex_lock(t->out);
 	clear_progress(t);
 	if (t->bench && s->bench_seconds > 0) {
 		double bw = (double)s->bench_bytes / s->bench_seconds;
@@ -619,7 +644,7 @@ static void print_summary(struct tool *t, int rc)
 		else if (running > 0)
 			fprintf(stderr, "rmig: guest running here\n");
 	}
-	pthread_mutex_unlock(&t->out_lock);
+	pthread_mutex_unlock(t->out);
 }
 
 enum {
@@ -650,6 +675,8 @@ enum {
 	OPT_SIZE,
 	OPT_POSTCOPY,
 	OPT_PREALLOC,
+	OPT_MAX_SESSIONS,
+	OPT_HANDSHAKE_TMO,
 };
 
 static const struct option long_opts[] = {
@@ -682,6 +709,8 @@ static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, OPT_SIZE },
 	{ "postcopy", no_argument, NULL, OPT_POSTCOPY },
 	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
+	{ "max-sessions", required_argument, NULL, OPT_MAX_SESSIONS },
+	{ "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE_TMO },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -771,6 +800,7 @@ struct cli {
 	struct rmig_config cfg;
 	const char *backend, *listen_arg, *bench_size, *psk_file;
 	int keep_listening, resume_source, verify_given, json;
+	unsigned max_sessions; /* 0: not given */
 	char host[256];
 	char bench_backend[128];
 };
@@ -870,11 +900,22 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		case OPT_RESUME_SOURCE: c->resume_source = 1; break;
 		case OPT_POSTCOPY: cfg->postcopy = 1; break;
 		case OPT_PREALLOC: cfg->prealloc = 1; break;
+		case OPT_MAX_SESSIONS:
+			c->max_sessions = parse_uint("--max-sessions", optarg, 1, 64);
+			break;
+		case OPT_HANDSHAKE_TMO:
+			cfg->handshake_timeout_ms =
+			    parse_uint("--handshake-timeout-ms", optarg, 100, 3600000);
+			break;
 		default: die_usage("unknown option");
 		}
 	}
 	if (c->keep_listening && send)
 		die_usage("--keep-listening is for recv");
+	if (c->max_sessions && !c->keep_listening)
+		die_usage("--max-sessions is for recv --keep-listening");
+	if (cfg->handshake_timeout_ms != RMIG_DEFAULT_HANDSHAKE_MS && send)
+		die_usage("--handshake-timeout-ms is for recv");
 	if (c->resume_source && (!send || bench))
 		die_usage("--resume-source is for send");
 	if (cfg->postcopy && (!send || bench))
@@ -933,6 +974,106 @@ static int create_failed(int rc, const char *why)
 	return RMIG_RESULT_FAILED;
 }
 
+/* One session of a --keep-listening receiver: one migration after another,
+ * each into a fresh backend and context, until a signal. */
+static void *worker_main(void *arg)
+{
+	struct tool *w = arg;
+	char err[512];
+
+	while (!w->stopping) {
+		struct rmig_progress p;
+		struct rmig_ctx *ctx;
+		double cpu0 = cpu_seconds();
+		int rc = rmig_backend_open(w->backend_spec, RMIG_ROLE_DEST, &w->be, err,
+					   sizeof(err));
+
+		if (rc) {
+			fprintf(stderr, "rmig: backend %s: %s\n", w->backend_spec, err);
+			w->failed = 1;
+			break;
+		}
+		rc = rmig_ctx_create(&ctx, w->cfg, w->be);
+		if (rc) {
+			fprintf(stderr, "rmig: cannot create the migration: %s\n", strerror(-rc));
+			rmig_backend_close(w->be);
+			w->failed = 1;
+			break;
+		}
+		pthread_mutex_lock(w->ctx_lock);
+		w->ctx = ctx;
+		if (w->stopping)
+			rmig_cancel(ctx);
+		pthread_mutex_unlock(w->ctx_lock);
+		rc = rmig_recv_from(ctx, w->lst);
+		w->cpu_s = cpu_seconds() - cpu0; /* the process's: other sessions' too */
+		rmig_progress(ctx, &p);
+		/* Stopped while waiting for a sender: nothing to report. */
+		if (!(rc == -ECANCELED && !strcmp(p.phase, "listening")))
+			print_summary(w, rc);
+		pthread_mutex_lock(w->ctx_lock);
+		w->ctx = NULL;
+		pthread_mutex_unlock(w->ctx_lock);
+		rmig_ctx_destroy(ctx);
+		rmig_backend_close(w->be);
+		w->be = NULL;
+	}
+	return NULL;
+}
+
+/* recv --keep-listening: one listener, --max-sessions sessions at once. */
+static int serve_many(struct tool *t, struct cli *c)
+{
+	static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+	unsigned n = c->max_sessions ? c->max_sessions : 4, started = 0;
+	struct rmig_event ev = { .type = RMIG_EV_LISTENING };
+	char *create_err = c->cfg.create_err;
+	int rc, failed = 0;
+
+	rc = rmig_listener_create(&t->lst, &c->cfg);
+	if (rc)
+		return create_failed(rc, create_err);
+	ev.port = rmig_listener_port(t->lst);
+	on_event(t, &ev);
+	t->workers = calloc(n, sizeof(*t->workers));
+	if (!t->workers) {
+		rmig_listener_destroy(t->lst);
+		return RMIG_RESULT_FAILED;
+	}
+	t->ctx_lock = &ctx_lock;
+	t->progress_line = 0; /* several sessions: one line each would garble */
+	for (unsigned i = 0; i < n; i++) {
+		struct tool *w = &t->workers[i];
+
+		w->out = t->out;
+		w->ctx_lock = &ctx_lock;
+		w->json = t->json;
+		w->lst = t->lst;
+		w->backend_spec = c->backend;
+		w->hold_at = t->hold_at;
+		w->hold_ms = t->hold_ms;
+		w->worker_cfg = c->cfg;
+		w->worker_cfg.event_arg = w;
+		w->cfg = &w->worker_cfg;
+	}
+	if (start_loop(t))
+		fprintf(stderr, "rmig: no event loop: signals not handled\n");
+	for (unsigned i = 0; i < n; i++) {
+		if (pthread_create(&t->workers[i].loop_thread, NULL, worker_main, &t->workers[i]))
+			break;
+		started++;
+	}
+	t->nworkers = started;
+	for (unsigned i = 0; i < started; i++) {
+		pthread_join(t->workers[i].loop_thread, NULL);
+		failed |= t->workers[i].failed;
+	}
+	stop_loop(t);
+	rmig_listener_destroy(t->lst);
+	free(t->workers);
+	return failed || started < n ? RMIG_RESULT_FAILED : 0;
+}
+
 static int migrate(enum mode mode, int argc, char *argv[])
 {
 	struct tool t = { .out_lock = PTHREAD_MUTEX_INITIALIZER };
@@ -944,6 +1085,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	char err[512], create_err[512] = "";
 	sigset_t pipe_set;
 
+	t.out = &t.out_lock;
 	rmig_config_init(cfg);
 	cfg->port = RMIG_DEFAULT_PORT;
 	parse_options(&c, argc, argv);
@@ -980,6 +1122,11 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	sigaddset(&pipe_set, SIGPIPE);
 	pthread_sigmask(SIG_BLOCK, &pipe_set, NULL);
 
+	if (c.keep_listening) {
+		rc = serve_many(&t, &c);
+		explicit_bzero(psk, sizeof(psk));
+		return rc;
+	}
 	rc = rmig_backend_open(c.backend, send ? RMIG_ROLE_SOURCE : RMIG_ROLE_DEST, &t.be, err,
 			       sizeof(err));
 	if (rc) {
@@ -995,34 +1142,18 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	}
 	if (start_loop(&t))
 		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
-	for (;;) {
+	{
 		double cpu0 = cpu_seconds();
 
 		rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
 		t.cpu_s = cpu_seconds() - cpu0;
 		print_summary(&t, rc);
-		if (!c.keep_listening || t.stopping)
-			break;
-		/* Each migration gets a fresh guest; the one just received has
-		 * been checked above and is let go, so memory does not grow. */
-		rmig_backend_close(t.be);
-		rc = rmig_backend_open(c.backend, RMIG_ROLE_DEST, &t.be, err, sizeof(err));
-		if (rc) {
-			fprintf(stderr, "rmig: backend %s: %s\n", c.backend, err);
-			t.be = NULL;
-			break;
-		}
-		rmig_ctx_set_backend(t.ctx, t.be);
 	}
 	stop_loop(&t);
-	{
-		int result = t.stopping && c.keep_listening ? 0 : (int)rmig_stats(t.ctx)->result;
-
-		rmig_ctx_destroy(t.ctx);
-		if (t.be)
-			rmig_backend_close(t.be);
-		return result;
-	}
+	rc = (int)rmig_stats(t.ctx)->result;
+	rmig_ctx_destroy(t.ctx);
+	rmig_backend_close(t.be);
+	return rc;
 }
 
 static int cmd_send(int argc, char *argv[])

@@ -65,6 +65,7 @@ struct waiting_channel {
 struct rmig_listener_slot {
 	int used;
 	struct rmig_ctx *ctx; /* the session's; NULL until one takes it */
+	struct pending *opener; /* a new one's: whose thread waits for a taker */
 	uint64_t serial;      /* new migrations are taken in order */
 	uint8_t session[RMIG_NONCE_LEN];
 	uint8_t token[RMIG_NONCE_LEN];
@@ -250,25 +251,18 @@ static struct rmig_listener_slot *free_slot(struct rmig_listener *lst)
 	return NULL;
 }
 
-/* A new migration, authenticated: queue it for a waiting context, or say
- * busy. Called with the lock held; p->conn is handed over on success. */
+/* A new migration, authenticated: known from now (its data channels may
+ * come), then taken by a waiting context within NEW_GRACE_MS or refused
+ * as busy. Called with the lock held; p->conn is handed over on success. */
 static int queue_new(struct rmig_listener *lst, struct pending *p, struct rmig_ctx *hs,
 		     const struct rmig_wire_hello *hello)
 {
 	int64_t end = rmig_now_ms() + NEW_GRACE_MS;
-	struct rmig_listener_slot *s;
+	struct rmig_listener_slot *s = free_slot(lst);
+	unsigned running = sessions_running(lst);
 
-	while (lst->idle_waiters <= lst->unclaimed && rmig_now_ms() < end &&
-	       !atomic_load(&lst->stop) && !p->cut[0])
-		timed_wait(lst, SLICE_MS);
-	s = free_slot(lst);
-	if (p->cut[0])
-		return rmig_err(hs, -ETIMEDOUT, "%s", p->cut);
-	if (lst->idle_waiters <= lst->unclaimed || !s)
-		return rmig_err(hs, -EBUSY,
-				"busy: this receiver is serving %u migration%s and takes no more "
-				"now; try again later",
-				sessions_running(lst), sessions_running(lst) == 1 ? "" : "s");
+	if (!s)
+		goto busy;
 	memset(s, 0, sizeof(*s));
 	s->used = 1;
 	s->serial = ++lst->serial;
@@ -277,10 +271,24 @@ static int queue_new(struct rmig_listener *lst, struct pending *p, struct rmig_c
 	s->nchan = hello->channels;
 	fill_opening(&s->opening, hs, hello);
 	s->has_opening = 1;
+	s->opener = p;
 	lst->unclaimed++;
-	p->conn = NULL;
 	pthread_cond_broadcast(&lst->cond);
-	return 0;
+	while (!s->ctx && rmig_now_ms() < end && !atomic_load(&lst->stop) && !p->cut[0])
+		timed_wait(lst, SLICE_MS);
+	if (s->ctx)
+		return 0; /* taken: p->conn is the session's now */
+	running = sessions_running(lst);
+	s->has_opening = 0; /* the conn is still p's: refused below */
+	s->opener = NULL;
+	leave_locked(lst, s);
+	if (p->cut[0])
+		return rmig_err(hs, -ETIMEDOUT, "%s", p->cut);
+busy:
+	return rmig_err(hs, -EBUSY,
+			"busy: this receiver is serving %u migration%s and takes no more now; "
+			"try again later",
+			running, running == 1 ? "" : "s");
 }
 
 /* A resumption or the outcome question: to the session it names, which
@@ -674,6 +682,10 @@ int rmig_listener_take_new(struct rmig_listener *lst, struct rmig_ctx *ctx, int 
 				first = s;
 		}
 		if (first) {
+			/* From here the reaper must not cut it: it is ours. */
+			if (first->opener)
+				first->opener->conn = NULL;
+			first->opener = NULL;
 			first->ctx = ctx;
 			*o = first->opening;
 			first->has_opening = 0;
