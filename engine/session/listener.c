@@ -421,6 +421,10 @@ static void *opening_main(void *arg)
 	pthread_mutex_lock(&lst->lock);
 	if (rc && p->cut[0])
 		snprintf(why, sizeof(why), "%s", p->cut);
+	else if (rc == -ETIMEDOUT)
+		snprintf(why, sizeof(why),
+			 "no complete opening within %u ms (config.handshake_timeout_ms)",
+			 lst->base->cfg.handshake_timeout_ms);
 	pthread_mutex_unlock(&lst->lock);
 	if (rc && p->conn)
 		refuse(lst, p->conn->peer, why);

@@ -125,24 +125,30 @@ static int setup(void **state)
 
 struct acceptor {
 	struct rmig_link *l;
+	struct rmig_link *conn; /* the session's: control stream, then its channel */
 	int rc;
 	char ctrl[6], data[9];
 };
 
+/* As the listener does: each connection into a link of its own, the data
+ * stream then adopted by the control stream's link. */
 static void *accept_main(void *arg)
 {
 	struct acceptor *a = arg;
 	struct iovec v = { a->data, sizeof(a->data) };
-	unsigned chan;
+	struct rmig_link *chan_conn = NULL;
 	int node;
 
-	a->rc = a->l->ops->accept_ctrl(a->l, 5000);
+	a->rc = rmig_link_accept(a->l, 5000, &a->conn);
 	if (!a->rc)
-		a->rc = a->l->ops->ctrl_recv(a->l, a->ctrl, sizeof(a->ctrl), 5000);
+		a->rc = a->conn->ops->ctrl_recv(a->conn, a->ctrl, sizeof(a->ctrl), 5000);
 	if (!a->rc)
-		a->rc = a->l->ops->accept_channel(a->l, 5000, &chan, &node);
+		a->rc = rmig_link_accept(a->l, 5000, &chan_conn);
 	if (!a->rc)
-		a->rc = a->l->ops->chan_recv(a->l, chan, &v, 1, 5000);
+		a->rc = a->conn->ops->adopt_channel(a->conn, chan_conn, 0, &node);
+	if (!a->rc)
+		a->rc = a->conn->ops->chan_recv(a->conn, 0, &v, 1, 5000);
+	rmig_link_destroy(chan_conn);
 	return NULL;
 }
 
@@ -165,7 +171,8 @@ static void test_wrapper_passes_through(void **state)
 	assert_null(dst->ops->mem_expose);
 	assert_null(dst->ops->chan_write);
 	assert_non_null(dst->ops->listen);
-	assert_non_null(dst->ops->accept_channel);
+	assert_non_null(dst->ops->accept);
+	assert_non_null(dst->ops->adopt_channel);
 	/* Options go to the wrapped link, which takes none. */
 	assert_int_equal(rmig_link_set_option(src, "device", "rxe0"), -ENOENT);
 	assert_non_null(strstr(src->err, "tcp link has no option 'device'"));
@@ -183,10 +190,11 @@ static void test_wrapper_passes_through(void **state)
 	assert_string_equal(a.ctrl, "hello");
 	assert_string_equal(a.data, "channel!");
 	/* peer and peer_loopback came up from tcp. */
-	assert_true(src->peer_loopback && dst->peer_loopback);
-	assert_non_null(strstr(dst->peer, "127.0.0.1:"));
+	assert_true(src->peer_loopback && a.conn->peer_loopback);
+	assert_non_null(strstr(a.conn->peer, "127.0.0.1:"));
+	assert_string_equal(a.conn->ops->name, "count");
 	{
-		struct counts *s = src->priv, *r = dst->priv;
+		struct counts *s = src->priv, *r = a.conn->priv;
 
 		assert_int_equal(atomic_load(&s->ctrl_tx), 6);
 		assert_int_equal(atomic_load(&r->ctrl_rx), 6);
@@ -198,9 +206,10 @@ static void test_wrapper_passes_through(void **state)
 	assert_int_not_equal(src->ops->ctrl_send(src, &c, 1, 100), 0);
 	assert_true(src->err[0] != 0);
 	last_counts.destroyed = 0;
+	rmig_link_destroy(a.conn);
 	rmig_link_destroy(src);
 	rmig_link_destroy(dst);
-	assert_int_equal(last_counts.destroyed, 2);
+	assert_int_equal(last_counts.destroyed, 3);
 }
 
 /* ---- a whole migration through it ---- */
