@@ -11,8 +11,10 @@ head -c 32 /dev/urandom >"$T/key_a" && chmod 600 "$T/key_a"
 head -c 32 /dev/urandom >"$T/key_b" && chmod 600 "$T/key_b"
 
 # run_pair NAME "RECV OPTS" "SEND OPTS": one migration; sets SRC/DST exit codes.
+# A refused peer does not end a receiver (it would let anyone stop it): it
+# goes on waiting, here for 3 s, then exits 1 saying nobody connected.
 run_pair() {
-	start_recv "$1-recv" --backend sim $2
+	start_recv "$1-recv" --backend sim --accept-timeout-ms 3000 $2
 	SRC=0
 	"$RMIG" send --json --backend $GUEST $3 127.0.0.1:$PORT >"$T/$1-send.out" 2>"$T/$1-send.err" || SRC=$?
 	wait_pid "$RECV_PID" 15
@@ -113,7 +115,7 @@ grep -q -- "same --psk-file (or --insecure on a trusted network)" "$T/remote-sen
 # refuses a sender that would talk (--insecure on its side only).
 kill -0 "$RECV_PID" 2>/dev/null || fail "the receiver was consumed by a sender that refused"
 kill "$RECV_PID" 2>/dev/null
-start_remote remote-recv2
+start_remote remote-recv2 --accept-timeout-ms 3000
 rc=0
 "$RMIG" send --insecure --backend $GUEST "$ADDR:$PORT" 2>"$T/remote-send2.err" || rc=$?
 expect_eq "sender --insecure, receiver not: send exit" "$rc" 1
