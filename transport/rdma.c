@@ -93,6 +93,28 @@ struct rdma_dev {
 	struct ibv_pd *pd;	   /* ours: every QP and MR on this device */
 };
 
+/* The devices and PDs of a link, one PD per device: a QP and the MRs written
+ * through it must share a PD. Reference-counted and locked so that links
+ * set up on several threads can share one table (the destination's
+ * accepted links will); the last reference frees the PDs, after the QPs
+ * and MRs of the link that held it.
+ *
+ * A link's connections and registrations are its own; their PDs, devices
+ * and pinned bytes are the table's. An rdma_conn is therefore only freed
+ * through a link of the table it was set up with. */
+struct dev_table {
+	pthread_mutex_t lock; /* links set up connections from several threads */
+	atomic_uint refs;
+	/* rdma_get_devices() keeps every device context open for as long as
+	 * our PDs live on them, whatever ids come and go. Set once. */
+	struct ibv_context **devices;
+	struct rdma_dev dev[MAX_DEVICES]; /* entries never move: conns point here */
+	unsigned ndev;
+	/* Bytes registered by the table's links, checked against
+	 * RLIMIT_MEMLOCK: the kernel charges them all to this process. */
+	atomic_uint_fast64_t pinned;
+};
+
 struct slot_pool {
 	char *base;
 	size_t len;
@@ -149,11 +171,7 @@ struct rdma_link {
 	int gid_index;
 	struct rdma_event_channel *listen_ech;
 	struct rdma_cm_id *listen_id;
-	/* rdma_get_devices() keeps every device context open for as long as
-	 * our PDs live on them, whatever ids come and go. */
-	struct ibv_context **devices;
-	struct rdma_dev dev[MAX_DEVICES];
-	unsigned ndev;
+	struct dev_table *devs;
 	struct rdma_conn *ctrl;
 	struct rdma_conn *chan[RMIG_LINK_MAX_CHANNELS];
 	atomic_uint nchan;
@@ -161,13 +179,17 @@ struct rdma_link {
 	struct rdma_area *areas;
 	size_t nareas;
 	struct rdma_dev *mem_dev;
-	int imported;		     /* areas carry the peer's addresses: chan_write may run */
-	atomic_uint_fast64_t pinned; /* bytes we registered: checked against RLIMIT_MEMLOCK */
+	int imported; /* areas carry the peer's addresses: chan_write may run */
 };
 
 static struct rdma_link *rdma(struct rmig_link *l)
 {
 	return l->priv;
+}
+
+static struct dev_table *devs(struct rmig_link *l)
+{
+	return rdma(l)->devs;
 }
 
 static int stopped(struct rmig_link *l, unsigned op)
@@ -305,7 +327,7 @@ static int has_ipc_lock(void)
  * CAP_IPC_LOCK. `what` reads "X need(s)". */
 static int memlock_check(struct rmig_link *l, uint64_t more, const char *what)
 {
-	uint64_t total = atomic_load(&rdma(l)->pinned) + more;
+	uint64_t total = atomic_load(&devs(l)->pinned) + more;
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
@@ -347,37 +369,74 @@ static int check_devices(struct rmig_link *l, const char *peer)
 	return 0;
 }
 
-static int hold_devices(struct rmig_link *l)
+static struct dev_table *table_new(void)
 {
-	struct rdma_link *r = rdma(l);
+	struct dev_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	pthread_mutex_init(&t->lock, NULL);
+	atomic_init(&t->refs, 1);
+	return t;
+}
+
+/* Drop a reference; the last one frees the PDs (every QP and MR on them is
+ * gone: their links closed their sessions first) and the devices. */
+static void table_put(struct dev_table *t)
+{
+	if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+		return;
+	for (unsigned i = 0; i < t->ndev; i++)
+		ibv_dealloc_pd(t->dev[i].pd);
+	if (t->devices)
+		rdma_free_devices(t->devices);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* With t->lock held. */
+static int hold_devices_locked(struct rmig_link *l, struct dev_table *t)
+{
 	int n = 0;
 
-	if (r->devices)
+	if (t->devices)
 		return 0;
-	r->devices = rdma_get_devices(&n); /* NULL and errno on failure */
-	if (!r->devices) {
+	t->devices = rdma_get_devices(&n); /* NULL and errno on failure */
+	if (!t->devices) {
 		rmig_link_err(l, "cannot list RDMA devices: %s", strerror(errno ? errno : ENODEV));
 		return -ENODEV;
 	}
 	return 0;
 }
 
-/* The one PD of `verbs`, allocated on first use. */
-static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_dev **out)
+/* Afterwards devs(l)->devices may be read without the lock: it is set once. */
+static int hold_devices(struct rmig_link *l)
 {
-	struct rdma_link *r = rdma(l);
+	struct dev_table *t = devs(l);
+	int rc;
+
+	pthread_mutex_lock(&t->lock);
+	rc = hold_devices_locked(l, t);
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+/* With t->lock held: the entry of verbs, its PD allocated on first use. */
+static int find_dev_locked(struct rmig_link *l, struct dev_table *t, struct ibv_context *verbs,
+			   struct rdma_dev **out)
+{
 	struct ibv_pd *pd;
-	int rc = hold_devices(l);
+	int rc = hold_devices_locked(l, t);
 
 	if (rc)
 		return rc;
-	for (unsigned i = 0; i < r->ndev; i++) {
-		if (r->dev[i].verbs == verbs) {
-			*out = &r->dev[i];
+	for (unsigned i = 0; i < t->ndev; i++) {
+		if (t->dev[i].verbs == verbs) {
+			*out = &t->dev[i];
 			return 0;
 		}
 	}
-	if (r->ndev == MAX_DEVICES) {
+	if (t->ndev == MAX_DEVICES) {
 		rmig_link_err(l, "more than %d RDMA devices in use", MAX_DEVICES);
 		return -ENOSPC;
 	}
@@ -388,9 +447,21 @@ static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_d
 			      strerror(-rc));
 		return rc;
 	}
-	r->dev[r->ndev] = (struct rdma_dev){ verbs, pd };
-	*out = &r->dev[r->ndev++];
+	t->dev[t->ndev] = (struct rdma_dev){ verbs, pd };
+	*out = &t->dev[t->ndev++];
 	return 0;
+}
+
+/* The one PD of `verbs` in l's table. */
+static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_dev **out)
+{
+	struct dev_table *t = devs(l);
+	int rc;
+
+	pthread_mutex_lock(&t->lock);
+	rc = find_dev_locked(l, t, verbs, out);
+	pthread_mutex_unlock(&t->lock);
+	return rc;
 }
 
 /* --- slot pools ------------------------------------------------------------ */
@@ -946,7 +1017,7 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 	if (rc)
 		return rc;
 	c->pinned = 2 * pool_len;
-	atomic_fetch_add(&rdma(l)->pinned, c->pinned);
+	atomic_fetch_add(&devs(l)->pinned, c->pinned);
 	qa = (struct ibv_qp_init_attr){ .send_cq = c->s.cq,
 					.recv_cq = c->r.cq,
 					.cap = { .max_send_wr = c->sq_depth,
@@ -1012,7 +1083,7 @@ static void conn_free(struct rmig_link *l, struct rdma_conn *c)
 	cq_side_free(&c->r);
 	pool_free(&c->send_pool);
 	pool_free(&c->recv_pool);
-	atomic_fetch_sub(&rdma(l)->pinned, c->pinned);
+	atomic_fetch_sub(&devs(l)->pinned, c->pinned);
 	if (c->id)
 		rdma_destroy_id(c->id);
 	if (c->ech)
@@ -1341,8 +1412,7 @@ static int probe_device(struct rmig_link *l, const struct sockaddr *dst, int tim
 static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int timeout_ms,
 		       struct sockaddr_storage *src, int *have)
 {
-	struct rdma_link *r = rdma(l);
-	struct ibv_context *verbs = NULL;
+	struct ibv_context *verbs = NULL, **dv;
 	const char *want = opt_device(l);
 	uint8_t port = 0;
 	int rc;
@@ -1354,9 +1424,10 @@ static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int time
 		rc = hold_devices(l);
 		if (rc)
 			return rc;
-		for (int i = 0; r->devices[i]; i++)
-			if (strcmp(dev_name(r->devices[i]), want) == 0)
-				verbs = r->devices[i];
+		dv = devs(l)->devices;
+		for (int i = 0; dv[i]; i++)
+			if (strcmp(dev_name(dv[i]), want) == 0)
+				verbs = dv[i];
 		if (!verbs) {
 			rmig_link_err(l, "no RDMA device named %s", want);
 			return -ENODEV;
@@ -1542,10 +1613,12 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 	/* No host but a device and GID: listen on that GID's address. */
 	if (!(host && *host) && want && rdma(l)->gid_index >= 0) {
 		rc = hold_devices(l);
-		for (int i = 0; !rc && r->devices[i]; i++) {
-			if (strcmp(dev_name(r->devices[i]), want))
+		for (int i = 0; !rc && devs(l)->devices[i]; i++) {
+			struct ibv_context *verbs = devs(l)->devices[i];
+
+			if (strcmp(dev_name(verbs), want))
 				continue;
-			rc = device_address(l, r->devices[i], 0, AF_INET, &gid_addr);
+			rc = device_address(l, verbs, 0, AF_INET, &gid_addr);
 			if (rc < 0)
 				goto out;
 			if (rc == 0) {
@@ -1864,7 +1937,7 @@ static void rdma_link_mem_release(struct rmig_link *l)
 		if (!r->areas[i].mr)
 			continue;
 		ibv_dereg_mr(r->areas[i].mr);
-		atomic_fetch_sub(&r->pinned, r->areas[i].len);
+		atomic_fetch_sub(&devs(l)->pinned, r->areas[i].len);
 	}
 	free(r->areas);
 	r->areas = NULL;
@@ -1917,14 +1990,14 @@ static int register_areas(struct rmig_link *l, const struct rmig_link_mem *mem, 
 			    i, mib(mem[i].len), mem[i].addr, dev_name(dev->verbs), strerror(-rc));
 			break;
 		}
-		atomic_fetch_add(&r->pinned, mem[i].len);
+		atomic_fetch_add(&devs(l)->pinned, mem[i].len);
 	}
 	if (rc) {
 		for (size_t i = 0; i < n; i++) {
 			if (!a[i].mr)
 				continue;
 			ibv_dereg_mr(a[i].mr);
-			atomic_fetch_sub(&r->pinned, a[i].len);
+			atomic_fetch_sub(&devs(l)->pinned, a[i].len);
 		}
 		free(a);
 		return rc;
@@ -2360,6 +2433,11 @@ static int rdma_link_create(struct rmig_link *l)
 
 	if (!r)
 		return -ENOMEM;
+	r->devs = table_new();
+	if (!r->devs) {
+		free(r);
+		return -ENOMEM;
+	}
 	r->gid_index = -1;
 	l->priv = r;
 	return 0;
@@ -2410,14 +2488,11 @@ static void rdma_link_destroy(struct rmig_link *l)
 	if (!r)
 		return;
 	close_session(l);
-	for (unsigned i = 0; i < r->ndev; i++)
-		ibv_dealloc_pd(r->dev[i].pd);
 	if (r->listen_id)
 		rdma_destroy_id(r->listen_id);
 	if (r->listen_ech)
 		rdma_destroy_event_channel(r->listen_ech);
-	if (r->devices)
-		rdma_free_devices(r->devices);
+	table_put(r->devs); /* the PDs go with the last link that uses them */
 	free(r);
 	l->priv = NULL;
 }
