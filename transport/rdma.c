@@ -11,6 +11,14 @@
  * into the destination's registered memory with RDMA WRITE; writes and
  * SENDs of one channel share its send queue, so they stay ordered.
  *
+ * The destination accepts every connection, of either kind, into a link of
+ * its own (rdma_link_accept) and answers at once, without waiting for the
+ * peer to complete it: the engine reads the first frame and decides. A data
+ * channel's connection then moves into its session's link (adopt_channel).
+ * All these links use their listener's device table, one protection domain
+ * per device, so that a session's channels and the guest memory it exposes
+ * share a PD (see struct dev_table).
+ *
  * Every wait is a poll() of at most 200 ms on a completion channel and the
  * connection's own CM event channel: timeouts, interrupt() (which only sets
  * flags: it must be async-signal-safe) and a peer's disconnect are noticed
@@ -47,14 +55,13 @@
 #include <numa.h>
 #include <rdma/rdma_cma.h>
 
-#define SLICE_MS 200	  /* longest single wait: interrupt() latency */
-#define RESOLVE_MS 2000	  /* address/route resolution: fail fast so "auto" can use TCP */
-#define ESTABLISH_MS 5000 /* least time a taken connect request gets to complete */
-#define LINGER_MS 2000	  /* destroy waits this long for posted sends to complete */
-#define ACK_TIMEOUT 14	  /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
-#define RETRY_COUNT 6	  /* transport retries; 7 would be "forever" on rxe (not per spec) */
-#define RNR_RETRY 7	  /* 7 = retry forever: posted RECVs are the flow control */
-#define MIN_RNR_TIMER 12  /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
+#define SLICE_MS 200	 /* longest single wait: interrupt() latency */
+#define RESOLVE_MS 2000	 /* address/route resolution: fail fast so "auto" can use TCP */
+#define LINGER_MS 2000	 /* destroy waits this long for posted sends to complete */
+#define ACK_TIMEOUT 14	 /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
+#define RETRY_COUNT 6	 /* transport retries; 7 would be "forever" on rxe (not per spec) */
+#define RNR_RETRY 7	 /* 7 = retry forever: posted RECVs are the flow control */
+#define MIN_RNR_TIMER 12 /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
 #define LISTEN_BACKLOG 64
 
 #define CTRL_SLOTS 8
@@ -93,6 +100,30 @@ struct rdma_dev {
 	struct ibv_pd *pd;	   /* ours: every QP and MR on this device */
 };
 
+/* The devices and PDs of a link, or of a listener and every link accepted on
+ * it. A QP and the MRs written through it must share a PD, and a session's
+ * data channels arrive as links of their own before they move into the
+ * session's link, where its guest memory is registered: so they all take
+ * their PD from one table. Each link holds a reference (the listener one, each
+ * accepted link one); the last to go frees the PDs, after its own QPs and
+ * MRs, so a link that outlives its listener is still torn down in order.
+ *
+ * A link's connections and registrations are its own; their PDs, devices
+ * and pinned bytes are the table's. An rdma_conn is therefore only freed
+ * through a link of the table it was set up with (adopt_channel checks). */
+struct dev_table {
+	pthread_mutex_t lock; /* links set up connections from several threads */
+	atomic_uint refs;
+	/* rdma_get_devices() keeps every device context open for as long as
+	 * our PDs live on them, whatever ids come and go. Set once. */
+	struct ibv_context **devices;
+	struct rdma_dev dev[MAX_DEVICES]; /* entries never move: conns point here */
+	unsigned ndev;
+	/* Bytes registered by the table's links, checked against
+	 * RLIMIT_MEMLOCK: the kernel charges them all to this process. */
+	atomic_uint_fast64_t pinned;
+};
+
 struct slot_pool {
 	char *base;
 	size_t len;
@@ -111,7 +142,11 @@ struct rdma_conn {
 	struct rdma_cm_id *id;
 	struct ibv_qp *qp;
 	struct rdma_dev *dev;
-	int kind, node, established;
+	int kind, node;
+	/* Source: ESTABLISHED seen. Destination: accepted (our REP sent); the
+	 * peer completes it in its own time, as conn_cm_events notices. Either
+	 * way conn_free disconnects. */
+	int connected;
 	uint32_t max_msg;
 	unsigned sq_depth, nslots;
 	size_t slot_size;
@@ -149,25 +184,25 @@ struct rdma_link {
 	int gid_index;
 	struct rdma_event_channel *listen_ech;
 	struct rdma_cm_id *listen_id;
-	/* rdma_get_devices() keeps every device context open for as long as
-	 * our PDs live on them, whatever ids come and go. */
-	struct ibv_context **devices;
-	struct rdma_dev dev[MAX_DEVICES];
-	unsigned ndev;
+	struct dev_table *devs; /* shared with the listener by accepted links */
 	struct rdma_conn *ctrl;
-	struct rdma_conn *chan[RMIG_LINK_MAX_CHANNELS];
-	atomic_uint nchan;
-	struct sockaddr_storage peer_addr; /* source: where channels connect */
+	struct rdma_conn *chan[RMIG_LINK_MAX_CHANNELS]; /* NULL: not (yet) adopted */
+	atomic_uint nchan;				/* highest index in use + 1 */
+	struct sockaddr_storage peer_addr;		/* source: where channels connect */
 	struct rdma_area *areas;
 	size_t nareas;
 	struct rdma_dev *mem_dev;
-	int imported;		     /* areas carry the peer's addresses: chan_write may run */
-	atomic_uint_fast64_t pinned; /* bytes we registered: checked against RLIMIT_MEMLOCK */
+	int imported; /* areas carry the peer's addresses: chan_write may run */
 };
 
 static struct rdma_link *rdma(struct rmig_link *l)
 {
 	return l->priv;
+}
+
+static struct dev_table *devs(struct rmig_link *l)
+{
+	return rdma(l)->devs;
 }
 
 static int stopped(struct rmig_link *l, unsigned op)
@@ -305,7 +340,7 @@ static int has_ipc_lock(void)
  * CAP_IPC_LOCK. `what` reads "X need(s)". */
 static int memlock_check(struct rmig_link *l, uint64_t more, const char *what)
 {
-	uint64_t total = atomic_load(&rdma(l)->pinned) + more;
+	uint64_t total = atomic_load(&devs(l)->pinned) + more;
 	struct rlimit rl;
 
 	if (getrlimit(RLIMIT_MEMLOCK, &rl) || rl.rlim_cur == RLIM_INFINITY ||
@@ -347,37 +382,80 @@ static int check_devices(struct rmig_link *l, const char *peer)
 	return 0;
 }
 
-static int hold_devices(struct rmig_link *l)
+static struct dev_table *table_new(void)
 {
-	struct rdma_link *r = rdma(l);
+	struct dev_table *t = calloc(1, sizeof(*t));
+
+	if (!t)
+		return NULL;
+	pthread_mutex_init(&t->lock, NULL);
+	atomic_init(&t->refs, 1);
+	return t;
+}
+
+static struct dev_table *table_get(struct dev_table *t)
+{
+	atomic_fetch_add(&t->refs, 1);
+	return t;
+}
+
+/* Drop a reference; the last one frees the PDs (every QP and MR on them is
+ * gone: their links closed their sessions first) and the devices. */
+static void table_put(struct dev_table *t)
+{
+	if (!t || atomic_fetch_sub(&t->refs, 1) != 1)
+		return;
+	for (unsigned i = 0; i < t->ndev; i++)
+		ibv_dealloc_pd(t->dev[i].pd);
+	if (t->devices)
+		rdma_free_devices(t->devices);
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* With t->lock held. */
+static int hold_devices_locked(struct rmig_link *l, struct dev_table *t)
+{
 	int n = 0;
 
-	if (r->devices)
+	if (t->devices)
 		return 0;
-	r->devices = rdma_get_devices(&n); /* NULL and errno on failure */
-	if (!r->devices) {
+	t->devices = rdma_get_devices(&n); /* NULL and errno on failure */
+	if (!t->devices) {
 		rmig_link_err(l, "cannot list RDMA devices: %s", strerror(errno ? errno : ENODEV));
 		return -ENODEV;
 	}
 	return 0;
 }
 
-/* The one PD of `verbs`, allocated on first use. */
-static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_dev **out)
+/* Afterwards devs(l)->devices may be read without the lock: it is set once. */
+static int hold_devices(struct rmig_link *l)
 {
-	struct rdma_link *r = rdma(l);
+	struct dev_table *t = devs(l);
+	int rc;
+
+	pthread_mutex_lock(&t->lock);
+	rc = hold_devices_locked(l, t);
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+/* With t->lock held: the entry of verbs, its PD allocated on first use. */
+static int find_dev_locked(struct rmig_link *l, struct dev_table *t, struct ibv_context *verbs,
+			   struct rdma_dev **out)
+{
 	struct ibv_pd *pd;
-	int rc = hold_devices(l);
+	int rc = hold_devices_locked(l, t);
 
 	if (rc)
 		return rc;
-	for (unsigned i = 0; i < r->ndev; i++) {
-		if (r->dev[i].verbs == verbs) {
-			*out = &r->dev[i];
+	for (unsigned i = 0; i < t->ndev; i++) {
+		if (t->dev[i].verbs == verbs) {
+			*out = &t->dev[i];
 			return 0;
 		}
 	}
-	if (r->ndev == MAX_DEVICES) {
+	if (t->ndev == MAX_DEVICES) {
 		rmig_link_err(l, "more than %d RDMA devices in use", MAX_DEVICES);
 		return -ENOSPC;
 	}
@@ -388,9 +466,21 @@ static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_d
 			      strerror(-rc));
 		return rc;
 	}
-	r->dev[r->ndev] = (struct rdma_dev){ verbs, pd };
-	*out = &r->dev[r->ndev++];
+	t->dev[t->ndev] = (struct rdma_dev){ verbs, pd };
+	*out = &t->dev[t->ndev++];
 	return 0;
+}
+
+/* The one PD of `verbs` in l's table (the listener's, for accepted links). */
+static int get_dev(struct rmig_link *l, struct ibv_context *verbs, struct rdma_dev **out)
+{
+	struct dev_table *t = devs(l);
+	int rc;
+
+	pthread_mutex_lock(&t->lock);
+	rc = find_dev_locked(l, t, verbs, out);
+	pthread_mutex_unlock(&t->lock);
+	return rc;
 }
 
 /* --- slot pools ------------------------------------------------------------ */
@@ -491,7 +581,7 @@ static int io_error(struct rmig_link *l, struct rdma_conn *c, int rc, const char
 	return rc;
 }
 
-/* --- CM events of an established connection ------------------------------------ */
+/* --- CM events of a connected connection ---------------------------------------- */
 
 static void conn_cm_events(struct rmig_link *l, struct rdma_conn *c)
 {
@@ -501,11 +591,24 @@ static void conn_cm_events(struct rmig_link *l, struct rdma_conn *c)
 		enum rdma_cm_event_type type = ev->event;
 
 		rdma_ack_cm_event(ev);
-		if (type == RDMA_CM_EVENT_DISCONNECTED)
+		switch (type) {
+		case RDMA_CM_EVENT_DISCONNECTED:
 			conn_fail(c, -ECONNRESET, "lost peer %s: disconnected", l->peer);
-		else if (type == RDMA_CM_EVENT_DEVICE_REMOVAL)
+			break;
+		case RDMA_CM_EVENT_DEVICE_REMOVAL:
 			conn_fail(c, -ENODEV, "lost peer %s: RDMA device %s was removed", l->peer,
 				  dev_name(c->id->verbs));
+			break;
+		/* Accepted, but the peer never completed the connection. */
+		case RDMA_CM_EVENT_CONNECT_ERROR:
+		case RDMA_CM_EVENT_UNREACHABLE:
+		case RDMA_CM_EVENT_REJECTED:
+			conn_fail(c, -ECONNRESET,
+				  "lost peer %s: it did not complete the RDMA connection (%s)",
+				  l->peer, rdma_event_str(type));
+			break;
+		default: /* ESTABLISHED (a destination's), TIMEWAIT_EXIT... */ break;
+		}
 	}
 }
 
@@ -946,7 +1049,7 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 	if (rc)
 		return rc;
 	c->pinned = 2 * pool_len;
-	atomic_fetch_add(&rdma(l)->pinned, c->pinned);
+	atomic_fetch_add(&devs(l)->pinned, c->pinned);
 	qa = (struct ibv_qp_init_attr){ .send_cq = c->s.cq,
 					.recv_cq = c->r.cq,
 					.cap = { .max_send_wr = c->sq_depth,
@@ -1001,7 +1104,7 @@ static void conn_free(struct rmig_link *l, struct rdma_conn *c)
 {
 	if (!c)
 		return;
-	if (c->established) {
+	if (c->connected) {
 		conn_linger(l, c);
 		rdma_disconnect(c->id);
 	}
@@ -1012,7 +1115,7 @@ static void conn_free(struct rmig_link *l, struct rdma_conn *c)
 	cq_side_free(&c->r);
 	pool_free(&c->send_pool);
 	pool_free(&c->recv_pool);
-	atomic_fetch_sub(&rdma(l)->pinned, c->pinned);
+	atomic_fetch_sub(&devs(l)->pinned, c->pinned);
 	if (c->id)
 		rdma_destroy_id(c->id);
 	if (c->ech)
@@ -1341,8 +1444,7 @@ static int probe_device(struct rmig_link *l, const struct sockaddr *dst, int tim
 static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int timeout_ms,
 		       struct sockaddr_storage *src, int *have)
 {
-	struct rdma_link *r = rdma(l);
-	struct ibv_context *verbs = NULL;
+	struct ibv_context *verbs = NULL, **dv;
 	const char *want = opt_device(l);
 	uint8_t port = 0;
 	int rc;
@@ -1354,9 +1456,10 @@ static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int time
 		rc = hold_devices(l);
 		if (rc)
 			return rc;
-		for (int i = 0; r->devices[i]; i++)
-			if (strcmp(dev_name(r->devices[i]), want) == 0)
-				verbs = r->devices[i];
+		dv = devs(l)->devices;
+		for (int i = 0; dv[i]; i++)
+			if (strcmp(dev_name(dv[i]), want) == 0)
+				verbs = dv[i];
 		if (!verbs) {
 			rmig_link_err(l, "no RDMA device named %s", want);
 			return -ENODEV;
@@ -1439,7 +1542,7 @@ static int connect_one(struct rmig_link *l, int kind, int node, const struct soc
 	rc = cm_expect(l, c, RDMA_CM_EVENT_ESTABLISHED, &d, RMIG_LINK_STOP_CTRL_SEND, &pd);
 	if (rc)
 		goto out;
-	c->established = 1;
+	c->connected = 1;
 	if (pd.kind != kind) {
 		rc = -EPROTO;
 		rmig_link_err(l, "peer %s accepted a different kind of connection", l->peer);
@@ -1542,10 +1645,12 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 	/* No host but a device and GID: listen on that GID's address. */
 	if (!(host && *host) && want && rdma(l)->gid_index >= 0) {
 		rc = hold_devices(l);
-		for (int i = 0; !rc && r->devices[i]; i++) {
-			if (strcmp(dev_name(r->devices[i]), want))
+		for (int i = 0; !rc && devs(l)->devices[i]; i++) {
+			struct ibv_context *verbs = devs(l)->devices[i];
+
+			if (strcmp(dev_name(verbs), want))
 				continue;
-			rc = device_address(l, r->devices[i], 0, AF_INET, &gid_addr);
+			rc = device_address(l, verbs, 0, AF_INET, &gid_addr);
 			if (rc < 0)
 				goto out;
 			if (rc == 0) {
@@ -1606,147 +1711,172 @@ static void reject(struct rdma_cm_id *id, const char *why)
 	rdma_reject(id, buf, (uint8_t)(4 + n + 1));
 }
 
-/* Accept the connect request on `child` (from `from`) as a connection of
- * `kind`. 0: established; 1: not for us, or the peer failed to complete it
- * (why in last[]; keep waiting); < 0: a local error. */
-static int take_request(struct rmig_link *l, struct rdma_cm_id *child, int kind,
-			const struct pdata *pd, int pd_ok, int timeout_ms, const char *from,
-			char *last, size_t lastlen, struct rdma_conn **out)
+/* Our side of a request we take: its events to its own channel (its user
+ * watches for a disconnect), then our answer. The QP is ready to send once
+ * rdma_accept returns; we do not wait for the peer to complete. */
+static int answer(struct rmig_link *l, struct rdma_conn *c, const char *from)
 {
-	const char *want = opt_device(l);
 	struct rdma_conn_param param = { .retry_count = RETRY_COUNT, .rnr_retry_count = RNR_RETRY };
 	uint8_t ack_timeout = ACK_TIMEOUT, reply[PDATA_LEN];
+	int rc;
+
+	if (rdma_migrate_id(c->id, c->ech)) { /* rdma_cm: -1 and errno */
+		rc = -errno;
+		rmig_link_err(l, "rdma_migrate_id: %s", strerror(errno));
+		reject(c->id, "destination error");
+		return rc;
+	}
+	rdma_set_option(c->id, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
+			sizeof(ack_timeout));
+	pdata_encode(reply, c->kind, c->node, c);
+	param.private_data = reply;
+	param.private_data_len = sizeof(reply);
+	if (rdma_accept(c->id, &param)) {
+		rc = -errno;
+		rmig_link_err(l, "cannot accept the RDMA connection from %s: %s", from,
+			      strerror(errno));
+		return rc;
+	}
+	c->connected = 1;
+	conn_tune(c);
+	return 0;
+}
+
+/* Accept the connect request on `child` (from `from`) as the kind of
+ * connection its private data names, sized for it: control slots, or a data
+ * channel's staging pools on the node it serves. 0: accepted into *out; 1:
+ * not for us (why in last[]; keep waiting); < 0: a local error, which the
+ * peer is told too. */
+static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const struct pdata *pd,
+			int pd_ok, const char *from, char *last, size_t lastlen,
+			struct rdma_conn **out)
+{
+	const char *want = opt_device(l);
 	struct rdma_conn *c = NULL;
-	struct deadline d;
 	char why[120];
 	int rc = 1;
 
-	if (!pd_ok)
+	if (!pd_ok || (pd->kind != KIND_CTRL && pd->kind != KIND_DATA))
 		snprintf(why, sizeof(why), "not an rmig RDMA link (or another version)");
-	else if (pd->kind != kind)
-		snprintf(why, sizeof(why), "%s",
-			 kind == KIND_DATA ? "a migration is already in progress"
-					   : "data channel without a migration");
 	else if (want && strcmp(dev_name(child->verbs), want))
 		snprintf(why, sizeof(why), "arrived on RDMA device %s, the destination uses %s",
 			 dev_name(child->verbs), want);
-	else if (!(c = conn_alloc(kind, pd->node)))
-		return -ENOMEM;
+	else if (!(c = conn_alloc(pd->kind, pd->node)))
+		rc = -ENOMEM;
 	else if (pd->slot_size != c->slot_size || pd->nslots != c->nslots)
 		snprintf(why, sizeof(why), "buffer layout %ux%u, expected %ux%zu", pd->nslots,
 			 pd->slot_size, c->nslots, c->slot_size);
 	else
 		rc = 0;
 	if (rc) {
-		snprintf(last, lastlen, "refused %s: %s", from, why);
-		reject(child, why);
+		if (rc < 0)
+			rmig_link_err(l, "no memory for a connection from %s", from);
+		else
+			snprintf(last, lastlen, "refused %s: %s", from, why);
+		reject(child, rc < 0 ? "destination out of memory" : why);
 		rdma_destroy_id(child);
 		free(c);
-		return 1;
+		return rc;
 	}
 	c->id = child; /* from here conn_free() destroys it */
 	rc = new_event_channel(l, &c->ech);
 	if (!rc)
 		rc = conn_setup(l, c);
-	if (rc) {
-		reject(child, l->err);
-		goto out;
-	}
-	/* Its events to its own channel, so its user can watch for a disconnect. */
-	if (rdma_migrate_id(child, c->ech)) { /* rdma_cm: -1 and errno */
-		rc = -errno;
-		rmig_link_err(l, "rdma_migrate_id: %s", strerror(errno));
-		reject(child, "destination error");
-		goto out;
-	}
-	rdma_set_option(child, RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
-			sizeof(ack_timeout));
-	pdata_encode(reply, kind, c->node, c);
-	param.private_data = reply;
-	param.private_data_len = sizeof(reply);
-	if (rdma_accept(child, &param)) {
-		rc = -errno;
-		rmig_link_err(l, "cannot accept the RDMA connection from %s: %s", l->peer,
-			      strerror(errno));
-		goto out;
-	}
-	deadline_init(&d, timeout_ms < 0	      ? -1
-			  : timeout_ms > ESTABLISH_MS ? timeout_ms
-						      : ESTABLISH_MS);
-	rc = cm_expect(l, c, RDMA_CM_EVENT_ESTABLISHED, &d, RMIG_LINK_STOP_CTRL_RECV, NULL);
-	if (rc && rc != -ECANCELED) {
-		/* The peer's failure, not ours: the next one may do better. */
-		snprintf(last, lastlen, "%s", l->err);
-		rc = 1;
-	}
 	if (rc)
-		goto out;
-	c->established = 1;
-	conn_tune(c);
+		reject(child, l->err);
+	else
+		rc = answer(l, c, from);
+	if (rc) {
+		conn_free(l, c);
+		return rc;
+	}
 	*out = c;
-	c = NULL;
-out:
-	conn_free(l, c);
-	return rc;
+	return 0;
 }
 
-/* Wait on the listener for a connect request of `kind` and accept it. */
-static int accept_next(struct rmig_link *l, int kind, int timeout_ms, int set_peer,
-		       struct rdma_conn **out)
+/* The next connect request on the listener: *child, ours to accept or
+ * reject, and its private data (*pd_ok: ours, decoded into *pd). `last`
+ * (why the last one was refused) goes into a timeout's message. */
+static int next_request(struct rmig_link *l, struct deadline *d, const char *last,
+			struct rdma_cm_id **child, struct pdata *pd, int *pd_ok)
 {
-	struct rdma_link *r = rdma(l);
-	struct deadline d;
+	struct rdma_cm_event *ev;
+	int rc;
+
+	for (;;) {
+		rc = cm_next_event(l, rdma(l)->listen_ech, d, RMIG_LINK_STOP_CTRL_RECV, &ev);
+		if (rc == -ECANCELED)
+			rmig_link_err(l, "accept interrupted");
+		else if (rc == -ETIMEDOUT && last[0])
+			rmig_link_err(l, "no peer connected within %d ms (last attempt: %s)",
+				      d->timeout_ms, last);
+		else if (rc == -ETIMEDOUT)
+			rmig_link_err(l, "no peer connected within %d ms", d->timeout_ms);
+		if (rc)
+			return rc;
+		if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST)
+			break;
+		rc = ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL;
+		rdma_ack_cm_event(ev);
+		if (rc) {
+			rmig_link_err(l, "the listening RDMA device was removed");
+			return -ENODEV;
+		}
+	}
+	*child = ev->id;
+	*pd_ok = !pdata_decode(ev->param.conn.private_data, ev->param.conn.private_data_len, pd);
+	rdma_ack_cm_event(ev);
+	return 0;
+}
+
+/* Destination: the next connection of either kind, into conn (a new link
+ * made for it by rmig_link_accept), which then uses the listener's devices
+ * and PDs. Requests that are not for us are refused, with the reason, and
+ * waiting goes on. Nothing waits for the peer beyond its request: the
+ * engine's first ctrl_recv on conn finds out whether it completes. */
+static int rdma_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_link *conn)
+{
+	struct rdma_link *r = rdma(l), *n = rdma(conn);
 	char last[sizeof(l->err)] = "";
+	struct deadline d;
 	int rc;
 
 	if (!r->listen_id) {
 		rmig_link_err(l, "not listening");
 		return -EINVAL;
 	}
+	if (n->ctrl || atomic_load(&n->nchan) || n->areas) {
+		rmig_link_err(l, "the link for a new connection is in use");
+		return -EISCONN;
+	}
+	if (n->devs != r->devs) { /* its own table is unused: swap it for ours */
+		table_put(n->devs);
+		n->devs = table_get(r->devs);
+	}
 	deadline_init(&d, timeout_ms);
 	for (;;) {
-		struct rdma_cm_event *ev;
 		struct rdma_cm_id *child;
 		char from[sizeof(l->peer)];
 		struct pdata pd;
 		int pd_ok;
 
-		rc = cm_next_event(l, r->listen_ech, &d, RMIG_LINK_STOP_CTRL_RECV, &ev);
-		if (rc == -ECANCELED)
-			rmig_link_err(l, "accept interrupted");
-		else if (rc == -ETIMEDOUT && last[0])
-			rmig_link_err(l, "no peer connected within %d ms (last attempt: %s)",
-				      timeout_ms, last);
-		else if (rc == -ETIMEDOUT)
-			rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
+		rc = next_request(l, &d, last, &child, &pd, &pd_ok);
 		if (rc)
 			return rc;
-		if (ev->event != RDMA_CM_EVENT_CONNECT_REQUEST) {
-			enum rdma_cm_event_type type = ev->event;
-
-			rdma_ack_cm_event(ev);
-			if (type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-				rmig_link_err(l, "the listening RDMA device was removed");
-				return -ENODEV;
-			}
-			continue;
-		}
-		child = ev->id;
-		pd_ok = !pdata_decode(ev->param.conn.private_data, ev->param.conn.private_data_len,
-				      &pd);
-		rdma_ack_cm_event(ev);
 		rmig_link_addr_text(rdma_get_peer_addr(child), from, sizeof(from));
-		if (set_peer)
-			rmig_link_set_peer(l, rdma_get_peer_addr(child));
-		rc = take_request(l, child, kind, &pd, pd_ok, timeout_ms, from, last, sizeof(last),
-				  out);
-		if (rc <= 0)
+		rc = take_request(l, child, &pd, pd_ok, from, last, sizeof(last), &n->ctrl);
+		if (rc < 0)
 			return rc;
+		if (rc == 0) {
+			rmig_link_set_peer(conn, rdma_get_peer_addr(n->ctrl->id));
+			return 0;
+		}
 	}
 }
 
 static void rdma_link_mem_release(struct rmig_link *l);
 
+/* Channels may have holes (adopted out of order, or never): NULL entries. */
 static void close_session(struct rmig_link *l)
 {
 	struct rdma_link *r = rdma(l);
@@ -1768,34 +1898,61 @@ static void rdma_link_close_session(struct rmig_link *l)
 	atomic_store(&l->interrupted, 0);
 }
 
-static int rdma_link_accept_ctrl(struct rmig_link *l, int timeout_ms)
+/* Why conn's connection cannot become a data channel of l (0: it can). Its
+ * QP must share a PD with what l exposes: same table, same device. */
+static int adopt_check(struct rmig_link *l, struct rmig_link *conn, unsigned chan)
 {
 	struct rdma_link *r = rdma(l);
+	struct rdma_conn *c = rdma(conn)->ctrl;
 
-	close_session(l);
-	return accept_next(l, KIND_CTRL, timeout_ms, 1, &r->ctrl);
-}
-
-static int rdma_link_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
-{
-	struct rdma_link *r = rdma(l);
-	unsigned n = atomic_load(&r->nchan);
-	int rc;
-
+	if (chan >= RMIG_LINK_MAX_CHANNELS) {
+		rmig_link_err(l, "no data channel %u: at most %d", chan, RMIG_LINK_MAX_CHANNELS);
+		return -EINVAL;
+	}
 	if (!r->ctrl) {
 		rmig_link_err(l, "no control connection");
 		return -ENOTCONN;
 	}
-	if (n >= RMIG_LINK_MAX_CHANNELS) {
-		rmig_link_err(l, "too many channels");
-		return -ENOSPC;
+	if (!c) {
+		rmig_link_err(l, "no accepted connection to make data channel %u", chan);
+		return -ENOTCONN;
 	}
-	rc = accept_next(l, KIND_DATA, timeout_ms, 0, &r->chan[n]);
+	if (c->kind != KIND_DATA) {
+		rmig_link_err(l, "%s opened a control connection, not data channel %u", conn->peer,
+			      chan);
+		return -EPROTO;
+	}
+	if (rdma(conn)->devs != r->devs || c->dev != r->ctrl->dev) {
+		rmig_link_err(l,
+			      "data channel %u from %s is on RDMA device %s%s, the session on %s",
+			      chan, conn->peer, dev_name(c->dev->verbs),
+			      rdma(conn)->devs != r->devs ? " of another listener" : "",
+			      dev_name(r->ctrl->dev->verbs));
+		return -EXDEV;
+	}
+	if (r->chan[chan]) {
+		rmig_link_err(l, "data channel %u is already connected", chan);
+		return -EEXIST;
+	}
+	return 0;
+}
+
+/* Destination: the connection accepted into conn, a data channel by its
+ * private data, becomes channel chan of session link l. Whatever arrived on
+ * it beyond what the engine read stays queued, in order. */
+static int rdma_link_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsigned chan,
+				   int *node)
+{
+	struct rdma_link *r = rdma(l);
+	int rc = adopt_check(l, conn, chan);
+
 	if (rc)
 		return rc;
-	*node = r->chan[n]->node;
-	*chan = n;
-	atomic_store(&r->nchan, n + 1);
+	r->chan[chan] = rdma(conn)->ctrl;
+	rdma(conn)->ctrl = NULL;
+	if (chan >= atomic_load(&r->nchan))
+		atomic_store(&r->nchan, chan + 1);
+	*node = r->chan[chan]->node;
 	return 0;
 }
 
@@ -1829,7 +1986,7 @@ static struct rdma_conn *chan_conn(struct rmig_link *l, unsigned chan)
 {
 	struct rdma_link *r = rdma(l);
 
-	if (chan >= atomic_load(&r->nchan)) {
+	if (chan >= atomic_load(&r->nchan) || !r->chan[chan]) {
 		rmig_link_err(l, "no data channel %u", chan);
 		return NULL;
 	}
@@ -1864,7 +2021,7 @@ static void rdma_link_mem_release(struct rmig_link *l)
 		if (!r->areas[i].mr)
 			continue;
 		ibv_dereg_mr(r->areas[i].mr);
-		atomic_fetch_sub(&r->pinned, r->areas[i].len);
+		atomic_fetch_sub(&devs(l)->pinned, r->areas[i].len);
 	}
 	free(r->areas);
 	r->areas = NULL;
@@ -1917,14 +2074,14 @@ static int register_areas(struct rmig_link *l, const struct rmig_link_mem *mem, 
 			    i, mib(mem[i].len), mem[i].addr, dev_name(dev->verbs), strerror(-rc));
 			break;
 		}
-		atomic_fetch_add(&r->pinned, mem[i].len);
+		atomic_fetch_add(&devs(l)->pinned, mem[i].len);
 	}
 	if (rc) {
 		for (size_t i = 0; i < n; i++) {
 			if (!a[i].mr)
 				continue;
 			ibv_dereg_mr(a[i].mr);
-			atomic_fetch_sub(&r->pinned, a[i].len);
+			atomic_fetch_sub(&devs(l)->pinned, a[i].len);
 		}
 		free(a);
 		return rc;
@@ -2360,6 +2517,11 @@ static int rdma_link_create(struct rmig_link *l)
 
 	if (!r)
 		return -ENOMEM;
+	r->devs = table_new();
+	if (!r->devs) {
+		free(r);
+		return -ENOMEM;
+	}
 	r->gid_index = -1;
 	l->priv = r;
 	return 0;
@@ -2410,14 +2572,11 @@ static void rdma_link_destroy(struct rmig_link *l)
 	if (!r)
 		return;
 	close_session(l);
-	for (unsigned i = 0; i < r->ndev; i++)
-		ibv_dealloc_pd(r->dev[i].pd);
 	if (r->listen_id)
 		rdma_destroy_id(r->listen_id);
 	if (r->listen_ech)
 		rdma_destroy_event_channel(r->listen_ech);
-	if (r->devices)
-		rdma_free_devices(r->devices);
+	table_put(r->devs); /* the PDs go with the last link that uses them */
 	free(r);
 	l->priv = NULL;
 }
@@ -2437,8 +2596,8 @@ const struct rmig_link_ops rmig_rdma_link_ops = {
 	.create = rdma_link_create,
 	.destroy = rdma_link_destroy,
 	.listen = rdma_link_listen,
-	.accept_ctrl = rdma_link_accept_ctrl,
-	.accept_channel = rdma_link_accept_channel,
+	.accept = rdma_link_accept,
+	.adopt_channel = rdma_link_adopt_channel,
 	.connect_ctrl = rdma_link_connect_ctrl,
 	.connect_channel = rdma_link_connect_channel,
 	.ctrl_send = rdma_link_ctrl_send,

@@ -230,28 +230,94 @@ static int read_all(int fd, void *p, size_t n)
 	return read(fd, p, n) == (ssize_t)n ? 0 : -1;
 }
 
+/* The destination's listener; each connection is accepted into a link of
+ * its own, as the engine does. */
+static struct rmig_link *listener;
+static uint16_t dest_port; /* the source's: where the destination listens */
+
+static struct rmig_link *accept_conn(int timeout_ms)
+{
+	struct rmig_link *c = NULL;
+
+	MUST(rmig_link_accept(listener, timeout_ms, &c), listener);
+	return c;
+}
+
+/* Listen, tell the source where, and accept its control connection: the
+ * session's link. */
 static struct rmig_link *dest_start(struct pipes *pp)
 {
-	struct rmig_link *l = new_link(b_dev, -1);
 	uint16_t port = 0;
 
-	MUST(l->ops->listen(l, b_ip, &port), l);
+	listener = new_link(b_dev, -1);
+	MUST(listener->ops->listen(listener, b_ip, &port), listener);
 	write_all(pp->port[1], &port, sizeof(port));
-	MUST(l->ops->accept_ctrl(l, 30000), l);
-	return l;
+	return accept_conn(30000);
+}
+
+/* The session's link before the listener, as the engine does. */
+static void dest_end(struct rmig_link *s)
+{
+	rmig_link_destroy(s);
+	rmig_link_destroy(listener);
+	listener = NULL;
 }
 
 static struct rmig_link *source_start(struct pipes *pp)
 {
 	struct rmig_link *l = new_link(a_dev, a_gid);
-	uint16_t port;
 
-	if (read_all(pp->port[0], &port, sizeof(port))) {
+	if (read_all(pp->port[0], &dest_port, sizeof(dest_port))) {
 		bad("no port from the destination");
 		exit(1);
 	}
-	MUST(l->ops->connect_ctrl(l, b_ip, port, TMO), l);
+	MUST(l->ops->connect_ctrl(l, b_ip, dest_port, TMO), l);
 	return l;
+}
+
+/* The source opens a data channel and, as the engine's hello would, sends
+ * its index first on it, then `prelude` bytes of pattern (seed 50 + index)
+ * in the same send: part of it shares a receive slot with the index. */
+static unsigned open_channel(struct rmig_link *l, int node, size_t prelude)
+{
+	uint8_t *buf = malloc(prelude + 1);
+	uint64_t idx;
+	unsigned chan;
+	struct iovec iov[2] = { { &idx, sizeof(idx) }, { buf, prelude } };
+
+	MUST(l->ops->connect_channel(l, TMO, node, &chan), l);
+	idx = chan;
+	fill(buf, prelude, 50 + chan, 0);
+	MUST(l->ops->chan_send(l, chan, iov, 2, TMO), l);
+	free(buf);
+	return chan;
+}
+
+/* The prelude of channel chan, read on the session's link after adoption. */
+static void check_prelude(struct rmig_link *s, unsigned chan, size_t prelude)
+{
+	uint8_t *buf = malloc(prelude + 1);
+	struct iovec iov = { buf, prelude };
+
+	MUST(s->ops->chan_recv(s, chan, &iov, 1, TMO), s);
+	if (check(buf, prelude, 50 + chan, 0) >= 0) {
+		bad("channel %u: what arrived before adoption is corrupted at %ld", chan,
+		    check(buf, prelude, 50 + chan, 0));
+		exit(1);
+	}
+	free(buf);
+}
+
+/* What the engine does with a data channel: accept its connection, read
+ * the index the source sent first, make it that channel of session s. */
+static unsigned take_channel(struct rmig_link *s, int *node)
+{
+	struct rmig_link *c = accept_conn(TMO);
+	unsigned chan = (unsigned)recv_u64(c);
+
+	MUST(s->ops->adopt_channel(s, c, chan, node), s);
+	rmig_link_destroy(c);
+	return chan;
 }
 
 /* --- main session: destination ------------------------------------------------------- */
@@ -356,12 +422,76 @@ static void on_alarm(int sig)
 	sig_link->ops->interrupt(sig_link, RMIG_LINK_STOP_CTRL_RECV);
 }
 
+static void expect_fail(struct rmig_link *l, int rc, int want, const char *what,
+			const char *needle);
+
+/* Both data channels accepted as links of their own before either is
+ * adopted, then adopted in reverse order (the source names the index): the
+ * node each serves, and what arrived before adoption, come along. */
+static void adopt_channels(struct rmig_link *l, int node[2])
+{
+	struct rmig_link *c[2];
+	unsigned idx[2], first;
+	int n;
+
+	for (int i = 0; i < 2; i++) {
+		c[i] = accept_conn(TMO);
+		idx[i] = (unsigned)recv_u64(c[i]);
+	}
+	first = idx[0] == 1 ? 0 : 1; /* the conn carrying channel 1 */
+	if (idx[first] != 1 || idx[1 - first] != 0) {
+		bad("channel indexes %u and %u, expected 0 and 1", idx[0], idx[1]);
+		exit(1);
+	}
+	expect_fail(l, l->ops->adopt_channel(l, c[first], RMIG_LINK_MAX_CHANNELS, &n), -EINVAL,
+		    "adopting channel 64", NULL);
+	MUST(l->ops->adopt_channel(l, c[first], 1, &node[1]), l);
+	{
+		struct iovec iov = { &n, 1 };
+
+		expect_fail(l, l->ops->chan_recv(l, 0, &iov, 1, TMO), -EINVAL,
+			    "chan_recv on channel 0 before it is adopted", "no data channel 0");
+	}
+	expect_fail(l, l->ops->adopt_channel(l, c[1 - first], 1, &n), -EEXIST,
+		    "adopting a second channel 1", "already");
+	MUST(l->ops->adopt_channel(l, c[1 - first], 0, &node[0]), l);
+	expect_fail(c[first], c[first]->ops->ctrl_recv(c[first], &n, 1, TMO), -ENOTCONN,
+		    "ctrl_recv on an adopted channel's own link", NULL);
+	for (int i = 0; i < 2; i++) {
+		if (node[i] != (numa ? i : -1)) {
+			bad("channel %d: node %d", i, node[i]);
+			exit(1);
+		}
+		check_prelude(l, (unsigned)i, 100003);
+		rmig_link_destroy(c[i]);
+	}
+	ok("2 data channels adopted in reverse order, nodes %d and %d as the source said, "
+	   "bytes that arrived before adoption intact",
+	   node[0], node[1]);
+}
+
+/* A second control connection while the session runs: accepted (the
+ * engine decides whether to serve it), usable on its own, and refused as
+ * a data channel. */
+static void second_session(struct rmig_link *l)
+{
+	struct rmig_link *c = accept_conn(TMO);
+	int n;
+
+	expect_fail(l, l->ops->adopt_channel(l, c, 2, &n), -EPROTO,
+		    "a control connection adopted as a data channel", "control connection");
+	expect_fail(listener, listener->ops->accept(listener, 100, l), -EISCONN,
+		    "accepting into a link that has a connection", NULL);
+	send_u64(c, recv_u64(c) + 1);
+	rmig_link_destroy(c);
+	ok("a second control connection accepted during the session and served on its own");
+}
+
 static void dest_main(struct pipes *pp)
 {
 	struct rmig_link *l = dest_start(pp);
 	uint8_t *buf = malloc((2u << 20) + 64), *area[3];
 	struct rmig_link_mem mem[3];
-	unsigned chan[2];
 	int node[2];
 	void *blob;
 	size_t blen;
@@ -394,15 +524,8 @@ static void dest_main(struct pipes *pp)
 	for (int i = 0; i < 2000; i++) /* ping-pong */
 		send_u64(l, recv_u64(l) + 1);
 
-	/* Data channels: the node each serves arrives with it. */
-	for (int i = 0; i < 2; i++) {
-		MUST(l->ops->accept_channel(l, TMO, &chan[i], &node[i]), l);
-		if (chan[i] != (unsigned)i || node[i] != (numa ? i : -1)) {
-			bad("channel %d: index %u node %d", i, chan[i], node[i]);
-			exit(1);
-		}
-	}
-	ok("2 data channels accepted, nodes %d and %d as the source said", node[0], node[1]);
+	adopt_channels(l, node);
+	second_session(l);
 	if (numa) {
 		char line[1024];
 		int on[2] = { 0, 0 };
@@ -526,7 +649,7 @@ static void dest_main(struct pipes *pp)
 
 		MUST(l->ops->ctrl_send(l, &iov, 1, TMO), l);
 	}
-	rmig_link_destroy(l);
+	dest_end(l);
 	munmap(area[0], AREA_LEN);
 	munmap(area[1], SMALL_AREA_LEN);
 	free(buf);
@@ -672,11 +795,22 @@ static void source_main(struct pipes *pp)
 	   ((uint64_t)now_ms() - lat0) * 1000.0 / 2000);
 
 	for (int i = 0; i < 2; i++) {
-		MUST(l->ops->connect_channel(l, TMO, numa ? i : -1, &chan), l);
+		chan = open_channel(l, numa ? i : -1, 100003);
 		if (chan != (unsigned)i) {
 			bad("channel %d got index %u", i, chan);
 			exit(1);
 		}
+	}
+	{ /* Another migration's control connection, meanwhile. */
+		struct rmig_link *l2 = new_link(a_dev, a_gid);
+
+		MUST(l2->ops->connect_ctrl(l2, b_ip, dest_port, TMO), l2);
+		send_u64(l2, 7);
+		if (recv_u64(l2) != 8) {
+			bad("no answer on the second control connection");
+			exit(1);
+		}
+		rmig_link_destroy(l2);
 	}
 	run_streams(l, 1, STREAM_BYTES, "chan_send");
 	run_streams(l, 0, 1u << 20, "chan_recv destination->source");
@@ -850,7 +984,7 @@ static void kill_src_dest(struct pipes *pp)
 	size_t total = 0;
 	int64_t t;
 
-	MUST(l->ops->accept_channel(l, TMO, &chan, &node), l);
+	chan = take_channel(l, &node);
 	for (;;) {
 		struct iovec iov = { buf, 256 << 10 };
 
@@ -864,7 +998,7 @@ static void kill_src_dest(struct pipes *pp)
 	t = now_ms();
 	write_all(pp->when[1], &t, sizeof(t));
 	say("chan_recv failed (%s) after %.1f MiB: %s", strerror(-rc), total / 1048576.0, l->err);
-	rmig_link_destroy(l);
+	dest_end(l);
 	free(buf);
 	exit(rc != -ETIMEDOUT ? 0 : 1);
 }
@@ -873,9 +1007,8 @@ static void kill_src_source(struct pipes *pp)
 {
 	struct rmig_link *l = source_start(pp);
 	uint8_t *buf = calloc(1, 256 << 10);
-	unsigned chan;
+	unsigned chan = open_channel(l, -1, 0);
 
-	MUST(l->ops->connect_channel(l, TMO, -1, &chan), l);
 	for (;;) {
 		struct iovec iov = { buf, 256 << 10 };
 
@@ -889,12 +1022,12 @@ static void kill_dst_dest(struct pipes *pp)
 {
 	struct rmig_link *l = dest_start(pp);
 	struct rmig_link_mem mem = { map(AREA_LEN), AREA_LEN };
-	unsigned chan;
 	void *blob;
 	size_t blen;
 	int node;
 
-	MUST(l->ops->accept_channel(l, TMO, &chan, &node), l);
+	if (take_channel(l, &node) != 0)
+		bad("the only channel is not channel 0");
 	MUST(l->ops->mem_expose(l, &mem, 1, &blob, &blen), l);
 	send_u64(l, blen);
 	{
@@ -916,7 +1049,7 @@ static void kill_dst_source(struct pipes *pp)
 	int rc;
 	int64_t t;
 
-	MUST(l->ops->connect_channel(l, TMO, -1, &chan), l);
+	chan = open_channel(l, -1, 0);
 	blen = recv_u64(l);
 	MUST(l->ops->ctrl_recv(l, blob, blen, TMO), l);
 	MUST(l->ops->mem_import(l, &mem, 1, blob, blen), l);
@@ -952,13 +1085,13 @@ static void cut_dest(struct pipes *pp)
 {
 	struct rmig_link *l = dest_start(pp);
 	struct rmig_link_mem mem = { map(AREA_LEN), AREA_LEN };
-	unsigned chan;
 	void *blob;
 	size_t blen;
 	int node, rc;
 	uint8_t b;
 
-	MUST(l->ops->accept_channel(l, TMO, &chan, &node), l);
+	if (take_channel(l, &node) != 0)
+		bad("the only channel is not channel 0");
 	MUST(l->ops->mem_expose(l, &mem, 1, &blob, &blen), l);
 	send_u64(l, blen);
 	{
@@ -970,7 +1103,7 @@ static void cut_dest(struct pipes *pp)
 	/* The peer falls silent: a receive gives up after its timeout. */
 	rc = l->ops->ctrl_recv(l, &b, 1, 6000);
 	say("ctrl_recv during the cut: %s", rc ? l->err : "data?!");
-	rmig_link_destroy(l);
+	dest_end(l);
 	exit(rc ? 0 : 1);
 }
 
@@ -1219,23 +1352,25 @@ static void memlock_limit(struct pipes *pp)
 }
 
 /* Destination limited to 1 MiB pinned: a channel's pools (2 MiB) are
- * refused, and the source hears why. */
+ * refused when its connection is accepted, and the source hears why; the
+ * session's link, on the listener's budget, cannot expose 4 MiB either. */
 static void memlock_dest(struct pipes *pp)
 {
-	struct rmig_link *l;
+	struct rmig_link *l, *c = NULL;
 	struct rmig_link_mem mem;
-	unsigned chan;
 	void *blob;
 	size_t blen;
-	int node, rc;
+	int rc;
 
 	drop_memlock(1u << 20);
 	l = dest_start(pp);
-	rc = l->ops->accept_channel(l, 5000, &chan, &node);
-	if (rc != -ENOMEM || !strstr(l->err, "staging pools need"))
-		bad("accept_channel over the limit: rc %d: %s", rc, l->err);
+	rc = rmig_link_accept(listener, 5000, &c);
+	if (rc != -ENOMEM || !strstr(listener->err, "staging pools need"))
+		bad("accepting a data channel over the limit: rc %d: %s", rc, listener->err);
 	else
-		ok("accept_channel over the limit: %s", l->err);
+		ok("accepting a data channel over the limit: %s", listener->err);
+	if (c)
+		rmig_link_destroy(c);
 	mem = (struct rmig_link_mem){ map(4u << 20), 4u << 20 };
 	rc = l->ops->mem_expose(l, &mem, 1, &blob, &blen);
 	if (rc != -ENOMEM || !strstr(l->err, "guest memory needs"))
@@ -1243,7 +1378,7 @@ static void memlock_dest(struct pipes *pp)
 	else
 		ok("mem_expose over the limit: %s", l->err);
 	recv_u64(l);
-	rmig_link_destroy(l);
+	dest_end(l);
 	exit(failed ? 1 : 0);
 }
 
@@ -1279,7 +1414,8 @@ static void memlock_source(struct pipes *pp)
 	exit(failed ? 1 : 0);
 }
 
-/* Two migrations, one after the other, on one listener. */
+/* Three migrations, one after the other, on one listener; the last
+ * session's link outlives the listener (it holds the PDs it uses). */
 static void reaccept_dest(struct pipes *pp)
 {
 	struct rmig_link *l = dest_start(pp);
@@ -1291,8 +1427,12 @@ static void reaccept_dest(struct pipes *pp)
 		int node;
 
 		if (i)
-			MUST(l->ops->accept_ctrl(l, 30000), l);
-		MUST(l->ops->accept_channel(l, TMO, &chan, &node), l);
+			l = accept_conn(30000);
+		chan = take_channel(l, &node);
+		if (i == 2) {
+			rmig_link_destroy(listener);
+			listener = NULL;
+		}
 		if (chan != 0 || recv_u64(l) != (uint64_t)i) {
 			bad("session %d: channel %u", i, chan);
 			exit(1);
@@ -1303,9 +1443,10 @@ static void reaccept_dest(struct pipes *pp)
 			exit(1);
 		}
 		send_u64(l, (uint64_t)i + 100);
+		rmig_link_destroy(l);
 	}
-	ok("3 sessions accepted one after the other on one listener");
-	rmig_link_destroy(l);
+	ok("3 sessions accepted one after the other on one listener, the last one served after "
+	   "the listener was destroyed");
 	free(buf);
 	exit(failed ? 1 : 0);
 }
@@ -1323,7 +1464,7 @@ static void reaccept_source(struct pipes *pp)
 		unsigned chan;
 
 		MUST(l->ops->connect_ctrl(l, b_ip, port, TMO), l);
-		MUST(l->ops->connect_channel(l, TMO, 0, &chan), l);
+		chan = open_channel(l, 0, 0);
 		send_u64(l, (uint64_t)i);
 		fill(buf, 1u << 20, (uint64_t)i, 0);
 		MUST(l->ops->chan_send(l, chan, &iov, 1, TMO), l);
@@ -1337,14 +1478,16 @@ static void reaccept_source(struct pipes *pp)
 	exit(failed ? 1 : 0);
 }
 
-/* A plain rdma_cm client that is no rmig: its request must be refused with
- * a reason, and the destination must keep waiting for a real source. */
-static int stray_connect(uint16_t port, char *why, size_t len)
+/* A plain rdma_cm client with private data pdata: the answer's event
+ * (and a rejection's reason in why[]); it leaves at once. One that is no
+ * rmig must be refused with a reason, and the destination must keep
+ * waiting for a real source. */
+static int stray_connect(uint16_t port, const void *pdata, uint8_t plen, char *why, size_t len)
 {
 	struct rdma_event_channel *ch = rdma_create_event_channel();
 	struct sockaddr_in src = { .sin_family = AF_INET }, dst = { .sin_family = AF_INET };
 	struct ibv_qp_init_attr qa = { .cap = { 4, 4, 1, 1, 0 }, .qp_type = IBV_QPT_RC };
-	struct rdma_conn_param cp = { .private_data = "hello", .private_data_len = 6 };
+	struct rdma_conn_param cp = { .private_data = pdata, .private_data_len = plen };
 	struct rdma_cm_event *ev;
 	struct rdma_cm_id *id;
 	int got = -1;
@@ -1362,7 +1505,8 @@ static int stray_connect(uint16_t port, char *why, size_t len)
 			if (!rdma_create_qp(id, NULL, &qa) && !rdma_connect(id, &cp) &&
 			    !rdma_get_cm_event(ch, &ev)) {
 				got = ev->event;
-				if (ev->param.conn.private_data_len > 4)
+				if (got == RDMA_CM_EVENT_REJECTED &&
+				    ev->param.conn.private_data_len > 4)
 					snprintf(why, len, "%.*s",
 						 (int)ev->param.conn.private_data_len - 4,
 						 (const char *)ev->param.conn.private_data + 4);
@@ -1379,25 +1523,42 @@ static int stray_connect(uint16_t port, char *why, size_t len)
 
 static void stray_dest(struct pipes *pp)
 {
-	struct rmig_link *l = new_link(b_dev, -1);
+	struct rmig_link *l, *c = NULL;
 	uint16_t port = 0;
+	char byte;
 	int rc;
 
-	MUST(l->ops->listen(l, b_ip, &port), l);
+	listener = new_link(b_dev, -1);
+	MUST(listener->ops->listen(listener, b_ip, &port), listener);
 	write_all(pp->port[1], &port, sizeof(port));
-	rc = l->ops->accept_ctrl(l, 3000);
-	if (rc != -ETIMEDOUT || !strstr(l->err, "last attempt: refused"))
-		bad("accept_ctrl with only a stray peer: rc %d: %s", rc, l->err);
+	rc = rmig_link_accept(listener, 3000, &c);
+	if (rc != -ETIMEDOUT || !strstr(listener->err, "last attempt: refused"))
+		bad("accept with only a stray peer: rc %d: %s", rc, listener->err);
 	else
-		ok("accept_ctrl with only a stray peer: %s", l->err);
-	MUST(l->ops->accept_ctrl(l, 30000), l);
+		ok("accept with only a stray peer: %s", listener->err);
+	/* One that speaks the link's handshake is taken, whatever it says it
+	 * is (here a data channel with no session: the engine's to refuse).
+	 * It leaves before sending anything, and its link notices. */
+	c = accept_conn(30000);
+	rc = c->ops->ctrl_recv(c, &byte, 1, TMO);
+	if (rc == 0 || !strstr(c->err, "lost peer"))
+		bad("first receive from a departed stray: rc %d: %s", rc, c->err);
+	else
+		ok("a data channel without a session accepted, its peer's departure noticed: %s",
+		   c->err);
+	rmig_link_destroy(c);
+	l = accept_conn(30000);
 	send_u64(l, recv_u64(l) + 1);
-	rmig_link_destroy(l);
+	dest_end(l);
 	exit(failed ? 1 : 0);
 }
 
 static void stray_source(struct pipes *pp)
 {
+	/* An rmig data channel's private data (see pdata_encode): magic,
+	 * version 1, kind 2, node -1, 16 slots of 64 KiB. */
+	static const uint8_t data_pdata[20] = { 'R',  'M',  'I', 'G', 1, 2, 0,	0, 0xff, 0xff,
+						0xff, 0xff, 0,	 0,   1, 0, 16, 0, 0,	 0 };
 	struct rmig_link *l;
 	char why[160] = "";
 	uint16_t port;
@@ -1405,12 +1566,17 @@ static void stray_source(struct pipes *pp)
 
 	if (read_all(pp->port[0], &port, sizeof(port)))
 		exit(1);
-	ev = stray_connect(port, why, sizeof(why));
+	ev = stray_connect(port, "hello", 6, why, sizeof(why));
 	if (ev != RDMA_CM_EVENT_REJECTED || !strstr(why, "not an rmig"))
 		bad("stray connect: event %d, reason '%s'", ev, why);
 	else
 		ok("stray rdma_cm client rejected with reason: %s", why);
-	usleep(3500000); /* past the destination's first accept_ctrl */
+	usleep(3500000); /* past the destination's first accept */
+	ev = stray_connect(port, data_pdata, sizeof(data_pdata), why, sizeof(why));
+	if (ev != RDMA_CM_EVENT_ESTABLISHED)
+		bad("stray data channel: event %d, reason '%s'", ev, why);
+	else
+		ok("stray data channel without a session: connected, left at once");
 	l = new_link(a_dev, a_gid);
 	MUST(l->ops->connect_ctrl(l, b_ip, port, TMO), l);
 	send_u64(l, 41);
