@@ -43,6 +43,7 @@
 #define MAX_SLOTS 64			/* migrations known at once */
 #define PREAUTH_MAX_BYTES 4096		/* largest frame before authentication */
 #define NEW_GRACE_MS 1000		/* a new migration waits this long for a context */
+#define CHANNEL_WAIT_MS 1000		/* a channel waits this long for its migration */
 #define SLICE_MS 100
 #define OPENING_STACK (256u << 10)
 
@@ -321,16 +322,28 @@ static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rm
 	return 0;
 }
 
-/* A data channel: to the session whose token it carries. Lock held. */
+static struct rmig_listener_slot *slot_of_token(struct rmig_listener *lst, const uint8_t *token)
+{
+	for (unsigned i = 0; i < MAX_SLOTS; i++)
+		if (lst->slots[i].used &&
+		    !CRYPTO_memcmp(lst->slots[i].token, token, RMIG_NONCE_LEN))
+			return &lst->slots[i];
+	return NULL;
+}
+
+/* A data channel: to the session whose token it carries. The source
+ * connects its channels the moment it has our proof, so a channel may
+ * overtake the thread that registers its migration: wait a little for
+ * that. Lock held. */
 static int attach_channel(struct rmig_listener *lst, struct pending *p,
 			  const struct rmig_wire_channel *c, char *why, size_t len)
 {
-	struct rmig_listener_slot *s = NULL;
+	int64_t end = rmig_now_ms() + CHANNEL_WAIT_MS;
+	struct rmig_listener_slot *s;
 
-	for (unsigned i = 0; i < MAX_SLOTS && !s; i++)
-		if (lst->slots[i].used &&
-		    !CRYPTO_memcmp(lst->slots[i].token, c->token, RMIG_NONCE_LEN))
-			s = &lst->slots[i];
+	while (!(s = slot_of_token(lst, c->token)) && rmig_now_ms() < end && !p->cut[0] &&
+	       !atomic_load(&lst->stop))
+		timed_wait(lst, SLICE_MS / 4);
 	if (!s) {
 		snprintf(why, len, "data channel for no migration here");
 		return -EPERM;
