@@ -45,6 +45,7 @@
 #define NEW_GRACE_MS 1000		/* a new migration waits this long for a context */
 #define CHANNEL_WAIT_MS 1000		/* a channel waits this long for its migration */
 #define SLICE_MS 100
+#define MAX_DEAD (4 * (RMIG_MAX_CHANNELS + 1))
 #define OPENING_STACK (256u << 10)
 
 /* A connection whose opening runs. */
@@ -97,6 +98,10 @@ struct rmig_listener {
 	unsigned unclaimed;    /* new migrations no context took yet */
 	uint64_t serial;
 	pthread_mutex_t event_lock; /* events from several threads, one at a time */
+	/* Connections to close, collected under the lock and closed after it
+	 * (closing an RDMA connection may wait for its sends to drain). */
+	struct rmig_link *dead[MAX_DEAD];
+	unsigned ndead;
 };
 
 static void leave_locked(struct rmig_listener *lst, struct rmig_listener_slot *s);
@@ -132,6 +137,32 @@ static void close_conn(struct rmig_link *conn)
 		return;
 	conn->ops->close_session(conn);
 	rmig_link_destroy(conn);
+}
+
+/* Lock held: close conn once the lock is released (close_dead). */
+static void bury(struct rmig_listener *lst, struct rmig_link *conn)
+{
+	if (!conn)
+		return;
+	if (lst->ndead < MAX_DEAD)
+		lst->dead[lst->ndead++] = conn;
+	else
+		close_conn(conn); /* never in practice: the list is emptied after each use */
+}
+
+/* Lock not held. */
+static void close_dead(struct rmig_listener *lst)
+{
+	struct rmig_link *dead[MAX_DEAD];
+	unsigned n;
+
+	pthread_mutex_lock(&lst->lock);
+	n = lst->ndead;
+	memcpy(dead, lst->dead, n * sizeof(dead[0]));
+	lst->ndead = 0;
+	pthread_mutex_unlock(&lst->lock);
+	for (unsigned i = 0; i < n; i++)
+		close_conn(dead[i]);
 }
 
 static void timed_wait(struct rmig_listener *lst, int ms)
@@ -307,10 +338,10 @@ static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rm
 		return rmig_err(hs, -EPROTO, "%s: no such migration here",
 				hello->flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
 	if (s->has_opening)
-		close_conn(s->opening.conn);
+		bury(lst, s->opening.conn);
 	/* Channels of the connection it replaces are stale. */
 	for (unsigned i = 0; i < s->nchans; i++)
-		close_conn(s->chans[i].conn);
+		bury(lst, s->chans[i].conn);
 	s->nchans = 0;
 	s->chan_mask = 0;
 	memcpy(s->token, hs->token, RMIG_NONCE_LEN);
@@ -403,6 +434,7 @@ static int open_control(struct pending *p, struct rmig_msg *m, int tmo, char *wh
 			 ? deliver_again(lst, p, hs, &hello)
 			 : queue_new(lst, p, hs, &hello);
 		pthread_mutex_unlock(&lst->lock);
+		close_dead(lst);
 	}
 	/* The peer hears why (best effort: its link may be what failed). */
 	if (rc)
@@ -662,6 +694,7 @@ void rmig_listener_destroy(struct rmig_listener *lst)
 		if (lst->slots[i].used)
 			leave_locked(lst, &lst->slots[i]);
 	pthread_mutex_unlock(&lst->lock);
+	close_dead(lst);
 	rmig_ctx_destroy(lst->base);
 	pthread_mutex_destroy(&lst->lock);
 	pthread_mutex_destroy(&lst->event_lock);
@@ -779,9 +812,9 @@ int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_
 static void leave_locked(struct rmig_listener *lst, struct rmig_listener_slot *s)
 {
 	if (s->has_opening)
-		close_conn(s->opening.conn);
+		bury(lst, s->opening.conn);
 	for (unsigned i = 0; i < s->nchans; i++)
-		close_conn(s->chans[i].conn);
+		bury(lst, s->chans[i].conn);
 	if (s->used && !s->ctx)
 		lst->unclaimed--;
 	memset(s, 0, sizeof(*s));
@@ -794,4 +827,5 @@ void rmig_listener_leave(struct rmig_listener *lst, struct rmig_listener_slot *s
 	pthread_mutex_lock(&lst->lock);
 	leave_locked(lst, s);
 	pthread_mutex_unlock(&lst->lock);
+	close_dead(lst);
 }
