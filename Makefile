@@ -119,8 +119,14 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
 TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw \
-	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc
+	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc $(BUILD)/tests/flood
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+
+# The hostile-network tests' attacker without the key: idle, trickling,
+# spraying, oversized and storming connections (HELLO from the real encoder).
+$(BUILD)/tests/flood: tests/tools/flood.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 
