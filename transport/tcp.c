@@ -133,7 +133,7 @@ static int tcp_listen(struct rmig_link *l, const char *host, uint16_t *port)
 		goto out;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, (struct sockaddr *)&addr, alen) || listen(fd, 64)) {
+	if (bind(fd, (struct sockaddr *)&addr, alen) || listen(fd, 1024)) {
 		rc = -errno;
 		rmig_link_err(l, "cannot listen on %s:%u: %s", host, *port, strerror(errno));
 		goto out;

@@ -40,6 +40,7 @@
 #define MAX_PENDING 64		/* unproven connections at once */
 #define MAX_PENDING_PER_ADDR 16 /* of those, from one address */
 #define PENDING_ROOM (2 * MAX_PENDING) /* dropped ones end within a slice */
+#define EVICT_AGE_MS 1000		/* an unproven connection this old may be cut for a new one */
 #define MAX_SLOTS 64			/* migrations known at once */
 #define PREAUTH_MAX_BYTES 4096		/* largest frame before authentication */
 #define NEW_GRACE_MS 1000		/* a new migration waits this long for a context */
@@ -507,12 +508,17 @@ static void reap(struct rmig_listener *lst)
 	}
 }
 
-/* Room for one more unproven connection from addr: cut the oldest one
- * from the same address, or overall, when at a cap. Lock held. */
-static void make_room(struct rmig_listener *lst, const char *addr)
+/* Room for one more unproven connection from addr. At a cap (per address
+ * or in all), the oldest such connection is cut for the new one if it has
+ * had EVICT_AGE_MS (an opening takes milliseconds: that one is idling);
+ * otherwise the new one is refused, at once and without a thread, so that
+ * a storm of fresh connections costs little and cannot push out older ones.
+ * NULL: room made; else why the new one is refused. Lock held. */
+static const char *make_room(struct rmig_listener *lst, const char *addr, char *why, size_t len)
 {
-	struct pending *oldest_addr = NULL, *oldest = NULL;
+	struct pending *oldest_addr = NULL, *oldest = NULL, *victim;
 	unsigned live = 0, from_addr = 0;
+	int64_t now = rmig_now_ms();
 
 	for (unsigned i = 0; i < PENDING_ROOM; i++) {
 		struct pending *p = &lst->pend[i];
@@ -528,47 +534,52 @@ static void make_room(struct rmig_listener *lst, const char *addr)
 		if (!oldest_addr || p->since_ms < oldest_addr->since_ms)
 			oldest_addr = p;
 	}
-	if (from_addr >= MAX_PENDING_PER_ADDR) {
-		snprintf(oldest_addr->cut, sizeof(oldest_addr->cut),
-			 "dropped: %d unauthenticated connections from %s at once", MAX_PENDING_PER_ADDR,
-			 addr);
-		cut_conn(oldest_addr->conn);
-	} else if (live >= MAX_PENDING) {
-		snprintf(oldest->cut, sizeof(oldest->cut),
-			 "dropped: %d unauthenticated connections at once", MAX_PENDING);
-		cut_conn(oldest->conn);
-	}
+	if (from_addr >= MAX_PENDING_PER_ADDR)
+		snprintf(why, len, "dropped: %d unauthenticated connections from %s at once",
+			 MAX_PENDING_PER_ADDR, addr);
+	else if (live >= MAX_PENDING)
+		snprintf(why, len, "dropped: %d unauthenticated connections at once", MAX_PENDING);
+	else
+		return NULL;
+	victim = from_addr >= MAX_PENDING_PER_ADDR ? oldest_addr : oldest;
+	if (now - victim->since_ms < EVICT_AGE_MS)
+		return why; /* the new one goes */
+	snprintf(victim->cut, sizeof(victim->cut), "%s", why);
+	cut_conn(victim->conn);
+	return NULL;
 }
 
 static void admit(struct rmig_listener *lst, struct rmig_link *conn)
 {
 	struct pending *p = NULL;
+	const char *refused = "dropped: too many connections in their opening";
 	pthread_attr_t attr;
-	int rc;
+	char addr[64], why[128];
 
+	addr_of(conn->peer, addr, sizeof(addr));
 	pthread_mutex_lock(&lst->lock);
 	reap(lst);
 	for (unsigned i = 0; i < PENDING_ROOM && !p; i++)
 		if (!lst->pend[i].used)
 			p = &lst->pend[i];
-	if (p) {
+	if (p && !(refused = make_room(lst, addr, why, sizeof(why)))) {
 		*p = (struct pending){ .used = 1, .conn = conn, .lst = lst };
-		addr_of(conn->peer, p->addr, sizeof(p->addr));
-		make_room(lst, p->addr);
+		memcpy(p->addr, addr, sizeof(p->addr));
 		p->since_ms = rmig_now_ms();
 		p->deadline_ms = p->since_ms + lst->base->cfg.handshake_timeout_ms;
 		pthread_attr_init(&attr);
 		pthread_attr_setstacksize(&attr, OPENING_STACK);
-		rc = pthread_create(&p->tid, &attr, opening_main, p);
-		pthread_attr_destroy(&attr);
-		if (rc)
+		if (pthread_create(&p->tid, &attr, opening_main, p)) {
 			memset(p, 0, sizeof(*p));
-		else
+			refused = "out of threads";
+		} else {
 			conn = NULL;
+		}
+		pthread_attr_destroy(&attr);
 	}
 	pthread_mutex_unlock(&lst->lock);
-	if (conn) { /* every place taken by openings that are being cut */
-		refuse(lst, conn->peer, "dropped: too many connections in their opening");
+	if (conn) {
+		refuse(lst, conn->peer, refused);
 		close_conn(conn);
 	}
 }
