@@ -37,14 +37,15 @@
 #include "machine.h"
 #include "postcopy.h"
 
-#define MAX_PENDING 64		/* unproven connections at once */
-#define MAX_PENDING_PER_ADDR 16 /* of those, from one address */
+#define MAX_PENDING 64		       /* unproven connections at once */
+#define MAX_PENDING_PER_ADDR 16	       /* of those, from one address */
 #define PENDING_ROOM (2 * MAX_PENDING) /* dropped ones end within a slice */
-#define EVICT_AGE_MS 1000		/* an unproven connection this old may be cut for a new one */
-#define MAX_SLOTS 64			/* migrations known at once */
-#define PREAUTH_MAX_BYTES 4096		/* largest frame before authentication */
-#define NEW_GRACE_MS 1000		/* a new migration waits this long for a context */
-#define CHANNEL_WAIT_MS 1000		/* a channel waits this long for its migration */
+#define MAX_REFUSALS_PER_S 100
+#define EVICT_AGE_MS 1000      /* an unproven connection this old may be cut for a new one */
+#define MAX_SLOTS 64	       /* migrations known at once */
+#define PREAUTH_MAX_BYTES 4096 /* largest frame before authentication */
+#define NEW_GRACE_MS 1000      /* a new migration waits this long for a context */
+#define CHANNEL_WAIT_MS 1000   /* a channel waits this long for its migration */
 #define SLICE_MS 100
 #define MAX_DEAD (4 * (RMIG_MAX_CHANNELS + 1))
 #define OPENING_STACK (256u << 10)
@@ -67,9 +68,9 @@ struct waiting_channel {
 
 struct rmig_listener_slot {
 	int used;
-	struct rmig_ctx *ctx; /* the session's; NULL until one takes it */
+	struct rmig_ctx *ctx;	/* the session's; NULL until one takes it */
 	struct pending *opener; /* a new one's: whose thread waits for a taker */
-	uint64_t serial;      /* new migrations are taken in order */
+	uint64_t serial;	/* new migrations are taken in order */
 	uint8_t session[RMIG_NONCE_LEN];
 	uint8_t token[RMIG_NONCE_LEN];
 	unsigned nchan; /* channels its current opening announced */
@@ -99,6 +100,8 @@ struct rmig_listener {
 	unsigned unclaimed;    /* new migrations no context took yet */
 	uint64_t serial;
 	pthread_mutex_t event_lock; /* events from several threads, one at a time */
+	int64_t refusal_second;	    /* under event_lock: refusals reported in it */
+	unsigned refusals, refusals_suppressed;
 	/* Connections to close, collected under the lock and closed after it
 	 * (closing an RDMA connection may wait for its sends to drain). */
 	struct rmig_link *dead[MAX_DEAD];
@@ -109,12 +112,43 @@ static void leave_locked(struct rmig_listener *lst, struct rmig_listener_slot *s
 
 /* ---- small things ---- */
 
+/* Refusals are reported one by one up to MAX_REFUSALS_PER_S a second;
+ * past that (a storm), counted and reported as one line when the second is
+ * over, so that a flood of connections cannot flood the logs. */
+static void report_suppressed(struct rmig_listener *lst, int64_t second)
+{
+	char why[128];
+	struct rmig_event ev = { .type = RMIG_EV_REFUSED, .peer = "(several)", .detail = why };
+
+	if (second == lst->refusal_second)
+		return;
+	if (lst->refusals_suppressed) {
+		snprintf(why, sizeof(why),
+			 "%u more peers refused within a second, not reported one by one",
+			 lst->refusals_suppressed);
+		rmig_emit(lst->base, &ev);
+	}
+	lst->refusal_second = second;
+	lst->refusals = lst->refusals_suppressed = 0;
+}
+
 static void refuse(struct rmig_listener *lst, const char *peer, const char *why)
 {
 	struct rmig_event ev = { .type = RMIG_EV_REFUSED, .peer = peer, .detail = why };
 
 	pthread_mutex_lock(&lst->event_lock);
-	rmig_emit(lst->base, &ev);
+	report_suppressed(lst, rmig_now_ms() / 1000);
+	if (lst->refusals++ < MAX_REFUSALS_PER_S)
+		rmig_emit(lst->base, &ev);
+	else
+		lst->refusals_suppressed++;
+	pthread_mutex_unlock(&lst->event_lock);
+}
+
+static void report_refusals(struct rmig_listener *lst)
+{
+	pthread_mutex_lock(&lst->event_lock);
+	report_suppressed(lst, rmig_now_ms() / 1000);
 	pthread_mutex_unlock(&lst->event_lock);
 }
 
@@ -182,8 +216,8 @@ static void timed_wait(struct rmig_listener *lst, int ms)
 /* The first frame of a connection, before anyone knows who sent it:
  * HELLO (a control stream) or CHANNEL (a data stream), small, first in
  * its sequence. */
-static int read_first_frame(struct rmig_link *conn, struct rmig_msg *m, int timeout_ms,
-			    char *why, size_t len)
+static int read_first_frame(struct rmig_link *conn, struct rmig_msg *m, int timeout_ms, char *why,
+			    size_t len)
 {
 	uint8_t buf[PREAUTH_MAX_BYTES];
 	struct rmig_frame_hdr fh;
@@ -337,7 +371,8 @@ static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rm
 			s = &lst->slots[i];
 	if (!s)
 		return rmig_err(hs, -EPROTO, "%s: no such migration here",
-				hello->flags & RMIG_HELLO_RESUME ? "cannot resume" : "cannot answer");
+				hello->flags & RMIG_HELLO_RESUME ? "cannot resume"
+								 : "cannot answer");
 	if (s->has_opening)
 		bury(lst, s->opening.conn);
 	/* Channels of the connection it replaces are stale. */
@@ -600,6 +635,7 @@ static void *accept_main(void *arg)
 		pthread_mutex_lock(&lst->lock);
 		reap(lst);
 		pthread_mutex_unlock(&lst->lock);
+		report_refusals(lst);
 		if (rc == -ETIMEDOUT || rc == -ECANCELED)
 			continue;
 		if (rc == -ENODEV) { /* the device is gone: the other links go on */
@@ -803,15 +839,16 @@ int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_
 	}
 	pthread_mutex_unlock(&lst->lock);
 	if (rc == -ETIMEDOUT)
-		return rmig_err(ctx, rc, "only %u of %u data channels connected within %d ms",
-				have, n, timeout_ms);
+		return rmig_err(ctx, rc, "only %u of %u data channels connected within %d ms", have,
+				n, timeout_ms);
 	if (rc)
 		return rc;
 	for (unsigned i = 0; i < n; i++) {
 		struct rmig_link *l = ctx->link;
 
 		if (!rc) {
-			rc = l->ops->adopt_channel(l, got[i].conn, got[i].index, &nodes[got[i].index]);
+			rc = l->ops->adopt_channel(l, got[i].conn, got[i].index,
+						   &nodes[got[i].index]);
 			if (rc)
 				rc = rmig_err(ctx, rc, "data channel %u: %s", got[i].index, l->err);
 		}
