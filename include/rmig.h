@@ -54,6 +54,11 @@ enum rmig_result {
 				      * also post-copy failed after GO: the guest is lost */
 };
 
+/* The tool's exit code when the guest migrated (result MIGRATED) but the
+ * audit found that its memory differed from what was sent
+ * (stats.audit == RMIG_AUDIT_FAILED). */
+#define RMIG_EXIT_AUDIT_FAILED 5
+
 enum rmig_role { RMIG_ROLE_SOURCE, RMIG_ROLE_DEST };
 
 /* A guest has 1..RMIG_MAX_REGIONS memory regions (struct rmig_region,
@@ -98,6 +103,11 @@ enum rmig_pin {
 	RMIG_PIN_STAGING, /* copy through pinned per-NUMA-node buffers */
 };
 
+/* config.verify */
+#define RMIG_VERIFY_OFF 0
+#define RMIG_VERIFY_ON 1
+#define RMIG_VERIFY_FULL 2
+
 /* Unlike struct rmig_backend_ops, not sized: a member added later changes
  * the ABI, and comes with a new soname. */
 struct rmig_config {
@@ -109,8 +119,23 @@ struct rmig_config {
 	unsigned downtime_ms;  /* switch over when expected downtime <= this */
 	unsigned max_rounds;   /* pre-copy rounds before the no-converge policy */
 	enum rmig_no_converge on_no_converge;
-	uint64_t max_bandwidth;	    /* bytes/s, 0 = unlimited */
-	int verify;		    /* digest all memory on both sides at the pause */
+	uint64_t max_bandwidth; /* bytes/s, 0 = unlimited */
+	/* RMIG_VERIFY_ON (the default): both sides keep a digest of every page
+	 * as it moves (the source of the bytes it sends, the destination of
+	 * those it writes), per 2 MiB chunk; at the pause only the chunks the
+	 * last round touched are digested again, and COMPLETE compares a root
+	 * per region: a page corrupted in flight, applied wrongly or lost rolls
+	 * back, at a cost that follows the last round, not the guest. After
+	 * the destination started, the source (paused, its memory as at the
+	 * pause) digests all of it on every core and compares with what it
+	 * sent (the audit): a difference is a write the backend's dirty log
+	 * missed; the guest runs on at the destination, stats.audit says
+	 * RMIG_AUDIT_FAILED and names the chunks. RMIG_VERIFY_FULL: all memory
+	 * digested on both sides during the pause, a mismatch rolls back (a
+	 * longer pause instead of an alarm afterwards). RMIG_VERIFY_OFF: none.
+	 * With RDMA WRITE placement the destination never sees the pages: it
+	 * digests the pages its kernel populated at the pause instead. */
+	int verify;
 	unsigned accept_timeout_ms; /* destination: 0 = wait forever for a sender */
 	unsigned link_timeout_ms;   /* a peer silent this long is lost (default 2000);
 				     * both sides send heartbeats 4 times as often */
@@ -191,6 +216,7 @@ enum rmig_event_type {
 	RMIG_EV_WARNING,   /* something the operator should know: detail */
 	RMIG_EV_FAILOVER,  /* link replaced mid-migration: from, transport, detail (why) */
 	RMIG_EV_REFUSED,   /* destination refused a peer: peer, detail (why) */
+	RMIG_EV_AUDIT,	   /* source, after the switch-over: detail (the verdict) */
 };
 
 struct rmig_round_stats {
@@ -253,6 +279,18 @@ struct rmig_stats {
 				      * were still arriving (source: STARTED to
 				      * the last page acknowledged) */
 	uint64_t prealloc_ms;	     /* destination: time spent on cfg.prealloc */
+	/* Source, config.verify=RMIG_VERIFY_ON: the audit after the switch-over. */
+	int audit;			/* enum rmig_audit */
+	uint64_t audit_ms;		/* how long it took (off the guest's downtime) */
+	uint64_t audit_mismatch_chunks; /* 2 MiB chunks whose memory differed */
+	char audit_chunks[256];		/* the first of them, "region:chunk ..." */
+	uint64_t verify_chunks;		/* chunks digested again during the pause */
+};
+
+enum rmig_audit {
+	RMIG_AUDIT_SKIPPED, /* not run: config.verify not RMIG_VERIFY_ON, or not migrated */
+	RMIG_AUDIT_PASSED,  /* the source's final memory is what it sent */
+	RMIG_AUDIT_FAILED,  /* it is not: the backend's dirty log missed writes */
 };
 
 struct rmig_ctx;

@@ -41,6 +41,10 @@
 /* Source: the switch-over will be post-copy (DISCARD, PAGE_REQUEST,
  * PAGE_DATA); destination: it can catch its guest's faults (echoed). */
 #define RMIG_CAP_POSTCOPY (1ull << 1)
+/* Source: it will send COMPLETE_CHUNKED roots (config.verify=1): keep a
+ * digest of every page as it is written; destination: it does (echoed).
+ * Without the echo the source falls back to whole-memory digests. */
+#define RMIG_CAP_CHUNK_DIGESTS (1ull << 2)
 
 /* HELLO flags. */
 #define RMIG_HELLO_PSK 1u /* the sender holds a pre-shared key and will prove it (AUTH) */
@@ -158,12 +162,17 @@ struct rmig_wire_round_end {
 #define RMIG_ROUND_END_LEN 32
 _Static_assert(sizeof(struct rmig_wire_round_end) == RMIG_ROUND_END_LEN, "round end");
 
-/* COMPLETE: u32 flags, u32 count, count x u64 digest (region order). */
+/* COMPLETE: u32 flags (RMIG_COMPLETE_FLAGS, others refused), u32 count,
+ * count x u64 digest (region order). */
 #define RMIG_COMPLETE_HDR_LEN 8
 #define RMIG_COMPLETE_VERIFY 1u
 #define RMIG_COMPLETE_POSTCOPY                                                                     \
 	2u /* the discarded pages follow after GO; no digests: memory changes                      \
 	    * as soon as the destination's guest runs */
+/* With VERIFY: each digest is a region's root over per-chunk digests kept
+ * as pages moved (engine/mem/chunks.h), not a digest of its memory. */
+#define RMIG_COMPLETE_CHUNKED 4u
+#define RMIG_COMPLETE_FLAGS (RMIG_COMPLETE_VERIFY | RMIG_COMPLETE_POSTCOPY | RMIG_COMPLETE_CHUNKED)
 
 /* DISCARD: this, then nruns x wire_run, ascending and disjoint. */
 struct rmig_wire_discard_hdr {

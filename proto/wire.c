@@ -534,6 +534,11 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 			return bad(err, errlen,
 				   "COMPLETE digest count %u does not match length %zu",
 				   m->u.complete.count, len);
+		if ((m->u.complete.flags & ~RMIG_COMPLETE_FLAGS) ||
+		    ((m->u.complete.flags & RMIG_COMPLETE_CHUNKED) &&
+		     !(m->u.complete.flags & RMIG_COMPLETE_VERIFY)))
+			return bad(err, errlen, "COMPLETE flags 0x%x not understood",
+				   m->u.complete.flags);
 		for (uint32_t i = 0; i < m->u.complete.count; i++)
 			m->u.complete.digest[i] = get64(p + RMIG_COMPLETE_HDR_LEN + 8 * i);
 		break;

@@ -60,7 +60,13 @@ static const char usage_text[] =
     "  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
     "  --on-no-converge P      throttle|force|abort (default throttle)\n"
     "  --max-bandwidth RATE    bytes/s, K/M/G suffixes, e.g. 50M (default unlimited)\n"
-    "  --verify / --no-verify  digest all memory on both sides at the pause (default on)\n"
+    "  --verify[=on|full|off]  on (the default): digests of every page as it moves,\n"
+    "                          compared at the pause (a page corrupted in flight or\n"
+    "                          lost rolls back), then, with the guest running at the\n"
+    "                          destination, an audit of the source's memory against\n"
+    "                          what was sent (a difference: exit 5); full: all memory\n"
+    "                          digested on both sides during the pause, a mismatch\n"
+    "                          rolls back; off: none (also --no-verify)\n"
     "  --postcopy              switch over by post-copy: the destination starts the\n"
     "                          guest at once and fetches each missing page when it is\n"
     "                          touched, the rest streams in; implies --no-verify. A\n"
@@ -106,7 +112,10 @@ static const char usage_text[] =
     "  2 usage error\n"
     "  3 rolled back         abandoned part-way; the source guest resumed and runs\n"
     "  4 outcome unknown     link lost after GO; the source stays paused\n"
-    "                        (post-copy failed after GO: the guest is lost)\n";
+    "                        (post-copy failed after GO: the guest is lost)\n"
+    "  5 audit failed        send: migrated, the destination runs the guest, but the\n"
+    "                        audit found the source's memory at the pause differs\n"
+    "                        from what was sent (the backend's dirty log missed writes)\n";
 
 struct tool {
 	struct rmig_ctx *ctx;
@@ -136,7 +145,7 @@ struct tool {
 	const char *backend_spec;
 	const struct rmig_config *cfg;
 	struct rmig_config worker_cfg; /* a worker's: its own event_arg */
-	int failed; /* a worker could not go on (its backend) */
+	int failed;		       /* a worker could not go on (its backend) */
 };
 
 static void die_usage(const char *fmt, ...)
@@ -149,6 +158,19 @@ static void die_usage(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, " (see rmig help)\n");
 	exit(RMIG_RESULT_USAGE);
+}
+
+/* --verify[=on|full|off]. */
+static int parse_verify(const char *v)
+{
+	if (!v || !strcmp(v, "on"))
+		return RMIG_VERIFY_ON;
+	if (!strcmp(v, "full"))
+		return RMIG_VERIFY_FULL;
+	if (!strcmp(v, "off"))
+		return RMIG_VERIFY_OFF;
+	die_usage("--verify: '%s' is not on, full or off", v);
+	return RMIG_VERIFY_ON;
 }
 
 static unsigned parse_uint(const char *opt, const char *v, unsigned min, unsigned max)
@@ -411,6 +433,18 @@ static void on_event(void *arg, const struct rmig_event *ev)
 				ev->transport, detail);
 		}
 		break;
+	case RMIG_EV_AUDIT:
+		/* Always on stderr too when it failed: the operator must know. */
+		if (t->json) {
+			printf("{\"event\":\"audit\"");
+			print_json_field("detail", ev->detail);
+			printf("}\n");
+		}
+		if (!t->json || strstr(ev->detail, "FAILED")) {
+			clear_progress(t);
+			fprintf(stderr, "rmig: %s\n", detail);
+		}
+		break;
 	case RMIG_EV_REFUSED:
 		/* Always on stderr too: a refused peer is a security log entry. */
 		clear_progress(t);
@@ -556,6 +590,20 @@ static void guest_check(struct tool *t, int *running, long long *delta)
 	}
 }
 
+/* The audit's fields of the source's summary. */
+static void print_audit_json(const struct rmig_stats *s)
+{
+	static const char *const verdict[] = { "skipped", "passed", "failed" };
+
+	printf(",\"audit\":\"%s\",\"audit_ms\":%llu,\"audit_mismatch_chunks\":%llu,"
+	       "\"verify_chunks\":%llu",
+	       verdict[s->audit <= RMIG_AUDIT_FAILED ? s->audit : 0],
+	       (unsigned long long)s->audit_ms, (unsigned long long)s->audit_mismatch_chunks,
+	       (unsigned long long)s->verify_chunks);
+	if (s->audit == RMIG_AUDIT_FAILED)
+		print_json_field("audit_chunks", s->audit_chunks);
+}
+
 static void print_summary(struct tool *t, int rc)
 {
 	const struct rmig_stats *s = rmig_stats(t->ctx);
@@ -603,6 +651,8 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->postcopy_pages,
 		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
 		    (unsigned long long)s->prealloc_ms);
+		if (t->role_send)
+			print_audit_json(s);
 		if (running >= 0)
 			printf(",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -689,7 +739,7 @@ static const struct option long_opts[] = {
 	{ "max-rounds", required_argument, NULL, OPT_ROUNDS },
 	{ "on-no-converge", required_argument, NULL, OPT_NC },
 	{ "max-bandwidth", required_argument, NULL, OPT_BW },
-	{ "verify", no_argument, NULL, OPT_VERIFY },
+	{ "verify", optional_argument, NULL, OPT_VERIFY },
 	{ "no-verify", no_argument, NULL, OPT_NO_VERIFY },
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "accept-timeout-ms", required_argument, NULL, OPT_ACCEPT_TMO },
@@ -864,10 +914,10 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 				die_usage("--max-bandwidth: '%s' is not a rate like 50M", optarg);
 			break;
 		case OPT_VERIFY:
-			cfg->verify = 1;
-			c->verify_given = 1;
+			cfg->verify = parse_verify(optarg);
+			c->verify_given = cfg->verify != RMIG_VERIFY_OFF;
 			break;
-		case OPT_NO_VERIFY: cfg->verify = 0; break;
+		case OPT_NO_VERIFY: cfg->verify = RMIG_VERIFY_OFF; break;
 		case OPT_LISTEN: c->listen_arg = optarg; break;
 		case OPT_ACCEPT_TMO:
 			cfg->accept_timeout_ms =
@@ -985,8 +1035,8 @@ static void *worker_main(void *arg)
 		struct rmig_progress p;
 		struct rmig_ctx *ctx;
 		double cpu0 = cpu_seconds();
-		int rc = rmig_backend_open(w->backend_spec, RMIG_ROLE_DEST, &w->be, err,
-					   sizeof(err));
+		int rc =
+		    rmig_backend_open(w->backend_spec, RMIG_ROLE_DEST, &w->be, err, sizeof(err));
 
 		if (rc) {
 			fprintf(stderr, "rmig: backend %s: %s\n", w->backend_spec, err);
@@ -1151,6 +1201,8 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	}
 	stop_loop(&t);
 	rc = (int)rmig_stats(t.ctx)->result;
+	if (rc == RMIG_RESULT_MIGRATED && rmig_stats(t.ctx)->audit == RMIG_AUDIT_FAILED)
+		rc = RMIG_EXIT_AUDIT_FAILED;
 	rmig_ctx_destroy(t.ctx);
 	rmig_backend_close(t.be);
 	return rc;

@@ -166,16 +166,20 @@ uint64_t rmig_chunks_stale(struct rmig_chunks *c)
 	return n;
 }
 
-void rmig_chunks_refresh(struct rmig_chunks *c)
+uint64_t rmig_chunks_refresh(struct rmig_chunks *c)
 {
+	uint64_t n = 0;
+
 	for (size_t w = 0; w < rmig_bitmap_words(c->first_chunk[c->n]); w++) {
 		uint64_t bits = atomic_exchange(&c->stale[w], 0);
 
 		while (bits) {
 			chunk_digest(c, w * 64 + (size_t)__builtin_ctzll(bits));
 			bits &= bits - 1;
+			n++;
 		}
 	}
+	return n;
 }
 
 void rmig_chunks_roots(struct rmig_chunks *c, uint64_t *out)

@@ -53,8 +53,9 @@ void rmig_chunks_set_zero(struct rmig_chunks *c, size_t ri, uint64_t first, uint
  * pages arrived unseen (RDMA WRITE). */
 int rmig_chunks_from_memory(struct rmig_chunks *c, unsigned threads);
 
-/* Recompute the digests of the chunks touched since the last refresh. */
-void rmig_chunks_refresh(struct rmig_chunks *c);
+/* Recompute the digests of the chunks touched since the last refresh;
+ * how many. */
+uint64_t rmig_chunks_refresh(struct rmig_chunks *c);
 /* Refresh, then out[i] = region i's root. */
 void rmig_chunks_roots(struct rmig_chunks *c, uint64_t *out);
 

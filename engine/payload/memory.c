@@ -39,4 +39,5 @@ const struct rmig_payload_ops rmig_memory_payload = {
 	.load_failed = rmig_mem_load_failed,
 	.load_postcopy_end = rmig_mem_load_postcopy_end,
 	.load_cleanup = rmig_mem_load_cleanup,
+	.save_audit = rmig_mem_save_audit,
 };

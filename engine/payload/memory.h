@@ -20,6 +20,7 @@ int rmig_mem_save_complete(struct rmig_payload *p, struct rmig_msg *complete);
 int rmig_mem_save_announce(struct rmig_payload *p, uint64_t *count);
 int rmig_mem_save_message(struct rmig_payload *p, const struct rmig_msg *m);
 void rmig_mem_save_cleanup(struct rmig_payload *p);
+int rmig_mem_save_audit(struct rmig_payload *p);
 
 int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *hello);
 int rmig_mem_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,

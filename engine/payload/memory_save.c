@@ -1,8 +1,10 @@
 /* memory_save.c - guest memory, source side: the dirty log, round after
  * round of dirty pages onto the data channels (zero pages as runs without
  * bytes, or RDMA WRITE straight into the peer's memory), the digests at the
- * pause; post-copy: announcing the pages still here (DISCARD) and answering
- * the destination's PAGE_REQUESTs.
+ * pause (config.verify=full) or of every page as it is sent (on), the audit
+ * of the source's final memory against those after the switch-over;
+ * post-copy: announcing the pages still here (DISCARD) and answering the
+ * destination's PAGE_REQUESTs.
  *
  * Two bitmaps per region: `dirty` (to send next; from post-copy's first
  * announcement on, every page announced) and `sent` (sent in the round not
@@ -16,6 +18,7 @@
 
 #include "bitmap.h"
 #include "channels.h"
+#include "chunks.h"
 #include "digest.h"
 #include "memory.h"
 #include "populated.h"
@@ -37,9 +40,11 @@ struct digest_task {
 struct mem_save {
 	uint64_t *dirty[RMIG_MAX_REGIONS];
 	uint64_t *sent[RMIG_MAX_REGIONS];
-	uint32_t round; /* the round being sent, for the frames' headers */
-	int announcing; /* post-copy: sent[] records what was announced */
-	struct digest_task dig;
+	uint32_t round;		    /* the round being sent, for the frames' headers */
+	int announcing;		    /* post-copy: sent[] records what was announced */
+	struct digest_task dig;	    /* config.verify=full */
+	struct rmig_chunks *chunks; /* config.verify=on: digests of what was sent */
+	uint64_t refreshed;	    /* chunks digested again after the last ack */
 };
 
 static struct mem_save *ms(struct rmig_payload *p)
@@ -91,6 +96,20 @@ int rmig_mem_save_setup(struct rmig_payload *p)
 	return 0;
 }
 
+/* config.verify=on: a digest of every page as it is sent (the handshake
+ * fell back to full if the destination cannot keep its own). A failover
+ * starts the payload once only, so the digests of what it sent survive. */
+static int start_chunks(struct rmig_payload *p)
+{
+	struct rmig_ctx *ctx = p->ctx;
+
+	if (ctx->cfg.verify != RMIG_VERIFY_ON || p->postcopy || ms(p)->chunks)
+		return 0;
+	if (rmig_chunks_create(ctx->regions, ctx->nregions, &ms(p)->chunks))
+		return rmig_err(ctx, -ENOMEM, "out of memory for the chunk digests");
+	return 0;
+}
+
 int rmig_mem_save_start(struct rmig_payload *p)
 {
 	struct rmig_ctx *ctx = p->ctx;
@@ -112,7 +131,25 @@ int rmig_mem_save_start(struct rmig_payload *p)
 		    rmig_populated_pages(r->host, region_pages(r), r->page_size, ms(p)->dirty[i]))
 			rmig_dirty_bitmap_set_all(ms(p)->dirty[i], region_pages(r));
 	}
-	return 0;
+	return start_chunks(p);
+}
+
+/* The digests of what is about to be sent: the bytes as the senders read
+ * them (a page the guest changes meanwhile is dirty and sent again, with
+ * a new digest; once it is paused, they are final). */
+static void record_runs(struct rmig_payload *p, const struct rmig_region *r, uint8_t type,
+			const struct rmig_run *runs, uint32_t nruns)
+{
+	struct rmig_chunks *c = ms(p)->chunks;
+	size_t ri = (size_t)(r - p->ctx->regions);
+
+	for (uint32_t i = 0; c && i < nruns; i++) {
+		if (type == RMIG_MSG_ZERO)
+			rmig_chunks_set_zero(c, ri, runs[i].first, runs[i].count);
+		else
+			rmig_chunks_set_pages(c, ri, runs[i].first, runs[i].count,
+					      (char *)r->host + runs[i].first * r->page_size);
+	}
 }
 
 /* Send the runs collected so far as one PAGES or ZERO frame. */
@@ -127,6 +164,7 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 
 	if (!*nruns)
 		return 0;
+	record_runs(p, r, type, runs, *nruns);
 	sub = rmig_pages_encode(c->hdr + RMIG_FRAME_HDR_LEN, sizeof(c->hdr) - RMIG_FRAME_HDR_LEN,
 				r->id, ms(p)->round, runs, *nruns);
 	for (uint32_t i = 0; i < *nruns; i++) {
@@ -267,6 +305,9 @@ void rmig_mem_save_acked(struct rmig_payload *p)
 {
 	if (ms(p)->announcing)
 		return;
+	/* The round's chunks now, while the guest runs, not at the pause. */
+	if (ms(p)->chunks)
+		ms(p)->refreshed = rmig_chunks_refresh(ms(p)->chunks);
 	for (size_t ri = 0; ri < p->ctx->nregions; ri++)
 		clear_map(ms(p)->sent[ri], &p->ctx->regions[ri]);
 }
@@ -322,7 +363,7 @@ int rmig_mem_save_pause(struct rmig_payload *p)
 {
 	struct digest_task *d = &ms(p)->dig;
 
-	if (!p->ctx->cfg.verify || p->postcopy)
+	if (p->ctx->cfg.verify != RMIG_VERIFY_FULL || p->postcopy)
 		return 0;
 	d->ctx = p->ctx;
 	if (pthread_create(&d->tid, NULL, digest_main, d))
@@ -354,6 +395,13 @@ int rmig_mem_save_complete(struct rmig_payload *p, struct rmig_msg *m)
 	}
 	if (!ctx->cfg.verify)
 		return 0;
+	if (ms(p)->chunks) {
+		/* Only the chunks the last round touched are digested again. */
+		ctx->stats.verify_chunks = ms(p)->refreshed + rmig_chunks_stale(ms(p)->chunks);
+		rmig_chunks_roots(ms(p)->chunks, m->u.complete.digest);
+		m->u.complete.flags |= RMIG_COMPLETE_VERIFY | RMIG_COMPLETE_CHUNKED;
+		return 0;
+	}
 	rc = join_digest(p);
 	if (rc)
 		return rc;
@@ -428,10 +476,68 @@ void rmig_mem_save_cleanup(struct rmig_payload *p)
 		return;
 	if (s->dig.running)
 		pthread_join(s->dig.tid, NULL);
+	rmig_chunks_destroy(s->chunks);
 	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++) {
 		free(s->dirty[i]);
 		free(s->sent[i]);
 	}
 	free(s);
 	p->priv = NULL;
+}
+
+/* "region:chunk ..." of the first mismatched chunks. */
+static void name_chunks(const struct rmig_audit_report *rep, char *out, size_t len)
+{
+	size_t n = 0;
+
+	out[0] = 0;
+	for (unsigned i = 0; i < rep->named && n < len; i++)
+		n +=
+		    (size_t)snprintf(out + n, len - n, "%s%u:%llu", i ? " " : "",
+				     rep->first[i].region, (unsigned long long)rep->first[i].chunk);
+	if (rep->mismatched > rep->named && n < len)
+		snprintf(out + n, len - n, " ...");
+}
+
+/* The guest runs at the destination; ours is paused as it was at the
+ * pause. Every chunk of it against the digests of what was sent: a
+ * difference is a write the backend's dirty log did not report, so the
+ * destination's guest runs with other memory. Never-populated pages are
+ * not read. */
+int rmig_mem_save_audit(struct rmig_payload *p)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct rmig_stats *st = &ctx->stats;
+	struct rmig_audit_report rep;
+	struct rmig_event ev = { .type = RMIG_EV_AUDIT };
+	char detail[512];
+	int64_t t0 = rmig_now_ms();
+	int rc;
+
+	if (!ms(p)->chunks)
+		return 0;
+	rc = rmig_chunks_audit(ms(p)->chunks, 0, &rep);
+	if (rc)
+		return rmig_err(ctx, rc, "audit: out of memory");
+	st->audit_ms = (uint64_t)(rmig_now_ms() - t0);
+	st->audit_mismatch_chunks = rep.mismatched;
+	st->audit = rep.mismatched ? RMIG_AUDIT_FAILED : RMIG_AUDIT_PASSED;
+	name_chunks(&rep, st->audit_chunks, sizeof(st->audit_chunks));
+	if (rep.mismatched)
+		snprintf(detail, sizeof(detail),
+			 "audit FAILED: %llu of %llu chunks of 2 MiB of the source's memory at the "
+			 "pause differ from what was sent (region:chunk %s): backend %s did not "
+			 "report every write in its dirty log; the guest runs at the destination "
+			 "with memory that differs",
+			 (unsigned long long)rep.mismatched, (unsigned long long)rep.chunks,
+			 st->audit_chunks, ctx->be->ops->name);
+	else
+		snprintf(
+		    detail, sizeof(detail),
+		    "audit passed: %llu chunks (%llu pages read) match what was sent, in %llu ms",
+		    (unsigned long long)rep.chunks, (unsigned long long)rep.pages_read,
+		    (unsigned long long)st->audit_ms);
+	ev.detail = detail;
+	rmig_emit(ctx, &ev);
+	return 0;
 }

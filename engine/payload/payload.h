@@ -104,6 +104,12 @@ struct rmig_payload_ops {
 	int (*load_failed)(struct rmig_payload *p, char *why, size_t whylen);
 	void (*load_postcopy_end)(struct rmig_payload *p);
 	void (*load_cleanup)(struct rmig_payload *p);
+
+	/* ---- source, added later ---- */
+	/* The guest runs at the destination; ours is paused and unchanged:
+	 * check it against what was sent (ctx->stats.audit*). Failing to
+	 * check is an error; a difference is not (it is in the stats). */
+	int (*save_audit)(struct rmig_payload *p);
 };
 
 /* What a payload tells the session while it works; the session's. */

@@ -39,7 +39,7 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->downtime_ms = 300;
 	cfg->max_rounds = 30;
 	cfg->on_no_converge = RMIG_NC_THROTTLE;
-	cfg->verify = 1;
+	cfg->verify = RMIG_VERIFY_ON;
 	cfg->link_timeout_ms = 2000;
 	cfg->failover = RMIG_FAILOVER_TCP;
 	cfg->failover_timeout_ms = 10000;
@@ -70,6 +70,8 @@ static const char *config_problem(const struct rmig_config *cfg)
 		return "config.pin: not an enum rmig_pin";
 	if (cfg->failover > RMIG_FAILOVER_NONE)
 		return "config.failover: not an enum rmig_failover";
+	if (cfg->verify < RMIG_VERIFY_OFF || cfg->verify > RMIG_VERIFY_FULL)
+		return "config.verify: not 0 (off), 1 (on) or 2 (full)";
 	if (cfg->psk && (cfg->psk_len < RMIG_MIN_PSK || cfg->psk_len > RMIG_MAX_PSK))
 		return "config.psk_len: not in 16..1024";
 	return NULL;

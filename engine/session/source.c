@@ -51,7 +51,8 @@ struct sender {
 	 * must resume it. */
 	int must_resume;
 	struct rmig_converge_state conv;
-	double fixed_ms; /* a switch-over's fixed cost (the digests) */
+	double fixed_ms;    /* a switch-over's fixed cost (round trips, full digests) */
+	double digest_rate; /* bytes/s, all cores, if verifying */
 	int64_t t_pause;
 	unsigned round;
 };
@@ -137,6 +138,21 @@ enum open_kind { OPEN_NEW, OPEN_RESUME, OPEN_QUERY };
 
 /* The opening of every connection: HELLO both ways, versions, then who the
  * peer is (authentication). Nothing about the guest is sent before. */
+/* A destination that keeps no digests of its own pages (an older rmig)
+ * does not echo the capability: verify all memory at the pause instead. */
+static void chunk_digests_or_full(struct rmig_ctx *ctx, uint64_t peer_caps)
+{
+	struct rmig_event ev = { .type = RMIG_EV_WARNING,
+				 .detail = "the destination keeps no per-chunk digests (an older "
+					   "rmig): config.verify=full, all memory is digested "
+					   "during the pause" };
+
+	if (ctx->cfg.verify != RMIG_VERIFY_ON || (peer_caps & RMIG_CAP_CHUNK_DIGESTS))
+		return;
+	ctx->cfg.verify = RMIG_VERIFY_FULL;
+	rmig_emit(ctx, &ev);
+}
+
 static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
 			struct rmig_msg *m)
 {
@@ -162,8 +178,9 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		.ver_min = RMIG_WIRE_VERSION_MIN,
 		.ver_max = RMIG_WIRE_VERSION_MAX,
 		.channels = ctx->nchan,
-		.caps =
-		    (ask_placement ? RMIG_CAP_PLACEMENT : 0) | (postcopy ? RMIG_CAP_POSTCOPY : 0),
+		.caps = (ask_placement ? RMIG_CAP_PLACEMENT : 0) |
+			(postcopy ? RMIG_CAP_POSTCOPY : 0) |
+			(ctx->cfg.verify == RMIG_VERIFY_ON ? RMIG_CAP_CHUNK_DIGESTS : 0),
 		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
 			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
 			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
@@ -197,6 +214,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		rc = rmig_err(ctx, -EOPNOTSUPP,
 			      "the destination %s does not support post-copy (an older rmig)",
 			      ctx->link->peer);
+	if (!rc && kind == OPEN_NEW)
+		chunk_digests_or_full(ctx, peer_caps);
 	if (rc && rc != -ECONNABORTED)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	return rc;
@@ -593,6 +612,36 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 	}
 }
 
+/* What verification adds to a switch-over that no pre-copy round can
+ * shrink, once the handshake settled config.verify and the link: full,
+ * both sides digest all memory; on, nothing per guest, unless the
+ * destination cannot see the pages (RDMA WRITE) and digests what its
+ * kernel populated (counted as the whole guest: an upper bound). */
+static void plan_verify_cost(struct sender *s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	double guest_ms =
+	    s->digest_rate > 0 ? (double)ctx->stats.guest_bytes / s->digest_rate * 1000.0 : 0;
+
+	s->fixed_ms = 2.0;
+	if (ctx->cfg.verify == RMIG_VERIFY_FULL)
+		s->fixed_ms += 2.0 * guest_ms;
+	else if (ctx->cfg.verify == RMIG_VERIFY_ON && ctx->placement)
+		s->fixed_ms += guest_ms;
+}
+
+/* Expected downtime if the guest paused now with dirty_bytes to send:
+ * with config.verify=on, each of those pages is also digested on both
+ * sides (chunk digests over them are 1/512 of that: not counted). */
+static double expected_downtime(const struct sender *s, uint64_t dirty_bytes, double bandwidth)
+{
+	double ms = rmig_expected_downtime_ms(dirty_bytes, bandwidth, s->fixed_ms);
+
+	if (s->ctx->cfg.verify == RMIG_VERIFY_ON && s->digest_rate > 0)
+		ms += 2.0 * (double)dirty_bytes / s->digest_rate * 1000.0;
+	return ms;
+}
+
 /* Pre-copy: rounds until the policy says switch over. */
 static int precopy(struct sender *s)
 {
@@ -629,8 +678,7 @@ static int precopy(struct sender *s)
 		rs.dirty_rate = now > t_fetch ? (double)pend.units / (now - t_fetch) : 0;
 		t_fetch = now;
 		rs.dirty_pages = pend.units;
-		rs.expected_downtime_ms =
-		    rmig_expected_downtime_ms(pend.bytes, bandwidth, s->fixed_ms);
+		rs.expected_downtime_ms = expected_downtime(s, pend.bytes, bandwidth);
 		ctx->stats.rounds = s->round;
 		ctx->stats.expected_downtime_ms = rs.expected_downtime_ms;
 		update_progress(ctx, &rs, pend.bytes);
@@ -860,7 +908,7 @@ static int commit(struct sender *s, struct rmig_msg *m)
 		rc = expect_serving(s, RMIG_MSG_READY, m);
 	if (rc)
 		return rc;
-	ctx->stats.verified = ctx->cfg.verify;
+	ctx->stats.verified = ctx->cfg.verify != RMIG_VERIFY_OFF;
 	/* From here the destination may run, so we never resume on our own. */
 	rmig_phase_enter(ctx, RMIG_SRC_COMMIT);
 	/* READY may be old news (a slow backend, a stalled thread): make sure
@@ -930,11 +978,8 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 		if (p->ops->save_live)
 			s->live = p;
 	}
-	/* Fixed cost of a switch-over: both digests, if verifying. */
-	s->fixed_ms = 2.0;
 	if (ctx->cfg.verify)
-		s->fixed_ms += 2.0 * (double)ctx->stats.guest_bytes / rmig_digest_rate(0) * 1000.0;
-
+		s->digest_rate = rmig_digest_rate(0);
 	rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
 	plan_channels(ctx);
 	rc = rmig_links_connect(ctx, (int)ctx->cfg.link_timeout_ms);
@@ -943,6 +988,7 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	ctx->stats.channels = ctx->nchan;
 	if (rc)
 		return rc;
+	plan_verify_cost(s);
 	/* The handshake started the heartbeats: from here a failure is a rollback. */
 	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
 	rc = rmig_tx_create(ctx, &s->tx);
@@ -993,7 +1039,7 @@ static int fail_migration(struct sender *s, int rc)
 	if (outcome == 1) {
 		/* It runs there: the migration succeeded, only STARTED was lost. */
 		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - s->t_pause);
-		ctx->stats.verified = ctx->cfg.verify;
+		ctx->stats.verified = ctx->cfg.verify != RMIG_VERIFY_OFF;
 		ctx->stats.result = RMIG_RESULT_MIGRATED;
 		rmig_phase_enter(ctx, RMIG_SRC_MIGRATED);
 		return 0;
@@ -1036,6 +1082,23 @@ static int fail_migration(struct sender *s, int rc)
 	return rc < 0 ? rc : -EIO;
 }
 
+/* Migrated: the guest runs at the destination; ours stays paused, with
+ * its memory, until the payloads checked it (off the downtime). */
+static void audit(struct sender *s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	char cause[sizeof(ctx->err)];
+
+	memcpy(cause, ctx->err, sizeof(cause));
+	if (RMIG_PAYLOADS_CALL(&s->ps, save_audit)) {
+		struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = ctx->err };
+
+		rmig_emit(ctx, &ev);
+		ctx->stats.audit = RMIG_AUDIT_SKIPPED;
+	}
+	memcpy(ctx->err, cause, sizeof(cause)); /* the migration itself succeeded */
+}
+
 int rmig_send(struct rmig_ctx *ctx)
 {
 	struct sender *s = calloc(1, sizeof(*s));
@@ -1068,6 +1131,8 @@ int rmig_send(struct rmig_ctx *ctx)
 	}
 	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	rmig_heartbeat_stop(ctx);
+	if (!rc)
+		audit(s);
 	rmig_tx_destroy(s->tx);
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);

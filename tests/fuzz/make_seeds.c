@@ -513,6 +513,8 @@ static void frame_seeds(const char *dir)
 	m->u.complete.digest[0] = 0x0123456789abcdefull;
 	m->u.complete.digest[1] = 0xfedcba9876543210ull;
 	frame_seed(dir, "seed-complete", m);
+	m->u.complete.flags = RMIG_COMPLETE_VERIFY | RMIG_COMPLETE_CHUNKED;
+	frame_seed(dir, "seed-complete-chunked", m);
 	m = msg(RMIG_MSG_ABORT);
 	m->u.abort.code = -EPIPE;
 	snprintf(m->u.abort.reason, sizeof(m->u.abort.reason), "lost the guest: disk full");

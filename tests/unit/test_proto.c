@@ -696,7 +696,9 @@ static void test_rt_complete(void **state)
 		uint8_t *f;
 		size_t flen;
 
-		m.u.complete.flags = c & 1 ? RMIG_COMPLETE_VERIFY : 0xabcdef00u;
+		m.u.complete.flags =
+		    c & 1 ? RMIG_COMPLETE_VERIFY | (c & 2 ? RMIG_COMPLETE_CHUNKED : 0)
+			  : RMIG_COMPLETE_POSTCOPY;
 		m.u.complete.count = counts[c];
 		for (uint32_t i = 0; i < RMIG_MAX_REGIONS; i++)
 			m.u.complete.digest[i] = rnd();
@@ -966,6 +968,14 @@ static void test_complete_invalid(void **state)
 	EXPECT_BAD(err, decode_payload(RMIG_MSG_COMPLETE, p, sizeof(p), err, sizeof(err)));
 	wr32(p + 4, 64);
 	EXPECT_OK(err, decode_payload(RMIG_MSG_COMPLETE, p, sizeof(p), err, sizeof(err)));
+	wr32(p, RMIG_COMPLETE_VERIFY | RMIG_COMPLETE_CHUNKED);
+	EXPECT_OK(err, decode_payload(RMIG_MSG_COMPLETE, p, sizeof(p), err, sizeof(err)));
+	wr32(p, RMIG_COMPLETE_CHUNKED); /* roots of nothing to compare */
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_COMPLETE, p, sizeof(p), err, sizeof(err)));
+	wr32(p, RMIG_COMPLETE_VERIFY | 8u); /* a flag this side does not know */
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_COMPLETE, p, sizeof(p), err, sizeof(err)));
+	wr32(p, 0x80000000u);
+	EXPECT_BAD(err, decode_payload(RMIG_MSG_COMPLETE, p, sizeof(p), err, sizeof(err)));
 }
 
 static void put_region(uint8_t *p, uint32_t id, uint32_t ps, uint64_t gpa, uint64_t len)
@@ -2020,6 +2030,7 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 		break;
 	case RMIG_MSG_COMPLETE:
 		assert_true(m->u.complete.count <= RMIG_MAX_REGIONS);
+		assert_int_equal(m->u.complete.flags & ~RMIG_COMPLETE_FLAGS, 0);
 		assert_int_equal(fh.len, 8 + 8 * m->u.complete.count);
 		break;
 	case RMIG_MSG_ABORT:
