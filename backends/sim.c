@@ -15,6 +15,11 @@
  *   overcommit  1: skip the check that the guest fits in RAM + swap (a sparse
  *               guest, e.g. for the scale benchmark; RLIMIT_AS still holds).
  *               The source checks only its non-zero part anyway.
+ *   lie         TEST ONLY: a dirty log that misses writes. At the first fetch
+ *               of the dirty log (round 1 has been sent), N pages outside the
+ *               hot set are written and not reported dirty, so they are never
+ *               sent again; each is named on stderr ("sim: lie: region R
+ *               chunk C page P"). What config.verify's audit must catch.
  * On the destination the spec is just "sim" (or "sim:overcommit=1"): size and layout come from the
  * source, and the writer's state (RNG, counters) travels as the device-state
  * blob, so the guest carries on where it stopped.
@@ -57,6 +62,8 @@ struct sim {
 	uint64_t zero_run; /* pages */
 	int node;	   /* NUMA node the memory is bound to, -1: none */
 	int overcommit;	   /* skip the RAM + swap check */
+	uint64_t lie;	   /* test only: pages to write unreported at the first fetch */
+	int lied;
 	/* writer */
 	pthread_t writer;
 	int writer_started;
@@ -145,6 +152,8 @@ static int sim_arg(struct rmig_backend *be, void *state, const char *key, const 
 		s->node = (int)v;
 		return rc;
 	}
+	if (strcmp(key, "lie") == 0)
+		return rmig_backend_arg_u64(val, 10, 0, 1u << 20, &s->lie);
 	if (strcmp(key, "overcommit") == 0) {
 		rc = rmig_backend_arg_u64(val, 10, 0, 1, &v);
 		s->overcommit = (int)v;
@@ -431,6 +440,29 @@ static int sim_start_dirty_log(struct rmig_backend *be)
 	return 0;
 }
 
+/* lie=N: write N cold pages (never in the writer's hot set, so never
+ * reported by an honest write either) without setting their dirty bits. */
+static void lie_now(struct sim *s)
+{
+	uint64_t rng = splitmix64(s->seed ^ 0x11e) | 1, cold = s->npages - s->hot_pages;
+
+	pthread_mutex_lock(&s->lock);
+	for (uint64_t i = 0; i < s->lie && cold; i++) {
+		uint64_t r = xorshift64(&rng);
+		uint64_t page = (s->hot_pages + r % cold) * s->stride % s->npages;
+		uint64_t idx = page % s->pages_per_region;
+		size_t reg = page / s->pages_per_region;
+		uint64_t *w = (uint64_t *)((char *)s->regions[reg].host + idx * SIM_PAGE) +
+			      (r >> 40) % (SIM_PAGE / 8);
+
+		*(volatile uint64_t *)w = ~*w;
+		fprintf(stderr, "sim: lie: region %u chunk %llu page %llu\n", s->regions[reg].id,
+			(unsigned long long)(idx * SIM_PAGE / (2u << 20)), (unsigned long long)idx);
+	}
+	s->lied = 1;
+	pthread_mutex_unlock(&s->lock);
+}
+
 static int sim_fetch_dirty(struct rmig_backend *be, size_t ri, uint64_t *bitmap)
 {
 	struct sim *s = be->priv;
@@ -438,6 +470,8 @@ static int sim_fetch_dirty(struct rmig_backend *be, size_t ri, uint64_t *bitmap)
 
 	if (ri >= s->nregions)
 		return -EINVAL;
+	if (s->lie && !s->lied)
+		lie_now(s);
 	for (uint64_t w = 0; w < words; w++) {
 		/* Plain load first: most words are clean, and an exchange is a locked op. */
 		if (atomic_load_explicit(&s->dirty[ri][w], memory_order_relaxed))
