@@ -272,7 +272,7 @@ static void conv_complete(struct conv *c, int verify, int wrong)
 	if (verify) {
 		for (uint32_t i = 0; i < c->nregions; i++)
 			r[i] = (struct rmig_region){ i, PAGE, i * c->region_len, c->region_len,
-						     c->mem[i] };
+						     c->mem[i], 0 };
 		if (rmig_digest_regions(r, c->nregions, 1, digest)) {
 			fprintf(stderr, "make_seeds: digest failed\n");
 			exit(1);
