@@ -40,6 +40,22 @@ double rmig_expected_downtime_ms(uint64_t dirty_bytes, double bandwidth, double 
 	return (double)dirty_bytes / bandwidth * 1000.0 + fixed_ms;
 }
 
+double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, double digest_rate)
+{
+	double guest_ms = digest_rate > 0 ? (double)guest_bytes / digest_rate * 1000.0 : 0;
+
+	if (verify == RMIG_VERIFY_FULL)
+		return 2.0 * guest_ms;
+	return verify == RMIG_VERIFY_ON && placement ? guest_ms : 0;
+}
+
+double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double digest_rate)
+{
+	if (verify != RMIG_VERIFY_ON || digest_rate <= 0)
+		return 0;
+	return 2.0 * (double)dirty_bytes / digest_rate * 1000.0;
+}
+
 const char *rmig_converge_decision_name(enum rmig_converge_decision d)
 {
 	static const char *const names[] = { "continue", "switch", "force", "throttle", "abort" };

@@ -41,6 +41,16 @@ enum rmig_converge_decision rmig_converge_decide(const struct rmig_converge_inpu
  * the fixed cost (verification, round trips). */
 double rmig_expected_downtime_ms(uint64_t dirty_bytes, double bandwidth, double fixed_ms);
 
+/* What config.verify adds to a switch-over, at digest_rate bytes/s (all
+ * cores). The fixed part no pre-copy round shrinks: full digests all
+ * memory on both sides; on, nothing per guest, unless the destination
+ * cannot see the pages (placement: RDMA WRITE) and digests its populated
+ * memory (counted as the whole guest: an upper bound). */
+double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, double digest_rate);
+/* The part that follows the pages left to send: on digests each of them
+ * on both sides (the chunk digests over them are 1/512 of that). */
+double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double digest_rate);
+
 const char *rmig_converge_decision_name(enum rmig_converge_decision d);
 
 #endif

@@ -612,34 +612,21 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 	}
 }
 
-/* What verification adds to a switch-over that no pre-copy round can
- * shrink, once the handshake settled config.verify and the link: full,
- * both sides digest all memory; on, nothing per guest, unless the
- * destination cannot see the pages (RDMA WRITE) and digests what its
- * kernel populated (counted as the whole guest: an upper bound). */
+/* Round trips, and what verification adds that no round can shrink, once
+ * the handshake settled config.verify and the link. */
 static void plan_verify_cost(struct sender *s)
 {
 	struct rmig_ctx *ctx = s->ctx;
-	double guest_ms =
-	    s->digest_rate > 0 ? (double)ctx->stats.guest_bytes / s->digest_rate * 1000.0 : 0;
 
-	s->fixed_ms = 2.0;
-	if (ctx->cfg.verify == RMIG_VERIFY_FULL)
-		s->fixed_ms += 2.0 * guest_ms;
-	else if (ctx->cfg.verify == RMIG_VERIFY_ON && ctx->placement)
-		s->fixed_ms += guest_ms;
+	s->fixed_ms = 2.0 + rmig_verify_fixed_ms(ctx->cfg.verify, ctx->placement,
+						 ctx->stats.guest_bytes, s->digest_rate);
 }
 
-/* Expected downtime if the guest paused now with dirty_bytes to send:
- * with config.verify=on, each of those pages is also digested on both
- * sides (chunk digests over them are 1/512 of that: not counted). */
+/* Expected downtime if the guest paused now with dirty_bytes to send. */
 static double expected_downtime(const struct sender *s, uint64_t dirty_bytes, double bandwidth)
 {
-	double ms = rmig_expected_downtime_ms(dirty_bytes, bandwidth, s->fixed_ms);
-
-	if (s->ctx->cfg.verify == RMIG_VERIFY_ON && s->digest_rate > 0)
-		ms += 2.0 * (double)dirty_bytes / s->digest_rate * 1000.0;
-	return ms;
+	return rmig_expected_downtime_ms(dirty_bytes, bandwidth, s->fixed_ms) +
+	       rmig_verify_dirty_ms(s->ctx->cfg.verify, dirty_bytes, s->digest_rate);
 }
 
 /* Pre-copy: rounds until the policy says switch over. */
