@@ -150,10 +150,10 @@ $(BUILD)/examples/%: examples/%.c $(PUBLIC_HEADERS) $(BUILD)/$(SONAME)
 	$(CC) $(filter-out -I%,$(CFLAGS)) -Iinclude $(LDFLAGS) -o $@ $< -L$(BUILD) -lrmig \
 	    -Wl,-rpath,'$$ORIGIN/..'
 
-# make bench's copy ceiling.
+# make bench's copy ceiling, and the digest's speed against it.
 $(BUILD)/tests/memcpy_bw: tests/tools/memcpy_bw.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $<
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< -lxxhash
 
 # The QEMU tests' QMP client (tests/qemu, scripts/bench_qemu.sh): no python on CI.
 $(BUILD)/tests/qmpc: tests/tools/qmpc.c

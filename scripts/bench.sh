@@ -8,8 +8,11 @@
 # (3) zero pages and (7) scale (scripts/bench_scale.sh); (4) downtime against
 # dirty rate (scripts/bench_sweep.sh, plot bench/sweep.png); (5) a QEMU guest
 # migrated by QEMU and through rmig (scripts/bench_qemu.sh); (6) CPU per GiB
-# on both sides, against memcpy (tests/tools/memcpy_bw). BENCH_ONLY=tcp runs
-# (1) and (6) alone, printing the table without touching bench/.
+# on both sides, against memcpy (tests/tools/memcpy_bw), and the digest's
+# (XXH3 of 4 KiB pages) speed against memcpy; (8) downtime against guest
+# size for --verify on, full and off (scripts/bench_verify.sh, issue 21).
+# BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
+# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way.
 set -u
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
@@ -18,10 +21,44 @@ CH=${BENCH_CHANNELS:-2}
 T=$(mktemp -d /tmp/rmig-bench.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 mkdir -p bench
+bytes=$(numfmt --from=iec "$SIZE")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# (6) The copy ceiling.
+memcpy_json=$("${BUILD:-build}/tests/memcpy_bw" 2>/dev/null || echo '{"one_Bps":0,"all_Bps":0}')
+memcpy_one=$(jq -r .one_Bps <<<"$memcpy_json")
+memcpy_all=$(jq -r .all_Bps <<<"$memcpy_json")
+xxh3_one=$(jq -r '.xxh3_one_Bps // 0' <<<"$memcpy_json")
+xxh3_all=$(jq -r '.xxh3_all_Bps // 0' <<<"$memcpy_json")
+
+mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
+# (6) The digest (--verify's XXH3 of each 4 KiB page) against memcpy.
+digest_table() {
+	echo "| same buffers, in memory | one CPU, MB/s | all CPUs, MB/s | of memcpy (all CPUs) |"
+	echo "|---|---|---|---|"
+	echo "| memcpy | $(mb "$memcpy_one") | $(mb "$memcpy_all") | 1.00 |"
+	echo "| XXH3-64 of each 4 KiB page | $(mb "$xxh3_one") | $(mb "$xxh3_all") | $(ratio "$xxh3_all" "$memcpy_all") |"
+	echo
+}
+
+# (8) Downtime against guest size, --verify on/full/off (issue 21).
+verify_section() {
+	RMIG="$RMIG" scripts/bench_verify.sh "$T/verify" >"$T/verify.md" 2>"$T/verify.err" ||
+		echo "bench: bench_verify failed: $(tail -1 "$T/verify.err")" >>"$T/verify.md"
+	echo "## Downtime against guest size, by --verify mode"
+	echo
+	cat "$T/verify.md"
+	echo
+	digest_table
+}
+if [ "${BENCH_ONLY:-}" = verify ]; then
+	verify_section
+	exit 0
+fi
+
 command -v iperf3 >/dev/null || {
 	[ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null
 } || { echo "bench: iperf3 is missing (apt-get install iperf3)"; exit 1; }
-bytes=$(numfmt --from=iec "$SIZE")
 
 # (1) TCP. Ceiling: iperf3 moving the same bytes over the same number of
 # streams into a buffer it reuses. rmig's destination must also find fresh
@@ -83,7 +120,6 @@ wait
 steady=$(jq -r 'select(.event=="bench") | .bandwidth' "$T/bsend")
 gib=$(awk -v b="$bytes" 'BEGIN { print b / 1073741824 }')
 iperf=$(median <"$T/iperf.all")
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 range() { awk -v lo="$(sort -g "$1" | head -1)" -v hi="$(sort -g "$1" | tail -1)" 'BEGIN { printf "%.0f..%.0f", lo / 1e6, hi / 1e6 }'; }
 per_gib() { median <"$1" | awk -v g="$gib" '{ printf "%.2f", $1 / 1000 / g }'; }
 tcp_bw=$(median <"$T/pre.bw")
@@ -100,11 +136,6 @@ cpu_recv=$(per_gib "$T/lazy.cpu_recv")
 cpu_recv_pre=$(per_gib "$T/pre.cpu_recv")
 tcp_range="rmig --prealloc $(range "$T/pre.bw") MB/s, without $(range "$T/lazy.bw") MB/s, iperf3 $(range "$T/iperf.all") MB/s"
 
-# (6) The copy ceiling.
-memcpy_json=$("${BUILD:-build}/tests/memcpy_bw" 2>/dev/null || echo '{"one_Bps":0,"all_Bps":0}')
-memcpy_one=$(jq -r .one_Bps <<<"$memcpy_json")
-
-mb() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1e6 }'; }
 tcp_table() {
 	echo "## TCP over loopback, $SIZE idle guest of non-zero data, $CH streams"
 	echo
@@ -121,11 +152,16 @@ tcp_table() {
 	echo
 	echo "CPU per GiB moved (median, whole process, getrusage): sender $cpu_send s, receiver $cpu_recv s ($cpu_recv_pre s with --prealloc, which includes preallocating). Copy ceiling: memcpy moves 1 GiB in $(awk -v b="$memcpy_one" 'BEGIN { if (b > 0) printf "%.2f", 1073741824 / b; else print "?" }') s on one CPU ($(mb "$memcpy_one") MB/s)."
 	echo
+	digest_table
 }
+
 if [ "${BENCH_ONLY:-}" = tcp ]; then
 	tcp_table
 	exit 0
 fi
+
+verify_md=$(verify_section)
+cp "$T/verify/verify.json" bench/ 2>/dev/null
 
 # (4) Downtime and total time against dirty rate (scripts/bench_sweep.sh):
 # table here, plot in bench/sweep.png.
@@ -174,6 +210,8 @@ fi
 	echo
 	echo "Plot: bench/qemu.png."
 	echo
+	echo "$verify_md"
+	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
 	echo "$rxe_table"
@@ -184,7 +222,8 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
 	--argjson scale "$(cat bench/scale.json 2>/dev/null || echo null)" \
 	--argjson qemu "$(cat "$T/qemu/qemu.json" 2>/dev/null || echo null)" \
-	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu}' \
+	--argjson verify "$(cat bench/verify.json 2>/dev/null || echo null)" \
+	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
 scripts/bench_plots.sh bench

@@ -1,6 +1,8 @@
 /* memcpy_bw - the copy ceiling for `make bench`: how fast this machine's
  * memcpy moves data between two buffers already in memory, on one thread
- * and on all CPUs. Prints one JSON line: {"threads":N,"one_Bps":..,"all_Bps":..}.
+ * and on all CPUs; and how fast XXH3-64 (config.verify's digest) reads the
+ * same buffers, as rmig digests pages (4 KiB at a time). Prints one JSON
+ * line: {"threads":N,"one_Bps":..,"all_Bps":..,"xxh3_one_Bps":..,"xxh3_all_Bps":..}.
  *   memcpy_bw [SIZE_MIB]   (per thread, default 256) */
 #include <pthread.h>
 #include <stdio.h>
@@ -9,14 +11,26 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #define REPEAT 8
 
 struct job {
 	size_t size;
+	int hash; /* XXH3 of each 4 KiB page instead of memcpy */
 	double seconds;
 	int rc;
 };
+
+/* Digest every 4 KiB page of a, as config.verify does. */
+static uint64_t hash_pages(const char *a, size_t size)
+{
+	uint64_t h = 0;
+
+	for (size_t off = 0; off + 4096 <= size; off += 4096)
+		h ^= XXH3_64bits(a + off, 4096);
+	return h;
+}
 
 static double now_s(void)
 {
@@ -42,23 +56,28 @@ static void *copy_main(void *arg)
 	memset(a, 0x5a, j->size);
 	memset(b, 0xa5, j->size);
 	t0 = now_s();
-	for (int i = 0; i < REPEAT; i++)
-		memcpy(i & 1 ? a : b, i & 1 ? b : a, j->size);
+	for (int i = 0; i < REPEAT; i++) {
+		if (j->hash)
+			j->rc |= hash_pages(i & 1 ? b : a, j->size) == 42; /* keep it */
+		else
+			memcpy(i & 1 ? a : b, i & 1 ? b : a, j->size);
+	}
 	j->seconds = now_s() - t0;
+	j->rc = 0;
 	munmap(a, j->size);
 	munmap(b, j->size);
 	return NULL;
 }
 
 /* Bytes per second over n threads copying at once. */
-static double run(int n, size_t size)
+static double run(int n, size_t size, int hash)
 {
 	pthread_t tid[256];
 	struct job jobs[256];
 	double t;
 
 	for (int i = 0; i < n; i++) {
-		jobs[i] = (struct job){ .size = size };
+		jobs[i] = (struct job){ .size = size, .hash = hash };
 		if (pthread_create(&tid[i], NULL, copy_main, &jobs[i]))
 			return -1;
 	}
@@ -77,7 +96,7 @@ int main(int argc, char **argv)
 {
 	long mib = argc > 1 ? strtol(argv[1], NULL, 10) : 256;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	double one, all;
+	double one, all, hone, hall;
 
 	if (mib <= 0 || mib > 65536 || cpus < 1) {
 		fprintf(stderr, "usage: memcpy_bw [SIZE_MIB]\n");
@@ -85,12 +104,16 @@ int main(int argc, char **argv)
 	}
 	if (cpus > 256)
 		cpus = 256;
-	one = run(1, (size_t)mib << 20);
-	all = run((int)cpus, (size_t)mib << 20);
-	if (one < 0 || all < 0) {
+	one = run(1, (size_t)mib << 20, 0);
+	all = run((int)cpus, (size_t)mib << 20, 0);
+	hone = run(1, (size_t)mib << 20, 1);
+	hall = run((int)cpus, (size_t)mib << 20, 1);
+	if (one < 0 || all < 0 || hone < 0 || hall < 0) {
 		fprintf(stderr, "memcpy_bw: cannot allocate %ld MiB per thread\n", mib);
 		return 1;
 	}
-	printf("{\"threads\":%ld,\"one_Bps\":%.0f,\"all_Bps\":%.0f}\n", cpus, one, all);
+	printf("{\"threads\":%ld,\"one_Bps\":%.0f,\"all_Bps\":%.0f,\"xxh3_one_Bps\":%.0f,"
+	       "\"xxh3_all_Bps\":%.0f}\n",
+	       cpus, one, all, hone, hall);
 	return 0;
 }
