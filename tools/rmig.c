@@ -1005,6 +1005,10 @@ static void parse_operands(struct cli *c, int argc, char *argv[])
 		if (!c->cfg.bench_ms)
 			c->cfg.bench_ms = 5000;
 		c->cfg.max_rounds = 100000; /* the resend rounds are not pre-copy rounds */
+		/* The resend rounds measure the data path: digest once at the end
+		 * rather than every page of every round. */
+		if (c->cfg.verify == RMIG_VERIFY_ON)
+			c->cfg.verify = RMIG_VERIFY_FULL;
 	}
 }
 
