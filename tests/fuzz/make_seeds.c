@@ -135,7 +135,8 @@ struct conv {
 	uint8_t *mem[RMIG_MAX_REGIONS]; /* what the destination will hold, for digests */
 };
 
-/* Append bytes to stream s (0: control, 1..: data channel s-1). */
+/* Append bytes to stream s (0: control, 1..: a data stream; conv_start has
+ * stream s carry channel s-1, which its CHANNEL frame names). */
 static void chunk(struct conv *c, unsigned s, const struct buf *b)
 {
 	for (size_t off = 0; off < b->len;) {
