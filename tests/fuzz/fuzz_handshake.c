@@ -962,6 +962,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct rmig_stats *st;
 	volatile size_t sink;
 	char err[256];
+	int64_t t0;
 	int rc;
 
 	if (!chunks || !p)
@@ -1011,6 +1012,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pthread_mutex_lock(&recv_lock);
 	recv_ctx = ctx;
 	pthread_mutex_unlock(&recv_lock);
+	t0 = now_us();
 	rc = rmig_recv(ctx);
 	pthread_mutex_lock(&recv_lock);
 	recv_ctx = NULL;
@@ -1018,13 +1020,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	st = rmig_stats(ctx);
 	if (verbose)
-		fprintf(
-		    stderr,
-		    "fuzz: %zu chunks, rmig_recv %d, %s, guest %llu MiB, rounds %u, pages %llu: "
-		    "%s\n",
-		    p->n, rc, rmig_result_name(st->result),
-		    (unsigned long long)(st->guest_bytes >> 20), st->rounds,
-		    (unsigned long long)st->pages_sent, rmig_errmsg(ctx));
+		fprintf(stderr,
+			"fuzz: %zu chunks, rmig_recv %d in %lld ms, %s, guest %llu MiB, rounds %u, "
+			"pages %llu: %s\n",
+			p->n, rc, (long long)(now_us() - t0) / 1000, rmig_result_name(st->result),
+			(unsigned long long)(st->guest_bytes >> 20), st->rounds,
+			(unsigned long long)st->pages_sent, rmig_errmsg(ctx));
 	/* The strings the caller gets must be valid (volatile: keep the reads). */
 	sink = strlen(rmig_errmsg(ctx)) + strlen(rmig_result_name(st->result)) +
 	       strlen(st->transport) + strlen(st->pin);
