@@ -22,7 +22,7 @@
 #define RMIG_LINK_MAX_CHANNELS 64
 
 #define RMIG_LINK_STOP_DATA 1u	    /* data channel ops */
-#define RMIG_LINK_STOP_CTRL_RECV 2u /* control receive (noticed within 200 ms) */
+#define RMIG_LINK_STOP_CTRL_RECV 2u /* control receive (noticed within 50 ms) */
 #define RMIG_LINK_STOP_CTRL_SEND 4u /* control send */
 
 struct rmig_link;

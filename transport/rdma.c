@@ -11,7 +11,7 @@
  * into the destination's registered memory with RDMA WRITE; writes and
  * SENDs of one channel share its send queue, so they stay ordered.
  *
- * Every wait is a poll() of at most 200 ms on a completion channel and the
+ * Every wait is a poll() of at most 50 ms on a completion channel and the
  * connection's own CM event channel: timeouts, interrupt() (which only sets
  * flags: it must be async-signal-safe) and a peer's disconnect are noticed
  * promptly, and nothing spins.
@@ -47,7 +47,7 @@
 #include <numa.h>
 #include <rdma/rdma_cma.h>
 
-#define SLICE_MS 200	  /* longest single wait: interrupt() latency */
+#define SLICE_MS 50	  /* longest single wait: interrupt() latency (cancel: 100 ms) */
 #define RESOLVE_MS 2000	  /* address/route resolution: fail fast so "auto" can use TCP */
 #define ESTABLISH_MS 5000 /* least time a taken connect request gets to complete */
 #define LINGER_MS 2000	  /* destroy waits this long for posted sends to complete */
