@@ -66,9 +66,12 @@ void rmig_tx_round_end(struct rmig_tx_pool *tx, struct rmig_round_stats *rs, str
 /* A new link carries on (failover): forget the failure, sequences from 0. */
 void rmig_tx_restart(struct rmig_tx_pool *tx);
 
-/* On a sender thread: --max-bandwidth's pacing, then one frame (header +
- * sub-header in c->hdr, data), counted in the round's figures. */
-void rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes);
+/* On a sender thread: config.max_bandwidth's pacing for `bytes`. 0 when
+ * they may go; -ECANCELED when the channels are being stopped meanwhile
+ * (cancel, another sender's failure, failover): then they must not. */
+int rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes);
+/* The pacing, then one frame (header + sub-header in c->hdr, data),
+ * counted in the round's figures. */
 int rmig_tx_send_frame(struct rmig_tx_chan *c, uint8_t type, size_t sublen, struct iovec *data,
 		       int ndata);
 

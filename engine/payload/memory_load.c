@@ -289,9 +289,11 @@ static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m)
 				m->u.complete.count, ctx->nregions);
 	if (!(m->u.complete.flags & RMIG_COMPLETE_VERIFY))
 		return 0;
-	rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, digest);
+	rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, &ctx->cancelled, digest);
 	if (rc)
-		return rmig_err(ctx, rc, "computing the destination digest failed");
+		return rmig_err(ctx, rc, "%s",
+				rc == -ECANCELED ? "cancelled by the operator"
+						 : "computing the destination digest failed");
 	for (size_t i = 0; i < ctx->nregions; i++)
 		if (digest[i] != m->u.complete.digest[i])
 			return rmig_err(ctx, -EILSEQ,

@@ -11,6 +11,7 @@
 #include "placement.h"
 
 #define QUEUE_CAP 256
+#define PACE_SLICE_S 0.02 /* config.max_bandwidth's sleeps look up this often */
 
 /* Work for the channels of one NUMA node; they wait on `work`. */
 struct tx_queue {
@@ -60,25 +61,53 @@ const char *rmig_tx_failure(struct rmig_tx_pool *tx)
 	return tx->failure;
 }
 
-void rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes)
+/* The data channels are being stopped: cancel, another sender's failure,
+ * or the link's data channels interrupted (failover). */
+static int pacing_stopped(struct rmig_tx_chan *c)
+{
+	return rmig_cancel_requested(c->ctx) || rmig_tx_failed(c->pool) ||
+	       (atomic_load(&c->ctx->link->interrupted) & RMIG_LINK_STOP_DATA);
+}
+
+/* Sleep until `until` (rmig_now_s) in slices: a slow rate can make one
+ * frame wait for minutes, and a cancel must not wait with it. */
+static int pace_until(struct rmig_tx_chan *c, double until)
+{
+	for (;;) {
+		double left = until - rmig_now_s();
+		struct timespec ts = { 0, 0 };
+
+		if (left <= 0)
+			return 0;
+		if (pacing_stopped(c))
+			return -ECANCELED;
+		ts.tv_nsec = (long)((left < PACE_SLICE_S ? left : PACE_SLICE_S) * 1e9);
+		nanosleep(&ts, NULL);
+	}
+}
+
+int rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes)
 {
 	struct rmig_tx_pool *tx = c->pool;
-	double rate = (double)c->ctx->cfg.max_bandwidth, now, wait;
+	double rate = (double)c->ctx->cfg.max_bandwidth, now, until;
+	int rc;
 
 	if (!rate)
-		return;
+		return 0;
 	pthread_mutex_lock(&tx->rate_lock);
 	now = rmig_now_s();
 	if (tx->rate_next < now - 0.05) /* allow at most a 50 ms burst after idling */
 		tx->rate_next = now - 0.05;
 	tx->rate_next += (double)bytes / rate;
-	wait = tx->rate_next - now;
+	until = tx->rate_next;
 	pthread_mutex_unlock(&tx->rate_lock);
-	if (wait > 0) {
-		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
-
-		nanosleep(&ts, NULL);
+	rc = pace_until(c, until);
+	if (rc) { /* the frame does not go: its time is free again */
+		pthread_mutex_lock(&tx->rate_lock);
+		tx->rate_next -= (double)bytes / rate;
+		pthread_mutex_unlock(&tx->rate_lock);
 	}
+	return rc;
 }
 
 int rmig_tx_send_frame(struct rmig_tx_chan *c, uint8_t type, size_t sublen, struct iovec *data,
@@ -89,13 +118,27 @@ int rmig_tx_send_frame(struct rmig_tx_chan *c, uint8_t type, size_t sublen, stru
 
 	for (int i = 0; i < ndata; i++)
 		bytes += data[i].iov_len;
-	rmig_tx_rate_limit(c, bytes);
+	rc = rmig_tx_rate_limit(c, bytes);
+	if (rc)
+		return rc;
 	rc = rmig_chan_send_frame(c->ctx, c->chan, &c->seq, type, c->hdr, sublen, data, ndata);
 	if (rc)
 		return rc;
 	c->frames++;
 	c->bytes += bytes;
 	return 0;
+}
+
+/* One queued item, by its payload; a failure stops the pool. */
+static void send_item(struct rmig_tx_chan *c, const struct rmig_tx_item *it)
+{
+	const char *cancelled = "cancelled by the operator";
+
+	if (rmig_cancel_requested(c->ctx))
+		rmig_tx_fail(c->pool, cancelled);
+	else if (it->p->ops->save_item(it->p, c, it))
+		rmig_tx_fail(c->pool,
+			     rmig_cancel_requested(c->ctx) ? cancelled : c->ctx->link->err);
 }
 
 static void *sender_main(void *arg)
@@ -122,10 +165,7 @@ static void *sender_main(void *arg)
 		pthread_cond_broadcast(&tx->space);
 		if (!tx->failed) {
 			pthread_mutex_unlock(&tx->lock);
-			if (rmig_cancel_requested(c->ctx))
-				rmig_tx_fail(tx, "cancelled by the operator");
-			else if (it.p->ops->save_item(it.p, c, &it))
-				rmig_tx_fail(tx, c->ctx->link->err);
+			send_item(c, &it);
 			pthread_mutex_lock(&tx->lock);
 		}
 		tx->busy--;

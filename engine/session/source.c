@@ -39,6 +39,7 @@
  * some 15 us, mostly splitting huge pages). */
 #define PREDROP_PASSES 4
 #define PREDROP_ENOUGH 512
+#define NAP_SLICE_MS 20 /* a wait between reconnections looks for a cancel this often */
 
 /* One rmig_send call. */
 struct sender {
@@ -61,6 +62,13 @@ static void sleep_ms(unsigned ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
 	nanosleep(&ts, NULL);
+}
+
+/* sleep_ms, but a cancel ends it within NAP_SLICE_MS. */
+static void nap(struct rmig_ctx *ctx, unsigned ms)
+{
+	for (unsigned slept = 0; slept < ms && !rmig_cancel_requested(ctx); slept += NAP_SLICE_MS)
+		sleep_ms(ms - slept < NAP_SLICE_MS ? ms - slept : NAP_SLICE_MS);
 }
 
 /* The stream payload saw the hypervisor pause the guest. */
@@ -314,7 +322,7 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 		to->ops->close_session(to);
 		if (rc == -ECONNABORTED || rc == -EACCES || rc == -EPROTONOSUPPORT)
 			return rc; /* the destination said no: asking again will not help */
-		sleep_ms(250);
+		nap(ctx, 250);
 	}
 }
 

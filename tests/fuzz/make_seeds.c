@@ -271,9 +271,12 @@ static void conv_complete(struct conv *c, int verify, int wrong)
 
 	if (verify) {
 		for (uint32_t i = 0; i < c->nregions; i++)
-			r[i] = (struct rmig_region){ i, PAGE, i * c->region_len, c->region_len,
-						     c->mem[i] };
-		if (rmig_digest_regions(r, c->nregions, 1, digest)) {
+			r[i] = (struct rmig_region){ .id = i,
+						     .page_size = PAGE,
+						     .gpa = i * c->region_len,
+						     .len = c->region_len,
+						     .host = c->mem[i] };
+		if (rmig_digest_regions(r, c->nregions, 1, NULL, digest)) {
 			fprintf(stderr, "make_seeds: digest failed\n");
 			exit(1);
 		}
