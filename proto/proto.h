@@ -185,8 +185,11 @@ _Static_assert(sizeof(struct rmig_wire_page_ref) == RMIG_PAGE_REF_LEN, "page ref
 
 /* ABORT: i32 errno, u32 reserved, reason text (no NUL). The answer to a
  * QUERY whose guest was not started (and now is discarded) carries this
- * code; any other ABORT leaves the outcome unknown. */
+ * code; any other ABORT leaves the outcome unknown. Elsewhere the same code
+ * says the sender's operator cancelled (RMIG_ABORT_CANCELLED): the peer
+ * reports that rather than a lost link, and waits for no failover. */
 #define RMIG_ABORT_NOT_STARTED (-125) /* -ECANCELED */
+#define RMIG_ABORT_CANCELLED (-125)
 #define RMIG_ABORT_HDR_LEN 8
 
 struct rmig_wire_done {

@@ -378,11 +378,14 @@ static int await_resume(struct dst_run *d, int rc)
 	struct rmig_wire_hello hello;
 	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
-	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	int64_t end;
 
+	if (rmig_link_failure(rc) && rmig_phase(ctx) == RMIG_DST_RECEIVING)
+		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled) || rmig_phase(ctx) != RMIG_DST_RECEIVING || !resumable(d))
 		return rc;
+	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(d);
 	snprintf(msg, sizeof(msg), "link lost (%s): waiting %u ms for the source to resume", why,
@@ -701,23 +704,34 @@ int rmig_dest_handles(uint8_t type)
 	return type < sizeof(dst_handlers) / sizeof(dst_handlers[0]) && dst_handlers[type];
 }
 
+/* The control stream failed with rc: the peer's ABORT or a deadline it let
+ * pass is the reason; otherwise a receiver's or a payload's failure may be
+ * what broke it (they stop control receives to wake us). */
+static int why_stopped(struct dst_run *d, int rc)
+{
+	char why[400];
+	int failed;
+
+	if (rc == -ECONNABORTED || rc == -ETIME)
+		return rc;
+	failed = rmig_rx_failed(d->rx, why, sizeof(why));
+	if (failed)
+		rc = rmig_err(d->ctx, failed, "%s", why);
+	if (rmig_payloads_failed(&d->ps, why, sizeof(why)))
+		rc = rmig_err(d->ctx, -EIO, "%s", why);
+	return rc;
+}
+
 /* Receive and act on control messages until DONE or a failure. */
 static int serve_messages(struct dst_run *d)
 {
 	struct rmig_ctx *ctx = d->ctx;
-	char why[400];
 	int rc;
 
 	for (;;) {
 		rc = rmig_ctrl_recv(ctx, d->m, (int)ctx->cfg.link_timeout_ms);
 		if (rc) {
-			int failed = rmig_rx_failed(d->rx, why, sizeof(why));
-
-			if (failed)
-				rc = rmig_err(ctx, failed, "%s", why);
-			if (rmig_payloads_failed(&d->ps, why, sizeof(why)))
-				rc = rmig_err(ctx, -EIO, "%s", why);
-			rc = await_resume(d, rc);
+			rc = await_resume(d, why_stopped(d, rc));
 			if (rc)
 				return rc;
 			continue;
@@ -800,6 +814,8 @@ static int fail_migration(struct dst_run *d, int rc)
 	int accepted = phase != RMIG_DST_IDLE && phase != RMIG_DST_LISTENING &&
 		       phase != RMIG_DST_PREALLOCATING;
 
+	if (rmig_cancel_requested(ctx))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	if (phase == RMIG_DST_POSTCOPY) {
 		struct rmig_pending_remote f;
 

@@ -337,6 +337,8 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	struct rmig_link *from = ctx->link, *to;
 	char why[sizeof(ctx->err)];
 
+	if (rmig_link_failure(rc))
+		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled))
 		return rc;
