@@ -117,7 +117,7 @@ struct tool {
 	const char *hold_at; /* RMIG_TEST_HOLD=NAME:MS (tests): block the engine */
 	unsigned hold_ms;
 	struct event_base *base;
-	struct event *events[3]; /* SIGINT, SIGTERM, progress tick */
+	struct event *events[4]; /* SIGINT, SIGTERM, progress tick, quit */
 	pthread_t loop_thread;
 	int loop_started;
 	atomic_int loop_quit; /* stop_loop: a break before the loop runs is lost */
@@ -460,9 +460,18 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&t->out_lock);
 }
 
-/* One pass at a time: event_base_loopbreak() before the loop has started
- * is forgotten when it starts, so the flag is checked between passes (the
- * 250 ms tick bounds each). */
+/* stop_loop activated the quit event: this pass ends here. */
+static void on_quit(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* One pass at a time until loop_quit. event_base_loopbreak() from another
+ * thread before the loop has started is forgotten when it starts (rmig
+ * then never exited, and ignored signals); an activated event is not: the
+ * pass that follows runs it, and returns. */
 static void *loop_main(void *arg)
 {
 	struct tool *t = arg;
@@ -476,15 +485,16 @@ static int start_loop(struct tool *t)
 {
 	struct timeval tick = { 0, 250000 };
 
-	evthread_use_pthreads();
+	evthread_use_pthreads(); /* before the base: event_active from our thread */
 	t->base = event_base_new();
 	if (!t->base)
 		return -ENOMEM;
 	t->events[0] = evsignal_new(t->base, SIGINT, on_signal, t);
 	t->events[1] = evsignal_new(t->base, SIGTERM, on_signal, t);
 	t->events[2] = event_new(t->base, -1, EV_PERSIST, on_tick, t);
-	for (int i = 0; i < 3; i++)
-		if (!t->events[i] || event_add(t->events[i], i == 2 ? &tick : NULL))
+	t->events[3] = event_new(t->base, -1, EV_PERSIST, on_quit, t);
+	for (int i = 0; i < 4; i++)
+		if (!t->events[i] || (i < 3 && event_add(t->events[i], i == 2 ? &tick : NULL)))
 			return -ENOMEM;
 	if (pthread_create(&t->loop_thread, NULL, loop_main, t))
 		return -EAGAIN;
@@ -496,10 +506,10 @@ static void stop_loop(struct tool *t)
 {
 	if (t->loop_started) {
 		atomic_store(&t->loop_quit, 1);
-		event_base_loopbreak(t->base);
+		event_active(t->events[3], EV_TIMEOUT, 0);
 		pthread_join(t->loop_thread, NULL);
 	}
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (t->events[i])
 			event_free(t->events[i]);
 	if (t->base)
