@@ -706,24 +706,53 @@ static double cpu_seconds(void)
 	       ru.ru_stime.tv_usec / 1e6;
 }
 
-/* The key file: raw bytes, 16..1024 of them, readable by its owner only. */
-static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
+static const char *file_kind(mode_t mode)
+{
+	return S_ISFIFO(mode)	? "a FIFO"
+	       : S_ISDIR(mode)	? "a directory"
+	       : S_ISCHR(mode)	? "a character device"
+	       : S_ISBLK(mode)	? "a block device"
+	       : S_ISSOCK(mode) ? "a socket"
+				: "a special file";
+}
+
+/* Open the key file: a regular file (or a symlink to one) that only its
+ * owner may read. O_NONBLOCK: opening a FIFO for reading would block until
+ * a writer came. Exits 2 with one line otherwise. */
+static int open_psk(const char *path)
 {
 	struct stat st;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
 	if (fd < 0) {
 		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
 		exit(RMIG_RESULT_USAGE);
 	}
-	if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+	if (fstat(fd, &st)) {
+		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
+		exit(RMIG_RESULT_USAGE);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fprintf(stderr, "rmig: --psk-file %s: %s, not a regular file\n", path,
+			file_kind(st.st_mode));
+		exit(RMIG_RESULT_USAGE);
+	}
+	if (st.st_mode & 077) {
 		fprintf(stderr,
 			"rmig: --psk-file %s: readable by group or others (mode %03o); chmod 600 "
 			"it\n",
 			path, st.st_mode & 0777);
 		exit(RMIG_RESULT_USAGE);
 	}
+	return fd;
+}
+
+/* The key file: raw bytes, 16..1024 of them, readable by its owner only. */
+static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
+{
+	ssize_t n;
+	int fd = open_psk(path);
+
 	n = read(fd, buf, cap);
 	if (n >= 0 && (size_t)n == cap) {
 		uint8_t more;
