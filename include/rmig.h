@@ -225,8 +225,9 @@ struct rmig_stats {
 	const char *pin;       /* rdma: "all" (zero copy) or "staging"; tcp: "none" */
 	uint64_t total_ms;
 	uint64_t downtime_ms; /* source pause -> STARTED received */
-	unsigned rounds;
-	uint64_t bytes_sent; /* source: sent; destination: received */
+	unsigned rounds;      /* as they start: a round cut short counts */
+	uint64_t bytes_sent;  /* source: sent; destination: received; as they go,
+			       * also when rolled back */
 	uint64_t pages_sent;
 	uint64_t zero_pages;
 	uint64_t guest_bytes;

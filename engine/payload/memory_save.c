@@ -150,6 +150,7 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 			return rc;
 		c->bytes += pages * r->page_size;
 		c->pages += pages;
+		atomic_fetch_add(&ctx->live_bytes, pages * r->page_size); /* rmig_progress */
 		*nruns = 0;
 		return 0;
 	}

@@ -195,7 +195,8 @@ int rmig_tx_push(struct rmig_tx_pool *tx, unsigned group, const struct rmig_tx_i
 	return failed ? -EIO : 0;
 }
 
-int rmig_tx_wait(struct rmig_tx_pool *tx)
+/* Wait until the senders are idle; a failure drops what is queued. */
+static int tx_idle(struct rmig_tx_pool *tx)
 {
 	int failed;
 
@@ -213,7 +214,17 @@ int rmig_tx_wait(struct rmig_tx_pool *tx)
 	}
 	failed = tx->failed;
 	pthread_mutex_unlock(&tx->lock);
-	return failed ? rmig_err(tx->ctx, -EIO, "%s", tx->failure) : 0;
+	return failed;
+}
+
+int rmig_tx_wait(struct rmig_tx_pool *tx)
+{
+	return tx_idle(tx) ? rmig_err(tx->ctx, -EIO, "%s", tx->failure) : 0;
+}
+
+void rmig_tx_idle(struct rmig_tx_pool *tx)
+{
+	tx_idle(tx);
 }
 
 void rmig_tx_new_round(struct rmig_tx_pool *tx)
@@ -222,20 +233,27 @@ void rmig_tx_new_round(struct rmig_tx_pool *tx)
 		tx->w[i].frames = tx->w[i].pages = tx->w[i].zero_pages = tx->w[i].bytes = 0;
 }
 
-void rmig_tx_round_end(struct rmig_tx_pool *tx, struct rmig_round_stats *rs, struct rmig_msg *m)
+void rmig_tx_round_figures(struct rmig_tx_pool *tx, struct rmig_round_stats *rs)
 {
-	struct rmig_ctx *ctx = tx->ctx;
-
-	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.round_end));
-	m->type = RMIG_MSG_ROUND_END;
-	m->u.round_end.h.round = rs->round;
-	m->u.round_end.h.nchan = ctx->nchan;
-	for (unsigned i = 0; i < ctx->nchan; i++) {
-		m->u.round_end.frames[i] = tx->w[i].frames;
+	rs->pages = rs->zero_pages = rs->bytes = 0;
+	for (unsigned i = 0; i < tx->ctx->nchan; i++) {
 		rs->pages += tx->w[i].pages;
 		rs->zero_pages += tx->w[i].zero_pages;
 		rs->bytes += tx->w[i].bytes;
 	}
+}
+
+void rmig_tx_round_end(struct rmig_tx_pool *tx, struct rmig_round_stats *rs, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = tx->ctx;
+
+	rmig_tx_round_figures(tx, rs);
+	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.round_end));
+	m->type = RMIG_MSG_ROUND_END;
+	m->u.round_end.h.round = rs->round;
+	m->u.round_end.h.nchan = ctx->nchan;
+	for (unsigned i = 0; i < ctx->nchan; i++)
+		m->u.round_end.frames[i] = tx->w[i].frames;
 	m->u.round_end.h.pages = rs->pages;
 	m->u.round_end.h.zero_pages = rs->zero_pages;
 	m->u.round_end.h.bytes = rs->bytes;
@@ -447,10 +465,12 @@ int rmig_rx_start(struct rmig_rx_pool *rx, const int *nodes)
 	return 0;
 }
 
-void rmig_rx_stop(struct rmig_rx_pool *rx)
+uint64_t rmig_rx_stop(struct rmig_rx_pool *rx)
 {
+	uint64_t partial = 0;
+
 	if (!rx)
-		return;
+		return 0;
 	atomic_store(&rx->stopping, 1);
 	rx->ctx->link->ops->interrupt(rx->ctx->link, RMIG_LINK_STOP_DATA);
 	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
@@ -458,7 +478,10 @@ void rmig_rx_stop(struct rmig_rx_pool *rx)
 			pthread_join(rx->w[i].tid, NULL);
 			rx->w[i].started = 0;
 		}
+	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
+		partial += rx->frames[i];
 	memset(rx->frames, 0, sizeof(rx->frames));
+	return partial;
 }
 
 void rmig_rx_destroy(struct rmig_rx_pool *rx)

@@ -230,10 +230,13 @@ static void rewind_payloads(struct dst_run *d, unsigned resume_round)
 	RMIG_PAYLOADS_TELL(&d->ps, load_rewind, resume_round);
 }
 
-/* Stop the receivers (they interrupt the link's data channels). */
+/* Stop the receivers (they interrupt the link's data channels). A round
+ * cut short still counts: its number here, what arrived of it in the
+ * payloads' figures as they rewind. */
 static void stop_receivers(struct dst_run *d)
 {
-	rmig_rx_stop(d->rx);
+	if (rmig_rx_stop(d->rx))
+		d->ctx->stats.rounds = d->expect_round;
 	rewind_payloads(d, 0);
 }
 
@@ -875,6 +878,8 @@ int rmig_recv(struct rmig_ctx *ctx)
 	/* Whatever the outcome, the peer may not write our memory any more. */
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
+	if (d.rx) /* and what arrived of a round cut short is counted */
+		stop_receivers(&d);
 	rmig_rx_destroy(d.rx);
 	RMIG_PAYLOADS_TELL(&d.ps, load_cleanup);
 	/* Keep listening, drop the connections: the next rmig_recv starts clean. */
