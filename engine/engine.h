@@ -153,6 +153,7 @@ int rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason);
 void rmig_deadline_start(struct rmig_ctx *ctx, unsigned limit_ms, int data, const char *what, ...)
     __attribute__((format(printf, 4, 5)));
 void rmig_deadline_progress(struct rmig_ctx *ctx);
+void rmig_deadline_stop(struct rmig_ctx *ctx);
 
 /* One frame on a data channel: header + sub-header/runs + page bytes. */
 int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uint8_t type,

@@ -173,6 +173,17 @@ struct rmig_config {
 	const char *failover_transport;
 	char *create_err;
 	size_t create_err_len;
+	/* Added after create_err_len. Destination: deadlines a peer cannot
+	 * extend with heartbeats (they prove it alive, not that it gets
+	 * anywhere). In pre-copy, a source that sends no data and ends no
+	 * round for stall_timeout_ms is stalled: the destination ends the
+	 * session (ABORT naming the stall, RMIG_RESULT_ROLLED_BACK; no
+	 * failover: the link works). The time spent waiting for a failover
+	 * does not count, but a resumed session keeps what it had used up.
+	 * (After READY, commit_timeout_ms bounds the wait for GO or the
+	 * outcome question, and after STARTED the wait for the final report,
+	 * the same way.) 0: the default, 30000. */
+	unsigned stall_timeout_ms;
 };
 
 enum rmig_event_type {
@@ -254,8 +265,9 @@ struct rmig_ctx;
 
 /* Fill cfg with defaults: auto transport, pin auto, port 7471, 2 channels,
  * 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on.
- * Also: host "127.0.0.1", timeouts 2000/10000/10000 ms, failover tcp, no
- * key, gid_index -1, no callback. Cannot fail. */
+ * Also: host "127.0.0.1", timeouts 2000/10000/10000/30000 ms (link,
+ * failover, commit, stall), failover tcp, no key, gid_index -1, no
+ * callback. Cannot fail. */
 RMIG_API void rmig_config_init(struct rmig_config *cfg);
 
 /* The context borrows be and cfg's strings; both must outlive it.

@@ -53,8 +53,9 @@ static const char usage_text[] =
     "                          for the resume\n"
     "  --failover-timeout-ms N how long to re-establish the link (default 10000)\n"
     "  --commit-timeout-ms N   link lost after GO: how long the sender asks, and the\n"
-    "                          receiver waits to answer, whether the guest started\n"
-    "                          (default 10000)\n"
+    "                          receiver waits to answer, whether the guest started;\n"
+    "                          the receiver also waits no longer for GO after READY,\n"
+    "                          even if the sender sends heartbeats (default 10000)\n"
     "send options:\n"
     "  --downtime-ms N         switch over when expected downtime <= N (default 300)\n"
     "  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
@@ -73,6 +74,8 @@ static const char usage_text[] =
     "recv options:\n"
     "  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
     "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
+    "  --stall-timeout-ms N    end a migration whose sender, alive, sends no data and\n"
+    "                          ends no round for N ms in pre-copy (default 30000)\n"
     "  --keep-listening        serve one migration after another (each with a fresh\n"
     "                          backend; a summary line each) until SIGINT/SIGTERM\n"
     "  --prealloc              fault in all guest memory before the first page comes\n"
@@ -223,6 +226,7 @@ static const struct {
 	{ "config.failover_timeout_ms", "--failover-timeout-ms" },
 	{ "config.commit_timeout_ms", "--commit-timeout-ms" },
 	{ "config.accept_timeout_ms", "--accept-timeout-ms" },
+	{ "config.stall_timeout_ms", "--stall-timeout-ms" },
 	{ "config.bench_ms", "--seconds" },
 };
 
@@ -660,6 +664,7 @@ enum {
 	OPT_SIZE,
 	OPT_POSTCOPY,
 	OPT_PREALLOC,
+	OPT_STALL_TMO,
 };
 
 static const struct option long_opts[] = {
@@ -692,6 +697,7 @@ static const struct option long_opts[] = {
 	{ "size", required_argument, NULL, OPT_SIZE },
 	{ "postcopy", no_argument, NULL, OPT_POSTCOPY },
 	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
+	{ "stall-timeout-ms", required_argument, NULL, OPT_STALL_TMO },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -809,7 +815,7 @@ struct cli {
 	enum mode mode;
 	struct rmig_config cfg;
 	const char *backend, *listen_arg, *bench_size, *psk_file;
-	int keep_listening, resume_source, verify_given, json;
+	int keep_listening, resume_source, verify_given, stall_given, json;
 	char host[256];
 	char bench_backend[128];
 };
@@ -903,6 +909,11 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			cfg->commit_timeout_ms =
 			    parse_uint("--commit-timeout-ms", optarg, 1, 86400000);
 			break;
+		case OPT_STALL_TMO:
+			cfg->stall_timeout_ms =
+			    parse_uint("--stall-timeout-ms", optarg, 1, 86400000);
+			c->stall_given = 1;
+			break;
 		case OPT_PSK: c->psk_file = optarg; break;
 		case OPT_INSECURE: cfg->insecure = 1; break;
 		case OPT_KEEP: c->keep_listening = 1; break;
@@ -920,6 +931,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		die_usage("--postcopy is for send");
 	if (cfg->prealloc && send)
 		die_usage("--prealloc is for recv");
+	if (c->stall_given && send)
+		die_usage("--stall-timeout-ms is for recv");
 	if (cfg->postcopy && c->verify_given)
 		die_usage("--postcopy cannot --verify: the destination's guest writes its memory "
 			  "before all of it arrived");

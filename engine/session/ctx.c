@@ -12,6 +12,7 @@
 
 #define CTRL_ENCODE_MAX 2048 /* every control payload but STATE fits */
 #define LAST_WORDS_MS 1000   /* a data channel broke: how long to look for an ABORT */
+#define DEFAULT_STALL_MS 30000
 
 int64_t rmig_now_ms(void)
 {
@@ -44,6 +45,7 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->failover = RMIG_FAILOVER_TCP;
 	cfg->failover_timeout_ms = 10000;
 	cfg->commit_timeout_ms = 10000;
+	cfg->stall_timeout_ms = DEFAULT_STALL_MS;
 	cfg->pin = RMIG_PIN_AUTO;
 	cfg->gid_index = -1;
 }
@@ -97,6 +99,8 @@ int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct
 		ctx->cfg.failover_timeout_ms = 10000;
 	if (!ctx->cfg.commit_timeout_ms)
 		ctx->cfg.commit_timeout_ms = 10000;
+	if (!ctx->cfg.stall_timeout_ms)
+		ctx->cfg.stall_timeout_ms = DEFAULT_STALL_MS;
 	ctx->be = be;
 	pthread_mutex_init(&ctx->prog_lock, NULL);
 	pthread_mutex_init(&ctx->ctrl_send_lock, NULL);
@@ -324,6 +328,11 @@ void rmig_deadline_start(struct rmig_ctx *ctx, unsigned limit_ms, int data, cons
 	vsnprintf(d->what, sizeof(d->what), what, ap);
 	va_end(ap);
 	rmig_deadline_progress(ctx);
+}
+
+void rmig_deadline_stop(struct rmig_ctx *ctx)
+{
+	ctx->deadline.limit_ms = 0;
 }
 
 void rmig_deadline_progress(struct rmig_ctx *ctx)

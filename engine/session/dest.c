@@ -381,14 +381,17 @@ static int await_resume(struct dst_run *d, int rc)
 	struct rmig_wire_hello hello;
 	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
-	int64_t end;
+	struct rmig_deadline stall = ctx->deadline;
+	int64_t lost, end;
 
 	if (rmig_link_failure(rc) && rmig_phase(ctx) == RMIG_DST_RECEIVING)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled) || rmig_phase(ctx) != RMIG_DST_RECEIVING || !resumable(d))
 		return rc;
-	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	lost = rmig_now_ms();
+	end = lost + ctx->cfg.failover_timeout_ms;
+	rmig_deadline_stop(ctx); /* waiting for the failover is no stall */
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(d);
 	snprintf(msg, sizeof(msg), "link lost (%s): waiting %u ms for the source to resume", why,
@@ -417,6 +420,9 @@ static int await_resume(struct dst_run *d, int rc)
 		drop_session(d);
 	}
 	d->expect_round = hello.round;
+	/* The resumed session has what the lost one had left, no more. */
+	stall.since_ms += rmig_now_ms() - lost;
+	ctx->deadline = stall;
 	ctx->stats.failovers++;
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
@@ -472,6 +478,14 @@ static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
 	}
 }
 
+/* The guest runs here: the source's final report (DONE) is due at once. */
+static void await_done(struct rmig_ctx *ctx)
+{
+	rmig_deadline_start(ctx, ctx->cfg.commit_timeout_ms, 0,
+			    "no final report for %u ms after STARTED (config.commit_timeout_ms)",
+			    ctx->cfg.commit_timeout_ms);
+}
+
 /* Post-copy is over, with everything in or not: stop receiving, stop
  * catching faults, count. */
 static void postcopy_end(struct dst_run *d, struct rmig_pending_remote *f)
@@ -495,6 +509,7 @@ static void postcopy_finish(struct dst_run *d)
 
 	postcopy_end(d, &f);
 	d->ctx->stats.result = RMIG_RESULT_MIGRATED;
+	await_done(d->ctx);
 	rmig_phase_enter(d->ctx, RMIG_DST_MIGRATED);
 }
 
@@ -541,6 +556,7 @@ static void reset_session(struct rmig_ctx *ctx)
 	ctx->t_start_ms = 0;
 	atomic_store(&ctx->no_cancel, 0);
 	atomic_store(&ctx->live_bytes, 0);
+	memset(&ctx->deadline, 0, sizeof(ctx->deadline));
 	pthread_mutex_lock(&ctx->prog_lock);
 	memset(&ctx->prog, 0, sizeof(ctx->prog));
 	pthread_mutex_unlock(&ctx->prog_lock);
@@ -566,6 +582,8 @@ static int on_payload_message(struct dst_run *d)
 	 * no resuming on another link. */
 	if (type == RMIG_MSG_DISCARD)
 		d->announced = 1;
+	if (rmig_phase(d->ctx) == RMIG_DST_RECEIVING) /* a stream's data, announcements */
+		rmig_deadline_progress(d->ctx);
 	RMIG_EACH_PAYLOAD(&d->ps, p)
 	{
 		if (p->ops->load_message && (p->ops->msg_types >> type) & 1)
@@ -611,6 +629,7 @@ static int on_round_end(struct dst_run *d)
 	pthread_mutex_lock(&ctx->prog_lock);
 	ctx->prog.round = d->expect_round;
 	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_deadline_progress(ctx);
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, d->expect_round++);
 }
 
@@ -628,6 +647,7 @@ static int on_state(struct dst_run *d)
 	 * still to come. */
 	if (!d->postcopy)
 		stop_receivers(d);
+	rmig_deadline_stop(ctx); /* the source digests its memory now: no clock */
 	return rmig_phase_enter(ctx, RMIG_DST_STOP_AND_COPY);
 }
 
@@ -650,6 +670,10 @@ static int on_complete(struct dst_run *d)
 	/* From READY on, a lost link leaves the outcome to GO: we wait for it
 	 * or for the source's question. */
 	rc = rmig_phase_enter(ctx, RMIG_DST_READY);
+	rmig_deadline_start(
+	    ctx, ctx->cfg.commit_timeout_ms, 0,
+	    "no GO and no question for %u ms after READY (config.commit_timeout_ms)",
+	    ctx->cfg.commit_timeout_ms);
 	return rc ? rc : rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
 }
 
@@ -671,11 +695,14 @@ static int on_go(struct dst_run *d)
 	if (rc)
 		return rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
 	if (d->postcopy) {
-		/* The guest runs; what it lacks comes on demand. */
+		/* The guest runs; what it lacks comes on demand. Ending post-copy
+		 * early would lose it: the link timeout alone decides. */
 		ctx->stats.postcopy = 1;
+		rmig_deadline_stop(ctx);
 		rmig_phase_enter(ctx, RMIG_DST_POSTCOPY);
 	} else {
 		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		await_done(ctx);
 		rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
 	}
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
@@ -805,7 +832,13 @@ static int open_migration(struct dst_run *d, int *connected)
 		return rc;
 	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
 	rc = setup_session(d, &hello, 0);
-	return rc ? rc : rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
+	if (rc)
+		return rc;
+	rmig_deadline_start(ctx, ctx->cfg.stall_timeout_ms, 1,
+			    "no data and no round end for %u ms in pre-copy "
+			    "(config.stall_timeout_ms)",
+			    ctx->cfg.stall_timeout_ms);
+	return rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 }
 
 /* The migration failed in this phase: say so, answer the source's question
@@ -816,6 +849,7 @@ static int fail_migration(struct dst_run *d, int rc)
 	unsigned phase = rmig_phase(ctx);
 	int accepted = phase != RMIG_DST_IDLE && phase != RMIG_DST_LISTENING &&
 		       phase != RMIG_DST_PREALLOCATING;
+	int told = 0; /* the source was sent an ABORT */
 
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
@@ -834,8 +868,10 @@ static int fail_migration(struct dst_run *d, int rc)
 		int is_started = started(ctx);
 
 		if (!is_started && rc != -ECONNABORTED)
-			rmig_ctrl_send_abort(ctx, rc, ctx->err);
-		if (rc != -ECONNABORTED)
+			told = !rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		/* A deadline passed on a link that works: the ABORT just sent
+		 * tells the source, which has nothing to ask. */
+		if (rc != -ECONNABORTED && !(rc == -ETIME && told))
 			answer_outcome(d, is_started);
 		if (is_started) {
 			/* The guest runs here: the migration succeeded, only the
@@ -852,7 +888,7 @@ static int fail_migration(struct dst_run *d, int rc)
 			return 0;
 		}
 	}
-	if (accepted || rc != -ECONNABORTED)
+	if ((accepted || rc != -ECONNABORTED) && !told)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	ctx->stats.verified = 0;
 	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
