@@ -303,7 +303,10 @@ RMIG_API int rmig_send(struct rmig_ctx *ctx);
 RMIG_API int rmig_recv(struct rmig_ctx *ctx);
 
 /* Ask a running migration to stop and roll back (before GO only). Safe from
- * any thread and from a signal handler. The call then returns -ECANCELED.
+ * any thread and from a signal handler. The call then returns -ECANCELED,
+ * within 100 ms wherever it waits (max_bandwidth's pacing included); the
+ * peer is told it was a cancel (it says so and does not wait for a
+ * failover).
  * A cancelled context stays cancelled: use a new one for the next attempt.
  * With post-copy, ignored from GO on: stopping then could only lose the
  * guest, whose memory is split between the hosts until the last page. */
