@@ -36,6 +36,7 @@ struct dst_run {
 	int announced; /* post-copy: DISCARD came, no more data before GO */
 	unsigned expect_round;
 	int64_t t_go;
+	int64_t offer_ms; /* the last offer_memory took this long */
 };
 
 /* Accept the data channels; each must name this session. */
@@ -307,9 +308,19 @@ static int setup_session(struct dst_run *d, const struct rmig_wire_hello *hello,
 		rc = rmig_rx_start(d->rx, nodes);
 	if (!rc)
 		rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+	d->offer_ms = rmig_now_ms();
 	if (!rc)
 		rc = offer_memory(ctx, hello->caps & RMIG_CAP_PLACEMENT);
+	d->offer_ms = rmig_now_ms() - d->offer_ms;
 	return rc;
+}
+
+/* Pre-copy's stall clock starts once the source can have registered its
+ * memory for RDMA WRITE (it sends nothing before): as long as registering
+ * ours took, twice over. */
+static void stall_clock_after_offer(struct dst_run *d)
+{
+	d->ctx->deadline.since_ms += 2 * d->offer_ms;
 }
 
 /* Stop using the current connection: receivers, heartbeats, registrations. */
@@ -423,6 +434,7 @@ static int await_resume(struct dst_run *d, int rc)
 	/* The resumed session has what the lost one had left, no more. */
 	stall.since_ms += rmig_now_ms() - lost;
 	ctx->deadline = stall;
+	stall_clock_after_offer(d);
 	ctx->stats.failovers++;
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
@@ -838,6 +850,7 @@ static int open_migration(struct dst_run *d, int *connected)
 			    "no data and no round end for %u ms in pre-copy "
 			    "(config.stall_timeout_ms)",
 			    ctx->cfg.stall_timeout_ms);
+	stall_clock_after_offer(d);
 	return rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 }
 
