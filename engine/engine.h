@@ -35,12 +35,14 @@ struct rmig_machine;
  * that it gets anywhere): rmig_ctrl_recv fails with -ETIME, "peer P
  * stalled: what", on the first message after limit_ms without progress.
  * Progress is rmig_deadline_progress() and, with `data`, any byte more on
- * the data channels (live_bytes). */
+ * the data channels (live_bytes) or, with RDMA WRITE (which we cannot
+ * see), a new count of bytes in the peer's heartbeat. */
 struct rmig_deadline {
 	unsigned limit_ms; /* 0: none */
 	int data;
-	int64_t since_ms; /* the last progress */
-	uint64_t bytes;	  /* live_bytes then */
+	int64_t since_ms;    /* the last progress */
+	uint64_t bytes;	     /* live_bytes then */
+	uint64_t peer_bytes; /* the last heartbeat's count */
 	char what[200];
 };
 

@@ -180,8 +180,9 @@ struct rmig_config {
 	 * session (ABORT naming the stall, RMIG_RESULT_ROLLED_BACK; no
 	 * failover: the link works). The time spent waiting for a failover
 	 * does not count, but a resumed session keeps what it had used up;
-	 * with RDMA placement the clock starts once the source can have
-	 * registered its memory (twice the time the destination took).
+	 * with RDMA placement (pages land unseen) the source's heartbeats
+	 * carry its byte count, and the clock starts once the source can
+	 * have registered its memory (twice the time the destination took).
 	 * (After READY, commit_timeout_ms bounds the wait for GO or the
 	 * outcome question, and after STARTED the wait for the final report,
 	 * the same way.) 0: the default, 30000. */

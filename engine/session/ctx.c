@@ -341,14 +341,28 @@ void rmig_deadline_progress(struct rmig_ctx *ctx)
 	ctx->deadline.bytes = atomic_load(&ctx->live_bytes);
 }
 
+/* Data moved since the last look: here, or, placed by RDMA WRITE where we
+ * cannot see it, by the count in the peer's heartbeat. */
+static int data_moved(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	struct rmig_deadline *d = &ctx->deadline;
+	int moved = atomic_load(&ctx->live_bytes) != d->bytes;
+
+	if (ctx->placement && m->type == RMIG_MSG_HEARTBEAT && m->u.value != d->peer_bytes) {
+		moved = 1;
+		d->peer_bytes = m->u.value;
+	}
+	return moved;
+}
+
 /* On every message from the peer: -ETIME once the deadline has passed. */
-static int deadline_check(struct rmig_ctx *ctx)
+static int deadline_check(struct rmig_ctx *ctx, const struct rmig_msg *m)
 {
 	struct rmig_deadline *d = &ctx->deadline;
 
 	if (!d->limit_ms)
 		return 0;
-	if (d->data && atomic_load(&ctx->live_bytes) != d->bytes)
+	if (d->data && data_moved(ctx, m))
 		rmig_deadline_progress(ctx);
 	if (rmig_now_ms() - d->since_ms <= d->limit_ms)
 		return 0;
@@ -393,7 +407,9 @@ static void *heartbeat_main(void *arg)
 		pthread_cond_timedwait(&ctx->hb_cond, &ctx->hb_lock, &ts);
 		if (ctx->hb_stop || ctx->hb_paused)
 			continue;
-		m.u.value = (uint64_t)rmig_now_ms();
+		/* What moved so far: with RDMA WRITE, the destination sees
+		 * its memory fill up no other way (a stall deadline). */
+		m.u.value = atomic_load(&ctx->live_bytes);
 		ctx->hb_sending = 1;
 		pthread_mutex_unlock(&ctx->hb_lock);
 		ctrl_send_locked(ctx, &m, (int)ctx->cfg.link_timeout_ms, ignored, sizeof(ignored));
@@ -485,7 +501,7 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 			return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
 		if (m->type == RMIG_MSG_ABORT)
 			return peer_aborted(ctx, m);
-		rc = deadline_check(ctx);
+		rc = deadline_check(ctx, m);
 		if (rc)
 			return rc;
 		if (m->type == RMIG_MSG_HEARTBEAT)
