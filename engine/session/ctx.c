@@ -523,10 +523,13 @@ int rmig_ctrl_last_words(struct rmig_ctx *ctx, int rc)
 	char why[sizeof(ctx->err)];
 	int said = rc;
 
-	/* A receiver may have stopped control receives to wake us; our own
-	 * cancel (its flag set before it interrupts) keeps them stopped. */
+	/* A receiver may have stopped control receives to wake us. A cancel
+	 * sets its flag before it interrupts: seen here if the interrupt
+	 * could have been undone (and then stopped again), else it stops the
+	 * read below. */
 	rmig_link_uninterrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
 	if (!m || atomic_load(&ctx->cancelled)) {
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
 		free(m);
 		return rc;
 	}
