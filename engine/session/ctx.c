@@ -527,8 +527,10 @@ int rmig_ctrl_last_words(struct rmig_ctx *ctx, int rc)
 	 * sets its flag before it interrupts: seen here if the interrupt
 	 * could have been undone (and then stopped again), else it stops the
 	 * read below. */
+	if (!m)
+		return rc;
 	rmig_link_uninterrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
-	if (!m || atomic_load(&ctx->cancelled)) {
+	if (atomic_load(&ctx->cancelled)) {
 		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
 		free(m);
 		return rc;
