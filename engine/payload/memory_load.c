@@ -228,15 +228,17 @@ void rmig_mem_load_round_done(struct rmig_payload *p)
 	atomic_fetch_add(&l->round, 1);
 }
 
-/* A partly received round is sent again in full. */
+/* A partly received round is sent again in full. What arrived of it
+ * crossed the wire all the same: it counts (and again when resent). */
 void rmig_mem_load_rewind(struct rmig_payload *p, unsigned round)
 {
 	struct mem_load *l = ml(p);
+	struct rmig_ctx *ctx = p->ctx;
 
 	atomic_store(&l->round_pages, 0);
-	atomic_store(&l->pages, 0);
-	atomic_store(&l->zero_pages, 0);
-	atomic_store(&l->bytes, 0);
+	ctx->stats.pages_sent += atomic_exchange(&l->pages, 0);
+	ctx->stats.zero_pages += atomic_exchange(&l->zero_pages, 0);
+	ctx->stats.bytes_sent += atomic_exchange(&l->bytes, 0);
 	if (round)
 		atomic_store(&l->round, round);
 }
@@ -289,9 +291,11 @@ static int verify(struct rmig_ctx *ctx, const struct rmig_msg *m)
 				m->u.complete.count, ctx->nregions);
 	if (!(m->u.complete.flags & RMIG_COMPLETE_VERIFY))
 		return 0;
-	rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, digest);
+	rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, &ctx->cancelled, digest);
 	if (rc)
-		return rmig_err(ctx, rc, "computing the destination digest failed");
+		return rmig_err(ctx, rc, "%s",
+				rc == -ECANCELED ? "cancelled by the operator"
+						 : "computing the destination digest failed");
 	for (size_t i = 0; i < ctx->nregions; i++)
 		if (digest[i] != m->u.complete.digest[i])
 			return rmig_err(ctx, -EILSEQ,

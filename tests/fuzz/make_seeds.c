@@ -277,7 +277,7 @@ static void conv_complete(struct conv *c, int verify, int wrong)
 						     .gpa = i * c->region_len,
 						     .len = c->region_len,
 						     .host = c->mem[i] };
-		if (rmig_digest_regions(r, c->nregions, 1, digest)) {
+		if (rmig_digest_regions(r, c->nregions, 1, NULL, digest)) {
 			fprintf(stderr, "make_seeds: digest failed\n");
 			exit(1);
 		}
