@@ -55,20 +55,28 @@ int rmig_tx_push(struct rmig_tx_pool *tx, unsigned group, const struct rmig_tx_i
 /* Wait until every queued item is sent (or dropped after a failure). Then
  * 0, or -EIO with the failure in ctx->err. */
 int rmig_tx_wait(struct rmig_tx_pool *tx);
+/* The same, leaving ctx->err alone: another error is being reported. */
+void rmig_tx_idle(struct rmig_tx_pool *tx);
 void rmig_tx_fail(struct rmig_tx_pool *tx, const char *why);
 int rmig_tx_failed(struct rmig_tx_pool *tx);
 const char *rmig_tx_failure(struct rmig_tx_pool *tx);
 /* A new round: zero the figures. */
 void rmig_tx_new_round(struct rmig_tx_pool *tx);
-/* The senders are idle: add the round's figures into rs and describe the
- * round in m (ROUND_END). */
+/* The senders are idle: the round's figures so far (pages, zero_pages,
+ * bytes: what went out, whether or not the round ends) into rs. */
+void rmig_tx_round_figures(struct rmig_tx_pool *tx, struct rmig_round_stats *rs);
+/* The senders are idle: the round's figures into rs, and the round
+ * described in m (ROUND_END). */
 void rmig_tx_round_end(struct rmig_tx_pool *tx, struct rmig_round_stats *rs, struct rmig_msg *m);
 /* A new link carries on (failover): forget the failure, sequences from 0. */
 void rmig_tx_restart(struct rmig_tx_pool *tx);
 
-/* On a sender thread: --max-bandwidth's pacing, then one frame (header +
- * sub-header in c->hdr, data), counted in the round's figures. */
-void rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes);
+/* On a sender thread: config.max_bandwidth's pacing for `bytes`. 0 when
+ * they may go; -ECANCELED when the channels are being stopped meanwhile
+ * (cancel, another sender's failure, failover): then they must not. */
+int rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes);
+/* The pacing, then one frame (header + sub-header in c->hdr, data),
+ * counted in the round's figures. */
 int rmig_tx_send_frame(struct rmig_tx_chan *c, uint8_t type, size_t sublen, struct iovec *data,
 		       int ndata);
 
@@ -89,8 +97,9 @@ int rmig_rx_create(struct rmig_ctx *ctx, struct rmig_payload_set *payloads,
 		   struct rmig_rx_pool **out);
 void rmig_rx_destroy(struct rmig_rx_pool *rx);
 int rmig_rx_start(struct rmig_rx_pool *rx, const int *nodes);
-/* Stop and join the receivers; a partly received round is forgotten. */
-void rmig_rx_stop(struct rmig_rx_pool *rx);
+/* Stop and join the receivers; a partly received round is forgotten. How
+ * many of its frames had arrived (0: none, or it was complete). */
+uint64_t rmig_rx_stop(struct rmig_rx_pool *rx);
 int rmig_rx_stopping(struct rmig_rx_pool *rx);
 /* Wait until every channel applied the frames ROUND_END (m) counts. */
 int rmig_rx_wait_round(struct rmig_rx_pool *rx, const struct rmig_msg *m);

@@ -31,6 +31,21 @@ struct rmig_links {
 
 struct rmig_machine;
 
+/* A deadline heartbeats do not extend (they prove the peer alive, not
+ * that it gets anywhere): rmig_ctrl_recv fails with -ETIME, "peer P
+ * stalled: what", on the first message after limit_ms without progress.
+ * Progress is rmig_deadline_progress() and, with `data`, any byte more on
+ * the data channels (live_bytes) or, with RDMA WRITE (which we cannot
+ * see), a new count of bytes in the peer's heartbeat. */
+struct rmig_deadline {
+	unsigned limit_ms; /* 0: none */
+	int data;
+	int64_t since_ms;    /* the last progress */
+	uint64_t bytes;	     /* live_bytes then */
+	uint64_t peer_bytes; /* the last heartbeat's count */
+	char what[200];
+};
+
 struct rmig_ctx {
 	struct rmig_config cfg;
 	struct rmig_backend *be;
@@ -83,6 +98,7 @@ struct rmig_ctx {
 					     * migration across failovers */
 	uint8_t token[RMIG_NONCE_LEN];	    /* data channels prove they belong to this
 					     * connection with it (keyed with the PSK) */
+	struct rmig_deadline deadline;	    /* rmig_deadline_*(): control thread only */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
 	uint8_t *rxbuf; /* control payloads */
 	size_t rxcap;
@@ -118,7 +134,8 @@ int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)
 void rmig_emit(struct rmig_ctx *ctx, const struct rmig_event *ev);
 
 /* Control stream: send one message; receive one (HEARTBEATs are skipped, an
- * ABORT becomes -ECONNABORTED with the peer's reason in ctx->err). */
+ * ABORT becomes -ECONNABORTED with the peer's reason in ctx->err, and past
+ * ctx->deadline any message but ABORT -ETIME). */
 int rmig_ctrl_send(struct rmig_ctx *ctx, const struct rmig_msg *m);
 int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value);
 /* The same from a thread other than the control thread: the error text goes
@@ -130,6 +147,12 @@ int rmig_cancel_close(struct rmig_ctx *ctx);
 /* A cancel that still counts (see no_cancel). */
 int rmig_cancel_requested(struct rmig_ctx *ctx);
 int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms);
+/* A data channel broke (rc): before taking that for a lost link, read what
+ * the control stream still holds for a moment (heartbeats do not extend
+ * it). A peer that gives up closes its data channels, then sends its ABORT
+ * (a cancel, say): -ECONNABORTED with its reason in ctx->err, and no
+ * failover will come. Otherwise rc, ctx->err unchanged. */
+int rmig_ctrl_last_words(struct rmig_ctx *ctx, int rc);
 /* Receive and insist on one type. */
 int rmig_ctrl_expect(struct rmig_ctx *ctx, uint8_t type, struct rmig_msg *m, int timeout_ms);
 /* Heartbeats: a thread sends HEARTBEAT every link_timeout/4 while the
@@ -139,8 +162,18 @@ int rmig_heartbeat_start(struct rmig_ctx *ctx);
 void rmig_heartbeat_pause(struct rmig_ctx *ctx, int paused);
 void rmig_heartbeat_stop(struct rmig_ctx *ctx);
 
-/* Best effort: tell the peer why we stop. */
-void rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason);
+/* Best effort: tell the peer why we stop (after a cancel: that we were
+ * cancelled, RMIG_ABORT_CANCELLED, whatever it broke here). 0 once it is
+ * sent. */
+int rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason);
+
+/* The deadline of ctx->deadline: from now, limit_ms (0: none) without
+ * progress ends the wait for control messages; `what` (printf) says what
+ * was missing, for the error. */
+void rmig_deadline_start(struct rmig_ctx *ctx, unsigned limit_ms, int data, const char *what, ...)
+    __attribute__((format(printf, 4, 5)));
+void rmig_deadline_progress(struct rmig_ctx *ctx);
+void rmig_deadline_stop(struct rmig_ctx *ctx);
 
 /* One frame on a data channel: header + sub-header/runs + page bytes. */
 int rmig_chan_send_frame(struct rmig_ctx *ctx, unsigned chan, uint64_t *seq, uint8_t type,
@@ -190,7 +223,8 @@ int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source);
 
 /* Errors after which the other side may still be there and willing: the
  * link broke (reset, timeout, device gone), as opposed to a deliberate
- * ABORT, a protocol violation or the operator's cancel. */
+ * ABORT, a protocol violation, the operator's cancel or a deadline that a
+ * live peer let pass (-ETIME). */
 int rmig_link_failure(int rc);
 
 /* dest.c: 1 if the destination's main loop acts on this control message

@@ -204,6 +204,20 @@ struct rmig_config {
 	 * before it is cut and refused; heartbeats do not extend it
 	 * (0: RMIG_DEFAULT_HANDSHAKE_MS). */
 	unsigned handshake_timeout_ms;
+	/* Added after create_err_len. Destination: deadlines a peer cannot
+	 * extend with heartbeats (they prove it alive, not that it gets
+	 * anywhere). In pre-copy, a source that sends no data and ends no
+	 * round for stall_timeout_ms is stalled: the destination ends the
+	 * session (ABORT naming the stall, RMIG_RESULT_ROLLED_BACK; no
+	 * failover: the link works). The time spent waiting for a failover
+	 * does not count, but a resumed session keeps what it had used up;
+	 * with RDMA placement (pages land unseen) the source's heartbeats
+	 * carry its byte count, and the clock starts once the source can
+	 * have registered its memory (twice the time the destination took).
+	 * (After READY, commit_timeout_ms bounds the wait for GO or the
+	 * outcome question, and after STARTED the wait for the final report,
+	 * the same way.) 0: the default, 30000. */
+	unsigned stall_timeout_ms;
 };
 
 enum rmig_event_type {
@@ -257,8 +271,9 @@ struct rmig_stats {
 	const char *pin;       /* rdma: "all" (zero copy) or "staging"; tcp: "none" */
 	uint64_t total_ms;
 	uint64_t downtime_ms; /* source pause -> STARTED received */
-	unsigned rounds;
-	uint64_t bytes_sent; /* source: sent; destination: received */
+	unsigned rounds;      /* as they start: a round cut short counts */
+	uint64_t bytes_sent;  /* source: sent; destination: received; as they go,
+			       * also when rolled back */
 	uint64_t pages_sent;
 	uint64_t zero_pages;
 	uint64_t guest_bytes;
@@ -297,8 +312,9 @@ struct rmig_ctx;
 
 /* Fill cfg with defaults: auto transport, pin auto, port 7471, 2 channels,
  * 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on.
- * Also: host "127.0.0.1", timeouts 2000/10000/10000 ms, failover tcp, no
- * key, gid_index -1, no callback. Cannot fail. */
+ * Also: host "127.0.0.1", timeouts 2000/10000/10000/30000 ms (link,
+ * failover, commit, stall), failover tcp, no key, gid_index -1, no
+ * callback. Cannot fail. */
 RMIG_API void rmig_config_init(struct rmig_config *cfg);
 
 /* The context borrows be and cfg's strings; both must outlive it.
@@ -357,7 +373,10 @@ RMIG_API void rmig_listener_destroy(struct rmig_listener *lst);
 RMIG_API int rmig_recv_from(struct rmig_ctx *ctx, struct rmig_listener *lst);
 
 /* Ask a running migration to stop and roll back (before GO only). Safe from
- * any thread and from a signal handler. The call then returns -ECANCELED.
+ * any thread and from a signal handler. The call then returns -ECANCELED,
+ * within 100 ms wherever it waits (max_bandwidth's pacing included); the
+ * peer is told it was a cancel (it says so and does not wait for a
+ * failover).
  * A cancelled context stays cancelled: use a new one for the next attempt.
  * With post-copy, ignored from GO on: stopping then could only lose the
  * guest, whose memory is split between the hosts until the last page. */

@@ -70,7 +70,9 @@ enum rmig_msg_type {
 	RMIG_MSG_GO = 12,	    /* source: start the guest */
 	RMIG_MSG_STARTED = 13,	    /* destination: guest runs */
 	RMIG_MSG_ABORT = 14,	    /* either: giving up, with a reason */
-	RMIG_MSG_HEARTBEAT = 15,    /* either: still alive */
+	RMIG_MSG_HEARTBEAT = 15,    /* either: still alive; its value: the data
+				     * bytes sent or received so far (older
+				     * peers: a timestamp) */
 	RMIG_MSG_DONE = 16,	    /* source: final figures, after STARTED */
 	RMIG_MSG_MEM_KEYS = 17,	    /* destination: the link's description of its
 				     * remotely writable guest memory (opaque; empty:
@@ -194,8 +196,11 @@ _Static_assert(sizeof(struct rmig_wire_page_ref) == RMIG_PAGE_REF_LEN, "page ref
 
 /* ABORT: i32 errno, u32 reserved, reason text (no NUL). The answer to a
  * QUERY whose guest was not started (and now is discarded) carries this
- * code; any other ABORT leaves the outcome unknown. */
+ * code; any other ABORT leaves the outcome unknown. Elsewhere the same code
+ * says the sender's operator cancelled (RMIG_ABORT_CANCELLED): the peer
+ * reports that rather than a lost link, and waits for no failover. */
 #define RMIG_ABORT_NOT_STARTED (-125) /* -ECANCELED */
+#define RMIG_ABORT_CANCELLED (-125)
 #define RMIG_ABORT_HDR_LEN 8
 
 struct rmig_wire_done {
@@ -210,7 +215,7 @@ _Static_assert(sizeof(struct rmig_wire_done) == RMIG_DONE_LEN, "done");
 
 /* AUTH: RMIG_MAC_LEN bytes. */
 
-/* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK: one u64 (round / timestamp). */
+/* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK: one u64 (round / bytes). */
 #define RMIG_U64_MSG_LEN 8
 
 /* ---- decoded forms ---- */

@@ -53,8 +53,9 @@ static const char usage_text[] =
     "                          for the resume\n"
     "  --failover-timeout-ms N how long to re-establish the link (default 10000)\n"
     "  --commit-timeout-ms N   link lost after GO: how long the sender asks, and the\n"
-    "                          receiver waits to answer, whether the guest started\n"
-    "                          (default 10000)\n"
+    "                          receiver waits to answer, whether the guest started;\n"
+    "                          the receiver also waits no longer for GO after READY,\n"
+    "                          even if the sender sends heartbeats (default 10000)\n"
     "send options:\n"
     "  --downtime-ms N         switch over when expected downtime <= N (default 300)\n"
     "  --max-rounds N          pre-copy rounds before --on-no-converge (default 30)\n"
@@ -79,6 +80,8 @@ static const char usage_text[] =
     "recv options:\n"
     "  --listen ADDR[:PORT]    where to listen (port 0: any free port)\n"
     "  --accept-timeout-ms N   give up if no sender connects in time (default: wait)\n"
+    "  --stall-timeout-ms N    end a migration whose sender, alive, sends no data and\n"
+    "                          ends no round for N ms in pre-copy (default 30000)\n"
     "  --keep-listening        serve migrations until SIGINT/SIGTERM, each into a\n"
     "                          fresh backend, with a summary line each\n"
     "  --max-sessions N        with --keep-listening: serve up to N at once (default\n"
@@ -130,7 +133,7 @@ struct tool {
 	const char *hold_at; /* RMIG_TEST_HOLD=NAME:MS (tests): block the engine */
 	unsigned hold_ms;
 	struct event_base *base;
-	struct event *events[3]; /* SIGINT, SIGTERM, progress tick */
+	struct event *events[4]; /* SIGINT, SIGTERM, progress tick, quit */
 	pthread_t loop_thread;
 	int loop_started;
 	atomic_int loop_quit; /* stop_loop: a break before the loop runs is lost */
@@ -260,6 +263,7 @@ static const struct {
 	{ "config.failover_timeout_ms", "--failover-timeout-ms" },
 	{ "config.commit_timeout_ms", "--commit-timeout-ms" },
 	{ "config.accept_timeout_ms", "--accept-timeout-ms" },
+	{ "config.stall_timeout_ms", "--stall-timeout-ms" },
 	{ "config.bench_ms", "--seconds" },
 	{ "config.handshake_timeout_ms", "--handshake-timeout-ms" },
 };
@@ -519,9 +523,18 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(t->out);
 }
 
-/* One pass at a time: event_base_loopbreak() before the loop has started
- * is forgotten when it starts, so the flag is checked between passes (the
- * 250 ms tick bounds each). */
+/* stop_loop activated the quit event: this pass ends here. */
+static void on_quit(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* One pass at a time until loop_quit. event_base_loopbreak() from another
+ * thread before the loop has started is forgotten when it starts (rmig
+ * then never exited, and ignored signals); an activated event is not: the
+ * pass that follows runs it, and returns. */
 static void *loop_main(void *arg)
 {
 	struct tool *t = arg;
@@ -535,15 +548,16 @@ static int start_loop(struct tool *t)
 {
 	struct timeval tick = { 0, 250000 };
 
-	evthread_use_pthreads();
+	evthread_use_pthreads(); /* before the base: event_active from our thread */
 	t->base = event_base_new();
 	if (!t->base)
 		return -ENOMEM;
 	t->events[0] = evsignal_new(t->base, SIGINT, on_signal, t);
 	t->events[1] = evsignal_new(t->base, SIGTERM, on_signal, t);
 	t->events[2] = event_new(t->base, -1, EV_PERSIST, on_tick, t);
-	for (int i = 0; i < 3; i++)
-		if (!t->events[i] || event_add(t->events[i], i == 2 ? &tick : NULL))
+	t->events[3] = event_new(t->base, -1, EV_PERSIST, on_quit, t);
+	for (int i = 0; i < 4; i++)
+		if (!t->events[i] || (i < 3 && event_add(t->events[i], i == 2 ? &tick : NULL)))
 			return -ENOMEM;
 	if (pthread_create(&t->loop_thread, NULL, loop_main, t))
 		return -EAGAIN;
@@ -555,10 +569,10 @@ static void stop_loop(struct tool *t)
 {
 	if (t->loop_started) {
 		atomic_store(&t->loop_quit, 1);
-		event_base_loopbreak(t->base);
+		event_active(t->events[3], EV_TIMEOUT, 0);
 		pthread_join(t->loop_thread, NULL);
 	}
-	for (int i = 0; i < 3; i++)
+	for (int i = 0; i < 4; i++)
 		if (t->events[i])
 			event_free(t->events[i]);
 	if (t->base)
@@ -727,6 +741,7 @@ enum {
 	OPT_PREALLOC,
 	OPT_MAX_SESSIONS,
 	OPT_HANDSHAKE_TMO,
+	OPT_STALL_TMO,
 };
 
 static const struct option long_opts[] = {
@@ -761,6 +776,7 @@ static const struct option long_opts[] = {
 	{ "prealloc", no_argument, NULL, OPT_PREALLOC },
 	{ "max-sessions", required_argument, NULL, OPT_MAX_SESSIONS },
 	{ "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE_TMO },
+	{ "stall-timeout-ms", required_argument, NULL, OPT_STALL_TMO },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -775,24 +791,53 @@ static double cpu_seconds(void)
 	       ru.ru_stime.tv_usec / 1e6;
 }
 
-/* The key file: raw bytes, 16..1024 of them, readable by its owner only. */
-static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
+static const char *file_kind(mode_t mode)
+{
+	return S_ISFIFO(mode)	? "a FIFO"
+	       : S_ISDIR(mode)	? "a directory"
+	       : S_ISCHR(mode)	? "a character device"
+	       : S_ISBLK(mode)	? "a block device"
+	       : S_ISSOCK(mode) ? "a socket"
+				: "a special file";
+}
+
+/* Open the key file: a regular file (or a symlink to one) that only its
+ * owner may read. O_NONBLOCK: opening a FIFO for reading would block until
+ * a writer came. Exits 2 with one line otherwise. */
+static int open_psk(const char *path)
 {
 	struct stat st;
-	ssize_t n;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
 	if (fd < 0) {
 		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
 		exit(RMIG_RESULT_USAGE);
 	}
-	if (fstat(fd, &st) == 0 && (st.st_mode & 077)) {
+	if (fstat(fd, &st)) {
+		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
+		exit(RMIG_RESULT_USAGE);
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fprintf(stderr, "rmig: --psk-file %s: %s, not a regular file\n", path,
+			file_kind(st.st_mode));
+		exit(RMIG_RESULT_USAGE);
+	}
+	if (st.st_mode & 077) {
 		fprintf(stderr,
 			"rmig: --psk-file %s: readable by group or others (mode %03o); chmod 600 "
 			"it\n",
 			path, st.st_mode & 0777);
 		exit(RMIG_RESULT_USAGE);
 	}
+	return fd;
+}
+
+/* The key file: raw bytes, 16..1024 of them, readable by its owner only. */
+static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
+{
+	ssize_t n;
+	int fd = open_psk(path);
+
 	n = read(fd, buf, cap);
 	if (n >= 0 && (size_t)n == cap) {
 		uint8_t more;
@@ -849,7 +894,7 @@ struct cli {
 	enum mode mode;
 	struct rmig_config cfg;
 	const char *backend, *listen_arg, *bench_size, *psk_file;
-	int keep_listening, resume_source, verify_given, json;
+	int keep_listening, resume_source, verify_given, stall_given, json;
 	unsigned max_sessions; /* 0: not given */
 	char host[256];
 	char bench_backend[128];
@@ -944,6 +989,11 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			cfg->commit_timeout_ms =
 			    parse_uint("--commit-timeout-ms", optarg, 1, 86400000);
 			break;
+		case OPT_STALL_TMO:
+			cfg->stall_timeout_ms =
+			    parse_uint("--stall-timeout-ms", optarg, 1, 86400000);
+			c->stall_given = 1;
+			break;
 		case OPT_PSK: c->psk_file = optarg; break;
 		case OPT_INSECURE: cfg->insecure = 1; break;
 		case OPT_KEEP: c->keep_listening = 1; break;
@@ -972,6 +1022,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		die_usage("--postcopy is for send");
 	if (cfg->prealloc && send)
 		die_usage("--prealloc is for recv");
+	if (c->stall_given && send)
+		die_usage("--stall-timeout-ms is for recv");
 	if (cfg->postcopy && c->verify_given)
 		die_usage("--postcopy cannot --verify: the destination's guest writes its memory "
 			  "before all of it arrived");

@@ -22,7 +22,7 @@
 #define RMIG_LINK_MAX_CHANNELS 64
 
 #define RMIG_LINK_STOP_DATA 1u	    /* data channel ops */
-#define RMIG_LINK_STOP_CTRL_RECV 2u /* control receive (noticed within 200 ms) */
+#define RMIG_LINK_STOP_CTRL_RECV 2u /* control receive (noticed within 50 ms) */
 #define RMIG_LINK_STOP_CTRL_SEND 4u /* control send */
 
 struct rmig_link;
@@ -121,7 +121,9 @@ struct rmig_link_ops {
 	void (*describe)(char *buf, size_t len);
 
 	/* Make blocked and future ops return -ECANCELED: RMIG_LINK_STOP_* flags,
-	 * cumulative. Thread-safe and async-signal-safe. */
+	 * cumulative. Thread-safe and async-signal-safe. RMIG_LINK_STOP_CTRL_RECV
+	 * must only set the flag that waits look at (rmig_link_uninterrupt
+	 * takes it back): the control stream stays whole. */
 	void (*interrupt)(struct rmig_link *l, unsigned flags);
 };
 
@@ -163,6 +165,11 @@ void rmig_link_destroy(struct rmig_link *l);
  * runs with l->lower already set. */
 int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		   struct rmig_link **out);
+/* Take back interrupt(flags) on l and every link it wraps, for
+ * RMIG_LINK_STOP_CTRL_RECV only (the others may have shut sockets down): a
+ * receiver woken by a broken data channel can still read what the peer
+ * said last on the control stream (its ABORT). */
+void rmig_link_uninterrupt(struct rmig_link *l, unsigned flags);
 /* "1.2.3.4:5" or "[::1]:5", for naming peers in messages. */
 struct sockaddr;
 void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len);

@@ -19,7 +19,7 @@
  * per device, so that a session's channels and the guest memory it exposes
  * share a PD (see struct dev_table).
  *
- * Every wait is a poll() of at most 200 ms on a completion channel and the
+ * Every wait is a poll() of at most 50 ms on a completion channel and the
  * connection's own CM event channel: timeouts, interrupt() (which only sets
  * flags: it must be async-signal-safe) and a peer's disconnect are noticed
  * promptly, and nothing spins.
@@ -55,13 +55,13 @@
 #include <numa.h>
 #include <rdma/rdma_cma.h>
 
-#define SLICE_MS 200	 /* longest single wait: interrupt() latency */
-#define RESOLVE_MS 2000	 /* address/route resolution: fail fast so "auto" can use TCP */
-#define LINGER_MS 2000	 /* destroy waits this long for posted sends to complete */
-#define ACK_TIMEOUT 14	 /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
-#define RETRY_COUNT 6	 /* transport retries; 7 would be "forever" on rxe (not per spec) */
-#define RNR_RETRY 7	 /* 7 = retry forever: posted RECVs are the flow control */
-#define MIN_RNR_TIMER 12 /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
+#define SLICE_MS 50	  /* longest single wait: interrupt() latency (cancel: 100 ms) */
+#define RESOLVE_MS 2000	  /* address/route resolution: fail fast so "auto" can use TCP */
+#define LINGER_MS 2000	  /* destroy waits this long for posted sends to complete */
+#define ACK_TIMEOUT 14	  /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
+#define RETRY_COUNT 6	  /* transport retries; 7 would be "forever" on rxe (not per spec) */
+#define RNR_RETRY 7	  /* 7 = retry forever: posted RECVs are the flow control */
+#define MIN_RNR_TIMER 12  /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
 #define LISTEN_BACKLOG 64
 
 #define CTRL_SLOTS 8

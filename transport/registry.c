@@ -249,6 +249,12 @@ static void pass_close_session(struct rmig_link *l)
 	atomic_store(&l->interrupted, 0);
 }
 
+void rmig_link_uninterrupt(struct rmig_link *l, unsigned flags)
+{
+	for (; l; l = l->lower)
+		atomic_fetch_and(&l->interrupted, ~flags);
+}
+
 static void pass_interrupt(struct rmig_link *l, unsigned flags)
 {
 	atomic_fetch_or(&l->interrupted, flags);

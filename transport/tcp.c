@@ -22,6 +22,9 @@
 #include <unistd.h>
 
 #define TCP_MAX_IOV 160
+/* Longest single poll(): how late an interrupt() not backed by a shutdown()
+ * (a control receive, a connect) is noticed. Cancel promises 100 ms. */
+#define SLICE_MS 50
 
 struct tcp_link {
 	int listen_fd;
@@ -101,15 +104,17 @@ static int wait_fd(struct rmig_link *l, int fd, short events, int timeout_ms, un
 	int rc;
 
 	for (;;) {
+		int slice = timeout_ms >= 0 && timeout_ms < SLICE_MS ? timeout_ms : SLICE_MS;
+
 		if (stopped(l, op))
 			return -ECANCELED;
-		rc = poll(&pfd, 1, timeout_ms < 0 ? 200 : (timeout_ms < 200 ? timeout_ms : 200));
+		rc = poll(&pfd, 1, slice);
 		if (rc > 0)
 			return 0;
 		if (rc < 0 && errno != EINTR)
 			return -errno;
 		if (rc == 0 && timeout_ms >= 0) {
-			timeout_ms -= 200;
+			timeout_ms -= SLICE_MS;
 			if (timeout_ms <= 0)
 				return -ETIMEDOUT;
 		}
@@ -204,8 +209,9 @@ static int tcp_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsign
 	return 0;
 }
 
+/* Connect, giving up when any of `stop` is interrupted. */
 static int connect_one(struct rmig_link *l, const struct sockaddr *sa, socklen_t sl, int timeout_ms,
-		       int *out)
+		       unsigned stop, int *out)
 {
 	int fd, rc, soerr = 0;
 	socklen_t el = sizeof(soerr);
@@ -219,7 +225,7 @@ static int connect_one(struct rmig_link *l, const struct sockaddr *sa, socklen_t
 		rc = -errno;
 		goto fail;
 	}
-	rc = wait_fd(l, fd, POLLOUT, timeout_ms, RMIG_LINK_STOP_CTRL_SEND);
+	rc = wait_fd(l, fd, POLLOUT, timeout_ms, stop);
 	if (rc)
 		goto fail;
 	getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &el);
@@ -244,8 +250,9 @@ static int tcp_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port
 	rc = rmig_link_resolve(l, host, port, 0, &t->peer_addr, &t->peer_addrlen);
 	if (rc)
 		return rc;
+	/* A cancel stops control receives: a connect is one too. */
 	rc = connect_one(l, (struct sockaddr *)&t->peer_addr, t->peer_addrlen, timeout_ms,
-			 &t->ctrl_fd);
+			 RMIG_LINK_STOP_CTRL_SEND | RMIG_LINK_STOP_CTRL_RECV, &t->ctrl_fd);
 	if (rc == 0) {
 		rmig_link_set_peer(l, (struct sockaddr *)&t->peer_addr);
 		tune_socket(t->ctrl_fd, 1);
@@ -264,7 +271,8 @@ static int tcp_connect_channel(struct rmig_link *l, int timeout_ms, int node, un
 		rmig_link_err(l, "too many channels");
 		return -ENOSPC;
 	}
-	rc = connect_one(l, (struct sockaddr *)&t->peer_addr, t->peer_addrlen, timeout_ms, &fd);
+	rc = connect_one(l, (struct sockaddr *)&t->peer_addr, t->peer_addrlen, timeout_ms,
+			 RMIG_LINK_STOP_CTRL_SEND | RMIG_LINK_STOP_DATA, &fd);
 	if (rc)
 		return rc;
 	t->chan_fd[n] = fd;
@@ -432,7 +440,7 @@ static void tcp_interrupt(struct rmig_link *l, unsigned flags)
 	atomic_fetch_or(&l->interrupted, flags);
 	/* shutdown() wakes threads blocked in poll() on these sockets; the
 	 * descriptors stay open until destroy so no fd number is reused. A
-	 * control receive notices the flag within one 200 ms poll slice, and
+	 * control receive notices the flag within one poll slice, and
 	 * the control stream stays usable for sending an ABORT. */
 	if (flags & RMIG_LINK_STOP_DATA)
 		for (unsigned i = 0; i < n; i++)

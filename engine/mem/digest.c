@@ -20,6 +20,7 @@ struct digest_job {
 	size_t *first_chunk;	/* index of region i's first chunk */
 	size_t total_chunks;
 	atomic_size_t next;
+	const atomic_int *stop;
 };
 
 static void *digest_worker(void *arg)
@@ -29,6 +30,9 @@ static void *digest_worker(void *arg)
 
 	while ((c = atomic_fetch_add(&j->next, 1)) < j->total_chunks) {
 		size_t ri = 0;
+
+		if (j->stop && atomic_load(j->stop))
+			break;
 		uint64_t off, len;
 
 		while (ri + 1 < j->n && j->first_chunk[ri + 1] <= c)
@@ -49,9 +53,10 @@ static unsigned thread_count(unsigned threads)
 	return threads > MAX_THREADS ? MAX_THREADS : threads;
 }
 
-int rmig_digest_regions(const struct rmig_region *r, size_t n, unsigned threads, uint64_t *out)
+int rmig_digest_regions(const struct rmig_region *r, size_t n, unsigned threads,
+			const atomic_int *stop, uint64_t *out)
 {
-	struct digest_job j = { .r = r, .n = n };
+	struct digest_job j = { .r = r, .n = n, .stop = stop };
 	pthread_t tid[MAX_THREADS];
 	unsigned started = 0;
 	int rc = 0;
@@ -77,6 +82,10 @@ int rmig_digest_regions(const struct rmig_region *r, size_t n, unsigned threads,
 	digest_worker(&j); /* this thread works too */
 	for (unsigned t = 0; t < started; t++)
 		pthread_join(tid[t], NULL);
+	if (stop && atomic_load(stop)) {
+		rc = -ECANCELED;
+		goto out;
+	}
 	for (size_t i = 0; i < n; i++)
 		out[i] =
 		    XXH3_64bits_withSeed(&j.chunk_digest[j.first_chunk[i]],

@@ -259,15 +259,17 @@ void rmig_mem_load_round_done(struct rmig_payload *p)
 	atomic_fetch_add(&l->round, 1);
 }
 
-/* A partly received round is sent again in full. */
+/* A partly received round is sent again in full. What arrived of it
+ * crossed the wire all the same: it counts (and again when resent). */
 void rmig_mem_load_rewind(struct rmig_payload *p, unsigned round)
 {
 	struct mem_load *l = ml(p);
+	struct rmig_ctx *ctx = p->ctx;
 
 	atomic_store(&l->round_pages, 0);
-	atomic_store(&l->pages, 0);
-	atomic_store(&l->zero_pages, 0);
-	atomic_store(&l->bytes, 0);
+	ctx->stats.pages_sent += atomic_exchange(&l->pages, 0);
+	ctx->stats.zero_pages += atomic_exchange(&l->zero_pages, 0);
+	ctx->stats.bytes_sent += atomic_exchange(&l->bytes, 0);
 	if (round)
 		atomic_store(&l->round, round);
 }
@@ -355,8 +357,11 @@ static int verify(struct rmig_payload *p, const struct rmig_msg *m)
 		return 0;
 	if (m->u.complete.flags & RMIG_COMPLETE_CHUNKED)
 		rc = verify_chunked(p, digest);
-	else if ((rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, digest)))
-		rc = rmig_err(ctx, rc, "computing the destination digest failed");
+	else if ((rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, &ctx->cancelled,
+					   digest)))
+		rc = rmig_err(ctx, rc, "%s",
+			      rc == -ECANCELED ? "cancelled by the operator"
+					       : "computing the destination digest failed");
 	if (rc)
 		return rc;
 	for (size_t i = 0; i < ctx->nregions; i++)

@@ -180,13 +180,15 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 
 		for (uint32_t i = 0; i < *nruns; i++)
 			off[i] = runs[i].first * r->page_size;
-		rmig_tx_rate_limit(c, pages * r->page_size);
-		rc = l->ops->chan_write(l, c->chan, (uint32_t)(r - ctx->regions), off, data,
-					(int)*nruns, (int)ctx->cfg.link_timeout_ms);
+		rc = rmig_tx_rate_limit(c, pages * r->page_size);
+		if (!rc)
+			rc = l->ops->chan_write(l, c->chan, (uint32_t)(r - ctx->regions), off, data,
+						(int)*nruns, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rc;
 		c->bytes += pages * r->page_size;
 		c->pages += pages;
+		atomic_fetch_add(&ctx->live_bytes, pages * r->page_size); /* rmig_progress */
 		*nruns = 0;
 		return 0;
 	}
@@ -355,7 +357,8 @@ static void *digest_main(void *arg)
 {
 	struct digest_task *d = arg;
 
-	d->rc = rmig_digest_regions(d->ctx->regions, d->ctx->nregions, 1, d->digest);
+	d->rc = rmig_digest_regions(d->ctx->regions, d->ctx->nregions, 1, &d->ctx->cancelled,
+				    d->digest);
 	return NULL;
 }
 
@@ -380,6 +383,8 @@ static int join_digest(struct rmig_payload *p)
 		return 0;
 	pthread_join(d->tid, NULL);
 	d->running = 0;
+	if (d->rc == -ECANCELED)
+		return rmig_err(p->ctx, d->rc, "cancelled by the operator");
 	return d->rc ? rmig_err(p->ctx, d->rc, "computing the source digest failed") : 0;
 }
 

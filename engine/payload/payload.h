@@ -94,7 +94,10 @@ struct rmig_payload_ops {
 	int (*load_message)(struct rmig_payload *p, const struct rmig_msg *m);
 	/* Every frame of the round is in: count it; the next may come. */
 	void (*load_round_done)(struct rmig_payload *p);
-	/* A new link resumes at `round` (a partial round is sent again). */
+	/* The receivers stopped; a new link resumes at `round` (0: the same; a
+	 * partial round is sent again). What arrived of it counts in the
+	 * stats all the same (it crossed the wire). Also at the end of every
+	 * migration. */
 	void (*load_rewind)(struct rmig_payload *p, unsigned round);
 	/* COMPLETE: verify, or get ready for post-copy. */
 	int (*load_complete)(struct rmig_payload *p, const struct rmig_msg *m);

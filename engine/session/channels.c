@@ -11,6 +11,7 @@
 #include "placement.h"
 
 #define QUEUE_CAP 256
+#define PACE_SLICE_S 0.02 /* config.max_bandwidth's sleeps look up this often */
 
 /* Work for the channels of one NUMA node; they wait on `work`. */
 struct tx_queue {
@@ -60,25 +61,53 @@ const char *rmig_tx_failure(struct rmig_tx_pool *tx)
 	return tx->failure;
 }
 
-void rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes)
+/* The data channels are being stopped: cancel, another sender's failure,
+ * or the link's data channels interrupted (failover). */
+static int pacing_stopped(struct rmig_tx_chan *c)
+{
+	return rmig_cancel_requested(c->ctx) || rmig_tx_failed(c->pool) ||
+	       (atomic_load(&c->ctx->link->interrupted) & RMIG_LINK_STOP_DATA);
+}
+
+/* Sleep until `until` (rmig_now_s) in slices: a slow rate can make one
+ * frame wait for minutes, and a cancel must not wait with it. */
+static int pace_until(struct rmig_tx_chan *c, double until)
+{
+	for (;;) {
+		double left = until - rmig_now_s();
+		struct timespec ts = { 0, 0 };
+
+		if (left <= 0)
+			return 0;
+		if (pacing_stopped(c))
+			return -ECANCELED;
+		ts.tv_nsec = (long)((left < PACE_SLICE_S ? left : PACE_SLICE_S) * 1e9);
+		nanosleep(&ts, NULL);
+	}
+}
+
+int rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes)
 {
 	struct rmig_tx_pool *tx = c->pool;
-	double rate = (double)c->ctx->cfg.max_bandwidth, now, wait;
+	double rate = (double)c->ctx->cfg.max_bandwidth, now, until;
+	int rc;
 
 	if (!rate)
-		return;
+		return 0;
 	pthread_mutex_lock(&tx->rate_lock);
 	now = rmig_now_s();
 	if (tx->rate_next < now - 0.05) /* allow at most a 50 ms burst after idling */
 		tx->rate_next = now - 0.05;
 	tx->rate_next += (double)bytes / rate;
-	wait = tx->rate_next - now;
+	until = tx->rate_next;
 	pthread_mutex_unlock(&tx->rate_lock);
-	if (wait > 0) {
-		struct timespec ts = { (time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9) };
-
-		nanosleep(&ts, NULL);
+	rc = pace_until(c, until);
+	if (rc) { /* the frame does not go: its time is free again */
+		pthread_mutex_lock(&tx->rate_lock);
+		tx->rate_next -= (double)bytes / rate;
+		pthread_mutex_unlock(&tx->rate_lock);
 	}
+	return rc;
 }
 
 int rmig_tx_send_frame(struct rmig_tx_chan *c, uint8_t type, size_t sublen, struct iovec *data,
@@ -89,13 +118,27 @@ int rmig_tx_send_frame(struct rmig_tx_chan *c, uint8_t type, size_t sublen, stru
 
 	for (int i = 0; i < ndata; i++)
 		bytes += data[i].iov_len;
-	rmig_tx_rate_limit(c, bytes);
+	rc = rmig_tx_rate_limit(c, bytes);
+	if (rc)
+		return rc;
 	rc = rmig_chan_send_frame(c->ctx, c->chan, &c->seq, type, c->hdr, sublen, data, ndata);
 	if (rc)
 		return rc;
 	c->frames++;
 	c->bytes += bytes;
 	return 0;
+}
+
+/* One queued item, by its payload; a failure stops the pool. */
+static void send_item(struct rmig_tx_chan *c, const struct rmig_tx_item *it)
+{
+	const char *cancelled = "cancelled by the operator";
+
+	if (rmig_cancel_requested(c->ctx))
+		rmig_tx_fail(c->pool, cancelled);
+	else if (it->p->ops->save_item(it->p, c, it))
+		rmig_tx_fail(c->pool,
+			     rmig_cancel_requested(c->ctx) ? cancelled : c->ctx->link->err);
 }
 
 static void *sender_main(void *arg)
@@ -122,10 +165,7 @@ static void *sender_main(void *arg)
 		pthread_cond_broadcast(&tx->space);
 		if (!tx->failed) {
 			pthread_mutex_unlock(&tx->lock);
-			if (rmig_cancel_requested(c->ctx))
-				rmig_tx_fail(tx, "cancelled by the operator");
-			else if (it.p->ops->save_item(it.p, c, &it))
-				rmig_tx_fail(tx, c->ctx->link->err);
+			send_item(c, &it);
 			pthread_mutex_lock(&tx->lock);
 		}
 		tx->busy--;
@@ -155,7 +195,8 @@ int rmig_tx_push(struct rmig_tx_pool *tx, unsigned group, const struct rmig_tx_i
 	return failed ? -EIO : 0;
 }
 
-int rmig_tx_wait(struct rmig_tx_pool *tx)
+/* Wait until the senders are idle; a failure drops what is queued. */
+static int tx_idle(struct rmig_tx_pool *tx)
 {
 	int failed;
 
@@ -173,7 +214,17 @@ int rmig_tx_wait(struct rmig_tx_pool *tx)
 	}
 	failed = tx->failed;
 	pthread_mutex_unlock(&tx->lock);
-	return failed ? rmig_err(tx->ctx, -EIO, "%s", tx->failure) : 0;
+	return failed;
+}
+
+int rmig_tx_wait(struct rmig_tx_pool *tx)
+{
+	return tx_idle(tx) ? rmig_err(tx->ctx, -EIO, "%s", tx->failure) : 0;
+}
+
+void rmig_tx_idle(struct rmig_tx_pool *tx)
+{
+	tx_idle(tx);
 }
 
 void rmig_tx_new_round(struct rmig_tx_pool *tx)
@@ -182,20 +233,27 @@ void rmig_tx_new_round(struct rmig_tx_pool *tx)
 		tx->w[i].frames = tx->w[i].pages = tx->w[i].zero_pages = tx->w[i].bytes = 0;
 }
 
-void rmig_tx_round_end(struct rmig_tx_pool *tx, struct rmig_round_stats *rs, struct rmig_msg *m)
+void rmig_tx_round_figures(struct rmig_tx_pool *tx, struct rmig_round_stats *rs)
 {
-	struct rmig_ctx *ctx = tx->ctx;
-
-	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.round_end));
-	m->type = RMIG_MSG_ROUND_END;
-	m->u.round_end.h.round = rs->round;
-	m->u.round_end.h.nchan = ctx->nchan;
-	for (unsigned i = 0; i < ctx->nchan; i++) {
-		m->u.round_end.frames[i] = tx->w[i].frames;
+	rs->pages = rs->zero_pages = rs->bytes = 0;
+	for (unsigned i = 0; i < tx->ctx->nchan; i++) {
 		rs->pages += tx->w[i].pages;
 		rs->zero_pages += tx->w[i].zero_pages;
 		rs->bytes += tx->w[i].bytes;
 	}
+}
+
+void rmig_tx_round_end(struct rmig_tx_pool *tx, struct rmig_round_stats *rs, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = tx->ctx;
+
+	rmig_tx_round_figures(tx, rs);
+	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.round_end));
+	m->type = RMIG_MSG_ROUND_END;
+	m->u.round_end.h.round = rs->round;
+	m->u.round_end.h.nchan = ctx->nchan;
+	for (unsigned i = 0; i < ctx->nchan; i++)
+		m->u.round_end.frames[i] = tx->w[i].frames;
 	m->u.round_end.h.pages = rs->pages;
 	m->u.round_end.h.zero_pages = rs->zero_pages;
 	m->u.round_end.h.bytes = rs->bytes;
@@ -407,10 +465,12 @@ int rmig_rx_start(struct rmig_rx_pool *rx, const int *nodes)
 	return 0;
 }
 
-void rmig_rx_stop(struct rmig_rx_pool *rx)
+uint64_t rmig_rx_stop(struct rmig_rx_pool *rx)
 {
+	uint64_t partial = 0;
+
 	if (!rx)
-		return;
+		return 0;
 	atomic_store(&rx->stopping, 1);
 	rx->ctx->link->ops->interrupt(rx->ctx->link, RMIG_LINK_STOP_DATA);
 	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
@@ -418,7 +478,10 @@ void rmig_rx_stop(struct rmig_rx_pool *rx)
 			pthread_join(rx->w[i].tid, NULL);
 			rx->w[i].started = 0;
 		}
+	for (unsigned i = 0; i < RMIG_MAX_CHANNELS; i++)
+		partial += rx->frames[i];
 	memset(rx->frames, 0, sizeof(rx->frames));
+	return partial;
 }
 
 void rmig_rx_destroy(struct rmig_rx_pool *rx)

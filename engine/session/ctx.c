@@ -12,6 +12,8 @@
 #include "machine.h"
 
 #define CTRL_ENCODE_MAX 2048 /* every control payload but STATE fits */
+#define LAST_WORDS_MS 1000   /* a data channel broke: how long to look for an ABORT */
+#define DEFAULT_STALL_MS 30000
 
 int64_t rmig_now_ms(void)
 {
@@ -44,6 +46,7 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->failover = RMIG_FAILOVER_TCP;
 	cfg->failover_timeout_ms = 10000;
 	cfg->commit_timeout_ms = 10000;
+	cfg->stall_timeout_ms = DEFAULT_STALL_MS;
 	cfg->pin = RMIG_PIN_AUTO;
 	cfg->gid_index = -1;
 	cfg->handshake_timeout_ms = RMIG_DEFAULT_HANDSHAKE_MS;
@@ -101,6 +104,8 @@ int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rm
 		ctx->cfg.commit_timeout_ms = 10000;
 	if (!ctx->cfg.handshake_timeout_ms)
 		ctx->cfg.handshake_timeout_ms = RMIG_DEFAULT_HANDSHAKE_MS;
+	if (!ctx->cfg.stall_timeout_ms)
+		ctx->cfg.stall_timeout_ms = DEFAULT_STALL_MS;
 	ctx->be = be;
 	pthread_mutex_init(&ctx->prog_lock, NULL);
 	pthread_mutex_init(&ctx->ctrl_send_lock, NULL);
@@ -348,25 +353,94 @@ int rmig_ctrl_send_simple(struct rmig_ctx *ctx, uint8_t type, uint64_t value)
 	return rmig_ctrl_send(ctx, &m);
 }
 
-void rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason)
+int rmig_ctrl_send_abort(struct rmig_ctx *ctx, int code, const char *reason)
 {
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	char ignored[256]; /* a failed ABORT must not hide the real error */
+	int rc;
 
 	if (!m)
-		return;
+		return -ENOMEM;
+	if (rmig_cancel_requested(ctx)) {
+		code = RMIG_ABORT_CANCELLED;
+		reason = "cancelled by the operator";
+	}
 	m->type = RMIG_MSG_ABORT;
 	m->u.abort.code = code;
 	snprintf(m->u.abort.reason, sizeof(m->u.abort.reason), "%s", reason);
-	ctrl_send_locked(ctx, m, 1000, ignored, sizeof(ignored));
+	rc = ctrl_send_locked(ctx, m, 1000, ignored, sizeof(ignored));
 	free(m);
+	return rc;
+}
+
+void rmig_deadline_start(struct rmig_ctx *ctx, unsigned limit_ms, int data, const char *what, ...)
+{
+	struct rmig_deadline *d = &ctx->deadline;
+	va_list ap;
+
+	d->limit_ms = limit_ms;
+	d->data = data;
+	va_start(ap, what);
+	vsnprintf(d->what, sizeof(d->what), what, ap);
+	va_end(ap);
+	rmig_deadline_progress(ctx);
+}
+
+void rmig_deadline_stop(struct rmig_ctx *ctx)
+{
+	ctx->deadline.limit_ms = 0;
+}
+
+void rmig_deadline_progress(struct rmig_ctx *ctx)
+{
+	ctx->deadline.since_ms = rmig_now_ms();
+	ctx->deadline.bytes = atomic_load(&ctx->live_bytes);
+}
+
+/* Data moved since the last look: here, or, placed by RDMA WRITE where we
+ * cannot see it, by the count in the peer's heartbeat. */
+static int data_moved(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	struct rmig_deadline *d = &ctx->deadline;
+	int moved = atomic_load(&ctx->live_bytes) != d->bytes;
+
+	if (ctx->placement && m->type == RMIG_MSG_HEARTBEAT && m->u.value != d->peer_bytes) {
+		moved = 1;
+		d->peer_bytes = m->u.value;
+	}
+	return moved;
+}
+
+/* On every message from the peer: -ETIME once the deadline has passed. */
+static int deadline_check(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	struct rmig_deadline *d = &ctx->deadline;
+
+	if (!d->limit_ms)
+		return 0;
+	if (d->data && data_moved(ctx, m))
+		rmig_deadline_progress(ctx);
+	if (rmig_now_ms() - d->since_ms <= d->limit_ms)
+		return 0;
+	return rmig_err(ctx, -ETIME, "peer %s stalled: %s", ctx->link->peer, d->what);
+}
+
+/* The peer's ABORT: its reason; a cancel there is said as such. */
+static int peer_aborted(struct rmig_ctx *ctx, const struct rmig_msg *m)
+{
+	if (m->u.abort.code == RMIG_ABORT_CANCELLED)
+		return rmig_err(ctx, -ECONNABORTED, "the %s cancelled the migration (peer %s: %s)",
+				ctx->sm.m == &rmig_dst_machine ? "source" : "destination",
+				ctx->link->peer, m->u.abort.reason);
+	return rmig_err(ctx, -ECONNABORTED, "peer %s aborted: %s", ctx->link->peer,
+			m->u.abort.reason);
 }
 
 int rmig_link_failure(int rc)
 {
 	return rc < 0 && rc != -ECONNABORTED && rc != -EPROTO && rc != -EBADMSG &&
 	       rc != -ECANCELED && rc != -EACCES && rc != -EILSEQ && rc != -ENOMEM &&
-	       rc != -EPROTONOSUPPORT && rc != -EPERM && rc != -EINVAL;
+	       rc != -EPROTONOSUPPORT && rc != -EPERM && rc != -EINVAL && rc != -ETIME;
 }
 
 /* ---- heartbeats ---- */
@@ -389,7 +463,9 @@ static void *heartbeat_main(void *arg)
 		pthread_cond_timedwait(&ctx->hb_cond, &ctx->hb_lock, &ts);
 		if (ctx->hb_stop || ctx->hb_paused)
 			continue;
-		m.u.value = (uint64_t)rmig_now_ms();
+		/* What moved so far: with RDMA WRITE, the destination sees
+		 * its memory fill up no other way (a stall deadline). */
+		m.u.value = atomic_load(&ctx->live_bytes);
 		ctx->hb_sending = 1;
 		pthread_mutex_unlock(&ctx->hb_lock);
 		ctrl_send_locked(ctx, &m, (int)ctx->cfg.link_timeout_ms, ignored, sizeof(ignored));
@@ -485,11 +561,13 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 		rc = rmig_msg_decode(fh.type, ctx->rxbuf, fh.len, m, why, sizeof(why));
 		if (rc)
 			return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+		if (m->type == RMIG_MSG_ABORT)
+			return peer_aborted(ctx, m);
+		rc = deadline_check(ctx, m);
+		if (rc)
+			return rc;
 		if (m->type == RMIG_MSG_HEARTBEAT)
 			continue;
-		if (m->type == RMIG_MSG_ABORT)
-			return rmig_err(ctx, -ECONNABORTED, "peer %s aborted: %s", ctx->link->peer,
-					m->u.abort.reason);
 		/* The one place where a message the phase does not expect is refused. */
 		if (!rmig_phase_accepts(ctx->sm.m, ctx->sm.phase, m->type))
 			return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent %s during %s",
@@ -497,6 +575,40 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 					rmig_phase_name(ctx->sm.m, ctx->sm.phase));
 		return 0;
 	}
+}
+
+int rmig_ctrl_last_words(struct rmig_ctx *ctx, int rc)
+{
+	struct rmig_deadline watch = ctx->deadline;
+	unsigned grace = ctx->cfg.link_timeout_ms;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	char why[sizeof(ctx->err)];
+	int said = rc;
+
+	/* A receiver may have stopped control receives to wake us. A cancel
+	 * sets its flag before it interrupts: seen here if the interrupt
+	 * could have been undone (and then stopped again), else it stops the
+	 * read below. */
+	if (!m)
+		return rc;
+	rmig_link_uninterrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
+	if (atomic_load(&ctx->cancelled)) {
+		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
+		free(m);
+		return rc;
+	}
+	grace = grace < LAST_WORDS_MS ? grace : LAST_WORDS_MS;
+	memcpy(why, ctx->err, sizeof(why));
+	rmig_deadline_start(ctx, grace, 0, "no ABORT after a data channel broke");
+	do /* what it sent before the ABORT (ROUND_END, ...) is moot now */
+		said = rmig_ctrl_recv(ctx, m, (int)grace);
+	while (!said);
+	ctx->deadline = watch;
+	free(m);
+	if (said == -ECONNABORTED)
+		return said;
+	memcpy(ctx->err, why, sizeof(why));
+	return rc;
 }
 
 int rmig_ctrl_expect(struct rmig_ctx *ctx, uint8_t type, struct rmig_msg *m, int timeout_ms)

@@ -39,6 +39,7 @@ struct dst_run {
 	int announced; /* post-copy: DISCARD came, no more data before GO */
 	unsigned expect_round;
 	int64_t t_go;
+	int64_t offer_ms; /* the last offer_memory took this long */
 };
 
 /* Check the REGIONS layout and have the backend allocate it. */
@@ -166,10 +167,13 @@ static void rewind_payloads(struct dst_run *d, unsigned resume_round)
 	RMIG_PAYLOADS_TELL(&d->ps, load_rewind, resume_round);
 }
 
-/* Stop the receivers (they interrupt the link's data channels). */
+/* Stop the receivers (they interrupt the link's data channels). A round
+ * cut short still counts: its number here, what arrived of it in the
+ * payloads' figures as they rewind. */
 static void stop_receivers(struct dst_run *d)
 {
-	rmig_rx_stop(d->rx);
+	if (rmig_rx_stop(d->rx))
+		d->ctx->stats.rounds = d->expect_round;
 	rewind_payloads(d, 0);
 }
 
@@ -241,9 +245,19 @@ static int setup_session(struct dst_run *d, const struct rmig_wire_hello *hello,
 		rc = rmig_rx_start(d->rx, nodes);
 	if (!rc)
 		rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+	d->offer_ms = rmig_now_ms();
 	if (!rc)
 		rc = offer_memory(ctx, hello->caps & RMIG_CAP_PLACEMENT);
+	d->offer_ms = rmig_now_ms() - d->offer_ms;
 	return rc;
+}
+
+/* Pre-copy's stall clock starts once the source can have registered its
+ * memory for RDMA WRITE (it sends nothing before): as long as registering
+ * ours took, twice over. */
+static void stall_clock_after_offer(struct dst_run *d)
+{
+	d->ctx->deadline.since_ms += 2 * d->offer_ms;
 }
 
 /* Stop using the current connection: receivers, heartbeats, registrations. */
@@ -309,11 +323,17 @@ static int await_resume(struct dst_run *d, int rc)
 	struct rmig_wire_hello hello;
 	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
-	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	struct rmig_deadline stall = ctx->deadline;
+	int64_t lost, end;
 
+	if (rmig_link_failure(rc) && rmig_phase(ctx) == RMIG_DST_RECEIVING)
+		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled) || rmig_phase(ctx) != RMIG_DST_RECEIVING || !resumable(d))
 		return rc;
+	lost = rmig_now_ms();
+	end = lost + ctx->cfg.failover_timeout_ms;
+	rmig_deadline_stop(ctx); /* waiting for the failover is no stall */
 	memcpy(why, ctx->err, sizeof(why));
 	drop_session(d);
 	snprintf(msg, sizeof(msg), "link lost (%s): waiting %u ms for the source to resume", why,
@@ -342,6 +362,10 @@ static int await_resume(struct dst_run *d, int rc)
 		drop_session(d);
 	}
 	d->expect_round = hello.round;
+	/* The resumed session has what the lost one had left, no more. */
+	stall.since_ms += rmig_now_ms() - lost;
+	ctx->deadline = stall;
+	stall_clock_after_offer(d);
 	ctx->stats.failovers++;
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
@@ -397,6 +421,14 @@ static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
 	}
 }
 
+/* The guest runs here: the source's final report (DONE) is due at once. */
+static void await_done(struct rmig_ctx *ctx)
+{
+	rmig_deadline_start(ctx, ctx->cfg.commit_timeout_ms, 0,
+			    "no final report for %u ms after STARTED (config.commit_timeout_ms)",
+			    ctx->cfg.commit_timeout_ms);
+}
+
 /* Post-copy is over, with everything in or not: stop receiving, stop
  * catching faults, count. */
 static void postcopy_end(struct dst_run *d, struct rmig_pending_remote *f)
@@ -420,6 +452,7 @@ static void postcopy_finish(struct dst_run *d)
 
 	postcopy_end(d, &f);
 	d->ctx->stats.result = RMIG_RESULT_MIGRATED;
+	await_done(d->ctx);
 	rmig_phase_enter(d->ctx, RMIG_DST_MIGRATED);
 }
 
@@ -467,6 +500,7 @@ static void reset_session(struct rmig_ctx *ctx)
 	ctx->t_start_ms = 0;
 	atomic_store(&ctx->no_cancel, 0);
 	atomic_store(&ctx->live_bytes, 0);
+	memset(&ctx->deadline, 0, sizeof(ctx->deadline));
 	pthread_mutex_lock(&ctx->prog_lock);
 	memset(&ctx->prog, 0, sizeof(ctx->prog));
 	pthread_mutex_unlock(&ctx->prog_lock);
@@ -492,6 +526,8 @@ static int on_payload_message(struct dst_run *d)
 	 * no resuming on another link. */
 	if (type == RMIG_MSG_DISCARD)
 		d->announced = 1;
+	if (rmig_phase(d->ctx) == RMIG_DST_RECEIVING) /* a stream's data, announcements */
+		rmig_deadline_progress(d->ctx);
 	RMIG_EACH_PAYLOAD(&d->ps, p)
 	{
 		if (p->ops->load_message && (p->ops->msg_types >> type) & 1)
@@ -537,6 +573,7 @@ static int on_round_end(struct dst_run *d)
 	pthread_mutex_lock(&ctx->prog_lock);
 	ctx->prog.round = d->expect_round;
 	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_deadline_progress(ctx);
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, d->expect_round++);
 }
 
@@ -554,6 +591,7 @@ static int on_state(struct dst_run *d)
 	 * still to come. */
 	if (!d->postcopy)
 		stop_receivers(d);
+	rmig_deadline_stop(ctx); /* the source digests its memory now: no clock */
 	return rmig_phase_enter(ctx, RMIG_DST_STOP_AND_COPY);
 }
 
@@ -576,6 +614,10 @@ static int on_complete(struct dst_run *d)
 	/* From READY on, a lost link leaves the outcome to GO: we wait for it
 	 * or for the source's question. */
 	rc = rmig_phase_enter(ctx, RMIG_DST_READY);
+	rmig_deadline_start(
+	    ctx, ctx->cfg.commit_timeout_ms, 0,
+	    "no GO and no question for %u ms after READY (config.commit_timeout_ms)",
+	    ctx->cfg.commit_timeout_ms);
 	return rc ? rc : rmig_ctrl_send_simple(ctx, RMIG_MSG_READY, 0);
 }
 
@@ -597,11 +639,14 @@ static int on_go(struct dst_run *d)
 	if (rc)
 		return rmig_err(ctx, rc, "backend: start: %s", ctx->be->err);
 	if (d->postcopy) {
-		/* The guest runs; what it lacks comes on demand. */
+		/* The guest runs; what it lacks comes on demand. Ending post-copy
+		 * early would lose it: the link timeout alone decides. */
 		ctx->stats.postcopy = 1;
+		rmig_deadline_stop(ctx);
 		rmig_phase_enter(ctx, RMIG_DST_POSTCOPY);
 	} else {
 		ctx->stats.result = RMIG_RESULT_MIGRATED;
+		await_done(ctx);
 		rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
 	}
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
@@ -633,23 +678,34 @@ int rmig_dest_handles(uint8_t type)
 	return type < sizeof(dst_handlers) / sizeof(dst_handlers[0]) && dst_handlers[type];
 }
 
+/* The control stream failed with rc: the peer's ABORT or a deadline it let
+ * pass is the reason; otherwise a receiver's or a payload's failure may be
+ * what broke it (they stop control receives to wake us). */
+static int why_stopped(struct dst_run *d, int rc)
+{
+	char why[400];
+	int failed;
+
+	if (rc == -ECONNABORTED || rc == -ETIME)
+		return rc;
+	failed = rmig_rx_failed(d->rx, why, sizeof(why));
+	if (failed)
+		rc = rmig_err(d->ctx, failed, "%s", why);
+	if (rmig_payloads_failed(&d->ps, why, sizeof(why)))
+		rc = rmig_err(d->ctx, -EIO, "%s", why);
+	return rc;
+}
+
 /* Receive and act on control messages until DONE or a failure. */
 static int serve_messages(struct dst_run *d)
 {
 	struct rmig_ctx *ctx = d->ctx;
-	char why[400];
 	int rc;
 
 	for (;;) {
 		rc = rmig_ctrl_recv(ctx, d->m, (int)ctx->cfg.link_timeout_ms);
 		if (rc) {
-			int failed = rmig_rx_failed(d->rx, why, sizeof(why));
-
-			if (failed)
-				rc = rmig_err(ctx, failed, "%s", why);
-			if (rmig_payloads_failed(&d->ps, why, sizeof(why)))
-				rc = rmig_err(ctx, -EIO, "%s", why);
-			rc = await_resume(d, rc);
+			rc = await_resume(d, why_stopped(d, rc));
 			if (rc)
 				return rc;
 			continue;
@@ -725,7 +781,14 @@ static int open_migration(struct dst_run *d, int *connected)
 	}
 	memcpy(ctx->session, hello.session, RMIG_NONCE_LEN);
 	rc = setup_session(d, &hello, 0);
-	return rc ? rc : rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
+	if (rc)
+		return rc;
+	rmig_deadline_start(ctx, ctx->cfg.stall_timeout_ms, 1,
+			    "no data and no round end for %u ms in pre-copy "
+			    "(config.stall_timeout_ms)",
+			    ctx->cfg.stall_timeout_ms);
+	stall_clock_after_offer(d);
+	return rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 }
 
 /* The migration failed in this phase: say so, answer the source's question
@@ -736,7 +799,10 @@ static int fail_migration(struct dst_run *d, int rc)
 	unsigned phase = rmig_phase(ctx);
 	int accepted = phase != RMIG_DST_IDLE && phase != RMIG_DST_LISTENING &&
 		       phase != RMIG_DST_PREALLOCATING;
+	int told = 0; /* the source was sent an ABORT */
 
+	if (rmig_cancel_requested(ctx))
+		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	if (phase == RMIG_DST_POSTCOPY) {
 		struct rmig_pending_remote f;
 
@@ -752,8 +818,10 @@ static int fail_migration(struct dst_run *d, int rc)
 		int is_started = started(ctx);
 
 		if (!is_started && rc != -ECONNABORTED)
-			rmig_ctrl_send_abort(ctx, rc, ctx->err);
-		if (rc != -ECONNABORTED)
+			told = !rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		/* A deadline passed on a link that works: the ABORT just sent
+		 * tells the source, which has nothing to ask. */
+		if (rc != -ECONNABORTED && !(rc == -ETIME && told))
 			answer_outcome(d, is_started);
 		if (is_started) {
 			/* The guest runs here: the migration succeeded, only the
@@ -770,7 +838,7 @@ static int fail_migration(struct dst_run *d, int rc)
 			return 0;
 		}
 	}
-	if (accepted || rc != -ECONNABORTED)
+	if ((accepted || rc != -ECONNABORTED) && !told)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	ctx->stats.verified = 0;
 	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
@@ -796,6 +864,8 @@ static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 	/* Whatever the outcome, the peer may not write our memory any more. */
 	if (connected && ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
+	if (d.rx) /* and what arrived of a round cut short is counted */
+		stop_receivers(&d);
 	rmig_rx_destroy(d.rx);
 	RMIG_PAYLOADS_TELL(&d.ps, load_cleanup);
 	/* Drop the connections; the listener forgets the migration. */

@@ -34,12 +34,26 @@ void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *
 		mem[i] = (struct rmig_link_mem){ ctx->regions[i].host, ctx->regions[i].len };
 }
 
+/* cfg.host resolves: 0, or why not in ctx->err (rmig_link_resolve's words). */
+static int host_resolves(struct rmig_ctx *ctx)
+{
+	struct rmig_link probe = { 0 };
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int rc = rmig_link_resolve(&probe, ctx->cfg.host, ctx->cfg.port, 0, &ss, &len);
+
+	return rc ? rmig_err(ctx, rc, "%s", probe.err) : 0;
+}
+
 int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms)
 {
 	int rc = -ENOENT;
 
 	/* Without a key only loopback peers: say so before connecting, so that
-	 * a receiver is not handed a connection that will only hang up. */
+	 * a receiver is not handed a connection that will only hang up. A name
+	 * that does not resolve is not "not on loopback": say that instead. */
+	if (!ctx->cfg.psk && !ctx->cfg.insecure && (rc = host_resolves(ctx)))
+		return rc;
 	if (!ctx->cfg.psk && !ctx->cfg.insecure && !rmig_link_host_is_loopback(ctx->cfg.host))
 		return rmig_err(ctx, -EACCES,
 				"refusing unauthenticated peer %s:%u: it is not on loopback; give "

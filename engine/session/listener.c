@@ -47,6 +47,7 @@
 #define NEW_GRACE_MS 1000      /* a new migration waits this long for a context */
 #define CHANNEL_WAIT_MS 1000   /* a channel waits this long for its migration */
 #define SLICE_MS 100
+#define SESSION_SLICE_MS 20 /* how soon a session's wait sees a cancel */
 #define MAX_DEAD (4 * (RMIG_MAX_CHANNELS + 1))
 #define OPENING_STACK (256u << 10)
 
@@ -200,6 +201,15 @@ static void close_dead(struct rmig_listener *lst)
 		close_conn(dead[i]);
 }
 
+/* A session's wait: at most a slice, and not past its end (cancel is
+ * looked at between slices). */
+static int wait_slice(int64_t end_ms)
+{
+	int64_t left = end_ms < 0 ? SESSION_SLICE_MS : end_ms - rmig_now_ms();
+
+	return left <= 0 ? 1 : left < SESSION_SLICE_MS ? (int)left : SESSION_SLICE_MS;
+}
+
 static void timed_wait(struct rmig_listener *lst, int ms)
 {
 	struct timespec ts;
@@ -342,10 +352,12 @@ static int queue_new(struct rmig_listener *lst, struct pending *p, struct rmig_c
 	s->opener = p;
 	lst->unclaimed++;
 	pthread_cond_broadcast(&lst->cond);
-	while (!s->ctx && rmig_now_ms() < end && !atomic_load(&lst->stop) && !p->cut[0])
+	/* Taken: take_new cleared p->conn (the slot may be reused by then, so
+	 * it is not the slot that says so). */
+	while (p->conn && rmig_now_ms() < end && !atomic_load(&lst->stop) && !p->cut[0])
 		timed_wait(lst, SLICE_MS);
-	if (s->ctx)
-		return 0; /* taken: p->conn is the session's now */
+	if (!p->conn)
+		return 0;
 	running = sessions_running(lst);
 	s->has_opening = 0; /* the conn is still p's: refused below */
 	s->opener = NULL;
@@ -785,6 +797,7 @@ int rmig_listener_take_new(struct rmig_listener *lst, struct rmig_ctx *ctx, int 
 				first->opener->conn = NULL;
 			first->opener = NULL;
 			first->ctx = ctx;
+			pthread_cond_broadcast(&lst->cond); /* the opener waits for this */
 			*o = first->opening;
 			first->has_opening = 0;
 			lst->unclaimed--;
@@ -797,7 +810,7 @@ int rmig_listener_take_new(struct rmig_listener *lst, struct rmig_ctx *ctx, int 
 			rc = rmig_err(ctx, rc, "no sender connected within %d ms", timeout_ms);
 		if (rc)
 			break;
-		timed_wait(lst, SLICE_MS);
+		timed_wait(lst, wait_slice(end));
 	}
 	lst->idle_waiters--;
 	pthread_mutex_unlock(&lst->lock);
@@ -810,11 +823,12 @@ int rmig_listener_take_again(struct rmig_listener *lst, struct rmig_listener_slo
 	int rc;
 
 	pthread_mutex_lock(&lst->lock);
-	while (!(rc = wait_ended(ctx, end_ms, "waiting for the source")) && !s->has_opening)
-		timed_wait(lst, SLICE_MS);
-	if (!rc && s->has_opening) {
+	while (!s->has_opening && !(rc = wait_ended(ctx, end_ms, "waiting for the source")))
+		timed_wait(lst, wait_slice(end_ms));
+	if (s->has_opening) {
 		*o = s->opening;
 		s->has_opening = 0;
+		rc = 0;
 	}
 	pthread_mutex_unlock(&lst->lock);
 	return rc;
@@ -831,12 +845,13 @@ int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_
 	for (unsigned i = 0; i < n; i++)
 		nodes[i] = -1;
 	pthread_mutex_lock(&lst->lock);
-	while (!(rc = wait_ended(ctx, end, "waiting for data channels")) && s->nchans < n)
-		timed_wait(lst, SLICE_MS);
+	while (s->nchans < n && !(rc = wait_ended(ctx, end, "waiting for data channels")))
+		timed_wait(lst, wait_slice(end));
 	have = s->nchans;
-	if (s->nchans == n) {
+	if (have == n) { /* all came, if only in the last slice: ours */
 		memcpy(got, s->chans, sizeof(got[0]) * n);
 		s->nchans = 0; /* the mask stays: no channel may join twice */
+		rc = 0;
 	}
 	pthread_mutex_unlock(&lst->lock);
 	if (rc == -ETIMEDOUT)

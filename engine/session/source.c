@@ -39,6 +39,7 @@
  * some 15 us, mostly splitting huge pages). */
 #define PREDROP_PASSES 4
 #define PREDROP_ENOUGH 512
+#define NAP_SLICE_MS 20 /* a wait between reconnections looks for a cancel this often */
 
 /* One rmig_send call. */
 struct sender {
@@ -62,6 +63,13 @@ static void sleep_ms(unsigned ms)
 	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
 
 	nanosleep(&ts, NULL);
+}
+
+/* sleep_ms, but a cancel ends it within NAP_SLICE_MS. */
+static void nap(struct rmig_ctx *ctx, unsigned ms)
+{
+	for (unsigned slept = 0; slept < ms && !rmig_cancel_requested(ctx); slept += NAP_SLICE_MS)
+		sleep_ms(ms - slept < NAP_SLICE_MS ? ms - slept : NAP_SLICE_MS);
 }
 
 /* The stream payload saw the hypervisor pause the guest. */
@@ -333,7 +341,7 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 		to->ops->close_session(to);
 		if (rc == -ECONNABORTED || rc == -EACCES || rc == -EPROTONOSUPPORT)
 			return rc; /* the destination said no: asking again will not help */
-		sleep_ms(250);
+		nap(ctx, 250);
 	}
 }
 
@@ -348,6 +356,8 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	struct rmig_link *from = ctx->link, *to;
 	char why[sizeof(ctx->err)];
 
+	if (rmig_link_failure(rc))
+		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled))
 		return rc;
@@ -520,22 +530,34 @@ static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
 	return rc;
 }
 
+/* What a round put on the wire counts, acknowledged or not: a rollback's
+ * summary shows what moved. The senders are idle once this returns. */
+static void count_sent(struct sender *s, struct rmig_round_stats *rs)
+{
+	struct rmig_ctx *ctx = s->ctx;
+
+	rmig_tx_idle(s->tx);
+	rmig_tx_round_figures(s->tx, rs);
+	ctx->stats.pages_sent += rs->pages;
+	ctx->stats.zero_pages += rs->zero_pages;
+	ctx->stats.bytes_sent += rs->bytes;
+}
+
 /* One round: every payload queues what changed, then the barrier. */
 static int send_round(struct sender *s, struct rmig_round_stats *rs)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	int rc;
 
+	ctx->stats.rounds = rs->round; /* a round cut short went out too */
 	rmig_tx_new_round(s->tx);
 	rc = RMIG_PAYLOADS_CALL(&s->ps, save_round, s->tx, rs->round);
 	if (!rc)
 		rc = round_barrier(s, rs);
+	count_sent(s, rs);
 	if (rc)
 		return rc;
 	RMIG_PAYLOADS_TELL(&s->ps, save_acked);
-	ctx->stats.pages_sent += rs->pages;
-	ctx->stats.zero_pages += rs->zero_pages;
-	ctx->stats.bytes_sent += rs->bytes;
 	return 0;
 }
 
@@ -709,11 +731,11 @@ static int postcopy_predrop(struct sender *s)
 		if (rc || (pass && fresh < PREDROP_ENOUGH))
 			break; /* those few: announced during the pause */
 		rs.round = ++s->round;
+		ctx->stats.rounds = s->round;
 		rmig_tx_new_round(s->tx);
 		rc = round_barrier(s, &rs);
 		if (!rc)
 			rc = fetch_pending(s, &pend);
-		ctx->stats.rounds = s->round;
 	}
 	return rc;
 }
@@ -741,7 +763,6 @@ static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 		rc = RMIG_PAYLOADS_CALL(&s->ps, save_pause);
 		if (!rc)
 			rc = send_round(s, &rs);
-		ctx->stats.rounds = s->round;
 	}
 	if (!rc)
 		rc = send_state(ctx);
@@ -805,6 +826,8 @@ static void *push_main(void *arg)
 		rmig_tx_round_end(s->tx, &pp->rs, m);
 		if (rmig_ctrl_send_err(ctx, m, why, sizeof(why)))
 			rmig_tx_fail(s->tx, why);
+	} else {
+		rmig_tx_round_figures(s->tx, &pp->rs); /* what went out still counts */
 	}
 	if (rmig_tx_failed(s->tx))
 		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_RECV);
@@ -824,6 +847,7 @@ static int postcopy_stream(struct sender *s, struct rmig_msg *m)
 	int rc;
 
 	ctx->stats.postcopy = 1;
+	ctx->stats.rounds = pp.rs.round;
 	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
 	rmig_tx_new_round(s->tx);
 	if (pthread_create(&pp.tid, NULL, push_main, &pp))
@@ -850,14 +874,13 @@ static int postcopy_stream(struct sender *s, struct rmig_msg *m)
 	if (rc) /* the pusher may wait for the senders: stop them */
 		ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA);
 	pthread_join(pp.tid, NULL);
+	ctx->stats.pages_sent += pp.rs.pages;
+	ctx->stats.zero_pages += pp.rs.zero_pages;
+	ctx->stats.bytes_sent += pp.rs.bytes;
 	if (rc)
 		return rc;
 	pp.rs.ms = (uint64_t)(rmig_now_ms() - t0);
 	pp.rs.bandwidth = pp.rs.ms ? (double)pp.rs.bytes * 1000.0 / (double)pp.rs.ms : 0;
-	ctx->stats.rounds = pp.rs.round;
-	ctx->stats.pages_sent += pp.rs.pages;
-	ctx->stats.zero_pages += pp.rs.zero_pages;
-	ctx->stats.bytes_sent += pp.rs.bytes;
 	ctx->stats.postcopy_ms = (uint64_t)pp.rs.ms;
 	rmig_emit(ctx, &ev);
 	return 0;

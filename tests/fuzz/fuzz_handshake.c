@@ -10,10 +10,22 @@
  * Input format: a sequence of chunks
  *	u8 stream, u16 len (little-endian), len bytes
  * stream % 65 picks the stream: 0 is the control stream, 1..64 are data
- * channels 0..63 (in the order accept_channel hands them out). A chunk
- * longer than what is left takes what is left; a partial chunk header at
- * the end and empty chunks are ignored. tests/fuzz/make_seeds.c writes this
- * format.
+ * streams. A chunk longer than what is left takes what is left; a partial
+ * chunk header at the end and empty chunks are ignored.
+ * tests/fuzz/make_seeds.c writes this format, with data channel i on
+ * stream 1+i.
+ *
+ * Connections. rmig_recv listens (engine/session/listener.c): an accept
+ * thread calls the link's accept, and every connection accepted runs its
+ * opening on a thread of its own, which reads the first frame. The link
+ * hands out the control stream first, then each data stream once the peer
+ * sends its first chunk (a source connects a channel when it is about to
+ * use it), in the order of those chunks; each is a link of its own. What a
+ * stream carries decides what it becomes: a data stream opening with
+ * CHANNEL joins the migration whose token it names as the channel its index
+ * names (adopt_channel), whatever the stream's number; one opening with
+ * HELLO is another control connection (a resumption, the outcome question,
+ * or a second sender, refused as busy).
  *
  * Ordering. The destination runs one thread on the control stream and one
  * receiver thread per data channel, and a real source respects causality:
@@ -27,18 +39,27 @@
  * ROUND_ACK, after the destination moved to the next round.
  *
  * When the destination is stuck (readers wait, nothing happens on the link
- * and nothing computes, see IDLE_US), e.g. on a chunk nobody reads or a
- * ROUND_END announcing frames that never come, the peer releases the next
- * chunk anyway; when it has nothing left it closes: reads get -ECONNRESET.
- * The control stream is closed as soon as its bytes run out; a data channel
- * only once the control stream is closed, or when stuck: a source keeps its
- * channels open until the end, and closing them early would fail every
- * migration on a race. Timeouts never sleep otherwise.
+ * and nothing computes, see IDLE_US), e.g. on a chunk nobody reads, a
+ * ROUND_END announcing frames that never come, or an opening thread that
+ * read its CHANNEL, handed the connection over and ended, the peer releases
+ * the next chunk anyway; when it has nothing left it closes: reads get
+ * -ECONNRESET. The control stream is closed as soon as its bytes run out; a
+ * data stream only once the control stream is closed, or when stuck: a
+ * source keeps its channels open until the end, and closing them early
+ * would fail every migration on a race. Chunks for a stream the destination
+ * closed are dropped at once. Timeouts never sleep otherwise.
+ *
+ * No sender left: once every stream was accepted and every connection is
+ * gone again (each opening refused, none taken by the session), no
+ * migration can come; the harness then cancels rmig_recv (rmig_cancel)
+ * rather than let it wait config.accept_timeout_ms, which is only a safety
+ * net here.
  *
  * Oracles beyond ASan/UBSan/LSan (abort() = a library bug):
  *  - every control frame the destination sends decodes with the real decoder
- *    and carries the next control sequence number;
- *  - the engine uses only data channels the link handed out, and offers
+ *    and carries the next control sequence number of its connection;
+ *  - the engine uses only data channels adopted into the link it uses them
+ *    on, adopts only a connection that still has its stream, and offers
  *    only real memory for placement (mem_expose);
  *  - two-phase commit: the destination's guest runs if and only if
  *    rmig_recv() returned 0 with result "migrated".
@@ -88,24 +109,37 @@ struct peer {
 	pthread_cond_t cond; /* CLOCK_MONOTONIC */
 	const struct chunk *c;
 	size_t n;
-	size_t released;	/* chunks [0, released) may be read */
-	size_t next[NSTREAMS];	/* per stream: the chunk being read (or a later one) */
-	uint32_t off[NSTREAMS]; /* bytes of chunk next[s] already read */
-	int last_read;		/* chunk released-1 was read to its end ... */
-	pthread_t reader;	/* ... by this thread ... */
-	int came_back;		/* ... which called the link again since */
-	int ctrl_eof;		/* the control stream is closed */
-	int closed;		/* close_session: the session is over */
-	int ctrl_accepted;
-	unsigned accepted; /* data channels handed out */
-	int64_t quiet_us;  /* since then no link activity, no other thread busy */
-	int watchdog;	   /* a waiter looks for a stuck destination */
-	int copying;	   /* readers copying bytes: busy */
-	uint64_t tx_seq;   /* next control sequence number the destination must send */
+	size_t released;	    /* chunks [0, released) may be read */
+	size_t next[NSTREAMS];	    /* per stream: the chunk being read (or a later one) */
+	uint32_t off[NSTREAMS];	    /* bytes of chunk next[s] already read */
+	size_t first[NSTREAMS];	    /* per stream: its first chunk, n if it has none */
+	uint8_t accepted[NSTREAMS]; /* the destination accepted a connection for it */
+	uint8_t closed[NSTREAMS];   /* the destination closed it */
+	unsigned live;		    /* accepted connections not destroyed yet */
+	int last_read;		    /* chunk released-1 was read to its end ... */
+	pthread_t reader;	    /* ... by this thread ... */
+	int came_back;		    /* ... which called the link again since */
+	int ctrl_eof;		    /* the control stream is closed */
+	int64_t quiet_us;	    /* since then no link activity, no other thread busy */
+	int watchdog;		    /* a waiter looks for a stuck destination */
+	int copying;		    /* readers copying bytes: busy */
+};
+
+/* A "fuzz" link: a listening one, or a connection accept made. */
+struct flink {
+	struct peer *p;
+	int stream;   /* its control stream: -1 for none (listening, or adopted away) */
+	int accepted; /* made by accept: counts in p->live */
+	int chan[RMIG_LINK_MAX_CHANNELS]; /* data channel i reads stream chan[i]; -1: none */
+	uint64_t tx_seq; /* next control sequence number the destination must send on it */
 };
 
 static int verbose;	      /* RMIG_FUZZ_VERBOSE=1: print events and the outcome; 2: and stalls */
 static struct peer *cur_peer; /* the input being run; libFuzzer runs one at a time */
+/* The context in rmig_recv, for rmig_cancel when no sender can come any
+ * more (recv_lock: set and cleared around the call, used by link threads). */
+static pthread_mutex_t recv_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rmig_ctx *recv_ctx;
 static uint64_t guest_cap = 64ull << 20;
 /* Found here (tests/fuzz/crashes/handshake-zero-scan-64x): a ZERO frame made
  * the receiver read every page of its runs, and runs could repeat. Fixed:
@@ -209,7 +243,11 @@ static void touch(struct peer *p)
 
 static void release_next(struct peer *p)
 {
-	p->released++;
+	/* Bytes for a stream the destination closed are lost at once, as on a
+	 * reset connection: nobody will read them, so nothing waits for that. */
+	do
+		p->released++;
+	while (p->released < p->n && p->closed[p->c[p->released - 1].stream]);
 	p->last_read = 0;
 	p->came_back = 0;
 	touch(p);
@@ -328,9 +366,11 @@ static size_t stream_chunk(struct peer *p, unsigned s)
 	return p->next[s];
 }
 
+/* Read stream s for link l (its control stream, or one of its channels). */
 static int peer_read(struct rmig_link *l, unsigned s, uint8_t *buf, size_t len, unsigned stop)
 {
-	struct peer *p = l->priv;
+	struct flink *f = l->priv;
+	struct peer *p = f->p;
 	int rc = 0;
 
 	pthread_mutex_lock(&p->lock);
@@ -344,7 +384,7 @@ static int peer_read(struct rmig_link *l, unsigned s, uint8_t *buf, size_t len, 
 			rc = -ECANCELED;
 			break;
 		}
-		if (p->closed) {
+		if (p->closed[s]) {
 			rmig_link_err(l, "session closed");
 			rc = -ENOTCONN;
 			break;
@@ -408,20 +448,66 @@ static int peer_read(struct rmig_link *l, unsigned s, uint8_t *buf, size_t len, 
 
 static int fl_create(struct rmig_link *l)
 {
+	struct flink *f;
+
 	if (!cur_peer)
 		return -EINVAL;
-	l->priv = cur_peer;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->p = cur_peer; /* the peer belongs to the input being run */
+	f->stream = -1;
+	for (unsigned i = 0; i < RMIG_LINK_MAX_CHANNELS; i++)
+		f->chan[i] = -1;
+	l->priv = f;
 	return 0;
+}
+
+/* Every stream was accepted: the sender connects nothing more. */
+static int all_accepted(const struct peer *p)
+{
+	for (unsigned s = 0; s < NSTREAMS; s++)
+		if (!p->accepted[s] && (s == 0 || p->first[s] < p->n))
+			return 0;
+	return 1;
+}
+
+/* No connection is left and none will come: no migration can start, so
+ * rmig_recv need not wait for its accept timeout. */
+static void no_sender_left(void)
+{
+	pthread_mutex_lock(&recv_lock);
+	if (recv_ctx) {
+		if (verbose)
+			fprintf(stderr, "fuzz: no sender left: cancelling rmig_recv\n");
+		rmig_cancel(recv_ctx);
+	}
+	pthread_mutex_unlock(&recv_lock);
 }
 
 static void fl_destroy(struct rmig_link *l)
 {
-	l->priv = NULL; /* the peer belongs to the input being run */
+	struct flink *f = l->priv;
+	int none = 0;
+
+	if (!f)
+		return;
+	if (f->accepted) {
+		pthread_mutex_lock(&f->p->lock);
+		f->p->live--;
+		none = !f->p->live && all_accepted(f->p);
+		pthread_mutex_unlock(&f->p->lock);
+	}
+	free(f);
+	l->priv = NULL;
+	if (none)
+		no_sender_left();
 }
 
 static void enter(struct rmig_link *l)
 {
-	struct peer *p = l->priv;
+	struct flink *f = l->priv;
+	struct peer *p = f->p;
 
 	pthread_mutex_lock(&p->lock);
 	touch(p);
@@ -437,52 +523,102 @@ static int fl_listen(struct rmig_link *l, const char *host, uint16_t *port)
 	return 0;
 }
 
-static int fl_accept_ctrl(struct rmig_link *l, int timeout_ms)
+/* The stream the next accept hands out, -1 if none yet: the control stream
+ * first, then the data streams whose first chunk the peer sent, in the
+ * order of those chunks. */
+static int next_stream(const struct peer *p)
 {
-	struct peer *p = l->priv;
-	int rc = 0;
+	int best = -1;
 
+	if (!p->accepted[0])
+		return 0;
+	for (unsigned s = 1; s < NSTREAMS; s++)
+		if (!p->accepted[s] && p->first[s] < p->released &&
+		    (best < 0 || p->first[s] < p->first[best]))
+			best = (int)s;
+	return best;
+}
+
+static int fl_accept(struct rmig_link *l, int timeout_ms, struct rmig_link *conn)
+{
+	struct flink *f = l->priv, *cf = conn->priv;
+	struct peer *p = f->p;
+	struct timespec end;
+	int rc;
+
+	deadline(&end, (timeout_ms < 0 ? 100 : timeout_ms) * 1000L);
 	pthread_mutex_lock(&p->lock);
-	if (p->ctrl_accepted) {
-		/* One sender per input: a second session would wait forever. */
-		rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
-		rc = -ETIMEDOUT;
-	} else {
-		p->ctrl_accepted = 1;
-		p->closed = 0;
-		snprintf(l->peer, sizeof(l->peer), "fuzz:1");
-		l->peer_loopback = 1;
+	for (;;) {
+		int s = next_stream(p);
+		struct timespec now;
+
+		if (atomic_load(&l->interrupted) & RMIG_LINK_STOP_CTRL_RECV) {
+			rmig_link_err(l, "interrupted");
+			rc = -ECANCELED;
+			break;
+		}
+		if (s >= 0) {
+			p->accepted[s] = 1;
+			p->live++;
+			cf->stream = s;
+			cf->accepted = 1;
+			snprintf(conn->peer, sizeof(conn->peer), "fuzz:%d", 1 + s);
+			conn->peer_loopback = 1;
+			touch(p);
+			rc = 0;
+			break;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > end.tv_sec ||
+		    (now.tv_sec == end.tv_sec && now.tv_nsec >= end.tv_nsec)) {
+			rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
+			rc = -ETIMEDOUT;
+			break;
+		}
+		/* A stream connects with its first chunk. While some are unsent,
+		 * watch for a stuck destination as readers do: with every
+		 * connection gone, nobody else would, and the chunk that opens
+		 * the next one would never come. Otherwise sleep: the listener
+		 * calls again at once (no spinning on a shared machine). */
+		if (p->released < p->n) {
+			/* wait_peer unlocks: another waiter may have sent the rest. */
+			if (wait_peer(p) && p->released < p->n)
+				release_next(p);
+		} else {
+			pthread_cond_timedwait(&p->cond, &p->lock, &end);
+		}
 	}
-	touch(p);
 	pthread_mutex_unlock(&p->lock);
 	return rc;
 }
 
-static int fl_accept_channel(struct rmig_link *l, int timeout_ms, unsigned *chan, int *node)
+static int fl_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsigned chan, int *node)
 {
-	struct peer *p = l->priv;
+	struct flink *f = l->priv, *cf = conn->priv;
+	struct peer *p = f->p;
 	int rc = 0;
 
+	if (chan >= RMIG_LINK_MAX_CHANNELS) {
+		rmig_link_err(l, "no data channel %u: at most %d", chan, RMIG_LINK_MAX_CHANNELS);
+		return -EINVAL;
+	}
 	pthread_mutex_lock(&p->lock);
 	touch(p);
 	came_back(p);
-	if (p->accepted >= RMIG_LINK_MAX_CHANNELS) {
-		rmig_link_err(l, "too many channels");
-		rc = -ENOSPC;
+	if (cf->stream < 0) {
+		/* A connection is handed over once: the engine took a stream
+		 * it was not given (or gave it to two channels). */
+		fprintf(stderr,
+			"fuzz: engine adopted a connection without a stream as channel %u\n", chan);
+		abort();
+	}
+	if (f->chan[chan] >= 0 && !p->closed[f->chan[chan]]) {
+		rmig_link_err(l, "data channel %u is already connected", chan);
+		rc = -EEXIST;
 	} else {
-		/* The sender "connected" a channel if the input has bytes for it. */
-		unsigned s = p->accepted + 1;
-		size_t k = 0;
-
-		while (k < p->n && p->c[k].stream != s)
-			k++;
-		if (k == p->n) {
-			rmig_link_err(l, "no peer connected within %d ms", timeout_ms);
-			rc = -ETIMEDOUT;
-		} else {
-			*chan = p->accepted++;
-			*node = -1; /* as TCP: no per-node buffers to place */
-		}
+		f->chan[chan] = cf->stream;
+		cf->stream = -1;
+		*node = -1; /* as TCP: no per-node buffers to place */
 	}
 	pthread_mutex_unlock(&p->lock);
 	return rc;
@@ -506,8 +642,9 @@ static int fl_connect_channel(struct rmig_link *l, int timeout_ms, int node, uns
 	return -EOPNOTSUPP;
 }
 
-/* What the destination says must be a frame its peer can decode. */
-static void check_sent_frame(struct peer *p, const struct iovec *iov, int iovcnt)
+/* What the destination says must be a frame its peer can decode, next in
+ * its connection's sequence. */
+static void check_sent_frame(struct flink *f, const struct iovec *iov, int iovcnt)
 {
 	/* The largest frame a destination sends is MEM_KEYS. */
 	static uint8_t buf[RMIG_FRAME_HDR_LEN + RMIG_MAX_MEM_KEYS];
@@ -531,18 +668,19 @@ static void check_sent_frame(struct peer *p, const struct iovec *iov, int iovcnt
 			len);
 		abort();
 	}
-	if (fh.seq != p->tx_seq) {
+	if (fh.seq != f->tx_seq) {
 		fprintf(stderr, "fuzz: destination sent %s with sequence %llu, expected %llu\n",
 			rmig_msg_name(fh.type), (unsigned long long)fh.seq,
-			(unsigned long long)p->tx_seq);
+			(unsigned long long)f->tx_seq);
 		abort();
 	}
-	p->tx_seq++;
+	f->tx_seq++;
 }
 
 static int fl_ctrl_send(struct rmig_link *l, const struct iovec *iov, int iovcnt, int timeout_ms)
 {
-	struct peer *p = l->priv;
+	struct flink *f = l->priv;
+	struct peer *p = f->p;
 	int rc = 0;
 
 	(void)timeout_ms;
@@ -552,36 +690,51 @@ static int fl_ctrl_send(struct rmig_link *l, const struct iovec *iov, int iovcnt
 	if (atomic_load(&l->interrupted) & RMIG_LINK_STOP_CTRL_SEND) {
 		rmig_link_err(l, "interrupted");
 		rc = -ECANCELED;
-	} else if (p->closed) {
+	} else if (f->stream < 0 || p->closed[f->stream]) {
 		rmig_link_err(l, "session closed");
 		rc = -ENOTCONN;
 	} else {
-		check_sent_frame(p, iov, iovcnt);
+		check_sent_frame(f, iov, iovcnt);
 	}
 	pthread_mutex_unlock(&p->lock);
 	return rc;
 }
 
+/* A connection's own stream: the control stream of a session, or the first
+ * frame (CHANNEL, HELLO) of any connection, which the listener reads. */
 static int fl_ctrl_recv(struct rmig_link *l, void *buf, size_t len, int timeout_ms)
 {
+	struct flink *f = l->priv;
+	int s;
+
 	(void)timeout_ms;
-	return peer_read(l, 0, buf, len, RMIG_LINK_STOP_CTRL_RECV);
+	pthread_mutex_lock(&f->p->lock);
+	s = f->stream;
+	pthread_mutex_unlock(&f->p->lock);
+	if (s < 0) {
+		rmig_link_err(l, "no connection");
+		return -ENOTCONN;
+	}
+	return peer_read(l, (unsigned)s, buf, len, RMIG_LINK_STOP_CTRL_RECV);
 }
 
-static int check_chan(struct rmig_link *l, unsigned chan)
+/* The stream behind data channel chan of l. */
+static unsigned check_chan(struct rmig_link *l, unsigned chan)
 {
-	struct peer *p = l->priv;
-	unsigned n;
+	struct flink *f = l->priv;
+	int s = -1;
 
-	pthread_mutex_lock(&p->lock);
-	n = p->accepted;
-	pthread_mutex_unlock(&p->lock);
-	if (chan >= n) {
-		/* The engine may only use channels the link handed out. */
-		fprintf(stderr, "fuzz: engine used data channel %u, only %u accepted\n", chan, n);
+	pthread_mutex_lock(&f->p->lock);
+	if (chan < RMIG_LINK_MAX_CHANNELS)
+		s = f->chan[chan];
+	pthread_mutex_unlock(&f->p->lock);
+	if (s < 0) {
+		/* The engine may only use channels adopted into this link. */
+		fprintf(stderr, "fuzz: engine used data channel %u, not adopted into this link\n",
+			chan);
 		abort();
 	}
-	return 0;
+	return (unsigned)s;
 }
 
 static int fl_chan_send(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
@@ -602,11 +755,11 @@ static int fl_chan_send(struct rmig_link *l, unsigned chan, const struct iovec *
 static int fl_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec *iov, int iovcnt,
 			int timeout_ms)
 {
+	unsigned s = check_chan(l, chan);
+
 	(void)timeout_ms;
-	check_chan(l, chan);
 	for (int i = 0; i < iovcnt; i++) {
-		int rc =
-		    peer_read(l, chan + 1, iov[i].iov_base, iov[i].iov_len, RMIG_LINK_STOP_DATA);
+		int rc = peer_read(l, s, iov[i].iov_base, iov[i].iov_len, RMIG_LINK_STOP_DATA);
 
 		if (rc)
 			return rc;
@@ -650,27 +803,48 @@ static void fl_mem_release(struct rmig_link *l)
 	(void)l; /* nothing registered, nothing to drop */
 }
 
+/* The destination closed stream s: reads fail, the peer's further bytes
+ * for it are lost. */
+static void close_stream(struct peer *p, int s)
+{
+	if (s < 0)
+		return;
+	p->closed[s] = 1;
+	if (s == 0)
+		p->ctrl_eof = 1; /* the source's data streams end with it */
+}
+
+/* Closes what l holds: its own stream (none once adopted away: closing a
+ * handed-over connection must not close the channel it became) and the
+ * channels adopted into it. */
 static void fl_close_session(struct rmig_link *l)
 {
-	struct peer *p = l->priv;
+	struct flink *f = l->priv;
+	struct peer *p = f->p;
 
 	pthread_mutex_lock(&p->lock);
-	p->closed = 1;
+	came_back(p);
+	close_stream(p, f->stream);
+	for (unsigned i = 0; i < RMIG_LINK_MAX_CHANNELS; i++)
+		close_stream(p, f->chan[i]);
 	atomic_store(&l->interrupted, 0);
+	/* The newest chunk may be for a stream closed just now: nobody reads it. */
+	if (p->released && p->released < p->n && p->closed[p->c[p->released - 1].stream])
+		release_next(p);
 	touch(p);
 	pthread_mutex_unlock(&p->lock);
 }
 
 static void fl_interrupt(struct rmig_link *l, unsigned flags)
 {
-	struct peer *p = l->priv;
+	struct flink *f = l->priv;
 
 	atomic_fetch_or(&l->interrupted, flags);
 	/* Wake the readers. (A mutex is not async-signal-safe; nothing here
 	 * interrupts from a signal handler.) */
-	pthread_mutex_lock(&p->lock);
-	touch(p);
-	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&f->p->lock);
+	touch(f->p);
+	pthread_mutex_unlock(&f->p->lock);
 }
 
 static const struct rmig_link_ops fuzz_link_ops = {
@@ -679,8 +853,8 @@ static const struct rmig_link_ops fuzz_link_ops = {
 	.create = fl_create,
 	.destroy = fl_destroy,
 	.listen = fl_listen,
-	.accept_ctrl = fl_accept_ctrl,
-	.accept_channel = fl_accept_channel,
+	.accept = fl_accept,
+	.adopt_channel = fl_adopt_channel,
 	.connect_ctrl = fl_connect_ctrl,
 	.connect_channel = fl_connect_channel,
 	.ctrl_send = fl_ctrl_send,
@@ -788,6 +962,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const struct rmig_stats *st;
 	volatile size_t sink;
 	char err[256];
+	int64_t t0;
 	int rc;
 
 	if (!chunks || !p)
@@ -800,6 +975,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return -1; /* not worth keeping in the corpus either */
 	}
 	p->released = p->n ? 1 : 0;
+	for (unsigned st = 0; st < NSTREAMS; st++)
+		p->first[st] = p->n;
+	for (size_t k = p->n; k-- > 0;)
+		p->first[chunks[k].stream] = k;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -817,7 +996,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg.transport = "fuzz";
 	cfg.host = "fuzz";
 	cfg.port = 0;
-	cfg.accept_timeout_ms = 10;
+	/* A safety net: the harness cancels as soon as no sender can come. */
+	cfg.accept_timeout_ms = 2000;
 	cfg.link_timeout_ms = 100;
 	/* A lost link waits for a resume or a question: briefly, here. */
 	cfg.failover_timeout_ms = 50;
@@ -829,17 +1009,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	}
 
+	pthread_mutex_lock(&recv_lock);
+	recv_ctx = ctx;
+	pthread_mutex_unlock(&recv_lock);
+	t0 = now_us();
 	rc = rmig_recv(ctx);
+	pthread_mutex_lock(&recv_lock);
+	recv_ctx = NULL;
+	pthread_mutex_unlock(&recv_lock);
 
 	st = rmig_stats(ctx);
 	if (verbose)
-		fprintf(
-		    stderr,
-		    "fuzz: %zu chunks, rmig_recv %d, %s, guest %llu MiB, rounds %u, pages %llu: "
-		    "%s\n",
-		    p->n, rc, rmig_result_name(st->result),
-		    (unsigned long long)(st->guest_bytes >> 20), st->rounds,
-		    (unsigned long long)st->pages_sent, rmig_errmsg(ctx));
+		fprintf(stderr,
+			"fuzz: %zu chunks, rmig_recv %d in %lld ms, %s, guest %llu MiB, rounds %u, "
+			"pages %llu: %s\n",
+			p->n, rc, (long long)(now_us() - t0) / 1000, rmig_result_name(st->result),
+			(unsigned long long)(st->guest_bytes >> 20), st->rounds,
+			(unsigned long long)st->pages_sent, rmig_errmsg(ctx));
 	/* The strings the caller gets must be valid (volatile: keep the reads). */
 	sink = strlen(rmig_errmsg(ctx)) + strlen(rmig_result_name(st->result)) +
 	       strlen(st->transport) + strlen(st->pin);

@@ -135,7 +135,8 @@ struct conv {
 	uint8_t *mem[RMIG_MAX_REGIONS]; /* what the destination will hold, for digests */
 };
 
-/* Append bytes to stream s (0: control, 1..: data channel s-1). */
+/* Append bytes to stream s (0: control, 1..: a data stream; conv_start has
+ * stream s carry channel s-1, which its CHANNEL frame names). */
 static void chunk(struct conv *c, unsigned s, const struct buf *b)
 {
 	for (size_t off = 0; off < b->len;) {
@@ -271,9 +272,12 @@ static void conv_complete(struct conv *c, int verify, int wrong)
 
 	if (verify) {
 		for (uint32_t i = 0; i < c->nregions; i++)
-			r[i] = (struct rmig_region){ i, PAGE, i * c->region_len, c->region_len,
-						     c->mem[i], 0 };
-		if (rmig_digest_regions(r, c->nregions, 1, digest)) {
+			r[i] = (struct rmig_region){ .id = i,
+						     .page_size = PAGE,
+						     .gpa = i * c->region_len,
+						     .len = c->region_len,
+						     .host = c->mem[i] };
+		if (rmig_digest_regions(r, c->nregions, 1, NULL, digest)) {
 			fprintf(stderr, "make_seeds: digest failed\n");
 			exit(1);
 		}

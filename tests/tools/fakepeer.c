@@ -1,11 +1,12 @@
 /* fakepeer - a hostile or broken sender, for the receiver's bad-input tests.
  *
- *   fakepeer HOST PORT CASE
+ *   fakepeer HOST PORT CASE [PSK_FILE]
  *
  * Speaks rmig's wire format (built with the real encoders) over TCP, up to
  * the point where CASE misbehaves, then prints what the receiver answered:
  * "ABORT: reason" or "CLOSED". Exit 0 if the receiver refused with an ABORT,
- * 1 otherwise (it accepted what it must not, or said nothing).
+ * 1 otherwise (it accepted what it must not, or said nothing). With
+ * PSK_FILE it authenticates as a sender holding that key (an insider).
  *
  * Cases:
  *   version   HELLO offering wire versions 9..9 only
@@ -15,21 +16,37 @@
  *   past      a valid session, then a PAGES frame whose run ends past its
  *             region
  *   truncated a valid opening, then half a REGIONS frame and silence
+ *   hb-precopy  a valid session of a 16 MiB sim guest, then nothing but
+ *             heartbeats (every 250 ms) in pre-copy
+ *   hb-ready  the same guest up to READY (an empty round, the sim device
+ *             state, COMPLETE), then nothing but heartbeats
+ * The hb- cases print "ABORT after N ms: reason", N counted from the last
+ * message that was not a heartbeat, and give up after 120 s.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "proto.h"
 
+#define GUEST_LEN (16u << 20) /* the sim guest the valid sessions describe */
+#define HB_EVERY_MS 250
+#define HB_GIVE_UP_MS 120000
+
 static uint64_t ctrl_seq;
+static uint8_t psk[1024];
+static size_t psk_len; /* 0: no key */
 
 static int dial(const char *host, const char *port)
 {
@@ -90,18 +107,25 @@ static int recv_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
+/* Next control message; -1 when the stream ends. */
+static int recv_any(int fd, struct rmig_msg *m, uint8_t *payload, size_t cap)
+{
+	uint8_t hdr[RMIG_FRAME_HDR_LEN];
+	struct rmig_frame_hdr fh;
+	char err[256];
+
+	if (recv_all(fd, hdr, sizeof(hdr)) || rmig_frame_hdr_decode(hdr, &fh, err, sizeof(err)) ||
+	    fh.len > cap || recv_all(fd, payload, fh.len) ||
+	    rmig_msg_decode(fh.type, payload, fh.len, m, err, sizeof(err)))
+		return -1;
+	return 0;
+}
+
 /* Next control message other than HEARTBEAT; -1 when the stream ends. */
 static int recv_msg(int fd, struct rmig_msg *m, uint8_t *payload, size_t cap)
 {
 	for (;;) {
-		uint8_t hdr[RMIG_FRAME_HDR_LEN];
-		struct rmig_frame_hdr fh;
-		char err[256];
-
-		if (recv_all(fd, hdr, sizeof(hdr)) ||
-		    rmig_frame_hdr_decode(hdr, &fh, err, sizeof(err)) || fh.len > cap ||
-		    recv_all(fd, payload, fh.len) ||
-		    rmig_msg_decode(fh.type, payload, fh.len, m, err, sizeof(err)))
+		if (recv_any(fd, m, payload, cap))
 			return -1;
 		if (m->type != RMIG_MSG_HEARTBEAT)
 			return 0;
@@ -133,25 +157,153 @@ static struct rmig_layout one_region(uint64_t len, uint32_t page_size)
 	return l;
 }
 
+static int load_psk(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, psk, sizeof(psk));
+
+	if (fd >= 0)
+		close(fd);
+	if (n < 16)
+		return -1;
+	psk_len = (size_t)n;
+	return 0;
+}
+
+/* HMAC-SHA256(psk, label | ns | nd), as engine/session/auth.c. */
+static void mac(const char *label, const uint8_t *ns, const uint8_t *nd, uint8_t out[RMIG_MAC_LEN])
+{
+	uint8_t msg[64 + 2 * RMIG_NONCE_LEN];
+	size_t n = strlen(label);
+	unsigned outlen = 0;
+
+	memcpy(msg, label, n);
+	memcpy(msg + n, ns, RMIG_NONCE_LEN);
+	memcpy(msg + n + RMIG_NONCE_LEN, nd, RMIG_NONCE_LEN);
+	HMAC(EVP_sha256(), psk, (int)psk_len, msg, n + 2 * RMIG_NONCE_LEN, out, &outlen);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* With a key: AUTH both ways, and the data channels' token (else: ns). */
+static int authenticate(int fd, const uint8_t *ns, const uint8_t *nd, uint8_t *token)
+{
+	static uint8_t payload[4096];
+	struct rmig_msg m = { .type = RMIG_MSG_AUTH };
+	uint8_t full[RMIG_MAC_LEN];
+
+	if (!psk_len) {
+		memcpy(token, ns, RMIG_NONCE_LEN);
+		return 0;
+	}
+	mac("rmig-auth-1 source", ns, nd, m.u.mac);
+	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)) ||
+	    m.type != RMIG_MSG_AUTH)
+		return -1;
+	mac("rmig-auth-1 channel", ns, nd, full);
+	memcpy(token, full, RMIG_NONCE_LEN);
+	return 0;
+}
+
+/* Nothing but heartbeats until the receiver gives up (or HB_GIVE_UP_MS). */
+static int only_heartbeats(int fd)
+{
+	static uint8_t payload[RMIG_MAX_REASON + 64];
+	struct rmig_msg hb = { .type = RMIG_MSG_HEARTBEAT }, m;
+	int64_t t0 = now_ms();
+
+	while (now_ms() - t0 < HB_GIVE_UP_MS) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+
+		/* hb.u.value, the bytes sent so far, stays 0: nothing moves */
+		if (send_msg(fd, &hb, &ctrl_seq))
+			break;
+		if (poll(&pfd, 1, HB_EVERY_MS) <= 0)
+			continue;
+		if (recv_any(fd, &m, payload, sizeof(payload)))
+			break;
+		if (m.type == RMIG_MSG_HEARTBEAT)
+			continue;
+		if (m.type == RMIG_MSG_ABORT) {
+			printf("ABORT after %lld ms: %s\n", (long long)(now_ms() - t0),
+			       m.u.abort.reason);
+			return 0;
+		}
+		printf("got %s\n", rmig_msg_name(m.type));
+	}
+	printf("CLOSED after %lld ms\n", (long long)(now_ms() - t0));
+	return 1;
+}
+
+/* The sim backend's device state for our guest (backends/sim.c's blob:
+ * native layout, the same program on both ends). */
+struct sim_state_blob {
+	uint32_t magic, version;
+	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
+	uint32_t nregions, throttle;
+};
+
+/* From REGIONS_ACK to READY: an empty round 1, the device state, COMPLETE
+ * without digests. 0 once READY came. */
+static int up_to_ready(int fd)
+{
+	static uint8_t payload[4096];
+	struct sim_state_blob b = { .magic = 0x534d4953u, /* "SIMS" */
+				    .version = 1,
+				    .npages = GUEST_LEN / 4096,
+				    .stride = 1,
+				    .nregions = 1 };
+	struct rmig_msg m = { .type = RMIG_MSG_ROUND_END };
+
+	m.u.round_end.h = (struct rmig_wire_round_end){ .round = 1, .nchan = 1 };
+	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)) ||
+	    m.type != RMIG_MSG_ROUND_ACK)
+		return -1;
+	m = (struct rmig_msg){ .type = RMIG_MSG_STATE };
+	m.u.state.data = (const uint8_t *)&b;
+	m.u.state.len = sizeof(b);
+	if (send_msg(fd, &m, &ctrl_seq))
+		return -1;
+	m = (struct rmig_msg){ .type = RMIG_MSG_COMPLETE };
+	m.u.complete.count = 1;
+	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)))
+		return -1;
+	return m.type == RMIG_MSG_READY ? 0 : -1;
+}
+
 int main(int argc, char **argv)
 {
 	static uint8_t payload[4096];
 	struct rmig_msg m = { .type = RMIG_MSG_HELLO };
-	uint8_t nonce[RMIG_NONCE_LEN];
+	uint8_t nonce[RMIG_NONCE_LEN], token[RMIG_NONCE_LEN];
 	const char *c;
 	int fd, data = -1, rc;
 
-	if (argc != 4) {
-		fprintf(stderr, "usage: fakepeer HOST PORT version|huge|layout|past|truncated\n");
+	if (argc != 4 && argc != 5) {
+		fprintf(stderr,
+			"usage: fakepeer HOST PORT "
+			"version|huge|layout|past|truncated|hb-precopy|hb-ready [PSK_FILE]\n");
 		return 2;
 	}
 	c = argv[3];
+	if (argc == 5 && load_psk(argv[4])) {
+		fprintf(stderr, "fakepeer: %s: not a key of 16..1024 bytes\n", argv[4]);
+		return 2;
+	}
 	fd = dial(argv[1], argv[2]);
 	if (fd < 0 || getrandom(nonce, sizeof(nonce), 0) != sizeof(nonce)) {
 		fprintf(stderr, "fakepeer: cannot connect to %s:%s\n", argv[1], argv[2]);
 		return 2;
 	}
-	m.u.hello = (struct rmig_wire_hello){ .ver_min = 1, .ver_max = 1, .channels = 1 };
+	m.u.hello = (struct rmig_wire_hello){
+		.ver_min = 1, .ver_max = 1, .channels = 1, .flags = psk_len ? RMIG_HELLO_PSK : 0
+	};
 	if (!strcmp(c, "version"))
 		m.u.hello.ver_min = m.u.hello.ver_max = 9;
 	memcpy(m.u.hello.nonce, nonce, RMIG_NONCE_LEN);
@@ -160,9 +312,9 @@ int main(int argc, char **argv)
 		return 1;
 	if (!strcmp(c, "version"))
 		return outcome(fd);
-	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
+	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO ||
+	    authenticate(fd, nonce, m.u.hello.nonce, token))
 		return outcome(fd);
-	/* Unauthenticated loopback session: the channel token is our nonce. */
 	data = dial(argv[1], argv[2]);
 	if (data < 0)
 		return 1;
@@ -170,7 +322,7 @@ int main(int argc, char **argv)
 		uint64_t seq = 0;
 
 		m.type = RMIG_MSG_CHANNEL;
-		memcpy(m.u.channel.token, nonce, RMIG_NONCE_LEN);
+		memcpy(m.u.channel.token, token, RMIG_NONCE_LEN);
 		m.u.channel.index = 0;
 		m.u.channel.count = 1;
 		if (send_msg(data, &m, &seq))
@@ -182,7 +334,7 @@ int main(int argc, char **argv)
 	else if (!strcmp(c, "layout"))
 		m.u.layout = one_region(16u << 20, 65536);
 	else
-		m.u.layout = one_region(16u << 20, 4096);
+		m.u.layout = one_region(GUEST_LEN, 4096);
 	if (!strcmp(c, "truncated")) {
 		uint8_t buf[RMIG_FRAME_HDR_LEN + 64];
 		size_t len = rmig_msg_encode(&m, buf + RMIG_FRAME_HDR_LEN, 64);
@@ -194,6 +346,12 @@ int main(int argc, char **argv)
 	}
 	if (send_msg(fd, &m, &ctrl_seq))
 		return 1;
+	if (!strncmp(c, "hb-", 3)) {
+		if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_REGIONS_ACK ||
+		    (!strcmp(c, "hb-ready") && up_to_ready(fd)))
+			return outcome(fd);
+		return only_heartbeats(fd);
+	}
 	if (!strcmp(c, "past")) {
 		struct rmig_run run = { .first = (16u << 20) / 4096 - 1, .count = 2 };
 		uint8_t frame[RMIG_FRAME_HDR_LEN + RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN + 2 * 4096];

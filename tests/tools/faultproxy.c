@@ -1,8 +1,9 @@
 /* faultproxy - a TCP forwarder that corrupts rmig frames on demand, for the
- * fault-matrix test (tests/e2e/t_fault_matrix.sh).
+ * fault-matrix test (tests/e2e/t_fault_matrix.sh), and counts what it
+ * forwards (tests/e2e/t_summary_bytes.sh).
  *
  *   faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR]
- *              [--ready-file FILE] [--data-frames N]
+ *              [--ready-file FILE] [--data-frames N] [--cut-after BYTES]
  *
  * Every connection accepted on LISTEN_PORT (0: any free port) is forwarded to
  * TARGET, in accept order: rmig's control stream and its data streams all
@@ -24,6 +25,13 @@
  *   SIGHUP   toggle a blackhole: nothing is read, forwarded or accepted
  *            until the next SIGHUP (connections stay open, like a cut link);
  *   SIGTERM, SIGINT  exit.
+ * --cut-after BYTES: once BYTES have been forwarded client->target on the
+ * data streams (their CHANNEL frames included), forward no more and reset
+ * every connection, once ("faultproxy: cut after N data bytes").
+ * Counts: each connection's close and the exit log the bytes forwarded
+ * client->target, by kind ("faultproxy: forwarded N bytes on data streams,
+ * M on control streams"): the data streams' bytes are the CHANNEL frames
+ * (48 bytes each) plus what the receiver's bytes_sent counts.
  * Every fault applied is logged on stderr ("faultproxy: corrupted ...");
  * FAULTPROXY_TRACE=1 in the environment also logs every control frame.
  *
@@ -88,6 +96,7 @@ struct conn {
 	uint64_t payload_left;
 	unsigned cur_type;
 	uint64_t frames;
+	uint64_t forwarded; /* client->target bytes written to the target */
 };
 
 static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
@@ -95,6 +104,9 @@ static struct conn conns[MAX_CONNS];
 static unsigned next_id, data_frames_per_signal = 8;
 static unsigned arm_ctrl, arm_data; /* pending faults */
 static int blackhole, trace;
+static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
+static uint64_t cut_after;		/* --cut-after: 0, none (left) */
+static int cut_now;
 
 static void on_signal(int sig)
 {
@@ -111,7 +123,7 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-			"[--ready-file FILE] [--data-frames N]\n");
+			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES]\n");
 	exit(2);
 }
 
@@ -140,8 +152,21 @@ static void conn_close(struct conn *c, int reset)
 	close(c->tfd);
 	free(c->c2t.buf);
 	free(c->t2c.buf);
-	fprintf(stderr, "faultproxy: connection %u closed%s\n", c->id, reset ? " (reset)" : "");
+	fprintf(stderr, "faultproxy: connection %u closed%s, %llu bytes forwarded\n", c->id,
+		reset ? " (reset)" : "", (unsigned long long)c->forwarded);
 	memset(c, 0, sizeof(*c));
+}
+
+/* --cut-after reached: reset every connection, as a link that breaks. */
+static void cut_all(void)
+{
+	fprintf(stderr, "faultproxy: cut after %llu data bytes\n",
+		(unsigned long long)forwarded[K_DATA]);
+	for (int i = 0; i < MAX_CONNS; i++)
+		if (conns[i].used)
+			conn_close(&conns[i], 1);
+	cut_after = 0;
+	cut_now = 0;
 }
 
 /* Walk the client's bytes through rmig's framing, applying armed faults. */
@@ -225,10 +250,29 @@ static int pump_read(struct conn *c, int from, struct pipe_dir *d, int c2t)
 	return errno == EAGAIN || errno == EINTR ? 0 : -1;
 }
 
-static int pump_write(int to, struct pipe_dir *d)
+/* Bytes of d that may go now: all, or up to --cut-after on a data stream. */
+static size_t may_write(const struct conn *c, const struct pipe_dir *d)
 {
-	ssize_t w = send(to, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
+	size_t len = d->len - d->off;
+	uint64_t left;
 
+	if (!cut_after || d != &c->c2t || c->kind != K_DATA)
+		return len;
+	left = cut_after > forwarded[K_DATA] ? cut_after - forwarded[K_DATA] : 0;
+	return len < left ? len : (size_t)left;
+}
+
+static int pump_write(struct conn *c, int to, struct pipe_dir *d)
+{
+	size_t len = may_write(c, d);
+	ssize_t w = len ? send(to, d->buf + d->off, len, MSG_NOSIGNAL) : 0;
+
+	if (d == &c->c2t && w > 0) {
+		c->forwarded += (uint64_t)w;
+		forwarded[c->kind] += (uint64_t)w;
+		if (cut_after && c->kind == K_DATA && forwarded[K_DATA] >= cut_after)
+			cut_now = 1;
+	}
 	if (w >= 0) {
 		d->off += (size_t)w;
 		if (d->off == d->len)
@@ -325,6 +369,8 @@ int main(int argc, char **argv)
 			bind_addr = argv[++i];
 		else if (!strcmp(argv[i], "--data-frames") && i + 1 < argc)
 			data_frames_per_signal = (unsigned)strtoul(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--cut-after") && i + 1 < argc)
+			cut_after = strtoull(argv[++i], NULL, 10);
 		else
 			usage();
 	}
@@ -451,9 +497,9 @@ int main(int argc, char **argv)
 				err |= pump_read(c, c->tfd, &c->t2c, 0);
 			/* ...then writes, eagerly: poll will say when a socket is full. */
 			if (!err && c->c2t.len)
-				err |= pump_write(c->tfd, &c->c2t);
+				err |= pump_write(c, c->tfd, &c->c2t);
 			if (!err && c->t2c.len)
-				err |= pump_write(c->cfd, &c->t2c);
+				err |= pump_write(c, c->cfd, &c->t2c);
 			if (err) {
 				conn_close(c, 1);
 				continue;
@@ -470,10 +516,15 @@ int main(int argc, char **argv)
 			if (c->c2t.shut && c->t2c.shut)
 				conn_close(c, 0);
 		}
+		if (cut_now)
+			cut_all();
 	}
 	for (int i = 0; i < MAX_CONNS; i++)
 		if (conns[i].used)
 			conn_close(&conns[i], 0);
 	close(lfd);
+	fprintf(stderr,
+		"faultproxy: forwarded %llu bytes on data streams, %llu on control streams\n",
+		(unsigned long long)forwarded[K_DATA], (unsigned long long)forwarded[K_CTRL]);
 	return 0;
 }
