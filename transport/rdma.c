@@ -45,6 +45,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -124,11 +125,18 @@ struct dev_table {
 	atomic_uint_fast64_t pinned;
 };
 
+/* A pool's memory is mapped for all its slots at once (nothing is resident
+ * before it is touched) and registered in at most two pieces: slots
+ * [0, split) when the connection is set up, [split, nact) when it grows.
+ * Addresses never move, so slots that are posted or hold data when the pool
+ * grows stay valid, and what arrived before stays in order. */
 struct slot_pool {
 	char *base;
 	size_t len;
-	int on_node; /* numa_alloc_onnode'd (else posix_memalign'd) */
-	struct ibv_mr *mr;
+	int on_node;	/* numa_alloc_onnode'd (else mmap'd) */
+	unsigned nact;	/* slots registered, in use: [0, nact) */
+	unsigned split; /* mr[0] covers [0, split), mr[1] [split, nact) */
+	struct ibv_mr *mr[2];
 };
 
 struct cq_side {
@@ -157,10 +165,15 @@ struct rdma_conn {
 	struct cq_side s;
 	uint64_t sq_seq, sq_done, send_head, send_tail;
 	uint64_t slot_seq[MAX_SLOTS];
-	/* Receive side (one thread): slots [recv_head, recv_done) hold data;
-	 * recv_off bytes of recv_head's are consumed. */
+	/* Receive side (one thread): receives are numbered as posted and
+	 * complete in that order; positions [recv_head, recv_done) hold data,
+	 * [recv_done, recv_post) are posted, rq[] names each one's slot (a
+	 * slot is in at most one position, so MAX_SLOTS entries do). recv_off
+	 * bytes of recv_head's are consumed; repost[] are empty slots not yet
+	 * posted. */
 	struct cq_side r;
-	uint64_t recv_head, recv_done;
+	uint64_t recv_head, recv_done, recv_post;
+	unsigned rq[MAX_SLOTS];
 	size_t recv_off;
 	uint32_t recv_len[MAX_SLOTS];
 	unsigned repost[MAX_SLOTS], nrepost;
@@ -491,11 +504,13 @@ static int node_usable(int node)
 	       numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)node);
 }
 
-static int pool_alloc(struct rmig_link *l, struct rdma_dev *dev, struct slot_pool *p, size_t len,
-		      int node)
+/* Map len bytes for a pool, on `node` where this host has it. Nothing is
+ * resident (or pinned) until registered. mmap'd memory reads as zeros, so
+ * a memory checker, which cannot see the device's writes, finds it
+ * defined. */
+static int pool_alloc(struct rmig_link *l, struct slot_pool *p, size_t len, int node)
 {
-	void *mem = NULL;
-	int rc;
+	void *mem;
 
 	/* On a node this host does not have, any memory will do. */
 	if (node_usable(node)) {
@@ -503,35 +518,63 @@ static int pool_alloc(struct rmig_link *l, struct rdma_dev *dev, struct slot_poo
 		p->on_node = p->base != NULL;
 	}
 	if (!p->base) {
-		rc = posix_memalign(&mem, 4096, len);
-		if (rc) {
+		mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED) {
 			rmig_link_err(l, "cannot allocate %zu KiB of staging buffers: %s",
-				      len >> 10, strerror(rc));
-			return -rc;
+				      len >> 10, strerror(errno));
+			return -ENOMEM;
 		}
-		/* Defined bytes: a memory checker cannot see the device's writes. */
-		memset(mem, 0, len);
 		p->base = mem;
 	}
 	p->len = len;
-	p->mr = ibv_reg_mr(dev->pd, p->base, len, IBV_ACCESS_LOCAL_WRITE); /* NULL and errno */
-	if (!p->mr) {
+	return 0;
+}
+
+/* Register slots [p->nact, upto) of p (the caller counted their bytes). */
+static int pool_register(struct rmig_link *l, struct rdma_conn *c, struct slot_pool *p,
+			 unsigned upto)
+{
+	size_t off = (size_t)p->nact * c->slot_size, len = (size_t)(upto - p->nact) * c->slot_size;
+	struct ibv_mr *mr;
+	int rc;
+
+	if (upto <= p->nact)
+		return 0;
+	if (p->mr[1]) { /* two pieces at most: set up, then grown once to nslots */
+		rmig_link_err(l, "staging buffers registered twice");
+		return -EINVAL;
+	}
+	mr = ibv_reg_mr(c->dev->pd, p->base + off, len, IBV_ACCESS_LOCAL_WRITE); /* NULL, errno */
+	if (!mr) {
 		rc = errno ? -errno : -ENOMEM;
 		rmig_link_err(l, "cannot register %zu KiB of staging buffers on %s: %s", len >> 10,
-			      dev_name(dev->verbs), strerror(-rc));
+			      dev_name(c->dev->verbs), strerror(-rc));
 		return rc;
 	}
+	if (!p->mr[0]) {
+		p->mr[0] = mr;
+		p->split = upto;
+	} else {
+		p->mr[1] = mr;
+	}
+	p->nact = upto;
 	return 0;
+}
+
+static uint32_t slot_lkey(const struct slot_pool *p, unsigned slot)
+{
+	return p->mr[slot < p->split ? 0 : 1]->lkey;
 }
 
 static void pool_free(struct slot_pool *p)
 {
-	if (p->mr)
-		ibv_dereg_mr(p->mr);
+	for (int i = 0; i < 2; i++)
+		if (p->mr[i])
+			ibv_dereg_mr(p->mr[i]);
 	if (p->base && p->on_node)
 		numa_free(p->base, p->len);
-	else
-		free(p->base);
+	else if (p->base)
+		munmap(p->base, p->len);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -664,7 +707,8 @@ static int reap_recv(struct rmig_link *l, struct rdma_conn *c)
 				continue;
 			}
 			/* The receive queue completes in posting order. */
-			if (wc[i].wr_id != c->recv_done % c->nslots ||
+			if (c->recv_done == c->recv_post ||
+			    wc[i].wr_id != c->rq[c->recv_done % MAX_SLOTS] ||
 			    wc[i].byte_len > c->slot_size)
 				return conn_fail(c, -EPROTO, "lost peer %s: bad receive completion",
 						 l->peer);
@@ -768,17 +812,19 @@ static int repost_recv(struct rmig_link *l, struct rdma_conn *c)
 		unsigned slot = c->repost[i];
 
 		sge[i] = (struct ibv_sge){ (uintptr_t)(c->recv_pool.base + slot * c->slot_size),
-					   (uint32_t)c->slot_size, c->recv_pool.mr->lkey };
+					   (uint32_t)c->slot_size, slot_lkey(&c->recv_pool, slot) };
 		wr[i] = (struct ibv_recv_wr){ .wr_id = slot,
 					      .next = i + 1 < n ? &wr[i + 1] : NULL,
 					      .sg_list = &sge[i],
 					      .num_sge = 1 };
+		c->rq[(c->recv_post + i) % MAX_SLOTS] = slot;
 	}
 	c->nrepost = 0;
 	rc = ibv_post_recv(c->qp, wr, &bad); /* verbs: positive errno */
 	if (rc)
 		return conn_fail(c, -rc, "lost peer %s: cannot post receive buffers: %s", l->peer,
 				 strerror(rc));
+	c->recv_post += n;
 	return 0;
 }
 
@@ -852,7 +898,7 @@ static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct io
 			if (!fill)
 				break;
 			sge[k] = (struct ibv_sge){ (uintptr_t)dst, (uint32_t)fill,
-						   c->send_pool.mr->lkey };
+						   slot_lkey(&c->send_pool, slot) };
 			wr[k] = (struct ibv_send_wr){ .sg_list = &sge[k],
 						      .num_sge = 1,
 						      .opcode = IBV_WR_SEND };
@@ -910,7 +956,7 @@ static int stream_recv(struct rmig_link *l, struct rdma_conn *c, const struct io
 				break;
 			continue;
 		}
-		slot = (unsigned)(c->recv_head % c->nslots);
+		slot = c->rq[c->recv_head % MAX_SLOTS];
 		m = c->recv_len[slot] - c->recv_off;
 		if (m > iov[i].iov_len - off)
 			m = iov[i].iov_len - off;
@@ -1043,9 +1089,13 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 	if (!rc)
 		rc = cq_side_init(l, c, &c->r, (int)c->nslots);
 	if (!rc)
-		rc = pool_alloc(l, c->dev, &c->send_pool, pool_len, c->node);
+		rc = pool_alloc(l, &c->send_pool, pool_len, c->node);
 	if (!rc)
-		rc = pool_alloc(l, c->dev, &c->recv_pool, pool_len, c->node);
+		rc = pool_alloc(l, &c->recv_pool, pool_len, c->node);
+	if (!rc)
+		rc = pool_register(l, c, &c->send_pool, c->nslots);
+	if (!rc)
+		rc = pool_register(l, c, &c->recv_pool, c->nslots);
 	if (rc)
 		return rc;
 	c->pinned = 2 * pool_len;
