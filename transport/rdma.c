@@ -19,6 +19,21 @@
  * per device, so that a session's channels and the guest memory it exposes
  * share a PD (see struct dev_table).
  *
+ * Anyone who reaches the port gets a connection accepted before the engine
+ * knows who it is, so an accepted connection pins only what its opening
+ * needs: receive slots for its first frame (a data channel one 64 KiB slot,
+ * a control connection two of 16 KiB) and, on a control connection, one
+ * send slot for the opening's small replies (HELLO, AUTH, ABORT). That is
+ * 64 KiB per data channel and 48 KiB per control connection, where the
+ * full pools are 2 MiB and 256 KiB: with the listener's 64 unauthenticated
+ * connections, at most 4 MiB pinned instead of 128 MiB. The pools grow to
+ * their full size once the engine adopts a channel (it does so only for a
+ * peer that proved itself): the channel at once, the session's control
+ * connection at each side's next op (see struct slot_pool). The source's
+ * connections, which it opens itself, are full from the start. The
+ * peer needs to know none of this: a sender whose SEND finds no receive
+ * posted retries until one is (rnr_retry 7).
+ *
  * Every wait is a poll() of at most 200 ms on a completion channel and the
  * connection's own CM event channel: timeouts, interrupt() (which only sets
  * flags: it must be async-signal-safe) and a peer's disconnect are noticed
@@ -72,6 +87,15 @@
 #define CHAN_SLOT_SIZE (64u << 10)
 #define CHAN_SQ_DEPTH 256 /* stream SENDs plus RDMA WRITEs in flight */
 #define MAX_SLOTS 16
+/* Registered when a connection is accepted, before anyone knows who sent it
+ * (the rest when it is adopted): a data channel's first frame is CHANNEL, a
+ * control connection's HELLO then AUTH, and only a control connection
+ * answers (HELLO, AUTH or ABORT: at most a few KiB) before it proves
+ * itself. Every size is the peer's slot size: a SEND lands in one slot. */
+#define OPEN_RECV_SLOTS_DATA 1
+#define OPEN_SEND_SLOTS_DATA 0
+#define OPEN_RECV_SLOTS_CTRL 2
+#define OPEN_SEND_SLOTS_CTRL 1
 #define MAX_CHAIN 32	/* WRs per ibv_post_send */
 #define SIGNAL_EVERY 16 /* an unsignaled WR holds its SQ slot until a later signaled one */
 #define REPOST_BATCH 4	/* emptied recv slots reposted together */
@@ -156,12 +180,19 @@ struct rdma_conn {
 	 * way conn_free disconnects. */
 	int connected;
 	uint32_t max_msg;
-	unsigned sq_depth, nslots;
+	unsigned sq_depth, nslots; /* nslots: each pool's full size, as agreed with the peer */
 	size_t slot_size;
+	/* Bytes counted against RLIMIT_MEMLOCK for this connection: what is
+	 * registered, and once `grow` is set the rest of its pools too. */
 	uint64_t pinned;
+	/* Set once the pools may grow to nslots (their bytes are counted):
+	 * each side registers its part in the thread that uses it. */
+	atomic_int grow;
 	struct slot_pool send_pool, recv_pool;
 	/* Send side (one thread): WRs are numbered; sq_done = all WRs below it
-	 * have completed; send slots [send_tail, send_head) are in flight. */
+	 * have completed; positions [send_tail, send_head) are in flight,
+	 * position p in slot p % send_pool.nact (which grows only while none
+	 * is, see grow_send). */
 	struct cq_side s;
 	uint64_t sq_seq, sq_done, send_head, send_tail;
 	uint64_t slot_seq[MAX_SLOTS];
@@ -689,7 +720,8 @@ static int reap_send(struct rmig_link *l, struct rdma_conn *c)
 	if (n < 0)
 		return conn_fail(c, -EIO, "cannot poll the send completion queue of %s",
 				 dev_name(c->id->verbs));
-	while (c->send_tail < c->send_head && c->slot_seq[c->send_tail % c->nslots] < c->sq_done)
+	while (c->send_tail < c->send_head &&
+	       c->slot_seq[c->send_tail % c->send_pool.nact] < c->sq_done)
 		c->send_tail++;
 	return got;
 }
@@ -828,6 +860,80 @@ static int repost_recv(struct rmig_link *l, struct rdma_conn *c)
 	return 0;
 }
 
+/* --- growing an accepted connection's pools -------------------------------------- */
+
+/* Copy the connection's failure into l->err. */
+static void conn_why(struct rmig_link *l, struct rdma_conn *c)
+{
+	pthread_mutex_lock(&c->fail_lock);
+	rmig_link_err(l, "%s", c->why);
+	pthread_mutex_unlock(&c->fail_lock);
+}
+
+/* Bytes c's pools lack of their full size, not yet counted as pinned. */
+static uint64_t conn_unreserved(const struct rdma_conn *c)
+{
+	return atomic_load(&c->grow) ? 0 : 2 * (uint64_t)c->nslots * c->slot_size - c->pinned;
+}
+
+/* Count the rest of c's pools as pinned (the caller checked the limit:
+ * memlock_check) and let them grow. Counting first, registering later
+ * keeps the check where a failure can still be reported to whoever decided
+ * to grow (adopt_channel); each side then registers its part in the thread
+ * that uses it, as other threads may be sending or receiving on c. */
+static void conn_reserve(struct rmig_link *l, struct rdma_conn *c)
+{
+	uint64_t more = conn_unreserved(c);
+
+	if (atomic_load(&c->grow))
+		return;
+	c->pinned += more;
+	atomic_fetch_add(&devs(l)->pinned, more);
+	atomic_store(&c->grow, 1);
+}
+
+/* The receiving thread's part of growing: the other receive slots are
+ * registered and posted behind those already posted, which complete first
+ * (a receive queue completes in posting order): bytes stay in order. */
+static int grow_recv(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct slot_pool *p = &c->recv_pool;
+	unsigned from = p->nact;
+	int rc;
+
+	if (p->nact == c->nslots || !atomic_load(&c->grow) || atomic_load(&c->failed))
+		return 0;
+	rc = pool_register(l, c, p, c->nslots);
+	if (rc)
+		return conn_fail(c, rc, "%s", l->err);
+	for (unsigned slot = from; slot < c->nslots; slot++)
+		c->repost[c->nrepost++] = slot;
+	return repost_recv(l, c);
+}
+
+/* The sending thread's part: only while no send slot is in flight, as the
+ * send ring numbers slots modulo the pool's size. A connection that has no
+ * send slot at all (a data channel not yet adopted: the engine never sends
+ * on one, a link user might) grows on its first send. */
+static int grow_send(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct slot_pool *p = &c->send_pool;
+	int rc;
+
+	if (p->nact == c->nslots || c->send_tail != c->send_head)
+		return 0;
+	if (!atomic_load(&c->grow)) {
+		if (p->nact)
+			return 0;
+		rc = memlock_check(l, conn_unreserved(c), "staging pools need");
+		if (rc)
+			return rc;
+		conn_reserve(l, c);
+	}
+	rc = pool_register(l, c, p, c->nslots);
+	return rc ? conn_fail(c, rc, "%s", l->err) : 0;
+}
+
 /* --- byte streams ----------------------------------------------------------------- */
 
 static int check_iov(struct rmig_link *l, const struct iovec *iov, int n)
@@ -868,7 +974,10 @@ static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct io
 			deadline_restart(&d);
 		if (atomic_load(&c->failed))
 			return io_error(l, c, atomic_load(&c->failed), what, &d);
-		free_slots = c->nslots - (c->send_head - c->send_tail);
+		rc = grow_send(l, c);
+		if (rc)
+			return atomic_load(&c->failed) ? io_error(l, c, rc, what, &d) : rc;
+		free_slots = c->send_pool.nact - (c->send_head - c->send_tail);
 		room = c->sq_depth - (c->sq_seq - c->sq_done);
 		if (!free_slots || !room) {
 			rc = cq_wait(l, c, &c->s, op, &d);
@@ -878,7 +987,7 @@ static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct io
 		}
 		/* Fill as many free slots as there are bytes, post them in one go. */
 		while ((uint64_t)k < free_slots && (uint64_t)k < room && k < MAX_CHAIN) {
-			unsigned slot = (unsigned)(c->send_head % c->nslots);
+			unsigned slot = (unsigned)(c->send_head % c->send_pool.nact);
 			char *dst = c->send_pool.base + slot * c->slot_size;
 			size_t fill = 0;
 
@@ -923,6 +1032,9 @@ static int stream_recv(struct rmig_link *l, struct rdma_conn *c, const struct io
 	if (rc)
 		return rc;
 	deadline_init(&d, timeout_ms);
+	rc = grow_recv(l, c);
+	if (rc)
+		return io_error(l, c, rc, what, &d);
 	for (;;) {
 		unsigned slot;
 		size_t m;
@@ -1054,18 +1166,20 @@ static void cq_side_free(struct cq_side *side)
 }
 
 /* Resources of a connection whose id knows its device: PD, CQs, slot pools
- * (on c->node), the RC QP, and every recv slot posted, all before the
- * connection is established so the peer can send at once. */
-static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
+ * (on c->node) of which nrecv receive and nsend send slots are registered
+ * (the rest when they grow), the RC QP, and the receive slots posted, all
+ * before the connection is established so the peer can send at once. */
+static int conn_setup(struct rmig_link *l, struct rdma_conn *c, unsigned nrecv, unsigned nsend)
 {
 	struct rdma_cm_id *id = c->id;
 	struct ibv_device_attr da;
 	struct ibv_port_attr pa;
 	struct ibv_qp_init_attr qa;
 	size_t pool_len = c->nslots * c->slot_size;
+	uint64_t pin = (uint64_t)(nrecv + nsend) * c->slot_size;
 	int rc;
 
-	rc = memlock_check(l, 2 * pool_len,
+	rc = memlock_check(l, pin,
 			   c->kind == KIND_CTRL ? "control buffers need" : "staging pools need");
 	if (rc)
 		return rc;
@@ -1093,13 +1207,15 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 	if (!rc)
 		rc = pool_alloc(l, &c->recv_pool, pool_len, c->node);
 	if (!rc)
-		rc = pool_register(l, c, &c->send_pool, c->nslots);
+		rc = pool_register(l, c, &c->send_pool, nsend);
 	if (!rc)
-		rc = pool_register(l, c, &c->recv_pool, c->nslots);
+		rc = pool_register(l, c, &c->recv_pool, nrecv);
 	if (rc)
 		return rc;
-	c->pinned = 2 * pool_len;
+	c->pinned = pin;
 	atomic_fetch_add(&devs(l)->pinned, c->pinned);
+	if (nrecv == c->nslots && nsend == c->nslots)
+		atomic_store(&c->grow, 1); /* full already */
 	qa = (struct ibv_qp_init_attr){ .send_cq = c->s.cq,
 					.recv_cq = c->r.cq,
 					.cap = { .max_send_wr = c->sq_depth,
@@ -1115,14 +1231,11 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 		return rc;
 	}
 	c->qp = id->qp;
-	for (unsigned i = 0; i < c->nslots; i++)
+	for (unsigned i = 0; i < nrecv; i++)
 		c->repost[c->nrepost++] = i;
 	rc = repost_recv(l, c);
-	if (rc) {
-		pthread_mutex_lock(&c->fail_lock);
-		rmig_link_err(l, "%s", c->why);
-		pthread_mutex_unlock(&c->fail_lock);
-	}
+	if (rc)
+		conn_why(l, c);
 	return rc;
 }
 
@@ -1574,8 +1687,8 @@ static int connect_one(struct rmig_link *l, int kind, int node, const struct soc
 		goto out;
 	}
 	rc = cm_expect(l, c, RDMA_CM_EVENT_ROUTE_RESOLVED, &d, RMIG_LINK_STOP_CTRL_SEND, NULL);
-	if (!rc)
-		rc = conn_setup(l, c);
+	if (!rc) /* ours: full pools at once */
+		rc = conn_setup(l, c, c->nslots, c->nslots);
 	if (rc)
 		goto out;
 	/* Older kernels lack the option: their default timeout is only slower. */
@@ -1794,7 +1907,8 @@ static int answer(struct rmig_link *l, struct rdma_conn *c, const char *from)
 
 /* Accept the connect request on `child` (from `from`) as the kind of
  * connection its private data names, sized for it: control slots, or a data
- * channel's staging pools on the node it serves. 0: accepted into *out; 1:
+ * channel's staging pools on the node it serves, of which only what its
+ * opening needs is registered (OPEN_*_SLOTS_*). 0: accepted into *out; 1:
  * not for us (why in last[]; keep waiting); < 0: a local error, which the
  * peer is told too. */
 static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const struct pdata *pd,
@@ -1830,8 +1944,10 @@ static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const str
 	}
 	c->id = child; /* from here conn_free() destroys it */
 	rc = new_event_channel(l, &c->ech);
-	if (!rc)
-		rc = conn_setup(l, c);
+	if (!rc) /* anyone's: only what its opening needs, until it is adopted */
+		rc = conn_setup(l, c,
+				c->kind == KIND_CTRL ? OPEN_RECV_SLOTS_CTRL : OPEN_RECV_SLOTS_DATA,
+				c->kind == KIND_CTRL ? OPEN_SEND_SLOTS_CTRL : OPEN_SEND_SLOTS_DATA);
 	if (rc)
 		reject(child, l->err);
 	else
@@ -1989,15 +2105,37 @@ static int adopt_check(struct rmig_link *l, struct rmig_link *conn, unsigned cha
 
 /* Destination: the connection accepted into conn, a data channel by its
  * private data, becomes channel chan of session link l. Whatever arrived on
- * it beyond what the engine read stays queued, in order. */
+ * it beyond what the engine read stays queued, in order.
+ *
+ * The engine adopts a channel only once its peer proved itself, so this is
+ * where the channel's pools and those of the session's control connection
+ * grow to full size: both are counted against RLIMIT_MEMLOCK here (a
+ * refusal is the adopter's error). The channel, which nobody uses until it
+ * is adopted, is registered at once, and a failure reported here too; the
+ * control connection, which the engine's other threads may be using (the
+ * heartbeats), grows at each side's next op. */
 static int rdma_link_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsigned chan,
 				   int *node)
 {
 	struct rdma_link *r = rdma(l);
+	struct rdma_conn *c;
 	int rc = adopt_check(l, conn, chan);
 
 	if (rc)
 		return rc;
+	c = rdma(conn)->ctrl;
+	rc = memlock_check(l, conn_unreserved(c) + conn_unreserved(r->ctrl), "staging pools need");
+	if (rc)
+		return rc;
+	conn_reserve(l, c);
+	conn_reserve(l, r->ctrl);
+	rc = grow_send(l, c);
+	if (!rc)
+		rc = grow_recv(l, c);
+	if (rc) {
+		conn_why(l, c);
+		return rc;
+	}
 	r->chan[chan] = rdma(conn)->ctrl;
 	rdma(conn)->ctrl = NULL;
 	if (chan >= atomic_load(&r->nchan))
