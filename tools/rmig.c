@@ -149,7 +149,40 @@ struct tool {
 	const struct rmig_config *cfg;
 	struct rmig_config worker_cfg; /* a worker's: its own event_arg */
 	int failed;		       /* a worker could not go on (its backend) */
+	unsigned session;	       /* --keep-listening: this worker's number, from 1 */
 };
+
+/* A JSON line: `{` then, when several sessions share the output, which
+ * one it is ("session":N), then the rest of fmt (which starts with `{`). */
+__attribute__((format(printf, 2, 3))) static void jprintf(const struct tool *t, const char *fmt,
+							  ...)
+{
+	va_list ap;
+
+	if (t->session)
+		printf("{\"session\":%u,", t->session);
+	else
+		putchar('{');
+	va_start(ap, fmt);
+	vprintf(fmt + 1, ap);
+	va_end(ap);
+}
+
+/* A line on stderr: "rmig: ..." becomes "rmig[N]: ..." when several
+ * sessions share the output (fmt starts with "rmig: "). */
+__attribute__((format(printf, 2, 3))) static void eprintf(const struct tool *t, const char *fmt,
+							  ...)
+{
+	va_list ap;
+
+	if (t->session)
+		fprintf(stderr, "rmig[%u]: ", t->session);
+	else
+		fputs("rmig: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt + strlen("rmig: "), ap);
+	va_end(ap);
+}
 
 static void die_usage(const char *fmt, ...)
 {
@@ -335,7 +368,7 @@ static void test_hold(struct tool *t, const struct rmig_event *ev)
 	t->hold_at = NULL; /* once */
 	pthread_mutex_lock(t->out);
 	if (t->json)
-		printf("{\"event\":\"hold\",\"at\":\"%s\",\"ms\":%u}\n", name, t->hold_ms);
+		jprintf(t, "{\"event\":\"hold\",\"at\":\"%s\",\"ms\":%u}\n", name, t->hold_ms);
 	fflush(stdout);
 	pthread_mutex_unlock(t->out);
 	nanosleep(&ts, NULL);
@@ -351,21 +384,22 @@ static void on_event(void *arg, const struct rmig_event *ev)
 	switch (ev->type) {
 	case RMIG_EV_LISTENING:
 		if (t->json)
-			printf("{\"event\":\"listening\",\"port\":%u}\n", ev->port);
+			jprintf(t, "{\"event\":\"listening\",\"port\":%u}\n", ev->port);
 		else
-			fprintf(stderr, "rmig: listening on port %u\n", ev->port);
+			eprintf(t, "rmig: listening on port %u\n", ev->port);
 		break;
 	case RMIG_EV_CONNECTED:
 		if (t->json)
-			printf("{\"event\":\"connected\",\"peer\":\"%s\"}\n", ev->peer);
+			jprintf(t, "{\"event\":\"connected\",\"peer\":\"%s\"}\n", ev->peer);
 		else
-			fprintf(stderr, "rmig: connected to %s\n", ev->peer);
+			eprintf(t, "rmig: connected to %s\n", ev->peer);
 		break;
 	case RMIG_EV_ROUND: {
 		const struct rmig_round_stats *r = ev->round;
 
 		if (t->json) {
-			printf(
+			jprintf(
+			    t,
 			    "{\"event\":\"round\",\"round\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
 			    "\"bytes\":%llu,\"ms\":%llu,\"bandwidth\":%.0f,\"dirty_rate\":%.0f,"
 			    "\"dirty_pages\":%llu,\"expected_downtime_ms\":%.1f,\"cpu_us\":%llu}\n",
@@ -379,7 +413,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 
 			fmt_bytes(sent, sizeof(sent), (double)r->bytes);
 			fmt_bytes(bw, sizeof(bw), r->bandwidth);
-			fprintf(stderr,
+			eprintf(t,
 				"rmig: round %u: sent %s at %s/s, dirty rate %.0f pages/s, %llu "
 				"pages dirty, expected downtime %.0f ms\n",
 				r->round, sent, bw, r->dirty_rate,
@@ -389,23 +423,23 @@ static void on_event(void *arg, const struct rmig_event *ev)
 	}
 	case RMIG_EV_THROTTLE:
 		if (t->json)
-			printf("{\"event\":\"throttle\",\"percent\":%u}\n", ev->throttle_pct);
+			jprintf(t, "{\"event\":\"throttle\",\"percent\":%u}\n", ev->throttle_pct);
 		else {
 			clear_progress(t);
-			fprintf(stderr, "rmig: not converging, guest throttled to %u%%\n",
+			eprintf(t, "rmig: not converging, guest throttled to %u%%\n",
 				100 - ev->throttle_pct);
 		}
 		break;
 	case RMIG_EV_TRANSPORT:
 		if (t->json) {
-			printf("{\"event\":\"transport\",\"transport\":\"%s\",\"pin\":\"%s\"",
-			       ev->transport, ev->pin);
+			jprintf(t, "{\"event\":\"transport\",\"transport\":\"%s\",\"pin\":\"%s\"",
+				ev->transport, ev->pin);
 			if (ev->detail)
 				print_json_field("detail", ev->detail);
 			printf("}\n");
 		} else {
 			clear_progress(t);
-			fprintf(stderr, "rmig: transport %s%s%s%s%s\n", ev->transport,
+			eprintf(t, "rmig: transport %s%s%s%s%s\n", ev->transport,
 				strcmp(ev->pin, "none") ? ", pin " : "",
 				strcmp(ev->pin, "none") ? ev->pin : "", detail ? " - " : "",
 				detail ? detail : "");
@@ -413,48 +447,48 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		break;
 	case RMIG_EV_WARNING:
 		if (t->json) {
-			printf("{\"event\":\"warning\"");
+			jprintf(t, "{\"event\":\"warning\"");
 			print_json_field("detail", ev->detail);
 			printf("}\n");
 		} else {
 			clear_progress(t);
-			fprintf(stderr, "rmig: warning: %s\n", detail);
+			eprintf(t, "rmig: warning: %s\n", detail);
 		}
 		break;
 	case RMIG_EV_PHASE:
 		if (t->json)
-			printf("{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
+			jprintf(t, "{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
 		break;
 	case RMIG_EV_FAILOVER:
 		if (t->json) {
-			printf("{\"event\":\"failover\",\"from\":\"%s\",\"to\":\"%s\"", ev->from,
-			       ev->transport);
+			jprintf(t, "{\"event\":\"failover\",\"from\":\"%s\",\"to\":\"%s\"",
+				ev->from, ev->transport);
 			print_json_field("reason", ev->detail);
 			printf("}\n");
 		} else {
 			clear_progress(t);
-			fprintf(stderr, "rmig: failed over from %s to %s (%s)\n", ev->from,
+			eprintf(t, "rmig: failed over from %s to %s (%s)\n", ev->from,
 				ev->transport, detail);
 		}
 		break;
 	case RMIG_EV_AUDIT:
 		/* Always on stderr too when it failed: the operator must know. */
 		if (t->json) {
-			printf("{\"event\":\"audit\"");
+			jprintf(t, "{\"event\":\"audit\"");
 			print_json_field("detail", ev->detail);
 			printf("}\n");
 		}
 		if (!t->json || strstr(ev->detail, "FAILED")) {
 			clear_progress(t);
-			fprintf(stderr, "rmig: %s\n", detail);
+			eprintf(t, "rmig: %s\n", detail);
 		}
 		break;
 	case RMIG_EV_REFUSED:
 		/* Always on stderr too: a refused peer is a security log entry. */
 		clear_progress(t);
-		fprintf(stderr, "rmig: refused peer %s: %s\n", ev->peer, detail);
+		eprintf(t, "rmig: refused peer %s: %s\n", ev->peer, detail);
 		if (t->json) {
-			printf("{\"event\":\"refused\"");
+			jprintf(t, "{\"event\":\"refused\"");
 			print_json_field("peer", ev->peer);
 			print_json_field("reason", ev->detail);
 			printf("}\n");
@@ -481,7 +515,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	    !strcmp(p.phase, "post-copy") || (t->postcopy && !strcmp(p.phase, "awaiting-started"));
 	pthread_mutex_lock(t->out);
 	clear_progress(t);
-	fprintf(stderr, "rmig: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+	eprintf(t, "rmig: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
 		too_late ? "ignored: post-copy is under way, stopping now would lose the guest"
 			 : "cancelling the migration");
 	pthread_mutex_unlock(t->out);
@@ -630,7 +664,8 @@ static void print_summary(struct tool *t, int rc)
 		double bw = (double)s->bench_bytes / s->bench_seconds;
 
 		if (t->json) {
-			printf(
+			jprintf(
+			    t,
 			    "{\"event\":\"bench\",\"transport\":\"%s\",\"pin\":\"%s\","
 			    "\"channels\":%u,\"bytes\":%llu,\"seconds\":%.3f,\"bandwidth\":%.0f}\n",
 			    s->transport, s->pin, s->channels, (unsigned long long)s->bench_bytes,
@@ -639,13 +674,13 @@ static void print_summary(struct tool *t, int rc)
 			char b[32];
 
 			fmt_bytes(b, sizeof(b), bw);
-			fprintf(stderr,
-				"rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
+			eprintf(t, "rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
 				s->transport, s->pin, s->channels, b, bw / 1e6);
 		}
 	}
 	if (t->json) {
-		printf(
+		jprintf(
+		    t,
 		    "{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
 		    "\"pin\":\"%s\","
 		    "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
@@ -679,14 +714,14 @@ static void print_summary(struct tool *t, int rc)
 	if (rc) {
 		char text[1024];
 
-		fprintf(stderr, "rmig: %s: %s\n", rmig_result_name(s->result),
+		eprintf(t, "rmig: %s: %s\n", rmig_result_name(s->result),
 			cli_text(rmig_errmsg(t->ctx), text, sizeof(text)));
 	}
 	if (!t->json) {
 		char bytes[32];
 
 		fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
-		fprintf(stderr,
+		eprintf(t,
 			"rmig: %s%s%s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
 			"downtime %llu ms%s%s\n",
 			rmig_result_name(s->result), strcmp(s->transport, "none") ? " over " : "",
@@ -695,18 +730,17 @@ static void print_summary(struct tool *t, int rc)
 			(unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
 			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
 		if (s->postcopy)
-			fprintf(stderr,
+			eprintf(t,
 				"rmig: post-copy: %llu pages came after the guest started (%llu "
 				"on demand), over %llu ms\n",
 				(unsigned long long)s->postcopy_pages,
 				(unsigned long long)s->postcopy_requested,
 				(unsigned long long)s->postcopy_ms);
 		if (running > 0 && delta >= 0)
-			fprintf(stderr,
-				"rmig: guest running here (%lld writes in the last moments)\n",
+			eprintf(t, "rmig: guest running here (%lld writes in the last moments)\n",
 				delta);
 		else if (running > 0)
-			fprintf(stderr, "rmig: guest running here\n");
+			eprintf(t, "rmig: guest running here\n");
 	}
 	pthread_mutex_unlock(t->out);
 }
@@ -1014,6 +1048,9 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		die_usage("--keep-listening is for recv");
 	if (c->max_sessions && !c->keep_listening)
 		die_usage("--max-sessions is for recv --keep-listening");
+	if (c->keep_listening && cfg->accept_timeout_ms)
+		die_usage("--accept-timeout-ms is for a receiver of one migration; stop a "
+			  "--keep-listening one with SIGTERM");
 	if (cfg->handshake_timeout_ms != RMIG_DEFAULT_HANDSHAKE_MS && send)
 		die_usage("--handshake-timeout-ms is for recv");
 	if (c->resume_source && (!send || bench))
@@ -1136,6 +1173,20 @@ static int serve_many(struct tool *t, struct cli *c)
 	char *create_err = c->cfg.create_err;
 	int rc, failed = 0;
 
+	/* A backend that cannot open is one line before listening, not one
+	 * per session after. */
+	{
+		struct rmig_backend *be;
+		char err[512];
+
+		rc = rmig_backend_open(c->backend, RMIG_ROLE_DEST, &be, err, sizeof(err));
+		if (rc) {
+			fprintf(stderr, "rmig: backend %s: %s\n", c->backend, err);
+			return rc == -EINVAL || rc == -ENOENT ? RMIG_RESULT_USAGE
+							      : RMIG_RESULT_FAILED;
+		}
+		rmig_backend_close(be);
+	}
 	rc = rmig_listener_create(&t->lst, &c->cfg);
 	if (rc)
 		return create_failed(rc, create_err);
@@ -1158,6 +1209,7 @@ static int serve_many(struct tool *t, struct cli *c)
 		w->backend_spec = c->backend;
 		w->hold_at = t->hold_at;
 		w->hold_ms = t->hold_ms;
+		w->session = n > 1 ? i + 1 : 0;
 		w->worker_cfg = c->cfg;
 		w->worker_cfg.event_arg = w;
 		w->cfg = &w->worker_cfg;

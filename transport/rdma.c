@@ -19,6 +19,21 @@
  * per device, so that a session's channels and the guest memory it exposes
  * share a PD (see struct dev_table).
  *
+ * Anyone who reaches the port gets a connection accepted before the engine
+ * knows who it is, so an accepted connection pins only what its opening
+ * needs: receive slots for its first frame (a data channel one 64 KiB slot,
+ * a control connection two of 16 KiB) and, on a control connection, one
+ * send slot for the opening's small replies (HELLO, AUTH, ABORT). That is
+ * 64 KiB per data channel and 48 KiB per control connection, where the
+ * full pools are 2 MiB and 256 KiB: with the listener's 64 unauthenticated
+ * connections, at most 4 MiB pinned instead of 128 MiB. The pools grow to
+ * their full size once the engine adopts a channel (it does so only for a
+ * peer that proved itself): the channel at once, the session's control
+ * connection at each side's next op (see struct slot_pool). The source's
+ * connections, which it opens itself, are full from the start. The
+ * peer needs to know none of this: a sender whose SEND finds no receive
+ * posted retries until one is (rnr_retry 7).
+ *
  * Every wait is a poll() of at most 50 ms on a completion channel and the
  * connection's own CM event channel: timeouts, interrupt() (which only sets
  * flags: it must be async-signal-safe) and a peer's disconnect are noticed
@@ -45,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -71,6 +87,15 @@
 #define CHAN_SLOT_SIZE (64u << 10)
 #define CHAN_SQ_DEPTH 256 /* stream SENDs plus RDMA WRITEs in flight */
 #define MAX_SLOTS 16
+/* Registered when a connection is accepted, before anyone knows who sent it
+ * (the rest when it is adopted): a data channel's first frame is CHANNEL, a
+ * control connection's HELLO then AUTH, and only a control connection
+ * answers (HELLO, AUTH or ABORT: at most a few KiB) before it proves
+ * itself. Every size is the peer's slot size: a SEND lands in one slot. */
+#define OPEN_RECV_SLOTS_DATA 1
+#define OPEN_SEND_SLOTS_DATA 0
+#define OPEN_RECV_SLOTS_CTRL 2
+#define OPEN_SEND_SLOTS_CTRL 1
 #define MAX_CHAIN 32	/* WRs per ibv_post_send */
 #define SIGNAL_EVERY 16 /* an unsignaled WR holds its SQ slot until a later signaled one */
 #define REPOST_BATCH 4	/* emptied recv slots reposted together */
@@ -124,11 +149,18 @@ struct dev_table {
 	atomic_uint_fast64_t pinned;
 };
 
+/* A pool's memory is mapped for all its slots at once (nothing is resident
+ * before it is touched) and registered in at most two pieces: slots
+ * [0, split) when the connection is set up, [split, nact) when it grows.
+ * Addresses never move, so slots that are posted or hold data when the pool
+ * grows stay valid, and what arrived before stays in order. */
 struct slot_pool {
 	char *base;
 	size_t len;
-	int on_node; /* numa_alloc_onnode'd (else posix_memalign'd) */
-	struct ibv_mr *mr;
+	int on_node;	/* numa_alloc_onnode'd (else mmap'd) */
+	unsigned nact;	/* slots registered, in use: [0, nact) */
+	unsigned split; /* mr[0] covers [0, split), mr[1] [split, nact) */
+	struct ibv_mr *mr[2];
 };
 
 struct cq_side {
@@ -148,19 +180,31 @@ struct rdma_conn {
 	 * way conn_free disconnects. */
 	int connected;
 	uint32_t max_msg;
-	unsigned sq_depth, nslots;
+	unsigned sq_depth, nslots; /* nslots: each pool's full size, as agreed with the peer */
 	size_t slot_size;
+	/* Bytes counted against RLIMIT_MEMLOCK for this connection: what is
+	 * registered, and once `grow` is set the rest of its pools too. */
 	uint64_t pinned;
+	/* Set once the pools may grow to nslots (their bytes are counted):
+	 * each side registers its part in the thread that uses it. */
+	atomic_int grow;
 	struct slot_pool send_pool, recv_pool;
 	/* Send side (one thread): WRs are numbered; sq_done = all WRs below it
-	 * have completed; send slots [send_tail, send_head) are in flight. */
+	 * have completed; positions [send_tail, send_head) are in flight,
+	 * position p in slot p % send_pool.nact (which grows only while none
+	 * is, see grow_send). */
 	struct cq_side s;
 	uint64_t sq_seq, sq_done, send_head, send_tail;
 	uint64_t slot_seq[MAX_SLOTS];
-	/* Receive side (one thread): slots [recv_head, recv_done) hold data;
-	 * recv_off bytes of recv_head's are consumed. */
+	/* Receive side (one thread): receives are numbered as posted and
+	 * complete in that order; positions [recv_head, recv_done) hold data,
+	 * [recv_done, recv_post) are posted, rq[] names each one's slot (a
+	 * slot is in at most one position, so MAX_SLOTS entries do). recv_off
+	 * bytes of recv_head's are consumed; repost[] are empty slots not yet
+	 * posted. */
 	struct cq_side r;
-	uint64_t recv_head, recv_done;
+	uint64_t recv_head, recv_done, recv_post;
+	unsigned rq[MAX_SLOTS];
 	size_t recv_off;
 	uint32_t recv_len[MAX_SLOTS];
 	unsigned repost[MAX_SLOTS], nrepost;
@@ -491,11 +535,13 @@ static int node_usable(int node)
 	       numa_bitmask_isbitset(numa_all_nodes_ptr, (unsigned)node);
 }
 
-static int pool_alloc(struct rmig_link *l, struct rdma_dev *dev, struct slot_pool *p, size_t len,
-		      int node)
+/* Map len bytes for a pool, on `node` where this host has it. Nothing is
+ * resident (or pinned) until registered. mmap'd memory reads as zeros, so
+ * a memory checker, which cannot see the device's writes, finds it
+ * defined. */
+static int pool_alloc(struct rmig_link *l, struct slot_pool *p, size_t len, int node)
 {
-	void *mem = NULL;
-	int rc;
+	void *mem;
 
 	/* On a node this host does not have, any memory will do. */
 	if (node_usable(node)) {
@@ -503,35 +549,63 @@ static int pool_alloc(struct rmig_link *l, struct rdma_dev *dev, struct slot_poo
 		p->on_node = p->base != NULL;
 	}
 	if (!p->base) {
-		rc = posix_memalign(&mem, 4096, len);
-		if (rc) {
+		mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (mem == MAP_FAILED) {
 			rmig_link_err(l, "cannot allocate %zu KiB of staging buffers: %s",
-				      len >> 10, strerror(rc));
-			return -rc;
+				      len >> 10, strerror(errno));
+			return -ENOMEM;
 		}
-		/* Defined bytes: a memory checker cannot see the device's writes. */
-		memset(mem, 0, len);
 		p->base = mem;
 	}
 	p->len = len;
-	p->mr = ibv_reg_mr(dev->pd, p->base, len, IBV_ACCESS_LOCAL_WRITE); /* NULL and errno */
-	if (!p->mr) {
+	return 0;
+}
+
+/* Register slots [p->nact, upto) of p (the caller counted their bytes). */
+static int pool_register(struct rmig_link *l, struct rdma_conn *c, struct slot_pool *p,
+			 unsigned upto)
+{
+	size_t off = (size_t)p->nact * c->slot_size, len = (size_t)(upto - p->nact) * c->slot_size;
+	struct ibv_mr *mr;
+	int rc;
+
+	if (upto <= p->nact)
+		return 0;
+	if (p->mr[1]) { /* two pieces at most: set up, then grown once to nslots */
+		rmig_link_err(l, "staging buffers registered twice");
+		return -EINVAL;
+	}
+	mr = ibv_reg_mr(c->dev->pd, p->base + off, len, IBV_ACCESS_LOCAL_WRITE); /* NULL, errno */
+	if (!mr) {
 		rc = errno ? -errno : -ENOMEM;
 		rmig_link_err(l, "cannot register %zu KiB of staging buffers on %s: %s", len >> 10,
-			      dev_name(dev->verbs), strerror(-rc));
+			      dev_name(c->dev->verbs), strerror(-rc));
 		return rc;
 	}
+	if (!p->mr[0]) {
+		p->mr[0] = mr;
+		p->split = upto;
+	} else {
+		p->mr[1] = mr;
+	}
+	p->nact = upto;
 	return 0;
+}
+
+static uint32_t slot_lkey(const struct slot_pool *p, unsigned slot)
+{
+	return p->mr[slot < p->split ? 0 : 1]->lkey;
 }
 
 static void pool_free(struct slot_pool *p)
 {
-	if (p->mr)
-		ibv_dereg_mr(p->mr);
+	for (int i = 0; i < 2; i++)
+		if (p->mr[i])
+			ibv_dereg_mr(p->mr[i]);
 	if (p->base && p->on_node)
 		numa_free(p->base, p->len);
-	else
-		free(p->base);
+	else if (p->base)
+		munmap(p->base, p->len);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -646,7 +720,8 @@ static int reap_send(struct rmig_link *l, struct rdma_conn *c)
 	if (n < 0)
 		return conn_fail(c, -EIO, "cannot poll the send completion queue of %s",
 				 dev_name(c->id->verbs));
-	while (c->send_tail < c->send_head && c->slot_seq[c->send_tail % c->nslots] < c->sq_done)
+	while (c->send_tail < c->send_head &&
+	       c->slot_seq[c->send_tail % c->send_pool.nact] < c->sq_done)
 		c->send_tail++;
 	return got;
 }
@@ -664,7 +739,8 @@ static int reap_recv(struct rmig_link *l, struct rdma_conn *c)
 				continue;
 			}
 			/* The receive queue completes in posting order. */
-			if (wc[i].wr_id != c->recv_done % c->nslots ||
+			if (c->recv_done == c->recv_post ||
+			    wc[i].wr_id != c->rq[c->recv_done % MAX_SLOTS] ||
 			    wc[i].byte_len > c->slot_size)
 				return conn_fail(c, -EPROTO, "lost peer %s: bad receive completion",
 						 l->peer);
@@ -768,18 +844,94 @@ static int repost_recv(struct rmig_link *l, struct rdma_conn *c)
 		unsigned slot = c->repost[i];
 
 		sge[i] = (struct ibv_sge){ (uintptr_t)(c->recv_pool.base + slot * c->slot_size),
-					   (uint32_t)c->slot_size, c->recv_pool.mr->lkey };
+					   (uint32_t)c->slot_size, slot_lkey(&c->recv_pool, slot) };
 		wr[i] = (struct ibv_recv_wr){ .wr_id = slot,
 					      .next = i + 1 < n ? &wr[i + 1] : NULL,
 					      .sg_list = &sge[i],
 					      .num_sge = 1 };
+		c->rq[(c->recv_post + i) % MAX_SLOTS] = slot;
 	}
 	c->nrepost = 0;
 	rc = ibv_post_recv(c->qp, wr, &bad); /* verbs: positive errno */
 	if (rc)
 		return conn_fail(c, -rc, "lost peer %s: cannot post receive buffers: %s", l->peer,
 				 strerror(rc));
+	c->recv_post += n;
 	return 0;
+}
+
+/* --- growing an accepted connection's pools -------------------------------------- */
+
+/* Copy the connection's failure into l->err. */
+static void conn_why(struct rmig_link *l, struct rdma_conn *c)
+{
+	pthread_mutex_lock(&c->fail_lock);
+	rmig_link_err(l, "%s", c->why);
+	pthread_mutex_unlock(&c->fail_lock);
+}
+
+/* Bytes c's pools lack of their full size, not yet counted as pinned. */
+static uint64_t conn_unreserved(const struct rdma_conn *c)
+{
+	return atomic_load(&c->grow) ? 0 : 2 * (uint64_t)c->nslots * c->slot_size - c->pinned;
+}
+
+/* Count the rest of c's pools as pinned (the caller checked the limit:
+ * memlock_check) and let them grow. Counting first, registering later
+ * keeps the check where a failure can still be reported to whoever decided
+ * to grow (adopt_channel); each side then registers its part in the thread
+ * that uses it, as other threads may be sending or receiving on c. */
+static void conn_reserve(struct rmig_link *l, struct rdma_conn *c)
+{
+	uint64_t more = conn_unreserved(c);
+
+	if (atomic_load(&c->grow))
+		return;
+	c->pinned += more;
+	atomic_fetch_add(&devs(l)->pinned, more);
+	atomic_store(&c->grow, 1);
+}
+
+/* The receiving thread's part of growing: the other receive slots are
+ * registered and posted behind those already posted, which complete first
+ * (a receive queue completes in posting order): bytes stay in order. */
+static int grow_recv(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct slot_pool *p = &c->recv_pool;
+	unsigned from = p->nact;
+	int rc;
+
+	if (p->nact == c->nslots || !atomic_load(&c->grow) || atomic_load(&c->failed))
+		return 0;
+	rc = pool_register(l, c, p, c->nslots);
+	if (rc)
+		return conn_fail(c, rc, "%s", l->err);
+	for (unsigned slot = from; slot < c->nslots; slot++)
+		c->repost[c->nrepost++] = slot;
+	return repost_recv(l, c);
+}
+
+/* The sending thread's part: only while no send slot is in flight, as the
+ * send ring numbers slots modulo the pool's size. A connection that has no
+ * send slot at all (a data channel not yet adopted: the engine never sends
+ * on one, a link user might) grows on its first send. */
+static int grow_send(struct rmig_link *l, struct rdma_conn *c)
+{
+	struct slot_pool *p = &c->send_pool;
+	int rc;
+
+	if (p->nact == c->nslots || c->send_tail != c->send_head)
+		return 0;
+	if (!atomic_load(&c->grow)) {
+		if (p->nact)
+			return 0;
+		rc = memlock_check(l, conn_unreserved(c), "staging pools need");
+		if (rc)
+			return rc;
+		conn_reserve(l, c);
+	}
+	rc = pool_register(l, c, p, c->nslots);
+	return rc ? conn_fail(c, rc, "%s", l->err) : 0;
 }
 
 /* --- byte streams ----------------------------------------------------------------- */
@@ -822,7 +974,10 @@ static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct io
 			deadline_restart(&d);
 		if (atomic_load(&c->failed))
 			return io_error(l, c, atomic_load(&c->failed), what, &d);
-		free_slots = c->nslots - (c->send_head - c->send_tail);
+		rc = grow_send(l, c);
+		if (rc)
+			return atomic_load(&c->failed) ? io_error(l, c, rc, what, &d) : rc;
+		free_slots = c->send_pool.nact - (c->send_head - c->send_tail);
 		room = c->sq_depth - (c->sq_seq - c->sq_done);
 		if (!free_slots || !room) {
 			rc = cq_wait(l, c, &c->s, op, &d);
@@ -832,7 +987,7 @@ static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct io
 		}
 		/* Fill as many free slots as there are bytes, post them in one go. */
 		while ((uint64_t)k < free_slots && (uint64_t)k < room && k < MAX_CHAIN) {
-			unsigned slot = (unsigned)(c->send_head % c->nslots);
+			unsigned slot = (unsigned)(c->send_head % c->send_pool.nact);
 			char *dst = c->send_pool.base + slot * c->slot_size;
 			size_t fill = 0;
 
@@ -852,7 +1007,7 @@ static int stream_send(struct rmig_link *l, struct rdma_conn *c, const struct io
 			if (!fill)
 				break;
 			sge[k] = (struct ibv_sge){ (uintptr_t)dst, (uint32_t)fill,
-						   c->send_pool.mr->lkey };
+						   slot_lkey(&c->send_pool, slot) };
 			wr[k] = (struct ibv_send_wr){ .sg_list = &sge[k],
 						      .num_sge = 1,
 						      .opcode = IBV_WR_SEND };
@@ -877,6 +1032,9 @@ static int stream_recv(struct rmig_link *l, struct rdma_conn *c, const struct io
 	if (rc)
 		return rc;
 	deadline_init(&d, timeout_ms);
+	rc = grow_recv(l, c);
+	if (rc)
+		return io_error(l, c, rc, what, &d);
 	for (;;) {
 		unsigned slot;
 		size_t m;
@@ -910,7 +1068,7 @@ static int stream_recv(struct rmig_link *l, struct rdma_conn *c, const struct io
 				break;
 			continue;
 		}
-		slot = (unsigned)(c->recv_head % c->nslots);
+		slot = c->rq[c->recv_head % MAX_SLOTS];
 		m = c->recv_len[slot] - c->recv_off;
 		if (m > iov[i].iov_len - off)
 			m = iov[i].iov_len - off;
@@ -1008,18 +1166,20 @@ static void cq_side_free(struct cq_side *side)
 }
 
 /* Resources of a connection whose id knows its device: PD, CQs, slot pools
- * (on c->node), the RC QP, and every recv slot posted, all before the
- * connection is established so the peer can send at once. */
-static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
+ * (on c->node) of which nrecv receive and nsend send slots are registered
+ * (the rest when they grow), the RC QP, and the receive slots posted, all
+ * before the connection is established so the peer can send at once. */
+static int conn_setup(struct rmig_link *l, struct rdma_conn *c, unsigned nrecv, unsigned nsend)
 {
 	struct rdma_cm_id *id = c->id;
 	struct ibv_device_attr da;
 	struct ibv_port_attr pa;
 	struct ibv_qp_init_attr qa;
 	size_t pool_len = c->nslots * c->slot_size;
+	uint64_t pin = (uint64_t)(nrecv + nsend) * c->slot_size;
 	int rc;
 
-	rc = memlock_check(l, 2 * pool_len,
+	rc = memlock_check(l, pin,
 			   c->kind == KIND_CTRL ? "control buffers need" : "staging pools need");
 	if (rc)
 		return rc;
@@ -1043,13 +1203,19 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 	if (!rc)
 		rc = cq_side_init(l, c, &c->r, (int)c->nslots);
 	if (!rc)
-		rc = pool_alloc(l, c->dev, &c->send_pool, pool_len, c->node);
+		rc = pool_alloc(l, &c->send_pool, pool_len, c->node);
 	if (!rc)
-		rc = pool_alloc(l, c->dev, &c->recv_pool, pool_len, c->node);
+		rc = pool_alloc(l, &c->recv_pool, pool_len, c->node);
+	if (!rc)
+		rc = pool_register(l, c, &c->send_pool, nsend);
+	if (!rc)
+		rc = pool_register(l, c, &c->recv_pool, nrecv);
 	if (rc)
 		return rc;
-	c->pinned = 2 * pool_len;
+	c->pinned = pin;
 	atomic_fetch_add(&devs(l)->pinned, c->pinned);
+	if (nrecv == c->nslots && nsend == c->nslots)
+		atomic_store(&c->grow, 1); /* full already */
 	qa = (struct ibv_qp_init_attr){ .send_cq = c->s.cq,
 					.recv_cq = c->r.cq,
 					.cap = { .max_send_wr = c->sq_depth,
@@ -1065,14 +1231,11 @@ static int conn_setup(struct rmig_link *l, struct rdma_conn *c)
 		return rc;
 	}
 	c->qp = id->qp;
-	for (unsigned i = 0; i < c->nslots; i++)
+	for (unsigned i = 0; i < nrecv; i++)
 		c->repost[c->nrepost++] = i;
 	rc = repost_recv(l, c);
-	if (rc) {
-		pthread_mutex_lock(&c->fail_lock);
-		rmig_link_err(l, "%s", c->why);
-		pthread_mutex_unlock(&c->fail_lock);
-	}
+	if (rc)
+		conn_why(l, c);
 	return rc;
 }
 
@@ -1524,8 +1687,8 @@ static int connect_one(struct rmig_link *l, int kind, int node, const struct soc
 		goto out;
 	}
 	rc = cm_expect(l, c, RDMA_CM_EVENT_ROUTE_RESOLVED, &d, RMIG_LINK_STOP_CTRL_SEND, NULL);
-	if (!rc)
-		rc = conn_setup(l, c);
+	if (!rc) /* ours: full pools at once */
+		rc = conn_setup(l, c, c->nslots, c->nslots);
 	if (rc)
 		goto out;
 	/* Older kernels lack the option: their default timeout is only slower. */
@@ -1744,7 +1907,8 @@ static int answer(struct rmig_link *l, struct rdma_conn *c, const char *from)
 
 /* Accept the connect request on `child` (from `from`) as the kind of
  * connection its private data names, sized for it: control slots, or a data
- * channel's staging pools on the node it serves. 0: accepted into *out; 1:
+ * channel's staging pools on the node it serves, of which only what its
+ * opening needs is registered (OPEN_*_SLOTS_*). 0: accepted into *out; 1:
  * not for us (why in last[]; keep waiting); < 0: a local error, which the
  * peer is told too. */
 static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const struct pdata *pd,
@@ -1780,8 +1944,10 @@ static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const str
 	}
 	c->id = child; /* from here conn_free() destroys it */
 	rc = new_event_channel(l, &c->ech);
-	if (!rc)
-		rc = conn_setup(l, c);
+	if (!rc) /* anyone's: only what its opening needs, until it is adopted */
+		rc = conn_setup(l, c,
+				c->kind == KIND_CTRL ? OPEN_RECV_SLOTS_CTRL : OPEN_RECV_SLOTS_DATA,
+				c->kind == KIND_CTRL ? OPEN_SEND_SLOTS_CTRL : OPEN_SEND_SLOTS_DATA);
 	if (rc)
 		reject(child, l->err);
 	else
@@ -1939,15 +2105,37 @@ static int adopt_check(struct rmig_link *l, struct rmig_link *conn, unsigned cha
 
 /* Destination: the connection accepted into conn, a data channel by its
  * private data, becomes channel chan of session link l. Whatever arrived on
- * it beyond what the engine read stays queued, in order. */
+ * it beyond what the engine read stays queued, in order.
+ *
+ * The engine adopts a channel only once its peer proved itself, so this is
+ * where the channel's pools and those of the session's control connection
+ * grow to full size: both are counted against RLIMIT_MEMLOCK here (a
+ * refusal is the adopter's error). The channel, which nobody uses until it
+ * is adopted, is registered at once, and a failure reported here too; the
+ * control connection, which the engine's other threads may be using (the
+ * heartbeats), grows at each side's next op. */
 static int rdma_link_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsigned chan,
 				   int *node)
 {
 	struct rdma_link *r = rdma(l);
+	struct rdma_conn *c;
 	int rc = adopt_check(l, conn, chan);
 
 	if (rc)
 		return rc;
+	c = rdma(conn)->ctrl;
+	rc = memlock_check(l, conn_unreserved(c) + conn_unreserved(r->ctrl), "staging pools need");
+	if (rc)
+		return rc;
+	conn_reserve(l, c);
+	conn_reserve(l, r->ctrl);
+	rc = grow_send(l, c);
+	if (!rc)
+		rc = grow_recv(l, c);
+	if (rc) {
+		conn_why(l, c);
+		return rc;
+	}
 	r->chan[chan] = rdma(conn)->ctrl;
 	rdma(conn)->ctrl = NULL;
 	if (chan >= atomic_load(&r->nchan))

@@ -537,10 +537,10 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 			return rmig_err(ctx, -EBADMSG,
 					"bad frame from %s: %s on the control stream",
 					ctx->link->peer, rmig_msg_name(fh.type));
-		if (ctx->rx_limit && fh.len > ctx->rx_limit)
+		if (ctx->rx_limit && RMIG_FRAME_HDR_LEN + (size_t)fh.len > ctx->rx_limit)
 			return rmig_err(ctx, -EBADMSG,
-					"bad frame from %s: a %u-byte %s before authentication (at "
-					"most %zu)",
+					"bad frame from %s: a %u-byte %s before authentication (a "
+					"frame is at most %zu bytes then)",
 					ctx->link->peer, fh.len, rmig_msg_name(fh.type),
 					ctx->rx_limit);
 		if (fh.len > ctx->rxcap) {

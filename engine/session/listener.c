@@ -9,9 +9,9 @@
  * - an opening has config.handshake_timeout_ms in all (heartbeats do not
  *   extend it): past it the connection is cut;
  * - at most MAX_PENDING connections may be unproven at once, and at most
- *   MAX_PENDING_PER_ADDR from one address; past either, the oldest is
- *   dropped for the newest (a legitimate opening takes milliseconds, so
- *   only a peer that keeps connections idle loses them);
+ *   MAX_PENDING_PER_ADDR from one address (IPv6: one /64); past either,
+ *   connections of whoever holds the most are cut for a newcomer (see
+ *   make_room; a legitimate opening takes milliseconds);
  * - before authentication a frame is at most PREAUTH_MAX_BYTES (HELLO,
  *   AUTH and CHANNEL are far smaller), and nothing read is kept;
  * - a data channel joins a session only with that session's token (keyed
@@ -23,6 +23,7 @@
  * A new migration goes to a context waiting in rmig_recv_from(); with none
  * waiting for NEW_GRACE_MS, the source is told the receiver is busy.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -153,12 +154,46 @@ static void report_refusals(struct rmig_listener *lst)
 	pthread_mutex_unlock(&lst->event_lock);
 }
 
+/* Whose connection it is, for the caps: the IPv4 address, or the IPv6
+ * /64 (one host commonly holds a whole /64), from "a.b.c.d:port" or
+ * "[v6]:port". */
 static void addr_of(const char *peer, char *out, size_t len)
 {
 	const char *colon = strrchr(peer, ':');
 	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+	struct in6_addr a6;
+	char v6[INET6_ADDRSTRLEN];
 
+	if (peer[0] == '[' && n >= 2 && n - 2 < sizeof(v6)) {
+		memcpy(v6, peer + 1, n - 2);
+		v6[n - 2] = 0;
+		if (inet_pton(AF_INET6, v6, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6)) {
+			memset(a6.s6_addr + 8, 0, 8);
+			inet_ntop(AF_INET6, &a6, v6, sizeof(v6));
+			snprintf(out, len, "%s/64", v6);
+			return;
+		}
+	}
 	snprintf(out, len, "%.*s", (int)n, peer);
+}
+
+/* Best effort, before closing a connection refused without a thread: the
+ * peer hears why (a sender then says so instead of "connection closed"). */
+static void tell_refused(struct rmig_link *conn, const char *why)
+{
+	uint8_t buf[RMIG_FRAME_HDR_LEN + RMIG_MAX_REASON + 64];
+	struct rmig_msg m = { .type = RMIG_MSG_ABORT };
+	struct iovec v = { buf, 0 };
+	size_t len;
+
+	m.u.abort.code = -EBUSY;
+	snprintf(m.u.abort.reason, sizeof(m.u.abort.reason), "%s", why);
+	len = rmig_msg_encode(&m, buf + RMIG_FRAME_HDR_LEN, sizeof(buf) - RMIG_FRAME_HDR_LEN);
+	if (!len)
+		return;
+	rmig_frame_hdr_encode(buf, RMIG_MSG_ABORT, 0, (uint32_t)len, 0);
+	v.iov_len = RMIG_FRAME_HDR_LEN + len;
+	conn->ops->ctrl_send(conn, &v, 1, 10);
 }
 
 static void cut_conn(struct rmig_link *conn)
@@ -272,14 +307,6 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 		    hello.ver_min, hello.ver_max, RMIG_WIRE_VERSION_MIN, RMIG_WIRE_VERSION_MAX);
 	if (!rc)
 		rc = rmig_auth_policy(hs, (hello.flags & RMIG_HELLO_PSK) != 0, 0);
-	if (!rc && (hello.caps & RMIG_CAP_POSTCOPY)) {
-		char why[256];
-
-		/* Before a single page is sent: the source then simply runs on. */
-		rc = rmig_postcopy_probe(why, sizeof(why));
-		if (rc)
-			rc = rmig_err(hs, rc, "post-copy is not possible here: %s", why);
-	}
 	if (rc)
 		return rc;
 	if (getrandom(hs->nonce, sizeof(hs->nonce), 0) != sizeof(hs->nonce))
@@ -296,6 +323,16 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 	rc = rmig_ctrl_send(hs, m);
 	if (!rc)
 		rc = rmig_auth_exchange(hs, 0);
+	/* Whether post-copy can be done here is for a peer that proved itself
+	 * to learn, and before a single page is sent: the source then simply
+	 * runs on. */
+	if (!rc && (hello.caps & RMIG_CAP_POSTCOPY)) {
+		char why[256];
+
+		rc = rmig_postcopy_probe(why, sizeof(why));
+		if (rc)
+			rc = rmig_err(hs, rc, "post-copy is not possible here: %s", why);
+	}
 	m->u.hello = hello; /* the caller wants the source's */
 	return rc;
 }
@@ -485,7 +522,15 @@ static int open_control(struct pending *p, struct rmig_msg *m, int tmo, char *wh
 		pthread_mutex_unlock(&lst->lock);
 		close_dead(lst);
 	}
-	/* The peer hears why (best effort: its link may be what failed). */
+	/* The peer hears why (best effort: its link may be what failed), in
+	 * the words the log uses. */
+	pthread_mutex_lock(&lst->lock);
+	if (rc && p->cut[0])
+		rmig_err(hs, rc, "%s", p->cut);
+	else if (rc == -ETIMEDOUT)
+		rmig_err(hs, rc, "no complete opening within %u ms (config.handshake_timeout_ms)",
+			 lst->base->cfg.handshake_timeout_ms);
+	pthread_mutex_unlock(&lst->lock);
 	if (rc)
 		rmig_ctrl_send_abort(hs, rc, hs->err);
 	if (rc)
@@ -556,42 +601,78 @@ static void reap(struct rmig_listener *lst)
 	}
 }
 
-/* Room for one more unproven connection from addr. At a cap (per address
- * or in all), the oldest such connection is cut for the new one if it has
- * had EVICT_AGE_MS (an opening takes milliseconds: that one is idling);
- * otherwise the new one is refused, at once and without a thread, so that
- * a storm of fresh connections costs little and cannot push out older ones.
+/* The live unproven connections of one address: how many, the oldest. */
+struct holder {
+	const char *addr;
+	unsigned n;
+	struct pending *oldest;
+};
+
+static int live(const struct pending *p)
+{
+	return p->used && !p->done && p->conn && !p->cut[0];
+}
+
+/* Who holds what (at most MAX_PENDING live connections, so a small table). */
+static unsigned holders(struct rmig_listener *lst, struct holder *h, unsigned *total)
+{
+	unsigned nh = 0;
+
+	*total = 0;
+	for (unsigned i = 0; i < PENDING_ROOM; i++) {
+		struct pending *p = &lst->pend[i];
+		unsigned k = 0;
+
+		if (!live(p))
+			continue;
+		(*total)++;
+		while (k < nh && strcmp(h[k].addr, p->addr))
+			k++;
+		if (k == nh)
+			h[nh++] = (struct holder){ p->addr, 0, NULL };
+		h[k].n++;
+		if (!h[k].oldest || p->since_ms < h[k].oldest->since_ms)
+			h[k].oldest = p;
+	}
+	return nh;
+}
+
+/* Room for one more unproven connection from addr (a legitimate opening
+ * takes milliseconds, so whoever is cut for it was idling):
+ * - an address at its cap loses its own oldest, unless that one is
+ *   younger than EVICT_AGE_MS: then the new one is refused at once, without
+ *   a thread, so that a storm from one address costs a close per
+ *   connection and hurts only that address;
+ * - at the total cap, the address holding the most loses its oldest,
+ *   whatever its age: an attacker spread over several addresses pushes
+ *   out its own connections, never a newcomer from elsewhere.
  * NULL: room made; else why the new one is refused. Lock held. */
 static const char *make_room(struct rmig_listener *lst, const char *addr, char *why, size_t len)
 {
-	struct pending *oldest_addr = NULL, *oldest = NULL, *victim;
-	unsigned live = 0, from_addr = 0;
-	int64_t now = rmig_now_ms();
+	struct holder h[MAX_PENDING], *mine = NULL, *most = NULL;
+	unsigned total, nh = holders(lst, h, &total);
+	struct pending *victim;
 
-	for (unsigned i = 0; i < PENDING_ROOM; i++) {
-		struct pending *p = &lst->pend[i];
-
-		if (!p->used || p->done || !p->conn || p->cut[0])
-			continue;
-		live++;
-		if (!oldest || p->since_ms < oldest->since_ms)
-			oldest = p;
-		if (strcmp(p->addr, addr))
-			continue;
-		from_addr++;
-		if (!oldest_addr || p->since_ms < oldest_addr->since_ms)
-			oldest_addr = p;
+	for (unsigned k = 0; k < nh; k++) {
+		if (!strcmp(h[k].addr, addr))
+			mine = &h[k];
+		if (!most || h[k].n > most->n ||
+		    (h[k].n == most->n && h[k].oldest->since_ms < most->oldest->since_ms))
+			most = &h[k];
 	}
-	if (from_addr >= MAX_PENDING_PER_ADDR)
+	if (mine && mine->n >= MAX_PENDING_PER_ADDR) {
 		snprintf(why, len, "dropped: %d unauthenticated connections from %s at once",
 			 MAX_PENDING_PER_ADDR, addr);
-	else if (live >= MAX_PENDING)
-		snprintf(why, len, "dropped: %d unauthenticated connections at once", MAX_PENDING);
-	else
+		if (rmig_now_ms() - mine->oldest->since_ms < EVICT_AGE_MS)
+			return why;
+		victim = mine->oldest;
+	} else if (total >= MAX_PENDING) {
+		snprintf(why, len, "dropped: %d unauthenticated connections at once, %u from %s",
+			 MAX_PENDING, most->n, most->addr);
+		victim = most->oldest;
+	} else {
 		return NULL;
-	victim = from_addr >= MAX_PENDING_PER_ADDR ? oldest_addr : oldest;
-	if (now - victim->since_ms < EVICT_AGE_MS)
-		return why; /* the new one goes */
+	}
 	snprintf(victim->cut, sizeof(victim->cut), "%s", why);
 	cut_conn(victim->conn);
 	return NULL;
@@ -628,6 +709,7 @@ static void admit(struct rmig_listener *lst, struct rmig_link *conn)
 	pthread_mutex_unlock(&lst->lock);
 	if (conn) {
 		refuse(lst, conn->peer, refused);
+		tell_refused(conn, refused);
 		close_conn(conn);
 	}
 }

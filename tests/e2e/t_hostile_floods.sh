@@ -18,6 +18,8 @@
 #   h  a storm: up to 200 connections held at once from one address, each
 #      one the receiver closes replaced at once: 2 of 2 migrations verified
 #      meanwhile (the receiver's open descriptors are printed, not checked)
+#   i  a lockout attempt: 6 addresses hold 66 connections, each reopened
+#      before it is 1 s old (none looks idle): 3 of 3 senders get in
 # Each case prints its figures; the verdicts come last. Loopback only, every
 # wait bounded. Part 2 (concurrent sessions, failover, the post-GO question)
 # is t_hostile_sessions.sh.
@@ -183,9 +185,41 @@ case_storm() {
 	recv_stop
 }
 
+# A lockout attempt (found by a red-team pass): 6 addresses keep 11 idle
+# connections each (66, past the total cap of 64), each closed and reopened
+# before it is 1 s old, so that none looks idle: the receiver must still
+# let newcomers from another address in.
+case_lockout() {
+	local i served=0 times="" a
+	recv_start recv --backend sim --keep-listening --psk-file "$KEY"
+	for a in 2 3 4 5 6 7; do
+		flood_start lock$a --bind 127.0.1.$a --cycle 800 --ready-file "$T/lock$a.ready" \
+			127.0.0.1 "$PORT" idle 11 60
+	done
+	for a in 2 3 4 5 6 7; do
+		wait_file "$T/lock$a.ready" 10 || fail "lockout flood from 127.0.1.$a did not start in 10 s"
+	done
+	sleep 1.5 # every place taken, ages spread over the cycle
+	for i in 1 2 3; do
+		migrate send$i
+		times="$times ${SRC_MS}ms(exit $SRC)"
+		if [ $OK = 1 ]; then
+			served=$((served + 1))
+		else
+			bad "legitimate sender $i during the lockout attempt: exit $SRC: $(why send$i)"
+		fi
+	done
+	for a in 2 3 4 5 6 7; do flood_stop lock$a; done
+	figure "served $served of 3 legitimate senders while 6 addresses kept 66 young connections; times:$times"
+	figure "$(cat "$T/lock2.out")"
+	[ $served = 3 ] || bad "only $served of 3 legitimate senders got past the lockout attempt"
+	recv_stop
+}
+
 run_case a "slowloris: 10 idle + 1 trickling connection, 3 legitimate senders" case_slowloris
 run_case b "junk spray every 3 ms during 10 migrations" case_spray
 run_case f "one unauthenticated 64 MiB frame: refused, RSS bounded" case_big
 run_case g "refused peers logged with address and reason" case_logged
 run_case h "a storm of 200 held connections, 2 migrations" case_storm
-finish "slowloris 3/3, spray 10/10, 64 MiB frame refused with RSS bounded, refused peers logged, storm 2/2"
+run_case i "a lockout attempt: 66 young connections from 6 addresses, 3 legitimate senders" case_lockout
+finish "slowloris 3/3, spray 10/10, 64 MiB frame refused with RSS bounded, refused peers logged, storm 2/2, lockout attempt 3/3"

@@ -212,6 +212,35 @@ static void *map(size_t len)
 	return p;
 }
 
+/* What the kernel counts as pinned in this process (VmPin, KiB): every
+ * memory registration, whatever the link's own bookkeeping says. */
+static long pinned_kib(void)
+{
+	char line[256];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmPin: %ld kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	if (kib < 0) {
+		bad("no VmPin in /proc/self/status");
+		exit(1);
+	}
+	return kib;
+}
+
+/* An accepted connection pins only what its opening needs until it is
+ * adopted (transport/rdma.c, OPEN_*_SLOTS_*): one 64 KiB receive slot for
+ * a data channel, two 16 KiB receive and one send slot for a control
+ * connection. Full pools: 16 + 16 slots of 64 KiB and 8 + 8 of 16 KiB. */
+#define OPEN_DATA_KIB 64
+#define OPEN_CTRL_KIB 48
+#define FULL_DATA_KIB 2048
+#define FULL_CTRL_KIB 256
+
 /* Pipes between the orchestrator and the roles. */
 struct pipes {
 	int port[2];  /* D -> S: the listening port */
@@ -432,12 +461,23 @@ static void adopt_channels(struct rmig_link *l, int node[2])
 {
 	struct rmig_link *c[2];
 	unsigned idx[2], first;
+	long pin0 = pinned_kib(), pin;
 	int n;
 
 	for (int i = 0; i < 2; i++) {
 		c[i] = accept_conn(TMO);
 		idx[i] = (unsigned)recv_u64(c[i]);
 	}
+	/* Accepted, their first frame read, 100003 more bytes sent to each:
+	 * still nothing but what an opening needs is pinned. */
+	pin = pinned_kib() - pin0;
+	if (pin <= 0 || pin > 2 * OPEN_DATA_KIB) {
+		bad("2 data channels accepted, not adopted: %ld KiB pinned, expected at most %d",
+		    pin, 2 * OPEN_DATA_KIB);
+		exit(1);
+	}
+	ok("2 data channels accepted, not adopted: %ld KiB pinned (%d KiB once adopted)", pin,
+	   2 * FULL_DATA_KIB);
 	first = idx[0] == 1 ? 0 : 1; /* the conn carrying channel 1 */
 	if (idx[first] != 1 || idx[1 - first] != 0) {
 		bad("channel indexes %u and %u, expected 0 and 1", idx[0], idx[1]);
@@ -465,6 +505,11 @@ static void adopt_channels(struct rmig_link *l, int node[2])
 		check_prelude(l, (unsigned)i, 100003);
 		rmig_link_destroy(c[i]);
 	}
+	pin = pinned_kib() - pin0;
+	if (pin != 2 * FULL_DATA_KIB) {
+		bad("2 data channels adopted: %ld KiB pinned, expected %d", pin, 2 * FULL_DATA_KIB);
+		exit(1);
+	}
 	ok("2 data channels adopted in reverse order, nodes %d and %d as the source said, "
 	   "bytes that arrived before adoption intact",
 	   node[0], node[1]);
@@ -475,6 +520,7 @@ static void adopt_channels(struct rmig_link *l, int node[2])
  * a data channel. */
 static void second_session(struct rmig_link *l)
 {
+	long pin0 = pinned_kib(), pin;
 	struct rmig_link *c = accept_conn(TMO);
 	int n;
 
@@ -483,8 +529,33 @@ static void second_session(struct rmig_link *l)
 	expect_fail(listener, listener->ops->accept(listener, 100, l), -EISCONN,
 		    "accepting into a link that has a connection", NULL);
 	send_u64(c, recv_u64(c) + 1);
+	pin = pinned_kib() - pin0;
+	if (pin <= 0 || pin > OPEN_CTRL_KIB) {
+		bad("a control connection without a channel: %ld KiB pinned, expected at most %d",
+		    pin, OPEN_CTRL_KIB);
+		exit(1);
+	}
 	rmig_link_destroy(c);
-	ok("a second control connection accepted during the session and served on its own");
+	ok("a second control connection accepted during the session and served on its own, "
+	   "%ld KiB pinned",
+	   pin);
+}
+
+/* The session's control connection grew when the first channel was
+ * adopted, each side at its next op: after one exchange everything the
+ * session uses is full. */
+static void session_full(struct rmig_link *l)
+{
+	long pin;
+
+	send_u64(l, recv_u64(l) + 1);
+	pin = pinned_kib();
+	if (pin != FULL_CTRL_KIB + 2 * FULL_DATA_KIB) {
+		bad("session with 2 channels: %ld KiB pinned, expected %d", pin,
+		    FULL_CTRL_KIB + 2 * FULL_DATA_KIB);
+		exit(1);
+	}
+	ok("session with 2 channels: %ld KiB pinned, its control connection grown too", pin);
 }
 
 static void dest_main(struct pipes *pp)
@@ -498,6 +569,19 @@ static void dest_main(struct pipes *pp)
 	uint64_t v;
 
 	ok("control connection accepted from %s", l->peer);
+	{
+		long pin = pinned_kib();
+
+		/* Nothing else in this process is registered yet. */
+		if (pin <= 0 || pin > OPEN_CTRL_KIB) {
+			bad("accepted control connection: %ld KiB pinned, expected at most %d", pin,
+			    OPEN_CTRL_KIB);
+			exit(1);
+		}
+		ok("accepted control connection: %ld KiB pinned before it proved anything (%d "
+		   "KiB in a session)",
+		   pin, FULL_CTRL_KIB);
+	}
 	/* Control stream, both ways, odd sizes. */
 	for (size_t i = 0; i < NSIZES; i++) {
 		size_t n = ctrl_sizes[i], got = 0;
@@ -526,6 +610,7 @@ static void dest_main(struct pipes *pp)
 
 	adopt_channels(l, node);
 	second_session(l);
+	session_full(l);
 	if (numa) {
 		char line[1024];
 		int on[2] = { 0, 0 };
@@ -811,6 +896,11 @@ static void source_main(struct pipes *pp)
 			exit(1);
 		}
 		rmig_link_destroy(l2);
+	}
+	send_u64(l, 5); /* the destination counts what it pinned */
+	if (recv_u64(l) != 6) {
+		bad("control stream out of step after the channels");
+		exit(1);
 	}
 	run_streams(l, 1, STREAM_BYTES, "chan_send");
 	run_streams(l, 0, 1u << 20, "chan_recv destination->source");
@@ -1351,26 +1441,30 @@ static void memlock_limit(struct pipes *pp)
 	exit(failed ? 1 : 0);
 }
 
-/* Destination limited to 1 MiB pinned: a channel's pools (2 MiB) are
- * refused when its connection is accepted, and the source hears why; the
- * session's link, on the listener's budget, cannot expose 4 MiB either. */
+/* Destination limited to 1 MiB pinned: a channel's connection is accepted
+ * (its opening needs 64 KiB), its full pools (2 MiB) are refused when it is
+ * adopted, with a message that says what to do; the session's link, on the
+ * listener's budget, cannot expose 4 MiB either. */
 static void memlock_dest(struct pipes *pp)
 {
-	struct rmig_link *l, *c = NULL;
+	struct rmig_link *l, *c;
 	struct rmig_link_mem mem;
 	void *blob;
 	size_t blen;
-	int rc;
+	int rc, node;
 
 	drop_memlock(1u << 20);
 	l = dest_start(pp);
-	rc = rmig_link_accept(listener, 5000, &c);
-	if (rc != -ENOMEM || !strstr(listener->err, "staging pools need"))
-		bad("accepting a data channel over the limit: rc %d: %s", rc, listener->err);
+	c = accept_conn(5000);
+	rc = l->ops->adopt_channel(l, c, 0, &node);
+	if (rc != -ENOMEM || !strstr(l->err, "staging pools need"))
+		bad("adopting a data channel over the limit: rc %d: %s", rc, l->err);
+	else if (pinned_kib() > OPEN_CTRL_KIB + OPEN_DATA_KIB)
+		bad("adopting a data channel over the limit: %ld KiB pinned after the refusal",
+		    pinned_kib());
 	else
-		ok("accepting a data channel over the limit: %s", listener->err);
-	if (c)
-		rmig_link_destroy(c);
+		ok("data channel accepted under the limit, adopting it over the limit: %s", l->err);
+	rmig_link_destroy(c);
 	mem = (struct rmig_link_mem){ map(4u << 20), 4u << 20 };
 	rc = l->ops->mem_expose(l, &mem, 1, &blob, &blen);
 	if (rc != -ENOMEM || !strstr(l->err, "guest memory needs"))
@@ -1395,11 +1489,9 @@ static void memlock_source(struct pipes *pp)
 
 	drop_memlock(3u << 20);
 	l = source_start(pp);
-	rc = l->ops->connect_channel(l, TMO, -1, &chan);
-	if (rc != -ECONNREFUSED || !strstr(l->err, "staging pools need"))
-		bad("channel refused by the destination: rc %d: %s", rc, l->err);
-	else
-		ok("channel refused by the destination, reason relayed: %s", l->err);
+	/* The destination's limit shows only when it adopts the channel: that
+	 * is the engine's error, which its ABORT relays. */
+	MUST(l->ops->connect_channel(l, TMO, -1, &chan), l);
 	/* A well-formed description of one 4 MiB area. */
 	blob[0] = 'R', blob[1] = 'M', blob[2] = 'M', blob[3] = 'K', blob[4] = 1, blob[6] = 20;
 	blob[8] = 1;

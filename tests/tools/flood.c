@@ -22,6 +22,10 @@
  *                           again 10 ms later)
  * Options:
  *   --bind ADDR        connect from this local address (127.0.0.2, ...)
+ *   --cycle MS         idle: close and reopen each connection once it is MS
+ *                      old (and at once when the receiver closes it), ages
+ *                      spread over the cycle: connections that are never old
+ *                      enough to be taken for idle ones (a lockout attempt)
  *   --reopen           idle, trickle: a connection the receiver closed is
  *                      opened again 200 ms later, so the pressure lasts
  *   --ready-file FILE  written (atomically) once the flood is in place: each
@@ -81,6 +85,7 @@ static struct sockaddr_storage bind_ss;
 static socklen_t bind_len;
 static const char *ready_file;
 static int reopen;
+static int64_t cycle_ms; /* --cycle: close and reopen each connection at this age */
 
 static void on_signal(int sig)
 {
@@ -98,10 +103,10 @@ static int64_t now_ms(void)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: flood [--bind ADDR] [--reopen] [--ready-file FILE] HOST PORT MODE ARGS...\n"
-		"  idle N SECONDS | trickle SECONDS PERIOD_MS | spray SECONDS PERIOD_MS |\n"
-		"  big MIB | storm N SECONDS\n");
+	fprintf(stderr, "usage: flood [--bind ADDR] [--reopen] [--cycle MS] [--ready-file FILE] "
+			"HOST PORT MODE ARGS...\n"
+			"  idle N SECONDS | trickle SECONDS PERIOD_MS | spray SECONDS PERIOD_MS |\n"
+			"  big MIB | storm N SECONDS\n");
 	exit(2);
 }
 
@@ -229,6 +234,16 @@ static int64_t fail_delay_ms = REOPEN_DELAY_MS, closed_delay_ms = REOPEN_DELAY_M
 static uint8_t *first_done; /* the slot's first connect attempt has ended */
 static unsigned n_first_done;
 
+static uint8_t *first_opened; /* --cycle: the slot's first connection opened */
+
+static int first_done_open(unsigned i)
+{
+	int was = first_opened[i];
+
+	first_opened[i] = 1;
+	return was;
+}
+
 static void first_attempt_done(unsigned i)
 {
 	if (!first_done[i]) {
@@ -314,13 +329,16 @@ static void hold(const char *mode, unsigned n, int64_t ms, int period_ms, int st
 	int again = reopen || storm;
 	unsigned long max_opens = storm ? 1000000ul : (unsigned long)n * 100000ul;
 
-	if (storm) {
+	if (storm || cycle_ms) {
 		fail_delay_ms = STORM_RETRY_MS;
 		closed_delay_ms = 0;
 	}
+	if (cycle_ms)
+		again = 1;
 	slots = calloc(n, sizeof(*slots));
 	first_done = calloc(n, 1);
-	if (!pf || !slots || !first_done) {
+	first_opened = calloc(n, 1);
+	if (!pf || !slots || !first_done || !first_opened) {
 		fprintf(stderr, "flood: out of memory\n");
 		exit(2);
 	}
@@ -354,8 +372,13 @@ static void hold(const char *mode, unsigned n, int64_t ms, int period_ms, int st
 					continue;
 				}
 				pf[i] = (struct pollfd){ s->fd, POLLOUT, 0 };
+			} else if (s->st == S_OPEN && cycle_ms && t - s->t0 >= cycle_ms) {
+				slot_end(s, &h, 0, 0, 1); /* too old to push anyone out: anew */
+				continue;
 			} else if (s->st == S_OPEN) {
 				pf[i] = (struct pollfd){ s->fd, POLLIN | POLLRDHUP, 0 };
+				if (cycle_ms && s->t0 + cycle_ms - t < wait)
+					wait = s->t0 + cycle_ms - t;
 				if (period_ms && s->sent < sizeof(hello)) {
 					if (t >= s->next) {
 						ssize_t w = send(s->fd, hello + s->sent, 1,
@@ -402,6 +425,10 @@ static void hold(const char *mode, unsigned n, int64_t ms, int period_ms, int st
 				}
 				s->st = S_OPEN;
 				s->t0 = t;
+				/* --cycle: ages spread over the cycle, as a patient attacker
+				 * keeps them, so that some are always young. */
+				if (cycle_ms && !first_done_open(i))
+					s->t0 = t - (int64_t)i * cycle_ms / n;
 				s->next = t; /* trickle: the first byte at once */
 				h.opened++;
 				if (++h.open_now > h.max_open)
@@ -614,6 +641,8 @@ int main(int argc, char **argv)
 			ready_file = argv[++i];
 		else if (!strcmp(argv[i], "--reopen"))
 			reopen = 1;
+		else if (!strcmp(argv[i], "--cycle") && i + 1 < argc)
+			cycle_ms = atoll(argv[++i]);
 		else if (argv[i][0] == '-' && argv[i][1] == '-')
 			usage();
 		else if (npos < 8)
