@@ -81,10 +81,14 @@ if [ "$(numactl -H | awk '/^available:/ { print $2 }')" -ge 2 ]; then
 		--max-bandwidth 8M --backend sim:size=64M,dirty-rate=0,zero=0%,node=1 \
 		"$RXE_B_IP:$PORT" >"$T/numa-send.out" 2>"$T/numa-send.err" &
 	SEND_PID=$!
-	for _ in $(seq 100); do
+	# Up to 60 s: a loaded host (two emulated VMs at once) can take that
+	# long; looking before pre-copy would find no channels yet.
+	for _ in $(seq 600); do
 		grep -q '"event":"round"\|"phase":"pre-copy"' "$T/numa-send.out" 2>/dev/null && break
 		sleep 0.1
 	done
+	grep -q '"event":"round"\|"phase":"pre-copy"' "$T/numa-send.out" ||
+		bad "numa: the sender did not reach pre-copy within 60 s"
 	sleep 2
 	for who in send:$SEND_PID recv:$RECV_PID; do
 		name=${who%%:*} pid=${who#*:}
