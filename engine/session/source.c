@@ -144,8 +144,6 @@ static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
 
 enum open_kind { OPEN_NEW, OPEN_RESUME, OPEN_QUERY };
 
-/* The opening of every connection: HELLO both ways, versions, then who the
- * peer is (authentication). Nothing about the guest is sent before. */
 /* A destination that keeps no digests of its own pages (an older rmig)
  * does not echo the capability: verify all memory at the pause instead. */
 static void chunk_digests_or_full(struct rmig_ctx *ctx, uint64_t peer_caps)
@@ -161,6 +159,8 @@ static void chunk_digests_or_full(struct rmig_ctx *ctx, uint64_t peer_caps)
 	rmig_emit(ctx, &ev);
 }
 
+/* The opening of every connection: HELLO both ways, versions, then who the
+ * peer is (authentication). Nothing about the guest is sent before. */
 static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
 			struct rmig_msg *m)
 {
