@@ -10,9 +10,10 @@
 #include <xxhash.h>
 
 #include "bitmap.h"
+#include "digest.h"
 #include "populated.h"
 
-#define MAX_THREADS 16
+#define MAX_THREADS RMIG_DIGEST_MAX_THREADS
 
 struct rmig_chunks {
 	const struct rmig_region *r;
@@ -246,15 +247,6 @@ static void *pass_worker(void *arg)
 	return NULL;
 }
 
-static unsigned thread_count(unsigned threads)
-{
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-
-	if (!threads)
-		threads = cpus > 0 ? (unsigned)cpus : 1;
-	return threads > MAX_THREADS ? MAX_THREADS : threads;
-}
-
 static void pass_free(struct pass *p)
 {
 	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++)
@@ -292,7 +284,7 @@ static void pass_run(struct pass *p, unsigned threads)
 	pthread_t tid[MAX_THREADS];
 	unsigned started = 0;
 
-	threads = thread_count(threads);
+	threads = rmig_digest_threads(threads);
 	atomic_init(&p->next, 0);
 	atomic_init(&p->pages_read, 0);
 	for (unsigned t = 1; t < threads; t++) {

@@ -11,7 +11,7 @@
 #include <xxhash.h>
 
 #define CHUNK (16ull << 20)
-#define MAX_THREADS 16
+#define MAX_THREADS RMIG_DIGEST_MAX_THREADS
 
 struct digest_job {
 	const struct rmig_region *r;
@@ -44,7 +44,7 @@ static void *digest_worker(void *arg)
 	return NULL;
 }
 
-static unsigned thread_count(unsigned threads)
+unsigned rmig_digest_threads(unsigned threads)
 {
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -61,7 +61,7 @@ int rmig_digest_regions(const struct rmig_region *r, size_t n, unsigned threads,
 	unsigned started = 0;
 	int rc = 0;
 
-	threads = thread_count(threads);
+	threads = rmig_digest_threads(threads);
 	j.first_chunk = calloc(n + 1, sizeof(*j.first_chunk));
 	if (!j.first_chunk)
 		return -ENOMEM;
@@ -121,5 +121,5 @@ double rmig_digest_rate(unsigned threads)
 	}
 	free(buf);
 	/* Threads rarely scale perfectly on a memory-bound loop. */
-	return best * (0.5 + 0.5 * thread_count(threads));
+	return best * (0.5 + 0.5 * rmig_digest_threads(threads));
 }

@@ -20,5 +20,9 @@ int rmig_digest_regions(const struct rmig_region *r, size_t n, unsigned threads,
 /* Measured digest speed of this machine, bytes/s over all threads, for the
  * downtime estimate. */
 double rmig_digest_rate(unsigned threads);
+/* Threads for a pass over guest memory: `threads`, or one per CPU if 0,
+ * at most RMIG_DIGEST_MAX_THREADS. */
+#define RMIG_DIGEST_MAX_THREADS 16
+unsigned rmig_digest_threads(unsigned threads);
 
 #endif
