@@ -547,6 +547,7 @@ static void *opening_main(void *arg)
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	int tmo = (int)lst->base->cfg.handshake_timeout_ms, rc = -ENOMEM;
 	char why[512] = "out of memory";
+	struct rmig_link *conn;
 
 	if (m)
 		rc = read_first_frame(p->conn, m, tmo, why, sizeof(why));
@@ -557,7 +558,11 @@ static void *opening_main(void *arg)
 	} else if (!rc) {
 		rc = open_control(p, m, tmo, why, sizeof(why));
 	}
+	/* Taken out of p under the lock: the reaper must never see a
+	 * connection that is being closed (it would cut freed memory). */
 	pthread_mutex_lock(&lst->lock);
+	conn = p->conn; /* NULL if a session has it */
+	p->conn = NULL;
 	if (rc && p->cut[0])
 		snprintf(why, sizeof(why), "%s", p->cut);
 	else if (rc == -ETIMEDOUT)
@@ -565,12 +570,11 @@ static void *opening_main(void *arg)
 			 "no complete opening within %u ms (config.handshake_timeout_ms)",
 			 lst->base->cfg.handshake_timeout_ms);
 	pthread_mutex_unlock(&lst->lock);
-	if (rc && p->conn)
-		refuse(lst, p->conn->peer, why);
-	close_conn(p->conn); /* NULL if a session has it */
+	if (rc && conn)
+		refuse(lst, conn->peer, why);
+	close_conn(conn);
 	free(m);
 	pthread_mutex_lock(&lst->lock);
-	p->conn = NULL;
 	p->done = 1;
 	pthread_cond_broadcast(&lst->cond);
 	pthread_mutex_unlock(&lst->lock);

@@ -20,6 +20,8 @@
 #      meanwhile (the receiver's open descriptors are printed, not checked)
 #   i  a lockout attempt: 6 addresses hold 66 connections, each reopened
 #      before it is 1 s old (none looks idle): 3 of 3 senders get in
+#   j  churn under a 300 ms handshake deadline (cycling idle connections,
+#      storms): the receiver stays up and serves a migration
 # Each case prints its figures; the verdicts come last. Loopback only, every
 # wait bounded. Part 2 (concurrent sessions, failover, the post-GO question)
 # is t_hostile_sessions.sh.
@@ -216,10 +218,28 @@ case_lockout() {
 	recv_stop
 }
 
+# Churn under a short deadline: openings cut by the deadline while their
+# threads close them (a race there once crashed the receiver), then a
+# migration: the receiver must still be up and serve it.
+case_churn() {
+	local k
+	recv_start recv --backend sim --keep-listening --psk-file "$KEY" --handshake-timeout-ms 300
+	for k in 1 2 3; do
+		timeout 10 "$FLOOD" --bind $IDLE_FROM --cycle 200 127.0.0.1 "$PORT" idle 30 1 >>"$T/churn.out" 2>&1
+		timeout 10 "$FLOOD" --bind $STORM_FROM 127.0.0.1 "$PORT" storm 100 1 >>"$T/churn.out" 2>&1
+		kill -0 "$RECV_PID" 2>/dev/null || fail "the receiver died under churn (round $k)"
+	done
+	migrate send1
+	[ $OK = 1 ] || bad "a migration after the churn: exit $SRC: $(why send1)"
+	figure "receiver up after 3 rounds of cycling idle connections and storms with a 300 ms handshake deadline; then a migration: exit $SRC"
+	recv_stop
+}
+
 run_case a "slowloris: 10 idle + 1 trickling connection, 3 legitimate senders" case_slowloris
 run_case b "junk spray every 3 ms during 10 migrations" case_spray
 run_case f "one unauthenticated 64 MiB frame: refused, RSS bounded" case_big
 run_case g "refused peers logged with address and reason" case_logged
 run_case h "a storm of 200 held connections, 2 migrations" case_storm
 run_case i "a lockout attempt: 66 young connections from 6 addresses, 3 legitimate senders" case_lockout
-finish "slowloris 3/3, spray 10/10, 64 MiB frame refused with RSS bounded, refused peers logged, storm 2/2, lockout attempt 3/3"
+run_case j "churn with a 300 ms handshake deadline: the receiver stays up" case_churn
+finish "slowloris 3/3, spray 10/10, 64 MiB frame refused with RSS bounded, refused peers logged, storm 2/2, lockout attempt 3/3, churn survived"

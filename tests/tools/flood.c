@@ -476,6 +476,12 @@ static void hold(const char *mode, unsigned n, int64_t ms, int period_ms, int st
 	if (*h.reason)
 		printf(" (\"%s\")", h.reason);
 	printf("; %lld ms\n", (long long)(now_ms() - start));
+	free(pf);
+	free(slots);
+	free(first_done);
+	free(first_opened);
+	slots = NULL;
+	first_done = first_opened = NULL;
 }
 
 /* ---- spray: short-lived junk connections ---- */
