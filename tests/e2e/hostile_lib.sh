@@ -277,3 +277,19 @@ rss() {
 	done <"/proc/$1/status"
 	echo 0
 }
+
+# serve N WHAT: N legitimate senders one after another; sets served (how
+# many migrated verified) and times; each failure is a bad() naming WHAT.
+serve() {
+	local i
+	served=0 times=""
+	for i in $(seq "$1"); do
+		migrate send$i
+		times="$times ${SRC_MS}ms(exit $SRC)"
+		if [ $OK = 1 ]; then
+			served=$((served + 1))
+		else
+			bad "legitimate sender $i $2: exit $SRC, $(summary "$T/send$i.out" result): $(why send$i)"
+		fi
+	done
+}

@@ -134,3 +134,14 @@ expect_refused() {
 	expect_eq "bytes sent" "$(summary "$T/$1.out" bytes_sent)" 0
 }
 
+# wait_phase FILE PHASE PID: until PID's JSON output FILE reports PHASE (its
+# event loop runs then: a SIGINT before it would be lost, background jobs
+# start with SIGINT ignored). At most 10 s.
+wait_phase() {
+	for _ in $(seq 200); do
+		grep -q "\"phase\":\"$2\"" "$1" && return 0
+		kill -0 "$3" 2>/dev/null || fail "process $3 exited before $2"
+		sleep 0.05
+	done
+	fail "no $2 phase within 10 s"
+}

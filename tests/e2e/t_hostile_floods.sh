@@ -40,15 +40,7 @@ case_slowloris() {
 	wait_file "$T/idle.ready" 10 || fail "the idle flood did not open its 10 connections in 10 s"
 	wait_file "$T/trickle.ready" 10 || fail "the trickle did not start in 10 s"
 	t_flood=$(millis)
-	for i in 1 2 3; do
-		migrate send$i
-		times="$times ${SRC_MS}ms(exit $SRC)"
-		if [ $OK = 1 ]; then
-			served=$((served + 1))
-		else
-			bad "legitimate sender $i (default options) under the flood: exit $SRC, $(summary "$T/send$i.out" result): $(why send$i)"
-		fi
-	done
+	serve 3 "(default options) under the flood"
 	# The attackers stay at least 12 s: long enough to see the deadline cut them.
 	while [ $(($(millis) - t_flood)) -lt 12000 ]; do sleep 0.2; done
 	flood_stop idle
@@ -202,15 +194,7 @@ case_lockout() {
 		wait_file "$T/lock$a.ready" 10 || fail "lockout flood from 127.0.1.$a did not start in 10 s"
 	done
 	sleep 1.5 # every place taken, ages spread over the cycle
-	for i in 1 2 3; do
-		migrate send$i
-		times="$times ${SRC_MS}ms(exit $SRC)"
-		if [ $OK = 1 ]; then
-			served=$((served + 1))
-		else
-			bad "legitimate sender $i during the lockout attempt: exit $SRC: $(why send$i)"
-		fi
-	done
+	serve 3 "during the lockout attempt"
 	for a in 2 3 4 5 6 7; do flood_stop lock$a; done
 	figure "served $served of 3 legitimate senders while 6 addresses kept 66 young connections; times:$times"
 	figure "$(cat "$T/lock2.out")"

@@ -18,17 +18,6 @@ LIMIT=1000 # ms
 # sanitizers' own exit (the leak check) can take most of a second.
 case $RMIG in */san/*) LIMIT=3000 ;; esac
 
-# wait_phase FILE PHASE PID: until PID's JSON output FILE reports PHASE (its
-# event loop runs then: background jobs start with SIGINT ignored).
-wait_phase() {
-	for _ in $(seq 200); do
-		grep -q "\"phase\":\"$2\"" "$1" && return 0
-		kill -0 "$3" 2>/dev/null || fail "process $3 exited before $2"
-		sleep 0.05
-	done
-	fail "no $2 phase within 10 s"
-}
-
 # ends_within PID MS WHAT: PID exits within MS of now; sets RC and ELAPSED.
 ends_within() {
 	local t0

@@ -18,18 +18,6 @@ FRAME=$(((1 << 20) + 2048))      # the largest frame: 1 MiB of pages + headers
 CUT=$((20 << 20))
 COMMON=(--transport tcp --channels 1 --failover none)
 
-# wait_phase FILE PHASE PID: until PID's JSON output FILE reports PHASE (a
-# SIGINT before its event loop runs would be lost: background jobs start
-# with SIGINT ignored).
-wait_phase() {
-	for _ in $(seq 200); do
-		grep -q "\"phase\":\"$2\"" "$1" && return 0
-		kill -0 "$3" 2>/dev/null || fail "process $3 exited before $2"
-		sleep 0.05
-	done
-	fail "no $2 phase within 10 s"
-}
-
 # one ENDING N: a migration through the proxy, ended by ENDING; checks both
 # summaries against the proxy's count.
 one() {
