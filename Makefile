@@ -16,7 +16,7 @@ INC_payload   = $(INC_mem) -Iengine/payload
 INC_session   = $(INC_mem) -Iengine/session -Iengine/payload
 INC_tools     = -Iinclude
 INC_ALL       = $(INC_session) -Ibackends
-LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lcrypto -ljansson
+LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lssl -lcrypto -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
 ifeq ($(SAN),1)
@@ -29,7 +29,7 @@ SONAME  = librmig.so.0
 # The public headers, installed: the migration API, the backend SPI, the uffd
 # and kvm backends' embedding APIs.
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
-LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c \
+LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/tls.c transport/tls_record.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \

@@ -212,6 +212,8 @@ int rmig_links_listen(struct rmig_ctx *ctx);
 /* Announce the chosen link and how it reaches guest memory (derived from
  * ctx->placement and what the link can do). */
 void rmig_link_chosen(struct rmig_ctx *ctx);
+/* Record in the stats who seals the link in use (stats.encrypted, .tls). */
+void rmig_link_note_sealing(struct rmig_ctx *ctx);
 /* The link's view of the guest regions, index for index. */
 void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem);
 
@@ -220,6 +222,8 @@ void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *
  * the data channels' token. Both: 0 or -EACCES with the reason in ctx->err. */
 int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source);
 int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source);
+/* The TLS external pre-shared key, derived from config.psk, in hex. */
+int rmig_auth_tls_psk(const struct rmig_ctx *ctx, char hex[2 * RMIG_MAC_LEN + 1]);
 
 /* Errors after which the other side may still be there and willing: the
  * link broke (reset, timeout, device gone), as opposed to a deliberate

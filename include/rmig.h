@@ -218,7 +218,30 @@ struct rmig_config {
 	 * outcome question, and after STARTED the wait for the final report,
 	 * the same way.) 0: the default, 30000. */
 	unsigned stall_timeout_ms;
+	/* Added after stall_timeout_ms: encryption in transit. TLS 1.3 on the
+	 * control stream and on every data channel, each its own session;
+	 * sealed by the kernel (kTLS) where it can, else in this process.
+	 * Credentials: tls_creds, a directory in QEMU's layout (ca-cert.pem,
+	 * server-cert.pem and server-key.pem for the destination,
+	 * client-cert.pem and client-key.pem for the source; each side checks
+	 * the other's chain to the CA), or else psk, as a TLS external
+	 * pre-shared key (with ECDHE). RMIG_TLS_AUTO: on when there are
+	 * credentials and the peer is not on loopback (a destination takes
+	 * clear only from loopback peers); RMIG_TLS_ON: always (credentials
+	 * required); RMIG_TLS_OFF: never (a trusted fabric; a destination
+	 * then refuses TLS). Over RDMA the pages go through sealed staging
+	 * buffers: RMIG_PIN_ALL is refused with encryption on.
+	 * tls_hostname: the source checks that the destination's certificate
+	 * names this host or address (NULL: config.host). */
+	int tls;
+	const char *tls_creds;
+	const char *tls_hostname;
 };
+
+/* config.tls */
+#define RMIG_TLS_AUTO 0
+#define RMIG_TLS_ON 1
+#define RMIG_TLS_OFF 2
 
 enum rmig_event_type {
 	RMIG_EV_LISTENING, /* destination bound: port */
@@ -300,6 +323,10 @@ struct rmig_stats {
 	uint64_t audit_mismatch_chunks; /* 2 MiB chunks whose memory differed */
 	char audit_chunks[256];		/* the first of them, "region:chunk ..." */
 	uint64_t verify_chunks;		/* chunks digested again during the pause */
+	/* Added after verify_chunks. */
+	int encrypted;	 /* every stream of the link in use was sealed */
+	const char *tls; /* who sealed them: "ktls" (the kernel), "user" (this
+			  * process), "mixed"; "off": in clear */
 };
 
 enum rmig_audit {

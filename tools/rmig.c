@@ -48,6 +48,15 @@ static const char usage_text[] =
     "  --psk-file FILE         pre-shared key (16..1024 bytes, mode 0600): both sides\n"
     "                          prove they hold it before anything is sent\n"
     "  --insecure              without --psk-file, accept non-loopback peers\n"
+    "  --tls                   encrypt every stream with TLS 1.3 (needs --psk-file or\n"
+    "                          --tls-creds); on by default with credentials and a peer\n"
+    "                          not on loopback\n"
+    "  --no-tls                never encrypt (a trusted fabric; both sides must say so)\n"
+    "  --tls-creds DIR         x509 credentials in QEMU's layout: ca-cert.pem, and\n"
+    "                          server-cert.pem + server-key.pem (recv) or\n"
+    "                          client-cert.pem + client-key.pem (send)\n"
+    "  --tls-hostname NAME     send: the name the receiver's certificate must carry\n"
+    "                          (default: the host connected to)\n"
     "  --failover tcp|none     link lost in pre-copy: resume over TCP (default; or\n"
     "                          name another link) or roll back; the receiver waits\n"
     "                          for the resume\n"
@@ -273,6 +282,11 @@ static const struct {
 	{ "config.psk", "--psk-file" },
 	{ "config.psk_len", "--psk-file" },
 	{ "config.insecure", "--insecure" },
+	{ "config.tls", "--tls" },
+	{ "config.tls on", "--tls" },
+	{ "config.tls off", "--no-tls" },
+	{ "config.tls_creds", "--tls-creds" },
+	{ "config.tls_hostname", "--tls-hostname" },
 	{ "config.pin=all", "--pin=all" },
 	{ "config.pin=staging", "--pin=staging" },
 	{ "config.pin=auto", "--pin=auto" },
@@ -688,7 +702,7 @@ static void print_summary(struct tool *t, int rc)
 		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
 		    "\"verified\":%s,\"failovers\":%u,\"cpu_ms\":%.0f,\"postcopy\":%s,"
 		    "\"postcopy_pages\":%llu,\"postcopy_requested\":%llu,\"postcopy_ms\":%llu,"
-		    "\"prealloc_ms\":%llu",
+		    "\"prealloc_ms\":%llu,\"encrypted\":%s,\"tls\":\"%s\"",
 		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
 		    s->transport, s->pin, (unsigned long long)s->total_ms,
 		    (unsigned long long)s->downtime_ms, s->rounds,
@@ -699,7 +713,8 @@ static void print_summary(struct tool *t, int rc)
 		    t->cpu_s * 1000, s->postcopy ? "true" : "false",
 		    (unsigned long long)s->postcopy_pages,
 		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
-		    (unsigned long long)s->prealloc_ms);
+		    (unsigned long long)s->prealloc_ms, s->encrypted ? "true" : "false",
+		    s->tls ? s->tls : "off");
 		if (t->role_send)
 			print_audit_json(s);
 		if (running >= 0)
@@ -723,12 +738,14 @@ static void print_summary(struct tool *t, int rc)
 		fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
 		eprintf(t,
 			"rmig: %s%s%s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
-			"downtime %llu ms%s%s\n",
+			"downtime %llu ms%s%s%s%s\n",
 			rmig_result_name(s->result), strcmp(s->transport, "none") ? " over " : "",
 			strcmp(s->transport, "none") ? s->transport : "", s->rounds, bytes,
 			(unsigned long long)s->pages_sent, (unsigned long long)s->zero_pages,
 			(unsigned long long)s->total_ms, (unsigned long long)s->downtime_ms,
-			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "");
+			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "",
+			s->encrypted ? ", encrypted by " : "",
+			s->encrypted ? (!strcmp(s->tls, "ktls") ? "kernel TLS" : "TLS") : "");
 		if (s->postcopy)
 			eprintf(t,
 				"rmig: post-copy: %llu pages came after the guest started (%llu "
@@ -764,6 +781,10 @@ enum {
 	OPT_COMMIT_TMO,
 	OPT_PSK,
 	OPT_INSECURE,
+	OPT_TLS,
+	OPT_NO_TLS,
+	OPT_TLS_CREDS,
+	OPT_TLS_HOSTNAME,
 	OPT_KEEP,
 	OPT_RESUME_SOURCE,
 	OPT_PIN,
@@ -799,6 +820,10 @@ static const struct option long_opts[] = {
 	{ "commit-timeout-ms", required_argument, NULL, OPT_COMMIT_TMO },
 	{ "psk-file", required_argument, NULL, OPT_PSK },
 	{ "insecure", no_argument, NULL, OPT_INSECURE },
+	{ "tls", no_argument, NULL, OPT_TLS },
+	{ "no-tls", no_argument, NULL, OPT_NO_TLS },
+	{ "tls-creds", required_argument, NULL, OPT_TLS_CREDS },
+	{ "tls-hostname", required_argument, NULL, OPT_TLS_HOSTNAME },
 	{ "keep-listening", no_argument, NULL, OPT_KEEP },
 	{ "resume-source", no_argument, NULL, OPT_RESUME_SOURCE },
 	{ "pin", required_argument, NULL, OPT_PIN },
@@ -1030,6 +1055,10 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			break;
 		case OPT_PSK: c->psk_file = optarg; break;
 		case OPT_INSECURE: cfg->insecure = 1; break;
+		case OPT_TLS: cfg->tls = RMIG_TLS_ON; break;
+		case OPT_NO_TLS: cfg->tls = RMIG_TLS_OFF; break;
+		case OPT_TLS_CREDS: cfg->tls_creds = optarg; break;
+		case OPT_TLS_HOSTNAME: cfg->tls_hostname = optarg; break;
 		case OPT_KEEP: c->keep_listening = 1; break;
 		case OPT_RESUME_SOURCE: c->resume_source = 1; break;
 		case OPT_POSTCOPY: cfg->postcopy = 1; break;

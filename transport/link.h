@@ -125,6 +125,12 @@ struct rmig_link_ops {
 	 * must only set the flag that waits look at (rmig_link_uninterrupt
 	 * takes it back): the control stream stays whole. */
 	void (*interrupt)(struct rmig_link *l, unsigned flags);
+
+	/* Optional, for a link that wraps this one (tls hands its keys to the
+	 * kernel): the socket under the control stream (chan < 0) or under data
+	 * channel chan, or a negative errno (-ENOTSUP: not a socket stream). The
+	 * link keeps the descriptor. */
+	int (*stream_fd)(struct rmig_link *l, int chan);
 };
 
 struct rmig_link {
@@ -135,6 +141,12 @@ struct rmig_link {
 	struct rmig_link_ops *own_ops; /* a wrapping link: ops, built by rmig_link_wrap */
 	char peer[64];		       /* "address:port" of the peer, for messages */
 	int peer_loopback;	       /* the peer's address is a loopback one (127/8, ::1) */
+	/* Set by an encrypting link once its handshake proved who the peer is
+	 * (a certificate chain to our CA, or our pre-shared key). */
+	int peer_verified;
+	/* Who seals this link's streams: NULL in clear, "ktls" (the kernel),
+	 * "user" (this process), "mixed" (some of each). */
+	const char *sealing;
 	char err[256];
 };
 
@@ -143,6 +155,12 @@ struct rmig_link {
  * The table must stay valid (static). */
 int rmig_link_register(const struct rmig_link_ops *ops);
 const struct rmig_link_ops *rmig_link_find(const char *name);
+/* A link kind that wraps whichever link it is given ("tls"), for
+ * rmig_link_wrap; NULL if none is built in under that name. */
+const struct rmig_link_ops *rmig_link_find_wrapper(const char *name);
+/* The kind the configuration named for l: its own, or under a wrapper the
+ * engine added ("tcp" under "tls"). */
+const char *rmig_link_kind_name(const struct rmig_link *l);
 /* The registered kinds in registry order (i = 0, 1, ... until NULL). */
 const struct rmig_link_ops *rmig_link_kind(unsigned i);
 /* A new link of kind name, without options: 0, -ENOENT (no such kind),

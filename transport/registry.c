@@ -16,6 +16,11 @@
 
 extern const struct rmig_link_ops rmig_tcp_link_ops;
 extern const struct rmig_link_ops rmig_rdma_link_ops;
+extern const struct rmig_link_ops rmig_tls_link_ops;
+
+/* Wrappers the engine puts around any link when the configuration asks
+ * (not kinds of their own: transport and auto never name them). */
+static const struct rmig_link_ops *const wrappers[] = { &rmig_tls_link_ops };
 
 #define MAX_LINK_KINDS 8
 
@@ -96,15 +101,47 @@ static int open_depth(const char *name, struct rmig_link **out, int depth)
 	return 0;
 }
 
+const struct rmig_link_ops *rmig_link_find_wrapper(const char *name)
+{
+	for (size_t i = 0; i < sizeof(wrappers) / sizeof(wrappers[0]); i++)
+		if (!strcmp(wrappers[i]->name, name))
+			return wrappers[i];
+	return NULL;
+}
+
 int rmig_link_open(const char *name, struct rmig_link **out)
 {
 	return open_depth(name, out, 0);
 }
 
+static const struct rmig_link_ops *wrapper_of(const struct rmig_link *l);
+
+/* A new link built as l is: l's kind, or the same wrapper around a new
+ * link like l->lower (a wrapper need not be registered). */
+static int open_like(const struct rmig_link *l, struct rmig_link **out)
+{
+	struct rmig_link *lower;
+	int rc;
+
+	if (!l->lower)
+		return rmig_link_open(l->ops->name, out);
+	rc = open_like(l->lower, &lower);
+	return rc ? rc : rmig_link_wrap(lower, wrapper_of(l), out);
+}
+
+const char *rmig_link_kind_name(const struct rmig_link *l)
+{
+	/* A wrapper the engine added (tls) is not a kind the configuration
+	 * named: the link under it is. */
+	while (l->lower && !rmig_link_find(l->ops->name))
+		l = l->lower;
+	return l->ops->name;
+}
+
 int rmig_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_link **out)
 {
 	struct rmig_link *conn;
-	int rc = rmig_link_open(l->ops->name, &conn);
+	int rc = open_like(l, &conn);
 
 	if (rc) {
 		rmig_link_err(l, "cannot make a link for a new connection: %s", strerror(-rc));
@@ -243,6 +280,11 @@ static int pass_chan_flush(struct rmig_link *l, unsigned chan, int timeout_ms)
 	return up(l, l->lower->ops->chan_flush(l->lower, chan, timeout_ms));
 }
 
+static int pass_stream_fd(struct rmig_link *l, int chan)
+{
+	return l->lower->ops->stream_fd(l->lower, chan);
+}
+
 static void pass_close_session(struct rmig_link *l)
 {
 	l->lower->ops->close_session(l->lower);
@@ -265,10 +307,17 @@ static void pass_interrupt(struct rmig_link *l, unsigned flags)
  * close_session and interrupt, which run before the lower link's. */
 struct wrap_table {
 	struct rmig_link_ops ops; /* first: l->own_ops points here */
+	const struct rmig_link_ops *over;
 	void (*over_destroy)(struct rmig_link *l);
 	void (*over_close_session)(struct rmig_link *l);
 	void (*over_interrupt)(struct rmig_link *l, unsigned flags);
 };
+
+/* The table l was wrapped with (rmig_link_wrap's over). */
+static const struct rmig_link_ops *wrapper_of(const struct rmig_link *l)
+{
+	return ((const struct wrap_table *)l->own_ops)->over;
+}
 
 static void wrap_destroy(struct rmig_link *l)
 {
@@ -299,6 +348,9 @@ static void wrap_interrupt(struct rmig_link *l, unsigned flags)
 }
 
 #define PICK(op) (over->op ? over->op : lo->op ? pass_##op : NULL)
+/* Placement is the lower link's to offer: a wrapper may refuse or change
+ * it, never add it to a link that has none (the engine tests for it). */
+#define PICK_LOWER(op) (!lo->op ? NULL : over->op ? over->op : pass_##op)
 
 int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		   struct rmig_link **out)
@@ -331,15 +383,17 @@ int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		.ctrl_recv = PICK(ctrl_recv),
 		.chan_send = PICK(chan_send),
 		.chan_recv = PICK(chan_recv),
-		.mem_expose = PICK(mem_expose),
-		.mem_import = PICK(mem_import),
-		.mem_release = PICK(mem_release),
-		.chan_write = PICK(chan_write),
-		.chan_flush = PICK(chan_flush),
+		.mem_expose = PICK_LOWER(mem_expose),
+		.mem_import = PICK_LOWER(mem_import),
+		.mem_release = PICK_LOWER(mem_release),
+		.chan_write = PICK_LOWER(chan_write),
+		.chan_flush = PICK_LOWER(chan_flush),
 		.close_session = wrap_close_session,
 		.describe = over->describe,
 		.interrupt = wrap_interrupt,
+		.stream_fd = PICK(stream_fd),
 	};
+	t->over = over;
 	t->over_destroy = over->destroy;
 	t->over_close_session = over->close_session;
 	t->over_interrupt = over->interrupt;

@@ -450,6 +450,15 @@ static void tcp_interrupt(struct rmig_link *l, unsigned flags)
 		shutdown(t->ctrl_fd, SHUT_RDWR);
 }
 
+static int tcp_stream_fd(struct rmig_link *l, int chan)
+{
+	struct tcp_link *t = tcp(l);
+
+	if (chan < 0)
+		return t->ctrl_fd >= 0 ? t->ctrl_fd : -ENOTCONN;
+	return chan < RMIG_LINK_MAX_CHANNELS && t->chan_fd[chan] >= 0 ? t->chan_fd[chan] : -ENOTCONN;
+}
+
 /* No set_option: the tcp link takes no options, and the registry refuses
  * any given to it. */
 const struct rmig_link_ops rmig_tcp_link_ops = {
@@ -469,4 +478,5 @@ const struct rmig_link_ops rmig_tcp_link_ops = {
 	.chan_recv = tcp_chan_recv,
 	.close_session = tcp_close_session,
 	.interrupt = tcp_interrupt,
+	.stream_fd = tcp_stream_fd,
 };

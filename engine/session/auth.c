@@ -10,7 +10,12 @@
  * derived from the key and both nonces, which a third party cannot forge.
  *
  * Without a PSK, only loopback peers are accepted unless the operator says
- * --insecure: a guest's memory is not to be handed to whoever connects.
+ * --insecure, or TLS proved the peer's certificate: a guest's memory is not
+ * to be handed to whoever connects.
+ *
+ * With encryption, the TLS pre-shared key is derived from config.psk
+ * (rmig_auth_tls_psk), never the key itself, and this exchange still runs,
+ * inside TLS.
  */
 #include <errno.h>
 #include <openssl/crypto.h>
@@ -38,6 +43,22 @@ static int mac(const struct rmig_ctx *ctx, const char *label, const uint8_t *src
 	return 0;
 }
 
+int rmig_auth_tls_psk(const struct rmig_ctx *ctx, char hex[2 * RMIG_MAC_LEN + 1])
+{
+	static const char label[] = "rmig-tls-psk-1";
+	uint8_t key[RMIG_MAC_LEN];
+	unsigned outlen = 0;
+
+	if (!HMAC(EVP_sha256(), ctx->cfg.psk, (int)ctx->cfg.psk_len, (const uint8_t *)label,
+		  sizeof(label) - 1, key, &outlen) ||
+	    outlen != RMIG_MAC_LEN)
+		return -EIO;
+	for (unsigned i = 0; i < RMIG_MAC_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", key[i]);
+	OPENSSL_cleanse(key, sizeof(key));
+	return 0;
+}
+
 int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source)
 {
 	const char *peer = ctx->link->peer;
@@ -52,7 +73,8 @@ int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source)
 				"authentication failed: %s uses a pre-shared key, this %s has "
 				"none (give both sides the same config.psk)",
 				peer, we_are_source ? "sender" : "receiver");
-	if (!ctx->cfg.psk && !ctx->link->peer_loopback && !ctx->cfg.insecure)
+	if (!ctx->cfg.psk && !ctx->link->peer_loopback && !ctx->cfg.insecure &&
+	    !ctx->link->peer_verified)
 		return rmig_err(ctx, -EACCES,
 				"refusing unauthenticated peer %s: it is not on loopback; give "
 				"both sides the same config.psk (or config.insecure on a trusted "

@@ -60,6 +60,22 @@ static int create_failed(const struct rmig_config *cfg, int rc, const char *msg)
 	return rc;
 }
 
+static const char *tls_problem(const struct rmig_config *cfg)
+{
+	int creds = cfg->psk || (cfg->tls_creds && *cfg->tls_creds);
+
+	if (cfg->tls < RMIG_TLS_AUTO || cfg->tls > RMIG_TLS_OFF)
+		return "config.tls: not 0 (auto), 1 (on) or 2 (off)";
+	if (cfg->tls == RMIG_TLS_ON && !creds)
+		return "config.tls: encryption needs credentials (config.psk or config.tls_creds)";
+	if (cfg->tls != RMIG_TLS_OFF && creds && cfg->pin == RMIG_PIN_ALL &&
+	    (cfg->tls == RMIG_TLS_ON || !rmig_link_host_is_loopback(cfg->host)))
+		return "config.pin=all places pages by RDMA WRITE, which no TLS record can "
+		       "seal: with encryption use config.pin=staging (sealed staging "
+		       "buffers), or config.tls off on a trusted fabric";
+	return NULL;
+}
+
 /* The first thing wrong with a configuration, by field name. */
 static const char *config_problem(const struct rmig_config *cfg)
 {
@@ -77,7 +93,7 @@ static const char *config_problem(const struct rmig_config *cfg)
 		return "config.verify: not 0 (off), 1 (on) or 2 (full)";
 	if (cfg->psk && (cfg->psk_len < RMIG_MIN_PSK || cfg->psk_len > RMIG_MAX_PSK))
 		return "config.psk_len: not in 16..1024";
-	return NULL;
+	return tls_problem(cfg);
 }
 
 int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
@@ -115,6 +131,7 @@ int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rm
 	ctx->prog.phase = "idle";
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
+	ctx->stats.tls = "off";
 	ctx->stats.result = RMIG_RESULT_FAILED;
 	*out = ctx;
 	return 0;

@@ -319,7 +319,7 @@ static int resumable(struct dst_run *d)
 static int await_resume(struct dst_run *d, int rc)
 {
 	struct rmig_ctx *ctx = d->ctx;
-	const char *from = ctx->link->ops->name;
+	const char *from = rmig_link_kind_name(ctx->link);
 	struct rmig_wire_hello hello;
 	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
@@ -370,7 +370,7 @@ static int await_resume(struct dst_run *d, int rc)
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
 					  .from = from,
-					  .transport = ctx->link->ops->name,
+					  .transport = rmig_link_kind_name(ctx->link),
 					  .detail = why };
 
 		rmig_emit(ctx, &fev);
@@ -490,6 +490,7 @@ static void reset_session(struct rmig_ctx *ctx)
 	memset(&ctx->stats, 0, sizeof(ctx->stats));
 	ctx->stats.transport = "none";
 	ctx->stats.pin = "none";
+	ctx->stats.tls = "off";
 	ctx->stats.result = RMIG_RESULT_FAILED;
 	ctx->err[0] = 0;
 	ctx->link_detail[0] = 0;
@@ -869,8 +870,10 @@ static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 	rmig_rx_destroy(d.rx);
 	RMIG_PAYLOADS_TELL(&d.ps, load_cleanup);
 	/* Drop the connections; the listener forgets the migration. */
-	if (connected)
+	if (connected) {
+		rmig_link_note_sealing(ctx);
 		ctx->link->ops->close_session(ctx->link);
+	}
 	if (d.lst)
 		rmig_listener_leave(d.lst, d.slot);
 	if (ctx->stats.total_ms == 0 && ctx->t_start_ms)

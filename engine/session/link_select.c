@@ -15,12 +15,21 @@
 
 #define PROBE_MS 3000 /* how long a link that is not the last gets to reach the peer */
 
+void rmig_link_note_sealing(struct rmig_ctx *ctx)
+{
+	const char *by = ctx->link ? ctx->link->sealing : NULL;
+
+	ctx->stats.encrypted = by != NULL;
+	ctx->stats.tls = by ? by : "off";
+}
+
 void rmig_link_chosen(struct rmig_ctx *ctx)
 {
 	struct rmig_event ev = { .type = RMIG_EV_TRANSPORT };
 	const char *pin = ctx->placement ? "all" : ctx->link->ops->mem_expose ? "staging" : "none";
 
-	ctx->stats.transport = ctx->link->ops->name;
+	rmig_link_note_sealing(ctx);
+	ctx->stats.transport = rmig_link_kind_name(ctx->link);
 	ctx->stats.pin = pin;
 	ev.transport = ctx->stats.transport;
 	ev.pin = pin;

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "engine.h"
 
 #define NAME_MAX_LEN 32
@@ -76,14 +78,16 @@ static const struct rmig_link_ops *last_resort(void)
 	return best;
 }
 
-/* Give link l every option of the configuration scoped to its name. */
+/* Give link l every option of the configuration scoped to its name (and
+ * the legacy fields, to a link that is not a wrapper). */
 static int apply_options(struct rmig_ctx *ctx, struct rmig_link *l)
 {
 	const char *name = l->ops->name, *p = ctx->cfg.link_options;
 	char value[OPT_MAX_LEN];
 	int rc;
 
-	for (size_t i = 0; i < sizeof(legacy_options) / sizeof(legacy_options[0]); i++) {
+	for (size_t i = 0; !l->lower && i < sizeof(legacy_options) / sizeof(legacy_options[0]);
+	     i++) {
 		legacy_value(&ctx->cfg, i, value, sizeof(value));
 		if (!value[0])
 			continue;
@@ -117,6 +121,55 @@ static int apply_options(struct rmig_ctx *ctx, struct rmig_link *l)
 	return 0;
 }
 
+/* Encryption wanted: on, or auto with credentials (and then only towards
+ * peers not on loopback: the wrapper decides per peer). */
+static int wants_tls(const struct rmig_config *cfg)
+{
+	return cfg->tls == RMIG_TLS_ON ||
+	       (cfg->tls == RMIG_TLS_AUTO && (cfg->psk || (cfg->tls_creds && *cfg->tls_creds)));
+}
+
+static int set_tls(struct rmig_ctx *ctx, struct rmig_link *l, const char *key, const char *value)
+{
+	int rc = rmig_link_set_option(l, key, value);
+
+	return rc ? rmig_err(ctx, rc, "%s", l->err) : 0;
+}
+
+/* Wrap *l in the tls link, configured from ctx->cfg. */
+static int wrap_tls(struct rmig_ctx *ctx, struct rmig_link **l)
+{
+	const struct rmig_link_ops *over = rmig_link_find_wrapper("tls");
+	const struct rmig_config *cfg = &ctx->cfg;
+	char psk[2 * RMIG_MAC_LEN + 1];
+	int rc;
+
+	if (!over) {
+		rmig_link_destroy(*l);
+		return rmig_err(ctx, -ENOENT, "config.tls: encryption is not built in");
+	}
+	rc = rmig_link_wrap(*l, over, l);
+	if (rc)
+		return rmig_err(ctx, rc, "cannot make the tls link: %s", strerror(-rc));
+	rc = set_tls(ctx, *l, "clear", cfg->tls == RMIG_TLS_ON ? "never" : "loopback");
+	if (!rc && cfg->tls_creds && *cfg->tls_creds)
+		rc = set_tls(ctx, *l, "creds", cfg->tls_creds);
+	if (!rc && cfg->tls_hostname && *cfg->tls_hostname)
+		rc = set_tls(ctx, *l, "hostname", cfg->tls_hostname);
+	if (!rc && cfg->psk) {
+		rc = rmig_auth_tls_psk(ctx, psk) ? rmig_err(ctx, -EIO, "HMAC-SHA256 failed")
+						 : set_tls(ctx, *l, "psk", psk);
+		OPENSSL_cleanse(psk, sizeof(psk));
+	}
+	if (!rc)
+		rc = apply_options(ctx, *l);
+	if (rc) {
+		rmig_link_destroy(*l);
+		*l = NULL;
+	}
+	return rc;
+}
+
 static int add_link(struct rmig_ctx *ctx, const char *name, struct rmig_link **out)
 {
 	struct rmig_links *ls = &ctx->linkset;
@@ -135,6 +188,11 @@ static int add_link(struct rmig_ctx *ctx, const char *name, struct rmig_link **o
 	if (rc) {
 		rmig_link_destroy(l);
 		return rc;
+	}
+	if (wants_tls(&ctx->cfg)) {
+		rc = wrap_tls(ctx, &l);
+		if (rc)
+			return rc;
 	}
 	ls->at[ls->n++] = l;
 	if (out)
@@ -166,7 +224,7 @@ static int check_fallback(struct rmig_ctx *ctx)
 	if (!name)
 		return 0;
 	for (unsigned i = 0; i < ctx->linkset.n; i++)
-		if (!strcmp(ctx->linkset.at[i]->ops->name, name))
+		if (!strcmp(rmig_link_kind_name(ctx->linkset.at[i]), name))
 			return 0;
 	rc = rmig_link_open(name, &l);
 	if (rc == -ENOENT)
@@ -217,7 +275,7 @@ int rmig_links_create(struct rmig_ctx *ctx)
 			memcpy(name, p, len);
 			name[len] = 0;
 			for (unsigned i = 0; i < ctx->linkset.n; i++)
-				if (!strcmp(ctx->linkset.at[i]->ops->name, name))
+				if (!strcmp(rmig_link_kind_name(ctx->linkset.at[i]), name))
 					return rmig_err(ctx, -EINVAL,
 							"config.transport: '%s' names %s twice",
 							ctx->cfg.transport, name);
@@ -251,7 +309,7 @@ struct rmig_link *rmig_links_fallback(struct rmig_ctx *ctx)
 	if (!name)
 		return NULL;
 	for (unsigned i = 0; i < ctx->linkset.n; i++)
-		if (!strcmp(ctx->linkset.at[i]->ops->name, name))
+		if (!strcmp(rmig_link_kind_name(ctx->linkset.at[i]), name))
 			return ctx->linkset.at[i];
 	memcpy(keep, ctx->err, sizeof(keep));
 	if (add_link(ctx, name, &l))

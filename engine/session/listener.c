@@ -45,6 +45,7 @@
 #define EVICT_AGE_MS 1000      /* an unproven connection this old may be cut for a new one */
 #define MAX_SLOTS 64	       /* migrations known at once */
 #define PREAUTH_MAX_BYTES 4096 /* largest frame before authentication */
+#define TLS_HANDSHAKE_RECORD 22 /* what a TLS client sends first */
 #define NEW_GRACE_MS 1000      /* a new migration waits this long for a context */
 #define CHANNEL_WAIT_MS 1000   /* a channel waits this long for its migration */
 #define SLICE_MS 100
@@ -271,6 +272,12 @@ static int read_first_frame(struct rmig_link *conn, struct rmig_msg *m, int time
 	if (rc) {
 		snprintf(why, len, "%s", conn->err);
 		return rc;
+	}
+	if (buf[0] == TLS_HANDSHAKE_RECORD && buf[1] == 3) {
+		snprintf(why, len,
+			 "sent a TLS ClientHello, but this receiver does not use TLS (it runs "
+			 "with config.tls off, or has no credentials)");
+		return -EPROTO;
 	}
 	rc = rmig_frame_hdr_decode(buf, &fh, why, len);
 	if (rc)
@@ -551,6 +558,10 @@ static void *opening_main(void *arg)
 
 	if (m)
 		rc = read_first_frame(p->conn, m, tmo, why, sizeof(why));
+	/* A peer that opened wrongly hears why (a TLS client that reached a
+	 * receiver in clear, a sender in clear that reached one requiring TLS). */
+	if (rc && rc != -ETIMEDOUT && rc != -ECANCELED && rc != -ENOMEM && !p->cut[0])
+		tell_refused(p->conn, why);
 	if (!rc && m->type == RMIG_MSG_CHANNEL) {
 		pthread_mutex_lock(&lst->lock);
 		rc = attach_channel(lst, p, &m->u.channel, why, sizeof(why));

@@ -369,7 +369,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
 	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
-	emit_failover_warning(ctx, why, to->ops->name);
+	emit_failover_warning(ctx, why, rmig_link_kind_name(to));
 	ctx->link = to;
 	rc = reconnect(ctx, to, next_round);
 	if (rc || atomic_load(&ctx->cancelled)) {
@@ -377,14 +377,14 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 
 		memcpy(failed, ctx->err, sizeof(failed));
 		return rmig_err(ctx, rc ? rc : -ECANCELED, "%s; failover to %s failed: %s", why,
-				to->ops->name, atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+				rmig_link_kind_name(to), atomic_load(&ctx->cancelled) ? "cancelled" : failed);
 	}
 	rmig_tx_restart(s->tx);
 	ctx->stats.failovers++;
 	{
 		struct rmig_event ev = { .type = RMIG_EV_FAILOVER,
-					 .from = from->ops->name,
-					 .transport = to->ops->name,
+					 .from = rmig_link_kind_name(from),
+					 .transport = rmig_link_kind_name(to),
 					 .detail = why };
 
 		rmig_emit(ctx, &ev);
@@ -1144,6 +1144,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	if (!rc)
 		audit(s);
 	rmig_tx_destroy(s->tx);
+	rmig_link_note_sealing(ctx);
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
 	RMIG_PAYLOADS_TELL(&s->ps, save_cleanup);
