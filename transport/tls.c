@@ -701,6 +701,20 @@ static int sealed_send(struct rmig_link *l, int chan, const struct iovec *iov, i
 	return 0;
 }
 
+/* A TLS 1.3 client has finished its handshake before the receiver checked
+ * its certificate: a refusal arrives as the first record after it. */
+static int alert_error(struct rmig_link *l, const uint8_t *alert, size_t len)
+{
+	int desc = len >= 2 ? alert[1] : -1;
+	const char *what = desc >= 0 ? SSL_alert_desc_string_long(desc) : "unreadable";
+	int about_cert = desc == 42 || desc == 43 || desc == 44 || desc == 45 || desc == 46 ||
+			 desc == 48 || desc == 116;
+
+	if (about_cert)
+		return tls_err(l, -EACCES, "TLS: %s refused our certificate (%s)", l->peer, what);
+	return tls_err(l, -EPROTO, "TLS: %s ended the session (alert: %s)", l->peer, what);
+}
+
 static int open_error(struct rmig_link *l, int rc, int type)
 {
 	if (rc == -EBADMSG)
@@ -734,6 +748,10 @@ static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, int 
 	plain = rmig_tls_open(&s->rx, s->rec, s->rec + RMIG_TLS_HDR_LEN, (size_t)body, &type);
 	if (plain < 0)
 		return open_error(l, plain, type);
+	if (type == 21)
+		return alert_error(l, s->rec + RMIG_TLS_HDR_LEN, (size_t)plain);
+	if (type != 23)
+		return open_error(l, -EPROTO, type);
 	s->plain_off = RMIG_TLS_HDR_LEN;
 	s->plain_len = (size_t)plain;
 	return 0;

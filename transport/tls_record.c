@@ -229,5 +229,5 @@ int rmig_tls_open(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN], u
 	if (n == 0)
 		return -EBADMSG;
 	*type = body[--n];
-	return *type == CT_APPLICATION_DATA ? (int)n : -EPROTO;
+	return (int)n;
 }

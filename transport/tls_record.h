@@ -58,9 +58,10 @@ size_t rmig_tls_seal(struct rmig_tls_dir *d, const struct iovec *iov, int n, siz
  * application_data record of TLS 1.3, or too long). */
 int rmig_tls_body_len(const uint8_t hdr[RMIG_TLS_HDR_LEN]);
 /* Open the record hdr + body (body_len bytes, opened in place). Returns the
- * plaintext length (at body's start), -EBADMSG (the tag does not match: it
- * was corrupted or forged), -EPROTO (not application data: *type set, 21 is
- * an alert), -ENOSPC (key exhausted). */
+ * plaintext length (at body's start) and its content type in *type (23:
+ * application data; 21: an alert, level and description), -EBADMSG (the tag
+ * does not match: it was corrupted or forged, or it has no content type),
+ * -ENOSPC (key exhausted). */
 int rmig_tls_open(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN], uint8_t *body,
 		  size_t body_len, int *type);
 

@@ -85,7 +85,7 @@ int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms)
 			return rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 		if (!last)
 			snprintf(ctx->link_detail, sizeof(ctx->link_detail), "%s unavailable: %s",
-				 l->ops->name, l->err);
+				 rmig_link_kind_name(l), l->err);
 	}
 	return rmig_err(ctx, rc, "%s", ctx->link->err);
 }
@@ -111,7 +111,7 @@ int rmig_links_listen(struct rmig_ctx *ctx)
 			if (used < sizeof(why) && rmig_links_count(ctx) > 1)
 				used += (size_t)snprintf(why + used, sizeof(why) - used,
 							 "%s%s unavailable: %s", used ? "; " : "",
-							 l->ops->name, l->err);
+							 rmig_link_kind_name(l), l->err);
 			else if (used < sizeof(why))
 				used +=
 				    (size_t)snprintf(why + used, sizeof(why) - used, "%s", l->err);

@@ -35,6 +35,14 @@
  * Every fault applied is logged on stderr ("faultproxy: corrupted ...");
  * FAULTPROXY_TRACE=1 in the environment also logs every control frame.
  *
+ * --raw: the streams are not rmig's frames (TLS): nothing is parsed; the
+ * first connection counts as the control stream, later ones as data
+ * streams, and SIGUSR2 flips one byte in the middle of the next chunk read
+ * from a data stream's client once it has forwarded 64 KiB (past any
+ * handshake): "faultproxy: corrupted a byte of data stream N".
+ * --record FILE: append every byte forwarded, both directions, to FILE
+ * (what an eavesdropper on the wire would have).
+ *
  * Single-threaded, poll()-based; signals are only delivered inside ppoll().
  */
 #ifndef _GNU_SOURCE
@@ -107,6 +115,9 @@ static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
 static int cut_now;
+static int raw;		  /* --raw */
+static FILE *record_file; /* --record */
+static unsigned raw_conns;
 
 static void on_signal(int sig)
 {
@@ -123,7 +134,8 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES]\n");
+			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES] [--raw] "
+			"[--record FILE]\n");
 	exit(2);
 }
 
@@ -231,6 +243,16 @@ static void inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 	}
 }
 
+/* --raw: no frames to follow; a data stream may get one byte flipped. */
+static void inspect_raw(struct conn *c, uint8_t *p, size_t n)
+{
+	if (c->kind == K_DATA && arm_data && c->forwarded >= 65536 && n > 0) {
+		p[n / 2] ^= 0x01;
+		arm_data--;
+		fprintf(stderr, "faultproxy: corrupted a byte of data stream %u\n", c->id);
+	}
+}
+
 /* Read what `from` has into d (empty), 0 or -1 on a hard error. */
 static int pump_read(struct conn *c, int from, struct pipe_dir *d, int c2t)
 {
@@ -239,8 +261,12 @@ static int pump_read(struct conn *c, int from, struct pipe_dir *d, int c2t)
 	if (r > 0) {
 		d->len = (size_t)r;
 		d->off = 0;
-		if (c2t)
+		if (c2t && raw)
+			inspect_raw(c, (uint8_t *)d->buf, d->len);
+		else if (c2t)
 			inspect_c2t(c, (uint8_t *)d->buf, d->len);
+		if (record_file)
+			fwrite(d->buf, 1, d->len, record_file);
 		return 0;
 	}
 	if (r == 0) {
@@ -332,6 +358,8 @@ static void accept_one(int lfd, const struct sockaddr_storage *ta, socklen_t tl)
 	c->id = next_id++;
 	c->cfd = cfd;
 	c->tfd = tfd;
+	if (raw)
+		c->kind = raw_conns++ ? K_DATA : K_CTRL;
 	fprintf(stderr, "faultproxy: connection %u accepted\n", c->id);
 }
 
@@ -371,7 +399,15 @@ int main(int argc, char **argv)
 			data_frames_per_signal = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--cut-after") && i + 1 < argc)
 			cut_after = strtoull(argv[++i], NULL, 10);
-		else
+		else if (!strcmp(argv[i], "--raw"))
+			raw = 1;
+		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {
+			record_file = fopen(argv[++i], "ab");
+			if (!record_file) {
+				fprintf(stderr, "faultproxy: %s: %s\n", argv[i], strerror(errno));
+				return 2;
+			}
+		} else
 			usage();
 	}
 	lport = (unsigned)strtoul(argv[1], NULL, 10);
@@ -526,5 +562,7 @@ int main(int argc, char **argv)
 	fprintf(stderr,
 		"faultproxy: forwarded %llu bytes on data streams, %llu on control streams\n",
 		(unsigned long long)forwarded[K_DATA], (unsigned long long)forwarded[K_CTRL]);
+	if (record_file)
+		fclose(record_file);
 	return 0;
 }
