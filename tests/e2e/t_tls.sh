@@ -111,6 +111,31 @@ done
 expect_eq "plaintext samples in the TLS recording" "$found" 0
 [ "$(stat -c %s "$T/sealed.wire")" -gt $((16 << 20)) ] || fail "the TLS recording is too small"
 
+# The link cut mid pre-copy: the sender fails over (a new TCP link, new
+# handshakes) and finishes, sealed on both links; nothing in clear on the
+# wire before or after.
+start_recv cut-recv --backend sim --accept-timeout-ms 10000 --tls --psk-file "$T/key"
+rm -f "$T/proxy.port"
+"$PROXY" 0 "127.0.0.1:$PORT" --raw --cut-after $((12 << 20)) --record "$T/cut.wire" \
+	--ready-file "$T/proxy.port" 2>"$T/cut-proxy.err" &
+PROXY_PID=$!
+PIDS="$PIDS $PROXY_PID"
+for _ in $(seq 100); do [ -s "$T/proxy.port" ] && break; sleep 0.05; done
+SRC=0
+timeout 60 "$RMIG" send --json --backend $IDLE --channels 2 --tls --psk-file "$T/key" \
+	"127.0.0.1:$(cat "$T/proxy.port")" >"$T/cut-send.out" 2>"$T/cut-send.err" || SRC=$?
+wait_pid "$RECV_PID" 20
+kill -TERM $PROXY_PID
+wait_pid $PROXY_PID 10
+grep -q "cut after" "$T/cut-proxy.err" || fail "failover: the relay did not cut"
+expect_eq "failover: send exit" "$SRC" 0
+expect_eq "failover: failovers" "$(summary "$T/cut-send.out" failovers)" 1
+expect_encrypted "failover source" "$T/cut-send.out"
+expect_encrypted "failover destination" "$T/cut-recv.out"
+for p in "${pats[@]}"; do
+	LC_ALL=C grep -qaP "$p" "$T/cut.wire" && fail "failover: plaintext sample $p on the wire"
+done
+
 # 4. Refusals, against receivers kept listening: each bad sender exits 1 with
 # one line naming the problem, the receiver logs it and serves the next.
 # bad NAME WANT OPTS...: a sender that must be refused with WANT.
@@ -274,4 +299,4 @@ expect_eq "--no-tls on both sides: send exit" "$SRC" 0
 expect_eq "--no-tls on both sides: encrypted" "$(summary "$T/notls.out" encrypted)" false
 expect_eq "--no-tls on both sides: tls" "$(summary "$T/notls.out" tls)" off
 
-pass "psk and x509 migrations sealed ($KERNEL_TLS), no plaintext on the wire (${#pats[@]} samples), 9 refusals, corrupted record rolled back, auto on off loopback"
+pass "psk and x509 migrations sealed ($KERNEL_TLS), no plaintext on the wire (${#pats[@]} samples, also across a failover), 9 refusals, corrupted record rolled back, auto on off loopback"
