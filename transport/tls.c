@@ -552,8 +552,33 @@ static int expect_name(struct rmig_link *l, SSL *ssl)
 }
 
 /* Keys for both directions; the kernel takes them if it can. */
+static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, int tmo);
+
+/* A TLS 1.3 client's handshake ends before the receiver has checked its
+ * certificate: the receiver's first record says whether it did (empty:
+ * yes; an alert: why not), so that a refusal is never mistaken for a lost
+ * connection. Sent and read here, before the kernel takes the keys. */
+static int confirm(struct rmig_link *l, struct tls_stream *s, int chan, int server, int tmo)
+{
+	uint8_t rec[RMIG_TLS_HDR_LEN + 1 + RMIG_TLS_TAG_LEN];
+	struct iovec v = { rec, 0 };
+	size_t pos = 0;
+	int rc;
+
+	if (server) {
+		v.iov_len = rmig_tls_seal(&s->tx, NULL, 0, &pos, 0, rec);
+		return v.iov_len ? lower_send(l, chan, &v, 1, tmo)
+				 : tls_err(l, -EIO, "TLS: cannot seal a record");
+	}
+	rc = next_record(l, chan, s, tmo);
+	if (!rc && s->plain_len)
+		rc = tls_err(l, -EPROTO, "TLS: %s sent data before confirming the handshake",
+			     l->peer);
+	return rc;
+}
+
 static int key_stream(struct rmig_link *l, struct tls_stream *s, int chan,
-		      const struct hs_secrets *sec, int server)
+		      const struct hs_secrets *sec, int server, int tmo)
 {
 	const uint8_t *tx = server ? sec->server : sec->client;
 	const uint8_t *rx = server ? sec->client : sec->server;
@@ -563,17 +588,24 @@ static int key_stream(struct rmig_link *l, struct tls_stream *s, int chan,
 	char why[160];
 	int fd = -1;
 
+	int rc;
+
 	if (rmig_tls_dir_init(&s->tx, tx, txl, 1) || rmig_tls_dir_init(&s->rx, rx, rxl, 0))
 		return tls_err(l, -EIO, "TLS: no traffic keys after the handshake with %s",
 			       l->peer);
+	s->rec = malloc(RMIG_TLS_MAX_RECORD);
+	if (!s->rec)
+		return tls_err(l, -ENOMEM, "TLS: out of memory");
+	rc = confirm(l, s, chan, server, tmo);
+	if (rc)
+		return rc;
 	if (tls(l)->conf->ktls && lo->ops->stream_fd)
 		fd = lo->ops->stream_fd(lo, chan);
 	/* Receiving in the kernel only once sending is: a kernel that takes
 	 * neither leaves both here ("user"); one half each is "mixed". */
 	if (fd >= 0 && !rmig_tls_dir_to_kernel(&s->tx, fd, 1, why, sizeof(why)))
 		rmig_tls_dir_to_kernel(&s->rx, fd, 0, why, sizeof(why));
-	s->rec = malloc(RMIG_TLS_MAX_RECORD);
-	return s->rec ? 0 : tls_err(l, -ENOMEM, "TLS: out of memory");
+	return 0;
 }
 
 /* Run the handshake of stream chan (-1: control) over the lower link; pre:
@@ -619,7 +651,7 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 	}
 	rc = hs_flush(&hb);
 	if (!rc)
-		rc = key_stream(l, s, chan, &sec, server);
+		rc = key_stream(l, s, chan, &sec, server, tmo);
 	if (!rc) {
 		s->state = S_SEALED;
 		l->peer_verified = 1;
