@@ -350,8 +350,12 @@ static int make_ctx(struct rmig_link *l, struct tls_conf *c, int server, SSL_CTX
 		rc = load_creds(l, ctx, c->creds, server);
 	else if (c->has_psk && server)
 		SSL_CTX_set_psk_find_session_callback(ctx, psk_find);
-	else if (c->has_psk)
+	else if (c->has_psk) {
 		SSL_CTX_set_psk_use_session_callback(ctx, psk_use);
+		/* A server that ignores our key and shows a certificate instead
+		 * must fail: with no CA to check it against, any does. */
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	}
 	else
 		rc = tls_err(l, -EINVAL, "tls: no credentials (config.psk or config.tls_creds)");
 	if (rc) {
@@ -518,6 +522,11 @@ static int handshake_error(struct rmig_link *l, SSL *ssl, struct hs_bio *hb, int
 		rc = tls_err(
 		    l, -EACCES, "TLS: the certificate of %s does not name %s (config.tls_hostname)",
 		    peer, tls(l)->conf->hostname[0] ? tls(l)->conf->hostname : tls(l)->host);
+	else if (verify != X509_V_OK && !tls(l)->conf->creds[0])
+		rc = tls_err(l, -EACCES,
+			     "TLS: %s does not hold our pre-shared key (config.psk): it showed a "
+			     "certificate instead",
+			     peer);
 	else if (verify != X509_V_OK)
 		rc = tls_err(l, -EACCES, "TLS: the certificate of %s is not accepted: %s", peer,
 			     X509_verify_cert_error_string(verify));
@@ -618,6 +627,13 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 		goto out;
 	}
 	rc = hs_flush(&hb);
+	/* With a pre-shared key only, the key must be what authenticated the
+	 * peer: never a handshake that merely completed without it. */
+	if (!rc && !c->creds[0] && !SSL_session_reused(ssl))
+		rc = tls_err(l, -EACCES,
+			     "TLS: %s does not hold our pre-shared key (config.psk): the "
+			     "handshake did not use it",
+			     l->peer);
 	if (!rc)
 		rc = key_stream(l, s, chan, &sec, server);
 	if (!rc) {
