@@ -959,6 +959,12 @@ static int tls_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsign
 
 	if (from->state != S_SEALED && from->state != S_CLEAR)
 		return tls_err(l, -EPROTO, "TLS: data channel %u has no session", chan);
+	/* A channel is sealed exactly when its session is: a clear one (from
+	 * loopback, as clear=loopback allows) never joins a sealed session. */
+	if (from->state != tls(l)->ctrl.state)
+		return tls_err(l, -EPROTO, "TLS: data channel %u from %s is %s, its session is %s",
+			       chan, conn->peer, from->state == S_CLEAR ? "in clear" : "sealed",
+			       from->state == S_CLEAR ? "sealed" : "in clear");
 	rc = lower_up(l, l->lower->ops->adopt_channel(l->lower, conn->lower, chan, node));
 	if (rc)
 		return rc;
