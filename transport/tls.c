@@ -985,16 +985,25 @@ static int clear_to(struct rmig_link *l, const char *host)
 static int tls_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port, int tmo)
 {
 	struct tls_link *t = tls(l);
-	int rc;
+	int clear = clear_to(l, host), rc;
 
 	snprintf(t->host, sizeof(t->host), "%s", host ? host : "");
-	rc = clear_to(l, host) ? 0 : conf_ready(l, 0);
+	rc = clear ? 0 : conf_ready(l, 0);
 	if (!rc)
 		rc = lower_up(l, l->lower->ops->connect_ctrl(l->lower, host, port, tmo));
 	peer_up(l);
 	if (rc)
 		return rc;
-	if (clear_to(l, host)) {
+	/* Clear only to the address actually reached: the name is resolved
+	 * again to connect, and may not answer the same twice. */
+	if (clear && !l->peer_loopback) {
+		l->lower->ops->close_session(l->lower);
+		return tls_err(l, -EACCES,
+			       "TLS: %s resolved to loopback, then the connection reached %s: not "
+			       "going on in clear",
+			       host, l->peer);
+	}
+	if (clear) {
 		t->ctrl.state = S_CLEAR;
 		return 0;
 	}
