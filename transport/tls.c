@@ -185,7 +185,8 @@ static int copy_option(struct rmig_link *l, char *dst, size_t len, const char *k
 		       const char *value)
 {
 	if (strlen(value) >= len)
-		return tls_err(l, -EINVAL, "tls: %s is too long", key);
+		return tls_err(l, -EINVAL, "config.tls_%s: longer than %zu characters", key,
+			       len - 1);
 	snprintf(dst, len, "%s", value);
 	return 0;
 }

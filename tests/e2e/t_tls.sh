@@ -214,6 +214,8 @@ cfg_bad loosekey "server-key.pem is readable by group or others (mode 644); chmo
 cfg_bad nodir "--tls-creds: $T/nowhere/server-key.pem: No such file or directory" \
 	recv --tls --tls-creds "$T/nowhere" --backend sim --listen 127.0.0.1:0 \
 	--accept-timeout-ms 2000
+cfg_bad longdir "--tls-creds: longer than 511 characters" \
+	send --tls --tls-creds "$(printf 'd%.0s' $(seq 600))" --backend $GUEST 127.0.0.1:1
 chmod 600 "$T/loose/client-key.pem"
 rm -f "$T/loose/client-cert.pem"
 cfg_bad nocert2 "cannot load the certificate" send --tls --tls-creds "$T/loose" \
