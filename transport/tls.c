@@ -42,7 +42,8 @@
 
 #define PSK_LEN 32
 #define PSK_IDENTITY "rmig-psk-1"
-#define OUT_RECORDS 16		  /* records sealed per lower send */
+#define OUT_RECORDS 16 /* records sealed per lower send */
+#define OUT_BUF_LEN (OUT_RECORDS * (RMIG_TLS_MAX_PLAIN + 32))
 #define MAX_HANDSHAKE_BYTES 65536 /* one flight, certificates included */
 #define TLS_HANDSHAKE 22
 
@@ -185,7 +186,8 @@ static int copy_option(struct rmig_link *l, char *dst, size_t len, const char *k
 		       const char *value)
 {
 	if (strlen(value) >= len)
-		return tls_err(l, -EINVAL, "tls: %s is too long", key);
+		return tls_err(l, -EINVAL, "config.tls_%s: longer than %zu characters", key,
+			       len - 1);
 	snprintf(dst, len, "%s", value);
 	return 0;
 }
@@ -350,9 +352,12 @@ static int make_ctx(struct rmig_link *l, struct tls_conf *c, int server, SSL_CTX
 		rc = load_creds(l, ctx, c->creds, server);
 	else if (c->has_psk && server)
 		SSL_CTX_set_psk_find_session_callback(ctx, psk_find);
-	else if (c->has_psk)
+	else if (c->has_psk) {
 		SSL_CTX_set_psk_use_session_callback(ctx, psk_use);
-	else
+		/* A server that ignores our key and shows a certificate instead
+		 * must fail: with no CA to check it against, any does. */
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	} else
 		rc = tls_err(l, -EINVAL, "tls: no credentials (config.psk or config.tls_creds)");
 	if (rc) {
 		SSL_CTX_free(ctx);
@@ -470,8 +475,11 @@ static void stream_clear(struct tls_stream *s)
 {
 	rmig_tls_dir_clear(&s->tx);
 	rmig_tls_dir_clear(&s->rx);
-	free(s->rec);
-	free(s->out);
+	/* They held guest memory in clear. */
+	if (s->rec)
+		OPENSSL_clear_free(s->rec, RMIG_TLS_MAX_RECORD);
+	if (s->out)
+		OPENSSL_clear_free(s->out, OUT_BUF_LEN);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -518,6 +526,11 @@ static int handshake_error(struct rmig_link *l, SSL *ssl, struct hs_bio *hb, int
 		rc = tls_err(
 		    l, -EACCES, "TLS: the certificate of %s does not name %s (config.tls_hostname)",
 		    peer, tls(l)->conf->hostname[0] ? tls(l)->conf->hostname : tls(l)->host);
+	else if (verify != X509_V_OK && !tls(l)->conf->creds[0])
+		rc = tls_err(l, -EACCES,
+			     "TLS: %s does not hold our pre-shared key (config.psk): it showed a "
+			     "certificate instead",
+			     peer);
 	else if (verify != X509_V_OK)
 		rc = tls_err(l, -EACCES, "TLS: the certificate of %s is not accepted: %s", peer,
 			     X509_verify_cert_error_string(verify));
@@ -542,10 +555,17 @@ static int expect_name(struct rmig_link *l, SSL *ssl)
 	struct tls_conf *c = tls(l)->conf;
 	const char *name = c->hostname[0] ? c->hostname : tls(l)->host;
 	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+	char bare[INET6_ADDRSTRLEN + 2];
+	size_t n = strlen(name);
 	struct in6_addr a;
 
 	if (!c->creds[0])
 		return 1;
+	/* "[::1]" is how an IPv6 address is written with a port. */
+	if (n > 2 && n < sizeof(bare) && name[0] == '[' && name[n - 1] == ']') {
+		snprintf(bare, sizeof(bare), "%.*s", (int)(n - 2), name + 1);
+		name = bare;
+	}
 	if (inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1)
 		return X509_VERIFY_PARAM_set1_ip_asc(vp, name);
 	return SSL_set1_host(ssl, name);
@@ -650,6 +670,13 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 		goto out;
 	}
 	rc = hs_flush(&hb);
+	/* With a pre-shared key only, the key must be what authenticated the
+	 * peer: never a handshake that merely completed without it. */
+	if (!rc && !c->creds[0] && !SSL_session_reused(ssl))
+		rc = tls_err(l, -EACCES,
+			     "TLS: %s does not hold our pre-shared key (config.psk): the "
+			     "handshake did not use it",
+			     l->peer);
 	if (!rc)
 		rc = key_stream(l, s, chan, &sec, server, tmo);
 	if (!rc) {
@@ -706,7 +733,7 @@ static int sealed_send(struct rmig_link *l, int chan, const struct iovec *iov, i
 
 	if (s->tx.kernel)
 		return lower_send(l, chan, iov, n, tmo);
-	if (!s->out && !(s->out = malloc(OUT_RECORDS * (RMIG_TLS_MAX_PLAIN + 32))))
+	if (!s->out && !(s->out = malloc(OUT_BUF_LEN)))
 		return tls_err(l, -ENOMEM, "TLS: out of memory");
 	while (pos < total) {
 		struct iovec v = { s->out, 0 };
@@ -975,6 +1002,12 @@ static int tls_adopt_channel(struct rmig_link *l, struct rmig_link *conn, unsign
 
 	if (from->state != S_SEALED && from->state != S_CLEAR)
 		return tls_err(l, -EPROTO, "TLS: data channel %u has no session", chan);
+	/* A channel is sealed exactly when its session is: a clear one (from
+	 * loopback, as clear=loopback allows) never joins a sealed session. */
+	if (from->state != tls(l)->ctrl.state)
+		return tls_err(l, -EPROTO, "TLS: data channel %u from %s is %s, its session is %s",
+			       chan, conn->peer, from->state == S_CLEAR ? "in clear" : "sealed",
+			       from->state == S_CLEAR ? "sealed" : "in clear");
 	rc = lower_up(l, l->lower->ops->adopt_channel(l->lower, conn->lower, chan, node));
 	if (rc)
 		return rc;
@@ -995,16 +1028,25 @@ static int clear_to(struct rmig_link *l, const char *host)
 static int tls_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port, int tmo)
 {
 	struct tls_link *t = tls(l);
-	int rc;
+	int clear = clear_to(l, host), rc;
 
 	snprintf(t->host, sizeof(t->host), "%s", host ? host : "");
-	rc = clear_to(l, host) ? 0 : conf_ready(l, 0);
+	rc = clear ? 0 : conf_ready(l, 0);
 	if (!rc)
 		rc = lower_up(l, l->lower->ops->connect_ctrl(l->lower, host, port, tmo));
 	peer_up(l);
 	if (rc)
 		return rc;
-	if (clear_to(l, host)) {
+	/* Clear only to the address actually reached: the name is resolved
+	 * again to connect, and may not answer the same twice. */
+	if (clear && !l->peer_loopback) {
+		l->lower->ops->close_session(l->lower);
+		return tls_err(l, -EACCES,
+			       "TLS: %s resolved to loopback, then the connection reached %s: not "
+			       "going on in clear",
+			       host, l->peer);
+	}
+	if (clear) {
 		t->ctrl.state = S_CLEAR;
 		return 0;
 	}

@@ -68,6 +68,10 @@ static const char *tls_problem(const struct rmig_config *cfg)
 		return "config.tls: not 0 (auto), 1 (on) or 2 (off)";
 	if (cfg->tls == RMIG_TLS_ON && !creds)
 		return "config.tls: encryption needs credentials (config.psk or config.tls_creds)";
+	if (cfg->tls_hostname && *cfg->tls_hostname && !(cfg->tls_creds && *cfg->tls_creds))
+		return "config.tls_hostname: only a certificate names a host (config.tls_creds)";
+	if (cfg->tls == RMIG_TLS_OFF && cfg->tls_creds && *cfg->tls_creds)
+		return "config.tls_creds: given with config.tls off, it would not be used";
 	if (cfg->tls != RMIG_TLS_OFF && creds && cfg->pin == RMIG_PIN_ALL &&
 	    (cfg->tls == RMIG_TLS_ON || !rmig_link_host_is_loopback(cfg->host)))
 		return "config.pin=all places pages by RDMA WRITE, which no TLS record can "

@@ -187,6 +187,27 @@ expect_encrypted "psk after a wrong key" "$T/psk-after.out"
 kill -TERM $KEEP_PSK
 wait_pid $KEEP_PSK 10
 
+# A TLS server without the key that shows a certificate instead (any
+# certificate: a PSK-only sender has no CA to check it with): refused in the
+# handshake, before anything of rmig's goes to it.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=rogue -days 1 \
+	-keyout "$T/rogue.key" -out "$T/rogue.crt" >/dev/null 2>&1 || fail "openssl req failed"
+sleep 20 | openssl s_server -tls1_3 -num_tickets 0 -accept 127.0.0.1:0 -cert "$T/rogue.crt" \
+	-key "$T/rogue.key" >"$T/rogue.out" 2>&1 &
+ROGUE=$!
+PIDS="$PIDS $ROGUE"
+for _ in $(seq 100); do grep -q '^ACCEPT' "$T/rogue.out" && break; sleep 0.05; done
+ROGUE_PORT=$(sed -n 's/^ACCEPT .*:\([0-9]*\)$/\1/p' "$T/rogue.out")
+[ -n "$ROGUE_PORT" ] || fail "openssl s_server did not start"
+SRC=0
+timeout 20 "$RMIG" send --json --transport tcp --backend $GUEST --tls --psk-file "$T/key" \
+	"127.0.0.1:$ROGUE_PORT" >"$T/rogue-send.out" 2>"$T/rogue-send.err" || SRC=$?
+kill $ROGUE 2>/dev/null
+expect_eq "rogue server: send exit" "$SRC" 1
+grep -q "does not hold our pre-shared key (--psk-file): it showed a certificate" \
+	"$T/rogue-send.err" || fail "rogue server: the sender says $(cat "$T/rogue-send.err")"
+! LC_ALL=C grep -qa RMIG "$T/rogue.out" || fail "rogue server: it got rmig's HELLO"
+
 # A receiver in clear (--no-tls) and a sender that asked for TLS.
 start_recv keep-clear --backend sim --keep-listening --no-tls --psk-file "$T/key"
 KEEP_CLEAR=$RECV_PID
@@ -218,6 +239,8 @@ cfg_bad loosekey "server-key.pem is readable by group or others (mode 644); chmo
 cfg_bad nodir "--tls-creds: $T/nowhere/server-key.pem: No such file or directory" \
 	recv --tls --tls-creds "$T/nowhere" --backend sim --listen 127.0.0.1:0 \
 	--accept-timeout-ms 2000
+cfg_bad longdir "--tls-creds: longer than 511 characters" \
+	send --tls --tls-creds "$(printf 'd%.0s' $(seq 600))" --backend $GUEST 127.0.0.1:1
 chmod 600 "$T/loose/client-key.pem"
 rm -f "$T/loose/client-cert.pem"
 cfg_bad nocert2 "cannot load the certificate" send --tls --tls-creds "$T/loose" \
@@ -299,4 +322,4 @@ expect_eq "--no-tls on both sides: send exit" "$SRC" 0
 expect_eq "--no-tls on both sides: encrypted" "$(summary "$T/notls.out" encrypted)" false
 expect_eq "--no-tls on both sides: tls" "$(summary "$T/notls.out" tls)" off
 
-pass "psk and x509 migrations sealed ($KERNEL_TLS), no plaintext on the wire (${#pats[@]} samples, also across a failover), 9 refusals, corrupted record rolled back, auto on off loopback"
+pass "psk and x509 migrations sealed ($KERNEL_TLS), no plaintext on the wire (${#pats[@]} samples, also across a failover), 10 refusals, a rogue server without the key refused, corrupted record rolled back, auto on off loopback"

@@ -415,6 +415,78 @@ static void test_messages_name_config_fields(void **state)
 	rmig_backend_close(be);
 }
 
+/* ---- tls: a data channel is sealed exactly when its session is ---- */
+
+#define TEST_PSK "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+static struct rmig_link *tls_over_tcp(const char *clear)
+{
+	struct rmig_link *lo = NULL, *l = NULL;
+
+	assert_int_equal(rmig_link_open("tcp", &lo), 0);
+	assert_int_equal(rmig_link_wrap(lo, rmig_link_find_wrapper("tls"), &l), 0);
+	assert_int_equal(rmig_link_set_option(l, "psk", TEST_PSK), 0);
+	assert_int_equal(rmig_link_set_option(l, "clear", clear), 0);
+	return l;
+}
+
+struct mixed {
+	struct rmig_link *l, *sealed, *clear;
+	int rc, adopt_rc;
+	char err[256];
+};
+
+static void *mixed_main(void *arg)
+{
+	struct mixed *m = arg;
+	char buf[6];
+	int node;
+
+	m->rc = rmig_link_accept(m->l, 5000, &m->sealed);
+	if (!m->rc)
+		m->rc = m->sealed->ops->ctrl_recv(m->sealed, buf, sizeof(buf), 5000);
+	if (!m->rc)
+		m->rc = rmig_link_accept(m->l, 5000, &m->clear);
+	if (!m->rc)
+		m->rc = m->clear->ops->ctrl_recv(m->clear, buf, sizeof(buf), 5000);
+	if (!m->rc) {
+		m->adopt_rc = m->sealed->ops->adopt_channel(m->sealed, m->clear, 0, &node);
+		snprintf(m->err, sizeof(m->err), "%s", m->sealed->err);
+	}
+	return NULL;
+}
+
+static void test_tls_clear_channel_not_adopted(void **state)
+{
+	struct rmig_link *dst = tls_over_tcp("loopback"), *src = tls_over_tcp("never");
+	struct rmig_link *plain = NULL;
+	struct mixed m = { .l = dst };
+	struct iovec c = { "hello", 6 };
+	pthread_t tid;
+	uint16_t port = 0;
+
+	(void)state;
+	assert_int_equal(rmig_link_open("tcp", &plain), 0);
+	assert_int_equal(dst->ops->listen(dst, "127.0.0.1", &port), 0);
+	assert_int_equal(pthread_create(&tid, NULL, mixed_main, &m), 0);
+	/* A sealed session, then a connection in clear from loopback (which
+	 * clear=loopback takes on its own) offered to it as a data channel. */
+	assert_int_equal(src->ops->connect_ctrl(src, "127.0.0.1", port, 5000), 0);
+	assert_int_equal(src->ops->ctrl_send(src, &c, 1, 5000), 0);
+	assert_int_equal(plain->ops->connect_ctrl(plain, "127.0.0.1", port, 5000), 0);
+	assert_int_equal(plain->ops->ctrl_send(plain, &c, 1, 5000), 0);
+	pthread_join(tid, NULL);
+	assert_int_equal(m.rc, 0);
+	assert_non_null(m.sealed->sealing);
+	assert_int_equal(m.adopt_rc, -EPROTO);
+	assert_non_null(strstr(m.err, "is in clear, its session is sealed"));
+	rmig_link_destroy(m.clear);
+	rmig_link_destroy(m.sealed);
+	rmig_link_destroy(plain);
+	rmig_link_destroy(src);
+	rmig_link_destroy(dst);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -423,6 +495,7 @@ int main(void)
 		cmocka_unit_test(test_list_from_config),
 		cmocka_unit_test(test_fallback),
 		cmocka_unit_test(test_messages_name_config_fields),
+		cmocka_unit_test(test_tls_clear_channel_not_adopted),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
