@@ -233,6 +233,10 @@ cfg_bad nocreds "encryption needs credentials (--psk-file or --tls-creds)" \
 	send --tls --backend $GUEST 127.0.0.1:1
 cfg_bad pinall "RDMA WRITE, which no TLS record can seal" \
 	send --tls --psk-file "$T/key" --pin all --backend $GUEST 127.0.0.1:1
+cfg_bad hostnopsk "--tls-hostname: only a certificate names a host (--tls-creds)" \
+	send --tls-hostname db.example --psk-file "$T/key" --backend $GUEST 127.0.0.1:1
+cfg_bad credsoff "--tls-creds: given with --no-tls, it would not be used" \
+	recv --no-tls --tls-creds "$T/creds" --backend sim --listen 127.0.0.1:0
 cp -r "$T/creds" "$T/loose" && chmod 644 "$T/loose/server-key.pem"
 cfg_bad loosekey "server-key.pem is readable by group or others (mode 644); chmod 600 it" \
 	recv --tls --tls-creds "$T/loose" --backend sim --listen 127.0.0.1:0 --accept-timeout-ms 2000
