@@ -28,7 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 
 #include <arpa/inet.h>
 #include <openssl/bio.h>
@@ -1126,6 +1131,22 @@ static int tls_mem_import(struct rmig_link *l, const struct rmig_link_mem *mem, 
 			       : -EPERM;
 }
 
+/* rmig info: whether this kernel can take the keys. Attaching the ULP to a
+ * socket that is not connected fails with ENOTCONN when the tls module is
+ * there, ENOENT when it is not. */
+static void tls_describe(char *buf, size_t len)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP), e = ENOENT;
+
+	if (fd >= 0 && setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")))
+		e = errno;
+	if (fd >= 0)
+		close(fd);
+	snprintf(buf, len, "  TLS 1.3 (%s); kernel TLS: %s\n", OpenSSL_version(OPENSSL_VERSION),
+		 e == ENOENT ? "no (no tls module: records sealed in user space)"
+			     : "yes (the tls module is there)");
+}
+
 /* The socket under a sealed stream is not to be written in clear. */
 static int tls_stream_fd(struct rmig_link *l, int chan)
 {
@@ -1154,5 +1175,6 @@ const struct rmig_link_ops rmig_tls_link_ops = {
 	.mem_expose = tls_mem_expose,
 	.mem_import = tls_mem_import,
 	.close_session = tls_close_session,
+	.describe = tls_describe,
 	.stream_fd = tls_stream_fd,
 };

@@ -128,6 +128,19 @@ int rmig_links_listen(struct rmig_ctx *ctx)
 	return 0;
 }
 
+/* "NAME: built in" and what the link says of itself, at buf + used. */
+static size_t describe_kind(const struct rmig_link_ops *ops, char *buf, size_t len, size_t used)
+{
+	used += (size_t)snprintf(buf + used, len - used, "%s: built in\n", ops->name);
+	if (ops->describe && used + 1 < len) {
+		ops->describe(buf + used, len - used);
+		used += strlen(buf + used);
+		if (used && buf[used - 1] != '\n' && used + 1 < len)
+			buf[used++] = '\n', buf[used] = 0;
+	}
+	return used;
+}
+
 void rmig_transport_info(char *buf, size_t len)
 {
 	const struct rmig_link_ops *ops;
@@ -136,13 +149,9 @@ void rmig_transport_info(char *buf, size_t len)
 	if (!len)
 		return;
 	buf[0] = 0;
-	for (unsigned i = 0; (ops = rmig_link_kind(i)) && used + 1 < len; i++) {
-		used += (size_t)snprintf(buf + used, len - used, "%s: built in\n", ops->name);
-		if (ops->describe && used + 1 < len) {
-			ops->describe(buf + used, len - used);
-			used += strlen(buf + used);
-			if (used && buf[used - 1] != '\n' && used + 1 < len)
-				buf[used++] = '\n', buf[used] = 0;
-		}
-	}
+	for (unsigned i = 0; (ops = rmig_link_kind(i)) && used + 1 < len; i++)
+		used = describe_kind(ops, buf, len, used);
+	ops = rmig_link_find_wrapper("tls");
+	if (ops && used + 1 < len)
+		describe_kind(ops, buf, len, used);
 }
