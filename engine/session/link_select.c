@@ -60,10 +60,16 @@ int rmig_links_connect(struct rmig_ctx *ctx, int timeout_ms)
 
 	/* Without a key only loopback peers: say so before connecting, so that
 	 * a receiver is not handed a connection that will only hang up. A name
-	 * that does not resolve is not "not on loopback": say that instead. */
-	if (!ctx->cfg.psk && !ctx->cfg.insecure && (rc = host_resolves(ctx)))
+	 * that does not resolve is not "not on loopback": say that instead.
+	 * With certificates and encryption, the TLS handshake proves who the
+	 * peer is (its chain to our CA, its name): connect, and
+	 * rmig_auth_policy decides once it has (link->peer_verified). */
+	int certs = ctx->cfg.tls != RMIG_TLS_OFF && ctx->cfg.tls_creds && *ctx->cfg.tls_creds;
+
+	if (!ctx->cfg.psk && !ctx->cfg.insecure && !certs && (rc = host_resolves(ctx)))
 		return rc;
-	if (!ctx->cfg.psk && !ctx->cfg.insecure && !rmig_link_host_is_loopback(ctx->cfg.host))
+	if (!ctx->cfg.psk && !ctx->cfg.insecure && !certs &&
+	    !rmig_link_host_is_loopback(ctx->cfg.host))
 		return rmig_err(ctx, -EACCES,
 				"refusing unauthenticated peer %s:%u: it is not on loopback; give "
 				"both sides the same config.psk (or config.insecure on a trusted "
