@@ -133,7 +133,14 @@ modules=(virtio_pci 9pnet_virtio 9p overlay virtio_rng crc32_generic
 # netem for delay/loss tests ("tc qdisc add dev veth_a root netem ..."),
 # dummy, bridge and macvlan for other wiring, kvm with kvm_amd (what loads
 # under TCG's -cpu max, which emulates SVM) and kvm_intel for tests/rxe/t_kvm.sh.
-extra_modules=(sch_netem dummy bridge macvlan kvm kvm_amd kvm_intel)
+# Kernel TLS (tests/rxe/t_tls.sh): tls (the TCP ULP; setsockopt TCP_ULP "tls"
+# loads it by its alias tcp-ulp-tls) and the AES-GCM it asks the crypto API
+# for: gcm, ctr, ghash_generic (Debian builds them as modules; only aes itself
+# is built in), and aesni_intel and ghash_clmulni_intel, which udev would load
+# on a real machine with AES-NI (TCG's -cpu max has it; stage 1 loads them
+# when /proc/cpuinfo says so).
+extra_modules=(sch_netem dummy bridge macvlan kvm kvm_amd kvm_intel
+	tls gcm ctr ghash_generic aesni_intel ghash_clmulni_intel)
 init_src="$here/initramfs-init.sh"
 bb=$(command -v busybox) || die "busybox not found"
 stamp=$({
