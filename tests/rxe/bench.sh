@@ -4,7 +4,8 @@
 # staging) and a real migration. Prints a markdown table of MB/s (10^6) and
 # each figure's ratio to ib_write_bw: medians of BENCH_RUNS (3) rounds, each
 # measuring everything once in turn (a TCG VM's figures swing by 10 % from
-# one measurement to the next), with the range over the rounds.
+# one measurement to the next), with the range over the rounds. All in clear
+# (--no-tls); what TLS costs, sealed against clear: tests/rxe/bench_tls.sh.
 #   tests/rxe/vm.sh -- tests/rxe/bench.sh
 set -u
 cd "$(dirname "$0")/../.."
@@ -28,18 +29,21 @@ ib_bw() { # QPS PORT
 	awk '/^ *65536 / { printf "%.1f", $4 * 1.048576 }' "$T/bw-cli"
 }
 # rmig_run NAME SEND-ARGS...: one rmig send against a fresh rmig recv.
+# In clear (--no-tls, both sides): with a key and a peer not on loopback
+# rmig would encrypt, and refuse --pin=all (RDMA WRITE cannot be sealed);
+# tests/rxe/bench_tls.sh measures what encryption costs.
 head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk" # the peers are not on loopback
 rmig_run() {
 	local n=$1 port
 	shift
 	ip netns exec "$RXE_B_NS" "$RMIG" recv --listen "$RXE_B_IP:0" --json --link-timeout-ms 30000 \
-		--psk-file "$T/psk" >"$T/$n-recv" 2>&1 &
+		--psk-file "$T/psk" --no-tls >"$T/$n-recv" 2>&1 &
 	for _ in $(seq 100); do
 		port=$(jq -r 'select(.event=="listening") | .port' "$T/$n-recv" 2>/dev/null)
 		[ -n "$port" ] && break
 		sleep 0.05
 	done
-	ip netns exec "$RXE_A_NS" "$RMIG" "$@" --json --link-timeout-ms 30000 --psk-file "$T/psk" --device "$RXE_A_DEV" \
+	ip netns exec "$RXE_A_NS" "$RMIG" "$@" --json --link-timeout-ms 30000 --psk-file "$T/psk" --no-tls --device "$RXE_A_DEV" \
 		--channels "$CH" "$RXE_B_IP:$port" >"$T/$n-send" 2>&1
 	wait
 }
