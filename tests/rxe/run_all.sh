@@ -1,8 +1,9 @@
 #!/bin/bash
 # Everything that needs real RDMA, in one boot of the rxe VM (make check runs
 # it through tests/e2e/t_rxe.sh): the VM selftest (devices, ib_write_bw,
-# rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations;
-# and the kvm backend on the VM's nested KVM (t_kvm.sh).
+# rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations
+# (in clear, encrypted: t_tls.sh, and failing over); and the kvm backend on
+# the VM's nested KVM (t_kvm.sh).
 set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
@@ -13,6 +14,8 @@ echo "=== link_selftest"
 "$BUILD/rxe/link_selftest" || rc=1
 echo "=== t_migrate"
 RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
+echo "=== t_tls"
+RMIG=$BUILD/rmig tests/rxe/t_tls.sh || rc=1
 echo "=== t_failover"
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
 echo "=== t_kvm"

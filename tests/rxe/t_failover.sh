@@ -6,6 +6,10 @@
 #   netdev: the sender's rxe netdev goes down (RoCE packets stop; TCP between
 #           the two addresses is local and keeps working)
 #   delete: the sender's rxe device is deleted (rdma link delete)
+# The delete case is encrypted (--tls): RDMA's sealed staging streams, then a
+# TLS handshake on the TCP link it fails over to, which the kernel seals:
+# "encrypted":true, "tls":"ktls" in both final summaries, and the kernel's
+# TLS counters grow. The netdev case runs in clear (--no-tls).
 # Ends with "N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
@@ -28,18 +32,36 @@ restore() {
 	done
 }
 
-# failover_case NAME BREAK-COMMAND...
+tls_stat() { # NAME: a counter of /proc/net/tls_stat (0 without the module)
+	local k v
+	[ -r /proc/net/tls_stat ] || { echo 0; return; }
+	while read -r k v; do
+		[ "$k" = "$1" ] && { echo "$v"; return; }
+	done </proc/net/tls_stat
+	echo 0
+}
+
+# [TLS=--tls|--no-tls] failover_case NAME BREAK-COMMAND...
 failover_case() {
-	local n=$1 port="" rc rrc
+	local n=$1 port="" rc rrc tx0 want
+	local tls=${TLS:---no-tls}
 	shift
-	"$RMIG" recv --listen "$RXE_B_IP:0" --json $OPTS >"$T/$n-recv.out" 2>"$T/$n-recv.err" &
+	if [ "$tls" = --tls ]; then
+		want=migrated/tcp/true/true/ktls
+		modprobe tls || bad "$n: modprobe tls failed: the TCP link cannot be kTLS"
+	else
+		want=migrated/tcp/true/false/off
+	fi
+	tx0=$(tls_stat TlsTxSw)
+	"$RMIG" recv --listen "$RXE_B_IP:0" --json $OPTS "$tls" >"$T/$n-recv.out" 2>"$T/$n-recv.err" &
 	local rpid=$!
 	for _ in $(seq 200); do
 		port=$(jq -r 'select(.event=="listening") | .port' "$T/$n-recv.out" 2>/dev/null)
 		[ -n "$port" ] && break
+		kill -0 $rpid 2>/dev/null || break
 		sleep 0.05
 	done
-	"$RMIG" send --json $OPTS --device "$RXE_A_DEV" --max-bandwidth 6M \
+	"$RMIG" send --json $OPTS "$tls" --device "$RXE_A_DEV" --max-bandwidth 6M \
 		--backend sim:size=64M,dirty-rate=2000,zero=0%,seed=3 "$RXE_B_IP:$port" \
 		>"$T/$n-send.out" 2>"$T/$n-send.err" &
 	local spid=$!
@@ -53,20 +75,45 @@ failover_case() {
 	else
 		bad "$n: did not start over rdma: $(grep transport "$T/$n-send.out")"
 	fi
+	# Encrypted, RDMA WRITE is refused: the pages went through sealed staging.
+	if [ "$tls" = --tls ]; then
+		grep -q '"event":"transport","transport":"rdma","pin":"staging"' "$T/$n-send.out" &&
+			ok "$n: rdma through the sealed staging streams" ||
+			bad "$n: not rdma staging: $(grep '"event":"transport"' "$T/$n-send.out")"
+	fi
 	"$@"
 	timeout 120 tail --pid=$spid -f /dev/null
+	kill $spid 2>/dev/null # not done in 2 minutes: a failure anyway
 	wait $spid
 	rc=$?
 	timeout 30 tail --pid=$rpid -f /dev/null
+	kill $rpid 2>/dev/null # still there 30 s after the sender: a failure anyway
 	wait $rpid
 	rrc=$?
 	restore
 	for side in send recv; do
-		local f="$T/$n-$side.out" got
-		got="$(field "$f" result)/$(field "$f" transport)/$(field "$f" failovers)/$(field "$f" verified)"
-		[ "$got" = migrated/tcp/1/true ] && ok "$n $side: $got" ||
-			bad "$n $side: got $got, want migrated/tcp/1/true (exit $rc/$rrc): $(tail -2 "$T/$n-$side.err")"
+		local f="$T/$n-$side.out" got fo
+		fo=$(field "$f" failovers)
+		got="$(field "$f" result)/$(field "$f" transport)/$(field "$f" verified)"
+		got="$got/$(field "$f" encrypted)/$(field "$f" tls)"
+		# Encrypted: failovers >= 1, what matters is that it ends over TCP
+		# still encrypted; in clear exactly one, as before.
+		if [ "$got" = "$want" ] && { [ "$fo" = 1 ] || { [ "$tls" = --tls ] && [[ $fo =~ ^[1-9][0-9]*$ ]]; }; }; then
+			ok "$n $side: $got, failovers $fo"
+		else
+			bad "$n $side: got $got, failovers $fo; want $want, failovers $([ "$tls" = --tls ] && echo '>= 1' || echo 1) (exit $rc/$rrc): $(tail -n 2 "$T/$n-$side.err")"
+		fi
 	done
+	if [ "$tls" = --tls ]; then
+		# After the failover: the TCP control stream and each channel, on
+		# both ends (one kernel).
+		local d=$(($(tls_stat TlsTxSw) - tx0)) ch
+		ch=$(field "$T/$n-send.out" channels)
+		[[ $ch =~ ^[0-9]+$ ]] || ch=2
+		[ "$d" -ge $((2 * (1 + ch))) ] &&
+			ok "$n: the kernel keyed $d TLS sockets to send (the TCP link after the failover)" ||
+			bad "$n: /proc/net/tls_stat TlsTxSw +$d, want >= $((2 * (1 + ch)))"
+	fi
 	grep -q '"event":"failover","from":"rdma","to":"tcp"' "$T/$n-send.out" &&
 		ok "$n: failover event rdma -> tcp: $(grep '"event":"failover"' "$T/$n-send.out" | jq -r .reason)" ||
 		bad "$n: no failover event"
@@ -74,8 +121,8 @@ failover_case() {
 		bad "$n: guest not running on the destination"
 }
 
-failover_case delete rdma link delete "$RXE_A_DEV"
-failover_case netdev ip link set "$RXE_A_NETDEV" down
+TLS=--tls failover_case delete rdma link delete "$RXE_A_DEV"
+TLS=--no-tls failover_case netdev ip link set "$RXE_A_NETDEV" down
 
 rm -rf "$T"
 echo "$pass passed, $fail failed"
