@@ -3,10 +3,12 @@
 #   tests/rxe/vm.sh --numa -- tests/rxe/t_tls.sh
 # (run_all.sh runs it). Checks, each migration a dirtying sim guest from the
 # rxa end (10.77.0.1) to the rxb end (10.77.0.2), verified:
-#   no-ktls    a kernel without the tls module (its autoload blocked): the
-#              default with --psk-file towards a peer not on loopback is
-#              encrypted, sealed in user space: "tls":"user" on both sides
-#   ktls-psk   --transport tcp --tls --psk-file: the kernel seals every
+#   no-ktls    a kernel without the tls module (its autoload blocked): rmig
+#              info says "kernel TLS: no"; the default with --psk-file
+#              towards a peer not on loopback is encrypted, sealed in user
+#              space: "tls":"user" on both sides
+#   ktls-psk   (rmig info says "kernel TLS: yes")
+#              --transport tcp --tls --psk-file: the kernel seals every
 #              stream, "tls":"ktls" and "encrypted":true on both sides, and
 #              /proc/net/tls_stat's TlsTxSw/TlsRxSw grow by one per socket
 #   ktls-x509  the same with certificates (scripts/tls_creds.sh) and no key
@@ -112,6 +114,9 @@ if [ -d /sys/module/tls ]; then
 	bad "no-ktls: cannot unload the tls module: $(rmmod tls 2>&1)"
 else
 	echo /bin/false >/proc/sys/kernel/modprobe
+	info=$("$RMIG" info | grep 'kernel TLS')
+	[[ $info == *"kernel TLS: no"* ]] && ok "no-ktls: rmig info says:$info" ||
+		bad "no-ktls: rmig info says '$info', want 'kernel TLS: no'"
 	# Default --tls (auto): a key and a peer that is not on loopback encrypt.
 	migrate no-ktls migrated/tcp/none/true/true/user "--psk-file $T/psk" \
 		--psk-file "$T/psk" --transport tcp
@@ -126,6 +131,9 @@ if modprobe tls && [ -r /proc/net/tls_stat ]; then
 else
 	bad "modprobe tls failed or no /proc/net/tls_stat"
 fi
+info=$("$RMIG" info | grep 'kernel TLS')
+[[ $info == *"kernel TLS: yes"* ]] && ok "rmig info says:$info" ||
+	bad "rmig info says '$info', want 'kernel TLS: yes'"
 # ktls_case NAME 'RECV-OPTIONS' SEND-OPTIONS...: a kTLS migration; the
 # kernel's counters must show every socket of both ends keyed (the control
 # stream and each data channel, on each side: both ends share one kernel).
