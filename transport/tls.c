@@ -80,7 +80,8 @@ enum stream_state {
 struct tls_stream {
 	enum stream_state state;
 	struct rmig_tls_dir tx, rx;
-	uint8_t *in;		     /* IN_BYTES: records read, opened in place */
+	uint8_t *in;		     /* records read, opened in place */
+	size_t in_cap;		     /* its size: one record, IN_BYTES once data flows */
 	size_t in_start, in_end;     /* in[in_start, in_end): not opened yet */
 	size_t plain_off, plain_len; /* in: the last opened record's plaintext not handed out yet */
 	uint8_t *out;		     /* records sealed for one lower send */
@@ -486,7 +487,7 @@ static void stream_clear(struct tls_stream *s)
 	rmig_tls_dir_clear(&s->rx);
 	/* They held guest memory in clear. */
 	if (s->in)
-		OPENSSL_clear_free(s->in, IN_BYTES);
+		OPENSSL_clear_free(s->in, s->in_cap);
 	if (s->out)
 		OPENSSL_clear_free(s->out, OUT_BUF_LEN);
 	memset(s, 0, sizeof(*s));
@@ -812,25 +813,44 @@ static int lower_recv_some(struct rmig_link *l, int chan, uint8_t *buf, size_t m
 	return rc ? rc : (int)min;
 }
 
+/* s->in of cap bytes, holding what it held, unopened records at its start. */
+static int size_in(struct rmig_link *l, struct tls_stream *s, size_t cap)
+{
+	size_t have = s->in_end - s->in_start;
+	uint8_t *in = s->in;
+
+	if (s->in_cap != cap && !(in = malloc(cap)))
+		return tls_err(l, -ENOMEM, "TLS: out of memory");
+	if (have)
+		memmove(in, s->in + s->in_start, have);
+	if (in != s->in && s->in)
+		OPENSSL_clear_free(s->in, s->in_cap);
+	s->in = in;
+	s->in_cap = cap;
+	s->in_start = 0;
+	s->in_end = have;
+	return 0;
+}
+
 /* Have at least need bytes of records in s->in, and whatever else fits
  * and is ready once the stream is sealed. Before (the handshake's
  * confirmation), exactly need: the kernel may take the keys next, and
- * bytes read ahead here would be lost to it. */
+ * bytes read ahead here would be lost to it. A stream that only sends
+ * keeps a buffer of one record. */
 static int fill_in(struct rmig_link *l, int chan, struct tls_stream *s, size_t need, int tmo)
 {
-	size_t have = s->in_end - s->in_start, room;
+	size_t have = s->in_end - s->in_start, cap, room;
 	int rc;
 
 	if (have >= need)
 		return 0;
-	if (!s->in && !(s->in = malloc(IN_BYTES)))
-		return tls_err(l, -ENOMEM, "TLS: out of memory");
-	if (!have || s->in_start + need > IN_BYTES) { /* room for the most */
-		memmove(s->in, s->in + s->in_start, have);
-		s->in_start = 0;
-		s->in_end = have;
+	cap = s->state == S_SEALED ? IN_BYTES : RMIG_TLS_MAX_RECORD;
+	if (s->in_cap != cap || !have || s->in_start + need > cap) {
+		rc = size_in(l, s, cap); /* and room for the most */
+		if (rc)
+			return rc;
 	}
-	room = s->state == S_SEALED ? IN_BYTES - s->in_end : need - have;
+	room = s->state == S_SEALED ? cap - s->in_end : need - have;
 	rc = lower_recv_some(l, chan, s->in + s->in_end, need - have, room, tmo);
 	if (rc < 0)
 		return rc;
