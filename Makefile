@@ -40,7 +40,7 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c tra
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_chunks test_converge test_sim test_uffd test_populated test_session \
-	     test_backend_abi test_link_wrap test_tls_record
+	     test_backend_abi test_link_wrap test_tls_record test_tls_stream
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).

@@ -10,9 +10,12 @@
 # migrated by QEMU and through rmig (scripts/bench_qemu.sh); (6) CPU per GiB
 # on both sides, against memcpy (tests/tools/memcpy_bw), and the digest's
 # (XXH3 of 4 KiB pages) speed against memcpy; (8) downtime against guest
-# size for --verify on, full and off (scripts/bench_verify.sh, issue 21).
+# size for --verify on, full and off (scripts/bench_verify.sh, issue 21);
+# (9) what TLS 1.3 costs: round 1 and CPU per GiB on each side, plaintext
+# against --tls, against AES-GCM's speed (scripts/bench_tls.sh).
 # BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
-# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way.
+# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way, and
+# BENCH_ONLY=tls (9).
 set -u
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
@@ -53,6 +56,20 @@ verify_section() {
 }
 if [ "${BENCH_ONLY:-}" = verify ]; then
 	verify_section
+	exit 0
+fi
+
+# (9) TLS against plaintext and the crypto ceiling.
+tls_section() {
+	RMIG="$RMIG" scripts/bench_tls.sh "$T/tls" >"$T/tls.md" 2>"$T/tls.err" ||
+		echo "bench: bench_tls failed: $(tail -1 "$T/tls.err")" >>"$T/tls.md"
+	echo "## TLS 1.3: plaintext against --tls, and AES-GCM's speed"
+	echo
+	cat "$T/tls.md"
+	echo
+}
+if [ "${BENCH_ONLY:-}" = tls ]; then
+	tls_section
 	exit 0
 fi
 
@@ -162,6 +179,8 @@ fi
 
 verify_md=$(verify_section)
 cp "$T/verify/verify.json" bench/ 2>/dev/null
+tls_md=$(tls_section)
+cp "$T/tls/tls.json" bench/ 2>/dev/null
 
 # (4) Downtime and total time against dirty rate (scripts/bench_sweep.sh):
 # table here, plot in bench/sweep.png.
@@ -212,6 +231,8 @@ fi
 	echo
 	echo "$verify_md"
 	echo
+	echo "$tls_md"
+	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
 	echo "$rxe_table"
@@ -223,7 +244,8 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson scale "$(cat bench/scale.json 2>/dev/null || echo null)" \
 	--argjson qemu "$(cat "$T/qemu/qemu.json" 2>/dev/null || echo null)" \
 	--argjson verify "$(cat bench/verify.json 2>/dev/null || echo null)" \
-	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify}' \
+	--argjson tls "$(cat "$T/tls/tls.json" 2>/dev/null || echo null)" \
+	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
 scripts/bench_plots.sh bench

@@ -131,6 +131,18 @@ struct rmig_link_ops {
 	 * channel chan, or a negative errno (-ENOTSUP: not a socket stream). The
 	 * link keeps the descriptor. */
 	int (*stream_fd)(struct rmig_link *l, int chan);
+
+	/* Optional, for a link that wraps this one and parses the stream
+	 * itself (tls reads several records per call; NULL: it reads exactly
+	 * what it needs with ctrl_recv/chan_recv). Receive at least min (>= 1)
+	 * and at most len bytes into buf from the control stream (chan < 0) or
+	 * data channel chan: waits, as ctrl_recv/chan_recv do, only until min
+	 * bytes are in, then takes whatever else is already there. Returns the
+	 * count (min..len, len <= INT_MAX) or a negative errno. Never passed
+	 * through a wrapper: its stream is its own to hand out. Last in the
+	 * table: read it only from a table whose size covers it. */
+	int (*recv_some)(struct rmig_link *l, int chan, void *buf, size_t min, size_t len,
+			 int timeout_ms);
 };
 
 struct rmig_link {

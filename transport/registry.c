@@ -392,6 +392,9 @@ int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		.describe = over->describe,
 		.interrupt = wrap_interrupt,
 		.stream_fd = PICK(stream_fd),
+		.recv_some = over->size > offsetof(struct rmig_link_ops, recv_some)
+				 ? over->recv_some
+				 : NULL, /* never the lower link's */
 	};
 	t->over = over;
 	t->over_destroy = over->destroy;

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -388,6 +389,39 @@ static int recv_all(struct rmig_link *l, int fd, const struct iovec *src, int n,
 	return 0;
 }
 
+/* At least min bytes into buf, at most len: one read once min are in. */
+static int recv_some(struct rmig_link *l, int fd, uint8_t *buf, size_t min, size_t len,
+		     int timeout_ms, unsigned op, const char *what)
+{
+	size_t got = 0;
+
+	if (min < 1 || min > len || len > INT_MAX) {
+		rmig_link_err(l, "%s: bad length (%zu..%zu bytes)", what, min, len);
+		return -EINVAL;
+	}
+	for (;;) {
+		ssize_t r;
+		int rc;
+
+		if (stopped(l, op))
+			return io_error(l, -ECANCELED, what, timeout_ms);
+		r = read(fd, buf + got, len - got);
+		if (r > 0 && (got += (size_t)r) >= min)
+			return (int)got;
+		if (r > 0)
+			continue;
+		if (r == 0)
+			return io_error(l, -ECONNRESET, what, timeout_ms);
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN)
+			return io_error(l, -errno, what, timeout_ms);
+		rc = wait_fd(l, fd, POLLIN, timeout_ms, op);
+		if (rc)
+			return io_error(l, rc, what, timeout_ms);
+	}
+}
+
 static int tcp_ctrl_send(struct rmig_link *l, const struct iovec *iov, int iovcnt, int timeout_ms)
 {
 	return send_all(l, tcp(l)->ctrl_fd, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_CTRL_SEND,
@@ -430,6 +464,23 @@ static int tcp_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec 
 	return fd < 0
 		   ? fd
 		   : recv_all(l, fd, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data receive");
+}
+
+static int tcp_recv_some(struct rmig_link *l, int chan, void *buf, size_t min, size_t len,
+			 int timeout_ms)
+{
+	int fd = chan < 0 ? tcp(l)->ctrl_fd : chan_fd(l, (unsigned)chan);
+
+	if (chan < 0 && fd < 0) {
+		rmig_link_err(l, "no control stream");
+		return -ENOTCONN;
+	}
+	if (fd < 0)
+		return fd;
+	return chan < 0 ? recv_some(l, fd, buf, min, len, timeout_ms, RMIG_LINK_STOP_CTRL_RECV,
+				    "control receive")
+			: recv_some(l, fd, buf, min, len, timeout_ms, RMIG_LINK_STOP_DATA,
+				    "data receive");
 }
 
 static void tcp_interrupt(struct rmig_link *l, unsigned flags)
@@ -479,4 +530,5 @@ const struct rmig_link_ops rmig_tcp_link_ops = {
 	.close_session = tcp_close_session,
 	.interrupt = tcp_interrupt,
 	.stream_fd = tcp_stream_fd,
+	.recv_some = tcp_recv_some,
 };

@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -51,6 +52,8 @@
 #define OUT_BUF_LEN (OUT_RECORDS * (RMIG_TLS_MAX_PLAIN + 32))
 #define MAX_HANDSHAKE_BYTES 65536 /* one flight, certificates included */
 #define TLS_HANDSHAKE 22
+/* Records read by one lower receive, at most: what the link has ready. */
+#define IN_BYTES (16 * RMIG_TLS_MAX_RECORD)
 
 /* Shared by a listening link and every connection it accepts. */
 struct tls_conf {
@@ -77,8 +80,10 @@ enum stream_state {
 struct tls_stream {
 	enum stream_state state;
 	struct rmig_tls_dir tx, rx;
-	uint8_t *rec;		     /* the record being read */
-	size_t plain_off, plain_len; /* its plaintext not handed out yet */
+	uint8_t *in;		     /* records read, opened in place */
+	size_t in_cap;		     /* its size: one record, IN_BYTES once data flows */
+	size_t in_start, in_end;     /* in[in_start, in_end): not opened yet */
+	size_t plain_off, plain_len; /* in: the last opened record's plaintext not handed out yet */
 	uint8_t *out;		     /* records sealed for one lower send */
 	uint8_t peek[RMIG_TLS_HDR_LEN];
 	size_t peek_len; /* read to tell TLS from clear, not handed out yet */
@@ -481,8 +486,8 @@ static void stream_clear(struct tls_stream *s)
 	rmig_tls_dir_clear(&s->tx);
 	rmig_tls_dir_clear(&s->rx);
 	/* They held guest memory in clear. */
-	if (s->rec)
-		OPENSSL_clear_free(s->rec, RMIG_TLS_MAX_RECORD);
+	if (s->in)
+		OPENSSL_clear_free(s->in, s->in_cap);
 	if (s->out)
 		OPENSSL_clear_free(s->out, OUT_BUF_LEN);
 	memset(s, 0, sizeof(*s));
@@ -618,9 +623,6 @@ static int key_stream(struct rmig_link *l, struct tls_stream *s, int chan,
 	if (rmig_tls_dir_init(&s->tx, tx, txl, 1) || rmig_tls_dir_init(&s->rx, rx, rxl, 0))
 		return tls_err(l, -EIO, "TLS: no traffic keys after the handshake with %s",
 			       l->peer);
-	s->rec = malloc(RMIG_TLS_MAX_RECORD);
-	if (!s->rec)
-		return tls_err(l, -ENOMEM, "TLS: out of memory");
 	rc = confirm(l, s, chan, server, tmo);
 	if (rc)
 		return rc;
@@ -795,28 +797,92 @@ static int open_error(struct rmig_link *l, int rc, int type)
 				  : "a message this side does not take (a key update?)");
 }
 
-/* Read and open the next record of the stream into s->rec. */
+/* At least min bytes of the lower stream, at most len: what it has ready
+ * (link.h recv_some), or exactly min where it cannot say. */
+static int lower_recv_some(struct rmig_link *l, int chan, uint8_t *buf, size_t min, size_t len,
+			   int tmo)
+{
+	const struct rmig_link_ops *ops = l->lower->ops;
+	int rc;
+
+	if (ops->size > offsetof(struct rmig_link_ops, recv_some) && ops->recv_some) {
+		rc = ops->recv_some(l->lower, chan, buf, min, len, tmo);
+		return rc < 0 ? lower_up(l, rc) : rc;
+	}
+	rc = lower_recv(l, chan, buf, min, tmo);
+	return rc ? rc : (int)min;
+}
+
+/* s->in of cap bytes, holding what it held, unopened records at its start. */
+static int size_in(struct rmig_link *l, struct tls_stream *s, size_t cap)
+{
+	size_t have = s->in_end - s->in_start;
+	uint8_t *in = s->in;
+
+	if (s->in_cap != cap && !(in = malloc(cap)))
+		return tls_err(l, -ENOMEM, "TLS: out of memory");
+	if (have)
+		memmove(in, s->in + s->in_start, have);
+	if (in != s->in && s->in)
+		OPENSSL_clear_free(s->in, s->in_cap);
+	s->in = in;
+	s->in_cap = cap;
+	s->in_start = 0;
+	s->in_end = have;
+	return 0;
+}
+
+/* Have at least need bytes of records in s->in, and whatever else fits
+ * and is ready once the stream is sealed. Before (the handshake's
+ * confirmation), exactly need: the kernel may take the keys next, and
+ * bytes read ahead here would be lost to it. A stream that only sends
+ * keeps a buffer of one record. */
+static int fill_in(struct rmig_link *l, int chan, struct tls_stream *s, size_t need, int tmo)
+{
+	size_t have = s->in_end - s->in_start, cap, room;
+	int rc;
+
+	if (have >= need)
+		return 0;
+	cap = s->state == S_SEALED ? IN_BYTES : RMIG_TLS_MAX_RECORD;
+	if (s->in_cap != cap || !have || s->in_start + need > cap) {
+		rc = size_in(l, s, cap); /* and room for the most */
+		if (rc)
+			return rc;
+	}
+	room = s->state == S_SEALED ? cap - s->in_end : need - have;
+	rc = lower_recv_some(l, chan, s->in + s->in_end, need - have, room, tmo);
+	if (rc < 0)
+		return rc;
+	s->in_end += (size_t)rc;
+	return 0;
+}
+
+/* Open the next record of the stream in s->in; its plaintext stays there. */
 static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, int tmo)
 {
 	int body, plain, type = 0, rc;
+	uint8_t *rec;
 
-	rc = lower_recv(l, chan, s->rec, RMIG_TLS_HDR_LEN, tmo);
+	rc = fill_in(l, chan, s, RMIG_TLS_HDR_LEN, tmo);
 	if (rc)
 		return rc;
-	body = rmig_tls_body_len(s->rec);
+	body = rmig_tls_body_len(s->in + s->in_start);
 	if (body < 0)
 		return tls_err(l, -EBADMSG, "TLS: %s sent a bad record header", l->peer);
-	rc = lower_recv(l, chan, s->rec + RMIG_TLS_HDR_LEN, (size_t)body, tmo);
+	rc = fill_in(l, chan, s, RMIG_TLS_HDR_LEN + (size_t)body, tmo);
 	if (rc)
 		return rc;
-	plain = rmig_tls_open(&s->rx, s->rec, s->rec + RMIG_TLS_HDR_LEN, (size_t)body, &type);
+	rec = s->in + s->in_start;
+	s->in_start += RMIG_TLS_HDR_LEN + (size_t)body;
+	plain = rmig_tls_open(&s->rx, rec, rec + RMIG_TLS_HDR_LEN, (size_t)body, &type);
 	if (plain < 0)
 		return open_error(l, plain, type);
 	if (type == 21)
-		return alert_error(l, s->rec + RMIG_TLS_HDR_LEN, (size_t)plain);
+		return alert_error(l, rec + RMIG_TLS_HDR_LEN, (size_t)plain);
 	if (type != 23)
 		return open_error(l, -EPROTO, type);
-	s->plain_off = RMIG_TLS_HDR_LEN;
+	s->plain_off = (size_t)(rec - s->in) + RMIG_TLS_HDR_LEN;
 	s->plain_len = (size_t)plain;
 	return 0;
 }
@@ -851,7 +917,7 @@ static int sealed_recv(struct rmig_link *l, int chan, const struct iovec *iov, i
 			if (rc)
 				return rc;
 			take = left < s->plain_len ? left : s->plain_len;
-			memcpy(dst, s->rec + s->plain_off, take);
+			memcpy(dst, s->in + s->plain_off, take);
 			dst += take;
 			left -= take;
 			s->plain_off += take;
