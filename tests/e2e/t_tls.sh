@@ -310,6 +310,16 @@ wait_pid "$RECV_PID" 20
 expect_eq "auto: send exit" "$SRC" 0
 expect_encrypted "auto, not on loopback" "$T/auto-send.out"
 expect_encrypted "auto, not on loopback (destination)" "$T/auto-recv.out"
+# Certificates and no key, towards a peer not on loopback: TLS proves who
+# the receiver is, so the sender goes on without --insecure.
+"$CREDS_SH" "$T/vcreds" "$ADDR" >/dev/null 2>&1 || fail "scripts/tls_creds.sh $ADDR failed"
+remote x509-remote-recv --tls-creds "$T/vcreds" --accept-timeout-ms 10000
+SRC=0
+"$RMIG" send --json --backend $GUEST --tls-creds "$T/vcreds" "$ADDR:$PORT" \
+	>"$T/x509-remote.out" 2>"$T/x509-remote.err" || SRC=$?
+wait_pid "$RECV_PID" 20
+expect_eq "x509 without a key, not on loopback: send exit" "$SRC" 0
+expect_encrypted "x509 without a key, not on loopback" "$T/x509-remote.out"
 remote auto-recv2 --psk-file "$T/key" --accept-timeout-ms 3000
 SRC=0
 "$RMIG" send --json --backend $GUEST --psk-file "$T/key" --no-tls "$ADDR:$PORT" \
