@@ -3,8 +3,9 @@
  * (records split and joined across calls, several records per lower read,
  * read-ahead carried from an accepted connection into the channel that
  * adopts it), over a lower link that reads what it has ready (tcp's
- * recv_some) and over one that cannot say (exact reads); a forged record
- * fails with nothing of it handed out; and tcp's recv_some itself. */
+ * recv_some) and over one that cannot say (exact reads); nothing read
+ * ahead before a stream is sealed (the kernel may take its keys); a forged
+ * record fails with nothing of it handed out; and tcp's recv_some itself. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,10 +31,42 @@ static const struct rmig_link_ops exact_ops = {
 	.wraps = "tcp",
 };
 
+/* A wrapper that passes recv_some through and counts the reads that may
+ * take more than they need: the sending side's (spy_client) and the
+ * receiving side's. */
+static pthread_mutex_t spy_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rmig_link *spy_client;
+static int spy_client_reads, spy_client_ahead, spy_server_ahead;
+
+static int spy_recv_some(struct rmig_link *l, int chan, void *buf, size_t min, size_t len, int tmo)
+{
+	int rc = l->lower->ops->recv_some(l->lower, chan, buf, min, len, tmo);
+
+	pthread_mutex_lock(&spy_lock);
+	if (l == spy_client) {
+		spy_client_reads++;
+		spy_client_ahead += len > min;
+	} else {
+		spy_server_ahead += len > min;
+	}
+	pthread_mutex_unlock(&spy_lock);
+	if (rc < 0)
+		memcpy(l->err, l->lower->err, sizeof(l->err));
+	return rc;
+}
+
+static const struct rmig_link_ops spy_ops = {
+	.size = sizeof(struct rmig_link_ops),
+	.name = "spy",
+	.wraps = "tcp",
+	.recv_some = spy_recv_some,
+};
+
 static int setup(void **state)
 {
 	(void)state;
 	rmig_link_register(&exact_ops); /* once; -EEXIST afterwards */
+	rmig_link_register(&spy_ops);
 	return 0;
 }
 
@@ -183,6 +216,8 @@ static void exchange(const char *lower)
 {
 	struct rmig_link *dst = tls_over(lower), *src = tls_over(lower);
 	struct receiver r = { .l = dst };
+
+	spy_client = src->lower;
 	struct iovec hello = { "hello", 6 };
 	pthread_t tid;
 	uint16_t port = 0;
@@ -225,6 +260,18 @@ static void test_sealed_over_exact_reads(void **state)
 {
 	(void)state;
 	exchange("exact");
+}
+
+/* The sender reads only the receiver's confirmation of each handshake,
+ * and reads it exactly: the kernel may take the keys right after, and
+ * what was read ahead would be lost to it. Sealed data is read ahead. */
+static void test_exact_until_sealed(void **state)
+{
+	(void)state;
+	exchange("spy");
+	assert_int_equal(spy_client_ahead, 0);
+	assert_true(spy_client_reads >= 4); /* header and body, control and channel */
+	assert_true(spy_server_ahead > 0);
 }
 
 /* ---- tcp's recv_some ---- */
@@ -310,6 +357,7 @@ int main(void)
 		cmocka_unit_test(test_tcp_recv_some),
 		cmocka_unit_test(test_sealed_over_tcp),
 		cmocka_unit_test(test_sealed_over_exact_reads),
+		cmocka_unit_test(test_exact_until_sealed),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
