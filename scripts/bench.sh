@@ -237,14 +237,17 @@ fi
 	echo
 	echo "$rxe_table"
 } | tee bench/results.md
+# A part's JSON, or null where that part failed to write valid JSON (one
+# broken part must not cost the whole results.json).
+json_or_null() { jq -c . "$1" 2>/dev/null | grep . || echo null; }
 jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$tcp_bw" \
 	--argjson ratio "$tcp_ratio" --arg size "$SIZE" --argjson channels "$CH" \
 	--argjson memcpy "$memcpy_json" --argjson steady "${steady:-0}" \
 	--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
-	--argjson scale "$(cat bench/scale.json 2>/dev/null || echo null)" \
-	--argjson qemu "$(cat "$T/qemu/qemu.json" 2>/dev/null || echo null)" \
-	--argjson verify "$(cat bench/verify.json 2>/dev/null || echo null)" \
-	--argjson tls "$(cat "$T/tls/tls.json" 2>/dev/null || echo null)" \
+	--argjson scale "$(json_or_null bench/scale.json)" \
+	--argjson qemu "$(json_or_null "$T/qemu/qemu.json")" \
+	--argjson verify "$(json_or_null bench/verify.json)" \
+	--argjson tls "$(json_or_null "$T/tls/tls.json")" \
 	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.

@@ -45,7 +45,12 @@ migrate() { # NAME SPEC SEND-ARGS...
 		>/dev/null || { echo "bench_verify: $name did not migrate: $(tail -n1 "$OUT/runs/$name.send")" >&2; status=1; }
 }
 mib() { awk -v s="$1" 'BEGIN { n = s + 0; u = substr(s, length(s)); print (u == "G" ? n * 1024 : u == "T" ? n * 1048576 : n) }'; }
-field() { jq -r "select(.event==\"summary\") | .$2 | tostring" "$OUT/runs/$1.send"; }
+# A summary field of run $1, or null when the run left none (it failed).
+field() {
+	local v
+	v=$(jq -r "select(.event==\"summary\") | .$2 | tostring" "$OUT/runs/$1.send" 2>/dev/null | tail -1)
+	echo "${v:-null}"
+}
 
 echo "| guest | --verify | downtime ms | estimate ms | forced | pause digests (chunks) | audit ms | on vs off (target ≤ 1.2x + 5 ms) |"
 echo "|---|---|---|---|---|---|---|---|"
