@@ -207,6 +207,9 @@ else
 	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
 fi
 
+# A section's JSON, or null where it wrote none (or an empty file: a
+# failed section must not empty results.json).
+json_of() { jq -ce . "$1" 2>/dev/null | grep . || echo null; }
 {
 	echo "# rmig bench, $(date -u +%Y-%m-%d), $(uname -m), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo
@@ -241,10 +244,10 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson ratio "$tcp_ratio" --arg size "$SIZE" --argjson channels "$CH" \
 	--argjson memcpy "$memcpy_json" --argjson steady "${steady:-0}" \
 	--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
-	--argjson scale "$(cat bench/scale.json 2>/dev/null || echo null)" \
-	--argjson qemu "$(cat "$T/qemu/qemu.json" 2>/dev/null || echo null)" \
-	--argjson verify "$(cat bench/verify.json 2>/dev/null || echo null)" \
-	--argjson tls "$(cat "$T/tls/tls.json" 2>/dev/null || echo null)" \
+	--argjson scale "$(json_of bench/scale.json)" \
+	--argjson qemu "$(json_of "$T/qemu/qemu.json")" \
+	--argjson verify "$(json_of bench/verify.json)" \
+	--argjson tls "$(json_of "$T/tls/tls.json")" \
 	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
