@@ -207,6 +207,9 @@ else
 	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
 fi
 
+# A section's JSON, or null where it wrote none (or an empty file: a
+# failed section must not empty results.json).
+json_of() { jq -ce . "$1" 2>/dev/null | grep . || echo null; }
 {
 	echo "# rmig bench, $(date -u +%Y-%m-%d), $(uname -m), $(nproc) CPUs, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
 	echo
@@ -237,17 +240,14 @@ fi
 	echo
 	echo "$rxe_table"
 } | tee bench/results.md
-# A part's JSON, or null where that part failed to write valid JSON (one
-# broken part must not cost the whole results.json).
-json_or_null() { jq -c . "$1" 2>/dev/null | grep . || echo null; }
 jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$tcp_bw" \
 	--argjson ratio "$tcp_ratio" --arg size "$SIZE" --argjson channels "$CH" \
 	--argjson memcpy "$memcpy_json" --argjson steady "${steady:-0}" \
 	--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
-	--argjson scale "$(json_or_null bench/scale.json)" \
-	--argjson qemu "$(json_or_null "$T/qemu/qemu.json")" \
-	--argjson verify "$(json_or_null bench/verify.json)" \
-	--argjson tls "$(json_or_null "$T/tls/tls.json")" \
+	--argjson scale "$(json_of bench/scale.json)" \
+	--argjson qemu "$(json_of "$T/qemu/qemu.json")" \
+	--argjson verify "$(json_of bench/verify.json)" \
+	--argjson tls "$(json_of "$T/tls/tls.json")" \
 	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.

@@ -49,15 +49,27 @@ psk="$OUT/psk"
 # The crypto ceiling: bytes per second of one core at 16384-byte blocks,
 # measured once per pair of runs (this VM's speed swings): medians. Beside
 # it, for information, the same cipher as TLS records use it (-aead: nonce,
-# header, 16 KiB, tag for each record), sealing and opening.
+# header, 16 KiB, tag for each record), sealing and opening, and what
+# each core gets while every core runs it at once (taskset -c N): during
+# the runs both ends keep all cores busy, and this VM's cores slow each
+# other down.
+cores=$(nproc)
 speed_enc="openssl speed -elapsed -seconds 3 -evp aes-128-gcm"
+speed_busy="openssl speed -elapsed -seconds 3 -bytes 16384 -evp aes-128-gcm"
 speed_seal="openssl speed -elapsed -seconds 3 -bytes 16384 -aead -evp aes-128-gcm"
 speed_open="openssl speed -elapsed -seconds 3 -bytes 16384 -aead -decrypt -evp aes-128-gcm"
 speed_Bps() { $1 2>/dev/null | awk '/^AES-128-GCM/ { v = $NF; sub(/k$/, "", v); print v * 1000 }'; }
+busy_Bps() { # the mean of one per core, all at once
+	for c in $(seq 0 $((cores - 1))); do
+		taskset -c "$c" $speed_busy 2>/dev/null | awk '/^AES-128-GCM/ { v = $NF; sub(/k$/, "", v); print v * 1000 }' &
+	done
+	wait
+}
 ceilings() {
 	speed_Bps "$speed_enc" >>"$OUT/ceiling.Bps"
 	speed_Bps "$speed_seal" >>"$OUT/seal.Bps"
 	speed_Bps "$speed_open" >>"$OUT/open.Bps"
+	busy_Bps | awk '{ s += $1 } END { if (NR) print s / NR }' >>"$OUT/busy.Bps"
 }
 
 # CPU seconds of process PID so far (utime + stime).
@@ -116,6 +128,7 @@ enc_Bps=$(median <"$OUT/ceiling.Bps")
 seal_Bps=$(median <"$OUT/seal.Bps")
 open_Bps=$(median <"$OUT/open.Bps")
 ceil_s=$(core_s "${enc_Bps:-0}")
+busy_s=$(core_s "$(median <"$OUT/busy.Bps")")
 
 p_bw=$(mbs "$OUT/plain.bw")
 t_bw=$(mbs "$OUT/tls.bw")
@@ -127,7 +140,6 @@ t_recv=$(per_gib "$OUT/tls.cpu_recv")
 add_send=$(sub_ "$t_send" "$p_send")
 add_recv=$(sub_ "$t_recv" "$p_recv")
 sealing=$(sort -u "$OUT/tls.sealing" | paste -sd/)
-cores=$(nproc)
 bound() { awk -v c="$cores" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (a + b > 0 ? c / (a + b) * 1073741824 / 1e6 : 0) }'; }
 p_bound=$(bound "$p_send" "$p_recv")
 t_bound=$(bound "$t_send" "$t_recv")
@@ -146,17 +158,19 @@ echo "| CPU bound on $cores cores: $cores / (sender + receiver s/GiB), MB/s | $p
 echo
 echo "Sender and receiver share this machine's $cores cores: where both modes are CPU-bound, TLS / plaintext cannot exceed the ratio of the CPU bounds."
 echo
-echo "Crypto ceiling: AES-128-GCM on one core at 16384-byte blocks, median of $(wc -l <"$OUT/ceiling.Bps") measured between the runs ($(range "$OUT/ceiling.Bps" 0 1e6) MB/s): $(mb "$enc_Bps") MB/s = $ceil_s core-s/GiB. As TLS records use it (\`-aead\`: nonce, header, data and tag per 16 KiB record): sealing $(mb "$seal_Bps") MB/s = $(core_s "${seal_Bps:-0}") core-s/GiB, opening $(mb "$open_Bps") MB/s = $(core_s "${open_Bps:-0}") core-s/GiB. Added = TLS minus plaintext CPU per GiB (medians); the target is added ≤ 1.3 × the ceiling; raw = TLS CPU per GiB against plaintext + ceiling."
+echo "Crypto ceiling: AES-128-GCM on one core at 16384-byte blocks, median of $(wc -l <"$OUT/ceiling.Bps") measured between the runs ($(range "$OUT/ceiling.Bps" 0 1e6) MB/s): $(mb "$enc_Bps") MB/s = $ceil_s core-s/GiB. As TLS records use it (\`-aead\`: nonce, header, data and tag per 16 KiB record): sealing $(mb "$seal_Bps") MB/s = $(core_s "${seal_Bps:-0}") core-s/GiB, opening $(mb "$open_Bps") MB/s = $(core_s "${open_Bps:-0}") core-s/GiB. With every core running it at once: $(mb "$(median <"$OUT/busy.Bps")") MB/s per core = $busy_s core-s/GiB. Added = TLS minus plaintext CPU per GiB (medians); the target is added ≤ 1.3 × the ceiling (one core); raw = TLS CPU per GiB against plaintext + ceiling. Over loopback part of one side's TCP work runs in the other's process (softirqs): the sum of both sides is the sturdier figure."
 echo
-echo "| side | added by TLS, s/GiB | ceiling, core-s/GiB | added / ceiling | target ≤ 1.3 | raw TLS / (plaintext + ceiling) |"
-echo "|---|---|---|---|---|---|"
-for side in send recv; do
-	add=$([ $side = send ] && echo "$add_send" || echo "$add_recv")
-	raw=$([ $side = send ] && echo "$t_send" || echo "$t_recv")
-	plain=$([ $side = send ] && echo "$p_send" || echo "$p_recv")
-	r=$(ratio "$add" "$ceil_s")
-	echo "| $([ $side = send ] && echo sender || echo receiver) | $add | $ceil_s | $r | $(met "$r" 1.3 '<=') | $(ratio "$raw" "$(awk -v a="$plain" -v b="$ceil_s" 'BEGIN { print a + b }')") |"
-done
+echo "| side | added by TLS, s/GiB | ceiling (one core), core-s/GiB | added / ceiling | target ≤ 1.3 | added / ceiling with all cores busy | raw TLS / (plaintext + ceiling) |"
+echo "|---|---|---|---|---|---|---|"
+row() { # NAME ADDED TLS PLAIN CEILINGS
+	local r
+	r=$(ratio "$2" "$(awk -v c="$ceil_s" -v n="$5" 'BEGIN { print c * n }')")
+	echo "| $1 | $2 | $(awk -v c="$ceil_s" -v n="$5" 'BEGIN { printf "%.3f", c * n }') | $r | $(met "$r" 1.3 '<=') | $(ratio "$2" "$(awk -v c="$busy_s" -v n="$5" 'BEGIN { print c * n }')") | $(ratio "$3" "$(awk -v a="$4" -v c="$ceil_s" -v n="$5" 'BEGIN { print a + c * n }')") |"
+}
+row sender "$add_send" "$t_send" "$p_send" 1
+row receiver "$add_recv" "$t_recv" "$p_recv" 1
+row "both (sum; 2 × ceiling)" "$(sub_ "$(awk -v a="$t_send" -v b="$t_recv" 'BEGIN { print a + b }')" "$(awk -v a="$p_send" -v b="$p_recv" 'BEGIN { print a + b }')")" \
+	"$(awk -v a="$t_send" -v b="$t_recv" 'BEGIN { print a + b }')" "$(awk -v a="$p_send" -v b="$p_recv" 'BEGIN { print a + b }')" 2
 echo
 echo "Commands (K: a 32-byte key file, mode 0600; PORT: the receiver's):"
 echo
@@ -164,6 +178,7 @@ echo '```'
 echo "$speed_enc   # the ceiling: its 16384 bytes column"
 echo "$speed_seal   # sealing records"
 echo "$speed_open   # opening records"
+echo "taskset -c N $speed_busy   # on every core N at once"
 echo "$(recv_cmd --no-tls)   # plaintext"
 echo "$(send_cmd --no-tls)"
 echo "$(recv_cmd --tls)   # TLS"
@@ -174,6 +189,7 @@ arr() { jq -s . "$1"; }
 jq -n --arg size "$SIZE" --argjson channels "$CH" --argjson runs "$RUNS" \
 	--arg speed "$speed_enc" --argjson enc "${enc_Bps:-0}" --argjson seal "${seal_Bps:-0}" \
 	--argjson open "${open_Bps:-0}" --argjson ceil_runs "$(arr "$OUT/ceiling.Bps")" \
+	--argjson busy_runs "$(arr "$OUT/busy.Bps")" --argjson busy_s "$busy_s" \
 	--argjson ceil "$ceil_s" --argjson p_bw "$(arr "$OUT/plain.bw")" \
 	--argjson t_bw "$(arr "$OUT/tls.bw")" \
 	--argjson p_send "$(arr "$OUT/plain.cpu_send")" --argjson t_send "$(arr "$OUT/tls.cpu_send")" \
@@ -185,7 +201,8 @@ jq -n --arg size "$SIZE" --argjson channels "$CH" --argjson runs "$RUNS" \
 	'{size: $size, channels: $channels, runs: $runs, sealing: $sealing,
 	  ceiling: {command: $speed, aes128gcm_Bps: $enc, runs_Bps: $ceil_runs, core_s_per_gib: $ceil,
 		    records_seal_Bps: $seal, records_open_Bps: $open,
-		    records_seal_runs_Bps: $seal_runs, records_open_runs_Bps: $open_runs},
+		    records_seal_runs_Bps: $seal_runs, records_open_runs_Bps: $open_runs,
+		    all_cores_busy_runs_Bps: $busy_runs, all_cores_busy_core_s_per_gib: $busy_s},
 	  plaintext: {round1_Bps: $p_bw, cpu_send_s: $p_send, cpu_recv_s: $p_recv},
 	  tls: {round1_Bps: $t_bw, cpu_send_s: $t_send, cpu_recv_s: $t_recv},
 	  tls_over_plaintext_bw: $bw_ratio, cores: $cores,
