@@ -85,6 +85,13 @@ enum rmig_msg_type {
 				     * stale copies of (runs, like ZERO) */
 	RMIG_MSG_PAGE_REQUEST = 22, /* destination, post-copy: its guest waits for a page */
 	RMIG_MSG_PAGE_DATA = 23,    /* source, post-copy: that page's bytes */
+	RMIG_MSG_MISSING = 24,	    /* destination, post-copy recovery: announced pages
+				     * it still lacks (runs, like DISCARD) */
+	RMIG_MSG_RECOVER = 25,	    /* destination, post-copy recovery: all MISSING is
+				     * out; its value: how many pages it lacks */
+	RMIG_MSG_STREAM_ACK = 26,   /* destination: the hypervisor's stream is written
+				     * up to this offset (bytes); resumption replays
+				     * from the last one */
 	RMIG_MSG_TYPE_COUNT
 };
 
@@ -263,7 +270,8 @@ struct rmig_msg {
 			char reason[RMIG_MAX_REASON + 1]; /* NUL-terminated, printable */
 		} abort;
 		struct rmig_wire_done done;
-		uint64_t value;		   /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK */
+		uint64_t value; /* ROUND_ACK, READY, GO, STARTED, HEARTBEAT, CHECK, RECOVER,
+				   STREAM_ACK */
 		uint8_t mac[RMIG_MAC_LEN]; /* AUTH */
 		struct {
 			const uint8_t *data; /* points into the decoded payload */
@@ -273,7 +281,7 @@ struct rmig_msg {
 			uint32_t region_id;
 			uint32_t nruns;
 			struct rmig_run runs[RMIG_MAX_RUNS];
-		} discard;
+		} discard; /* DISCARD, MISSING */
 		struct {
 			uint32_t region_id;
 			uint64_t page;

@@ -75,6 +75,9 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_DISCARD] = "DISCARD",
 	[RMIG_MSG_PAGE_REQUEST] = "PAGE_REQUEST",
 	[RMIG_MSG_PAGE_DATA] = "PAGE_DATA",
+	[RMIG_MSG_MISSING] = "MISSING",
+	[RMIG_MSG_RECOVER] = "RECOVER",
+	[RMIG_MSG_STREAM_ACK] = "STREAM_ACK",
 };
 
 const char *rmig_msg_name(unsigned type)
@@ -130,6 +133,7 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 	case RMIG_MSG_DONE: *min = *max = RMIG_DONE_LEN; break;
 	case RMIG_MSG_AUTH: *min = *max = RMIG_MAC_LEN; break;
 	case RMIG_MSG_DISCARD:
+	case RMIG_MSG_MISSING:
 		*min = RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN;
 		*max = RMIG_DISCARD_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS;
 		break;
@@ -138,7 +142,7 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		*min = RMIG_PAGE_REF_LEN + RMIG_MIN_PAGE_SIZE;
 		*max = RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE;
 		break;
-	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT CHECK */
+	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT CHECK RECOVER STREAM_ACK */
 		*min = *max = RMIG_U64_MSG_LEN;
 		break;
 	}
@@ -370,6 +374,8 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 	case RMIG_MSG_STARTED:
 	case RMIG_MSG_HEARTBEAT:
 	case RMIG_MSG_CHECK:
+	case RMIG_MSG_RECOVER:
+	case RMIG_MSG_STREAM_ACK:
 		len = RMIG_U64_MSG_LEN;
 		if (cap < len)
 			return 0;
@@ -382,6 +388,7 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 		memcpy(out, m->u.mac, len);
 		break;
 	case RMIG_MSG_DISCARD:
+	case RMIG_MSG_MISSING:
 		if (m->u.discard.nruns == 0 || m->u.discard.nruns > RMIG_MAX_RUNS)
 			return 0;
 		len = RMIG_DISCARD_HDR_LEN + (size_t)m->u.discard.nruns * RMIG_RUN_LEN;
@@ -424,20 +431,22 @@ static int discard_decode(const uint8_t *p, size_t len, struct rmig_msg *m, char
 	m->u.discard.region_id = get32(p);
 	m->u.discard.nruns = n;
 	if (n == 0 || n > RMIG_MAX_RUNS || len != RMIG_DISCARD_HDR_LEN + (size_t)n * RMIG_RUN_LEN)
-		return bad(err, errlen, "DISCARD run count %u does not match length %zu", n, len);
+		return bad(err, errlen, "%s run count %u does not match length %zu",
+			   rmig_msg_name(m->type), n, len);
 	for (uint32_t i = 0; i < n; i++) {
 		struct rmig_run *r = &m->u.discard.runs[i];
 
 		r->first = get64(p + RMIG_DISCARD_HDR_LEN + i * RMIG_RUN_LEN);
 		r->count = get64(p + RMIG_DISCARD_HDR_LEN + i * RMIG_RUN_LEN + 8);
 		if (r->count == 0 || r->first > UINT64_MAX - r->count)
-			return bad(err, errlen, "DISCARD run %u: pages %llu+%llu empty or wrapping",
-				   i, (unsigned long long)r->first, (unsigned long long)r->count);
+			return bad(err, errlen, "%s run %u: pages %llu+%llu empty or wrapping",
+				   rmig_msg_name(m->type), i, (unsigned long long)r->first,
+				   (unsigned long long)r->count);
 		if (i && r->first < r[-1].first + r[-1].count)
 			return bad(err, errlen,
-				   "DISCARD run %u: pages %llu+%llu overlap or precede run %u", i,
-				   (unsigned long long)r->first, (unsigned long long)r->count,
-				   i - 1);
+				   "%s run %u: pages %llu+%llu overlap or precede run %u",
+				   rmig_msg_name(m->type), i, (unsigned long long)r->first,
+				   (unsigned long long)r->count, i - 1);
 	}
 	return 0;
 }
@@ -562,7 +571,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		m->u.done.rounds = get32(p + 24);
 		m->u.done.flags = get32(p + 28);
 		break;
-	case RMIG_MSG_DISCARD: return discard_decode(p, len, m, err, errlen);
+	case RMIG_MSG_DISCARD:
+	case RMIG_MSG_MISSING: return discard_decode(p, len, m, err, errlen);
 	case RMIG_MSG_PAGE_REQUEST:
 	case RMIG_MSG_PAGE_DATA:
 		m->u.page.region_id = get32(p);
@@ -589,31 +599,32 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 int rmig_page_msg_check(const struct rmig_msg *m, const struct rmig_layout *l, size_t *region_index,
 			char *err, size_t errlen)
 {
-	uint32_t id = m->type == RMIG_MSG_DISCARD ? m->u.discard.region_id : m->u.page.region_id;
+	int runs = m->type == RMIG_MSG_DISCARD || m->type == RMIG_MSG_MISSING;
+	uint32_t id = runs ? m->u.discard.region_id : m->u.page.region_id;
 	int idx = rmig_layout_find(l, id);
 	uint64_t npages;
 
-	if (m->type != RMIG_MSG_DISCARD && m->type != RMIG_MSG_PAGE_REQUEST &&
-	    m->type != RMIG_MSG_PAGE_DATA)
+	if (!runs && m->type != RMIG_MSG_PAGE_REQUEST && m->type != RMIG_MSG_PAGE_DATA)
 		return bad(err, errlen, "%s names no pages", rmig_msg_name(m->type));
 	if (idx < 0)
 		return bad(err, errlen, "%s for unknown region id %u", rmig_msg_name(m->type), id);
 	npages = l->r[idx].len / l->r[idx].page_size;
-	if (m->type == RMIG_MSG_DISCARD) {
+	if (runs) {
 		/* The decode made the runs ascending and free of wrapping: the
 		 * last one ending in the region puts them all there. */
 		const struct rmig_run *last;
 
 		if (m->u.discard.nruns == 0 || m->u.discard.nruns > RMIG_MAX_RUNS)
-			return bad(err, errlen, "DISCARD run count %u outside 1..%d",
-				   m->u.discard.nruns, RMIG_MAX_RUNS);
+			return bad(err, errlen, "%s run count %u outside 1..%d",
+				   rmig_msg_name(m->type), m->u.discard.nruns, RMIG_MAX_RUNS);
 		last = &m->u.discard.runs[m->u.discard.nruns - 1];
 		if (last->first + last->count > npages)
 			return bad(err, errlen,
-				   "DISCARD run %u: pages %llu+%llu past the end of region %u "
+				   "%s run %u: pages %llu+%llu past the end of region %u "
 				   "(%llu pages)",
-				   m->u.discard.nruns - 1, (unsigned long long)last->first,
-				   (unsigned long long)last->count, id, (unsigned long long)npages);
+				   rmig_msg_name(m->type), m->u.discard.nruns - 1,
+				   (unsigned long long)last->first, (unsigned long long)last->count,
+				   id, (unsigned long long)npages);
 	} else if (m->u.page.page >= npages) {
 		return bad(err, errlen, "%s: page %llu past the end of region %u (%llu pages)",
 			   rmig_msg_name(m->type), (unsigned long long)m->u.page.page, id,

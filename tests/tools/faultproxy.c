@@ -28,6 +28,13 @@
  * --cut-after BYTES: once BYTES have been forwarded client->target on the
  * data streams (their CHANNEL frames included), forward no more and reset
  * every connection, once ("faultproxy: cut after N data bytes").
+ * --cut-on TYPE[:N] (repeatable, up to 8, taken in order): when the client
+ * sends the Nth (default 1st) control frame of TYPE (a name, e.g. STATE or
+ * PAGE_DATA, or a number) since the last cut, that frame and whatever was
+ * read with it are dropped and every connection is reset ("faultproxy: cut
+ * on FRAME #N"); new connections are accepted as before, so a sender can
+ * reconnect through the proxy. A link that breaks at a known point of the
+ * protocol, as often as the test asks.
  * Counts: each connection's close and the exit log the bytes forwarded
  * client->target, by kind ("faultproxy: forwarded N bytes on data streams,
  * M on control streams"): the data streams' bytes are the CHANNEL frames
@@ -115,6 +122,12 @@ static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
 static int cut_now;
+#define MAX_CUTS 8
+static struct {
+	unsigned type, nth;
+} cuts[MAX_CUTS]; /* --cut-on, in order */
+static unsigned ncuts, next_cut,
+    seen_of_type;	  /* frames of the next cut's type since the last cut */
 static int raw;		  /* --raw */
 static FILE *record_file; /* --record */
 static unsigned raw_conns;
@@ -134,8 +147,8 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES] [--raw] "
-			"[--record FILE]\n");
+			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES] "
+			"[--cut-on TYPE[:N]]... [--raw] [--record FILE]\n");
 	exit(2);
 }
 
@@ -172,13 +185,53 @@ static void conn_close(struct conn *c, int reset)
 /* --cut-after reached: reset every connection, as a link that breaks. */
 static void cut_all(void)
 {
-	fprintf(stderr, "faultproxy: cut after %llu data bytes\n",
-		(unsigned long long)forwarded[K_DATA]);
+	if (cut_now == 1)
+		fprintf(stderr, "faultproxy: cut after %llu data bytes\n",
+			(unsigned long long)forwarded[K_DATA]);
 	for (int i = 0; i < MAX_CONNS; i++)
 		if (conns[i].used)
 			conn_close(&conns[i], 1);
-	cut_after = 0;
+	if (cut_now == 1)
+		cut_after = 0;
 	cut_now = 0;
+}
+
+/* --cut-on: is this control frame the one to cut on? */
+static void check_cut_on(const struct conn *c)
+{
+	if (next_cut >= ncuts || c->kind != K_CTRL || c->cur_type != cuts[next_cut].type)
+		return;
+	if (++seen_of_type < cuts[next_cut].nth)
+		return;
+	fprintf(stderr, "faultproxy: cut on %s #%u (connection %u)\n", type_name(c->cur_type),
+		seen_of_type, c->id);
+	next_cut++;
+	seen_of_type = 0;
+	cut_now = 2; /* drop what is buffered: the frame must not arrive */
+}
+
+/* TYPE[:N]: a frame type by name or number, and which of them. */
+static void parse_cut_on(const char *arg)
+{
+	char name[32];
+	unsigned t = 0, nth = 1;
+	const char *colon = strchr(arg, ':');
+
+	snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - arg) : (int)strlen(arg), arg);
+	if (colon)
+		nth = (unsigned)strtoul(colon + 1, NULL, 10);
+	for (unsigned i = 1; i < sizeof(type_names) / sizeof(type_names[0]); i++)
+		if (!strcmp(name, type_names[i]))
+			t = i;
+	if (!t)
+		t = (unsigned)strtoul(name, NULL, 10);
+	if (!t || !nth || ncuts == MAX_CUTS) {
+		fprintf(stderr, "faultproxy: --cut-on %s: not a frame type[:count] (or too many)\n",
+			arg);
+		exit(2);
+	}
+	cuts[ncuts].type = t;
+	cuts[ncuts++].nth = nth;
 }
 
 /* Walk the client's bytes through rmig's framing, applying armed faults. */
@@ -224,6 +277,7 @@ static void inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 			if (trace && c->kind == K_CTRL)
 				fprintf(stderr, "faultproxy: connection %u: %s\n", c->id,
 					type_name(c->cur_type));
+			check_cut_on(c);
 			c->frames++;
 		} else { /* in a payload */
 			size_t take = c->payload_left < n - i ? (size_t)c->payload_left : n - i;
@@ -282,6 +336,8 @@ static size_t may_write(const struct conn *c, const struct pipe_dir *d)
 	size_t len = d->len - d->off;
 	uint64_t left;
 
+	if (cut_now)
+		return 0; /* about to cut: nothing more goes */
 	if (!cut_after || d != &c->c2t || c->kind != K_DATA)
 		return len;
 	left = cut_after > forwarded[K_DATA] ? cut_after - forwarded[K_DATA] : 0;
@@ -399,6 +455,8 @@ int main(int argc, char **argv)
 			data_frames_per_signal = (unsigned)strtoul(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--cut-after") && i + 1 < argc)
 			cut_after = strtoull(argv[++i], NULL, 10);
+		else if (!strcmp(argv[i], "--cut-on") && i + 1 < argc)
+			parse_cut_on(argv[++i]);
 		else if (!strcmp(argv[i], "--raw"))
 			raw = 1;
 		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {
