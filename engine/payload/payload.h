@@ -113,6 +113,15 @@ struct rmig_payload_ops {
 	 * check it against what was sent (ctx->stats.audit*). Failing to
 	 * check is an error; a difference is not (it is in the stats). */
 	int (*save_audit)(struct rmig_payload *p);
+
+	/* ---- recovery, added later ---- */
+	/* Destination: the link is lost and the source may come back (post-copy:
+	 * hold the requests for pages; they go again on load_resume). */
+	void (*load_suspend)(struct rmig_payload *p);
+	/* Destination: a resumed session is set up on a new link (after
+	 * load_rewind): tell the source where to take up (post-copy: the pages
+	 * still missing; a stream: the offset written). */
+	int (*load_resume)(struct rmig_payload *p);
 };
 
 /* What a payload tells the session while it works; the session's. */
@@ -122,6 +131,11 @@ struct rmig_payload_hooks {
 	void (*preparing)(struct rmig_ctx *ctx);
 	/* Source, save_live: the hypervisor has paused the guest. */
 	void (*guest_paused)(struct rmig_ctx *ctx);
+	/* Source, save_live: the link failed with rc. Fail over to the next
+	 * link (config.failover) and open the same migration there: 0 when it
+	 * is up (the payload then takes up where the destination says it is),
+	 * else the error to fail with. */
+	int (*link_lost)(struct rmig_payload *p, int rc);
 };
 
 struct rmig_payload {
@@ -129,7 +143,8 @@ struct rmig_payload {
 	struct rmig_ctx *ctx;
 	const struct rmig_payload_hooks *hooks; /* set by the session, never NULL */
 	void *priv;
-	int postcopy; /* switches over by post-copy */
+	void *session; /* the session's, for its hooks */
+	int postcopy;  /* switches over by post-copy */
 };
 
 /* The payloads one migration carries, in registration order. */

@@ -28,7 +28,7 @@
 /* One rmig_recv call: what the steps and message handlers share. */
 struct dst_run {
 	struct rmig_ctx *ctx;
-	struct rmig_listener *lst;	  /* where the connections come from */
+	struct rmig_listener *lst;	 /* where the connections come from */
 	struct rmig_listener_slot *slot; /* our migration, as the listener knows it */
 	struct rmig_msg *m;
 	struct rmig_payload_set ps;
@@ -314,22 +314,35 @@ static int resumable(struct dst_run *d)
 	return d->ps.n && !d->announced;
 }
 
-/* The link failed during pre-copy: keep what was received so far and wait
- * failover_timeout_ms for the source to resume over any link. */
+/* Pre-copy's stall clock, from the start of receiving. */
+static void start_stall_clock(struct dst_run *d)
+{
+	rmig_deadline_start(d->ctx, d->ctx->cfg.stall_timeout_ms, 1,
+			    "no data and no round end for %u ms in pre-copy "
+			    "(config.stall_timeout_ms)",
+			    d->ctx->cfg.stall_timeout_ms);
+	stall_clock_after_offer(d);
+}
+
+/* The link failed during pre-copy, or in stop-and-copy before READY: keep
+ * what was received so far and wait failover_timeout_ms for the source to
+ * resume over any link (it sends the last round and the state again). */
 static int await_resume(struct dst_run *d, int rc)
 {
 	struct rmig_ctx *ctx = d->ctx;
 	const char *from = rmig_link_kind_name(ctx->link);
+	unsigned phase = rmig_phase(ctx);
+	int may_resume = phase == RMIG_DST_RECEIVING || phase == RMIG_DST_STOP_AND_COPY;
 	struct rmig_wire_hello hello;
 	char why[sizeof(ctx->err)], msg[sizeof(why) + 96];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
 	struct rmig_deadline stall = ctx->deadline;
 	int64_t lost, end;
 
-	if (rmig_link_failure(rc) && rmig_phase(ctx) == RMIG_DST_RECEIVING)
+	if (rmig_link_failure(rc) && may_resume)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
-	    atomic_load(&ctx->cancelled) || rmig_phase(ctx) != RMIG_DST_RECEIVING || !resumable(d))
+	    atomic_load(&ctx->cancelled) || !may_resume || !resumable(d))
 		return rc;
 	lost = rmig_now_ms();
 	end = lost + ctx->cfg.failover_timeout_ms;
@@ -357,15 +370,24 @@ static int await_resume(struct dst_run *d, int rc)
 		if (!rc)
 			rc = setup_session(d, &hello, 1);
 		if (!rc)
+			rc = RMIG_PAYLOADS_CALL(&d->ps, load_resume);
+		if (!rc)
 			break;
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 		drop_session(d);
 	}
 	d->expect_round = hello.round;
-	/* The resumed session has what the lost one had left, no more. */
-	stall.since_ms += rmig_now_ms() - lost;
-	ctx->deadline = stall;
-	stall_clock_after_offer(d);
+	free(d->state); /* stop-and-copy: the state comes again */
+	d->state = NULL;
+	d->state_len = 0;
+	if (phase == RMIG_DST_STOP_AND_COPY) {
+		start_stall_clock(d); /* the last round starts over */
+	} else {
+		/* The resumed session has what the lost one had left, no more. */
+		stall.since_ms += rmig_now_ms() - lost;
+		ctx->deadline = stall;
+		stall_clock_after_offer(d);
+	}
 	ctx->stats.failovers++;
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
@@ -766,9 +788,9 @@ static int open_migration(struct dst_run *d, int *connected)
 	if (rc)
 		return rc;
 	rmig_phase_enter(ctx, RMIG_DST_LISTENING);
-	rc = rmig_listener_take_new(d->lst, ctx,
-				    ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1,
-				    &d->slot, &o);
+	rc = rmig_listener_take_new(
+	    d->lst, ctx, ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1,
+	    &d->slot, &o);
 	if (!rc)
 		rc = take_opening(ctx, &o, &hello);
 	if (rc)
@@ -784,11 +806,7 @@ static int open_migration(struct dst_run *d, int *connected)
 	rc = setup_session(d, &hello, 0);
 	if (rc)
 		return rc;
-	rmig_deadline_start(ctx, ctx->cfg.stall_timeout_ms, 1,
-			    "no data and no round end for %u ms in pre-copy "
-			    "(config.stall_timeout_ms)",
-			    ctx->cfg.stall_timeout_ms);
-	stall_clock_after_offer(d);
+	start_stall_clock(d);
 	return rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 }
 

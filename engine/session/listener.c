@@ -42,12 +42,12 @@
 #define MAX_PENDING_PER_ADDR 16	       /* of those, from one address */
 #define PENDING_ROOM (2 * MAX_PENDING) /* dropped ones end within a slice */
 #define MAX_REFUSALS_PER_S 100
-#define EVICT_AGE_MS 1000      /* an unproven connection this old may be cut for a new one */
-#define MAX_SLOTS 64	       /* migrations known at once */
-#define PREAUTH_MAX_BYTES 4096 /* largest frame before authentication */
+#define EVICT_AGE_MS 1000	/* an unproven connection this old may be cut for a new one */
+#define MAX_SLOTS 64		/* migrations known at once */
+#define PREAUTH_MAX_BYTES 4096	/* largest frame before authentication */
 #define TLS_HANDSHAKE_RECORD 22 /* what a TLS client sends first */
-#define NEW_GRACE_MS 1000      /* a new migration waits this long for a context */
-#define CHANNEL_WAIT_MS 1000   /* a channel waits this long for its migration */
+#define NEW_GRACE_MS 1000	/* a new migration waits this long for a context */
+#define CHANNEL_WAIT_MS 1000	/* a channel waits this long for its migration */
 #define SLICE_MS 100
 #define SESSION_SLICE_MS 20 /* how soon a session's wait sees a cancel */
 #define MAX_DEAD (4 * (RMIG_MAX_CHANNELS + 1))

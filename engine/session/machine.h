@@ -23,6 +23,7 @@ enum rmig_src_phase {
 	RMIG_SRC_COMMIT,	   /* READY is in: CHECK, then GO */
 	RMIG_SRC_AWAITING_STARTED, /* GO is out */
 	RMIG_SRC_POSTCOPY,	   /* the guest runs there, pages still flow */
+	RMIG_SRC_RECOVERING,	   /* post-copy's link lost: reconnecting, resending */
 	RMIG_SRC_ASKING,	   /* link lost after GO: did it start? */
 	RMIG_SRC_MIGRATED,
 	RMIG_SRC_ROLLED_BACK,
@@ -41,6 +42,7 @@ enum rmig_dst_phase {
 	RMIG_DST_STOP_AND_COPY,	    /* device state is in: COMPLETE next */
 	RMIG_DST_READY,		    /* verified, state loaded: GO next */
 	RMIG_DST_POSTCOPY,	    /* the guest runs here, pages still flow */
+	RMIG_DST_RECOVERING,	    /* post-copy's link lost: waiting for the source */
 	RMIG_DST_MIGRATED,	    /* the guest runs here */
 	RMIG_DST_AWAITING_QUESTION, /* link lost after READY: answering the outcome */
 	RMIG_DST_DISCARDED,

@@ -78,7 +78,10 @@ static void guest_paused(struct rmig_ctx *ctx)
 	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
 }
 
-static const struct rmig_payload_hooks source_hooks = { .guest_paused = guest_paused };
+static int live_link_lost(struct rmig_payload *p, int rc);
+
+static const struct rmig_payload_hooks source_hooks = { .guest_paused = guest_paused,
+							.link_lost = live_link_lost };
 
 /* CPU time of the calling thread, in microseconds. */
 static int64_t thread_cpu_us(void)
@@ -345,15 +348,17 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 	}
 }
 
-/* The link failed during pre-copy: resume the same migration over the
- * fallback link (config.failover). The destination keeps what it
- * acknowledged; the payloads send again what the lost round carried, in the
- * next round (next_round). 0 when the migration goes on; else the first
- * error, and the failover's. */
+/* The link failed during pre-copy or stop-and-copy (before READY): resume
+ * the same migration over the fallback link (config.failover). The
+ * destination keeps what it acknowledged; the payloads send again what the
+ * lost round carried, in the next round (next_round). 0 when the migration
+ * goes on, in the phase it was in; else the first error, and the
+ * failover's. */
 static int failover(struct sender *s, int rc, unsigned next_round)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	struct rmig_link *from = ctx->link, *to;
+	unsigned back = rmig_phase(ctx);
 	char why[sizeof(ctx->err)];
 
 	if (rmig_link_failure(rc))
@@ -377,7 +382,8 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 
 		memcpy(failed, ctx->err, sizeof(failed));
 		return rmig_err(ctx, rc ? rc : -ECANCELED, "%s; failover to %s failed: %s", why,
-				rmig_link_kind_name(to), atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+				rmig_link_kind_name(to),
+				atomic_load(&ctx->cancelled) ? "cancelled" : failed);
 	}
 	rmig_tx_restart(s->tx);
 	ctx->stats.failovers++;
@@ -389,8 +395,17 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 
 		rmig_emit(ctx, &ev);
 	}
-	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
+	rmig_phase_enter(ctx, back);
 	return 0; /* handshake restarted the heartbeats */
+}
+
+/* A payload that migrates itself (a hypervisor's stream) lost the link:
+ * fail over as a round would; the payload replays what did not arrive. */
+static int live_link_lost(struct rmig_payload *p, int rc)
+{
+	struct sender *s = p->session;
+
+	return failover(s, rc, ++s->round);
 }
 
 /* The link failed after GO: did the destination start the guest? Ask over
@@ -740,14 +755,49 @@ static int postcopy_predrop(struct sender *s)
 	return rc;
 }
 
-/* Stop and copy: pause, the last round, the device state, COMPLETE (m).
+/* COMPLETE (m) out, READY back: the destination holds everything and has
+ * loaded the state; from here it may run the guest. */
+static int complete(struct sender *s, struct rmig_msg *m)
+{
+	int rc = rmig_ctrl_send(s->ctx, m);
+
+	return rc ? rc : expect_serving(s, RMIG_MSG_READY, m);
+}
+
+/* The guest is paused: the last round, the device state, COMPLETE, READY.
  * Post-copy: the device state, then what is still dirty is announced
  * instead of sent, and COMPLETE says so. */
+static int switch_over(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	uint64_t fresh;
+	int rc = 0;
+
+	if (!s->postcopy) {
+		struct rmig_round_stats rs = { .round = ++s->round };
+
+		rc = send_round(s, &rs);
+	}
+	if (!rc)
+		rc = send_state(ctx);
+	if (!rc && s->postcopy)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_announce, &fresh);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_COMPLETE;
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
+	return rc ? rc : complete(s, m);
+}
+
+/* Stop and copy: pause, then the switch-over (above). A link lost before
+ * READY fails over and the switch-over starts again on the next link: the
+ * guest stays paused, the downtime grows by the failover, nothing is
+ * rolled back. Post-copy's announcements cannot be taken back: no failover
+ * once they began. */
 static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	struct rmig_pending pend;
-	uint64_t fresh;
 	int rc;
 
 	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
@@ -757,20 +807,15 @@ static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 		return rmig_err(ctx, rc, "backend: pause: %s", ctx->be->err);
 	s->must_resume = 1;
 	rc = fetch_pending(s, &pend);
-	if (!rc && !s->postcopy) {
-		struct rmig_round_stats rs = { .round = ++s->round };
-
+	if (!rc && !s->postcopy)
 		rc = RMIG_PAYLOADS_CALL(&s->ps, save_pause);
-		if (!rc)
-			rc = send_round(s, &rs);
+	while (!rc) {
+		rc = switch_over(s, m);
+		if (!rc || s->postcopy)
+			break;
+		rc = failover(s, rc, s->round + 1);
 	}
-	if (!rc)
-		rc = send_state(ctx);
-	if (!rc && s->postcopy)
-		rc = RMIG_PAYLOADS_CALL(&s->ps, save_announce, &fresh);
-	memset(m, 0, sizeof(*m));
-	m->type = RMIG_MSG_COMPLETE;
-	return rc ? rc : RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
+	return rc;
 }
 
 /* A payload that migrates itself (a hypervisor's stream): it runs until the
@@ -797,7 +842,9 @@ static int live_migrate(struct sender *s, struct rmig_msg *m)
 	rc = rmig_ctrl_send(ctx, m);
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_COMPLETE;
-	return rc ? rc : RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
+	return rc ? rc : complete(s, m);
 }
 
 /* Post-copy: queues the announced data for the senders, then ends the
@@ -907,17 +954,13 @@ static int postcopy_lost(struct rmig_ctx *ctx, int rc)
 	return rc < 0 ? rc : -EIO;
 }
 
-/* The two-phase commit, COMPLETE (m) in hand: READY, CHECK, READY, GO,
- * STARTED; post-copy then sends the rest. */
+/* The two-phase commit, READY in hand: CHECK, READY, GO, STARTED;
+ * post-copy then sends the rest. */
 static int commit(struct sender *s, struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = s->ctx;
-	int rc = rmig_ctrl_send(ctx, m);
+	int rc;
 
-	if (!rc)
-		rc = expect_serving(s, RMIG_MSG_READY, m);
-	if (rc)
-		return rc;
 	ctx->stats.verified = ctx->cfg.verify != RMIG_VERIFY_OFF;
 	/* From here the destination may run, so we never resume on our own. */
 	rmig_phase_enter(ctx, RMIG_SRC_COMMIT);
@@ -977,6 +1020,7 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	RMIG_EACH_PAYLOAD(&s->ps, p)
 	{
 		p->hooks = &source_hooks;
+		p->session = s;
 	}
 	if (!rc)
 		rc = RMIG_PAYLOADS_CALL(&s->ps, save_setup);
