@@ -327,6 +327,9 @@ struct rmig_stats {
 	int encrypted;	 /* every stream of the link in use was sealed */
 	const char *tls; /* who sealed them: "ktls" (the kernel), "user" (this
 			  * process), "mixed"; "off": in clear */
+	/* Added after tls. */
+	unsigned recoveries; /* post-copy: sessions resumed on a new link after
+			      * the guest started at the destination */
 };
 
 enum rmig_audit {

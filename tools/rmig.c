@@ -715,6 +715,7 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
 		    (unsigned long long)s->prealloc_ms, s->encrypted ? "true" : "false",
 		    s->tls ? s->tls : "off");
+		printf(",\"recoveries\":%u", s->recoveries);
 		if (t->role_send)
 			print_audit_json(s);
 		if (running >= 0)

@@ -9,6 +9,16 @@ static inline uint64_t rmig_bitmap_words(uint64_t nbits)
 	return (nbits + 63) / 64;
 }
 
+static inline int rmig_bitmap_test(const uint64_t *bm, uint64_t bit)
+{
+	return (bm[bit / 64] >> (bit % 64)) & 1;
+}
+
+static inline void rmig_bitmap_set(uint64_t *bm, uint64_t bit)
+{
+	bm[bit / 64] |= 1ull << (bit % 64);
+}
+
 /* Find the first run of set bits at or after `from`, at most max_len long.
  * Returns 1 and fills *start and *len, or 0 when no bit is set. Scans by
  * 64-bit words with count-trailing-zeros, so clean memory costs one load per

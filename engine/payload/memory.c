@@ -14,8 +14,8 @@ const struct rmig_payload_ops rmig_memory_payload = {
 	.name = "memory",
 	.wanted = memory_wanted,
 	.frame_types = 1u << RMIG_MSG_PAGES | 1u << RMIG_MSG_ZERO,
-	.msg_types =
-	    1u << RMIG_MSG_DISCARD | 1u << RMIG_MSG_PAGE_REQUEST | 1u << RMIG_MSG_PAGE_DATA,
+	.msg_types = 1u << RMIG_MSG_DISCARD | 1u << RMIG_MSG_PAGE_REQUEST |
+		     1u << RMIG_MSG_PAGE_DATA | 1u << RMIG_MSG_MISSING,
 	.save_setup = rmig_mem_save_setup,
 	.save_start = rmig_mem_save_start,
 	.save_round = rmig_mem_save_round,
@@ -40,4 +40,6 @@ const struct rmig_payload_ops rmig_memory_payload = {
 	.load_postcopy_end = rmig_mem_load_postcopy_end,
 	.load_cleanup = rmig_mem_load_cleanup,
 	.save_audit = rmig_mem_save_audit,
+	.load_suspend = rmig_mem_load_suspend,
+	.load_resume = rmig_mem_load_resume,
 };

@@ -32,6 +32,8 @@ int rmig_mem_load_complete(struct rmig_payload *p, const struct rmig_msg *m);
 void rmig_mem_load_remote(struct rmig_payload *p, struct rmig_pending_remote *out);
 int rmig_mem_load_failed(struct rmig_payload *p, char *why, size_t whylen);
 void rmig_mem_load_postcopy_end(struct rmig_payload *p);
+void rmig_mem_load_suspend(struct rmig_payload *p);
+int rmig_mem_load_resume(struct rmig_payload *p);
 void rmig_mem_load_cleanup(struct rmig_payload *p);
 
 #endif

@@ -357,8 +357,8 @@ static int verify(struct rmig_payload *p, const struct rmig_msg *m)
 		return 0;
 	if (m->u.complete.flags & RMIG_COMPLETE_CHUNKED)
 		rc = verify_chunked(p, digest);
-	else if ((rc = rmig_digest_regions(ctx->regions, ctx->nregions, 0, &ctx->cancelled,
-					   digest)))
+	else if ((rc =
+		      rmig_digest_regions(ctx->regions, ctx->nregions, 0, &ctx->cancelled, digest)))
 		rc = rmig_err(ctx, rc, "%s",
 			      rc == -ECANCELED ? "cancelled by the operator"
 					       : "computing the destination digest failed");
@@ -421,6 +421,24 @@ void rmig_mem_load_postcopy_end(struct rmig_payload *p)
 		return;
 	rmig_postcopy_disarm(ml(p)->pc);
 	ml(p)->pc_done = 1;
+}
+
+/* Post-copy's link is lost: requests for pages wait for the next one. */
+void rmig_mem_load_suspend(struct rmig_payload *p)
+{
+	if (ml(p)->pc && atomic_load(&ml(p)->pc_armed) && !ml(p)->pc_done)
+		rmig_postcopy_hold(ml(p)->pc);
+}
+
+/* A resumed session: in post-copy, say what is still missing (the source
+ * sends it again) after asking again for what the guest waits for. */
+int rmig_mem_load_resume(struct rmig_payload *p)
+{
+	uint64_t missing;
+
+	if (!ml(p)->pc || !atomic_load(&ml(p)->pc_armed) || ml(p)->pc_done)
+		return 0;
+	return rmig_postcopy_resume(ml(p)->pc, &missing);
 }
 
 void rmig_mem_load_cleanup(struct rmig_payload *p)

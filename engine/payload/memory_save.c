@@ -9,7 +9,9 @@
  * Two bitmaps per region: `dirty` (to send next; from post-copy's first
  * announcement on, every page announced) and `sent` (sent in the round not
  * yet acknowledged, resent after a failover; during post-copy's
- * announcements: announced).
+ * announcements: announced). Post-copy's recovery adds a third, `missing`:
+ * what the destination says it still lacks on the new link (MISSING), the
+ * only pages its next round sends.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -40,11 +42,13 @@ struct digest_task {
 struct mem_save {
 	uint64_t *dirty[RMIG_MAX_REGIONS];
 	uint64_t *sent[RMIG_MAX_REGIONS];
-	uint32_t round;		    /* the round being sent, for the frames' headers */
-	int announcing;		    /* post-copy: sent[] records what was announced */
-	struct digest_task dig;	    /* config.verify=full */
-	struct rmig_chunks *chunks; /* config.verify=on: digests of what was sent */
-	uint64_t refreshed;	    /* chunks digested again after the last ack */
+	uint32_t round;			     /* the round being sent, for the frames' headers */
+	int announcing;			     /* post-copy: sent[] records what was announced */
+	uint64_t *missing[RMIG_MAX_REGIONS]; /* post-copy recovery: to send again */
+	int recovering;			     /* the next round sends missing[], not dirty[] */
+	struct digest_task dig;		     /* config.verify=full */
+	struct rmig_chunks *chunks;	     /* config.verify=on: digests of what was sent */
+	uint64_t refreshed;		     /* chunks digested again after the last ack */
 };
 
 static struct mem_save *ms(struct rmig_payload *p)
@@ -290,7 +294,8 @@ int rmig_mem_save_round(struct rmig_payload *p, struct rmig_tx_pool *tx, unsigne
 	struct mem_save *s = ms(p);
 
 	s->round = round;
-	queue_pages(p, tx, s->dirty); /* a failure shows in rmig_tx_wait */
+	/* A failure shows in rmig_tx_wait. */
+	queue_pages(p, tx, s->recovering ? s->missing : s->dirty);
 	if (s->announcing)
 		return 0;
 	for (size_t ri = 0; ri < ctx->nregions; ri++) {
@@ -314,10 +319,31 @@ void rmig_mem_save_acked(struct rmig_payload *p)
 		clear_map(ms(p)->sent[ri], &p->ctx->regions[ri]);
 }
 
+/* Post-copy's link was lost: the next round sends only what the
+ * destination says it lacks (MISSING), nothing until it said so. */
+static void rewind_postcopy(struct rmig_payload *p)
+{
+	struct mem_save *s = ms(p);
+
+	for (size_t ri = 0; ri < p->ctx->nregions; ri++) {
+		const struct rmig_region *r = &p->ctx->regions[ri];
+
+		if (!s->missing[ri])
+			s->missing[ri] = calloc(rmig_bitmap_words(region_pages(r)), 8);
+		if (s->missing[ri])
+			clear_map(s->missing[ri], r);
+	}
+	s->recovering = 1;
+}
+
 void rmig_mem_save_rewind(struct rmig_payload *p)
 {
 	struct mem_save *s = ms(p);
 
+	if (s->announcing) {
+		rewind_postcopy(p);
+		return;
+	}
 	for (size_t ri = 0; ri < p->ctx->nregions; ri++) {
 		size_t words = rmig_bitmap_words(region_pages(&p->ctx->regions[ri]));
 
@@ -467,9 +493,44 @@ int rmig_mem_save_announce(struct rmig_payload *p, uint64_t *count)
 	return rc;
 }
 
-/* PAGE_REQUEST: the destination's guest waits for an announced page. */
+/* MISSING, in post-copy's recovery: announced pages the destination
+ * lacks. Any other page is a lie (or a bug): refused. */
+static int take_missing(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct mem_save *s = ms(p);
+	char why[256];
+	size_t ri;
+	int rc = rmig_page_msg_check(m, &ctx->layout, &ri, why, sizeof(why));
+
+	if (rc)
+		return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
+	if (!s->recovering || !s->missing[ri])
+		return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent MISSING %s",
+				ctx->link->peer,
+				s->recovering ? "(no memory to take it)" : "outside a recovery");
+	for (uint32_t i = 0; i < m->u.discard.nruns; i++) {
+		const struct rmig_run *run = &m->u.discard.runs[i];
+
+		for (uint64_t pg = run->first; pg < run->first + run->count; pg++) {
+			if (!rmig_bitmap_test(s->sent[ri], pg))
+				return rmig_err(ctx, -EPROTO,
+						"protocol error: peer %s says it lacks page %llu "
+						"of region %u, which was never announced",
+						ctx->link->peer, (unsigned long long)pg,
+						ctx->regions[ri].id);
+			rmig_bitmap_set(s->missing[ri], pg);
+		}
+	}
+	return 0;
+}
+
+/* PAGE_REQUEST: the destination's guest waits for an announced page.
+ * MISSING: what it lacks after a recovery. */
 int rmig_mem_save_message(struct rmig_payload *p, const struct rmig_msg *m)
 {
+	if (m->type == RMIG_MSG_MISSING)
+		return take_missing(p, m);
 	return rmig_postcopy_answer(p->ctx, m, ms(p)->dirty);
 }
 
@@ -485,6 +546,7 @@ void rmig_mem_save_cleanup(struct rmig_payload *p)
 	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++) {
 		free(s->dirty[i]);
 		free(s->sent[i]);
+		free(s->missing[i]);
 	}
 	free(s);
 	p->priv = NULL;

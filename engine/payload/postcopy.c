@@ -57,6 +57,11 @@ struct rmig_postcopy {
 	pthread_mutex_t lock; /* failed, failure */
 	int failed;
 	char failure[400];
+	/* Held while a request is sent, and while the link is lost (held):
+	 * requests wait in `requested` and go again on resume, never on a link
+	 * being swapped under them. */
+	pthread_mutex_t req_lock;
+	int held;
 };
 
 static int open_uffd(int *fd, int *user_only, char *err, size_t errlen)
@@ -164,6 +169,7 @@ int rmig_postcopy_create(struct rmig_ctx *ctx, struct rmig_postcopy **out)
 	pc->uffd = pc->stop_fd = -1;
 	pc->sys_page = sys_page;
 	pthread_mutex_init(&pc->lock, NULL);
+	pthread_mutex_init(&pc->req_lock, NULL);
 	for (size_t i = 0; i < ctx->nregions; i++) {
 		uint64_t words = rmig_bitmap_words(ctx->regions[i].len / ctx->regions[i].page_size);
 
@@ -195,6 +201,7 @@ void rmig_postcopy_destroy(struct rmig_postcopy *pc)
 		free(pc->requested[i]);
 	}
 	pthread_mutex_destroy(&pc->lock);
+	pthread_mutex_destroy(&pc->req_lock);
 	free(pc);
 }
 
@@ -268,13 +275,35 @@ static int region_of(struct rmig_postcopy *pc, uint64_t addr, size_t *ri, uint64
 	return -ENOENT;
 }
 
+/* Ask the source for page `page` of region index ri, unless the link is
+ * lost: then the request waits for rmig_postcopy_resume. A send that fails
+ * with the link is no failure of ours either: the session recovers, and
+ * the request goes again then. */
+static int request_page(struct rmig_postcopy *pc, size_t ri, uint64_t page, char *why,
+			size_t whylen)
+{
+	struct rmig_msg m = { .type = RMIG_MSG_PAGE_REQUEST };
+	int rc = 0;
+
+	m.u.page.region_id = pc->ctx->regions[ri].id;
+	m.u.page.page = page;
+	pthread_mutex_lock(&pc->req_lock);
+	if (!pc->held) {
+		rc = rmig_ctrl_send_err(pc->ctx, &m, why, whylen);
+		if (!rc)
+			atomic_fetch_add(&pc->nrequested, 1);
+		else if (rmig_link_failure(rc))
+			rc = 0;
+	}
+	pthread_mutex_unlock(&pc->req_lock);
+	return rc;
+}
+
 /* One fault: ask for a pending page (once), map any other as zero. */
 static int serve_fault(struct rmig_postcopy *pc, uint64_t addr, char *why, size_t whylen)
 {
-	struct rmig_msg m = { .type = RMIG_MSG_PAGE_REQUEST };
 	uint64_t page, bit;
 	size_t ri;
-	int rc;
 
 	if (region_of(pc, addr, &ri, &page)) {
 		snprintf(why, whylen, "post-copy: fault at %#llx, outside guest memory",
@@ -286,12 +315,7 @@ static int serve_fault(struct rmig_postcopy *pc, uint64_t addr, char *why, size_
 		/* Placing the page wakes every thread waiting for it. */
 		if (atomic_fetch_or(&pc->requested[ri][page / 64], bit) & bit)
 			return 0;
-		m.u.page.region_id = pc->ctx->regions[ri].id;
-		m.u.page.page = page;
-		rc = rmig_ctrl_send_err(pc->ctx, &m, why, whylen);
-		if (!rc)
-			atomic_fetch_add(&pc->nrequested, 1);
-		return rc;
+		return request_page(pc, ri, page, why, whylen);
 	}
 	/* Not pending: never written in this migration (a page that was is
 	 * present, or pending until placed), or placed since the fault. */
@@ -510,6 +534,79 @@ int rmig_postcopy_failed(struct rmig_postcopy *pc, char *why, size_t whylen)
 		snprintf(why, whylen, "%s", pc->failure);
 	pthread_mutex_unlock(&pc->lock);
 	return failed;
+}
+
+void rmig_postcopy_hold(struct rmig_postcopy *pc)
+{
+	pthread_mutex_lock(&pc->req_lock);
+	pc->held = 1;
+	pthread_mutex_unlock(&pc->req_lock);
+}
+
+/* Region ri's pages still missing, as MISSING runs; or (requested_only)
+ * those of them the guest asked for, one PAGE_REQUEST each. */
+static int send_pages(struct rmig_postcopy *pc, size_t ri, int requested_only)
+{
+	struct rmig_ctx *ctx = pc->ctx;
+	const struct rmig_region *r = &ctx->regions[ri];
+	uint64_t words = rmig_bitmap_words(r->len / r->page_size);
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	struct rmig_run *last = NULL;
+	int rc = 0;
+
+	if (!m)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	m->type = requested_only ? RMIG_MSG_PAGE_REQUEST : RMIG_MSG_MISSING;
+	m->u.discard.region_id = r->id;
+	for (uint64_t w = 0; w < words && !rc; w++) {
+		uint64_t bits = atomic_load(&pc->pending[ri][w]);
+
+		if (requested_only)
+			bits &= atomic_load(&pc->requested[ri][w]);
+		for (; bits && !rc; bits &= bits - 1) {
+			uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+
+			if (requested_only) {
+				m->u.page.region_id = r->id;
+				m->u.page.page = page;
+				rc = rmig_ctrl_send(ctx, m);
+				if (!rc)
+					atomic_fetch_add(&pc->nrequested, 1);
+				continue;
+			}
+			if (last && last->first + last->count == page) {
+				last->count++;
+				continue;
+			}
+			if (m->u.discard.nruns == RMIG_MAX_RUNS) {
+				rc = rmig_ctrl_send(ctx, m);
+				m->u.discard.nruns = 0;
+			}
+			last = &m->u.discard.runs[m->u.discard.nruns++];
+			*last = (struct rmig_run){ page, 1 };
+		}
+	}
+	if (!rc && !requested_only && m->u.discard.nruns)
+		rc = rmig_ctrl_send(ctx, m);
+	free(m);
+	return rc;
+}
+
+int rmig_postcopy_resume(struct rmig_postcopy *pc, uint64_t *missing)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&pc->req_lock);
+	/* What the guest waits for first, then all that is still missing. */
+	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
+		rc = send_pages(pc, ri, 1);
+	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
+		rc = send_pages(pc, ri, 0);
+	if (!rc)
+		pc->held = 0;
+	*missing = atomic_load(&pc->missing);
+	pthread_mutex_unlock(&pc->req_lock);
+	return rc;
 }
 
 int rmig_postcopy_answer(struct rmig_ctx *ctx, const struct rmig_msg *req, uint64_t *const *stale)

@@ -314,6 +314,23 @@ static int resumable(struct dst_run *d)
 	return d->ps.n && !d->announced;
 }
 
+/* Post-copy: what is still at the source, over all payloads. */
+static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
+{
+	*sum = (struct rmig_pending_remote){ 0 };
+	RMIG_EACH_PAYLOAD(&d->ps, p)
+	{
+		struct rmig_pending_remote one;
+
+		if (!p->ops->load_remote)
+			continue;
+		p->ops->load_remote(p, &one);
+		sum->stale += one.stale;
+		sum->missing += one.missing;
+		sum->requested += one.requested;
+	}
+}
+
 /* Pre-copy's stall clock, from the start of receiving. */
 static void start_stall_clock(struct dst_run *d)
 {
@@ -401,6 +418,88 @@ static int await_resume(struct dst_run *d, int rc)
 	return 0; /* setup_session restarted the heartbeats */
 }
 
+/* Post-copy's link was lost: the guest runs here, and a thread touching a
+ * page still at the source waits (its request is held).
+ * Wait failover_timeout_ms for the source to come back over any link; on
+ * it, ask again for what the guest waits for, say what is missing
+ * (load_resume), then RECOVER. A failure on the way waits again, until the
+ * deadline; only then is the guest lost. */
+static int recover(struct dst_run *d, int rc)
+{
+	struct rmig_ctx *ctx = d->ctx;
+	const char *from = rmig_link_kind_name(ctx->link);
+	struct rmig_pending_remote f;
+	struct rmig_wire_hello hello;
+	char why[sizeof(ctx->err)], msg[sizeof(why) + 128];
+	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
+	int64_t end;
+
+	if (rmig_link_failure(rc))
+		rc = rmig_ctrl_last_words(ctx, rc);
+	remote_figures(d, &f);
+	/* Even with every page in: the source does not know it yet, and would
+	 * call the guest lost. */
+	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
+	    atomic_load(&ctx->cancelled))
+		return rc;
+	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	memcpy(why, ctx->err, sizeof(why));
+	/* A request being sent on the dead link ends now; later ones wait. */
+	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_SEND);
+	RMIG_PAYLOADS_TELL(&d->ps, load_suspend);
+	drop_session(d);
+	snprintf(msg, sizeof(msg),
+		 "link lost (%s): %llu pages still at the source; waiting %u ms for it to "
+		 "recover",
+		 why, (unsigned long long)f.missing, ctx->cfg.failover_timeout_ms);
+	rmig_emit(ctx, &ev);
+	rmig_phase_enter(ctx, RMIG_DST_RECOVERING);
+	for (;;) {
+		rc = accept_for_session(d, RMIG_HELLO_RESUME, end, &hello);
+		if (rc)
+			return rmig_err(ctx, rc, "%s; the source did not recover within %u ms", why,
+					ctx->cfg.failover_timeout_ms);
+		if (hello.round < d->expect_round)
+			rc = rmig_err(ctx, -EPROTO,
+				      "protocol error: recovery at round %u, round %u was begun",
+				      hello.round, d->expect_round);
+		if (!rc)
+			rewind_payloads(d, hello.round);
+		if (!rc)
+			rc = setup_session(d, &hello, 1);
+		if (!rc) {
+			ctx->stats.recoveries++; /* a session resumed, as the source counts */
+			rc = RMIG_PAYLOADS_CALL(&d->ps, load_resume);
+		}
+		if (!rc) {
+			remote_figures(d, &f);
+			rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_RECOVER, f.missing);
+		}
+		if (!rc)
+			break;
+		if (!rmig_link_failure(rc)) /* not the link: tell the source */
+			rmig_ctrl_send_abort(ctx, rc, ctx->err);
+		drop_session(d);
+	}
+	d->expect_round = hello.round;
+	{
+		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
+					  .from = from,
+					  .transport = rmig_link_kind_name(ctx->link),
+					  .detail = why };
+
+		rmig_emit(ctx, &fev);
+	}
+	rmig_phase_enter(ctx, RMIG_DST_POSTCOPY);
+	return 0;
+}
+
+/* The link failed: resume pre-copy or recover post-copy, if it can. */
+static int link_lost(struct dst_run *d, int rc)
+{
+	return rmig_phase(d->ctx) == RMIG_DST_POSTCOPY ? recover(d, rc) : await_resume(d, rc);
+}
+
 /* The link failed after READY: the source may ask whether we started the
  * guest. Answer for commit_timeout_ms: STARTED, or that we did not (and
  * then never will). */
@@ -424,23 +523,6 @@ static void answer_outcome(struct dst_run *d, int started)
 		ctx->link->ops->close_session(ctx->link);
 	}
 	memcpy(ctx->err, why, sizeof(why));
-}
-
-/* Post-copy: what is still at the source, over all payloads. */
-static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
-{
-	*sum = (struct rmig_pending_remote){ 0 };
-	RMIG_EACH_PAYLOAD(&d->ps, p)
-	{
-		struct rmig_pending_remote one;
-
-		if (!p->ops->load_remote)
-			continue;
-		p->ops->load_remote(p, &one);
-		sum->stale += one.stale;
-		sum->missing += one.missing;
-		sum->requested += one.requested;
-	}
 }
 
 /* The guest runs here: the source's final report (DONE) is due at once. */
@@ -537,7 +619,10 @@ typedef int (*dst_handler)(struct dst_run *d);
 
 static int started(struct rmig_ctx *ctx)
 {
-	return rmig_phase(ctx) == RMIG_DST_POSTCOPY || rmig_phase(ctx) == RMIG_DST_MIGRATED;
+	unsigned phase = rmig_phase(ctx);
+
+	return phase == RMIG_DST_POSTCOPY || phase == RMIG_DST_RECOVERING ||
+	       phase == RMIG_DST_MIGRATED;
 }
 
 /* A payload's control message: STREAM, DISCARD, PAGE_DATA. */
@@ -579,7 +664,7 @@ static int on_round_end(struct dst_run *d)
 			return rmig_err(ctx, -EPROTO, "protocol error: pages sent after DISCARD");
 	rc = rmig_rx_wait_round(d->rx, m);
 	if (rc)
-		return await_resume(d, rc);
+		return link_lost(d, rc);
 	RMIG_PAYLOADS_TELL(&d->ps, load_round_done);
 	if (postcopy_round) {
 		struct rmig_pending_remote f;
@@ -728,7 +813,7 @@ static int serve_messages(struct dst_run *d)
 	for (;;) {
 		rc = rmig_ctrl_recv(ctx, d->m, (int)ctx->cfg.link_timeout_ms);
 		if (rc) {
-			rc = await_resume(d, why_stopped(d, rc));
+			rc = link_lost(d, why_stopped(d, rc));
 			if (rc)
 				return rc;
 			continue;
@@ -822,7 +907,7 @@ static int fail_migration(struct dst_run *d, int rc)
 
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
-	if (phase == RMIG_DST_POSTCOPY) {
+	if (phase == RMIG_DST_POSTCOPY || phase == RMIG_DST_RECOVERING) {
 		struct rmig_pending_remote f;
 
 		remote_figures(d, &f);

@@ -311,19 +311,19 @@ static void drop_session(struct rmig_ctx *ctx)
 	ctx->placement = 0;
 }
 
-static void emit_failover_warning(struct rmig_ctx *ctx, const char *why, const char *to)
+static void emit_failover_warning(struct rmig_ctx *ctx, const char *why, const char *what,
+				  const char *to)
 {
 	char msg[sizeof(ctx->err) + 64];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
 
-	snprintf(msg, sizeof(msg), "link lost (%s): failing over to %s", why, to);
+	snprintf(msg, sizeof(msg), "link lost (%s): %s over %s", why, what, to);
 	rmig_emit(ctx, &ev);
 }
 
-/* Connect `to` and resume the migration on it until failover_timeout_ms. */
-static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_round)
+/* Connect `to` and resume the migration on it, trying until end_ms. */
+static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_round, int64_t end)
 {
-	int64_t end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
 	int rc = -ETIMEDOUT;
 
 	for (;;) {
@@ -374,9 +374,9 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
 	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
-	emit_failover_warning(ctx, why, rmig_link_kind_name(to));
+	emit_failover_warning(ctx, why, "failing over", rmig_link_kind_name(to));
 	ctx->link = to;
-	rc = reconnect(ctx, to, next_round);
+	rc = reconnect(ctx, to, next_round, rmig_now_ms() + ctx->cfg.failover_timeout_ms);
 	if (rc || atomic_load(&ctx->cancelled)) {
 		char failed[sizeof(ctx->err)];
 
@@ -882,20 +882,17 @@ static void *push_main(void *arg)
 	return NULL;
 }
 
-/* Post-copy, after STARTED: the guest runs at the destination. Send the
- * announced data as one more round and answer requests until the
- * destination acknowledges the round: then it holds all of the guest. */
-static int postcopy_stream(struct sender *s, struct rmig_msg *m)
+/* Post-copy, one round after STARTED: the pusher sends (the announced
+ * data, or after a recovery what the destination lacks) while this thread
+ * answers requests, until the destination acknowledges the round. What
+ * went out adds to *total. */
+static int postcopy_round(struct sender *s, struct rmig_msg *m, struct rmig_round_stats *total)
 {
 	struct rmig_ctx *ctx = s->ctx;
-	struct postcopy_push pp = { .s = s, .rs = { .round = ++s->round } };
-	struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &pp.rs };
-	int64_t t0 = rmig_now_ms();
+	struct postcopy_push pp = { .s = s, .rs = { .round = s->round } };
 	int rc;
 
-	ctx->stats.postcopy = 1;
-	ctx->stats.rounds = pp.rs.round;
-	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	ctx->stats.rounds = s->round;
 	rmig_tx_new_round(s->tx);
 	if (pthread_create(&pp.tid, NULL, push_main, &pp))
 		return rmig_err(ctx, -EAGAIN, "cannot start the post-copy thread");
@@ -924,11 +921,97 @@ static int postcopy_stream(struct sender *s, struct rmig_msg *m)
 	ctx->stats.pages_sent += pp.rs.pages;
 	ctx->stats.zero_pages += pp.rs.zero_pages;
 	ctx->stats.bytes_sent += pp.rs.bytes;
-	if (rc)
+	total->pages += pp.rs.pages;
+	total->zero_pages += pp.rs.zero_pages;
+	total->bytes += pp.rs.bytes;
+	return rc;
+}
+
+/* Post-copy's link was lost: the guest runs at the destination, where a
+ * thread touching a missing page waits. Reconnect (the failover link) and
+ * take up the session until failover_timeout_ms: the destination asks
+ * again for what its guest waits for (answered at once), then says what it
+ * lacks (MISSING) and RECOVER; the next round sends that. A failure on the
+ * way tries again until the deadline. 0, or the error that loses the
+ * guest. */
+static int recover(struct sender *s, int rc, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_link *from = ctx->link, *to;
+	char why[sizeof(ctx->err)];
+	int64_t end;
+
+	if (rmig_link_failure(rc))
+		rc = rmig_ctrl_last_words(ctx, rc);
+	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
+	    atomic_load(&ctx->cancelled))
 		return rc;
-	pp.rs.ms = (uint64_t)(rmig_now_ms() - t0);
-	pp.rs.bandwidth = pp.rs.ms ? (double)pp.rs.bytes * 1000.0 / (double)pp.rs.ms : 0;
-	ctx->stats.postcopy_ms = (uint64_t)pp.rs.ms;
+	memcpy(why, ctx->err, sizeof(why));
+	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	drop_session(ctx);
+	rmig_tx_wait(s->tx);
+	RMIG_PAYLOADS_TELL(&s->ps, save_rewind);
+	to = rmig_links_fallback(ctx);
+	if (!to)
+		return rmig_err(ctx, rc, "%s; no link to recover over", why);
+	rmig_phase_enter(ctx, RMIG_SRC_RECOVERING);
+	emit_failover_warning(ctx, why, "recovering post-copy", rmig_link_kind_name(to));
+	ctx->link = to;
+	for (;;) {
+		rc = reconnect(ctx, to, s->round + 1, end);
+		if (!rc) {
+			ctx->stats.recoveries++; /* a session resumed, as the destination counts */
+			rc = expect_serving(s, RMIG_MSG_RECOVER, m);
+		}
+		if (!rc)
+			break;
+		if (!rmig_link_failure(rc) || atomic_load(&ctx->cancelled) ||
+		    rmig_now_ms() >= end) {
+			char failed[sizeof(ctx->err)];
+
+			memcpy(failed, ctx->err, sizeof(failed));
+			return rmig_err(ctx, rc, "%s; recovery over %s failed within %u ms: %s",
+					why, rmig_link_kind_name(to), ctx->cfg.failover_timeout_ms,
+					atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+		}
+		drop_session(ctx); /* lost again on the way: once more */
+		nap(ctx, 100);
+	}
+	s->round++;
+	rmig_tx_restart(s->tx);
+	{
+		struct rmig_event ev = { .type = RMIG_EV_FAILOVER,
+					 .from = rmig_link_kind_name(from),
+					 .transport = rmig_link_kind_name(to),
+					 .detail = why };
+
+		rmig_emit(ctx, &ev);
+	}
+	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	return 0;
+}
+
+/* Post-copy, after STARTED: the guest runs at the destination. Send the
+ * announced data and answer requests until the destination acknowledges
+ * the round: then it holds all of the guest. A lost link is recovered. */
+static int postcopy_stream(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_round_stats rs = { 0 };
+	struct rmig_event ev = { .type = RMIG_EV_ROUND, .round = &rs };
+	int64_t t0 = rmig_now_ms();
+	int rc;
+
+	ctx->stats.postcopy = 1;
+	s->round++;
+	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	while ((rc = postcopy_round(s, m, &rs)))
+		if ((rc = recover(s, rc, m)))
+			return rc;
+	rs.round = s->round;
+	rs.ms = (uint64_t)(rmig_now_ms() - t0);
+	rs.bandwidth = rs.ms ? (double)rs.bytes * 1000.0 / (double)rs.ms : 0;
+	ctx->stats.postcopy_ms = (uint64_t)rs.ms;
 	rmig_emit(ctx, &ev);
 	return 0;
 }
@@ -1084,7 +1167,7 @@ static int fail_migration(struct sender *s, int rc)
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the senders */
-	if (phase == RMIG_SRC_POSTCOPY)
+	if (phase == RMIG_SRC_POSTCOPY || phase == RMIG_SRC_RECOVERING)
 		return postcopy_lost(ctx, rc);
 	if (go_sent && rc == -ECONNABORTED)
 		outcome = 0; /* the destination sends ABORT only if it did not start */

@@ -6,8 +6,9 @@
 #    process and replays the destination guest's writes on the source's
 #    memory (see tests/tools/postcopy_check.c for what that proves);
 #  - the source killed (kill -9) or stalled (SIGSTOP) after STARTED: the
-#    destination cannot finish, says the guest is lost (exit 4), and does so
-#    within --link-timeout-ms;
+#    destination cannot finish, waits --failover-timeout-ms for the source to
+#    recover (t_postcopy_recovery.sh), says the guest is lost (exit 4), and
+#    does so within --link-timeout-ms plus that;
 #  - --postcopy with --verify, or on recv: usage errors.
 . "$(dirname "$0")/lib.sh"
 CHECK=${BUILD:-build}/tests/postcopy_check
@@ -58,9 +59,9 @@ rc=$?
 check=$(sed -n 's/^PASS: //p' "$T/check.out")
 
 # 3. The source dies, or stalls, after STARTED: the guest is lost, and the
-# destination says so within the link timeout.
+# destination says so within the link timeout plus the failover timeout.
 for how in KILL STOP; do
-	start_recv "recv-$how" --backend sim --link-timeout-ms 1000
+	start_recv "recv-$how" --backend sim --link-timeout-ms 1000 --failover-timeout-ms 1000
 	RMIG_TEST_HOLD=post-copy:20000 "$RMIG" send --json --postcopy --link-timeout-ms 1000 \
 		--backend sim:size=64M,dirty-rate=20000,hot=5%,seed=3 127.0.0.1:$PORT \
 		>"$T/send-$how.out" 2>"$T/send-$how.err" &
@@ -83,7 +84,8 @@ for how in KILL STOP; do
 	[[ $err == *"guest started here"*"lost"* ]] || fail "recv error does not say so: $err"
 	grep -q '"phase":"lost"' "$T/recv-$how.out" || fail "no phase lost"
 	expect_eq "destination guest_running" "$(summary "$T/recv-$how.out" guest_running)" false
-	[ "$ms" -lt 3000 ] || fail "the destination took $ms ms to give up (link timeout 1000)"
+	[ "$ms" -lt 4000 ] ||
+		fail "the destination took $ms ms to give up (link timeout 1000, failover 1000)"
 	eval "ms_$how=$ms"
 	kill -9 "$SEND_PID" 2>/dev/null
 done

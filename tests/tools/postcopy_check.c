@@ -23,6 +23,14 @@
  * twice (a late copy over the guest's own writes would differ). sim writes
  * one word per write, so a page is never rewritten whole.
  *
+ * With `--via PROXY ARGS...` the source connects through a faultproxy
+ * (tests/tools/faultproxy.c) started as `PROXY 0 127.0.0.1:DEST_PORT
+ * --ready-file F ARGS...`, e.g. `--via build/tests/faultproxy --cut-on
+ * PAGE_DATA`: the link breaks during post-copy and the migration recovers.
+ * Then both sides must report as many recoveries as the proxy has cuts
+ * (`--cut-on` arguments), and memory is checked as above: recovery must
+ * neither lose a page nor place one twice.
+ *
  * Prints "PASS: ..." and exits 0, "FAIL: ..." and 1, or "SKIP: ..." and 77
  * when this host cannot catch page faults (userfaultfd).
  */
@@ -32,7 +40,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "rmig_backend.h"
 
@@ -142,11 +153,65 @@ static int replay(const struct rmig_region *r, size_t n, const struct sim_state_
 	return rng == to->rng ? 0 : -EILSEQ;
 }
 
+/* Start `argv[0] 0 127.0.0.1:port --ready-file F argv[1..]`: the port it
+ * listens on, or 0; *pid for the kill. */
+static unsigned start_proxy(char **argv, int argc, unsigned port, pid_t *pid)
+{
+	char target[32], ready[64];
+	char *args[64];
+	int n = 0;
+	unsigned got = 0;
+
+	if (argc + 5 > 64)
+		return 0;
+	snprintf(target, sizeof(target), "127.0.0.1:%u", port);
+	snprintf(ready, sizeof(ready), "/tmp/postcopy_check.%d.port", (int)getpid());
+	unlink(ready);
+	args[n++] = argv[0];
+	args[n++] = "0";
+	args[n++] = target;
+	args[n++] = "--ready-file";
+	args[n++] = ready;
+	for (int i = 1; i < argc; i++)
+		args[n++] = argv[i];
+	args[n] = NULL;
+	*pid = fork();
+	if (*pid == 0) {
+		execv(args[0], args);
+		_exit(127);
+	}
+	for (int i = 0; i < 500 && *pid > 0 && !got; i++) {
+		FILE *f = fopen(ready, "r");
+
+		if (f && fscanf(f, "%u", &got) != 1)
+			got = 0;
+		if (f)
+			fclose(f);
+		if (!got)
+			sleep_ms(10);
+	}
+	unlink(ready);
+	return got;
+}
+
+static int count_cuts(char **argv, int argc)
+{
+	int n = 0;
+
+	for (int i = 1; i < argc; i++)
+		n += !strcmp(argv[i], "--cut-on");
+	return n;
+}
+
 int main(int argc, char **argv)
 {
 	char spec[256], err[256];
-	const char *opts =
-	    argc > 1 ? argv[1] : "size=256M,dirty-rate=20000,hot=5%,zero=50%,seed=7,regions=2";
+	const char *opts = argc > 1 && strcmp(argv[1], "--via")
+			       ? argv[1]
+			       : "size=256M,dirty-rate=20000,hot=5%,zero=50%,seed=7,regions=2";
+	int via = argc > 1 && strcmp(argv[1], "--via") ? 2 : 1, cuts = 0;
+	pid_t proxy = 0;
+	unsigned dest_port;
 	struct dest d = { .rc = -1 };
 	struct rmig_backend *src = NULL;
 	struct rmig_ctx *ctx = NULL;
@@ -175,9 +240,18 @@ int main(int argc, char **argv)
 	started = 1;
 	for (int i = 0; i < 500 && !atomic_load(&d.port); i++)
 		sleep_ms(10);
+	dest_port = atomic_load(&d.port);
+	if (via < argc && !strcmp(argv[via], "--via")) {
+		if (via + 1 >= argc) {
+			printf("FAIL: --via needs the proxy's path\n");
+			goto out;
+		}
+		cuts = count_cuts(argv + via + 1, argc - via - 1);
+		dest_port = start_proxy(argv + via + 1, argc - via - 1, dest_port, &proxy);
+	}
 	rmig_config_init(&cfg);
 	cfg.transport = "tcp";
-	cfg.port = (uint16_t)atomic_load(&d.port);
+	cfg.port = (uint16_t)dest_port;
 	cfg.postcopy = 1;
 	cfg.verify = 0;
 	cfg.on_event = on_source_event;
@@ -202,6 +276,12 @@ int main(int argc, char **argv)
 		printf("FAIL: no post-copy, or no page fetched on demand (%llu pages after "
 		       "the start)\n",
 		       (unsigned long long)rmig_stats(d.ctx)->postcopy_pages);
+		goto out;
+	}
+	if (rmig_stats(ctx)->recoveries != (unsigned)cuts ||
+	    rmig_stats(d.ctx)->recoveries != (unsigned)cuts) {
+		printf("FAIL: %u recoveries at the source, %u at the destination, after %d cuts\n",
+		       rmig_stats(ctx)->recoveries, rmig_stats(d.ctx)->recoveries, cuts);
 		goto out;
 	}
 	/* The source has been paused since the switch-over; stop the copy too. */
@@ -235,16 +315,20 @@ int main(int argc, char **argv)
 		       (unsigned long long)bad_pages, (unsigned long long)first_bad);
 		goto out;
 	}
-	printf("PASS: %llu pages after the start, %llu on demand, %llu writes replayed, all "
-	       "%zu MiB equal\n",
+	printf("PASS: %llu pages after the start, %llu on demand, %d recoveries, %llu writes "
+	       "replayed, all %zu MiB equal\n",
 	       (unsigned long long)rmig_stats(d.ctx)->postcopy_pages,
-	       (unsigned long long)rmig_stats(d.ctx)->postcopy_requested,
+	       (unsigned long long)rmig_stats(d.ctx)->postcopy_requested, cuts,
 	       (unsigned long long)(now.writes - at_pause.writes), (size_t)(sr[0].len * sn >> 20));
 	status = 0;
 out:
 	if (started) {
 		rmig_cancel(d.ctx);
 		pthread_join(d.tid, NULL);
+	}
+	if (proxy > 0) {
+		kill(proxy, SIGTERM);
+		waitpid(proxy, NULL, 0);
 	}
 	rmig_ctx_destroy(ctx);
 	rmig_ctx_destroy(d.ctx);
