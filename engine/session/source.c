@@ -317,7 +317,7 @@ static void emit_failover_warning(struct rmig_ctx *ctx, const char *why, const c
 	char msg[sizeof(ctx->err) + 64];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
 
-	snprintf(msg, sizeof(msg), "link lost (%s): %s over %s", why, what, to);
+	snprintf(msg, sizeof(msg), "link lost (%s): %s %s", why, what, to);
 	rmig_emit(ctx, &ev);
 }
 
@@ -374,7 +374,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
 	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
-	emit_failover_warning(ctx, why, "failing over", rmig_link_kind_name(to));
+	emit_failover_warning(ctx, why, "failing over to", rmig_link_kind_name(to));
 	ctx->link = to;
 	rc = reconnect(ctx, to, next_round, rmig_now_ms() + ctx->cfg.failover_timeout_ms);
 	if (rc || atomic_load(&ctx->cancelled)) {
@@ -955,7 +955,7 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no link to recover over", why);
 	rmig_phase_enter(ctx, RMIG_SRC_RECOVERING);
-	emit_failover_warning(ctx, why, "recovering post-copy", rmig_link_kind_name(to));
+	emit_failover_warning(ctx, why, "recovering post-copy over", rmig_link_kind_name(to));
 	ctx->link = to;
 	for (;;) {
 		rc = reconnect(ctx, to, s->round + 1, end);

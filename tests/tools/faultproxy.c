@@ -123,7 +123,8 @@ static unsigned arm_ctrl, arm_data; /* pending faults */
 static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
-static int cut_now;
+static int cut_now; /* 1: --cut-after reached; 2: --cut-on; 3: --cut-on, once cut_conn flushed */
+static const struct conn *cut_conn;
 #define MAX_CUTS 8
 static struct {
 	unsigned type, nth;
@@ -198,18 +199,22 @@ static void cut_all(void)
 	cut_now = 0;
 }
 
-/* --cut-on: is this control frame the one to cut on? */
-static void check_cut_on(const struct conn *c)
+/* --cut-on: is this control frame the one to cut on? 1 if so. */
+static int check_cut_on(const struct conn *c)
 {
 	if (next_cut >= ncuts || c->kind != K_CTRL || c->cur_type != cuts[next_cut].type)
-		return;
+		return 0;
 	if (++seen_of_type < cuts[next_cut].nth)
-		return;
+		return 0;
 	fprintf(stderr, "faultproxy: cut on %s #%u (connection %u)\n", type_name(c->cur_type),
 		seen_of_type, c->id);
 	next_cut++;
 	seen_of_type = 0;
-	cut_now = 2; /* drop what is buffered: the frame must not arrive */
+	/* What came before the frame still goes; the frame and what follows
+	 * it never arrive. */
+	cut_now = 3;
+	cut_conn = c;
+	return 1;
 }
 
 /* TYPE[:N]: a frame type by name or number, and which of them. */
@@ -237,7 +242,9 @@ static void parse_cut_on(const char *arg)
 }
 
 /* Walk the client's bytes through rmig's framing, applying armed faults. */
-static void inspect_c2t(struct conn *c, uint8_t *p, size_t n)
+/* Returns how many of the n bytes may go on (fewer once a --cut-on frame
+ * begins: the bytes before it). */
+static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 {
 	size_t i = 0;
 
@@ -279,7 +286,8 @@ static void inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 			if (trace && c->kind == K_CTRL)
 				fprintf(stderr, "faultproxy: connection %u: %s\n", c->id,
 					type_name(c->cur_type));
-			check_cut_on(c);
+			if (check_cut_on(c))
+				return i >= HDR_LEN ? i - HDR_LEN : 0;
 			c->frames++;
 		} else { /* in a payload */
 			size_t take = c->payload_left < n - i ? (size_t)c->payload_left : n - i;
@@ -297,6 +305,7 @@ static void inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 			i += take;
 		}
 	}
+	return n;
 }
 
 /* --raw: no frames to follow; a data stream may get one byte flipped. */
@@ -320,7 +329,7 @@ static int pump_read(struct conn *c, int from, struct pipe_dir *d, int c2t)
 		if (c2t && raw)
 			inspect_raw(c, (uint8_t *)d->buf, d->len);
 		else if (c2t)
-			inspect_c2t(c, (uint8_t *)d->buf, d->len);
+			d->len = inspect_c2t(c, (uint8_t *)d->buf, d->len);
 		if (record_file)
 			fwrite(d->buf, 1, d->len, record_file);
 		return 0;
@@ -338,7 +347,7 @@ static size_t may_write(const struct conn *c, const struct pipe_dir *d)
 	size_t len = d->len - d->off;
 	uint64_t left;
 
-	if (cut_now)
+	if (cut_now == 1 || cut_now == 2)
 		return 0; /* about to cut: nothing more goes */
 	if (!cut_after || d != &c->c2t || c->kind != K_DATA)
 		return len;
@@ -612,7 +621,9 @@ int main(int argc, char **argv)
 			if (c->c2t.shut && c->t2c.shut)
 				conn_close(c, 0);
 		}
-		if (cut_now)
+		if (cut_now == 3 && (!cut_conn->used || !cut_conn->c2t.len))
+			cut_now = 2;
+		if (cut_now == 1 || cut_now == 2)
 			cut_all();
 	}
 	for (int i = 0; i < MAX_CONNS; i++)
