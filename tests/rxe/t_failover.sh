@@ -6,6 +6,8 @@
 #   netdev: the sender's rxe netdev goes down (RoCE packets stop; TCP between
 #           the two addresses is local and keeps working)
 #   delete: the sender's rxe device is deleted (rdma link delete)
+# Then post-copy over RDMA loses the device after the guest started at the
+# destination and recovers over TCP (postcopy_case).
 # The delete case is encrypted (--tls): RDMA's sealed staging streams, then a
 # TLS handshake on the TCP link it fails over to, which the kernel seals:
 # "encrypted":true, "tls":"ktls" in both final summaries, and the kernel's
@@ -121,7 +123,66 @@ failover_case() {
 		bad "$n: guest not running on the destination"
 }
 
+# Post-copy over RDMA, the sender's rxe device deleted after the guest
+# started at the destination (the sender holds 3 s after STARTED, so the
+# destination's guest waits on pages it touched): the session recovers
+# over TCP, the destination says what it still lacks, and both end
+# migrated with recoveries >= 1 and a failover event rdma -> tcp.
+postcopy_case() {
+	local n=postcopy port="" rc rrc
+	"$RMIG" recv --listen "$RXE_B_IP:0" --json $OPTS --no-tls >"$T/$n-recv.out" \
+		2>"$T/$n-recv.err" &
+	local rpid=$!
+	for _ in $(seq 200); do
+		port=$(jq -r 'select(.event=="listening") | .port' "$T/$n-recv.out" 2>/dev/null)
+		[ -n "$port" ] && break
+		kill -0 $rpid 2>/dev/null || break
+		sleep 0.05
+	done
+	RMIG_TEST_HOLD=post-copy:3000 "$RMIG" send --json $OPTS --no-tls --postcopy \
+		--device "$RXE_A_DEV" --backend sim:size=64M,dirty-rate=20000,hot=5%,zero=50%,seed=3 \
+		"$RXE_B_IP:$port" >"$T/$n-send.out" 2>"$T/$n-send.err" &
+	local spid=$!
+	for _ in $(seq 600); do
+		grep -q '"event":"hold"' "$T/$n-send.out" 2>/dev/null && break
+		kill -0 $spid 2>/dev/null || break
+		sleep 0.1
+	done
+	grep -q '"event":"transport","transport":"rdma"' "$T/$n-send.out" &&
+		grep -q '"event":"hold"' "$T/$n-send.out" && ok "$n: post-copy started over rdma" ||
+		bad "$n: no post-copy over rdma: $(grep -E 'transport|hold' "$T/$n-send.out")"
+	sleep 1 # the destination's guest faults on pages and asks for them
+	rdma link delete "$RXE_A_DEV"
+	timeout 120 tail --pid=$spid -f /dev/null
+	kill $spid 2>/dev/null
+	wait $spid
+	rc=$?
+	timeout 30 tail --pid=$rpid -f /dev/null
+	kill $rpid 2>/dev/null
+	wait $rpid
+	rrc=$?
+	restore
+	for side in send recv; do
+		local f="$T/$n-$side.out" got rec
+		got="$(field "$f" result)/$(field "$f" transport)/$(field "$f" postcopy)"
+		rec=$(field "$f" recoveries)
+		if [ "$got" = migrated/tcp/true ] && [[ $rec =~ ^[1-9][0-9]*$ ]]; then
+			ok "$n $side: $got, recoveries $rec"
+		else
+			bad "$n $side: got $got, recoveries $rec; want migrated/tcp/true, recoveries >= 1 (exit $rc/$rrc): $(tail -n 2 "$T/$n-$side.err")"
+		fi
+	done
+	jq -r 'select(.event=="phase") | .phase' "$T/$n-recv.out" | tr '\n' ' ' |
+		grep -q 'post-copy recovering post-copy' && ok "$n: the destination recovered" ||
+		bad "$n: destination phases: $(jq -r 'select(.event=="phase") | .phase' "$T/$n-recv.out" | tr '\n' ' ')"
+	grep -q '"event":"failover","from":"rdma","to":"tcp"' "$T/$n-send.out" &&
+		ok "$n: recovered rdma -> tcp" || bad "$n: no failover event rdma -> tcp"
+	[ "$(field "$T/$n-recv.out" guest_running)" = true ] && ok "$n: guest runs on the destination" ||
+		bad "$n: guest not running on the destination"
+}
+
 TLS=--tls failover_case delete rdma link delete "$RXE_A_DEV"
+postcopy_case
 TLS=--no-tls failover_case netdev ip link set "$RXE_A_NETDEV" down
 
 rm -rf "$T"
