@@ -78,11 +78,12 @@
 #define T_CHANNEL 4
 #define T_PAGES 5
 
-static const char *const type_names[] = { "?",	       "HELLO",	   "REGIONS",  "REGIONS_ACK",
-					  "CHANNEL",   "PAGES",	   "ZERO",     "ROUND_END",
-					  "ROUND_ACK", "STATE",	   "COMPLETE", "READY",
-					  "GO",	       "STARTED",  "ABORT",    "HEARTBEAT",
-					  "DONE",      "MEM_KEYS", "AUTH" };
+static const char *const type_names[] = {
+	"?",	     "HELLO",	     "REGIONS",	  "REGIONS_ACK", "CHANNEL", "PAGES",	 "ZERO",
+	"ROUND_END", "ROUND_ACK",    "STATE",	  "COMPLETE",	 "READY",   "GO",	 "STARTED",
+	"ABORT",     "HEARTBEAT",    "DONE",	  "MEM_KEYS",	 "AUTH",    "CHECK",	 "STREAM",
+	"DISCARD",   "PAGE_REQUEST", "PAGE_DATA", "MISSING",	 "RECOVER", "STREAM_ACK"
+};
 
 static const char *type_name(unsigned t)
 {
