@@ -327,6 +327,9 @@ struct rmig_stats {
 	int encrypted;	 /* every stream of the link in use was sealed */
 	const char *tls; /* who sealed them: "ktls" (the kernel), "user" (this
 			  * process), "mixed"; "off": in clear */
+	/* Added after tls. Source, a hypervisor's own stream: bytes of it sent
+	 * again after failovers (the destination had not written them). */
+	uint64_t stream_replayed_bytes;
 };
 
 enum rmig_audit {
