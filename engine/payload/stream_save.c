@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -32,6 +33,7 @@
 
 #define STATUS_EVERY_MS 20	 /* progress; the pause, without stream_wait */
 #define REPLAY_MAX (64ull << 20) /* stream bytes kept until acknowledged */
+#define ACK_WAIT_FACTOR 6	 /* link timeouts a full ring waits for an ack */
 
 /* One migration's stream, by absolute offsets: acked <= sent <= sending <=
  * read <= acked + REPLAY_MAX. The ring holds [acked, read). */
@@ -110,30 +112,50 @@ static int stopping(struct stream_src *s)
 
 /* ---- the forwarder ---- */
 
-/* Room in the ring; waits while it is full. 0: stopped. */
-static uint64_t wait_room(struct stream_src *s)
+/* Room in the ring into *room (0: stopped); waits while it is full, but
+ * not forever: a destination that acknowledges nothing (an rmig before
+ * resumable streams) would hold the hypervisor's migration for good. Its
+ * own hypervisor stalling ends it sooner (SINK_STALL_FACTOR there). */
+static int wait_room(struct stream_src *s, uint64_t *room)
 {
-	uint64_t room;
+	unsigned limit_ms = ACK_WAIT_FACTOR * s->ctx->cfg.link_timeout_ms;
+	int64_t give_up = rmig_now_ms() + limit_ms;
+	int full, stop;
 
 	pthread_mutex_lock(&s->lock);
-	while (!s->stop && s->read - s->acked == REPLAY_MAX)
-		pthread_cond_wait(&s->moved, &s->lock);
-	room = s->stop ? 0 : REPLAY_MAX - (s->read - s->acked);
+	while (!s->stop && s->read - s->acked == REPLAY_MAX && rmig_now_ms() < give_up) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 100 * 1000000L; /* the deadline is looked at this often */
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&s->moved, &s->lock, &ts);
+	}
+	stop = s->stop;
+	full = s->read - s->acked == REPLAY_MAX;
+	*room = stop || full ? 0 : REPLAY_MAX - (s->read - s->acked);
 	pthread_mutex_unlock(&s->lock);
-	return room;
+	if (full && !stop)
+		return fail(s, -ETIMEDOUT, 0,
+			    "the destination acknowledged none of the last %llu MiB of the "
+			    "hypervisor's stream for %u ms (%d x config.link_timeout_ms; does it "
+			    "predate resumable streams?)",
+			    REPLAY_MAX >> 20, limit_ms, ACK_WAIT_FACTOR);
+	return 0;
 }
 
 /* Read what the hypervisor wrote into the ring (waits STATUS_EVERY_MS at
  * most, so that a stop is seen). */
 static int fill(struct stream_src *s)
 {
-	uint64_t room = wait_room(s), at = s->read % REPLAY_MAX;
+	uint64_t room, at = s->read % REPLAY_MAX;
 	struct pollfd pfd = { .fd = s->fd, .events = POLLIN };
 	ssize_t got;
-	int ready;
+	int ready = wait_room(s, &room);
 
-	if (!room)
-		return 0;
+	if (ready || !room)
+		return ready;
 	ready = poll(&pfd, 1, STATUS_EVERY_MS);
 	if (ready == 0 || (ready < 0 && errno == EINTR))
 		return 0;
