@@ -37,7 +37,8 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c tra
 	  engine/session/link_select.c engine/session/listener.c engine/session/converge.c engine/session/channels.c \
 	  engine/session/source.c engine/session/dest.c \
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
-	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c
+	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
+	  engine/payload/stream_save.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_chunks test_converge test_sim test_uffd test_populated test_session \
 	     test_backend_abi test_link_wrap test_tls_record test_tls_stream

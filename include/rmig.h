@@ -330,6 +330,9 @@ struct rmig_stats {
 	/* Added after tls. */
 	unsigned recoveries; /* post-copy: sessions resumed on a new link after
 			      * the guest started at the destination */
+	/* Source, a hypervisor's own stream: bytes of it sent
+	 * again after failovers (the destination had not written them). */
+	uint64_t stream_replayed_bytes;
 };
 
 enum rmig_audit {

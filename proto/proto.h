@@ -91,7 +91,8 @@ enum rmig_msg_type {
 				     * out; its value: how many pages it lacks */
 	RMIG_MSG_STREAM_ACK = 26,   /* destination: the hypervisor's stream is written
 				     * up to this offset (bytes); resumption replays
-				     * from the last one */
+				     * from the last one. Source: the stream ended at
+				     * this length (answered once all is written) */
 	RMIG_MSG_TYPE_COUNT
 };
 

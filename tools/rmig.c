@@ -700,7 +700,8 @@ static void print_summary(struct tool *t, int rc)
 		    "\"total_ms\":%llu,\"downtime_ms\":%llu,\"rounds\":%u,\"bytes_sent\":%llu,"
 		    "\"pages_sent\":%llu,\"zero_pages\":%llu,\"guest_bytes\":%llu,\"channels\":%u,"
 		    "\"throttle_pct\":%u,\"forced\":%s,\"expected_downtime_ms\":%.1f,"
-		    "\"verified\":%s,\"failovers\":%u,\"cpu_ms\":%.0f,\"postcopy\":%s,"
+		    "\"verified\":%s,\"failovers\":%u,\"stream_replayed_bytes\":%llu,"
+		    "\"cpu_ms\":%.0f,\"postcopy\":%s,"
 		    "\"postcopy_pages\":%llu,\"postcopy_requested\":%llu,\"postcopy_ms\":%llu,"
 		    "\"prealloc_ms\":%llu,\"encrypted\":%s,\"tls\":\"%s\"",
 		    t->role_send ? "source" : "destination", rmig_result_name(s->result),
@@ -710,8 +711,8 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->zero_pages, (unsigned long long)s->guest_bytes,
 		    s->channels, s->throttle_pct, s->forced ? "true" : "false",
 		    s->expected_downtime_ms, s->verified ? "true" : "false", s->failovers,
-		    t->cpu_s * 1000, s->postcopy ? "true" : "false",
-		    (unsigned long long)s->postcopy_pages,
+		    (unsigned long long)s->stream_replayed_bytes, t->cpu_s * 1000,
+		    s->postcopy ? "true" : "false", (unsigned long long)s->postcopy_pages,
 		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
 		    (unsigned long long)s->prealloc_ms, s->encrypted ? "true" : "false",
 		    s->tls ? s->tls : "off");

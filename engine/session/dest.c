@@ -303,7 +303,8 @@ static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
 }
 
 /* Every payload can take up a partly sent migration again (a hypervisor's
- * stream cannot), and nothing was announced for after the start yet. */
+ * stream: from the offset it wrote), and nothing was announced for after
+ * the start yet. */
 static int resumable(struct dst_run *d)
 {
 	RMIG_EACH_PAYLOAD(&d->ps, p)
@@ -771,6 +772,7 @@ static int on_done(struct dst_run *d)
  * table's business (machine.c). */
 static const dst_handler dst_handlers[] = {
 	[RMIG_MSG_STREAM] = on_payload_message,
+	[RMIG_MSG_STREAM_ACK] = on_payload_message, /* the stream's end */
 	[RMIG_MSG_ROUND_END] = on_round_end,
 	[RMIG_MSG_STATE] = on_state,
 	[RMIG_MSG_DISCARD] = on_payload_message,

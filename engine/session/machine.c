@@ -51,7 +51,7 @@ static const struct rmig_phase_desc dst_phases[RMIG_DST_NPHASES] = {
 				 DST_OPEN | M(REGIONS) },
 	[RMIG_DST_PREALLOCATING] = { "preallocating", D(RECEIVING) | D(DISCARDED), 0 },
 	[RMIG_DST_RECEIVING] = { "receiving", D(AWAITING_RESUME) | D(STOP_AND_COPY) | D(DISCARDED),
-				 M(STREAM) | M(ROUND_END) | M(STATE) | M(DISCARD) },
+				 M(STREAM) | M(STREAM_ACK) | M(ROUND_END) | M(STATE) | M(DISCARD) },
 	[RMIG_DST_AWAITING_RESUME] = { "awaiting-resume", D(RECEIVING) | D(DISCARDED),
 				       DST_OPEN | M(REGIONS) },
 	[RMIG_DST_STOP_AND_COPY] = { "stop-and-copy", D(READY) | D(AWAITING_RESUME) | D(DISCARDED),

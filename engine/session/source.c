@@ -818,6 +818,22 @@ static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 	return rc;
 }
 
+/* The end of a stream: no state of ours (it was in the stream), COMPLETE,
+ * READY. */
+static int live_finish(struct sender *s, struct rmig_msg *m)
+{
+	int rc;
+
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_STATE;
+	rc = rmig_ctrl_send(s->ctx, m);
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_COMPLETE;
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
+	return rc ? rc : complete(s, m);
+}
+
 /* A payload that migrates itself (a hypervisor's stream): it runs until the
  * hypervisor paused the guest; the device state was in the stream. */
 static int live_migrate(struct sender *s, struct rmig_msg *m)
@@ -835,16 +851,15 @@ static int live_migrate(struct sender *s, struct rmig_msg *m)
 	 * sees it; a short stream may end before it looked). */
 	if (rmig_phase(ctx) == RMIG_SRC_PRECOPY)
 		rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
-	memset(m, 0, sizeof(*m));
-	m->type = RMIG_MSG_STATE; /* no state of ours: it was in the stream */
-	m->u.state.data = NULL;
-	m->u.state.len = 0;
-	rc = rmig_ctrl_send(ctx, m);
-	memset(m, 0, sizeof(*m));
-	m->type = RMIG_MSG_COMPLETE;
-	if (!rc)
-		rc = RMIG_PAYLOADS_CALL(&s->ps, save_complete, m);
-	return rc ? rc : complete(s, m);
+	/* The destination has written all of the stream: a link lost before
+	 * READY fails over and the end is sent again. */
+	while (!rc) {
+		rc = live_finish(s, m);
+		if (!rc)
+			break;
+		rc = failover(s, rc, ++s->round);
+	}
+	return rc;
 }
 
 /* Post-copy: queues the announced data for the senders, then ends the

@@ -286,6 +286,9 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_DISCARD, 8 + 16, 8 + 16 * 64 },
 	{ RMIG_MSG_PAGE_REQUEST, 16, 16 },
 	{ RMIG_MSG_PAGE_DATA, 16 + 4096, 16 + (2u << 20) },
+	{ RMIG_MSG_MISSING, 8 + 16, 8 + 16 * 64 },
+	{ RMIG_MSG_RECOVER, 8, 8 },
+	{ RMIG_MSG_STREAM_ACK, 8, 8 },
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -1646,7 +1649,7 @@ static void test_pages_without_layout(void **state)
 
 /* ---- post-copy: DISCARD, PAGE_REQUEST, PAGE_DATA ---- */
 
-static void test_rt_discard(void **state)
+static void rt_runs(uint8_t type)
 {
 	struct rmig_msg *m = calloc(1, sizeof(*m)), out;
 	static const uint32_t counts[] = { 1, 3, RMIG_MAX_RUNS };
@@ -1654,9 +1657,8 @@ static void test_rt_discard(void **state)
 	char err[256];
 	size_t ri;
 
-	(void)state;
 	assert_non_null(m);
-	m->type = RMIG_MSG_DISCARD;
+	m->type = type;
 	for (size_t c = 0; c < 3; c++) {
 		uint8_t *f;
 		size_t flen;
@@ -1696,6 +1698,18 @@ static void test_rt_discard(void **state)
 	free(m);
 }
 
+static void test_rt_discard(void **state)
+{
+	(void)state;
+	rt_runs(RMIG_MSG_DISCARD);
+}
+
+static void test_rt_missing(void **state)
+{
+	(void)state;
+	rt_runs(RMIG_MSG_MISSING);
+}
+
 /* A DISCARD payload: region, then the runs as given (count taken from n). */
 static size_t discard_payload(uint8_t *p, uint32_t region, uint32_t nruns_field,
 			      const struct rmig_run *runs, uint32_t n)
@@ -1709,7 +1723,8 @@ static size_t discard_payload(uint8_t *p, uint32_t region, uint32_t nruns_field,
 	return 8 + 16 * (size_t)n;
 }
 
-static void test_discard_invalid(void **state)
+/* DISCARD and MISSING share their layout and checks. */
+static void runs_invalid(uint8_t type)
 {
 	uint8_t p[8 + 16 * (RMIG_MAX_RUNS + 1)];
 	struct rmig_run runs[RMIG_MAX_RUNS + 1];
@@ -1741,27 +1756,26 @@ static void test_discard_invalid(void **state)
 	};
 	static const uint32_t bad_ids[] = { 1, 3, 4, 6, 0xfffffffe };
 
-	(void)state;
 	assert_non_null(m);
 	for (int i = 0; i <= RMIG_MAX_RUNS; i++)
 		runs[i] = (struct rmig_run){ (uint64_t)i * 2, 1 };
 	/* Run count against length: 0, too many, says more or fewer than carried. */
 	len = discard_payload(p, 0, 0, runs, 1);
-	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 	len = discard_payload(p, 0, RMIG_MAX_RUNS + 1, runs, RMIG_MAX_RUNS + 1);
-	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 	len = discard_payload(p, 0, 2, runs, 1);
-	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 	len = discard_payload(p, 0, 1, runs, 2);
-	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 	len = discard_payload(p, 0, 1, runs, 1);
-	EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len + 1, err, sizeof(err)));
+	EXPECT_BAD(err, decode_payload(type, p, len + 1, err, sizeof(err)));
 	len = discard_payload(p, 0, RMIG_MAX_RUNS, runs, RMIG_MAX_RUNS);
-	EXPECT_OK(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+	EXPECT_OK(err, decode_payload(type, p, len, err, sizeof(err)));
 	/* Runs not ascending, or overlapping. */
 	for (size_t i = 0; i < sizeof(unordered) / sizeof(unordered[0]); i++) {
 		len = discard_payload(p, 0, 2, unordered[i], 2);
-		EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+		EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 		assert_non_null(strstr(err, "overlap or precede"));
 	}
 	/* Empty or wrapping runs, alone and after a good one. */
@@ -1771,9 +1785,9 @@ static void test_discard_invalid(void **state)
 		if (no_pages[i].first == 0)
 			two[0] = (struct rmig_run){ 0, 0 }; /* keep them ascending */
 		len = discard_payload(p, 0, 1, &no_pages[i], 1);
-		EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+		EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 		len = discard_payload(p, 0, 2, two, 2);
-		EXPECT_BAD(err, decode_payload(RMIG_MSG_DISCARD, p, len, err, sizeof(err)));
+		EXPECT_BAD(err, decode_payload(type, p, len, err, sizeof(err)));
 	}
 	/* Structurally fine, but outside its region or in none: the layout
 	 * check refuses, naming the region. */
@@ -1782,14 +1796,14 @@ static void test_discard_invalid(void **state)
 
 		len = discard_payload(p, outside[i].region, 1, &outside[i].run, 1);
 		q = dup_exact(p, len);
-		EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_DISCARD, q, len, m, err, sizeof(err)));
+		EXPECT_OK(err, rmig_msg_decode(type, q, len, m, err, sizeof(err)));
 		EXPECT_BAD(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
 		assert_non_null(strstr(err, "past the end"));
 		free(q);
 	}
 	for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
 		len = discard_payload(p, bad_ids[i], 1, runs, 1);
-		EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_DISCARD, p, len, m, err, sizeof(err)));
+		EXPECT_OK(err, rmig_msg_decode(type, p, len, m, err, sizeof(err)));
 		EXPECT_BAD(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
 		assert_non_null(strstr(err, "region"));
 	}
@@ -1797,6 +1811,18 @@ static void test_discard_invalid(void **state)
 	m->type = RMIG_MSG_GO;
 	EXPECT_BAD(err, rmig_page_msg_check(m, pages_layout(), &ri, err, sizeof(err)));
 	free(m);
+}
+
+static void test_discard_invalid(void **state)
+{
+	(void)state;
+	runs_invalid(RMIG_MSG_DISCARD);
+}
+
+static void test_missing_invalid(void **state)
+{
+	(void)state;
+	runs_invalid(RMIG_MSG_MISSING);
 }
 
 static void test_rt_page_request(void **state)
@@ -2039,6 +2065,7 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 			assert_true(printable(m->u.abort.reason[i]));
 		break;
 	case RMIG_MSG_DISCARD:
+	case RMIG_MSG_MISSING:
 		assert_true(m->u.discard.nruns >= 1 && m->u.discard.nruns <= RMIG_MAX_RUNS);
 		assert_int_equal(fh.len, 8 + 16 * m->u.discard.nruns);
 		for (uint32_t i = 0; i < m->u.discard.nruns; i++) {
@@ -2424,6 +2451,8 @@ int main(void)
 		cmocka_unit_test(test_pages_without_layout),
 		cmocka_unit_test(test_rt_discard),
 		cmocka_unit_test(test_discard_invalid),
+		cmocka_unit_test(test_missing_invalid),
+		cmocka_unit_test(test_rt_missing),
 		cmocka_unit_test(test_rt_page_request),
 		cmocka_unit_test(test_rt_page_data),
 		cmocka_unit_test(test_page_ref_reserved),
