@@ -100,7 +100,8 @@ struct rmig_ctx {
 					     * connection with it (keyed with the PSK) */
 	struct rmig_deadline deadline;	    /* rmig_deadline_*(): control thread only */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
-	uint8_t *rxbuf; /* control payloads */
+	int32_t peer_abort; /* the code of the last ABORT received */
+	uint8_t *rxbuf;	    /* control payloads */
 	size_t rxcap;
 	size_t rx_limit; /* largest control frame taken (0: the type's maximum);
 			  * small before authentication */

@@ -328,8 +328,12 @@ struct rmig_stats {
 	const char *tls; /* who sealed them: "ktls" (the kernel), "user" (this
 			  * process), "mixed"; "off": in clear */
 	/* Added after tls. */
-	unsigned recoveries; /* post-copy: sessions resumed on a new link after
-			      * the guest started at the destination */
+	unsigned recoveries;	       /* post-copy: sessions resumed on a new link after
+					* the guest started at the destination */
+	uint64_t recovery_ms;	       /* destination: from each link lost in
+					* post-copy to the session resumed, summed */
+	uint64_t postcopy_max_wait_ms; /* destination: the longest a guest thread
+					* waited for a page it asked for */
 	/* Source, a hypervisor's own stream: bytes of it sent
 	 * again after failovers (the destination had not written them). */
 	uint64_t stream_replayed_bytes;

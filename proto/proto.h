@@ -209,6 +209,11 @@ _Static_assert(sizeof(struct rmig_wire_page_ref) == RMIG_PAGE_REF_LEN, "page ref
  * reports that rather than a lost link, and waits for no failover. */
 #define RMIG_ABORT_NOT_STARTED (-125) /* -ECANCELED */
 #define RMIG_ABORT_CANCELLED (-125)
+/* The answer to a RESUME after post-copy ended at the destination with
+ * every page in (the source lost the last ROUND_ACK): nothing to recover,
+ * the guest runs there. Outside errno's range, so that no failure's code
+ * can be mistaken for it. */
+#define RMIG_ABORT_ALL_IN (-5001)
 #define RMIG_ABORT_HDR_LEN 8
 
 struct rmig_wire_done {

@@ -716,7 +716,9 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
 		    (unsigned long long)s->prealloc_ms, s->encrypted ? "true" : "false",
 		    s->tls ? s->tls : "off");
-		printf(",\"recoveries\":%u", s->recoveries);
+		printf(",\"recoveries\":%u,\"recovery_ms\":%llu,\"postcopy_max_wait_ms\":%llu",
+		       s->recoveries, (unsigned long long)s->recovery_ms,
+		       (unsigned long long)s->postcopy_max_wait_ms);
 		if (t->role_send)
 			print_audit_json(s);
 		if (running >= 0)

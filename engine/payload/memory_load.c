@@ -405,7 +405,7 @@ void rmig_mem_load_remote(struct rmig_payload *p, struct rmig_pending_remote *ou
 
 	if (ml(p)->pc)
 		rmig_postcopy_figures(ml(p)->pc, &f);
-	*out = (struct rmig_pending_remote){ f.stale, f.missing, f.requested };
+	*out = (struct rmig_pending_remote){ f.stale, f.missing, f.requested, f.max_wait_ms };
 }
 
 int rmig_mem_load_failed(struct rmig_payload *p, char *why, size_t whylen)

@@ -42,13 +42,14 @@ struct digest_task {
 struct mem_save {
 	uint64_t *dirty[RMIG_MAX_REGIONS];
 	uint64_t *sent[RMIG_MAX_REGIONS];
-	uint32_t round;			     /* the round being sent, for the frames' headers */
-	int announcing;			     /* post-copy: sent[] records what was announced */
-	uint64_t *missing[RMIG_MAX_REGIONS]; /* post-copy recovery: to send again */
-	int recovering;			     /* the next round sends missing[], not dirty[] */
-	struct digest_task dig;		     /* config.verify=full */
-	struct rmig_chunks *chunks;	     /* config.verify=on: digests of what was sent */
-	uint64_t refreshed;		     /* chunks digested again after the last ack */
+	uint32_t round;			      /* the round being sent, for the frames' headers */
+	int announcing;			      /* post-copy: sent[] records what was announced */
+	uint64_t *missing[RMIG_MAX_REGIONS];  /* post-copy recovery: to send again */
+	uint64_t *answered[RMIG_MAX_REGIONS]; /* and answered since the link came back */
+	int recovering;			      /* the next round sends missing[], not dirty[] */
+	struct digest_task dig;		      /* config.verify=full */
+	struct rmig_chunks *chunks;	      /* config.verify=on: digests of what was sent */
+	uint64_t refreshed;		      /* chunks digested again after the last ack */
 };
 
 static struct mem_save *ms(struct rmig_payload *p)
@@ -330,8 +331,12 @@ static void rewind_postcopy(struct rmig_payload *p)
 
 		if (!s->missing[ri])
 			s->missing[ri] = calloc(rmig_bitmap_words(region_pages(r)), 8);
+		if (!s->answered[ri])
+			s->answered[ri] = calloc(rmig_bitmap_words(region_pages(r)), 8);
 		if (s->missing[ri])
 			clear_map(s->missing[ri], r);
+		if (s->answered[ri])
+			clear_map(s->answered[ri], r);
 	}
 	s->recovering = 1;
 }
@@ -505,7 +510,7 @@ static int take_missing(struct rmig_payload *p, const struct rmig_msg *m)
 
 	if (rc)
 		return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
-	if (!s->recovering || !s->missing[ri])
+	if (!s->recovering || !s->missing[ri] || !s->answered[ri])
 		return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent MISSING %s",
 				ctx->link->peer,
 				s->recovering ? "(no memory to take it)" : "outside a recovery");
@@ -519,7 +524,9 @@ static int take_missing(struct rmig_payload *p, const struct rmig_msg *m)
 						"of region %u, which was never announced",
 						ctx->link->peer, (unsigned long long)pg,
 						ctx->regions[ri].id);
-			rmig_bitmap_set(s->missing[ri], pg);
+			/* An answer on this link is on its way: not again. */
+			if (!rmig_bitmap_test(s->answered[ri], pg))
+				rmig_bitmap_set(s->missing[ri], pg);
 		}
 	}
 	return 0;
@@ -529,9 +536,17 @@ static int take_missing(struct rmig_payload *p, const struct rmig_msg *m)
  * MISSING: what it lacks after a recovery. */
 int rmig_mem_save_message(struct rmig_payload *p, const struct rmig_msg *m)
 {
+	struct mem_save *s = ms(p);
+	size_t ri;
+	int rc;
+
 	if (m->type == RMIG_MSG_MISSING)
 		return take_missing(p, m);
-	return rmig_postcopy_answer(p->ctx, m, ms(p)->dirty);
+	rc = rmig_postcopy_answer(p->ctx, m, s->dirty);
+	ri = (size_t)rmig_layout_find(&p->ctx->layout, m->u.page.region_id);
+	if (!rc && s->recovering && s->answered[ri])
+		rmig_bitmap_set(s->answered[ri], m->u.page.page);
+	return rc;
 }
 
 void rmig_mem_save_cleanup(struct rmig_payload *p)
@@ -547,6 +562,7 @@ void rmig_mem_save_cleanup(struct rmig_payload *p)
 		free(s->dirty[i]);
 		free(s->sent[i]);
 		free(s->missing[i]);
+		free(s->answered[i]);
 	}
 	free(s);
 	p->priv = NULL;

@@ -34,9 +34,10 @@ struct rmig_pending {
 
 /* Post-copy's state at the destination (memory only, today). */
 struct rmig_pending_remote {
-	uint64_t stale;	    /* units announced as still at the source */
-	uint64_t missing;   /* of those, not here yet */
-	uint64_t requested; /* fetched on demand */
+	uint64_t stale;	      /* units announced as still at the source */
+	uint64_t missing;     /* of those, not here yet */
+	uint64_t requested;   /* fetched on demand */
+	uint64_t max_wait_ms; /* the longest a guest thread waited for one */
 };
 
 #define RMIG_PAYLOAD_MAX 4

@@ -35,6 +35,7 @@
 #endif
 
 #define FAULT_BATCH 16 /* fault messages read at once */
+#define WAIT_SLOTS 256 /* requested pages whose wait is timed at once */
 #define STOP_POLL_MS 200
 
 struct rmig_postcopy {
@@ -62,6 +63,15 @@ struct rmig_postcopy {
 	 * being swapped under them. */
 	pthread_mutex_t req_lock;
 	int held;
+	/* How long faulting threads wait for the pages they asked for. */
+	pthread_mutex_t wait_lock;
+	struct {
+		size_t ri;
+		uint64_t page;
+		int64_t since_ms; /* 0: a free slot */
+	} waits[WAIT_SLOTS];
+	atomic_uint nwaiting;
+	atomic_uint_fast64_t max_wait_ms;
 };
 
 static int open_uffd(int *fd, int *user_only, char *err, size_t errlen)
@@ -170,6 +180,7 @@ int rmig_postcopy_create(struct rmig_ctx *ctx, struct rmig_postcopy **out)
 	pc->sys_page = sys_page;
 	pthread_mutex_init(&pc->lock, NULL);
 	pthread_mutex_init(&pc->req_lock, NULL);
+	pthread_mutex_init(&pc->wait_lock, NULL);
 	for (size_t i = 0; i < ctx->nregions; i++) {
 		uint64_t words = rmig_bitmap_words(ctx->regions[i].len / ctx->regions[i].page_size);
 
@@ -202,6 +213,7 @@ void rmig_postcopy_destroy(struct rmig_postcopy *pc)
 	}
 	pthread_mutex_destroy(&pc->lock);
 	pthread_mutex_destroy(&pc->req_lock);
+	pthread_mutex_destroy(&pc->wait_lock);
 	free(pc);
 }
 
@@ -299,6 +311,45 @@ static int request_page(struct rmig_postcopy *pc, size_t ri, uint64_t page, char
 	return rc;
 }
 
+/* A thread faulted on page `page` of region index ri and waits for it
+ * (when all slots are taken, this wait goes untimed). */
+static void wait_begin(struct rmig_postcopy *pc, size_t ri, uint64_t page)
+{
+	pthread_mutex_lock(&pc->wait_lock);
+	for (size_t i = 0; i < WAIT_SLOTS; i++)
+		if (!pc->waits[i].since_ms) {
+			pc->waits[i].ri = ri;
+			pc->waits[i].page = page;
+			pc->waits[i].since_ms = rmig_now_ms();
+			atomic_fetch_add(&pc->nwaiting, 1);
+			break;
+		}
+	pthread_mutex_unlock(&pc->wait_lock);
+}
+
+/* Pages [first, first + count) of ri are placed: the waits on them end. */
+static void wait_end(struct rmig_postcopy *pc, size_t ri, uint64_t first, uint64_t count)
+{
+	int64_t now = rmig_now_ms();
+
+	if (!atomic_load(&pc->nwaiting))
+		return;
+	pthread_mutex_lock(&pc->wait_lock);
+	for (size_t i = 0; i < WAIT_SLOTS; i++) {
+		uint64_t waited;
+
+		if (!pc->waits[i].since_ms || pc->waits[i].ri != ri ||
+		    pc->waits[i].page - first >= count)
+			continue;
+		waited = (uint64_t)(now - pc->waits[i].since_ms);
+		if (waited > atomic_load(&pc->max_wait_ms))
+			atomic_store(&pc->max_wait_ms, waited);
+		pc->waits[i].since_ms = 0;
+		atomic_fetch_sub(&pc->nwaiting, 1);
+	}
+	pthread_mutex_unlock(&pc->wait_lock);
+}
+
 /* One fault: ask for a pending page (once), map any other as zero. */
 static int serve_fault(struct rmig_postcopy *pc, uint64_t addr, char *why, size_t whylen)
 {
@@ -315,6 +366,7 @@ static int serve_fault(struct rmig_postcopy *pc, uint64_t addr, char *why, size_
 		/* Placing the page wakes every thread waiting for it. */
 		if (atomic_fetch_or(&pc->requested[ri][page / 64], bit) & bit)
 			return 0;
+		wait_begin(pc, ri, page);
 		return request_page(pc, ri, page, why, whylen);
 	}
 	/* Not pending: never written in this migration (a page that was is
@@ -482,8 +534,10 @@ int rmig_postcopy_place(struct rmig_postcopy *pc, size_t ri, uint64_t first, uin
 		placed += (uint64_t)__builtin_popcountll(
 		    atomic_fetch_and(&pc->pending[ri][w], ~mask) & mask);
 	}
-	if (placed)
+	if (placed) {
 		atomic_fetch_sub(&pc->missing, placed);
+		wait_end(pc, ri, first, count);
+	}
 	return 0;
 }
 
@@ -522,6 +576,7 @@ void rmig_postcopy_figures(struct rmig_postcopy *pc, struct rmig_postcopy_figure
 	f->missing = atomic_load(&pc->missing);
 	f->requested = atomic_load(&pc->nrequested);
 	f->zeroed = atomic_load(&pc->nzeroed);
+	f->max_wait_ms = atomic_load(&pc->max_wait_ms);
 }
 
 int rmig_postcopy_failed(struct rmig_postcopy *pc, char *why, size_t whylen)

@@ -12,10 +12,11 @@
 struct rmig_postcopy;
 
 struct rmig_postcopy_figures {
-	uint64_t stale;	    /* pages DISCARDed: still at the source */
-	uint64_t missing;   /* of those, not placed yet */
-	uint64_t requested; /* PAGE_REQUESTs sent (faults on missing pages) */
-	uint64_t zeroed;    /* faults on never-written pages, mapped as zero here */
+	uint64_t stale;	      /* pages DISCARDed: still at the source */
+	uint64_t missing;     /* of those, not placed yet */
+	uint64_t requested;   /* PAGE_REQUESTs sent (faults on missing pages) */
+	uint64_t zeroed;      /* faults on never-written pages, mapped as zero here */
+	uint64_t max_wait_ms; /* the longest a thread waited for a page it asked for */
 };
 
 /* Destination, at the handshake: can this process catch faults on private

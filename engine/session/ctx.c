@@ -449,6 +449,7 @@ static int deadline_check(struct rmig_ctx *ctx, const struct rmig_msg *m)
 /* The peer's ABORT: its reason; a cancel there is said as such. */
 static int peer_aborted(struct rmig_ctx *ctx, const struct rmig_msg *m)
 {
+	ctx->peer_abort = m->u.abort.code;
 	if (m->u.abort.code == RMIG_ABORT_CANCELLED)
 		return rmig_err(ctx, -ECONNABORTED, "the %s cancelled the migration (peer %s: %s)",
 				ctx->sm.m == &rmig_dst_machine ? "source" : "destination",

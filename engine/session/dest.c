@@ -37,6 +37,7 @@ struct dst_run {
 	void *state;  /* the device state, from STATE */
 	size_t state_len;
 	int announced; /* post-copy: DISCARD came, no more data before GO */
+	int all_in;    /* post-copy ended with every page here */
 	unsigned expect_round;
 	int64_t t_go;
 	int64_t offer_ms; /* the last offer_memory took this long */
@@ -276,7 +277,8 @@ static void drop_session(struct dst_run *d)
 }
 
 /* Take the next opening of our migration that asks for `want` (a HELLO
- * flag), until end_ms; refuse any other. 0 with its HELLO in *hello. */
+ * flag), until end_ms; refuse any other. 0 with its HELLO in *hello; 1
+ * when a finished post-copy's source asked to recover and was told. */
 static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
 			      struct rmig_wire_hello *hello)
 {
@@ -292,6 +294,15 @@ static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
 			return rc;
 		if (hello->flags & want)
 			return 0;
+		if (want == RMIG_HELLO_QUERY && (hello->flags & RMIG_HELLO_RESUME) && d->all_in) {
+			/* Post-copy ended here with every page in; the source lost
+			 * our ROUND_ACK and tries to recover: tell it. */
+			rmig_ctrl_send_abort(ctx, RMIG_ABORT_ALL_IN,
+					     "every page is here and the guest runs at the "
+					     "destination: nothing to recover");
+			ctx->link->ops->close_session(ctx->link);
+			return 1;
+		}
 		rc = rmig_err(ctx, -EBUSY,
 			      "busy: this receiver only waits for the migration it was serving to "
 			      "%s",
@@ -329,6 +340,8 @@ static void remote_figures(struct dst_run *d, struct rmig_pending_remote *sum)
 		sum->stale += one.stale;
 		sum->missing += one.missing;
 		sum->requested += one.requested;
+		if (one.max_wait_ms > sum->max_wait_ms)
+			sum->max_wait_ms = one.max_wait_ms;
 	}
 }
 
@@ -433,9 +446,10 @@ static int recover(struct dst_run *d, int rc)
 	struct rmig_wire_hello hello;
 	char why[sizeof(ctx->err)], msg[sizeof(why) + 128];
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
-	int64_t end;
+	int64_t lost, end;
 
-	if (rmig_link_failure(rc))
+	/* Silent past the link timeout: no last words will come (as above). */
+	if (rmig_link_failure(rc) && rc != -ETIMEDOUT)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	remote_figures(d, &f);
 	/* Even with every page in: the source does not know it yet, and would
@@ -443,7 +457,8 @@ static int recover(struct dst_run *d, int rc)
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled))
 		return rc;
-	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
+	lost = rmig_now_ms();
+	end = lost + ctx->cfg.failover_timeout_ms;
 	memcpy(why, ctx->err, sizeof(why));
 	/* A request being sent on the dead link ends now; later ones wait. */
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_CTRL_SEND);
@@ -483,6 +498,7 @@ static int recover(struct dst_run *d, int rc)
 		drop_session(d);
 	}
 	d->expect_round = hello.round;
+	ctx->stats.recovery_ms += (uint64_t)(rmig_now_ms() - lost);
 	{
 		struct rmig_event fev = { .type = RMIG_EV_FAILOVER,
 					  .from = from,
@@ -547,6 +563,7 @@ static void postcopy_end(struct dst_run *d, struct rmig_pending_remote *f)
 	RMIG_PAYLOADS_TELL(&d->ps, load_postcopy_end);
 	ctx->stats.postcopy_pages = f->stale;
 	ctx->stats.postcopy_requested = f->requested;
+	ctx->stats.postcopy_max_wait_ms = f->max_wait_ms;
 	ctx->stats.postcopy_ms = (uint64_t)(rmig_now_ms() - d->t_go);
 }
 
@@ -556,6 +573,7 @@ static void postcopy_finish(struct dst_run *d)
 	struct rmig_pending_remote f;
 
 	postcopy_end(d, &f);
+	d->all_in = 1;
 	d->ctx->stats.result = RMIG_RESULT_MIGRATED;
 	await_done(d->ctx);
 	rmig_phase_enter(d->ctx, RMIG_DST_MIGRATED);

@@ -32,7 +32,7 @@ static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
 	[RMIG_SRC_POSTCOPY] = { "post-copy", S(MIGRATED) | S(RECOVERING) | S(LOST),
 				M(PAGE_REQUEST) | M(ROUND_ACK) },
 	/* A new link: the opening, then what the destination lacks. */
-	[RMIG_SRC_RECOVERING] = { "recovering", S(POSTCOPY) | S(LOST),
+	[RMIG_SRC_RECOVERING] = { "recovering", S(POSTCOPY) | S(MIGRATED) | S(LOST),
 				  SRC_OPEN | M(REGIONS_ACK) | M(PAGE_REQUEST) | M(MISSING) |
 				      M(RECOVER) },
 	[RMIG_SRC_ASKING] = { "asking", S(MIGRATED) | SRC_GIVE_UP, SRC_OPEN | M(STARTED) },

@@ -947,7 +947,8 @@ static int postcopy_round(struct sender *s, struct rmig_msg *m, struct rmig_roun
  * take up the session until failover_timeout_ms: the destination asks
  * again for what its guest waits for (answered at once), then says what it
  * lacks (MISSING) and RECOVER; the next round sends that. A failure on the
- * way tries again until the deadline. 0, or the error that loses the
+ * way tries again until the deadline. 0; 1 if the destination had every
+ * page already (our link lost its ROUND_ACK); or the error that loses the
  * guest. */
 static int recover(struct sender *s, int rc, struct rmig_msg *m)
 {
@@ -956,7 +957,9 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 	char why[sizeof(ctx->err)];
 	int64_t end;
 
-	if (rmig_link_failure(rc))
+	/* A control stream silent past the link timeout has no last words:
+	 * waiting for them would only keep the guest waiting longer. */
+	if (rmig_link_failure(rc) && rc != -ETIMEDOUT)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled))
@@ -973,7 +976,10 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 	emit_failover_warning(ctx, why, "recovering post-copy over", rmig_link_kind_name(to));
 	ctx->link = to;
 	for (;;) {
+		ctx->peer_abort = 0;
 		rc = reconnect(ctx, to, s->round + 1, end);
+		if (rc == -ECONNABORTED && ctx->peer_abort == RMIG_ABORT_ALL_IN)
+			return 1; /* it had all, only its ROUND_ACK was lost */
 		if (!rc) {
 			ctx->stats.recoveries++; /* a session resumed, as the destination counts */
 			rc = expect_serving(s, RMIG_MSG_RECOVER, m);
@@ -1020,9 +1026,13 @@ static int postcopy_stream(struct sender *s, struct rmig_msg *m)
 	ctx->stats.postcopy = 1;
 	s->round++;
 	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
-	while ((rc = postcopy_round(s, m, &rs)))
-		if ((rc = recover(s, rc, m)))
+	while ((rc = postcopy_round(s, m, &rs))) {
+		rc = recover(s, rc, m);
+		if (rc < 0)
 			return rc;
+		if (rc == 1)
+			break;
+	}
 	rs.round = s->round;
 	rs.ms = (uint64_t)(rmig_now_ms() - t0);
 	rs.bandwidth = rs.ms ? (double)rs.bytes * 1000.0 / (double)rs.ms : 0;

@@ -34,7 +34,11 @@
  * read with it are dropped and every connection is reset ("faultproxy: cut
  * on FRAME #N"); new connections are accepted as before, so a sender can
  * reconnect through the proxy. A link that breaks at a known point of the
- * protocol, as often as the test asks.
+ * protocol, as often as the test asks. The log line ends with the time
+ * (wall clock, ms since the epoch).
+ * --cut-silent: a cut leaves the connections open and never serves them
+ * again (a path that died without a reset: only the peers' timeouts see
+ * it); new connections are served as before.
  * Counts: each connection's close and the exit log the bytes forwarded
  * client->target, by kind ("faultproxy: forwarded N bytes on data streams,
  * M on control streams"): the data streams' bytes are the CHANNEL frames
@@ -103,6 +107,7 @@ struct pipe_dir {
 
 struct conn {
 	int used;
+	int frozen; /* --cut-silent: cut, but left open and never served again */
 	unsigned id;
 	int cfd, tfd; /* client, target */
 	struct pipe_dir c2t, t2c;
@@ -123,6 +128,7 @@ static unsigned arm_ctrl, arm_data; /* pending faults */
 static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
+static int cut_silent;			/* --cut-silent */
 static int cut_now; /* 1: --cut-after reached; 2: --cut-on; 3: --cut-on, once cut_conn flushed */
 static const struct conn *cut_conn;
 #define MAX_CUTS 8
@@ -151,7 +157,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
 			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES] "
-			"[--cut-on TYPE[:N]]... [--raw] [--record FILE]\n");
+			"[--cut-on TYPE[:N]]... [--cut-silent] [--raw] [--record FILE]\n");
 	exit(2);
 }
 
@@ -165,6 +171,14 @@ static void set_nonblock(int fd)
 static uint32_t get32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static long long wall_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 /* Close both ends; `reset`: with an RST, so a peer sees what we saw. */
@@ -192,7 +206,9 @@ static void cut_all(void)
 		fprintf(stderr, "faultproxy: cut after %llu data bytes\n",
 			(unsigned long long)forwarded[K_DATA]);
 	for (int i = 0; i < MAX_CONNS; i++)
-		if (conns[i].used)
+		if (conns[i].used && cut_silent)
+			conns[i].frozen = 1;
+		else if (conns[i].used)
 			conn_close(&conns[i], 1);
 	if (cut_now == 1)
 		cut_after = 0;
@@ -206,8 +222,8 @@ static int check_cut_on(const struct conn *c)
 		return 0;
 	if (++seen_of_type < cuts[next_cut].nth)
 		return 0;
-	fprintf(stderr, "faultproxy: cut on %s #%u (connection %u)\n", type_name(c->cur_type),
-		seen_of_type, c->id);
+	fprintf(stderr, "faultproxy: cut on %s #%u (connection %u) at %lld ms\n",
+		type_name(c->cur_type), seen_of_type, c->id, wall_ms());
 	next_cut++;
 	seen_of_type = 0;
 	/* What came before the frame still goes; the frame and what follows
@@ -468,6 +484,8 @@ int main(int argc, char **argv)
 			cut_after = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--cut-on") && i + 1 < argc)
 			parse_cut_on(argv[++i]);
+		else if (!strcmp(argv[i], "--cut-silent"))
+			cut_silent = 1;
 		else if (!strcmp(argv[i], "--raw"))
 			raw = 1;
 		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {
@@ -565,11 +583,11 @@ int main(int argc, char **argv)
 			c_rd = !c->c2t.len && !c->c2t.eof;
 			t_rd = !c->t2c.len && !c->t2c.eof;
 			pf[n++] = (struct pollfd){
-				blackhole || (!c_rd && !c->t2c.len) ? -1 : c->cfd,
+				blackhole || c->frozen || (!c_rd && !c->t2c.len) ? -1 : c->cfd,
 				(short)((c_rd ? POLLIN : 0) | (c->t2c.len ? POLLOUT : 0)), 0
 			};
 			pf[n++] = (struct pollfd){
-				blackhole || (!t_rd && !c->c2t.len) ? -1 : c->tfd,
+				blackhole || c->frozen || (!t_rd && !c->c2t.len) ? -1 : c->tfd,
 				(short)((t_rd ? POLLIN : 0) | (c->c2t.len ? POLLOUT : 0)), 0
 			};
 		}
@@ -587,7 +605,7 @@ int main(int argc, char **argv)
 			short cr, tr;
 			int err = 0;
 
-			if (idx[i] < 0 || !c->used || blackhole)
+			if (idx[i] < 0 || !c->used || blackhole || c->frozen)
 				continue;
 			cr = pf[idx[i]].revents;
 			tr = pf[idx[i] + 1].revents;
