@@ -758,7 +758,10 @@ static int on_go(struct dst_run *d)
 		await_done(ctx);
 		rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
 	}
-	return rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+	/* Post-copy: the guest runs here without all of its memory, and the
+	 * source may not know it: recover as after STARTED (it resumes). */
+	return rc && d->postcopy ? link_lost(d, rc) : rc;
 }
 
 static int on_done(struct dst_run *d)

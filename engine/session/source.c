@@ -56,6 +56,7 @@ struct sender {
 	double digest_rate; /* bytes/s, all cores, if verifying */
 	int64_t t_pause;
 	unsigned round;
+	int started; /* STARTED came: the guest runs at the destination */
 };
 
 static void sleep_ms(unsigned ms)
@@ -1018,8 +1019,10 @@ static int postcopy_stream(struct sender *s, struct rmig_msg *m)
 	int rc;
 
 	ctx->stats.postcopy = 1;
-	s->round++;
-	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	if (rmig_phase(ctx) != RMIG_SRC_POSTCOPY) { /* else a recovery after GO began it */
+		s->round++;
+		rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	}
 	while ((rc = postcopy_round(s, m, &rs)))
 		if ((rc = recover(s, rc, m)))
 			return rc;
@@ -1077,8 +1080,14 @@ static int commit(struct sender *s, struct rmig_msg *m)
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
 	if (!rc)
 		rc = expect_serving(s, RMIG_MSG_STARTED, m);
+	/* Post-copy: a destination that started the guest (its vCPUs may have
+	 * asked for pages already) waits for a recovery; one that did not
+	 * refuses it and waits for the question (fail_migration). */
+	if (rc && s->postcopy)
+		rc = recover(s, rc, m);
 	if (rc)
 		return rc;
+	s->started = 1;
 	ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - s->t_pause);
 	return s->postcopy ? postcopy_stream(s, m) : 0;
 }
@@ -1174,7 +1183,10 @@ static int fail_migration(struct sender *s, int rc)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	unsigned phase = rmig_phase(ctx);
-	int go_sent = phase == RMIG_SRC_AWAITING_STARTED;
+	/* A recovery after a lost GO that failed: the destination may not have
+	 * started the guest, ask. */
+	int go_sent =
+	    phase == RMIG_SRC_AWAITING_STARTED || (phase == RMIG_SRC_RECOVERING && !s->started);
 	int started = phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING;
 	int outcome = -1, resumed;
 
@@ -1182,11 +1194,13 @@ static int fail_migration(struct sender *s, int rc)
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the senders */
-	if (phase == RMIG_SRC_POSTCOPY || phase == RMIG_SRC_RECOVERING)
+	if (phase == RMIG_SRC_POSTCOPY || (phase == RMIG_SRC_RECOVERING && s->started))
 		return postcopy_lost(ctx, rc);
-	if (go_sent && rc == -ECONNABORTED)
-		outcome = 0; /* the destination sends ABORT only if it did not start */
-	else if (go_sent)    /* even if cancelled: after GO, only the answer decides */
+	/* The destination sends ABORT only if it did not start; refusing a
+	 * recovery says nothing of the kind. */
+	if (go_sent && rc == -ECONNABORTED && phase == RMIG_SRC_AWAITING_STARTED)
+		outcome = 0;
+	else if (go_sent) /* even if cancelled: after GO, only the answer decides */
 		outcome = ask_outcome(ctx);
 	if (outcome == 1) {
 		/* It runs there: the migration succeeded, only STARTED was lost. */
