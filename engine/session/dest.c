@@ -441,7 +441,7 @@ static int recover(struct dst_run *d, int rc)
 	/* Even with every page in: the source does not know it yet, and would
 	 * call the guest lost. */
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
-	    atomic_load(&ctx->cancelled))
+	    rmig_cancel_requested(ctx))
 		return rc;
 	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
 	memcpy(why, ctx->err, sizeof(why));

@@ -332,7 +332,7 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 		int tmo =
 		    left < ctx->cfg.link_timeout_ms ? (int)left : (int)ctx->cfg.link_timeout_ms;
 
-		if (left <= 0 || atomic_load(&ctx->cancelled))
+		if (left <= 0 || rmig_cancel_requested(ctx))
 			return rc;
 		rc = to->ops->connect_ctrl(to, ctx->cfg.host, ctx->cfg.port, tmo);
 		if (rc)
@@ -960,7 +960,7 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 	if (rmig_link_failure(rc))
 		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
-	    atomic_load(&ctx->cancelled))
+	    rmig_cancel_requested(ctx))
 		return rc;
 	memcpy(why, ctx->err, sizeof(why));
 	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
@@ -981,14 +981,13 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 		}
 		if (!rc)
 			break;
-		if (!rmig_link_failure(rc) || atomic_load(&ctx->cancelled) ||
-		    rmig_now_ms() >= end) {
+		if (!rmig_link_failure(rc) || rmig_cancel_requested(ctx) || rmig_now_ms() >= end) {
 			char failed[sizeof(ctx->err)];
 
 			memcpy(failed, ctx->err, sizeof(failed));
 			return rmig_err(ctx, rc, "%s; recovery over %s failed within %u ms: %s",
 					why, rmig_link_kind_name(to), ctx->cfg.failover_timeout_ms,
-					atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+					rmig_cancel_requested(ctx) ? "cancelled" : failed);
 		}
 		drop_session(ctx); /* lost again on the way: once more */
 		nap(ctx, 100);

@@ -21,7 +21,8 @@
 #  8. the cut between GO and STARTED: a destination whose guest started
 #     (its vCPUs asked for pages before STARTED went out) recovers, memory
 #     byte for byte; one that never got GO refuses the recovery, the source
-#     asks, is told it did not start, and rolls back (exit 3 both sides).
+#     asks, is told it did not start, and rolls back (exit 3 both sides);
+#  9. SIGINT on both sides during post-copy (ignored), then a cut: recovered.
 . "$(dirname "$0")/lib.sh"
 PROXY=$(dirname "$RMIG")/tests/faultproxy
 CHECK=$(dirname "$RMIG")/tests/postcopy_check
@@ -183,5 +184,11 @@ expect_eq "GO cut: source guest_running" "$(summary "$T/nogo-send.out" guest_run
 	fail "GO cut: source phases: $(phases "$T/nogo-send.out")"
 err=$(summary "$T/nogo-send.out" error)
 [[ $err == *"confirmed it did not start"* ]] || fail "GO cut: send error: $err"
+
+# 9. A cancel during post-copy is ignored on both sides, also by a recovery.
+HOLD=1500 proxied sigint sim "$GUEST" --cut-on PAGE_DATA --
+wait_phase "$T/sigint-send.out" post-copy "$SEND_PID"
+kill -INT "$SEND_PID" "$RECV_PID"
+recovered sigint 1
 
 pass "1 and 2 cuts recovered (sim, uffd); $check; lost after ${ms_src} ms without the source, the source gave up after ${ms_dst} ms"
