@@ -214,6 +214,9 @@ _Static_assert(sizeof(struct rmig_wire_page_ref) == RMIG_PAGE_REF_LEN, "page ref
  * the guest runs there. Outside errno's range, so that no failure's code
  * can be mistaken for it. */
 #define RMIG_ABORT_ALL_IN (-5001)
+/* A destination that started the guest by post-copy and gives it up as
+ * lost: never "not started", whatever the source was waiting for. */
+#define RMIG_ABORT_LOST (-5002)
 #define RMIG_ABORT_HDR_LEN 8
 
 struct rmig_wire_done {

@@ -514,19 +514,27 @@ static int take_missing(struct rmig_payload *p, const struct rmig_msg *m)
 		return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent MISSING %s",
 				ctx->link->peer,
 				s->recovering ? "(no memory to take it)" : "outside a recovery");
+	/* A word at a time: a run costs its length / 64, however long. */
 	for (uint32_t i = 0; i < m->u.discard.nruns; i++) {
 		const struct rmig_run *run = &m->u.discard.runs[i];
+		uint64_t end = run->first + run->count;
 
-		for (uint64_t pg = run->first; pg < run->first + run->count; pg++) {
-			if (!rmig_bitmap_test(s->sent[ri], pg))
-				return rmig_err(ctx, -EPROTO,
-						"protocol error: peer %s says it lacks page %llu "
-						"of region %u, which was never announced",
-						ctx->link->peer, (unsigned long long)pg,
-						ctx->regions[ri].id);
+		for (uint64_t w = run->first / 64; w <= (end - 1) / 64; w++) {
+			uint64_t lo = w * 64 > run->first ? 0 : run->first - w * 64;
+			uint64_t hi = end - w * 64 > 64 ? 64 : end - w * 64;
+			uint64_t mask = hi - lo == 64 ? ~0ull : ((1ull << (hi - lo)) - 1) << lo;
+			uint64_t lie = mask & ~s->sent[ri][w];
+
+			if (lie)
+				return rmig_err(
+				    ctx, -EPROTO,
+				    "protocol error: peer %s says it lacks page %llu "
+				    "of region %u, which was never announced",
+				    ctx->link->peer,
+				    (unsigned long long)(w * 64 + (uint64_t)__builtin_ctzll(lie)),
+				    ctx->regions[ri].id);
 			/* An answer on this link is on its way: not again. */
-			if (!rmig_bitmap_test(s->answered[ri], pg))
-				rmig_bitmap_set(s->missing[ri], pg);
+			s->missing[ri][w] |= mask & ~s->answered[ri][w];
 		}
 	}
 	return 0;

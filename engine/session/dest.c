@@ -455,7 +455,7 @@ static int recover(struct dst_run *d, int rc)
 	/* Even with every page in: the source does not know it yet, and would
 	 * call the guest lost. */
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
-	    atomic_load(&ctx->cancelled))
+	    rmig_cancel_requested(ctx))
 		return rc;
 	lost = rmig_now_ms();
 	end = lost + ctx->cfg.failover_timeout_ms;
@@ -591,7 +591,7 @@ static int postcopy_lost(struct dst_run *d, int rc)
 
 	memcpy(cause, ctx->err, sizeof(cause));
 	if (rc != -ECONNABORTED)
-		rmig_ctrl_send_abort(ctx, rc, cause);
+		rmig_ctrl_send_abort(ctx, RMIG_ABORT_LOST, cause);
 	postcopy_end(d, &f);
 	paused = ctx->be->ops->pause && !ctx->be->ops->pause(ctx->be);
 	ctx->stats.result = RMIG_RESULT_UNKNOWN;
@@ -776,7 +776,10 @@ static int on_go(struct dst_run *d)
 		await_done(ctx);
 		rmig_phase_enter(ctx, RMIG_DST_MIGRATED);
 	}
-	return rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_STARTED, 0);
+	/* Post-copy: the guest runs here without all of its memory, and the
+	 * source may not know it: recover as after STARTED (it resumes). */
+	return rc && d->postcopy ? link_lost(d, rc) : rc;
 }
 
 static int on_done(struct dst_run *d)

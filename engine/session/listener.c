@@ -863,7 +863,7 @@ void rmig_listener_destroy(struct rmig_listener *lst)
 
 static int wait_ended(struct rmig_ctx *ctx, int64_t end_ms, const char *what)
 {
-	if (atomic_load(&ctx->cancelled))
+	if (rmig_cancel_requested(ctx))
 		return rmig_err(ctx, -ECANCELED, "cancelled by the operator while %s", what);
 	if (end_ms >= 0 && rmig_now_ms() >= end_ms)
 		return -ETIMEDOUT;

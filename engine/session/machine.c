@@ -27,12 +27,14 @@ static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
 	[RMIG_SRC_COMMIT] = { "commit", S(AWAITING_STARTED) | S(ASKING) | SRC_GIVE_UP,
 			      M(READY) | M(PAGE_REQUEST) },
 	[RMIG_SRC_AWAITING_STARTED] = { "awaiting-started",
-					S(MIGRATED) | S(POSTCOPY) | S(ASKING) | SRC_GIVE_UP,
+					S(MIGRATED) | S(POSTCOPY) | S(RECOVERING) | S(ASKING) |
+					    SRC_GIVE_UP,
 					M(STARTED) | M(PAGE_REQUEST) },
 	[RMIG_SRC_POSTCOPY] = { "post-copy", S(MIGRATED) | S(RECOVERING) | S(LOST),
 				M(PAGE_REQUEST) | M(ROUND_ACK) },
-	/* A new link: the opening, then what the destination lacks. */
-	[RMIG_SRC_RECOVERING] = { "recovering", S(POSTCOPY) | S(MIGRATED) | S(LOST),
+	/* A new link: the opening, then what the destination lacks. After a
+	 * lost GO, a destination that did not start refuses: ask it. */
+	[RMIG_SRC_RECOVERING] = { "recovering", S(POSTCOPY) | S(MIGRATED) | S(ASKING) | S(LOST),
 				  SRC_OPEN | M(REGIONS_ACK) | M(PAGE_REQUEST) | M(MISSING) |
 				      M(RECOVER) },
 	[RMIG_SRC_ASKING] = { "asking", S(MIGRATED) | SRC_GIVE_UP, SRC_OPEN | M(STARTED) },

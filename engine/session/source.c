@@ -56,6 +56,7 @@ struct sender {
 	double digest_rate; /* bytes/s, all cores, if verifying */
 	int64_t t_pause;
 	unsigned round;
+	int started; /* STARTED came: the guest runs at the destination */
 };
 
 static void sleep_ms(unsigned ms)
@@ -331,7 +332,7 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 		int tmo =
 		    left < ctx->cfg.link_timeout_ms ? (int)left : (int)ctx->cfg.link_timeout_ms;
 
-		if (left <= 0 || atomic_load(&ctx->cancelled))
+		if (left <= 0 || rmig_cancel_requested(ctx))
 			return rc;
 		rc = to->ops->connect_ctrl(to, ctx->cfg.host, ctx->cfg.port, tmo);
 		if (rc)
@@ -962,7 +963,7 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 	if (rmig_link_failure(rc) && rc != -ETIMEDOUT)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
-	    atomic_load(&ctx->cancelled))
+	    rmig_cancel_requested(ctx))
 		return rc;
 	memcpy(why, ctx->err, sizeof(why));
 	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms;
@@ -986,14 +987,13 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 		}
 		if (!rc)
 			break;
-		if (!rmig_link_failure(rc) || atomic_load(&ctx->cancelled) ||
-		    rmig_now_ms() >= end) {
+		if (!rmig_link_failure(rc) || rmig_cancel_requested(ctx) || rmig_now_ms() >= end) {
 			char failed[sizeof(ctx->err)];
 
 			memcpy(failed, ctx->err, sizeof(failed));
 			return rmig_err(ctx, rc, "%s; recovery over %s failed within %u ms: %s",
 					why, rmig_link_kind_name(to), ctx->cfg.failover_timeout_ms,
-					atomic_load(&ctx->cancelled) ? "cancelled" : failed);
+					rmig_cancel_requested(ctx) ? "cancelled" : failed);
 		}
 		drop_session(ctx); /* lost again on the way: once more */
 		nap(ctx, 100);
@@ -1024,8 +1024,10 @@ static int postcopy_stream(struct sender *s, struct rmig_msg *m)
 	int rc;
 
 	ctx->stats.postcopy = 1;
-	s->round++;
-	rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	if (rmig_phase(ctx) != RMIG_SRC_POSTCOPY) { /* else a recovery after GO began it */
+		s->round++;
+		rmig_phase_enter(ctx, RMIG_SRC_POSTCOPY);
+	}
 	while ((rc = postcopy_round(s, m, &rs))) {
 		rc = recover(s, rc, m);
 		if (rc < 0)
@@ -1087,10 +1089,17 @@ static int commit(struct sender *s, struct rmig_msg *m)
 	rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_GO, 0);
 	if (!rc)
 		rc = expect_serving(s, RMIG_MSG_STARTED, m);
-	if (rc)
+	/* Post-copy: a destination that started the guest (its vCPUs may have
+	 * asked for pages already) waits for a recovery; one that did not
+	 * refuses it and waits for the question (fail_migration). */
+	if (rc && s->postcopy)
+		rc = recover(s, rc, m);
+	if (rc < 0)
 		return rc;
+	s->started = 1;
 	ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - s->t_pause);
-	return s->postcopy ? postcopy_stream(s, m) : 0;
+	/* rc 1: the destination had every page already (none was left). */
+	return s->postcopy && rc != 1 ? postcopy_stream(s, m) : 0;
 }
 
 /* The ops a source calls without asking: a backend that lacks one is
@@ -1184,7 +1193,10 @@ static int fail_migration(struct sender *s, int rc)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	unsigned phase = rmig_phase(ctx);
-	int go_sent = phase == RMIG_SRC_AWAITING_STARTED;
+	/* A recovery after a lost GO that failed: the destination may not have
+	 * started the guest, ask. */
+	int go_sent =
+	    phase == RMIG_SRC_AWAITING_STARTED || (phase == RMIG_SRC_RECOVERING && !s->started);
 	int started = phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING;
 	int outcome = -1, resumed;
 
@@ -1192,11 +1204,16 @@ static int fail_migration(struct sender *s, int rc)
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the senders */
-	if (phase == RMIG_SRC_POSTCOPY || phase == RMIG_SRC_RECOVERING)
+	/* A destination that started the guest and lost it says so: whatever
+	 * we waited for, the guest ran there. */
+	if (phase == RMIG_SRC_POSTCOPY || (phase == RMIG_SRC_RECOVERING && s->started) ||
+	    (rc == -ECONNABORTED && ctx->peer_abort == RMIG_ABORT_LOST))
 		return postcopy_lost(ctx, rc);
-	if (go_sent && rc == -ECONNABORTED)
-		outcome = 0; /* the destination sends ABORT only if it did not start */
-	else if (go_sent)    /* even if cancelled: after GO, only the answer decides */
+	/* The destination sends ABORT only if it did not start; refusing a
+	 * recovery says nothing of the kind. */
+	if (go_sent && rc == -ECONNABORTED && phase == RMIG_SRC_AWAITING_STARTED)
+		outcome = 0;
+	else if (go_sent) /* even if cancelled: after GO, only the answer decides */
 		outcome = ask_outcome(ctx);
 	if (outcome == 1) {
 		/* It runs there: the migration succeeded, only STARTED was lost. */

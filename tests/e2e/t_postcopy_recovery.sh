@@ -17,7 +17,12 @@
 #     --failover-timeout-ms, then says the guest is lost (exit 4);
 #  6. the destination killed: the source retries until its
 #     --failover-timeout-ms, then says lost (exit 4) and stays paused;
-#  7. --failover none: a cut loses the guest at once, as before.
+#  7. --failover none: a cut loses the guest at once, as before;
+#  8. the cut between GO and STARTED: a destination whose guest started
+#     (its vCPUs asked for pages before STARTED went out) recovers, memory
+#     byte for byte; one that never got GO refuses the recovery, the source
+#     asks, is told it did not start, and rolls back (exit 3 both sides);
+#  9. SIGINT on both sides during post-copy (ignored), then a cut: recovered.
 . "$(dirname "$0")/lib.sh"
 PROXY=$(dirname "$RMIG")/tests/faultproxy
 CHECK=$(dirname "$RMIG")/tests/postcopy_check
@@ -162,5 +167,28 @@ for side in send recv; do
 	[[ $(phases "$T/none-$side.out") == *"post-copy lost"* ]] ||
 		fail "--failover none: $side phases: $(phases "$T/none-$side.out")"
 done
+
+# 8. GO sent, STARTED not received. Readers on the destination fault before
+# STARTED goes out: the first PAGE_DATA is answered while the source waits
+# for STARTED, and the cut lands there.
+POSTCOPY_CHECK_READERS=4 "$CHECK" --via "$PROXY" --cut-on PAGE_DATA >"$T/checkgo.out" \
+	2>"$T/checkgo.err" || fail "cut between GO and STARTED: $(cat "$T/checkgo.out")"
+# GO never arrives: the destination did not start; the source resumes.
+proxied nogo sim "$GUEST" --cut-on GO -- --link-timeout-ms 1000 --commit-timeout-ms 3000
+wait_pid "$SEND_PID" 30
+expect_eq "GO cut: send exit code" "$RC" 3
+wait_pid "$RECV_PID" 20
+expect_eq "GO cut: recv exit code" "$RC" 3
+expect_eq "GO cut: source guest_running" "$(summary "$T/nogo-send.out" guest_running)" true
+[[ $(phases "$T/nogo-send.out") == *"awaiting-started recovering asking rolled-back"* ]] ||
+	fail "GO cut: source phases: $(phases "$T/nogo-send.out")"
+err=$(summary "$T/nogo-send.out" error)
+[[ $err == *"confirmed it did not start"* ]] || fail "GO cut: send error: $err"
+
+# 9. A cancel during post-copy is ignored on both sides, also by a recovery.
+HOLD=1500 proxied sigint sim "$GUEST" --cut-on PAGE_DATA --
+wait_phase "$T/sigint-send.out" post-copy "$SEND_PID"
+kill -INT "$SEND_PID" "$RECV_PID"
+recovered sigint 1
 
 pass "1 and 2 cuts recovered (sim, uffd); $check; lost after ${ms_src} ms without the source, the source gave up after ${ms_dst} ms"

@@ -31,6 +31,14 @@
  * (`--cut-on` arguments), and memory is checked as above: recovery must
  * neither lose a page nor place one twice.
  *
+ * With POSTCOPY_CHECK_READERS=N in the environment, N more threads of the
+ * destination read random pages of its guest from the start on (a guest
+ * with many vCPUs): that many page requests may be outstanding when the
+ * link breaks. They start before the destination sends STARTED, and it
+ * waits 100 ms more, so that the first page is asked for and answered
+ * before the source knows the guest started (a cut on PAGE_DATA then lands
+ * between GO and STARTED). They only read, so memory is checked as above.
+ *
  * Prints "PASS: ..." and exits 0, "FAIL: ..." and 1, or "SKIP: ..." and 77
  * when this host cannot catch page faults (userfaultfd).
  */
@@ -58,13 +66,64 @@ struct sim_state_blob { /* backends/sim.c, native layout */
 	uint32_t nregions, throttle;
 };
 
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+#define MAX_READERS 1024
+
 struct dest {
 	struct rmig_backend *be;
 	struct rmig_ctx *ctx;
 	atomic_uint port;
 	int rc;
 	pthread_t tid;
+	unsigned nreaders; /* POSTCOPY_CHECK_READERS */
+	unsigned started_readers;
+	atomic_int readers_stop;
+	pthread_t readers[MAX_READERS];
 };
+
+/* A vCPU of the destination guest that only reads: a random page at a time. */
+static void *reader_main(void *arg)
+{
+	struct dest *d = arg;
+	const struct rmig_region *r;
+	uint64_t rng = (uint64_t)(uintptr_t)&r | 1;
+	size_t n;
+
+	if (d->be->ops->get_regions(d->be, &r, &n) || !n)
+		return NULL;
+	while (!atomic_load(&d->readers_stop)) {
+		const struct rmig_region *reg;
+
+		rng ^= rng << 13;
+		rng ^= rng >> 7;
+		rng ^= rng << 17;
+		reg = &r[rng % n];
+		(void)*(volatile char *)((char *)reg->host +
+					 (rng >> 8) % (reg->len / SIM_PAGE) * SIM_PAGE);
+	}
+	return NULL;
+}
+
+static void start_readers(struct dest *d)
+{
+	while (d->started_readers < d->nreaders &&
+	       !pthread_create(&d->readers[d->started_readers], NULL, reader_main, d))
+		d->started_readers++;
+}
+
+static void stop_readers(struct dest *d)
+{
+	atomic_store(&d->readers_stop, 1);
+	for (unsigned i = 0; i < d->started_readers; i++)
+		pthread_join(d->readers[i], NULL);
+	d->started_readers = 0;
+}
 
 static void on_dest_event(void *arg, const struct rmig_event *ev)
 {
@@ -72,13 +131,13 @@ static void on_dest_event(void *arg, const struct rmig_event *ev)
 
 	if (ev->type == RMIG_EV_LISTENING)
 		atomic_store(&d->port, ev->port);
-}
-
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
+	/* The readers fault before STARTED goes out, as a VMM's vCPUs may:
+	 * their first requests are answered while the source waits for it. */
+	if (ev->type == RMIG_EV_PHASE && !strcmp(ev->phase, "post-copy") && d->nreaders &&
+	    !d->started_readers) {
+		start_readers(d);
+		sleep_ms(100);
+	}
 }
 
 /* The destination guest must fault pages in: hold the source right after
@@ -222,6 +281,8 @@ int main(int argc, char **argv)
 	uint64_t bad_pages = 0, first_bad = 0;
 	int rc, status = 1, started = 0;
 
+	if (getenv("POSTCOPY_CHECK_READERS"))
+		d.nreaders = (unsigned)atoi(getenv("POSTCOPY_CHECK_READERS")) % (MAX_READERS + 1);
 	snprintf(spec, sizeof(spec), "sim:%s", opts);
 	if (rmig_backend_open(spec, RMIG_ROLE_SOURCE, &src, err, sizeof(err)) ||
 	    rmig_backend_open("sim", RMIG_ROLE_DEST, &d.be, err, sizeof(err))) {
@@ -262,6 +323,7 @@ int main(int argc, char **argv)
 	rc = rmig_send(ctx);
 	pthread_join(d.tid, NULL);
 	started = 0;
+	stop_readers(&d); /* before the destination guest pauses: nothing waits */
 	if (rc && strstr(rmig_errmsg(ctx), "post-copy is not possible here")) {
 		printf("SKIP: %s\n", rmig_errmsg(ctx));
 		status = 77;
@@ -326,6 +388,7 @@ out:
 		rmig_cancel(d.ctx);
 		pthread_join(d.tid, NULL);
 	}
+	stop_readers(&d);
 	if (proxy > 0) {
 		kill(proxy, SIGTERM);
 		waitpid(proxy, NULL, 0);
