@@ -13,9 +13,12 @@
 # size for --verify on, full and off (scripts/bench_verify.sh, issue 21);
 # (9) what TLS 1.3 costs: round 1 and CPU per GiB on each side, plaintext
 # against --tls, against AES-GCM's speed (scripts/bench_tls.sh).
+# (10) post-copy recovery: from a cut link to the session resumed, the
+# longest a guest thread waits for a page, pages sent per page
+# (scripts/bench_recovery.sh).
 # BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
-# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way, and
-# BENCH_ONLY=tls (9).
+# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way,
+# BENCH_ONLY=tls (9) and BENCH_ONLY=recovery (10).
 set -u
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
@@ -70,6 +73,20 @@ tls_section() {
 }
 if [ "${BENCH_ONLY:-}" = tls ]; then
 	tls_section
+	exit 0
+fi
+
+# (10) Post-copy recovery.
+recovery_section() {
+	RMIG="$RMIG" scripts/bench_recovery.sh "$T/recovery" >"$T/recovery.md" 2>"$T/recovery.err" ||
+		echo "bench: bench_recovery failed: $(tail -1 "$T/recovery.err")" >>"$T/recovery.md"
+	echo "## Post-copy recovery: a link cut while the guest waits for a page"
+	echo
+	cat "$T/recovery.md"
+	echo
+}
+if [ "${BENCH_ONLY:-}" = recovery ]; then
+	recovery_section
 	exit 0
 fi
 
@@ -181,6 +198,8 @@ verify_md=$(verify_section)
 cp "$T/verify/verify.json" bench/ 2>/dev/null
 tls_md=$(tls_section)
 cp "$T/tls/tls.json" bench/ 2>/dev/null
+recovery_md=$(recovery_section)
+cp "$T/recovery/recovery.json" bench/ 2>/dev/null
 
 # (4) Downtime and total time against dirty rate (scripts/bench_sweep.sh):
 # table here, plot in bench/sweep.png.
@@ -202,7 +221,7 @@ cp "$T/qemu/qemu.json" bench/ 2>/dev/null
 # (2) RDMA, in one boot of the soft-RoCE VM.
 rxe_table=""
 if tests/rxe/setup.sh >/dev/null 2>&1; then
-	rxe_table=$(tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU\|^Note')
+	rxe_table=$(tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU\|^Note\|^$')
 else
 	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
 fi
@@ -236,6 +255,8 @@ json_of() { jq -ce . "$1" 2>/dev/null | grep . || echo null; }
 	echo
 	echo "$tls_md"
 	echo
+	echo "$recovery_md"
+	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
 	echo "$rxe_table"
@@ -248,7 +269,8 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson qemu "$(json_of "$T/qemu/qemu.json")" \
 	--argjson verify "$(json_of bench/verify.json)" \
 	--argjson tls "$(json_of "$T/tls/tls.json")" \
-	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls}' \
+	--argjson recovery "$(json_of "$T/recovery/recovery.json")" \
+	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
 scripts/bench_plots.sh bench
