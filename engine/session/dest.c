@@ -465,16 +465,18 @@ static int recover(struct dst_run *d, int rc)
 	RMIG_PAYLOADS_TELL(&d->ps, load_suspend);
 	drop_session(d);
 	snprintf(msg, sizeof(msg),
-		 "link lost (%s): %llu pages still at the source; waiting %u ms for it to "
-		 "recover",
+		 "link lost (%s): %llu pages still at the source; waiting %u ms "
+		 "(config.failover_timeout_ms) for it to recover",
 		 why, (unsigned long long)f.missing, ctx->cfg.failover_timeout_ms);
 	rmig_emit(ctx, &ev);
 	rmig_phase_enter(ctx, RMIG_DST_RECOVERING);
 	for (;;) {
 		rc = accept_for_session(d, RMIG_HELLO_RESUME, end, &hello);
 		if (rc)
-			return rmig_err(ctx, rc, "%s; the source did not recover within %u ms", why,
-					ctx->cfg.failover_timeout_ms);
+			return rmig_err(ctx, rc,
+					"%s; the source did not recover within %u ms "
+					"(config.failover_timeout_ms)",
+					why, ctx->cfg.failover_timeout_ms);
 		if (hello.round < d->expect_round)
 			rc = rmig_err(ctx, -EPROTO,
 				      "protocol error: recovery at round %u, round %u was begun",

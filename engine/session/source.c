@@ -991,7 +991,9 @@ static int recover(struct sender *s, int rc, struct rmig_msg *m)
 			char failed[sizeof(ctx->err)];
 
 			memcpy(failed, ctx->err, sizeof(failed));
-			return rmig_err(ctx, rc, "%s; recovery over %s failed within %u ms: %s",
+			return rmig_err(ctx, rc,
+					"%s; recovery over %s failed within %u ms "
+					"(config.failover_timeout_ms): %s",
 					why, rmig_link_kind_name(to), ctx->cfg.failover_timeout_ms,
 					rmig_cancel_requested(ctx) ? "cancelled" : failed);
 		}
