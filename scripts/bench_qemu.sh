@@ -17,6 +17,11 @@
 #    downtime_ms (its JSON summary), and the source QEMU's own query-migrate
 #    figures for the same runs. Skipped at once (a row saying why) while
 #    rmig has no qemu backend.
+# 3. rmig with the link cut mid-stream: the same as 2 through
+#    tests/tools/faultproxy, which resets every connection when the source
+#    sends its 40th STREAM frame (BENCH_QEMU_CUT) and accepts again: rmig
+#    fails over and replays what the destination had not written
+#    (stream_replayed_bytes).
 # After each migration the new QEMU must run and count on; at the end the
 # counter over all the consoles of the chain, in order, must have no gap
 # and no repeat. Every QEMU gets the same migration parameters
@@ -77,6 +82,7 @@ trap finish EXIT
 export RMIG GUEST_DIR
 . "$HERE/tests/qemu/guest.sh" # chains guest_cleanup in front of finish
 say() { echo "bench_qemu: $*" >&2; }
+PROXY=$(dirname "$RMIG")/tests/faultproxy
 
 guest_prepare
 case $? in
@@ -128,7 +134,7 @@ migrate_native() {
 # migrate_rmig SRC DST: rmig recv/send with the qemu backend over TCP. Sets
 # FIG (rmig's figures, with the source QEMU's as .qemu) or returns 1.
 migrate_rmig() {
-	local s=$1 d=$2 port="" rc=0 sum q st
+	local s=$1 d=$2 port="" rc=0 sum q st ppid=""
 	"$RMIG" recv --listen 127.0.0.1:0 --json --transport tcp \
 		--backend "qemu:qmp=$(guest_qmp_socket "$d")" >"$R/$d-recv.out" 2>"$R/$d-recv.err" &
 	RECV_PID=$!
@@ -142,6 +148,16 @@ migrate_rmig() {
 		GUEST_ERROR="rmig recv did not listen: $(tail -n1 "$R/$d-recv.err")"
 		return 1
 	fi
+	if [ -n "${CUT:-}" ]; then # through faultproxy, which cuts once
+		"$PROXY" 0 "127.0.0.1:$port" --ready-file "$R/$d.pport" --cut-on "$CUT" \
+			2>"$R/$d-proxy.err" &
+		ppid=$!
+		for _ in $(seq 100); do
+			[ -s "$R/$d.pport" ] && break
+			sleep 0.05
+		done
+		port=$(cat "$R/$d.pport" 2>/dev/null)
+	fi
 	timeout -k 5 "$TMO" "$RMIG" send --json --transport tcp --downtime-ms "$DT" \
 		--backend "qemu:qmp=$(guest_qmp_socket "$s")" "127.0.0.1:$port" \
 		>"$R/$s-send.out" 2>"$R/$s-send.err" || rc=$?
@@ -151,6 +167,7 @@ migrate_rmig() {
 	done
 	{ kill -9 "$RECV_PID" && wait "$RECV_PID"; } 2>/dev/null
 	RECV_PID=""
+	[ -n "$ppid" ] && { kill "$ppid" && wait "$ppid"; } 2>/dev/null
 	sum=$(jq -c 'select(.event=="summary")' "$R/$s-send.out" 2>/dev/null | tail -n1)
 	if [ "$rc" != 0 ]; then
 		GUEST_ERROR="rmig send exited $rc: $(jq -r '.error // empty' <<<"$sum" 2>/dev/null)"
@@ -165,7 +182,16 @@ migrate_rmig() {
 		{ GUEST_ERROR="destination $d is '$st' after rmig said migrated"; return 1; }
 	FIG=$(jq -c --argjson q "$(qemu_figures "$q" 2>/dev/null || echo null)" \
 		'{total_ms, downtime_ms, bytes: .bytes_sent, rounds, expected_downtime_ms,
-		transport, channels, cpu_ms, qemu: $q}' <<<"$sum")
+		transport, channels, cpu_ms, failovers, replayed: .stream_replayed_bytes,
+		qemu: $q}' <<<"$sum")
+	if [ -n "${CUT:-}" ] && [ "$(jq -r .failovers <<<"$FIG")" != 1 ]; then
+		GUEST_ERROR="the link was to be cut once (--cut-on $CUT), rmig failed over $(jq -r .failovers <<<"$FIG") times"
+		return 1
+	fi
+}
+
+migrate_rmigcut() {
+	CUT=${BENCH_QEMU_CUT:-STREAM:40} migrate_rmig "$@"
 }
 
 # chain KIND PREFIX: boot PREFIX0, then RUNS migrations PREFIX(i-1) ->
@@ -213,7 +239,7 @@ medians() {
 	jq -c 'def med(f): [.runs[] | f | select(. != null)] | sort
 			| if length == 0 then null else .[(length - 1) / 2 | floor] end;
 		def meds(p): {total_ms: med(p.total_ms), downtime_ms: med(p.downtime_ms),
-			bytes: med(p.bytes), rounds: med(p.rounds)};
+			bytes: med(p.bytes), rounds: med(p.rounds), replayed: med(p.replayed)};
 		. + {median: meds(.)} + (if any(.runs[]; .qemu != null) then {qemu_median: meds(.qemu)} else {} end)' <<<"$1"
 }
 
@@ -230,6 +256,8 @@ if grep -qi "unknown backend" <<<"$probe"; then
 else
 	chain rmig r
 	rmig_json=$(medians "$RESULT")
+	chain rmigcut c
+	cut_json=$(medians "$RESULT")
 fi
 
 # --- output ----------------------------------------------------------------------------
@@ -262,15 +290,21 @@ if [ "$(f .ok "$rmig_json")" = true ]; then
 else
 	failed_row "rmig over TCP, qemu backend" "$rmig_json"
 fi
+if [ "$(f .ok "${cut_json:-null}")" = true ]; then
+	row "the same, link cut at the ${BENCH_QEMU_CUT:-STREAM:40} frame: failover, $(mb "$(f .median.replayed "$cut_json")") MB of stream replayed ($med)" "$(jq -c .median <<<"$cut_json")" "$(f .counter "$cut_json")"
+elif [ -n "${cut_json:-}" ]; then
+	failed_row "rmig over TCP, link cut mid-stream" "$cut_json"
+fi
 echo
 echo "Ranges over the runs: native total $(range .total_ms "$native") ms, downtime $(range .downtime_ms "$native") ms; rmig total $(range .total_ms "$rmig_json") ms, downtime $(range .downtime_ms "$rmig_json") ms. Rounds: rmig's pre-copy rounds plus the stop-and-copy; QEMU's dirty-bitmap syncs (dirty-sync-count). Downtime: QEMU's, from the source's stop to the end of the migration; rmig's, from its pause to the destination's STARTED."
 
 jq -n --arg date "$(date -u +%FT%TZ)" --arg qemu "$qver" --arg kernel "$kver" \
 	--arg mem "$GUEST_MEM" --argjson dirty "$DIRTY_KIB" --argjson dt "$DT" --argjson bw "$BW" \
 	--argjson warm "$WARM" --argjson runs "$RUNS" --argjson native "$native" --argjson rmig "$rmig_json" \
+	--argjson cut "${cut_json:-null}" \
 	'{date: $date, qemu: $qemu, guest: {mem: $mem, kernel: $kernel, accel: "tcg", dirty_kib: $dirty,
 	  warm_counter: $warm}, runs: $runs, downtime_limit_ms: $dt, max_bandwidth_Bps: $bw,
-	  native: $native, rmig: $rmig,
+	  native: $native, rmig: $rmig, rmig_link_cut: $cut,
 	  ratio: (if ($native.ok and $rmig.ok) then
 	    {total: (if $native.median.total_ms > 0 then $rmig.median.total_ms / $native.median.total_ms else null end),
 	     downtime: (if $native.median.downtime_ms > 0 then $rmig.median.downtime_ms / $native.median.downtime_ms else null end)}
