@@ -183,13 +183,14 @@ check: deps
 
 # Performance, as ratios to a ceiling measured in the same run.
 bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/tests/memcpy_bw $(BUILD)/tests/qmpc
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/memcpy_bw $(BUILD)/tests/qmpc \
+		$(BUILD)/tests/faultproxy
 	@RMIG=$(BUILD)/rmig BUILD=$(BUILD) scripts/bench.sh
 
 bench-rxe: deps
 	@$(MAKE) --no-print-directory all
 	@tests/rxe/setup.sh >/dev/null
-	@tests/rxe/vm.sh --timeout 600 -- tests/rxe/bench.sh
+	@tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh
 
 format:
 	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h engine/*/*.h
