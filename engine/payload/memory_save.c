@@ -47,9 +47,10 @@ struct mem_save {
 	uint64_t *missing[RMIG_MAX_REGIONS];  /* post-copy recovery: to send again */
 	uint64_t *answered[RMIG_MAX_REGIONS]; /* and answered since the link came back */
 	int recovering;			      /* the next round sends missing[], not dirty[] */
-	struct digest_task dig;		      /* config.verify=full */
-	struct rmig_chunks *chunks;	      /* config.verify=on: digests of what was sent */
-	uint64_t refreshed;		      /* chunks digested again after the last ack */
+	int exchanging;		    /* between the rewind and that round: missing[] may change */
+	struct digest_task dig;	    /* config.verify=full */
+	struct rmig_chunks *chunks; /* config.verify=on: digests of what was sent */
+	uint64_t refreshed;	    /* chunks digested again after the last ack */
 };
 
 static struct mem_save *ms(struct rmig_payload *p)
@@ -296,6 +297,7 @@ int rmig_mem_save_round(struct rmig_payload *p, struct rmig_tx_pool *tx, unsigne
 
 	s->round = round;
 	/* A failure shows in rmig_tx_wait. */
+	s->exchanging = 0; /* the senders read missing[] from now on */
 	queue_pages(p, tx, s->recovering ? s->missing : s->dirty);
 	if (s->announcing)
 		return 0;
@@ -339,6 +341,7 @@ static void rewind_postcopy(struct rmig_payload *p)
 			clear_map(s->answered[ri], r);
 	}
 	s->recovering = 1;
+	s->exchanging = 1;
 }
 
 void rmig_mem_save_rewind(struct rmig_payload *p)
@@ -552,8 +555,11 @@ int rmig_mem_save_message(struct rmig_payload *p, const struct rmig_msg *m)
 		return take_missing(p, m);
 	rc = rmig_postcopy_answer(p->ctx, m, s->dirty);
 	ri = (size_t)rmig_layout_find(&p->ctx->layout, m->u.page.region_id);
-	if (!rc && s->recovering && s->answered[ri])
+	/* Answered on the new link before its round: not in the round. */
+	if (!rc && s->exchanging && s->answered[ri] && s->missing[ri]) {
 		rmig_bitmap_set(s->answered[ri], m->u.page.page);
+		s->missing[ri][m->u.page.page / 64] &= ~(1ull << (m->u.page.page % 64));
+	}
 	return rc;
 }
 

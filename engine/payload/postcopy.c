@@ -652,11 +652,16 @@ int rmig_postcopy_resume(struct rmig_postcopy *pc, uint64_t *missing)
 	int rc = 0;
 
 	pthread_mutex_lock(&pc->req_lock);
-	/* What the guest waits for first, then all that is still missing. */
-	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
-		rc = send_pages(pc, ri, 1);
+	/* All that is still missing, then what the guest waits for (the
+	 * source answers those at once, before it sends the rest). In this
+	 * order the source reads MISSING without answering, and only the
+	 * short requests remain to send while answers come back: neither side
+	 * can fill the other's buffers while it is not reading (answers may be
+	 * 2 MiB pages). */
 	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
 		rc = send_pages(pc, ri, 0);
+	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
+		rc = send_pages(pc, ri, 1);
 	if (!rc)
 		pc->held = 0;
 	*missing = atomic_load(&pc->missing);

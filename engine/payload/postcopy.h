@@ -61,9 +61,9 @@ int rmig_postcopy_failed(struct rmig_postcopy *pc, char *why, size_t whylen);
 /* The link is lost: requests for pages wait from now on (a send under way
  * ends first). */
 void rmig_postcopy_hold(struct rmig_postcopy *pc);
-/* A new link is up: ask again for every page asked for and not placed,
- * then send MISSING runs of every page still missing (the source sends
- * them again), and let requests go. *missing: how many. 0 or a negative
+/* A new link is up: send MISSING runs of every page still missing (the
+ * source sends them again), then ask again for every page asked for and
+ * not placed (answered first), and let requests go. *missing: how many. 0 or a negative
  * errno with ctx->err set (still held: call again on the next link). */
 int rmig_postcopy_resume(struct rmig_postcopy *pc, uint64_t *missing);
 
