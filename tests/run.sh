@@ -36,6 +36,8 @@ run_one() { # NAME CMD...
 		failed=$((failed + 1))
 		failed_names="$failed_names $name"
 		echo "FAIL  $name (exit $rc, $ms ms)"
+		# The test's own verdict first: the dumps after it can be long.
+		grep -m1 '^FAIL ' <<<"$out" | sed 's/^/      /'
 		sed 's/^/      /' <<<"$out" | tail -n 40
 	fi
 }
