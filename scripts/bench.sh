@@ -47,48 +47,31 @@ digest_table() {
 	echo
 }
 
+# section NAME TITLE: run scripts/bench_NAME.sh into $T/NAME and print its
+# markdown under TITLE (a failure is a line saying so, not an empty section).
+section() {
+	RMIG="$RMIG" "scripts/bench_$1.sh" "$T/$1" >"$T/$1.md" 2>"$T/$1.err" ||
+		echo "bench: bench_$1 failed: $(tail -1 "$T/$1.err")" >>"$T/$1.md"
+	echo "## $2"
+	echo
+	cat "$T/$1.md"
+	echo
+}
 # (8) Downtime against guest size, --verify on/full/off (issue 21).
 verify_section() {
-	RMIG="$RMIG" scripts/bench_verify.sh "$T/verify" >"$T/verify.md" 2>"$T/verify.err" ||
-		echo "bench: bench_verify failed: $(tail -1 "$T/verify.err")" >>"$T/verify.md"
-	echo "## Downtime against guest size, by --verify mode"
-	echo
-	cat "$T/verify.md"
-	echo
+	section verify "Downtime against guest size, by --verify mode"
 	digest_table
 }
-if [ "${BENCH_ONLY:-}" = verify ]; then
-	verify_section
-	exit 0
-fi
-
 # (9) TLS against plaintext and the crypto ceiling.
-tls_section() {
-	RMIG="$RMIG" scripts/bench_tls.sh "$T/tls" >"$T/tls.md" 2>"$T/tls.err" ||
-		echo "bench: bench_tls failed: $(tail -1 "$T/tls.err")" >>"$T/tls.md"
-	echo "## TLS 1.3: plaintext against --tls, and AES-GCM's speed"
-	echo
-	cat "$T/tls.md"
-	echo
-}
-if [ "${BENCH_ONLY:-}" = tls ]; then
-	tls_section
-	exit 0
-fi
-
+tls_section() { section tls "TLS 1.3: plaintext against --tls, and AES-GCM's speed"; }
 # (10) Post-copy recovery.
-recovery_section() {
-	RMIG="$RMIG" scripts/bench_recovery.sh "$T/recovery" >"$T/recovery.md" 2>"$T/recovery.err" ||
-		echo "bench: bench_recovery failed: $(tail -1 "$T/recovery.err")" >>"$T/recovery.md"
-	echo "## Post-copy recovery: a link cut while the guest waits for a page"
-	echo
-	cat "$T/recovery.md"
-	echo
-}
-if [ "${BENCH_ONLY:-}" = recovery ]; then
-	recovery_section
+recovery_section() { section recovery "Post-copy recovery: a link cut while the guest waits for a page"; }
+case ${BENCH_ONLY:-} in
+verify | tls | recovery)
+	"${BENCH_ONLY}_section"
 	exit 0
-fi
+	;;
+esac
 
 command -v iperf3 >/dev/null || {
 	[ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null

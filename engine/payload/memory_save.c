@@ -467,7 +467,6 @@ int rmig_mem_save_announce(struct rmig_payload *p, uint64_t *count)
 	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
 		const struct rmig_region *r = &ctx->regions[ri];
 		uint64_t words = rmig_bitmap_words(region_pages(r));
-		struct rmig_run *last = NULL;
 
 		memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.discard));
 		m->type = RMIG_MSG_DISCARD;
@@ -477,24 +476,12 @@ int rmig_mem_save_announce(struct rmig_payload *p, uint64_t *count)
 
 			s->sent[ri][w] |= bits;
 			*count += (uint64_t)__builtin_popcountll(bits);
-			while (bits && !rc) {
-				uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
-
-				bits &= bits - 1;
-				if (last && last->first + last->count == page) {
-					last->count++;
-					continue;
-				}
-				if (m->u.discard.nruns == RMIG_MAX_RUNS) {
-					rc = rmig_ctrl_send(ctx, m);
-					m->u.discard.nruns = 0;
-				}
-				last = &m->u.discard.runs[m->u.discard.nruns++];
-				*last = (struct rmig_run){ page, 1 };
-			}
+			for (; bits && !rc; bits &= bits - 1)
+				rc =
+				    rmig_runs_add(ctx, m, w * 64 + (uint64_t)__builtin_ctzll(bits));
 		}
-		if (!rc && m->u.discard.nruns)
-			rc = rmig_ctrl_send(ctx, m);
+		if (!rc)
+			rc = rmig_runs_flush(ctx, m);
 	}
 	ctx->stats.postcopy_pages += *count;
 	free(m);
@@ -523,9 +510,7 @@ static int take_missing(struct rmig_payload *p, const struct rmig_msg *m)
 		uint64_t end = run->first + run->count;
 
 		for (uint64_t w = run->first / 64; w <= (end - 1) / 64; w++) {
-			uint64_t lo = w * 64 > run->first ? 0 : run->first - w * 64;
-			uint64_t hi = end - w * 64 > 64 ? 64 : end - w * 64;
-			uint64_t mask = hi - lo == 64 ? ~0ull : ((1ull << (hi - lo)) - 1) << lo;
+			uint64_t mask = rmig_bitmap_word_mask(run->first, run->count, w);
 			uint64_t lie = mask & ~s->sent[ri][w];
 
 			if (lie)

@@ -217,15 +217,6 @@ void rmig_postcopy_destroy(struct rmig_postcopy *pc)
 	free(pc);
 }
 
-/* Bits [first, first + count) of bm, a word at a time: their mask in word w. */
-static uint64_t word_mask(uint64_t first, uint64_t count, uint64_t w)
-{
-	uint64_t lo = w * 64 > first ? 0 : first - w * 64;
-	uint64_t end = first + count - w * 64, hi = end > 64 ? 64 : end;
-
-	return hi - lo == 64 ? ~0ull : ((1ull << (hi - lo)) - 1) << lo;
-}
-
 int rmig_postcopy_discard(struct rmig_postcopy *pc, const struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = pc->ctx;
@@ -251,7 +242,7 @@ int rmig_postcopy_discard(struct rmig_postcopy *pc, const struct rmig_msg *m)
 					(unsigned long long)run->first,
 					(unsigned long long)run->count, r->id, strerror(errno));
 		for (uint64_t w = run->first / 64; w <= last; w++) {
-			uint64_t mask = word_mask(run->first, run->count, w);
+			uint64_t mask = rmig_bitmap_word_mask(run->first, run->count, w);
 
 			pc->nstale += (uint64_t)__builtin_popcountll(mask & ~pc->stale[ri][w]);
 			pc->stale[ri][w] |= mask;
@@ -462,7 +453,8 @@ int rmig_postcopy_check(struct rmig_postcopy *pc, size_t ri, uint64_t first, uin
 			char *why, size_t whylen)
 {
 	for (uint64_t w = first / 64; count && w <= (first + count - 1) / 64; w++) {
-		uint64_t mask = word_mask(first, count, w), off = mask & ~pc->stale[ri][w];
+		uint64_t mask = rmig_bitmap_word_mask(first, count, w),
+			 off = mask & ~pc->stale[ri][w];
 
 		if (off) {
 			snprintf(why, whylen,
@@ -529,7 +521,7 @@ int rmig_postcopy_place(struct rmig_postcopy *pc, size_t ri, uint64_t first, uin
 		return rc;
 	}
 	for (uint64_t w = first / 64; count && w <= (first + count - 1) / 64; w++) {
-		uint64_t mask = word_mask(first, count, w);
+		uint64_t mask = rmig_bitmap_word_mask(first, count, w);
 
 		placed += (uint64_t)__builtin_popcountll(
 		    atomic_fetch_and(&pc->pending[ri][w], ~mask) & mask);
@@ -598,59 +590,80 @@ void rmig_postcopy_hold(struct rmig_postcopy *pc)
 	pthread_mutex_unlock(&pc->req_lock);
 }
 
-/* Region ri's pages still missing, as MISSING runs; or (requested_only)
- * those of them the guest asked for, one PAGE_REQUEST each. */
-static int send_pages(struct rmig_postcopy *pc, size_t ri, int requested_only)
+int rmig_runs_add(struct rmig_ctx *ctx, struct rmig_msg *m, uint64_t page)
 {
-	struct rmig_ctx *ctx = pc->ctx;
-	const struct rmig_region *r = &ctx->regions[ri];
-	uint64_t words = rmig_bitmap_words(r->len / r->page_size);
-	struct rmig_msg *m = calloc(1, sizeof(*m));
-	struct rmig_run *last = NULL;
+	uint32_t n = m->u.discard.nruns;
+	struct rmig_run *last = n ? &m->u.discard.runs[n - 1] : NULL;
 	int rc = 0;
 
-	if (!m)
-		return rmig_err(ctx, -ENOMEM, "out of memory");
-	m->type = requested_only ? RMIG_MSG_PAGE_REQUEST : RMIG_MSG_MISSING;
+	if (last && last->first + last->count == page) {
+		last->count++;
+		return 0;
+	}
+	if (n == RMIG_MAX_RUNS) {
+		rc = rmig_ctrl_send(ctx, m);
+		m->u.discard.nruns = 0;
+	}
+	m->u.discard.runs[m->u.discard.nruns++] = (struct rmig_run){ page, 1 };
+	return rc;
+}
+
+int rmig_runs_flush(struct rmig_ctx *ctx, struct rmig_msg *m)
+{
+	int rc = m->u.discard.nruns ? rmig_ctrl_send(ctx, m) : 0;
+
+	m->u.discard.nruns = 0;
+	return rc;
+}
+
+/* Region ri's pages still missing, as MISSING runs. */
+static int send_missing(struct rmig_postcopy *pc, size_t ri, struct rmig_msg *m)
+{
+	const struct rmig_region *r = &pc->ctx->regions[ri];
+	uint64_t words = rmig_bitmap_words(r->len / r->page_size);
+	int rc = 0;
+
+	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.discard));
+	m->type = RMIG_MSG_MISSING;
 	m->u.discard.region_id = r->id;
+	for (uint64_t w = 0; w < words && !rc; w++)
+		for (uint64_t bits = atomic_load(&pc->pending[ri][w]); bits && !rc;
+		     bits &= bits - 1)
+			rc = rmig_runs_add(pc->ctx, m, w * 64 + (uint64_t)__builtin_ctzll(bits));
+	return rc ? rc : rmig_runs_flush(pc->ctx, m);
+}
+
+/* Of those, the ones the guest asked for: one PAGE_REQUEST each. */
+static int ask_again(struct rmig_postcopy *pc, size_t ri, struct rmig_msg *m)
+{
+	const struct rmig_region *r = &pc->ctx->regions[ri];
+	uint64_t words = rmig_bitmap_words(r->len / r->page_size);
+	int rc = 0;
+
+	memset(m, 0, offsetof(struct rmig_msg, u) + sizeof(m->u.page));
+	m->type = RMIG_MSG_PAGE_REQUEST;
+	m->u.page.region_id = r->id;
 	for (uint64_t w = 0; w < words && !rc; w++) {
-		uint64_t bits = atomic_load(&pc->pending[ri][w]);
+		uint64_t bits =
+		    atomic_load(&pc->pending[ri][w]) & atomic_load(&pc->requested[ri][w]);
 
-		if (requested_only)
-			bits &= atomic_load(&pc->requested[ri][w]);
 		for (; bits && !rc; bits &= bits - 1) {
-			uint64_t page = w * 64 + (uint64_t)__builtin_ctzll(bits);
-
-			if (requested_only) {
-				m->u.page.region_id = r->id;
-				m->u.page.page = page;
-				rc = rmig_ctrl_send(ctx, m);
-				if (!rc)
-					atomic_fetch_add(&pc->nrequested, 1);
-				continue;
-			}
-			if (last && last->first + last->count == page) {
-				last->count++;
-				continue;
-			}
-			if (m->u.discard.nruns == RMIG_MAX_RUNS) {
-				rc = rmig_ctrl_send(ctx, m);
-				m->u.discard.nruns = 0;
-			}
-			last = &m->u.discard.runs[m->u.discard.nruns++];
-			*last = (struct rmig_run){ page, 1 };
+			m->u.page.page = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			rc = rmig_ctrl_send(pc->ctx, m);
+			if (!rc)
+				atomic_fetch_add(&pc->nrequested, 1);
 		}
 	}
-	if (!rc && !requested_only && m->u.discard.nruns)
-		rc = rmig_ctrl_send(ctx, m);
-	free(m);
 	return rc;
 }
 
 int rmig_postcopy_resume(struct rmig_postcopy *pc, uint64_t *missing)
 {
+	struct rmig_msg *m = calloc(1, sizeof(*m));
 	int rc = 0;
 
+	if (!m)
+		return rmig_err(pc->ctx, -ENOMEM, "out of memory");
 	pthread_mutex_lock(&pc->req_lock);
 	/* All that is still missing, then what the guest waits for (the
 	 * source answers those at once, before it sends the rest). In this
@@ -659,13 +672,14 @@ int rmig_postcopy_resume(struct rmig_postcopy *pc, uint64_t *missing)
 	 * can fill the other's buffers while it is not reading (answers may be
 	 * 2 MiB pages). */
 	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
-		rc = send_pages(pc, ri, 0);
+		rc = send_missing(pc, ri, m);
 	for (size_t ri = 0; ri < pc->ctx->nregions && !rc; ri++)
-		rc = send_pages(pc, ri, 1);
+		rc = ask_again(pc, ri, m);
 	if (!rc)
 		pc->held = 0;
 	*missing = atomic_load(&pc->missing);
 	pthread_mutex_unlock(&pc->req_lock);
+	free(m);
 	return rc;
 }
 

@@ -67,6 +67,12 @@ void rmig_postcopy_hold(struct rmig_postcopy *pc);
  * errno with ctx->err set (still held: call again on the next link). */
 int rmig_postcopy_resume(struct rmig_postcopy *pc, uint64_t *missing);
 
+/* Page runs into m, a DISCARD or MISSING of one region: page extends the
+ * last run or starts one; a full message is sent first. Then flush sends
+ * what is left. 0 or a negative errno with ctx->err set. */
+int rmig_runs_add(struct rmig_ctx *ctx, struct rmig_msg *m, uint64_t page);
+int rmig_runs_flush(struct rmig_ctx *ctx, struct rmig_msg *m);
+
 /* Source: answer a PAGE_REQUEST with the page's bytes from guest memory
  * (paused: they no longer change). stale[ri] holds the pages DISCARDed; a
  * request for any other is a protocol error. Counts it in ctx->stats. 0 or

@@ -145,3 +145,20 @@ wait_phase() {
 	done
 	fail "no $2 phase within 10 s"
 }
+
+# start_faultproxy NAME PROXY_ARGS...: tests/tools/faultproxy in front of
+# the receiver on PORT (its log in $T/NAME-proxy.err); sets PPORT, the
+# port to send to.
+start_faultproxy() {
+	local name=$1
+	shift
+	"$(dirname "$RMIG")/tests/faultproxy" 0 127.0.0.1:$PORT --ready-file "$T/$name.port" "$@" \
+		2>"$T/$name-proxy.err" &
+	PIDS="$PIDS $!"
+	for _i in $(seq 100); do
+		[ -s "$T/$name.port" ] && break
+		sleep 0.05
+	done
+	[ -s "$T/$name.port" ] || fail "faultproxy did not start"
+	PPORT=$(cat "$T/$name.port")
+}

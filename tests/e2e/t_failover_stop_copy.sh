@@ -26,16 +26,9 @@ via_proxy() {
 	done
 	shift
 	start_recv "$name-recv" --backend sim ${RECV_ARGS:-}
-	"$PROXY" 0 127.0.0.1:$PORT --ready-file "$T/$name.port" "${pargs[@]}" \
-		2>"$T/$name-proxy.err" &
-	PIDS="$PIDS $!"
-	for _i in $(seq 100); do
-		[ -s "$T/$name.port" ] && break
-		sleep 0.05
-	done
-	[ -s "$T/$name.port" ] || fail "faultproxy did not start"
+	start_faultproxy "$name" "${pargs[@]}"
 	"$RMIG" send --json --transport tcp --backend "$GUEST" "$@" \
-		127.0.0.1:"$(cat "$T/$name.port")" >"$T/$name-send.out" 2>"$T/$name-send.err" &
+		127.0.0.1:"$PPORT" >"$T/$name-send.out" 2>"$T/$name-send.err" &
 	local spid=$!
 	PIDS="$PIDS $spid"
 	wait_pid "$spid" 60

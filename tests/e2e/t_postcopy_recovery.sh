@@ -44,17 +44,10 @@ proxied() {
 	done
 	shift
 	start_recv "$name-recv" --backend "$rbe" ${RECV_ARGS:-}
-	"$PROXY" 0 127.0.0.1:$PORT --ready-file "$T/$name.port" "${pargs[@]}" \
-		2>"$T/$name-proxy.err" &
-	PIDS="$PIDS $!"
-	for _i in $(seq 100); do
-		[ -s "$T/$name.port" ] && break
-		sleep 0.05
-	done
-	[ -s "$T/$name.port" ] || fail "faultproxy did not start"
+	start_faultproxy "$name" "${pargs[@]}"
 	: >"$T/$name-send.out"
 	RMIG_TEST_HOLD=post-copy:${HOLD:-300} "$RMIG" send --json --postcopy --transport tcp \
-		--backend "$guest" "$@" 127.0.0.1:"$(cat "$T/$name.port")" \
+		--backend "$guest" "$@" 127.0.0.1:"$PPORT" \
 		>"$T/$name-send.out" 2>"$T/$name-send.err" &
 	SEND_PID=$!
 	PIDS="$PIDS $SEND_PID"
