@@ -10,6 +10,13 @@
  *               1; 512 = whole 2 MiB huge pages, like the free memory of a
  *               long-running guest; with 1, transparent huge pages make a
  *               sparse guest resident in full)
+ *   hot-zero    1 (default): the hot set is spread over all pages, also those
+ *               that start zero: the guest fills its free memory as it runs
+ *               (with zero-run=512 each first write there makes a 2 MiB huge
+ *               page resident, on both sides). 0: only over pages that start
+ *               with data, so free memory stays free (a sparse guest that
+ *               stays sparse); the hot set keeps about its size (a write
+ *               that finds no data page in HOT_DRAWS draws is skipped)
  *   seed        makes contents and the write sequence reproducible
  *   node        NUMA node to bind the guest's memory to (default: none)
  *   overcommit  1: skip the check that the guest fits in RAM + swap (a sparse
@@ -43,12 +50,15 @@
 
 #define SIM_PAGE 4096u
 #define SIM_STATE_MAGIC 0x534d4953u /* "SIMS" */
-#define SIM_STATE_VERSION 1
+#define SIM_STATE_VERSION 2
+#define HOT_DRAWS 256 /* hot-zero=0: draws to find a page that starts with data */
 
 struct sim_state_blob { /* the device state; native layout, same program both ends */
 	uint32_t magic, version;
 	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
 	uint32_t nregions, throttle;
+	uint64_t hot_span, zero_run;
+	uint32_t hot_zero, zero_pct;
 };
 
 struct sim {
@@ -60,6 +70,8 @@ struct sim {
 	uint64_t seed, rate, hot_pages, stride;
 	unsigned zero_pct;
 	uint64_t zero_run; /* pages */
+	int hot_zero;	   /* the hot set may hold pages that start zero */
+	uint64_t hot_span; /* positions of the stride permutation it draws from */
 	int node;	   /* NUMA node the memory is bound to, -1: none */
 	int overcommit;	   /* skip the RAM + swap check */
 	uint64_t lie;	   /* test only: pages to write unreported at the first fetch */
@@ -137,6 +149,11 @@ static int sim_arg(struct rmig_backend *be, void *state, const char *key, const 
 		return parse_percent(val, &a->hot_pct);
 	if (strcmp(key, "zero") == 0)
 		return parse_percent(val, &s->zero_pct);
+	if (strcmp(key, "hot-zero") == 0) {
+		rc = rmig_backend_arg_u64(val, 10, 0, 1, &v);
+		s->hot_zero = (int)v;
+		return rc;
+	}
 	if (strcmp(key, "zero-run") == 0)
 		return rmig_backend_arg_u64(val, 10, 1, 1u << 20, &s->zero_run);
 	if (strcmp(key, "seed") == 0)
@@ -243,6 +260,32 @@ static int page_starts_zero(const struct sim *s, uint64_t page)
 	return splitmix64(s->seed * 0x100000001b3ull + page / s->zero_run) % 100 < s->zero_pct;
 }
 
+/* The writer's next page, from its random draw *r: one of hot_span
+ * positions of the stride permutation; with hot_zero=0, drawn again until
+ * it starts with data (*r is the last draw). UINT64_MAX: none found. */
+static uint64_t hot_page(struct sim *s, uint64_t *r)
+{
+	for (unsigned i = 0; i < HOT_DRAWS; i++) {
+		uint64_t page = (*r % s->hot_span) * s->stride % s->npages;
+
+		if (s->hot_zero || !page_starts_zero(s, page))
+			return page;
+		*r = xorshift64(&s->rng);
+	}
+	return UINT64_MAX;
+}
+
+/* How many positions the hot set draws from: hot_pages, or with
+ * hot_zero=0 enough to hold about hot_pages pages that start with data. */
+static uint64_t hot_span(const struct sim *s)
+{
+	uint64_t span = s->hot_pages;
+
+	if (!s->hot_zero && s->zero_pct < 100)
+		span = s->hot_pages * 100 / (100 - s->zero_pct);
+	return span > s->npages ? s->npages : span;
+}
+
 static void fill(struct sim *s)
 {
 	for (uint64_t p = 0; p < s->npages; p++) {
@@ -256,6 +299,22 @@ static void fill(struct sim *s)
 		for (unsigned i = 0; i < SIM_PAGE / 8; i++)
 			w[i] = xorshift64(&st);
 	}
+}
+
+/* One guest write: a word of the page, chosen by r, then its dirty bit. */
+static void write_page(struct sim *s, uint64_t page, uint64_t r)
+{
+	size_t reg = page / s->pages_per_region;
+	uint64_t idx = page % s->pages_per_region;
+	uint64_t *w = (uint64_t *)((char *)s->regions[reg].host + idx * SIM_PAGE) +
+		      (r >> 40) % (SIM_PAGE / 8);
+	uint64_t cnt = atomic_fetch_add(&s->writes, 1) + 1;
+
+	*(volatile uint64_t *)w = splitmix64(cnt ^ s->seed) | 1;
+	/* Data first, then the bit (release): whoever clears the bit and then
+	 * reads the page sees this write or a later bit. */
+	atomic_fetch_or_explicit(&s->dirty[reg][idx / 64], 1ull << (idx % 64),
+				 memory_order_release);
 }
 
 static void *writer_main(void *arg)
@@ -284,20 +343,12 @@ static void *writer_main(void *arg)
 			owed = 1e6;
 		n = (uint64_t)owed;
 		owed -= (double)n;
-		for (uint64_t i = 0; i < n && s->hot_pages; i++) {
+		for (uint64_t i = 0; i < n && s->hot_span; i++) {
 			uint64_t r = xorshift64(&s->rng);
-			uint64_t page = (r % s->hot_pages) * s->stride % s->npages;
-			size_t reg = page / s->pages_per_region;
-			uint64_t idx = page % s->pages_per_region;
-			uint64_t *w = (uint64_t *)((char *)s->regions[reg].host + idx * SIM_PAGE) +
-				      (r >> 40) % (SIM_PAGE / 8);
-			uint64_t cnt = atomic_fetch_add(&s->writes, 1) + 1;
+			uint64_t page = hot_page(s, &r);
 
-			*(volatile uint64_t *)w = splitmix64(cnt ^ s->seed) | 1;
-			/* Data first, then the bit (release): whoever clears the bit
-			 * and then reads the page sees this write or a later bit. */
-			atomic_fetch_or_explicit(&s->dirty[reg][idx / 64], 1ull << (idx % 64),
-						 memory_order_release);
+			if (page != UINT64_MAX)
+				write_page(s, page, r);
 		}
 		pthread_mutex_unlock(&s->lock);
 		nanosleep(&tick, NULL);
@@ -371,6 +422,7 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	be->priv = s;
 	s->seed = 1;
 	s->zero_run = 1;
+	s->hot_zero = 1;
 	s->node = -1;
 	if (role == RMIG_ROLE_DEST) {
 		if (*args && strcmp(args, "overcommit=1") && strcmp(args, "overcommit=0")) {
@@ -412,6 +464,7 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	s->stride = 2654435761u % s->npages;
 	while (s->stride == 0 || gcd(s->stride, s->npages) != 1)
 		s->stride++;
+	s->hot_span = hot_span(s);
 	s->rng = splitmix64(s->seed ^ 0x5eed) | 1;
 	fill(s);
 	return start_writer(be, s);
@@ -444,12 +497,12 @@ static int sim_start_dirty_log(struct rmig_backend *be)
  * reported by an honest write either) without setting their dirty bits. */
 static void lie_now(struct sim *s)
 {
-	uint64_t rng = splitmix64(s->seed ^ 0x11e) | 1, cold = s->npages - s->hot_pages;
+	uint64_t rng = splitmix64(s->seed ^ 0x11e) | 1, cold = s->npages - s->hot_span;
 
 	pthread_mutex_lock(&s->lock);
 	for (uint64_t i = 0; i < s->lie && cold; i++) {
 		uint64_t r = xorshift64(&rng);
-		uint64_t page = (s->hot_pages + r % cold) * s->stride % s->npages;
+		uint64_t page = (s->hot_span + r % cold) * s->stride % s->npages;
 		uint64_t idx = page % s->pages_per_region;
 		size_t reg = page / s->pages_per_region;
 		uint64_t *w = (uint64_t *)((char *)s->regions[reg].host + idx * SIM_PAGE) +
@@ -531,7 +584,11 @@ static int sim_save_state(struct rmig_backend *be, void **blob, size_t *len)
 				      .hot_pages = s->hot_pages,
 				      .stride = s->stride,
 				      .nregions = (uint32_t)s->nregions,
-				      .throttle = 0 /* the destination runs at full speed */ };
+				      .throttle = 0, /* the destination runs at full speed */
+				      .hot_span = s->hot_span,
+				      .zero_run = s->zero_run,
+				      .hot_zero = (uint32_t)s->hot_zero,
+				      .zero_pct = s->zero_pct };
 	pthread_mutex_unlock(&s->lock);
 	*blob = b;
 	*len = sizeof(*b);
@@ -589,7 +646,9 @@ static int sim_load_state(struct rmig_backend *be, const void *blob, size_t len)
 		return -EINVAL;
 	}
 	if (b.npages != s->npages || b.nregions != s->nregions || b.hot_pages > b.npages ||
-	    b.stride == 0 || (b.npages && b.stride >= b.npages && b.npages > 1)) {
+	    b.stride == 0 || (b.npages && b.stride >= b.npages && b.npages > 1) ||
+	    b.hot_span > b.npages || b.hot_zero > 1 || b.zero_pct > 100 || b.zero_run < 1 ||
+	    b.zero_run > (1u << 20)) {
 		rmig_backend_err(be, "sim: device state does not match the received layout");
 		return -EINVAL;
 	}
@@ -599,6 +658,10 @@ static int sim_load_state(struct rmig_backend *be, const void *blob, size_t len)
 	s->rate = b.rate;
 	s->hot_pages = b.hot_pages;
 	s->stride = b.stride;
+	s->hot_span = b.hot_span;
+	s->zero_run = b.zero_run;
+	s->zero_pct = b.zero_pct;
+	s->hot_zero = (int)b.hot_zero;
 	return 0;
 }
 

@@ -247,6 +247,8 @@ struct sim_state_blob {
 	uint32_t magic, version;
 	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
 	uint32_t nregions, throttle;
+	uint64_t hot_span, zero_run;
+	uint32_t hot_zero, zero_pct;
 };
 
 /* From REGIONS_ACK to READY: an empty round 1, the device state, COMPLETE
@@ -255,10 +257,12 @@ static int up_to_ready(int fd)
 {
 	static uint8_t payload[4096];
 	struct sim_state_blob b = { .magic = 0x534d4953u, /* "SIMS" */
-				    .version = 1,
+				    .version = 2,
 				    .npages = GUEST_LEN / 4096,
 				    .stride = 1,
-				    .nregions = 1 };
+				    .nregions = 1,
+				    .zero_run = 1,
+				    .hot_zero = 1 };
 	struct rmig_msg m = { .type = RMIG_MSG_ROUND_END };
 
 	m.u.round_end.h = (struct rmig_wire_round_end){ .round = 1, .nchan = 1 };

@@ -24,6 +24,8 @@ struct sim_blob {
 	uint32_t magic, version;
 	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
 	uint32_t nregions, throttle;
+	uint64_t hot_span, zero_run;
+	uint32_t hot_zero, zero_pct;
 };
 
 static double now_s(void)
@@ -584,6 +586,18 @@ static void test_state_roundtrip(void **state)
 		memcpy(&b, blob, sizeof(b));
 		b.stride = b.npages;
 		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
+		memcpy(&b, blob, sizeof(b));
+		b.hot_span = b.npages + 1;
+		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
+		memcpy(&b, blob, sizeof(b));
+		b.hot_zero = 2;
+		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
+		memcpy(&b, blob, sizeof(b));
+		b.zero_pct = 101;
+		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
+		memcpy(&b, blob, sizeof(b));
+		b.zero_run = 0;
+		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
 		/* None of that changed anything. */
 		assert_true(stats_of(dst).progress == 0);
 		assert_int_equal(dst->ops->load_state(dst, blob, len), 0);
@@ -605,6 +619,50 @@ static void test_state_roundtrip(void **state)
 	}
 	free(blob);
 	rmig_backend_close(src);
+}
+
+/* Pages of the guest written by the writer (dirty in region 0's log after
+ * `writes` writes) that were zero when it was opened; *written: all of them. */
+static uint64_t writes_into_zero(const char *spec, uint64_t writes, uint64_t *written)
+{
+	struct rmig_backend *be = open_ok(spec, RMIG_ROLE_SOURCE);
+	const struct rmig_region *r;
+	size_t n;
+	uint64_t npages, into_zero = 0, *dirty;
+	uint8_t *was_zero;
+
+	regions_of(be, &r, &n);
+	npages = r[0].len / PAGE;
+	assert_int_equal(be->ops->pause(be), 0);
+	was_zero = malloc(npages);
+	assert_non_null(was_zero);
+	for (uint64_t p = 0; p < npages; p++)
+		was_zero[p] = (uint8_t)page_is_zero((const uint8_t *)r[0].host + p * PAGE);
+	assert_int_equal(be->ops->start_dirty_log(be), 0);
+	run_for_writes(be, writes, 0);
+	dirty = fetch(be, 0, npages);
+	*written = rmig_dirty_bitmap_count(dirty, npages);
+	for (uint64_t p = 0; p < npages; p++)
+		into_zero += ((dirty[p / 64] >> (p % 64)) & 1) && was_zero[p];
+	free(dirty);
+	free(was_zero);
+	rmig_backend_close(be);
+	return into_zero;
+}
+
+/* hot-zero=0: the writer keeps to pages that started with data, so free
+ * memory stays free (and never populated); by default it writes anywhere. */
+static void test_hot_zero(void **state)
+{
+	const char *stays =
+	    "sim:size=64M,dirty-rate=200000,hot=20%,zero=75%,zero-run=512,seed=5,hot-zero=0";
+	const char *fills = "sim:size=64M,dirty-rate=200000,hot=20%,zero=75%,zero-run=512,seed=5";
+	uint64_t written;
+
+	(void)state;
+	assert_true(writes_into_zero(stays, 2000, &written) == 0);
+	assert_true(written >= 500); /* the hot set kept a useful size */
+	assert_true(writes_into_zero(fills, 2000, &written) > 0);
 }
 
 static void test_dest_bad_layouts(void **state)
@@ -756,6 +814,7 @@ int main(void)
 		cmocka_unit_test(test_dirty_log),
 		cmocka_unit_test(test_dirty_log_regions_and_throttle),
 		cmocka_unit_test(test_state_roundtrip),
+		cmocka_unit_test(test_hot_zero),
 		cmocka_unit_test(test_dest_bad_layouts),
 		cmocka_unit_test(test_dest_empty_layout),
 		cmocka_unit_test(test_bad_specs),
