@@ -92,6 +92,7 @@ struct rmig_ctx {
 	uint8_t region_group[RMIG_MAX_REGIONS];
 	int chan_node[RMIG_MAX_CHANNELS];
 	int placement;			    /* source: pages go by chan_write (RDMA WRITE) */
+	uint64_t first_touch_bytes;	    /* REGIONS_ACK's value (memory_load.c) */
 	uint8_t nonce[RMIG_NONCE_LEN];	    /* ours, this connection */
 	uint8_t peer_nonce[RMIG_NONCE_LEN]; /* theirs, this connection */
 	uint8_t session[RMIG_NONCE_LEN];    /* the source's first nonce: names the

@@ -270,6 +270,10 @@ struct rmig_round_stats {
 	 * dirty log, scanning it, building runs, waiting excluded. The page
 	 * senders' time is not in it. */
 	uint64_t cpu_us;
+	/* Memory the destination must back before it can take the dirty pages:
+	 * whole huge pages its kernel zero-fills for pages landing where no
+	 * data went yet. Counted in expected_downtime_ms. */
+	uint64_t landing_bytes;
 };
 
 /* Passed to on_event; only the fields named for its type are set. */

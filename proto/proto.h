@@ -58,7 +58,8 @@
 enum rmig_msg_type {
 	RMIG_MSG_HELLO = 1,	    /* both ways: versions, capabilities, nonce */
 	RMIG_MSG_REGIONS = 2,	    /* source: the guest's memory layout */
-	RMIG_MSG_REGIONS_ACK = 3,   /* destination: layout accepted, memory ready */
+	RMIG_MSG_REGIONS_ACK = 3,   /* destination: layout accepted, memory ready;
+				     * its value: rmig_first_touch_ok() */
 	RMIG_MSG_CHANNEL = 4,	    /* first frame of each data stream: session token */
 	RMIG_MSG_PAGES = 5,	    /* data streams: page runs + their bytes */
 	RMIG_MSG_ZERO = 6,	    /* data streams: runs of zero pages, no bytes */
@@ -338,6 +339,13 @@ int rmig_pages_hdr_decode(const uint8_t in[RMIG_PAGES_HDR_LEN], const struct rmi
 int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 			   const struct rmig_pages_hdr *ph, const struct rmig_layout *l,
 			   struct rmig_run *runs, size_t *region_index, char *err, size_t errlen);
+
+/* REGIONS_ACK's value: what the destination's kernel zero-fills when its
+ * guest memory is first written (a transparent huge page), 0 when that is
+ * nothing worth counting (preallocated memory, no THP; what older
+ * destinations send). 1 if bytes is 0 or a power of two from 4 KiB to
+ * 1 GiB; the decoder refuses anything else. */
+int rmig_first_touch_ok(uint64_t bytes);
 
 /* DISCARD, PAGE_REQUEST, PAGE_DATA against the layout (their decode checks
  * only what needs none): the region exists, every page lies in it, PAGE_DATA

@@ -591,9 +591,22 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 	case RMIG_MSG_PAGES:
 	case RMIG_MSG_ZERO:
 		return bad(err, errlen, "%s is not a control message", rmig_msg_name(type));
+	case RMIG_MSG_REGIONS_ACK:
+		m->u.value = get64(p);
+		if (!rmig_first_touch_ok(m->u.value))
+			return bad(err, errlen,
+				   "REGIONS_ACK names a first-touch size of %llu bytes (0 or a "
+				   "power of two from 4 KiB to 1 GiB)",
+				   (unsigned long long)m->u.value);
+		break;
 	default: m->u.value = get64(p); break;
 	}
 	return 0;
+}
+
+int rmig_first_touch_ok(uint64_t bytes)
+{
+	return !bytes || (bytes >= 4096 && bytes <= (1ull << 30) && !(bytes & (bytes - 1)));
 }
 
 int rmig_page_msg_check(const struct rmig_msg *m, const struct rmig_layout *l, size_t *region_index,

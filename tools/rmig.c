@@ -416,11 +416,13 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			    t,
 			    "{\"event\":\"round\",\"round\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
 			    "\"bytes\":%llu,\"ms\":%llu,\"bandwidth\":%.0f,\"dirty_rate\":%.0f,"
-			    "\"dirty_pages\":%llu,\"expected_downtime_ms\":%.1f,\"cpu_us\":%llu}\n",
+			    "\"dirty_pages\":%llu,\"landing_bytes\":%llu,"
+			    "\"expected_downtime_ms\":%.1f,\"cpu_us\":%llu}\n",
 			    r->round, (unsigned long long)r->pages,
 			    (unsigned long long)r->zero_pages, (unsigned long long)r->bytes,
 			    (unsigned long long)r->ms, r->bandwidth, r->dirty_rate,
-			    (unsigned long long)r->dirty_pages, r->expected_downtime_ms,
+			    (unsigned long long)r->dirty_pages,
+			    (unsigned long long)r->landing_bytes, r->expected_downtime_ms,
 			    (unsigned long long)r->cpu_us);
 		} else if (!t->progress_line && !t->bench) {
 			char sent[32], bw[32];

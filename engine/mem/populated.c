@@ -10,6 +10,7 @@
  * kernels: pagemap is read entry by entry. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -141,4 +142,30 @@ int rmig_populated_pages(const void *host, uint64_t npages, uint32_t page_size, 
 	if (rc == -ENOTTY || rc == -EINVAL || rc == -EOPNOTSUPP)
 		rc = rmig_populated_pages_by_read(host, npages, page_size, bitmap);
 	return rc;
+}
+
+/* The first line of a sysfs file, or "" when it cannot be read. */
+static void read_line(const char *path, char *buf, size_t len)
+{
+	FILE *f = fopen(path, "r");
+
+	buf[0] = 0;
+	if (f && !fgets(buf, (int)len, f))
+		buf[0] = 0;
+	if (f)
+		fclose(f);
+}
+
+uint64_t rmig_first_touch_bytes(void)
+{
+	char mode[128], size[32];
+	unsigned long long bytes;
+
+	read_line("/sys/kernel/mm/transparent_hugepage/enabled", mode, sizeof(mode));
+	if (!strstr(mode, "[always]") && !strstr(mode, "[madvise]"))
+		return 0;
+	read_line("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", size, sizeof(size));
+	if (sscanf(size, "%llu", &bytes) != 1 || bytes < 4096 || (bytes & (bytes - 1)))
+		return 0;
+	return bytes;
 }

@@ -13,4 +13,12 @@ int rmig_populated_pages(const void *host, uint64_t npages, uint32_t page_size, 
 int rmig_populated_pages_by_read(const void *host, uint64_t npages, uint32_t page_size,
 				 uint64_t *bitmap);
 
+/* What the kernel zero-fills on this host when guest memory is first
+ * written: the transparent huge page size when THP may back it (enabled
+ * "always" or "madvise": QEMU and the sim backend madvise their guest RAM),
+ * 0 when THP is off or unknown (a 4 KiB fault costs little beside the page
+ * written). Writing one page into never-touched memory then costs clearing
+ * this much: the destination counts on it landing late pages (issue 21). */
+uint64_t rmig_first_touch_bytes(void);
+
 #endif

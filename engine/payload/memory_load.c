@@ -17,6 +17,7 @@
 #include "digest.h"
 #include "memory.h"
 #include "postcopy.h"
+#include "populated.h"
 #include "prealloc.h"
 
 #define BOUNCE_BYTES RMIG_MAX_PAGE_SIZE /* post-copy: page bytes staged per receiver */
@@ -45,6 +46,22 @@ static struct mem_load *ml(struct rmig_payload *p)
 	return p->priv;
 }
 
+/* What writing a page into this guest's never-touched memory costs: the
+ * host's huge page when a region is fresh anonymous memory of smaller
+ * pages (preallocated memory costs nothing). Sent in REGIONS_ACK
+ * (ctx->first_touch_bytes): the source counts it for late pages landing
+ * where nothing was written yet. */
+static uint64_t first_touch_bytes(const struct rmig_ctx *ctx)
+{
+	uint64_t unit = rmig_first_touch_bytes();
+
+	for (size_t i = 0; i < ctx->nregions; i++)
+		if ((ctx->regions[i].flags & RMIG_REGION_UNTOUCHED_ZERO) &&
+		    ctx->regions[i].page_size < unit)
+			return unit;
+	return 0;
+}
+
 int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *hello)
 {
 	struct rmig_ctx *ctx = p->ctx;
@@ -57,6 +74,8 @@ int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *he
 	atomic_init(&l->round, 1);
 	if (ctx->cfg.prealloc)
 		rc = rmig_prealloc_regions(ctx, p->hooks->preparing);
+	else
+		ctx->first_touch_bytes = first_touch_bytes(ctx);
 	for (size_t i = 0; !rc && i < ctx->nregions; i++) {
 		uint64_t pages = ctx->regions[i].len / ctx->regions[i].page_size;
 

@@ -30,6 +30,10 @@ struct rmig_rx_chan;
 struct rmig_pending {
 	uint64_t bytes; /* to send at the switch-over if it were now */
 	uint64_t units; /* pages or blocks: the dirty rate counts these */
+	/* Memory the destination would have to back (zero-fill) to take those
+	 * bytes, beyond the bytes themselves: pages landing in its memory that
+	 * was never written cost its kernel a whole huge page each. */
+	uint64_t landing_bytes;
 };
 
 /* Post-copy's state at the destination (memory only, today). */

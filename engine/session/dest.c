@@ -245,7 +245,7 @@ static int setup_session(struct dst_run *d, const struct rmig_wire_hello *hello,
 	if (!rc)
 		rc = rmig_rx_start(d->rx, nodes);
 	if (!rc)
-		rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, 0);
+		rc = rmig_ctrl_send_simple(ctx, RMIG_MSG_REGIONS_ACK, ctx->first_touch_bytes);
 	d->offer_ms = rmig_now_ms();
 	if (!rc)
 		rc = offer_memory(ctx, hello->caps & RMIG_CAP_PLACEMENT);

@@ -284,6 +284,8 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 		rc = rmig_heartbeat_start(ctx);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_REGIONS_ACK, m, tmo);
+	if (!rc) /* checked by the decoder */
+		ctx->first_touch_bytes = m->u.value;
 	if (!rc && ask_placement) {
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_MEM_KEYS, m, tmo);
 		if (!rc)
@@ -590,6 +592,7 @@ static int fetch_pending(struct sender *s, struct rmig_pending *sum)
 		if (p->ops->save_pending) {
 			sum->bytes += one.bytes;
 			sum->units += one.units;
+			sum->landing_bytes += one.landing_bytes;
 		}
 	}
 	return 0;
@@ -621,7 +624,7 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 					  .expected_ms = rs->expected_downtime_ms,
 					  .fixed_ms = s->fixed_ms,
 					  .sent_bytes = rs->bytes,
-					  .dirtied_bytes = pend->bytes };
+					  .dirtied_bytes = pend->bytes + pend->landing_bytes };
 	enum rmig_converge_decision d = rmig_converge_decide(&in, &s->conv);
 	int rc;
 
@@ -660,11 +663,18 @@ static void plan_verify_cost(struct sender *s)
 						 ctx->stats.guest_bytes, s->digest_rate);
 }
 
-/* Expected downtime if the guest paused now with dirty_bytes to send. */
-static double expected_downtime(const struct sender *s, uint64_t dirty_bytes, double bandwidth)
+/* Expected downtime if the guest paused now with pend to send. Memory the
+ * destination must first back goes at fresh_bw, the first round's rate:
+ * every page of that round landed in fresh memory. Overestimating only
+ * costs another round, in which those pages land while the guest runs. */
+static double expected_downtime(const struct sender *s, const struct rmig_pending *pend,
+				double bandwidth, double fresh_bw)
 {
-	return rmig_expected_downtime_ms(dirty_bytes, bandwidth, s->fixed_ms) +
-	       rmig_verify_dirty_ms(s->ctx->cfg.verify, dirty_bytes, s->digest_rate);
+	double rate = fresh_bw > 0 ? fresh_bw : bandwidth;
+	double landing_ms = rate > 0 ? (double)pend->landing_bytes / rate * 1000 : 0;
+
+	return rmig_expected_downtime_ms(pend->bytes, bandwidth, s->fixed_ms) + landing_ms +
+	       rmig_verify_dirty_ms(s->ctx->cfg.verify, pend->bytes, s->digest_rate);
 }
 
 /* Pre-copy: rounds until the policy says switch over. */
@@ -672,11 +682,14 @@ static int precopy(struct sender *s)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	struct rmig_round_stats rs;
-	struct rmig_pending pend;
-	double bandwidth = 0, t_fetch = rmig_now_s();
+	struct rmig_pending pend = { 0 };
+	double bandwidth = 0, fresh_bw = 0, t_fetch = rmig_now_s();
 	int rc;
 
 	for (;; s->round++) {
+		/* A round spent mostly making the destination back memory
+		 * measures that memory, not the link. */
+		uint64_t landing = pend.landing_bytes;
 		double t0 = rmig_now_s(), now;
 		int64_t cpu0 = thread_cpu_us();
 
@@ -697,13 +710,16 @@ static int precopy(struct sender *s)
 		rs.ms = (uint64_t)((now - t0) * 1000);
 		rs.bandwidth = now > t0 ? (double)rs.bytes / (now - t0) : 0;
 		/* A tiny round measures latency, not bandwidth: keep the last figure. */
-		if (rs.bytes >= MIN_BW_SAMPLE || bandwidth == 0)
+		if ((rs.bytes >= MIN_BW_SAMPLE && landing <= rs.bytes) || bandwidth == 0)
 			bandwidth = rs.bandwidth;
+		if (fresh_bw == 0 && rs.bytes >= MIN_BW_SAMPLE)
+			fresh_bw = rs.bandwidth;
 		rs.bandwidth = bandwidth;
 		rs.dirty_rate = now > t_fetch ? (double)pend.units / (now - t_fetch) : 0;
 		t_fetch = now;
 		rs.dirty_pages = pend.units;
-		rs.expected_downtime_ms = expected_downtime(s, pend.bytes, bandwidth);
+		rs.landing_bytes = pend.landing_bytes;
+		rs.expected_downtime_ms = expected_downtime(s, &pend, bandwidth, fresh_bw);
 		ctx->stats.rounds = s->round;
 		ctx->stats.expected_downtime_ms = rs.expected_downtime_ms;
 		update_progress(ctx, &rs, pend.bytes);

@@ -781,10 +781,8 @@ static void test_rt_done(void **state)
 
 static void test_rt_u64_msgs(void **state)
 {
-	static const uint8_t types[] = { RMIG_MSG_REGIONS_ACK, RMIG_MSG_ROUND_ACK,
-					 RMIG_MSG_READY,       RMIG_MSG_GO,
-					 RMIG_MSG_STARTED,     RMIG_MSG_HEARTBEAT,
-					 RMIG_MSG_CHECK };
+	static const uint8_t types[] = { RMIG_MSG_ROUND_ACK, RMIG_MSG_READY,	 RMIG_MSG_GO,
+					 RMIG_MSG_STARTED,   RMIG_MSG_HEARTBEAT, RMIG_MSG_CHECK };
 	static const uint64_t values[] = { 0, 1, 0x8000000000000000ull, UINT64_MAX };
 
 	(void)state;
@@ -800,6 +798,37 @@ static void test_rt_u64_msgs(void **state)
 			assert_true(out.u.value == values[v]);
 			free(f);
 		}
+}
+
+/* REGIONS_ACK's first-touch size: 0 or a page-to-1 GiB power of two; a
+ * lying destination's other values are refused by the decoder, named. */
+static void test_regions_ack_first_touch(void **state)
+{
+	static const uint64_t good[] = { 0, 4096, 2u << 20, 1u << 30 };
+	static const uint64_t bad_sizes[] = { 1, 4095, 3u << 20, (1ull << 30) * 2, UINT64_MAX };
+	char err[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		struct rmig_msg m = { .type = RMIG_MSG_REGIONS_ACK }, out;
+		size_t flen;
+		uint8_t *f;
+
+		m.u.value = good[i];
+		f = roundtrip(&m, &out, &flen);
+		assert_true(out.u.value == good[i]);
+		free(f);
+	}
+	for (size_t i = 0; i < sizeof(bad_sizes) / sizeof(bad_sizes[0]); i++) {
+		uint8_t p[8];
+		struct rmig_msg out;
+
+		for (int b = 0; b < 8; b++)
+			p[b] = (uint8_t)(bad_sizes[i] >> (8 * b));
+		EXPECT_BAD(err,
+			   rmig_msg_decode(RMIG_MSG_REGIONS_ACK, p, 8, &out, err, sizeof(err)));
+		assert_non_null(strstr(err, "first-touch size"));
+	}
 }
 
 static void test_rt_auth(void **state)
@@ -2413,6 +2442,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_msg_name),
+		cmocka_unit_test(test_regions_ack_first_touch),
 		cmocka_unit_test(test_hdr_layout),
 		cmocka_unit_test(test_hdr_roundtrip),
 		cmocka_unit_test(test_hdr_len_bounds),
