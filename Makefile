@@ -31,7 +31,7 @@ SONAME  = librmig.so.0
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/tls.c transport/tls_record.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
-	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/placement.c engine/mem/populated.c \
+	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/landed.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
 	  engine/session/link_select.c engine/session/listener.c engine/session/converge.c engine/session/channels.c \
@@ -40,7 +40,7 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c tra
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
 	  engine/payload/stream_save.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_TESTS = test_proto test_bitmap test_chunks test_converge test_sim test_uffd test_populated test_session \
+UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_converge test_sim test_uffd test_populated test_session \
 	     test_backend_abi test_link_wrap test_tls_record test_tls_stream
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and

@@ -57,7 +57,7 @@ struct sim_state_blob { /* the device state; native layout, same program both en
 	uint32_t magic, version;
 	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
 	uint32_t nregions, throttle;
-	uint64_t hot_span, zero_run;
+	uint64_t zero_run; /* with zero_pct and hot_zero: the writer's draw */
 	uint32_t hot_zero, zero_pct;
 };
 
@@ -151,7 +151,8 @@ static int sim_arg(struct rmig_backend *be, void *state, const char *key, const 
 		return parse_percent(val, &s->zero_pct);
 	if (strcmp(key, "hot-zero") == 0) {
 		rc = rmig_backend_arg_u64(val, 10, 0, 1, &v);
-		s->hot_zero = (int)v;
+		if (!rc)
+			s->hot_zero = (int)v;
 		return rc;
 	}
 	if (strcmp(key, "zero-run") == 0)
@@ -215,11 +216,29 @@ static int check_fits(struct rmig_backend *be, const struct sim *s, uint64_t byt
 	return 0;
 }
 
+/* len bytes of anonymous memory starting on a huge page boundary, as QEMU
+ * aligns guest RAM: 2 MiB of guest memory is then one huge page, which is
+ * what the destination's first-touch size (REGIONS_ACK) assumes. */
+static void *map_aligned(uint64_t len)
+{
+	uint64_t align = 2u << 20;
+	char *p = mmap(NULL, len + align, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	uint64_t head;
+
+	if (p == MAP_FAILED)
+		return p;
+	head = (align - (uintptr_t)p % align) % align;
+	if (head)
+		munmap(p, head);
+	munmap(p + head + len, align - head);
+	return p + head;
+}
+
 static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_t region_len)
 {
 	for (size_t i = 0; i < n; i++) {
-		void *p = mmap(NULL, region_len, PROT_READ | PROT_WRITE,
-			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		void *p = map_aligned(region_len);
 
 		if (p == MAP_FAILED) {
 			rmig_backend_err(be, "sim: cannot map %llu bytes: %s",
@@ -439,6 +458,11 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	size = a.size;
 	hot_pct = a.hot_pct;
 	nregions = a.nregions;
+	if (!s->hot_zero && s->zero_pct == 100 && hot_pct) {
+		rmig_backend_err(be, "sim: hot-zero=0 with zero=100%%: no page starts with data "
+				     "for the writer to write");
+		return -EINVAL;
+	}
 	if (size < (uint64_t)SIM_PAGE * nregions || size % ((uint64_t)SIM_PAGE * nregions)) {
 		rmig_backend_err(be, "sim: size %llu is not a non-zero multiple of %u pages",
 				 (unsigned long long)size, nregions);
@@ -585,7 +609,6 @@ static int sim_save_state(struct rmig_backend *be, void **blob, size_t *len)
 				      .stride = s->stride,
 				      .nregions = (uint32_t)s->nregions,
 				      .throttle = 0, /* the destination runs at full speed */
-				      .hot_span = s->hot_span,
 				      .zero_run = s->zero_run,
 				      .hot_zero = (uint32_t)s->hot_zero,
 				      .zero_pct = s->zero_pct };
@@ -646,9 +669,9 @@ static int sim_load_state(struct rmig_backend *be, const void *blob, size_t len)
 		return -EINVAL;
 	}
 	if (b.npages != s->npages || b.nregions != s->nregions || b.hot_pages > b.npages ||
-	    b.stride == 0 || (b.npages && b.stride >= b.npages && b.npages > 1) ||
-	    b.hot_span > b.npages || b.hot_zero > 1 || b.zero_pct > 100 || b.zero_run < 1 ||
-	    b.zero_run > (1u << 20)) {
+	    b.stride == 0 || (b.npages && b.stride >= b.npages && b.npages > 1) || b.hot_zero > 1 ||
+	    b.zero_pct > 100 || b.zero_run < 1 || b.zero_run > (1u << 20) ||
+	    (!b.hot_zero && b.zero_pct == 100)) {
 		rmig_backend_err(be, "sim: device state does not match the received layout");
 		return -EINVAL;
 	}
@@ -658,10 +681,10 @@ static int sim_load_state(struct rmig_backend *be, const void *blob, size_t len)
 	s->rate = b.rate;
 	s->hot_pages = b.hot_pages;
 	s->stride = b.stride;
-	s->hot_span = b.hot_span;
 	s->zero_run = b.zero_run;
 	s->zero_pct = b.zero_pct;
 	s->hot_zero = (int)b.hot_zero;
+	s->hot_span = hot_span(s); /* derived, not taken from the wire */
 	return 0;
 }
 

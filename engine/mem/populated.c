@@ -165,7 +165,8 @@ uint64_t rmig_first_touch_bytes(void)
 	if (!strstr(mode, "[always]") && !strstr(mode, "[madvise]"))
 		return 0;
 	read_line("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", size, sizeof(size));
-	if (sscanf(size, "%llu", &bytes) != 1 || bytes < 4096 || (bytes & (bytes - 1)))
-		return 0;
+	if (sscanf(size, "%llu", &bytes) != 1 || bytes < 4096 || bytes > (1ull << 30) ||
+	    (bytes & (bytes - 1)))
+		return 0; /* what REGIONS_ACK cannot say (rmig_first_touch_ok) */
 	return bytes;
 }

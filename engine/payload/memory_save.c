@@ -13,12 +13,12 @@
  * what the destination says it still lacks on the new link (MISSING), the
  * only pages its next round sends.
  *
- * One more map, coarser: `landed`, the areas of the destination's memory
- * that data was sent into, a bit per huge page the destination's kernel
- * zero-fills on its first write (config from REGIONS_ACK). A dirty page in
- * an area never landed costs the destination that whole clear when it
- * arrives: a guest writing into its free memory during the migration
- * would otherwise pause far longer than the estimate said.
+ * One more map, coarser: `landed` (mem/landed.c), the areas of the
+ * destination's memory that data was sent into, a bit per huge page its
+ * kernel zero-fills on a first write (the size from REGIONS_ACK). A dirty
+ * page in an area nothing landed in costs the destination that whole clear
+ * when it arrives: a guest writing into its free memory during the
+ * migration would otherwise pause far longer than the estimate said.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -29,12 +29,18 @@
 #include "channels.h"
 #include "chunks.h"
 #include "digest.h"
+#include "landed.h"
 #include "memory.h"
 #include "populated.h"
 #include "postcopy.h"
 
 #define ITEM_BYTES (1u << 20) /* dirty pages per queued item: 1 MiB worth */
-#define ITEM_SPAN 4096	      /* pages of address space one item may cover */
+/* Pages of address space one item may cover. The sender finds its pages a
+ * bitmap word at a time, so a sparse item costs its pages and 1/64 of its
+ * span; a narrow span made scattered dirty pages (a hot set spread over a
+ * large guest) an item and a frame each: 20 ms of queueing at the pause
+ * for 3000 pages of a 64 GiB guest. */
+#define ITEM_SPAN (1u << 20)
 
 /* The source digest, computed while the last pages are on the wire: the
  * guest is paused, so memory is what it was at the pause. */
@@ -58,8 +64,7 @@ struct mem_save {
 	struct digest_task dig;	    /* config.verify=full */
 	struct rmig_chunks *chunks; /* config.verify=on: digests of what was sent */
 	uint64_t refreshed;	    /* chunks digested again after the last ack */
-	_Atomic uint64_t *landed[RMIG_MAX_REGIONS]; /* areas of landing_unit bytes */
-	uint64_t landing_unit;			    /* 0: no such cost, no maps */
+	struct rmig_landed *landed[RMIG_MAX_REGIONS]; /* where data went (NULL: not counted) */
 };
 
 static struct mem_save *ms(struct rmig_payload *p)
@@ -112,66 +117,18 @@ int rmig_mem_save_setup(struct rmig_payload *p)
 }
 
 /* The landed maps, when the destination's first touch clears more than a
- * page (RDMA WRITE into registered memory: registering backed it all). */
-static int start_landed(struct rmig_payload *p)
+ * page (not when it registered its memory for RDMA: that backed it all),
+ * for regions of smaller pages. Only an estimate depends on them: without
+ * memory for them, nothing is counted. Once: a failover keeps them. */
+static void start_landed(struct rmig_payload *p)
 {
 	struct rmig_ctx *ctx = p->ctx;
 	struct mem_save *s = ms(p);
 
-	if (s->landing_unit || !ctx->first_touch_bytes || ctx->placement)
-		return 0;
-	s->landing_unit = ctx->first_touch_bytes;
-	for (size_t i = 0; i < ctx->nregions; i++) {
-		uint64_t areas = (ctx->regions[i].len + s->landing_unit - 1) / s->landing_unit;
-
-		s->landed[i] = calloc(rmig_bitmap_words(areas), 8);
-		if (!s->landed[i])
-			return rmig_err(ctx, -ENOMEM, "out of memory for the landed maps");
-	}
-	return 0;
-}
-
-static int landed_at(_Atomic uint64_t *map, uint64_t area)
-{
-	return (atomic_load_explicit(&map[area / 64], memory_order_relaxed) >> (area % 64)) & 1;
-}
-
-/* Data is on its way into these pages' areas. On sender threads. */
-static void mark_landed(struct rmig_payload *p, const struct rmig_region *r,
-			const struct rmig_run *runs, uint32_t nruns)
-{
-	_Atomic uint64_t *map = ms(p)->landed[r - p->ctx->regions];
-	uint64_t unit = ms(p)->landing_unit;
-
-	for (uint32_t i = 0; map && i < nruns; i++) {
-		uint64_t a = runs[i].first * r->page_size / unit;
-		uint64_t last = ((runs[i].first + runs[i].count) * r->page_size - 1) / unit;
-
-		for (; a <= last; a++)
-			if (!landed_at(map, a))
-				atomic_fetch_or(&map[a / 64], 1ull << (a % 64));
-	}
-}
-
-/* Of the dirty pages in map, the bytes the destination must clear because
- * they land in areas nothing landed in yet: each such area once. */
-static uint64_t landing_bytes(struct rmig_payload *p, size_t ri, const uint64_t *map)
-{
-	const struct rmig_region *r = &p->ctx->regions[ri];
-	_Atomic uint64_t *landed = ms(p)->landed[ri];
-	uint64_t unit = ms(p)->landing_unit, npages = region_pages(r), pos = 0, start, len;
-	uint64_t fresh = 0, last = UINT64_MAX;
-
-	while (landed && rmig_dirty_bitmap_next_run(map, npages, pos, npages, &start, &len)) {
-		uint64_t a = start * r->page_size / unit;
-		uint64_t end = ((start + len) * r->page_size - 1) / unit;
-
-		for (a = a == last ? a + 1 : a; a <= end; a++)
-			fresh += !landed_at(landed, a);
-		last = end;
-		pos = start + len;
-	}
-	return fresh * unit;
+	for (size_t i = 0; ctx->first_touch_bytes && i < ctx->nregions; i++)
+		if (ctx->regions[i].page_size < ctx->first_touch_bytes)
+			s->landed[i] = rmig_landed_create(
+			    ctx->regions[i].len, ctx->regions[i].page_size, ctx->first_touch_bytes);
 }
 
 /* config.verify=on: a digest of every page as it is sent (the handshake
@@ -209,8 +166,8 @@ int rmig_mem_save_start(struct rmig_payload *p)
 		    rmig_populated_pages(r->host, region_pages(r), r->page_size, ms(p)->dirty[i]))
 			rmig_dirty_bitmap_set_all(ms(p)->dirty[i], region_pages(r));
 	}
-	rc = start_landed(p);
-	return rc ? rc : start_chunks(p);
+	start_landed(p);
+	return start_chunks(p);
 }
 
 /* The digests of what is about to be sent: the bytes as the senders read
@@ -231,6 +188,16 @@ static void record_runs(struct rmig_payload *p, const struct rmig_region *r, uin
 	}
 }
 
+/* Data is on its way into these runs' areas. */
+static void record_landing(struct rmig_payload *p, const struct rmig_region *r,
+			   const struct rmig_run *runs, uint32_t nruns)
+{
+	struct rmig_landed *l = ms(p)->landed[r - p->ctx->regions];
+
+	for (uint32_t i = 0; l && i < nruns; i++)
+		rmig_landed_mark(l, runs[i].first, runs[i].count);
+}
+
 /* Send the runs collected so far as one PAGES or ZERO frame. */
 static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const struct rmig_region *r,
 		      uint8_t type, struct rmig_run *runs, uint32_t *nruns)
@@ -245,7 +212,7 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 		return 0;
 	record_runs(p, r, type, runs, *nruns);
 	if (type == RMIG_MSG_PAGES)
-		mark_landed(p, r, runs, *nruns);
+		record_landing(p, r, runs, *nruns);
 	sub = rmig_pages_encode(c->hdr + RMIG_FRAME_HDR_LEN, sizeof(c->hdr) - RMIG_FRAME_HDR_LEN,
 				r->id, ms(p)->round, runs, *nruns);
 	for (uint32_t i = 0; i < *nruns; i++) {
@@ -308,16 +275,18 @@ int rmig_mem_save_item(struct rmig_payload *p, struct rmig_tx_chan *c,
 {
 	const struct rmig_region *r = &p->ctx->regions[it->area];
 	struct rmig_run data[RMIG_MAX_RUNS], zero[RMIG_MAX_RUNS];
+	uint64_t end = it->first + it->span, pos = it->first, start, len;
 	uint32_t nd = 0, nz = 0;
 	int rc = 0;
 
-	for (uint64_t pg = it->first; pg < it->first + it->span && !rc; pg++) {
-		if (!((it->map[pg / 64] >> (pg % 64)) & 1))
-			continue;
-		if (rmig_page_is_zero((char *)r->host + pg * r->page_size, r->page_size))
-			rc = add_page(p, c, r, RMIG_MSG_ZERO, zero, &nz, pg);
-		else
-			rc = add_page(p, c, r, RMIG_MSG_PAGES, data, &nd, pg);
+	while (!rc && rmig_dirty_bitmap_next_run(it->map, end, pos, it->span, &start, &len)) {
+		for (uint64_t pg = start; pg < start + len && !rc; pg++) {
+			if (rmig_page_is_zero((char *)r->host + pg * r->page_size, r->page_size))
+				rc = add_page(p, c, r, RMIG_MSG_ZERO, zero, &nz, pg);
+			else
+				rc = add_page(p, c, r, RMIG_MSG_PAGES, data, &nd, pg);
+		}
+		pos = start + len;
 	}
 	if (!rc)
 		rc = flush_runs(p, c, r, RMIG_MSG_PAGES, data, &nd);
@@ -452,7 +421,10 @@ int rmig_mem_save_pending(struct rmig_payload *p, struct rmig_pending *out)
 		n = rmig_dirty_bitmap_count(ms(p)->dirty[ri], region_pages(r));
 		out->units += n;
 		out->bytes += n * r->page_size;
-		out->landing_bytes += landing_bytes(p, ri, ms(p)->dirty[ri]);
+		/* RDMA WRITE after a failover: into registered, backed memory. */
+		if (!ctx->placement && ctx->first_touch_bytes && ms(p)->landed[ri])
+			out->landing_bytes +=
+			    rmig_landed_cost(ms(p)->landed[ri], ms(p)->dirty[ri], region_pages(r));
 	}
 	return 0;
 }
@@ -636,7 +608,7 @@ void rmig_mem_save_cleanup(struct rmig_payload *p)
 	for (size_t i = 0; i < RMIG_MAX_REGIONS; i++) {
 		free(s->dirty[i]);
 		free(s->sent[i]);
-		free((void *)s->landed[i]);
+		rmig_landed_destroy(s->landed[i]);
 		free(s->missing[i]);
 		free(s->answered[i]);
 	}

@@ -133,6 +133,9 @@ static int take_memory(struct rmig_ctx *ctx, const struct rmig_msg *m)
 			 "destination offers no registered memory: using staging buffers");
 		return 0;
 	}
+	/* Registering pinned the destination's memory: all of it is backed,
+	 * whether or not we can use the registration. */
+	ctx->first_touch_bytes = 0;
 	rmig_link_mem_of_regions(ctx, mem);
 	rc = l->ops->mem_import(l, mem, ctx->nregions, m->u.state.data, m->u.state.len);
 	if (rc && ctx->cfg.pin == RMIG_PIN_ALL)
@@ -624,7 +627,7 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 					  .expected_ms = rs->expected_downtime_ms,
 					  .fixed_ms = s->fixed_ms,
 					  .sent_bytes = rs->bytes,
-					  .dirtied_bytes = pend->bytes + pend->landing_bytes };
+					  .dirtied_bytes = pend->bytes };
 	enum rmig_converge_decision d = rmig_converge_decide(&in, &s->conv);
 	int rc;
 
@@ -665,8 +668,13 @@ static void plan_verify_cost(struct sender *s)
 
 /* Expected downtime if the guest paused now with pend to send. Memory the
  * destination must first back goes at fresh_bw, the first round's rate:
- * every page of that round landed in fresh memory. Overestimating only
- * costs another round, in which those pages land while the guest runs. */
+ * every page of that round landed in fresh memory, so it is bounded by
+ * the destination's clearing where that is slow (a cold host). Where the
+ * link is the bound this overestimates (a clear runs at memory speed):
+ * pre-copy then goes on, those pages land while the guest runs, and only
+ * a guest that keeps filling new memory ends at config.max_rounds. The
+ * throttle does not count it: a first touch is paid once per area, not a
+ * rate the guest keeps up. */
 static double expected_downtime(const struct sender *s, const struct rmig_pending *pend,
 				double bandwidth, double fresh_bw)
 {

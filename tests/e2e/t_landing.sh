@@ -18,7 +18,12 @@ grep -q '\[never\]' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null &&
 [ -r /sys/kernel/mm/transparent_hugepage/enabled ] ||
 	skip "no /sys/kernel/mm/transparent_hugepage here"
 HUGE=$(cat /sys/kernel/mm/transparent_hugepage/hpage_pmd_size)
-GUEST=sim:size=256M,dirty-rate=20000,hot=20%,zero=90%,zero-run=512,seed=3
+# 1 GiB, 95% of it free in 2 MiB runs (about 490 areas): a writer at 5000
+# pages/s keeps finding free areas through the first rounds (at 200000 it
+# had filled them all before round 1). Each area's first touch is counted
+# once (test_landed checks that, and the area edges).
+GUEST=sim:size=1G,dirty-rate=5000,hot=2%,zero=95%,zero-run=512,seed=3
+GUEST_BYTES=$((1 << 30))
 
 # run NAME SPEC [recv options...]: one migration; JSON in $T/NAME.{send,recv}.out.
 run() {
@@ -41,6 +46,10 @@ landing=$(rounds fills | jq -s 'map(.landing_bytes) | add')
 [ "$landing" -gt 0 ] || fail "fills: no round counted memory the destination must back"
 rounds fills | jq -e --argjson h "$HUGE" 'select(.landing_bytes % $h != 0)' >/dev/null &&
 	fail "fills: landing_bytes not whole huge pages of $HUGE bytes: $(rounds fills | jq -c .landing_bytes | tr '\n' ' ')"
+# Never more areas than dirty pages, nor more than the guest.
+rounds fills | jq -e --argjson g "$GUEST_BYTES" --argjson h "$HUGE" \
+	'select(.landing_bytes > $g or .landing_bytes / $h > .dirty_pages)' >/dev/null &&
+	fail "fills: a round counts more areas than it has dirty pages: $(rounds fills | jq -c '[.dirty_pages, .landing_bytes]' | tr '\n' ' ')"
 # The estimate counts each round's landing at round 1's rate (at least).
 bad=$(rounds fills | jq -s '.[0].bandwidth as $bw | map(select(.landing_bytes / $bw * 1000 > .expected_downtime_ms + 0.1)) | length')
 expect_eq "fills: rounds whose estimate leaves out the landing" "$bad" 0

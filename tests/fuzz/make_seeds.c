@@ -537,7 +537,8 @@ static void frame_seeds(const char *dir)
 		       { RMIG_MSG_HEARTBEAT, "seed-heartbeat" } };
 	for (size_t i = 0; i < sizeof(simple) / sizeof(simple[0]); i++) {
 		m = msg(simple[i].type);
-		m->u.value = 1 + i;
+		/* REGIONS_ACK's value is a first-touch size: 2 MiB is one. */
+		m->u.value = simple[i].type == RMIG_MSG_REGIONS_ACK ? 2u << 20 : 1 + i;
 		frame_seed(dir, simple[i].name, m);
 	}
 

@@ -247,7 +247,7 @@ struct sim_state_blob {
 	uint32_t magic, version;
 	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
 	uint32_t nregions, throttle;
-	uint64_t hot_span, zero_run;
+	uint64_t zero_run;
 	uint32_t hot_zero, zero_pct;
 };
 

@@ -24,7 +24,7 @@ struct sim_blob {
 	uint32_t magic, version;
 	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
 	uint32_t nregions, throttle;
-	uint64_t hot_span, zero_run;
+	uint64_t zero_run;
 	uint32_t hot_zero, zero_pct;
 };
 
@@ -453,6 +453,33 @@ static struct rmig_backend *dest_for(struct rmig_backend *src)
 	return dst;
 }
 
+/* After a device-state load, source and destination carry on with the same
+ * write sequence: the pages each dirties are a prefix of the same sequence,
+ * so one set contains the other. w: writes both had at the load. */
+static void carry_on_alike(struct rmig_backend *src, struct rmig_backend *dst, uint64_t npages,
+			   uint64_t w)
+{
+	uint64_t ws, wd, *ds, *dd;
+
+	assert_int_equal(src->ops->start_dirty_log(src), 0);
+	assert_int_equal(dst->ops->start_dirty_log(dst), 0);
+	run_for_writes(src, 300, 0);
+	run_for_writes(dst, 300, 1); /* start, not resume */
+	ws = stats_of(src).progress - w;
+	wd = stats_of(dst).progress - w;
+	ds = fetch(src, 0, npages);
+	dd = fetch(dst, 0, npages);
+	assert_true(rmig_dirty_bitmap_count(dd, npages) >= 1);
+	for (uint64_t i = 0; i < rmig_bitmap_words(npages); i++) {
+		if (ws <= wd)
+			assert_true((ds[i] & ~dd[i]) == 0);
+		else
+			assert_true((dd[i] & ~ds[i]) == 0);
+	}
+	free(ds);
+	free(dd);
+}
+
 static void test_state_roundtrip(void **state)
 {
 	const uint64_t npages = (8u << 20) / PAGE;
@@ -460,8 +487,7 @@ static void test_state_roundtrip(void **state)
 	const struct rmig_region *sr, *dr;
 	size_t sn, dn, len, len2, dlen;
 	void *blob, *blob2, *dblob;
-	uint64_t w, ws, wd;
-	uint64_t *ds, *dd;
+	uint64_t w;
 
 	(void)state;
 	src = open_ok("sim:size=8M,dirty-rate=20000,hot=10%,zero=50%,seed=7", RMIG_ROLE_SOURCE);
@@ -522,25 +548,7 @@ static void test_state_roundtrip(void **state)
 	assert_true(stats_of(dst).progress == w);
 	assert_true(stats_of(dst).running == 0);
 
-	/* Both carry on with the same write sequence: the pages each dirties
-	 * are a prefix of the same sequence, so one set contains the other. */
-	assert_int_equal(src->ops->start_dirty_log(src), 0);
-	assert_int_equal(dst->ops->start_dirty_log(dst), 0);
-	run_for_writes(src, 300, 0);
-	run_for_writes(dst, 300, 1); /* start, not resume */
-	ws = stats_of(src).progress - w;
-	wd = stats_of(dst).progress - w;
-	ds = fetch(src, 0, npages);
-	dd = fetch(dst, 0, npages);
-	assert_true(rmig_dirty_bitmap_count(dd, npages) >= 1);
-	for (uint64_t i = 0; i < rmig_bitmap_words(npages); i++) {
-		if (ws <= wd)
-			assert_true((ds[i] & ~dd[i]) == 0);
-		else
-			assert_true((dd[i] & ~ds[i]) == 0);
-	}
-	free(ds);
-	free(dd);
+	carry_on_alike(src, dst, npages, w);
 	/* start on a started (paused) destination resumes it. */
 	assert_int_equal(dst->ops->start(dst), 0);
 	assert_true(stats_of(dst).running == 1);
@@ -587,7 +595,8 @@ static void test_state_roundtrip(void **state)
 		b.stride = b.npages;
 		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
 		memcpy(&b, blob, sizeof(b));
-		b.hot_span = b.npages + 1;
+		b.hot_zero = 0;
+		b.zero_pct = 100; /* no page to write */
 		assert_int_equal(dst->ops->load_state(dst, &b, sizeof(b)), -EINVAL);
 		memcpy(&b, blob, sizeof(b));
 		b.hot_zero = 2;
@@ -648,6 +657,30 @@ static uint64_t writes_into_zero(const char *spec, uint64_t writes, uint64_t *wr
 	free(was_zero);
 	rmig_backend_close(be);
 	return into_zero;
+}
+
+/* hot-zero=0 travels in the device state: the destination's writer redraws
+ * the same pages as the source's would have. */
+static void test_state_hot_zero(void **state)
+{
+	const uint64_t npages = (8u << 20) / PAGE;
+	struct rmig_backend *src, *dst;
+	void *blob;
+	size_t len;
+	uint64_t w;
+
+	(void)state;
+	src = open_ok("sim:size=8M,dirty-rate=20000,hot=10%,zero=75%,zero-run=64,seed=9,hot-zero=0",
+		      RMIG_ROLE_SOURCE);
+	run_for_writes(src, 100, 0);
+	assert_int_equal(src->ops->save_state(src, &blob, &len), 0);
+	w = stats_of(src).progress;
+	dst = dest_for(src);
+	assert_int_equal(dst->ops->load_state(dst, blob, len), 0);
+	carry_on_alike(src, dst, npages, w);
+	free(blob);
+	rmig_backend_close(dst);
+	rmig_backend_close(src);
 }
 
 /* hot-zero=0: the writer keeps to pages that started with data, so free
@@ -741,6 +774,8 @@ static void test_bad_specs(void **state)
 		{ "sim:hot=-5%", "hot", -EINVAL },
 		{ "sim:zero=abc", "zero", -EINVAL },
 		{ "sim:zero=150%", "zero", -EINVAL },
+		{ "sim:hot-zero=2", "hot-zero", -EINVAL },
+		{ "sim:size=1M,zero=100%,hot-zero=0", "hot-zero=0 with zero=100%", -EINVAL },
 		{ "sim:dirty-rate=fast", "dirty-rate", -EINVAL },
 		{ "sim:dirty-rate=-5", "dirty-rate", -EINVAL },
 		{ "sim:seed=xyz", "seed", -EINVAL },
@@ -815,6 +850,7 @@ int main(void)
 		cmocka_unit_test(test_dirty_log_regions_and_throttle),
 		cmocka_unit_test(test_state_roundtrip),
 		cmocka_unit_test(test_hot_zero),
+		cmocka_unit_test(test_state_hot_zero),
 		cmocka_unit_test(test_dest_bad_layouts),
 		cmocka_unit_test(test_dest_empty_layout),
 		cmocka_unit_test(test_bad_specs),
