@@ -5,6 +5,7 @@
 #                  rate, from DIR/results.json
 #   DIR/scale.png  (7) the engine's CPU per round against guest size, from
 #                  DIR/scale.json
+#   DIR/verify.png (8) downtime against guest size for --verify on, full, off
 #   DIR/qemu.png   (5) every run's total time and downtime, QEMU native and
 #                  through rmig, from DIR/qemu.json
 #
@@ -110,5 +111,30 @@ EOF
 	plot qemu
 else
 	echo "bench_plots: no QEMU runs in $DIR/qemu.json: no qemu.png"
+fi
+
+if jq -e '.verify | map(select(.part == 1 and .downtime_ms != null)) | length > 0' \
+	"$DIR/verify.json" >/dev/null 2>&1; then
+	for mode in on full off; do
+		jq -r --arg m "$mode" '.verify[] | select(.part == 1 and .verify == $m and .downtime_ms != null)
+			| "\(.guest | rtrimstr("G")) \(.downtime_ms | if . < 1 then 1 else . end) \(.expected_ms // 0)"' \
+			"$DIR/verify.json" >"$T/verify.$mode.dat"
+	done
+	cat >"$T/verify.gp" <<EOF
+set terminal $TERM_ size 800,450
+set output "$DIR/verify.png"
+set title "Downtime against guest size by --verify mode (sim, 20000 pages/s, medians)"
+set xlabel "guest size (GiB; 16 and 64: 95% zero)"
+set ylabel "downtime (ms)"
+set logscale xy 2
+set grid
+set key top left
+plot "$T/verify.on.dat" using 1:2 with linespoints lw 2 title "--verify (on)", \
+     "$T/verify.full.dat" using 1:2 with linespoints lw 2 title "--verify=full", \
+     "$T/verify.off.dat" using 1:2 with linespoints lw 2 title "--verify=off"
+EOF
+	plot verify
+else
+	echo "bench_plots: no downtime rows in $DIR/verify.json: no verify.png"
 fi
 exit $status
