@@ -34,13 +34,13 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c tra
 	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/landed.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
-	  engine/session/link_select.c engine/session/listener.c engine/session/converge.c engine/session/channels.c \
+	  engine/session/link_select.c engine/session/listener.c engine/session/converge.c engine/session/channels.c engine/session/status.c \
 	  engine/session/source.c engine/session/dest.c \
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
 	  engine/payload/stream_save.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
-UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_converge test_sim test_uffd test_populated test_session \
+UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_status test_converge test_sim test_uffd test_populated test_session \
 	     test_backend_abi test_link_wrap test_tls_record test_tls_stream
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
@@ -64,7 +64,7 @@ $(BUILD)/engine/payload/%.o: INC = $(INC_payload)
 $(BUILD)/engine/session/%.o: INC = $(INC_session)
 $(BUILD)/tools/%.o: INC = $(INC_tools)
 $(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h \
-		      compat/*.h)
+		      compat/*.h tools/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC) -c -o $@ $<
 
@@ -75,7 +75,7 @@ $(BUILD)/$(SONAME): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	ln -sf $(SONAME) $(BUILD)/librmig.so
 
-$(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/librmig.a
+$(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o $(BUILD)/librmig.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
 	@[ "$(BUILD)" = build ] || ln -sf $(abspath $@) tools/rmig.san
 

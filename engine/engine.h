@@ -69,10 +69,16 @@ struct rmig_ctx {
 	int hb_running, hb_stop, hb_paused, hb_sending;
 	struct rmig_stats stats;
 
-	/* Live figures for rmig_progress(). */
+	/* Live figures for rmig_progress() and rmig_status_get() (status.c). */
 	pthread_mutex_t prog_lock;
 	struct rmig_progress prog;
 	atomic_uint_fast64_t live_bytes;
+	int64_t t_setup_done_ms; /* the first round began; under prog_lock */
+	uint64_t round_planned;	 /* bytes the current round set out to send */
+	uint64_t round_base;	 /* live_bytes when it began */
+	/* Limits an operator may change while a migration runs. */
+	atomic_uint_fast64_t limit_bandwidth; /* config.max_bandwidth */
+	atomic_uint limit_downtime_ms;	      /* config.downtime_ms */
 
 	/* The role's phase (session/machine.h); under prog_lock. */
 	struct rmig_phase_state {
@@ -128,6 +134,13 @@ void rmig_ctx_drop_conns(struct rmig_ctx *ctx);
 
 int64_t rmig_now_ms(void);
 double rmig_now_s(void);
+
+/* status.c: a migration began (its clock, elapsed and setup); its first
+ * round began (setup is over); the round about to start sets out to send
+ * `bytes` (the source's remaining figure counts down from it). */
+void rmig_status_begin(struct rmig_ctx *ctx);
+void rmig_status_setup_done(struct rmig_ctx *ctx);
+void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes);
 
 /* Set ctx->err, printf-style; returns rc so that `return rmig_err(...)` reads. */
 int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)

@@ -436,6 +436,39 @@ struct rmig_progress {
 };
 RMIG_API void rmig_progress(struct rmig_ctx *ctx, struct rmig_progress *p);
 
+/* A running migration's status, for an operator asking how it goes (as
+ * QEMU's query-migrate). Sized: set size = sizeof(struct rmig_status)
+ * before the call; a library newer than the caller fills only what the
+ * caller's struct holds, one older what it knows, and size says how much
+ * was filled. Thread-safe, at any time. 0, or -EINVAL (NULL, or size less
+ * than the fields up to `phase`). */
+struct rmig_status {
+	size_t size;
+	const char *phase;    /* static string */
+	unsigned round;	      /* the round being sent or received; both sides count alike */
+	uint64_t transferred; /* bytes sent (source) or received (destination) so far */
+	uint64_t
+	    remaining;	/* source: bytes of this round not yet sent, else dirty at the last count */
+	uint64_t total; /* bytes of guest memory */
+	double bandwidth;	     /* bytes/s over the last round large enough to tell */
+	double dirty_rate;	     /* pages/s */
+	double expected_downtime_ms; /* if the guest paused now */
+	uint64_t elapsed_ms;	     /* since rmig_send()/rmig_recv() began, setup included */
+	uint64_t setup_ms;	     /* from then to the first round (connect, handshake, memory) */
+	uint64_t max_bandwidth;	     /* the limit in force, bytes/s (0: none) */
+	unsigned downtime_ms;	     /* the limit in force */
+};
+RMIG_API int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st);
+
+/* Change a limit of a running migration (and of later ones on this
+ * context), from any thread, as QEMU's migrate-set-parameters: the
+ * senders pace to the new rate within 20 ms, the next convergence
+ * decision uses the new limit. 0 or -EINVAL (bytes_per_s 0 means no limit;
+ * ms must be 1..3600000). For a stream backend (qemu) they apply to rmig's
+ * own pacing only. */
+RMIG_API int rmig_set_max_bandwidth(struct rmig_ctx *ctx, uint64_t bytes_per_s);
+RMIG_API int rmig_set_downtime_ms(struct rmig_ctx *ctx, unsigned ms);
+
 /* Why the last migration failed ("" if it did not). Owned by ctx, valid
  * until the next rmig_send()/rmig_recv() on it or its destruction. */
 RMIG_API const char *rmig_errmsg(const struct rmig_ctx *ctx);

@@ -145,6 +145,19 @@ static int start_chunks(struct rmig_payload *p)
 	return 0;
 }
 
+/* Bytes of the pages set in the dirty maps. */
+static uint64_t pending_bytes(struct rmig_payload *p)
+{
+	uint64_t bytes = 0;
+
+	for (size_t ri = 0; ri < p->ctx->nregions; ri++) {
+		const struct rmig_region *r = &p->ctx->regions[ri];
+
+		bytes += rmig_dirty_bitmap_count(ms(p)->dirty[ri], region_pages(r)) * r->page_size;
+	}
+	return bytes;
+}
+
 int rmig_mem_save_start(struct rmig_payload *p)
 {
 	struct rmig_ctx *ctx = p->ctx;
@@ -167,6 +180,7 @@ int rmig_mem_save_start(struct rmig_payload *p)
 			rmig_dirty_bitmap_set_all(ms(p)->dirty[i], region_pages(r));
 	}
 	start_landed(p);
+	rmig_status_plan(ctx, pending_bytes(p)); /* round 1's */
 	return start_chunks(p);
 }
 

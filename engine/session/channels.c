@@ -89,7 +89,7 @@ static int pace_until(struct rmig_tx_chan *c, double until)
 int rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes)
 {
 	struct rmig_tx_pool *tx = c->pool;
-	double rate = (double)c->ctx->cfg.max_bandwidth, now, until;
+	double rate = (double)atomic_load(&c->ctx->limit_bandwidth), now, until;
 	int rc;
 
 	if (!rate)

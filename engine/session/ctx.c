@@ -127,6 +127,8 @@ int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rm
 	if (!ctx->cfg.stall_timeout_ms)
 		ctx->cfg.stall_timeout_ms = DEFAULT_STALL_MS;
 	ctx->be = be;
+	atomic_init(&ctx->limit_bandwidth, ctx->cfg.max_bandwidth);
+	atomic_init(&ctx->limit_downtime_ms, ctx->cfg.downtime_ms);
 	pthread_mutex_init(&ctx->prog_lock, NULL);
 	pthread_mutex_init(&ctx->ctrl_send_lock, NULL);
 	pthread_mutex_init(&ctx->hb_lock, NULL);

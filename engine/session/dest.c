@@ -700,7 +700,7 @@ static int on_round_end(struct dst_run *d)
 	}
 	ctx->stats.rounds = d->expect_round;
 	pthread_mutex_lock(&ctx->prog_lock);
-	ctx->prog.round = d->expect_round;
+	ctx->prog.round = d->expect_round + 1; /* the one being received, as the source says */
 	pthread_mutex_unlock(&ctx->prog_lock);
 	rmig_deadline_progress(ctx);
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, d->expect_round++);
@@ -906,7 +906,7 @@ static int open_migration(struct dst_run *d, int *connected)
 	if (rc)
 		return rc;
 	*connected = 1;
-	ctx->t_start_ms = rmig_now_ms();
+	rmig_status_begin(ctx);
 	{
 		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
 
@@ -917,6 +917,10 @@ static int open_migration(struct dst_run *d, int *connected)
 	if (rc)
 		return rc;
 	start_stall_clock(d);
+	rmig_status_setup_done(ctx);
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = d->expect_round;
+	pthread_mutex_unlock(&ctx->prog_lock);
 	return rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 }
 

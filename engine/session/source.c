@@ -571,6 +571,9 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	int rc;
 
 	ctx->stats.rounds = rs->round; /* a round cut short went out too */
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = rs->round;
+	pthread_mutex_unlock(&ctx->prog_lock);
 	rmig_tx_new_round(s->tx);
 	rc = RMIG_PAYLOADS_CALL(&s->ps, save_round, s->tx, rs->round);
 	if (!rc)
@@ -621,7 +624,7 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 	struct rmig_ctx *ctx = s->ctx;
 	struct rmig_converge_input in = { .round = rs->round,
 					  .max_rounds = ctx->cfg.max_rounds,
-					  .downtime_ms = ctx->cfg.downtime_ms,
+					  .downtime_ms = atomic_load(&ctx->limit_downtime_ms),
 					  .policy = ctx->cfg.on_no_converge,
 					  .can_throttle = ctx->be->ops->throttle != NULL,
 					  .expected_ms = rs->expected_downtime_ms,
@@ -639,8 +642,8 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 				"did not converge in %u rounds: expected downtime %.0f ms > %u ms "
 				"(dirty rate %.0f pages/s, %.0f ms of it fixed costs such as "
 				"config.verify)",
-				rs->round, rs->expected_downtime_ms, ctx->cfg.downtime_ms,
-				rs->dirty_rate, s->fixed_ms);
+				rs->round, rs->expected_downtime_ms,
+				atomic_load(&ctx->limit_downtime_ms), rs->dirty_rate, s->fixed_ms);
 	case RMIG_CONV_THROTTLE: {
 		struct rmig_event ev = { .type = RMIG_EV_THROTTLE,
 					 .throttle_pct = s->conv.throttle_pct };
@@ -713,6 +716,7 @@ static int precopy(struct sender *s)
 		rc = fetch_pending(s, &pend);
 		if (rc)
 			return rc;
+		rmig_status_plan(ctx, pend.bytes); /* the next round's */
 		rs.cpu_us = (uint64_t)(thread_cpu_us() - cpu0);
 		now = rmig_now_s();
 		rs.ms = (uint64_t)((now - t0) * 1000);
@@ -832,6 +836,8 @@ static int stop_and_copy(struct sender *s, struct rmig_msg *m)
 		return rmig_err(ctx, rc, "backend: pause: %s", ctx->be->err);
 	s->must_resume = 1;
 	rc = fetch_pending(s, &pend);
+	if (!rc)
+		rmig_status_plan(ctx, pend.bytes);
 	if (!rc && !s->postcopy)
 		rc = RMIG_PAYLOADS_CALL(&s->ps, save_pause);
 	while (!rc) {
@@ -1193,6 +1199,7 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 		rc = RMIG_PAYLOADS_CALL(&s->ps, save_start);
 	if (rc)
 		return rc;
+	rmig_status_setup_done(ctx);
 	if (s->live)
 		rc = live_migrate(s, m);
 	else {
@@ -1310,7 +1317,7 @@ int rmig_send(struct rmig_ctx *ctx)
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	int rc;
 
-	ctx->t_start_ms = rmig_now_ms();
+	rmig_status_begin(ctx);
 	rmig_phase_init(ctx, &rmig_src_machine);
 	if (!s || !m) {
 		free(s);

@@ -1,0 +1,93 @@
+/* status.c - what an operator may ask a running migration and change in
+ * it: rmig_status_get(), rmig_set_max_bandwidth(), rmig_set_downtime_ms(),
+ * and the figures the roles keep for them (when the migration and its
+ * first round began, what the current round set out to send). */
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "engine.h"
+
+void rmig_status_begin(struct rmig_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->t_start_ms = rmig_now_ms();
+	ctx->t_setup_done_ms = 0;
+	ctx->round_planned = 0;
+	ctx->round_base = 0;
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
+void rmig_status_setup_done(struct rmig_ctx *ctx)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	if (!ctx->t_setup_done_ms)
+		ctx->t_setup_done_ms = rmig_now_ms();
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
+void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->round_planned = bytes;
+	ctx->round_base = atomic_load(&ctx->live_bytes);
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
+/* Source, during a round: what it set out to send less what went since;
+ * between rounds (and on the destination) the last count. */
+static uint64_t remaining(const struct rmig_ctx *ctx, uint64_t live)
+{
+	uint64_t sent = live - ctx->round_base;
+
+	if (!ctx->round_planned)
+		return ctx->prog.remaining_bytes;
+	return sent < ctx->round_planned ? ctx->round_planned - sent : 0;
+}
+
+int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st)
+{
+	struct rmig_status s = { .size = sizeof(s) };
+	size_t n;
+	int64_t now = rmig_now_ms();
+
+	if (!ctx || !st || st->size < offsetof(struct rmig_status, phase) + sizeof(st->phase))
+		return -EINVAL;
+	s.transferred = atomic_load(&ctx->live_bytes);
+	pthread_mutex_lock(&ctx->prog_lock);
+	s.phase = ctx->prog.phase ? ctx->prog.phase : "idle";
+	s.round = ctx->prog.round;
+	s.remaining = remaining(ctx, s.transferred);
+	s.bandwidth = ctx->prog.bandwidth;
+	s.dirty_rate = ctx->prog.dirty_rate;
+	s.expected_downtime_ms = ctx->prog.expected_downtime_ms;
+	if (ctx->t_start_ms) {
+		s.elapsed_ms = (uint64_t)(now - ctx->t_start_ms);
+		s.setup_ms = (uint64_t)((ctx->t_setup_done_ms ? ctx->t_setup_done_ms : now) -
+					ctx->t_start_ms);
+	}
+	pthread_mutex_unlock(&ctx->prog_lock);
+	s.total = ctx->stats.guest_bytes;
+	s.max_bandwidth = atomic_load(&ctx->limit_bandwidth);
+	s.downtime_ms = atomic_load(&ctx->limit_downtime_ms);
+	n = st->size < sizeof(s) ? st->size : sizeof(s);
+	memcpy(st, &s, n);
+	st->size = n;
+	return 0;
+}
+
+int rmig_set_max_bandwidth(struct rmig_ctx *ctx, uint64_t bytes_per_s)
+{
+	if (!ctx)
+		return -EINVAL;
+	atomic_store(&ctx->limit_bandwidth, bytes_per_s);
+	return 0;
+}
+
+int rmig_set_downtime_ms(struct rmig_ctx *ctx, unsigned ms)
+{
+	if (!ctx || ms < 1 || ms > 3600000)
+		return -EINVAL;
+	atomic_store(&ctx->limit_downtime_ms, ms);
+	return 0;
+}
