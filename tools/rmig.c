@@ -21,19 +21,25 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "rmig_backend.h"
+#include "status.h"
 
 static const char usage_text[] =
     "usage: rmig send [options] HOST[:PORT]\n"
     "       rmig recv --listen ADDR[:PORT] [options]\n"
     "       rmig bench [options] [--seconds N] [--size SIZE] HOST[:PORT]\n"
     "       rmig info\n"
+    "       rmig status PATH [--json] | rmig set PATH max-bandwidth RATE|downtime-ms MS\n"
+    "       rmig cancel PATH          (a running rmig started with --control PATH)\n"
     "       rmig help | rmig --version\n"
     "\n"
     "Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
     "\n"
     "common options:\n"
     "  --backend SPEC          guest backend (default sim; see below)\n"
+    "  --control PATH          unix socket (0600) for rmig status/set/cancel while\n"
+    "                          this migration runs\n"
     "  --transport LIST        auto, or links to try in order: rdma, tcp, rdma,tcp\n"
     "                          (default auto: rdma if a device reaches the peer,\n"
     "                          else tcp; rmig info lists them)\n"
@@ -159,6 +165,10 @@ struct tool {
 	struct rmig_config worker_cfg; /* a worker's: its own event_arg */
 	int failed;		       /* a worker could not go on (its backend) */
 	unsigned session;	       /* --keep-listening: this worker's number, from 1 */
+	struct status_view view;       /* the loop thread's: rate sampled on ticks */
+	unsigned ticks;
+	atomic_int running; /* inside rmig_send/rmig_recv */
+	struct control *control;
 };
 
 /* A JSON line: `{` then, when several sessions share the output, which
@@ -167,11 +177,13 @@ __attribute__((format(printf, 2, 3))) static void jprintf(const struct tool *t, 
 							  ...)
 {
 	va_list ap;
+	struct timespec now;
 
+	/* Every line says when: wall-clock milliseconds since the epoch. */
+	clock_gettime(CLOCK_REALTIME, &now);
+	printf("{\"ts\":%lld,", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
 	if (t->session)
-		printf("{\"session\":%u,", t->session);
-	else
-		putchar('{');
+		printf("\"session\":%u,", t->session);
 	va_start(ap, fmt);
 	vprintf(fmt + 1, ap);
 	va_end(ap);
@@ -254,18 +266,6 @@ static void parse_hostport(const char *arg, char *host, size_t hlen, uint16_t *p
 	}
 	if (!host[0])
 		die_usage("bad address '%s'", arg);
-}
-
-static void fmt_bytes(char *out, size_t len, double b)
-{
-	const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	int i = 0;
-
-	while (b >= 1024 && i < 4) {
-		b /= 1024;
-		i++;
-	}
-	snprintf(out, len, "%.1f %s", b, unit[i]);
 }
 
 static void clear_progress(struct tool *t)
@@ -427,8 +427,8 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		} else if (!t->progress_line && !t->bench) {
 			char sent[32], bw[32];
 
-			fmt_bytes(sent, sizeof(sent), (double)r->bytes);
-			fmt_bytes(bw, sizeof(bw), r->bandwidth);
+			status_fmt_bytes(sent, sizeof(sent), (double)r->bytes);
+			status_fmt_bytes(bw, sizeof(bw), r->bandwidth);
 			eprintf(t,
 				"rmig: round %u: sent %s at %s/s, dirty rate %.0f pages/s, %llu "
 				"pages dirty, expected downtime %.0f ms\n",
@@ -548,29 +548,43 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
+/* A migration runs: rmig_send/rmig_recv has not returned (no progress
+ * after the summary) and a sender is connected. */
+static int migrating(struct tool *t)
+{
+	struct rmig_status st = { .size = sizeof(st) };
+
+	return atomic_load(&t->running) && !rmig_status_get(t->ctx, &st) && st.elapsed_ms &&
+	       strcmp(st.phase, "listening");
+}
+
+/* Every tick (250 ms): sample the rate; redraw the terminal's line; with
+ * --json, a progress event every other tick. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct tool *t = arg;
-	struct rmig_progress p;
-	char sent[32], bw[32], rem[32];
+	char line[512];
 
 	(void)fd;
 	(void)what;
-	if (!t->ctx || !t->progress_line)
+	if (!t->ctx || !t->view.ctx)
 		return;
-	rmig_progress(t->ctx, &p);
-	fmt_bytes(sent, sizeof(sent), (double)p.bytes_sent);
-	fmt_bytes(bw, sizeof(bw), p.bandwidth);
-	fmt_bytes(rem, sizeof(rem), (double)p.remaining_bytes);
-	pthread_mutex_lock(t->out);
-	if (t->role_send)
-		fprintf(stderr,
-			"\r\033[K%s round %u | sent %s | %s/s | dirty %.0f pages/s | remaining %s "
-			"| expected downtime %.0f ms",
-			p.phase, p.round, sent, bw, p.dirty_rate, rem, p.expected_downtime_ms);
-	else
-		fprintf(stderr, "\r\033[K%s round %u | received %s", p.phase, p.round, sent);
-	pthread_mutex_unlock(t->out);
+	status_sample(&t->view);
+	if (!migrating(t))
+		return;
+	if (t->json && t->ticks++ % 2 == 0) {
+		status_json(&t->view, line, sizeof(line));
+		pthread_mutex_lock(t->out);
+		jprintf(t, "{\"event\":\"progress\",%s}\n", line + 1);
+		fflush(stdout);
+		pthread_mutex_unlock(t->out);
+	}
+	if (t->progress_line) {
+		status_text(&t->view, line, sizeof(line));
+		pthread_mutex_lock(t->out);
+		fprintf(stderr, "\r\033[K%s", line);
+		pthread_mutex_unlock(t->out);
+	}
 }
 
 /* stop_loop activated the quit event: this pass ends here. */
@@ -622,6 +636,8 @@ static void stop_loop(struct tool *t)
 		event_active(t->events[3], EV_TIMEOUT, 0);
 		pthread_join(t->loop_thread, NULL);
 	}
+	control_close(t->control); /* its events are the base's */
+	t->control = NULL;
 	for (int i = 0; i < 4; i++)
 		if (t->events[i])
 			event_free(t->events[i]);
@@ -668,6 +684,16 @@ static void print_audit_json(const struct rmig_stats *s)
 		print_json_field("audit_chunks", s->audit_chunks);
 }
 
+/* How long connecting, the handshake and memory took before the first
+ * round (not in total_ms). */
+static void print_setup_json(struct tool *t)
+{
+	struct rmig_status st = { .size = sizeof(st) };
+
+	if (!rmig_status_get(t->ctx, &st))
+		printf(",\"setup_ms\":%llu", (unsigned long long)st.setup_ms);
+}
+
 static void print_summary(struct tool *t, int rc)
 {
 	const struct rmig_stats *s = rmig_stats(t->ctx);
@@ -689,7 +715,7 @@ static void print_summary(struct tool *t, int rc)
 		} else {
 			char b[32];
 
-			fmt_bytes(b, sizeof(b), bw);
+			status_fmt_bytes(b, sizeof(b), bw);
 			eprintf(t, "rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
 				s->transport, s->pin, s->channels, b, bw / 1e6);
 		}
@@ -721,6 +747,7 @@ static void print_summary(struct tool *t, int rc)
 		printf(",\"recoveries\":%u,\"recovery_ms\":%llu,\"postcopy_max_wait_ms\":%llu",
 		       s->recoveries, (unsigned long long)s->recovery_ms,
 		       (unsigned long long)s->postcopy_max_wait_ms);
+		print_setup_json(t);
 		if (t->role_send)
 			print_audit_json(s);
 		if (running >= 0)
@@ -741,7 +768,7 @@ static void print_summary(struct tool *t, int rc)
 	if (!t->json) {
 		char bytes[32];
 
-		fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
+		status_fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
 		eprintf(t,
 			"rmig: %s%s%s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
 			"downtime %llu ms%s%s%s%s\n",
@@ -803,6 +830,7 @@ enum {
 	OPT_MAX_SESSIONS,
 	OPT_HANDSHAKE_TMO,
 	OPT_STALL_TMO,
+	OPT_CONTROL,
 };
 
 static const struct option long_opts[] = {
@@ -842,6 +870,7 @@ static const struct option long_opts[] = {
 	{ "max-sessions", required_argument, NULL, OPT_MAX_SESSIONS },
 	{ "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE_TMO },
 	{ "stall-timeout-ms", required_argument, NULL, OPT_STALL_TMO },
+	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -958,7 +987,7 @@ enum mode { MODE_SEND, MODE_RECV, MODE_BENCH };
 struct cli {
 	enum mode mode;
 	struct rmig_config cfg;
-	const char *backend, *listen_arg, *bench_size, *psk_file;
+	const char *backend, *listen_arg, *bench_size, *psk_file, *control;
 	int keep_listening, resume_source, verify_given, stall_given, json;
 	unsigned max_sessions; /* 0: not given */
 	char host[256];
@@ -1054,6 +1083,7 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			cfg->commit_timeout_ms =
 			    parse_uint("--commit-timeout-ms", optarg, 1, 86400000);
 			break;
+		case OPT_CONTROL: c->control = optarg; break;
 		case OPT_STALL_TMO:
 			cfg->stall_timeout_ms =
 			    parse_uint("--stall-timeout-ms", optarg, 1, 86400000);
@@ -1083,6 +1113,9 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		die_usage("--keep-listening is for recv");
 	if (c->max_sessions && !c->keep_listening)
 		die_usage("--max-sessions is for recv --keep-listening");
+	if (c->control && (c->keep_listening || bench))
+		die_usage(
+		    "--control is for one migration (send, or recv without --keep-listening)");
 	if (c->keep_listening && cfg->accept_timeout_ms)
 		die_usage("--accept-timeout-ms is for a receiver of one migration; stop a "
 			  "--keep-listening one with SIGTERM");
@@ -1333,12 +1366,23 @@ static int migrate(enum mode mode, int argc, char *argv[])
 		rmig_backend_close(t.be);
 		return create_failed(rc, create_err);
 	}
+	t.view = (struct status_view){ .ctx = t.ctx, .send = send };
 	if (start_loop(&t))
 		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
+	else if (c.control && control_listen(t.base, c.control, status_control, &t.view, &t.control,
+					     err, sizeof(err))) {
+		fprintf(stderr, "rmig: %s\n", err);
+		stop_loop(&t);
+		rmig_ctx_destroy(t.ctx);
+		rmig_backend_close(t.be);
+		return RMIG_RESULT_FAILED;
+	}
 	{
 		double cpu0 = cpu_seconds();
 
+		atomic_store(&t.running, 1);
 		rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
+		atomic_store(&t.running, 0);
 		t.cpu_s = cpu_seconds() - cpu0;
 		print_summary(&t, rc);
 	}
@@ -1409,6 +1453,9 @@ static const struct {
 	{ "recv", cmd_recv, "receive a guest" },
 	{ "bench", cmd_bench, "measure the data path alone" },
 	{ "info", cmd_info, "list the transports and the devices they could use" },
+	{ "status", status_client, "ask a running rmig how it goes (--control PATH)" },
+	{ "set", status_client, "change a running migration's max-bandwidth or downtime-ms" },
+	{ "cancel", status_client, "roll a running migration back" },
 	{ "help", cmd_help, "show the usage" },
 	{ "--help", cmd_help, NULL },
 	{ "-h", cmd_help, NULL },

@@ -20,6 +20,7 @@
  *                           at once, for SECONDS (each one the receiver closes
  *                           is replaced at once, a failed connect is tried
  *                           again 10 ms later)
+ * HOST "unix" with PORT a path: a unix socket instead (rmig's --control).
  * Options:
  *   --bind ADDR        connect from this local address (127.0.0.2, ...)
  *   --cycle MS         idle: close and reopen each connection once it is MS
@@ -64,6 +65,7 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,6 +101,26 @@ static int64_t now_ms(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* HOST "unix": the socket at path, as an addrinfo of one (freed with free). */
+static struct addrinfo *unix_target(const char *path)
+{
+	struct {
+		struct addrinfo ai;
+		struct sockaddr_un sa;
+	} *t = calloc(1, sizeof(*t));
+
+	if (!t || strlen(path) >= sizeof(t->sa.sun_path)) {
+		fprintf(stderr, "flood: unix socket path '%s' too long\n", path);
+		exit(2);
+	}
+	t->sa.sun_family = AF_UNIX;
+	memcpy(t->sa.sun_path, path, strlen(path));
+	t->ai.ai_family = AF_UNIX;
+	t->ai.ai_addr = (struct sockaddr *)&t->sa;
+	t->ai.ai_addrlen = sizeof(t->sa);
+	return &t->ai;
 }
 
 static void usage(void)
@@ -146,7 +168,8 @@ static int start_connect(void)
 
 	if (fd < 0)
 		return -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (target->ai_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind_len && bind(fd, (struct sockaddr *)&bind_ss, bind_len)) {
 		int e = errno;
 
@@ -658,7 +681,9 @@ int main(int argc, char **argv)
 	}
 	if (npos < 4)
 		usage();
-	if ((rc = getaddrinfo(pos[0], pos[1], &hints, &target))) {
+	if (!strcmp(pos[0], "unix")) {
+		target = unix_target(pos[1]);
+	} else if ((rc = getaddrinfo(pos[0], pos[1], &hints, &target))) {
 		fprintf(stderr, "flood: %s:%s: %s\n", pos[0], pos[1], gai_strerror(rc));
 		return 2;
 	}
@@ -710,6 +735,9 @@ int main(int argc, char **argv)
 		big(num(pos[3], 1, 4095, "MIB"));
 	else
 		usage();
-	freeaddrinfo(target);
+	if (target->ai_family == AF_UNIX)
+		free(target);
+	else
+		freeaddrinfo(target);
 	return 0;
 }

@@ -1,0 +1,240 @@
+/* status.c - see status.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "control.h"
+#include "rmig.h"
+#include "status.h"
+
+#define ASK_TIMEOUT_MS 3000
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void status_fmt_bytes(char *out, size_t len, double b)
+{
+	const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	int i = 0;
+
+	while (b >= 1024 && i < 4) {
+		b /= 1024;
+		i++;
+	}
+	snprintf(out, len, "%.1f %s", b, unit[i]);
+}
+
+void status_sample(struct status_view *v)
+{
+	struct rmig_status st = { .size = sizeof(st) };
+	int64_t now = mono_ms();
+
+	if (rmig_status_get(v->ctx, &st))
+		return;
+	if (v->last_ms && now > v->last_ms && st.transferred >= v->last_bytes) {
+		double r =
+		    (double)(st.transferred - v->last_bytes) * 1000.0 / (double)(now - v->last_ms);
+
+		v->rate = v->rate ? 0.5 * v->rate + 0.5 * r : r; /* ticks are short: smooth */
+	}
+	v->last_bytes = st.transferred;
+	v->last_ms = now;
+}
+
+/* Percent done and ms left, source only (the destination does not know
+ * what is still to come); -1 where unknown. */
+static void outlook(const struct status_view *v, const struct rmig_status *st, double *pct,
+		    double *eta_ms)
+{
+	*pct = -1;
+	*eta_ms = -1;
+	if (!v->send || !st->transferred)
+		return;
+	*pct = 100.0 * (double)st->transferred / (double)(st->transferred + st->remaining);
+	if (v->rate > 0)
+		*eta_ms = (double)st->remaining / v->rate * 1000.0;
+}
+
+void status_json(const struct status_view *v, char *out, size_t len)
+{
+	struct rmig_status st = { .size = sizeof(st) };
+	double pct, eta;
+
+	rmig_status_get(v->ctx, &st);
+	outlook(v, &st, &pct, &eta);
+	snprintf(
+	    out, len,
+	    "{\"phase\":\"%s\",\"round\":%u,\"transferred\":%llu,\"remaining\":%llu,"
+	    "\"total\":%llu,\"percent\":%.1f,\"rate\":%.0f,\"mbps\":%.1f,\"dirty_rate\":%.0f,"
+	    "\"expected_downtime_ms\":%.1f,\"elapsed_ms\":%llu,\"setup_ms\":%llu,\"eta_ms\":%.0f,"
+	    "\"max_bandwidth\":%llu,\"downtime_ms\":%u",
+	    st.phase, st.round, (unsigned long long)st.transferred,
+	    (unsigned long long)st.remaining, (unsigned long long)st.total, pct, v->rate,
+	    v->rate * 8 / 1e6, st.dirty_rate, st.expected_downtime_ms,
+	    (unsigned long long)st.elapsed_ms, (unsigned long long)st.setup_ms, eta,
+	    (unsigned long long)st.max_bandwidth, st.downtime_ms);
+}
+
+void status_text(const struct status_view *v, char *out, size_t len)
+{
+	struct rmig_status st = { .size = sizeof(st) };
+	char moved[32], total[32], rate[32], tail[96] = "";
+	double pct, eta;
+
+	rmig_status_get(v->ctx, &st);
+	outlook(v, &st, &pct, &eta);
+	status_fmt_bytes(moved, sizeof(moved), (double)st.transferred);
+	status_fmt_bytes(total, sizeof(total), (double)st.total);
+	status_fmt_bytes(rate, sizeof(rate), v->rate);
+	if (pct >= 0)
+		snprintf(tail, sizeof(tail),
+			 " | %3.0f%% | ETA %s%.1f s | expected downtime %.0f ms", pct,
+			 eta < 0 ? "? " : "", eta < 0 ? 0 : eta / 1000, st.expected_downtime_ms);
+	snprintf(out, len, "%s round %u | %s %s of %s | %s/s | dirty %.0f pages/s | %.1f s%s",
+		 st.phase, st.round, v->send ? "sent" : "received", moved, total, rate,
+		 st.dirty_rate, (double)st.elapsed_ms / 1000, tail);
+}
+
+/* set KEY VALUE on the migrating side. */
+static void control_set(struct status_view *v, const char *key, const char *val, char *reply,
+			size_t len)
+{
+	uint64_t n = 0;
+	int rc;
+
+	if (!strcmp(key, "max-bandwidth")) {
+		rc = strcmp(val, "0") && strcmp(val, "none") ? rmig_parse_size(val, &n) : 0;
+		rc = rc ? rc : rmig_set_max_bandwidth(v->ctx, n);
+	} else if (!strcmp(key, "downtime-ms")) {
+		char *end;
+		unsigned long ms = strtoul(val, &end, 10);
+
+		rc = end == val || *end || ms > 3600000
+			 ? -EINVAL
+			 : rmig_set_downtime_ms(v->ctx, (unsigned)ms);
+	} else {
+		snprintf(reply, len,
+			 "{\"error\":\"cannot set '%.64s': max-bandwidth or downtime-ms\"}", key);
+		return;
+	}
+	if (rc)
+		snprintf(reply, len, "{\"error\":\"%s: '%.64s' is not a valid value\"}", key, val);
+	else
+		snprintf(reply, len, "{\"ok\":true,\"%s\":\"%.64s\"}", key, val);
+}
+
+/* Split line into at most 3 words of at most 63 bytes; -1 if it has more,
+ * or a longer one. */
+static int words(const char *line, char w[3][64])
+{
+	int n = 0;
+
+	while (*line) {
+		size_t len = strcspn(line, " \t");
+
+		if (len && (n == 3 || len >= 64))
+			return -1;
+		if (len)
+			snprintf(w[n++], 64, "%.*s", (int)len, line);
+		line += len + (line[len] != 0);
+	}
+	return n;
+}
+
+void status_control(void *arg, const char *line, char *reply, size_t len)
+{
+	struct status_view *v = arg;
+	char w[3][64] = { "", "", "" };
+	int n = words(line, w);
+	const char *cmd = w[0], *key = w[1], *val = w[2];
+
+	if (n < 0) {
+		snprintf(reply, len, "{\"error\":\"a command is at most 3 words of 63 bytes\"}");
+	} else if (n == 1 && !strcmp(cmd, "status")) {
+		size_t used;
+
+		status_json(v, reply, len);
+		used = strlen(reply);
+		snprintf(reply + used, len - used, "}");
+	} else if (n == 1 && !strcmp(cmd, "cancel")) {
+		rmig_cancel(v->ctx);
+		snprintf(reply, len, "{\"ok\":true,\"cancel\":\"asked: rolling back\"}");
+	} else if (n == 3 && !strcmp(cmd, "set")) {
+		control_set(v, key, val, reply, len);
+	} else {
+		snprintf(
+		    reply, len,
+		    "{\"error\":\"unknown command '%.32s': status, set KEY VALUE, or cancel\"}",
+		    cmd);
+	}
+}
+
+/* The answer to status as the one line a person reads. */
+static void print_status(const char *reply)
+{
+	json_error_t jerr;
+	json_t *j = json_loads(reply, 0, &jerr);
+	char moved[32], total[32], rate[32];
+	double pct;
+
+	if (!j || !json_is_object(j)) {
+		printf("%s\n", reply);
+		json_decref(j);
+		return;
+	}
+	status_fmt_bytes(moved, sizeof(moved),
+			 json_number_value(json_object_get(j, "transferred")));
+	status_fmt_bytes(total, sizeof(total), json_number_value(json_object_get(j, "total")));
+	status_fmt_bytes(rate, sizeof(rate), json_number_value(json_object_get(j, "rate")));
+	pct = json_number_value(json_object_get(j, "percent"));
+	printf("%s, round %lld: %s of %s moved%s%.0f%s at %s/s, expected downtime %.0f ms, "
+	       "elapsed %.1f s (setup %.1f s)\n",
+	       json_string_value(json_object_get(j, "phase")),
+	       (long long)json_integer_value(json_object_get(j, "round")), moved, total,
+	       pct >= 0 ? " (" : "", pct >= 0 ? pct : 0, pct >= 0 ? "%)" : "", rate,
+	       json_number_value(json_object_get(j, "expected_downtime_ms")),
+	       json_number_value(json_object_get(j, "elapsed_ms")) / 1000,
+	       json_number_value(json_object_get(j, "setup_ms")) / 1000);
+	json_decref(j);
+}
+
+int status_client(int argc, char *argv[])
+{
+	const char *cmd = argv[0];
+	char line[16384], reply[2048], err[256];
+	int json = argc == 3 && !strcmp(cmd, "status") && !strcmp(argv[2], "--json");
+	int ok = (!strcmp(cmd, "status") && (argc == 2 || json)) ||
+		 (!strcmp(cmd, "cancel") && argc == 2) || (!strcmp(cmd, "set") && argc == 4);
+
+	if (!ok) {
+		fprintf(stderr, "usage: rmig status PATH [--json] | rmig set PATH max-bandwidth "
+				"RATE|downtime-ms MS | rmig cancel PATH\n");
+		return 2;
+	}
+	if (!strcmp(cmd, "set"))
+		snprintf(line, sizeof(line), "set %s %s", argv[2], argv[3]);
+	else
+		snprintf(line, sizeof(line), "%s", cmd);
+	if (control_ask(argv[1], line, reply, sizeof(reply), ASK_TIMEOUT_MS, err, sizeof(err))) {
+		fprintf(stderr, "rmig: %s\n", err);
+		return 1;
+	}
+	if (strstr(reply, "\"error\"")) {
+		fprintf(stderr, "rmig: %s\n", reply);
+		return 1;
+	}
+	if (!strcmp(cmd, "status") && !json)
+		print_status(reply);
+	else
+		printf("%s\n", reply);
+	return 0;
+}
