@@ -47,19 +47,10 @@
 
 #include "args.h"
 #include "rmig_backend.h"
+#include "sim_state.h"
 
 #define SIM_PAGE 4096u
-#define SIM_STATE_MAGIC 0x534d4953u /* "SIMS" */
-#define SIM_STATE_VERSION 2
 #define HOT_DRAWS 256 /* hot-zero=0: draws to find a page that starts with data */
-
-struct sim_state_blob { /* the device state; native layout, same program both ends */
-	uint32_t magic, version;
-	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
-	uint32_t nregions, throttle;
-	uint64_t zero_run; /* with zero_pct and hot_zero: the writer's draw */
-	uint32_t hot_zero, zero_pct;
-};
 
 struct sim {
 	/* guest */

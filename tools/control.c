@@ -54,16 +54,22 @@ static int clear_path(const char *path, const struct sockaddr_un *sa, char *err,
 			 path);
 		return -EEXIST;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
-	rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa));
+	rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) ? -errno : 0;
 	close(fd);
-	if (rc == 0) {
-		snprintf(err, errlen, "control socket %s: another rmig answers there", path);
+	if (rc != -ECONNREFUSED) { /* it answers, is busy, or is not ours to try */
+		snprintf(err, errlen, "control socket %s: another rmig answers there (%s)", path,
+			 rc ? strerror(-rc) : "connected");
 		return -EADDRINUSE;
 	}
-	return unlink(path) ? -errno : 0;
+	if (st.st_uid != geteuid()) {
+		snprintf(err, errlen, "control socket %s: a dead socket of another user is there",
+			 path);
+		return -EPERM;
+	}
+	return unlink(path) ? -errno : 0; /* dead: its rmig died without removing it */
 }
 
 /* One line in: answer it, close once the answer is out. */
@@ -127,8 +133,11 @@ int control_listen(struct event_base *base, const char *path, control_handler ha
 	mode_t old;
 	int rc;
 
-	if (!c)
+	*err = 0;
+	if (!c) {
+		snprintf(err, errlen, "control socket %s: out of memory", path);
 		return -ENOMEM;
+	}
 	rc = unix_addr(path, &sa, err, errlen);
 	if (!rc)
 		rc = clear_path(path, &sa, err, errlen);
@@ -207,7 +216,9 @@ int control_ask(const char *path, const char *line, char *reply, size_t len, int
 	rc = unix_addr(path, &sa, err, errlen);
 	if (rc)
 		return rc;
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Non-blocking: a listener whose backlog is full answers EAGAIN at
+	 * once instead of holding us. */
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
 		rc = -errno;
 		snprintf(err, errlen, "%s: no rmig answers there (%s)", path, strerror(-rc));

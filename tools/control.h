@@ -20,7 +20,8 @@ typedef void (*control_handler)(void *arg, const char *line, char *reply, size_t
  * 0, or -errno with err set. */
 int control_listen(struct event_base *base, const char *path, control_handler handler, void *arg,
 		   struct control **out, char *err, size_t errlen);
-/* Stop listening, drop open connections, remove the socket. NULL is fine. */
+/* Stop listening and remove the socket (after the loop stopped: open
+ * connections are the base's, freed with it). NULL is fine. */
 void control_close(struct control *c);
 
 /* Client: send line to the socket at path, the answer into reply (without

@@ -563,7 +563,7 @@ static int migrating(struct tool *t)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct tool *t = arg;
-	char line[512];
+	char line[1024];
 
 	(void)fd;
 	(void)what;
@@ -575,7 +575,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	if (t->json && t->ticks++ % 2 == 0) {
 		status_json(&t->view, line, sizeof(line));
 		pthread_mutex_lock(t->out);
-		jprintf(t, "{\"event\":\"progress\",%s}\n", line + 1);
+		if (atomic_load(&t->running)) /* not after the summary */
+			jprintf(t, "{\"event\":\"progress\",%s}\n", line + 1);
 		fflush(stdout);
 		pthread_mutex_unlock(t->out);
 	}
@@ -1366,11 +1367,18 @@ static int migrate(enum mode mode, int argc, char *argv[])
 		rmig_backend_close(t.be);
 		return create_failed(rc, create_err);
 	}
-	t.view = (struct status_view){ .ctx = t.ctx, .send = send };
-	if (start_loop(&t))
+	t.view = (struct status_view){ .ctx = t.ctx, .send = send, .postcopy = cfg->postcopy };
+	err[0] = 0;
+	if (start_loop(&t) && c.control) {
+		fprintf(stderr, "rmig: no event loop: no control socket\n");
+		stop_loop(&t);
+		rmig_ctx_destroy(t.ctx);
+		rmig_backend_close(t.be);
+		return RMIG_RESULT_FAILED;
+	} else if (!t.loop_started) {
 		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
-	else if (c.control && control_listen(t.base, c.control, status_control, &t.view, &t.control,
-					     err, sizeof(err))) {
+	} else if (c.control && control_listen(t.base, c.control, status_control, &t.view,
+					       &t.control, err, sizeof(err))) {
 		fprintf(stderr, "rmig: %s\n", err);
 		stop_loop(&t);
 		rmig_ctx_destroy(t.ctx);

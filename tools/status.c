@@ -45,6 +45,8 @@ void status_sample(struct status_view *v)
 		    (double)(st.transferred - v->last_bytes) * 1000.0 / (double)(now - v->last_ms);
 
 		v->rate = v->rate ? 0.5 * v->rate + 0.5 * r : r; /* ticks are short: smooth */
+		if (v->rate < 1)
+			v->rate = 0;
 	}
 	v->last_bytes = st.transferred;
 	v->last_ms = now;
@@ -57,10 +59,12 @@ static void outlook(const struct status_view *v, const struct rmig_status *st, d
 {
 	*pct = -1;
 	*eta_ms = -1;
-	if (!v->send || !st->transferred)
+	if (!v->send)
 		return;
-	*pct = 100.0 * (double)st->transferred / (double)(st->transferred + st->remaining);
-	if (v->rate > 0)
+	*pct = st->transferred + st->remaining
+		   ? 100.0 * (double)st->transferred / (double)(st->transferred + st->remaining)
+		   : 0;
+	if (v->rate >= 1024) /* below that the link stalls: no estimate */
 		*eta_ms = (double)st->remaining / v->rate * 1000.0;
 }
 
@@ -104,13 +108,33 @@ void status_text(const struct status_view *v, char *out, size_t len)
 		 st.dirty_rate, (double)st.elapsed_ms / 1000, tail);
 }
 
+/* What a client sent, fit to be echoed inside a JSON string: letters,
+ * digits and . _ - only. */
+static const char *safe(const char *in, char *out, size_t len)
+{
+	size_t i = 0;
+
+	for (; in[i] && i + 1 < len; i++)
+		out[i] = (strchr("._-", in[i]) || (in[i] >= '0' && in[i] <= '9') ||
+			  ((in[i] | 0x20) >= 'a' && (in[i] | 0x20) <= 'z'))
+			     ? in[i]
+			     : '?';
+	out[i] = 0;
+	return out;
+}
+
 /* set KEY VALUE on the migrating side. */
 static void control_set(struct status_view *v, const char *key, const char *val, char *reply,
 			size_t len)
 {
 	uint64_t n = 0;
+	char k[64], x[64];
 	int rc;
 
+	if (!v->send) {
+		snprintf(reply, len, "{\"error\":\"set: the limits are the sending side's\"}");
+		return;
+	}
 	if (!strcmp(key, "max-bandwidth")) {
 		rc = strcmp(val, "0") && strcmp(val, "none") ? rmig_parse_size(val, &n) : 0;
 		rc = rc ? rc : rmig_set_max_bandwidth(v->ctx, n);
@@ -118,18 +142,38 @@ static void control_set(struct status_view *v, const char *key, const char *val,
 		char *end;
 		unsigned long ms = strtoul(val, &end, 10);
 
-		rc = end == val || *end || ms > 3600000
+		rc = end == val || *end || *val < '0' || *val > '9' || ms > 3600000
 			 ? -EINVAL
 			 : rmig_set_downtime_ms(v->ctx, (unsigned)ms);
 	} else {
 		snprintf(reply, len,
-			 "{\"error\":\"cannot set '%.64s': max-bandwidth or downtime-ms\"}", key);
+			 "{\"error\":\"cannot set '%s': max-bandwidth or downtime-ms\"}",
+			 safe(key, k, sizeof(k)));
 		return;
 	}
 	if (rc)
-		snprintf(reply, len, "{\"error\":\"%s: '%.64s' is not a valid value\"}", key, val);
+		snprintf(reply, len, "{\"error\":\"%s: '%s' is not a valid value\"}", key,
+			 safe(val, x, sizeof(x)));
 	else
-		snprintf(reply, len, "{\"ok\":true,\"%s\":\"%.64s\"}", key, val);
+		snprintf(reply, len, "{\"ok\":true,\"%s\":\"%s\"}", key, safe(val, x, sizeof(x)));
+}
+
+/* cancel: as SIGINT would, and refused where the library ignores it
+ * (post-copy under way: stopping could only lose the guest). */
+static void control_cancel(struct status_view *v, char *reply, size_t len)
+{
+	struct rmig_status st = { .size = sizeof(st) };
+
+	rmig_status_get(v->ctx, &st);
+	if (!strcmp(st.phase, "post-copy") || !strcmp(st.phase, "recovering") ||
+	    (v->postcopy && !strcmp(st.phase, "awaiting-started"))) {
+		snprintf(reply, len,
+			 "{\"error\":\"too late: post-copy is under way, stopping now "
+			 "would lose the guest\"}");
+		return;
+	}
+	rmig_cancel(v->ctx);
+	snprintf(reply, len, "{\"ok\":true,\"cancel\":\"asked: rolling back\"}");
 }
 
 /* Split line into at most 3 words of at most 63 bytes; -1 if it has more,
@@ -166,15 +210,15 @@ void status_control(void *arg, const char *line, char *reply, size_t len)
 		used = strlen(reply);
 		snprintf(reply + used, len - used, "}");
 	} else if (n == 1 && !strcmp(cmd, "cancel")) {
-		rmig_cancel(v->ctx);
-		snprintf(reply, len, "{\"ok\":true,\"cancel\":\"asked: rolling back\"}");
+		control_cancel(v, reply, len);
 	} else if (n == 3 && !strcmp(cmd, "set")) {
 		control_set(v, key, val, reply, len);
 	} else {
-		snprintf(
-		    reply, len,
-		    "{\"error\":\"unknown command '%.32s': status, set KEY VALUE, or cancel\"}",
-		    cmd);
+		char c[64];
+
+		snprintf(reply, len,
+			 "{\"error\":\"unknown command '%s': status, set KEY VALUE, or cancel\"}",
+			 safe(cmd, c, sizeof(c)));
 	}
 }
 
@@ -198,7 +242,7 @@ static void print_status(const char *reply)
 	pct = json_number_value(json_object_get(j, "percent"));
 	printf("%s, round %lld: %s of %s moved%s%.0f%s at %s/s, expected downtime %.0f ms, "
 	       "elapsed %.1f s (setup %.1f s)\n",
-	       json_string_value(json_object_get(j, "phase")),
+	       json_string_value(json_object_get(j, "phase")) ?: "?",
 	       (long long)json_integer_value(json_object_get(j, "round")), moved, total,
 	       pct >= 0 ? " (" : "", pct >= 0 ? pct : 0, pct >= 0 ? "%)" : "", rate,
 	       json_number_value(json_object_get(j, "expected_downtime_ms")),

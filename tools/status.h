@@ -16,6 +16,7 @@ struct rmig_ctx;
 struct status_view {
 	struct rmig_ctx *ctx;
 	int send;
+	int postcopy; /* send --postcopy: a cancel is refused once it began */
 	uint64_t last_bytes;
 	int64_t last_ms;
 	double rate; /* bytes/s moved, smoothed over the ticks */

@@ -34,6 +34,7 @@ struct rmig_tx_pool {
 	/* --max-bandwidth: a shared virtual clock of when the next byte may go. */
 	pthread_mutex_t rate_lock;
 	double rate_next;
+	uint64_t rate_limit; /* the limit rate_next was booked at */
 };
 
 void rmig_tx_fail(struct rmig_tx_pool *tx, const char *why)
@@ -70,14 +71,16 @@ static int pacing_stopped(struct rmig_tx_chan *c)
 }
 
 /* Sleep until `until` (rmig_now_s) in slices: a slow rate can make one
- * frame wait for minutes, and a cancel must not wait with it. */
-static int pace_until(struct rmig_tx_chan *c, double until)
+ * frame wait for minutes, and a cancel must not wait with it, nor a new
+ * limit (rmig_set_max_bandwidth): then the frame goes at once and the
+ * next is paced at the new rate. */
+static int pace_until(struct rmig_tx_chan *c, double until, uint64_t rate)
 {
 	for (;;) {
 		double left = until - rmig_now_s();
 		struct timespec ts = { 0, 0 };
 
-		if (left <= 0)
+		if (left <= 0 || atomic_load(&c->ctx->limit_bandwidth) != rate)
 			return 0;
 		if (pacing_stopped(c))
 			return -ECANCELED;
@@ -89,19 +92,24 @@ static int pace_until(struct rmig_tx_chan *c, double until)
 int rmig_tx_rate_limit(struct rmig_tx_chan *c, size_t bytes)
 {
 	struct rmig_tx_pool *tx = c->pool;
-	double rate = (double)atomic_load(&c->ctx->limit_bandwidth), now, until;
+	uint64_t limit = atomic_load(&c->ctx->limit_bandwidth);
+	double rate = (double)limit, now, until;
 	int rc;
 
 	if (!rate)
 		return 0;
 	pthread_mutex_lock(&tx->rate_lock);
 	now = rmig_now_s();
+	if (tx->rate_limit != limit) { /* a new limit: time booked at the old one is void */
+		tx->rate_limit = limit;
+		tx->rate_next = now;
+	}
 	if (tx->rate_next < now - 0.05) /* allow at most a 50 ms burst after idling */
 		tx->rate_next = now - 0.05;
 	tx->rate_next += (double)bytes / rate;
 	until = tx->rate_next;
 	pthread_mutex_unlock(&tx->rate_lock);
-	rc = pace_until(c, until);
+	rc = pace_until(c, until, limit);
 	if (rc) { /* the frame does not go: its time is free again */
 		pthread_mutex_lock(&tx->rate_lock);
 		tx->rate_next -= (double)bytes / rate;

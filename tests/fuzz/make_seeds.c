@@ -16,6 +16,7 @@
 #include "digest.h"
 #include "proto.h"
 #include "rmig_backend.h"
+#include "sim_state.h"
 
 #define PAGE 4096u
 
@@ -113,13 +114,8 @@ static const uint8_t *page_bytes(uint32_t region, uint64_t page, uint64_t count)
 	return buf;
 }
 
-/* sim's device state (backends/sim.c, struct sim_state_blob): native layout,
- * as sim reads it on the destination. */
-struct sim_state_blob {
-	uint32_t magic, version;
-	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
-	uint32_t nregions, throttle;
-};
+/* sim's device state: backends/sim_state.h (native layout, as sim reads it
+ * on the destination). */
 
 /* ---- the handshake's chunked script ---- */
 
@@ -249,8 +245,8 @@ static void conv_state(struct conv *c)
 	struct rmig_msg *m = msg(RMIG_MSG_STATE);
 	uint64_t npages = c->nregions * c->region_len / PAGE;
 
-	st = (struct sim_state_blob){ .magic = 0x534d4953u, /* "SIMS" */
-				      .version = 1,
+	st = (struct sim_state_blob){ .magic = SIM_STATE_MAGIC,
+				      .version = SIM_STATE_VERSION,
 				      .seed = 7,
 				      .rng = 0x123456789abcdefull,
 				      .writes = 1000,
@@ -258,7 +254,9 @@ static void conv_state(struct conv *c)
 				      .npages = npages,
 				      .hot_pages = npages / 10 ? npages / 10 : 1,
 				      .stride = npages > 3 ? 3 : 1,
-				      .nregions = c->nregions };
+				      .nregions = c->nregions,
+				      .zero_run = 1,
+				      .hot_zero = 1 };
 	m->u.state.data = (const uint8_t *)&st;
 	m->u.state.len = sizeof(st);
 	ctrl(c, m);

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include "sim_state.h"
 
 #define GUEST_LEN (16u << 20) /* the sim guest the valid sessions describe */
 #define HB_EVERY_MS 250
@@ -241,23 +242,15 @@ static int only_heartbeats(int fd)
 	return 1;
 }
 
-/* The sim backend's device state for our guest (backends/sim.c's blob:
- * native layout, the same program on both ends). */
-struct sim_state_blob {
-	uint32_t magic, version;
-	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
-	uint32_t nregions, throttle;
-	uint64_t zero_run;
-	uint32_t hot_zero, zero_pct;
-};
+/* The sim backend's device state for our guest: sim_state.h. */
 
 /* From REGIONS_ACK to READY: an empty round 1, the device state, COMPLETE
  * without digests. 0 once READY came. */
 static int up_to_ready(int fd)
 {
 	static uint8_t payload[4096];
-	struct sim_state_blob b = { .magic = 0x534d4953u, /* "SIMS" */
-				    .version = 2,
+	struct sim_state_blob b = { .magic = SIM_STATE_MAGIC,
+				    .version = SIM_STATE_VERSION,
 				    .npages = GUEST_LEN / 4096,
 				    .stride = 1,
 				    .nregions = 1,

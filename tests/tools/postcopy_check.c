@@ -54,17 +54,10 @@
 #include <unistd.h>
 
 #include "rmig_backend.h"
+#include "sim_state.h"
 
 #define HOLD_MS 300
 #define SIM_PAGE 4096u
-#define SIM_STATE_MAGIC 0x534d4953u /* backends/sim.c */
-#define SIM_STATE_VERSION 1
-
-struct sim_state_blob { /* backends/sim.c, native layout */
-	uint32_t magic, version;
-	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
-	uint32_t nregions, throttle;
-};
 
 static void sleep_ms(unsigned ms)
 {
@@ -197,6 +190,8 @@ static int replay(const struct rmig_region *r, size_t n, const struct sim_state_
 {
 	uint64_t rng = from->rng, per_region = r[0].len / SIM_PAGE;
 
+	if (!from->hot_zero)
+		return -EINVAL; /* hot-zero=0 redraws pages: not replayed here */
 	for (uint64_t cnt = from->writes + 1; cnt <= to->writes; cnt++) {
 		uint64_t x = xorshift64(&rng);
 		uint64_t page = (x % from->hot_pages) * from->stride % from->npages;

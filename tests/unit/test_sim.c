@@ -15,18 +15,9 @@
 #include "bitmap.h"
 #include "proto.h"
 #include "rmig_backend.h"
+#include "sim_state.h"
 
 #define PAGE 4096u
-
-/* The sim's device-state blob (backends/sim.c, native layout). Only used to
- * forge bad blobs; its size is checked against what save_state returns. */
-struct sim_blob {
-	uint32_t magic, version;
-	uint64_t seed, rng, writes, rate, npages, hot_pages, stride;
-	uint32_t nregions, throttle;
-	uint64_t zero_run;
-	uint32_t hot_zero, zero_pct;
-};
 
 static double now_s(void)
 {
@@ -494,7 +485,7 @@ static void test_state_roundtrip(void **state)
 	run_for_writes(src, 100, 0); /* opened running; pauses */
 	assert_int_equal(src->ops->save_state(src, &blob, &len), 0);
 	assert_non_null(blob);
-	assert_int_equal(len, sizeof(struct sim_blob));
+	assert_int_equal(len, sizeof(struct sim_state_blob));
 	/* Paused: the state does not move. */
 	assert_int_equal(src->ops->save_state(src, &blob2, &len2), 0);
 	assert_int_equal(len, len2);
@@ -557,7 +548,7 @@ static void test_state_roundtrip(void **state)
 	/* Bad blobs are refused with a reason, and the good one still loads. */
 	dst = dest_for(src);
 	{
-		struct sim_blob b;
+		struct sim_state_blob b;
 		uint8_t *big = calloc(1, len + 1);
 
 		assert_non_null(big);
