@@ -75,7 +75,8 @@ $(BUILD)/$(SONAME): $(LIB_OBJ)
 	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 	ln -sf $(SONAME) $(BUILD)/librmig.so
 
-$(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o $(BUILD)/librmig.a
+$(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o \
+	       $(BUILD)/tools/records.o $(BUILD)/librmig.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
 	@[ "$(BUILD)" = build ] || ln -sf $(abspath $@) tools/rmig.san
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "records.h"
 #include "rmig_backend.h"
 #include "status.h"
 
@@ -32,6 +33,7 @@ static const char usage_text[] =
     "       rmig info\n"
     "       rmig status PATH [--json] | rmig set PATH max-bandwidth RATE|downtime-ms MS\n"
     "       rmig cancel PATH          (a running rmig started with --control PATH)\n"
+    "       rmig history DIR          (migrations recorded with --record DIR)\n"
     "       rmig help | rmig --version\n"
     "\n"
     "Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
@@ -40,6 +42,7 @@ static const char usage_text[] =
     "  --backend SPEC          guest backend (default sim; see below)\n"
     "  --control PATH          unix socket (0600) for rmig status/set/cancel while\n"
     "                          this migration runs\n"
+    "  --record DIR            keep a JSON record of this migration in DIR (rmig history DIR)\n"
     "  --transport LIST        auto, or links to try in order: rdma, tcp, rdma,tcp\n"
     "                          (default auto: rdma if a device reaches the peer,\n"
     "                          else tcp; rmig info lists them)\n"
@@ -169,6 +172,10 @@ struct tool {
 	unsigned ticks;
 	atomic_int running; /* inside rmig_send/rmig_recv */
 	struct control *control;
+	/* Where JSON lines go: stdout (--json), the record (--record), both
+	 * (records.c's tee), or nowhere (NULL). */
+	FILE *jout;
+	struct record *record;
 };
 
 /* A JSON line: `{` then, when several sessions share the output, which
@@ -181,11 +188,11 @@ __attribute__((format(printf, 2, 3))) static void jprintf(const struct tool *t, 
 
 	/* Every line says when: wall-clock milliseconds since the epoch. */
 	clock_gettime(CLOCK_REALTIME, &now);
-	printf("{\"ts\":%lld,", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
+	fprintf(t->jout, "{\"ts\":%lld,", (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000);
 	if (t->session)
-		printf("\"session\":%u,", t->session);
+		fprintf(t->jout, "\"session\":%u,", t->session);
 	va_start(ap, fmt);
-	vprintf(fmt + 1, ap);
+	vfprintf(t->jout, fmt + 1, ap);
 	va_end(ap);
 }
 
@@ -352,18 +359,18 @@ static const char *cli_text(const char *msg, char *buf, size_t len)
 }
 
 /* ,"key":"value" with value JSON-escaped (messages may quote peers' text). */
-static void print_json_field(const char *key, const char *value)
+static void print_json_field(FILE *f, const char *key, const char *value)
 {
 	char text[1024];
 
 	value = cli_text(value, text, sizeof(text));
-	printf(",\"%s\":\"", key);
+	fprintf(f, ",\"%s\":\"", key);
 	for (const char *p = value; *p; p++) {
 		if (*p == '"' || *p == '\\')
-			putchar('\\');
-		putchar(*p >= 0x20 && *p < 0x7f ? *p : '?');
+			fputc('\\', f);
+		fputc(*p >= 0x20 && *p < 0x7f ? *p : '?', f);
 	}
-	putchar('"');
+	fputc('"', f);
 }
 
 /* Fault-injection tests (tests/e2e/t_fault_matrix.sh) need the engine to
@@ -381,9 +388,10 @@ static void test_hold(struct tool *t, const struct rmig_event *ev)
 		return;
 	t->hold_at = NULL; /* once */
 	pthread_mutex_lock(t->out);
-	if (t->json)
+	if (t->jout) {
 		jprintf(t, "{\"event\":\"hold\",\"at\":\"%s\",\"ms\":%u}\n", name, t->hold_ms);
-	fflush(stdout);
+		fflush(t->jout);
+	}
 	pthread_mutex_unlock(t->out);
 	nanosleep(&ts, NULL);
 }
@@ -397,21 +405,21 @@ static void on_event(void *arg, const struct rmig_event *ev)
 	pthread_mutex_lock(t->out);
 	switch (ev->type) {
 	case RMIG_EV_LISTENING:
-		if (t->json)
+		if (t->jout)
 			jprintf(t, "{\"event\":\"listening\",\"port\":%u}\n", ev->port);
-		else
+		if (!t->json)
 			eprintf(t, "rmig: listening on port %u\n", ev->port);
 		break;
 	case RMIG_EV_CONNECTED:
-		if (t->json)
+		if (t->jout)
 			jprintf(t, "{\"event\":\"connected\",\"peer\":\"%s\"}\n", ev->peer);
-		else
+		if (!t->json)
 			eprintf(t, "rmig: connected to %s\n", ev->peer);
 		break;
 	case RMIG_EV_ROUND: {
 		const struct rmig_round_stats *r = ev->round;
 
-		if (t->json) {
+		if (t->jout)
 			jprintf(
 			    t,
 			    "{\"event\":\"round\",\"round\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
@@ -424,7 +432,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			    (unsigned long long)r->dirty_pages,
 			    (unsigned long long)r->landing_bytes, r->expected_downtime_ms,
 			    (unsigned long long)r->cpu_us);
-		} else if (!t->progress_line && !t->bench) {
+		if (!t->json && !t->progress_line && !t->bench) {
 			char sent[32], bw[32];
 
 			status_fmt_bytes(sent, sizeof(sent), (double)r->bytes);
@@ -438,22 +446,23 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		break;
 	}
 	case RMIG_EV_THROTTLE:
-		if (t->json)
+		if (t->jout)
 			jprintf(t, "{\"event\":\"throttle\",\"percent\":%u}\n", ev->throttle_pct);
-		else {
+		if (!t->json) {
 			clear_progress(t);
 			eprintf(t, "rmig: not converging, guest throttled to %u%%\n",
 				100 - ev->throttle_pct);
 		}
 		break;
 	case RMIG_EV_TRANSPORT:
-		if (t->json) {
+		if (t->jout) {
 			jprintf(t, "{\"event\":\"transport\",\"transport\":\"%s\",\"pin\":\"%s\"",
 				ev->transport, ev->pin);
 			if (ev->detail)
-				print_json_field("detail", ev->detail);
-			printf("}\n");
-		} else {
+				print_json_field(t->jout, "detail", ev->detail);
+			fprintf(t->jout, "}\n");
+		}
+		if (!t->json) {
 			clear_progress(t);
 			eprintf(t, "rmig: transport %s%s%s%s%s\n", ev->transport,
 				strcmp(ev->pin, "none") ? ", pin " : "",
@@ -462,26 +471,28 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		}
 		break;
 	case RMIG_EV_WARNING:
-		if (t->json) {
+		if (t->jout) {
 			jprintf(t, "{\"event\":\"warning\"");
-			print_json_field("detail", ev->detail);
-			printf("}\n");
-		} else {
+			print_json_field(t->jout, "detail", ev->detail);
+			fprintf(t->jout, "}\n");
+		}
+		if (!t->json) {
 			clear_progress(t);
 			eprintf(t, "rmig: warning: %s\n", detail);
 		}
 		break;
 	case RMIG_EV_PHASE:
-		if (t->json)
+		if (t->jout)
 			jprintf(t, "{\"event\":\"phase\",\"phase\":\"%s\"}\n", ev->phase);
 		break;
 	case RMIG_EV_FAILOVER:
-		if (t->json) {
+		if (t->jout) {
 			jprintf(t, "{\"event\":\"failover\",\"from\":\"%s\",\"to\":\"%s\"",
 				ev->from, ev->transport);
-			print_json_field("reason", ev->detail);
-			printf("}\n");
-		} else {
+			print_json_field(t->jout, "reason", ev->detail);
+			fprintf(t->jout, "}\n");
+		}
+		if (!t->json) {
 			clear_progress(t);
 			eprintf(t, "rmig: failed over from %s to %s (%s)\n", ev->from,
 				ev->transport, detail);
@@ -489,10 +500,10 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		break;
 	case RMIG_EV_AUDIT:
 		/* Always on stderr too when it failed: the operator must know. */
-		if (t->json) {
+		if (t->jout) {
 			jprintf(t, "{\"event\":\"audit\"");
-			print_json_field("detail", ev->detail);
-			printf("}\n");
+			print_json_field(t->jout, "detail", ev->detail);
+			fprintf(t->jout, "}\n");
 		}
 		if (!t->json || strstr(ev->detail, "FAILED")) {
 			clear_progress(t);
@@ -503,15 +514,16 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		/* Always on stderr too: a refused peer is a security log entry. */
 		clear_progress(t);
 		eprintf(t, "rmig: refused peer %s: %s\n", ev->peer, detail);
-		if (t->json) {
+		if (t->jout) {
 			jprintf(t, "{\"event\":\"refused\"");
-			print_json_field("peer", ev->peer);
-			print_json_field("reason", ev->detail);
-			printf("}\n");
+			print_json_field(t->jout, "peer", ev->peer);
+			print_json_field(t->jout, "reason", ev->detail);
+			fprintf(t->jout, "}\n");
 		}
 		break;
 	}
-	fflush(stdout);
+	if (t->jout)
+		fflush(t->jout);
 	pthread_mutex_unlock(t->out);
 	test_hold(t, ev);
 }
@@ -572,12 +584,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	status_sample(&t->view);
 	if (!migrating(t))
 		return;
-	if (t->json && t->ticks++ % 2 == 0) {
+	if (t->jout && t->ticks++ % 2 == 0) {
 		status_json(&t->view, line, sizeof(line));
 		pthread_mutex_lock(t->out);
 		if (atomic_load(&t->running)) /* not after the summary */
 			jprintf(t, "{\"event\":\"progress\",%s}\n", line + 1);
-		fflush(stdout);
+		fflush(t->jout);
 		pthread_mutex_unlock(t->out);
 	}
 	if (t->progress_line) {
@@ -672,17 +684,18 @@ static void guest_check(struct tool *t, int *running, long long *delta)
 }
 
 /* The audit's fields of the source's summary. */
-static void print_audit_json(const struct rmig_stats *s)
+static void print_audit_json(struct tool *t, const struct rmig_stats *s)
 {
 	static const char *const verdict[] = { "skipped", "passed", "failed" };
 
-	printf(",\"audit\":\"%s\",\"audit_ms\":%llu,\"audit_mismatch_chunks\":%llu,"
-	       "\"verify_chunks\":%llu",
-	       verdict[s->audit <= RMIG_AUDIT_FAILED ? s->audit : 0],
-	       (unsigned long long)s->audit_ms, (unsigned long long)s->audit_mismatch_chunks,
-	       (unsigned long long)s->verify_chunks);
+	fprintf(t->jout,
+		",\"audit\":\"%s\",\"audit_ms\":%llu,\"audit_mismatch_chunks\":%llu,"
+		"\"verify_chunks\":%llu",
+		verdict[s->audit <= RMIG_AUDIT_FAILED ? s->audit : 0],
+		(unsigned long long)s->audit_ms, (unsigned long long)s->audit_mismatch_chunks,
+		(unsigned long long)s->verify_chunks);
 	if (s->audit == RMIG_AUDIT_FAILED)
-		print_json_field("audit_chunks", s->audit_chunks);
+		print_json_field(t->jout, "audit_chunks", s->audit_chunks);
 }
 
 /* How long connecting, the handshake and memory took before the first
@@ -692,7 +705,7 @@ static void print_setup_json(struct tool *t)
 	struct rmig_status st = { .size = sizeof(st) };
 
 	if (!rmig_status_get(t->ctx, &st))
-		printf(",\"setup_ms\":%llu", (unsigned long long)st.setup_ms);
+		fprintf(t->jout, ",\"setup_ms\":%llu", (unsigned long long)st.setup_ms);
 }
 
 static void print_summary(struct tool *t, int rc)
@@ -706,14 +719,14 @@ static void print_summary(struct tool *t, int rc)
 	if (t->bench && s->bench_seconds > 0) {
 		double bw = (double)s->bench_bytes / s->bench_seconds;
 
-		if (t->json) {
+		if (t->jout)
 			jprintf(
 			    t,
 			    "{\"event\":\"bench\",\"transport\":\"%s\",\"pin\":\"%s\","
 			    "\"channels\":%u,\"bytes\":%llu,\"seconds\":%.3f,\"bandwidth\":%.0f}\n",
 			    s->transport, s->pin, s->channels, (unsigned long long)s->bench_bytes,
 			    s->bench_seconds, bw);
-		} else {
+		if (!t->json) {
 			char b[32];
 
 			status_fmt_bytes(b, sizeof(b), bw);
@@ -721,7 +734,7 @@ static void print_summary(struct tool *t, int rc)
 				s->transport, s->pin, s->channels, b, bw / 1e6);
 		}
 	}
-	if (t->json) {
+	if (t->jout) {
 		jprintf(
 		    t,
 		    "{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"%s\",\"transport\":\"%s\","
@@ -745,20 +758,21 @@ static void print_summary(struct tool *t, int rc)
 		    (unsigned long long)s->postcopy_requested, (unsigned long long)s->postcopy_ms,
 		    (unsigned long long)s->prealloc_ms, s->encrypted ? "true" : "false",
 		    s->tls ? s->tls : "off");
-		printf(",\"recoveries\":%u,\"recovery_ms\":%llu,\"postcopy_max_wait_ms\":%llu",
-		       s->recoveries, (unsigned long long)s->recovery_ms,
-		       (unsigned long long)s->postcopy_max_wait_ms);
+		fprintf(t->jout,
+			",\"recoveries\":%u,\"recovery_ms\":%llu,\"postcopy_max_wait_ms\":%llu",
+			s->recoveries, (unsigned long long)s->recovery_ms,
+			(unsigned long long)s->postcopy_max_wait_ms);
 		print_setup_json(t);
 		if (t->role_send)
-			print_audit_json(s);
+			print_audit_json(t, s);
 		if (running >= 0)
-			printf(",\"guest_running\":%s", running ? "true" : "false");
+			fprintf(t->jout, ",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
-			printf(",\"guest_progress_delta\":%lld", delta);
+			fprintf(t->jout, ",\"guest_progress_delta\":%lld", delta);
 		if (rc)
-			print_json_field("error", rmig_errmsg(t->ctx));
-		printf("}\n");
-		fflush(stdout);
+			print_json_field(t->jout, "error", rmig_errmsg(t->ctx));
+		fprintf(t->jout, "}\n");
+		fflush(t->jout);
 	}
 	if (rc) {
 		char text[1024];
@@ -832,6 +846,7 @@ enum {
 	OPT_HANDSHAKE_TMO,
 	OPT_STALL_TMO,
 	OPT_CONTROL,
+	OPT_RECORD,
 };
 
 static const struct option long_opts[] = {
@@ -872,6 +887,7 @@ static const struct option long_opts[] = {
 	{ "handshake-timeout-ms", required_argument, NULL, OPT_HANDSHAKE_TMO },
 	{ "stall-timeout-ms", required_argument, NULL, OPT_STALL_TMO },
 	{ "control", required_argument, NULL, OPT_CONTROL },
+	{ "record", required_argument, NULL, OPT_RECORD },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -988,7 +1004,7 @@ enum mode { MODE_SEND, MODE_RECV, MODE_BENCH };
 struct cli {
 	enum mode mode;
 	struct rmig_config cfg;
-	const char *backend, *listen_arg, *bench_size, *psk_file, *control;
+	const char *backend, *listen_arg, *bench_size, *psk_file, *control, *record;
 	int keep_listening, resume_source, verify_given, stall_given, json;
 	unsigned max_sessions; /* 0: not given */
 	char host[256];
@@ -1085,6 +1101,7 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			    parse_uint("--commit-timeout-ms", optarg, 1, 86400000);
 			break;
 		case OPT_CONTROL: c->control = optarg; break;
+		case OPT_RECORD: c->record = optarg; break;
 		case OPT_STALL_TMO:
 			cfg->stall_timeout_ms =
 			    parse_uint("--stall-timeout-ms", optarg, 1, 86400000);
@@ -1117,6 +1134,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 	if (c->control && (c->keep_listening || bench))
 		die_usage(
 		    "--control is for one migration (send, or recv without --keep-listening)");
+	if (c->record && (c->keep_listening || bench))
+		die_usage("--record is for one migration (send, or recv without --keep-listening)");
 	if (c->keep_listening && cfg->accept_timeout_ms)
 		die_usage("--accept-timeout-ms is for a receiver of one migration; stop a "
 			  "--keep-listening one with SIGTERM");
@@ -1274,6 +1293,7 @@ static int serve_many(struct tool *t, struct cli *c)
 		w->out = t->out;
 		w->ctx_lock = &ctx_lock;
 		w->json = t->json;
+		w->jout = t->jout;
 		w->lst = t->lst;
 		w->backend_spec = c->backend;
 		w->hold_at = t->hold_at;
@@ -1319,6 +1339,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	t.bench = mode == MODE_BENCH;
 	t.role_send = send;
 	t.json = c.json;
+	t.jout = c.json ? stdout : NULL;
 	t.postcopy = cfg->postcopy;
 	if (c.resume_source)
 		return resume_source_guest(c.backend);
@@ -1367,6 +1388,15 @@ static int migrate(enum mode mode, int argc, char *argv[])
 		rmig_backend_close(t.be);
 		return create_failed(rc, create_err);
 	}
+	if (c.record &&
+	    !(t.record = record_open(c.record, send ? "send" : "recv", err, sizeof(err)))) {
+		fprintf(stderr, "rmig: %s\n", err);
+		rmig_ctx_destroy(t.ctx);
+		rmig_backend_close(t.be);
+		return RMIG_RESULT_FAILED;
+	}
+	if (t.record)
+		t.jout = record_stream(t.record, c.json ? stdout : NULL);
 	t.view = (struct status_view){ .ctx = t.ctx, .send = send, .postcopy = cfg->postcopy };
 	err[0] = 0;
 	if (start_loop(&t) && c.control) {
@@ -1400,6 +1430,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 		rc = RMIG_EXIT_AUDIT_FAILED;
 	rmig_ctx_destroy(t.ctx);
 	rmig_backend_close(t.be);
+	record_close(t.record);
 	return rc;
 }
 
@@ -1464,6 +1495,7 @@ static const struct {
 	{ "status", status_client, "ask a running rmig how it goes (--control PATH)" },
 	{ "set", status_client, "change a running migration's max-bandwidth or downtime-ms" },
 	{ "cancel", status_client, "roll a running migration back" },
+	{ "history", history_command, "list the migrations recorded in a directory (--record)" },
 	{ "help", cmd_help, "show the usage" },
 	{ "--help", cmd_help, NULL },
 	{ "-h", cmd_help, NULL },
