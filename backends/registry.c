@@ -99,7 +99,12 @@ int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend
 	name[nlen] = 0;
 	ops = rmig_backend_find(name);
 	if (!ops) {
-		snprintf(err, errlen, "unknown backend '%s'", name);
+		char known[256] = "";
+
+		for (int i = 0; i < MAX_BACKEND_KINDS && backend_kinds[i]; i++)
+			snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
+				 i ? ", " : "", backend_kinds[i]->name);
+		snprintf(err, errlen, "unknown backend '%s' (known here: %s)", name, known);
 		return -ENOENT;
 	}
 	be = calloc(1, sizeof(*be));

@@ -275,6 +275,18 @@ static void parse_hostport(const char *arg, char *host, size_t hlen, uint16_t *p
 		die_usage("bad address '%s'", arg);
 }
 
+/* --listen: [ADDR]:PORT, ADDR[:PORT], or as QEMU's -incoming tcp::PORT,
+ * :PORT or PORT alone for every address (0.0.0.0). */
+static void parse_listen(const char *arg, char *host, size_t hlen, uint16_t *port)
+{
+	if (arg[0] == ':' || (arg[0] && strspn(arg, "0123456789") == strlen(arg))) {
+		snprintf(host, hlen, "0.0.0.0");
+		*port = (uint16_t)parse_uint("port", arg + (arg[0] == ':'), 0, 65535);
+		return;
+	}
+	parse_hostport(arg, host, hlen, port);
+}
+
 static void clear_progress(struct tool *t)
 {
 	if (t->progress_line)
@@ -1173,7 +1185,7 @@ static void parse_operands(struct cli *c, int argc, char *argv[])
 			die_usage("unexpected argument '%s'", argv[optind]);
 		if (!c->listen_arg)
 			die_usage("recv needs --listen ADDR[:PORT]");
-		parse_hostport(c->listen_arg, c->host, sizeof(c->host), &c->cfg.port);
+		parse_listen(c->listen_arg, c->host, sizeof(c->host), &c->cfg.port);
 	}
 	if (c->mode == MODE_BENCH) {
 		snprintf(c->bench_backend, sizeof(c->bench_backend),

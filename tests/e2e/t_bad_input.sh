@@ -58,4 +58,26 @@ check_usage send --backend sim:size=lots 127.0.0.1
 check_usage send --backend nosuch 127.0.0.1
 check_usage recv
 check_usage frobnicate
+check_usage recv --listen :abc
+check_usage recv --listen 70000
+check_usage send --record "$T" --keep-listening 127.0.0.1
+check_usage recv --control "$T/c.sock" --keep-listening --listen 127.0.0.1:0
+# An unknown backend names those this build has.
+"$RMIG" send --backend nosuch 127.0.0.1 2>"$T/nosuch.err"
+grep -q "unknown backend 'nosuch' (known here: sim, .*uffd" "$T/nosuch.err" ||
+	fail "an unknown backend does not list the known ones: $(cat "$T/nosuch.err")"
+
+# --listen as QEMU's -incoming tcp::PORT: :PORT and PORT alone listen on
+# every address.
+for form in :0 0; do
+	"$RMIG" recv --listen "$form" --json --backend sim --accept-timeout-ms 10000 \
+		>"$T/form$form.out" 2>&1 &
+	RECV_PID=$!
+	PIDS="$PIDS $RECV_PID"
+	wait_port "form$form"
+	"$RMIG" send --backend sim:size=16M 127.0.0.1:$PORT >/dev/null 2>&1 ||
+		fail "--listen $form: the migration failed"
+	wait_pid "$RECV_PID" 10
+	expect_eq "--listen $form: receiver exit" "$RC" 0
+done
 pass
