@@ -236,6 +236,11 @@ struct rmig_config {
 	int tls;
 	const char *tls_creds;
 	const char *tls_hostname;
+	/* Added after tls_hostname: a wall-clock limit on pre-copy, as virsh
+	 * migrate --timeout. Past it (checked as each round ends) the
+	 * on_no_converge policy applies at once: force switches over
+	 * (forced:true; throttle too), abort rolls back. 0: none. */
+	unsigned timeout_ms;
 };
 
 /* config.tls */

@@ -43,6 +43,8 @@ static const char usage_text[] =
     "  --control PATH          unix socket (0600) for rmig status/set/cancel while\n"
     "                          this migration runs\n"
     "  --record DIR            keep a JSON record of this migration in DIR (rmig history DIR)\n"
+    "  --timeout SEC           send: pre-copy for at most SEC seconds, then --on-no-converge\n"
+    "                          at once (force or throttle: switch over; abort: roll back)\n"
     "  --transport LIST        auto, or links to try in order: rdma, tcp, rdma,tcp\n"
     "                          (default auto: rdma if a device reaches the peer,\n"
     "                          else tcp; rmig info lists them)\n"
@@ -324,6 +326,7 @@ static const struct {
 	{ "config.max_rounds", "--max-rounds" },
 	{ "config.downtime_ms", "--downtime-ms" },
 	{ "config.max_bandwidth", "--max-bandwidth" },
+	{ "config.timeout_ms", "--timeout" },
 	{ "config.on_no_converge", "--on-no-converge" },
 	{ "config.link_timeout_ms", "--link-timeout-ms" },
 	{ "config.failover_timeout_ms", "--failover-timeout-ms" },
@@ -859,6 +862,7 @@ enum {
 	OPT_STALL_TMO,
 	OPT_CONTROL,
 	OPT_RECORD,
+	OPT_TIMEOUT,
 };
 
 static const struct option long_opts[] = {
@@ -900,6 +904,7 @@ static const struct option long_opts[] = {
 	{ "stall-timeout-ms", required_argument, NULL, OPT_STALL_TMO },
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "record", required_argument, NULL, OPT_RECORD },
+	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1114,6 +1119,11 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			break;
 		case OPT_CONTROL: c->control = optarg; break;
 		case OPT_RECORD: c->record = optarg; break;
+		case OPT_TIMEOUT:
+			if (!send)
+				die_usage("--timeout is for send");
+			cfg->timeout_ms = parse_uint("--timeout", optarg, 1, 86400) * 1000;
+			break;
 		case OPT_STALL_TMO:
 			cfg->stall_timeout_ms =
 			    parse_uint("--stall-timeout-ms", optarg, 1, 86400000);

@@ -13,7 +13,7 @@ enum rmig_converge_decision rmig_converge_decide(const struct rmig_converge_inpu
 	/* The fixed part alone is over the limit and the memory part is
 	 * negligible: more rounds or throttling cannot help, so the policy
 	 * applies now rather than after max_rounds. */
-	if (in->round >= in->max_rounds ||
+	if (in->round >= in->max_rounds || in->out_of_time ||
 	    (in->fixed_ms > in->downtime_ms &&
 	     in->expected_ms - in->fixed_ms <= 0.1 * in->downtime_ms))
 		return in->policy == RMIG_NC_ABORT ? RMIG_CONV_ABORT : RMIG_CONV_FORCE;

@@ -20,6 +20,7 @@ struct rmig_converge_input {
 	unsigned downtime_ms;
 	enum rmig_no_converge policy;
 	int can_throttle;	/* backend supports throttling */
+	int out_of_time;	/* config.timeout_ms has passed */
 	double expected_ms;	/* expected downtime if we stopped now */
 	double fixed_ms;	/* the part of it no pre-copy can shrink (verification) */
 	uint64_t sent_bytes;	/* bytes sent in the round */

@@ -627,6 +627,9 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 					  .downtime_ms = atomic_load(&ctx->limit_downtime_ms),
 					  .policy = ctx->cfg.on_no_converge,
 					  .can_throttle = ctx->be->ops->throttle != NULL,
+					  .out_of_time = ctx->cfg.timeout_ms &&
+							 rmig_now_ms() - ctx->t_start_ms >=
+							     (int64_t)ctx->cfg.timeout_ms,
 					  .expected_ms = rs->expected_downtime_ms,
 					  .fixed_ms = s->fixed_ms,
 					  .sent_bytes = rs->bytes,
@@ -638,6 +641,12 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 	case RMIG_CONV_SWITCH: return 1;
 	case RMIG_CONV_FORCE: ctx->stats.forced = 1; return 1;
 	case RMIG_CONV_ABORT:
+		if (in.out_of_time)
+			return rmig_err(ctx, -ETIME,
+					"did not converge within config.timeout_ms (%u ms, %u "
+					"rounds): expected downtime %.0f ms > %u ms",
+					ctx->cfg.timeout_ms, rs->round, rs->expected_downtime_ms,
+					atomic_load(&ctx->limit_downtime_ms));
 		return rmig_err(ctx, -ETIME,
 				"did not converge in %u rounds: expected downtime %.0f ms > %u ms "
 				"(dirty rate %.0f pages/s, %.0f ms of it fixed costs such as "
