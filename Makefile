@@ -87,6 +87,8 @@ BINDIR     ?= $(PREFIX)/bin
 LIBDIR     ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
 VERSION    := $(shell sed -n 's/^\#define RMIG_VERSION_STRING "\(.*\)"$$/\1/p' include/rmig.h)
 
 .PHONY: install uninstall
@@ -106,12 +108,21 @@ install: all
 	install -m 644 $(BUILD)/rmig.pc $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc
 	install -m 644 man/rmig.1 $(DESTDIR)$(MANDIR)/man1/rmig.1
 	install -m 644 man/librmig.3 $(DESTDIR)$(MANDIR)/man3/librmig.3
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/default
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    -e 's|@UNITDIR@|$(UNITDIR)|g' packaging/rmig-recv.service.in \
+	    >$(DESTDIR)$(UNITDIR)/rmig-recv.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv ] || \
+	    install -m 644 packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rmig $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so \
 	    $(DESTDIR)$(LIBDIR)/librmig.a $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
-	    $(DESTDIR)$(MANDIR)/man3/librmig.3
+	    $(DESTDIR)$(MANDIR)/man3/librmig.3 $(DESTDIR)$(UNITDIR)/rmig-recv.service
+	# The settings stay if someone changed them.
+	! cmp -s packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv || \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
 
 # Unit tests link the static library: they may call internal (hidden) symbols.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a

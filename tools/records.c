@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -21,6 +22,8 @@ struct record {
 	FILE *tee;  /* what the tool writes to */
 	char path[4096];
 };
+
+static atomic_uint count;
 
 struct record *record_open(const char *dir, const char *role, char *err, size_t errlen)
 {
@@ -43,8 +46,10 @@ struct record *record_open(const char *dir, const char *role, char *err, size_t 
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%S", &tm);
-	snprintf(r->path, sizeof(r->path), "%s/%s.%03ldZ-%s-%ld.json", dir, stamp,
-		 now.tv_nsec / 1000000, role, (long)getpid());
+	/* The count keeps names apart when sessions of one process begin in the
+	 * same millisecond. */
+	snprintf(r->path, sizeof(r->path), "%s/%s.%03ldZ-%s-%ld-%u.json", dir, stamp,
+		 now.tv_nsec / 1000000, role, (long)getpid(), atomic_fetch_add(&count, 1));
 	fd = open(r->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	r->file = fd >= 0 ? fdopen(fd, "w") : NULL;
 	if (!r->file) {
@@ -81,6 +86,13 @@ FILE *record_stream(struct record *r, FILE *also)
 	if (r->tee)
 		setvbuf(r->tee, NULL, _IOLBF, 0);
 	return r->tee ? r->tee : r->file; /* without the tee: the record alone */
+}
+
+void record_discard(struct record *r)
+{
+	if (r)
+		unlink(r->path);
+	record_close(r);
 }
 
 void record_close(struct record *r)

@@ -16,6 +16,9 @@ struct record *record_open(const char *dir, const char *role, char *err, size_t 
  * --json) when not NULL. Line-buffered. */
 FILE *record_stream(struct record *r, FILE *also);
 void record_close(struct record *r);
+/* Close and remove: nothing happened worth keeping (a wait for a sender
+ * that ended without one). */
+void record_discard(struct record *r);
 
 /* rmig history DIR [--json]: one line per record, oldest first. */
 int history_command(int argc, char *argv[]);

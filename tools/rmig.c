@@ -178,6 +178,7 @@ struct tool {
 	 * (records.c's tee), or nowhere (NULL). */
 	FILE *jout;
 	struct record *record;
+	const char *record_dir; /* --keep-listening: a record per migration */
 };
 
 /* A JSON line: `{` then, when several sessions share the output, which
@@ -1156,8 +1157,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 	if (c->control && (c->keep_listening || bench))
 		die_usage(
 		    "--control is for one migration (send, or recv without --keep-listening)");
-	if (c->record && (c->keep_listening || bench))
-		die_usage("--record is for one migration (send, or recv without --keep-listening)");
+	if (c->record && bench)
+		die_usage("--record is for send and recv");
 	if (c->keep_listening && cfg->accept_timeout_ms)
 		die_usage("--accept-timeout-ms is for a receiver of one migration; stop a "
 			  "--keep-listening one with SIGTERM");
@@ -1229,6 +1230,25 @@ static int create_failed(int rc, const char *why)
 
 /* One session of a --keep-listening receiver: one migration after another,
  * each into a fresh backend and context, until a signal. */
+/* --keep-listening --record: each migration a record of its own. */
+static int worker_record(struct tool *w)
+{
+	char err[512], role[16];
+	struct record *r;
+
+	snprintf(role, sizeof(role), w->session ? "recv%u" : "recv", w->session);
+	r = record_open(w->record_dir, role, err, sizeof(err));
+	if (!r) {
+		fprintf(stderr, "rmig: %s\n", err);
+		return -1;
+	}
+	pthread_mutex_lock(w->out);
+	w->record = r;
+	w->jout = record_stream(r, w->json ? stdout : NULL);
+	pthread_mutex_unlock(w->out);
+	return 0;
+}
+
 static void *worker_main(void *arg)
 {
 	struct tool *w = arg;
@@ -1253,6 +1273,12 @@ static void *worker_main(void *arg)
 			w->failed = 1;
 			break;
 		}
+		if (w->record_dir && worker_record(w)) {
+			rmig_ctx_destroy(ctx);
+			rmig_backend_close(w->be);
+			w->failed = 1;
+			break;
+		}
 		pthread_mutex_lock(w->ctx_lock);
 		w->ctx = ctx;
 		if (w->stopping)
@@ -1264,6 +1290,15 @@ static void *worker_main(void *arg)
 		/* Stopped while waiting for a sender: nothing to report. */
 		if (!(rc == -ECANCELED && !strcmp(p.phase, "listening")))
 			print_summary(w, rc);
+		else if (w->record) {
+			record_discard(w->record);
+			w->record = NULL;
+		}
+		pthread_mutex_lock(w->out);
+		record_close(w->record); /* no line is half-written: under out */
+		w->record = NULL;
+		w->jout = w->json ? stdout : NULL;
+		pthread_mutex_unlock(w->out);
 		pthread_mutex_lock(w->ctx_lock);
 		w->ctx = NULL;
 		pthread_mutex_unlock(w->ctx_lock);
@@ -1316,6 +1351,7 @@ static int serve_many(struct tool *t, struct cli *c)
 		w->ctx_lock = &ctx_lock;
 		w->json = t->json;
 		w->jout = t->jout;
+		w->record_dir = c->record;
 		w->lst = t->lst;
 		w->backend_spec = c->backend;
 		w->hold_at = t->hold_at;

@@ -73,9 +73,24 @@ grep -q '^source result=migrated verified=1 .* check=ok$' "$T/send.out" || fail 
 grep -q '^destination result=migrated verified=1 .* check=ok$' "$T/recv.out" ||
 	fail "destination did not migrate or its check failed"
 
+# The receiving service: its unit and settings installed with the paths of
+# this install, and a unit systemd takes without a word.
+unit=$dest/usr/lib/systemd/system/rmig-recv.service
+[ -f "$unit" ] || fail "the systemd unit was not installed"
+[ -f "$dest/etc/default/rmig-recv" ] || fail "the service's settings were not installed"
+grep -q '^ExecStart=/usr/bin/rmig recv --keep-listening ' "$unit" || fail "ExecStart: $(grep ExecStart "$unit")"
+grep -q '^EnvironmentFile=-/etc/default/rmig-recv$' "$unit" || fail "EnvironmentFile: $(grep Environment "$unit")"
+command -v systemd-analyze >/dev/null || fail "systemd-analyze is missing (scripts/deps.sh installs systemd)"
+# (verified against the staged files: the real paths are not there yet)
+sed -e "s|/usr/bin/rmig|$dest/usr/bin/rmig|" -e "s|-/etc/default|-$dest/etc/default|" "$unit" \
+	>"$T/rmig-recv.service"
+systemd-analyze verify --man=no "$T/rmig-recv.service" >"$T/verify.out" 2>&1 ||
+	fail "systemd-analyze verify: $(cat "$T/verify.out")"
+[ ! -s "$T/verify.out" ] || fail "systemd-analyze verify warns: $(cat "$T/verify.out")"
+
 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s uninstall \
 	DESTDIR="$dest" PREFIX=/usr BUILD="$build" $san >"$T/uninstall.out" 2>&1 ||
 	fail "make uninstall exited $?"
 left=$(find "$dest" ! -type d)
 [ -z "$left" ] || fail "make uninstall left: $(tr '\n' ' ' <<<"$left")"
-pass "installed (4 headers), found by pkg-config, examples built against it, one migrated 16 MiB"
+pass "installed (4 headers, the service's unit verified), found by pkg-config, examples built against it, one migrated 16 MiB"

@@ -13,6 +13,8 @@
 #     result, times; a directory that cannot be read is one line, exit 1.
 #  5. A record that cannot be created is one line, exit 1, before anything
 #     is sent (the receiver never sees a sender).
+#  6. recv --keep-listening: a record per migration, none for the sessions
+#     still waiting when it stops.
 . "$(dirname "$0")/lib.sh"
 D=$T/records
 GUEST=sim:size=64M,dirty-rate=1000,seed=2
@@ -82,4 +84,18 @@ grep -q -- '--record' "$T/bad.err" || fail "the error does not name --record: $(
 grep -q '"event":"connected"' "$T/recv3.out" && fail "the sender connected although its record failed"
 kill "$RECV_PID"
 
-pass "$(($(wc -l <"$T/history") - 1)) records: migrated both sides, failed, incomplete"
+# 6. A receiving service: --keep-listening keeps a record per migration;
+# a session that was still waiting for a sender when the service stopped
+# leaves none.
+D2=$T/service
+start_recv svc --backend sim --keep-listening --max-sessions 2 --record "$D2"
+for i in 1 2; do
+	"$RMIG" send --backend "$GUEST" 127.0.0.1:$PORT >/dev/null 2>&1 || fail "service migration $i failed"
+done
+kill -TERM "$RECV_PID"
+wait_pid "$RECV_PID" 15
+"$RMIG" history "$D2" >"$T/svc.history" || fail "history of the service failed"
+expect_eq "service records (header + 2)" "$(wc -l <"$T/svc.history")" 3
+expect_eq "service records that migrated" "$(grep -c 'destination .* migrated' "$T/svc.history")" 2
+
+pass "$(($(wc -l <"$T/history") - 1)) records: migrated both sides, failed, incomplete; a service's 2"
