@@ -39,7 +39,9 @@ static const char usage_text[] =
     "Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
     "\n"
     "common options:\n"
-    "  --backend SPEC          guest backend (default sim; see below)\n"
+    "  -b, --backend SPEC      guest backend (default sim; see below)\n"
+    "  -p, --port PORT         the port when HOST[:PORT] or --listen names none (7471)\n"
+
     "  --control PATH          unix socket (0600) for rmig status/set/cancel while\n"
     "                          this migration runs\n"
     "  --record DIR            keep a JSON record of this migration in DIR (rmig history DIR)\n"
@@ -50,10 +52,10 @@ static const char usage_text[] =
     "                          else tcp; rmig info lists them)\n"
     "  --pin MODE              rdma: auto|all|staging (default auto: register guest\n"
     "                          memory for zero-copy WRITE, else pinned staging buffers)\n"
-    "  --device DEV            rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
-    "  --gid-index N           RoCE GID index (default: automatic)\n"
+    "  -d, --device DEV        rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
+    "  -x, --gid-index N       RoCE GID index (default: automatic)\n"
     "  --channels N            parallel data streams, 1..64 (default 2)\n"
-    "  --json                  one JSON object per line on stdout\n"
+    "  -j, --json              one JSON object per line on stdout\n"
     "  --link-timeout-ms N     a peer silent this long is lost (default 2000);\n"
     "                          heartbeats go 4 times as often\n"
     "  --psk-file FILE         pre-shared key (16..1024 bytes, mode 0600): both sides\n"
@@ -868,10 +870,11 @@ enum {
 
 static const struct option long_opts[] = {
 	{ "help", no_argument, NULL, 'h' },
-	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "backend", required_argument, NULL, 'b' },
 	{ "transport", required_argument, NULL, OPT_TRANSPORT },
 	{ "channels", required_argument, NULL, OPT_CHANNELS },
-	{ "json", no_argument, NULL, OPT_JSON },
+	{ "json", no_argument, NULL, 'j' },
+	{ "port", required_argument, NULL, 'p' },
 	{ "downtime-ms", required_argument, NULL, OPT_DOWNTIME },
 	{ "max-rounds", required_argument, NULL, OPT_ROUNDS },
 	{ "on-no-converge", required_argument, NULL, OPT_NC },
@@ -894,8 +897,8 @@ static const struct option long_opts[] = {
 	{ "keep-listening", no_argument, NULL, OPT_KEEP },
 	{ "resume-source", no_argument, NULL, OPT_RESUME_SOURCE },
 	{ "pin", required_argument, NULL, OPT_PIN },
-	{ "device", required_argument, NULL, OPT_DEVICE },
-	{ "gid-index", required_argument, NULL, OPT_GID },
+	{ "device", required_argument, NULL, 'd' },
+	{ "gid-index", required_argument, NULL, 'x' },
 	{ "seconds", required_argument, NULL, OPT_SECONDS },
 	{ "size", required_argument, NULL, OPT_SIZE },
 	{ "postcopy", no_argument, NULL, OPT_POSTCOPY },
@@ -1035,10 +1038,15 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 	int send = c->mode != MODE_RECV, bench = c->mode == MODE_BENCH, opt;
 
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, "h", long_opts, NULL)) != -1) {
+	/* Short options where a convention has them: perftest's -d DEV, -x GID
+	 * and -p PORT; -b backend, -j json. */
+	while ((opt = getopt_long(argc, argv, "hb:d:x:p:j", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case 'h': fputs(usage_text, stdout); exit(0);
-		case OPT_BACKEND: c->backend = optarg; break;
+		case 'b': c->backend = optarg; break;
+		case 'p': /* a port in HOST:PORT or --listen wins */
+			cfg->port = (uint16_t)parse_uint("--port", optarg, 0, 65535);
+			break;
 		case OPT_TRANSPORT: cfg->transport = optarg; break; /* the library checks it */
 		case OPT_PIN:
 			if (!strcmp(optarg, "auto"))
@@ -1050,10 +1058,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			else
 				die_usage("--pin: '%s' is not auto, all or staging", optarg);
 			break;
-		case OPT_DEVICE: cfg->device = optarg; break;
-		case OPT_GID:
-			cfg->gid_index = (int)parse_uint("--gid-index", optarg, 0, 255);
-			break;
+		case 'd': cfg->device = optarg; break;
+		case 'x': cfg->gid_index = (int)parse_uint("--gid-index", optarg, 0, 255); break;
 		case OPT_SECONDS:
 			if (!bench)
 				die_usage("--seconds is for bench");
@@ -1065,7 +1071,7 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			c->bench_size = optarg;
 			break;
 		case OPT_CHANNELS: cfg->channels = parse_uint("--channels", optarg, 1, 64); break;
-		case OPT_JSON: c->json = 1; break;
+		case 'j': c->json = 1; break;
 		case OPT_DOWNTIME:
 			cfg->downtime_ms = parse_uint("--downtime-ms", optarg, 1, 3600000);
 			break;
@@ -1436,7 +1442,17 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	rc = rmig_backend_open(c.backend, send ? RMIG_ROLE_SOURCE : RMIG_ROLE_DEST, &t.be, err,
 			       sizeof(err));
 	if (rc) {
-		fprintf(stderr, "rmig: backend %s: %s\n", c.backend, err);
+		char why[768];
+
+		snprintf(why, sizeof(why), "backend %s: %s", c.backend, err);
+		fprintf(stderr, "rmig: %s\n", why);
+		if (t.jout) { /* --json: a summary for every failure */
+			jprintf(&t, "{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"failed\"",
+				send ? "source" : "destination");
+			print_json_field(t.jout, "error", why);
+			fprintf(t.jout, "}\n");
+			fflush(t.jout);
+		}
 		explicit_bzero(psk, sizeof(psk));
 		return rc == -EINVAL || rc == -ENOENT ? RMIG_RESULT_USAGE : RMIG_RESULT_FAILED;
 	}

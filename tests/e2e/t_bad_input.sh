@@ -67,6 +67,21 @@ check_usage recv --control "$T/c.sock" --keep-listening --listen 127.0.0.1:0
 grep -q "unknown backend 'nosuch' (known here: sim, .*uffd" "$T/nosuch.err" ||
 	fail "an unknown backend does not list the known ones: $(cat "$T/nosuch.err")"
 
+# With --json a backend that cannot be opened still ends in a summary.
+"$RMIG" send -j -b nosuch 127.0.0.1 >"$T/nosuch.json" 2>/dev/null
+expect_eq "JSON summary of a backend error" "$(summary "$T/nosuch.json" result)" failed
+summary "$T/nosuch.json" error | grep -q "unknown backend 'nosuch'" ||
+	fail "the JSON summary does not name the backend error: $(cat "$T/nosuch.json")"
+
+# Short options, as perftest's: -p PORT, -b, -j (and -d, -x on RDMA).
+"$RMIG" recv -j -b sim -p 0 --listen 127.0.0.1 >"$T/short.out" 2>&1 &
+RECV_PID=$!
+PIDS="$PIDS $RECV_PID"
+wait_port short
+"$RMIG" send -b sim:size=16M -p "$PORT" 127.0.0.1 >/dev/null 2>&1 || fail "send -b -p failed"
+wait_pid "$RECV_PID" 10
+expect_eq "recv -j -b -p: result" "$(summary "$T/short.out" result)" migrated
+
 # --listen as QEMU's -incoming tcp::PORT: :PORT and PORT alone listen on
 # every address.
 for form in :0 0; do
