@@ -141,6 +141,8 @@ double rmig_now_s(void);
 void rmig_status_begin(struct rmig_ctx *ctx);
 void rmig_status_setup_done(struct rmig_ctx *ctx);
 void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes);
+/* The round being sent or received (both sides count alike). */
+void rmig_status_round(struct rmig_ctx *ctx, unsigned round);
 
 /* Set ctx->err, printf-style; returns rc so that `return rmig_err(...)` reads. */
 int rmig_err(struct rmig_ctx *ctx, int rc, const char *fmt, ...)

@@ -40,6 +40,22 @@ static int unix_addr(const char *path, struct sockaddr_un *sa, char *err, size_t
 	return 0;
 }
 
+/* A non-blocking connection to sa: a listener whose backlog is full
+ * answers EAGAIN at once instead of holding us. The fd, or -errno. */
+static int connect_unix(const struct sockaddr_un *sa)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), rc;
+
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa))) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
 /* Something at path already: a socket nobody answers on is ours to
  * replace; anything else is refused. */
 static int clear_path(const char *path, const struct sockaddr_un *sa, char *err, size_t errlen)
@@ -54,11 +70,10 @@ static int clear_path(const char *path, const struct sockaddr_un *sa, char *err,
 			 path);
 		return -EEXIST;
 	}
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	rc = connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) ? -errno : 0;
-	close(fd);
+	fd = connect_unix(sa);
+	rc = fd < 0 ? fd : 0;
+	if (fd >= 0)
+		close(fd);
 	if (rc != -ECONNREFUSED) { /* it answers, is busy, or is not ours to try */
 		snprintf(err, errlen, "control socket %s: another rmig answers there (%s)", path,
 			 rc ? strerror(-rc) : "connected");
@@ -216,15 +231,10 @@ int control_ask(const char *path, const char *line, char *reply, size_t len, int
 	rc = unix_addr(path, &sa, err, errlen);
 	if (rc)
 		return rc;
-	/* Non-blocking: a listener whose backlog is full answers EAGAIN at
-	 * once instead of holding us. */
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
-		rc = -errno;
-		snprintf(err, errlen, "%s: no rmig answers there (%s)", path, strerror(-rc));
-		if (fd >= 0)
-			close(fd);
-		return rc;
+	fd = connect_unix(&sa);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: no rmig answers there (%s)", path, strerror(-fd));
+		return fd;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	deadline = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + timeout_ms;

@@ -699,9 +699,7 @@ static int on_round_end(struct dst_run *d)
 		postcopy_finish(d);
 	}
 	ctx->stats.rounds = d->expect_round;
-	pthread_mutex_lock(&ctx->prog_lock);
-	ctx->prog.round = d->expect_round + 1; /* the one being received, as the source says */
-	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_status_round(ctx, d->expect_round + 1); /* the one being received next */
 	rmig_deadline_progress(ctx);
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_ROUND_ACK, d->expect_round++);
 }
@@ -918,9 +916,7 @@ static int open_migration(struct dst_run *d, int *connected)
 		return rc;
 	start_stall_clock(d);
 	rmig_status_setup_done(ctx);
-	pthread_mutex_lock(&ctx->prog_lock);
-	ctx->prog.round = d->expect_round;
-	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_status_round(ctx, d->expect_round);
 	return rmig_phase_enter(ctx, RMIG_DST_RECEIVING);
 }
 

@@ -571,9 +571,7 @@ static int send_round(struct sender *s, struct rmig_round_stats *rs)
 	int rc;
 
 	ctx->stats.rounds = rs->round; /* a round cut short went out too */
-	pthread_mutex_lock(&ctx->prog_lock);
-	ctx->prog.round = rs->round;
-	pthread_mutex_unlock(&ctx->prog_lock);
+	rmig_status_round(ctx, rs->round);
 	rmig_tx_new_round(s->tx);
 	rc = RMIG_PAYLOADS_CALL(&s->ps, save_round, s->tx, rs->round);
 	if (!rc)

@@ -34,6 +34,13 @@ void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes)
 	pthread_mutex_unlock(&ctx->prog_lock);
 }
 
+void rmig_status_round(struct rmig_ctx *ctx, unsigned round)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->prog.round = round;
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
 /* Source, during a round: what it set out to send less what went since;
  * between rounds (and on the destination) the last count. */
 static uint64_t remaining(const struct rmig_ctx *ctx, uint64_t live)

@@ -148,13 +148,14 @@ wait_phase() {
 
 # start_faultproxy NAME PROXY_ARGS...: tests/tools/faultproxy in front of
 # the receiver on PORT (its log in $T/NAME-proxy.err); sets PPORT, the
-# port to send to.
+# port to send to, and PROXY_PID.
 start_faultproxy() {
 	local name=$1
 	shift
 	"$(dirname "$RMIG")/tests/faultproxy" 0 127.0.0.1:$PORT --ready-file "$T/$name.port" "$@" \
 		2>"$T/$name-proxy.err" &
-	PIDS="$PIDS $!"
+	PROXY_PID=$!
+	PIDS="$PIDS $PROXY_PID"
 	for _i in $(seq 100); do
 		[ -s "$T/$name.port" ] && break
 		sleep 0.05

@@ -79,16 +79,10 @@ corrupt() { # NAME [send options...]
 	local n=$1
 	shift
 	start_recv "$n.recv" --backend sim
-	"$PROXY" 0 127.0.0.1:$PORT --ready-file "$T/$n.proxy.port" 2>"$T/$n.proxy.err" &
-	local ppid=$!
-	PIDS="$PIDS $ppid"
-	for _i in $(seq 100); do
-		[ -s "$T/$n.proxy.port" ] && break
-		sleep 0.05
-	done
-	[ -s "$T/$n.proxy.port" ] || fail "$n: faultproxy did not start"
+	start_faultproxy "$n"
+	local ppid=$PROXY_PID
 	"$RMIG" send --json --backend sim:size=32M,dirty-rate=2000,hot=10%,zero=50% \
-		--max-bandwidth 8M --transport tcp "$@" 127.0.0.1:$(cat "$T/$n.proxy.port") \
+		--max-bandwidth 8M --transport tcp "$@" 127.0.0.1:$PPORT \
 		>"$T/$n.send.out" 2>"$T/$n.send.err" &
 	local spid=$!
 	PIDS="$PIDS $spid"
@@ -96,7 +90,7 @@ corrupt() { # NAME [send options...]
 	kill -USR2 $ppid
 	wait_pid $spid 30
 	expect_eq "$n: sender exit code" "$RC" 3
-	grep -q 'corrupted page data' "$T/$n.proxy.err" || fail "$n: no page was corrupted"
+	grep -q 'corrupted page data' "$T/$n-proxy.err" || fail "$n: no page was corrupted"
 	grep -q "verification failed" "$T/$n.send.err" || fail "$n: not caught by the digests"
 	wait_pid "$RECV_PID" 20
 	[ "$RC" = 0 ] && fail "$n: the receiver started the guest"
