@@ -30,7 +30,7 @@ SONAME  = librmig.so.0
 # and kvm backends' embedding APIs.
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
 LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/tls.c transport/tls_record.c \
-	  backends/registry.c backends/args.c backends/sim.c backends/qemu.c backends/uffd.c backends/kvm.c \
+	  backends/registry.c backends/args.c backends/sim.c backends/sim_disk.c backends/qemu.c backends/uffd.c backends/kvm.c \
 	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/landed.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
@@ -38,7 +38,8 @@ LIB_SRC = proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c tra
 	  engine/session/source.c engine/session/dest.c \
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
-	  engine/payload/stream_save.c
+	  engine/payload/stream_save.c engine/payload/disk.c engine/payload/disk_save.c \
+	  engine/payload/disk_load.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_status test_converge test_sim test_uffd test_populated test_session \
 	     test_backend_abi test_link_wrap test_tls_record test_tls_stream

@@ -27,7 +27,20 @@
  *               hot set are written and not reported dirty, so they are never
  *               sent again; each is named on stderr ("sim: lie: region R
  *               chunk C page P"). What config.verify's audit must catch.
- * On the destination the spec is just "sim" (or "sim:overcommit=1"): size and layout come from the
+ *   disk        a disk of this size beside memory (sim_disk.c), in memory
+ *               unless disk-file is given
+ *   disk-file   the disk's image: an existing file (its size), or with disk=
+ *               a new one of that size
+ *   disk-write-rate  4 KiB writes per second into the disk while running
+ *   disk-block  its block size, the unit of tracking (default 64K)
+ *   disk-fill   share of a new disk's blocks that start with data (50%)
+ *   disk-fail   TEST ONLY: the disk's reads fail (EIO) from the N-th on, or
+ *               with "pause" once the guest is paused
+ *   disk-lie    TEST ONLY: N writes at the first fetch of the disk's dirty
+ *               log are not reported (named on stderr): the audit's case
+ * On the destination the spec is "sim", with overcommit=0|1 and
+ * disk-file=PATH (an image of the source disk's size to write into; else
+ * the disk is made in memory): size and layout come from the
  * source, and the writer's state (RNG, counters) travels as the device-state
  * blob, so the guest carries on where it stopped.
  */
@@ -47,6 +60,7 @@
 
 #include "args.h"
 #include "rmig_backend.h"
+#include "sim_disk.h"
 #include "sim_state.h"
 
 #define SIM_PAGE 4096u
@@ -76,6 +90,9 @@ struct sim {
 	unsigned throttle;
 	uint64_t rng;
 	atomic_uint_fast64_t writes;
+	/* the disk, if the spec has one */
+	struct sim_disk_spec disk_spec;
+	struct sim_disk *disk;
 };
 
 static uint64_t splitmix64(uint64_t x)
@@ -168,10 +185,56 @@ static int sim_arg(struct rmig_backend *be, void *state, const char *key, const 
 		s->overcommit = (int)v;
 		return rc;
 	}
+	if (strcmp(key, "disk") == 0)
+		return rmig_parse_size(val, &s->disk_spec.size);
+	if (strcmp(key, "disk-write-rate") == 0)
+		return rmig_parse_size(val, &s->disk_spec.rate);
+	if (strcmp(key, "disk-block") == 0) {
+		rc = rmig_parse_size(val, &v);
+		if (!rc && (v < 4096 || v > (2u << 20) || (v & (v - 1))))
+			rc = -ERANGE;
+		s->disk_spec.block = v;
+		return rc;
+	}
+	if (strcmp(key, "disk-fill") == 0)
+		return parse_percent(val, &s->disk_spec.fill_pct);
+	if (strcmp(key, "disk-lie") == 0)
+		return rmig_backend_arg_u64(val, 10, 0, 1u << 20, &s->disk_spec.lie);
+	if (strcmp(key, "disk-fail") == 0) {
+		s->disk_spec.fail_paused = !strcmp(val, "pause");
+		return s->disk_spec.fail_paused
+			   ? 0
+			   : rmig_backend_arg_u64(val, 10, 1, UINT64_MAX, &s->disk_spec.fail_after);
+	}
+	if (strcmp(key, "disk-file") == 0) {
+		free(s->disk_spec.file);
+		s->disk_spec.file = strdup(val);
+		return s->disk_spec.file ? 0 : -ENOMEM;
+	}
 	if (strcmp(key, "regions") == 0) {
 		rc = rmig_backend_arg_u64(val, 10, 1, RMIG_MAX_REGIONS, &v);
 		a->nregions = (unsigned)v;
 		return rc;
+	}
+	return -ENOENT;
+}
+
+static int sim_dest_arg(struct rmig_backend *be, void *state, const char *key, const char *val)
+{
+	struct sim *s = state;
+	uint64_t v;
+	int rc;
+
+	(void)be;
+	if (strcmp(key, "overcommit") == 0) {
+		rc = rmig_backend_arg_u64(val, 10, 0, 1, &v);
+		s->overcommit = (int)v;
+		return rc;
+	}
+	if (strcmp(key, "disk-file") == 0) {
+		free(s->disk_spec.file);
+		s->disk_spec.file = strdup(val);
+		return s->disk_spec.file ? 0 : -ENOMEM;
 	}
 	return -ENOENT;
 }
@@ -407,6 +470,8 @@ static void sim_destroy(struct rmig_backend *be)
 		pthread_mutex_unlock(&s->lock);
 		pthread_join(s->writer, NULL);
 	}
+	sim_disk_destroy(s->disk);
+	free(s->disk_spec.file);
 	for (size_t i = 0; i < s->nregions; i++) {
 		munmap(s->regions[i].host, s->regions[i].len);
 		free(s->dirty[i]);
@@ -434,18 +499,17 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	s->zero_run = 1;
 	s->hot_zero = 1;
 	s->node = -1;
-	if (role == RMIG_ROLE_DEST) {
-		if (*args && strcmp(args, "overcommit=1") && strcmp(args, "overcommit=0")) {
-			rmig_backend_err(be, "sim: the destination takes only overcommit=0|1 (the "
-					     "source sends size and layout)");
-			return -EINVAL;
-		}
-		s->overcommit = !strcmp(args, "overcommit=1");
-		return 0;
-	}
+	s->disk_spec.block = 64u << 10;
+	s->disk_spec.fill_pct = 50;
+	if (role == RMIG_ROLE_DEST)
+		return rmig_backend_args_each(be, args,
+					      "the destination takes overcommit=0|1 and "
+					      "disk-file=PATH (the source sends size and layout)",
+					      sim_dest_arg, s);
 	rc = rmig_backend_args_each(be, args, NULL, sim_arg, &a);
 	if (rc)
 		return rc;
+	s->disk_spec.seed = s->seed;
 	size = a.size;
 	hot_pct = a.hot_pct;
 	nregions = a.nregions;
@@ -482,7 +546,10 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	s->hot_span = hot_span(s);
 	s->rng = splitmix64(s->seed ^ 0x5eed) | 1;
 	fill(s);
-	return start_writer(be, s);
+	rc = sim_disk_create(be, &s->disk_spec, &s->disk);
+	if (!rc && s->disk)
+		sim_disk_resume(s->disk);
+	return rc ? rc : start_writer(be, s);
 }
 
 static int sim_get_regions(struct rmig_backend *be, const struct rmig_region **r, size_t *n)
@@ -557,6 +624,8 @@ static int sim_pause(struct rmig_backend *be)
 	pthread_mutex_lock(&s->lock);
 	s->paused = 1;
 	pthread_mutex_unlock(&s->lock);
+	if (s->disk)
+		sim_disk_pause(s->disk);
 	return 0;
 }
 
@@ -568,6 +637,8 @@ static int sim_resume(struct rmig_backend *be)
 	s->paused = 0;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
+	if (s->disk)
+		sim_disk_resume(s->disk);
 	return 0;
 }
 
@@ -685,7 +756,85 @@ static int sim_start(struct rmig_backend *be)
 
 	if (s->writer_started)
 		return sim_resume(be);
+	if (s->disk)
+		sim_disk_resume(s->disk);
 	return start_writer(be, s);
+}
+
+/* ---- the disk (sim_disk.c): index 0, the only one ---- */
+
+static int sim_get_disks(struct rmig_backend *be, const struct rmig_disk **d, size_t *n)
+{
+	struct sim *s = be->priv;
+
+	*d = s->disk ? sim_disk_desc(s->disk) : NULL;
+	*n = s->disk != NULL;
+	return 0;
+}
+
+static int sim_disk_start_dirty_op(struct rmig_backend *be)
+{
+	sim_disk_start_dirty(((struct sim *)be->priv)->disk);
+	return 0;
+}
+
+static int sim_disk_fetch_dirty_op(struct rmig_backend *be, size_t i, uint64_t *bitmap)
+{
+	struct sim *s = be->priv;
+
+	if (i || !s->disk)
+		return -EINVAL;
+	sim_disk_fetch_dirty(s->disk, bitmap);
+	return 0;
+}
+
+static int sim_disk_read_op(struct rmig_backend *be, size_t i, uint64_t off, void *buf, size_t len)
+{
+	struct sim *s = be->priv;
+
+	return i || !s->disk ? -EINVAL : sim_disk_read(s->disk, off, buf, len);
+}
+
+static int sim_disk_throttle_op(struct rmig_backend *be, uint64_t bytes_per_s)
+{
+	sim_disk_throttle(((struct sim *)be->priv)->disk, bytes_per_s);
+	return 0;
+}
+
+static int sim_prepare_disks(struct rmig_backend *be, const struct rmig_disk *layout, size_t n)
+{
+	struct sim *s = be->priv;
+
+	if (s->disk) {
+		rmig_backend_err(be, "sim: disks already prepared");
+		return -EBUSY;
+	}
+	return sim_disk_prepare(be, &s->disk_spec, layout, n, &s->disk);
+}
+
+static int sim_disk_write_op(struct rmig_backend *be, size_t i, uint64_t off, const void *buf,
+			     size_t len)
+{
+	struct sim *s = be->priv;
+
+	return i || !s->disk ? -EINVAL : sim_disk_write(s->disk, off, buf, len);
+}
+
+static int sim_disk_write_zeroes_op(struct rmig_backend *be, size_t i, uint64_t off, uint64_t len)
+{
+	struct sim *s = be->priv;
+
+	return i || !s->disk ? -EINVAL : sim_disk_write_zeroes(s->disk, off, len);
+}
+
+static int sim_disk_flush_op(struct rmig_backend *be, size_t i)
+{
+	struct sim *s = be->priv;
+	int rc = i || !s->disk ? -EINVAL : sim_disk_flush(s->disk);
+
+	if (rc)
+		rmig_backend_err(be, "sim: %s", strerror(-rc));
+	return rc;
 }
 
 static int sim_guest_stats(struct rmig_backend *be, struct rmig_guest_stats *st)
@@ -715,4 +864,13 @@ const struct rmig_backend_ops rmig_sim_backend_ops = {
 	.load_state = sim_load_state,
 	.start = sim_start,
 	.guest_stats = sim_guest_stats,
+	.get_disks = sim_get_disks,
+	.disk_start_dirty = sim_disk_start_dirty_op,
+	.disk_fetch_dirty = sim_disk_fetch_dirty_op,
+	.disk_read = sim_disk_read_op,
+	.disk_throttle = sim_disk_throttle_op,
+	.prepare_disks = sim_prepare_disks,
+	.disk_write = sim_disk_write_op,
+	.disk_write_zeroes = sim_disk_write_zeroes_op,
+	.disk_flush = sim_disk_flush_op,
 };

@@ -20,6 +20,10 @@
 
 struct rmig_payload;
 struct rmig_payload_set;
+
+/* The size of a channel's scratch buffer, whichever payload allocates it
+ * (payloads of one migration share it). */
+#define RMIG_CHAN_SCRATCH RMIG_MAX_PAGE_SIZE
 struct rmig_tx_pool;
 struct rmig_rx_pool;
 
@@ -43,6 +47,7 @@ struct rmig_tx_chan {
 	uint64_t seq;
 	/* This round's figures; read by the control thread only when idle. */
 	uint64_t frames, pages, zero_pages, bytes;
+	void *scratch; /* a payload's buffer of RMIG_CHAN_SCRATCH bytes, freed with free() */
 	uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS];
 };
 
@@ -58,6 +63,9 @@ int rmig_tx_wait(struct rmig_tx_pool *tx);
 /* The same, leaving ctx->err alone: another error is being reported. */
 void rmig_tx_idle(struct rmig_tx_pool *tx);
 void rmig_tx_fail(struct rmig_tx_pool *tx, const char *why);
+/* A failure of this host, not of the link (a disk that cannot be read):
+ * rmig_tx_wait then returns RMIG_ERR_LOCAL, and no failover is tried. */
+void rmig_tx_fail_local(struct rmig_tx_pool *tx, const char *why);
 int rmig_tx_failed(struct rmig_tx_pool *tx);
 const char *rmig_tx_failure(struct rmig_tx_pool *tx);
 /* A new round: zero the figures. */
@@ -89,7 +97,7 @@ struct rmig_rx_chan {
 	pthread_t tid;
 	int started;
 	uint64_t seq;
-	void *scratch; /* a payload's per-channel buffer, freed with free() */
+	void *scratch; /* a payload's buffer of RMIG_CHAN_SCRATCH bytes, freed with free() */
 };
 
 /* Destination: frames go to the payloads of the set (borrowed) by frame type. */

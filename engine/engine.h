@@ -99,6 +99,9 @@ struct rmig_ctx {
 	int chan_node[RMIG_MAX_CHANNELS];
 	int placement;			    /* source: pages go by chan_write (RDMA WRITE) */
 	uint64_t first_touch_bytes;	    /* REGIONS_ACK's value (memory_load.c) */
+	uint64_t payload_caps;		    /* source: HELLO capabilities the payloads need the
+					     * destination to echo (RMIG_CAP_DISKS) */
+	uint64_t peer_caps;		    /* destination: the source's HELLO capabilities */
 	uint8_t nonce[RMIG_NONCE_LEN];	    /* ours, this connection */
 	uint8_t peer_nonce[RMIG_NONCE_LEN]; /* theirs, this connection */
 	uint8_t session[RMIG_NONCE_LEN];    /* the source's first nonce: names the
@@ -141,6 +144,8 @@ double rmig_now_s(void);
 void rmig_status_begin(struct rmig_ctx *ctx);
 void rmig_status_setup_done(struct rmig_ctx *ctx);
 void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes);
+/* Another payload's part of round 1's plan. */
+void rmig_status_plan_add(struct rmig_ctx *ctx, uint64_t bytes);
 /* The round being sent or received (both sides count alike). */
 void rmig_status_round(struct rmig_ctx *ctx, unsigned round);
 
@@ -247,6 +252,9 @@ int rmig_auth_tls_psk(const struct rmig_ctx *ctx, char hex[2 * RMIG_MAC_LEN + 1]
  * ABORT, a protocol violation, the operator's cancel or a deadline that a
  * live peer let pass (-ETIME). */
 int rmig_link_failure(int rc);
+/* A failure of this host's own resources (a guest's disk failing I/O): no
+ * other link would help. */
+#define RMIG_ERR_LOCAL (-ENOTRECOVERABLE)
 
 /* dest.c: 1 if the destination's main loop acts on this control message
  * (whether it may come now is the phase table's business). */

@@ -64,6 +64,8 @@ enum rmig_role { RMIG_ROLE_SOURCE, RMIG_ROLE_DEST };
 /* A guest has 1..RMIG_MAX_REGIONS memory regions (struct rmig_region,
  * rmig_backend.h). */
 #define RMIG_MAX_REGIONS 64
+/* And 0..RMIG_MAX_DISKS disks (struct rmig_disk, rmig_backend.h). */
+#define RMIG_MAX_DISKS 8
 
 /* ------------------------------------------------------------------ */
 /* Backends: where the guest comes from. Opened here by spec, made by
@@ -346,6 +348,15 @@ struct rmig_stats {
 	/* Source, a hypervisor's own stream: bytes of it sent
 	 * again after failovers (the destination had not written them). */
 	uint64_t stream_replayed_bytes;
+	/* Added after stream_replayed_bytes: the guest's disks (the backend's
+	 * disk ops), moved as a payload beside memory. */
+	unsigned disks;		    /* disks migrated */
+	uint64_t disk_bytes;	    /* their sizes, summed */
+	uint64_t disk_blocks_sent;  /* blocks sent with their data, all rounds */
+	uint64_t disk_zero_blocks;  /* blocks sent as zero (no data) */
+	uint64_t disk_throttle_bps; /* the lowest I/O limit put on the guest's disks
+				     * to converge (bytes/s); 0: none */
+	int disks_verified;	    /* their digests compared equal */
 };
 
 enum rmig_audit {
@@ -454,7 +465,7 @@ struct rmig_status {
 	uint64_t transferred; /* bytes sent (source) or received (destination) so far */
 	uint64_t
 	    remaining;	/* source: bytes of this round not yet sent, else dirty at the last count */
-	uint64_t total; /* bytes of guest memory */
+	uint64_t total; /* bytes of guest memory and disks */
 	double bandwidth;	     /* bytes/s over the last round large enough to tell */
 	double dirty_rate;	     /* pages/s */
 	double expected_downtime_ms; /* if the guest paused now */

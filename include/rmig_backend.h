@@ -39,6 +39,22 @@ struct rmig_region {
  * whose pages may hold data without being mapped here. */
 #define RMIG_REGION_UNTOUCHED_ZERO 1u
 
+/* Disks: 0..RMIG_MAX_DISKS per guest, owned by the backend (optional: a
+ * backend without disk ops migrates memory alone). A disk moves in blocks
+ * of block_size, its unit of dirty tracking; rounds send the blocks
+ * written since the last one, beside memory's pages. */
+struct rmig_disk {
+	uint32_t id;	     /* stable id, the same on both sides */
+	uint32_t block_size; /* power of two, 4 KiB .. 2 MiB */
+	uint64_t size;	     /* bytes, a multiple of block_size */
+	char name[32];	     /* for messages ("vda", "drive0"): printable, NUL-terminated */
+	/* The storage behind it (e.g. a hash of the host's boot id, the
+	 * file's device and inode): a destination whose disk has the same
+	 * non-zero identity is the same storage, and copying onto it would
+	 * destroy it. All zero: unknown. */
+	uint8_t identity[16];
+};
+
 /* ------------------------------------------------------------------ */
 /* Backends: what a hypervisor must give. One table per kind, registered
  * by name; an instance is a struct rmig_backend. Every op returns 0 or a
@@ -185,6 +201,42 @@ struct rmig_backend_ops {
 	 * only wait for what it sends by itself. Called before the switch-over
 	 * and after the stream ended, never in between. */
 	int (*stream_wait)(struct rmig_backend *be, int wake_fd, unsigned timeout_ms);
+
+	/* Optional, added after stream_wait: the guest's disks. A backend
+	 * that has disks sets get_disks and the ops of its roles; each
+	 * returns 0 or a negative errno. disk_read and disk_write(_zeroes)
+	 * are called from the data channels' threads, several at once, for
+	 * disjoint blocks: they leave be->err alone (the engine names the
+	 * disk, the offset and the errno). index indexes get_disks' array. */
+	/* Both sides: the disks (destination: after prepare_disks). The array
+	 * stays valid and unchanged until destroy. 0 disks: none. */
+	int (*get_disks)(struct rmig_backend *be, const struct rmig_disk **disks, size_t *count);
+	/* Source: from here on every write to a disk shows in a later
+	 * disk_fetch_dirty (as start_dirty_log for memory; NULL: always). */
+	int (*disk_start_dirty)(struct rmig_backend *be);
+	/* Source: OR the blocks written since the last call into bitmap (one
+	 * bit per block) and clear them in the backend's log. The same
+	 * ordering contract as fetch_dirty: data first, then the bit. */
+	int (*disk_fetch_dirty)(struct rmig_backend *be, size_t index, uint64_t *bitmap);
+	/* Source: len bytes at offset (whole blocks) into buf. */
+	int (*disk_read)(struct rmig_backend *be, size_t index, uint64_t offset, void *buf,
+			 size_t len);
+	/* Source, optional: limit the guest's writes to its disks to
+	 * bytes_per_s (0: no limit; also after a rollback), so that a guest
+	 * writing faster than the link can converge. */
+	int (*disk_throttle)(struct rmig_backend *be, uint64_t bytes_per_s);
+	/* Destination: open disks to receive these (layout from the source).
+	 * Fail with a message naming the disk if one is missing, smaller or
+	 * larger, read-only, or the same storage as the source's (identity). */
+	int (*prepare_disks)(struct rmig_backend *be, const struct rmig_disk *layout, size_t count);
+	/* Destination: write len bytes at offset (whole blocks). */
+	int (*disk_write)(struct rmig_backend *be, size_t index, uint64_t offset, const void *buf,
+			  size_t len);
+	/* Destination: make len bytes at offset read as zero. */
+	int (*disk_write_zeroes)(struct rmig_backend *be, size_t index, uint64_t offset,
+				 uint64_t len);
+	/* Destination: everything written is durable (before READY). */
+	int (*disk_flush)(struct rmig_backend *be, size_t index);
 };
 
 /* An instance, made by rmig_backend_open(): the library sets ops, role and

@@ -45,6 +45,9 @@
  * digest of every page as it is written; destination: it does (echoed).
  * Without the echo the source falls back to whole-memory digests. */
 #define RMIG_CAP_CHUNK_DIGESTS (1ull << 2)
+/* Source: the guest has disks (DISKS follows the layout); destination: it
+ * takes them (echoed; an older rmig does not). */
+#define RMIG_CAP_DISKS (1ull << 3)
 
 /* HELLO flags. */
 #define RMIG_HELLO_PSK 1u /* the sender holds a pre-shared key and will prove it (AUTH) */
@@ -94,7 +97,14 @@ enum rmig_msg_type {
 				     * up to this offset (bytes); resumption replays
 				     * from the last one. Source: the stream ended at
 				     * this length (answered once all is written) */
+	RMIG_MSG_DISKS = 27,	    /* source: the guest's disks (RMIG_CAP_DISKS) */
+	RMIG_MSG_DISKS_ACK = 28,    /* destination: disks ready to be written */
+	RMIG_MSG_BLOCKS = 29,	    /* data streams: block runs of a disk + their bytes */
+	RMIG_MSG_BLOCKS_ZERO = 30,  /* data streams: runs of zero blocks, no bytes */
+	RMIG_MSG_DISK_DIGESTS = 31, /* source, before COMPLETE: a root per disk */
 	RMIG_MSG_TYPE_COUNT
+	/* Phase tables and payloads keep message types in 32-bit masks: a
+	 * type 32 needs them widened first. */
 };
 
 /* ---- wire layouts ---- */
@@ -135,6 +145,26 @@ _Static_assert(sizeof(struct rmig_wire_region) == RMIG_REGION_DESC_LEN, "region"
 
 /* REGIONS payload: u32 count, u32 reserved, count x wire_region. */
 #define RMIG_REGIONS_HDR_LEN 8
+
+/* DISKS payload: u32 count (1..RMIG_MAX_DISKS), u32 reserved, count x
+ * wire_disk. A disk is moved in blocks: its runs are block indexes, in
+ * BLOCKS/BLOCKS_ZERO frames laid out as PAGES/ZERO (region_id: disk id). */
+#define RMIG_DISK_NAME_LEN 32
+#define RMIG_DISK_ID_LEN 16
+#define RMIG_MAX_DISK_BYTES (1ull << 46) /* 64 TiB */
+struct rmig_wire_disk {
+	uint32_t id;
+	uint32_t block_size; /* power of two, RMIG_MIN_PAGE_SIZE..RMIG_MAX_PAGE_SIZE */
+	uint64_t size;	     /* a non-zero multiple of block_size */
+	uint8_t identity[RMIG_DISK_ID_LEN]; /* the storage: equal on both sides = shared */
+	char name[RMIG_DISK_NAME_LEN];	    /* printable, NUL-terminated, NUL-padded */
+};
+#define RMIG_DISK_DESC_LEN 64
+#define RMIG_DISKS_HDR_LEN 8
+_Static_assert(sizeof(struct rmig_wire_disk) == RMIG_DISK_DESC_LEN, "disk");
+
+/* DISK_DIGESTS: u32 count, u32 reserved (zero), count x u64 root (DISKS order). */
+#define RMIG_DISK_DIGESTS_HDR_LEN 8
 
 struct rmig_wire_channel {
 	uint8_t token[RMIG_NONCE_LEN];
@@ -249,6 +279,11 @@ struct rmig_layout {
 	struct rmig_wire_region r[RMIG_MAX_REGIONS];
 };
 
+struct rmig_disks {
+	uint32_t count;
+	struct rmig_wire_disk d[RMIG_MAX_DISKS];
+};
+
 struct rmig_run {
 	uint64_t first;
 	uint64_t count;
@@ -265,6 +300,11 @@ struct rmig_msg {
 	union {
 		struct rmig_wire_hello hello;
 		struct rmig_layout layout;
+		struct rmig_disks disks;
+		struct {
+			uint32_t count;
+			uint64_t digest[RMIG_MAX_DISKS];
+		} disk_digests;
 		struct rmig_wire_channel channel;
 		struct {
 			struct rmig_wire_round_end h;
@@ -326,7 +366,8 @@ int rmig_layout_check(const struct rmig_layout *l, char *err, size_t errlen);
 /* Index of a region id in the layout, or -1. */
 int rmig_layout_find(const struct rmig_layout *l, uint32_t region_id);
 
-/* PAGES/ZERO: the fixed sub-header plus runs table, in one buffer. */
+/* PAGES/ZERO (and BLOCKS/BLOCKS_ZERO, the same layout): the fixed
+ * sub-header plus runs table, in one buffer. */
 size_t rmig_pages_encode(uint8_t *out, size_t cap, uint32_t region_id, uint32_t round,
 			 const struct rmig_run *runs, uint32_t nruns);
 /* Step 1: the 16-byte sub-header, checked against the frame length. */
@@ -339,6 +380,15 @@ int rmig_pages_hdr_decode(const uint8_t in[RMIG_PAGES_HDR_LEN], const struct rmi
 int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 			   const struct rmig_pages_hdr *ph, const struct rmig_layout *l,
 			   struct rmig_run *runs, size_t *region_index, char *err, size_t errlen);
+
+/* Check a disk list as a destination must before opening anything: ids
+ * unique, block sizes, sizes, names. */
+int rmig_disks_check(const struct rmig_disks *d, char *err, size_t errlen);
+/* The disks as a layout of "regions" of blocks (id, block size, size), so
+ * that BLOCKS runs decode as PAGES runs do. */
+void rmig_disks_layout(const struct rmig_disks *d, struct rmig_layout *l);
+/* 1 for a data-stream frame type: PAGES, ZERO, BLOCKS, BLOCKS_ZERO. */
+int rmig_is_data_frame(uint8_t type);
 
 /* REGIONS_ACK's value: what the destination's kernel zero-fills when its
  * guest memory is first written (a transparent huge page), 0 when that is

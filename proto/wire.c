@@ -78,7 +78,24 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_MISSING] = "MISSING",
 	[RMIG_MSG_RECOVER] = "RECOVER",
 	[RMIG_MSG_STREAM_ACK] = "STREAM_ACK",
+	[RMIG_MSG_DISKS] = "DISKS",
+	[RMIG_MSG_DISKS_ACK] = "DISKS_ACK",
+	[RMIG_MSG_BLOCKS] = "BLOCKS",
+	[RMIG_MSG_BLOCKS_ZERO] = "BLOCKS_ZERO",
+	[RMIG_MSG_DISK_DIGESTS] = "DISK_DIGESTS",
 };
+
+int rmig_is_data_frame(uint8_t type)
+{
+	return type == RMIG_MSG_PAGES || type == RMIG_MSG_ZERO || type == RMIG_MSG_BLOCKS ||
+	       type == RMIG_MSG_BLOCKS_ZERO;
+}
+
+/* ZERO and BLOCKS_ZERO carry runs and no bytes. */
+static int is_zero_frame(uint8_t type)
+{
+	return type == RMIG_MSG_ZERO || type == RMIG_MSG_BLOCKS_ZERO;
+}
 
 const char *rmig_msg_name(unsigned type)
 {
@@ -99,10 +116,12 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		break;
 	case RMIG_MSG_CHANNEL: *min = *max = RMIG_CHANNEL_LEN; break;
 	case RMIG_MSG_PAGES:
+	case RMIG_MSG_BLOCKS:
 		*min = RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN;
 		*max = RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS + RMIG_MAX_FRAME_DATA;
 		break;
 	case RMIG_MSG_ZERO:
+	case RMIG_MSG_BLOCKS_ZERO:
 		*min = RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN;
 		*max = RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN * RMIG_MAX_RUNS;
 		break;
@@ -131,6 +150,14 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		*max = RMIG_ABORT_HDR_LEN + RMIG_MAX_REASON;
 		break;
 	case RMIG_MSG_DONE: *min = *max = RMIG_DONE_LEN; break;
+	case RMIG_MSG_DISKS:
+		*min = RMIG_DISKS_HDR_LEN + RMIG_DISK_DESC_LEN;
+		*max = RMIG_DISKS_HDR_LEN + (uint64_t)RMIG_DISK_DESC_LEN * RMIG_MAX_DISKS;
+		break;
+	case RMIG_MSG_DISK_DIGESTS:
+		*min = RMIG_DISK_DIGESTS_HDR_LEN + 8;
+		*max = RMIG_DISK_DIGESTS_HDR_LEN + 8 * RMIG_MAX_DISKS;
+		break;
 	case RMIG_MSG_AUTH: *min = *max = RMIG_MAC_LEN; break;
 	case RMIG_MSG_DISCARD:
 	case RMIG_MSG_MISSING:
@@ -142,7 +169,8 @@ static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 		*min = RMIG_PAGE_REF_LEN + RMIG_MIN_PAGE_SIZE;
 		*max = RMIG_PAGE_REF_LEN + RMIG_MAX_PAGE_SIZE;
 		break;
-	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT CHECK RECOVER STREAM_ACK */
+	default: /* REGIONS_ACK ROUND_ACK READY GO STARTED HEARTBEAT CHECK RECOVER STREAM_ACK
+		  * DISKS_ACK */
 		*min = *max = RMIG_U64_MSG_LEN;
 		break;
 	}
@@ -235,6 +263,57 @@ static int page_size_ok(uint64_t ps)
 	return ps >= RMIG_MIN_PAGE_SIZE && ps <= RMIG_MAX_PAGE_SIZE && !(ps & (ps - 1));
 }
 
+/* Printable ASCII up to a NUL, then NULs only; not empty. */
+static int disk_name_ok(const char *name)
+{
+	size_t n = strnlen(name, RMIG_DISK_NAME_LEN);
+
+	if (n == 0 || n == RMIG_DISK_NAME_LEN)
+		return 0;
+	for (size_t i = 0; i < RMIG_DISK_NAME_LEN; i++)
+		if (i < n ? (name[i] < 0x20 || name[i] >= 0x7f) : name[i] != 0)
+			return 0;
+	return 1;
+}
+
+int rmig_disks_check(const struct rmig_disks *d, char *err, size_t errlen)
+{
+	if (d->count == 0 || d->count > RMIG_MAX_DISKS)
+		return bad(err, errlen, "disk count %u outside 1..%d", d->count, RMIG_MAX_DISKS);
+	for (uint32_t i = 0; i < d->count; i++) {
+		const struct rmig_wire_disk *k = &d->d[i];
+
+		if (!disk_name_ok(k->name))
+			return bad(err, errlen,
+				   "disk %u: name is not printable text of 1..%d bytes", k->id,
+				   RMIG_DISK_NAME_LEN - 1);
+		if (!page_size_ok(k->block_size))
+			return bad(err, errlen,
+				   "disk %s: block size %u not a power of two in %u..%u", k->name,
+				   k->block_size, RMIG_MIN_PAGE_SIZE, RMIG_MAX_PAGE_SIZE);
+		if (k->size == 0 || k->size % k->block_size || k->size > RMIG_MAX_DISK_BYTES)
+			return bad(err, errlen,
+				   "disk %s: size %llu not a non-zero multiple of its block size "
+				   "up to %llu",
+				   k->name, (unsigned long long)k->size,
+				   (unsigned long long)RMIG_MAX_DISK_BYTES);
+		for (uint32_t j = 0; j < i; j++)
+			if (d->d[j].id == k->id)
+				return bad(err, errlen, "disk id %u appears twice", k->id);
+	}
+	return 0;
+}
+
+void rmig_disks_layout(const struct rmig_disks *d, struct rmig_layout *l)
+{
+	memset(l, 0, sizeof(*l));
+	l->count = d->count <= RMIG_MAX_DISKS ? d->count : 0;
+	for (uint32_t i = 0; i < l->count; i++)
+		l->r[i] = (struct rmig_wire_region){ .id = d->d[i].id,
+						     .page_size = d->d[i].block_size,
+						     .len = d->d[i].size };
+}
+
 void rmig_page_ref_encode(uint8_t out[RMIG_PAGE_REF_LEN], uint32_t region_id, uint64_t page)
 {
 	put32(out, region_id);
@@ -301,6 +380,38 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 		}
 		break;
 	}
+	case RMIG_MSG_DISKS: {
+		const struct rmig_disks *d = &m->u.disks;
+
+		if (d->count == 0 || d->count > RMIG_MAX_DISKS)
+			return 0;
+		len = RMIG_DISKS_HDR_LEN + (size_t)d->count * RMIG_DISK_DESC_LEN;
+		if (cap < len)
+			return 0;
+		put32(out, d->count);
+		put32(out + 4, 0);
+		for (uint32_t i = 0; i < d->count; i++) {
+			uint8_t *q = out + RMIG_DISKS_HDR_LEN + i * RMIG_DISK_DESC_LEN;
+
+			put32(q, d->d[i].id);
+			put32(q + 4, d->d[i].block_size);
+			put64(q + 8, d->d[i].size);
+			memcpy(q + 16, d->d[i].identity, RMIG_DISK_ID_LEN);
+			memcpy(q + 32, d->d[i].name, RMIG_DISK_NAME_LEN);
+		}
+		break;
+	}
+	case RMIG_MSG_DISK_DIGESTS:
+		if (m->u.disk_digests.count == 0 || m->u.disk_digests.count > RMIG_MAX_DISKS)
+			return 0;
+		len = RMIG_DISK_DIGESTS_HDR_LEN + 8 * (size_t)m->u.disk_digests.count;
+		if (cap < len)
+			return 0;
+		put32(out, m->u.disk_digests.count);
+		put32(out + 4, 0);
+		for (uint32_t i = 0; i < m->u.disk_digests.count; i++)
+			put64(out + RMIG_DISK_DIGESTS_HDR_LEN + 8 * i, m->u.disk_digests.digest[i]);
+		break;
 	case RMIG_MSG_CHANNEL:
 		len = RMIG_CHANNEL_LEN;
 		if (cap < len)
@@ -376,6 +487,7 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 	case RMIG_MSG_CHECK:
 	case RMIG_MSG_RECOVER:
 	case RMIG_MSG_STREAM_ACK:
+	case RMIG_MSG_DISKS_ACK:
 		len = RMIG_U64_MSG_LEN;
 		if (cap < len)
 			return 0;
@@ -416,7 +528,7 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 		rmig_page_ref_encode(out, m->u.page.region_id, m->u.page.page);
 		memcpy(out + RMIG_PAGE_REF_LEN, m->u.page.data, m->u.page.len);
 		break;
-	default: /* PAGES/ZERO have their own encoder */ return 0;
+	default: /* PAGES/ZERO/BLOCKS/BLOCKS_ZERO have their own encoder */ return 0;
 	}
 	return len;
 }
@@ -502,6 +614,40 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		}
 		return rmig_layout_check(l, err, errlen);
 	}
+	case RMIG_MSG_DISKS: {
+		struct rmig_disks *d = &m->u.disks;
+
+		d->count = get32(p);
+		if (d->count == 0 || d->count > RMIG_MAX_DISKS ||
+		    len != RMIG_DISKS_HDR_LEN + (size_t)d->count * RMIG_DISK_DESC_LEN)
+			return bad(err, errlen, "DISKS count %u does not match length %zu",
+				   d->count, len);
+		if (get32(p + 4)) /* strict, as every message since PAGE_REQUEST */
+			return bad(err, errlen, "DISKS reserved field is 0x%08x, not zero",
+				   get32(p + 4));
+		for (uint32_t i = 0; i < d->count; i++) {
+			const uint8_t *q = p + RMIG_DISKS_HDR_LEN + i * RMIG_DISK_DESC_LEN;
+
+			d->d[i].id = get32(q);
+			d->d[i].block_size = get32(q + 4);
+			d->d[i].size = get64(q + 8);
+			memcpy(d->d[i].identity, q + 16, RMIG_DISK_ID_LEN);
+			memcpy(d->d[i].name, q + 32, RMIG_DISK_NAME_LEN);
+		}
+		return rmig_disks_check(d, err, errlen);
+	}
+	case RMIG_MSG_DISK_DIGESTS:
+		m->u.disk_digests.count = get32(p);
+		if (m->u.disk_digests.count == 0 || m->u.disk_digests.count > RMIG_MAX_DISKS ||
+		    get32(p + 4) ||
+		    len != RMIG_DISK_DIGESTS_HDR_LEN + 8 * (size_t)m->u.disk_digests.count)
+			return bad(err, errlen,
+				   "DISK_DIGESTS count %u does not match length %zu (or reserved "
+				   "not zero)",
+				   m->u.disk_digests.count, len);
+		for (uint32_t i = 0; i < m->u.disk_digests.count; i++)
+			m->u.disk_digests.digest[i] = get64(p + RMIG_DISK_DIGESTS_HDR_LEN + 8 * i);
+		break;
 	case RMIG_MSG_CHANNEL:
 		memcpy(m->u.channel.token, p, RMIG_NONCE_LEN);
 		m->u.channel.index = get32(p + 16);
@@ -590,6 +736,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		break;
 	case RMIG_MSG_PAGES:
 	case RMIG_MSG_ZERO:
+	case RMIG_MSG_BLOCKS:
+	case RMIG_MSG_BLOCKS_ZERO:
 		return bad(err, errlen, "%s is not a control message", rmig_msg_name(type));
 	case RMIG_MSG_REGIONS_ACK:
 		m->u.value = get64(p);
@@ -671,7 +819,7 @@ size_t rmig_pages_encode(uint8_t *out, size_t cap, uint32_t region_id, uint32_t 
 int rmig_pages_hdr_decode(const uint8_t in[RMIG_PAGES_HDR_LEN], const struct rmig_frame_hdr *fh,
 			  struct rmig_pages_hdr *ph, char *err, size_t errlen)
 {
-	if (fh->type != RMIG_MSG_PAGES && fh->type != RMIG_MSG_ZERO)
+	if (!rmig_is_data_frame(fh->type))
 		return bad(err, errlen, "unexpected %s frame on a data stream",
 			   rmig_msg_name(fh->type));
 	ph->region_id = get32(in);
@@ -720,15 +868,16 @@ int rmig_pages_runs_decode(const uint8_t *in, const struct rmig_frame_hdr *fh,
 		data_pages += runs[i].count; /* <= 64 * 2^32: cannot wrap */
 	}
 	data_len = fh->len - RMIG_PAGES_HDR_LEN - (uint64_t)ph->nruns * RMIG_RUN_LEN;
-	if (fh->type == RMIG_MSG_ZERO) {
+	if (is_zero_frame(fh->type)) {
 		if (data_len)
-			return bad(err, errlen, "ZERO frame carries %llu unexpected bytes",
-				   (unsigned long long)data_len);
+			return bad(err, errlen, "%s frame carries %llu unexpected bytes",
+				   rmig_msg_name(fh->type), (unsigned long long)data_len);
 	} else if (data_pages > RMIG_MAX_FRAME_DATA / RMIG_MIN_PAGE_SIZE ||
 		   data_pages * l->r[idx].page_size != data_len) {
-		return bad(err, errlen,
-			   "PAGES frame holds %llu data bytes, its runs need %llu pages",
-			   (unsigned long long)data_len, (unsigned long long)data_pages);
+		return bad(err, errlen, "%s frame holds %llu data bytes, its runs need %llu %s",
+			   rmig_msg_name(fh->type), (unsigned long long)data_len,
+			   (unsigned long long)data_pages,
+			   fh->type == RMIG_MSG_BLOCKS ? "blocks" : "pages");
 	}
 	*region_index = (size_t)idx;
 	return 0;
@@ -753,7 +902,7 @@ int rmig_frame_decode_buf(const uint8_t *buf, size_t len, const struct rmig_layo
 		return bad(err, errlen, "truncated %s frame: %zu of %u payload bytes",
 			   rmig_msg_name(fh.type), len - RMIG_FRAME_HDR_LEN, fh.len);
 	buf += RMIG_FRAME_HDR_LEN;
-	if (fh.type != RMIG_MSG_PAGES && fh.type != RMIG_MSG_ZERO)
+	if (!rmig_is_data_frame(fh.type))
 		return rmig_msg_decode(fh.type, buf, fh.len, m, err, errlen);
 	if (!l)
 		return bad(err, errlen, "%s frame without a layout", rmig_msg_name(fh.type));

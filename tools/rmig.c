@@ -780,6 +780,16 @@ static void print_summary(struct tool *t, int rc)
 			",\"recoveries\":%u,\"recovery_ms\":%llu,\"postcopy_max_wait_ms\":%llu",
 			s->recoveries, (unsigned long long)s->recovery_ms,
 			(unsigned long long)s->postcopy_max_wait_ms);
+		if (s->disks)
+			fprintf(t->jout,
+				",\"disks\":%u,\"disk_bytes\":%llu,\"disk_blocks_sent\":%llu,"
+				"\"disk_zero_blocks\":%llu,\"disk_throttle_bps\":%llu,"
+				"\"disks_verified\":%s",
+				s->disks, (unsigned long long)s->disk_bytes,
+				(unsigned long long)s->disk_blocks_sent,
+				(unsigned long long)s->disk_zero_blocks,
+				(unsigned long long)s->disk_throttle_bps,
+				s->disks_verified ? "true" : "false");
 		print_setup_json(t);
 		if (t->role_send)
 			print_audit_json(t, s);
@@ -812,6 +822,16 @@ static void print_summary(struct tool *t, int rc)
 			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "",
 			s->encrypted ? ", encrypted by " : "",
 			s->encrypted ? (!strcmp(s->tls, "ktls") ? "kernel TLS" : "TLS") : "");
+		if (s->disks)
+			eprintf(t,
+				"rmig: %u disk%s (%llu MiB): %llu blocks sent with data, %llu as "
+				"zero%s%s\n",
+				s->disks, s->disks > 1 ? "s" : "",
+				(unsigned long long)(s->disk_bytes >> 20),
+				(unsigned long long)s->disk_blocks_sent,
+				(unsigned long long)s->disk_zero_blocks,
+				s->disks_verified ? ", verified" : "",
+				s->disk_throttle_bps ? ", guest disk I/O throttled" : "");
 		if (s->postcopy)
 			eprintf(t,
 				"rmig: post-copy: %llu pages came after the guest started (%llu "

@@ -20,7 +20,7 @@
 #include "populated.h"
 #include "prealloc.h"
 
-#define BOUNCE_BYTES RMIG_MAX_PAGE_SIZE /* post-copy: page bytes staged per receiver */
+#define BOUNCE_BYTES RMIG_CHAN_SCRATCH /* post-copy: page bytes staged per receiver */
 
 struct mem_load {
 	struct rmig_postcopy *pc;	  /* a post-copy session */

@@ -44,7 +44,7 @@ struct rmig_pending_remote {
 	uint64_t max_wait_ms; /* the longest a guest thread waited for one */
 };
 
-#define RMIG_PAYLOAD_MAX 4
+#define RMIG_PAYLOAD_MAX 8
 
 struct rmig_payload_ops {
 	size_t size; /* sizeof(struct rmig_payload_ops) as the payload was built */
@@ -127,6 +127,13 @@ struct rmig_payload_ops {
 	 * load_rewind): tell the source where to take up (post-copy: the pages
 	 * still missing; a stream: the offset written). */
 	int (*load_resume)(struct rmig_payload *p);
+
+	/* ---- added later ---- */
+	/* Source, a new migration, after the memory layout was taken and
+	 * before pre-copy starts: agree on what this payload moves (the
+	 * disks: DISKS, DISKS_ACK). A refusal here is a migration that never
+	 * started. */
+	int (*save_handshake)(struct rmig_payload *p);
 };
 
 /* What a payload tells the session while it works; the session's. */
@@ -192,5 +199,6 @@ int rmig_payload_register(const struct rmig_payload_ops *ops);
 
 extern const struct rmig_payload_ops rmig_memory_payload;
 extern const struct rmig_payload_ops rmig_stream_payload;
+extern const struct rmig_payload_ops rmig_disk_payload;
 
 #endif

@@ -36,6 +36,7 @@ static void register_builtins(void)
 {
 	add_kind(&rmig_memory_payload);
 	add_kind(&rmig_stream_payload);
+	add_kind(&rmig_disk_payload);
 }
 
 int rmig_payload_register(const struct rmig_payload_ops *ops)

@@ -29,6 +29,7 @@ struct rmig_tx_pool {
 	unsigned busy;
 	int quit;
 	int failed;
+	int failed_rc; /* rmig_tx_fail_local's code; else the link failed (-EIO) */
 	char failure[400];
 	struct rmig_tx_chan w[RMIG_MAX_CHANNELS];
 	/* --max-bandwidth: a shared virtual clock of when the next byte may go. */
@@ -37,14 +38,25 @@ struct rmig_tx_pool {
 	uint64_t rate_limit; /* the limit rate_next was booked at */
 };
 
-void rmig_tx_fail(struct rmig_tx_pool *tx, const char *why)
+static void tx_fail(struct rmig_tx_pool *tx, int rc, const char *why)
 {
 	pthread_mutex_lock(&tx->lock);
 	if (!tx->failed) {
 		tx->failed = 1;
+		tx->failed_rc = rc;
 		snprintf(tx->failure, sizeof(tx->failure), "%s", why);
 	}
 	pthread_mutex_unlock(&tx->lock);
+}
+
+void rmig_tx_fail(struct rmig_tx_pool *tx, const char *why)
+{
+	tx_fail(tx, -EIO, why);
+}
+
+void rmig_tx_fail_local(struct rmig_tx_pool *tx, const char *why)
+{
+	tx_fail(tx, RMIG_ERR_LOCAL, why);
 }
 
 int rmig_tx_failed(struct rmig_tx_pool *tx)
@@ -181,6 +193,8 @@ static void *sender_main(void *arg)
 			pthread_cond_broadcast(&tx->idle);
 	}
 	pthread_mutex_unlock(&tx->lock);
+	free(c->scratch);
+	c->scratch = NULL;
 	return NULL;
 }
 
@@ -227,7 +241,7 @@ static int tx_idle(struct rmig_tx_pool *tx)
 
 int rmig_tx_wait(struct rmig_tx_pool *tx)
 {
-	return tx_idle(tx) ? rmig_err(tx->ctx, -EIO, "%s", tx->failure) : 0;
+	return tx_idle(tx) ? rmig_err(tx->ctx, tx->failed_rc, "%s", tx->failure) : 0;
 }
 
 void rmig_tx_idle(struct rmig_tx_pool *tx)

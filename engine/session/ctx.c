@@ -464,7 +464,8 @@ int rmig_link_failure(int rc)
 {
 	return rc < 0 && rc != -ECONNABORTED && rc != -EPROTO && rc != -EBADMSG &&
 	       rc != -ECANCELED && rc != -EACCES && rc != -EILSEQ && rc != -ENOMEM &&
-	       rc != -EPROTONOSUPPORT && rc != -EPERM && rc != -EINVAL && rc != -ETIME;
+	       rc != -EPROTONOSUPPORT && rc != -EPERM && rc != -EINVAL && rc != -ETIME &&
+	       rc != RMIG_ERR_LOCAL;
 }
 
 /* ---- heartbeats ---- */
@@ -556,8 +557,7 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 					ctx->link->peer, (unsigned long long)fh.seq,
 					(unsigned long long)ctx->ctrl_rx_seq);
 		ctx->ctrl_rx_seq++;
-		if (fh.type == RMIG_MSG_PAGES || fh.type == RMIG_MSG_ZERO ||
-		    fh.type == RMIG_MSG_CHANNEL)
+		if (rmig_is_data_frame(fh.type) || fh.type == RMIG_MSG_CHANNEL)
 			return rmig_err(ctx, -EBADMSG,
 					"bad frame from %s: %s on the control stream",
 					ctx->link->peer, rmig_msg_name(fh.type));

@@ -191,7 +191,10 @@ static const struct rmig_payload_hooks dest_hooks = { .preparing = preparing };
 static int take_payloads(struct dst_run *d, const struct rmig_wire_hello *hello)
 {
 	struct rmig_ctx *ctx = d->ctx;
-	int rc = rmig_payloads_choose(ctx, &d->ps);
+	int rc;
+
+	ctx->peer_caps = hello->caps; /* what the payloads' wanted() reads */
+	rc = rmig_payloads_choose(ctx, &d->ps);
 
 	for (size_t i = 0; !rc && i < d->ps.n; i++) {
 		struct rmig_payload *p = &d->ps.p[i];
@@ -646,7 +649,8 @@ static int started(struct rmig_ctx *ctx)
 	       phase == RMIG_DST_MIGRATED;
 }
 
-/* A payload's control message: STREAM, DISCARD, PAGE_DATA. */
+/* A payload's control message: STREAM, DISCARD, PAGE_DATA, DISKS,
+ * DISK_DIGESTS. */
 static int on_payload_message(struct dst_run *d)
 {
 	uint8_t type = d->m->type;
@@ -802,6 +806,8 @@ static const dst_handler dst_handlers[] = {
 	[RMIG_MSG_CHECK] = on_check,
 	[RMIG_MSG_GO] = on_go,
 	[RMIG_MSG_DONE] = on_done,
+	[RMIG_MSG_DISKS] = on_payload_message,
+	[RMIG_MSG_DISK_DIGESTS] = on_payload_message,
 };
 
 int rmig_dest_handles(uint8_t type)
@@ -970,6 +976,7 @@ static int fail_migration(struct dst_run *d, int rc)
 	if ((accepted || rc != -ECONNABORTED) && !told)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	ctx->stats.verified = 0;
+	ctx->stats.disks_verified = 0;
 	ctx->stats.result = accepted ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
 	rmig_phase_enter(ctx, RMIG_DST_DISCARDED);
 	return rc < 0 ? rc : -EIO;

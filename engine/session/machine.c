@@ -17,7 +17,7 @@
 static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
 	[RMIG_SRC_IDLE] = { "idle", S(CONNECTING) | S(FAILED), 0 },
 	[RMIG_SRC_CONNECTING] = { "connecting", S(PRECOPY) | S(FAILED) | SRC_GIVE_UP,
-				  SRC_OPEN | M(REGIONS_ACK) | M(MEM_KEYS) },
+				  SRC_OPEN | M(REGIONS_ACK) | M(MEM_KEYS) | M(DISKS_ACK) },
 	[RMIG_SRC_PRECOPY] = { "pre-copy", S(FAILOVER) | S(STOP_AND_COPY) | SRC_GIVE_UP,
 			       M(ROUND_ACK) | M(STREAM_ACK) },
 	[RMIG_SRC_FAILOVER] = { "failover", S(PRECOPY) | S(STOP_AND_COPY) | SRC_GIVE_UP,
@@ -53,11 +53,12 @@ static const struct rmig_phase_desc dst_phases[RMIG_DST_NPHASES] = {
 				 DST_OPEN | M(REGIONS) },
 	[RMIG_DST_PREALLOCATING] = { "preallocating", D(RECEIVING) | D(DISCARDED), 0 },
 	[RMIG_DST_RECEIVING] = { "receiving", D(AWAITING_RESUME) | D(STOP_AND_COPY) | D(DISCARDED),
-				 M(STREAM) | M(STREAM_ACK) | M(ROUND_END) | M(STATE) | M(DISCARD) },
+				 M(STREAM) | M(STREAM_ACK) | M(ROUND_END) | M(STATE) | M(DISCARD) |
+				     M(DISKS) },
 	[RMIG_DST_AWAITING_RESUME] = { "awaiting-resume", D(RECEIVING) | D(DISCARDED),
 				       DST_OPEN | M(REGIONS) },
 	[RMIG_DST_STOP_AND_COPY] = { "stop-and-copy", D(READY) | D(AWAITING_RESUME) | D(DISCARDED),
-				     M(COMPLETE) | M(DISCARD) },
+				     M(COMPLETE) | M(DISCARD) | M(DISK_DIGESTS) },
 	[RMIG_DST_READY] = { "ready",
 			     D(MIGRATED) | D(POSTCOPY) | D(AWAITING_QUESTION) | D(DISCARDED),
 			     M(CHECK) | M(GO) | M(PAGE_DATA) },

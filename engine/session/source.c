@@ -195,7 +195,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		.channels = ctx->nchan,
 		.caps = (ask_placement ? RMIG_CAP_PLACEMENT : 0) |
 			(postcopy ? RMIG_CAP_POSTCOPY : 0) |
-			(ctx->cfg.verify == RMIG_VERIFY_ON ? RMIG_CAP_CHUNK_DIGESTS : 0),
+			(ctx->cfg.verify == RMIG_VERIFY_ON ? RMIG_CAP_CHUNK_DIGESTS : 0) |
+			(kind != OPEN_QUERY ? ctx->payload_caps : 0),
 		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
 			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
 			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
@@ -228,6 +229,10 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	if (!rc && postcopy && !(peer_caps & RMIG_CAP_POSTCOPY))
 		rc = rmig_err(ctx, -EOPNOTSUPP,
 			      "the destination %s does not support post-copy (an older rmig)",
+			      ctx->link->peer);
+	if (!rc && kind != OPEN_QUERY && (ctx->payload_caps & ~peer_caps & RMIG_CAP_DISKS))
+		rc = rmig_err(ctx, -EOPNOTSUPP,
+			      "the destination %s does not take disks (an older rmig)",
 			      ctx->link->peer);
 	if (!rc && kind == OPEN_NEW)
 		chunk_digests_or_full(ctx, peer_caps);
@@ -1103,6 +1108,14 @@ static int postcopy_lost(struct rmig_ctx *ctx, int rc)
 	return rc < 0 ? rc : -EIO;
 }
 
+/* READY came: the destination compared every digest (memory's and the
+ * disks'), or none was asked for. */
+static void set_verified(struct rmig_ctx *ctx, int on)
+{
+	ctx->stats.verified = on;
+	ctx->stats.disks_verified = on && ctx->stats.disks;
+}
+
 /* The two-phase commit, READY in hand: CHECK, READY, GO, STARTED;
  * post-copy then sends the rest. */
 static int commit(struct sender *s, struct rmig_msg *m)
@@ -1110,7 +1123,7 @@ static int commit(struct sender *s, struct rmig_msg *m)
 	struct rmig_ctx *ctx = s->ctx;
 	int rc;
 
-	ctx->stats.verified = ctx->cfg.verify != RMIG_VERIFY_OFF;
+	set_verified(ctx, ctx->cfg.verify != RMIG_VERIFY_OFF);
 	/* From here the destination may run, so we never resume on our own. */
 	rmig_phase_enter(ctx, RMIG_SRC_COMMIT);
 	/* READY may be old news (a slow backend, a stalled thread): make sure
@@ -1196,6 +1209,8 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	if (!rc)
 		rc = handshake(ctx, OPEN_NEW, 0);
 	ctx->stats.channels = ctx->nchan;
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_handshake);
 	if (rc)
 		return rc;
 	plan_verify_cost(s);
@@ -1240,7 +1255,7 @@ static int fail_migration(struct sender *s, int rc)
 	int started = phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING;
 	int outcome = -1, resumed;
 
-	ctx->stats.verified = 0;
+	set_verified(ctx, 0);
 	if (rmig_cancel_requested(ctx))
 		rc = rmig_err(ctx, -ECANCELED, "cancelled by the operator");
 	ctx->link->ops->interrupt(ctx->link, RMIG_LINK_STOP_DATA); /* stop the senders */
@@ -1258,7 +1273,7 @@ static int fail_migration(struct sender *s, int rc)
 	if (outcome == 1) {
 		/* It runs there: the migration succeeded, only STARTED was lost. */
 		ctx->stats.downtime_ms = (uint64_t)(rmig_now_ms() - s->t_pause);
-		ctx->stats.verified = ctx->cfg.verify != RMIG_VERIFY_OFF;
+		set_verified(ctx, ctx->cfg.verify != RMIG_VERIFY_OFF);
 		ctx->stats.result = RMIG_RESULT_MIGRATED;
 		rmig_phase_enter(ctx, RMIG_SRC_MIGRATED);
 		return 0;

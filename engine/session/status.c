@@ -34,6 +34,13 @@ void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes)
 	pthread_mutex_unlock(&ctx->prog_lock);
 }
 
+void rmig_status_plan_add(struct rmig_ctx *ctx, uint64_t bytes)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->round_planned += bytes;
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
 void rmig_status_round(struct rmig_ctx *ctx, unsigned round)
 {
 	pthread_mutex_lock(&ctx->prog_lock);
@@ -74,7 +81,7 @@ int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st)
 					ctx->t_start_ms);
 	}
 	pthread_mutex_unlock(&ctx->prog_lock);
-	s.total = ctx->stats.guest_bytes;
+	s.total = ctx->stats.guest_bytes + ctx->stats.disk_bytes;
 	s.max_bandwidth = atomic_load(&ctx->limit_bandwidth);
 	s.downtime_ms = atomic_load(&ctx->limit_downtime_ms);
 	n = st->size < sizeof(s) ? st->size : sizeof(s);

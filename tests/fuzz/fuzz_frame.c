@@ -110,7 +110,9 @@ static int check_pages(const uint8_t *payload, const struct rmig_frame_hdr *fh,
 		data_pages += runs[i].count;
 	}
 	data_len = fh->len - RMIG_PAGES_HDR_LEN - (uint64_t)ph.nruns * RMIG_RUN_LEN;
-	if (fh->type == RMIG_MSG_ZERO ? data_len != 0 : data_pages * l->r[ri].page_size != data_len)
+	if (fh->type == RMIG_MSG_ZERO || fh->type == RMIG_MSG_BLOCKS_ZERO
+		? data_len != 0
+		: data_pages * l->r[ri].page_size != data_len)
 		bug("%s accepted with %llu data bytes for %llu pages of %u bytes",
 		    rmig_msg_name(fh->type), (unsigned long long)data_len,
 		    (unsigned long long)data_pages, l->r[ri].page_size);
@@ -195,7 +197,7 @@ static void walk(const uint8_t *d, size_t size)
 		if (size - RMIG_FRAME_HDR_LEN < fh.len)
 			return; /* truncated: the whole-buffer decode covered it */
 		flen = RMIG_FRAME_HDR_LEN + (size_t)fh.len;
-		if (fh.type == RMIG_MSG_PAGES || fh.type == RMIG_MSG_ZERO) {
+		if (rmig_is_data_frame(fh.type)) {
 			rc = check_pages(d + RMIG_FRAME_HDR_LEN, &fh, &layout);
 			rc2 = rmig_frame_decode_buf(d, flen, &layout, &m2, why, sizeof(why));
 			if (rc != rc2)
@@ -222,6 +224,12 @@ static void walk(const uint8_t *d, size_t size)
 					/* Later PAGES/ZERO refer to this layout. */
 					layout = m.u.layout;
 				}
+				if (fh.type == RMIG_MSG_DISKS) {
+					if (rmig_disks_check(&m.u.disks, why, sizeof(why)))
+						bug("decoded DISKS fails the check: %s", why);
+					/* Later BLOCKS/BLOCKS_ZERO refer to these. */
+					rmig_disks_layout(&m.u.disks, &layout);
+				}
 			}
 		}
 		d += flen;
@@ -240,7 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Without a layout only PAGES/ZERO may fare differently. */
 	if (rc2 == 0 && (rc1 != 0 || m1.type != m2.type))
 		bug("control frame decodes without a layout but not with one: %s", why1);
-	if (rc1 == 0 && rc2 != 0 && m1.type != RMIG_MSG_PAGES && m1.type != RMIG_MSG_ZERO)
+	if (rc1 == 0 && rc2 != 0 && !rmig_is_data_frame(m1.type))
 		bug("%s decodes with a layout only: %s", rmig_msg_name(m1.type), why2);
 	if (rc1 && !memchr(why1, 0, sizeof(why1)))
 		bug("error message not terminated");

@@ -572,6 +572,22 @@ static void frame_seeds(const char *dir)
 	m->u.round_end.frames[0] = 2;
 	frame_msg(&b, m, 2);
 	write_file(dir, "frame", "seed-stream", &b);
+
+	/* A disk: DISKS, then blocks that refer to it. */
+	b.len = 0;
+	m = msg(RMIG_MSG_DISKS);
+	m->u.disks.count = 1;
+	m->u.disks.d[0] = (struct rmig_wire_disk){ .id = 3, .block_size = PAGE, .size = 64 * PAGE };
+	strcpy(m->u.disks.d[0].name, "vda");
+	frame_msg(&b, m, 1);
+	frame_pages(&b, RMIG_MSG_BLOCKS, 3, 1, (struct rmig_run[]){ { 63, 1 } }, 1,
+		    page_bytes(3, 63, 1), 0);
+	frame_pages(&b, RMIG_MSG_BLOCKS_ZERO, 3, 1, (struct rmig_run[]){ { 0, 63 } }, 1, NULL, 1);
+	m = msg(RMIG_MSG_DISK_DIGESTS);
+	m->u.disk_digests.count = 1;
+	m->u.disk_digests.digest[0] = 0x1234;
+	frame_msg(&b, m, 2);
+	write_file(dir, "frame", "seed-disks", &b);
 	free(b.p);
 }
 

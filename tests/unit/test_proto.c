@@ -289,6 +289,11 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_MISSING, 8 + 16, 8 + 16 * 64 },
 	{ RMIG_MSG_RECOVER, 8, 8 },
 	{ RMIG_MSG_STREAM_ACK, 8, 8 },
+	{ RMIG_MSG_DISKS, 8 + 64, 8 + 64 * 8 },
+	{ RMIG_MSG_DISKS_ACK, 8, 8 },
+	{ RMIG_MSG_BLOCKS, 16 + 16, 16 + 16 * 64 + (16u << 20) },
+	{ RMIG_MSG_BLOCKS_ZERO, 16 + 16, 16 + 16 * 64 },
+	{ RMIG_MSG_DISK_DIGESTS, 8 + 8, 8 + 8 * 8 },
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -318,7 +323,7 @@ static void test_hdr_len_bounds(void **state)
 		EXPECT_BAD(err, rmig_frame_hdr_decode(h, &fh, err, sizeof(err)));
 
 		/* The control-message bound that senders size buffers by. */
-		if (b->type != RMIG_MSG_PAGES && b->type != RMIG_MSG_ZERO) {
+		if (!rmig_is_data_frame(b->type)) {
 			struct rmig_msg m = { .type = b->type };
 
 			assert_int_equal(rmig_msg_max_len(&m), b->max);
@@ -873,7 +878,7 @@ static void test_msg_decode_len_bounds(void **state)
 	for (size_t i = 0; i < sizeof(type_bounds) / sizeof(type_bounds[0]); i++) {
 		const struct bounds *b = &type_bounds[i];
 
-		if (b->type == RMIG_MSG_PAGES || b->type == RMIG_MSG_ZERO || is_blob(b->type) ||
+		if (rmig_is_data_frame(b->type) || is_blob(b->type) ||
 		    b->type == RMIG_MSG_PAGE_DATA)
 			continue; /* the blobs' limits: test_rt_state, test_rt_mem_keys;
 				   * PAGE_DATA's: test_rt_page_data */
@@ -2028,7 +2033,9 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 
 	switch (fh.type) {
 	case RMIG_MSG_PAGES:
-	case RMIG_MSG_ZERO: {
+	case RMIG_MSG_ZERO:
+	case RMIG_MSG_BLOCKS:
+	case RMIG_MSG_BLOCKS_ZERO: {
 		struct rmig_pages_hdr ph;
 		struct rmig_run runs[RMIG_MAX_RUNS];
 		size_t ri = 999;
@@ -2051,7 +2058,7 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 			assert_true(runs[i].count == rd64(buf + 16 + 16 * i + 8));
 			pages += runs[i].count;
 		}
-		if (fh.type == RMIG_MSG_ZERO)
+		if (fh.type == RMIG_MSG_ZERO || fh.type == RMIG_MSG_BLOCKS_ZERO)
 			assert_int_equal(fh.len, 16 + 16 * ph.nruns);
 		else {
 			assert_true(pages * l->r[ri].page_size <= RMIG_MAX_FRAME_DATA);
@@ -2073,6 +2080,10 @@ static void check_accepted(const uint8_t *buf, size_t n, const struct rmig_msg *
 	case RMIG_MSG_REGIONS:
 		assert_true(m->u.layout.count <= RMIG_MAX_REGIONS);
 		EXPECT_OK(err, rmig_layout_check(&m->u.layout, err, sizeof(err)));
+		break;
+	case RMIG_MSG_DISKS:
+		assert_true(m->u.disks.count >= 1 && m->u.disks.count <= RMIG_MAX_DISKS);
+		EXPECT_OK(err, rmig_disks_check(&m->u.disks, err, sizeof(err)));
 		break;
 	case RMIG_MSG_CHANNEL:
 		assert_true(m->u.channel.count >= 1 && m->u.channel.count <= RMIG_MAX_CHANNELS);
@@ -2165,8 +2176,7 @@ static void fuzz_one(const uint8_t *frame, size_t n, struct fuzz_stats *st)
 			size_t ri;
 
 			if (!rmig_frame_hdr_decode(frame, &fh, NULL, 0) &&
-			    fh.len <= n - RMIG_FRAME_HDR_LEN &&
-			    (fh.type == RMIG_MSG_PAGES || fh.type == RMIG_MSG_ZERO) &&
+			    fh.len <= n - RMIG_FRAME_HDR_LEN && rmig_is_data_frame(fh.type) &&
 			    !rmig_pages_hdr_decode(frame + RMIG_FRAME_HDR_LEN, &fh, &ph, NULL, 0))
 				assert_int_not_equal(
 				    rmig_pages_runs_decode(
@@ -2208,6 +2218,230 @@ static const uint32_t interesting32[] = {
 		(seeds)[*(nseeds)] = f_;                                                           \
 		(lens)[(*(nseeds))++] = (n);                                                       \
 	} while (0)
+
+/* ---- disks ---- */
+
+static struct rmig_disks two_disks(void)
+{
+	struct rmig_disks d = { .count = 2 };
+
+	d.d[0] = (struct rmig_wire_disk){ .id = 7, .block_size = 65536, .size = 1ull << 30 };
+	strcpy(d.d[0].name, "vda");
+	memset(d.d[0].identity, 0xab, sizeof(d.d[0].identity));
+	d.d[1] = (struct rmig_wire_disk){ .id = 9, .block_size = 4096, .size = 4096 };
+	strcpy(d.d[1].name, "scratch disk 1");
+	return d;
+}
+
+static void test_rt_disks(void **state)
+{
+	struct rmig_msg in = { .type = RMIG_MSG_DISKS }, out;
+	struct rmig_layout l;
+	size_t flen;
+	uint8_t *f;
+
+	(void)state;
+	in.u.disks = two_disks();
+	f = roundtrip(&in, &out, &flen);
+	assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_DISKS_HDR_LEN + 2 * RMIG_DISK_DESC_LEN);
+	assert_int_equal(out.u.disks.count, 2);
+	assert_memory_equal(&out.u.disks.d[0], &in.u.disks.d[0], sizeof(in.u.disks.d[0]));
+	assert_memory_equal(&out.u.disks.d[1], &in.u.disks.d[1], sizeof(in.u.disks.d[1]));
+	free(f);
+	/* As regions of blocks, for the runs of BLOCKS frames. */
+	rmig_disks_layout(&in.u.disks, &l);
+	assert_int_equal(l.count, 2);
+	assert_int_equal(l.r[1].id, 9);
+	assert_int_equal(l.r[1].page_size, 4096);
+	assert_true(l.r[0].len == 1ull << 30);
+
+	in.type = RMIG_MSG_DISK_DIGESTS;
+	in.u.disk_digests.count = 2;
+	in.u.disk_digests.digest[0] = 0x0123456789abcdefull;
+	in.u.disk_digests.digest[1] = ~0ull;
+	f = roundtrip(&in, &out, &flen);
+	assert_int_equal(out.u.disk_digests.count, 2);
+	assert_true(out.u.disk_digests.digest[1] == ~0ull);
+	free(f);
+
+	in.type = RMIG_MSG_DISKS_ACK;
+	in.u.value = 0;
+	f = roundtrip(&in, &out, &flen);
+	free(f);
+}
+
+/* Encode two_disks() with one field changed by edit, and expect it refused. */
+static void expect_disks_bad(void (*edit)(struct rmig_wire_disk *d), const char *what)
+{
+	struct rmig_disks d = two_disks();
+	uint8_t buf[RMIG_DISKS_HDR_LEN + RMIG_DISK_DESC_LEN * RMIG_MAX_DISKS], *p;
+	struct rmig_msg in = { .type = RMIG_MSG_DISKS }, out;
+	char err[256];
+	size_t len;
+
+	in.u.disks = d;
+	len = rmig_msg_encode(&in, buf, sizeof(buf));
+	assert_true(len > 0);
+	edit(&d.d[1]);
+	/* Write the edited second disk over the encoded one, field by field. */
+	p = buf + RMIG_DISKS_HDR_LEN + RMIG_DISK_DESC_LEN;
+	wr32(p, d.d[1].id);
+	wr32(p + 4, d.d[1].block_size);
+	wr64(p + 8, d.d[1].size);
+	memcpy(p + 32, d.d[1].name, RMIG_DISK_NAME_LEN);
+	p = dup_exact(buf, len);
+	memset(err, 0, sizeof(err));
+	if (rmig_msg_decode(RMIG_MSG_DISKS, p, len, &out, err, sizeof(err)) != -EBADMSG)
+		fail_msg("DISKS with %s was accepted", what);
+	assert_true(err[0] != 0);
+	free(p);
+}
+
+static void dup_id(struct rmig_wire_disk *d)
+{
+	d->id = 7;
+}
+static void bad_block(struct rmig_wire_disk *d)
+{
+	d->block_size = 3 * 4096;
+}
+static void small_block(struct rmig_wire_disk *d)
+{
+	d->block_size = 2048;
+	d->size = 2048;
+}
+static void big_block(struct rmig_wire_disk *d)
+{
+	d->block_size = 4u << 20;
+	d->size = 4u << 20;
+}
+static void zero_size(struct rmig_wire_disk *d)
+{
+	d->size = 0;
+}
+static void odd_size(struct rmig_wire_disk *d)
+{
+	d->size = 4096 + 512;
+}
+static void huge_size(struct rmig_wire_disk *d)
+{
+	d->size = RMIG_MAX_DISK_BYTES + 4096;
+}
+static void empty_name(struct rmig_wire_disk *d)
+{
+	memset(d->name, 0, sizeof(d->name));
+}
+static void long_name(struct rmig_wire_disk *d)
+{
+	memset(d->name, 'x', sizeof(d->name));
+}
+static void ctl_name(struct rmig_wire_disk *d)
+{
+	d->name[1] = '\n';
+}
+static void junk_after_name(struct rmig_wire_disk *d)
+{
+	d->name[20] = 'x';
+}
+
+static void test_disks_invalid(void **state)
+{
+	struct rmig_msg in = { .type = RMIG_MSG_DISKS }, out;
+	uint8_t buf[RMIG_DISKS_HDR_LEN + RMIG_DISK_DESC_LEN * RMIG_MAX_DISKS];
+	char err[256];
+	size_t len;
+
+	(void)state;
+	expect_disks_bad(dup_id, "a duplicate id");
+	expect_disks_bad(bad_block, "a block size not a power of two");
+	expect_disks_bad(small_block, "a 2 KiB block");
+	expect_disks_bad(big_block, "a 4 MiB block");
+	expect_disks_bad(zero_size, "an empty disk");
+	expect_disks_bad(odd_size, "a size not a multiple of the block");
+	expect_disks_bad(huge_size, "a size past the limit");
+	expect_disks_bad(empty_name, "no name");
+	expect_disks_bad(long_name, "an unterminated name");
+	expect_disks_bad(ctl_name, "a control character in the name");
+	expect_disks_bad(junk_after_name, "bytes after the name's end");
+
+	/* Count against length, and no disks at all. */
+	in.u.disks = two_disks();
+	len = rmig_msg_encode(&in, buf, sizeof(buf));
+	wr32(buf, 3);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_DISKS, buf, len, &out, err, sizeof(err)));
+	wr32(buf, 0);
+	EXPECT_BAD(err,
+		   rmig_msg_decode(RMIG_MSG_DISKS, buf, RMIG_DISKS_HDR_LEN + RMIG_DISK_DESC_LEN,
+				   &out, err, sizeof(err)));
+	in.u.disks.count = 0;
+	assert_int_equal(rmig_msg_encode(&in, buf, sizeof(buf)), 0);
+	in.u.disks.count = RMIG_MAX_DISKS + 1;
+	assert_int_equal(rmig_msg_encode(&in, buf, sizeof(buf)), 0);
+
+	/* DISK_DIGESTS: count against length, reserved not zero. */
+	in.type = RMIG_MSG_DISK_DIGESTS;
+	in.u.disk_digests.count = 1;
+	len = rmig_msg_encode(&in, buf, sizeof(buf));
+	assert_int_equal(len, RMIG_DISK_DIGESTS_HDR_LEN + 8);
+	wr32(buf, 2);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_DISK_DIGESTS, buf, len, &out, err, sizeof(err)));
+	wr32(buf, 1);
+	wr32(buf + 4, 1);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_DISK_DIGESTS, buf, len, &out, err, sizeof(err)));
+}
+
+/* BLOCKS and BLOCKS_ZERO: PAGES' layout and checks, against the disks. */
+static void test_blocks_frames(void **state)
+{
+	struct rmig_disks d = two_disks();
+	struct rmig_layout l;
+	struct rmig_run runs[2] = { { 0, 1 }, { 16383, 1 } }, got[RMIG_MAX_RUNS];
+	struct rmig_frame_hdr fh;
+	struct rmig_pages_hdr ph;
+	struct rmig_msg m;
+	char err[256];
+	size_t ri, flen;
+	uint8_t *f;
+
+	(void)state;
+	rmig_disks_layout(&d, &l);
+	assert_true(rmig_is_data_frame(RMIG_MSG_BLOCKS) &&
+		    rmig_is_data_frame(RMIG_MSG_BLOCKS_ZERO));
+	assert_false(rmig_is_data_frame(RMIG_MSG_DISKS));
+	/* Two 64 KiB blocks of disk 7: the first and the last. */
+	f = pages_frame(RMIG_MSG_BLOCKS, 7, 2, runs, 2, 2 * 65536, &flen);
+	EXPECT_OK(err, rmig_frame_decode_buf(f, flen, &l, &m, err, sizeof(err)));
+	EXPECT_OK(err, rmig_frame_hdr_decode(f, &fh, err, sizeof(err)));
+	EXPECT_OK(err, rmig_pages_hdr_decode(f + RMIG_FRAME_HDR_LEN, &fh, &ph, err, sizeof(err)));
+	EXPECT_OK(err, rmig_pages_runs_decode(f + RMIG_FRAME_HDR_LEN + RMIG_PAGES_HDR_LEN, &fh, &ph,
+					      &l, got, &ri, err, sizeof(err)));
+	assert_int_equal(ri, 0);
+	free(f);
+	/* One block past the disk's end; a block's bytes short; an unknown disk. */
+	runs[1].first = 16384;
+	f = pages_frame(RMIG_MSG_BLOCKS, 7, 2, runs, 2, 2 * 65536, &flen);
+	EXPECT_BAD(err, rmig_frame_decode_buf(f, flen, &l, &m, err, sizeof(err)));
+	free(f);
+	runs[1].first = 1;
+	f = pages_frame(RMIG_MSG_BLOCKS, 7, 2, runs, 2, 2 * 65536 - 4096, &flen);
+	EXPECT_BAD(err, rmig_frame_decode_buf(f, flen, &l, &m, err, sizeof(err)));
+	assert_non_null(strstr(err, "blocks"));
+	free(f);
+	f = pages_frame(RMIG_MSG_BLOCKS, 8, 2, runs, 2, 2 * 65536, &flen);
+	EXPECT_BAD(err, rmig_frame_decode_buf(f, flen, &l, &m, err, sizeof(err)));
+	free(f);
+	/* BLOCKS_ZERO carries no bytes, and may cover a whole disk. */
+	runs[0] = (struct rmig_run){ 0, 16384 };
+	f = pages_frame(RMIG_MSG_BLOCKS_ZERO, 7, 2, runs, 1, 0, &flen);
+	EXPECT_OK(err, rmig_frame_decode_buf(f, flen, &l, &m, err, sizeof(err)));
+	free(f);
+	f = pages_frame(RMIG_MSG_BLOCKS_ZERO, 7, 2, runs, 1, 4096, &flen);
+	EXPECT_BAD(err, rmig_frame_decode_buf(f, flen, &l, &m, err, sizeof(err)));
+	free(f);
+	/* Never a control message. */
+	EXPECT_BAD(err,
+		   rmig_msg_decode(RMIG_MSG_BLOCKS, (const uint8_t *)"x", 1, &m, err, sizeof(err)));
+}
 
 static void test_fuzz(void **state)
 {
@@ -2321,6 +2555,15 @@ static void test_fuzz(void **state)
 		ADD_SEED(make_frame(m, 0, 15, &n), n, seeds, lens, &nseeds);
 	}
 
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_DISKS;
+	m->u.disks = two_disks();
+	ADD_SEED(make_frame(m, 0, 16, &n), n, seeds, lens, &nseeds);
+	runs[0] = (struct rmig_run){ 0, 1 };
+	ADD_SEED(pages_frame(RMIG_MSG_BLOCKS, 0, 1, runs, 1, 4096, &n), n, seeds, lens, &nseeds);
+	runs[0] = (struct rmig_run){ 1, 15 };
+	ADD_SEED(pages_frame(RMIG_MSG_BLOCKS_ZERO, 5, 1, runs, 1, 0, &n), n, seeds, lens, &nseeds);
+
 	/* Every seed is valid to begin with. */
 	for (size_t s = 0; s < nseeds; s++) {
 		EXPECT_OK(err, rmig_frame_decode_buf(seeds[s], lens[s], pages_layout(), m, err,
@@ -2431,6 +2674,8 @@ static void test_fuzz(void **state)
 		assert_true(st.accepted[RMIG_MSG_REGIONS] > 100);
 		assert_true(st.accepted[RMIG_MSG_DISCARD] > 100);
 		assert_true(st.accepted[RMIG_MSG_PAGE_DATA] > 100);
+		assert_true(st.accepted[RMIG_MSG_DISKS] > 100);
+		assert_true(st.accepted[RMIG_MSG_BLOCKS] > 100);
 	}
 	free(work);
 	for (size_t s = 0; s < nseeds; s++)
@@ -2442,6 +2687,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_msg_name),
+		cmocka_unit_test(test_rt_disks),
+		cmocka_unit_test(test_disks_invalid),
+		cmocka_unit_test(test_blocks_frames),
 		cmocka_unit_test(test_regions_ack_first_touch),
 		cmocka_unit_test(test_hdr_layout),
 		cmocka_unit_test(test_hdr_roundtrip),
