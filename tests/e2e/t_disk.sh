@@ -10,7 +10,9 @@
 #     (--max-bandwidth): its disk I/O is throttled, the migration converges,
 #     the images are equal;
 #  4. a dirty log that misses a write (disk-lie): the source's audit after
-#     the switch-over says FAILED and names the disk.
+#     the switch-over says FAILED and names the disk;
+#  5. block bytes corrupted in flight: the disk's digests roll it back;
+#  6. the link cut mid-migration: a failover, the images still equal.
 # Bad input, each one clear line, the source guest running, its image
 # untouched: a destination image smaller than the source's, missing,
 # read-only (a read-only bind mount), the same file as the source's
@@ -94,6 +96,46 @@ WANT_RC=5 run lie "sim:size=64M,dirty-rate=0,disk=$SIZE,disk-file=$T/lie.src,dis
 expect_eq "lie: audit" "$(summary "$T/lie.send.out" audit)" failed
 grep -q 'audit FAILED: 1 blocks of disk disk0' "$T/lie.send.out" ||
 	fail "lie: the audit does not name the disk: $(grep audit "$T/lie.send.out" | tail -2)"
+
+# 5. Block bytes corrupted in flight (tests/tools/faultproxy): the disk's
+# digests catch it at COMPLETE, the migration rolls back.
+new_image "$T/corrupt.dst" 32
+start_recv corrupt.recv --backend "sim:disk-file=$T/corrupt.dst"
+start_faultproxy corrupt --corrupt-blocks
+"$RMIG" send --json --backend "sim:size=32M,dirty-rate=0,disk=32M,disk-file=$T/corrupt.src" \
+	--max-bandwidth 8M --transport tcp 127.0.0.1:$PPORT >"$T/corrupt.send.out" \
+	2>"$T/corrupt.send.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+sleep 0.5
+kill -USR2 "$PROXY_PID"
+wait_pid "$SEND_PID" 60
+expect_eq "corrupt: sender exit code" "$RC" 3
+grep -q 'corrupted block data of BLOCKS frame' "$T/corrupt-proxy.err" || fail "corrupt: no block was corrupted"
+grep -q "verification failed: disk disk0 digest" "$T/corrupt.send.err" ||
+	fail "corrupt: not caught by the disk's digests: $(cat "$T/corrupt.send.err")"
+wait_pid "$RECV_PID" 20
+[ "$RC" = 0 ] && fail "corrupt: the receiver started the guest"
+kill "$PROXY_PID" 2>/dev/null
+
+# 6. The link cut mid-migration (after 24 MB of data): the sender fails over
+# (TCP again, through the proxy) and the disk's unacknowledged round is sent
+# again; the images end equal.
+new_image "$T/cut.dst" 64
+start_recv cut.recv --backend "sim:disk-file=$T/cut.dst"
+start_faultproxy cut --cut-after 24000000
+rc=0
+"$RMIG" send --json --backend "sim:size=32M,dirty-rate=0,disk=$SIZE,disk-file=$T/cut.src,disk-write-rate=1000" \
+	--max-bandwidth 20M --transport tcp --failover tcp 127.0.0.1:$PPORT >"$T/cut.send.out" \
+	2>"$T/cut.send.err" || rc=$?
+expect_eq "cut: sender exit code" "$rc" 0
+wait_pid "$RECV_PID" 30
+expect_eq "cut: receiver exit code" "$RC" 0
+grep -q 'cut after' "$T/cut-proxy.err" || fail "cut: the proxy never cut the link"
+[ "$(summary "$T/cut.send.out" failovers)" -ge 1 ] || fail "cut: no failover"
+expect_eq "cut: disks verified" "$(summary "$T/cut.recv.out" disks_verified)" true
+same_images cut "$T/cut.src" "$T/cut.dst"
+kill "$PROXY_PID" 2>/dev/null
 
 # refused NAME SRC_SPEC RECV_SPEC PATTERN [recv command prefix...]: refused
 # before any data moved (expect_refused), the source image unchanged.

@@ -21,7 +21,8 @@
  *            the receiver must reject it as a bad frame;
  *   SIGUSR2  flip the last byte (page data) of each of the next N PAGES
  *            frames on the data streams (--data-frames, default 8): only the
- *            memory digest can catch that;
+ *            memory digest can catch that; with --corrupt-blocks, of the next
+ *            BLOCKS frames (a disk's data) instead;
  *   SIGHUP   toggle a blackhole: nothing is read, forwarded or accepted
  *            until the next SIGHUP (connections stay open, like a cut link);
  *   SIGTERM, SIGINT  exit.
@@ -81,6 +82,7 @@
 #define T_HELLO 1
 #define T_CHANNEL 4
 #define T_PAGES 5
+#define T_BLOCKS 29
 
 /* rmig's frame types, by number (proto/proto.h). */
 static const char *const type_names[] = {
@@ -88,6 +90,7 @@ static const char *const type_names[] = {
 	"ROUND_END", "ROUND_ACK",    "STATE",	  "COMPLETE",	 "READY",   "GO",	  "STARTED",
 	"ABORT",     "HEARTBEAT",    "DONE",	  "MEM_KEYS",	 "AUTH",    "CHECK",	  "STREAM",
 	"DISCARD",   "PAGE_REQUEST", "PAGE_DATA", "MISSING",	 "RECOVER", "STREAM_ACK",
+	"DISKS",     "DISKS_ACK",    "BLOCKS",	  "BLOCKS_ZERO", "DISK_DIGESTS",
 };
 
 static const char *type_name(unsigned t)
@@ -125,6 +128,7 @@ static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
 static struct conn conns[MAX_CONNS];
 static unsigned next_id, data_frames_per_signal = 8;
 static unsigned arm_ctrl, arm_data; /* pending faults */
+static unsigned data_type = T_PAGES;  /* --corrupt-blocks: T_BLOCKS */
 static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
@@ -156,7 +160,7 @@ static void on_signal(int sig)
 static void usage(void)
 {
 	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-			"[--ready-file FILE] [--data-frames N] [--cut-after BYTES] "
+			"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
 			"[--cut-on TYPE[:N]]... [--cut-silent] [--raw] [--record FILE]\n");
 	exit(2);
 }
@@ -308,13 +312,14 @@ static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 		} else { /* in a payload */
 			size_t take = c->payload_left < n - i ? (size_t)c->payload_left : n - i;
 
-			if (c->kind == K_DATA && c->cur_type == T_PAGES && arm_data &&
+			if (c->kind == K_DATA && c->cur_type == data_type && arm_data &&
 			    take == c->payload_left) {
 				p[i + take - 1] ^= 0xff; /* the last byte of the last page */
 				arm_data--;
 				fprintf(stderr,
-					"faultproxy: corrupted page data of PAGES frame #%llu on "
+					"faultproxy: corrupted %s data of %s frame #%llu on "
 					"connection %u (%u more to go)\n",
+					data_type == T_PAGES ? "page" : "block", type_name(data_type),
 					(unsigned long long)c->frames - 1, c->id, arm_data);
 			}
 			c->payload_left -= take;
@@ -484,6 +489,8 @@ int main(int argc, char **argv)
 			cut_after = strtoull(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--cut-on") && i + 1 < argc)
 			parse_cut_on(argv[++i]);
+		else if (!strcmp(argv[i], "--corrupt-blocks"))
+			data_type = T_BLOCKS;
 		else if (!strcmp(argv[i], "--cut-silent"))
 			cut_silent = 1;
 		else if (!strcmp(argv[i], "--raw"))
@@ -560,8 +567,8 @@ int main(int argc, char **argv)
 		if (want_data) {
 			arm_data += (unsigned)want_data * data_frames_per_signal;
 			want_data = 0;
-			fprintf(stderr, "faultproxy: armed: corrupt the next %u PAGES frames\n",
-				arm_data);
+			fprintf(stderr, "faultproxy: armed: corrupt the next %u %s frames\n",
+				arm_data, type_name(data_type));
 		}
 		if (want_hole) {
 			blackhole ^= (int)(want_hole & 1);
