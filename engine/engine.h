@@ -79,6 +79,7 @@ struct rmig_ctx {
 	/* Limits an operator may change while a migration runs. */
 	atomic_uint_fast64_t limit_bandwidth; /* config.max_bandwidth */
 	atomic_uint limit_downtime_ms;	      /* config.downtime_ms */
+	atomic_int switch_now;		      /* rmig_start_postcopy: at the round's end */
 
 	/* The role's phase (session/machine.h); under prog_lock. */
 	struct rmig_phase_state {

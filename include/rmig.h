@@ -484,6 +484,12 @@ RMIG_API int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st);
  * own pacing only. */
 RMIG_API int rmig_set_max_bandwidth(struct rmig_ctx *ctx, uint64_t bytes_per_s);
 RMIG_API int rmig_set_downtime_ms(struct rmig_ctx *ctx, unsigned ms);
+/* Source, config.postcopy: switch over to post-copy when the round in
+ * progress ends, whatever the convergence estimate says (QEMU's
+ * migrate-start-postcopy), from any thread. 0; -EINVAL if ctx is NULL or
+ * config.postcopy is not set (the destination was not readied for it);
+ * -EALREADY once pre-copy is over. */
+RMIG_API int rmig_start_postcopy(struct rmig_ctx *ctx);
 
 /* Why the last migration failed ("" if it did not). Owned by ctx, valid
  * until the next rmig_send()/rmig_recv() on it or its destruction. */

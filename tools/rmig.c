@@ -32,7 +32,7 @@ static const char usage_text[] =
     "       rmig bench [options] [--seconds N] [--size SIZE] HOST[:PORT]\n"
     "       rmig info\n"
     "       rmig status PATH [--json] | rmig set PATH max-bandwidth RATE|downtime-ms MS\n"
-    "       rmig cancel PATH          (a running rmig started with --control PATH)\n"
+    "       rmig postcopy PATH | rmig cancel PATH   (a running rmig started with --control PATH)\n"
     "       rmig history DIR          (migrations recorded with --record DIR)\n"
     "       rmig help | rmig --version\n"
     "\n"
@@ -1588,6 +1588,7 @@ static const struct {
 	{ "info", cmd_info, "list the transports and the devices they could use" },
 	{ "status", status_client, "ask a running rmig how it goes (--control PATH)" },
 	{ "set", status_client, "change a running migration's max-bandwidth or downtime-ms" },
+	{ "postcopy", status_client, "switch a running --postcopy migration to post-copy now" },
 	{ "cancel", status_client, "roll a running migration back" },
 	{ "history", history_command, "list the migrations recorded in a directory (--record)" },
 	{ "help", cmd_help, "show the usage" },

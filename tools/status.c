@@ -176,6 +176,27 @@ static void control_cancel(struct status_view *v, char *reply, size_t len)
 	snprintf(reply, len, "{\"ok\":true,\"cancel\":\"asked: rolling back\"}");
 }
 
+/* postcopy: switch over to post-copy at the round's end (QEMU's
+ * migrate-start-postcopy). */
+static void control_postcopy(struct status_view *v, char *reply, size_t len)
+{
+	int rc = v->send ? rmig_start_postcopy(v->ctx) : -EPERM;
+
+	if (rc == -EPERM)
+		snprintf(reply, len,
+			 "{\"error\":\"postcopy: the switch-over is the sending side's\"}");
+	else if (rc == -EINVAL)
+		snprintf(reply, len,
+			 "{\"error\":\"postcopy: this migration was not started with --postcopy "
+			 "(the destination is not ready for it)\"}");
+	else if (rc)
+		snprintf(reply, len, "{\"error\":\"postcopy: too late, pre-copy is over\"}");
+	else
+		snprintf(reply, len,
+			 "{\"ok\":true,\"postcopy\":\"asked: switching over when the round "
+			 "ends\"}");
+}
+
 /* Split line into at most 3 words of at most 63 bytes; -1 if it has more,
  * or a longer one. */
 static int words(const char *line, char w[3][64])
@@ -211,13 +232,16 @@ void status_control(void *arg, const char *line, char *reply, size_t len)
 		snprintf(reply + used, len - used, "}");
 	} else if (n == 1 && !strcmp(cmd, "cancel")) {
 		control_cancel(v, reply, len);
+	} else if (n == 1 && !strcmp(cmd, "postcopy")) {
+		control_postcopy(v, reply, len);
 	} else if (n == 3 && !strcmp(cmd, "set")) {
 		control_set(v, key, val, reply, len);
 	} else {
 		char c[64];
 
 		snprintf(reply, len,
-			 "{\"error\":\"unknown command '%s': status, set KEY VALUE, or cancel\"}",
+			 "{\"error\":\"unknown command '%s': status, set KEY VALUE, postcopy, or "
+			 "cancel\"}",
 			 safe(cmd, c, sizeof(c)));
 	}
 }
@@ -257,11 +281,12 @@ int status_client(int argc, char *argv[])
 	char line[16384], reply[2048], err[256];
 	int json = argc == 3 && !strcmp(cmd, "status") && !strcmp(argv[2], "--json");
 	int ok = (!strcmp(cmd, "status") && (argc == 2 || json)) ||
-		 (!strcmp(cmd, "cancel") && argc == 2) || (!strcmp(cmd, "set") && argc == 4);
+		 ((!strcmp(cmd, "cancel") || !strcmp(cmd, "postcopy")) && argc == 2) ||
+		 (!strcmp(cmd, "set") && argc == 4);
 
 	if (!ok) {
 		fprintf(stderr, "usage: rmig status PATH [--json] | rmig set PATH max-bandwidth "
-				"RATE|downtime-ms MS | rmig cancel PATH\n");
+				"RATE|downtime-ms MS | rmig postcopy PATH | rmig cancel PATH\n");
 		return 2;
 	}
 	if (!strcmp(cmd, "set"))

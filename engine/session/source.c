@@ -640,6 +640,9 @@ static int decide(struct sender *s, const struct rmig_round_stats *rs,
 	enum rmig_converge_decision d = rmig_converge_decide(&in, &s->conv);
 	int rc;
 
+	/* The operator asked for post-copy now (rmig_start_postcopy). */
+	if (s->postcopy && atomic_load(&ctx->switch_now))
+		return 1;
 	switch (d) {
 	case RMIG_CONV_SWITCH: return 1;
 	case RMIG_CONV_FORCE: ctx->stats.forced = 1; return 1;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "machine.h"
 
 void rmig_status_begin(struct rmig_ctx *ctx)
 {
@@ -95,6 +96,22 @@ int rmig_set_max_bandwidth(struct rmig_ctx *ctx, uint64_t bytes_per_s)
 	if (!ctx)
 		return -EINVAL;
 	atomic_store(&ctx->limit_bandwidth, bytes_per_s);
+	return 0;
+}
+
+int rmig_start_postcopy(struct rmig_ctx *ctx)
+{
+	unsigned phase;
+
+	if (!ctx || !ctx->cfg.postcopy || ctx->sm.m != &rmig_src_machine)
+		return -EINVAL;
+	pthread_mutex_lock(&ctx->prog_lock);
+	phase = ctx->sm.phase;
+	pthread_mutex_unlock(&ctx->prog_lock);
+	if (phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING && phase != RMIG_SRC_PRECOPY &&
+	    phase != RMIG_SRC_FAILOVER)
+		return -EALREADY;
+	atomic_store(&ctx->switch_now, 1);
 	return 0;
 }
 

@@ -16,6 +16,9 @@
 #     socket is gone after exit.
 #  6. A path holding something that is not a socket, or a live rmig's
 #     socket, is refused before anything starts; a stale socket is replaced.
+#  7. `rmig postcopy PATH`: refused (one line) on a migration without
+#     --postcopy and on the receiver; a --postcopy migration that would
+#     never converge switches over when asked and completes.
 . "$(dirname "$0")/lib.sh"
 FLOOD=${FLOOD:-$(dirname "$RMIG")/tests/flood}
 [ -x "$FLOOD" ] || fail "$FLOOD is missing (make $(dirname "$RMIG")/tests/flood)"
@@ -117,6 +120,14 @@ expect_eq "progress events whose transferred went back" "$back" 0
 progress percent | awk '$1 < 0 || $1 > 100 { bad = 1 } END { exit bad }' ||
 	fail "a percent outside 0..100: $(progress percent | tr '\n' ' ')"
 
+# 7a. postcopy on a migration not started with --postcopy, and on the
+# receiver: refused with one line, exit 1, pre-copy goes on.
+"$RMIG" postcopy "$CS" >/dev/null 2>"$T/pc.err" && fail "postcopy without --postcopy was taken"
+grep -q "not started with --postcopy" "$T/pc.err" || fail "postcopy refusal: $(cat "$T/pc.err")"
+"$RMIG" postcopy "$CR" >/dev/null 2>"$T/pcr.err" && fail "postcopy on the receiver was taken"
+grep -q "the sending side's" "$T/pcr.err" || fail "postcopy on the receiver: $(cat "$T/pcr.err")"
+expect_eq "phase after refused postcopy" "$("$RMIG" status "$CS" --json | jq -r .phase)" pre-copy
+
 # 5. Cancel.
 "$RMIG" cancel "$CS" >/dev/null || fail "rmig cancel failed"
 wait_pid "$SEND_PID" 20
@@ -143,5 +154,32 @@ wait_pid "$RECV_PID" 10
 start_recv recv3 --backend sim --control "$CR"
 "$RMIG" status "$CR" --json >/dev/null || fail "the stale socket was not replaced"
 kill "$RECV_PID"
+wait_pid "$RECV_PID" 10
+
+# 7b. `rmig postcopy PATH` (QEMU's migrate-start-postcopy): a --postcopy
+# migration that would never converge (1 ms downtime limit, 500 rounds)
+# switches to post-copy when asked and completes; asking again after it
+# ended finds no rmig.
+start_recv pcrecv --backend sim
+"$RMIG" send --json --postcopy --backend sim:size=128M,dirty-rate=50000,hot=50%,seed=5 \
+	--downtime-ms 1 --max-rounds 500 --max-bandwidth 40M --control "$CS" 127.0.0.1:$PORT \
+	>"$T/pcsend.out" 2>"$T/pcsend.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+for _ in $(seq 200); do
+	jq -s -e 'map(select(.event=="round")) | length >= 2' "$T/pcsend.out" >/dev/null 2>&1 && break
+	sleep 0.05
+done
+jq -s -e 'map(select(.event=="round")) | length >= 2' "$T/pcsend.out" >/dev/null ||
+	fail "postcopy: fewer than 2 rounds in 10 s"
+"$RMIG" postcopy "$CS" >"$T/pc.out" || fail "rmig postcopy failed: $(cat "$T/pc.out")"
+wait_pid "$SEND_PID" 60
+expect_eq "postcopy: sender exit code" "$RC" 0
+expect_eq "postcopy: switched to post-copy" "$(summary "$T/pcsend.out" postcopy)" true
+expect_eq "postcopy: forced" "$(summary "$T/pcsend.out" forced)" false
+[ "$(summary "$T/pcsend.out" rounds)" -lt 100 ] ||
+	fail "postcopy: $(summary "$T/pcsend.out" rounds) rounds: the request was not acted on"
+wait_pid "$RECV_PID" 30
+expect_eq "postcopy: receiver exit code" "$RC" 0
 
 pass "status, progress every $(progress ts | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m }') ms at most, rate $((before / MiB)) -> $((after / MiB)) MiB/s after set, cancel"
