@@ -92,6 +92,10 @@ int rmig_disk_save_setup(struct rmig_payload *p)
 		if (!s->dirty[i] || !s->sent[i] || (ctx->cfg.verify && !s->digest[i]))
 			return rmig_err(ctx, -ENOMEM, "out of memory for disk %s's bitmaps",
 					s->disks[i].name);
+		/* "Never sent", unlike the destination's "never written" (0): a
+		 * block the source failed to send makes the roots differ. */
+		for (uint64_t b = 0; s->digest[i] && b < s->nblocks[i]; b++)
+			s->digest[i][b] = UINT64_MAX;
 		s->zero_digest[i] = rmig_disk_zero_digest(s->disks[i].block_size);
 		ctx->stats.disk_bytes += s->disks[i].size;
 	}
