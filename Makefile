@@ -72,8 +72,10 @@ $(BUILD)/%.o: %.c $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engi
 $(BUILD)/librmig.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/$(SONAME): $(LIB_OBJ)
-	$(CC) -shared -Wl,-soname,$(SONAME) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+# Symbol versions (RMIG_0.1, ...) and nothing exported but the map's names.
+$(BUILD)/$(SONAME): $(LIB_OBJ) librmig.map
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=librmig.map $(LDFLAGS) -o $@ \
+	    $(LIB_OBJ) $(LDLIBS)
 	ln -sf $(SONAME) $(BUILD)/librmig.so
 
 $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o \
@@ -85,7 +87,10 @@ $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/sta
 # DESTDIR lets a non-root user or a package build stage the tree elsewhere.
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
-LIBDIR     ?= $(PREFIX)/lib
+# Debian's multiarch directory under /usr (lib/x86_64-linux-gnu), as its
+# packages install libraries; plain lib elsewhere. Or say LIBDIR=...
+MULTIARCH  := $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || $(CC) -print-multiarch 2>/dev/null)
+LIBDIR     ?= $(PREFIX)/lib$(if $(and $(filter /usr,$(PREFIX)),$(MULTIARCH)),/$(MULTIARCH))
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)

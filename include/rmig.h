@@ -40,7 +40,16 @@ extern "C" {
 
 #define RMIG_API __attribute__((visibility("default")))
 
-#define RMIG_VERSION_STRING "0.1.0"
+/* The version of these headers. RMIG_VERSION compares in #if:
+ * #if RMIG_VERSION >= RMIG_VERSION_OF(0, 2, 0). The library's own is
+ * rmig_version()'s (a newer library runs what older headers built). Symbols
+ * carry versions too (RMIG_0.1, RMIG_0.2, ...: librmig.map). */
+#define RMIG_VERSION_MAJOR 0
+#define RMIG_VERSION_MINOR 2
+#define RMIG_VERSION_PATCH 0
+#define RMIG_VERSION_STRING "0.2.0"
+#define RMIG_VERSION_OF(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+#define RMIG_VERSION RMIG_VERSION_OF(RMIG_VERSION_MAJOR, RMIG_VERSION_MINOR, RMIG_VERSION_PATCH)
 #define RMIG_DEFAULT_PORT 7471
 #define RMIG_DEFAULT_HANDSHAKE_MS 5000
 
@@ -490,6 +499,10 @@ RMIG_API int rmig_set_downtime_ms(struct rmig_ctx *ctx, unsigned ms);
  * config.postcopy is not set (the destination was not readied for it);
  * -EALREADY once pre-copy is over. */
 RMIG_API int rmig_start_postcopy(struct rmig_ctx *ctx);
+
+/* The running library's version, "MAJOR.MINOR.PATCH" (static), and its
+ * numbers where the pointers are not NULL. */
+RMIG_API const char *rmig_version(int *major, int *minor, int *patch);
 
 /* Why the last migration failed ("" if it did not). Owned by ctx, valid
  * until the next rmig_send()/rmig_recv() on it or its destruction. */

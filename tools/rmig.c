@@ -1571,7 +1571,7 @@ static int cmd_version(int argc, char *argv[])
 {
 	(void)argc;
 	(void)argv;
-	printf("rmig %s\n", RMIG_VERSION_STRING);
+	printf("rmig %s\n", rmig_version(NULL, NULL, NULL));
 	return 0;
 }
 

@@ -270,6 +270,17 @@ const struct rmig_stats *rmig_stats(const struct rmig_ctx *ctx)
 	return &ctx->stats;
 }
 
+const char *rmig_version(int *major, int *minor, int *patch)
+{
+	if (major)
+		*major = RMIG_VERSION_MAJOR;
+	if (minor)
+		*minor = RMIG_VERSION_MINOR;
+	if (patch)
+		*patch = RMIG_VERSION_PATCH;
+	return RMIG_VERSION_STRING;
+}
+
 const char *rmig_result_name(enum rmig_result r)
 {
 	switch (r) {

@@ -13,32 +13,37 @@ san_cflags=""
 case $build in */san) san="SAN=1" san_cflags="-fsanitize=address,undefined" ;; esac
 dest="$T/destdir"
 version=$(sed -n 's/^#define RMIG_VERSION_STRING "\(.*\)"$/\1/p' include/rmig.h)
+# PREFIX=/usr: Debian's multiarch library directory, as the Makefile picks it.
+ma=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || cc -print-multiarch 2>/dev/null)
+lib=lib${ma:+/$ma}
 
 # A make of our own: not the jobserver of a `make check` we may run under.
 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s install \
 	DESTDIR="$dest" PREFIX=/usr BUILD="$build" $san >"$T/install.out" 2>&1 ||
 	fail "make install exited $?: $(tail -n 5 "$T/install.out")"
 
-for f in bin/rmig lib/librmig.so.0 lib/librmig.a include/rmig.h include/rmig_backend.h \
-	include/rmig_uffd.h include/rmig_kvm.h lib/pkgconfig/rmig.pc \
+for f in bin/rmig $lib/librmig.so.0 $lib/librmig.a include/rmig.h include/rmig_backend.h \
+	include/rmig_uffd.h include/rmig_kvm.h $lib/pkgconfig/rmig.pc \
 	share/man/man1/rmig.1 share/man/man3/librmig.3; do
 	[ -f "$dest/usr/$f" ] || fail "usr/$f was not installed"
 done
 [ -x "$dest/usr/bin/rmig" ] || fail "usr/bin/rmig is not executable"
-expect_eq "usr/lib/librmig.so" "$(readlink "$dest/usr/lib/librmig.so")" librmig.so.0
-expect_eq "SONAME" "$(objdump -p "$dest/usr/lib/librmig.so.0" | awk '$1 == "SONAME" { print $2 }')" \
+expect_eq "usr/$lib/librmig.so" "$(readlink "$dest/usr/$lib/librmig.so")" librmig.so.0
+expect_eq "SONAME" "$(objdump -p "$dest/usr/$lib/librmig.so.0" | awk '$1 == "SONAME" { print $2 }')" \
 	librmig.so.0
-others=$(nm -D --defined-only "$dest/usr/lib/librmig.so.0" | awk '$3 !~ /^rmig_/ { print $3 }')
+# The version nodes of librmig.map (RMIG_0.1, ...) themselves are exported too.
+others=$(nm -D --defined-only "$dest/usr/$lib/librmig.so.0" |
+	awk '$3 !~ /^rmig_/ && $3 !~ /^RMIG_[0-9.]+$/ { print $3 }')
 [ -z "$others" ] || fail "librmig.so.0 exports more than rmig_*: $(tr '\n' ' ' <<<"$others")"
-nm "$dest/usr/lib/librmig.a" | grep -q ' T rmig_send$' || fail "librmig.a lacks rmig_send"
+nm "$dest/usr/$lib/librmig.a" | grep -q ' T rmig_send$' || fail "librmig.a lacks rmig_send"
 expect_eq "installed rmig --version" "$("$dest/usr/bin/rmig" --version)" "rmig $version"
 
-export PKG_CONFIG_SYSROOT_DIR="$dest" PKG_CONFIG_PATH="$dest/usr/lib/pkgconfig"
+export PKG_CONFIG_SYSROOT_DIR="$dest" PKG_CONFIG_PATH="$dest/usr/$lib/pkgconfig"
 expect_eq "pkg-config --modversion rmig" "$(pkg-config --modversion rmig 2>&1)" "$version"
 cflags=$(pkg-config --cflags rmig | xargs) || fail "pkg-config --cflags rmig failed"
 libs=$(pkg-config --libs rmig | xargs) || fail "pkg-config --libs rmig failed"
 expect_eq "pkg-config --cflags" "$cflags" "-I$dest/usr/include"
-expect_eq "pkg-config --libs" "$libs" "-L$dest/usr/lib -lrmig"
+expect_eq "pkg-config --libs" "$libs" "-L$dest/usr/$lib -lrmig"
 static_libs=$(pkg-config --static --libs rmig)
 for l in -pthread -lxxhash -lnuma -libverbs -lcrypto -ljansson; do
 	grep -q -- "$l\b" <<<"$static_libs" ||
@@ -64,8 +69,8 @@ done
 # shellcheck disable=SC2086
 cc -std=gnu11 -Wall -Wextra -Werror -pthread $san_cflags -o "$T/uffd_guest" \
 	examples/uffd_guest.c $cflags $libs 2>"$T/cc.err" || fail "cc uffd_guest: $(head -n 5 "$T/cc.err")"
-export LD_LIBRARY_PATH="$dest/usr/lib"
-ldd "$T/embed_counter" | grep -q "librmig.so.0 => $dest/usr/lib/librmig.so.0" ||
+export LD_LIBRARY_PATH="$dest/usr/$lib"
+ldd "$T/embed_counter" | grep -q "librmig.so.0 => $dest/usr/$lib/librmig.so.0" ||
 	fail "the example does not load the installed library: $(ldd "$T/embed_counter" | grep rmig)"
 embed_counter_run "$T/embed_counter" 16
 expect_eq "recv exit code" "$RC" 0
