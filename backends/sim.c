@@ -185,8 +185,14 @@ static int sim_arg(struct rmig_backend *be, void *state, const char *key, const 
 		s->overcommit = (int)v;
 		return rc;
 	}
-	if (strcmp(key, "disk") == 0)
-		return rmig_parse_size(val, &s->disk_spec.size);
+	if (strcmp(key, "disk") == 0) {
+		rc = rmig_parse_size(val, &s->disk_spec.size);
+		if (!rc && !s->disk_spec.size) {
+			rmig_backend_err(be, "sim: disk=0: a disk needs a size");
+			rc = -EINVAL;
+		}
+		return rc;
+	}
 	if (strcmp(key, "disk-write-rate") == 0)
 		return rmig_parse_size(val, &s->disk_spec.rate);
 	if (strcmp(key, "disk-block") == 0) {
@@ -501,15 +507,20 @@ static int sim_create(struct rmig_backend *be, const char *args, enum rmig_role 
 	s->node = -1;
 	s->disk_spec.block = 64u << 10;
 	s->disk_spec.fill_pct = 50;
-	if (role == RMIG_ROLE_DEST)
-		return rmig_backend_args_each(be, args,
-					      "the destination takes overcommit=0|1 and "
-					      "disk-file=PATH (the source sends size and layout)",
-					      sim_dest_arg, s);
+	if (role == RMIG_ROLE_DEST) {
+		rc = rmig_backend_args_each(be, args,
+					    "the destination takes overcommit=0|1 and "
+					    "disk-file=PATH (the source sends size and layout)",
+					    sim_dest_arg, s);
+		s->disk_spec.overcommit = s->overcommit;
+		/* A receiver that could never take a disk says so at once. */
+		return rc || !s->disk_spec.file ? rc : sim_disk_check_file(be, s->disk_spec.file);
+	}
 	rc = rmig_backend_args_each(be, args, NULL, sim_arg, &a);
 	if (rc)
 		return rc;
 	s->disk_spec.seed = s->seed;
+	s->disk_spec.overcommit = s->overcommit;
 	size = a.size;
 	hot_pct = a.hot_pct;
 	nregions = a.nregions;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -22,6 +23,7 @@
 #include "sim_disk.h"
 
 #define WRITE_BYTES 4096u
+#define MAX_DISK (1ull << 46) /* the wire's limit (RMIG_MAX_DISK_BYTES): 64 TiB */
 
 struct sim_disk {
 	struct rmig_disk desc;
@@ -198,9 +200,11 @@ static int open_memory(struct rmig_backend *be, struct sim_disk *d, uint64_t siz
 	return 0; /* identity all zero: memory is nobody else's */
 }
 
+/* The size of a file, or of a block device (whose st_size is 0). */
 static int file_size(struct rmig_backend *be, struct sim_disk *d, const char *file, uint64_t *size)
 {
 	struct stat st;
+	off_t end;
 
 	if (fstat(d->fd, &st)) {
 		int err = errno;
@@ -208,8 +212,57 @@ static int file_size(struct rmig_backend *be, struct sim_disk *d, const char *fi
 		rmig_backend_err(be, "sim: disk file %s: %s", file, strerror(err));
 		return -err;
 	}
-	*size = (uint64_t)st.st_size;
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		rmig_backend_err(be, "sim: disk file %s is neither a file nor a block device",
+				 file);
+		return -EINVAL;
+	}
+	end = S_ISBLK(st.st_mode) ? lseek(d->fd, 0, SEEK_END) : st.st_size;
+	if (end < 0) {
+		int err = errno;
+
+		rmig_backend_err(be, "sim: disk file %s: %s", file, strerror(err));
+		return -err;
+	}
+	*size = (uint64_t)end;
 	return 0;
+}
+
+int sim_disk_check_file(struct rmig_backend *be, const char *path)
+{
+	struct sim_disk d = { .fd = open(path, O_RDWR | O_CLOEXEC) };
+	uint64_t size;
+	int rc;
+
+	if (d.fd < 0) {
+		int err = errno;
+
+		rmig_backend_err(be, "sim: disk file %s: %s%s", path, strerror(err),
+				 err == EROFS || err == EACCES ? " (the disk must be writable)"
+							       : "");
+		return -err;
+	}
+	rc = file_size(be, &d, path, &size);
+	close(d.fd);
+	return rc;
+}
+
+/* A disk in memory (a memfd) must fit where a guest's memory must. */
+static int check_memory(struct rmig_backend *be, uint64_t size, int overcommit)
+{
+	struct sysinfo si;
+	uint64_t total;
+
+	if (overcommit || sysinfo(&si))
+		return 0;
+	total = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+	if (size <= total)
+		return 0;
+	rmig_backend_err(be,
+			 "sim: a disk of %llu MiB in memory does not fit in this host's %llu MiB "
+			 "of memory and swap (give disk-file=PATH, or overcommit=1)",
+			 (unsigned long long)(size >> 20), (unsigned long long)(total >> 20));
+	return -ENOMEM;
 }
 
 /* A new disk: fill_pct of its blocks with data, the rest holes. */
@@ -259,6 +312,12 @@ static int check_size(struct rmig_backend *be, uint64_t size, const char *what)
 				 what, (unsigned long long)size);
 		return -EINVAL;
 	}
+	if (size > MAX_DISK) {
+		rmig_backend_err(be,
+				 "sim: %s of %llu GiB is larger than the 64 TiB a disk may have",
+				 what, (unsigned long long)(size >> 30));
+		return -EFBIG;
+	}
 	return 0;
 }
 
@@ -271,6 +330,12 @@ int sim_disk_create(struct rmig_backend *be, const struct sim_disk_spec *sp, str
 	*out = NULL;
 	if (!sp->size && !sp->file)
 		return 0;
+	/* Nothing is made before the spec is known to be good. */
+	rc = sp->size ? check_size(be, sp->size, "disk=") : 0;
+	if (!rc && !sp->file)
+		rc = check_memory(be, sp->size, sp->overcommit);
+	if (rc)
+		return rc;
 	d = disk_new();
 	if (!d)
 		return -ENOMEM;
@@ -305,9 +370,12 @@ int sim_disk_create(struct rmig_backend *be, const struct sim_disk_spec *sp, str
 	d->fail_after = sp->fail_after;
 	d->lie = sp->lie;
 	d->nblocks = size / d->desc.block_size;
-	if (create && (rc = fill(be, d, sp)))
-		return rc;
-	return finish(be, d, sp->seed);
+	rc = create ? fill(be, d, sp) : 0;
+	if (!rc)
+		rc = finish(be, d, sp->seed);
+	if (rc && create && sp->file)
+		unlink(sp->file); /* ours, half made */
+	return rc;
 }
 
 int sim_disk_prepare(struct rmig_backend *be, const struct sim_disk_spec *sp,
@@ -326,7 +394,9 @@ int sim_disk_prepare(struct rmig_backend *be, const struct sim_disk_spec *sp,
 	if (!d)
 		return -ENOMEM;
 	*out = d;
-	rc = sp->file ? open_file(be, d, sp, 0) : open_memory(be, d, size);
+	rc = sp->file ? open_file(be, d, sp, 0) : check_memory(be, size, sp->overcommit);
+	if (!rc && !sp->file)
+		rc = open_memory(be, d, size);
 	if (!rc && sp->file)
 		rc = file_size(be, d, sp->file, &size);
 	if (!rc && size != layout[0].size) {

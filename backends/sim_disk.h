@@ -17,6 +17,7 @@ struct sim_disk_spec {
 	uint64_t block;	   /* disk-block: block size (default 64 KiB) */
 	unsigned fill_pct; /* disk-fill: share of blocks a new disk starts with data in */
 	uint64_t seed;
+	int overcommit; /* overcommit=1: a disk in memory may exceed RAM + swap */
 	/* TEST ONLY (disk-fail, disk-lie): reads fail with EIO once the guest is
 	 * paused (fail_paused) or from the fail_after-th read on; lie 4 KiB
 	 * writes at the first fetch of the dirty log are not reported. */
@@ -35,6 +36,9 @@ int sim_disk_create(struct rmig_backend *be, const struct sim_disk_spec *spec,
 int sim_disk_prepare(struct rmig_backend *be, const struct sim_disk_spec *spec,
 		     const struct rmig_disk *layout, size_t count, struct sim_disk **out);
 void sim_disk_destroy(struct sim_disk *d);
+/* Destination, at start: the disk-file can be opened for writing and is a
+ * file or a block device (else one line in be->err). */
+int sim_disk_check_file(struct rmig_backend *be, const char *path);
 
 const struct rmig_disk *sim_disk_desc(struct sim_disk *d);
 void sim_disk_pause(struct sim_disk *d);

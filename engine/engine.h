@@ -147,6 +147,9 @@ void rmig_status_setup_done(struct rmig_ctx *ctx);
 void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes);
 /* Another payload's part of round 1's plan. */
 void rmig_status_plan_add(struct rmig_ctx *ctx, uint64_t bytes);
+/* Planned bytes that turned out to be zero (sent as runs, no data): out of
+ * the plan, so that percent and ETA do not wait for them. Any thread. */
+void rmig_status_plan_less(struct rmig_ctx *ctx, uint64_t bytes);
 /* The round being sent or received (both sides count alike). */
 void rmig_status_round(struct rmig_ctx *ctx, unsigned round);
 

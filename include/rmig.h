@@ -48,7 +48,7 @@ extern "C" {
 #define RMIG_VERSION_MINOR 2
 #define RMIG_VERSION_PATCH 0
 #define RMIG_VERSION_STRING "0.2.0"
-#define RMIG_VERSION_OF(major, minor, patch) ((major) * 10000 + (minor) * 100 + (patch))
+#define RMIG_VERSION_OF(major, minor, patch) ((major)*10000 + (minor)*100 + (patch))
 #define RMIG_VERSION RMIG_VERSION_OF(RMIG_VERSION_MAJOR, RMIG_VERSION_MINOR, RMIG_VERSION_PATCH)
 #define RMIG_DEFAULT_PORT 7471
 #define RMIG_DEFAULT_HANDSHAKE_MS 5000

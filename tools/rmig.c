@@ -822,12 +822,12 @@ static void print_summary(struct tool *t, int rc)
 			s->verified ? ", verified" : "", s->forced ? ", forced switch-over" : "",
 			s->encrypted ? ", encrypted by " : "",
 			s->encrypted ? (!strcmp(s->tls, "ktls") ? "kernel TLS" : "TLS") : "");
+		status_fmt_bytes(bytes, sizeof(bytes), (double)s->disk_bytes);
 		if (s->disks)
 			eprintf(t,
-				"rmig: %u disk%s (%llu MiB): %llu blocks sent with data, %llu as "
+				"rmig: %u disk%s (%s): %llu blocks sent with data, %llu as "
 				"zero%s%s\n",
-				s->disks, s->disks > 1 ? "s" : "",
-				(unsigned long long)(s->disk_bytes >> 20),
+				s->disks, s->disks > 1 ? "s" : "", bytes,
 				(unsigned long long)s->disk_blocks_sent,
 				(unsigned long long)s->disk_zero_blocks,
 				s->disks_verified ? ", verified" : "",

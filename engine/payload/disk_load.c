@@ -29,7 +29,11 @@ struct disk_load {
 	uint64_t zero_digest[RMIG_MAX_DISKS];
 	int have_roots; /* DISK_DIGESTS arrived */
 	uint64_t root[RMIG_MAX_DISKS];
-	int written; /* some block was written: the disks changed */
+	/* Everything above is set by the control thread before it sends
+	 * DISKS_ACK; ready publishes it to the receivers (release/acquire): a
+	 * frame before it is refused, never read against half-made state. */
+	atomic_int ready;
+	atomic_int written; /* some block was written: the disks changed */
 	atomic_uint round;
 	atomic_uint_fast64_t round_blocks;
 	atomic_uint_fast64_t blocks, zero_blocks, bytes;
@@ -140,6 +144,7 @@ static int take_disks(struct rmig_payload *p, const struct rmig_msg *m)
 	if (rc)
 		return rc;
 	ctx->stats.disks = (unsigned)l->n;
+	atomic_store_explicit(&l->ready, 1, memory_order_release);
 	return rmig_ctrl_send_simple(ctx, RMIG_MSG_DISKS_ACK, 0);
 }
 
@@ -227,8 +232,9 @@ static int read_runs(struct rmig_payload *p, struct rmig_rx_chan *c,
 	uint64_t blocks = 0;
 	int rc;
 
-	if (!l->n)
-		return snprintf(why, whylen, "%s frame before DISKS", rmig_msg_name(fh->type)),
+	if (!atomic_load_explicit(&l->ready, memory_order_acquire))
+		return snprintf(why, whylen, "%s frame before DISKS was acknowledged",
+				rmig_msg_name(fh->type)),
 		       -EBADMSG;
 	rc = ctx->link->ops->chan_recv(ctx->link, c->chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
@@ -274,7 +280,8 @@ int rmig_disk_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,
 		snprintf(why, whylen, "out of memory");
 		rc = -ENOMEM;
 	}
-	l->written = 1;
+	if (!rc)
+		atomic_store(&l->written, 1);
 	for (uint32_t i = 0; !rc && i < nruns; i++) {
 		rc = fh->type == RMIG_MSG_BLOCKS ? write_run(p, c, di, &runs[i], why, whylen)
 						 : zero_run(p, di, &runs[i], why, whylen);
@@ -344,7 +351,7 @@ int rmig_disk_load_complete(struct rmig_payload *p, const struct rmig_msg *m)
 	struct disk_load *l = dl(p);
 	int rc = 0;
 
-	if (!l->n)
+	if (!atomic_load(&l->ready))
 		return rmig_err(ctx, -EPROTO, "protocol error: COMPLETE before DISKS");
 	if (m->u.complete.flags & RMIG_COMPLETE_VERIFY)
 		rc = verify(p);
@@ -363,7 +370,7 @@ void rmig_disk_load_cleanup(struct rmig_payload *p)
 
 	if (!l)
 		return;
-	if (l->written && p->ctx->stats.result != RMIG_RESULT_MIGRATED) {
+	if (atomic_load(&l->written) && l->n && p->ctx->stats.result != RMIG_RESULT_MIGRATED) {
 		char detail[300];
 		struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = detail };
 

@@ -212,6 +212,8 @@ static int send_runs(struct rmig_payload *p, struct rmig_tx_chan *c, size_t di, 
 		blocks += runs[i].count;
 	}
 	atomic_fetch_add(type == RMIG_MSG_BLOCKS ? &s->blocks : &s->zero_blocks, blocks);
+	if (type == RMIG_MSG_BLOCKS_ZERO)
+		rmig_status_plan_less(p->ctx, blocks * bs);
 	return rmig_tx_send_frame(c, type, sub, data, type == RMIG_MSG_BLOCKS ? (int)nruns : 0);
 }
 

@@ -257,10 +257,12 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 	rc = rmig_tx_send_frame(c, type, sub, data, type == RMIG_MSG_PAGES ? (int)*nruns : 0);
 	if (rc)
 		return rc;
-	if (type == RMIG_MSG_PAGES)
+	if (type == RMIG_MSG_PAGES) {
 		c->pages += pages;
-	else
+	} else {
 		c->zero_pages += pages;
+		rmig_status_plan_less(ctx, pages * r->page_size);
+	}
 	*nruns = 0;
 	return 0;
 }

@@ -42,6 +42,13 @@ void rmig_status_plan_add(struct rmig_ctx *ctx, uint64_t bytes)
 	pthread_mutex_unlock(&ctx->prog_lock);
 }
 
+void rmig_status_plan_less(struct rmig_ctx *ctx, uint64_t bytes)
+{
+	pthread_mutex_lock(&ctx->prog_lock);
+	ctx->round_planned = ctx->round_planned > bytes ? ctx->round_planned - bytes : 0;
+	pthread_mutex_unlock(&ctx->prog_lock);
+}
+
 void rmig_status_round(struct rmig_ctx *ctx, unsigned round)
 {
 	pthread_mutex_lock(&ctx->prog_lock);

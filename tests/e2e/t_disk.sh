@@ -18,7 +18,8 @@
 # read-only (a read-only bind mount), the same file as the source's
 # (shared storage), a receiver whose backend takes no disks, a disk that
 # fails I/O mid-round and at the pause (the destination then says its copy
-# is not usable), a receiver killed mid-migration.
+# is not usable), a receiver killed mid-migration; a hostile source's
+# blocks before DISKS and a 64 TiB disk; bad specs on either side.
 . "$(dirname "$0")/lib.sh"
 command -v cmp >/dev/null || fail "cmp is missing"
 SIZE=64M
@@ -158,12 +159,54 @@ new_image "$T/src.img" 64 # an existing image, used as it is
 new_image "$T/small.img" 32
 refused small "$SRC" "sim:disk-file=$T/small.img" \
 	"disk disk0: $T/small.img is 33554432 bytes, the source's is 67108864"
-refused missing "$SRC" "sim:disk-file=$T/none.img" "disk file $T/none.img: No such file or directory"
+# A missing image: the receiver refuses it at its start.
+"$RMIG" recv --listen 127.0.0.1:0 --backend "sim:disk-file=$T/none.img" >/dev/null \
+	2>"$T/none.err" && fail "missing: a missing disk-file was taken"
+grep -q "disk file $T/none.img: No such file or directory" "$T/none.err" ||
+	fail "missing: $(cat "$T/none.err")"
+[ "$(wc -l <"$T/none.err")" -eq 1 ] || fail "missing: more than one line: $(cat "$T/none.err")"
 refused shared "$SRC" "sim:disk-file=$T/src.img" "disk disk0 is the same storage on both sides"
 mkdir "$T/ro" && new_image "$T/ro/dst.img" 64
-refused readonly "$SRC" "sim:disk-file=$T/ro/dst.img" "Read-only file system" \
-	unshare -m sh -c "mount --bind -o ro '$T/ro' '$T/ro' && exec \"\$0\" \"\$@\""
+# A read-only image (on a read-only bind mount): the receiver refuses it at
+# its start, before any guest comes.
+rc=0
+unshare -m sh -c "mount --bind -o ro '$T/ro' '$T/ro' && exec \"\$0\" \"\$@\"" \
+	"$RMIG" recv --listen 127.0.0.1:0 --backend "sim:disk-file=$T/ro/dst.img" >/dev/null \
+	2>"$T/ro.err" || rc=$?
+[ "$rc" -ne 0 ] || fail "readonly: a read-only disk-file was taken"
+grep -q "disk file $T/ro/dst.img: Read-only file system (the disk must be writable)" "$T/ro.err" ||
+	fail "readonly: $(cat "$T/ro.err")"
 refused nodisks "$SRC" "uffd:size=64M" "backend uffd takes none"
+
+# A hostile source (tests/tools/fakepeer): blocks before any DISKS, a disk
+# of 64 TiB for a receiver that would hold it in memory. Refused with an
+# ABORT naming it; the receiver exits by itself, never crashes.
+FAKEPEER=${FAKEPEER:-$(dirname "$RMIG")/tests/fakepeer}
+[ -x "$FAKEPEER" ] || fail "$FAKEPEER not built (make unit)"
+for c in "blocks-first:BLOCKS frame before DISKS" "disks-huge:does not fit in this host's"; do
+	start_recv "${c%%:*}" --backend sim
+	out=$(timeout 30 "$FAKEPEER" 127.0.0.1 "$PORT" "${c%%:*}") ||
+		fail "${c%%:*}: the receiver did not refuse: $out"
+	grep -q -- "${c#*:}" <<<"$out" || fail "${c%%:*}: refused for another reason: $out"
+	wait_pid "$RECV_PID" 20
+	[ "$RC" -ne 0 ] && [ "$RC" -lt 128 ] || fail "${c%%:*}: receiver exit code $RC"
+done
+
+# Bad specs, each one line before anything starts: a receiver's disk-file
+# that is a directory (at its start, not when a guest comes), disk=0, and a
+# disk= the source refuses must leave no image behind.
+rc=0
+"$RMIG" recv --listen 127.0.0.1:0 --backend "sim:disk-file=$T" >/dev/null 2>"$T/dir.err" || rc=$?
+[ "$rc" -ne 0 ] || fail "a directory as the receiver's disk-file was taken"
+grep -q "disk file $T: Is a directory" "$T/dir.err" || fail "directory: $(cat "$T/dir.err")"
+[ "$(wc -l <"$T/dir.err")" -eq 1 ] || fail "directory: more than one line: $(cat "$T/dir.err")"
+"$RMIG" send --backend "sim:size=16M,disk=0" 127.0.0.1:9 >/dev/null 2>"$T/zero.err" &&
+	fail "disk=0 was taken"
+grep -q "disk=0: a disk needs a size" "$T/zero.err" || fail "disk=0: $(cat "$T/zero.err")"
+"$RMIG" send --backend "sim:size=16M,disk=4097,disk-file=$T/odd.img" 127.0.0.1:9 >/dev/null \
+	2>"$T/odd.err" && fail "disk=4097 was taken"
+grep -q "not a non-zero multiple of 4 KiB" "$T/odd.err" || fail "disk=4097: $(cat "$T/odd.err")"
+[ ! -e "$T/odd.img" ] || fail "a refused disk= left $T/odd.img behind"
 
 # I/O errors at the source: mid-round (the 20th read), at the pause.
 # io NAME FAIL: the migration rolls back naming the disk; the guest runs on.

@@ -20,6 +20,9 @@
  *             heartbeats (every 250 ms) in pre-copy
  *   hb-ready  the same guest up to READY (an empty round, the sim device
  *             state, COMPLETE), then nothing but heartbeats
+ *   blocks-first  a valid session that says it has disks, then a BLOCKS
+ *             frame before any DISKS
+ *   disks-huge  a valid session, then DISKS of one disk of 64 TiB
  * The hb- cases print "ABORT after N ms: reason", N counted from the last
  * message that was not a heartbeat, and give up after 120 s.
  */
@@ -274,6 +277,33 @@ static int up_to_ready(int fd)
 	return m.type == RMIG_MSG_READY ? 0 : -1;
 }
 
+/* blocks-first: one 64 KiB block of disk 0, announced by nothing.
+ * disks-huge: a disk of 64 TiB, for a receiver to hold in memory. */
+static int disks_case(int fd, int data, const char *c)
+{
+	static uint8_t frame[RMIG_FRAME_HDR_LEN + RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN + 65536];
+	struct rmig_run run = { .first = 0, .count = 1 };
+	struct rmig_msg m = { .type = RMIG_MSG_DISKS };
+	uint64_t seq = 0;
+	size_t sub;
+
+	if (!strcmp(c, "disks-huge")) {
+		m.u.disks.count = 1;
+		for (uint32_t i = 0; i < m.u.disks.count; i++) {
+			m.u.disks.d[i] = (struct rmig_wire_disk){ .id = i,
+								  .block_size = 2u << 20,
+								  .size = RMIG_MAX_DISK_BYTES };
+			snprintf(m.u.disks.d[i].name, sizeof(m.u.disks.d[i].name), "huge%u", i);
+		}
+		return send_msg(fd, &m, &ctrl_seq);
+	}
+	memset(frame, 0x5a, sizeof(frame));
+	sub = rmig_pages_encode(frame + RMIG_FRAME_HDR_LEN, RMIG_PAGES_HDR_LEN + RMIG_RUN_LEN, 0, 1,
+				&run, 1);
+	rmig_frame_hdr_encode(frame, RMIG_MSG_BLOCKS, 0, (uint32_t)(sub + 65536), seq);
+	return send_all(data, frame, RMIG_FRAME_HDR_LEN + sub + 65536);
+}
+
 int main(int argc, char **argv)
 {
 	static uint8_t payload[4096];
@@ -285,7 +315,8 @@ int main(int argc, char **argv)
 	if (argc != 4 && argc != 5) {
 		fprintf(stderr,
 			"usage: fakepeer HOST PORT "
-			"version|huge|layout|past|truncated|hb-precopy|hb-ready [PSK_FILE]\n");
+			"version|huge|layout|past|truncated|hb-precopy|hb-ready|blocks-first|"
+			"disks-huge [PSK_FILE]\n");
 		return 2;
 	}
 	c = argv[3];
@@ -303,6 +334,8 @@ int main(int argc, char **argv)
 	};
 	if (!strcmp(c, "version"))
 		m.u.hello.ver_min = m.u.hello.ver_max = 9;
+	if (!strcmp(c, "blocks-first") || !strcmp(c, "disks-huge"))
+		m.u.hello.caps = RMIG_CAP_DISKS;
 	memcpy(m.u.hello.nonce, nonce, RMIG_NONCE_LEN);
 	memcpy(m.u.hello.session, nonce, RMIG_NONCE_LEN);
 	if (send_msg(fd, &m, &ctrl_seq))
@@ -363,6 +396,11 @@ int main(int argc, char **argv)
 		rmig_frame_hdr_encode(frame, RMIG_MSG_PAGES, 0, (uint32_t)(sub + 2 * 4096), seq);
 		if (send_all(data, frame, RMIG_FRAME_HDR_LEN + sub + 2 * 4096))
 			return 1;
+	}
+	if (!strcmp(c, "blocks-first") || !strcmp(c, "disks-huge")) {
+		if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_REGIONS_ACK ||
+		    disks_case(fd, data, c))
+			return outcome(fd);
 	}
 	rc = outcome(fd);
 	close(data);
