@@ -95,6 +95,7 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
+COMPLETIONDIR ?= $(PREFIX)/share/bash-completion/completions
 VERSION    := $(shell sed -n 's/^\#define RMIG_VERSION_STRING "\(.*\)"$$/\1/p' include/rmig.h)
 
 .PHONY: install uninstall
@@ -120,12 +121,15 @@ install: all
 	    >$(DESTDIR)$(UNITDIR)/rmig-recv.service
 	[ -e $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv ] || \
 	    install -m 644 packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
+	install -d $(DESTDIR)$(COMPLETIONDIR)
+	install -m 644 packaging/rmig.bash-completion $(DESTDIR)$(COMPLETIONDIR)/rmig
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/rmig $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so \
 	    $(DESTDIR)$(LIBDIR)/librmig.a $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
-	    $(DESTDIR)$(MANDIR)/man3/librmig.3 $(DESTDIR)$(UNITDIR)/rmig-recv.service
+	    $(DESTDIR)$(MANDIR)/man3/librmig.3 $(DESTDIR)$(UNITDIR)/rmig-recv.service \
+	    $(DESTDIR)$(COMPLETIONDIR)/rmig
 	# The settings stay if someone changed them.
 	! cmp -s packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv || \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv

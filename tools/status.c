@@ -12,6 +12,7 @@
 #include "status.h"
 
 #define ASK_TIMEOUT_MS 3000
+#define BAR_WIDTH 20 /* the progress line's bar, in characters */
 
 static int64_t mono_ms(void)
 {
@@ -91,7 +92,7 @@ void status_json(const struct status_view *v, char *out, size_t len)
 void status_text(const struct status_view *v, char *out, size_t len)
 {
 	struct rmig_status st = { .size = sizeof(st) };
-	char moved[32], total[32], rate[32], tail[96] = "";
+	char moved[32], total[32], rate[32], tail[128] = "";
 	double pct, eta;
 
 	rmig_status_get(v->ctx, &st);
@@ -99,10 +100,17 @@ void status_text(const struct status_view *v, char *out, size_t len)
 	status_fmt_bytes(moved, sizeof(moved), (double)st.transferred);
 	status_fmt_bytes(total, sizeof(total), (double)st.total);
 	status_fmt_bytes(rate, sizeof(rate), v->rate);
-	if (pct >= 0)
+	if (pct >= 0) {
+		char bar[BAR_WIDTH + 1];
+		int full = (int)(pct / 100 * BAR_WIDTH + 0.5);
+
+		for (int i = 0; i < BAR_WIDTH; i++)
+			bar[i] = i < full ? '#' : '-';
+		bar[BAR_WIDTH] = 0;
 		snprintf(tail, sizeof(tail),
-			 " | %3.0f%% | ETA %s%.1f s | expected downtime %.0f ms", pct,
+			 " | [%s] %3.0f%% | ETA %s%.1f s | expected downtime %.0f ms", bar, pct,
 			 eta < 0 ? "? " : "", eta < 0 ? 0 : eta / 1000, st.expected_downtime_ms);
+	}
 	snprintf(out, len, "%s round %u | %s %s of %s | %s/s | dirty %.0f pages/s | %.1f s%s",
 		 st.phase, st.round, v->send ? "sent" : "received", moved, total, rate,
 		 st.dirty_rate, (double)st.elapsed_ms / 1000, tail);

@@ -24,7 +24,7 @@ env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s install \
 
 for f in bin/rmig $lib/librmig.so.0 $lib/librmig.a include/rmig.h include/rmig_backend.h \
 	include/rmig_uffd.h include/rmig_kvm.h $lib/pkgconfig/rmig.pc \
-	share/man/man1/rmig.1 share/man/man3/librmig.3; do
+	share/man/man1/rmig.1 share/man/man3/librmig.3 share/bash-completion/completions/rmig; do
 	[ -f "$dest/usr/$f" ] || fail "usr/$f was not installed"
 done
 [ -x "$dest/usr/bin/rmig" ] || fail "usr/bin/rmig is not executable"
