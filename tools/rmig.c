@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <syslog.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -147,6 +148,7 @@ struct tool {
 	struct rmig_backend *be;
 	int json;
 	int progress_line; /* stderr is a terminal */
+	int journal;	   /* stderr is the journal: lines carry priorities */
 	int role_send;
 	int postcopy;	     /* send --postcopy */
 	int bench;	     /* rmig bench: report the resend rounds' bandwidth */
@@ -201,13 +203,41 @@ __attribute__((format(printf, 2, 3))) static void jprintf(const struct tool *t, 
 	va_end(ap);
 }
 
-/* A line on stderr: "rmig: ..." becomes "rmig[N]: ..." when several
- * sessions share the output (fmt starts with "rmig: "). */
-__attribute__((format(printf, 2, 3))) static void eprintf(const struct tool *t, const char *fmt,
-							  ...)
+/* stderr is the journal's stream (systemd set JOURNAL_STREAM to its
+ * device:inode): lines then start with their priority, "<3>" for an error
+ * (sd-daemon(3)), which the journal takes and strips. */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+
+	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && !fstat(STDERR_FILENO, &st) &&
+	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+/* An error line outside a migration (options, setup): "<3>" first on the
+ * journal's stream. */
+__attribute__((format(printf, 1, 2))) static void errline(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (stderr_is_journal())
+		fputs("<3>", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+}
+
+/* A line on stderr at a syslog priority: "rmig: ..." becomes "rmig[N]: ..."
+ * when several sessions share the output (fmt starts with "rmig: "). */
+__attribute__((format(printf, 3, 4))) static void eprintf(const struct tool *t, int prio,
+							  const char *fmt, ...)
+{
+	va_list ap;
+
+	if (t->journal)
+		fprintf(stderr, "<%d>", prio);
 	if (t->session)
 		fprintf(stderr, "rmig[%u]: ", t->session);
 	else
@@ -221,7 +251,7 @@ static void die_usage(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "rmig: ");
+	errline("rmig: ");
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
@@ -426,13 +456,13 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		if (t->jout)
 			jprintf(t, "{\"event\":\"listening\",\"port\":%u}\n", ev->port);
 		if (!t->json)
-			eprintf(t, "rmig: listening on port %u\n", ev->port);
+			eprintf(t, LOG_INFO, "rmig: listening on port %u\n", ev->port);
 		break;
 	case RMIG_EV_CONNECTED:
 		if (t->jout)
 			jprintf(t, "{\"event\":\"connected\",\"peer\":\"%s\"}\n", ev->peer);
 		if (!t->json)
-			eprintf(t, "rmig: connected to %s\n", ev->peer);
+			eprintf(t, LOG_INFO, "rmig: connected to %s\n", ev->peer);
 		break;
 	case RMIG_EV_ROUND: {
 		const struct rmig_round_stats *r = ev->round;
@@ -455,7 +485,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 
 			status_fmt_bytes(sent, sizeof(sent), (double)r->bytes);
 			status_fmt_bytes(bw, sizeof(bw), r->bandwidth);
-			eprintf(t,
+			eprintf(t, LOG_INFO,
 				"rmig: round %u: sent %s at %s/s, dirty rate %.0f pages/s, %llu "
 				"pages dirty, expected downtime %.0f ms\n",
 				r->round, sent, bw, r->dirty_rate,
@@ -468,7 +498,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			jprintf(t, "{\"event\":\"throttle\",\"percent\":%u}\n", ev->throttle_pct);
 		if (!t->json) {
 			clear_progress(t);
-			eprintf(t, "rmig: not converging, guest throttled to %u%%\n",
+			eprintf(t, LOG_NOTICE, "rmig: not converging, guest throttled to %u%%\n",
 				100 - ev->throttle_pct);
 		}
 		break;
@@ -482,7 +512,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		}
 		if (!t->json) {
 			clear_progress(t);
-			eprintf(t, "rmig: transport %s%s%s%s%s\n", ev->transport,
+			eprintf(t, LOG_INFO, "rmig: transport %s%s%s%s%s\n", ev->transport,
 				strcmp(ev->pin, "none") ? ", pin " : "",
 				strcmp(ev->pin, "none") ? ev->pin : "", detail ? " - " : "",
 				detail ? detail : "");
@@ -496,7 +526,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		}
 		if (!t->json) {
 			clear_progress(t);
-			eprintf(t, "rmig: warning: %s\n", detail);
+			eprintf(t, LOG_WARNING, "rmig: warning: %s\n", detail);
 		}
 		break;
 	case RMIG_EV_PHASE:
@@ -512,7 +542,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		}
 		if (!t->json) {
 			clear_progress(t);
-			eprintf(t, "rmig: failed over from %s to %s (%s)\n", ev->from,
+			eprintf(t, LOG_WARNING, "rmig: failed over from %s to %s (%s)\n", ev->from,
 				ev->transport, detail);
 		}
 		break;
@@ -525,13 +555,13 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		}
 		if (!t->json || strstr(ev->detail, "FAILED")) {
 			clear_progress(t);
-			eprintf(t, "rmig: %s\n", detail);
+			eprintf(t, LOG_INFO, "rmig: %s\n", detail);
 		}
 		break;
 	case RMIG_EV_REFUSED:
 		/* Always on stderr too: a refused peer is a security log entry. */
 		clear_progress(t);
-		eprintf(t, "rmig: refused peer %s: %s\n", ev->peer, detail);
+		eprintf(t, LOG_WARNING, "rmig: refused peer %s: %s\n", ev->peer, detail);
 		if (t->jout) {
 			jprintf(t, "{\"event\":\"refused\"");
 			print_json_field(t->jout, "peer", ev->peer);
@@ -561,7 +591,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	    !strcmp(p.phase, "post-copy") || (t->postcopy && !strcmp(p.phase, "awaiting-started"));
 	pthread_mutex_lock(t->out);
 	clear_progress(t);
-	eprintf(t, "rmig: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
+	eprintf(t, LOG_INFO, "rmig: %s: %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM",
 		too_late ? "ignored: post-copy is under way, stopping now would lose the guest"
 			 : "cancelling the migration");
 	pthread_mutex_unlock(t->out);
@@ -748,7 +778,8 @@ static void print_summary(struct tool *t, int rc)
 			char b[32];
 
 			status_fmt_bytes(b, sizeof(b), bw);
-			eprintf(t, "rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
+			eprintf(t, LOG_INFO,
+				"rmig: bench over %s (pin %s, %u channels): %s/s (%.1f MB/s)\n",
 				s->transport, s->pin, s->channels, b, bw / 1e6);
 		}
 	}
@@ -805,14 +836,14 @@ static void print_summary(struct tool *t, int rc)
 	if (rc) {
 		char text[1024];
 
-		eprintf(t, "rmig: %s: %s\n", rmig_result_name(s->result),
+		eprintf(t, LOG_ERR, "rmig: %s: %s\n", rmig_result_name(s->result),
 			cli_text(rmig_errmsg(t->ctx), text, sizeof(text)));
 	}
 	if (!t->json) {
 		char bytes[32];
 
 		status_fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
-		eprintf(t,
+		eprintf(t, LOG_INFO,
 			"rmig: %s%s%s: %u rounds, %s, %llu data + %llu zero pages, total %llu ms, "
 			"downtime %llu ms%s%s%s%s\n",
 			rmig_result_name(s->result), strcmp(s->transport, "none") ? " over " : "",
@@ -824,7 +855,7 @@ static void print_summary(struct tool *t, int rc)
 			s->encrypted ? (!strcmp(s->tls, "ktls") ? "kernel TLS" : "TLS") : "");
 		status_fmt_bytes(bytes, sizeof(bytes), (double)s->disk_bytes);
 		if (s->disks)
-			eprintf(t,
+			eprintf(t, LOG_INFO,
 				"rmig: %u disk%s (%s): %llu blocks sent with data, %llu as "
 				"zero%s%s\n",
 				s->disks, s->disks > 1 ? "s" : "", bytes,
@@ -833,17 +864,18 @@ static void print_summary(struct tool *t, int rc)
 				s->disks_verified ? ", verified" : "",
 				s->disk_throttle_bps ? ", guest disk I/O throttled" : "");
 		if (s->postcopy)
-			eprintf(t,
+			eprintf(t, LOG_INFO,
 				"rmig: post-copy: %llu pages came after the guest started (%llu "
 				"on demand), over %llu ms\n",
 				(unsigned long long)s->postcopy_pages,
 				(unsigned long long)s->postcopy_requested,
 				(unsigned long long)s->postcopy_ms);
 		if (running > 0 && delta >= 0)
-			eprintf(t, "rmig: guest running here (%lld writes in the last moments)\n",
+			eprintf(t, LOG_INFO,
+				"rmig: guest running here (%lld writes in the last moments)\n",
 				delta);
 		else if (running > 0)
-			eprintf(t, "rmig: guest running here\n");
+			eprintf(t, LOG_INFO, "rmig: guest running here\n");
 	}
 	pthread_mutex_unlock(t->out);
 }
@@ -962,15 +994,15 @@ static int open_psk(const char *path)
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 
 	if (fd < 0) {
-		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
+		errline("rmig: --psk-file %s: %s\n", path, strerror(errno));
 		exit(RMIG_RESULT_USAGE);
 	}
 	if (fstat(fd, &st)) {
-		fprintf(stderr, "rmig: --psk-file %s: %s\n", path, strerror(errno));
+		errline("rmig: --psk-file %s: %s\n", path, strerror(errno));
 		exit(RMIG_RESULT_USAGE);
 	}
 	if (!S_ISREG(st.st_mode)) {
-		fprintf(stderr, "rmig: --psk-file %s: %s, not a regular file\n", path,
+		errline("rmig: --psk-file %s: %s, not a regular file\n", path,
 			file_kind(st.st_mode));
 		exit(RMIG_RESULT_USAGE);
 	}
@@ -999,7 +1031,7 @@ static ssize_t read_psk(const char *path, uint8_t *buf, size_t cap)
 	}
 	close(fd);
 	if (n < 16) {
-		fprintf(stderr, "rmig: --psk-file %s: %s\n", path,
+		errline("rmig: --psk-file %s: %s\n", path,
 			n == -2 ? "longer than 1024 bytes"
 			: n < 0 ? strerror(errno)
 				: "shorter than 16 bytes");
@@ -1026,14 +1058,14 @@ static int resume_source_guest(const char *backend)
 	}
 	rc = rmig_backend_open(backend, RMIG_ROLE_SOURCE, &be, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "rmig: --resume-source: %s\n", err);
+		errline("rmig: --resume-source: %s\n", err);
 		return RMIG_RESULT_FAILED;
 	}
 	rc = be->ops->resume(be);
 	if (rc)
-		fprintf(stderr, "rmig: --resume-source: %s\n", be->err);
+		errline("rmig: --resume-source: %s\n", be->err);
 	else
-		fprintf(stderr, "rmig: --resume-source: the source guest runs again\n");
+		errline("rmig: --resume-source: the source guest runs again\n");
 	rmig_backend_close(be);
 	return rc ? RMIG_RESULT_FAILED : RMIG_RESULT_MIGRATED;
 }
@@ -1245,11 +1277,11 @@ static int create_failed(int rc, const char *why)
 	char text[1024];
 
 	if (rc == -ENOENT || rc == -EINVAL) {
-		fprintf(stderr, "rmig: %s (see rmig help)\n",
+		errline("rmig: %s (see rmig help)\n",
 			why[0] ? cli_text(why, text, sizeof(text)) : strerror(-rc));
 		return RMIG_RESULT_USAGE;
 	}
-	fprintf(stderr, "rmig: cannot create the migration: %s\n",
+	errline("rmig: cannot create the migration: %s\n",
 		why[0] ? cli_text(why, text, sizeof(text)) : strerror(-rc));
 	return RMIG_RESULT_FAILED;
 }
@@ -1265,7 +1297,7 @@ static int worker_record(struct tool *w)
 	snprintf(role, sizeof(role), w->session ? "recv%u" : "recv", w->session);
 	r = record_open(w->record_dir, role, err, sizeof(err));
 	if (!r) {
-		fprintf(stderr, "rmig: %s\n", err);
+		errline("rmig: %s\n", err);
 		return -1;
 	}
 	pthread_mutex_lock(w->out);
@@ -1288,13 +1320,13 @@ static void *worker_main(void *arg)
 		    rmig_backend_open(w->backend_spec, RMIG_ROLE_DEST, &w->be, err, sizeof(err));
 
 		if (rc) {
-			fprintf(stderr, "rmig: backend %s: %s\n", w->backend_spec, err);
+			errline("rmig: backend %s: %s\n", w->backend_spec, err);
 			w->failed = 1;
 			break;
 		}
 		rc = rmig_ctx_create(&ctx, w->cfg, w->be);
 		if (rc) {
-			fprintf(stderr, "rmig: cannot create the migration: %s\n", strerror(-rc));
+			errline("rmig: cannot create the migration: %s\n", strerror(-rc));
 			rmig_backend_close(w->be);
 			w->failed = 1;
 			break;
@@ -1352,7 +1384,7 @@ static int serve_many(struct tool *t, struct cli *c)
 
 		rc = rmig_backend_open(c->backend, RMIG_ROLE_DEST, &be, err, sizeof(err));
 		if (rc) {
-			fprintf(stderr, "rmig: backend %s: %s\n", c->backend, err);
+			errline("rmig: backend %s: %s\n", c->backend, err);
 			return rc == -EINVAL || rc == -ENOENT ? RMIG_RESULT_USAGE
 							      : RMIG_RESULT_FAILED;
 		}
@@ -1376,6 +1408,7 @@ static int serve_many(struct tool *t, struct cli *c)
 		w->out = t->out;
 		w->ctx_lock = &ctx_lock;
 		w->json = t->json;
+		w->journal = t->journal;
 		w->jout = t->jout;
 		w->record_dir = c->record;
 		w->lst = t->lst;
@@ -1388,7 +1421,7 @@ static int serve_many(struct tool *t, struct cli *c)
 		w->cfg = &w->worker_cfg;
 	}
 	if (start_loop(t))
-		fprintf(stderr, "rmig: no event loop: signals not handled\n");
+		errline("rmig: no event loop: signals not handled\n");
 	for (unsigned i = 0; i < n; i++) {
 		if (pthread_create(&t->workers[i].loop_thread, NULL, worker_main, &t->workers[i]))
 			break;
@@ -1448,6 +1481,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	cfg->create_err = create_err;
 	cfg->create_err_len = sizeof(create_err);
 	t.progress_line = !t.json && isatty(STDERR_FILENO);
+	t.journal = stderr_is_journal();
 
 	/* Writes to a closed socket must be errors, not a silent death. */
 	sigemptyset(&pipe_set);
@@ -1465,7 +1499,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 		char why[768];
 
 		snprintf(why, sizeof(why), "backend %s: %s", c.backend, err);
-		fprintf(stderr, "rmig: %s\n", why);
+		errline("rmig: %s\n", why);
 		if (t.jout) { /* --json: a summary for every failure */
 			jprintf(&t, "{\"event\":\"summary\",\"role\":\"%s\",\"result\":\"failed\"",
 				send ? "source" : "destination");
@@ -1484,7 +1518,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	}
 	if (c.record &&
 	    !(t.record = record_open(c.record, send ? "send" : "recv", err, sizeof(err)))) {
-		fprintf(stderr, "rmig: %s\n", err);
+		errline("rmig: %s\n", err);
 		rmig_ctx_destroy(t.ctx);
 		rmig_backend_close(t.be);
 		return RMIG_RESULT_FAILED;
@@ -1494,16 +1528,16 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	t.view = (struct status_view){ .ctx = t.ctx, .send = send, .postcopy = cfg->postcopy };
 	err[0] = 0;
 	if (start_loop(&t) && c.control) {
-		fprintf(stderr, "rmig: no event loop: no control socket\n");
+		errline("rmig: no event loop: no control socket\n");
 		stop_loop(&t);
 		rmig_ctx_destroy(t.ctx);
 		rmig_backend_close(t.be);
 		return RMIG_RESULT_FAILED;
 	} else if (!t.loop_started) {
-		fprintf(stderr, "rmig: no event loop: no progress line, signals not handled\n");
+		errline("rmig: no event loop: no progress line, signals not handled\n");
 	} else if (c.control && control_listen(t.base, c.control, status_control, &t.view,
 					       &t.control, err, sizeof(err))) {
-		fprintf(stderr, "rmig: %s\n", err);
+		errline("rmig: %s\n", err);
 		stop_loop(&t);
 		rmig_ctx_destroy(t.ctx);
 		rmig_backend_close(t.be);
