@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "info.h"
 #include "records.h"
 #include "rmig_backend.h"
 #include "status.h"
@@ -1579,18 +1580,10 @@ static int cmd_bench(int argc, char *argv[])
 
 static int cmd_info(int argc, char *argv[])
 {
-	char *buf;
-
 	(void)argv;
 	if (argc != 1)
 		die_usage("info takes no arguments");
-	buf = malloc(65536);
-	if (!buf)
-		return RMIG_RESULT_FAILED;
-	rmig_transport_info(buf, 65536);
-	fputs(buf, stdout);
-	free(buf);
-	return 0;
+	return info_command() ? RMIG_RESULT_FAILED : 0;
 }
 
 static int cmd_help(int argc, char *argv[])
@@ -1619,7 +1612,7 @@ static const struct {
 	{ "send", cmd_send, "migrate a guest to a receiver" },
 	{ "recv", cmd_recv, "receive a guest" },
 	{ "bench", cmd_bench, "measure the data path alone" },
-	{ "info", cmd_info, "list the transports and the devices they could use" },
+	{ "info", cmd_info, "what this host offers: transports, backends, post-copy, limits" },
 	{ "status", status_client, "ask a running rmig how it goes (--control PATH)" },
 	{ "set", status_client, "change a running migration's max-bandwidth or downtime-ms" },
 	{ "postcopy", status_client, "switch a running --postcopy migration to post-copy now" },
