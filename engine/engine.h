@@ -73,6 +73,9 @@ struct rmig_ctx {
 	pthread_mutex_t prog_lock;
 	struct rmig_progress prog;
 	atomic_uint_fast64_t live_bytes;
+	atomic_uint_fast64_t live_pages, live_zero_pages; /* memory pages moved so far */
+	uint64_t bytes_at_pause, bytes_at_go;		  /* live_bytes then; under prog_lock */
+	int paused_seen, go_seen;			  /* under prog_lock */
 	int64_t t_setup_done_ms; /* the first round began; under prog_lock */
 	uint64_t round_planned;	 /* bytes the current round set out to send */
 	uint64_t round_base;	 /* live_bytes when it began */
@@ -145,6 +148,9 @@ double rmig_now_s(void);
 void rmig_status_begin(struct rmig_ctx *ctx);
 void rmig_status_setup_done(struct rmig_ctx *ctx);
 void rmig_status_plan(struct rmig_ctx *ctx, uint64_t bytes);
+/* The phase is now `phase` (rmig_phase_enter, under prog_lock): note where
+ * the pause and GO fell in the bytes. */
+void rmig_status_phase(struct rmig_ctx *ctx, unsigned phase);
 /* Another payload's part of round 1's plan. */
 void rmig_status_plan_add(struct rmig_ctx *ctx, uint64_t bytes);
 /* Planned bytes that turned out to be zero (sent as runs, no data): out of

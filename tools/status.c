@@ -81,12 +81,15 @@ void status_json(const struct status_view *v, char *out, size_t len)
 	    "{\"phase\":\"%s\",\"round\":%u,\"transferred\":%llu,\"remaining\":%llu,"
 	    "\"total\":%llu,\"percent\":%.1f,\"rate\":%.0f,\"mbps\":%.1f,\"dirty_rate\":%.0f,"
 	    "\"expected_downtime_ms\":%.1f,\"elapsed_ms\":%llu,\"setup_ms\":%llu,\"eta_ms\":%.0f,"
-	    "\"max_bandwidth\":%llu,\"downtime_ms\":%u",
+	    "\"max_bandwidth\":%llu,\"downtime_ms\":%u,\"pages\":%llu,\"zero_pages\":%llu,"
+	    "\"precopy_bytes\":%llu,\"downtime_bytes\":%llu,\"postcopy_bytes\":%llu",
 	    st.phase, st.round, (unsigned long long)st.transferred,
 	    (unsigned long long)st.remaining, (unsigned long long)st.total, pct, v->rate,
 	    v->rate * 8 / 1e6, st.dirty_rate, st.expected_downtime_ms,
 	    (unsigned long long)st.elapsed_ms, (unsigned long long)st.setup_ms, eta,
-	    (unsigned long long)st.max_bandwidth, st.downtime_ms);
+	    (unsigned long long)st.max_bandwidth, st.downtime_ms, (unsigned long long)st.pages,
+	    (unsigned long long)st.zero_pages, (unsigned long long)st.precopy_bytes,
+	    (unsigned long long)st.downtime_bytes, (unsigned long long)st.postcopy_bytes);
 }
 
 void status_text(const struct status_view *v, char *out, size_t len)

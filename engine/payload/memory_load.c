@@ -257,6 +257,8 @@ int rmig_mem_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,
 	if (rc)
 		return rc;
 	atomic_fetch_add(fh->type == RMIG_MSG_PAGES ? &l->pages : &l->zero_pages, pages);
+	atomic_fetch_add(fh->type == RMIG_MSG_PAGES ? &ctx->live_pages : &ctx->live_zero_pages,
+			 pages);
 	atomic_fetch_add(&l->bytes, RMIG_FRAME_HDR_LEN + fh->len);
 	return 0;
 }

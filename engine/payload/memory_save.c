@@ -251,6 +251,7 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 		c->bytes += pages * r->page_size;
 		c->pages += pages;
 		atomic_fetch_add(&ctx->live_bytes, pages * r->page_size); /* rmig_progress */
+		atomic_fetch_add(&ctx->live_pages, pages);
 		*nruns = 0;
 		return 0;
 	}
@@ -259,8 +260,10 @@ static int flush_runs(struct rmig_payload *p, struct rmig_tx_chan *c, const stru
 		return rc;
 	if (type == RMIG_MSG_PAGES) {
 		c->pages += pages;
+		atomic_fetch_add(&ctx->live_pages, pages);
 	} else {
 		c->zero_pages += pages;
+		atomic_fetch_add(&ctx->live_zero_pages, pages);
 		rmig_status_plan_less(ctx, pages * r->page_size);
 	}
 	*nruns = 0;

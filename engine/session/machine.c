@@ -126,6 +126,7 @@ int rmig_phase_enter(struct rmig_ctx *ctx, unsigned next)
 	pthread_mutex_lock(&ctx->prog_lock);
 	ctx->sm.phase = next;
 	ctx->prog.phase = ev.phase;
+	rmig_status_phase(ctx, next);
 	pthread_mutex_unlock(&ctx->prog_lock);
 	rmig_emit(ctx, &ev);
 	return 0;

@@ -16,7 +16,30 @@ void rmig_status_begin(struct rmig_ctx *ctx)
 	ctx->t_setup_done_ms = 0;
 	ctx->round_planned = 0;
 	ctx->round_base = 0;
+	ctx->paused_seen = ctx->go_seen = 0;
+	ctx->bytes_at_pause = ctx->bytes_at_go = 0;
 	pthread_mutex_unlock(&ctx->prog_lock);
+	atomic_store(&ctx->live_pages, 0);
+	atomic_store(&ctx->live_zero_pages, 0);
+}
+
+/* The byte counts by phase: where the pause and GO fell in live_bytes.
+ * Under prog_lock (rmig_phase_enter holds it). */
+void rmig_status_phase(struct rmig_ctx *ctx, unsigned phase)
+{
+	int src = ctx->sm.m == &rmig_src_machine;
+	int pause = src ? phase == RMIG_SRC_STOP_AND_COPY : phase == RMIG_DST_STOP_AND_COPY;
+	int go = src ? phase == RMIG_SRC_AWAITING_STARTED
+		     : phase == RMIG_DST_POSTCOPY || phase == RMIG_DST_MIGRATED;
+
+	if (pause && !ctx->paused_seen) {
+		ctx->paused_seen = 1;
+		ctx->bytes_at_pause = atomic_load(&ctx->live_bytes);
+	}
+	if (go && !ctx->go_seen) {
+		ctx->go_seen = 1;
+		ctx->bytes_at_go = atomic_load(&ctx->live_bytes);
+	}
 }
 
 void rmig_status_setup_done(struct rmig_ctx *ctx)
@@ -76,7 +99,15 @@ int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st)
 	if (!ctx || !st || st->size < offsetof(struct rmig_status, phase) + sizeof(st->phase))
 		return -EINVAL;
 	s.transferred = atomic_load(&ctx->live_bytes);
+	s.pages = atomic_load(&ctx->live_pages);
+	s.zero_pages = atomic_load(&ctx->live_zero_pages);
 	pthread_mutex_lock(&ctx->prog_lock);
+	s.precopy_bytes = ctx->paused_seen ? ctx->bytes_at_pause : s.transferred;
+	if (ctx->paused_seen)
+		s.downtime_bytes =
+		    (ctx->go_seen ? ctx->bytes_at_go : s.transferred) - ctx->bytes_at_pause;
+	if (ctx->go_seen)
+		s.postcopy_bytes = s.transferred - ctx->bytes_at_go;
 	s.phase = ctx->prog.phase ? ctx->prog.phase : "idle";
 	s.round = ctx->prog.round;
 	s.remaining = remaining(ctx, s.transferred);

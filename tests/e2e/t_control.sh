@@ -56,6 +56,10 @@ expect_eq "status round" "$(jq -r .round <<<"$st")" 1
 expect_eq "status total" "$(jq -r .total <<<"$st")" $((1024 * MiB))
 expect_eq "status max_bandwidth" "$(jq -r .max_bandwidth <<<"$st")" $((40 * MiB))
 [ "$(jq -r .transferred <<<"$st")" -gt 0 ] || fail "status: nothing transferred: $st"
+# QEMU's query-migrate figures: pages moved, and the bytes all pre-copy's so far.
+[ "$(jq -r .pages <<<"$st")" -gt 0 ] || fail "status: no pages counted: $st"
+expect_eq "status precopy_bytes = transferred" "$(jq -r '.precopy_bytes == .transferred' <<<"$st")" true
+expect_eq "status downtime/postcopy bytes" "$(jq -r '"\(.downtime_bytes) \(.postcopy_bytes)"' <<<"$st")" "0 0"
 text=$("$RMIG" status "$CS") || fail "rmig status (text) failed"
 grep -Eq '^pre-copy, round 1: .* of 1\.0 GiB moved \([0-9]+%\)' <<<"$text" ||
 	fail "status text: '$text'"
@@ -181,5 +185,10 @@ expect_eq "postcopy: forced" "$(summary "$T/pcsend.out" forced)" false
 	fail "postcopy: $(summary "$T/pcsend.out" rounds) rounds: the request was not acted on"
 wait_pid "$RECV_PID" 30
 expect_eq "postcopy: receiver exit code" "$RC" 0
+# The progress events split the bytes by phase: some after GO (post-copy's
+# pages), pre-copy's no more than the total.
+jq -s -e 'map(select(.event=="progress")) | last | .postcopy_bytes >= 0 and
+	.precopy_bytes + .downtime_bytes + .postcopy_bytes == .transferred' "$T/pcsend.out" >/dev/null ||
+	fail "postcopy: the bytes by phase do not add up: $(jq -c 'select(.event=="progress")' "$T/pcsend.out" | tail -1)"
 
 pass "status, progress every $(progress ts | awk 'NR > 1 { g = $1 - p; if (g > m) m = g } { p = $1 } END { print m }') ms at most, rate $((before / MiB)) -> $((after / MiB)) MiB/s after set, cancel"
