@@ -16,9 +16,11 @@
 # (10) post-copy recovery: from a cut link to the session resumed, the
 # longest a guest thread waits for a page, pages sent per page
 # (scripts/bench_recovery.sh).
+# (11) a guest's disk against a local copy of the same bytes
+# (scripts/bench_disk.sh).
 # BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
 # touching bench/; BENCH_ONLY=verify runs (8) alone, the same way,
-# BENCH_ONLY=tls (9) and BENCH_ONLY=recovery (10).
+# BENCH_ONLY=tls (9), BENCH_ONLY=recovery (10) and BENCH_ONLY=disk (11).
 set -u
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
@@ -64,10 +66,12 @@ verify_section() {
 }
 # (9) TLS against plaintext and the crypto ceiling.
 tls_section() { section tls "TLS 1.3: plaintext against --tls, and AES-GCM's speed"; }
+# (11) A guest's disk, against a local copy of the same bytes.
+disk_section() { section disk "A guest's disk: rmig against a local copy of the same bytes"; }
 # (10) Post-copy recovery.
 recovery_section() { section recovery "Post-copy recovery: a link cut while the guest waits for a page"; }
 case ${BENCH_ONLY:-} in
-verify | tls | recovery)
+verify | tls | recovery | disk)
 	"${BENCH_ONLY}_section"
 	exit 0
 	;;
@@ -183,6 +187,8 @@ tls_md=$(tls_section)
 cp "$T/tls/tls.json" bench/ 2>/dev/null
 recovery_md=$(recovery_section)
 cp "$T/recovery/recovery.json" bench/ 2>/dev/null
+disk_md=$(disk_section)
+cp "$T/disk/disk.json" bench/ 2>/dev/null
 
 # (4) Downtime and total time against dirty rate (scripts/bench_sweep.sh):
 # table here, plot in bench/sweep.png.
@@ -240,6 +246,8 @@ json_of() { jq -ce . "$1" 2>/dev/null | grep . || echo null; }
 	echo
 	echo "$recovery_md"
 	echo
+	echo "$disk_md"
+	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
 	echo "$rxe_table"
@@ -253,7 +261,8 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson verify "$(json_of bench/verify.json)" \
 	--argjson tls "$(json_of "$T/tls/tls.json")" \
 	--argjson recovery "$(json_of "$T/recovery/recovery.json")" \
-	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery}' \
+	--argjson disk "$(json_of "$T/disk/disk.json")" \
+	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery, disk: $disk}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
 scripts/bench_plots.sh bench
