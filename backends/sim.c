@@ -61,6 +61,7 @@
 #include "args.h"
 #include "rmig_backend.h"
 #include "sim_disk.h"
+#include "sim_rng.h"
 #include "sim_state.h"
 
 #define SIM_PAGE 4096u
@@ -94,24 +95,6 @@ struct sim {
 	struct sim_disk_spec disk_spec;
 	struct sim_disk *disk;
 };
-
-static uint64_t splitmix64(uint64_t x)
-{
-	x += 0x9e3779b97f4a7c15ull;
-	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-	return x ^ (x >> 31);
-}
-
-static uint64_t xorshift64(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 static uint64_t gcd(uint64_t a, uint64_t b)
 {

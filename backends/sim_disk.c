@@ -21,6 +21,7 @@
 #include <xxhash.h>
 
 #include "sim_disk.h"
+#include "sim_rng.h"
 
 #define WRITE_BYTES 4096u
 #define MAX_DISK (1ull << 46) /* the wire's limit (RMIG_MAX_DISK_BYTES): 64 TiB */
@@ -44,16 +45,6 @@ struct sim_disk {
 	atomic_uint_fast64_t reads;
 	int lied;
 };
-
-static uint64_t next_rng(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
 
 /* Which storage this is: the host (boot id), the file's device and inode.
  * The same file on both ends of a migration on one host - or on shared
@@ -82,7 +73,8 @@ static void file_identity(int fd, uint8_t id[16])
 /* One guest write; its block's dirty bit unless report is 0 (disk-lie). */
 static void write_at(struct sim_disk *d, int report)
 {
-	uint64_t r = next_rng(&d->rng), off = (r >> 8) % (d->desc.size / WRITE_BYTES) * WRITE_BYTES;
+	uint64_t r = xorshift64(&d->rng),
+		 off = (r >> 8) % (d->desc.size / WRITE_BYTES) * WRITE_BYTES;
 	uint64_t buf[WRITE_BYTES / 8], n = atomic_fetch_add(&d->writes, 1) + 1;
 	uint64_t blk = off / d->desc.block_size;
 
@@ -275,10 +267,10 @@ static int fill(struct rmig_backend *be, struct sim_disk *d, const struct sim_di
 	if (!buf)
 		return -ENOMEM;
 	for (uint64_t b = 0; b < d->nblocks && !rc; b++) {
-		if (next_rng(&rng) % 100 >= sp->fill_pct)
+		if (xorshift64(&rng) % 100 >= sp->fill_pct)
 			continue;
 		for (uint64_t i = 0; i < bs / 8; i++)
-			buf[i] = next_rng(&rng);
+			buf[i] = xorshift64(&rng);
 		if (pwrite(d->fd, buf, bs, (off_t)(b * bs)) != (ssize_t)bs) {
 			rmig_backend_err(be, "sim: filling the disk: %s", strerror(errno));
 			rc = -EIO;
