@@ -79,7 +79,8 @@ $(BUILD)/$(SONAME): $(LIB_OBJ) librmig.map
 	ln -sf $(SONAME) $(BUILD)/librmig.so
 
 $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o \
-	       $(BUILD)/tools/records.o $(BUILD)/tools/info.o $(BUILD)/librmig.a
+	       $(BUILD)/tools/records.o $(BUILD)/tools/info.o $(BUILD)/tools/journal.o \
+	       $(BUILD)/librmig.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
 	@[ "$(BUILD)" = build ] || ln -sf $(abspath $@) tools/rmig.san
 

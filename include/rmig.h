@@ -483,8 +483,10 @@ struct rmig_status {
 	uint64_t max_bandwidth;	     /* the limit in force, bytes/s (0: none) */
 	unsigned downtime_ms;	     /* the limit in force */
 	/* Added after downtime_ms (QEMU's query-migrate names in brackets). */
-	uint64_t pages;		 /* pages moved with their bytes [normal] */
-	uint64_t zero_pages;	 /* pages moved as zero runs [duplicate] */
+	uint64_t pages;	     /* pages moved with their bytes [normal] */
+	uint64_t zero_pages; /* pages moved as zero runs [duplicate] */
+	/* transferred by phase. The destination learns of the pause from the
+	 * device state: its last round counts as pre-copy there. */
 	uint64_t precopy_bytes;	 /* of transferred: before the guest paused */
 	uint64_t downtime_bytes; /* while it was paused, up to GO */
 	uint64_t postcopy_bytes; /* after GO (post-copy) */

@@ -41,7 +41,15 @@ RUNS=${DISK_RUNS:-3}
 MIB=${DISK_MIB:-1024}
 IMG=${DISK_DIR:-/dev/shm}/rmig-bench-disk.$$
 mkdir -p "$OUT" "$IMG" || exit 1
-trap 'rm -rf "$IMG"' EXIT
+PIDS=""
+# Whatever ends the script: no receiver, qemu-nbd or dd left behind, no image.
+cleanup() {
+	[ -n "$PIDS" ] && kill $PIDS 2>/dev/null
+	wait 2>/dev/null
+	rm -rf "$IMG"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 bad=0
 
 now_ms() { echo $((${EPOCHREALTIME/./} / 1000)); }
@@ -76,6 +84,7 @@ copy_ms() {
 		dd if="$IMG/src.img" of="$IMG/dst.img" bs=1M conv=notrunc status=none \
 			skip=$((i * mib / p)) seek=$((i * mib / p)) count=$(((i + 1) * mib / p - i * mib / p)) &
 		pids="$pids $!"
+		PIDS="$PIDS $!"
 	done
 	for i in $pids; do wait "$i" || return 1; done
 	sync -d "$IMG/dst.img" || return 1
@@ -83,39 +92,44 @@ copy_ms() {
 }
 
 nbd_ms() { # into the fresh dst.img
-	local t0 pid rc=0
+	local t0 t1 pid rc=0
 	qemu-nbd -f raw -t -e 8 --socket="$IMG/nbd.sock" "$IMG/dst.img" 2>"$OUT/nbd.err" &
 	pid=$!
+	PIDS="$PIDS $pid"
 	for _ in $(seq 100); do
 		[ -S "$IMG/nbd.sock" ] && break
 		sleep 0.05
 	done
 	t0=$(now_ms)
-	qemu-img convert -n -W -m 8 -f raw -O raw "$IMG/src.img" \
+	timeout 300 qemu-img convert -n -W -m 8 -f raw -O raw "$IMG/src.img" \
 		"nbd+unix:///?socket=$IMG/nbd.sock" 2>>"$OUT/nbd.err" || rc=1
-	echo $(($(now_ms) - t0))
+	t1=$(now_ms)
 	kill "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	rm -f "$IMG/nbd.sock"
 	cmp -s "$IMG/src.img" "$IMG/dst.img" || rc=1
+	[ $rc = 0 ] && echo $((t1 - t0)) # a failed copy has no time
 	return $rc
 }
 
 # migrate NAME SPEC_EXTRA: one migration; its source summary in $OUT/NAME.json
 migrate() {
 	local n=$1 extra=$2 port rpid
-	"$RMIG" recv --listen 127.0.0.1:0 --json --backend "sim:disk-file=$IMG/dst.img" \
-		>"$OUT/$n.recv.out" 2>"$OUT/$n.recv.err" &
+	# Bounded: a sender that fails leaves no receiver waiting.
+	"$RMIG" recv --listen 127.0.0.1:0 --json --accept-timeout-ms 20000 \
+		--backend "sim:disk-file=$IMG/dst.img" >"$OUT/$n.recv.out" 2>"$OUT/$n.recv.err" &
 	rpid=$!
+	PIDS="$PIDS $rpid"
 	for _ in $(seq 100); do
 		port=$(jq -r 'select(.event=="listening") | .port' "$OUT/$n.recv.out" 2>/dev/null | head -1)
 		[ -n "$port" ] && break
 		sleep 0.05
 	done
-	"$RMIG" send --json --transport tcp \
+	timeout 600 "$RMIG" send --json --transport tcp \
 		--backend "sim:size=64M,dirty-rate=0,disk-file=$IMG/src.img$extra" \
 		127.0.0.1:"$port" >"$OUT/$n.send.out" 2>"$OUT/$n.send.err"
-	wait "$rpid"
+	timeout 30 tail --pid="$rpid" -f /dev/null || kill "$rpid" 2>/dev/null
+	wait "$rpid" 2>/dev/null
 	jq -c 'select(.event=="summary")' "$OUT/$n.send.out" >"$OUT/$n.json"
 	if [ "$(jq -r .result "$OUT/$n.json")" != migrated ] ||
 		! cmp -s "$IMG/src.img" "$IMG/dst.img"; then

@@ -34,17 +34,19 @@ static void read_line(const char *path, char *out, size_t len)
 static int on_path(const char *name, char *dir, size_t len)
 {
 	const char *path = getenv("PATH");
-	char buf[4096], file[4200];
+	char *buf = strdup(path ? path : "/usr/bin:/bin"), file[4200];
+	int found = 0;
 
-	snprintf(buf, sizeof(buf), "%s", path ? path : "/usr/bin:/bin");
-	for (char *save = NULL, *d = strtok_r(buf, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+	for (char *save = NULL, *d = buf ? strtok_r(buf, ":", &save) : NULL; d && !found;
+	     d = strtok_r(NULL, ":", &save)) {
 		snprintf(file, sizeof(file), "%s/%s", d, name);
 		if (!access(file, X_OK)) {
 			snprintf(dir, len, "%s", file);
-			return 1;
+			found = 1;
 		}
 	}
-	return 0;
+	free(buf);
+	return found;
 }
 
 static void backend_line(const char *name, int ready, const char *what)
@@ -52,12 +54,13 @@ static void backend_line(const char *name, int ready, const char *what)
 	printf("  %-5s %s: %s\n", name, ready ? "ready" : "missing", what);
 }
 
-/* The uffd backend checks the kernel when it opens: open a 4 KiB guest. */
+/* The uffd backend checks the kernel when it opens: open a 2 MiB guest
+ * (whole pages whatever the host's page size). */
 static void uffd_line(void)
 {
 	struct rmig_backend *be = NULL;
 	char err[256];
-	int rc = rmig_backend_open("uffd:size=4K", RMIG_ROLE_SOURCE, &be, err, sizeof(err));
+	int rc = rmig_backend_open("uffd:size=2M", RMIG_ROLE_SOURCE, &be, err, sizeof(err));
 
 	if (!rc)
 		rmig_backend_close(be);
@@ -97,12 +100,17 @@ static void backends(void)
 }
 
 /* What the destination needs to catch its guest's faults: userfaultfd
- * for missing pages, which a user may open in user mode (Linux 5.11+). */
+ * for missing pages; as the engine, plainly first, then in user mode
+ * (Linux 5.11+, allowed where vm.unprivileged_userfaultfd is 0). */
 static void postcopy(void)
 {
 	struct uffdio_api api = { .api = UFFD_API };
-	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
-	int err = errno;
+	int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	int err;
+
+	if (fd < 0)
+		fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+	err = errno;
 
 	if (fd >= 0 && ioctl(fd, UFFDIO_API, &api))
 		err = errno, close(fd), fd = -1;
@@ -138,8 +146,11 @@ static void memory(void)
 	if (f)
 		fclose(f);
 	read_line("/sys/kernel/mm/transparent_hugepage/enabled", thp, sizeof(thp));
-	printf("hugepages: transparent %s; %ld of %ld reserved pages of %ld KiB free\n",
-	       thp[0] ? thp : "(unknown)", free_pages, total, size_kb);
+	printf("hugepages: transparent %s; ", thp[0] ? thp : "(unknown)");
+	if (total >= 0 && free_pages >= 0 && size_kb >= 0)
+		printf("%ld of %ld reserved pages of %ld KiB free\n", free_pages, total, size_kb);
+	else
+		printf("reserved pages unknown (no /proc/meminfo)\n");
 	read_line("/sys/devices/system/node/online", nodes, sizeof(nodes));
 	printf("numa: nodes %s\n", nodes[0] ? nodes : "0 (no NUMA information)");
 }

@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "journal.h"
 #include "records.h"
 #include "status.h"
 
@@ -173,12 +174,12 @@ int history_command(int argc, char *argv[])
 	int n;
 
 	if (argc != 2) {
-		fprintf(stderr, "usage: rmig history DIR\n");
+		journal_line(LOG_ERR, "usage: rmig history DIR\n");
 		return 2;
 	}
 	n = scandir(argv[1], &list, json_name, alphasort); /* names start with the time */
 	if (n < 0) {
-		fprintf(stderr, "rmig: history %s: %s\n", argv[1], strerror(errno));
+		journal_line(LOG_ERR, "rmig: history %s: %s\n", argv[1], strerror(errno));
 		return 1;
 	}
 	printf("%-20s  %-11s  %-21s  %10s  %-12s  %8s  %8s  %s\n", "when (UTC)", "role", "peer",

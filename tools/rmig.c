@@ -24,6 +24,7 @@
 
 #include "control.h"
 #include "info.h"
+#include "journal.h"
 #include "records.h"
 #include "rmig_backend.h"
 #include "status.h"
@@ -44,7 +45,7 @@ static const char usage_text[] =
     "  -b, --backend SPEC      guest backend (default sim; see below)\n"
     "  -p, --port PORT         the port when HOST[:PORT] or --listen names none (7471)\n"
 
-    "  --control PATH          unix socket (0600) for rmig status/set/cancel while\n"
+    "  --control PATH          unix socket (0600) for rmig status/set/postcopy/cancel while\n"
     "                          this migration runs\n"
     "  --record DIR            keep a JSON record of this migration in DIR (rmig history DIR)\n"
     "  --timeout SEC           send: pre-copy for at most SEC seconds, then --on-no-converge\n"
@@ -204,31 +205,8 @@ __attribute__((format(printf, 2, 3))) static void jprintf(const struct tool *t, 
 	va_end(ap);
 }
 
-/* stderr is the journal's stream (systemd set JOURNAL_STREAM to its
- * device:inode): lines then start with their priority, "<3>" for an error
- * (sd-daemon(3)), which the journal takes and strips. */
-static int stderr_is_journal(void)
-{
-	const char *js = getenv("JOURNAL_STREAM");
-	unsigned long long dev, ino;
-	struct stat st;
-
-	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && !fstat(STDERR_FILENO, &st) &&
-	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
-}
-
-/* An error line outside a migration (options, setup): "<3>" first on the
- * journal's stream. */
-__attribute__((format(printf, 1, 2))) static void errline(const char *fmt, ...)
-{
-	va_list ap;
-
-	if (stderr_is_journal())
-		fputs("<3>", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-}
+/* An error line outside a migration (options, setup). */
+#define errline(...) journal_line(LOG_ERR, __VA_ARGS__)
 
 /* A line on stderr at a syslog priority: "rmig: ..." becomes "rmig[N]: ..."
  * when several sessions share the output (fmt starts with "rmig: "). */
@@ -248,15 +226,15 @@ __attribute__((format(printf, 3, 4))) static void eprintf(const struct tool *t, 
 	va_end(ap);
 }
 
-static void die_usage(const char *fmt, ...)
+__attribute__((noreturn, format(printf, 1, 2))) static void die_usage(const char *fmt, ...)
 {
+	char what[1024];
 	va_list ap;
 
-	errline("rmig: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, " (see rmig help)\n");
+	errline("rmig: %s (see rmig help)\n", what);
 	exit(RMIG_RESULT_USAGE);
 }
 
@@ -1066,7 +1044,7 @@ static int resume_source_guest(const char *backend)
 	if (rc)
 		errline("rmig: --resume-source: %s\n", be->err);
 	else
-		errline("rmig: --resume-source: the source guest runs again\n");
+		journal_line(LOG_NOTICE, "rmig: --resume-source: the source guest runs again\n");
 	rmig_backend_close(be);
 	return rc ? RMIG_RESULT_FAILED : RMIG_RESULT_MIGRATED;
 }
@@ -1093,7 +1071,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 	optind = 1;
 	/* Short options where a convention has them: perftest's -d DEV, -x GID
 	 * and -p PORT; -b backend, -j json. */
-	while ((opt = getopt_long(argc, argv, "hb:d:x:p:j", long_opts, NULL)) != -1) {
+	opterr = 0; /* one line of ours, not getopt's and then ours */
+	while ((opt = getopt_long(argc, argv, ":hb:d:x:p:j", long_opts, NULL)) != -1) {
 		switch (opt) {
 		case 'h': fputs(usage_text, stdout); exit(0);
 		case 'b': c->backend = optarg; break;
@@ -1206,7 +1185,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 			cfg->handshake_timeout_ms =
 			    parse_uint("--handshake-timeout-ms", optarg, 100, 3600000);
 			break;
-		default: die_usage("unknown option");
+		case ':': die_usage("option %s needs a value", argv[optind - 1]);
+		default: die_usage("unknown option %s", argv[optind - 1]);
 		}
 	}
 	if (c->keep_listening && send)
@@ -1482,7 +1462,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	cfg->create_err = create_err;
 	cfg->create_err_len = sizeof(create_err);
 	t.progress_line = !t.json && isatty(STDERR_FILENO);
-	t.journal = stderr_is_journal();
+	t.journal = journal_stderr();
 
 	/* Writes to a closed socket must be errors, not a silent death. */
 	sigemptyset(&pipe_set);

@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "journal.h"
 #include "rmig.h"
 #include "status.h"
 
@@ -296,8 +297,9 @@ int status_client(int argc, char *argv[])
 		 (!strcmp(cmd, "set") && argc == 4);
 
 	if (!ok) {
-		fprintf(stderr, "usage: rmig status PATH [--json] | rmig set PATH max-bandwidth "
-				"RATE|downtime-ms MS | rmig postcopy PATH | rmig cancel PATH\n");
+		journal_line(LOG_ERR,
+			     "usage: rmig status PATH [--json] | rmig set PATH max-bandwidth "
+			     "RATE|downtime-ms MS | rmig postcopy PATH | rmig cancel PATH\n");
 		return 2;
 	}
 	if (!strcmp(cmd, "set"))
@@ -305,11 +307,11 @@ int status_client(int argc, char *argv[])
 	else
 		snprintf(line, sizeof(line), "%s", cmd);
 	if (control_ask(argv[1], line, reply, sizeof(reply), ASK_TIMEOUT_MS, err, sizeof(err))) {
-		fprintf(stderr, "rmig: %s\n", err);
+		journal_line(LOG_ERR, "rmig: %s\n", err);
 		return 1;
 	}
 	if (strstr(reply, "\"error\"")) {
-		fprintf(stderr, "rmig: %s\n", reply);
+		journal_line(LOG_ERR, "rmig: %s\n", reply);
 		return 1;
 	}
 	if (!strcmp(cmd, "status") && !json)

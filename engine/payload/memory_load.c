@@ -319,6 +319,7 @@ static int place_page(struct rmig_payload *p, const struct rmig_msg *m)
 		return rmig_err(ctx, rc, "%s", why);
 	ctx->stats.bytes_sent += len;
 	atomic_fetch_add(&ctx->live_bytes, len);
+	atomic_fetch_add(&ctx->live_pages, 1);
 	return 0;
 }
 

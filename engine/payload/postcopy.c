@@ -713,8 +713,12 @@ int rmig_postcopy_answer(struct rmig_ctx *ctx, const struct rmig_msg *req, uint6
 	m->u.page.len = r->page_size;
 	rc = rmig_ctrl_send(ctx, m);
 	if (!rc) {
+		uint64_t len = RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + r->page_size;
+
 		ctx->stats.postcopy_requested++;
-		ctx->stats.bytes_sent += RMIG_FRAME_HDR_LEN + RMIG_PAGE_REF_LEN + r->page_size;
+		ctx->stats.bytes_sent += len;
+		atomic_fetch_add(&ctx->live_bytes, len); /* as the destination counts it */
+		atomic_fetch_add(&ctx->live_pages, 1);
 	}
 out:
 	free(m);

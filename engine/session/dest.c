@@ -629,6 +629,8 @@ static void reset_session(struct rmig_ctx *ctx)
 	ctx->t_start_ms = 0;
 	atomic_store(&ctx->no_cancel, 0);
 	atomic_store(&ctx->live_bytes, 0);
+	rmig_status_begin(ctx); /* the figures by phase start again too */
+	ctx->t_start_ms = 0;
 	memset(&ctx->deadline, 0, sizeof(ctx->deadline));
 	pthread_mutex_lock(&ctx->prog_lock);
 	memset(&ctx->prog, 0, sizeof(ctx->prog));

@@ -102,6 +102,12 @@ int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st)
 	s.pages = atomic_load(&ctx->live_pages);
 	s.zero_pages = atomic_load(&ctx->live_zero_pages);
 	pthread_mutex_lock(&ctx->prog_lock);
+	/* transferred was read before the lock: a phase change since may have
+	 * noted a larger count; never let the split wrap. */
+	if (ctx->paused_seen && ctx->bytes_at_pause > s.transferred)
+		s.transferred = ctx->bytes_at_pause;
+	if (ctx->go_seen && ctx->bytes_at_go > s.transferred)
+		s.transferred = ctx->bytes_at_go;
 	s.precopy_bytes = ctx->paused_seen ? ctx->bytes_at_pause : s.transferred;
 	if (ctx->paused_seen)
 		s.downtime_bytes =
@@ -140,12 +146,16 @@ int rmig_set_max_bandwidth(struct rmig_ctx *ctx, uint64_t bytes_per_s)
 int rmig_start_postcopy(struct rmig_ctx *ctx)
 {
 	unsigned phase;
+	int source;
 
-	if (!ctx || !ctx->cfg.postcopy || ctx->sm.m != &rmig_src_machine)
+	if (!ctx || !ctx->cfg.postcopy)
 		return -EINVAL;
 	pthread_mutex_lock(&ctx->prog_lock);
+	source = ctx->sm.m == &rmig_src_machine;
 	phase = ctx->sm.phase;
 	pthread_mutex_unlock(&ctx->prog_lock);
+	if (!source)
+		return -EINVAL;
 	if (phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING && phase != RMIG_SRC_PRECOPY &&
 	    phase != RMIG_SRC_FAILOVER)
 		return -EALREADY;

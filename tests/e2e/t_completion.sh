@@ -19,6 +19,11 @@ expect_eq "rmig recv --keep<TAB>" "$(complete_line rmig recv --keep)" "--keep-li
 expect_eq "rmig send --backend s<TAB>" "$(complete_line rmig send --backend s)" "sim sim:"
 expect_eq "rmig send --on-no-converge a<TAB>" "$(complete_line rmig send --on-no-converge a)" abort
 expect_eq "rmig set PATH d<TAB>" "$(complete_line rmig set /run/x.sock d)" downtime-ms
+# A path with a space stays one word.
+mkdir -p "$T/a dir" && touch "$T/a dir/the sock"
+expect_eq "rmig status PATH-with-space<TAB>" \
+	"$(bash -c 'source packaging/rmig.bash-completion; COMP_WORDS=(rmig status "$1"); COMP_CWORD=2; _rmig; printf "[%s]" "${COMPREPLY[@]}"' _ "$T/a dir/the")" \
+	"[$T/a dir/the sock]"
 # Every option in the usage text is offered.
 all=$(complete_line rmig send --)
 for o in $(rmig help | grep -o -- '--[a-z][a-z-]*' | sort -u); do
