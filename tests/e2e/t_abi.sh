@@ -28,6 +28,17 @@ gone=$(comm -23 tests/abi/librmig.symbols "$T/now")
 new=$(comm -13 tests/abi/librmig.symbols "$T/now")
 [ -z "$new" ] || fail "new symbols not recorded in tests/abi/librmig.symbols: $(tr '\n' ' ' <<<"$new")"
 newest=$(awk '{ print $1 }' "$T/now" | sort -t. -k2 -n | tail -1)
+# The map's nodes in order, each naming the one before (a chain, as ld
+# wants), the newest last: a function added to an older node would change
+# what programs built against it bind to.
+nodes=$(grep -o '^RMIG_[0-9.]*' librmig.map | xargs)
+expect_eq "the newest node of librmig.map" "${nodes##* }" "$newest"
+prev=""
+for n in $nodes; do
+	[ -z "$prev" ] || grep -q "^} $prev;" <(sed -n "/^$n {/,/^}/p" librmig.map) ||
+		fail "librmig.map: $n does not follow $prev"
+	prev=$n
+done
 
 # The version, three ways.
 cat >"$T/v.c" <<'CEOF'
