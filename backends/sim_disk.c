@@ -351,11 +351,10 @@ int sim_disk_create(struct rmig_backend *be, const struct sim_disk_spec *sp, str
 		rc = check_size(be, size, "the disk");
 	if (rc)
 		return rc;
-	d->desc = (struct rmig_disk){ .id = 0,
-				      .size = size,
-				      .block_size = (uint32_t)block_for(size, sp->block) };
-	if (sp->file)
-		file_identity(d->fd, d->desc.identity);
+	/* desc.identity is open_file's (all zero for memory). */
+	d->desc.id = 0;
+	d->desc.size = size;
+	d->desc.block_size = (uint32_t)block_for(size, sp->block);
 	snprintf(d->desc.name, sizeof(d->desc.name), "disk0");
 	d->rate = sp->rate;
 	d->fail_paused = sp->fail_paused;

@@ -1,4 +1,5 @@
 /* journal.c - see journal.h. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +8,7 @@
 
 #include "journal.h"
 
-int journal_stderr(void)
+static int is_journal(void)
 {
 	const char *js = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
@@ -15,6 +16,21 @@ int journal_stderr(void)
 
 	return js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && !fstat(STDERR_FILENO, &st) &&
 	       (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static pthread_once_t journal_once = PTHREAD_ONCE_INIT;
+static int journal_answer;
+
+static void ask_journal(void)
+{
+	journal_answer = is_journal();
+}
+
+/* Asked once: stderr does not change under a running rmig. */
+int journal_stderr(void)
+{
+	pthread_once(&journal_once, ask_journal);
+	return journal_answer;
 }
 
 void journal_line(int prio, const char *fmt, ...)

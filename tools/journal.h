@@ -7,7 +7,7 @@
 
 #include <syslog.h>
 
-/* stderr is the journal's stream. */
+/* stderr is the journal's stream (asked once). */
 int journal_stderr(void);
 /* One line (fmt ends with \n) on stderr at priority prio (LOG_ERR, ...),
  * written at once, so that threads' lines do not mix. */

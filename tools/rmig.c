@@ -150,7 +150,6 @@ struct tool {
 	struct rmig_backend *be;
 	int json;
 	int progress_line; /* stderr is a terminal */
-	int journal;	   /* stderr is the journal: lines carry priorities */
 	int role_send;
 	int postcopy;	     /* send --postcopy */
 	int bench;	     /* rmig bench: report the resend rounds' bandwidth */
@@ -213,17 +212,16 @@ __attribute__((format(printf, 2, 3))) static void jprintf(const struct tool *t, 
 __attribute__((format(printf, 3, 4))) static void eprintf(const struct tool *t, int prio,
 							  const char *fmt, ...)
 {
+	char line[2048];
 	va_list ap;
 
-	if (t->journal)
-		fprintf(stderr, "<%d>", prio);
-	if (t->session)
-		fprintf(stderr, "rmig[%u]: ", t->session);
-	else
-		fputs("rmig: ", stderr);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt + strlen("rmig: "), ap);
+	vsnprintf(line, sizeof(line), fmt + strlen("rmig: "), ap);
 	va_end(ap);
+	if (t->session)
+		journal_line(prio, "rmig[%u]: %s", t->session, line);
+	else
+		journal_line(prio, "rmig: %s", line);
 }
 
 __attribute__((noreturn, format(printf, 1, 2))) static void die_usage(const char *fmt, ...)
@@ -1389,7 +1387,6 @@ static int serve_many(struct tool *t, struct cli *c)
 		w->out = t->out;
 		w->ctx_lock = &ctx_lock;
 		w->json = t->json;
-		w->journal = t->journal;
 		w->jout = t->jout;
 		w->record_dir = c->record;
 		w->lst = t->lst;
@@ -1462,7 +1459,6 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	cfg->create_err = create_err;
 	cfg->create_err_len = sizeof(create_err);
 	t.progress_line = !t.json && isatty(STDERR_FILENO);
-	t.journal = journal_stderr();
 
 	/* Writes to a closed socket must be errors, not a silent death. */
 	sigemptyset(&pipe_set);

@@ -28,7 +28,6 @@ struct disk_save {
 	const struct rmig_disk *disks; /* the backend's */
 	size_t n;
 	struct rmig_disks wire;
-	struct rmig_layout layout; /* the disks as regions of blocks */
 	uint64_t nblocks[RMIG_MAX_DISKS];
 	uint64_t *dirty[RMIG_MAX_DISKS];
 	uint64_t *sent[RMIG_MAX_DISKS];
@@ -79,7 +78,6 @@ int rmig_disk_save_setup(struct rmig_payload *p)
 		rc = rmig_disk_describe(ctx, s->disks, s->n, &s->wire);
 	if (rc)
 		return rc;
-	rmig_disks_layout(&s->wire, &s->layout);
 	for (size_t i = 0; i < s->n; i++) {
 		uint64_t words;
 
@@ -282,14 +280,20 @@ int rmig_disk_save_item(struct rmig_payload *p, struct rmig_tx_chan *c,
 	return rc;
 }
 
+/* The senders' counts of the round into the stats. */
+static void count_sent(struct rmig_payload *p)
+{
+	p->ctx->stats.disk_blocks_sent += atomic_exchange(&ds(p)->blocks, 0);
+	p->ctx->stats.disk_zero_blocks += atomic_exchange(&ds(p)->zero_blocks, 0);
+}
+
 void rmig_disk_save_acked(struct rmig_payload *p)
 {
 	struct disk_save *s = ds(p);
 
 	for (size_t i = 0; i < s->n; i++)
 		memset(s->sent[i], 0, rmig_bitmap_words(s->nblocks[i]) * 8);
-	p->ctx->stats.disk_blocks_sent += atomic_exchange(&s->blocks, 0);
-	p->ctx->stats.disk_zero_blocks += atomic_exchange(&s->zero_blocks, 0);
+	count_sent(p);
 }
 
 void rmig_disk_save_rewind(struct rmig_payload *p)
@@ -303,9 +307,7 @@ void rmig_disk_save_rewind(struct rmig_payload *p)
 			s->dirty[i][w] |= s->sent[i][w];
 		memset(s->sent[i], 0, words * 8);
 	}
-	/* Sent, if not received: they crossed the wire all the same. */
-	p->ctx->stats.disk_blocks_sent += atomic_exchange(&s->blocks, 0);
-	p->ctx->stats.disk_zero_blocks += atomic_exchange(&s->zero_blocks, 0);
+	count_sent(p); /* sent, if not received: they crossed the wire all the same */
 }
 
 /* The guest writes its disks faster than half of what the link moves:
