@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "args.h"
+#include "last_error.h"
 #include "rmig.h"
 
 int rmig_backend_args_each(struct rmig_backend *be, const char *args, const char *usage,
@@ -51,7 +52,7 @@ int rmig_backend_arg_u64(const char *value, int base, uint64_t min, uint64_t max
 }
 
 /* Public (rmig.h): sizes in backend specs and on the command line. */
-int rmig_parse_size(const char *s, uint64_t *out)
+static int parse_size(const char *s, uint64_t *out)
 {
 	char *end;
 	unsigned long long v;
@@ -81,5 +82,17 @@ int rmig_parse_size(const char *s, uint64_t *out)
 	if (shift && v > (UINT64_MAX >> shift))
 		return -ERANGE;
 	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int rmig_parse_size(const char *s, uint64_t *out)
+{
+	int rc = s && out ? parse_size(s, out) : -EINVAL;
+
+	if (rc == -ERANGE)
+		return rmig_fail(rc, "size '%s' is too large", s);
+	if (rc)
+		return rmig_fail(rc, "'%s' is not a size (a number, optionally with K, M, G or T)",
+				 s ? s : "(null)");
 	return 0;
 }

@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "last_error.h"
 #include "rmig_backend.h"
 #include "rmig_kvm.h"
 
@@ -263,14 +264,17 @@ int rmig_kvm_backend_create(const struct rmig_kvm_params *p, enum rmig_role role
 	int rc;
 
 	if (!be) {
-		snprintf(err, errlen, "kvm: out of memory");
-		return -ENOMEM;
+		if (err && errlen)
+			snprintf(err, errlen, "kvm: out of memory");
+		return rmig_fail(-ENOMEM, "kvm: out of memory");
 	}
 	be->ops = &rmig_kvm_backend_ops;
 	be->role = role;
 	rc = vmm_init(be, p, role);
 	if (rc) {
-		snprintf(err, errlen, "%s", be->err[0] ? be->err : strerror(-rc));
+		rmig_fail_msg(rc, be->err);
+		if (err && errlen)
+			snprintf(err, errlen, "%s", rmig_last_error());
 		kvm_destroy(be);
 		free(be);
 		return rc;

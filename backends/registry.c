@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rmig_backend.h"
+#include "last_error.h"
 
 extern const struct rmig_backend_ops rmig_sim_backend_ops;
 extern const struct rmig_backend_ops rmig_qemu_backend_ops;
@@ -59,17 +60,30 @@ static void register_builtins(void)
 int rmig_backend_register(const struct rmig_backend_ops *ops)
 {
 	struct rmig_backend_ops full = { 0 };
+	int rc;
 
 	pthread_once(&builtins_once, register_builtins);
 	if (!ops || ops->size < RMIG_BACKEND_OPS_MIN_SIZE || ops->size > sizeof(full))
-		return -EINVAL;
+		return rmig_fail(-EINVAL, "rmig_backend_register: ops.size %zu not in %zu..%zu",
+				 ops ? ops->size : 0, (size_t)RMIG_BACKEND_OPS_MIN_SIZE,
+				 sizeof(full));
 	memcpy(&full, ops, ops->size); /* the ops past ops->size: NULL */
 	if (!full.name || !full.create || !full.destroy || !full.get_regions)
-		return -EINVAL;
+		return rmig_fail(-EINVAL, "rmig_backend_register: name, create, destroy and "
+					  "get_regions are mandatory");
 	/* A stream backend's other two ops are called unchecked. */
 	if (full.stream_open && (!full.stream_status || !full.stream_switchover))
-		return -EINVAL;
-	return register_kind(&full, sizeof(full));
+		return rmig_fail(-EINVAL,
+				 "rmig_backend_register %s: stream_open needs "
+				 "stream_status and stream_switchover",
+				 full.name);
+	rc = register_kind(&full, sizeof(full));
+	if (rc == -EEXIST)
+		return rmig_fail(rc, "rmig_backend_register: a backend named '%s' exists",
+				 full.name);
+	if (rc)
+		return rmig_fail(rc, "rmig_backend_register: no room for '%s'", full.name);
+	return 0;
 }
 
 const struct rmig_backend_ops *rmig_backend_find(const char *name)
@@ -81,8 +95,8 @@ const struct rmig_backend_ops *rmig_backend_find(const char *name)
 	return NULL;
 }
 
-int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend **out, char *err,
-		      size_t errlen)
+static int backend_open(const char *spec, enum rmig_role role, struct rmig_backend **out, char *err,
+			size_t errlen)
 {
 	const char *colon = strchr(spec, ':');
 	size_t nlen = colon ? (size_t)(colon - spec) : strlen(spec);
@@ -121,6 +135,22 @@ int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend
 	}
 	*out = be;
 	return 0;
+}
+
+int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend **out, char *err,
+		      size_t errlen)
+{
+	char msg[512] = "";
+	int rc;
+
+	if (!spec || !out)
+		return rmig_fail(-EINVAL, "rmig_backend_open: no spec or out");
+	rc = backend_open(spec, role, out, msg, sizeof(msg));
+	if (!rc)
+		return 0;
+	if (err && errlen) /* 0.2's way, kept */
+		snprintf(err, errlen, "%s", msg);
+	return rmig_fail_msg(rc, msg);
 }
 
 void rmig_backend_close(struct rmig_backend *be)

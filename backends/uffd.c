@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "last_error.h"
 #include "rmig_backend.h"
 #include "rmig_uffd.h"
 #include "kernel_compat.h"
@@ -529,7 +530,7 @@ int rmig_uffd_backend_create(const struct rmig_uffd_params *p, enum rmig_role ro
 		if (err && errlen)
 			snprintf(err, errlen, "uffd: out of memory");
 		free(be);
-		return -ENOMEM;
+		return rmig_fail(-ENOMEM, "uffd: out of memory");
 	}
 	u = be->priv;
 	be->role = role;
@@ -549,8 +550,9 @@ int rmig_uffd_backend_create(const struct rmig_uffd_params *p, enum rmig_role ro
 	}
 out:
 	if (rc) {
+		rmig_fail_msg(rc, be->err[0] ? be->err : "uffd: out is NULL");
 		if (err && errlen)
-			snprintf(err, errlen, "%s", be->err[0] ? be->err : "uffd: out is NULL");
+			snprintf(err, errlen, "%s", rmig_last_error());
 		uffd_destroy(be);
 		free(be);
 		return rc;

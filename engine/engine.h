@@ -133,6 +133,16 @@ struct rmig_ctx {
 
 /* A context without links (the listener's, and one per opening): cfg
  * checked and copied with its key, defaults applied. be may be NULL. */
+/* Where the last member of struct rmig_config this library knows ends: a
+ * member added to the struct moves it (bytes past it, padding included,
+ * are a newer caller's, which must be zero). */
+#define RMIG_CONFIG_KNOWN_END (offsetof(struct rmig_config, timeout_ms) + sizeof(unsigned))
+_Static_assert(sizeof(struct rmig_config) - RMIG_CONFIG_KNOWN_END < sizeof(void *),
+	       "RMIG_CONFIG_KNOWN_END names the last member of struct rmig_config");
+
+/* A caller's sized config (rmig_config_init) as this library's whole struct,
+ * or a negative errno with the thread's message (rmig_last_error). */
+int rmig_config_import(struct rmig_config *to, const struct rmig_config *from);
 int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be);
 /* Destination: conn becomes ctx->link; the context owns it from here. */
 int rmig_ctx_own_conn(struct rmig_ctx *ctx, struct rmig_link *conn);

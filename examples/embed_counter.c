@@ -155,7 +155,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: embed_counter recv PORT | send HOST PORT [MIB]\n");
 		return RMIG_RESULT_USAGE;
 	}
-	rmig_config_init(&cfg); /* defaults: auto transport, 2 channels, verify on... */
+	rmig_config_init(&cfg,
+			 sizeof(cfg)); /* defaults: auto transport, 2 channels, verify on... */
 	cfg.host = send ? argv[2] : "0.0.0.0"; /* without cfg.psk: loopback peers only */
 	cfg.port = (uint16_t)strtoul(argv[send ? 3 : 2], NULL, 10);
 	cfg.on_event = on_event;

@@ -134,7 +134,7 @@ int main(int argc, char **argv)
 	pthread_create(&tid, NULL, guest_main, &g);
 	p.addr = g.mem;
 	p.len = size;
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.host = argv[2];
 	cfg.port = (uint16_t)atoi(argv[3]);
 	cfg.downtime_ms = argc > 5 ? (unsigned)atoi(argv[5]) : cfg.downtime_ms;

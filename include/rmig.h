@@ -16,9 +16,18 @@
  *    program (a VMM) that hands rmig its own memory or KVM VM.
  *
  * Conventions for every function here:
- *  - Functions returning int return 0 on success or a negative errno. Where an
- *    object is at hand, a human-readable message is left on it (see
- *    rmig_errmsg()).
+ *  - Functions returning int return 0 on success or a negative errno, and
+ *    then leave a one-line message for the calling thread: rmig_last_error()
+ *    (one way for every function, creates included). A migration's message
+ *    also stays on its context (rmig_errmsg()), for reading later or from
+ *    another thread. The err/errlen buffers some functions take, and
+ *    config.create_err, are filled too, for programs written against 0.2.
+ *  - Structs the caller fills for the library are sized: their first member
+ *    is their size, as the caller was built (rmig_config_init() sets it;
+ *    struct rmig_backend_ops, struct rmig_status): a library newer than the
+ *    caller takes the members it lacks as their defaults, one older refuses
+ *    a member it does not know that was set. Structs the library hands out
+ *    (rmig_stats, rmig_event) only ever grow at the end.
  *  - Whoever calls a _create/_open owns the object and must call the matching
  *    _destroy/_close exactly once.
  *  - Unless stated, an object is used from one thread at a time. rmig_cancel()
@@ -45,9 +54,9 @@ extern "C" {
  * rmig_version()'s (a newer library runs what older headers built). Symbols
  * carry versions too (RMIG_0.1, RMIG_0.2, ...: librmig.map). */
 #define RMIG_VERSION_MAJOR 0
-#define RMIG_VERSION_MINOR 2
+#define RMIG_VERSION_MINOR 3
 #define RMIG_VERSION_PATCH 0
-#define RMIG_VERSION_STRING "0.2.0"
+#define RMIG_VERSION_STRING "0.3.0"
 #define RMIG_VERSION_OF(major, minor, patch) ((major)*10000 + (minor)*100 + (patch))
 #define RMIG_VERSION RMIG_VERSION_OF(RMIG_VERSION_MAJOR, RMIG_VERSION_MINOR, RMIG_VERSION_PATCH)
 #define RMIG_DEFAULT_PORT 7471
@@ -119,9 +128,17 @@ enum rmig_pin {
 #define RMIG_VERIFY_ON 1
 #define RMIG_VERIFY_FULL 2
 
-/* Unlike struct rmig_backend_ops, not sized: a member added later changes
- * the ABI, and comes with a new soname. */
+/* Sized, since 0.3: fill it with rmig_config_init(&cfg, sizeof(cfg)), then
+ * change what differs. Members are only ever added at the end, and a
+ * library reads no further than size: a program built against older
+ * headers gets the defaults of the members it does not have. A program
+ * built against newer headers than the library's: members the library does
+ * not know must be left as rmig_config_init set them (zero), else
+ * rmig_ctx_create refuses with -E2BIG. (Programs built against 0.2, whose
+ * struct had no size, still run: they bind the RMIG_0.1 versions of the
+ * three functions that take a config.) */
 struct rmig_config {
+	size_t size;	       /* set by rmig_config_init: sizeof as the caller was built */
 	const char *transport; /* "auto" (rdma if it reaches the peer, else tcp),
 				* "rdma" or "tcp" */
 	const char *host;      /* source: peer; destination: listen address */
@@ -252,7 +269,11 @@ struct rmig_config {
 	 * on_no_converge policy applies at once: force switches over
 	 * (forced:true; throttle too), abort rolls back. 0: none. */
 	unsigned timeout_ms;
+	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h). */
 };
+
+/* The smallest cfg->size the library takes: the struct as 0.3 had it. */
+#define RMIG_CONFIG_MIN_SIZE (offsetof(struct rmig_config, timeout_ms) + sizeof(unsigned))
 
 /* config.tls */
 #define RMIG_TLS_AUTO 0
@@ -376,17 +397,22 @@ enum rmig_audit {
 
 struct rmig_ctx;
 
-/* Fill cfg with defaults: auto transport, pin auto, port 7471, 2 channels,
- * 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on.
+/* Fill cfg, of size bytes (sizeof(*cfg) as the caller was built), with
+ * defaults and set cfg->size: auto transport, pin auto, port 7471, 2
+ * channels, 300 ms, 30 rounds, throttle, unlimited bandwidth, verify on.
  * Also: host "127.0.0.1", timeouts 2000/10000/10000/30000 ms (link,
  * failover, commit, stall), failover tcp, no key, gid_index -1, no
- * callback. Cannot fail. */
-RMIG_API void rmig_config_init(struct rmig_config *cfg);
+ * callback; members this library does not know are zeroed. 0, or -EINVAL
+ * (cfg NULL, or size smaller than the struct of 0.3, the first sized one:
+ * RMIG_CONFIG_MIN_SIZE). */
+RMIG_API int rmig_config_init(struct rmig_config *cfg, size_t size);
 
 /* The context borrows be and cfg's strings; both must outlive it.
- * It copies *cfg and the key (the caller may wipe its own). Zero timeouts
- * mean the defaults. 0 and *out set, or -EINVAL (bad config), -ENOENT (a
- * transport not built in), -ENOMEM. Nothing is bound or connected yet. */
+ * It copies *cfg (cfg->size bytes of it) and the key (the caller may wipe
+ * its own). Zero timeouts mean the defaults. 0 and *out set, or -EINVAL (bad
+ * config, or cfg->size not set by rmig_config_init), -E2BIG (a member this
+ * library does not know is set), -ENOENT (a transport not built in),
+ * -ENOMEM. Nothing is bound or connected yet. */
 RMIG_API int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg,
 			     struct rmig_backend *be);
 /* Joins the context's threads, closes its links and listening socket,
@@ -511,6 +537,11 @@ RMIG_API int rmig_start_postcopy(struct rmig_ctx *ctx);
 /* The running library's version, "MAJOR.MINOR.PATCH" (static), and its
  * numbers where the pointers are not NULL. */
 RMIG_API const char *rmig_version(int *major, int *minor, int *patch);
+
+/* The calling thread's message from the last function of this library that
+ * failed on it, one line ("" if none has). Valid until the next call into
+ * the library on this thread. */
+RMIG_API const char *rmig_last_error(void);
 
 /* Why the last migration failed ("" if it did not). Owned by ctx, valid
  * until the next rmig_send()/rmig_recv() on it or its destruction. */

@@ -1428,7 +1428,7 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	sigset_t pipe_set;
 
 	t.out = &t.out_lock;
-	rmig_config_init(cfg);
+	rmig_config_init(cfg, sizeof(*cfg));
 	cfg->port = RMIG_DEFAULT_PORT;
 	parse_options(&c, argc, argv);
 	t.bench = mode == MODE_BENCH;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "last_error.h"
 #include "listener.h"
 #include "machine.h"
 
@@ -31,9 +32,10 @@ double rmig_now_s(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-void rmig_config_init(struct rmig_config *cfg)
+static void config_defaults(struct rmig_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	cfg->size = sizeof(*cfg);
 	cfg->transport = "auto";
 	cfg->host = "127.0.0.1";
 	cfg->port = RMIG_DEFAULT_PORT;
@@ -52,12 +54,58 @@ void rmig_config_init(struct rmig_config *cfg)
 	cfg->handshake_timeout_ms = RMIG_DEFAULT_HANDSHAKE_MS;
 }
 
-/* rmig_ctx_create's message, where the caller gave room for one. */
+/* The RMIG_0.3 versions; their RMIG_0.1 ones are api/abi_0_2.c's. */
+
+RMIG_DEFAULT_VERSION(rmig_config_init_0_3, rmig_config_init, "RMIG_0.3");
+RMIG_VERSIONED int rmig_config_init_0_3(struct rmig_config *cfg, size_t size)
+{
+	struct rmig_config full;
+
+	if (!cfg || size < RMIG_CONFIG_MIN_SIZE)
+		return rmig_fail(-EINVAL,
+				 "rmig_config_init: size %zu, less than the %zu of "
+				 "the first sized struct rmig_config (0.3)",
+				 size, (size_t)RMIG_CONFIG_MIN_SIZE);
+	config_defaults(&full);
+	memset(cfg, 0, size); /* members of a newer header: zero, "not used" */
+	memcpy(cfg, &full, size < sizeof(full) ? size : sizeof(full));
+	cfg->size = size;
+	return 0;
+}
+
+/* The caller's config as this library's struct: its size bytes over the
+ * defaults. Members past what this library knows must be zero (Linux's
+ * copy_struct_from_user rule): one set there asks for something this
+ * library would silently not do. */
+int rmig_config_import(struct rmig_config *to, const struct rmig_config *from)
+{
+	size_t known = RMIG_CONFIG_KNOWN_END;
+
+	if (from->size < RMIG_CONFIG_MIN_SIZE)
+		return rmig_fail(-EINVAL,
+				 "config.size is %zu: fill the config with "
+				 "rmig_config_init(&cfg, sizeof(cfg)) first",
+				 from->size);
+	for (size_t i = known; i < from->size; i++)
+		if (((const unsigned char *)from)[i])
+			return rmig_fail(-E2BIG,
+					 "config: byte %zu of %zu is set, past the %zu "
+					 "this librmig %s knows: the program was built "
+					 "against newer headers",
+					 i, from->size, known, RMIG_VERSION_STRING);
+	config_defaults(to);
+	memcpy(to, from, from->size < known ? from->size : known);
+	to->size = sizeof(*to);
+	return 0;
+}
+
+/* rmig_ctx_create's message: the thread's, and where a 0.2 caller gave
+ * room for one. */
 static int create_failed(const struct rmig_config *cfg, int rc, const char *msg)
 {
 	if (cfg && cfg->create_err && cfg->create_err_len)
 		snprintf(cfg->create_err, cfg->create_err_len, "%s", msg);
-	return rc;
+	return rmig_fail_msg(rc, msg);
 }
 
 static const char *tls_problem(const struct rmig_config *cfg)
@@ -143,13 +191,19 @@ int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rm
 	return 0;
 }
 
-int rmig_ctx_create(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be)
+RMIG_DEFAULT_VERSION(rmig_ctx_create_0_3, rmig_ctx_create, "RMIG_0.3");
+RMIG_VERSIONED int rmig_ctx_create_0_3(struct rmig_ctx **out, const struct rmig_config *user_cfg,
+			struct rmig_backend *be)
 {
+	struct rmig_config cfg_copy, *cfg = &cfg_copy;
 	struct rmig_ctx *ctx;
 	int rc;
 
-	if (!cfg || !be)
-		return create_failed(cfg, -EINVAL, "no configuration or no backend");
+	if (!user_cfg || !be || !out)
+		return rmig_fail(-EINVAL, "rmig_ctx_create: no configuration, backend or out");
+	rc = rmig_config_import(cfg, user_cfg);
+	if (rc)
+		return create_failed(user_cfg, rc, rmig_last_error());
 	rc = rmig_ctx_new(&ctx, cfg, be);
 	if (rc)
 		return rc;

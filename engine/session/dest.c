@@ -20,6 +20,7 @@
 
 #include "channels.h"
 #include "engine.h"
+#include "last_error.h"
 #include "listener.h"
 #include "machine.h"
 #include "payload.h"
@@ -1020,14 +1021,26 @@ static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 	return rc;
 }
 
+/* The thread's message too (rmig_last_error), as every public function. */
+static int serve_one_said(struct rmig_ctx *ctx, struct rmig_listener *lst)
+{
+	int rc = serve_one(ctx, lst);
+
+	return rc ? rmig_fail_msg(rc, ctx->err) : 0;
+}
+
 int rmig_recv(struct rmig_ctx *ctx)
 {
-	return serve_one(ctx, NULL);
+	if (!ctx)
+		return rmig_fail(-EINVAL, "rmig_recv: no context");
+	return serve_one_said(ctx, NULL);
 }
 
 int rmig_recv_from(struct rmig_ctx *ctx, struct rmig_listener *lst)
 {
+	if (!ctx)
+		return rmig_fail(-EINVAL, "rmig_recv_from: no context");
 	if (!lst)
-		return rmig_err(ctx, -EINVAL, "no listener");
-	return serve_one(ctx, lst);
+		return rmig_fail_msg(rmig_err(ctx, -EINVAL, "no listener"), ctx->err);
+	return serve_one_said(ctx, lst);
 }

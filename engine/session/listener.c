@@ -34,6 +34,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "last_error.h"
 #include "listener.h"
 #include "machine.h"
 #include "postcopy.h"
@@ -805,17 +806,25 @@ int rmig_listener_open(struct rmig_listener **out, const struct rmig_config *cfg
 	return 0;
 }
 
-int rmig_listener_create(struct rmig_listener **out, const struct rmig_config *cfg)
+/* The RMIG_0.3 version; the RMIG_0.1 one is api/abi_0_2.c's. */
+
+RMIG_DEFAULT_VERSION(rmig_listener_create_0_3, rmig_listener_create, "RMIG_0.3");
+RMIG_VERSIONED int rmig_listener_create_0_3(struct rmig_listener **out, const struct rmig_config *user_cfg)
 {
+	struct rmig_config cfg;
 	char err[512] = "";
 	int rc;
 
-	if (!cfg || !out)
-		return -EINVAL;
-	rc = rmig_listener_open(out, cfg, err, sizeof(err));
-	if (rc && cfg->create_err && cfg->create_err_len)
-		snprintf(cfg->create_err, cfg->create_err_len, "%s", err);
-	return rc;
+	if (!user_cfg || !out)
+		return rmig_fail(-EINVAL, "rmig_listener_create: no configuration or out");
+	rc = rmig_config_import(&cfg, user_cfg);
+	if (rc)
+		snprintf(err, sizeof(err), "%s", rmig_last_error());
+	else
+		rc = rmig_listener_open(out, &cfg, err, sizeof(err));
+	if (rc && user_cfg->create_err && user_cfg->create_err_len)
+		snprintf(user_cfg->create_err, user_cfg->create_err_len, "%s", err);
+	return rc ? rmig_fail_msg(rc, err) : 0;
 }
 
 uint16_t rmig_listener_port(const struct rmig_listener *lst)

@@ -29,6 +29,7 @@
 #include "converge.h"
 #include "digest.h"
 #include "engine.h"
+#include "last_error.h"
 #include "machine.h"
 #include "payload.h"
 #include "placement.h"
@@ -1336,7 +1337,7 @@ static void audit(struct sender *s)
 	memcpy(ctx->err, cause, sizeof(cause)); /* the migration itself succeeded */
 }
 
-int rmig_send(struct rmig_ctx *ctx)
+static int send_migration(struct rmig_ctx *ctx)
 {
 	struct sender *s = calloc(1, sizeof(*s));
 	struct rmig_msg *m = calloc(1, sizeof(*m));
@@ -1378,4 +1379,14 @@ int rmig_send(struct rmig_ctx *ctx)
 	free(s);
 	free(m);
 	return rc;
+}
+
+int rmig_send(struct rmig_ctx *ctx)
+{
+	int rc;
+
+	if (!ctx)
+		return rmig_fail(-EINVAL, "rmig_send: no context");
+	rc = send_migration(ctx);
+	return rc ? rmig_fail_msg(rc, ctx->err) : 0;
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "last_error.h"
 #include "machine.h"
 
 void rmig_status_begin(struct rmig_ctx *ctx)
@@ -97,7 +98,9 @@ int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st)
 	int64_t now = rmig_now_ms();
 
 	if (!ctx || !st || st->size < offsetof(struct rmig_status, phase) + sizeof(st->phase))
-		return -EINVAL;
+		return rmig_fail(-EINVAL,
+				 "rmig_status_get: no context, or status.size %zu too small",
+				 st ? st->size : 0);
 	s.transferred = atomic_load(&ctx->live_bytes);
 	s.pages = atomic_load(&ctx->live_pages);
 	s.zero_pages = atomic_load(&ctx->live_zero_pages);
@@ -138,7 +141,7 @@ int rmig_status_get(struct rmig_ctx *ctx, struct rmig_status *st)
 int rmig_set_max_bandwidth(struct rmig_ctx *ctx, uint64_t bytes_per_s)
 {
 	if (!ctx)
-		return -EINVAL;
+		return rmig_fail(-EINVAL, "rmig_set_max_bandwidth: no context");
 	atomic_store(&ctx->limit_bandwidth, bytes_per_s);
 	return 0;
 }
@@ -149,16 +152,18 @@ int rmig_start_postcopy(struct rmig_ctx *ctx)
 	int source;
 
 	if (!ctx || !ctx->cfg.postcopy)
-		return -EINVAL;
+		return rmig_fail(-EINVAL,
+				 "post-copy was not enabled for this migration "
+				 "(config.postcopy): the destination was not readied for it");
 	pthread_mutex_lock(&ctx->prog_lock);
 	source = ctx->sm.m == &rmig_src_machine;
 	phase = ctx->sm.phase;
 	pthread_mutex_unlock(&ctx->prog_lock);
 	if (!source)
-		return -EINVAL;
+		return rmig_fail(-EINVAL, "only the source switches to post-copy");
 	if (phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING && phase != RMIG_SRC_PRECOPY &&
 	    phase != RMIG_SRC_FAILOVER)
-		return -EALREADY;
+		return rmig_fail(-EALREADY, "pre-copy is over: too late to switch to post-copy");
 	atomic_store(&ctx->switch_now, 1);
 	return 0;
 }
@@ -166,7 +171,7 @@ int rmig_start_postcopy(struct rmig_ctx *ctx)
 int rmig_set_downtime_ms(struct rmig_ctx *ctx, unsigned ms)
 {
 	if (!ctx || ms < 1 || ms > 3600000)
-		return -EINVAL;
+		return rmig_fail(-EINVAL, "downtime-ms %u: not in 1..3600000", ms);
 	atomic_store(&ctx->limit_downtime_ms, ms);
 	return 0;
 }

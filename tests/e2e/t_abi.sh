@@ -2,16 +2,23 @@
 # The library's ABI: every exported function carries a symbol version
 # (RMIG_0.1, RMIG_0.2, ...: librmig.map), the map names exactly the
 # headers' RMIG_API functions, and no symbol recorded in
-# tests/abi/librmig.symbols (the ABI as released) went away or changed its
-# version: a lighter equivalent of abidiff against the last release, which
-# this tree has no tag of. A new function goes into the newest node and into
-# that file. rmig_version() and the RMIG_VERSION_* macros agree.
+# tests/abi/librmig.symbols went away or changed its version. abidiff
+# (abigail-tools) compares this build with the last release's ABI
+# (tests/abi/librmig-0.2.0.abi): nothing removed or changed beyond what
+# tests/abi/librmig.abignore allows (sized structs growing at the end). A
+# program built against the 0.2.0 headers, whose struct rmig_config had no
+# size, still migrates with this library (the RMIG_0.1 versions); a sized
+# config of another size is taken or refused as rmig.h says, and refusals
+# say why through rmig_last_error(). rmig_version() and the RMIG_VERSION_*
+# macros agree.
 . "$(dirname "$0")/lib.sh"
 command -v objdump >/dev/null || fail "objdump is missing (binutils)"
 LIB=$(dirname "$RMIG")/librmig.so.0
 [ -f "$LIB" ] || fail "$LIB is missing"
 
-objdump -T "$LIB" | awk '$NF ~ /^rmig_/ { print $(NF-1), $NF }' | sort >"$T/now"
+# "(RMIG_0.1)": a version kept for older programs, not the default one.
+objdump -T "$LIB" | awk '$NF ~ /^rmig_/ { v = $(NF-1); gsub(/[()]/, "", v); print v, $NF }' |
+	sort >"$T/now"
 [ -s "$T/now" ] || fail "no rmig_ symbols in $LIB"
 unversioned=$(awk '$1 !~ /^RMIG_[0-9]+\.[0-9]+$/' "$T/now")
 [ -z "$unversioned" ] || fail "symbols without an RMIG_ version: $(tr '\n' ' ' <<<"$unversioned")"
@@ -19,7 +26,7 @@ unversioned=$(awk '$1 !~ /^RMIG_[0-9]+\.[0-9]+$/' "$T/now")
 for h in include/rmig*.h; do
 	sed -n 's/^RMIG_API .*\b\(rmig_[a-z_]*\)(.*/\1/p' "$h"
 done | sort >"$T/api"
-awk '{ print $2 }' "$T/now" | sort >"$T/exported"
+awk '{ print $2 }' "$T/now" | sort -u >"$T/exported"
 diff -u "$T/api" "$T/exported" >"$T/api.diff" ||
 	fail "the exported functions differ from the headers' RMIG_API ones (librmig.map): $(grep '^[-+]rmig' "$T/api.diff" | tr '\n' ' ')"
 
@@ -39,6 +46,53 @@ for n in $nodes; do
 		fail "librmig.map: $n does not follow $prev"
 	prev=$n
 done
+
+# abidiff against the last release: exit 4 (a change) is fine when all it
+# lists is added functions; 8 (incompatible), 1 or 2 (errors) never are.
+command -v abidiff >/dev/null || fail "abidiff is missing (abigail-tools; scripts/deps.sh installs it)"
+BASE=$(ls tests/abi/librmig-*.abi | sort -V | tail -1)
+rc=0
+abidiff --suppressions tests/abi/librmig.abignore "$BASE" "$LIB" >"$T/abidiff" 2>&1 || rc=$?
+[ $rc = 0 ] || [ $rc = 4 ] || fail "abidiff $BASE $LIB: exit $rc: $(head -30 "$T/abidiff")"
+grep -q '^Functions changes summary: 0 Removed, 0 Changed' "$T/abidiff" &&
+	grep -q '^Variables changes summary: 0 Removed, 0 Changed' "$T/abidiff" ||
+	fail "abidiff finds ABI changes against $BASE: $(head -40 "$T/abidiff")"
+
+# A program built against 0.2.0: linked against a stand-in library with
+# 0.2.0's symbols and versions (from the release's ABI file), as if built
+# back then, then run against this one.
+mkdir -p "$T/stub"
+grep -o "<elf-symbol name='rmig_[a-z_]*' version='RMIG_[0-9.]*'" "$BASE" |
+	sed "s/.*name='\([^']*\)' version='\([^']*\)'/\2 \1/" | sort -u >"$T/released"
+[ -s "$T/released" ] || fail "no versioned symbols in $BASE"
+awk '{ print "void " $2 "(void) {}" }' "$T/released" >"$T/stub/stub.c"
+prev=""
+for v in $(awk '{ print $1 }' "$T/released" | sort -u -t. -k2 -n); do
+	echo "$v { global: $(awk -v v="$v" '$1 == v { printf "%s; ", $2 }' "$T/released") ${prev:+};"
+	echo "} $prev;"
+	prev=$v
+done | sed 's/^} ;$/};/; s/ ;$//' >"$T/stub/stub.map"
+sed -i '1s/$/ local: *;/' "$T/stub/stub.map"
+cc -shared -fPIC -o "$T/stub/librmig.so.0" -Wl,-soname,librmig.so.0 \
+	-Wl,--version-script="$T/stub/stub.map" "$T/stub/stub.c" 2>"$T/cc.err" ||
+	fail "the 0.2.0 stand-in library: $(head -5 "$T/cc.err") (map: $(tr '\n' ' ' <"$T/stub/stub.map"))"
+ln -sf librmig.so.0 "$T/stub/librmig.so"
+cc -std=gnu11 -Wall -Werror -Itests/abi/include-0.2.0 -o "$T/p02" tests/abi/program_0_2.c \
+	-L"$T/stub" -lrmig -pthread 2>"$T/cc.err" || fail "cc program_0_2: $(head -5 "$T/cc.err")"
+objdump -T "$T/p02" | grep -q '(RMIG_0.1) *rmig_ctx_create$' ||
+	fail "the 0.2.0 program does not bind rmig_ctx_create@RMIG_0.1: $(objdump -T "$T/p02" | grep rmig_ctx)"
+out=$(LD_LIBRARY_PATH=$(dirname "$LIB") timeout 60 "$T/p02" 2>&1) ||
+	fail "a program built against 0.2.0, run against this library: $out"
+echo "0.2.0 program: $out"
+
+# Sized configs of other sizes, and the thread's messages.
+cc -std=gnu11 -Wall -Werror -Iinclude -o "$T/sized" tests/abi/sized_config.c \
+	-L"$(dirname "$LIB")" -lrmig -Wl,-rpath,"$(realpath "$(dirname "$LIB")")" 2>"$T/cc.err" ||
+	fail "cc sized_config: $(head -5 "$T/cc.err")"
+objdump -T "$T/sized" | grep -q '(RMIG_0.3) *rmig_config_init$' ||
+	fail "a program built now does not bind rmig_config_init@RMIG_0.3"
+out=$(timeout 60 "$T/sized" 2>&1) || fail "sized struct rmig_config: $out"
+echo "sized: $out"
 
 # The version, three ways.
 cat >"$T/v.c" <<'CEOF'

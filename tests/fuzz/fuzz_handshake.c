@@ -992,7 +992,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fprintf(stderr, "fuzz: backend: %s\n", err);
 		abort();
 	}
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "fuzz";
 	cfg.host = "fuzz";
 	cfg.port = 0;

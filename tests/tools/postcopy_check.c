@@ -284,7 +284,7 @@ int main(int argc, char **argv)
 		printf("FAIL: backend: %s\n", err);
 		goto out;
 	}
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.port = 0;
 	cfg.on_event = on_dest_event;
@@ -305,7 +305,7 @@ int main(int argc, char **argv)
 		cuts = count_cuts(argv + via + 1, argc - via - 1);
 		dest_port = start_proxy(argv + via + 1, argc - via - 1, dest_port, &proxy);
 	}
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.port = (uint16_t)dest_port;
 	cfg.postcopy = 1;

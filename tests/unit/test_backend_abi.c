@@ -275,7 +275,7 @@ static void test_old_table_migrates(void **state)
 	assert_int_equal(rmig_backend_open("old-mem", RMIG_ROLE_DEST, &dst, err, sizeof(err)), 0);
 	assert_int_equal(rmig_backend_open("old-mem", RMIG_ROLE_SOURCE, &src, err, sizeof(err)), 0);
 
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.host = "127.0.0.1";
 	cfg.port = 0;
@@ -288,7 +288,7 @@ static void test_old_table_migrates(void **state)
 		nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
 	assert_int_not_equal(atomic_load(&d.port), 0);
 
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.host = "127.0.0.1";
 	cfg.port = (uint16_t)atomic_load(&d.port);

@@ -251,7 +251,7 @@ static void test_migrate_through_wrapper(void **state)
 					   err, sizeof(err)),
 			 0);
 	assert_int_equal(rmig_backend_open("sim", RMIG_ROLE_DEST, &dbe, err, sizeof(err)), 0);
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "count";
 	cfg.host = "127.0.0.1";
 	cfg.port = 0;
@@ -262,7 +262,7 @@ static void test_migrate_through_wrapper(void **state)
 	for (int i = 0; i < 500 && !atomic_load(&d.port); i++)
 		usleep(10000);
 	assert_true(atomic_load(&d.port) != 0);
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "count";
 	cfg.host = "127.0.0.1";
 	cfg.port = (uint16_t)atomic_load(&d.port);
@@ -296,7 +296,7 @@ static int create_with(const char *transport, const char *options, const char *d
 	int rc;
 
 	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, e, sizeof(e)), 0);
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = transport;
 	cfg.link_options = options;
 	cfg.device = device;
@@ -363,7 +363,7 @@ static void test_fallback(void **state)
 
 	(void)state;
 	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, e, sizeof(e)), 0);
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "rdma"; /* failover: tcp by default, not in the list */
 	assert_int_equal(rmig_ctx_create(&ctx, &cfg, be), 0);
 	assert_int_equal(rmig_links_count(ctx), 1);
@@ -404,7 +404,7 @@ static void test_messages_name_config_fields(void **state)
 
 	(void)state;
 	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, e, sizeof(e)), 0);
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.host = "192.0.2.1"; /* TEST-NET-1: not loopback; refused before connecting */
 	assert_int_equal(rmig_ctx_create(&ctx, &cfg, be), 0);

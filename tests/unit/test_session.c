@@ -206,7 +206,7 @@ static void test_enter(void **state)
 	struct rmig_progress p;
 
 	(void)state;
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.on_event = on_event;
 	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, NULL, 0), 0);
@@ -267,7 +267,7 @@ static void test_payload_registry(void **state)
 	assert_int_equal(rmig_payload_register(&extra), 0);
 	assert_int_equal(rmig_payload_register(&extra), -EEXIST);
 
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	assert_int_equal(rmig_backend_open("sim:size=1M", RMIG_ROLE_SOURCE, &be, NULL, 0), 0);
 	assert_int_equal(rmig_ctx_create(&ctx, &cfg, be), 0);
@@ -331,7 +331,7 @@ static void test_backend_without_ops(void **state)
 
 	(void)state;
 	assert_int_equal(rmig_backend_register(&bare), 0);
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.transport = "tcp";
 	cfg.port = 1; /* nothing may be tried on it */
 	assert_int_equal(rmig_backend_open("bare", RMIG_ROLE_SOURCE, &be, NULL, 0), 0);

@@ -21,7 +21,7 @@ static int setup(void **state)
 	char err[256];
 
 	(void)state;
-	rmig_config_init(&cfg);
+	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.max_bandwidth = 50u << 20;
 	cfg.downtime_ms = 120;
 	if (rmig_backend_open("sim:size=4M", RMIG_ROLE_SOURCE, &be, err, sizeof(err)))
