@@ -170,7 +170,7 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
 	    $(DESTDIR)$(MANDIR)/man3/librmig.3 $(DESTDIR)$(UNITDIR)/rmig-recv.service \
 	    $(DESTDIR)$(COMPLETIONDIR)/rmig $(MODULES:%=$(DESTDIR)$(LIBDIR)/librmig/backend-%.so)
-	-rmdir $(DESTDIR)$(LIBDIR)/librmig 2>/dev/null
+	[ ! -d $(DESTDIR)$(LIBDIR)/librmig ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(LIBDIR)/librmig
 	# The settings stay if someone changed them.
 	! cmp -s packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv || \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
