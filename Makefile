@@ -90,7 +90,9 @@ $(BUILD)/backends/registry-shared.o: backends/registry.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC_backends) -DRMIG_BACKEND_MODULES -c -o $@ $<
 
-# A module's entry point, naming its ops table.
+# A module's entry point, naming its ops table (kept: not an intermediate
+# make may delete).
+.SECONDARY: $(MODULES:%=$(BUILD)/backends/module-%.o)
 $(BUILD)/backends/module-%.o: backends/module.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC_backends) -DRMIG_MODULE_OPS=rmig_$*_backend_ops -c -o $@ $<

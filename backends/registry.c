@@ -99,6 +99,11 @@ int rmig_backend_register(const struct rmig_backend_ops *ops)
 	int rc;
 
 	pthread_once(&builtins_once, register_builtins);
+#ifdef RMIG_BACKEND_MODULES
+	/* A module's name is taken, as in librmig.a, if its module is there. */
+	if (ops && ops->size >= RMIG_BACKEND_OPS_MIN_SIZE && ops->name)
+		rmig_backend_find(ops->name);
+#endif
 	pthread_mutex_lock(&registry_lock);
 	rc = rmig_backend_register_locked(ops);
 	pthread_mutex_unlock(&registry_lock);

@@ -53,10 +53,15 @@ if [ -f "$MODS/backend-xen.so" ] && [ ! -e /dev/xen/privcmd ]; then
 	line xen:domid=1 | grep -q "err=xen: cannot open the hypervisor interface" ||
 		fail "xen:domid=1: $(line xen:domid=1)"
 fi
-# rmig_backend_find loads too, without an open first.
+# rmig_backend_find loads too, without an open first; qemu's name is
+# taken (as in librmig.a) even before anything loaded its module.
 "$T/open" '?qemu' '?nosuch' >"$T/open.out" 2>&1
 expect_eq "rmig_backend_find(qemu), first" "$(line '?qemu')" found
 expect_eq "rmig_backend_find(nosuch)" "$(line '?nosuch')" missing
+"$T/open" +qemu +mine '?mine' >"$T/open.out" 2>&1
+expect_eq "rmig_backend_register(qemu)" "$(line +qemu)" "rc=-17"
+expect_eq "rmig_backend_register(mine)" "$(line +mine)" "rc=0"
+expect_eq "rmig_backend_find(mine)" "$(line '?mine')" found
 
 # (3) The library without its module directory beside it.
 mkdir "$T/lonely"
@@ -67,6 +72,8 @@ cc_open "$T/open_lonely" "$T/lonely"
 expect_eq "qemu without its module" "$(line "qemu:qmp=$T/nonexistent.sock")" \
 	"rc=-2 err=backend qemu: not installed (module $T/lonely/librmig/backend-qemu.so missing)"
 expect_eq "rmig_backend_find(qemu) without its module" "$(line '?qemu')" missing
+"$T/open_lonely" +qemu >"$T/open.out" 2>&1
+expect_eq "rmig_backend_register(qemu) without its module" "$(line +qemu)" "rc=0"
 
 # Test modules: one whose loading prints LOADED (constructor) and that
 # exports no entry point; one providing another backend's name.
