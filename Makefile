@@ -17,7 +17,11 @@ INC_payload   = $(INC_mem) -Iengine/payload
 INC_session   = $(INC_mem) -Iengine/session -Iengine/payload
 INC_tools     = -Iinclude
 INC_ALL       = $(INC_session) -Ibackends
-LDLIBS  += -pthread -lxxhash -lnuma -lrdmacm -libverbs -lssl -lcrypto -ljansson
+# The shared library's own libraries; LDLIBS adds the optional backends'
+# (qemu: libjansson, xen: below), which the static library and the tool
+# carry built in and the shared library loads as modules.
+LIB_LDLIBS = -pthread -lxxhash -lnuma -lrdmacm -libverbs -lssl -lcrypto
+LDLIBS  += $(LIB_LDLIBS) -ljansson
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
 ifeq ($(SAN),1)
@@ -48,15 +52,27 @@ UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).
 XEN_PKGS = xencontrol xenforeignmemory
+# The optional backends: in librmig.a, modules of librmig.so.0
+# (backends/modules.c loads $(BUILD)/librmig/backend-NAME.so on demand), each
+# linked with its own libraries.
+MODULES = qemu
+MODULE_LIBS_qemu = -ljansson
 ifeq ($(shell pkg-config --exists $(XEN_PKGS) 2>/dev/null && echo y),y)
 LIB_SRC += backends/xen.c
 UNIT_TESTS += test_xen
 CFLAGS  += -DRMIG_HAVE_XEN $(shell pkg-config --cflags $(XEN_PKGS))
-LDLIBS  += $(shell pkg-config --libs $(XEN_PKGS))
+MODULE_LIBS_xen = $(shell pkg-config --libs $(XEN_PKGS))
+LDLIBS  += $(MODULE_LIBS_xen)
+MODULES += xen
 endif
+MODULE_SO = $(MODULES:%=$(BUILD)/librmig/backend-%.so)
+# The shared library: the modules' backends out, registry.c without
+# references to them, the loader in.
+SHARED_OBJ = $(filter-out $(MODULES:%=$(BUILD)/backends/%.o) $(BUILD)/backends/registry.o,$(LIB_OBJ)) \
+	     $(BUILD)/backends/registry-shared.o $(BUILD)/backends/modules.o
 
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
-all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(BUILD)/rmig
+all: $(BUILD)/librmig.a $(BUILD)/$(SONAME) $(MODULE_SO) $(BUILD)/rmig
 
 $(BUILD)/api/%.o: INC = $(INC_api)
 $(BUILD)/proto/%.o: INC = $(INC_proto)
@@ -66,19 +82,45 @@ $(BUILD)/engine/mem/%.o: INC = $(INC_mem)
 $(BUILD)/engine/payload/%.o: INC = $(INC_payload)
 $(BUILD)/engine/session/%.o: INC = $(INC_session)
 $(BUILD)/tools/%.o: INC = $(INC_tools)
-$(BUILD)/%.o: %.c $(wildcard include/*.h api/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h \
-		      compat/*.h tools/*.h)
+HEADERS = $(wildcard include/*.h api/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h compat/*.h \
+		    tools/*.h)
+$(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC) -c -o $@ $<
+
+$(BUILD)/backends/registry-shared.o: backends/registry.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(INC_backends) -DRMIG_BACKEND_MODULES -c -o $@ $<
+
+# A module's entry point, naming its ops table (kept: not an intermediate
+# make may delete).
+.SECONDARY: $(MODULES:%=$(BUILD)/backends/module-%.o)
+$(BUILD)/backends/module-%.o: backends/module.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(INC_backends) -DRMIG_MODULE_OPS=rmig_$*_backend_ops -c -o $@ $<
 
 $(BUILD)/librmig.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 # Symbol versions (RMIG_0.1, ...) and nothing exported but the map's names.
-$(BUILD)/$(SONAME): $(LIB_OBJ) librmig.map
+$(BUILD)/$(SONAME): $(SHARED_OBJ) librmig.map
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=librmig.map $(LDFLAGS) -o $@ \
-	    $(LIB_OBJ) $(LDLIBS)
+	    $(SHARED_OBJ) $(LIB_LDLIBS)
 	ln -sf $(SONAME) $(BUILD)/librmig.so
+
+# A backend module: its backend, a private copy of args.c (and of the
+# last-error slot its helpers write: the backend's own message, be->err, is
+# what reaches the caller), its entry point;
+# bound to librmig.so.0's versioned symbols (rmig_backend_err...). Every
+# symbol resolved at link time (-z defs), except under the sanitizers,
+# whose runtime only the program carries.
+MODULE_LDFLAGS = $(if $(filter 1,$(SAN)),,-Wl,-z,defs)
+$(BUILD)/librmig/backend-%.so: $(BUILD)/backends/%.o $(BUILD)/backends/args.o $(BUILD)/api/last_error.o \
+			    $(BUILD)/backends/module-%.o \
+			    backends/module.map $(BUILD)/$(SONAME)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,--version-script=backends/module.map $(MODULE_LDFLAGS) $(LDFLAGS) -o $@ \
+	    $(filter %.o,$^) -L$(BUILD) -lrmig $(MODULE_LIBS_$*) -pthread
 
 $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o \
 	       $(BUILD)/tools/records.o $(BUILD)/tools/info.o $(BUILD)/tools/journal.o \
@@ -113,6 +155,8 @@ install: all
 	install -m 755 $(BUILD)/rmig $(DESTDIR)$(BINDIR)/rmig
 	install -m 755 $(BUILD)/$(SONAME) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/librmig.so
+	install -d $(DESTDIR)$(LIBDIR)/librmig
+	install -m 644 $(MODULE_SO) $(DESTDIR)$(LIBDIR)/librmig/
 	install -m 644 $(BUILD)/librmig.a $(DESTDIR)$(LIBDIR)/librmig.a
 	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	install -m 644 $(BUILD)/rmig.pc $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc
@@ -132,7 +176,8 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/librmig.a $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
 	    $(DESTDIR)$(MANDIR)/man3/librmig.3 $(DESTDIR)$(UNITDIR)/rmig-recv.service \
-	    $(DESTDIR)$(COMPLETIONDIR)/rmig
+	    $(DESTDIR)$(COMPLETIONDIR)/rmig $(MODULES:%=$(DESTDIR)$(LIBDIR)/librmig/backend-%.so)
+	[ ! -d $(DESTDIR)$(LIBDIR)/librmig ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(LIBDIR)/librmig
 	# The settings stay if someone changed them.
 	! cmp -s packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv || \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
@@ -218,7 +263,7 @@ bench-rxe: deps
 	@tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh
 
 format:
-	clang-format -i $(LIB_SRC) tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h engine/*/*.h
+	clang-format -i $(LIB_SRC) backends/modules.c backends/module.c tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h engine/*/*.h
 
 clean:
 	rm -rf build

@@ -3,8 +3,9 @@
 # place; pkg-config, pointed into the staged tree, finds rmig; the embedding
 # examples build against the installed headers and library alone (pkg-config
 # --cflags --libs), each public header compiles alone, and embed_counter
-# migrates a 16 MiB guest with them; uninstall removes
-# everything.
+# migrates a 16 MiB guest with them; the backend modules are in
+# LIBDIR/librmig and the installed library loads qemu's from there;
+# uninstall removes everything.
 . "$(dirname "$0")/lib.sh"
 command -v pkg-config >/dev/null || skip "pkg-config is not installed (scripts/deps.sh)"
 build=$(realpath --relative-to="$PWD" "$(dirname "$RMIG")")
@@ -28,6 +29,10 @@ for f in bin/rmig $lib/librmig.so.0 $lib/librmig.a include/rmig.h include/rmig_b
 	[ -f "$dest/usr/$f" ] || fail "usr/$f was not installed"
 done
 [ -x "$dest/usr/bin/rmig" ] || fail "usr/bin/rmig is not executable"
+# The shared library's optional backends, one module each (xen where built).
+modules=$(cd "$build/librmig" && echo backend-*.so)
+[ -n "$modules" ] || fail "$build/librmig has no backend modules"
+expect_eq "usr/$lib/librmig/" "$(cd "$dest/usr/$lib/librmig" && echo *)" "$modules"
 expect_eq "usr/$lib/librmig.so" "$(readlink "$dest/usr/$lib/librmig.so")" librmig.so.0
 expect_eq "SONAME" "$(objdump -p "$dest/usr/$lib/librmig.so.0" | awk '$1 == "SONAME" { print $2 }')" \
 	librmig.so.0
@@ -69,7 +74,14 @@ done
 # shellcheck disable=SC2086
 cc -std=gnu11 -Wall -Wextra -Werror -pthread $san_cflags -o "$T/uffd_guest" \
 	examples/uffd_guest.c $cflags $libs 2>"$T/cc.err" || fail "cc uffd_guest: $(head -n 5 "$T/cc.err")"
+# The installed library finds its qemu module (its own error comes back).
+# shellcheck disable=SC2086
+cc -std=gnu11 -Wall -Wextra -Werror $san_cflags -o "$T/backend_open" tests/tools/backend_open.c \
+	$cflags $libs 2>"$T/cc.err" || fail "cc backend_open: $(head -n 5 "$T/cc.err")"
 export LD_LIBRARY_PATH="$dest/usr/$lib"
+got=$("$T/backend_open" "qemu:qmp=$T/nonexistent.sock" 2>&1)
+grep -q "rc=-2 err=qemu: cannot connect to QMP at $T/nonexistent.sock" <<<"$got" ||
+	fail "the installed library did not load its qemu module: $got"
 ldd "$T/embed_counter" | grep -q "librmig.so.0 => $dest/usr/$lib/librmig.so.0" ||
 	fail "the example does not load the installed library: $(ldd "$T/embed_counter" | grep rmig)"
 embed_counter_run "$T/embed_counter" 16
@@ -98,4 +110,5 @@ env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s uninstall \
 	fail "make uninstall exited $?"
 left=$(find "$dest" ! -type d)
 [ -z "$left" ] || fail "make uninstall left: $(tr '\n' ' ' <<<"$left")"
-pass "installed (4 headers, the service's unit verified), found by pkg-config, examples built against it, one migrated 16 MiB"
+[ ! -e "$dest/usr/$lib/librmig" ] || fail "make uninstall left usr/$lib/librmig/"
+pass "installed (4 headers, modules $modules, the service's unit verified), found by pkg-config, examples built against it, one migrated 16 MiB"
