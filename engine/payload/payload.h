@@ -141,8 +141,14 @@ struct rmig_payload_hooks {
 	/* Destination, load_setup: long work on the memory starts now
 	 * (preallocation), after the checks that may refuse the guest. */
 	void (*preparing)(struct rmig_ctx *ctx);
-	/* Source, save_live: the hypervisor has paused the guest. */
-	void (*guest_paused)(struct rmig_ctx *ctx);
+	/* Source, save_live: the hypervisor has paused the guest and waits
+	 * for its switch-over (the rest of its stream). The session sends
+	 * the last round of the payloads that have rounds (a guest's disks)
+	 * now, before the hypervisor lets go of them. */
+	int (*guest_paused)(struct rmig_payload *p);
+	/* Source, save_live: a control message the stream's reader does not
+	 * take (another payload's round acknowledgement), from its thread. */
+	int (*control_message)(struct rmig_payload *p, const struct rmig_msg *m);
 	/* Source, save_live: the link failed with rc. Fail over to the next
 	 * link (config.failover) and open the same migration there: 0 when it
 	 * is up (the payload then takes up where the destination says it is),

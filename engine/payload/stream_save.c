@@ -39,6 +39,7 @@
  * read <= acked + REPLAY_MAX. The ring holds [acked, read). */
 struct stream_src {
 	struct rmig_ctx *ctx;
+	struct rmig_payload *p;
 	int fd;			 /* the backend's; it closes it */
 	int wake;		 /* eventfd: a thread ended */
 	XXH3_state_t *hash;	 /* every byte read, once, in order */
@@ -288,6 +289,9 @@ static void *ack_main(void *arg)
 		rc = rmig_ctrl_recv(ctx, m, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			rc = fail(s, rc, 1, "%s", ctx->err);
+		else if (m->type != RMIG_MSG_STREAM_ACK && s->p->hooks->control_message &&
+			 !s->p->hooks->control_message(s->p, m))
+			continue; /* the session's (a round of the disks) */
 		else if (m->type != RMIG_MSG_STREAM_ACK)
 			rc = fail(s, -EPROTO, 0,
 				  "protocol error: peer %s sent %s while the hypervisor's stream "
@@ -304,7 +308,7 @@ static void *ack_main(void *arg)
 /* ---- the session's thread ---- */
 
 struct stream_round {
-	const struct rmig_payload_hooks *hooks;
+	struct rmig_payload *p;
 	unsigned round;	      /* the hypervisor's pass we are in */
 	int64_t t_start;      /* when it began */
 	uint64_t start_bytes; /* stream bytes sent before it */
@@ -328,7 +332,7 @@ static void round_ended(struct rmig_ctx *ctx, struct stream_round *sr,
 	    now > sr->t_start ? (double)rs.bytes * 1000.0 / (double)(now - sr->t_start) : 0;
 	if (sr->round)
 		rmig_emit(ctx, &ev);
-	*sr = (struct stream_round){ .hooks = sr->hooks,
+	*sr = (struct stream_round){ .p = sr->p,
 				     .round = st->round,
 				     .t_start = now,
 				     .start_bytes = ctx->stats.bytes_sent };
@@ -374,7 +378,9 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 	note_progress(ctx, st, now);
 	if (st->state == RMIG_STREAM_SWITCHOVER && !*t_pause) {
 		*t_pause = now;
-		sr->hooks->guest_paused(ctx);
+		rc = sr->p->hooks->guest_paused(sr->p);
+		if (rc)
+			return rc;
 		rc = be->ops->stream_switchover(be);
 		if (rc)
 			return rmig_err(ctx, rc, "backend: switch-over: %s", be->err);
@@ -590,7 +596,7 @@ static int src_open(struct stream_src *s)
 int rmig_stream_save_live(struct rmig_payload *p, int64_t *t_pause)
 {
 	struct stream_src *s = src_of(p);
-	struct stream_round sr = { .hooks = p->hooks, .t_start = rmig_now_ms() };
+	struct stream_round sr = { .p = p, .t_start = rmig_now_ms() };
 	int rc = src_open(s), lost;
 
 	while (!rc) {
@@ -632,6 +638,7 @@ int rmig_stream_save_setup(struct rmig_payload *p)
 	if (!s)
 		return rmig_err(p->ctx, -ENOMEM, "out of memory");
 	s->ctx = p->ctx;
+	s->p = p;
 	s->fd = s->wake = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->moved, NULL);

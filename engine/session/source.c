@@ -48,6 +48,12 @@ struct sender {
 	struct rmig_tx_pool *tx;
 	struct rmig_payload_set ps;
 	struct rmig_payload *live; /* a payload that migrates itself (no rounds of ours) */
+	/* Beside a live one, a payload with rounds (a guest's disks): its
+	 * pre-copy runs before the hypervisor's, its last round at the
+	 * hypervisor's pause. */
+	int live_with_rounds;
+	_Atomic unsigned last_live_round; /* that last round, once it is out */
+	_Atomic int last_live_round_acked;
 	int postcopy;		   /* switch over by post-copy */
 	/* The backend was asked to stop or hand over the guest: a rollback
 	 * must resume it. */
@@ -74,16 +80,13 @@ static void nap(struct rmig_ctx *ctx, unsigned ms)
 		sleep_ms(ms - slept < NAP_SLICE_MS ? ms - slept : NAP_SLICE_MS);
 }
 
-/* The stream payload saw the hypervisor pause the guest. */
-static void guest_paused(struct rmig_ctx *ctx)
-{
-	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
-}
-
+static int guest_paused(struct rmig_payload *p);
 static int live_link_lost(struct rmig_payload *p, int rc);
+static int live_control_message(struct rmig_payload *p, const struct rmig_msg *m);
 
 static const struct rmig_payload_hooks source_hooks = { .guest_paused = guest_paused,
-							.link_lost = live_link_lost };
+							.link_lost = live_link_lost,
+							.control_message = live_control_message };
 
 /* CPU time of the calling thread, in microseconds. */
 static int64_t thread_cpu_us(void)
@@ -416,7 +419,18 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 static int live_link_lost(struct rmig_payload *p, int rc)
 {
 	struct sender *s = p->session;
+	char why[sizeof(s->ctx->err)];
 
+	/* The disks' last round, sent at the hypervisor's pause, cannot be
+	 * sent again (the hypervisor let go of the disks since): a link lost
+	 * before its acknowledgement rolls back. */
+	if (atomic_load(&s->last_live_round) && !atomic_load(&s->last_live_round_acked)) {
+		memcpy(why, s->ctx->err, sizeof(why));
+		return rmig_err(s->ctx, rc,
+				"%s; the link was lost before the destination acknowledged the "
+				"disks' last round, which cannot be sent again: rolling back",
+				why);
+	}
 	return failover(s, rc, ++s->round);
 }
 
@@ -531,13 +545,11 @@ static int expect_serving(struct sender *s, uint8_t type, struct rmig_msg *m)
 	}
 }
 
-/* The round barrier: the queued data is out (and, placed by RDMA WRITE, in
- * the peer's memory), ROUND_END says how many frames each channel carried,
- * ROUND_ACK says the destination holds all of them. */
-static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
+/* The queued data is out (and, placed by RDMA WRITE, in the peer's
+ * memory), and ROUND_END (in m) says how many frames each channel carried. */
+static int round_out(struct sender *s, struct rmig_round_stats *rs, struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = s->ctx;
-	struct rmig_msg m;
 	int rc = rmig_tx_wait(s->tx);
 
 	for (unsigned i = 0; !rc && ctx->placement && i < ctx->nchan; i++) {
@@ -547,8 +559,18 @@ static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
 	}
 	if (rc)
 		return rc;
-	rmig_tx_round_end(s->tx, rs, &m);
-	rc = rmig_ctrl_send(ctx, &m);
+	rmig_tx_round_end(s->tx, rs, m);
+	return rmig_ctrl_send(ctx, m);
+}
+
+/* The round barrier: the round out, then ROUND_ACK says the destination
+ * holds all of it. */
+static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg m;
+	int rc = round_out(s, rs, &m);
+
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, &m, (int)ctx->cfg.link_timeout_ms);
 	if (!rc && m.u.value != rs->round)
@@ -881,8 +903,56 @@ static int live_finish(struct sender *s, struct rmig_msg *m)
 	return rc ? rc : complete(s, m);
 }
 
+/* The hypervisor paused the guest and waits for its switch-over: the last
+ * round of the payloads beside its stream (a guest's disks) goes now, while
+ * it holds them still and before it lets go of them. The stream's reader
+ * takes its ROUND_ACK (live_control_message): the destination sends it
+ * before it acknowledges the rest of the stream. */
+static int guest_paused(struct rmig_payload *p)
+{
+	struct sender *s = p->session;
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_round_stats rs = { 0 };
+	struct rmig_pending pend;
+	struct rmig_msg m;
+	int rc;
+
+	rmig_phase_enter(ctx, RMIG_SRC_STOP_AND_COPY);
+	if (!s->live_with_rounds)
+		return 0;
+	rc = fetch_pending(s, &pend);
+	if (!rc)
+		rmig_status_plan(ctx, pend.bytes);
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_pause);
+	rs.round = ++s->round;
+	ctx->stats.rounds = rs.round;
+	rmig_status_round(ctx, rs.round);
+	rmig_tx_new_round(s->tx);
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_round, s->tx, rs.round);
+	atomic_store(&s->last_live_round, rs.round); /* its ack may come before send returns */
+	if (!rc)
+		rc = round_out(s, &rs, &m);
+	count_sent(s, &rs);
+	return rc;
+}
+
+static int live_control_message(struct rmig_payload *p, const struct rmig_msg *m)
+{
+	struct sender *s = p->session;
+	unsigned last = atomic_load(&s->last_live_round);
+
+	if (m->type != RMIG_MSG_ROUND_ACK || !last || m->u.value != last)
+		return -EPROTO;
+	atomic_store(&s->last_live_round_acked, 1);
+	return 0;
+}
+
 /* A payload that migrates itself (a hypervisor's stream): it runs until the
- * hypervisor paused the guest; the device state was in the stream. */
+ * hypervisor paused the guest; the device state was in the stream. The
+ * payloads beside it with rounds (a guest's disks) ran their pre-copy
+ * first; their last round goes at the pause (guest_paused). */
 static int live_migrate(struct sender *s, struct rmig_msg *m)
 {
 	struct rmig_ctx *ctx = s->ctx;
@@ -892,8 +962,14 @@ static int live_migrate(struct sender *s, struct rmig_msg *m)
 	 * and resume the guest, paused or not. */
 	s->must_resume = 1;
 	rc = s->live->ops->save_live(s->live, &s->t_pause);
+	if (!rc && s->live_with_rounds && !atomic_load(&s->last_live_round_acked))
+		rc = rmig_err(ctx, -EPROTO,
+			      "the destination acknowledged the hypervisor's whole stream but not "
+			      "the disks' last round, sent at its pause");
 	if (rc)
 		return rc;
+	if (s->live_with_rounds)
+		RMIG_PAYLOADS_TELL(&s->ps, save_acked);
 	/* The hypervisor paused the guest itself (the payload says when it
 	 * sees it; a short stream may end before it looked). */
 	if (rmig_phase(ctx) == RMIG_SRC_PRECOPY)
@@ -1205,6 +1281,10 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 		if (p->ops->save_live)
 			s->live = p;
 	}
+	RMIG_EACH_PAYLOAD(&s->ps, p)
+	{
+		s->live_with_rounds |= s->live && p->ops->save_round;
+	}
 	if (ctx->cfg.verify)
 		s->digest_rate = rmig_digest_rate(0);
 	rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
@@ -1226,9 +1306,14 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	if (rc)
 		return rc;
 	rmig_status_setup_done(ctx);
-	if (s->live)
-		rc = live_migrate(s, m);
-	else {
+	if (s->live) {
+		/* The disks first, while the guest runs; the hypervisor's own
+		 * pre-copy after, the disks' last round at its pause. */
+		if (s->live_with_rounds)
+			rc = precopy(s);
+		if (!rc)
+			rc = live_migrate(s, m);
+	} else {
 		rc = precopy(s);
 		if (!rc && s->postcopy)
 			rc = postcopy_predrop(s);
