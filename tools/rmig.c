@@ -775,11 +775,10 @@ static void print_dry_run_line(struct tool *t, const struct rmig_stats *s)
 	else if (s->dry_run_fits && s->dry_run_converges)
 		eprintf(t, LOG_INFO,
 			"rmig: dry run: would converge: round 1 ~%.1f s at %s/s, dirty %.0f "
-			"pages/s, ~%u round%s, expected downtime %.0f ms%s\n",
+			"pages/s, ~%u round%s, expected downtime %.0f ms%s%s\n",
 			(double)s->dry_run_round1_ms / 1000, bw, s->dry_run_dirty_rate,
 			s->dry_run_rounds, s->dry_run_rounds == 1 ? "" : "s",
-			s->dry_run_downtime_ms,
-			s->dry_run_throttle_pct ? " (with the guest throttled)" : "");
+			s->dry_run_downtime_ms, why[0] ? "; " : "", why);
 	else
 		eprintf(t, LOG_ERR, "rmig: dry run: %s\n", why);
 }
@@ -869,7 +868,9 @@ static void print_summary(struct tool *t, int rc)
 		eprintf(t, LOG_ERR, "rmig: %s: %s\n", rmig_result_name(s->result),
 			cli_text(rmig_errmsg(t->ctx), text, sizeof(text)));
 	}
-	if (!t->json && s->dry_run)
+	/* A "why not" is said on stderr even with --json, as an error is. */
+	if (s->dry_run &&
+	    (!t->json || (t->role_send && !(s->dry_run_fits && s->dry_run_converges))))
 		print_dry_run_line(t, s);
 	else if (!t->json) {
 		char bytes[32];

@@ -1290,9 +1290,13 @@ static int dry_run_verdict(struct rmig_ctx *ctx)
 static int dry_run_refused(struct rmig_ctx *ctx)
 {
 	const char *why = ctx->err;
+	char said[200];
 
+	snprintf(said, sizeof(said), "peer %s aborted: ", ctx->link->peer);
+	if (!strncmp(why, said, strlen(said)))
+		why += strlen(said); /* the peer is named once, at the end */
 	snprintf(ctx->stats.dry_run_reason, sizeof(ctx->stats.dry_run_reason),
-		 "would not fit: %.480s", why);
+		 "would not fit: %.400s (the destination %.64s)", why, ctx->link->peer);
 	ctx->stats.dry_run = 1;
 	ctx->stats.result = RMIG_RESULT_DRY_RUN;
 	ctx->err[0] = 0;
@@ -1403,6 +1407,13 @@ static void forecast(struct sender *s, const struct rmig_round_stats *rs,
 			 "would not converge: the probe measured no bandwidth");
 	else if (!st->dry_run_converges)
 		say_no_converge(ctx, &f, dirty_bps);
+	else if (f.throttle_pct) /* it would, as configured; the operator should know how */
+		snprintf(st->dry_run_reason, sizeof(st->dry_run_reason),
+			 "would converge only with the guest throttled to %u%% "
+			 "(config.on_no_converge=throttle): it dirties %.0f pages/s (%.1f MB/s), "
+			 "the link carried %.1f MB/s",
+			 f.throttle_pct, st->dry_run_dirty_rate, dirty_bps / 1e6,
+			 st->dry_run_bandwidth / 1e6);
 }
 
 /* config.dry_run: connect, authenticate, the destination checks the
