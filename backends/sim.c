@@ -674,16 +674,11 @@ static int sim_save_state(struct rmig_backend *be, void **blob, size_t *len)
 	return 0;
 }
 
-static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region *layout, size_t n)
+/* A sim guest's layout that fits here: its size in *total. */
+static int check_layout(struct rmig_backend *be, const struct sim *s,
+			const struct rmig_region *layout, size_t n, uint64_t *total)
 {
-	struct sim *s = be->priv;
-	uint64_t total = 0;
-	int rc;
-
-	if (s->nregions) {
-		rmig_backend_err(be, "sim: regions already prepared");
-		return -EBUSY;
-	}
+	*total = 0;
 	if (n == 0 || n > RMIG_MAX_REGIONS) {
 		rmig_backend_err(be, "sim: %zu regions, expected 1..%d", n, RMIG_MAX_REGIONS);
 		return -EINVAL;
@@ -698,9 +693,29 @@ static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region
 					 (unsigned long long)layout[i].len);
 			return -EINVAL;
 		}
-		total += layout[i].len;
+		*total += layout[i].len;
 	}
-	rc = check_fits(be, s, total, total);
+	return check_fits(be, s, *total, *total);
+}
+
+static int sim_check_regions(struct rmig_backend *be, const struct rmig_region *layout, size_t n)
+{
+	uint64_t total;
+
+	return check_layout(be, be->priv, layout, n, &total);
+}
+
+static int sim_prepare_regions(struct rmig_backend *be, const struct rmig_region *layout, size_t n)
+{
+	struct sim *s = be->priv;
+	uint64_t total;
+	int rc;
+
+	if (s->nregions) {
+		rmig_backend_err(be, "sim: regions already prepared");
+		return -EBUSY;
+	}
+	rc = check_layout(be, s, layout, n, &total);
 	if (rc)
 		return rc;
 	rc = map_regions(be, s, n, layout[0].len);
@@ -806,6 +821,11 @@ static int sim_prepare_disks(struct rmig_backend *be, const struct rmig_disk *la
 	return sim_disk_prepare(be, &s->disk_spec, layout, n, &s->disk);
 }
 
+static int sim_check_disks(struct rmig_backend *be, const struct rmig_disk *layout, size_t n)
+{
+	return sim_disk_check(be, &((struct sim *)be->priv)->disk_spec, layout, n);
+}
+
 static int sim_disk_write_op(struct rmig_backend *be, size_t i, uint64_t off, const void *buf,
 			     size_t len)
 {
@@ -867,4 +887,6 @@ const struct rmig_backend_ops rmig_sim_backend_ops = {
 	.disk_write = sim_disk_write_op,
 	.disk_write_zeroes = sim_disk_write_zeroes_op,
 	.disk_flush = sim_disk_flush_op,
+	.check_regions = sim_check_regions,
+	.check_disks = sim_check_disks,
 };

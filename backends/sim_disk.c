@@ -369,6 +369,41 @@ int sim_disk_create(struct rmig_backend *be, const struct sim_disk_spec *sp, str
 	return rc;
 }
 
+/* A dry run: what sim_disk_prepare would refuse, nothing kept open. */
+int sim_disk_check(struct rmig_backend *be, const struct sim_disk_spec *sp,
+		   const struct rmig_disk *layout, size_t count)
+{
+	static const uint8_t unknown[sizeof(((struct rmig_disk *)0)->identity)];
+	struct sim_disk d = { .fd = -1 };
+	uint64_t size = 0;
+	int rc;
+
+	if (count != 1) {
+		rmig_backend_err(be, "sim: takes one disk, the source has %zu", count);
+		return -EINVAL;
+	}
+	if (!sp->file)
+		return check_memory(be, layout[0].size, sp->overcommit);
+	rc = open_file(be, &d, sp, 0);
+	if (!rc)
+		rc = file_size(be, &d, sp->file, &size);
+	if (!rc && size != layout[0].size) {
+		rmig_backend_err(be, "sim: disk %s: %s is %llu bytes, the source's is %llu",
+				 layout[0].name, sp->file, (unsigned long long)size,
+				 (unsigned long long)layout[0].size);
+		rc = -EINVAL;
+	}
+	if (!rc && memcmp(layout[0].identity, unknown, sizeof(unknown)) &&
+	    !memcmp(d.desc.identity, layout[0].identity, sizeof(d.desc.identity))) {
+		rmig_backend_err(be, "sim: disk %s: %s is the source's own storage", layout[0].name,
+				 sp->file);
+		rc = -EEXIST;
+	}
+	if (d.fd >= 0)
+		close(d.fd);
+	return rc;
+}
+
 int sim_disk_prepare(struct rmig_backend *be, const struct sim_disk_spec *sp,
 		     const struct rmig_disk *layout, size_t count, struct sim_disk **out)
 {

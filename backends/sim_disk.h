@@ -36,6 +36,9 @@ int sim_disk_create(struct rmig_backend *be, const struct sim_disk_spec *spec,
 int sim_disk_prepare(struct rmig_backend *be, const struct sim_disk_spec *spec,
 		     const struct rmig_disk *layout, size_t count, struct sim_disk **out);
 void sim_disk_destroy(struct sim_disk *d);
+/* A dry run: would sim_disk_prepare take this? Nothing opened is kept. */
+int sim_disk_check(struct rmig_backend *be, const struct sim_disk_spec *spec,
+		   const struct rmig_disk *layout, size_t count);
 /* Destination, at start: the disk-file can be opened for writing and is a
  * file or a block device (else one line in be->err). */
 int sim_disk_check_file(struct rmig_backend *be, const char *path);

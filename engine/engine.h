@@ -101,11 +101,18 @@ struct rmig_ctx {
 	int group_node[RMIG_MAX_NODE_GROUPS];
 	uint8_t region_group[RMIG_MAX_REGIONS];
 	int chan_node[RMIG_MAX_CHANNELS];
-	int placement;			    /* source: pages go by chan_write (RDMA WRITE) */
-	uint64_t first_touch_bytes;	    /* REGIONS_ACK's value (memory_load.c) */
-	uint64_t payload_caps;		    /* source: HELLO capabilities the payloads need the
-					     * destination to echo (RMIG_CAP_DISKS) */
-	uint64_t peer_caps;		    /* destination: the source's HELLO capabilities */
+	int placement;		    /* source: pages go by chan_write (RDMA WRITE) */
+	uint64_t first_touch_bytes; /* REGIONS_ACK's value (memory_load.c) */
+	uint64_t payload_caps;	    /* source: HELLO capabilities the payloads need the
+				     * destination to echo (RMIG_CAP_DISKS) */
+	uint64_t peer_caps;	    /* destination: the source's HELLO capabilities */
+	/* A dry run (source: config.dry_run; destination: RMIG_CAP_DRYRUN):
+	 * the destination checks and takes nothing, its payloads drop what
+	 * arrives; the source's payloads send a probe only: at most
+	 * probe_bytes, nothing after probe_end_ms (senders skip the rest). */
+	int dry_run;
+	uint64_t probe_bytes;
+	int64_t probe_end_ms;
 	uint8_t nonce[RMIG_NONCE_LEN];	    /* ours, this connection */
 	uint8_t peer_nonce[RMIG_NONCE_LEN]; /* theirs, this connection */
 	uint8_t session[RMIG_NONCE_LEN];    /* the source's first nonce: names the
@@ -136,7 +143,7 @@ struct rmig_ctx {
 /* Where the last member of struct rmig_config this library knows ends: a
  * member added to the struct moves it (bytes past it, padding included,
  * are a newer caller's, which must be zero). */
-#define RMIG_CONFIG_KNOWN_END (offsetof(struct rmig_config, timeout_ms) + sizeof(unsigned))
+#define RMIG_CONFIG_KNOWN_END (offsetof(struct rmig_config, dry_run) + sizeof(int))
 _Static_assert(sizeof(struct rmig_config) - RMIG_CONFIG_KNOWN_END < sizeof(void *),
 	       "RMIG_CONFIG_KNOWN_END names the last member of struct rmig_config");
 

@@ -70,6 +70,10 @@ enum rmig_result {
 	RMIG_RESULT_ROLLED_BACK = 3, /* abandoned part-way: source guest resumed and runs */
 	RMIG_RESULT_UNKNOWN = 4,     /* link lost after GO: source stays paused, operator decides;
 				      * also post-copy failed after GO: the guest is lost */
+	/* Added after UNKNOWN: a dry run was done (config.dry_run), nothing
+	 * moved, neither side changed; the verdict is in stats.dry_run_*. Not
+	 * an exit code: the tool exits 0 (would fit and converge) or 1. */
+	RMIG_RESULT_DRY_RUN = 6,
 };
 
 /* The tool's exit code when the guest migrated (result MIGRATED) but the
@@ -269,10 +273,22 @@ struct rmig_config {
 	 * on_no_converge policy applies at once: force switches over
 	 * (forced:true; throttle too), abort rolls back. 0: none. */
 	unsigned timeout_ms;
+	/* Added after timeout_ms: a preflight (source; virsh migrate's checks
+	 * without the move). rmig_send connects and authenticates, the
+	 * destination checks the layout, its memory and the disks as for a
+	 * real migration but takes nothing, a short probe (about a second, at
+	 * most 64 MiB, paced by max_bandwidth) measures the link while the
+	 * guest's dirty log measures its writes, and the verdict lands in
+	 * stats.dry_run_*: 0 then, whatever it is; a negative errno when the
+	 * preflight itself could not run (refused, unreachable, not
+	 * authenticated, a destination without dry runs). The guest is never
+	 * paused nor throttled. */
+	int dry_run;
 	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h). */
 };
 
-/* The smallest cfg->size the library takes: the struct as 0.3 had it. */
+/* The smallest cfg->size the library takes: up to timeout_ms, 0.2's last
+ * member; the members after a caller's size take their defaults. */
 #define RMIG_CONFIG_MIN_SIZE (offsetof(struct rmig_config, timeout_ms) + sizeof(unsigned))
 
 /* config.tls */
@@ -387,6 +403,21 @@ struct rmig_stats {
 	uint64_t disk_throttle_bps; /* the lowest I/O limit put on the guest's disks
 				     * to converge (bytes/s); 0: none */
 	int disks_verified;	    /* their digests compared equal */
+	/* Added after disks_verified: a dry run's verdict (config.dry_run;
+	 * result RMIG_RESULT_DRY_RUN). Source: all of them; destination:
+	 * dry_run and dry_run_reason (the source's verdict). */
+	int dry_run;		       /* this was a dry run */
+	int dry_run_fits;	       /* the destination took the layout, memory, disks */
+	int dry_run_converges;	       /* pre-copy would meet downtime_ms in max_rounds */
+	double dry_run_bandwidth;      /* bytes/s the probe measured */
+	uint64_t dry_run_probe_bytes;  /* what it sent */
+	uint64_t dry_run_probe_ms;     /* over how long */
+	double dry_run_dirty_rate;     /* pages/s the guest dirtied meanwhile */
+	uint64_t dry_run_round1_ms;    /* estimated: round 1 (guest bytes at that rate) */
+	unsigned dry_run_rounds;       /* estimated rounds up to the switch-over */
+	double dry_run_downtime_ms;    /* estimated downtime then */
+	unsigned dry_run_throttle_pct; /* the throttle the estimate needed (0: none) */
+	char dry_run_reason[512];      /* why not, or "" */
 };
 
 enum rmig_audit {
@@ -403,8 +434,7 @@ struct rmig_ctx;
  * Also: host "127.0.0.1", timeouts 2000/10000/10000/30000 ms (link,
  * failover, commit, stall), failover tcp, no key, gid_index -1, no
  * callback; members this library does not know are zeroed. 0, or -EINVAL
- * (cfg NULL, or size smaller than the struct of 0.3, the first sized one:
- * RMIG_CONFIG_MIN_SIZE). */
+ * (cfg NULL, or size smaller than RMIG_CONFIG_MIN_SIZE). */
 RMIG_API int rmig_config_init(struct rmig_config *cfg, size_t size);
 
 /* The context borrows be and cfg's strings; both must outlive it.

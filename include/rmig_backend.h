@@ -237,6 +237,18 @@ struct rmig_backend_ops {
 				 uint64_t len);
 	/* Destination: everything written is durable (before READY). */
 	int (*disk_flush)(struct rmig_backend *be, size_t index);
+	/* Destination, optional: a dry run (config.dry_run at the source).
+	 * Would prepare_regions take this layout? Its checks (page sizes,
+	 * region sizes, memory available), nothing allocated, no state kept:
+	 * the real migration may follow on the same instance. NULL: the
+	 * engine checks only the kind of guest. */
+	int (*check_regions)(struct rmig_backend *be, const struct rmig_region *layout,
+			     size_t count);
+	/* Destination, optional: would prepare_disks take these? Its checks
+	 * (each disk present, its size, writable, not the source's storage),
+	 * nothing opened for writing or kept. NULL: only whether the backend
+	 * takes disks at all. */
+	int (*check_disks)(struct rmig_backend *be, const struct rmig_disk *layout, size_t count);
 };
 
 /* An instance, made by rmig_backend_open(): the library sets ops, role and

@@ -48,6 +48,12 @@
 /* Source: the guest has disks (DISKS follows the layout); destination: it
  * takes them (echoed; an older rmig does not). */
 #define RMIG_CAP_DISKS (1ull << 3)
+/* Source: this session is a dry run (config.dry_run): the layout and the
+ * disks are checked, not taken; the one round that follows is a bandwidth
+ * probe whose PAGES the destination reads and drops; ABORT with
+ * RMIG_ABORT_DRY_RUN ends it. Destination: it serves dry runs (echoed;
+ * an older rmig would take the guest, so the source stops without it). */
+#define RMIG_CAP_DRYRUN (1ull << 4)
 
 /* HELLO flags. */
 #define RMIG_HELLO_PSK 1u /* the sender holds a pre-shared key and will prove it (AUTH) */
@@ -248,6 +254,9 @@ _Static_assert(sizeof(struct rmig_wire_page_ref) == RMIG_PAGE_REF_LEN, "page ref
 /* A destination that started the guest by post-copy and gives it up as
  * lost: never "not started", whatever the source was waiting for. */
 #define RMIG_ABORT_LOST (-5002)
+/* The source, at the end of a dry run (RMIG_CAP_DRYRUN): it is over, as
+ * planned; the reason text carries the verdict. */
+#define RMIG_ABORT_DRY_RUN (-5003)
 #define RMIG_ABORT_HDR_LEN 8
 
 struct rmig_wire_done {

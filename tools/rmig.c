@@ -93,6 +93,13 @@ static const char usage_text[] =
     "                          what was sent (a difference: exit 5); full: all memory\n"
     "                          digested on both sides during the pause, a mismatch\n"
     "                          rolls back; off: none (also --no-verify)\n"
+    "  --dry-run               a preflight: connect, authenticate, the receiver checks\n"
+    "                          the guest's layout, memory and disks and takes nothing,\n"
+    "                          a probe of about a second measures the link and the\n"
+    "                          guest's dirty rate; says whether it would fit and\n"
+    "                          converge (exit 0) or why not (exit 1). The guest is\n"
+    "                          never paused; the receiver serves it, then waits for\n"
+    "                          the migration itself\n"
     "  --postcopy              switch over by post-copy: the destination starts the\n"
     "                          guest at once and fetches each missing page when it is\n"
     "                          touched, the rest streams in; implies --no-verify. A\n"
@@ -141,6 +148,7 @@ static const char usage_text[] =
     "  3 rolled back         abandoned part-way; the source guest resumed and runs\n"
     "  4 outcome unknown     link lost after GO; the source stays paused\n"
     "                        (post-copy failed after GO: the guest is lost)\n"
+    "  1 also: send --dry-run: it would not fit or not converge (the reason is said)\n"
     "  5 audit failed        send: migrated, the destination runs the guest, but the\n"
     "                        audit found the source's memory at the pause differs\n"
     "                        from what was sent (the backend's dirty log missed writes)\n";
@@ -184,6 +192,7 @@ struct tool {
 	FILE *jout;
 	struct record *record;
 	const char *record_dir; /* --keep-listening: a record per migration */
+	char peer[128];		/* the last peer connected */
 };
 
 /* A JSON line: `{` then, when several sessions share the output, which
@@ -436,6 +445,7 @@ static void on_event(void *arg, const struct rmig_event *ev)
 			eprintf(t, LOG_INFO, "rmig: listening on port %u\n", ev->port);
 		break;
 	case RMIG_EV_CONNECTED:
+		snprintf(t->peer, sizeof(t->peer), "%s", ev->peer);
 		if (t->jout)
 			jprintf(t, "{\"event\":\"connected\",\"peer\":\"%s\"}\n", ev->peer);
 		if (!t->json)
@@ -733,6 +743,46 @@ static void print_setup_json(struct tool *t)
 		fprintf(t->jout, ",\"setup_ms\":%llu", (unsigned long long)st.setup_ms);
 }
 
+/* A dry run's figures, in the summary's JSON. */
+static void print_dry_run_json(struct tool *t, const struct rmig_stats *s)
+{
+	fprintf(t->jout, ",\"dry_run\":true");
+	if (t->role_send) /* the verdict is the source's: the receiver only checked */
+		fprintf(t->jout,
+			",\"would_fit\":%s,\"would_converge\":%s"
+			",\"probe_bandwidth\":%.0f,\"probe_bytes\":%llu,\"probe_ms\":%llu,"
+			"\"dirty_rate\":%.0f,\"round1_ms\":%llu,\"estimated_rounds\":%u,"
+			"\"estimated_downtime_ms\":%.1f,\"estimated_throttle_pct\":%u",
+			s->dry_run_fits ? "true" : "false", s->dry_run_converges ? "true" : "false",
+			s->dry_run_bandwidth, (unsigned long long)s->dry_run_probe_bytes,
+			(unsigned long long)s->dry_run_probe_ms, s->dry_run_dirty_rate,
+			(unsigned long long)s->dry_run_round1_ms, s->dry_run_rounds,
+			s->dry_run_downtime_ms, s->dry_run_throttle_pct);
+	print_json_field(t->jout, "reason", s->dry_run_reason);
+}
+
+/* A dry run's verdict in one line: the source's, or what the receiver
+ * served. */
+static void print_dry_run_line(struct tool *t, const struct rmig_stats *s)
+{
+	char text[1024], bw[32];
+	const char *why = cli_text(s->dry_run_reason, text, sizeof(text));
+
+	status_fmt_bytes(bw, sizeof(bw), s->dry_run_bandwidth);
+	if (!t->role_send)
+		eprintf(t, LOG_INFO, "rmig: served a dry run from %s (nothing taken): %s\n",
+			t->peer[0] ? t->peer : "?", why[0] ? why : "would fit and converge");
+	else if (s->dry_run_fits && s->dry_run_converges)
+		eprintf(t, LOG_INFO,
+			"rmig: dry run: would converge: round 1 ~%.1f s at %s/s, dirty %.0f "
+			"pages/s, ~%u round%s, expected downtime %.0f ms%s%s\n",
+			(double)s->dry_run_round1_ms / 1000, bw, s->dry_run_dirty_rate,
+			s->dry_run_rounds, s->dry_run_rounds == 1 ? "" : "s",
+			s->dry_run_downtime_ms, why[0] ? "; " : "", why);
+	else
+		eprintf(t, LOG_ERR, "rmig: dry run: %s\n", why);
+}
+
 static void print_summary(struct tool *t, int rc)
 {
 	const struct rmig_stats *s = rmig_stats(t->ctx);
@@ -799,8 +849,10 @@ static void print_summary(struct tool *t, int rc)
 				(unsigned long long)s->disk_throttle_bps,
 				s->disks_verified ? "true" : "false");
 		print_setup_json(t);
-		if (t->role_send)
+		if (t->role_send && !s->dry_run)
 			print_audit_json(t, s);
+		if (s->dry_run)
+			print_dry_run_json(t, s);
 		if (running >= 0)
 			fprintf(t->jout, ",\"guest_running\":%s", running ? "true" : "false");
 		if (delta >= 0)
@@ -816,7 +868,11 @@ static void print_summary(struct tool *t, int rc)
 		eprintf(t, LOG_ERR, "rmig: %s: %s\n", rmig_result_name(s->result),
 			cli_text(rmig_errmsg(t->ctx), text, sizeof(text)));
 	}
-	if (!t->json) {
+	/* A "why not" is said on stderr even with --json, as an error is. */
+	if (s->dry_run &&
+	    (!t->json || (t->role_send && !(s->dry_run_fits && s->dry_run_converges))))
+		print_dry_run_line(t, s);
+	else if (!t->json) {
 		char bytes[32];
 
 		status_fmt_bytes(bytes, sizeof(bytes), (double)s->bytes_sent);
@@ -895,6 +951,7 @@ enum {
 	OPT_CONTROL,
 	OPT_RECORD,
 	OPT_TIMEOUT,
+	OPT_DRY_RUN,
 };
 
 static const struct option long_opts[] = {
@@ -938,6 +995,7 @@ static const struct option long_opts[] = {
 	{ "control", required_argument, NULL, OPT_CONTROL },
 	{ "record", required_argument, NULL, OPT_RECORD },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
+	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1175,6 +1233,7 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		case OPT_KEEP: c->keep_listening = 1; break;
 		case OPT_RESUME_SOURCE: c->resume_source = 1; break;
 		case OPT_POSTCOPY: cfg->postcopy = 1; break;
+		case OPT_DRY_RUN: cfg->dry_run = 1; break;
 		case OPT_PREALLOC: cfg->prealloc = 1; break;
 		case OPT_MAX_SESSIONS:
 			c->max_sessions = parse_uint("--max-sessions", optarg, 1, 64);
@@ -1205,6 +1264,8 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		die_usage("--resume-source is for send");
 	if (cfg->postcopy && (!send || bench))
 		die_usage("--postcopy is for send");
+	if (cfg->dry_run && (!send || bench))
+		die_usage("--dry-run is for send");
 	if (cfg->prealloc && send)
 		die_usage("--prealloc is for recv");
 	if (c->stall_given && send)
@@ -1247,6 +1308,15 @@ static void parse_operands(struct cli *c, int argc, char *argv[])
 		if (c->cfg.verify == RMIG_VERIFY_ON)
 			c->cfg.verify = RMIG_VERIFY_FULL;
 	}
+}
+
+/* The outcome as the tool's exit code; a dry run's verdict: 0 it would
+ * fit and converge, 1 not. */
+static int exit_code(const struct rmig_stats *s)
+{
+	if (s->result == RMIG_RESULT_DRY_RUN)
+		return s->dry_run_fits && s->dry_run_converges ? 0 : RMIG_RESULT_FAILED;
+	return (int)s->result;
 }
 
 /* rmig_ctx_create failed: a configuration the library refused is a usage
@@ -1523,14 +1593,17 @@ static int migrate(enum mode mode, int argc, char *argv[])
 	{
 		double cpu0 = cpu_seconds();
 
-		atomic_store(&t.running, 1);
-		rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
-		atomic_store(&t.running, 0);
-		t.cpu_s = cpu_seconds() - cpu0;
-		print_summary(&t, rc);
+		/* A dry run served is not the migration a receiver waits for. */
+		do {
+			atomic_store(&t.running, 1);
+			rc = send ? rmig_send(t.ctx) : rmig_recv(t.ctx);
+			atomic_store(&t.running, 0);
+			t.cpu_s = cpu_seconds() - cpu0;
+			print_summary(&t, rc);
+		} while (!send && !rc && rmig_stats(t.ctx)->dry_run);
 	}
 	stop_loop(&t);
-	rc = (int)rmig_stats(t.ctx)->result;
+	rc = exit_code(rmig_stats(t.ctx));
 	if (rc == RMIG_RESULT_MIGRATED && rmig_stats(t.ctx)->audit == RMIG_AUDIT_FAILED)
 		rc = RMIG_EXIT_AUDIT_FAILED;
 	rmig_ctx_destroy(t.ctx);

@@ -101,6 +101,21 @@ static int match_disks(struct rmig_ctx *ctx, struct disk_load *l)
 	return 0;
 }
 
+/* A dry run: what prepare_disks would refuse (the backend's check_disks),
+ * nothing opened; DISKS_ACK, and no block is taken (not ready). */
+static int check_disks(struct rmig_ctx *ctx, const struct rmig_disk *want, uint32_t n)
+{
+	const struct rmig_backend_ops *o = ctx->be->ops;
+	int rc = o->check_disks ? o->check_disks(ctx->be, want, n) : 0;
+
+	if (rc)
+		return rmig_err(ctx, rc, "cannot take this guest's disks: %s", ctx->be->err);
+	ctx->stats.disks = n;
+	for (uint32_t i = 0; i < n; i++)
+		ctx->stats.disk_bytes += want[i].size;
+	return rmig_ctrl_send_simple(ctx, RMIG_MSG_DISKS_ACK, 0);
+}
+
 /* DISKS: open the disks, get ready to write them, DISKS_ACK. */
 static int take_disks(struct rmig_payload *p, const struct rmig_msg *m)
 {
@@ -124,6 +139,8 @@ static int take_disks(struct rmig_payload *p, const struct rmig_msg *m)
 		memcpy(want[i].name, l->wire.d[i].name, sizeof(want[i].name));
 		memcpy(want[i].identity, l->wire.d[i].identity, RMIG_DISK_ID_LEN);
 	}
+	if (ctx->dry_run)
+		return check_disks(ctx, want, l->wire.count);
 	rc = ctx->be->ops->prepare_disks(ctx->be, want, l->wire.count);
 	if (rc)
 		return rmig_err(ctx, rc, "cannot take this guest's disks: %s", ctx->be->err);

@@ -179,7 +179,9 @@ int rmig_disk_save_round(struct rmig_payload *p, struct rmig_tx_pool *tx, unsign
 
 	s->round = round;
 	s->t_round_ms = rmig_now_ms();
-	queue_blocks(p, tx, s->dirty); /* a failure shows in rmig_tx_wait */
+	/* A dry run's probe is memory's: the disks only count their writes. */
+	if (!p->ctx->dry_run)
+		queue_blocks(p, tx, s->dirty); /* a failure shows in rmig_tx_wait */
 	for (size_t i = 0; i < s->n; i++) {
 		uint64_t *t = s->sent[i];
 
@@ -329,7 +331,7 @@ static int maybe_throttle(struct rmig_payload *p, uint64_t dirty_bytes)
 	pthread_mutex_lock(&ctx->prog_lock);
 	link = ctx->prog.bandwidth;
 	pthread_mutex_unlock(&ctx->prog_lock);
-	if (!ctx->be->ops->disk_throttle || s->round < 2 || ms <= 0 || link <= 0)
+	if (!ctx->be->ops->disk_throttle || s->round < 2 || ms <= 0 || link <= 0 || ctx->dry_run)
 		return 0;
 	rate = (double)dirty_bytes * 1000.0 / (double)ms;
 	target = link / 4;

@@ -62,6 +62,17 @@ static uint64_t first_touch_bytes(const struct rmig_ctx *ctx)
 	return 0;
 }
 
+/* A dry run: no memory, no preallocation, no digests, no post-copy
+ * machinery; only the layout's size, which bounds the probe's round. */
+static void setup_dry_run(struct rmig_payload *p, const struct rmig_wire_hello *hello)
+{
+	const struct rmig_layout *lay = &p->ctx->layout;
+
+	for (uint32_t i = 0; i < lay->count; i++)
+		ml(p)->guest_pages += lay->r[i].len / lay->r[i].page_size;
+	p->postcopy = (hello->caps & RMIG_CAP_POSTCOPY) != 0; /* the listener probed it */
+}
+
 int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *hello)
 {
 	struct rmig_ctx *ctx = p->ctx;
@@ -72,6 +83,10 @@ int rmig_mem_load_setup(struct rmig_payload *p, const struct rmig_wire_hello *he
 		return rmig_err(ctx, -ENOMEM, "out of memory");
 	p->priv = l;
 	atomic_init(&l->round, 1);
+	if (ctx->dry_run) {
+		setup_dry_run(p, hello);
+		return 0;
+	}
 	if (ctx->cfg.prealloc)
 		rc = rmig_prealloc_regions(ctx, p->hooks->preparing);
 	else
@@ -187,6 +202,30 @@ static void record_runs(struct mem_load *l, size_t ri, uint8_t type, const struc
 	}
 }
 
+/* A dry run's probe: the page bytes are read and dropped through the
+ * channel's scratch buffer; there is no memory to put them in. */
+static int drop_pages(struct rmig_ctx *ctx, struct rmig_rx_chan *c, uint64_t bytes, char *why,
+		      size_t whylen)
+{
+	struct rmig_link *link = ctx->link;
+	int rc = 0;
+
+	if (!c->scratch && !(c->scratch = malloc(RMIG_CHAN_SCRATCH))) {
+		snprintf(why, whylen, "out of memory");
+		return -ENOMEM;
+	}
+	while (bytes && !rc) {
+		struct iovec v = { c->scratch,
+				   bytes < RMIG_CHAN_SCRATCH ? bytes : RMIG_CHAN_SCRATCH };
+
+		rc = link->ops->chan_recv(link, c->chan, &v, 1, (int)ctx->cfg.link_timeout_ms);
+		if (rc)
+			snprintf(why, whylen, "%s", link->err);
+		bytes -= v.iov_len;
+	}
+	return rc;
+}
+
 /* The rest of a PAGES/ZERO frame. Every check happens before memory is
  * written. */
 int rmig_mem_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,
@@ -225,7 +264,6 @@ int rmig_mem_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,
 			 rmig_msg_name(fh->type), ph.round, atomic_load(&l->round));
 		return -EBADMSG;
 	}
-	reg = &ctx->regions[ri];
 	for (uint32_t i = 0; i < ph.nruns; i++)
 		pages += runs[i].count;
 	/* A round sends each page at most once: bounding it by the guest's
@@ -235,7 +273,12 @@ int rmig_mem_load_frame(struct rmig_payload *p, struct rmig_rx_chan *c,
 			 (unsigned long long)l->guest_pages);
 		return -EBADMSG;
 	}
-	if (atomic_load(&l->pc_armed)) {
+	reg = ctx->dry_run ? NULL : &ctx->regions[ri];
+	if (ctx->dry_run) {
+		rc = fh->type == RMIG_MSG_PAGES
+			 ? drop_pages(ctx, c, pages * ctx->layout.r[ri].page_size, why, whylen)
+			 : 0;
+	} else if (atomic_load(&l->pc_armed)) {
 		rc = recv_postcopy(p, c, fh->type, ri, runs, ph.nruns, why, whylen);
 	} else if (fh->type == RMIG_MSG_PAGES) {
 		for (uint32_t i = 0; i < ph.nruns; i++) {

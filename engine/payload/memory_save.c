@@ -41,6 +41,9 @@
  * large guest) an item and a frame each: 20 ms of queueing at the pause
  * for 3000 pages of a 64 GiB guest. */
 #define ITEM_SPAN (1u << 20)
+/* A dry run's probe: small items, so that a slow or paced link stops
+ * soon after the probe's end (the senders skip the items left then). */
+#define PROBE_ITEM_BYTES (128u << 10)
 
 /* The source digest, computed while the last pages are on the wire: the
  * guest is paused, so memory is what it was at the pause. */
@@ -298,6 +301,9 @@ int rmig_mem_save_item(struct rmig_payload *p, struct rmig_tx_chan *c,
 	uint32_t nd = 0, nz = 0;
 	int rc = 0;
 
+	if (p->ctx->dry_run && rmig_now_ms() >= p->ctx->probe_end_ms)
+		return 0; /* the probe is over: the rest stays here */
+
 	while (!rc && rmig_dirty_bitmap_next_run(it->map, end, pos, it->span, &start, &len)) {
 		for (uint64_t pg = start; pg < start + len && !rc; pg++) {
 			if (rmig_page_is_zero((char *)r->host + pg * r->page_size, r->page_size))
@@ -314,17 +320,19 @@ int rmig_mem_save_item(struct rmig_payload *p, struct rmig_tx_chan *c,
 	return rc;
 }
 
-/* Queue every page set in map[] for the senders. The items point into map:
- * it must stay unchanged until the senders are idle. */
+/* Queue every page set in map[] for the senders (a dry run's probe: up
+ * to ctx->probe_bytes of them). The items point into map: it must stay
+ * unchanged until the senders are idle. */
 static int queue_pages(struct rmig_payload *p, struct rmig_tx_pool *tx, uint64_t *const *map)
 {
 	struct rmig_ctx *ctx = p->ctx;
+	uint64_t item_bytes = ctx->dry_run ? PROBE_ITEM_BYTES : ITEM_BYTES, queued = 0;
 	int rc = 0;
 
 	for (size_t ri = 0; ri < ctx->nregions && !rc; ri++) {
 		const struct rmig_region *r = &ctx->regions[ri];
 		uint64_t npages = region_pages(r), pos = 0, start, len;
-		uint64_t per_item = ITEM_BYTES / r->page_size ? ITEM_BYTES / r->page_size : 1;
+		uint64_t per_item = item_bytes / r->page_size ? item_bytes / r->page_size : 1;
 		struct rmig_tx_item it = { p, (uint32_t)ri, 0, 0, map[ri] };
 		unsigned group = ctx->region_group[ri];
 		uint64_t in_item = 0;
@@ -338,10 +346,13 @@ static int queue_pages(struct rmig_payload *p, struct rmig_tx_pool *tx, uint64_t
 				rc = rmig_tx_push(tx, group, &it);
 				in_item = 0;
 			}
+			if (ctx->dry_run && queued >= ctx->probe_bytes)
+				break;
 			if (!in_item)
 				it.first = start;
 			it.span = start + len - it.first;
 			in_item += len;
+			queued += len * r->page_size;
 			pos = start + len;
 		}
 		if (!rc && in_item)

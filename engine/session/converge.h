@@ -52,6 +52,37 @@ double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, dou
  * on both sides (the chunk digests over them are 1/512 of that). */
 double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double digest_rate);
 
+/* A dry run's forecast: pre-copy played out with rmig_converge_decide
+ * over figures measured once (a probe's bandwidth, the guest's dirty
+ * rate), round after round until the decision is to switch over, force
+ * or abort. Round 1 sends guest_bytes; each next round what the last one
+ * left dirty, at most dirty_cap; a throttle slows the dirtying by its
+ * share (QEMU's: the vCPUs sleep that share of the time). */
+struct rmig_converge_plan {
+	uint64_t guest_bytes;	 /* round 1's bytes (memory and disks) */
+	uint64_t dirty_cap;	 /* a round never has more to send than this */
+	double bandwidth;	 /* bytes/s */
+	double dirty_bytes_rate; /* bytes/s the guest dirties */
+	unsigned max_rounds;
+	unsigned downtime_ms;
+	enum rmig_no_converge policy;
+	int can_throttle;
+	double fixed_ms;    /* as rmig_converge_input's */
+	int verify;	    /* config.verify, for rmig_verify_dirty_ms */
+	double digest_rate; /* bytes/s */
+};
+
+struct rmig_converge_forecast {
+	enum rmig_converge_decision decision; /* SWITCH, FORCE or ABORT */
+	unsigned rounds;		      /* pre-copy rounds up to it */
+	double round1_ms;
+	double downtime_ms; /* expected at the switch-over */
+	unsigned throttle_pct;
+};
+
+void rmig_converge_forecast(const struct rmig_converge_plan *in,
+			    struct rmig_converge_forecast *out);
+
 const char *rmig_converge_decision_name(enum rmig_converge_decision d);
 
 #endif

@@ -343,6 +343,7 @@ const char *rmig_result_name(enum rmig_result r)
 	case RMIG_RESULT_USAGE: return "usage";
 	case RMIG_RESULT_ROLLED_BACK: return "rolled_back";
 	case RMIG_RESULT_UNKNOWN: return "unknown";
+	case RMIG_RESULT_DRY_RUN: return "dry_run";
 	}
 	return "?";
 }
@@ -517,6 +518,8 @@ static int deadline_check(struct rmig_ctx *ctx, const struct rmig_msg *m)
 static int peer_aborted(struct rmig_ctx *ctx, const struct rmig_msg *m)
 {
 	ctx->peer_abort = m->u.abort.code;
+	if (m->u.abort.code == RMIG_ABORT_DRY_RUN) /* not a failure: the verdict, as said */
+		return rmig_err(ctx, -ECONNABORTED, "%s", m->u.abort.reason);
 	if (m->u.abort.code == RMIG_ABORT_CANCELLED)
 		return rmig_err(ctx, -ECONNABORTED, "the %s cancelled the migration (peer %s: %s)",
 				ctx->sm.m == &rmig_dst_machine ? "source" : "destination",

@@ -44,7 +44,25 @@ struct dst_run {
 	int64_t offer_ms; /* the last offer_memory took this long */
 };
 
-/* Check the REGIONS layout and have the backend allocate it. */
+/* A dry run: what prepare_regions would check, nothing allocated (the
+ * backend's check_regions; without it, the kind of guest only). The
+ * layout is kept for the probe's run checks; there is no memory. */
+static int check_layout(struct rmig_ctx *ctx, const struct rmig_layout *l,
+			const struct rmig_region *want)
+{
+	const struct rmig_backend_ops *o = ctx->be->ops;
+	int rc = o->check_regions ? o->check_regions(ctx->be, want, l->count) : 0;
+
+	if (rc)
+		return rmig_err(ctx, rc, "cannot take this guest: %s", ctx->be->err);
+	ctx->layout = *l;
+	for (uint32_t i = 0; i < l->count; i++)
+		ctx->stats.guest_bytes += l->r[i].len;
+	return 0;
+}
+
+/* Check the REGIONS layout and have the backend allocate it (a dry run:
+ * only check it). */
 static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
 {
 	struct rmig_region want[RMIG_MAX_REGIONS];
@@ -67,6 +85,8 @@ static int take_layout(struct rmig_ctx *ctx, const struct rmig_layout *l)
 				      "own migration stream (e.g. the qemu backend), backend %s "
 				      "takes guest memory",
 				ctx->be->ops->name);
+	if (ctx->dry_run)
+		return check_layout(ctx, l, want);
 	rc = ctx->be->ops->prepare_regions(ctx->be, want, l->count);
 	if (rc)
 		return rmig_err(ctx, rc, "cannot take this guest: %s", ctx->be->err);
@@ -108,7 +128,7 @@ static int offer_memory(struct rmig_ctx *ctx, int asked)
 
 	if (!asked)
 		goto out;
-	if (l->ops->mem_expose && ctx->cfg.pin != RMIG_PIN_STAGING) {
+	if (l->ops->mem_expose && ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->dry_run) {
 		rmig_link_mem_of_regions(ctx, mem);
 		rc = l->ops->mem_expose(l, mem, ctx->nregions, &blob, &len);
 		if (rc && ctx->cfg.pin == RMIG_PIN_ALL) {
@@ -227,6 +247,8 @@ static int setup_session(struct dst_run *d, const struct rmig_wire_hello *hello,
 				d->postcopy ? "without" : "with");
 	ctx->nchan = hello->channels;
 	ctx->stats.channels = ctx->nchan;
+	if (!resume)
+		ctx->dry_run = (hello->caps & RMIG_CAP_DRYRUN) != 0;
 	rc = rmig_listener_take_channels(d->lst, d->slot, ctx, ctx->nchan, nodes,
 					 (int)ctx->cfg.link_timeout_ms);
 	if (!rc)
@@ -327,7 +349,7 @@ static int resumable(struct dst_run *d)
 		if (!p->ops->load_rewind)
 			return 0;
 	}
-	return d->ps.n && !d->announced;
+	return d->ps.n && !d->announced && !d->ctx->dry_run;
 }
 
 /* Post-copy: what is still at the source, over all payloads. */
@@ -627,6 +649,7 @@ static void reset_session(struct rmig_ctx *ctx)
 	ctx->regions = NULL;
 	ctx->nregions = 0;
 	ctx->nchan = 0;
+	ctx->dry_run = 0;
 	ctx->t_start_ms = 0;
 	atomic_store(&ctx->no_cancel, 0);
 	atomic_store(&ctx->live_bytes, 0);
@@ -714,6 +737,11 @@ static int on_round_end(struct dst_run *d)
 static int on_state(struct dst_run *d)
 {
 	struct rmig_ctx *ctx = d->ctx;
+
+	/* A dry run has no guest here to load a state into, nor to start. */
+	if (ctx->dry_run)
+		return rmig_err(ctx, -EPROTO, "protocol error: peer %s sent STATE in a dry run",
+				ctx->link->peer);
 
 	d->state_len = d->m->u.state.len;
 	d->state = malloc(d->state_len ? d->state_len : 1);
@@ -836,6 +864,22 @@ static int why_stopped(struct dst_run *d, int rc)
 	return rc;
 }
 
+/* The source ended its dry run as planned (ABORT with
+ * RMIG_ABORT_DRY_RUN; its reason: the verdict). Nothing was taken. */
+static int dry_run_over(struct dst_run *d, int rc)
+{
+	struct rmig_ctx *ctx = d->ctx;
+
+	if (rc != -ECONNABORTED || !ctx->dry_run || ctx->peer_abort != RMIG_ABORT_DRY_RUN)
+		return 0;
+	ctx->stats.dry_run = 1;
+	snprintf(ctx->stats.dry_run_reason, sizeof(ctx->stats.dry_run_reason), "%.480s", ctx->err);
+	ctx->err[0] = 0;
+	ctx->stats.result = RMIG_RESULT_DRY_RUN;
+	rmig_phase_enter(ctx, RMIG_DST_DRY_RUN);
+	return 1;
+}
+
 /* Receive and act on control messages until DONE or a failure. */
 static int serve_messages(struct dst_run *d)
 {
@@ -844,6 +888,8 @@ static int serve_messages(struct dst_run *d)
 
 	for (;;) {
 		rc = rmig_ctrl_recv(ctx, d->m, (int)ctx->cfg.link_timeout_ms);
+		if (dry_run_over(d, rc))
+			return 0;
 		if (rc) {
 			rc = link_lost(d, why_stopped(d, rc));
 			if (rc)

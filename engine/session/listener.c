@@ -321,13 +321,13 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 		return rmig_err(hs, -EIO, "getrandom failed");
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_HELLO;
-	m->u.hello = (struct rmig_wire_hello){
-		.ver_min = RMIG_WIRE_VERSION_MIN,
-		.ver_max = RMIG_WIRE_VERSION_MAX,
-		.channels = RMIG_MAX_CHANNELS,
-		.caps = hello.caps & (RMIG_CAP_POSTCOPY | RMIG_CAP_CHUNK_DIGESTS | RMIG_CAP_DISKS),
-		.flags = hs->cfg.psk ? RMIG_HELLO_PSK : 0
-	};
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = RMIG_MAX_CHANNELS,
+					       .caps = hello.caps &
+						       (RMIG_CAP_POSTCOPY | RMIG_CAP_CHUNK_DIGESTS |
+							RMIG_CAP_DISKS | RMIG_CAP_DRYRUN),
+					       .flags = hs->cfg.psk ? RMIG_HELLO_PSK : 0 };
 	memcpy(m->u.hello.nonce, hs->nonce, RMIG_NONCE_LEN);
 	rc = rmig_ctrl_send(hs, m);
 	if (!rc)

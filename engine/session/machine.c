@@ -16,9 +16,11 @@
 
 static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
 	[RMIG_SRC_IDLE] = { "idle", S(CONNECTING) | S(FAILED), 0 },
-	[RMIG_SRC_CONNECTING] = { "connecting", S(PRECOPY) | S(FAILED) | SRC_GIVE_UP,
+	/* A dry run ends here (refused: would not fit) or after its probe. */
+	[RMIG_SRC_CONNECTING] = { "connecting", S(PRECOPY) | S(FAILED) | S(DRY_RUN) | SRC_GIVE_UP,
 				  SRC_OPEN | M(REGIONS_ACK) | M(MEM_KEYS) | M(DISKS_ACK) },
-	[RMIG_SRC_PRECOPY] = { "pre-copy", S(FAILOVER) | S(STOP_AND_COPY) | SRC_GIVE_UP,
+	[RMIG_SRC_PRECOPY] = { "pre-copy",
+			       S(FAILOVER) | S(STOP_AND_COPY) | S(DRY_RUN) | SRC_GIVE_UP,
 			       M(ROUND_ACK) | M(STREAM_ACK) },
 	[RMIG_SRC_FAILOVER] = { "failover", S(PRECOPY) | S(STOP_AND_COPY) | SRC_GIVE_UP,
 				SRC_OPEN | M(REGIONS_ACK) | M(MEM_KEYS) | M(STREAM_ACK) },
@@ -43,6 +45,7 @@ static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
 	[RMIG_SRC_FAILED] = { "failed", 0, 0 },
 	[RMIG_SRC_UNKNOWN] = { "unknown", 0, 0 },
 	[RMIG_SRC_LOST] = { "lost", 0, 0 },
+	[RMIG_SRC_DRY_RUN] = { "dry-run", 0, 0 },
 };
 
 #define DST_OPEN (M(HELLO) | M(AUTH))
@@ -52,7 +55,8 @@ static const struct rmig_phase_desc dst_phases[RMIG_DST_NPHASES] = {
 	[RMIG_DST_LISTENING] = { "listening", D(PREALLOCATING) | D(RECEIVING) | D(DISCARDED),
 				 DST_OPEN | M(REGIONS) },
 	[RMIG_DST_PREALLOCATING] = { "preallocating", D(RECEIVING) | D(DISCARDED), 0 },
-	[RMIG_DST_RECEIVING] = { "receiving", D(AWAITING_RESUME) | D(STOP_AND_COPY) | D(DISCARDED),
+	[RMIG_DST_RECEIVING] = { "receiving",
+				 D(AWAITING_RESUME) | D(STOP_AND_COPY) | D(DISCARDED) | D(DRY_RUN),
 				 M(STREAM) | M(STREAM_ACK) | M(ROUND_END) | M(STATE) | M(DISCARD) |
 				     M(DISKS) },
 	[RMIG_DST_AWAITING_RESUME] = { "awaiting-resume", D(RECEIVING) | D(DISCARDED),
@@ -70,6 +74,7 @@ static const struct rmig_phase_desc dst_phases[RMIG_DST_NPHASES] = {
 	[RMIG_DST_AWAITING_QUESTION] = { "awaiting-question", D(DISCARDED), DST_OPEN },
 	[RMIG_DST_DISCARDED] = { "discarded", 0, 0 },
 	[RMIG_DST_LOST] = { "lost", 0, 0 },
+	[RMIG_DST_DRY_RUN] = { "dry-run", 0, 0 },
 };
 
 const struct rmig_machine rmig_src_machine = { "source", src_phases, RMIG_SRC_NPHASES };

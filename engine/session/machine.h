@@ -30,6 +30,7 @@ enum rmig_src_phase {
 	RMIG_SRC_FAILED,
 	RMIG_SRC_UNKNOWN,
 	RMIG_SRC_LOST,
+	RMIG_SRC_DRY_RUN, /* a dry run's verdict is in: nothing moved */
 	RMIG_SRC_NPHASES
 };
 
@@ -47,6 +48,7 @@ enum rmig_dst_phase {
 	RMIG_DST_AWAITING_QUESTION, /* link lost after READY: answering the outcome */
 	RMIG_DST_DISCARDED,
 	RMIG_DST_LOST,
+	RMIG_DST_DRY_RUN, /* served a dry run: nothing was taken */
 	RMIG_DST_NPHASES
 };
 

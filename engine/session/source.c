@@ -41,6 +41,11 @@
 #define PREDROP_PASSES 4
 #define PREDROP_ENOUGH 512
 #define NAP_SLICE_MS 20 /* a wait between reconnections looks for a cancel this often */
+/* A dry run's probe: about a second of real pages, at most 64 MiB (and at
+ * least 64 KiB, a measure rather than a round trip). */
+#define PROBE_MS 1000
+#define PROBE_MAX_BYTES (64ull << 20)
+#define PROBE_MIN_BYTES (64ull << 10)
 
 /* One rmig_send call. */
 struct sender {
@@ -190,7 +195,7 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		memcpy(ctx->session, ctx->nonce, RMIG_NONCE_LEN);
 	/* Post-copy pages are placed by the destination's CPU, not RDMA WRITE. */
 	ask_placement = kind != OPEN_QUERY && ctx->nregions && ctx->link->ops->chan_write &&
-			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy;
+			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy && !ctx->dry_run;
 	memset(m, 0, sizeof(*m));
 	m->type = RMIG_MSG_HELLO;
 	m->u.hello = (struct rmig_wire_hello){
@@ -200,7 +205,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		.caps = (ask_placement ? RMIG_CAP_PLACEMENT : 0) |
 			(postcopy ? RMIG_CAP_POSTCOPY : 0) |
 			(ctx->cfg.verify == RMIG_VERIFY_ON ? RMIG_CAP_CHUNK_DIGESTS : 0) |
-			(kind != OPEN_QUERY ? ctx->payload_caps : 0),
+			(kind != OPEN_QUERY ? ctx->payload_caps : 0) |
+			(ctx->dry_run ? RMIG_CAP_DRYRUN : 0),
 		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
 			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
 			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
@@ -238,6 +244,12 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		rc = rmig_err(ctx, -EOPNOTSUPP,
 			      "the destination %s does not take disks (an older rmig)",
 			      ctx->link->peer);
+	/* An older destination would take the guest for real: stop here. */
+	if (!rc && ctx->dry_run && !(peer_caps & RMIG_CAP_DRYRUN))
+		rc = rmig_err(ctx, -EOPNOTSUPP,
+			      "the destination %s does not support dry runs (an older rmig): "
+			      "nothing about the guest was sent",
+			      ctx->link->peer);
 	if (!rc && kind == OPEN_NEW)
 		chunk_digests_or_full(ctx, peer_caps);
 	if (rc && rc != -ECONNABORTED)
@@ -245,36 +257,30 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	return rc;
 }
 
-/* A new migration or its resumption on another link: open, data channels,
- * layout, and RDMA placement if both sides can. */
-static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
+static void emit_connected(struct rmig_ctx *ctx)
 {
-	struct rmig_msg *m = calloc(1, sizeof(*m));
-	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
+	struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
 
-	if (!m)
-		return rmig_err(ctx, -ENOMEM, "out of memory");
-	ctx->placement = 0;
-	rc = open_session(ctx, kind, round, m);
-	if (rc)
-		goto out;
-	if (kind == OPEN_NEW) {
-		struct rmig_event ev = { .type = RMIG_EV_CONNECTED, .peer = ctx->link->peer };
+	rmig_emit(ctx, &ev);
+}
 
-		rmig_emit(ctx, &ev);
-	}
-	ask_placement = ctx->nregions && ctx->link->ops->chan_write &&
-			ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy;
+/* After the opening: data channels, the layout (REGIONS, REGIONS_ACK: the
+ * destination took it, or refused with an ABORT), RDMA placement if both
+ * sides can. */
+static int offer_layout(struct rmig_ctx *ctx, struct rmig_msg *m)
+{
+	int tmo = (int)ctx->cfg.link_timeout_ms, rc = 0;
+	int ask_placement = ctx->nregions && ctx->link->ops->chan_write &&
+			    ctx->cfg.pin != RMIG_PIN_STAGING && !ctx->cfg.postcopy && !ctx->dry_run;
+
 	for (unsigned i = 0; i < ctx->nchan; i++) {
 		uint8_t hdr[RMIG_FRAME_HDR_LEN + RMIG_CHANNEL_LEN];
 		uint64_t seq = 0;
 		unsigned chan;
 
 		rc = ctx->link->ops->connect_channel(ctx->link, tmo, ctx->chan_node[i], &chan);
-		if (rc) {
-			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
-			goto out;
-		}
+		if (rc)
+			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 		m->type = RMIG_MSG_CHANNEL;
 		memcpy(m->u.channel.token, ctx->token, RMIG_NONCE_LEN);
 		m->u.channel.index = chan;
@@ -282,10 +288,8 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 		rmig_msg_encode(m, hdr + RMIG_FRAME_HDR_LEN, RMIG_CHANNEL_LEN);
 		rc = rmig_chan_send_frame(ctx, chan, &seq, RMIG_MSG_CHANNEL, hdr, RMIG_CHANNEL_LEN,
 					  NULL, 0);
-		if (rc) {
-			rc = rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
-			goto out;
-		}
+		if (rc)
+			return rmig_err(ctx, rc, "data channel %u: %s", i, ctx->link->err);
 	}
 	m->type = RMIG_MSG_REGIONS;
 	m->u.layout = ctx->layout;
@@ -307,7 +311,24 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 	}
 	if (!rc)
 		rmig_link_chosen(ctx);
-out:
+	return rc;
+}
+
+/* A new migration or its resumption on another link: open, then the
+ * layout. */
+static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
+{
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	int rc;
+
+	if (!m)
+		return rmig_err(ctx, -ENOMEM, "out of memory");
+	ctx->placement = 0;
+	rc = open_session(ctx, kind, round, m);
+	if (!rc && kind == OPEN_NEW)
+		emit_connected(ctx);
+	if (!rc)
+		rc = offer_layout(ctx, m);
 	free(m);
 	return rc;
 }
@@ -1250,8 +1271,8 @@ static int check_backend(struct rmig_ctx *ctx)
 		       : 0;
 }
 
-/* Everything up to and including the commit. */
-static int migrate(struct sender *s, struct rmig_msg *m)
+/* The guest as the backend describes it, and its payloads set up. */
+static int prepare(struct sender *s)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	const struct rmig_region *regions;
@@ -1287,6 +1308,17 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	}
 	if (ctx->cfg.verify)
 		s->digest_rate = rmig_digest_rate(0);
+	return 0;
+}
+
+/* Everything up to and including the commit. */
+static int migrate(struct sender *s, struct rmig_msg *m)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	int rc = prepare(s);
+
+	if (rc)
+		return rc;
 	rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
 	plan_channels(ctx);
 	rc = rmig_links_connect(ctx, (int)ctx->cfg.link_timeout_ms);
@@ -1323,6 +1355,201 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	return rc ? rc : commit(s, m);
 }
 
+/* The dry run's verdict, said once: in the stats, to the destination (the
+ * ABORT that ends the session as planned), and in the phase. */
+static int dry_run_verdict(struct rmig_ctx *ctx)
+{
+	struct rmig_stats *st = &ctx->stats;
+
+	st->dry_run = 1;
+	st->result = RMIG_RESULT_DRY_RUN;
+	rmig_ctrl_send_abort(ctx, RMIG_ABORT_DRY_RUN,
+			     st->dry_run_reason[0] ? st->dry_run_reason
+			     : st->dry_run_fits	   ? "would fit and converge"
+						   : "would not fit");
+	ctx->err[0] = 0;
+	return rmig_phase_enter(ctx, RMIG_SRC_DRY_RUN);
+}
+
+/* The destination refused the guest (its ABORT, in ctx->err): the verdict
+ * is "would not fit", for the reason it gave. */
+static int dry_run_refused(struct rmig_ctx *ctx)
+{
+	const char *why = ctx->err;
+	char said[200];
+
+	snprintf(said, sizeof(said), "peer %s aborted: ", ctx->link->peer);
+	if (!strncmp(why, said, strlen(said)))
+		why += strlen(said); /* the peer is named once, at the end */
+	snprintf(ctx->stats.dry_run_reason, sizeof(ctx->stats.dry_run_reason),
+		 "would not fit: %.400s (the destination %.64s)", why, ctx->link->peer);
+	ctx->stats.dry_run = 1;
+	ctx->stats.result = RMIG_RESULT_DRY_RUN;
+	ctx->err[0] = 0;
+	return rmig_phase_enter(ctx, RMIG_SRC_DRY_RUN);
+}
+
+/* The probe's limits: PROBE_MS, at most PROBE_MAX_BYTES, and no more than
+ * config.max_bandwidth moves in PROBE_MS (its pacing applies too). */
+static uint64_t probe_budget(struct rmig_ctx *ctx)
+{
+	uint64_t limit = atomic_load(&ctx->limit_bandwidth);
+	uint64_t budget = limit ? limit * PROBE_MS / 1000 : PROBE_MAX_BYTES;
+
+	if (budget > PROBE_MAX_BYTES)
+		budget = PROBE_MAX_BYTES;
+	return budget < PROBE_MIN_BYTES ? PROBE_MIN_BYTES : budget;
+}
+
+/* The probe: the dirty log starts, one round of real pages goes out
+ * (bounded by probe_budget and PROBE_MS; the destination drops them),
+ * then the log says what the guest dirtied meanwhile. The guest runs on
+ * untouched. */
+static int probe(struct sender *s, struct rmig_round_stats *rs, struct rmig_pending *pend,
+		 double *window_s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	double t_log = rmig_now_s(), t0;
+	int rc;
+
+	ctx->probe_bytes = probe_budget(ctx);
+	rc = rmig_tx_create(ctx, &s->tx);
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_start);
+	if (rc)
+		return rc;
+	rmig_status_setup_done(ctx);
+	t0 = rmig_now_s();
+	ctx->probe_end_ms = rmig_now_ms() + PROBE_MS;
+	rs->round = 1;
+	rc = send_round(s, rs);
+	rs->ms = (uint64_t)((rmig_now_s() - t0) * 1000);
+	rs->bandwidth = rs->ms ? (double)rs->bytes * 1000.0 / (double)rs->ms : 0;
+	if (!rc)
+		rc = fetch_pending(s, pend);
+	*window_s = rmig_now_s() - t_log;
+	rs->dirty_rate = *window_s > 0 ? (double)pend->units / *window_s : 0;
+	return rc;
+}
+
+/* Why pre-copy would not converge, in one line: the guest outruns the
+ * link, or the last round left too much for the downtime. */
+static void say_no_converge(struct rmig_ctx *ctx, const struct rmig_converge_forecast *f,
+			    double dirty_bps)
+{
+	struct rmig_stats *st = &ctx->stats;
+
+	if (dirty_bps >= st->dry_run_bandwidth)
+		snprintf(st->dry_run_reason, sizeof(st->dry_run_reason),
+			 "would not converge: the guest dirties %.0f pages/s (%.1f MB/s), faster "
+			 "than the %.1f MB/s the link carried (config.max_bandwidth): expected "
+			 "downtime %.0f ms > %u ms after %u rounds",
+			 st->dry_run_dirty_rate, dirty_bps / 1e6, st->dry_run_bandwidth / 1e6,
+			 f->downtime_ms, atomic_load(&ctx->limit_downtime_ms), f->rounds);
+	else
+		snprintf(st->dry_run_reason, sizeof(st->dry_run_reason),
+			 "would not converge: expected downtime %.0f ms > %u ms "
+			 "(config.downtime_ms) after %u rounds (config.max_rounds), dirty %.0f "
+			 "pages/s (%.1f MB/s) at %.1f MB/s",
+			 f->downtime_ms, atomic_load(&ctx->limit_downtime_ms), f->rounds,
+			 st->dry_run_dirty_rate, dirty_bps / 1e6, st->dry_run_bandwidth / 1e6);
+}
+
+/* The probe's figures played out by the convergence policy (converge.c)
+ * as pre-copy would: rounds, round 1's time, the downtime. */
+static void forecast(struct sender *s, const struct rmig_round_stats *rs,
+		     const struct rmig_pending *pend, double window_s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_stats *st = &ctx->stats;
+	double dirty_bps = window_s > 0 ? (double)pend->bytes / window_s : 0;
+	uint64_t guest = st->guest_bytes + st->disk_bytes;
+	struct rmig_converge_plan plan = { .guest_bytes = guest,
+					   .dirty_cap = guest,
+					   .bandwidth = rs->bandwidth,
+					   .dirty_bytes_rate = dirty_bps,
+					   .max_rounds = ctx->cfg.max_rounds,
+					   .downtime_ms = atomic_load(&ctx->limit_downtime_ms),
+					   .policy = ctx->cfg.on_no_converge,
+					   .can_throttle = ctx->be->ops->throttle != NULL,
+					   .fixed_ms = s->fixed_ms,
+					   .verify = ctx->cfg.verify,
+					   .digest_rate = s->digest_rate };
+	struct rmig_converge_forecast f;
+
+	rmig_converge_forecast(&plan, &f);
+	st->dry_run_fits = 1;
+	st->dry_run_converges = f.decision == RMIG_CONV_SWITCH;
+	st->dry_run_bandwidth = rs->bandwidth;
+	st->dry_run_probe_bytes = rs->bytes;
+	st->dry_run_probe_ms = rs->ms;
+	st->dry_run_dirty_rate = rs->dirty_rate;
+	st->dry_run_round1_ms = (uint64_t)f.round1_ms;
+	st->dry_run_rounds = f.rounds;
+	st->dry_run_downtime_ms = f.downtime_ms;
+	st->dry_run_throttle_pct = f.throttle_pct;
+	if (rs->bandwidth <= 0)
+		snprintf(st->dry_run_reason, sizeof(st->dry_run_reason),
+			 "would not converge: the probe measured no bandwidth");
+	else if (!st->dry_run_converges)
+		say_no_converge(ctx, &f, dirty_bps);
+	else if (f.throttle_pct) /* it would, as configured; the operator should know how */
+		snprintf(st->dry_run_reason, sizeof(st->dry_run_reason),
+			 "would converge only with the guest throttled to %u%% "
+			 "(config.on_no_converge=throttle): it dirties %.0f pages/s (%.1f MB/s), "
+			 "the link carried %.1f MB/s",
+			 f.throttle_pct, st->dry_run_dirty_rate, dirty_bps / 1e6,
+			 st->dry_run_bandwidth / 1e6);
+}
+
+/* config.dry_run: connect, authenticate, the destination checks the
+ * layout and the disks (a refusal is the verdict "would not fit"), the
+ * probe, the forecast; then the session ends with the verdict. Nothing
+ * is paused, throttled or left at the destination. */
+static int dry_run(struct sender *s)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_msg *m = calloc(1, sizeof(*m));
+	struct rmig_round_stats rs = { 0 };
+	struct rmig_pending pend = { 0 };
+	double window_s = 0;
+	int rc = m ? prepare(s) : rmig_err(ctx, -ENOMEM, "out of memory");
+
+	if (!rc && s->live)
+		rc = rmig_err(ctx, -EOPNOTSUPP,
+			      "a dry run needs guest memory: backend %s hands over its "
+			      "hypervisor's own migration stream",
+			      ctx->be->ops->name);
+	if (!rc) {
+		rmig_phase_enter(ctx, RMIG_SRC_CONNECTING);
+		plan_channels(ctx);
+		ctx->stats.channels = ctx->nchan;
+		rc = rmig_links_connect(ctx, (int)ctx->cfg.link_timeout_ms);
+	}
+	if (!rc)
+		rc = open_session(ctx, OPEN_NEW, 0, m);
+	if (!rc) {
+		emit_connected(ctx);
+		rc = offer_layout(ctx, m);
+		if (!rc)
+			rc = RMIG_PAYLOADS_CALL(&s->ps, save_handshake);
+		if (rc == -ECONNABORTED) { /* the destination said why not */
+			free(m);
+			return dry_run_refused(ctx);
+		}
+	}
+	free(m);
+	if (rc)
+		return rc;
+	plan_verify_cost(s);
+	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
+	rc = probe(s, &rs, &pend, &window_s);
+	if (rc)
+		return rc;
+	forecast(s, &rs, &pend, window_s);
+	return dry_run_verdict(ctx);
+}
+
 /* Append to ctx->err. */
 static void add_err(struct rmig_ctx *ctx, const char *fmt, const char *arg)
 {
@@ -1342,6 +1569,7 @@ static int fail_migration(struct sender *s, int rc)
 	int go_sent =
 	    phase == RMIG_SRC_AWAITING_STARTED || (phase == RMIG_SRC_RECOVERING && !s->started);
 	int started = phase != RMIG_SRC_IDLE && phase != RMIG_SRC_CONNECTING;
+	int dry = ctx->dry_run; /* a dry run started nothing: it failed */
 	int outcome = -1, resumed;
 
 	set_verified(ctx, 0);
@@ -1393,7 +1621,7 @@ static int fail_migration(struct sender *s, int rc)
 	resumed = !s->must_resume || !ctx->be->ops->resume(ctx->be);
 	if (s->conv.throttle_pct && ctx->be->ops->throttle)
 		ctx->be->ops->throttle(ctx->be, 0);
-	ctx->stats.result = started ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
+	ctx->stats.result = started && !dry ? RMIG_RESULT_ROLLED_BACK : RMIG_RESULT_FAILED;
 	if (!resumed) {
 		/* Neither side runs the guest: not a rollback, the operator must act. */
 		add_err(ctx, "; then resuming the guest failed: %s", ctx->be->err);
@@ -1437,10 +1665,11 @@ static int send_migration(struct rmig_ctx *ctx)
 	}
 	s->ctx = ctx;
 	s->round = 1;
-	rc = migrate(s, m);
+	ctx->dry_run = ctx->cfg.dry_run;
+	rc = ctx->dry_run ? dry_run(s) : migrate(s, m);
 	if (rc)
 		rc = fail_migration(s, rc);
-	else {
+	else if (!ctx->dry_run) {
 		ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 		memset(m, 0, sizeof(*m));
 		m->type = RMIG_MSG_DONE;
@@ -1454,7 +1683,7 @@ static int send_migration(struct rmig_ctx *ctx)
 	}
 	ctx->stats.total_ms = (uint64_t)(rmig_now_ms() - ctx->t_start_ms);
 	rmig_heartbeat_stop(ctx);
-	if (!rc)
+	if (!rc && !ctx->dry_run)
 		audit(s);
 	rmig_tx_destroy(s->tx);
 	rmig_link_note_sealing(ctx);

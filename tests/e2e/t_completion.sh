@@ -16,6 +16,7 @@ expect_eq "rmig se<TAB>" "$(complete_line rmig se)" "send set"
 expect_eq "rmig p<TAB>" "$(complete_line rmig p)" "postcopy"
 expect_eq "rmig send --bac<TAB>" "$(complete_line rmig send --bac)" "--backend"
 expect_eq "rmig recv --keep<TAB>" "$(complete_line rmig recv --keep)" "--keep-listening"
+expect_eq "rmig send --dry<TAB>" "$(complete_line rmig send --dry)" "--dry-run"
 expect_eq "rmig send --backend s<TAB>" "$(complete_line rmig send --backend s)" "sim sim:"
 expect_eq "rmig send --on-no-converge a<TAB>" "$(complete_line rmig send --on-no-converge a)" abort
 expect_eq "rmig set PATH d<TAB>" "$(complete_line rmig set /run/x.sock d)" downtime-ms

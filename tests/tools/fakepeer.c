@@ -25,6 +25,14 @@
  *   disks-huge  a valid session, then DISKS of one disk of 64 TiB
  * The hb- cases print "ABORT after N ms: reason", N counted from the last
  * message that was not a heartbeat, and give up after 120 s.
+ *
+ *   fakepeer HOST PORT old-dest
+ *
+ * The other way round: a destination from before dry runs. It listens on
+ * HOST:PORT (0: any port; "listening N" on stdout), answers one sender's
+ * HELLO echoing only the capabilities that rmig knew (not DRYRUN), and
+ * prints what came next. Exit 0 if it was an ABORT before anything about
+ * the guest (REGIONS, a data channel), 1 otherwise. No key.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -304,6 +312,67 @@ static int disks_case(int fd, int data, const char *c)
 	return send_all(data, frame, RMIG_FRAME_HDR_LEN + sub + 65536);
 }
 
+/* A listening socket on host:port; its port printed for the test. */
+static int listen_on(const char *host, const char *port)
+{
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *res;
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd, one = 1;
+
+	if (getaddrinfo(host, port, &hints, &res))
+		return -1;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd >= 0 && (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 4) ||
+			getsockname(fd, (struct sockaddr *)&sa, &len))) {
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd >= 0) {
+		printf("listening %u\n", ntohs(sa.sin_port));
+		fflush(stdout);
+	}
+	return fd;
+}
+
+static int old_destination(const char *host, const char *port)
+{
+	static uint8_t payload[RMIG_MAX_REASON + 64];
+	struct rmig_msg m;
+	uint64_t seq = 0;
+	int lfd = listen_on(host, port), fd;
+	struct pollfd pfd = { lfd, POLLIN, 0 };
+
+	if (lfd < 0 || poll(&pfd, 1, 20000) != 1 || (fd = accept(lfd, NULL, NULL)) < 0)
+		return 2;
+	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
+		return 1;
+	m.u.hello.caps &= RMIG_CAP_POSTCOPY | RMIG_CAP_CHUNK_DIGESTS | RMIG_CAP_DISKS;
+	m.u.hello.flags = 0;
+	if (getrandom(m.u.hello.nonce, RMIG_NONCE_LEN, 0) != RMIG_NONCE_LEN ||
+	    send_msg(fd, &m, &seq))
+		return 1;
+	/* The sender's next step: a data channel would be a new connection. */
+	pfd.events = POLLIN;
+	if (poll(&pfd, 1, 200) == 1) {
+		printf("a data channel came\n");
+		return 1;
+	}
+	if (recv_msg(fd, &m, payload, sizeof(payload))) {
+		printf("CLOSED\n");
+		return 1;
+	}
+	if (m.type != RMIG_MSG_ABORT) {
+		printf("got %s\n", rmig_msg_name(m.type));
+		return 1;
+	}
+	printf("ABORT: %s\n", m.u.abort.reason);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static uint8_t payload[4096];
@@ -316,10 +385,12 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"usage: fakepeer HOST PORT "
 			"version|huge|layout|past|truncated|hb-precopy|hb-ready|blocks-first|"
-			"disks-huge [PSK_FILE]\n");
+			"disks-huge [PSK_FILE] | fakepeer HOST PORT old-dest\n");
 		return 2;
 	}
 	c = argv[3];
+	if (!strcmp(c, "old-dest"))
+		return old_destination(argv[1], argv[2]);
 	if (argc == 5 && load_psk(argv[4])) {
 		fprintf(stderr, "fakepeer: %s: not a key of 16..1024 bytes\n", argv[4]);
 		return 2;

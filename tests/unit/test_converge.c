@@ -430,6 +430,88 @@ static void test_verify_cost_follows_the_last_round(void **state)
 	assert_int_equal(rmig_converge_decide(&in, &st), RMIG_CONV_FORCE);
 }
 
+/* A dry run's plan: a 1 GiB guest over a 100 MB/s link, 300 ms allowed. */
+static struct rmig_converge_plan plan(double dirty_bytes_rate, enum rmig_no_converge policy)
+{
+	return (struct rmig_converge_plan){ .guest_bytes = 1024 * MB,
+					    .dirty_cap = 1024 * MB,
+					    .bandwidth = 100e6,
+					    .dirty_bytes_rate = dirty_bytes_rate,
+					    .max_rounds = 30,
+					    .downtime_ms = 300,
+					    .policy = policy,
+					    .can_throttle = 1,
+					    .fixed_ms = 2 };
+}
+
+/* An idle guest switches over after round 1, whose time is the guest at
+ * the link's rate; the downtime is the fixed cost alone. */
+static void test_forecast_idle(void **state)
+{
+	struct rmig_converge_plan p = plan(0, RMIG_NC_ABORT);
+	struct rmig_converge_forecast f;
+
+	(void)state;
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_SWITCH);
+	assert_int_equal(f.rounds, 1);
+	assert_true(fabs(f.round1_ms - 1024.0 * MB / 100e6 * 1000) < 1);
+	assert_true(fabs(f.downtime_ms - 2) < 0.01);
+	assert_int_equal(f.throttle_pct, 0);
+}
+
+/* Dirtying 10 MB/s: each round a tenth of the last, 300 ms is met once a
+ * round leaves under 30 MB: 1 GiB (10.7 s) leaves 107 MB, then 10.7 MB. */
+static void test_forecast_shrinking_rounds(void **state)
+{
+	struct rmig_converge_plan p = plan(10e6, RMIG_NC_ABORT);
+	struct rmig_converge_forecast f;
+
+	(void)state;
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_SWITCH);
+	assert_int_equal(f.rounds, 2);
+	assert_true(f.downtime_ms > 100 && f.downtime_ms < 300);
+}
+
+/* Faster than the link: the same decisions pre-copy takes, by policy. */
+static void test_forecast_outrun(void **state)
+{
+	struct rmig_converge_plan p = plan(200e6, RMIG_NC_ABORT);
+	struct rmig_converge_forecast f;
+
+	(void)state;
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_ABORT);
+	assert_int_equal(f.rounds, 30);
+	assert_true(f.downtime_ms > 300);
+	p.policy = RMIG_NC_FORCE;
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_FORCE);
+	p.policy = RMIG_NC_THROTTLE; /* past 50%, each round leaves less than the last */
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_SWITCH);
+	assert_true(f.throttle_pct > 50);
+	assert_true(f.rounds < 30);
+	p.can_throttle = 0; /* a backend that cannot: forced at the last round */
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_FORCE);
+	assert_int_equal(f.throttle_pct, 0);
+}
+
+/* Nothing measured: no forecast of convergence, and no division by it. */
+static void test_forecast_no_bandwidth(void **state)
+{
+	struct rmig_converge_plan p = plan(1e6, RMIG_NC_ABORT);
+	struct rmig_converge_forecast f;
+
+	(void)state;
+	p.bandwidth = 0;
+	rmig_converge_forecast(&p, &f);
+	assert_int_equal(f.decision, RMIG_CONV_ABORT);
+	assert_int_equal(f.rounds, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -445,6 +527,10 @@ int main(void)
 		cmocka_unit_test(test_parse_size_ok),
 		cmocka_unit_test(test_parse_size_bad),
 		cmocka_unit_test(test_parse_size_negative_after_space),
+		cmocka_unit_test(test_forecast_idle),
+		cmocka_unit_test(test_forecast_shrinking_rounds),
+		cmocka_unit_test(test_forecast_outrun),
+		cmocka_unit_test(test_forecast_no_bandwidth),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
