@@ -269,7 +269,10 @@ struct rmig_config {
 	 * on_no_converge policy applies at once: force switches over
 	 * (forced:true; throttle too), abort rolls back. 0: none. */
 	unsigned timeout_ms;
-	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h). */
+	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h),
+	 * and takes 0 to mean its default: the first ones land in this
+	 * struct's tail padding, which an older caller's rmig_config_init
+	 * zeroed, at the same sizeof. */
 };
 
 /* The smallest cfg->size the library takes: the struct as 0.3 had it. */
@@ -404,7 +407,7 @@ struct rmig_ctx;
  * failover, commit, stall), failover tcp, no key, gid_index -1, no
  * callback; members this library does not know are zeroed. 0, or -EINVAL
  * (cfg NULL, or size smaller than the struct of 0.3, the first sized one:
- * RMIG_CONFIG_MIN_SIZE). */
+ * RMIG_CONFIG_MIN_SIZE, or larger than 4096). */
 RMIG_API int rmig_config_init(struct rmig_config *cfg, size_t size);
 
 /* The context borrows be and cfg's strings; both must outlive it.
