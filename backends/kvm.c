@@ -288,9 +288,11 @@ int rmig_kvm_dirty_log_mode(const struct rmig_backend *be)
 	const struct kvm_guest *k;
 
 	if (!be || be->ops != &rmig_kvm_backend_ops || !be->priv)
-		return -EINVAL;
+		return rmig_fail(-EINVAL, "rmig_kvm_dirty_log_mode: not a kvm backend");
 	k = be->priv;
-	return k->logging ? (int)k->mode : -ENODATA;
+	return k->logging ? (int)k->mode
+			  : rmig_fail(-ENODATA, "rmig_kvm_dirty_log_mode: the dirty log "
+						"has not started");
 }
 
 /* ---- the CLI form: our own VM and memory (and maybe a vCPU, below) ----- */

@@ -63,23 +63,45 @@ static int was_built(const char *name)
 	return 0;
 }
 
-/* librmig/ beside this library's file, or $RMIG_MODULE_DIR (ignored when
- * setuid: secure_getenv). */
-static int module_dir(char *dir, size_t len)
+/* librmig/ beside this library's file, as an absolute path taken when the
+ * library is loaded: dladdr gives the name the loader used, relative when
+ * LD_LIBRARY_PATH or an rpath was ("build/librmig.so.0"), and a process
+ * that changed directory since must not load modules from wherever it is
+ * now. Empty: no module directory (never the current one). */
+static char lib_module_dir[PATH_MAX];
+
+__attribute__((constructor)) static void module_dir_at_load(void)
 {
-	const char *env = secure_getenv("RMIG_MODULE_DIR");
+	char dir[PATH_MAX], real[PATH_MAX];
 	Dl_info info;
 	const char *slash;
 	int n;
 
+	if (!dladdr((void *)module_dir_at_load, &info) || !info.dli_fname)
+		return;
+	slash = strrchr(info.dli_fname, '/');
+	n = slash ? snprintf(dir, sizeof(dir), "%.*s", (int)(slash - info.dli_fname) + 1,
+			     info.dli_fname)
+		  : snprintf(dir, sizeof(dir), ".");
+	if (n < 0 || (size_t)n >= sizeof(dir) || !realpath(dir, real))
+		return;
+	n = snprintf(dir, sizeof(dir), "%s/librmig", strcmp(real, "/") ? real : "");
+	if (n > 0 && (size_t)n < sizeof(dir))
+		memcpy(lib_module_dir, dir, (size_t)n + 1);
+}
+
+/* That directory, or $RMIG_MODULE_DIR (ignored when setuid: secure_getenv). */
+static int module_dir(char *dir, size_t len)
+{
+	const char *env = secure_getenv("RMIG_MODULE_DIR");
+	int n;
+
 	if (env && env[0])
 		n = snprintf(dir, len, "%s", env);
-	else if (!dladdr((void *)module_dir, &info) || !info.dli_fname ||
-		 !(slash = strrchr(info.dli_fname, '/')))
-		n = snprintf(dir, len, "librmig");
+	else if (lib_module_dir[0])
+		n = snprintf(dir, len, "%s", lib_module_dir);
 	else
-		n = snprintf(dir, len, "%.*s/librmig", (int)(slash - info.dli_fname),
-			     info.dli_fname);
+		return -ENOENT;
 	return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 
@@ -158,8 +180,14 @@ int rmig_backend_module_load(const char *name, char *msg, size_t len)
 		return t->rc;
 	}
 	rc = module_dir(dir, sizeof(dir));
-	if (rc)
-		return rc == -ENAMETOOLONG ? -ENOENT : rc;
+	if (rc) {
+		if (was_built(name))
+			snprintf(msg, len,
+				 "backend %s: not installed (no module directory: where "
+				 "librmig.so.0 was loaded from is unknown)",
+				 name);
+		return -ENOENT;
+	}
 	snprintf(path, sizeof(path), "%s/backend-%s.so", dir, name);
 	if (access(path, F_OK) != 0) {
 		/* Not remembered: it may be installed while this process runs. */

@@ -240,7 +240,16 @@ int rmig_backend_open(const char *spec, enum rmig_role role, struct rmig_backend
 
 	if (!spec || !out)
 		return rmig_fail(-EINVAL, "rmig_backend_open: no spec or out");
-	rc = backend_open(spec, role, out, msg, sizeof(msg));
+	/* A spec comes from configuration files: none of it reaches a
+	 * message (a log line) unless it is printable. */
+	rc = 0;
+	for (const char *c = spec; *c && !rc; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			rc = -EINVAL,
+			snprintf(msg, sizeof(msg), "a control character at offset %zu",
+				 (size_t)(c - spec));
+	if (!rc)
+		rc = backend_open(spec, role, out, msg, sizeof(msg));
 	if (!rc)
 		return 0;
 	if (err && errlen) /* 0.2's way, kept */

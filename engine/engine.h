@@ -142,10 +142,18 @@ struct rmig_ctx {
  * checked and copied with its key, defaults applied. be may be NULL. */
 /* Where the last member of struct rmig_config this library knows ends: a
  * member added to the struct moves it (bytes past it, padding included,
- * are a newer caller's, which must be zero). */
+ * are a newer caller's, which must be zero). The assertion below cannot see
+ * a member added into the tail padding (a 4-byte one after timeout_ms, as dry_run):
+ * t_abi.sh checks that the member named here is the struct's last. Such a
+ * member also shares its bytes with an older caller's zeroed padding (same
+ * sizeof): zero must mean its default. */
 #define RMIG_CONFIG_KNOWN_END (offsetof(struct rmig_config, dry_run) + sizeof(int))
 _Static_assert(sizeof(struct rmig_config) - RMIG_CONFIG_KNOWN_END < sizeof(void *),
 	       "RMIG_CONFIG_KNOWN_END names the last member of struct rmig_config");
+/* The largest cfg->size taken: a bound on what is read of a caller's
+ * struct, far above any struct rmig_config there will be; a larger one is a
+ * config rmig_config_init never filled. */
+#define RMIG_CONFIG_MAX_SIZE 4096
 
 /* A caller's sized config (rmig_config_init) as this library's whole struct,
  * or a negative errno with the thread's message (rmig_last_error). */

@@ -284,7 +284,10 @@ struct rmig_config {
 	 * authenticated, a destination without dry runs). The guest is never
 	 * paused nor throttled. */
 	int dry_run;
-	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h). */
+	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h),
+	 * and takes 0 to mean its default: the first ones land in this
+	 * struct's tail padding, which an older caller's rmig_config_init
+	 * zeroed, at the same sizeof. */
 };
 
 /* The smallest cfg->size the library takes: up to timeout_ms, 0.2's last

@@ -42,5 +42,10 @@ void journal_line(int prio, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
+	/* One line per message, whatever a peer or a file put in its text:
+	 * control characters inside it (not the final newline) become '?'. */
+	for (char *c = line; *c; c++)
+		if (((unsigned char)*c < 0x20 && !(*c == '\n' && !c[1])) || *c == 0x7f)
+			*c = '?';
 	fputs(line, stderr);
 }

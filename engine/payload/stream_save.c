@@ -332,10 +332,9 @@ static void round_ended(struct rmig_ctx *ctx, struct stream_round *sr,
 	    now > sr->t_start ? (double)rs.bytes * 1000.0 / (double)(now - sr->t_start) : 0;
 	if (sr->round)
 		rmig_emit(ctx, &ev);
-	*sr = (struct stream_round){ .p = sr->p,
-				     .round = st->round,
-				     .t_start = now,
-				     .start_bytes = ctx->stats.bytes_sent };
+	*sr = (struct stream_round){
+		.p = sr->p, .round = st->round, .t_start = now, .start_bytes = ctx->stats.bytes_sent
+	};
 }
 
 static void note_progress(struct rmig_ctx *ctx, const struct rmig_stream_status *st, int64_t now)

@@ -61,11 +61,13 @@ RMIG_VERSIONED int rmig_config_init_0_3(struct rmig_config *cfg, size_t size)
 {
 	struct rmig_config full;
 
-	if (!cfg || size < RMIG_CONFIG_MIN_SIZE)
+	if (!cfg)
+		return rmig_fail(-EINVAL, "rmig_config_init: cfg is NULL");
+	if (size < RMIG_CONFIG_MIN_SIZE || size > RMIG_CONFIG_MAX_SIZE)
 		return rmig_fail(-EINVAL,
-				 "rmig_config_init: size %zu, less than the %zu of "
-				 "the first sized struct rmig_config (0.3)",
-				 size, (size_t)RMIG_CONFIG_MIN_SIZE);
+				 "rmig_config_init: size %zu, not in %zu (the first sized "
+				 "struct rmig_config, 0.3)..%zu: pass sizeof(cfg)",
+				 size, (size_t)RMIG_CONFIG_MIN_SIZE, (size_t)RMIG_CONFIG_MAX_SIZE);
 	config_defaults(&full);
 	memset(cfg, 0, size); /* members of a newer header: zero, "not used" */
 	memcpy(cfg, &full, size < sizeof(full) ? size : sizeof(full));
@@ -81,7 +83,9 @@ int rmig_config_import(struct rmig_config *to, const struct rmig_config *from)
 {
 	size_t known = RMIG_CONFIG_KNOWN_END;
 
-	if (from->size < RMIG_CONFIG_MIN_SIZE)
+	/* Not a size rmig_config_init can have set (a struct never filled, or
+	 * overwritten): refused before reading a byte past the known part. */
+	if (from->size < RMIG_CONFIG_MIN_SIZE || from->size > RMIG_CONFIG_MAX_SIZE)
 		return rmig_fail(-EINVAL,
 				 "config.size is %zu: fill the config with "
 				 "rmig_config_init(&cfg, sizeof(cfg)) first",
@@ -193,7 +197,7 @@ int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rm
 
 RMIG_DEFAULT_VERSION(rmig_ctx_create_0_3, rmig_ctx_create, "RMIG_0.3");
 RMIG_VERSIONED int rmig_ctx_create_0_3(struct rmig_ctx **out, const struct rmig_config *user_cfg,
-			struct rmig_backend *be)
+				       struct rmig_backend *be)
 {
 	struct rmig_config cfg_copy, *cfg = &cfg_copy;
 	struct rmig_ctx *ctx;
@@ -202,8 +206,8 @@ RMIG_VERSIONED int rmig_ctx_create_0_3(struct rmig_ctx **out, const struct rmig_
 	if (!user_cfg || !be || !out)
 		return rmig_fail(-EINVAL, "rmig_ctx_create: no configuration, backend or out");
 	rc = rmig_config_import(cfg, user_cfg);
-	if (rc)
-		return create_failed(user_cfg, rc, rmig_last_error());
+	if (rc) /* create_err only from a struct whose size was plausible */
+		return rc == -E2BIG ? create_failed(user_cfg, rc, rmig_last_error()) : rc;
 	rc = rmig_ctx_new(&ctx, cfg, be);
 	if (rc)
 		return rc;

@@ -809,7 +809,8 @@ int rmig_listener_open(struct rmig_listener **out, const struct rmig_config *cfg
 /* The RMIG_0.3 version; the RMIG_0.1 one is api/abi_0_2.c's. */
 
 RMIG_DEFAULT_VERSION(rmig_listener_create_0_3, rmig_listener_create, "RMIG_0.3");
-RMIG_VERSIONED int rmig_listener_create_0_3(struct rmig_listener **out, const struct rmig_config *user_cfg)
+RMIG_VERSIONED int rmig_listener_create_0_3(struct rmig_listener **out,
+					    const struct rmig_config *user_cfg)
 {
 	struct rmig_config cfg;
 	char err[512] = "";
@@ -822,7 +823,11 @@ RMIG_VERSIONED int rmig_listener_create_0_3(struct rmig_listener **out, const st
 		snprintf(err, sizeof(err), "%s", rmig_last_error());
 	else
 		rc = rmig_listener_open(out, &cfg, err, sizeof(err));
-	if (rc && user_cfg->create_err && user_cfg->create_err_len)
+	/* create_err only from a struct whose size was plausible (import's
+	 * -EINVAL: a config never filled, its pointers garbage). */
+	if (rc && user_cfg->size >= RMIG_CONFIG_MIN_SIZE &&
+	    user_cfg->size <= RMIG_CONFIG_MAX_SIZE && user_cfg->create_err &&
+	    user_cfg->create_err_len)
 		snprintf(user_cfg->create_err, user_cfg->create_err_len, "%s", err);
 	return rc ? rmig_fail_msg(rc, err) : 0;
 }

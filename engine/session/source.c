@@ -59,7 +59,7 @@ struct sender {
 	int live_with_rounds;
 	_Atomic unsigned last_live_round; /* that last round, once it is out */
 	_Atomic int last_live_round_acked;
-	int postcopy;		   /* switch over by post-copy */
+	int postcopy; /* switch over by post-copy */
 	/* The backend was asked to stop or hand over the guest: a rollback
 	 * must resume it. */
 	int must_resume;

@@ -151,7 +151,9 @@ int rmig_start_postcopy(struct rmig_ctx *ctx)
 	unsigned phase;
 	int source;
 
-	if (!ctx || !ctx->cfg.postcopy)
+	if (!ctx)
+		return rmig_fail(-EINVAL, "rmig_start_postcopy: no context");
+	if (!ctx->cfg.postcopy)
 		return rmig_fail(-EINVAL,
 				 "post-copy was not enabled for this migration "
 				 "(config.postcopy): the destination was not readied for it");
@@ -170,8 +172,10 @@ int rmig_start_postcopy(struct rmig_ctx *ctx)
 
 int rmig_set_downtime_ms(struct rmig_ctx *ctx, unsigned ms)
 {
-	if (!ctx || ms < 1 || ms > 3600000)
-		return rmig_fail(-EINVAL, "downtime-ms %u: not in 1..3600000", ms);
+	if (!ctx)
+		return rmig_fail(-EINVAL, "rmig_set_downtime_ms: no context");
+	if (ms < 1 || ms > 3600000)
+		return rmig_fail(-EINVAL, "rmig_set_downtime_ms: %u ms, not in 1..3600000", ms);
 	atomic_store(&ctx->limit_downtime_ms, ms);
 	return 0;
 }

@@ -1,8 +1,8 @@
 /* struct rmig_config's size, as today's headers build it: a caller whose
  * struct is smaller (an older program, once members are added) gets the
  * defaults of what it lacks; one whose struct is larger sets nothing the
- * library does not know; a config that rmig_config_init never filled is
- * refused by name; every refusal says why through rmig_last_error(). */
+ * library does not know; a config that rmig_config_init never filled
+ * (zeroed, or garbage) is refused by name; every refusal says why through rmig_last_error(). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -69,6 +69,19 @@ int main(void)
 	if ((rc = rmig_listener_create((struct rmig_listener **)&ctx, &cfg)) != -EINVAL ||
 	    !strstr(rmig_last_error(), "rmig_config_init"))
 		return fail("rmig_listener_create of a config without size", rc);
+
+	/* Never initialised at all: garbage size and create_err, refused
+	 * without reading past the struct or writing through create_err. */
+	memset(&cfg, 0x41, sizeof(cfg));
+	if ((rc = rmig_ctx_create(&ctx, &cfg, be)) != -EINVAL ||
+	    !strstr(rmig_last_error(), "rmig_config_init"))
+		return fail("rmig_ctx_create of a config never initialised", rc);
+	if ((rc = rmig_listener_create((struct rmig_listener **)&ctx, &cfg)) != -EINVAL ||
+	    !strstr(rmig_last_error(), "rmig_config_init"))
+		return fail("rmig_listener_create of a config never initialised", rc);
+	if ((rc = rmig_config_init(&big.cfg, 1u << 20)) != -EINVAL ||
+	    !strstr(rmig_last_error(), "size"))
+		return fail("rmig_config_init with a size no struct has", rc);
 
 	rmig_config_init(&cfg, sizeof(cfg));
 	cfg.channels = 0;

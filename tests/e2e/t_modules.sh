@@ -63,6 +63,21 @@ expect_eq "rmig_backend_register(qemu)" "$(line +qemu)" "rc=-17"
 expect_eq "rmig_backend_register(mine)" "$(line +mine)" "rc=0"
 expect_eq "rmig_backend_find(mine)" "$(line '?mine')" found
 
+# The library found by a relative path (LD_LIBRARY_PATH=build), the
+# process then in another directory that holds a build/librmig of its own:
+# the module comes from beside the library as loaded, never from the
+# current directory.
+mkdir -p "$T/elsewhere/$(basename "$BUILD_DIR")/librmig"
+printf '#include <stdio.h>\n__attribute__((constructor)) static void c(void) { fprintf(stderr, "DECOY\\n"); }\n' \
+	>"$T/decoy.c"
+cc -shared -fPIC -o "$T/elsewhere/$(basename "$BUILD_DIR")/librmig/backend-qemu.so" "$T/decoy.c" ||
+	fail "cc decoy"
+(cd "$(dirname "$BUILD_DIR")" && LD_LIBRARY_PATH=$(basename "$BUILD_DIR") \
+	"$T/open" "@$T/elsewhere" "qemu:qmp=$T/nonexistent.sock") >"$T/open.out" 2>"$T/open.err"
+grep -q DECOY "$T/open.err" && fail "a module was loaded from the current directory"
+line "qemu:qmp=$T/nonexistent.sock" | grep -q "^rc=-2 err=qemu: cannot connect to QMP" ||
+	fail "qemu after a chdir, library by a relative path: $(line "qemu:qmp=$T/nonexistent.sock")"
+
 # (3) The library without its module directory beside it.
 mkdir "$T/lonely"
 cp "$LIB" "$T/lonely/"

@@ -2,11 +2,14 @@
  * librmig.so.0 and prints what came back, one line each: "SPEC rc=N
  * err=MESSAGE"; an argument "?NAME" prints "?NAME found" or "?NAME
  * missing" (rmig_backend_find); "+NAME" registers a table called NAME
- * and prints "+NAME rc=N" (rmig_backend_register). Built by
+ * and prints "+NAME rc=N" (rmig_backend_register); "@DIR" changes to
+ * directory DIR (modules are found beside the library wherever the
+ * process has gone since) and prints "@DIR rc=N". Built by
  * tests/e2e/t_modules.sh and t_install.sh against the shared library
  * alone, as an embedder would. */
 #include <errno.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <rmig_backend.h>
 
 static int create(struct rmig_backend *be, const char *args, enum rmig_role role)
@@ -46,6 +49,10 @@ int main(int argc, char **argv)
 
 		if (argv[i][0] == '+') {
 			register_one(argv[i] + 1);
+			continue;
+		}
+		if (argv[i][0] == '@') {
+			printf("%s rc=%d\n", argv[i], chdir(argv[i] + 1));
 			continue;
 		}
 		if (argv[i][0] == '?') {
