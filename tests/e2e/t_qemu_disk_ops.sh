@@ -220,6 +220,14 @@ baddst same "the same storage as the source's (shared storage: nothing to copy)"
 	-drive if=none,id=vda,file="$T/src-a.raw",format=raw -device virtio-blk-pci,drive=vda
 baddst nodisks "receive them with disks=all or disks=ID+ID" "" \
 	-drive if=none,id=vda,file="$T/dst-a.raw",format=raw -device virtio-blk-pci,drive=vda
+# QEMU runs an NBD server of its own already: refused, and it is left running.
+vm busy -incoming defer -drive if=none,id=vda,file="$T/dst-a.raw",format=raw -device virtio-blk-pci,drive=vda
+ctl busy nbd-server-start "{\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"$T/own.nbd\"}}}" >/dev/null ||
+	fail "nbd-server-start on busy"
+refused busy "nbd-server-start: NBD server already running (rmig needs QEMU's NBD server" "$S" \
+	"qemu:qmp=$T/busy.qmp,disks=all"
+ctl busy nbd-server-stop >/dev/null || fail "the NBD server of QEMU busy is gone"
+vm_quit busy
 baddst notnamed "the source sends disk vda, which disks= leaves out" ,disks=vdb \
 	-drive if=none,id=vda,file="$T/dst-a.raw",format=raw -device virtio-blk-pci,drive=vda
 
@@ -273,4 +281,4 @@ grep -Eq "round 1: disk vda: disk_read at offset [0-9]+: (Connection reset by pe
 	"$T/kill-src.err" || fail "source killed: $(cat "$T/kill-src.err")"
 expect_eq "exports left in the destination" "$(leftovers dst)" ""
 vm_quit dst
-pass "raw + qcow2 copied with mid-copy writes caught ($copy_ms ms); 7 destination and 3 source refusals; destination killed mid-copy: one line in $kill_ms ms, source clean; source killed: destination clean"
+pass "raw + qcow2 copied with mid-copy writes caught ($copy_ms ms); 8 destination and 3 source refusals; destination killed mid-copy: one line in $kill_ms ms, source clean; source killed: destination clean"
