@@ -21,7 +21,8 @@ INC_ALL       = $(INC_session) -Ibackends
 # (qemu: libjansson, xen: below), which the static library and the tool
 # carry built in and the shared library loads as modules.
 LIB_LDLIBS = -pthread -lxxhash -lnuma -lrdmacm -libverbs -lssl -lcrypto
-LDLIBS  += $(LIB_LDLIBS) -ljansson
+NBD_LIBS := $(shell pkg-config --libs libnbd 2>/dev/null || echo -lnbd)
+LDLIBS  += $(LIB_LDLIBS) -ljansson $(NBD_LIBS)
 TOOL_LDLIBS = -levent_core -levent_pthreads
 
 ifeq ($(SAN),1)
@@ -35,7 +36,7 @@ SONAME  = librmig.so.0
 # and kvm backends' embedding APIs.
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
 LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/tls.c transport/tls_record.c \
-	  backends/registry.c backends/args.c backends/sim.c backends/sim_disk.c backends/qemu.c backends/uffd.c backends/kvm.c \
+	  backends/registry.c backends/args.c backends/sim.c backends/sim_disk.c backends/qemu.c backends/qemu_disk.c backends/uffd.c backends/kvm.c \
 	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/landed.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
@@ -54,9 +55,10 @@ UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 XEN_PKGS = xencontrol xenforeignmemory
 # The optional backends: in librmig.a, modules of librmig.so.0
 # (backends/modules.c loads $(BUILD)/librmig/backend-NAME.so on demand), each
-# linked with its own libraries.
+# linked with its own libraries (and its own further objects).
 MODULES = qemu
-MODULE_LIBS_qemu = -ljansson
+MODULE_LIBS_qemu = -ljansson $(NBD_LIBS)
+MODULE_OBJ_qemu = $(BUILD)/backends/qemu_disk.o
 ifeq ($(shell pkg-config --exists $(XEN_PKGS) 2>/dev/null && echo y),y)
 LIB_SRC += backends/xen.c
 UNIT_TESTS += test_xen
@@ -68,7 +70,8 @@ endif
 MODULE_SO = $(MODULES:%=$(BUILD)/librmig/backend-%.so)
 # The shared library: the modules' backends out, registry.c without
 # references to them, the loader in.
-SHARED_OBJ = $(filter-out $(MODULES:%=$(BUILD)/backends/%.o) $(BUILD)/backends/registry.o,$(LIB_OBJ)) \
+SHARED_OBJ = $(filter-out $(MODULES:%=$(BUILD)/backends/%.o) $(foreach m,$(MODULES),$(MODULE_OBJ_$(m))) \
+			   $(BUILD)/backends/registry.o,$(LIB_OBJ)) \
 	     $(BUILD)/backends/registry-shared.o $(BUILD)/backends/modules.o
 
 .PHONY: all deps demo check unit e2e clean format bench bench-rxe
@@ -121,6 +124,7 @@ $(BUILD)/librmig/backend-%.so: $(BUILD)/backends/%.o $(BUILD)/backends/args.o $(
 	@mkdir -p $(dir $@)
 	$(CC) -shared -Wl,--version-script=backends/module.map $(MODULE_LDFLAGS) $(LDFLAGS) -o $@ \
 	    $(filter %.o,$^) -L$(BUILD) -lrmig $(MODULE_LIBS_$*) -pthread
+$(BUILD)/librmig/backend-qemu.so: $(MODULE_OBJ_qemu)
 
 $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o \
 	       $(BUILD)/tools/records.o $(BUILD)/tools/info.o $(BUILD)/tools/journal.o \
@@ -190,7 +194,8 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
 TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw \
-	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc $(BUILD)/tests/flood
+	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc $(BUILD)/tests/flood \
+	     $(BUILD)/tests/qemu_disk_check
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
@@ -204,6 +209,12 @@ $(BUILD)/tests/flood: tests/tools/flood.c $(BUILD)/librmig.a
 # Post-copy's memory check: a whole migration in one process, then a replay
 # of the destination guest's writes (public API only).
 $(BUILD)/tests/postcopy_check: tests/tools/postcopy_check.c $(BUILD)/librmig.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
+
+# The qemu backend's disk ops against two real QEMUs, driven as the engine
+# drives them (t_qemu_disk_ops).
+$(BUILD)/tests/qemu_disk_check: tests/tools/qemu_disk_check.c $(BUILD)/librmig.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< $(BUILD)/librmig.a $(LDLIBS)
 

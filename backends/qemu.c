@@ -19,7 +19,8 @@
  * the moment the state changes (the pause, the end of loading) instead of
  * a poll's later; every wait still re-queries now and then, so a missed
  * event only costs time.
- * Spec: qemu:qmp=PATH[,timeout=MS]. */
+ * Spec: qemu:qmp=PATH[,timeout=MS][,disks=all|ID+ID...]; the disks are
+ * qemu_disk.c's. */
 #include <errno.h>
 #include <jansson.h>
 #include <poll.h>
@@ -32,13 +33,15 @@
 #include <unistd.h>
 
 #include "args.h"
+#include "qemu_internal.h"
 #include "rmig_backend.h"
 
 #define QMP_LINE_MAX (1u << 20)
 #define FD_NAME "rmig-migration"
 #define SOCKET_BUFFER (8 << 20)
 #define LOAD_WAIT_MS 60000 /* destination: QEMU loading the end of the stream */
-#define LOAD_POLL_MS 100   /* destination: query-migrate again without an event */
+#define USAGE "qemu:qmp=PATH[,timeout=MS][,disks=all|ID+ID...]"
+#define LOAD_POLL_MS 100 /* destination: query-migrate again without an event */
 
 struct qemu {
 	int qmp;	 /* the QMP socket */
@@ -51,6 +54,8 @@ struct qemu {
 	char *buf;	 /* QMP bytes read but not consumed */
 	size_t len, cap;
 	char path[108];
+
+	struct qemu_disks *disks; /* disks=: qemu_disk.c's */
 };
 
 static int64_t now_ms(void)
@@ -263,6 +268,16 @@ out:
 	return rc;
 }
 
+int rmig_qemu_qmp(struct rmig_backend *be, json_t *cmd, json_t **ret)
+{
+	return qmp_run(be, cmd, -1, ret);
+}
+
+struct qemu_disks **rmig_qemu_disks(struct rmig_backend *be)
+{
+	return &((struct qemu *)be->priv)->disks;
+}
+
 /* A command without arguments, its answer dropped. */
 static int qmp_simple(struct rmig_backend *be, const char *execute)
 {
@@ -349,12 +364,14 @@ static int qemu_arg(struct rmig_backend *be, void *state, const char *key, const
 		q->tmo_ms = (unsigned)v;
 		return rc;
 	}
+	if (strcmp(key, "disks") == 0)
+		return rmig_qemu_disk_arg(be, val);
 	return -ENOENT;
 }
 
 static int parse_args(struct rmig_backend *be, struct qemu *q, const char *args)
 {
-	int rc = rmig_backend_args_each(be, args, "qemu:qmp=PATH[,timeout=MS]", qemu_arg, q);
+	int rc = rmig_backend_args_each(be, args, USAGE, qemu_arg, q);
 
 	if (!rc && !q->path[0]) {
 		rmig_backend_err(be,
@@ -396,6 +413,7 @@ static void qemu_destroy(struct rmig_backend *be)
 
 	if (!q)
 		return;
+	rmig_qemu_disk_destroy(be);
 	/* A destination QEMU fed a guest that it was never told to run holds a
 	 * copy that must not run: the source runs it (or decides). */
 	if (be->role == RMIG_ROLE_DEST && q->incoming && !q->started && q->qmp >= 0)
@@ -716,6 +734,8 @@ static int qemu_start(struct rmig_backend *be)
 	struct qemu *q = be->priv;
 
 	q->started = 1; /* from here on it may run: never quit it */
+	/* The disks were flushed before READY; the guest owns them now. */
+	rmig_qemu_disk_release(be);
 	return run_guest(be);
 }
 
@@ -749,4 +769,13 @@ const struct rmig_backend_ops rmig_qemu_backend_ops = {
 	.stream_status = qemu_stream_status,
 	.stream_switchover = qemu_stream_switchover,
 	.stream_wait = qemu_stream_wait,
+	.get_disks = rmig_qemu_get_disks,
+	.disk_start_dirty = rmig_qemu_disk_start_dirty,
+	.disk_fetch_dirty = rmig_qemu_disk_fetch_dirty,
+	.disk_read = rmig_qemu_disk_read,
+	.disk_throttle = rmig_qemu_disk_throttle,
+	.prepare_disks = rmig_qemu_prepare_disks,
+	.disk_write = rmig_qemu_disk_write,
+	.disk_write_zeroes = rmig_qemu_disk_write_zeroes,
+	.disk_flush = rmig_qemu_disk_flush,
 };
