@@ -262,17 +262,23 @@ guest_wait_migrate() {
 
 # --- the counter on the serial console -------------------------------------------
 
-# guest_counters FILE...: the counter values printed in FILEs, concatenated
-# in that order (so a line cut between a source's log and the destination's
-# is read whole); a last line without its newline yet is left out.
-guest_counters() {
+# _guest_lines FILE...: the FILEs read as one console, without a last line
+# that has no newline yet (it may still be written).
+_guest_lines() {
 	local d
 	d=$(cat -- "$@" 2>/dev/null; echo .)
 	d=${d%.}
 	if [[ $d != *$'\n' ]]; then
 		if [[ $d == *$'\n'* ]]; then d=${d%$'\n'*}$'\n'; else d=""; fi
 	fi
-	printf '%s' "$d" | tr -d '\r' | grep -ao 'rmig-counter [0-9]\+' | cut -d' ' -f2 || true
+	printf '%s' "$d" | tr -d '\r'
+}
+
+# guest_counters FILE...: the counter values printed in FILEs, concatenated
+# in that order (so a line cut between a source's log and the destination's
+# is read whole); a last line without its newline yet is left out.
+guest_counters() {
+	_guest_lines "$@" | grep -ao 'rmig-counter [0-9]\+' | cut -d' ' -f2 || true
 }
 
 # guest_counter NAME: the last counter on NAME's console (0 if none yet).
@@ -321,4 +327,119 @@ guest_check_seq() {
 	[ $rc = 0 ] || GUEST_ERROR=$r
 	echo "$r"
 	return $rc
+}
+
+# --- a disk ------------------------------------------------------------------------
+# With a disk, the guest (kernel parameter rmig_disk=1, see guest-init.sh)
+# keeps its counter in a ring of records on /dev/vda and reads it back at
+# each count. The image is attached as QEMU's storage node "vda-file" (file)
+# under the format node "vda" (raw or qcow2), the disk the guest sees being
+# the virtio-blk-pci device "vda":
+#   -blockdev {"driver":"file","filename":IMG,"node-name":"vda-file"}
+#   -blockdev {"driver":FMT,"file":"vda-file","node-name":"vda"}
+#   -device virtio-blk-pci,drive=vda,id=vda
+# Same names on source and destination: QEMU matches the device by its id,
+# and an NBD export or mirror addresses the node "vda".
+
+# guest_disk_create FILE FORMAT SIZE: a new empty image (qemu-img create;
+# raw is sparse). SIZE as qemu-img takes it (64M).
+guest_disk_create() {
+	local out
+	out=$(qemu-img create -q -f "$2" "$1" "$3" 2>&1) ||
+		{ GUEST_ERROR="qemu-img create -f $2 $1 $3: $out"; return 1; }
+}
+
+# guest_disk_args FILE FORMAT: the QEMU arguments for the disk, one per line.
+guest_disk_args() {
+	local f
+	f=$(jq -cn --arg f "$1" '{driver: "file", filename: $f, "node-name": "vda-file"}') || return 1
+	printf '%s\n' -blockdev "$f" -blockdev "{\"driver\":\"$2\",\"file\":\"vda-file\",\"node-name\":\"vda\"}" \
+		-device virtio-blk-pci,drive=vda,id=vda
+}
+
+# guest_start_disk NAME FILE FORMAT [QEMU ARGS...]: guest_start with the
+# image FILE as its disk and rmig_disk=1 added to the kernel parameters
+# (GUEST_APPEND may add rmig_disk_kib=N).
+guest_start_disk() {
+	local name=$1 img=$2 fmt=$3 a
+	shift 3
+	[ -f "$img" ] || { GUEST_ERROR="no disk image $img"; return 1; }
+	mapfile -t a < <(guest_disk_args "$img" "$fmt")
+	GUEST_APPEND="rmig_disk=1${GUEST_APPEND:+ $GUEST_APPEND}" guest_start "$name" "${a[@]}" "$@"
+}
+
+# guest_start_dst_disk NAME FILE FORMAT [QEMU ARGS...]: the destination of a
+# disk guest: the same machine with its own image (of the same virtual size:
+# guest_disk_create), -S -incoming defer.
+guest_start_dst_disk() {
+	local name=$1 img=$2 fmt=$3
+	shift 3
+	guest_start_disk "$name" "$img" "$fmt" -S -incoming defer "$@"
+}
+
+# guest_disk_size FILE: the image's virtual size in bytes.
+guest_disk_size() {
+	qemu-img info -U --output=json "$1" 2>/dev/null | jq -r '."virtual-size"'
+}
+
+# guest_disk_digest FILE FORMAT: sha256 of the guest-visible content (what
+# the guest reads, whatever the format's layout); -U: a QEMU may hold it.
+guest_disk_digest() {
+	qemu-img convert -U -f "$2" -O raw "$1" /dev/stdout 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+
+# guest_disk_compare SRC_FILE SRC_FORMAT DST_FILE DST_FORMAT: the two images
+# hold the same content (qemu-img compare -U, then digests, which the
+# report prints). Stop (or flush) both QEMUs first: a qcow2's metadata is
+# only in the file after a flush. Prints "SIZE DIGEST"; returns 1 with the
+# difference in GUEST_ERROR.
+guest_disk_compare() {
+	local out d1 d2
+	if ! out=$(qemu-img compare -U -f "$2" -F "$4" "$1" "$3" 2>&1); then
+		GUEST_ERROR="the images differ: $(tr '\n' ' ' <<<"$out")"
+		return 1
+	fi
+	d1=$(guest_disk_digest "$1" "$2")
+	d2=$(guest_disk_digest "$3" "$4")
+	if [ -z "$d1" ] || [ "$d1" != "$d2" ]; then
+		GUEST_ERROR="digests differ: $1 ${d1:-?}, $3 ${d2:-?}"
+		return 1
+	fi
+	echo "$(guest_disk_size "$1") $d1"
+}
+
+# guest_disk_oks FILE...: the values of the guest's "rmig-disk-ok N" lines.
+guest_disk_oks() {
+	_guest_lines "$@" | grep -ao 'rmig-disk-ok [0-9]\+' | cut -d' ' -f2 || true
+}
+
+# guest_check_disk_seq SRC_LOG DST_LOG [MIN_OK]: across a migration of a disk
+# guest, the counter goes on without a gap (guest_check_seq), no
+# "rmig-disk-BAD" line anywhere, the guest's disk checks ("rmig-disk-ok N")
+# go on without a gap too, and the destination made at least MIN_OK (5) of
+# them. Prints "FIRST..LAST COUNT, disk checks A..B (K on the destination,
+# its first: V)"; returns 1 with what is wrong (also in GUEST_ERROR).
+guest_check_disk_seq() {
+	local src=$1 dst=$2 min=${3:-5} seq bad oks dst_oks r
+	seq=$(guest_check_seq "$src" "$dst") || { echo "$seq"; return 1; }
+	bad=$(cat -- "$src" "$dst" 2>/dev/null | tr -d '\r' | grep -a -m1 'rmig-disk-BAD')
+	if [ -n "$bad" ]; then
+		GUEST_ERROR="the guest's disk check failed: $bad"
+		echo "$GUEST_ERROR"
+		return 1
+	fi
+	oks=$(guest_disk_oks "$src" "$dst")
+	r=$(awk 'NR > 1 && $1 != last + 1 { printf "disk checks go from %d to %d\n", last, $1; exit 1 }
+		{ last = $1 } NR == 1 { first = $1 } END { if (NR) printf "%d..%d", first, last }' <<<"$oks") || {
+		GUEST_ERROR=$r
+		echo "$r"
+		return 1
+	}
+	dst_oks=$(guest_disk_oks "$dst")
+	if [ "$(grep -c . <<<"$dst_oks")" -lt "$min" ]; then
+		GUEST_ERROR="the destination's guest checked its disk $(grep -c . <<<"$dst_oks") times, fewer than $min"
+		echo "$GUEST_ERROR"
+		return 1
+	fi
+	echo "$seq, disk checks $r ($(grep -c . <<<"$dst_oks") on the destination, its first: $(head -n1 <<<"$dst_oks"))"
 }
