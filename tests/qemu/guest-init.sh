@@ -16,19 +16,19 @@
 # The disk (rmig_disk=1), all I/O O_DIRECT so that it goes to the device and
 # never to the guest's page cache (whose pages would migrate with memory and
 # hide a disk that did not):
-#   bytes 0..32767  a ring of 64 records of 512 bytes: count N writes
+#   bytes 0..8191   a ring of 16 records of 512 bytes: count N writes
 #                   "rmig-disk-counter %012d\n" (N), zero-padded to 512
-#                   bytes, at sector N % 64; zeroed at boot
+#                   bytes, at sector N % 16; zeroed at boot
 #   1 MiB..end      the moving region: rmig_disk_kib KiB per count from the
 #                   random pool, the offset moving on by as much each count
 #                   and wrapping at the disk's end
-# At count N (N > 1) the guest first reads back sector (N-1) % 64, which
-# must hold N-1, and sector N % 64, which must hold N-64 (nothing while
-# N <= 64): "rmig-disk-ok N-1" when both do, else "rmig-disk-BAD expected X
+# At count N (N > 1) the guest first reads back sector (N-1) % 16, which
+# must hold N-1, and sector N % 16, which must hold N-16 (nothing while
+# N <= 16): "rmig-disk-ok N-1" when both do, else "rmig-disk-BAD expected X
 # got Y at sector S" (Y: the value read, "none" for no record,
 # "read-error"). Then it writes N. After a migration the destination's guest
 # thus checks, at its first count, the destination's disk itself: the last
-# record and one written 63 counts earlier, by the source.
+# record and one written 15 counts earlier, by the source.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -112,7 +112,7 @@ disk_write() {
 # in the initramfs); only loaded when asked for, so that the plain guest is
 # unchanged.
 dev=/dev/vda
-ring=64
+ring=16
 disk_info=""
 if [ "$disk" = 1 ]; then
 	modprobe virtio_pci 2>/dev/null

@@ -236,8 +236,9 @@ guest_migrate_status() {
 }
 
 # guest_wait_migrate NAME SECONDS [STATUS...]: poll query-migrate (every
-# 0.1 s) until its status is one of STATUS (default: completed, failed,
-# cancelled); prints that last response. Returns 1 on timeout or no answer.
+# GUEST_POLL seconds, 0.1) until its status is one of STATUS (default:
+# completed, failed, cancelled); prints that last response. Returns 1 on
+# timeout or no answer.
 guest_wait_migrate() {
 	local name=$1 end=$(($(date +%s) + $2)) r s want
 	shift 2
@@ -256,7 +257,7 @@ guest_wait_migrate() {
 			GUEST_ERROR="migration of $name still '$s' after the timeout"
 			return 1
 		fi
-		sleep 0.1
+		sleep "${GUEST_POLL:-0.1}"
 	done
 }
 
@@ -383,26 +384,32 @@ guest_disk_size() {
 }
 
 # guest_disk_digest FILE FORMAT: sha256 of the guest-visible content (what
-# the guest reads, whatever the format's layout); -U: a QEMU may hold it.
+# the guest reads, whatever the format's layout), through a raw copy in
+# GUEST_DIR (qemu-img convert cannot write to a pipe); -U: a QEMU may hold it.
 guest_disk_digest() {
-	qemu-img convert -U -f "$2" -O raw "$1" /dev/stdout 2>/dev/null | sha256sum | cut -d' ' -f1
+	local tmp=$GUEST_DIR/.digest.$$.raw d
+	qemu-img convert -U -f "$2" -O raw "$1" "$tmp" 2>/dev/null && d=$(sha256sum <"$tmp" | cut -d' ' -f1)
+	rm -f "$tmp"
+	echo "${d:-}"
 }
 
 # guest_disk_compare SRC_FILE SRC_FORMAT DST_FILE DST_FORMAT: the two images
 # hold the same content (qemu-img compare -U, then digests, which the
 # report prints). Stop (or flush) both QEMUs first: a qcow2's metadata is
-# only in the file after a flush. Prints "SIZE DIGEST"; returns 1 with the
-# difference in GUEST_ERROR.
+# only in the file after a flush. Prints "SIZE DIGEST", or, returning 1,
+# the difference (also in GUEST_ERROR).
 guest_disk_compare() {
 	local out d1 d2
 	if ! out=$(qemu-img compare -U -f "$2" -F "$4" "$1" "$3" 2>&1); then
 		GUEST_ERROR="the images differ: $(tr '\n' ' ' <<<"$out")"
+		echo "$GUEST_ERROR"
 		return 1
 	fi
 	d1=$(guest_disk_digest "$1" "$2")
 	d2=$(guest_disk_digest "$3" "$4")
 	if [ -z "$d1" ] || [ "$d1" != "$d2" ]; then
 		GUEST_ERROR="digests differ: $1 ${d1:-?}, $3 ${d2:-?}"
+		echo "$GUEST_ERROR"
 		return 1
 	fi
 	echo "$(guest_disk_size "$1") $d1"
@@ -442,4 +449,131 @@ guest_check_disk_seq() {
 		return 1
 	fi
 	echo "$seq, disk checks $r ($(grep -c . <<<"$dst_oks") on the destination, its first: $(head -n1 <<<"$dst_oks"))"
+}
+
+# --- QEMU's own disk migration (the baseline) ------------------------------------
+# What libvirt does for a migration with non-shared disks (virsh migrate
+# --copy-storage-all; qemuMigrationSrcNBDStorageCopy, qemuMigrationSrcRun,
+# qemuMigrationSrcNBDCopyCancel), by hand:
+#   destination (-S -incoming defer, its own empty image of the same size):
+#     migrate-set-capabilities late-block-activate (libvirt's always-on one)
+#     nbd-server-start on a unix socket, block-export-add the node "vda"
+#     writable (which activates the image before the migration ends)
+#   source: blockdev-add an NBD client node "mig-vda" on that export,
+#     blockdev-mirror vda -> mig-vda, sync full, copy-mode write-blocking
+#     (every guest write reaches the destination before it completes, so the
+#     mirror converges whatever the guest writes), auto-dismiss off (to read
+#     how it ended); wait until the job is ready (the bulk is copied)
+#   migrate-set-capabilities pause-before-switchover on the source
+#     (libvirt's other always-on one), migrate-incoming, migrate
+#   at pre-switchover (the source is stopped): block-job-cancel the mirror,
+#     which for a ready mirror copies what is left and ends it as completed
+#     without a pivot; wait for it, job-dismiss, blockdev-del mig-vda; then
+#     migrate-continue: the destination gets the device state only once its
+#     disk holds everything
+#   destination: nbd-server-stop (removes the export); `stop`, which flushes
+#     its images (a qcow2's metadata) so they can be compared from outside.
+# The destination is left paused: the caller compares the images (both
+# QEMUs stopped) and then runs `qmp DST cont`.
+
+# _guest_q NAME CMD [ARGS_JSON]: qmp, the reply on stdout; on an error reply
+# or no answer, GUEST_ERROR says which command on which guest, and why.
+_guest_q() {
+	local r
+	r=$(qmp "$@" 2>&1) || { GUEST_ERROR="$1: $2 ${3:-} failed: $(tr '\n' ' ' <<<"$r")"; return 1; }
+	echo "$r"
+}
+
+# _guest_job NAME JOB: the job's status in query-jobs ("gone" if none),
+# then its error if it has one.
+_guest_job() {
+	local r
+	r=$(_guest_q "$1" query-jobs) || return 1
+	jq -r --arg j "$2" '[.return[] | select(.id == $j)][0] // {status: "gone"}
+		| "\(.status) \(.error // "")"' <<<"$r"
+}
+
+# _guest_wait_job NAME JOB SECONDS STATUS...: until the job's status is one
+# of STATUS (polling every GUEST_POLL s); prints "STATUS ERROR".
+_guest_wait_job() {
+	local name=$1 job=$2 end=$(($(date +%s) + $3)) s
+	shift 3
+	while :; do
+		s=$(_guest_job "$name" "$job") || return 1
+		[[ " $* " == *" ${s%% *} "* ]] && { echo "$s"; return 0; }
+		case ${s%% *} in gone | aborting) GUEST_ERROR="$name: job $job is ${s%% *}: ${s#* }"; return 1 ;; esac
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_ERROR="$name: job $job still '${s%% *}' after $3 s"
+			return 1
+		fi
+		sleep "${GUEST_POLL:-0.1}"
+	done
+}
+
+# guest_migrate_disk_native SRC DST [SECONDS]: migrate the running disk guest
+# SRC into DST (started with guest_start_dst_disk) QEMU's own way, above;
+# each wait at most SECONDS (120). Skip the mirror with GUEST_NATIVE_NO_MIRROR=1
+# (a broken recipe, for a test to see fail). Sets GUEST_FIG, JSON:
+# total_ms (blockdev-mirror to the destination ready to run), mirror_ready_ms,
+# migrate_ms and downtime_ms (the source's query-migrate: total-time and
+# downtime, which counts the cancel at pre-switchover), cancel_ms, rounds
+# (dirty-sync-count), ram_bytes, disk_bytes (the job's final offset).
+# Leaves DST paused; returns 1 with GUEST_ERROR.
+guest_migrate_disk_native() {
+	local s=$1 d=$2 tmo=${3:-120} nbd="$GUEST_DIR/$2.nbd" uri="unix:$GUEST_DIR/$2.sock"
+	local t0 t_ready t_cancel0 t_cancel r st q jobs disk_bytes=0 mirror=1
+	[ "${GUEST_NATIVE_NO_MIRROR:-0}" = 1 ] && mirror=0
+	rm -f "$nbd" "$GUEST_DIR/$d.sock"
+	_guest_q "$d" migrate-set-capabilities \
+		'{"capabilities":[{"capability":"late-block-activate","state":true}]}' >/dev/null || return 1
+	_guest_q "$d" nbd-server-start "{\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"$nbd\"}}}" >/dev/null || return 1
+	_guest_q "$d" block-export-add \
+		'{"type":"nbd","id":"mig-vda","node-name":"vda","name":"vda","writable":true}' >/dev/null || return 1
+	t0=$(date +%s%3N)
+	if [ $mirror = 1 ]; then
+		_guest_q "$s" blockdev-add \
+			"{\"driver\":\"nbd\",\"node-name\":\"mig-vda\",\"export\":\"vda\",\"server\":{\"type\":\"unix\",\"path\":\"$nbd\"}}" >/dev/null || return 1
+		_guest_q "$s" blockdev-mirror '{"job-id":"mig-vda","device":"vda","target":"mig-vda",
+			"sync":"full","copy-mode":"write-blocking","auto-dismiss":false}' >/dev/null || return 1
+		GUEST_POLL=0.05 _guest_wait_job "$s" mig-vda "$tmo" ready >/dev/null || return 1
+	fi
+	t_ready=$(date +%s%3N)
+	_guest_q "$s" migrate-set-capabilities \
+		'{"capabilities":[{"capability":"pause-before-switchover","state":true}]}' >/dev/null || return 1
+	_guest_q "$d" migrate-incoming "{\"uri\":\"$uri\"}" >/dev/null || return 1
+	_guest_q "$s" migrate "{\"uri\":\"$uri\"}" >/dev/null || return 1
+	# Poll fast here: the source is stopped while we look.
+	r=$(GUEST_POLL=0.02 guest_wait_migrate "$s" "$tmo" pre-switchover completed failed cancelled) || return 1
+	st=$(jq -r .return.status <<<"$r")
+	[ "$st" = pre-switchover ] ||
+		{ GUEST_ERROR="$s: migration $st before pre-switchover: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
+	t_cancel0=$(date +%s%3N)
+	if [ $mirror = 1 ]; then
+		_guest_q "$s" block-job-cancel '{"device":"mig-vda"}' >/dev/null || return 1
+		r=$(GUEST_POLL=0.02 _guest_wait_job "$s" mig-vda "$tmo" concluded) || return 1
+		[ -z "${r#* }" ] || { GUEST_ERROR="$s: the mirror ended with an error: ${r#* }"; return 1; }
+		jobs=$(_guest_q "$s" query-jobs) || return 1
+		disk_bytes=$(jq '[.return[] | select(.id == "mig-vda") | ."current-progress"][0] // 0' <<<"$jobs")
+		_guest_q "$s" job-dismiss '{"id":"mig-vda"}' >/dev/null || return 1
+		_guest_q "$s" blockdev-del '{"node-name":"mig-vda"}' >/dev/null || return 1
+	fi
+	t_cancel=$(date +%s%3N)
+	_guest_q "$s" migrate-continue '{"state":"pre-switchover"}' >/dev/null || return 1
+	r=$(GUEST_POLL=0.02 guest_wait_migrate "$s" "$tmo") || return 1
+	st=$(jq -r .return.status <<<"$r")
+	[ "$st" = completed ] ||
+		{ GUEST_ERROR="$s: migration $st: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
+	q=$r
+	r=$(GUEST_POLL=0.02 guest_wait_migrate "$d" 30 completed failed) || return 1
+	[ "$(jq -r .return.status <<<"$r")" = completed ] ||
+		{ GUEST_ERROR="$d: incoming migration $(jq -r .return.status <<<"$r")"; return 1; }
+	_guest_q "$d" nbd-server-stop >/dev/null || return 1
+	_guest_q "$d" stop >/dev/null || return 1
+	st=$(guest_status "$d")
+	[ "$st" = "paused false" ] || { GUEST_ERROR="$d is '$st' after the migration, not 'paused false'"; return 1; }
+	GUEST_FIG=$(jq -c --argjson total $(($(date +%s%3N) - t0)) --argjson ready $((t_ready - t0)) \
+		--argjson cancel $((t_cancel - t_cancel0)) --argjson disk "$disk_bytes" --argjson mirror $mirror \
+		'.return | {total_ms: $total, mirror_ready_ms: $ready, migrate_ms: ."total-time",
+		downtime_ms: .downtime, cancel_ms: $cancel, rounds: .ram."dirty-sync-count",
+		ram_bytes: .ram.transferred, disk_bytes: $disk, mirror: ($mirror == 1)}' <<<"$q")
 }
