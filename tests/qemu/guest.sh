@@ -454,27 +454,35 @@ guest_check_disk_seq() {
 # --- QEMU's own disk migration (the baseline) ------------------------------------
 # What libvirt does for a migration with non-shared disks (virsh migrate
 # --copy-storage-all; qemuMigrationSrcNBDStorageCopy, qemuMigrationSrcRun,
-# qemuMigrationSrcNBDCopyCancel), by hand:
+# qemuMigrationSrcNBDCopyCancel, and the capabilities it always turns on),
+# by hand:
 #   destination (-S -incoming defer, its own empty image of the same size):
-#     migrate-set-capabilities late-block-activate (libvirt's always-on one)
-#     nbd-server-start on a unix socket, block-export-add the node "vda"
-#     writable (which activates the image before the migration ends)
-#   source: blockdev-add an NBD client node "mig-vda" on that export,
+#     migrate-set-capabilities late-block-activate; nbd-server-start on a
+#     unix socket; block-export-add of the node "vda", writable (which
+#     activates the image before the migration ends)
+#   source: blockdev-add an NBD client node "mig-vda" on that export;
 #     blockdev-mirror vda -> mig-vda, sync full, copy-mode write-blocking
 #     (every guest write reaches the destination before it completes, so the
-#     mirror converges whatever the guest writes), auto-dismiss off (to read
+#     mirror converges whatever the guest writes), auto-dismiss off (to see
 #     how it ended); wait until the job is ready (the bulk is copied)
-#   migrate-set-capabilities pause-before-switchover on the source
-#     (libvirt's other always-on one), migrate-incoming, migrate
+#   migrate-set-capabilities pause-before-switchover on the source,
+#     migrate-incoming, migrate (unix socket)
 #   at pre-switchover (the source is stopped): block-job-cancel the mirror,
-#     which for a ready mirror copies what is left and ends it as completed
-#     without a pivot; wait for it, job-dismiss, blockdev-del mig-vda; then
-#     migrate-continue: the destination gets the device state only once its
-#     disk holds everything
-#   destination: nbd-server-stop (removes the export); `stop`, which flushes
-#     its images (a qcow2's metadata) so they can be compared from outside.
+#     which for a ready mirror copies what is left and concludes without a
+#     pivot and without an error; once it has, migrate-continue: the
+#     destination gets the device state only when its disk holds everything
+#   after the migration: job-dismiss and blockdev-del mig-vda on the source
+#     (libvirt deletes the node before migrate-continue; here it is after, so
+#     that two QMP round trips of this harness are not counted as downtime);
+#     nbd-server-stop on the destination (removes the export), and `stop`,
+#     which flushes its images (a qcow2's metadata) so that they can be
+#     compared from outside.
 # The destination is left paused: the caller compares the images (both
-# QEMUs stopped) and then runs `qmp DST cont`.
+# QEMUs stopped) and then runs `qmp DST cont`. Each QMP command is one qmpc
+# run here (20-40 ms: a new connection and the capabilities negotiation),
+# which libvirt, with its one connection and events, does not pay: about 3
+# of them fall in the downtime (seeing pre-switchover, the cancel, seeing
+# the job concluded, migrate-continue).
 
 # _guest_q NAME CMD [ARGS_JSON]: qmp, the reply on stdout; on an error reply
 # or no answer, GUEST_ERROR says which command on which guest, and why.
@@ -484,95 +492,101 @@ _guest_q() {
 	echo "$r"
 }
 
-# _guest_job NAME JOB: the job's status in query-jobs ("gone" if none),
-# then its error if it has one.
-_guest_job() {
-	local r
-	r=$(_guest_q "$1" query-jobs) || return 1
-	jq -r --arg j "$2" '[.return[] | select(.id == $j)][0] // {status: "gone"}
-		| "\(.status) \(.error // "")"' <<<"$r"
-}
-
-# _guest_wait_job NAME JOB SECONDS STATUS...: until the job's status is one
-# of STATUS (polling every GUEST_POLL s); prints "STATUS ERROR".
+# _guest_wait_job NAME JOB SECONDS STATUS: poll query-jobs (every GUEST_POLL
+# s) until JOB's status is STATUS; prints the job's entry (JSON). Returns 1
+# when it is gone, aborting, or still not there after SECONDS.
 _guest_wait_job() {
-	local name=$1 job=$2 end=$(($(date +%s) + $3)) s
-	shift 3
+	local name=$1 job=$2 end=$(($(date +%s) + $3)) r j s
 	while :; do
-		s=$(_guest_job "$name" "$job") || return 1
-		[[ " $* " == *" ${s%% *} "* ]] && { echo "$s"; return 0; }
-		case ${s%% *} in gone | aborting) GUEST_ERROR="$name: job $job is ${s%% *}: ${s#* }"; return 1 ;; esac
+		r=$(_guest_q "$name" query-jobs) || return 1
+		j=$(jq -c --arg j "$job" '[.return[] | select(.id == $j)][0] // {status: "gone"}' <<<"$r")
+		s=$(jq -r .status <<<"$j")
+		[ "$s" = "$4" ] && { echo "$j"; return 0; }
+		case $s in gone | aborting)
+			GUEST_ERROR="$name: job $job is $s: $(jq -r '.error // ""' <<<"$j")"
+			return 1
+			;;
+		esac
 		if [ "$(date +%s)" -ge "$end" ]; then
-			GUEST_ERROR="$name: job $job still '${s%% *}' after $3 s"
+			GUEST_ERROR="$name: job $job still '$s' after $3 s"
 			return 1
 		fi
 		sleep "${GUEST_POLL:-0.1}"
 	done
 }
 
+# _guest_migrate_done NAME [SECONDS]: query-migrate until it ends; 1 unless
+# completed (GUEST_ERROR). Prints the last answer.
+_guest_migrate_done() {
+	local r st
+	r=$(GUEST_POLL=0.02 guest_wait_migrate "$1" "${2:-120}" completed failed cancelled) || return 1
+	st=$(jq -r .return.status <<<"$r")
+	[ "$st" = completed ] ||
+		{ GUEST_ERROR="$1: migration $st: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
+	echo "$r"
+}
+
 # guest_migrate_disk_native SRC DST [SECONDS]: migrate the running disk guest
 # SRC into DST (started with guest_start_dst_disk) QEMU's own way, above;
-# each wait at most SECONDS (120). Skip the mirror with GUEST_NATIVE_NO_MIRROR=1
-# (a broken recipe, for a test to see fail). Sets GUEST_FIG, JSON:
+# each wait at most SECONDS (120). GUEST_NATIVE_NO_MIRROR=1 leaves the mirror
+# out (a broken recipe, for a test to see fail). Sets GUEST_FIG, JSON:
 # total_ms (blockdev-mirror to the destination ready to run), mirror_ready_ms,
 # migrate_ms and downtime_ms (the source's query-migrate: total-time and
-# downtime, which counts the cancel at pre-switchover), cancel_ms, rounds
-# (dirty-sync-count), ram_bytes, disk_bytes (the job's final offset).
-# Leaves DST paused; returns 1 with GUEST_ERROR.
+# downtime, which counts the wait at pre-switchover), cancel_ms (the cancel
+# sent to the job seen concluded), rounds (dirty-sync-count), ram_bytes,
+# disk_bytes (the mirror's final progress). Leaves DST paused; returns 1 with
+# GUEST_ERROR.
 guest_migrate_disk_native() {
 	local s=$1 d=$2 tmo=${3:-120} nbd="$GUEST_DIR/$2.nbd" uri="unix:$GUEST_DIR/$2.sock"
-	local t0 t_ready t_cancel0 t_cancel r st q jobs disk_bytes=0 mirror=1
+	local t0 t_ready t_cancel=0 t_done=0 r st q disk_bytes=0 mirror=1
 	[ "${GUEST_NATIVE_NO_MIRROR:-0}" = 1 ] && mirror=0
 	rm -f "$nbd" "$GUEST_DIR/$d.sock"
 	_guest_q "$d" migrate-set-capabilities \
-		'{"capabilities":[{"capability":"late-block-activate","state":true}]}' >/dev/null || return 1
-	_guest_q "$d" nbd-server-start "{\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"$nbd\"}}}" >/dev/null || return 1
-	_guest_q "$d" block-export-add \
-		'{"type":"nbd","id":"mig-vda","node-name":"vda","name":"vda","writable":true}' >/dev/null || return 1
+		'{"capabilities":[{"capability":"late-block-activate","state":true}]}' >/dev/null &&
+		_guest_q "$d" nbd-server-start "{\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"$nbd\"}}}" >/dev/null &&
+		_guest_q "$d" block-export-add \
+			'{"type":"nbd","id":"mig-vda","node-name":"vda","name":"vda","writable":true}' >/dev/null ||
+		return 1
 	t0=$(date +%s%3N)
 	if [ $mirror = 1 ]; then
-		_guest_q "$s" blockdev-add \
-			"{\"driver\":\"nbd\",\"node-name\":\"mig-vda\",\"export\":\"vda\",\"server\":{\"type\":\"unix\",\"path\":\"$nbd\"}}" >/dev/null || return 1
-		_guest_q "$s" blockdev-mirror '{"job-id":"mig-vda","device":"vda","target":"mig-vda",
-			"sync":"full","copy-mode":"write-blocking","auto-dismiss":false}' >/dev/null || return 1
-		GUEST_POLL=0.05 _guest_wait_job "$s" mig-vda "$tmo" ready >/dev/null || return 1
+		_guest_q "$s" blockdev-add "{\"driver\":\"nbd\",\"node-name\":\"mig-vda\",\"export\":\"vda\",
+			\"server\":{\"type\":\"unix\",\"path\":\"$nbd\"}}" >/dev/null &&
+			_guest_q "$s" blockdev-mirror '{"job-id":"mig-vda","device":"vda","target":"mig-vda",
+				"sync":"full","copy-mode":"write-blocking","auto-dismiss":false}' >/dev/null &&
+			GUEST_POLL=0.05 _guest_wait_job "$s" mig-vda "$tmo" ready >/dev/null || return 1
 	fi
 	t_ready=$(date +%s%3N)
 	_guest_q "$s" migrate-set-capabilities \
-		'{"capabilities":[{"capability":"pause-before-switchover","state":true}]}' >/dev/null || return 1
-	_guest_q "$d" migrate-incoming "{\"uri\":\"$uri\"}" >/dev/null || return 1
-	_guest_q "$s" migrate "{\"uri\":\"$uri\"}" >/dev/null || return 1
-	# Poll fast here: the source is stopped while we look.
+		'{"capabilities":[{"capability":"pause-before-switchover","state":true}]}' >/dev/null &&
+		_guest_q "$d" migrate-incoming "{\"uri\":\"$uri\"}" >/dev/null &&
+		_guest_q "$s" migrate "{\"uri\":\"$uri\"}" >/dev/null || return 1
+	# Poll fast from here: the source is stopped while we look.
 	r=$(GUEST_POLL=0.02 guest_wait_migrate "$s" "$tmo" pre-switchover completed failed cancelled) || return 1
 	st=$(jq -r .return.status <<<"$r")
 	[ "$st" = pre-switchover ] ||
 		{ GUEST_ERROR="$s: migration $st before pre-switchover: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
-	t_cancel0=$(date +%s%3N)
 	if [ $mirror = 1 ]; then
+		t_cancel=$(date +%s%3N)
 		_guest_q "$s" block-job-cancel '{"device":"mig-vda"}' >/dev/null || return 1
 		r=$(GUEST_POLL=0.02 _guest_wait_job "$s" mig-vda "$tmo" concluded) || return 1
-		[ -z "${r#* }" ] || { GUEST_ERROR="$s: the mirror ended with an error: ${r#* }"; return 1; }
-		jobs=$(_guest_q "$s" query-jobs) || return 1
-		disk_bytes=$(jq '[.return[] | select(.id == "mig-vda") | ."current-progress"][0] // 0' <<<"$jobs")
-		_guest_q "$s" job-dismiss '{"id":"mig-vda"}' >/dev/null || return 1
-		_guest_q "$s" blockdev-del '{"node-name":"mig-vda"}' >/dev/null || return 1
+		t_done=$(date +%s%3N)
+		[ "$(jq -r '.error // ""' <<<"$r")" = "" ] ||
+			{ GUEST_ERROR="$s: the mirror ended with an error: $(jq -r .error <<<"$r")"; return 1; }
+		disk_bytes=$(jq '."current-progress" // 0' <<<"$r")
 	fi
-	t_cancel=$(date +%s%3N)
 	_guest_q "$s" migrate-continue '{"state":"pre-switchover"}' >/dev/null || return 1
-	r=$(GUEST_POLL=0.02 guest_wait_migrate "$s" "$tmo") || return 1
-	st=$(jq -r .return.status <<<"$r")
-	[ "$st" = completed ] ||
-		{ GUEST_ERROR="$s: migration $st: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
-	q=$r
-	r=$(GUEST_POLL=0.02 guest_wait_migrate "$d" 30 completed failed) || return 1
-	[ "$(jq -r .return.status <<<"$r")" = completed ] ||
-		{ GUEST_ERROR="$d: incoming migration $(jq -r .return.status <<<"$r")"; return 1; }
-	_guest_q "$d" nbd-server-stop >/dev/null || return 1
-	_guest_q "$d" stop >/dev/null || return 1
+	q=$(_guest_migrate_done "$s" "$tmo") || return 1
+	if [ $mirror = 1 ]; then
+		_guest_q "$s" job-dismiss '{"id":"mig-vda"}' >/dev/null &&
+			_guest_q "$s" blockdev-del '{"node-name":"mig-vda"}' >/dev/null || return 1
+	fi
+	_guest_migrate_done "$d" 30 >/dev/null &&
+		_guest_q "$d" nbd-server-stop >/dev/null &&
+		_guest_q "$d" stop >/dev/null || return 1
 	st=$(guest_status "$d")
 	[ "$st" = "paused false" ] || { GUEST_ERROR="$d is '$st' after the migration, not 'paused false'"; return 1; }
 	GUEST_FIG=$(jq -c --argjson total $(($(date +%s%3N) - t0)) --argjson ready $((t_ready - t0)) \
-		--argjson cancel $((t_cancel - t_cancel0)) --argjson disk "$disk_bytes" --argjson mirror $mirror \
+		--argjson cancel $((t_done - t_cancel)) --argjson disk "$disk_bytes" --argjson mirror $mirror \
 		'.return | {total_ms: $total, mirror_ready_ms: $ready, migrate_ms: ."total-time",
 		downtime_ms: .downtime, cancel_ms: $cancel, rounds: .ram."dirty-sync-count",
 		ram_bytes: .ram.transferred, disk_bytes: $disk, mirror: ($mirror == 1)}' <<<"$q")
