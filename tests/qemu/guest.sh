@@ -236,8 +236,9 @@ guest_migrate_status() {
 }
 
 # guest_wait_migrate NAME SECONDS [STATUS...]: poll query-migrate (every
-# 0.1 s) until its status is one of STATUS (default: completed, failed,
-# cancelled); prints that last response. Returns 1 on timeout or no answer.
+# GUEST_POLL seconds, 0.1) until its status is one of STATUS (default:
+# completed, failed, cancelled); prints that last response. Returns 1 on
+# timeout or no answer.
 guest_wait_migrate() {
 	local name=$1 end=$(($(date +%s) + $2)) r s want
 	shift 2
@@ -256,23 +257,29 @@ guest_wait_migrate() {
 			GUEST_ERROR="migration of $name still '$s' after the timeout"
 			return 1
 		fi
-		sleep 0.1
+		sleep "${GUEST_POLL:-0.1}"
 	done
 }
 
 # --- the counter on the serial console -------------------------------------------
 
-# guest_counters FILE...: the counter values printed in FILEs, concatenated
-# in that order (so a line cut between a source's log and the destination's
-# is read whole); a last line without its newline yet is left out.
-guest_counters() {
+# _guest_lines FILE...: the FILEs read as one console, without a last line
+# that has no newline yet (it may still be written).
+_guest_lines() {
 	local d
 	d=$(cat -- "$@" 2>/dev/null; echo .)
 	d=${d%.}
 	if [[ $d != *$'\n' ]]; then
 		if [[ $d == *$'\n'* ]]; then d=${d%$'\n'*}$'\n'; else d=""; fi
 	fi
-	printf '%s' "$d" | tr -d '\r' | grep -ao 'rmig-counter [0-9]\+' | cut -d' ' -f2 || true
+	printf '%s' "$d" | tr -d '\r'
+}
+
+# guest_counters FILE...: the counter values printed in FILEs, concatenated
+# in that order (so a line cut between a source's log and the destination's
+# is read whole); a last line without its newline yet is left out.
+guest_counters() {
+	_guest_lines "$@" | grep -ao 'rmig-counter [0-9]\+' | cut -d' ' -f2 || true
 }
 
 # guest_counter NAME: the last counter on NAME's console (0 if none yet).
@@ -321,4 +328,266 @@ guest_check_seq() {
 	[ $rc = 0 ] || GUEST_ERROR=$r
 	echo "$r"
 	return $rc
+}
+
+# --- a disk ------------------------------------------------------------------------
+# With a disk, the guest (kernel parameter rmig_disk=1, see guest-init.sh)
+# keeps its counter in a ring of records on /dev/vda and reads it back at
+# each count. The image is attached as QEMU's storage node "vda-file" (file)
+# under the format node "vda" (raw or qcow2), the disk the guest sees being
+# the virtio-blk-pci device "vda":
+#   -blockdev {"driver":"file","filename":IMG,"node-name":"vda-file"}
+#   -blockdev {"driver":FMT,"file":"vda-file","node-name":"vda"}
+#   -device virtio-blk-pci,drive=vda,id=vda
+# Same names on source and destination: QEMU matches the device by its id,
+# and an NBD export or mirror addresses the node "vda".
+
+# guest_disk_create FILE FORMAT SIZE: a new empty image (qemu-img create;
+# raw is sparse). SIZE as qemu-img takes it (64M).
+guest_disk_create() {
+	local out
+	out=$(qemu-img create -q -f "$2" "$1" "$3" 2>&1) ||
+		{ GUEST_ERROR="qemu-img create -f $2 $1 $3: $out"; return 1; }
+}
+
+# guest_disk_args FILE FORMAT: the QEMU arguments for the disk, one per line.
+guest_disk_args() {
+	local f
+	f=$(jq -cn --arg f "$1" '{driver: "file", filename: $f, "node-name": "vda-file"}') || return 1
+	printf '%s\n' -blockdev "$f" -blockdev "{\"driver\":\"$2\",\"file\":\"vda-file\",\"node-name\":\"vda\"}" \
+		-device virtio-blk-pci,drive=vda,id=vda
+}
+
+# guest_start_disk NAME FILE FORMAT [QEMU ARGS...]: guest_start with the
+# image FILE as its disk and rmig_disk=1 added to the kernel parameters
+# (GUEST_APPEND may add rmig_disk_kib=N).
+guest_start_disk() {
+	local name=$1 img=$2 fmt=$3 a
+	shift 3
+	[ -f "$img" ] || { GUEST_ERROR="no disk image $img"; return 1; }
+	mapfile -t a < <(guest_disk_args "$img" "$fmt")
+	GUEST_APPEND="rmig_disk=1${GUEST_APPEND:+ $GUEST_APPEND}" guest_start "$name" "${a[@]}" "$@"
+}
+
+# guest_start_dst_disk NAME FILE FORMAT [QEMU ARGS...]: the destination of a
+# disk guest: the same machine with its own image (of the same virtual size:
+# guest_disk_create), -S -incoming defer.
+guest_start_dst_disk() {
+	local name=$1 img=$2 fmt=$3
+	shift 3
+	guest_start_disk "$name" "$img" "$fmt" -S -incoming defer "$@"
+}
+
+# guest_disk_size FILE: the image's virtual size in bytes.
+guest_disk_size() {
+	qemu-img info -U --output=json "$1" 2>/dev/null | jq -r '."virtual-size"'
+}
+
+# guest_disk_digest FILE FORMAT: sha256 of the guest-visible content (what
+# the guest reads, whatever the format's layout), through a raw copy in
+# GUEST_DIR (qemu-img convert cannot write to a pipe); -U: a QEMU may hold it.
+guest_disk_digest() {
+	local tmp=$GUEST_DIR/.digest.$$.raw d
+	qemu-img convert -U -f "$2" -O raw "$1" "$tmp" 2>/dev/null && d=$(sha256sum <"$tmp" | cut -d' ' -f1)
+	rm -f "$tmp"
+	echo "${d:-}"
+}
+
+# guest_disk_compare SRC_FILE SRC_FORMAT DST_FILE DST_FORMAT: the two images
+# hold the same content (qemu-img compare -U, then digests, which the
+# report prints). Stop (or flush) both QEMUs first: a qcow2's metadata is
+# only in the file after a flush. Prints "SIZE DIGEST", or, returning 1,
+# the difference (also in GUEST_ERROR).
+guest_disk_compare() {
+	local out d1 d2
+	if ! out=$(qemu-img compare -U -f "$2" -F "$4" "$1" "$3" 2>&1); then
+		GUEST_ERROR="the images differ: $(tr '\n' ' ' <<<"$out")"
+		echo "$GUEST_ERROR"
+		return 1
+	fi
+	d1=$(guest_disk_digest "$1" "$2")
+	d2=$(guest_disk_digest "$3" "$4")
+	if [ -z "$d1" ] || [ "$d1" != "$d2" ]; then
+		GUEST_ERROR="digests differ: $1 ${d1:-?}, $3 ${d2:-?}"
+		echo "$GUEST_ERROR"
+		return 1
+	fi
+	echo "$(guest_disk_size "$1") $d1"
+}
+
+# guest_disk_oks FILE...: the values of the guest's "rmig-disk-ok N" lines.
+guest_disk_oks() {
+	_guest_lines "$@" | grep -ao 'rmig-disk-ok [0-9]\+' | cut -d' ' -f2 || true
+}
+
+# guest_check_disk_seq SRC_LOG DST_LOG [MIN_OK]: across a migration of a disk
+# guest, the counter goes on without a gap (guest_check_seq), no
+# "rmig-disk-BAD" line anywhere, the guest's disk checks ("rmig-disk-ok N")
+# go on without a gap too, and the destination made at least MIN_OK (5) of
+# them. Prints "FIRST..LAST COUNT, disk checks A..B (K on the destination,
+# its first: V)"; returns 1 with what is wrong (also in GUEST_ERROR).
+guest_check_disk_seq() {
+	local src=$1 dst=$2 min=${3:-5} seq bad oks dst_oks r
+	seq=$(guest_check_seq "$src" "$dst") || { echo "$seq"; return 1; }
+	bad=$(cat -- "$src" "$dst" 2>/dev/null | tr -d '\r' | grep -a -m1 'rmig-disk-BAD')
+	if [ -n "$bad" ]; then
+		GUEST_ERROR="the guest's disk check failed: $bad"
+		echo "$GUEST_ERROR"
+		return 1
+	fi
+	oks=$(guest_disk_oks "$src" "$dst")
+	r=$(awk 'NR > 1 && $1 != last + 1 { printf "disk checks go from %d to %d\n", last, $1; exit 1 }
+		{ last = $1 } NR == 1 { first = $1 } END { if (NR) printf "%d..%d", first, last }' <<<"$oks") || {
+		GUEST_ERROR=$r
+		echo "$r"
+		return 1
+	}
+	dst_oks=$(guest_disk_oks "$dst")
+	if [ "$(grep -c . <<<"$dst_oks")" -lt "$min" ]; then
+		GUEST_ERROR="the destination's guest checked its disk $(grep -c . <<<"$dst_oks") times, fewer than $min"
+		echo "$GUEST_ERROR"
+		return 1
+	fi
+	echo "$seq, disk checks $r ($(grep -c . <<<"$dst_oks") on the destination, its first: $(head -n1 <<<"$dst_oks"))"
+}
+
+# --- QEMU's own disk migration (the baseline) ------------------------------------
+# What libvirt does for a migration with non-shared disks (virsh migrate
+# --copy-storage-all; qemuMigrationSrcNBDStorageCopy, qemuMigrationSrcRun,
+# qemuMigrationSrcNBDCopyCancel, and the capabilities it always turns on),
+# by hand:
+#   destination (-S -incoming defer, its own empty image of the same size):
+#     migrate-set-capabilities late-block-activate; nbd-server-start on a
+#     unix socket; block-export-add of the node "vda", writable (which
+#     activates the image before the migration ends)
+#   source: blockdev-add an NBD client node "mig-vda" on that export;
+#     blockdev-mirror vda -> mig-vda, sync full, copy-mode write-blocking
+#     (every guest write reaches the destination before it completes, so the
+#     mirror converges whatever the guest writes), auto-dismiss off (to see
+#     how it ended); wait until the job is ready (the bulk is copied)
+#   migrate-set-capabilities pause-before-switchover on the source,
+#     migrate-incoming, migrate (unix socket)
+#   at pre-switchover (the source is stopped): block-job-cancel the mirror,
+#     which for a ready mirror copies what is left and concludes without a
+#     pivot and without an error; once it has, migrate-continue: the
+#     destination gets the device state only when its disk holds everything
+#   after the migration: job-dismiss and blockdev-del mig-vda on the source
+#     (libvirt deletes the node before migrate-continue; here it is after, so
+#     that two QMP round trips of this harness are not counted as downtime);
+#     nbd-server-stop on the destination (removes the export), and `stop`,
+#     which flushes its images (a qcow2's metadata) so that they can be
+#     compared from outside.
+# The destination is left paused: the caller compares the images (both
+# QEMUs stopped) and then runs `qmp DST cont`. Each QMP command is one qmpc
+# run here (20-40 ms: a new connection and the capabilities negotiation),
+# which libvirt, with its one connection and events, does not pay: about 3
+# of them fall in the downtime (seeing pre-switchover, the cancel, seeing
+# the job concluded, migrate-continue).
+
+# _guest_q NAME CMD [ARGS_JSON]: qmp, the reply on stdout; on an error reply
+# or no answer, GUEST_ERROR says which command on which guest, and why.
+_guest_q() {
+	local r
+	r=$(qmp "$@" 2>&1) || { GUEST_ERROR="$1: $2 ${3:-} failed: $(tr '\n' ' ' <<<"$r")"; return 1; }
+	echo "$r"
+}
+
+# _guest_wait_job NAME JOB SECONDS STATUS: poll query-jobs (every GUEST_POLL
+# s) until JOB's status is STATUS; prints the job's entry (JSON). Returns 1
+# when it is gone, aborting, or still not there after SECONDS.
+_guest_wait_job() {
+	local name=$1 job=$2 end=$(($(date +%s) + $3)) r j s
+	while :; do
+		r=$(_guest_q "$name" query-jobs) || return 1
+		j=$(jq -c --arg j "$job" '[.return[] | select(.id == $j)][0] // {status: "gone"}' <<<"$r")
+		s=$(jq -r .status <<<"$j")
+		[ "$s" = "$4" ] && { echo "$j"; return 0; }
+		case $s in gone | aborting)
+			GUEST_ERROR="$name: job $job is $s: $(jq -r '.error // ""' <<<"$j")"
+			return 1
+			;;
+		esac
+		if [ "$(date +%s)" -ge "$end" ]; then
+			GUEST_ERROR="$name: job $job still '$s' after $3 s"
+			return 1
+		fi
+		sleep "${GUEST_POLL:-0.1}"
+	done
+}
+
+# _guest_migrate_done NAME [SECONDS]: query-migrate until it ends; 1 unless
+# completed (GUEST_ERROR). Prints the last answer.
+_guest_migrate_done() {
+	local r st
+	r=$(GUEST_POLL=0.02 guest_wait_migrate "$1" "${2:-120}" completed failed cancelled) || return 1
+	st=$(jq -r .return.status <<<"$r")
+	[ "$st" = completed ] ||
+		{ GUEST_ERROR="$1: migration $st: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
+	echo "$r"
+}
+
+# guest_migrate_disk_native SRC DST [SECONDS]: migrate the running disk guest
+# SRC into DST (started with guest_start_dst_disk) QEMU's own way, above;
+# each wait at most SECONDS (120). GUEST_NATIVE_NO_MIRROR=1 leaves the mirror
+# out (a broken recipe, for a test to see fail). Sets GUEST_FIG, JSON:
+# total_ms (blockdev-mirror to the destination ready to run), mirror_ready_ms,
+# migrate_ms and downtime_ms (the source's query-migrate: total-time and
+# downtime, which counts the wait at pre-switchover), cancel_ms (the cancel
+# sent to the job seen concluded), rounds (dirty-sync-count), ram_bytes,
+# disk_bytes (the mirror's final progress). Leaves DST paused; returns 1 with
+# GUEST_ERROR.
+guest_migrate_disk_native() {
+	local s=$1 d=$2 tmo=${3:-120} nbd="$GUEST_DIR/$2.nbd" uri="unix:$GUEST_DIR/$2.sock"
+	local t0 t_ready t_cancel=0 t_done=0 r st q disk_bytes=0 mirror=1
+	[ "${GUEST_NATIVE_NO_MIRROR:-0}" = 1 ] && mirror=0
+	rm -f "$nbd" "$GUEST_DIR/$d.sock"
+	_guest_q "$d" migrate-set-capabilities \
+		'{"capabilities":[{"capability":"late-block-activate","state":true}]}' >/dev/null &&
+		_guest_q "$d" nbd-server-start "{\"addr\":{\"type\":\"unix\",\"data\":{\"path\":\"$nbd\"}}}" >/dev/null &&
+		_guest_q "$d" block-export-add \
+			'{"type":"nbd","id":"mig-vda","node-name":"vda","name":"vda","writable":true}' >/dev/null ||
+		return 1
+	t0=$(date +%s%3N)
+	if [ $mirror = 1 ]; then
+		_guest_q "$s" blockdev-add "{\"driver\":\"nbd\",\"node-name\":\"mig-vda\",\"export\":\"vda\",
+			\"server\":{\"type\":\"unix\",\"path\":\"$nbd\"}}" >/dev/null &&
+			_guest_q "$s" blockdev-mirror '{"job-id":"mig-vda","device":"vda","target":"mig-vda",
+				"sync":"full","copy-mode":"write-blocking","auto-dismiss":false}' >/dev/null &&
+			GUEST_POLL=0.05 _guest_wait_job "$s" mig-vda "$tmo" ready >/dev/null || return 1
+	fi
+	t_ready=$(date +%s%3N)
+	_guest_q "$s" migrate-set-capabilities \
+		'{"capabilities":[{"capability":"pause-before-switchover","state":true}]}' >/dev/null &&
+		_guest_q "$d" migrate-incoming "{\"uri\":\"$uri\"}" >/dev/null &&
+		_guest_q "$s" migrate "{\"uri\":\"$uri\"}" >/dev/null || return 1
+	# Poll fast from here: the source is stopped while we look.
+	r=$(GUEST_POLL=0.02 guest_wait_migrate "$s" "$tmo" pre-switchover completed failed cancelled) || return 1
+	st=$(jq -r .return.status <<<"$r")
+	[ "$st" = pre-switchover ] ||
+		{ GUEST_ERROR="$s: migration $st before pre-switchover: $(jq -r '.return."error-desc" // ""' <<<"$r")"; return 1; }
+	if [ $mirror = 1 ]; then
+		t_cancel=$(date +%s%3N)
+		_guest_q "$s" block-job-cancel '{"device":"mig-vda"}' >/dev/null || return 1
+		r=$(GUEST_POLL=0.02 _guest_wait_job "$s" mig-vda "$tmo" concluded) || return 1
+		t_done=$(date +%s%3N)
+		[ "$(jq -r '.error // ""' <<<"$r")" = "" ] ||
+			{ GUEST_ERROR="$s: the mirror ended with an error: $(jq -r .error <<<"$r")"; return 1; }
+		disk_bytes=$(jq '."current-progress" // 0' <<<"$r")
+	fi
+	_guest_q "$s" migrate-continue '{"state":"pre-switchover"}' >/dev/null || return 1
+	q=$(_guest_migrate_done "$s" "$tmo") || return 1
+	if [ $mirror = 1 ]; then
+		_guest_q "$s" job-dismiss '{"id":"mig-vda"}' >/dev/null &&
+			_guest_q "$s" blockdev-del '{"node-name":"mig-vda"}' >/dev/null || return 1
+	fi
+	_guest_migrate_done "$d" 30 >/dev/null &&
+		_guest_q "$d" nbd-server-stop >/dev/null &&
+		_guest_q "$d" stop >/dev/null || return 1
+	st=$(guest_status "$d")
+	[ "$st" = "paused false" ] || { GUEST_ERROR="$d is '$st' after the migration, not 'paused false'"; return 1; }
+	GUEST_FIG=$(jq -c --argjson total $(($(date +%s%3N) - t0)) --argjson ready $((t_ready - t0)) \
+		--argjson cancel $((t_done - t_cancel)) --argjson disk "$disk_bytes" --argjson mirror $mirror \
+		'.return | {total_ms: $total, mirror_ready_ms: $ready, migrate_ms: ."total-time",
+		downtime_ms: .downtime, cancel_ms: $cancel, rounds: .ram."dirty-sync-count",
+		ram_bytes: .ram.transferred, disk_bytes: $disk, mirror: ($mirror == 1)}' <<<"$q")
 }

@@ -2,7 +2,8 @@
 # Prepare the QEMU test guest: the Debian kernel that tests/rxe/setup.sh
 # downloads (it is called for that, and for QEMU and busybox-static) and a
 # tiny busybox initramfs whose /init is tests/qemu/guest-init.sh (a counter on
-# the serial console that dirties memory; no modules). Idempotent and cached
+# the serial console that dirties memory and, with rmig_disk=1, writes its disk;
+# the only modules are virtio_blk and virtio_pci, with what they depend on). Idempotent and cached
 # under ${QEMU_BUILD_DIR:-build/qemu}/: a second run only checks and prints
 # "ready". The kernel comes from ${RXE_BUILD_DIR:-build/rxe}.
 # Exit 0 ready, 77 "SKIP: reason" when qemu or the kernel cannot be had at
@@ -43,10 +44,20 @@ fi
 
 # --- initramfs -------------------------------------------------------------------
 init_src="$here/guest-init.sh"
+kv=$(cat "$rxe_out/kernel-release" 2>/dev/null || echo '?')
+# The disk guest (rmig_disk=1) needs virtio_blk on virtio_pci: modules in
+# Debian's kernel, taken with what they depend on from the package
+# tests/rxe/setup.sh unpacked (its depmod made modules.dep there).
+modules=(virtio_pci virtio_blk)
+kdir=""
+for d in "$rxe_out"/unpacked-*; do
+	[ -d "$d/lib/modules/$kv" ] && kdir=$d
+done
+[ -n "$kdir" ] || die "no unpacked kernel with modules for $kv in $rxe_out"
 stamp=$({
 	for f in "$rxe_out/vmlinuz" "$init_src" "${BASH_SOURCE[0]}" "$bb"; do sha256sum <"$f"; done
+	echo "$kv ${modules[*]}"
 } | sha256sum | cut -d' ' -f1)
-kv=$(cat "$rxe_out/kernel-release" 2>/dev/null || echo '?')
 
 if [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/vmlinuz" ] &&
 	[ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then
@@ -57,11 +68,25 @@ fi
 note "building the guest's initramfs"
 ir=$(mktemp -d "$out/initramfs.XXXXXX")
 trap 'rm -rf "$ir"' EXIT
-mkdir -p "$ir"/{bin,proc,sys,dev,tmp}
+mkdir -p "$ir"/{bin,sbin,proc,sys,dev,tmp,lib/modules/"$kv"}
 cp "$bb" "$ir/bin/busybox"
 for a in $("$bb" --list); do
 	[ "$a" = busybox ] || ln -s busybox "$ir/bin/$a"
 done
+# /sbin/modprobe too: the kernel runs it for request_module.
+ln -s ../bin/modprobe "$ir/sbin/modprobe"
+for m in "${modules[@]}"; do
+	deps=$(modprobe -d "$kdir" -S "$kv" --show-depends "$m" 2>/dev/null) ||
+		die "module $m not found in $kv ($kdir)"
+	while read -r kind path _; do
+		[ "$kind" = insmod ] || continue # "builtin x": nothing to copy
+		rel=${path#"$kdir"/}
+		mkdir -p "$ir/$(dirname "$rel")"
+		cp "$path" "$ir/$rel"
+	done <<<"$deps"
+done
+cp "$kdir/lib/modules/$kv"/modules.{order,builtin,builtin.modinfo} "$ir/lib/modules/$kv/"
+depmod -b "$ir" "$kv" || die "depmod on the initramfs failed"
 install -m 0755 "$init_src" "$ir/init"
 (cd "$ir" && find . -print0 | LC_ALL=C sort -z | cpio -o -0 -H newc --quiet | gzip -1) \
 	>"$out/initramfs.cpio.gz.tmp" || die "cpio/gzip of the initramfs failed"
