@@ -984,8 +984,9 @@ static int accept_disk(struct rmig_backend *be, json_t *blocks, const struct rmi
 		    src->name);
 		return -EEXIST;
 	}
+	/* The layout as accepted, with our own storage's identity: the engine
+	 * checks it against the source's too. */
 	desc->block_size = src->block_size;
-	memcpy(desc->identity, src->identity, 16); /* the layout as accepted */
 	return 0;
 }
 
