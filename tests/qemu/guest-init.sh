@@ -101,7 +101,7 @@ disk_write() {
 		echo "rmig-disk-BAD write of $1 failed" >/dev/ttyS0
 	[ "$mv_pages" -gt 0 ] || return 0
 	[ $((mv_at + mv_pages)) -le "$mv_blocks" ] || mv_at=0
-	dd if=/dev/shm/pool of=$dev bs=4k count=$mv_pages \
+	dd if=/dev/shm/pool of=$dev bs=4k count="$mv_pages" \
 		skip=$((($1 * 53) % (pool_pages - mv_pages))) seek=$((mv_first + mv_at)) \
 		conv=notrunc oflag=direct 2>/dev/null ||
 		echo "rmig-disk-BAD write of the moving region at block $((mv_first + mv_at)) failed" >/dev/ttyS0
