@@ -4,6 +4,7 @@
  * The migration runs on the main thread; a libevent loop on a second thread
  * handles SIGINT/SIGTERM (cancel: roll back) and redraws the progress line.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -43,6 +44,9 @@ static const char usage_text[] =
     "\n"
     "common options:\n"
     "  -b, --backend SPEC      guest backend (default sim; see below)\n"
+    "  --disks[=ID,...]        both sides: also migrate the guest's local disks, all\n"
+    "                          writable ones or those named (the backend's disks=\n"
+    "                          option: qemu:...,disks=all)\n"
     "  -p, --port PORT         the port when HOST[:PORT] or --listen names none (7471)\n"
 
     "  --control PATH          unix socket (0600) for rmig status/set/postcopy/cancel while\n"
@@ -952,6 +956,7 @@ enum {
 	OPT_RECORD,
 	OPT_TIMEOUT,
 	OPT_DRY_RUN,
+	OPT_DISKS,
 };
 
 static const struct option long_opts[] = {
@@ -996,6 +1001,7 @@ static const struct option long_opts[] = {
 	{ "record", required_argument, NULL, OPT_RECORD },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "dry-run", no_argument, NULL, OPT_DRY_RUN },
+	{ "disks", optional_argument, NULL, OPT_DISKS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -1113,11 +1119,39 @@ struct cli {
 	enum mode mode;
 	struct rmig_config cfg;
 	const char *backend, *listen_arg, *bench_size, *psk_file, *control, *record;
+	const char *disks; /* --disks: "all" or ID,ID */
 	int keep_listening, resume_source, verify_given, stall_given, json;
 	unsigned max_sessions; /* 0: not given */
 	char host[256];
 	char bench_backend[128];
+	char disks_backend[1024]; /* the backend spec with --disks' disks= */
 };
+
+/* --disks[=ID,...]: the backend's own option, disks=all or disks=ID+ID (its
+ * options are comma-separated). Ids are device names: letters, digits and
+ * "_.-" only, so that nothing else reaches the backend's spec. */
+static void add_disks_option(struct cli *c)
+{
+	char ids[512];
+	size_t i;
+
+	if (strlen(c->disks) >= sizeof(ids) || !*c->disks)
+		die_usage("--disks: give all, or disk ids separated by commas");
+	for (i = 0; c->disks[i]; i++) {
+		char ch = c->disks[i];
+
+		if (!isalnum((unsigned char)ch) && !strchr("_.-,", ch))
+			die_usage("--disks: '%c' in a disk id (letters, digits, _ . - only)", ch);
+		ids[i] = ch == ',' ? '+' : ch;
+	}
+	ids[i] = 0;
+	if (strstr(c->backend, "disks="))
+		die_usage("--disks and a disks= in --backend: give one");
+	if ((size_t)snprintf(c->disks_backend, sizeof(c->disks_backend), "%s%sdisks=%s", c->backend,
+			     strchr(c->backend, ':') ? "," : ":", ids) >= sizeof(c->disks_backend))
+		die_usage("--backend with --disks: too long");
+	c->backend = c->disks_backend;
+}
 
 static void parse_options(struct cli *c, int argc, char *argv[])
 {
@@ -1234,6 +1268,7 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 		case OPT_RESUME_SOURCE: c->resume_source = 1; break;
 		case OPT_POSTCOPY: cfg->postcopy = 1; break;
 		case OPT_DRY_RUN: cfg->dry_run = 1; break;
+		case OPT_DISKS: c->disks = optarg ? optarg : "all"; break;
 		case OPT_PREALLOC: cfg->prealloc = 1; break;
 		case OPT_MAX_SESSIONS:
 			c->max_sessions = parse_uint("--max-sessions", optarg, 1, 64);
@@ -1296,6 +1331,10 @@ static void parse_operands(struct cli *c, int argc, char *argv[])
 			die_usage("recv needs --listen ADDR[:PORT]");
 		parse_listen(c->listen_arg, c->host, sizeof(c->host), &c->cfg.port);
 	}
+	if (c->disks && c->mode == MODE_BENCH)
+		die_usage("--disks is for send and recv");
+	if (c->disks)
+		add_disks_option(c);
 	if (c->mode == MODE_BENCH) {
 		snprintf(c->bench_backend, sizeof(c->bench_backend),
 			 "sim:size=%s,dirty-rate=0,zero=0%%", c->bench_size);

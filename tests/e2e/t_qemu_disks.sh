@@ -28,13 +28,16 @@ DISK_KIB=${DISK_KIB:-256}
 WARM=20 # counts before migrating: the ring (16 records) has wrapped
 RING_BYTES=8192
 
-# migrate_disk NAME: rmig send/recv of guest src-NAME to dst-NAME with
-# disks=all; sets SEND_RC, RECV_RC; outputs in $T/NAME.{send,recv}.{out,err}.
+# migrate_disk NAME [DISKS]: rmig send/recv of guest src-NAME to dst-NAME,
+# the disks chosen by the tool's --disks=DISKS, or by the backend's own
+# disks=all without DISKS; sets SEND_RC, RECV_RC; outputs in
+# $T/NAME.{send,recv}.{out,err}.
 migrate_disk() {
-	local n=$1
-	start_recv "$n.recv" --transport tcp --backend "qemu:qmp=$(guest_qmp_socket "dst-$n"),disks=all"
-	"$RMIG" send --json --transport tcp --downtime-ms 300 \
-		--backend "qemu:qmp=$(guest_qmp_socket "src-$n"),disks=all" \
+	local n=$1 spec=",disks=all" opt=()
+	[ -z "${2:-}" ] || { spec="" opt=(--disks="$2"); }
+	start_recv "$n.recv" --transport tcp --backend "qemu:qmp=$(guest_qmp_socket "dst-$n")$spec" "${opt[@]}"
+	"$RMIG" send --json --transport tcp --downtime-ms 300 "${opt[@]}" \
+		--backend "qemu:qmp=$(guest_qmp_socket "src-$n")$spec" \
 		"127.0.0.1:$PORT" >"$T/$n.send.out" 2>"$T/$n.send.err" &
 	SEND_PID=$!
 	PIDS="$PIDS $SEND_PID"
@@ -49,7 +52,8 @@ diff_blocks() {
 	cmp -l "$1" "$2" 2>/dev/null | awk '{ b = int(($1 - 1) / 4096); if (b != last) print b; last = b }'
 }
 
-# run FMT KIB: migrate a guest on a FMT image writing KIB per count.
+# run FMT KIB [DISKS]: migrate a guest on a FMT image writing KIB per count
+# (DISKS: migrate_disk's).
 run() {
 	local f=$1 kib=$2 n=$1 src_last seq c0 blocks allowed
 	guest_disk_create "$T/src-$n.img" "$f" 64M || fail "$GUEST_ERROR"
@@ -59,7 +63,7 @@ run() {
 	guest_wait_counter "src-$n" $WARM 90 || fail "$f: $GUEST_ERROR"
 	GUEST_APPEND="rmig_disk_kib=$kib" guest_start_dst_disk "dst-$n" "$T/dst-$n.img" "$f" ||
 		fail "$f: $GUEST_ERROR"
-	migrate_disk "$n"
+	migrate_disk "$n" "${3:-}"
 	expect_eq "$f: send exit code ($(tail -c 300 "$T/$n.send.err"))" "$SEND_RC" 0
 	expect_eq "$f: recv exit code ($(tail -c 300 "$T/$n.recv.err"))" "$RECV_RC" 0
 	expect_eq "$f: source result" "$(summary "$T/$n.send.out" result)" migrated
@@ -100,7 +104,7 @@ run() {
 
 FIGURES=""
 run raw 0
-run qcow2 "$DISK_KIB"
+run qcow2 "$DISK_KIB" vda # the tool's --disks=vda
 
 # --- a destination disk smaller than the source's: refused before anything
 guest_disk_create "$T/src-small.img" raw 64M || fail "$GUEST_ERROR"
