@@ -17,10 +17,13 @@
 # longest a guest thread waits for a page, pages sent per page
 # (scripts/bench_recovery.sh).
 # (11) a guest's disk against a local copy of the same bytes
-# (scripts/bench_disk.sh).
+# (scripts/bench_disk.sh). (12) a QEMU guest writing its disk, migrated by
+# QEMU's own recipe (blockdev-mirror + migrate) and by rmig with disks=all
+# (scripts/bench_qdisk.sh).
 # BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
 # touching bench/; BENCH_ONLY=verify runs (8) alone, the same way,
-# BENCH_ONLY=tls (9), BENCH_ONLY=recovery (10) and BENCH_ONLY=disk (11).
+# BENCH_ONLY=tls (9), BENCH_ONLY=recovery (10), BENCH_ONLY=disk (11) and
+# BENCH_ONLY=qdisk (12).
 set -u
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
@@ -68,10 +71,12 @@ verify_section() {
 tls_section() { section tls "TLS 1.3: plaintext against --tls, and AES-GCM's speed"; }
 # (11) A guest's disk, against a local copy of the same bytes.
 disk_section() { section disk "A guest's disk: rmig against a local copy of the same bytes"; }
+# (12) A QEMU guest's disk: QEMU's recipe against rmig's.
+qdisk_section() { section qdisk "A QEMU guest writing its disk: QEMU's blockdev-mirror + migrate, and rmig with --disks"; }
 # (10) Post-copy recovery.
 recovery_section() { section recovery "Post-copy recovery: a link cut while the guest waits for a page"; }
 case ${BENCH_ONLY:-} in
-verify | tls | recovery | disk)
+verify | tls | recovery | disk | qdisk)
 	"${BENCH_ONLY}_section"
 	exit 0
 	;;
@@ -188,6 +193,7 @@ cp "$T/tls/tls.json" bench/ 2>/dev/null
 recovery_md=$(recovery_section)
 cp "$T/recovery/recovery.json" bench/ 2>/dev/null
 disk_md=$(disk_section)
+qdisk_md=$(qdisk_section)
 cp "$T/disk/disk.json" bench/ 2>/dev/null
 
 # (4) Downtime and total time against dirty rate (scripts/bench_sweep.sh):
@@ -248,6 +254,8 @@ json_of() { jq -ce . "$1" 2>/dev/null | grep . || echo null; }
 	echo
 	echo "$disk_md"
 	echo
+	echo "$qdisk_md"
+	echo
 	echo "## RDMA, soft-RoCE (rdma_rxe in a QEMU/TCG VM), one boot"
 	echo
 	echo "$rxe_table"
@@ -262,7 +270,8 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson tls "$(json_of "$T/tls/tls.json")" \
 	--argjson recovery "$(json_of "$T/recovery/recovery.json")" \
 	--argjson disk "$(json_of "$T/disk/disk.json")" \
-	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery, disk: $disk}' \
+	--argjson qdisk "$(json_of "$T/qdisk/qdisk.json")" \
+	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery, disk: $disk, qdisk: $qdisk}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
 scripts/bench_plots.sh bench
