@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 #define XXH_INLINE_ALL /* the module links no libxxhash */
@@ -372,7 +373,45 @@ static int describe(struct rmig_backend *be, json_t *info, uint32_t id, struct r
 	return d->limits ? 0 : -ENOMEM;
 }
 
-/* Source, disks=all: every writable device, in query-block's order. */
+/* Filesystems whose files other hosts see too (statfs's f_type). */
+static int network_fs(long type)
+{
+	static const long shared[] = {
+		0x6969,	    /* NFS */
+		0xff534d42, /* CIFS */
+		0xfe534d42, /* SMB2 */
+		0x00c36400, /* Ceph */
+		0x01161970, /* GFS2 */
+		0x7461636f, /* OCFS2 */
+		0x47504653, /* GPFS */
+		0x0bd00bd0, /* Lustre */
+		0x65735546, /* FUSE (GlusterFS, CephFS-fuse, sshfs...) */
+	};
+
+	for (size_t i = 0; i < sizeof(shared) / sizeof(shared[0]); i++)
+		if ((long)(uint32_t)type == shared[i])
+			return 1;
+	return 0;
+}
+
+/* disks=all takes only local storage: an image that is not a local file
+ * or block device (NBD, iSCSI, RBD: a json: or protocol filename), or a
+ * file on a network filesystem, is shared storage the destination reaches
+ * itself; copying it would be wasted at best. disks=ID takes it anyway
+ * (the destination then refuses the same storage by its identity). */
+static int on_shared_storage(json_t *info)
+{
+	const char *path = image_file(json_object_get(info, "inserted"));
+	struct statfs fs;
+	struct stat st;
+
+	if (!path || stat(path, &st) || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+		return 1;
+	return S_ISREG(st.st_mode) && !statfs(path, &fs) && network_fs((long)fs.f_type);
+}
+
+/* Source, disks=all: every writable device on local storage, in
+ * query-block's order. */
 static int select_all(struct rmig_backend *be, struct qemu_disks *qd, json_t *blocks)
 {
 	size_t i;
@@ -383,7 +422,7 @@ static int select_all(struct rmig_backend *be, struct qemu_disks *qd, json_t *bl
 	{
 		int rc;
 
-		if (!disk_usable(info, &why))
+		if (!disk_usable(info, &why) || on_shared_storage(info))
 			continue;
 		if (qd->n == RMIG_MAX_DISKS) {
 			rmig_backend_err(be,

@@ -116,8 +116,16 @@ img raw src-a.raw ${MIB}M
 img qcow2 src-b.qcow2 ${MIB}M
 img raw dst-a.raw ${MIB}M
 img qcow2 dst-b.qcow2 ${MIB}M
+# A writable drive on storage other hosts reach too (an NBD server here):
+# disks=all leaves it, as the read-only one.
+img raw net.raw 4M
+qemu-nbd -f raw -t --socket="$T/net.sock" "$T/net.raw" 2>"$T/qemu-nbd.err" &
+PIDS="$PIDS $!"
+for _ in $(seq 100); do [ -S "$T/net.sock" ] && break; sleep 0.05; done
+[ -S "$T/net.sock" ] || fail "qemu-nbd did not start: $(cat "$T/qemu-nbd.err")"
 # shellcheck disable=SC2046 # word splitting wanted
-vm src $(disks src) -drive if=none,id=cd,file="$T/src-a.raw",format=raw,readonly=on
+vm src $(disks src) -drive if=none,id=cd,file="$T/src-a.raw",format=raw,readonly=on \
+	-drive if=none,id=net,file="nbd+unix:///?socket=$T/net.sock",format=raw
 # shellcheck disable=SC2046
 vm dst -incoming defer $(disks dst)
 qio src vda "write -P 0x5a 1M 64k"
@@ -155,7 +163,7 @@ timeout -k 2 60 "$CHECK" --rounds 3 --hook 300 "$T/midcopy.sh" --throttle 104857
 expect_eq "qemu_disk_check exit code" "$rc" 0
 grep -q '^disk 0: vda, 16777216 bytes, block 65536$' "$T/copy.out" || fail "vda is not disk 0"
 grep -q '^disk 1: vdb, 16777216 bytes, block 65536$' "$T/copy.out" || fail "vdb is not disk 1"
-grep -q '^disk 2' "$T/copy.out" && fail "disks=all took the read-only drive cd"
+grep -q '^disk 2' "$T/copy.out" && fail "disks=all took a third drive: $(grep '^disk 2' "$T/copy.out")"
 for d in vda vdb; do
 	n=$(sed -n "s/^round 2: disk $d: \([0-9]*\) blocks.*/\1/p" "$T/copy.out")
 	[ "${n:-0}" -ge 2 ] || fail "round 2 copied ${n:-no} blocks of $d: the mid-copy writes were not seen"
