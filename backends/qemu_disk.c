@@ -43,6 +43,7 @@
 #include <xxhash.h>
 
 #include "qemu_internal.h"
+#include "storage_id.h"
 
 #define DISK_BLOCK (64u << 10)	 /* the block size and the bitmaps' granularity */
 #define POOL 4			 /* NBD handles per disk: reads come from several threads */
@@ -267,24 +268,11 @@ static void list_names(json_t *blocks, char *out, size_t len)
  * hashed as sim's disk does. Not a local file (NBD, json:...): all zero. */
 static void file_identity(const char *path, uint8_t id[16])
 {
-	char boot[64] = "";
 	struct stat st;
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
-	uint64_t key[2], h[2];
 
 	memset(id, 0, 16);
-	if (f) {
-		if (!fgets(boot, sizeof(boot), f))
-			boot[0] = 0;
-		fclose(f);
-	}
-	if (!path || stat(path, &st) || !(S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
-		return;
-	key[0] = (uint64_t)st.st_dev;
-	key[1] = (uint64_t)st.st_ino;
-	h[0] = XXH3_64bits_withSeed(key, sizeof(key), XXH3_64bits(boot, strlen(boot)));
-	h[1] = XXH3_64bits_withSeed(key, sizeof(key), h[0]);
-	memcpy(id, h, 16);
+	if (path && !stat(path, &st) && (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode)))
+		rmig_storage_id(&st, id);
 }
 
 static const char *image_file(json_t *inserted)
@@ -899,27 +887,35 @@ static int nbd_errno(void)
 	return e > 0 ? -e : -EIO;
 }
 
-/* Called from the data channels' threads: be->err is left alone. */
-int rmig_qemu_disk_read(struct rmig_backend *be, size_t index, uint64_t offset, void *buf,
-			size_t len)
+/* len bytes at offset through c, in requests QEMU's server takes: read
+ * into buf, or write from it. */
+static int nbd_io(struct nbd_conn *c, int write, uint64_t offset, void *buf, size_t len)
 {
-	struct nbd_conn *c = conn_for(qds(be), index);
 	int rc = 0;
 
-	if (!c)
-		return -EINVAL;
 	pthread_mutex_lock(&c->lock);
 	for (size_t done = 0; !rc && done < len;) {
 		size_t n = len - done < NBD_IO_MAX ? len - done : NBD_IO_MAX;
+		char *at = (char *)buf + done;
 
 		if (!c->h)
 			rc = -ENOTCONN;
-		else if (nbd_pread(c->h, (char *)buf + done, n, offset + done, 0) == -1)
+		else if ((write ? nbd_pwrite(c->h, at, n, offset + done, 0)
+				: nbd_pread(c->h, at, n, offset + done, 0)) == -1)
 			rc = nbd_errno();
 		done += n;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+/* Called from the data channels' threads: be->err is left alone. */
+int rmig_qemu_disk_read(struct rmig_backend *be, size_t index, uint64_t offset, void *buf,
+			size_t len)
+{
+	struct nbd_conn *c = conn_for(qds(be), index);
+
+	return c ? nbd_io(c, 0, offset, buf, len) : -EINVAL;
 }
 
 int rmig_qemu_disk_throttle(struct rmig_backend *be, uint64_t bytes_per_s)
@@ -1081,22 +1077,9 @@ int rmig_qemu_disk_write(struct rmig_backend *be, size_t index, uint64_t offset,
 			 size_t len)
 {
 	struct nbd_conn *c = conn_for(qds(be), index);
-	int rc = 0;
 
-	if (!c)
-		return -EINVAL;
-	pthread_mutex_lock(&c->lock);
-	for (size_t done = 0; !rc && done < len;) {
-		size_t n = len - done < NBD_IO_MAX ? len - done : NBD_IO_MAX;
-
-		if (!c->h)
-			rc = -ENOTCONN;
-		else if (nbd_pwrite(c->h, (const char *)buf + done, n, offset + done, 0) == -1)
-			rc = nbd_errno();
-		done += n;
-	}
-	pthread_mutex_unlock(&c->lock);
-	return rc;
+	/* nbd_pwrite only reads buf. */
+	return c ? nbd_io(c, 1, offset, (void *)(uintptr_t)buf, len) : -EINVAL;
 }
 
 int rmig_qemu_disk_write_zeroes(struct rmig_backend *be, size_t index, uint64_t offset,

@@ -22,6 +22,7 @@
 
 #include "sim_disk.h"
 #include "sim_rng.h"
+#include "storage_id.h"
 
 #define WRITE_BYTES 4096u
 #define MAX_DISK (1ull << 46) /* the wire's limit (RMIG_MAX_DISK_BYTES): 64 TiB */
@@ -51,23 +52,10 @@ struct sim_disk {
  * storage seen by one kernel - then has the same identity. */
 static void file_identity(int fd, uint8_t id[16])
 {
-	char boot[64] = "";
 	struct stat st;
-	FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
-	uint64_t key[2], h[2];
 
-	if (f) {
-		if (!fgets(boot, sizeof(boot), f))
-			boot[0] = 0;
-		fclose(f);
-	}
-	if (fstat(fd, &st))
-		return;
-	key[0] = (uint64_t)st.st_dev;
-	key[1] = (uint64_t)st.st_ino;
-	h[0] = XXH3_64bits_withSeed(key, sizeof(key), XXH3_64bits(boot, strlen(boot)));
-	h[1] = XXH3_64bits_withSeed(key, sizeof(key), h[0]);
-	memcpy(id, h, 16);
+	if (!fstat(fd, &st))
+		rmig_storage_id(&st, id);
 }
 
 /* One guest write; its block's dirty bit unless report is 0 (disk-lie). */

@@ -1311,6 +1311,19 @@ static int prepare(struct sender *s)
 	return 0;
 }
 
+/* Connected: the senders' pool, and every payload starts tracking what
+ * changes (the first round is everything); setup ends here. */
+static int start_sending(struct sender *s)
+{
+	int rc = rmig_tx_create(s->ctx, &s->tx);
+
+	if (!rc)
+		rc = RMIG_PAYLOADS_CALL(&s->ps, save_start);
+	if (!rc)
+		rmig_status_setup_done(s->ctx);
+	return rc;
+}
+
 /* Everything up to and including the commit. */
 static int migrate(struct sender *s, struct rmig_msg *m)
 {
@@ -1332,12 +1345,9 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	plan_verify_cost(s);
 	/* The handshake started the heartbeats: from here a failure is a rollback. */
 	rmig_phase_enter(ctx, RMIG_SRC_PRECOPY);
-	rc = rmig_tx_create(ctx, &s->tx);
-	if (!rc)
-		rc = RMIG_PAYLOADS_CALL(&s->ps, save_start);
+	rc = start_sending(s);
 	if (rc)
 		return rc;
-	rmig_status_setup_done(ctx);
 	if (s->live) {
 		/* The disks first, while the guest runs; the hypervisor's own
 		 * pre-copy after, the disks' last round at its pause. */
@@ -1413,12 +1423,9 @@ static int probe(struct sender *s, struct rmig_round_stats *rs, struct rmig_pend
 	int rc;
 
 	ctx->probe_bytes = probe_budget(ctx);
-	rc = rmig_tx_create(ctx, &s->tx);
-	if (!rc)
-		rc = RMIG_PAYLOADS_CALL(&s->ps, save_start);
+	rc = start_sending(s);
 	if (rc)
 		return rc;
-	rmig_status_setup_done(ctx);
 	t0 = rmig_now_s();
 	ctx->probe_end_ms = rmig_now_ms() + PROBE_MS;
 	rs->round = 1;
