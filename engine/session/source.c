@@ -585,7 +585,10 @@ static int round_out(struct sender *s, struct rmig_round_stats *rs, struct rmig_
 }
 
 /* The round barrier: the round out, then ROUND_ACK says the destination
- * holds all of it. */
+ * holds all of it. A payload's message may come first: after a failover
+ * in the disks' pre-copy, before a hypervisor's stream began, the
+ * destination's first word on the new link is where its stream stands
+ * (STREAM_ACK 0), which the stream payload takes. */
 static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
 {
 	struct rmig_ctx *ctx = s->ctx;
@@ -593,7 +596,7 @@ static int round_barrier(struct sender *s, struct rmig_round_stats *rs)
 	int rc = round_out(s, rs, &m);
 
 	if (!rc)
-		rc = rmig_ctrl_expect(ctx, RMIG_MSG_ROUND_ACK, &m, (int)ctx->cfg.link_timeout_ms);
+		rc = expect_serving(s, RMIG_MSG_ROUND_ACK, &m);
 	if (!rc && m.u.value != rs->round)
 		rc = rmig_err(ctx, -EPROTO, "protocol error: ROUND_ACK for round %llu, expected %u",
 			      (unsigned long long)m.u.value, rs->round);

@@ -157,4 +157,30 @@ left=$(qmp src-kill query-block-exports | jq -r '.return[]?.id' | xargs)
 bitmaps=$(qmp src-kill query-block | jq -r '.return[]?.inserted."dirty-bitmaps"[]?.name' | xargs)
 [ -z "$bitmaps" ] || fail "dirty bitmaps left on the source after the rollback: $bitmaps"
 
-pass "${FIGURES% ;} smaller disk refused; destination killed: rolled back, source clean"
+# --- the link lost in the disks' pre-copy (a cut on the first ROUND_END,
+# before QEMU's stream began): the sender fails over and the migration
+# goes on (the destination's first word on the new link, where its stream
+# stands, came before the round's ROUND_ACK and was refused: exit 3)
+PROXY=$(dirname "$RMIG")/tests/faultproxy
+guest_disk_create "$T/src-cut.img" raw 64M || fail "$GUEST_ERROR"
+guest_disk_create "$T/dst-cut.img" raw 64M || fail "$GUEST_ERROR"
+guest_start_disk src-cut "$T/src-cut.img" raw || fail "$GUEST_ERROR"
+guest_wait_counter src-cut 3 90 || fail "$GUEST_ERROR"
+guest_start_dst_disk dst-cut "$T/dst-cut.img" raw || fail "$GUEST_ERROR"
+start_recv cut.recv --transport tcp --backend "qemu:qmp=$(guest_qmp_socket dst-cut),disks=all"
+start_faultproxy cut --cut-on ROUND_END:1
+"$RMIG" send --json --transport tcp --backend "qemu:qmp=$(guest_qmp_socket src-cut),disks=all" \
+	"127.0.0.1:$PPORT" >"$T/cut.send.out" 2>"$T/cut.send.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+wait_pid "$SEND_PID" 120
+expect_eq "cut in the disks' pre-copy: send exit code ($(grep -v '^{' "$T/cut.send.err" | tail -1))" "$RC" 0
+wait_pid "$RECV_PID" 60
+expect_eq "cut in the disks' pre-copy: recv exit code" "$RC" 0
+grep -q '^faultproxy: cut on ROUND_END' "$T/cut-proxy.err" || fail "the proxy did not cut"
+expect_eq "cut in the disks' pre-copy: failovers" "$(summary "$T/cut.send.out" failovers)" 1
+expect_eq "cut in the disks' pre-copy: disks verified" "$(summary "$T/cut.send.out" disks_verified)" true
+guest_kill src-cut
+guest_kill dst-cut
+
+pass "${FIGURES% ;} smaller disk refused; destination killed: rolled back, source clean; a cut in the disks' pre-copy failed over"
