@@ -273,14 +273,15 @@ lv_link() {
 # lv_relay_socat SRC DST PATH PORT: socat at both ends, a new TCP connection
 # per accepted UNIX connection (fork), each connecting to PATH in DST only
 # then (QEMU creates its incoming socket only when the migration starts).
-# The two listeners' pids go to _LV_RELAY_PIDS[PATH] (lv_relay_cut_socat).
+# The two listeners' pids go to _LV_RELAY_PIDS[PATH] (lv_relay_cut_socat):
+# nsenter, not lv_in, so that $! is socat itself (nsenter execs it).
 lv_relay_socat() {
 	local s=$1 d=$2 path=$3 port=$4 tag p1 p2
 	tag=$(basename "$path" .sock)
-	lv_in "$d" socat -d TCP-LISTEN:"$port",bind="${_LV_ADDR[$d]}",reuseaddr,fork UNIX-CONNECT:"$path" \
+	nsenter -t "${_LV_HOLDER[$d]}" -m -n -u -- socat -d TCP-LISTEN:"$port",bind="${_LV_ADDR[$d]}",reuseaddr,fork UNIX-CONNECT:"$path" \
 		</dev/null >/dev/null 2>"$LV_DIR/relay-$tag-$d.err" &
 	p1=$!
-	lv_in "$s" socat -d UNIX-LISTEN:"$path",unlink-early,mode=0600,fork TCP:"${_LV_ADDR[$d]}":"$port" \
+	nsenter -t "${_LV_HOLDER[$s]}" -m -n -u -- socat -d UNIX-LISTEN:"$path",unlink-early,mode=0600,fork TCP:"${_LV_ADDR[$d]}":"$port" \
 		</dev/null >/dev/null 2>"$LV_DIR/relay-$tag-$s.err" &
 	p2=$!
 	_LV_RELAY_PIDS[$path]="$p1 $p2"
@@ -288,15 +289,22 @@ lv_relay_socat() {
 }
 
 # lv_relay_cut_socat PATH: the channel PATH breaks for good: its two
-# listeners and every connection they forked are killed (each by its pid:
-# socat's forked children are the listeners' children).
+# listeners and every connection they forked (their children) are killed,
+# each by its pid.
 lv_relay_cut_socat() {
 	local p pids=${_LV_RELAY_PIDS[$1]:-}
 	[ -n "$pids" ] || { LV_ERROR="no relay for $1"; return 1; }
 	for p in $pids; do
-		kill -9 $(ps -o pid= --ppid "$p") "$p" 2>/dev/null
+		kill -9 $(_lv_tree "$p") 2>/dev/null
 	done
 	_LV_RELAY_PIDS[$1]=""
+}
+
+# _lv_tree PID: PID and all its descendants.
+_lv_tree() {
+	local c
+	echo "$1"
+	for c in $(ps -o pid= --ppid "$1"); do _lv_tree "$c"; done
 }
 
 # _lv_wait_listen NAME PATH: until PATH is a socket in NAME (5 s).
@@ -484,4 +492,13 @@ lv_job_completed() {
 	lv_virsh "$1" domjobinfo --completed "$2" 2>/dev/null |
 		awk -F: '/^Time elapsed:/ { split($2, a, " "); t = a[1] } /^Total downtime:/ { split($2, a, " "); d = a[1] }
 			END { print (t == "" ? "?" : t), (d == "" ? "?" : d) }'
+}
+
+# lv_job_bytes HOST NAME: bytes the running job has processed so far
+# (domjobinfo "Data processed", in virsh's units turned back into bytes); 0
+# before QEMU's stream has started.
+lv_job_bytes() {
+	lv_virsh "$1" domjobinfo "$2" 2>/dev/null | awk '/^Data processed:/ {
+		m = 1; if ($4 == "KiB") m = 1024; if ($4 == "MiB") m = 1048576; if ($4 == "GiB") m = 1073741824
+		b = $3 * m } END { printf "%d\n", b }'
 }
