@@ -83,14 +83,14 @@ exec sleep 86400'
 
 # lv_ns NAME: the namespaces of host NAME (holder process, mounts). 10 s.
 lv_ns() {
-	local n=$1 d=$LV_DIR/$1 pid i
+	local n=$1 d=$LV_DIR/$1 pid
 	mkdir -p "$d"/{run,lib/images,lib/relay,etc/qemu,log/qemu,cache}
 	rm -f "$d/.ready"
 	unshare --mount --net --uts --propagation private bash -c "$_lv_holder_script" lv-holder "$n" "$d" \
 		</dev/null >"$d/holder.err" 2>&1 &
 	pid=$!
 	_LV_HOLDER[$n]=$pid
-	for i in $(seq 100); do
+	for _ in $(seq 100); do
 		[ -e "$d/.ready" ] && break
 		kill -0 "$pid" 2>/dev/null || { LV_ERROR="namespace $n: $(tr '\n' ' ' <"$d/holder.err")"; return 1; }
 		sleep 0.1
@@ -129,9 +129,9 @@ _lv_watchdog() {
 # (10 s). QEMU is daemonized by libvirt, so it is not our child: it is found
 # by its namespace, like everything else.
 _lv_kill_all() {
-	local i pids
+	local pids
 	[ ${#_LV_NS[@]} -gt 0 ] || return 0
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		pids=$(_lv_ns_pids)
 		[ -z "$pids" ] && return 0
 		kill -9 $pids 2>/dev/null
@@ -309,8 +309,7 @@ _lv_tree() {
 
 # _lv_wait_listen NAME PATH: until PATH is a socket in NAME (5 s).
 _lv_wait_listen() {
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		lv_in "$1" test -S "$2" && return 0
 		sleep 0.1
 	done
@@ -320,8 +319,7 @@ _lv_wait_listen() {
 
 # _lv_wait_tcp NAME PORT: until NAME listens on TCP PORT (5 s).
 _lv_wait_tcp() {
-	local i
-	for i in $(seq 50); do
+	for _ in $(seq 50); do
 		lv_in "$1" ss -Hltn "sport = :$2" | grep -q . && return 0
 		sleep 0.1
 	done
