@@ -92,11 +92,13 @@ lv_migrate_start src dst $g --bandwidth 4
 # Cut once QEMU's stream carries data (before, the source would only fail
 # to connect), at least 4 MiB.
 for _ in $(seq 300); do
-	[ "$(lv_job_bytes src $g)" -ge 4194304 ] && break
+	b=$(lv_job_bytes src $g)
+	[ "${b:-0}" -ge 4194304 ] && break
 	kill -0 "$LV_MIG_PID" 2>/dev/null || break
 	sleep 0.1
 done
 cut_at=$(lv_job_bytes src $g)
+cut_at=${cut_at:-0}
 [ "$cut_at" -ge 4194304 ] || fail "$g's migration never got 4 MiB through (at $cut_at bytes)"
 lv_relay_cut "$LV_RELAY_DIR/migrate.sock" || fail "$LV_ERROR"
 lv_migrate_wait src $g 60 || fail "after the cut: $LV_ERROR"
