@@ -278,10 +278,10 @@ lv_link() {
 lv_relay_socat() {
 	local s=$1 d=$2 path=$3 port=$4 tag p1 p2
 	tag=$(basename "$path" .sock)
-	nsenter -t "${_LV_HOLDER[$d]}" -m -n -u -- socat -d TCP-LISTEN:"$port",bind="${_LV_ADDR[$d]}",reuseaddr,fork UNIX-CONNECT:"$path" \
+	nsenter -t "${_LV_HOLDER[$d]}" -m -n -u -- socat -d -d TCP-LISTEN:"$port",bind="${_LV_ADDR[$d]}",reuseaddr,fork UNIX-CONNECT:"$path" \
 		</dev/null >/dev/null 2>"$LV_DIR/relay-$tag-$d.err" &
 	p1=$!
-	nsenter -t "${_LV_HOLDER[$s]}" -m -n -u -- socat -d UNIX-LISTEN:"$path",unlink-early,mode=0600,fork TCP:"${_LV_ADDR[$d]}":"$port" \
+	nsenter -t "${_LV_HOLDER[$s]}" -m -n -u -- socat -d -d UNIX-LISTEN:"$path",unlink-early,mode=0600,fork TCP:"${_LV_ADDR[$d]}":"$port" \
 		</dev/null >/dev/null 2>"$LV_DIR/relay-$tag-$s.err" &
 	p2=$!
 	_LV_RELAY_PIDS[$path]="$p1 $p2"
