@@ -15,6 +15,9 @@
 command -v objdump >/dev/null || fail "objdump is missing (binutils)"
 LIB=$(dirname "$RMIG")/librmig.so.0
 [ -f "$LIB" ] || fail "$LIB is missing"
+# The SAN build's library needs the ASan runtime first in the program.
+san_cflags=""
+case $(realpath "$(dirname "$LIB")") in */san) san_cflags="-fsanitize=address,undefined" ;; esac
 
 # "(RMIG_0.1)": a version kept for older programs, not the default one.
 objdump -T "$LIB" | awk '$NF ~ /^rmig_/ { v = $(NF-1); gsub(/[()]/, "", v); print v, $NF }' |
@@ -103,7 +106,8 @@ cc -shared -fPIC -o "$T/stub/librmig.so.0" -Wl,-soname,librmig.so.0 \
 	-Wl,--version-script="$T/stub/stub.map" "$T/stub/stub.c" 2>"$T/cc.err" ||
 	fail "the 0.2.0 stand-in library: $(head -5 "$T/cc.err") (map: $(tr '\n' ' ' <"$T/stub/stub.map"))"
 ln -sf librmig.so.0 "$T/stub/librmig.so"
-cc -std=gnu11 -Wall -Werror -Itests/abi/include-0.2.0 -o "$T/p02" tests/abi/program_0_2.c \
+# shellcheck disable=SC2086 # the flags are words
+cc -std=gnu11 -Wall -Werror $san_cflags -Itests/abi/include-0.2.0 -o "$T/p02" tests/abi/program_0_2.c \
 	-L"$T/stub" -lrmig -pthread 2>"$T/cc.err" || fail "cc program_0_2: $(head -5 "$T/cc.err")"
 objdump -T "$T/p02" | grep -q '(RMIG_0.1) *rmig_ctx_create$' ||
 	fail "the 0.2.0 program does not bind rmig_ctx_create@RMIG_0.1: $(objdump -T "$T/p02" | grep rmig_ctx)"
@@ -112,7 +116,8 @@ out=$(LD_LIBRARY_PATH=$(dirname "$LIB") timeout 60 "$T/p02" 2>&1) ||
 echo "0.2.0 program: $out"
 
 # Sized configs of other sizes, and the thread's messages.
-cc -std=gnu11 -Wall -Werror -Iinclude -o "$T/sized" tests/abi/sized_config.c \
+# shellcheck disable=SC2086 # the flags are words
+cc -std=gnu11 -Wall -Werror $san_cflags -Iinclude -o "$T/sized" tests/abi/sized_config.c \
 	-L"$(dirname "$LIB")" -lrmig -Wl,-rpath,"$(realpath "$(dirname "$LIB")")" 2>"$T/cc.err" ||
 	fail "cc sized_config: $(head -5 "$T/cc.err")"
 objdump -T "$T/sized" | grep -q '(RMIG_0.3) *rmig_config_init$' ||
@@ -138,7 +143,8 @@ int main(void)
 	       RMIG_VERSION != RMIG_VERSION_OF(a, b, c) || rmig_version(NULL, NULL, NULL) != s;
 }
 CEOF
-cc -std=gnu11 -Wall -Werror -Iinclude -o "$T/v" "$T/v.c" -L"$(dirname "$LIB")" -lrmig \
+# shellcheck disable=SC2086 # the flags are words
+cc -std=gnu11 -Wall -Werror $san_cflags -Iinclude -o "$T/v" "$T/v.c" -L"$(dirname "$LIB")" -lrmig \
 	-Wl,-rpath,"$(realpath "$(dirname "$LIB")")" 2>"$T/cc.err" || fail "cc: $(head -3 "$T/cc.err")"
 out=$("$T/v") || fail "rmig_version and the macros disagree: $out"
 objdump -T "$T/v" | grep -q '(RMIG_0.2) *rmig_version' || fail "the program does not bind rmig_version@RMIG_0.2"
