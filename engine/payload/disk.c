@@ -94,4 +94,5 @@ const struct rmig_payload_ops rmig_disk_payload = {
 	.load_cleanup = rmig_disk_load_cleanup,
 	.save_audit = rmig_disk_save_audit,
 	.save_handshake = rmig_disk_save_handshake,
+	.save_hold = rmig_disk_save_hold,
 };

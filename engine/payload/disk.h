@@ -18,6 +18,7 @@ int rmig_disk_save_item(struct rmig_payload *p, struct rmig_tx_chan *c,
 void rmig_disk_save_acked(struct rmig_payload *p);
 void rmig_disk_save_rewind(struct rmig_payload *p);
 int rmig_disk_save_pending(struct rmig_payload *p, struct rmig_pending *out);
+int rmig_disk_save_hold(struct rmig_payload *p, uint64_t budget);
 void rmig_disk_save_resend_all(struct rmig_payload *p);
 int rmig_disk_save_complete(struct rmig_payload *p, struct rmig_msg *complete);
 int rmig_disk_save_audit(struct rmig_payload *p);

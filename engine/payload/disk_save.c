@@ -23,6 +23,11 @@
 #include "disk.h"
 
 #define MIN_THROTTLE (64u << 10) /* bytes/s: the guest's disks never stop */
+/* While the hypervisor migrates its memory with the pause's share of disk
+ * writes already waiting: four 4 KiB writes a second, slow but never
+ * stopped (a guest whose request waits past its own I/O timeout, some
+ * 30 s, fails it). */
+#define HOLD_THROTTLE (16u << 10)
 
 struct disk_save {
 	const struct rmig_disk *disks; /* the backend's */
@@ -357,7 +362,8 @@ static int maybe_throttle(struct rmig_payload *p, uint64_t dirty_bytes)
 	return 0;
 }
 
-int rmig_disk_save_pending(struct rmig_payload *p, struct rmig_pending *out)
+/* The backend's dirty log into ours, counted. */
+static int collect_dirty(struct rmig_payload *p, struct rmig_pending *out)
 {
 	struct rmig_ctx *ctx = p->ctx;
 	struct disk_save *s = ds(p);
@@ -374,7 +380,42 @@ int rmig_disk_save_pending(struct rmig_payload *p, struct rmig_pending *out)
 		out->units += n;
 		out->bytes += n * s->disks[i].block_size;
 	}
-	return maybe_throttle(p, out->bytes);
+	return 0;
+}
+
+int rmig_disk_save_pending(struct rmig_payload *p, struct rmig_pending *out)
+{
+	int rc = collect_dirty(p, out);
+
+	return rc ? rc : maybe_throttle(p, out->bytes);
+}
+
+int rmig_disk_save_hold(struct rmig_payload *p, uint64_t budget)
+{
+	struct rmig_ctx *ctx = p->ctx;
+	struct disk_save *s = ds(p);
+	struct rmig_event ev = { .type = RMIG_EV_WARNING };
+	struct rmig_pending pend;
+	char detail[300];
+	int rc = collect_dirty(p, &pend);
+
+	if (rc || pend.bytes < budget || !ctx->be->ops->disk_throttle ||
+	    (s->throttled && s->throttle_bps <= HOLD_THROTTLE))
+		return rc;
+	rc = ctx->be->ops->disk_throttle(ctx->be, HOLD_THROTTLE);
+	if (rc)
+		return rmig_err(ctx, rc, "backend: disk throttle: %s", ctx->be->err);
+	s->throttle_bps = HOLD_THROTTLE;
+	s->throttled = 1;
+	ctx->stats.disk_throttle_bps = HOLD_THROTTLE;
+	snprintf(detail, sizeof(detail),
+		 "disks: %.1f MB written while the hypervisor migrates its memory, as much as "
+		 "the pause can carry (%.1f MB): the guest's disk writes are limited to %.2f "
+		 "MB/s until the migration ends",
+		 (double)pend.bytes / 1e6, (double)budget / 1e6, (double)HOLD_THROTTLE / 1e6);
+	ev.detail = detail;
+	rmig_emit(ctx, &ev);
+	return 0;
 }
 
 void rmig_disk_save_resend_all(struct rmig_payload *p)

@@ -134,6 +134,11 @@ struct rmig_payload_ops {
 	 * disks: DISKS, DISKS_ACK). A refusal here is a migration that never
 	 * started. */
 	int (*save_handshake)(struct rmig_payload *p);
+	/* Source, while a hypervisor migrates its own state beside this
+	 * payload (a stream) and no round of ours runs: collect what changed,
+	 * for the last round at the pause, and keep it within budget bytes
+	 * (what the pause can carry), by limiting the guest's writes. */
+	int (*save_hold)(struct rmig_payload *p, uint64_t budget);
 };
 
 /* What a payload tells the session while it works; the session's. */
@@ -149,6 +154,10 @@ struct rmig_payload_hooks {
 	/* Source, save_live: a control message the stream's reader does not
 	 * take (another payload's round acknowledgement), from its thread. */
 	int (*control_message)(struct rmig_payload *p, const struct rmig_msg *m);
+	/* Source, save_live, every LIVE_TICK_MS while the hypervisor's
+	 * pre-copy runs, on the session's thread: the payloads beside it hold
+	 * what changes meanwhile (save_hold). */
+	int (*live_tick)(struct rmig_payload *p);
 	/* Source, save_live: the link failed with rc. Fail over to the next
 	 * link (config.failover) and open the same migration there: 0 when it
 	 * is up (the payload then takes up where the destination says it is),

@@ -32,6 +32,7 @@
 #include "stream.h"
 
 #define STATUS_EVERY_MS 20	 /* progress; the pause, without stream_wait */
+#define LIVE_TICK_MS 250	 /* the payloads beside the stream hold their changes */
 #define REPLAY_MAX (64ull << 20) /* stream bytes kept until acknowledged */
 #define ACK_WAIT_FACTOR 6	 /* link timeouts a full ring waits for an ack */
 
@@ -309,6 +310,7 @@ static void *ack_main(void *arg)
 
 struct stream_round {
 	struct rmig_payload *p;
+	int64_t t_tick;	      /* the last live_tick */
 	unsigned round;	      /* the hypervisor's pass we are in */
 	int64_t t_start;      /* when it began */
 	uint64_t start_bytes; /* stream bytes sent before it */
@@ -375,6 +377,13 @@ static int poll_status(struct rmig_ctx *ctx, struct stream_round *sr, int64_t *t
 	if (st->round > sr->round)
 		round_ended(ctx, sr, st, now);
 	note_progress(ctx, st, now);
+	if (st->state == RMIG_STREAM_ACTIVE && sr->p->hooks->live_tick &&
+	    now - sr->t_tick >= LIVE_TICK_MS) {
+		sr->t_tick = now;
+		rc = sr->p->hooks->live_tick(sr->p);
+		if (rc)
+			return rc;
+	}
 	if (st->state == RMIG_STREAM_SWITCHOVER && !*t_pause) {
 		*t_pause = now;
 		rc = sr->p->hooks->guest_paused(sr->p);

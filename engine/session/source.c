@@ -59,7 +59,8 @@ struct sender {
 	int live_with_rounds;
 	_Atomic unsigned last_live_round; /* that last round, once it is out */
 	_Atomic int last_live_round_acked;
-	int postcopy; /* switch over by post-copy */
+	double precopy_bw; /* bytes/s the last pre-copy round measured */
+	int postcopy;	   /* switch over by post-copy */
 	/* The backend was asked to stop or hand over the guest: a rollback
 	 * must resume it. */
 	int must_resume;
@@ -88,10 +89,12 @@ static void nap(struct rmig_ctx *ctx, unsigned ms)
 static int guest_paused(struct rmig_payload *p);
 static int live_link_lost(struct rmig_payload *p, int rc);
 static int live_control_message(struct rmig_payload *p, const struct rmig_msg *m);
+static int live_tick(struct rmig_payload *p);
 
 static const struct rmig_payload_hooks source_hooks = { .guest_paused = guest_paused,
 							.link_lost = live_link_lost,
-							.control_message = live_control_message };
+							.control_message = live_control_message,
+							.live_tick = live_tick };
 
 /* CPU time of the calling thread, in microseconds. */
 static int64_t thread_cpu_us(void)
@@ -789,6 +792,7 @@ static int precopy(struct sender *s)
 		if (fresh_bw == 0 && rs.bytes >= MIN_BW_SAMPLE)
 			fresh_bw = rs.bandwidth;
 		rs.bandwidth = bandwidth;
+		s->precopy_bw = bandwidth;
 		rs.dirty_rate = now > t_fetch ? (double)pend.units / (now - t_fetch) : 0;
 		t_fetch = now;
 		rs.dirty_pages = pend.units;
@@ -960,6 +964,22 @@ static int guest_paused(struct rmig_payload *p)
 		rc = round_out(s, &rs, &m);
 	count_sent(s, &rs);
 	return rc;
+}
+
+/* While the hypervisor migrates its memory, what the guest writes to its
+ * disks waits for the pause: keep it to what half of the downtime limit
+ * carries at the rate the disks' pre-copy measured (the other half is the
+ * hypervisor's). */
+static int live_tick(struct rmig_payload *p)
+{
+	struct sender *s = p->session;
+	struct rmig_ctx *ctx = s->ctx;
+
+	if (!s->live_with_rounds)
+		return 0;
+	return RMIG_PAYLOADS_CALL(
+	    &s->ps, save_hold,
+	    (uint64_t)(s->precopy_bw * atomic_load(&ctx->limit_downtime_ms) / 2000.0));
 }
 
 static int live_control_message(struct rmig_payload *p, const struct rmig_msg *m)

@@ -16,7 +16,8 @@
 # user meets: a destination disk smaller than the source's (exit 1, one line
 # naming both sizes, the source guest runs on) and a destination QEMU killed
 # mid-copy (exit 3, rolled back, the source guest runs on, no NBD export or
-# dirty bitmap of rmig's left on it).
+# dirty bitmap of rmig's left on it); a guest writing its disk as fast as
+# the link moves it, held while QEMU migrates its memory.
 . "$(dirname "$0")/lib.sh"
 set -o pipefail
 qemu_guest_or_skip
@@ -105,6 +106,41 @@ run() {
 FIGURES=""
 run raw 0
 run qcow2 "$DISK_KIB" vda # the tool's --disks=vda
+
+# --- a guest writing its disk as fast as a limited link moves it: the disks'
+# pre-copy throttles it, and while QEMU migrates its memory what it writes
+# is held to what the pause can carry (the rest of the downtime limit is
+# QEMU's): its writes are limited further, said in a warning; migrated,
+# verified, the counter and the disk checks without a gap.
+guest_disk_create "$T/src-hold.img" raw 64M || fail "$GUEST_ERROR"
+guest_disk_create "$T/dst-hold.img" raw 64M || fail "$GUEST_ERROR"
+GUEST_APPEND="rmig_disk_kib=4096 rmig_dirty_kib=0" guest_start_disk src-hold "$T/src-hold.img" raw ||
+	fail "$GUEST_ERROR"
+guest_wait_counter src-hold $WARM 90 || fail "$GUEST_ERROR"
+GUEST_APPEND="rmig_disk_kib=4096 rmig_dirty_kib=0" guest_start_dst_disk dst-hold "$T/dst-hold.img" raw ||
+	fail "$GUEST_ERROR"
+start_recv hold.recv --transport tcp --backend "qemu:qmp=$(guest_qmp_socket dst-hold),disks=all"
+"$RMIG" send --json --transport tcp --max-bandwidth 8M \
+	--backend "qemu:qmp=$(guest_qmp_socket src-hold),disks=all" "127.0.0.1:$PORT" \
+	>"$T/hold.send.out" 2>"$T/hold.send.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+wait_pid "$SEND_PID" 240
+expect_eq "held disk writes: send exit code ($(grep -v '^{' "$T/hold.send.err" | tail -1))" "$RC" 0
+wait_pid "$RECV_PID" 60
+expect_eq "held disk writes: disks verified" "$(summary "$T/hold.send.out" disks_verified)" true
+held=$(jq -r 'select(.event=="warning") | .detail' "$T/hold.send.out" | grep -m1 'while the hypervisor migrates its memory') ||
+	fail "no warning that the disk writes were held while QEMU migrated its memory: $(jq -c 'select(.event=="warning") | .detail' "$T/hold.send.out" | xargs)"
+expect_eq "held disk writes: the lowest limit put on the guest's disk (bytes/s)" \
+	"$(summary "$T/hold.send.out" disk_throttle_bps)" 16384
+expect_eq "held disk writes: source QEMU's write limit put back" \
+	"$(qmp src-hold query-block | jq -r '[.return[]?.inserted.bps_wr // empty] | max')" 0
+src_last=$(guest_counters "$(guest_log src-hold)" | tail -n1)
+guest_wait_counter dst-hold $((src_last + 6)) 60 || fail "held: the destination stopped counting: $GUEST_ERROR"
+seq=$(guest_check_disk_seq "$(guest_log src-hold)" "$(guest_log dst-hold)" 5) || fail "held: $seq"
+FIGURES="$FIGURES held: downtime $(summary "$T/hold.send.out" downtime_ms) ms;"
+guest_kill src-hold
+guest_kill dst-hold
 
 # --- a destination disk smaller than the source's: refused before anything
 guest_disk_create "$T/src-small.img" raw 64M || fail "$GUEST_ERROR"
