@@ -297,9 +297,12 @@ int rmig_disks_check(const struct rmig_disks *d, char *err, size_t errlen)
 				   "up to %llu",
 				   k->name, (unsigned long long)k->size,
 				   (unsigned long long)RMIG_MAX_DISK_BYTES);
+		/* A destination finds its disks by name: two of one name would
+		 * write one disk twice over. */
 		for (uint32_t j = 0; j < i; j++)
-			if (d->d[j].id == k->id)
-				return bad(err, errlen, "disk id %u appears twice", k->id);
+			if (d->d[j].id == k->id || !strcmp(d->d[j].name, k->name))
+				return bad(err, errlen, "disk %s (id %u) appears twice", k->name,
+					   k->id);
 	}
 	return 0;
 }

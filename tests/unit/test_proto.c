@@ -2301,6 +2301,11 @@ static void dup_id(struct rmig_wire_disk *d)
 {
 	d->id = 7;
 }
+static void dup_name(struct rmig_wire_disk *d)
+{
+	memset(d->name, 0, sizeof(d->name));
+	strcpy(d->name, "vda");
+}
 static void bad_block(struct rmig_wire_disk *d)
 {
 	d->block_size = 3 * 4096;
@@ -2353,6 +2358,7 @@ static void test_disks_invalid(void **state)
 
 	(void)state;
 	expect_disks_bad(dup_id, "a duplicate id");
+	expect_disks_bad(dup_name, "a duplicate name");
 	expect_disks_bad(bad_block, "a block size not a power of two");
 	expect_disks_bad(small_block, "a 2 KiB block");
 	expect_disks_bad(big_block, "a 4 MiB block");
