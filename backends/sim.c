@@ -40,7 +40,8 @@
  *               log are not reported (named on stderr): the audit's case
  * On the destination the spec is "sim", with overcommit=0|1 and
  * disk-file=PATH (an image of the source disk's size to write into; else
- * the disk is made in memory): size and layout come from the
+ * the disk is made in memory), and TEST ONLY disk-fail=N (the disk's
+ * writes fail, EIO, from the N-th on): size and layout come from the
  * source, and the writer's state (RNG, counters) travels as the device-state
  * blob, so the guest carries on where it stopped.
  */
@@ -225,6 +226,8 @@ static int sim_dest_arg(struct rmig_backend *be, void *state, const char *key, c
 		s->disk_spec.file = strdup(val);
 		return s->disk_spec.file ? 0 : -ENOMEM;
 	}
+	if (strcmp(key, "disk-fail") == 0)
+		return rmig_backend_arg_u64(val, 10, 1, UINT64_MAX, &s->disk_spec.fail_after);
 	return -ENOENT;
 }
 

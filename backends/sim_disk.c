@@ -43,7 +43,7 @@ struct sim_disk {
 	/* test only */
 	int fail_paused;
 	uint64_t fail_after, lie;
-	atomic_uint_fast64_t reads;
+	atomic_uint_fast64_t reads, stores; /* the engine's, for fail_after */
 	int lied;
 };
 
@@ -426,6 +426,7 @@ int sim_disk_prepare(struct rmig_backend *be, const struct sim_disk_spec *sp,
 	d->desc.block_size = layout[0].block_size;
 	memcpy(d->desc.name, layout[0].name, sizeof(d->desc.name));
 	d->desc.name[sizeof(d->desc.name) - 1] = 0;
+	d->fail_after = sp->fail_after; /* test only: the engine's writes fail */
 	return finish(be, d, sp->seed);
 }
 
@@ -509,7 +510,11 @@ int sim_disk_read(struct sim_disk *d, uint64_t off, void *buf, size_t len)
 
 int sim_disk_write(struct sim_disk *d, uint64_t off, const void *buf, size_t len)
 {
-	ssize_t n = pwrite(d->fd, buf, len, (off_t)off);
+	ssize_t n;
+
+	if (d->fail_after && atomic_fetch_add(&d->stores, 1) + 1 >= d->fail_after)
+		return -EIO;
+	n = pwrite(d->fd, buf, len, (off_t)off);
 
 	return n == (ssize_t)len ? 0 : n < 0 ? -errno : -EIO;
 }

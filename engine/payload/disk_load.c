@@ -189,7 +189,9 @@ static int io_failed(struct disk_load *l, size_t di, const char *what, uint64_t 
 {
 	snprintf(why, whylen, "%s disk %s at offset %" PRIu64 ": %s", what, l->disks[di].name, off,
 		 strerror(-rc));
-	return rc;
+	/* This host's disk failed, not the link: no waiting for a resume (a
+	 * new link writes to the same disk), the source is told why. */
+	return RMIG_ERR_LOCAL;
 }
 
 /* One BLOCKS run: its bytes a buffer's worth at a time, into the disk. */

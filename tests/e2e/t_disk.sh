@@ -230,6 +230,25 @@ io() {
 io midround 20
 io pause pause,disk-write-rate=500
 
+# An I/O error at the destination (its 5th disk write) is its disk's, not the
+# link's: no failover (a new link would write to the same disk), the
+# migration rolls back and the source is told which disk and where.
+new_image "$T/wfail.dst" 64
+start_recv wfail.recv --backend "sim:disk-file=$T/wfail.dst,disk-fail=5"
+rc=0
+"$RMIG" send --json --backend "$SRC" 127.0.0.1:$PORT >"$T/wfail.send.out" 2>"$T/wfail.send.err" ||
+	rc=$?
+expect_eq "destination write failure: send exit code" "$rc" 3
+wait_pid "$RECV_PID" 60
+expect_eq "destination write failure: result" "$(summary "$T/wfail.send.out" result)" rolled_back
+expect_eq "destination write failure: failovers" "$(summary "$T/wfail.send.out" failovers)" 0
+expect_eq "destination write failure: source guest running" \
+	"$(summary "$T/wfail.send.out" guest_running)" true
+grep -v '^{' "$T/wfail.send.err" | tail -1 | grep -q "writing disk disk0 at offset [0-9]*: Input/output error" ||
+	fail "destination write failure: the source's error does not name the disk: $(cat "$T/wfail.send.err")"
+jq -s -e 'map(select(.event=="warning" and (.detail | test("resume")))) | length == 0' \
+	"$T/wfail.recv.out" >/dev/null || fail "destination write failure: the receiver waited for a resume"
+
 # A receiver killed mid-migration: the source runs on, its image untouched.
 start_recv killed.recv --backend "sim:disk-file=$T/idle.dst"
 before=$(digest "$T/src.img")

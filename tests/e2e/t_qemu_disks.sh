@@ -185,6 +185,9 @@ kill_rc=$RC
 wait "$KILLER" 2>/dev/null
 expect_eq "destination killed: send exit code ($(grep -v '^{' "$T/kill.send.err" | tail -1))" "$kill_rc" 3
 expect_eq "destination killed: source result" "$(summary "$T/kill.send.out" result)" rolled_back
+# Its rmig tells the source which disk failed, and where.
+grep -v '^{' "$T/kill.send.err" | tail -1 | grep -q 'disk vda at offset' ||
+	fail "destination killed: the source's error does not name the disk: $(grep -v '^{' "$T/kill.send.err" | tail -1)"
 expect_eq "destination killed: source QEMU" "$(guest_status src-kill)" "running true"
 c0=$(guest_counter src-kill)
 guest_wait_counter src-kill $((c0 + 3)) 30 || fail "the source guest stopped counting after the rollback"
