@@ -344,13 +344,14 @@ static int read_exact(struct rmig_tunnel *t, void *buf, size_t len)
 
 static int on_data(struct stream *s, const uint8_t *p, uint32_t n)
 {
-	uint32_t tail;
+	uint32_t tail, first;
 
 	if (s->peer_eof || n > TUN_STREAM_WINDOW - s->len)
 		return -EPROTO; /* past EOF, or beyond the window we gave */
 	tail = (s->head + s->len) % TUN_STREAM_WINDOW;
-	for (uint32_t i = 0; i < n; i++)
-		s->buf[(tail + i) % TUN_STREAM_WINDOW] = p[i];
+	first = TUN_STREAM_WINDOW - tail < n ? TUN_STREAM_WINDOW - tail : n;
+	memcpy(s->buf + tail, p, first);
+	memcpy(s->buf, p + first, n - first); /* the part that wraps around */
 	s->len += n;
 	return 0;
 }
@@ -364,11 +365,24 @@ static int on_open(struct rmig_tunnel *t, uint32_t id, const uint8_t *p, uint32_
 		return -EPROTO;
 	memcpy(name, p, n);
 	name[n] = 0;
+	if (!name_ok(name))
+		return -EPROTO; /* a sender only sends names it could expose */
 	s = stream_new(t, id, -1, name);
 	if (!s)
 		return -EPROTO; /* the sender exceeded the stream limit it shares */
 	s->opening = 1;
 	return 0;
+}
+
+/* The peer's reason for a CLOSE, printable characters only: one line. */
+static void log_refusal(struct rmig_tunnel *t, const struct stream *s, const uint8_t *p, uint32_t n)
+{
+	char why[TUN_MAX_MSG + 1];
+
+	for (uint32_t i = 0; i < n; i++)
+		why[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+	why[n] = 0;
+	logf_(t, "stream %u (%s) refused by the peer: %s", s->id, s->name, why);
 }
 
 /* Apply one frame (lock held). -EPROTO: the peer broke the protocol. */
@@ -391,8 +405,7 @@ static int apply_frame(struct rmig_tunnel *t, const struct tun_hdr *h, const uin
 	case TUN_CLOSE:
 		s->reset = 1;
 		if (h->len)
-			logf_(t, "stream %u (%s) refused by the peer: %.*s", s->id, s->name,
-			      (int)h->len, (const char *)p);
+			log_refusal(t, s, p, h->len);
 		return 0;
 	case TUN_WINDOW: {
 		uint32_t more = tun_get32(p);
@@ -624,6 +637,8 @@ static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *
 			ev |= POLLIN;
 		if (s->len)
 			ev |= POLLOUT;
+		if (!ev)
+			continue; /* nothing to do with it: its POLLHUP would spin */
 		slot[k++] = i;
 		pf[n++] = (struct pollfd){ .fd = s->fd, .events = ev };
 	}
