@@ -5,7 +5,7 @@
 # whose reader never reads stalls neither the others nor the receiver's
 # memory (per-stream window); each refusal is one line and the tunnel lives
 # on: a name not forwarded, a missing destination socket, a peer without the
-# key or with another key, a flood of connections beyond the stream limit.
+# key or with another key (and x509 credentials work as a key does), a flood of connections beyond the stream limit.
 . "$(dirname "$0")/lib.sh"
 command -v socat >/dev/null || fail "socat is missing (scripts/deps.sh installs it)"
 head -c 32 /dev/urandom >"$T/key" && chmod 600 "$T/key"
@@ -114,8 +114,14 @@ wait $SPID $RPID 2>/dev/null
 # one is refused in one line and the receiver serves the next.
 start_pair psk --psk-file "$T/key" -- --psk-file "$T/key" || fail "the PSK tunnel did not connect"
 echo_through "$T/psk" "$T/par3"
-kill $SPID
-wait $SPID 2>/dev/null
+kill $SPID $RPID
+wait $SPID $RPID 2>/dev/null
+# x509 credentials (scripts/tls_creds.sh, QEMU's layout) instead of a key.
+"$(dirname "$0")/../../scripts/tls_creds.sh" "$T/creds" >/dev/null 2>&1 || fail "tls_creds.sh failed"
+start_pair x509 --tls-creds "$T/creds" -- --tls-creds "$T/creds" || fail "the x509 tunnel did not connect"
+echo_through "$T/x509" "$T/par4"
+kill $SPID $RPID
+wait $SPID $RPID 2>/dev/null
 start_pair nokey --psk-file "$T/key" -- && fail "a sender without the key connected"
 for _ in $(seq 100); do grep -q "requires TLS" "$T/nokey-recv.err" && break; sleep 0.05; done
 grep -q "speaks in clear, but this receiver requires TLS" "$T/nokey-recv.err" ||
@@ -131,4 +137,4 @@ for _ in $(seq 100); do grep -q "speaks TLS" "$T/clearsend-recv.err" && break; s
 grep -q "speaks TLS: give both ends the same --psk-file" "$T/clearsend-recv.err" ||
 	fail "a clear receiver did not name the TLS sender"
 kill $RPID 2>/dev/null
-pass "8 MiB echoed, 4 parallel streams beside a stalled one (receiver ${rss} KiB), refusals, flood, PSK"
+pass "8 MiB echoed, 4 parallel streams beside a stalled one (receiver ${rss} KiB), refusals, flood, PSK, x509"
