@@ -22,10 +22,36 @@ static void on_signal(int sig)
 		rmig_tunnel_stop(running);
 }
 
+/* The tls link's messages name configuration fields (as rmig.c's
+ * field_flags turns them into flags, for the tunnel's own two). */
+static const struct {
+	const char *field, *flag;
+} tunnel_fields[] = {
+	{ "config.tls on and the same credentials", "the same --psk-file or --tls-creds" },
+	{ "config.psk", "--psk-file" },
+	{ "config.tls_creds", "--tls-creds" },
+};
+
 static void log_line(void *arg, const char *line)
 {
+	const char *p = line;
+
 	(void)arg;
-	fprintf(stderr, "rmig tunnel: %s\n", line);
+	fputs("rmig tunnel: ", stderr);
+	while (*p) {
+		size_t i, n = sizeof(tunnel_fields) / sizeof(tunnel_fields[0]);
+
+		for (i = 0; i < n; i++)
+			if (!strncmp(p, tunnel_fields[i].field, strlen(tunnel_fields[i].field)))
+				break;
+		if (i < n) {
+			fputs(tunnel_fields[i].flag, stderr);
+			p += strlen(tunnel_fields[i].field);
+		} else {
+			fputc(*p++, stderr);
+		}
+	}
+	fputc('\n', stderr);
 	fflush(stderr);
 }
 
@@ -157,7 +183,7 @@ static int run(struct rmig_tunnel *t, char *addr)
 	rc = rmig_tunnel_run(t, host, port);
 	running = NULL;
 	if (rc)
-		fprintf(stderr, "rmig tunnel: %s\n", rmig_tunnel_error(t));
+		log_line(NULL, rmig_tunnel_error(t));
 	return rc ? RMIG_RESULT_FAILED : 0;
 }
 

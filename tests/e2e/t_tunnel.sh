@@ -137,4 +137,8 @@ for _ in $(seq 100); do grep -q "speaks TLS" "$T/clearsend-recv.err" && break; s
 grep -q "speaks TLS: give both ends the same --psk-file" "$T/clearsend-recv.err" ||
 	fail "a clear receiver did not name the TLS sender"
 kill $RPID 2>/dev/null
+# The tool's lines name its flags, never the library's config fields.
+! grep -h "config\." "$T"/*.err || fail "a line names a config field instead of a flag"
+grep -q "does not hold our pre-shared key (--psk-file)" "$T/otherkey-recv.err" ||
+	fail "the refusal of another key does not name --psk-file"
 pass "8 MiB echoed, 4 parallel streams beside a stalled one (receiver ${rss} KiB), refusals, flood, PSK, x509"
