@@ -16,7 +16,8 @@ INC_mem       = -Iinclude -Iproto -Itransport -Iengine -Iengine/mem -Icompat -Ia
 INC_payload   = $(INC_mem) -Iengine/payload
 INC_session   = $(INC_mem) -Iengine/session -Iengine/payload
 INC_tools     = -Iinclude
-INC_ALL       = $(INC_session) -Ibackends
+INC_tunnel    = -Iinclude -Itransport -Itunnel
+INC_ALL       = $(INC_session) -Ibackends -Itunnel
 # The shared library's own libraries; LDLIBS adds the optional backends'
 # (qemu: libjansson, xen: below), which the static library and the tool
 # carry built in and the shared library loads as modules.
@@ -34,7 +35,7 @@ endif
 SONAME  = librmig.so.0
 # The public headers, installed: the migration API, the backend SPI, the uffd
 # and kvm backends' embedding APIs.
-PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h
+PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h include/rmig_tunnel.h
 LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/tls.c transport/tls_record.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/sim_disk.c backends/qemu.c backends/qemu_disk.c backends/uffd.c backends/kvm.c \
 	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/landed.c engine/mem/placement.c engine/mem/populated.c \
@@ -45,10 +46,11 @@ LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transpor
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
 	  engine/payload/stream_save.c engine/payload/disk.c engine/payload/disk_save.c \
-	  engine/payload/disk_load.c
+	  engine/payload/disk_load.c \
+	  tunnel/frame.c tunnel/conn.c tunnel/tunnel.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_status test_converge test_sim test_uffd test_populated test_session \
-	     test_backend_abi test_link_wrap test_tls_record test_tls_stream
+	     test_backend_abi test_link_wrap test_tls_record test_tls_stream test_tunnel_frame
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).
@@ -85,8 +87,9 @@ $(BUILD)/engine/mem/%.o: INC = $(INC_mem)
 $(BUILD)/engine/payload/%.o: INC = $(INC_payload)
 $(BUILD)/engine/session/%.o: INC = $(INC_session)
 $(BUILD)/tools/%.o: INC = $(INC_tools)
+$(BUILD)/tunnel/%.o: INC = $(INC_tunnel)
 HEADERS = $(wildcard include/*.h api/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h compat/*.h \
-		    tools/*.h)
+		    tools/*.h tunnel/*.h)
 $(BUILD)/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC) -c -o $@ $<
@@ -128,6 +131,7 @@ $(BUILD)/librmig/backend-qemu.so: $(MODULE_OBJ_qemu)
 
 $(BUILD)/rmig: $(BUILD)/tools/rmig.o $(BUILD)/tools/control.o $(BUILD)/tools/status.o \
 	       $(BUILD)/tools/records.o $(BUILD)/tools/info.o $(BUILD)/tools/journal.o \
+	       $(BUILD)/tools/tunnel.o \
 	       $(BUILD)/librmig.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
 	@[ "$(BUILD)" = build ] || ln -sf $(abspath $@) tools/rmig.san

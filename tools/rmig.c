@@ -29,6 +29,7 @@
 #include "records.h"
 #include "rmig_backend.h"
 #include "status.h"
+#include "tunnel.h"
 
 static const char usage_text[] =
     "usage: rmig send [options] HOST[:PORT]\n"
@@ -38,6 +39,8 @@ static const char usage_text[] =
     "       rmig status PATH [--json] | rmig set PATH max-bandwidth RATE|downtime-ms MS\n"
     "       rmig postcopy PATH | rmig cancel PATH   (a running rmig started with --control PATH)\n"
     "       rmig history DIR          (migrations recorded with --record DIR)\n"
+    "       rmig tunnel send HOST[:PORT] --expose NAME=PATH... [--psk-file F|--tls-creds DIR]\n"
+    "       rmig tunnel recv --listen ADDR[:PORT] --forward NAME=PATH... [--psk-file F|...]\n"
     "       rmig help | rmig --version\n"
     "\n"
     "Live-migrate a guest's memory from `rmig send` to `rmig recv`.\n"
@@ -127,6 +130,12 @@ static const char usage_text[] =
     "  --prealloc              fault in all guest memory before the first page comes\n"
     "                          (as QEMU's -mem-prealloc): refuse at once if the host or\n"
     "                          cgroup lacks it; round 1 then runs at the link's speed\n"
+    "tunnel options (carry UNIX-socket connections, e.g. libvirt's, to the peer;\n"
+    "default port 7472; without --psk-file or --tls-creds, loopback peers only):\n"
+    "  --expose NAME=PATH      send: listen on UNIX socket PATH (mode 0600) and carry\n"
+    "                          each connection to the receiver's NAME\n"
+    "  --forward NAME=PATH     recv: connect each stream for NAME to UNIX socket PATH;\n"
+    "                          a name not forwarded is refused\n"
     "\n"
     "backends:\n"
     "  sim[:size=1G,dirty-rate=20000,hot=10%,zero=50%,seed=7,regions=1]\n"
@@ -1674,6 +1683,11 @@ static int cmd_info(int argc, char *argv[])
 	return info_command() ? RMIG_RESULT_FAILED : 0;
 }
 
+static int cmd_tunnel(int argc, char *argv[])
+{
+	return tunnel_command(argc, argv, read_psk);
+}
+
 static int cmd_help(int argc, char *argv[])
 {
 	(void)argc;
@@ -1706,6 +1720,7 @@ static const struct {
 	{ "postcopy", status_client, "switch a running --postcopy migration to post-copy now" },
 	{ "cancel", status_client, "roll a running migration back" },
 	{ "history", history_command, "list the migrations recorded in a directory (--record)" },
+	{ "tunnel", cmd_tunnel, "carry local UNIX sockets (libvirt's) to a peer" },
 	{ "help", cmd_help, "show the usage" },
 	{ "--help", cmd_help, NULL },
 	{ "-h", cmd_help, NULL },

@@ -24,7 +24,7 @@ env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s install \
 	fail "make install exited $?: $(tail -n 5 "$T/install.out")"
 
 for f in bin/rmig $lib/librmig.so.0 $lib/librmig.a include/rmig.h include/rmig_backend.h \
-	include/rmig_uffd.h include/rmig_kvm.h $lib/pkgconfig/rmig.pc \
+	include/rmig_uffd.h include/rmig_kvm.h include/rmig_tunnel.h $lib/pkgconfig/rmig.pc \
 	share/man/man1/rmig.1 share/man/man3/librmig.3 share/bash-completion/completions/rmig; do
 	[ -f "$dest/usr/$f" ] || fail "usr/$f was not installed"
 done
@@ -60,7 +60,7 @@ done
 cc -std=gnu11 -Wall -Wextra -Werror -pthread $san_cflags -o "$T/embed_counter" \
 	examples/embed_counter.c $cflags $libs 2>"$T/cc.err" || fail "cc: $(head -n 5 "$T/cc.err")"
 # Each public header compiles on its own (it includes what it needs), as C and C++.
-for h in rmig.h rmig_backend.h rmig_uffd.h rmig_kvm.h; do
+for h in rmig.h rmig_backend.h rmig_uffd.h rmig_kvm.h rmig_tunnel.h; do
 	# shellcheck disable=SC2086 # the flags are words
 	echo "#include <$h>" | cc -std=gnu11 -Wall -Wextra -Werror -x c -fsyntax-only $cflags - \
 		2>"$T/cc.err" || fail "$h does not compile alone: $(head -n 3 "$T/cc.err")"
@@ -111,4 +111,4 @@ env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s uninstall \
 left=$(find "$dest" ! -type d)
 [ -z "$left" ] || fail "make uninstall left: $(tr '\n' ' ' <<<"$left")"
 [ ! -e "$dest/usr/$lib/librmig" ] || fail "make uninstall left usr/$lib/librmig/"
-pass "installed (4 headers, modules $modules, the service's unit verified), found by pkg-config, examples built against it, one migrated 16 MiB"
+pass "installed (5 headers, modules $modules, the service's unit verified), found by pkg-config, examples built against it, one migrated 16 MiB"

@@ -300,6 +300,38 @@ lv_relay_cut_socat() {
 	_LV_RELAY_PIDS[$1]=""
 }
 
+# lv_relay_rmig SRC DST PATH PORT: `rmig tunnel` at both ends ($RMIG), one
+# tunnel per channel, named after PATH ("migrate" for migrate.sock): recv in
+# DST on its veth address, forwarding to PATH; send in SRC, exposing PATH.
+# The peer is not on loopback, so both ends take a key made for the test
+# ($LV_DIR/tunnel.key): TLS 1.3 with a PSK. Pids in _LV_RELAY_PIDS[PATH].
+lv_relay_rmig() {
+	local s=$1 d=$2 path=$3 port=$4 tag p1 p2 key=$LV_DIR/tunnel.key
+	tag=$(basename "$path" .sock)
+	if [ ! -s "$key" ]; then
+		(umask 077 && head -c 32 /dev/urandom >"$key") ||
+			{ LV_ERROR="cannot write $key"; return 1; }
+	fi
+	nsenter -t "${_LV_HOLDER[$d]}" -m -n -u -- "${RMIG:?}" tunnel recv --psk-file "$key" \
+		--listen "${_LV_ADDR[$d]}:$port" --forward "$tag=$path" \
+		</dev/null >/dev/null 2>>"$LV_DIR/tunnel-$tag-$d.err" &
+	p1=$!
+	_LV_RELAY_PIDS[$path]="$p1"
+	_lv_wait_tcp "$d" "$port" || return 1
+	nsenter -t "${_LV_HOLDER[$s]}" -m -n -u -- "$RMIG" tunnel send --psk-file "$key" \
+		"${_LV_ADDR[$d]}:$port" --expose "$tag=$path" \
+		</dev/null >/dev/null 2>>"$LV_DIR/tunnel-$tag-$s.err" &
+	p2=$!
+	_LV_RELAY_PIDS[$path]="$p1 $p2"
+	_lv_wait_listen "$s" "$path"
+}
+
+# lv_relay_cut_rmig PATH: the channel's tunnel breaks: both ends killed, so
+# its TCP connection and every stream with it are gone.
+lv_relay_cut_rmig() {
+	lv_relay_cut_socat "$@"
+}
+
 # _lv_tree PID: PID and all its descendants.
 _lv_tree() {
 	local c
