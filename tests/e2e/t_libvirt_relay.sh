@@ -17,55 +17,12 @@ set -o pipefail
 . "$(dirname "$0")/../qemu/guest.sh"
 . "$(dirname "$0")/../libvirt/lv.sh"
 
-# The guest's kernel and initramfs (QMP client not needed: libvirt owns QEMU).
-prepare() {
-	local out rc=0
-	out=$("$(dirname "$0")/../qemu/setup.sh" 2>&1) || rc=$?
-	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP' <<<"$out" | sed 's/^SKIP: //')"
-	[ $rc = 0 ] || fail "tests/qemu/setup.sh: $(tail -n1 <<<"$out")"
-	rc=0
-	lv_prepare || rc=$?
-	[ $rc = 77 ] && skip "$LV_ERROR"
-	[ $rc = 0 ] || fail "$LV_ERROR"
-}
-
-# boot HOST NAME [IMG]: define and start the guest, wait for count 20.
-boot() {
-	lv_start "$@" || fail "$LV_ERROR"
-	lv_wait_counter "$1" "$2" 20 90 || fail "$LV_ERROR"
-}
-
-# migrated NAME: what must hold after a successful migration of NAME: virsh
-# said so, the source's domjobinfo saw it running, the guest runs on dst
-# only, and counts on from the source's last value without a gap. Sets
-# SEQ: the sequence (guest_check_seq).
-migrated() {
-	local n=$1 src_last seq
-	[ "$LV_MIGRATE_RC" = 0 ] || fail "virsh migrate $n exited $LV_MIGRATE_RC: $(tr '\n' ' ' <"$LV_DIR/migrate-$n.err")"
-	[ "$LV_JOB_SEEN" -ge 1 ] || fail "the source's domjobinfo never showed $n's outgoing migration running"
-	expect_eq "$n on the destination" "$(lv_state dst "$n")" running
-	expect_eq "$n on the source" "$(lv_state src "$n")" "shut off"
-	src_last=$(lv_counter src "$n")
-	lv_wait_counter dst "$n" $((src_last + 10)) 30 ||
-		fail "$n on the destination did not count on past the source's $src_last: $LV_ERROR"
-	seq=$(guest_check_seq "$(lv_serial src "$n")" "$(lv_serial dst "$n")") ||
-		fail "$n's counter across the migration (source's last $src_last): $seq"
-	[ "${seq%%..*}" = 1 ] || fail "$n's source console starts at ${seq%%..*}, not 1"
-	SEQ=$seq
-}
-
-prepare
-lv_host src 1 || fail "$LV_ERROR"
-lv_host dst 2 || fail "$LV_ERROR"
-lv_link src dst || fail "$LV_ERROR"
-lv_relay_all src dst || fail "$LV_ERROR"
-dst_host=$(lv_in src timeout 20 virsh -c "$(lv_dest_uri)" hostname 2>&1) ||
-	fail "the destination libvirtd through the relay: $dst_host"
-expect_eq "destination hostname through the relay" "$dst_host" rmig-lv-dst
+lv_test_prepare
+lv_test_hosts relay
 
 # 1. Memory only.
 g=rmig-lv
-boot src $g
+lv_test_boot src $g
 # A destination socket nobody listens on: refused at once, the guest untouched.
 if out=$(lv_in src timeout 30 virsh -c qemu:///system migrate --live --p2p $g \
 	"qemu+unix:///system?socket=$LV_RELAY_DIR/nobody.sock" \
@@ -77,7 +34,7 @@ expect_eq "$g after the refused migration" "$(lv_state src $g)" running
 
 lv_migrate_start src dst $g
 lv_migrate_wait src $g 150 || fail "$LV_ERROR"
-migrated $g
+lv_test_migrated $g
 seq1=$SEQ
 read -r tot1 down1 <<<"$(lv_job_completed src $g)"
 lv_virsh dst destroy $g >/dev/null 2>&1 # the CPU for what follows
@@ -87,7 +44,7 @@ lv_virsh dst destroy $g >/dev/null 2>&1 # the CPU for what follows
 # test expects the opposite). --bandwidth (MiB/s) keeps it going long
 # enough to be cut.
 g=rmig-lv-cut
-boot src $g
+lv_test_boot src $g
 lv_migrate_start src dst $g --bandwidth 4
 # Cut once QEMU's stream carries data (before, the source would only fail
 # to connect), at least 4 MiB.
@@ -119,11 +76,11 @@ g=rmig-lv-disk
 img=/var/lib/libvirt/images/$g.img
 guest_disk_create "$LV_DIR/src/lib/images/$g.img" raw 64M || fail "$GUEST_ERROR"
 guest_disk_create "$LV_DIR/dst/lib/images/$g.img" raw 64M || fail "$GUEST_ERROR"
-LV_APPEND=rmig_disk_kib=256 boot src $g "$img"
+LV_APPEND=rmig_disk_kib=256 lv_test_boot src $g "$img"
 grep -aq 'rmig-guest-ready .*disk=/dev/vda' "$(lv_serial src $g)" || fail "$g has no disk: $(grep -a -m1 rmig-disk-BAD "$(lv_serial src $g)")"
 lv_migrate_start src dst $g --copy-storage-all --disks-uri "unix://$LV_RELAY_DIR/nbd.sock"
 lv_migrate_wait src $g 150 || fail "$LV_ERROR"
-migrated $g
+lv_test_migrated $g
 read -r tot3 down3 <<<"$(lv_job_completed src $g)"
 c=$(lv_counter dst $g)
 lv_wait_counter dst $g $((c + 8)) 30 || fail "$LV_ERROR"

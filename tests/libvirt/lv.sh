@@ -532,3 +532,58 @@ lv_job_bytes() {
 		m = 1; if ($4 == "KiB") m = 1024; if ($4 == "MiB") m = 1048576; if ($4 == "GiB") m = 1073741824
 		b = $3 * m } END { printf "%d\n", b }'
 }
+
+# --- for the e2e tests (tests/e2e/lib.sh's fail, skip, expect_eq) ---------------
+LV_QEMU_SETUP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/qemu/setup.sh
+
+# lv_test_prepare: the guest's kernel and initramfs (no QMP client: libvirt
+# owns QEMU) and what lv.sh needs; SKIP when they cannot be had.
+lv_test_prepare() {
+	local out rc=0
+	out=$("$LV_QEMU_SETUP" 2>&1) || rc=$?
+	[ $rc = 77 ] && skip "$(grep -m1 '^SKIP' <<<"$out" | sed 's/^SKIP: //')"
+	[ $rc = 0 ] || fail "tests/qemu/setup.sh: $(tail -n1 <<<"$out")"
+	rc=0
+	lv_prepare || rc=$?
+	[ $rc = 77 ] && skip "$LV_ERROR"
+	[ $rc = 0 ] || fail "$LV_ERROR"
+}
+
+# lv_test_boot HOST NAME [IMG]: define and start the guest, wait for count 20.
+lv_test_boot() {
+	lv_start "$@" || fail "$LV_ERROR"
+	lv_wait_counter "$1" "$2" 20 90 || fail "$LV_ERROR"
+}
+
+# lv_test_migrated NAME: what must hold after a successful migration of NAME: virsh
+# said so, the source's domjobinfo saw it running, the guest runs on dst
+# only, and counts on from the source's last value without a gap. Sets
+# SEQ: the sequence (guest_check_seq).
+lv_test_migrated() {
+	local n=$1 src_last seq
+	[ "$LV_MIGRATE_RC" = 0 ] || fail "virsh migrate $n exited $LV_MIGRATE_RC: $(tr '\n' ' ' <"$LV_DIR/migrate-$n.err")"
+	[ "$LV_JOB_SEEN" -ge 1 ] || fail "the source's domjobinfo never showed $n's outgoing migration running"
+	expect_eq "$n on the destination" "$(lv_state dst "$n")" running
+	expect_eq "$n on the source" "$(lv_state src "$n")" "shut off"
+	src_last=$(lv_counter src "$n")
+	lv_wait_counter dst "$n" $((src_last + 10)) 30 ||
+		fail "$n on the destination did not count on past the source's $src_last: $LV_ERROR"
+	seq=$(guest_check_seq "$(lv_serial src "$n")" "$(lv_serial dst "$n")") ||
+		fail "$n's counter across the migration (source's last $src_last): $seq"
+	[ "${seq%%..*}" = 1 ] || fail "$n's source console starts at ${seq%%..*}, not 1"
+	SEQ=$seq
+}
+
+# lv_test_hosts WHAT: both hosts, their link, the relays (LV_RELAY's), and
+# the destination's libvirtd reached through them (WHAT: "relay" or
+# "tunnel", for the messages).
+lv_test_hosts() {
+	local dst_host
+	lv_host src 1 || fail "$LV_ERROR"
+	lv_host dst 2 || fail "$LV_ERROR"
+	lv_link src dst || fail "$LV_ERROR"
+	lv_relay_all src dst || fail "$LV_ERROR"
+	dst_host=$(lv_in src timeout 20 virsh -c "$(lv_dest_uri)" hostname 2>&1) ||
+		fail "the destination libvirtd through the $1: $dst_host"
+	expect_eq "destination hostname through the $1" "$dst_host" rmig-lv-dst
+}
