@@ -47,7 +47,7 @@ LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transpor
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
 	  engine/payload/stream_save.c engine/payload/disk.c engine/payload/disk_save.c \
 	  engine/payload/disk_load.c \
-	  tunnel/frame.c tunnel/conn.c tunnel/tunnel.c
+	  tunnel/frame.c tunnel/conn.c tunnel/door.c tunnel/tunnel.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_status test_converge test_sim test_uffd test_populated test_session \
 	     test_backend_abi test_link_wrap test_tls_record test_tls_stream test_tunnel_frame

@@ -43,10 +43,16 @@ RMIG_API int rmig_tunnel_add(struct rmig_tunnel *t, const char *name, const char
 RMIG_API int rmig_tunnel_set_psk(struct rmig_tunnel *t, const uint8_t *key, size_t len);
 /* x509 credentials directory (ca-cert.pem, {server,client}-{cert,key}.pem). */
 RMIG_API int rmig_tunnel_set_tls_creds(struct rmig_tunnel *t, const char *dir);
+/* How long a lost link may take to come back, in ms (default 30000; 0: a
+ * lost link closes every stream). SEND: it connects again for this long;
+ * RECV: it keeps the streams this long plus the 10 s a silent link takes to
+ * be declared lost. */
+RMIG_API int rmig_tunnel_set_resume_timeout(struct rmig_tunnel *t, unsigned ms);
 RMIG_API void rmig_tunnel_set_log(struct rmig_tunnel *t, rmig_tunnel_log_fn fn, void *arg);
 /* SEND: connect to host:port and carry connections until the link is lost
  * or rmig_tunnel_stop. RECV: listen on host:port (0: any free port, logged)
- * and serve one peer after another until rmig_tunnel_stop. */
+ * and serve one peer after another until rmig_tunnel_stop. A sending side
+ * returns -ECONNRESET when its link is lost and not back in time. */
 RMIG_API int rmig_tunnel_run(struct rmig_tunnel *t, const char *host, uint16_t port);
 /* Make rmig_tunnel_run return soon. Async-signal-safe. */
 RMIG_API void rmig_tunnel_stop(struct rmig_tunnel *t);

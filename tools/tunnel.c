@@ -28,6 +28,7 @@ static const struct {
 	const char *field, *flag;
 } tunnel_fields[] = {
 	{ "config.tls on and the same credentials", "the same --psk-file or --tls-creds" },
+	{ "config.tls off on both sides", "neither --psk-file nor --tls-creds on both sides" },
 	{ "config.psk", "--psk-file" },
 	{ "config.tls_creds", "--tls-creds" },
 };
@@ -62,7 +63,8 @@ static int usage(const char *fmt, const char *arg)
 	fprintf(stderr,
 		"\nusage: rmig tunnel send HOST[:PORT] --expose NAME=PATH... [--psk-file F]\n"
 		"       rmig tunnel recv --listen ADDR[:PORT] --forward NAME=PATH... "
-		"[--psk-file F]\n");
+		"[--psk-file F]\n"
+		"       either: [--tls-creds DIR] [--resume-timeout SECONDS (30; 0: none)]\n");
 	return RMIG_RESULT_USAGE;
 }
 
@@ -107,7 +109,7 @@ static int add_pair(struct rmig_tunnel *t, char *arg, const char *opt)
 	return 0;
 }
 
-enum { OPT_EXPOSE = 256, OPT_FORWARD, OPT_LISTEN, OPT_PSK, OPT_CREDS };
+enum { OPT_EXPOSE = 256, OPT_FORWARD, OPT_LISTEN, OPT_PSK, OPT_CREDS, OPT_RESUME };
 
 static const struct option tunnel_options[] = {
 	{ "expose", required_argument, NULL, OPT_EXPOSE },
@@ -115,6 +117,7 @@ static const struct option tunnel_options[] = {
 	{ "listen", required_argument, NULL, OPT_LISTEN },
 	{ "psk-file", required_argument, NULL, OPT_PSK },
 	{ "tls-creds", required_argument, NULL, OPT_CREDS },
+	{ "resume-timeout", required_argument, NULL, OPT_RESUME },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -122,6 +125,17 @@ struct tunnel_args {
 	char *listen;
 	const char *psk_file, *creds;
 };
+
+static int set_resume(struct rmig_tunnel *t, const char *arg)
+{
+	char *end;
+	long s = strtol(arg, &end, 10);
+
+	if (!*arg || *end || s < 0 || s > 3600)
+		return usage("--resume-timeout: '%s' is not 0..3600 seconds", arg);
+	rmig_tunnel_set_resume_timeout(t, (unsigned)s * 1000);
+	return 0;
+}
 
 static int parse(struct rmig_tunnel *t, int send, int argc, char *argv[], struct tunnel_args *a)
 {
@@ -144,6 +158,7 @@ static int parse(struct rmig_tunnel *t, int send, int argc, char *argv[], struct
 			break;
 		case OPT_PSK: a->psk_file = optarg; break;
 		case OPT_CREDS: a->creds = optarg; break;
+		case OPT_RESUME: rc = set_resume(t, optarg); break;
 		default: rc = usage("%s: bad option", argv[optind - 1]);
 		}
 	}

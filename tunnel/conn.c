@@ -79,3 +79,90 @@ int tun_link_open(const struct tun_security *s, struct rmig_link **out, char *er
 	*out = l;
 	return 0;
 }
+
+/* ---- the opening's first frame ---- */
+
+static const uint8_t hello_magic[4] = { 'R', 'M', 'T', 'N' };
+
+void tun_hello_encode(uint32_t flags, const uint8_t token[TUN_TOKEN_LEN],
+		      uint8_t out[TUN_HDR_LEN + TUN_HELLO_LEN])
+{
+	struct tun_hdr h = { .stream = 0, .len = TUN_HELLO_LEN, .type = TUN_HELLO };
+	uint8_t *p = out + TUN_HDR_LEN;
+
+	tun_hdr_encode(&h, out);
+	memcpy(p, hello_magic, 4);
+	tun_put32(p + 4, TUN_VERSION);
+	tun_put32(p + 8, flags);
+	memcpy(p + 12, token, TUN_TOKEN_LEN);
+}
+
+/* Printable characters only: a peer's text becomes one line. */
+static void printable(char *out, const uint8_t *p, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
+	out[n] = 0;
+}
+
+static int recv_err(struct rmig_link *l, int rc, char *why, size_t len)
+{
+	snprintf(why, len, "%s", rc == -ETIMEDOUT ? "no HELLO in time"
+				 : l->err[0]	   ? l->err
+						   : strerror(-rc));
+	return rc;
+}
+
+int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
+		   uint8_t token[TUN_TOKEN_LEN], char *why, size_t len)
+{
+	uint8_t hb[TUN_HDR_LEN], p[TUN_MAX_MSG > TUN_HELLO_LEN ? TUN_MAX_MSG : TUN_HELLO_LEN];
+	char text[TUN_MAX_MSG + 1];
+	struct tun_hdr h;
+	int rc = l->ops->ctrl_recv(l, hb, sizeof(hb), timeout_ms);
+
+	if (rc)
+		return recv_err(l, rc, why, len);
+	if (hb[0] == 0x16 && hb[1] == 3) {
+		snprintf(why, len, "%s speaks TLS: give both ends the same --psk-file (or --tls-creds)",
+			 l->peer);
+		return -EPROTO;
+	}
+	if (tun_hdr_decode(hb, &h, why, len) || (h.type != TUN_HELLO && h.type != TUN_REFUSE)) {
+		snprintf(why, len, "%s is not an rmig tunnel", l->peer);
+		return -EPROTO;
+	}
+	if ((rc = l->ops->ctrl_recv(l, p, h.len, timeout_ms)))
+		return recv_err(l, rc, why, len);
+	if (h.type == TUN_REFUSE) {
+		printable(text, p, h.len);
+		snprintf(why, len, "%s refused: %s", l->peer, text);
+		return -ECONNREFUSED;
+	}
+	if (memcmp(p, hello_magic, 4)) {
+		snprintf(why, len, "%s is not an rmig tunnel", l->peer);
+		return -EPROTO;
+	}
+	if (tun_get32(p + 4) != TUN_VERSION) {
+		snprintf(why, len, "%s speaks tunnel version %u, this is %u", l->peer,
+			 tun_get32(p + 4), TUN_VERSION);
+		return -EPROTO;
+	}
+	*flags = tun_get32(p + 8);
+	memcpy(token, p + 12, TUN_TOKEN_LEN);
+	return 0;
+}
+
+void tun_send_refusal(struct rmig_link *l, const char *why)
+{
+	uint8_t b[TUN_HDR_LEN + TUN_MAX_MSG];
+	size_t n = strlen(why) > TUN_MAX_MSG ? TUN_MAX_MSG : strlen(why);
+	struct tun_hdr h = { .stream = 0, .len = (uint32_t)n, .type = TUN_REFUSE };
+	struct iovec v = { b, TUN_HDR_LEN + n };
+
+	if (!n)
+		return;
+	tun_hdr_encode(&h, b);
+	memcpy(b + TUN_HDR_LEN, why, n);
+	l->ops->ctrl_send(l, &v, 1, 100); /* best effort: the peer hears why */
+}

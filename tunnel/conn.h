@@ -6,7 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "frame.h"
+
 struct rmig_link;
+
+#define TUN_VERSION 2u
 
 struct tun_security {
 	char psk_hex[65]; /* derived TLS PSK, "" without a key */
@@ -23,5 +27,16 @@ static inline int tun_secured(const struct tun_security *s)
 int tun_derive_psk(const uint8_t *key, size_t len, char hex[65]);
 /* A new tcp link, wrapped in tls when s asks for it. err gets the message. */
 int tun_link_open(const struct tun_security *s, struct rmig_link **out, char *err, size_t errlen);
+
+/* The HELLO frame (header and payload) this side opens with. */
+void tun_hello_encode(uint32_t flags, const uint8_t token[TUN_TOKEN_LEN],
+		      uint8_t out[TUN_HDR_LEN + TUN_HELLO_LEN]);
+/* The peer's first frame: a HELLO of this version (flags and token out), or
+ * a REFUSE (-ECONNREFUSED, its text in why); else -EPROTO or the link's
+ * error, why in one line. */
+int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
+		   uint8_t token[TUN_TOKEN_LEN], char *why, size_t len);
+/* Best effort: tell the peer why it is refused, before closing. */
+void tun_send_refusal(struct rmig_link *l, const char *why);
 
 #endif

@@ -18,6 +18,17 @@ uint32_t tun_get32(const uint8_t *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+void tun_put64(uint8_t *p, uint64_t v)
+{
+	tun_put32(p, (uint32_t)(v >> 32));
+	tun_put32(p + 4, (uint32_t)v);
+}
+
+uint64_t tun_get64(const uint8_t *p)
+{
+	return (uint64_t)tun_get32(p) << 32 | tun_get32(p + 4);
+}
+
 void tun_hdr_encode(const struct tun_hdr *h, uint8_t out[TUN_HDR_LEN])
 {
 	tun_put32(out, h->stream);
@@ -36,7 +47,9 @@ static int len_range(uint8_t type, uint32_t *min, uint32_t *max)
 	case TUN_OPEN: *min = 1, *max = TUN_MAX_NAME; return 0;
 	case TUN_DATA: *min = 1, *max = TUN_MAX_DATA; return 0;
 	case TUN_CLOSE: *min = 0, *max = TUN_MAX_MSG; return 0;
-	case TUN_WINDOW: *min = *max = 4; return 0;
+	case TUN_WINDOW: *min = *max = 8; return 0;
+	case TUN_STATE: *min = 8, *max = 8 + TUN_STATE_MAX * TUN_STATE_ENTRY; return 0;
+	case TUN_REFUSE: *min = 1, *max = TUN_MAX_MSG; return 0;
 	default: return -EPROTO;
 	}
 }
@@ -57,7 +70,8 @@ int tun_hdr_decode(const uint8_t in[TUN_HDR_LEN], struct tun_hdr *h, char *err, 
 		snprintf(err, errlen, "unknown frame type %u", h->type);
 		return -EPROTO;
 	}
-	tunnel_frame = h->type == TUN_HELLO || h->type == TUN_PING;
+	tunnel_frame = h->type == TUN_HELLO || h->type == TUN_PING || h->type == TUN_STATE ||
+		       h->type == TUN_REFUSE;
 	if (tunnel_frame != (h->stream == 0)) {
 		snprintf(err, errlen, "frame type %u on stream %u", h->type, h->stream);
 		return -EPROTO;

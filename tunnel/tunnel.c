@@ -1,17 +1,26 @@
 /* tunnel.c - rmig_tunnel: local UNIX-socket connections multiplexed as
- * streams over one link.
+ * streams over one link, kept across a lost link.
  *
- * Two threads per connected tunnel: the loop (the caller of
- * rmig_tunnel_run) polls the local sockets and is the link's only sender;
- * the reader blocks on the link and only fills the streams' buffers, so
- * neither side's reader ever waits for its loop and the two ends cannot
- * deadlock on each other. A stream's sender may have at most TUN_STREAM_WINDOW
- * bytes the receiver has not yet written to its local socket: a slow local
- * reader stalls its own stream only, and each stream's buffer is bounded.
+ * Two threads per connected link: the loop (the caller of rmig_tunnel_run)
+ * polls the local sockets and is the link's only sender; the reader blocks
+ * on the link and only fills the streams' buffers, so neither side's reader
+ * ever waits for its loop and the two ends cannot deadlock on each other.
+ *
+ * Every stream keeps, per direction, positions counted from its start (its
+ * EOF counts as one more): what was read locally (queued), sent on the
+ * current link, and acknowledged by the peer as written to its own local
+ * socket (WINDOW, absolute). Bytes stay in the sender's ring until
+ * acknowledged, at most TUN_STREAM_WINDOW of them, which is also the flow
+ * control: a slow local reader stalls its own stream only. When the link is
+ * lost the streams stay; the sending side connects again with the session's
+ * token, both sides say what they hold (STATE) and each sends again what
+ * the other has not received. A stream is freed once each side knows the
+ * other has everything, so a frame lost with a link is never needed again.
  */
 #include "rmig_tunnel.h"
 
 #include "conn.h"
+#include "door.h"
 #include "frame.h"
 #include "link.h"
 
@@ -26,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -35,13 +45,17 @@
 #define TUN_MAX_CHANNELS 16
 #define TUN_MAX_STREAMS 256 /* SEND: more open connections are refused */
 /* RECV: room for twice as many, as a stream the sender has freed may wait
- * one more turn of the receiver's loop to be freed there. */
+ * one more turn of the receiver's loop (or a reconnection) to be freed. */
 #define TUN_STREAM_SLOTS (2 * TUN_MAX_STREAMS)
 #define TUN_STREAM_WINDOW (256u * 1024) /* per stream, per direction */
 #define TUN_PING_MS 1000		/* a PING when nothing else was sent */
 #define TUN_DEAD_MS 10000		/* nothing read for this long: link lost */
 #define TUN_SEND_TIMEOUT_MS 10000
 #define TUN_CONNECT_TIMEOUT_MS 10000
+#define TUN_RESUME_MS_DEFAULT 30000
+#define TUN_RETRY_MAX_MS 2000 /* the longest pause between reconnection attempts */
+
+_Static_assert(TUN_STREAM_SLOTS <= TUN_STATE_MAX, "a STATE frame holds every slot");
 
 struct channel {
 	char name[TUN_MAX_NAME + 1];
@@ -54,16 +68,23 @@ struct stream {
 	uint32_t id;
 	int fd;
 	char name[TUN_MAX_NAME + 1];
-	int opening;	    /* RECV: OPEN received, not yet connected (loop) */
-	int local_eof;	    /* read EOF from fd, EOF frame sent */
-	int peer_eof;	    /* EOF frame received */
-	int wr_shut;	    /* shutdown(SHUT_WR) done after peer_eof */
-	int reset;	    /* CLOSE sent or received: drop at once */
-	int local_gone;	    /* the local peer closed both ways after its EOF */
-	uint32_t credit;    /* bytes we may still send */
-	uint32_t consumed;  /* bytes written locally, not yet credited back */
-	uint8_t *buf;	    /* bytes from the peer, to write locally (ring) */
-	uint32_t head, len; /* ring state */
+	int opening;	/* RECV: OPEN received, not yet connected (loop) */
+	int need_open;	/* SEND: OPEN to send (again, after a reconnection) */
+	int reset;	/* CLOSE sent or received: drop at once */
+	int local_gone; /* the local peer closed both ways after its EOF */
+	/* to the peer: [out_acked, out_queued) kept in out (a ring) */
+	uint8_t *out;
+	uint64_t out_queued; /* data bytes read locally */
+	int out_eof;	     /* local EOF read: the EOF sits at out_queued */
+	uint64_t out_sent;   /* positions sent on this link (EOF counts 1) */
+	uint64_t out_acked;  /* positions the peer wrote locally (WINDOW) */
+	/* from the peer: [in_written, in_rcvd) waiting in in (a ring) */
+	uint8_t *in;
+	uint64_t in_rcvd;     /* data bytes received */
+	int in_eof;	      /* EOF received */
+	uint64_t in_written;  /* data bytes written locally */
+	int wr_shut;	      /* shutdown(SHUT_WR) done after in_eof */
+	uint64_t in_credited; /* position last acknowledged to the peer */
 };
 
 struct rmig_tunnel {
@@ -73,15 +94,20 @@ struct rmig_tunnel {
 	struct tun_security sec;
 	rmig_tunnel_log_fn log;
 	void *log_arg;
+	unsigned resume_ms;
 	volatile sig_atomic_t stopping;
-	int wake_fd; /* eventfd: the reader (or stop) wakes the loop */
-	struct rmig_link *listener;
-	struct rmig_link *link; /* the connected tunnel */
+	int wake_fd; /* eventfd: the reader, the door or stop wakes the loop */
+	struct tun_door *door;	/* RECV */
+	struct rmig_link *link; /* the connected link, NULL between links */
 	pthread_mutex_t lock;	/* streams[], link_dead */
 	struct stream streams[TUN_STREAM_SLOTS];
-	uint32_t next_id;
+	uint32_t next_id;   /* SEND: the last stream number given */
+	uint32_t max_opened; /* RECV: the highest stream number opened */
+	int have_session;    /* streams belong to the session of token */
+	uint8_t token[TUN_TOKEN_LEN];
 	int link_dead;
 	char dead_why[256];
+	struct tun_proven next; /* RECV: the sender came back while a link lived */
 	char err[256];
 };
 
@@ -121,6 +147,14 @@ static void wake(struct rmig_tunnel *t)
 	(void)n; /* a full counter already wakes the loop */
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- configuration ---- */
 
 int rmig_tunnel_create(enum rmig_tunnel_role role, struct rmig_tunnel **out)
@@ -133,6 +167,7 @@ int rmig_tunnel_create(enum rmig_tunnel_role role, struct rmig_tunnel **out)
 	if (!t)
 		return -ENOMEM;
 	t->role = role;
+	t->resume_ms = TUN_RESUME_MS_DEFAULT;
 	t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (t->wake_fd < 0) {
 		free(t);
@@ -204,6 +239,14 @@ int rmig_tunnel_set_tls_creds(struct rmig_tunnel *t, const char *dir)
 	return 0;
 }
 
+int rmig_tunnel_set_resume_timeout(struct rmig_tunnel *t, unsigned ms)
+{
+	if (ms > 3600 * 1000)
+		return fail(t, -EINVAL, "a resume timeout is at most one hour");
+	t->resume_ms = ms;
+	return 0;
+}
+
 void rmig_tunnel_set_log(struct rmig_tunnel *t, rmig_tunnel_log_fn fn, void *arg)
 {
 	t->log = fn;
@@ -218,28 +261,7 @@ const char *rmig_tunnel_error(const struct rmig_tunnel *t)
 void rmig_tunnel_stop(struct rmig_tunnel *t)
 {
 	t->stopping = 1;
-	if (t->listener)
-		t->listener->ops->interrupt(t->listener, RMIG_LINK_STOP_CTRL_RECV |
-							     RMIG_LINK_STOP_CTRL_SEND |
-							     RMIG_LINK_STOP_DATA);
 	wake(t);
-}
-
-void rmig_tunnel_destroy(struct rmig_tunnel *t)
-{
-	if (!t)
-		return;
-	for (int i = 0; i < t->nch; i++)
-		if (t->ch[i].listen_fd >= 0) {
-			close(t->ch[i].listen_fd);
-			unlink(t->ch[i].path);
-		}
-	if (t->listener)
-		rmig_link_destroy(t->listener);
-	close(t->wake_fd);
-	pthread_mutex_destroy(&t->lock);
-	OPENSSL_cleanse(&t->sec, sizeof(t->sec));
-	free(t);
 }
 
 /* ---- sending frames (the loop thread only) ---- */
@@ -263,19 +285,13 @@ static int send_frame(struct rmig_tunnel *t, uint8_t type, uint32_t stream, cons
 	struct iovec iov[2] = { { hdr, TUN_HDR_LEN }, { (void *)p, len } };
 	int rc;
 
+	if (t->link_dead)
+		return -EPIPE; /* nothing more on a lost link; its streams wait */
 	tun_hdr_encode(&h, hdr);
 	rc = t->link->ops->ctrl_send(t->link, iov, len ? 2 : 1, TUN_SEND_TIMEOUT_MS);
 	if (rc)
 		mark_dead(t, t->link->err[0] ? t->link->err : strerror(-rc));
 	return rc;
-}
-
-static int send_u32(struct rmig_tunnel *t, uint8_t type, uint32_t stream, uint32_t v)
-{
-	uint8_t p[4];
-
-	tun_put32(p, v);
-	return send_frame(t, type, stream, p, 4);
 }
 
 /* ---- streams ---- */
@@ -298,13 +314,16 @@ static struct stream *stream_new(struct rmig_tunnel *t, uint32_t id, int fd, con
 		if (s->used)
 			continue;
 		memset(s, 0, sizeof(*s));
-		s->buf = malloc(TUN_STREAM_WINDOW);
-		if (!s->buf)
+		s->out = malloc(TUN_STREAM_WINDOW);
+		s->in = malloc(TUN_STREAM_WINDOW);
+		if (!s->out || !s->in) {
+			free(s->out);
+			free(s->in);
 			return NULL;
+		}
 		s->used = 1;
 		s->id = id;
 		s->fd = fd;
-		s->credit = TUN_STREAM_WINDOW;
 		snprintf(s->name, sizeof(s->name), "%s", name);
 		return s;
 	}
@@ -315,18 +334,52 @@ static void stream_free(struct stream *s)
 {
 	if (s->fd >= 0)
 		close(s->fd);
-	free(s->buf);
+	free(s->out);
+	free(s->in);
 	memset(s, 0, sizeof(*s));
 	s->fd = -1;
 }
 
-static void close_all_streams(struct rmig_tunnel *t)
+/* Forget the session: every stream closed, a new sender may come. */
+static void end_session(struct rmig_tunnel *t)
 {
 	pthread_mutex_lock(&t->lock);
 	for (int i = 0; i < TUN_STREAM_SLOTS; i++)
 		if (t->streams[i].used)
 			stream_free(&t->streams[i]);
+	t->have_session = 0;
+	t->next_id = t->max_opened = 0;
 	pthread_mutex_unlock(&t->lock);
+}
+
+static uint64_t out_end(const struct stream *s)
+{
+	return s->out_queued + (uint64_t)s->out_eof;
+}
+
+/* Bytes the local socket may still give: the window less what is unacked. */
+static uint32_t out_room(const struct stream *s)
+{
+	uint64_t acked = s->out_acked < s->out_queued ? s->out_acked : s->out_queued;
+
+	return TUN_STREAM_WINDOW - (uint32_t)(s->out_queued - acked);
+}
+
+static uint32_t in_len(const struct stream *s)
+{
+	return (uint32_t)(s->in_rcvd - s->in_written);
+}
+
+static uint64_t in_consumed(const struct stream *s)
+{
+	return s->in_written + (uint64_t)s->wr_shut;
+}
+
+/* Everything both ways is written on the far side and acknowledged. */
+static int stream_done(const struct stream *s)
+{
+	return s->out_eof && s->out_acked == out_end(s) && s->in_eof && s->wr_shut &&
+	       s->in_credited == in_consumed(s);
 }
 
 /* ---- the reader thread: frames from the peer into the streams ---- */
@@ -346,13 +399,13 @@ static int on_data(struct stream *s, const uint8_t *p, uint32_t n)
 {
 	uint32_t tail, first;
 
-	if (s->peer_eof || n > TUN_STREAM_WINDOW - s->len)
+	if (s->in_eof || n > TUN_STREAM_WINDOW - in_len(s))
 		return -EPROTO; /* past EOF, or beyond the window we gave */
-	tail = (s->head + s->len) % TUN_STREAM_WINDOW;
+	tail = (uint32_t)(s->in_rcvd % TUN_STREAM_WINDOW);
 	first = TUN_STREAM_WINDOW - tail < n ? TUN_STREAM_WINDOW - tail : n;
-	memcpy(s->buf + tail, p, first);
-	memcpy(s->buf, p + first, n - first); /* the part that wraps around */
-	s->len += n;
+	memcpy(s->in + tail, p, first);
+	memcpy(s->in, p + first, n - first); /* the part that wraps around */
+	s->in_rcvd += n;
 	return 0;
 }
 
@@ -361,7 +414,8 @@ static int on_open(struct rmig_tunnel *t, uint32_t id, const uint8_t *p, uint32_
 	char name[TUN_MAX_NAME + 1];
 	struct stream *s;
 
-	if (t->role != RMIG_TUNNEL_RECV || stream_by_id(t, id))
+	/* numbers only grow: an OPEN at or below the highest is a replay */
+	if (t->role != RMIG_TUNNEL_RECV || id <= t->max_opened)
 		return -EPROTO;
 	memcpy(name, p, n);
 	name[n] = 0;
@@ -370,6 +424,7 @@ static int on_open(struct rmig_tunnel *t, uint32_t id, const uint8_t *p, uint32_
 	s = stream_new(t, id, -1, name);
 	if (!s)
 		return -EPROTO; /* the sender exceeded the stream limit it shares */
+	t->max_opened = id;
 	s->opening = 1;
 	return 0;
 }
@@ -385,38 +440,48 @@ static void log_refusal(struct rmig_tunnel *t, const struct stream *s, const uin
 	logf_(t, "stream %u (%s) refused by the peer: %s", s->id, s->name, why);
 }
 
-/* Apply one frame (lock held). -EPROTO: the peer broke the protocol. */
+/* Apply one stream's frame (lock held). -EPROTO: the peer broke the protocol. */
+static int apply_stream_frame(struct rmig_tunnel *t, struct stream *s, const struct tun_hdr *h,
+			      const uint8_t *p)
+{
+	uint64_t v;
+
+	switch (h->type) {
+	case TUN_DATA: return on_data(s, p, h->len);
+	case TUN_EOF:
+		if (s->in_eof)
+			return -EPROTO;
+		s->in_eof = 1;
+		return 0;
+	case TUN_CLOSE:
+		s->reset = 1;
+		if (h->len)
+			log_refusal(t, s, p, h->len);
+		return 0;
+	case TUN_WINDOW:
+		v = tun_get64(p);
+		if (v < s->out_acked || v > s->out_sent)
+			return -EPROTO; /* acknowledges what was never sent */
+		s->out_acked = v;
+		return 0;
+	}
+	return -EPROTO;
+}
+
 static int apply_frame(struct rmig_tunnel *t, const struct tun_hdr *h, const uint8_t *p)
 {
 	struct stream *s;
 
 	if (h->type == TUN_PING)
 		return 0;
-	if (h->type == TUN_HELLO)
-		return -EPROTO; /* only as the first frame */
+	if (h->type == TUN_HELLO || h->type == TUN_STATE || h->type == TUN_REFUSE)
+		return -EPROTO; /* only in a connection's opening */
 	if (h->type == TUN_OPEN)
 		return on_open(t, h->stream, p, h->len);
 	s = stream_by_id(t, h->stream);
 	if (!s)
 		return 0; /* a stream this side closed already: frames in flight */
-	switch (h->type) {
-	case TUN_DATA: return on_data(s, p, h->len);
-	case TUN_EOF: s->peer_eof = 1; return 0;
-	case TUN_CLOSE:
-		s->reset = 1;
-		if (h->len)
-			log_refusal(t, s, p, h->len);
-		return 0;
-	case TUN_WINDOW: {
-		uint32_t more = tun_get32(p);
-
-		if (more > TUN_STREAM_WINDOW - s->credit)
-			return -EPROTO;
-		s->credit += more;
-		return 0;
-	}
-	}
-	return -EPROTO;
+	return apply_stream_frame(t, s, h, p);
 }
 
 static void *reader_main(void *arg)
@@ -443,9 +508,8 @@ static void *reader_main(void *arg)
 		pthread_mutex_unlock(&t->lock);
 		if (rc) {
 			snprintf(why, sizeof(why),
-				 "the peer broke the protocol (frame type %u, "
-				 "stream %u)",
-				 h.type, h.stream);
+				 "the peer broke the protocol (frame type %u, stream %u)", h.type,
+				 h.stream);
 			mark_dead(t, why);
 			return NULL;
 		}
@@ -463,6 +527,19 @@ static int unix_addr(const char *path, struct sockaddr_un *sa)
 		return -ENAMETOOLONG;
 	strcpy(sa->sun_path, path);
 	return 0;
+}
+
+/* Send a frame from the loop: the lock is released meanwhile (the reader
+ * applies frames), the stream's slot stays the loop's. */
+static int send_unlocked(struct rmig_tunnel *t, uint8_t type, uint32_t id, const void *p,
+			 uint32_t len)
+{
+	int rc;
+
+	pthread_mutex_unlock(&t->lock);
+	rc = send_frame(t, type, id, p, len);
+	pthread_mutex_lock(&t->lock);
+	return rc;
 }
 
 /* RECV: connect an opened stream to its forward, or refuse it in one line. */
@@ -490,60 +567,100 @@ static void open_forward(struct rmig_tunnel *t, struct stream *s)
 	}
 	logf_(t, "stream %u (%s) refused: %s", s->id, s->name, why);
 	s->reset = 1;
-	pthread_mutex_unlock(&t->lock);
-	send_frame(t, TUN_CLOSE, s->id, why, (uint32_t)strlen(why));
-	pthread_mutex_lock(&t->lock);
+	send_unlocked(t, TUN_CLOSE, s->id, why, (uint32_t)strlen(why));
 }
 
 /* Drop stream s on both sides (lock held, released while sending). */
 static void reset_stream(struct rmig_tunnel *t, struct stream *s)
 {
-	uint32_t id = s->id;
-
 	s->reset = 1;
-	pthread_mutex_unlock(&t->lock);
-	send_frame(t, TUN_CLOSE, id, NULL, 0);
-	pthread_mutex_lock(&t->lock);
+	send_unlocked(t, TUN_CLOSE, s->id, NULL, 0);
 }
 
-/* Local bytes to the peer, as far as the stream's window allows. */
-static void pump_out(struct rmig_tunnel *t, struct stream *s)
+/* SEND: OPENs the peer has not had, in the order of their numbers (the
+ * receiver takes only growing ones), new streams' and after a
+ * reconnection those it never received. Lock held. */
+static void send_opens(struct rmig_tunnel *t)
 {
-	static __thread uint8_t buf[TUN_MAX_DATA];
-	uint32_t want = s->credit < TUN_MAX_DATA ? s->credit : TUN_MAX_DATA;
-	ssize_t n = want ? read(s->fd, buf, want) : 0;
-	uint32_t id = s->id;
+	for (;;) {
+		struct stream *first = NULL;
 
-	if (!want || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+		for (int i = 0; i < TUN_MAX_STREAMS; i++) {
+			struct stream *s = &t->streams[i];
+
+			if (s->used && s->need_open && !s->reset && (!first || s->id < first->id))
+				first = s;
+		}
+		if (!first || send_unlocked(t, TUN_OPEN, first->id, first->name,
+					    (uint32_t)strlen(first->name)))
+			return;
+		first->need_open = 0;
+	}
+}
+
+/* What the peer has not received yet, from the ring: bytes, then the EOF
+ * (once its OPEN went: send_opens). 1: something sent. */
+static int send_pending(struct rmig_tunnel *t, struct stream *s)
+{
+	uint32_t off, n;
+
+	if (s->need_open)
+		return 0;
+	if (s->out_sent < s->out_queued) {
+		off = (uint32_t)(s->out_sent % TUN_STREAM_WINDOW);
+		n = (uint32_t)(s->out_queued - s->out_sent);
+		n = n < TUN_MAX_DATA ? n : TUN_MAX_DATA;
+		n = n < TUN_STREAM_WINDOW - off ? n : TUN_STREAM_WINDOW - off;
+		/* Counted as sent before: the peer's WINDOW for it may come
+		 * before send returns. Unsent on a lost link, the peer's STATE
+		 * sets it back. Only this thread writes the ring, past out_queued. */
+		s->out_sent += n;
+		return !send_unlocked(t, TUN_DATA, s->id, s->out + off, n);
+	}
+	if (s->out_eof && s->out_sent == s->out_queued) {
+		s->out_sent++;
+		return !send_unlocked(t, TUN_EOF, s->id, NULL, 0);
+	}
+	return 0;
+}
+
+static int has_pending(const struct stream *s)
+{
+	return s->need_open || s->out_sent < out_end(s);
+}
+
+/* Local bytes into the ring, as far as the window allows; then sent. */
+static void read_local(struct rmig_tunnel *t, struct stream *s)
+{
+	uint32_t off = (uint32_t)(s->out_queued % TUN_STREAM_WINDOW), want = out_room(s);
+	ssize_t n;
+
+	want = want < TUN_MAX_DATA ? want : TUN_MAX_DATA;
+	want = want < TUN_STREAM_WINDOW - off ? want : TUN_STREAM_WINDOW - off;
+	if (!want)
+		return;
+	n = read(s->fd, s->out + off, want);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n < 0) {
 		reset_stream(t, s);
 		return;
 	}
 	if (n == 0)
-		s->local_eof = 1;
+		s->out_eof = 1;
 	else
-		s->credit -= (uint32_t)n;
-	pthread_mutex_unlock(&t->lock);
-	send_frame(t, n ? TUN_DATA : TUN_EOF, id, buf, (uint32_t)n);
-	pthread_mutex_lock(&t->lock);
+		s->out_queued += (uint64_t)n;
+	send_pending(t, s);
 }
 
-/* The peer's bytes to the local socket; credit them back in quarters. */
-static void pump_in(struct rmig_tunnel *t, struct stream *s)
+/* The peer's bytes to the local socket; acknowledged in quarters. */
+static void write_local(struct rmig_tunnel *t, struct stream *s)
 {
-	if (s->local_gone) {
-		/* nobody to give bytes to: a reset, as TCP answers them */
-		if (s->len)
-			reset_stream(t, s);
-		else if (s->peer_eof)
-			s->wr_shut = 1;
-		return;
-	}
-	while (s->len) {
-		uint32_t run =
-		    TUN_STREAM_WINDOW - s->head < s->len ? TUN_STREAM_WINDOW - s->head : s->len;
-		ssize_t n = send(s->fd, s->buf + s->head, run, MSG_NOSIGNAL);
+	while (!s->local_gone && in_len(s)) {
+		uint32_t head = (uint32_t)(s->in_written % TUN_STREAM_WINDOW);
+		uint32_t run = TUN_STREAM_WINDOW - head < in_len(s) ? TUN_STREAM_WINDOW - head
+								     : in_len(s);
+		ssize_t n = send(s->fd, s->in + head, run, MSG_NOSIGNAL);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			break;
@@ -551,21 +668,24 @@ static void pump_in(struct rmig_tunnel *t, struct stream *s)
 			reset_stream(t, s);
 			return;
 		}
-		s->head = (s->head + (uint32_t)n) % TUN_STREAM_WINDOW;
-		s->len -= (uint32_t)n;
-		s->consumed += (uint32_t)n;
+		s->in_written += (uint64_t)n;
 	}
-	if (s->consumed >= TUN_STREAM_WINDOW / 4 || (s->consumed && !s->len)) {
-		uint32_t more = s->consumed, id = s->id;
-
-		s->consumed = 0;
-		pthread_mutex_unlock(&t->lock);
-		send_u32(t, TUN_WINDOW, id, more);
-		pthread_mutex_lock(&t->lock);
+	if (s->local_gone && in_len(s)) {
+		reset_stream(t, s); /* nobody to give bytes to: a reset, as TCP answers */
+		return;
 	}
-	if (!s->len && s->peer_eof && !s->wr_shut) {
-		shutdown(s->fd, SHUT_WR);
+	if (!in_len(s) && s->in_eof && !s->wr_shut) {
+		if (!s->local_gone)
+			shutdown(s->fd, SHUT_WR);
 		s->wr_shut = 1;
+	}
+	if (in_consumed(s) - s->in_credited >= TUN_STREAM_WINDOW / 4 ||
+	    (in_consumed(s) > s->in_credited && !in_len(s))) {
+		uint8_t p[8];
+
+		tun_put64(p, in_consumed(s));
+		if (!send_unlocked(t, TUN_WINDOW, s->id, p, sizeof(p)))
+			s->in_credited = tun_get64(p);
 	}
 }
 
@@ -574,54 +694,65 @@ static void accept_local(struct rmig_tunnel *t, struct channel *c)
 {
 	int fd = accept4(c->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	struct stream *s;
-	uint32_t id;
 
 	if (fd < 0)
 		return;
 	pthread_mutex_lock(&t->lock);
-	id = ++t->next_id;
-	s = stream_new(t, id, fd, c->name);
+	s = stream_new(t, t->next_id + 1, fd, c->name);
+	if (s) {
+		t->next_id++;
+		s->need_open = 1; /* sent by the loop, in order */
+	}
 	pthread_mutex_unlock(&t->lock);
 	if (!s) {
 		logf_(t, "%s: a connection refused: %d streams open already (the limit)", c->name,
 		      TUN_MAX_STREAMS);
 		close(fd);
-		return;
 	}
-	send_frame(t, TUN_OPEN, id, c->name, (uint32_t)strlen(c->name));
+}
+
+static int stream_live(const struct stream *s)
+{
+	return s->used && !s->reset && !s->opening && s->fd >= 0;
 }
 
 /* One pass over the streams after poll (lock held). */
 static void service_streams(struct rmig_tunnel *t, const struct pollfd *pf, const int *slot, int n)
 {
+	send_opens(t);
 	for (int i = 0; i < TUN_STREAM_SLOTS; i++)
 		if (t->streams[i].used && t->streams[i].opening)
 			open_forward(t, &t->streams[i]);
 	for (int k = 0; k < n; k++) {
 		struct stream *s = &t->streams[slot[k]];
 
-		if (!s->used || s->reset || s->opening || s->fd < 0)
+		if (!stream_live(s) || has_pending(s))
 			continue;
-		if (!s->local_eof && (pf[k].revents & (POLLIN | POLLHUP | POLLERR)))
-			pump_out(t, s);
-		else if (s->local_eof && (pf[k].revents & (POLLHUP | POLLERR)))
+		if (!s->out_eof && (pf[k].revents & (POLLIN | POLLHUP | POLLERR)))
+			read_local(t, s);
+		else if (s->out_eof && (pf[k].revents & (POLLHUP | POLLERR)))
 			s->local_gone = 1; /* closed, not just half-closed */
 	}
 	for (int i = 0; i < TUN_STREAM_SLOTS; i++) {
 		struct stream *s = &t->streams[i];
 
-		if (s->used && !s->reset && !s->opening && s->fd >= 0)
-			pump_in(t, s);
-		if (s->used && (s->reset || (s->local_eof && s->wr_shut)))
+		if (stream_live(s) && has_pending(s))
+			send_pending(t, s);
+		if (stream_live(s))
+			write_local(t, s);
+		if (s->used && (s->reset || stream_done(s)))
 			stream_free(s);
 	}
 }
 
-/* Poll set: wake fd, the exposed sockets, then each stream's socket. */
-static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *nstreams)
+/* Poll set: wake fd, the exposed sockets, then each stream's socket.
+ * *busy: some stream has bytes to send again (poll must not wait). */
+static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *nstreams,
+		      int *busy)
 {
 	int n = 0, k = 0;
 
+	*busy = 0;
 	pf[n++] = (struct pollfd){ .fd = t->wake_fd, .events = POLLIN };
 	for (int i = 0; i < t->nch; i++)
 		if (t->ch[i].listen_fd >= 0)
@@ -631,11 +762,15 @@ static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *
 		struct stream *s = &t->streams[i];
 		short ev = 0;
 
-		if (!s->used || s->fd < 0 || s->reset || s->local_gone)
+		if (s->used && s->opening)
+			*busy = 1;
+		if (!stream_live(s))
 			continue;
-		if (!s->local_eof && s->credit)
+		if (has_pending(s))
+			*busy = 1;
+		else if (!s->out_eof && out_room(s))
 			ev |= POLLIN;
-		if (s->len)
+		if (in_len(s) && !s->local_gone)
 			ev |= POLLOUT;
 		if (!ev)
 			continue; /* nothing to do with it: its POLLHUP would spin */
@@ -647,12 +782,23 @@ static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *
 	return n;
 }
 
-static int64_t now_ms(void)
+/* RECV: a connection that proved itself while a link lives: the sender
+ * coming back (its old link is then dropped), or someone else (refused). */
+static void door_during_link(struct rmig_tunnel *t)
 {
-	struct timespec ts;
+	struct tun_proven pv;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	while (t->door && !t->next.link && !tun_door_take(t->door, &pv)) {
+		if (!memcmp(pv.token, t->token, TUN_TOKEN_LEN) && (pv.flags & TUN_HELLO_RESUME)) {
+			t->next = pv;
+			mark_dead(t, "the peer connected again");
+			return;
+		}
+		logf_(t, "%s refused: busy, a tunnel from %s is connected", pv.link->peer,
+		      t->link->peer);
+		tun_send_refusal(pv.link, "busy: this receiver serves another tunnel");
+		rmig_link_destroy(pv.link);
+	}
 }
 
 /* Carry streams until the link is lost or the tunnel stops. */
@@ -663,14 +809,15 @@ static void session_loop(struct rmig_tunnel *t)
 	int64_t last_ping = now_ms();
 
 	while (!t->stopping && !t->link_dead) {
-		int nstreams, n = build_poll(t, pf, slot, &nstreams);
+		int nstreams, busy, n = build_poll(t, pf, slot, &nstreams, &busy);
 		int first_stream = n - nstreams;
 		uint64_t drain;
 
-		if (poll(pf, (nfds_t)n, TUN_PING_MS / 2) < 0 && errno != EINTR)
+		if (poll(pf, (nfds_t)n, busy ? 0 : TUN_PING_MS / 2) < 0 && errno != EINTR)
 			break;
 		if ((pf[0].revents & POLLIN) && read(t->wake_fd, &drain, sizeof(drain)) < 0)
 			drain = 0;
+		door_during_link(t);
 		for (int i = 0, p = 1; i < t->nch; i++)
 			if (t->ch[i].listen_fd >= 0 && (pf[p++].revents & POLLIN))
 				accept_local(t, &t->ch[i]);
@@ -684,66 +831,179 @@ static void session_loop(struct rmig_tunnel *t)
 	}
 }
 
-/* ---- a connected tunnel ---- */
-
-static const uint8_t hello_magic[4] = { 'R', 'M', 'T', 'N' };
-#define TUN_VERSION 1u
-
-static int send_hello(struct rmig_tunnel *t)
-{
-	uint8_t p[TUN_HELLO_LEN];
-
-	memcpy(p, hello_magic, 4);
-	tun_put32(p + 4, TUN_VERSION);
-	return send_frame(t, TUN_HELLO, 0, p, sizeof(p));
-}
-
-/* The peer's first frame: a HELLO of this version. */
-static int check_hello(struct rmig_tunnel *t)
-{
-	uint8_t b[TUN_HDR_LEN + TUN_HELLO_LEN];
-	struct tun_hdr h;
-	char why[160];
-	int rc = t->link->ops->ctrl_recv(t->link, b, sizeof(b), TUN_CONNECT_TIMEOUT_MS);
-
-	if (rc)
-		return fail(t, rc, "%s", t->link->err[0] ? t->link->err : strerror(-rc));
-	if (b[0] == 0x16 && b[1] == 3)
-		return fail(t, -EPROTO,
-			    "%s speaks TLS: give both ends the same --psk-file "
-			    "(or --tls-creds)",
-			    t->link->peer);
-	if (tun_hdr_decode(b, &h, why, sizeof(why)) || h.type != TUN_HELLO ||
-	    memcmp(b + TUN_HDR_LEN, hello_magic, 4))
-		return fail(t, -EPROTO, "%s is not an rmig tunnel", t->link->peer);
-	if (tun_get32(b + TUN_HDR_LEN + 4) != TUN_VERSION)
-		return fail(t, -EPROTO, "%s speaks tunnel version %u, this is %u", t->link->peer,
-			    tun_get32(b + TUN_HDR_LEN + 4), TUN_VERSION);
-	return 0;
-}
-
-/* Run one connected tunnel to its end; every stream is closed after. */
-static void run_connected(struct rmig_tunnel *t)
+/* Run one connected link to its end; the streams stay for the next. */
+static void run_link(struct rmig_tunnel *t)
 {
 	pthread_t reader;
 
-	t->link_dead = 0;
-	t->dead_why[0] = 0;
-	t->next_id = 0;
 	if (pthread_create(&reader, NULL, reader_main, t)) {
-		logf_(t, "cannot start the reader thread");
+		mark_dead(t, "cannot start the reader thread");
 		return;
 	}
 	session_loop(t);
 	t->link->ops->interrupt(t->link, RMIG_LINK_STOP_CTRL_RECV | RMIG_LINK_STOP_CTRL_SEND |
 					     RMIG_LINK_STOP_DATA);
 	pthread_join(reader, NULL);
-	close_all_streams(t);
-	if (!t->stopping)
-		logf_(t, "link to %s lost (%s): every stream closed", t->link->peer, t->dead_why);
+	rmig_link_destroy(t->link);
+	t->link = NULL;
 }
 
-/* ---- the two roles ---- */
+/* ---- a connection's opening: HELLO, then STATE both ways ---- */
+
+static int send_hello(struct rmig_tunnel *t, uint32_t flags)
+{
+	uint8_t b[TUN_HDR_LEN + TUN_HELLO_LEN];
+	struct iovec v = { b, sizeof(b) };
+	int rc;
+
+	tun_hello_encode(flags, t->token, b);
+	rc = t->link->ops->ctrl_send(t->link, &v, 1, TUN_SEND_TIMEOUT_MS);
+	if (rc)
+		return fail(t, rc, "%s", t->link->err[0] ? t->link->err : strerror(-rc));
+	return 0;
+}
+
+/* What this side holds: each stream's received and consumed positions. */
+static int send_state(struct rmig_tunnel *t)
+{
+	static __thread uint8_t b[TUN_HDR_LEN + 8 + TUN_STATE_MAX * TUN_STATE_ENTRY];
+	uint8_t *p = b + TUN_HDR_LEN + 8;
+	uint32_t count = 0;
+	struct iovec v = { b, 0 };
+	struct tun_hdr h = { .stream = 0, .type = TUN_STATE };
+	int rc;
+
+	pthread_mutex_lock(&t->lock);
+	for (int i = 0; i < TUN_STREAM_SLOTS; i++) {
+		struct stream *s = &t->streams[i];
+
+		if (!s->used || s->reset)
+			continue;
+		tun_put32(p, s->id);
+		tun_put32(p + 4, 0);
+		tun_put64(p + 8, s->in_rcvd + (uint64_t)s->in_eof);
+		tun_put64(p + 16, in_consumed(s));
+		s->in_credited = in_consumed(s);
+		p += TUN_STATE_ENTRY;
+		count++;
+	}
+	tun_put32(b + TUN_HDR_LEN, count);
+	tun_put32(b + TUN_HDR_LEN + 4, t->role == RMIG_TUNNEL_SEND ? t->next_id : t->max_opened);
+	pthread_mutex_unlock(&t->lock);
+	h.len = 8 + count * TUN_STATE_ENTRY;
+	tun_hdr_encode(&h, b);
+	v.iov_len = TUN_HDR_LEN + h.len;
+	rc = t->link->ops->ctrl_send(t->link, &v, 1, TUN_SEND_TIMEOUT_MS);
+	if (rc)
+		return fail(t, rc, "%s", t->link->err[0] ? t->link->err : strerror(-rc));
+	return 0;
+}
+
+struct peer_entry {
+	uint32_t id;
+	uint64_t rcvd, consumed;
+};
+
+/* The peer's STATE: entries into e (at most TUN_STATE_MAX), its highest
+ * stream number into *max_id. */
+static int read_state(struct rmig_tunnel *t, struct peer_entry *e, uint32_t *n, uint32_t *max_id)
+{
+	static __thread uint8_t p[8 + TUN_STATE_MAX * TUN_STATE_ENTRY];
+	uint8_t hb[TUN_HDR_LEN];
+	struct tun_hdr h;
+	char why[160];
+	int rc = t->link->ops->ctrl_recv(t->link, hb, sizeof(hb), TUN_CONNECT_TIMEOUT_MS);
+
+	if (!rc && (tun_hdr_decode(hb, &h, why, sizeof(why)) || h.type != TUN_STATE))
+		return fail(t, -EPROTO, "%s: no STATE after its HELLO", t->link->peer);
+	if (!rc)
+		rc = t->link->ops->ctrl_recv(t->link, p, h.len, TUN_CONNECT_TIMEOUT_MS);
+	if (rc)
+		return fail(t, rc, "%s", t->link->err[0] ? t->link->err : strerror(-rc));
+	*n = tun_get32(p);
+	*max_id = tun_get32(p + 4);
+	if (*n > TUN_STATE_MAX || h.len != 8 + *n * TUN_STATE_ENTRY)
+		return fail(t, -EPROTO, "%s: a STATE of %u bytes for %u streams", t->link->peer,
+			    h.len, *n);
+	for (uint32_t i = 0; i < *n; i++) {
+		const uint8_t *q = p + 8 + i * TUN_STATE_ENTRY;
+
+		e[i] = (struct peer_entry){ tun_get32(q), tun_get64(q + 8), tun_get64(q + 16) };
+	}
+	return 0;
+}
+
+static const struct peer_entry *entry_of(const struct peer_entry *e, uint32_t n, uint32_t id)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (e[i].id == id)
+			return &e[i];
+	return NULL;
+}
+
+/* One stream against what the peer holds of it: send again from what it
+ * received; a stream it does not hold is one it never opened (SEND: open
+ * it again) or has finished (free it). Lock held. */
+static int reconcile(struct rmig_tunnel *t, struct stream *s, const struct peer_entry *e,
+		     uint32_t peer_max, uint64_t *again)
+{
+	if (!e && t->role == RMIG_TUNNEL_SEND && s->id > peer_max && !s->out_acked) {
+		*again += s->out_sent;
+		s->need_open = 1;
+		s->out_sent = 0;
+		return 0;
+	}
+	if (!e) {
+		stream_free(s);
+		return 0;
+	}
+	if (e->consumed > e->rcvd || e->consumed < s->out_acked || e->rcvd > out_end(s))
+		return -EBADMSG; /* positions this side never sent */
+	*again += s->out_sent > e->rcvd ? s->out_sent - e->rcvd : 0;
+	s->need_open = 0; /* it has the stream, whatever this side thought */
+	s->out_acked = e->consumed;
+	s->out_sent = e->rcvd;
+	return 0;
+}
+
+/* After HELLO both ways: exchange STATE and take the peer's view. */
+static int exchange_state(struct rmig_tunnel *t, int resumed)
+{
+	static __thread struct peer_entry e[TUN_STATE_MAX];
+	uint32_t n = 0, peer_max = 0, held = 0;
+	uint64_t again = 0;
+	int rc = send_state(t);
+
+	if (!rc)
+		rc = read_state(t, e, &n, &peer_max);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&t->lock);
+	for (int i = 0; i < TUN_STREAM_SLOTS && !rc; i++) {
+		struct stream *s = &t->streams[i];
+
+		if (!s->used)
+			continue;
+		if (s->reset) {
+			stream_free(s); /* its CLOSE may be lost: the peer frees it below */
+			continue;
+		}
+		rc = reconcile(t, s, entry_of(e, n, s->id), peer_max, &again);
+		held += s->used;
+	}
+	t->link_dead = 0;
+	t->dead_why[0] = 0;
+	pthread_mutex_unlock(&t->lock);
+	if (rc)
+		return fail(t, rc, "%s's STATE names bytes never sent: the session is lost",
+			    t->link->peer);
+	if (resumed)
+		logf_(t, "link to %s back: %u streams resumed, %llu bytes sent again",
+		      t->link->peer, held, (unsigned long long)again);
+	return 0;
+}
+
+/* ---- the sending role ---- */
 
 static int expose(struct rmig_tunnel *t, struct channel *c)
 {
@@ -773,6 +1033,71 @@ static int expose(struct rmig_tunnel *t, struct channel *c)
 	return 0;
 }
 
+/* One connection to the receiver: HELLO (resuming the session or not),
+ * its HELLO or REFUSE, STATE both ways. */
+static int connect_once(struct rmig_tunnel *t, const char *host, uint16_t port, int resume,
+			int timeout_ms)
+{
+	uint8_t token[TUN_TOKEN_LEN];
+	uint32_t flags = 0;
+	char why[256];
+	int rc = tun_link_open(&t->sec, &t->link, t->err, sizeof(t->err));
+
+	if (rc)
+		return rc;
+	rc = t->link->ops->connect_ctrl(t->link, host, port, timeout_ms);
+	if (rc)
+		rc = fail(t, rc, "%s", t->link->err);
+	if (!rc)
+		rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
+	if (!rc && (rc = tun_read_hello(t->link, timeout_ms, &flags, token, why, sizeof(why))))
+		fail(t, rc, "%s", why);
+	if (!rc && (memcmp(token, t->token, TUN_TOKEN_LEN) ||
+		    !(flags & TUN_HELLO_RESUME) != !resume))
+		rc = fail(t, -EPROTO, "%s answered for another session", t->link->peer);
+	if (!rc)
+		rc = exchange_state(t, resume);
+	if (rc) {
+		rmig_link_destroy(t->link);
+		t->link = NULL;
+	}
+	return rc;
+}
+
+static void pause_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* The link is lost: connect again until resume_ms have passed. 0: back. */
+static int reconnect(struct rmig_tunnel *t, const char *host, uint16_t port)
+{
+	int64_t start = now_ms(), end = start + t->resume_ms;
+	int delay = 100, tries = 0, rc = -ECONNRESET;
+
+	while (!t->stopping && now_ms() < end) {
+		int left = (int)(end - now_ms());
+
+		tries++;
+		rc = connect_once(t, host, port, 1,
+				  left < TUN_CONNECT_TIMEOUT_MS ? left : TUN_CONNECT_TIMEOUT_MS);
+		if (!rc) {
+			logf_(t, "reconnected after %lld ms (%d attempts)",
+			      (long long)(now_ms() - start), tries);
+			return 0;
+		}
+		if (rc == -EBADMSG || (rc == -ECONNREFUSED && strstr(t->err, "no such session")))
+			return rc; /* the receiver forgot it, or holds nonsense */
+		if (tries == 1 || tries % 10 == 0)
+			logf_(t, "reconnecting: %s", t->err);
+		pause_ms(delay < left ? delay : left);
+		delay = delay * 2 < TUN_RETRY_MAX_MS ? delay * 2 : TUN_RETRY_MAX_MS;
+	}
+	return t->stopping ? 0 : rc;
+}
+
 static int run_send(struct rmig_tunnel *t, const char *host, uint16_t port)
 {
 	int rc;
@@ -780,69 +1105,148 @@ static int run_send(struct rmig_tunnel *t, const char *host, uint16_t port)
 	for (int i = 0; i < t->nch; i++)
 		if ((rc = expose(t, &t->ch[i])))
 			return rc;
-	rc = tun_link_open(&t->sec, &t->link, t->err, sizeof(t->err));
+	if (getrandom(t->token, sizeof(t->token), 0) != (ssize_t)sizeof(t->token))
+		return fail(t, -EIO, "getrandom failed");
+	rc = connect_once(t, host, port, 0, TUN_CONNECT_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	rc = t->link->ops->connect_ctrl(t->link, host, port, TUN_CONNECT_TIMEOUT_MS);
-	if (rc)
-		rc = fail(t, rc, "%s", t->link->err);
+	logf_(t, "connected to %s", t->link->peer);
+	for (;;) {
+		char why[256];
+
+		run_link(t);
+		if (t->stopping)
+			break;
+		snprintf(why, sizeof(why), "%s", t->dead_why);
+		if (!t->resume_ms) {
+			end_session(t);
+			return fail(t, -ECONNRESET, "link lost: %s", why);
+		}
+		logf_(t, "link lost (%s): reconnecting for up to %u s", why, t->resume_ms / 1000);
+		rc = reconnect(t, host, port);
+		if (t->stopping)
+			break;
+		if (rc) {
+			end_session(t);
+			return fail(t, -ECONNRESET, "link lost (%s) and not back within %u s (%s): "
+						    "every stream closed",
+				    why, t->resume_ms / 1000, t->err);
+		}
+	}
+	end_session(t);
+	return 0;
+}
+
+/* ---- the receiving role ---- */
+
+/* A proven connection: a new session, the lost link of ours coming back,
+ * or refused. 0: t->link is connected and its streams ready. */
+static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
+{
+	int same = t->have_session && !memcmp(pv->token, t->token, TUN_TOKEN_LEN);
+	int resume = (pv->flags & TUN_HELLO_RESUME) != 0;
+	char peer[128];
+	int rc;
+
+	snprintf(peer, sizeof(peer), "%s", pv->link->peer);
+	if (resume && !same) {
+		logf_(t, "%s refused: it resumes a session this receiver does not hold", peer);
+		tun_send_refusal(pv->link, "no such session here (the receiver restarted, or "
+					   "gave it up): its streams are lost");
+		rmig_link_destroy(pv->link);
+		return -ENOENT;
+	}
+	if (!resume && t->have_session) {
+		logf_(t, "a new tunnel from %s: the streams of the lost one are closed", peer);
+		end_session(t);
+	}
+	t->link = pv->link;
+	memcpy(t->token, pv->token, TUN_TOKEN_LEN);
+	t->have_session = 1;
+	rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
 	if (!rc)
-		rc = send_hello(t) ? fail(t, -EIO, "%s", t->dead_why) : check_hello(t);
-	if (!rc) {
-		logf_(t, "connected to %s", t->link->peer);
-		run_connected(t);
-		rc = t->stopping ? 0 : fail(t, -ECONNRESET, "link lost: %s", t->dead_why);
+		rc = exchange_state(t, resume);
+	if (rc) {
+		logf_(t, "%s: %s", peer, t->err);
+		rmig_link_destroy(t->link);
+		t->link = NULL;
+		if (rc == -EBADMSG || !resume)
+			end_session(t);
+		return rc;
 	}
-	rmig_link_destroy(t->link);
-	t->link = NULL;
-	return rc;
+	if (!resume)
+		logf_(t, "peer %s connected", peer);
+	return 0;
 }
 
-/* Who may connect: with a key, TLS proved it; without, loopback only. */
-static int admit(struct rmig_tunnel *t)
+/* Between links: wait for the door; a lost session is kept for the sender
+ * to come back for resume_ms (plus the time its side may take to notice). */
+static int wait_connection(struct rmig_tunnel *t, int64_t lost_at, struct tun_proven *pv)
 {
-	if (!tun_secured(&t->sec) && !t->link->peer_loopback)
-		return fail(t, -EACCES,
-			    "%s refused: without --psk-file or --tls-creds only "
-			    "loopback peers are accepted",
-			    t->link->peer);
-	return check_hello(t);
+	struct pollfd pf = { .fd = t->wake_fd, .events = POLLIN };
+	uint64_t drain;
+
+	while (!t->stopping) {
+		if (!tun_door_take(t->door, pv))
+			return 0;
+		if (t->have_session && now_ms() - lost_at > (int64_t)t->resume_ms + TUN_DEAD_MS) {
+			logf_(t, "the sender did not come back within %u s: every stream closed",
+			      (t->resume_ms + TUN_DEAD_MS) / 1000);
+			end_session(t);
+		}
+		if (poll(&pf, 1, 500) > 0 && read(t->wake_fd, &drain, sizeof(drain)) < 0)
+			drain = 0;
+	}
+	return -ECANCELED;
 }
 
-static void serve_peer(struct rmig_tunnel *t)
+static void door_log(void *arg, const char *fmt, ...)
 {
-	if (admit(t)) {
-		logf_(t, "%s", t->err);
-		return;
-	}
-	if (send_hello(t))
-		return;
-	logf_(t, "peer %s connected", t->link->peer);
-	run_connected(t);
+	struct rmig_tunnel *t = arg;
+	char line[384];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	logf_(t, "%s", line);
 }
 
 static int run_recv(struct rmig_tunnel *t, const char *host, uint16_t port)
 {
-	int rc = tun_link_open(&t->sec, &t->listener, t->err, sizeof(t->err));
+	struct tun_door_config dc = { &t->sec, host, door_log, t, t->wake_fd };
+	int64_t lost_at = 0;
+	int rc = tun_door_open(&t->door, &dc, &port, t->err, sizeof(t->err));
 
 	if (rc)
 		return rc;
-	rc = t->listener->ops->listen(t->listener, host, &port);
-	if (rc)
-		return fail(t, rc, "%s", t->listener->err);
 	logf_(t, "listening on %s:%u", host && *host ? host : "*", port);
 	while (!t->stopping) {
-		rc = rmig_link_accept(t->listener, 1000, &t->link);
-		if (rc == -ETIMEDOUT || rc == -ECANCELED)
+		struct tun_proven pv = t->next;
+
+		t->next.link = NULL;
+		if (!pv.link && wait_connection(t, lost_at, &pv))
+			break;
+		if (take_connection(t, &pv))
 			continue;
-		if (rc) {
-			logf_(t, "accept: %s", t->listener->err);
-			continue;
+		run_link(t);
+		lost_at = now_ms();
+		if (t->stopping)
+			break;
+		if (!t->resume_ms) {
+			logf_(t, "link lost (%s): every stream closed", t->dead_why);
+			end_session(t);
+		} else {
+			logf_(t, "link lost (%s): the streams wait %u s for the sender",
+			      t->dead_why, (t->resume_ms + TUN_DEAD_MS) / 1000);
 		}
-		serve_peer(t);
-		rmig_link_destroy(t->link);
-		t->link = NULL;
 	}
+	if (t->next.link)
+		rmig_link_destroy(t->next.link);
+	t->next.link = NULL;
+	tun_door_close(t->door);
+	t->door = NULL;
+	end_session(t);
 	return 0;
 }
 
@@ -852,4 +1256,21 @@ int rmig_tunnel_run(struct rmig_tunnel *t, const char *host, uint16_t port)
 		return fail(t, -EINVAL, "no %s given",
 			    t->role == RMIG_TUNNEL_SEND ? "--expose" : "--forward");
 	return t->role == RMIG_TUNNEL_SEND ? run_send(t, host, port) : run_recv(t, host, port);
+}
+
+void rmig_tunnel_destroy(struct rmig_tunnel *t)
+{
+	if (!t)
+		return;
+	for (int i = 0; i < t->nch; i++)
+		if (t->ch[i].listen_fd >= 0) {
+			close(t->ch[i].listen_fd);
+			unlink(t->ch[i].path);
+		}
+	end_session(t);
+	close(t->wake_fd);
+	pthread_mutex_destroy(&t->lock);
+	OPENSSL_cleanse(&t->sec, sizeof(t->sec));
+	OPENSSL_cleanse(t->token, sizeof(t->token));
+	free(t);
 }

@@ -46,7 +46,9 @@ static const struct bounds table[] = {
 	{ TUN_DATA, 1, TUN_MAX_DATA, 0 },
 	{ TUN_EOF, 0, 0, 0 },
 	{ TUN_CLOSE, 0, TUN_MAX_MSG, 0 },
-	{ TUN_WINDOW, 4, 4, 0 },
+	{ TUN_WINDOW, 8, 8, 0 },
+	{ TUN_STATE, 8, 8 + TUN_STATE_MAX * TUN_STATE_ENTRY, 1 },
+	{ TUN_REFUSE, 1, TUN_MAX_MSG, 1 },
 };
 
 static void length_bounds(void **state)
@@ -83,7 +85,7 @@ static void unknown_types(void **state)
 {
 	(void)state;
 	for (unsigned type = 0; type < 256; type++) {
-		int known = type >= TUN_HELLO && type <= TUN_WINDOW;
+		int known = type >= TUN_HELLO && type <= TUN_REFUSE;
 
 		if (!known) {
 			assert_int_equal(decode((uint8_t)type, 0, 0), -EPROTO);
@@ -118,6 +120,8 @@ static void big_endian(void **state)
 	assert_int_equal(h.stream, 0x102);
 	assert_int_equal(h.len, 5);
 	assert_int_equal(tun_get32((const uint8_t *)"\x80\x00\x00\x01"), 0x80000001u);
+	assert_true(tun_get64((const uint8_t *)"\x80\x00\x00\x01\x00\x00\x00\x02") ==
+		    0x8000000100000002ull);
 }
 
 int main(void)

@@ -1,0 +1,374 @@
+/* door.c - the receiving tunnel's door: listening, each connection's
+ * opening (TLS, then HELLO), and handing proven ones to the tunnel.
+ *
+ * Anyone who can reach the port can connect, so nothing an unproven peer
+ * does may cost the tunnel's own sender anything, above all its way back
+ * after a lost link (engine/session/listener.c does the same for
+ * migrations):
+ * - the door accepts on its own thread, and each connection opens on its
+ *   own thread, so a silent or trickling peer holds only itself up;
+ * - an opening has TUN_OPEN_MS in all, TLS handshake included: past it the
+ *   connection is cut;
+ * - at most DOOR_MAX_PENDING openings at once, DOOR_MAX_PER_ADDR of them
+ *   from one address; past either, the oldest opening of whoever holds the
+ *   most is cut for the newcomer (a legitimate opening takes milliseconds),
+ *   so a flood pushes out its own connections, not the sender's;
+ * - refusals are logged one line each, up to DOOR_LINES_PER_S a second,
+ *   then counted.
+ */
+#include "door.h"
+
+#include "conn.h"
+#include "link.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DOOR_MAX_PENDING 32
+#define DOOR_MAX_PER_ADDR 4
+#define DOOR_EVICT_AGE_MS 1000
+#define DOOR_SLICE_MS 100
+#define DOOR_LINES_PER_S 20
+#define DOOR_READY 4 /* proven openings not yet taken; older ones are dropped */
+#define DOOR_STACK (128u << 10)
+
+struct opening {
+	int used, done;
+	struct rmig_link *link; /* NULL once handed over or closed */
+	char addr[64];
+	int64_t since_ms;
+	int cut; /* the door cut it (deadline, or room for a newcomer) */
+	char cut_why[96];
+	pthread_t tid;
+	struct tun_door *door;
+};
+
+struct tun_door {
+	const struct tun_security *sec;
+	struct rmig_link *listener;
+	tun_door_log_fn log;
+	void *log_arg;
+	int wake_fd;
+	atomic_int stop;
+	pthread_t acceptor;
+	int acceptor_started;
+	pthread_mutex_t lock;
+	struct opening pend[DOOR_MAX_PENDING];
+	struct tun_proven ready[DOOR_READY];
+	int nready;
+	int64_t line_second;
+	unsigned lines, suppressed;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One line per refusal, at most DOOR_LINES_PER_S a second (a flood is
+ * counted and reported once the second is over). Lock held. */
+static void refused_line(struct tun_door *d, const char *peer, const char *why)
+{
+	int64_t second = now_ms() / 1000;
+
+	if (second != d->line_second) {
+		if (d->suppressed)
+			d->log(d->log_arg, "%u more connections refused in one second", d->suppressed);
+		d->line_second = second;
+		d->lines = d->suppressed = 0;
+	}
+	if (d->lines++ < DOOR_LINES_PER_S)
+		d->log(d->log_arg, "%s refused: %s", peer, why);
+	else
+		d->suppressed++;
+}
+
+static void close_link(struct rmig_link *l)
+{
+	if (l)
+		rmig_link_destroy(l);
+}
+
+static void cut(struct opening *p, const char *why)
+{
+	p->cut = 1;
+	snprintf(p->cut_why, sizeof(p->cut_why), "%s", why);
+	p->link->ops->interrupt(p->link, RMIG_LINK_STOP_CTRL_RECV | RMIG_LINK_STOP_CTRL_SEND |
+						 RMIG_LINK_STOP_DATA);
+}
+
+/* A proven opening for the tunnel; the oldest waiting one gives way. */
+static void hand_over(struct tun_door *d, const struct tun_proven *pv)
+{
+	struct rmig_link *dropped = NULL;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->nready == DOOR_READY) {
+		dropped = d->ready[0].link;
+		memmove(d->ready, d->ready + 1, (DOOR_READY - 1) * sizeof(d->ready[0]));
+		d->nready--;
+	}
+	d->ready[d->nready++] = *pv;
+	pthread_mutex_unlock(&d->lock);
+	if (dropped) {
+		tun_send_refusal(dropped, "superseded by a newer connection");
+		close_link(dropped);
+	}
+	if (write(d->wake_fd, &one, sizeof(one)) < 0)
+		return; /* a full counter wakes the tunnel as well */
+}
+
+/* The opening: who may connect, then the peer's HELLO. */
+static void *opening_main(void *arg)
+{
+	struct opening *p = arg;
+	struct tun_door *d = p->door;
+	struct tun_proven pv = { .link = p->link };
+	char why[256] = "";
+	int rc = 0;
+
+	if (!tun_secured(d->sec) && !p->link->peer_loopback) {
+		snprintf(why, sizeof(why),
+			 "without --psk-file or --tls-creds only loopback peers are accepted");
+		rc = -EACCES;
+	}
+	if (!rc)
+		rc = tun_read_hello(p->link, TUN_OPEN_MS, &pv.flags, pv.token, why, sizeof(why));
+	if (rc && rc != -ETIMEDOUT && rc != -ECANCELED && !p->cut)
+		tun_send_refusal(p->link, why);
+	/* Taken out of p under the lock: the reaper must never cut a link the
+	 * tunnel already has, nor one being closed. */
+	pthread_mutex_lock(&d->lock);
+	pv.link = p->link;
+	p->link = NULL;
+	if (p->cut) {
+		snprintf(why, sizeof(why), "%s", p->cut_why);
+		rc = rc ? rc : -ECANCELED;
+	} else if (rc == -ETIMEDOUT) {
+		snprintf(why, sizeof(why), "no HELLO within %d ms", TUN_OPEN_MS);
+	}
+	if (rc)
+		refused_line(d, pv.link->peer, why);
+	pthread_mutex_unlock(&d->lock);
+	if (rc)
+		close_link(pv.link);
+	else
+		hand_over(d, &pv);
+	pthread_mutex_lock(&d->lock);
+	p->done = 1;
+	pthread_mutex_unlock(&d->lock);
+	return NULL;
+}
+
+/* Join finished openings, cut those past their time. Lock held. */
+static void reap(struct tun_door *d)
+{
+	int64_t now = now_ms();
+
+	for (int i = 0; i < DOOR_MAX_PENDING; i++) {
+		struct opening *p = &d->pend[i];
+
+		if (!p->used)
+			continue;
+		if (p->done) {
+			pthread_join(p->tid, NULL);
+			memset(p, 0, sizeof(*p));
+		} else if (p->link && !p->cut && now - p->since_ms >= TUN_OPEN_MS) {
+			cut(p, "no complete opening in time");
+		}
+	}
+}
+
+static int live(const struct opening *p)
+{
+	return p->used && !p->done && p->link && !p->cut;
+}
+
+/* Room for one more opening from addr: cut the oldest of addr if it holds
+ * its cap, else at the total cap the oldest of whoever holds the most.
+ * NULL, or why the newcomer is refused (its own address is at its cap with
+ * openings younger than DOOR_EVICT_AGE_MS: a storm from one address costs
+ * that address only). Lock held. */
+static const char *make_room(struct tun_door *d, const char *addr)
+{
+	struct opening *mine_oldest = NULL, *victim = NULL;
+	unsigned mine = 0, total = 0, most = 0;
+
+	for (int i = 0; i < DOOR_MAX_PENDING; i++) {
+		struct opening *p = &d->pend[i];
+		unsigned n = 0;
+
+		if (!live(p))
+			continue;
+		total++;
+		for (int k = 0; k < DOOR_MAX_PENDING; k++)
+			n += live(&d->pend[k]) && !strcmp(d->pend[k].addr, p->addr);
+		if (!strcmp(p->addr, addr)) {
+			mine++;
+			if (!mine_oldest || p->since_ms < mine_oldest->since_ms)
+				mine_oldest = p;
+		}
+		if (n > most || (n == most && victim && p->since_ms < victim->since_ms)) {
+			most = n;
+			victim = p;
+		}
+	}
+	if (mine >= DOOR_MAX_PER_ADDR) {
+		if (now_ms() - mine_oldest->since_ms < DOOR_EVICT_AGE_MS)
+			return "too many unproven connections from this address";
+		cut(mine_oldest, "cut for a newer connection from the same address");
+	} else if (total >= DOOR_MAX_PENDING) {
+		cut(victim, "cut: too many unproven connections, most from this address");
+	}
+	return NULL;
+}
+
+/* The address without its port ("a.b.c.d:port", "[v6]:port"). */
+static void addr_of(const char *peer, char *out, size_t len)
+{
+	const char *colon = strrchr(peer, ':');
+	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+
+	snprintf(out, len, "%.*s", (int)n, peer);
+}
+
+static void admit(struct tun_door *d, struct rmig_link *l)
+{
+	const char *refused = "too many connections in their opening";
+	struct opening *p = NULL;
+	pthread_attr_t attr;
+	char addr[64];
+
+	addr_of(l->peer, addr, sizeof(addr));
+	pthread_mutex_lock(&d->lock);
+	reap(d);
+	for (int i = 0; i < DOOR_MAX_PENDING && !p; i++)
+		if (!d->pend[i].used)
+			p = &d->pend[i];
+	if (p && !(refused = make_room(d, addr))) {
+		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = now_ms() };
+		snprintf(p->addr, sizeof(p->addr), "%s", addr);
+		pthread_attr_init(&attr);
+		pthread_attr_setstacksize(&attr, DOOR_STACK);
+		if (pthread_create(&p->tid, &attr, opening_main, p)) {
+			memset(p, 0, sizeof(*p));
+			refused = "out of threads";
+		} else {
+			l = NULL;
+		}
+		pthread_attr_destroy(&attr);
+	}
+	if (l)
+		refused_line(d, l->peer, refused);
+	pthread_mutex_unlock(&d->lock);
+	if (l) {
+		tun_send_refusal(l, refused);
+		close_link(l);
+	}
+}
+
+static void *accept_main(void *arg)
+{
+	struct tun_door *d = arg;
+
+	while (!atomic_load(&d->stop)) {
+		struct rmig_link *l;
+		int rc = rmig_link_accept(d->listener, DOOR_SLICE_MS, &l);
+
+		if (!rc) {
+			admit(d, l);
+			continue;
+		}
+		pthread_mutex_lock(&d->lock);
+		reap(d);
+		pthread_mutex_unlock(&d->lock);
+		if (rc != -ETIMEDOUT && rc != -ECANCELED) {
+			/* out of descriptors or memory under a flood: openings end soon */
+			struct timespec ts = { 0, 50 * 1000000 };
+
+			nanosleep(&ts, NULL);
+		}
+	}
+	return NULL;
+}
+
+int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16_t *port,
+		  char *err, size_t errlen)
+{
+	struct tun_door *d = calloc(1, sizeof(*d));
+	int rc;
+
+	if (!d)
+		return -ENOMEM;
+	d->sec = c->sec;
+	d->log = c->log;
+	d->log_arg = c->log_arg;
+	d->wake_fd = c->wake_fd;
+	pthread_mutex_init(&d->lock, NULL);
+	rc = tun_link_open(c->sec, &d->listener, err, errlen);
+	if (!rc && (rc = d->listener->ops->listen(d->listener, c->host, port)))
+		snprintf(err, errlen, "%s", d->listener->err);
+	if (!rc && pthread_create(&d->acceptor, NULL, accept_main, d)) {
+		snprintf(err, errlen, "cannot start the accepting thread");
+		rc = -EAGAIN;
+	}
+	d->acceptor_started = !rc;
+	if (rc) {
+		tun_door_close(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
+}
+
+int tun_door_take(struct tun_door *d, struct tun_proven *out)
+{
+	int rc = -EAGAIN;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->nready) {
+		*out = d->ready[0];
+		memmove(d->ready, d->ready + 1, (size_t)(d->nready - 1) * sizeof(d->ready[0]));
+		d->nready--;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return rc;
+}
+
+void tun_door_close(struct tun_door *d)
+{
+	if (!d)
+		return;
+	atomic_store(&d->stop, 1);
+	if (d->listener)
+		d->listener->ops->interrupt(d->listener, RMIG_LINK_STOP_CTRL_RECV |
+							     RMIG_LINK_STOP_CTRL_SEND |
+							     RMIG_LINK_STOP_DATA);
+	if (d->acceptor_started)
+		pthread_join(d->acceptor, NULL);
+	pthread_mutex_lock(&d->lock);
+	for (int i = 0; i < DOOR_MAX_PENDING; i++)
+		if (live(&d->pend[i]))
+			cut(&d->pend[i], "the tunnel stops");
+	pthread_mutex_unlock(&d->lock);
+	for (int i = 0; i < DOOR_MAX_PENDING; i++)
+		if (d->pend[i].used)
+			pthread_join(d->pend[i].tid, NULL);
+	for (int i = 0; i < d->nready; i++)
+		close_link(d->ready[i].link);
+	close_link(d->listener);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+}
