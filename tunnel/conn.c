@@ -137,7 +137,7 @@ int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
 	if (h.type == TUN_REFUSE) {
 		printable(text, p, h.len);
 		snprintf(why, len, "%s refused: %s", l->peer, text);
-		return -ECONNREFUSED;
+		return -EREMOTEIO;
 	}
 	if (memcmp(p, hello_magic, 4)) {
 		snprintf(why, len, "%s is not an rmig tunnel", l->peer);

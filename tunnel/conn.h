@@ -32,7 +32,7 @@ int tun_link_open(const struct tun_security *s, struct rmig_link **out, char *er
 void tun_hello_encode(uint32_t flags, const uint8_t token[TUN_TOKEN_LEN],
 		      uint8_t out[TUN_HDR_LEN + TUN_HELLO_LEN]);
 /* The peer's first frame: a HELLO of this version (flags and token out), or
- * a REFUSE (-ECONNREFUSED, its text in why); else -EPROTO or the link's
+ * a REFUSE (-EREMOTEIO, its text in why); else -EPROTO or the link's
  * error, why in one line. */
 int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
 		   uint8_t token[TUN_TOKEN_LEN], char *why, size_t len);

@@ -1088,7 +1088,7 @@ static int reconnect(struct rmig_tunnel *t, const char *host, uint16_t port)
 			      (long long)(now_ms() - start), tries);
 			return 0;
 		}
-		if (rc == -EBADMSG || (rc == -ECONNREFUSED && strstr(t->err, "no such session")))
+		if (rc == -EBADMSG || (rc == -EREMOTEIO && strstr(t->err, "no such session")))
 			return rc; /* the receiver forgot it, or holds nonsense */
 		if (tries == 1 || tries % 10 == 0)
 			logf_(t, "reconnecting: %s", t->err);
@@ -1127,10 +1127,16 @@ static int run_send(struct rmig_tunnel *t, const char *host, uint16_t port)
 		if (t->stopping)
 			break;
 		if (rc) {
+			char last[256];
+
+			snprintf(last, sizeof(last), "%s", t->err); /* fail() writes t->err */
 			end_session(t);
-			return fail(t, -ECONNRESET, "link lost (%s) and not back within %u s (%s): "
-						    "every stream closed",
-				    why, t->resume_ms / 1000, t->err);
+			if (rc == -EREMOTEIO || rc == -EBADMSG)
+				return fail(t, -ECONNRESET, "link lost (%s), then %s", why, last);
+			return fail(t, -ECONNRESET,
+				    "link lost (%s) and not back within %u s (%s): every stream "
+				    "closed",
+				    why, t->resume_ms / 1000, last);
 		}
 	}
 	end_session(t);
