@@ -176,6 +176,11 @@ install: all
 	    >$(DESTDIR)$(UNITDIR)/rmig-recv.service
 	[ -e $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv ] || \
 	    install -m 644 packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    -e 's|@UNITDIR@|$(UNITDIR)|g' packaging/rmig-tunnel-recv.service.in \
+	    >$(DESTDIR)$(UNITDIR)/rmig-tunnel-recv.service
+	[ -e $(DESTDIR)$(SYSCONFDIR)/default/rmig-tunnel-recv ] || \
+	    install -m 644 packaging/rmig-tunnel-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-tunnel-recv
 	install -d $(DESTDIR)$(COMPLETIONDIR)
 	install -m 644 packaging/rmig.bash-completion $(DESTDIR)$(COMPLETIONDIR)/rmig
 
@@ -184,11 +189,14 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/librmig.a $(PUBLIC_HEADERS:include/%=$(DESTDIR)$(INCLUDEDIR)/%) \
 	    $(DESTDIR)$(LIBDIR)/pkgconfig/rmig.pc $(DESTDIR)$(MANDIR)/man1/rmig.1 \
 	    $(DESTDIR)$(MANDIR)/man3/librmig.3 $(DESTDIR)$(UNITDIR)/rmig-recv.service \
+	    $(DESTDIR)$(UNITDIR)/rmig-tunnel-recv.service \
 	    $(DESTDIR)$(COMPLETIONDIR)/rmig $(MODULES:%=$(DESTDIR)$(LIBDIR)/librmig/backend-%.so)
 	[ ! -d $(DESTDIR)$(LIBDIR)/librmig ] || rmdir --ignore-fail-on-non-empty $(DESTDIR)$(LIBDIR)/librmig
 	# The settings stay if someone changed them.
 	! cmp -s packaging/rmig-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv || \
 	    rm -f $(DESTDIR)$(SYSCONFDIR)/default/rmig-recv
+	! cmp -s packaging/rmig-tunnel-recv.default $(DESTDIR)$(SYSCONFDIR)/default/rmig-tunnel-recv || \
+	    rm -f $(DESTDIR)$(SYSCONFDIR)/default/rmig-tunnel-recv
 
 # Unit tests link the static library: they may call internal (hidden) symbols.
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a

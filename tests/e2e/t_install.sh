@@ -5,7 +5,9 @@
 # --cflags --libs), each public header compiles alone, and embed_counter
 # migrates a 16 MiB guest with them; the backend modules are in
 # LIBDIR/librmig and the installed library loads qemu's from there;
-# uninstall removes everything.
+# the systemd units of rmig recv and of rmig tunnel recv are installed with
+# their paths filled in and systemd-analyze verify takes them; uninstall
+# removes everything.
 . "$(dirname "$0")/lib.sh"
 command -v pkg-config >/dev/null || skip "pkg-config is not installed (scripts/deps.sh)"
 build=$(realpath --relative-to="$PWD" "$(dirname "$RMIG")")
@@ -104,6 +106,40 @@ sed -e "s|/usr/bin/rmig|$dest/usr/bin/rmig|" -e "s|-/etc/default|-$dest/etc/defa
 systemd-analyze verify --man=no "$T/rmig-recv.service" >"$T/verify.out" 2>&1 ||
 	fail "systemd-analyze verify: $(cat "$T/verify.out")"
 [ ! -s "$T/verify.out" ] || fail "systemd-analyze verify warns: $(cat "$T/verify.out")"
+# The tunnel's receiving side (libvirt's destination host), the same way:
+# its settings give the listen address, the key file and the --forward list.
+unit=$dest/usr/lib/systemd/system/rmig-tunnel-recv.service
+[ -f "$unit" ] || fail "the tunnel's systemd unit was not installed"
+[ -f "$dest/etc/default/rmig-tunnel-recv" ] || fail "the tunnel service's settings were not installed"
+# shellcheck disable=SC2016 # systemd's variables, literally
+grep -q '^ExecStart=/usr/bin/rmig tunnel recv --listen ${RMIG_TUNNEL_LISTEN} --psk-file ${RMIG_TUNNEL_KEY} $RMIG_TUNNEL_FORWARD$' \
+	"$unit" || fail "the tunnel's ExecStart: $(grep ExecStart "$unit")"
+grep -q '^EnvironmentFile=-/etc/default/rmig-tunnel-recv$' "$unit" ||
+	fail "the tunnel's EnvironmentFile: $(grep Environment "$unit")"
+! grep -q '@[A-Z]*@' "$unit" || fail "the tunnel's unit has unfilled paths: $(grep '@[A-Z]*@' "$unit")"
+for v in RMIG_TUNNEL_LISTEN RMIG_TUNNEL_KEY RMIG_TUNNEL_FORWARD; do
+	grep -q "^$v=." "$dest/etc/default/rmig-tunnel-recv" || fail "the tunnel's settings do not set $v"
+done
+# What the unit runs, with the installed settings (the --forward list split
+# into words as systemd splits $RMIG_TUNNEL_FORWARD) and a key of the test's:
+# rmig takes it and listens (a loopback port of its choosing here).
+(umask 077 && head -c 32 /dev/urandom >"$T/tunnel.key")
+(
+	set -a
+	# shellcheck source=/dev/null
+	. "$dest/etc/default/rmig-tunnel-recv"
+	set +a
+	# shellcheck disable=SC2086 # the --forward list is words
+	timeout 3 "$dest/usr/bin/rmig" tunnel recv --listen 127.0.0.1:0 --psk-file "$T/tunnel.key" \
+		$RMIG_TUNNEL_FORWARD
+) >"$T/tunnel.out" 2>&1
+grep -q '^rmig tunnel: listening on 127.0.0.1:[0-9]*$' "$T/tunnel.out" ||
+	fail "rmig tunnel recv with the installed settings: $(head -n 3 "$T/tunnel.out")"
+sed -e "s|/usr/bin/rmig|$dest/usr/bin/rmig|" -e "s|-/etc/default|-$dest/etc/default|" "$unit" \
+	>"$T/rmig-tunnel-recv.service"
+systemd-analyze verify --man=no "$T/rmig-tunnel-recv.service" >"$T/verify.out" 2>&1 ||
+	fail "systemd-analyze verify rmig-tunnel-recv: $(cat "$T/verify.out")"
+[ ! -s "$T/verify.out" ] || fail "systemd-analyze verify rmig-tunnel-recv warns: $(cat "$T/verify.out")"
 
 env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s uninstall \
 	DESTDIR="$dest" PREFIX=/usr BUILD="$build" $san >"$T/uninstall.out" 2>&1 ||
@@ -111,4 +147,4 @@ env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s uninstall \
 left=$(find "$dest" ! -type d)
 [ -z "$left" ] || fail "make uninstall left: $(tr '\n' ' ' <<<"$left")"
 [ ! -e "$dest/usr/$lib/librmig" ] || fail "make uninstall left usr/$lib/librmig/"
-pass "installed (5 headers, modules $modules, the service's unit verified), found by pkg-config, examples built against it, one migrated 16 MiB"
+pass "installed (5 headers, modules $modules, the units of rmig-recv and rmig-tunnel-recv verified), found by pkg-config, examples built against it, one migrated 16 MiB"

@@ -533,6 +533,60 @@ lv_job_bytes() {
 		b = $3 * m } END { printf "%d\n", b }'
 }
 
+# The switch-over as the guest saw it: how long its console was silent. The
+# counter guest prints a line per count; the source QEMU writes nothing more
+# to its console once the guest is paused there, the destination's nothing
+# before the guest resumes there. So the silence runs from the source
+# console's last write (its file's mtime, once the migration is over) to
+# the destination console's first (its file becoming non-empty, seen by a
+# watcher polling it every 10 ms, without a process per poll). It holds the
+# pause and up to one count interval of the guest's own (lv_count_interval):
+# the interval a count takes anyway. Resolution about 15 ms (the poll, the
+# kernel's coarse mtime clock). Both ends are read from this machine's one
+# clock, which only works because both "hosts" are on it.
+
+# lv_gap_watch DST NAME: start the watcher of NAME's console on DST, before
+# the migration (in the background, at most LV_MIGRATE_TIMEOUT + 30 s; its
+# pid in LV_GAP_PID). The console file must not exist yet: a domain name
+# not yet used on DST.
+lv_gap_watch() {
+	local f out=$LV_DIR/gap-$2.first
+	f=$(lv_serial "$1" "$2")
+	rm -f "$out"
+	(
+		end=$((SECONDS + ${LV_MIGRATE_TIMEOUT:-180} + 30))
+		exec {fd}<> <(:) # read -t on it: a 10 ms sleep in the shell itself
+		while [ ! -s "$f" ] && [ $SECONDS -lt $end ]; do read -rt 0.01 -u "$fd"; done
+		[ -s "$f" ] && date +%s%3N >"$out"
+	) </dev/null >/dev/null 2>&1 &
+	LV_GAP_PID=$!
+}
+
+# lv_gap SRC DST NAME: after the migration, the ms from NAME's last console
+# write on SRC to its first on DST; "?" when the watcher saw none (it is
+# then stopped).
+lv_gap() {
+	local first last out=$LV_DIR/gap-$3.first
+	if [ ! -s "$out" ]; then
+		kill "${LV_GAP_PID:-}" 2>/dev/null
+		echo "?"
+		return 0
+	fi
+	first=$(cat "$out")
+	last=$(stat -c %.3Y "$(lv_serial "$1" "$3")" 2>/dev/null | tr -d .)
+	[ -n "$last" ] && echo $((first - last)) || echo "?"
+}
+
+# lv_count_interval HOST NAME SECONDS: the ms the guest NAME on HOST takes
+# per count, over SECONDS (its counter's rate; "?" if it did not count).
+lv_count_interval() {
+	local c0 c1 t0 t1
+	c0=$(lv_counter "$1" "$2") t0=$(date +%s%3N)
+	sleep "$3"
+	c1=$(lv_counter "$1" "$2") t1=$(date +%s%3N)
+	[ "$c1" -gt "$c0" ] && echo $(((t1 - t0) / (c1 - c0))) || echo "?"
+}
+
 # --- for the e2e tests (tests/e2e/lib.sh's fail, skip, expect_eq) ---------------
 LV_QEMU_SETUP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/qemu/setup.sh
 
