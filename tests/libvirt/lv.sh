@@ -332,6 +332,20 @@ lv_relay_cut_rmig() {
 	lv_relay_cut_socat "$@"
 }
 
+# lv_tunnel_reset SRC DST PORT: the link of the tunnel to DST's PORT is cut
+# under it: SRC's kernel aborts the TCP connection (ss -K, an RST to DST),
+# the tunnel's two ends keep running. Fails if there was no such link.
+lv_tunnel_reset() {
+	local before after
+	before=$(lv_in "$1" ss -Htn state established dst "${_LV_ADDR[$2]}" dport = :"$3" | awk '{ print $3 }')
+	[ -n "$before" ] || { LV_ERROR="no tunnel link from $1 to port $3 to cut"; return 1; }
+	lv_in "$1" ss -K dst "${_LV_ADDR[$2]}" dport = :"$3" >/dev/null 2>&1
+	# the tunnel may be back at once, on another local port
+	after=$(lv_in "$1" ss -Htn state established dst "${_LV_ADDR[$2]}" dport = :"$3" | awk '{ print $3 }')
+	! grep -qxF "$before" <<<"$after" ||
+		{ LV_ERROR="ss -K left the link $before up (no CONFIG_INET_DIAG_DESTROY?)"; return 1; }
+}
+
 # _lv_tree PID: PID and all its descendants.
 _lv_tree() {
 	local c
