@@ -224,6 +224,7 @@ start_recv "$T/brecv"
 "$RMIG" bench --json --transport tcp --channels "$CH" --seconds 5 --size 256M "127.0.0.1:$port" >"$T/bsend" 2>&1
 wait
 load_after=$(cut -d' ' -f1 /proc/loadavg)
+tcp_date=$(date -u +%FT%TZ)
 steady=$(jq -r 'select(.event=="bench") | .bandwidth' "$T/bsend")
 gib=$(awk -v b="$bytes" 'BEGIN { print b / 1073741824 }')
 # The ceiling: the best configuration's median (the first on a tie).
@@ -278,16 +279,16 @@ tcp_table() {
 	echo
 	digest_table
 }
-# results.json's tcp object. iperf3_Bps is the ceiling (the best
+# results.json's tcp object (date: when the section ended). iperf3_Bps is the ceiling (the best
 # configuration, ceiling.best, 1-based in ceiling.configs); ratio is round
 # 1 --prealloc to it.
 tcp_json() {
 	local k
 	for k in $(seq "$IPERF_CONFS"); do
-		jq -n --argjson k "$k" --arg label "$(conf_label "$k")" --arg short "$(conf_short "$k")" --arg command "$(conf_cmd "$k")" \
+		jq -n --argjson k "$k" --arg lab "$(conf_label "$k")" --arg short "$(conf_short "$k")" --arg command "$(conf_cmd "$k")" \
 			--argjson procs "$(conf_procs "$k")" --argjson Bps "$(cat "$T/iperf_$k.med")" \
 			--argjson runs "$(jq -s . "$T/iperf_$k.all")" \
-			'{config: $k, label: $label, short: $short, processes: $procs, command: $command, Bps: $Bps, runs_Bps: $runs}'
+			'{config: $k, label: $lab, short: $short, processes: $procs, command: $command, Bps: $Bps, runs_Bps: $runs}'
 	done | jq -s . >"$T/iperf_confs.json"
 	jq -n --arg size "$SIZE" --argjson channels "$CH" --argjson iperf "$iperf" --argjson rmig "$tcp_bw" \
 		--argjson ratio "$tcp_ratio" --argjson steady "${steady:-0}" \
@@ -295,7 +296,8 @@ tcp_json() {
 		--argjson confs "$(cat "$T/iperf_confs.json")" --argjson best "$best" \
 		--argjson lazy_ratio "$lazy_ratio" --argjson fresh_ratio "$lazy_fresh_ratio" --argjson steady_ratio "$steady_ratio" \
 		--argjson runs "$RUNS" --argjson load_before "$load_before" --argjson load_after "$load_after" \
-		'{size: $size, channels: $channels, runs: $runs, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio,
+		--arg date "$tcp_date" \
+		'{date: $date, size: $size, channels: $channels, runs: $runs, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio,
 		  rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady,
 		  default_ratio: $lazy_ratio, default_fresh_ratio: $fresh_ratio, steady_ratio: $steady_ratio,
 		  ceiling: {best: $best, Bps: $iperf, label: $confs[$best - 1].label, command: $confs[$best - 1].command, configs: $confs},
