@@ -48,7 +48,7 @@ if jq -e '.tcp.iperf3_Bps' "$DIR/results.json" >/dev/null 2>&1; then
 		["steady state", .rmig_bench_steady_Bps]]
 		| .[] | select(.[1] != null) | "\"\(.[0])\" \(.[1] / 1e6)"' "$DIR/results.json" >"$T/tcp.dat"
 	cat >"$T/tcp.gp" <<EOF
-set terminal $TERM_ size 1100,450
+set terminal $TERM_ size 1300,450
 set output "$DIR/tcp.png"
 set title "TCP over loopback, $(jq -r '.tcp.size' "$DIR/results.json") idle guest, round 1 (medians)"
 set ylabel "MB/s"
