@@ -21,9 +21,10 @@
 # QEMU's own recipe (blockdev-mirror + migrate) and by rmig with disks=all
 # (scripts/bench_qdisk.sh).
 # BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
-# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way,
-# BENCH_ONLY=tls (9), BENCH_ONLY=recovery (10), BENCH_ONLY=disk (11) and
-# BENCH_ONLY=qdisk (12).
+# touching bench/ (BENCH_TCP_JSON=FILE: results.json's tcp object to
+# FILE); BENCH_ONLY=verify runs (8) alone, the same way, BENCH_ONLY=tls
+# (9), BENCH_ONLY=recovery (10), BENCH_ONLY=disk (11) and BENCH_ONLY=qdisk
+# (12).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
