@@ -23,10 +23,11 @@
 # through a socat relay and through `rmig tunnel` (scripts/bench_libvirt.sh;
 # root, two libvirtd in namespaces).
 # BENCH_ONLY=tcp runs (1) and (6) alone, printing the table without
-# touching bench/; BENCH_ONLY=verify runs (8) alone, the same way,
-# BENCH_ONLY=tls (9), BENCH_ONLY=recovery (10), BENCH_ONLY=disk (11),
-# BENCH_ONLY=qdisk (12) and BENCH_ONLY=libvirt (13).
-set -u
+# touching bench/ (BENCH_TCP_JSON=FILE: results.json's tcp object to
+# FILE); BENCH_ONLY=verify runs (8) alone, the same way, BENCH_ONLY=tls
+# (9), BENCH_ONLY=recovery (10), BENCH_ONLY=disk (11), BENCH_ONLY=qdisk
+# (12) and BENCH_ONLY=libvirt (13).
+set -u -o pipefail
 cd "$(dirname "$0")/.."
 RMIG=${RMIG:-build/rmig}
 SIZE=${BENCH_SIZE:-4G}
@@ -93,16 +94,92 @@ command -v iperf3 >/dev/null || {
 } || { echo "bench: iperf3 is missing (apt-get install iperf3)"; exit 1; }
 
 # (1) TCP. Ceiling: iperf3 moving the same bytes over the same number of
-# streams into a buffer it reuses. rmig's destination must also find fresh
-# memory for the guest; on this VM its host backs that memory on first touch
-# at 1.5-7 s per GiB, far below the link. So rmig runs twice per round of
-# runs: into a preallocated destination (recv --prealloc, as QEMU's
-# -mem-prealloc: the target row) and into one that faults memory in as pages
-# arrive (the default), whose own ceiling is the rate at which the
-# preallocating runs got fresh memory. Runs alternate RUNS times, medians
-# are compared.
+# streams into a buffer it reuses, in the strongest of three
+# configurations: one process with -P CH (iperf3 3.12 is single-threaded,
+# so that is one core's worth); CH processes, one server and one client per
+# stream on ports of their own, started together, each moving 1/CH of the
+# bytes (their aggregate: all bytes received over the longest client's
+# time); and the same with 1 MiB writes (-l 1M), the size of rmig's frames,
+# where iperf3's default is 128 KiB. The ceiling is the best median; every
+# ratio is to it, and each configuration's row names its exact commands.
+# rmig's destination must also find fresh memory for the guest; on this VM
+# its host backs that memory on first touch at 1.5-7 s per GiB, far below
+# the link. So rmig runs twice per round of runs: into a preallocated
+# destination (recv --prealloc, as QEMU's -mem-prealloc: the target row)
+# and into one that faults memory in as pages arrive (the default), whose
+# own ceiling is the rate at which the preallocating runs got fresh memory.
+# Runs alternate RUNS times, medians are compared. BENCH_IPERF_PORT (5299)
+# and the 3 x CH - 1 ports after it are iperf3's.
 RUNS=${BENCH_RUNS:-3}
+IPERF_PORT=${BENCH_IPERF_PORT:-5299}
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# listening PORT: wait (5 s at most) for a TCP listener on PORT.
+listening() {
+	for _ in $(seq 100); do
+		[ -n "$(ss -Hltn "sport = :$1")" ] && return 0
+		sleep 0.05
+	done
+	return 1
+}
+# The ceiling's configurations, K = 1..3: the processes, the client's
+# options, the label.
+IPERF_CONFS=3
+conf_procs() { [ "$1" = 1 ] && echo 1 || echo "$CH"; }
+conf_opts() { case $1 in 1) echo "-P $CH" ;; 2) echo "" ;; 3) echo "-l 1M" ;; esac; }
+conf_label() {
+	case $1 in
+	1) echo "iperf3, one process, -P $CH" ;;
+	2) echo "iperf3, $CH processes, one stream each" ;;
+	3) echo "iperf3, $CH processes, one stream each, 1 MiB writes (-l 1M; rmig's frames are up to 1 MiB)" ;;
+	esac
+}
+conf_short() { # K: the plot's label
+	case $1 in 1) echo "iperf3 -P $CH" ;; 2) echo "iperf3 x$CH" ;; 3) echo "iperf3 x$CH -l 1M" ;; esac
+}
+# conf_port K I, conf_bytes K I: the port and the bytes of process I.
+conf_port() { echo $((IPERF_PORT + ($1 - 1) * CH + $2 - 1)); }
+conf_bytes() {
+	local p share
+	p=$(conf_procs "$1")
+	share=$((bytes / p))
+	# The last process also carries what 1/P leaves over.
+	[ "$2" = "$p" ] && echo $((bytes - share * (p - 1))) || echo "$share"
+}
+# conf_srv K I, conf_cli K I: process I's commands, as run and as printed.
+conf_srv() { echo "iperf3 -s -1 -p $(conf_port "$1" "$2")"; }
+conf_cli() { echo "iperf3 -c 127.0.0.1 -p $(conf_port "$1" "$2") $(conf_opts "$1") -n $(conf_bytes "$1" "$2") -J" | tr -s ' '; }
+conf_cmd() { # K: every command of configuration K, for the table
+	local i s=""
+	for i in $(seq "$(conf_procs "$1")"); do s+="\`$(conf_srv "$1" "$i")\` + \`$(conf_cli "$1" "$i")\`; "; done
+	s=${s%; }
+	[ "$(conf_procs "$1")" = 1 ] || s+=": all servers listening, then all clients at once"
+	echo "$s"
+}
+# iperf_conf K: one run of configuration K; B/s on stdout: the bytes all
+# its servers received over the longest client's time. (The commands run
+# are the printed ones, split into words.)
+# shellcheck disable=SC2046
+iperf_conf() {
+	local i p spids=() cpids=() rc=0 n
+	n=$(conf_procs "$1")
+	rm -f "$T"/iperf-*.json "$T"/iperf-*.err
+	for i in $(seq "$n"); do
+		timeout 300 $(conf_srv "$1" "$i") >/dev/null 2>&1 &
+		spids+=($!)
+	done
+	for i in $(seq "$n"); do listening "$(conf_port "$1" "$i")" || rc=1; done
+	if [ $rc = 0 ]; then
+		for i in $(seq "$n"); do
+			timeout 300 $(conf_cli "$1" "$i") >"$T/iperf-$i.json" 2>"$T/iperf-$i.err" &
+			cpids+=($!)
+		done
+		for p in "${cpids[@]}"; do wait "$p" || rc=1; done
+	fi
+	[ $rc = 0 ] || kill "${spids[@]}" 2>/dev/null
+	wait "${spids[@]}"
+	[ $rc = 0 ] || { echo "bench: $(conf_label "$1") failed: $({ jq -r '.error // empty' "$T"/iperf-*.json; cat "$T"/iperf-*.err; } 2>/dev/null | grep -m1 . || echo "no server listening")" >&2; return 1; }
+	jq -s '(map(.end.sum_received.bytes) | add) / (map(.end.sum_received.seconds) | max)' "$T"/iperf-*.json
+}
 # start_recv FILE [recv options]: rmig recv on a free loopback port in the
 # background, its JSON in FILE; sets port once it listens.
 start_recv() {
@@ -133,13 +210,17 @@ rmig_run() {
 	jq -r 'select(.event=="summary") | .cpu_ms' "$T/recv" >>"$T/$n.cpu_recv"
 	jq -r 'select(.event=="summary") | .prealloc_ms' "$T/recv" >>"$T/$n.prealloc"
 }
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 for run in $(seq "$RUNS"); do
-	iperf3 -s -1 -p 5299 >/dev/null 2>&1 &
-	sleep 0.5
-	iperf3 -c 127.0.0.1 -p 5299 -P "$CH" -n "$bytes" -J >"$T/iperf.json" ||
-		{ echo "bench: iperf3 failed"; exit 1; }
-	wait
-	jq '.end.sum_received.bits_per_second / 8' "$T/iperf.json" >>"$T/iperf.all"
+	# The same pause as before each rmig run: the ceilings too are measured
+	# once the host has taken back the memory the run before freed. The
+	# configurations take turns at going first.
+	[ "$run" = 1 ] || sleep 5
+	for j in $(seq 0 $((IPERF_CONFS - 1))); do
+		k=$(((run - 1 + j) % IPERF_CONFS + 1))
+		bw=$(iperf_conf "$k") || exit 1
+		echo "$bw" >>"$T/iperf_$k.all"
+	done
 	rmig_run pre --prealloc
 	rmig_run lazy
 done
@@ -149,9 +230,17 @@ done
 start_recv "$T/brecv"
 "$RMIG" bench --json --transport tcp --channels "$CH" --seconds 5 --size 256M "127.0.0.1:$port" >"$T/bsend" 2>&1
 wait
+load_after=$(cut -d' ' -f1 /proc/loadavg)
+tcp_date=$(date -u +%FT%TZ)
 steady=$(jq -r 'select(.event=="bench") | .bandwidth' "$T/bsend")
 gib=$(awk -v b="$bytes" 'BEGIN { print b / 1073741824 }')
-iperf=$(median <"$T/iperf.all")
+# The ceiling: the best configuration's median (the first on a tie).
+best=1
+for k in $(seq "$IPERF_CONFS"); do
+	median <"$T/iperf_$k.all" >"$T/iperf_$k.med"
+	awk -v a="$(cat "$T/iperf_$k.med")" -v b="$(cat "$T/iperf_$best.med")" 'BEGIN { exit !(a > b) }' && best=$k
+done
+iperf=$(cat "$T/iperf_$best.med")
 range() { awk -v lo="$(sort -g "$1" | head -1)" -v hi="$(sort -g "$1" | tail -1)" 'BEGIN { printf "%.0f..%.0f", lo / 1e6, hi / 1e6 }'; }
 per_gib() { median <"$1" | awk -v g="$gib" '{ printf "%.2f", $1 / 1000 / g }'; }
 tcp_bw=$(median <"$T/pre.bw")
@@ -166,19 +255,30 @@ steady_ratio=$(ratio "${steady:-0}" "$iperf")
 cpu_send=$(per_gib "$T/lazy.cpu_send")
 cpu_recv=$(per_gib "$T/lazy.cpu_recv")
 cpu_recv_pre=$(per_gib "$T/pre.cpu_recv")
-tcp_range="rmig --prealloc $(range "$T/pre.bw") MB/s, without $(range "$T/lazy.bw") MB/s, iperf3 $(range "$T/iperf.all") MB/s"
+tcp_range="rmig --prealloc $(range "$T/pre.bw") MB/s, without $(range "$T/lazy.bw") MB/s, iperf3 $(for k in $(seq "$IPERF_CONFS"); do printf 'configuration %s %s MB/s, ' "$k" "$(range "$T/iperf_$k.all")"; done | sed 's/, $//')"
 
+# ratio_cell RATIO [WORDS]: the ratio and WORDS, and above 1.0 a warning:
+# a ceiling that rmig beats is not the machine's.
+ratio_cell() {
+	awk -v r="$1" -v w="${2:-}" 'BEGIN { printf "%s%s%s", r, (w != "" ? " " w : ""),
+		(r > 1.0 ? " **WARNING: above 1.0, the ceiling is wrong until shown otherwise**" : "") }'
+}
 tcp_table() {
+	local k
 	echo "## TCP over loopback, $SIZE idle guest of non-zero data, $CH streams"
 	echo
-	echo "| | MB/s | ratio | target |"
-	echo "|---|---|---|---|"
-	echo "| iperf3 -P $CH, same bytes (median of $RUNS) | $(mb "$iperf") | 1.00 | |"
-	echo "| rmig send, round 1, destination preallocated (\`recv --prealloc\`) | $(mb "$tcp_bw") | $tcp_ratio of iperf3 | ≥ 0.9: $(awk -v r="$tcp_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "not met") }') |"
-	echo "| rmig send, round 1, destination faulting memory in (default) | $(mb "$lazy_bw") | $lazy_ratio of iperf3 | |"
-	echo "| fresh memory: the rate the preallocating receivers got it at | $(mb "$fresh") | | |"
-	echo "| the default destination against that fresh-memory ceiling | | $lazy_fresh_ratio | |"
-	echo "| rmig bench, steady state (memory already touched) | $(mb "${steady:-0}") | $steady_ratio of iperf3 | |"
+	echo "| | command | MB/s | ratio | target |"
+	echo "|---|---|---|---|---|"
+	for k in $(seq "$IPERF_CONFS"); do
+		echo "| ceiling $k: $(conf_label "$k"), same bytes in all (median of $RUNS)$([ "$k" = "$best" ] && echo ": **the best, the ceiling**") | $(conf_cmd "$k") | $(mb "$(cat "$T/iperf_$k.med")") | $(ratio_cell "$(ratio "$(cat "$T/iperf_$k.med")" "$iperf")") | |"
+	done
+	echo "| rmig send, round 1, destination preallocated | \`rmig recv --listen 127.0.0.1:0 --json --transport tcp --prealloc\` + \`rmig send --json --transport tcp --channels $CH --no-verify --backend sim:size=$SIZE,dirty-rate=0,zero=0% 127.0.0.1:PORT\` | $(mb "$tcp_bw") | $(ratio_cell "$tcp_ratio" "of the ceiling") | ≥ 0.9: $(awk -v r="$tcp_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "not met") }') |"
+	echo "| rmig send, round 1, destination faulting memory in (default) | the same without \`--prealloc\` | $(mb "$lazy_bw") | $(ratio_cell "$lazy_ratio" "of the ceiling") | |"
+	echo "| fresh memory: the rate the preallocating receivers got it at | the size over \`recv --prealloc\`'s prealloc_ms | $(mb "$fresh") | | |"
+	echo "| the default destination against that fresh-memory ceiling | | | $(ratio_cell "$lazy_fresh_ratio") | |"
+	echo "| rmig bench, steady state (memory already touched) | \`rmig bench --json --transport tcp --channels $CH --seconds 5 --size 256M 127.0.0.1:PORT\` | $(mb "${steady:-0}") | $(ratio_cell "$steady_ratio" "of the ceiling") | |"
+	echo
+	echo "Ceiling: the best of the $IPERF_CONFS iperf3 configurations, number $best: $(conf_label "$best"), $(mb "$iperf") MB/s. Every ratio above is to it. Load average (1 min, $(nproc) CPUs): $load_before before the section, $load_after after."
 	echo
 	echo "Whole migration (median): $(median <"$T/pre.total") ms with --prealloc (of which preallocating $prealloc_ms ms), $(median <"$T/lazy.total") ms without. Range over the runs: $tcp_range."
 	echo
@@ -186,9 +286,36 @@ tcp_table() {
 	echo
 	digest_table
 }
+# results.json's tcp object (date: when the section ended). iperf3_Bps is the ceiling (the best
+# configuration, ceiling.best, 1-based in ceiling.configs); ratio is round
+# 1 --prealloc to it.
+tcp_json() {
+	local k
+	for k in $(seq "$IPERF_CONFS"); do
+		jq -n --argjson k "$k" --arg lab "$(conf_label "$k")" --arg short "$(conf_short "$k")" --arg command "$(conf_cmd "$k")" \
+			--argjson procs "$(conf_procs "$k")" --argjson Bps "$(cat "$T/iperf_$k.med")" \
+			--argjson runs "$(jq -s . "$T/iperf_$k.all")" \
+			'{config: $k, label: $lab, short: $short, processes: $procs, command: $command, Bps: $Bps, runs_Bps: $runs}'
+	done | jq -s . >"$T/iperf_confs.json"
+	jq -n --arg size "$SIZE" --argjson channels "$CH" --argjson iperf "$iperf" --argjson rmig "$tcp_bw" \
+		--argjson ratio "$tcp_ratio" --argjson steady "${steady:-0}" \
+		--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
+		--argjson confs "$(cat "$T/iperf_confs.json")" --argjson best "$best" \
+		--argjson lazy_ratio "$lazy_ratio" --argjson fresh_ratio "$lazy_fresh_ratio" --argjson steady_ratio "$steady_ratio" \
+		--argjson runs "$RUNS" --argjson load_before "$load_before" --argjson load_after "$load_after" \
+		--arg date "$tcp_date" \
+		'{date: $date, size: $size, channels: $channels, runs: $runs, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio,
+		  rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady,
+		  default_ratio: $lazy_ratio, default_fresh_ratio: $fresh_ratio, steady_ratio: $steady_ratio,
+		  ceiling: {best: $best, Bps: $iperf, label: $confs[$best - 1].label, command: $confs[$best - 1].command, configs: $confs},
+		  loadavg_before: $load_before, loadavg_after: $load_after}'
+}
 
+# BENCH_ONLY=tcp: the table on stdout, bench/ untouched; with
+# BENCH_TCP_JSON=FILE, results.json's tcp object written to FILE.
 if [ "${BENCH_ONLY:-}" = tcp ]; then
 	tcp_table
+	[ -z "${BENCH_TCP_JSON:-}" ] || tcp_json >"$BENCH_TCP_JSON"
 	exit 0
 fi
 
@@ -223,7 +350,7 @@ cp "$T/qemu/qemu.json" bench/ 2>/dev/null
 # (2) RDMA, in one boot of the soft-RoCE VM.
 rxe_table=""
 if tests/rxe/setup.sh >/dev/null 2>&1; then
-	rxe_table=$(tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU\|^Note\|^$')
+	rxe_table=$(tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU\|^Ceiling\|^Note\|^$')
 else
 	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
 fi
@@ -269,10 +396,8 @@ json_of() { jq -ce . "$1" 2>/dev/null | grep . || echo null; }
 	echo
 	echo "$rxe_table"
 } | tee bench/results.md
-jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$tcp_bw" \
-	--argjson ratio "$tcp_ratio" --arg size "$SIZE" --argjson channels "$CH" \
-	--argjson memcpy "$memcpy_json" --argjson steady "${steady:-0}" \
-	--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
+jq -n --arg date "$(date -u +%FT%TZ)" --argjson tcp "$(tcp_json)" \
+	--argjson memcpy "$memcpy_json" \
 	--argjson scale "$(json_of bench/scale.json)" \
 	--argjson qemu "$(json_of "$T/qemu/qemu.json")" \
 	--argjson verify "$(json_of bench/verify.json)" \
@@ -281,7 +406,7 @@ jq -n --arg date "$(date -u +%FT%TZ)" --argjson iperf "$iperf" --argjson rmig "$
 	--argjson disk "$(json_of "$T/disk/disk.json")" \
 	--argjson qdisk "$(json_of "$T/qdisk/qdisk.json")" \
 	--argjson libvirt "$(json_of "$T/libvirt/libvirt.json")" \
-	'{date: $date, tcp: {size: $size, channels: $channels, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio, rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady}, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery, disk: $disk, qdisk: $qdisk, libvirt: $libvirt}' \
+	'{date: $date, tcp: $tcp, memcpy: $memcpy, sparse: $scale, qemu: $qemu, verify: $verify, tls: $tls, recovery: $recovery, disk: $disk, qdisk: $qdisk, libvirt: $libvirt}' \
 	>bench/results.json
 # Plots of (1), (5) and (7); (4)'s is bench_sweep.sh's.
 scripts/bench_plots.sh bench
