@@ -47,6 +47,15 @@ RMIG_API int rmig_tunnel_set_tls_creds(struct rmig_tunnel *t, const char *dir);
  * lost link closes every stream). SEND: it connects again for this long;
  * RECV: it keeps the streams this long plus the 10 s a silent link takes to
  * be declared lost. */
+/* Transports, in the order the sending side tries them on every
+ * (re)connection: "tcp" (default), "rdma", "rdma,tcp", or "auto" (every one
+ * built in, RDMA first). The receiving side listens with each on the same
+ * port (one without a device is skipped, logged). A lost RDMA link comes
+ * back over TCP when RDMA no longer reaches the peer, streams intact. */
+RMIG_API int rmig_tunnel_set_transport(struct rmig_tunnel *t, const char *list);
+/* Options of particular links, "LINK.KEY=VALUE,..." as
+ * rmig_config.link_options (e.g. "rdma.device=mlx5_1"). */
+RMIG_API int rmig_tunnel_set_link_options(struct rmig_tunnel *t, const char *opts);
 RMIG_API int rmig_tunnel_set_resume_timeout(struct rmig_tunnel *t, unsigned ms);
 RMIG_API void rmig_tunnel_set_log(struct rmig_tunnel *t, rmig_tunnel_log_fn fn, void *arg);
 /* SEND: connect to host:port and carry connections until the link is lost

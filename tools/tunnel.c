@@ -64,7 +64,8 @@ static int usage(const char *fmt, const char *arg)
 		"\nusage: rmig tunnel send HOST[:PORT] --expose NAME=PATH... [--psk-file F]\n"
 		"       rmig tunnel recv --listen ADDR[:PORT] --forward NAME=PATH... "
 		"[--psk-file F]\n"
-		"       either: [--tls-creds DIR] [--resume-timeout SECONDS (30; 0: none)]\n");
+		"       either: [--tls-creds DIR] [--resume-timeout SECONDS (30; 0: none)]\n"
+		"               [--transport tcp|rdma|rdma,tcp|auto (tcp)] [--device RDMA_DEVICE]\n");
 	return RMIG_RESULT_USAGE;
 }
 
@@ -109,7 +110,8 @@ static int add_pair(struct rmig_tunnel *t, char *arg, const char *opt)
 	return 0;
 }
 
-enum { OPT_EXPOSE = 256, OPT_FORWARD, OPT_LISTEN, OPT_PSK, OPT_CREDS, OPT_RESUME };
+enum { OPT_EXPOSE = 256, OPT_FORWARD, OPT_LISTEN, OPT_PSK, OPT_CREDS, OPT_RESUME, OPT_TRANSPORT,
+       OPT_DEVICE };
 
 static const struct option tunnel_options[] = {
 	{ "expose", required_argument, NULL, OPT_EXPOSE },
@@ -118,6 +120,8 @@ static const struct option tunnel_options[] = {
 	{ "psk-file", required_argument, NULL, OPT_PSK },
 	{ "tls-creds", required_argument, NULL, OPT_CREDS },
 	{ "resume-timeout", required_argument, NULL, OPT_RESUME },
+	{ "transport", required_argument, NULL, OPT_TRANSPORT },
+	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -134,6 +138,17 @@ static int set_resume(struct rmig_tunnel *t, const char *arg)
 	if (!*arg || *end || s < 0 || s > 3600)
 		return usage("--resume-timeout: '%s' is not 0..3600 seconds", arg);
 	rmig_tunnel_set_resume_timeout(t, (unsigned)s * 1000);
+	return 0;
+}
+
+static int set_device(struct rmig_tunnel *t, const char *dev)
+{
+	char opt[128];
+
+	if (strchr(dev, ',') || snprintf(opt, sizeof(opt), "rdma.device=%s", dev) >= (int)sizeof(opt))
+		return usage("--device: '%s' is not an RDMA device name", dev);
+	if (rmig_tunnel_set_link_options(t, opt))
+		return usage("--device: %s", rmig_tunnel_error(t));
 	return 0;
 }
 
@@ -159,6 +174,12 @@ static int parse(struct rmig_tunnel *t, int send, int argc, char *argv[], struct
 		case OPT_PSK: a->psk_file = optarg; break;
 		case OPT_CREDS: a->creds = optarg; break;
 		case OPT_RESUME: rc = set_resume(t, optarg); break;
+		case OPT_DEVICE: rc = set_device(t, optarg); break;
+		case OPT_TRANSPORT:
+			rc = rmig_tunnel_set_transport(t, optarg)
+				 ? usage("--transport: %s", rmig_tunnel_error(t))
+				 : 0;
+			break;
 		default: rc = usage("%s: bad option", argv[optind - 1]);
 		}
 	}

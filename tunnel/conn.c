@@ -60,16 +60,45 @@ static int wrap_tls(const struct tun_security *s, struct rmig_link **l, char *er
 	return rc;
 }
 
-int tun_link_open(const struct tun_security *s, struct rmig_link **out, char *err, size_t errlen)
+/* Each "KIND.KEY=VALUE" of opts whose KIND is l's (checked whole by
+ * rmig_tunnel_set_link_options). */
+static int apply_options(struct rmig_link *l, const char *kind, const char *opts, char *err,
+			 size_t errlen)
+{
+	char item[256];
+
+	while (*opts) {
+		size_t len = strcspn(opts, ",");
+		char *dot, *eq;
+		int rc = 0;
+
+		snprintf(item, sizeof(item), "%.*s", (int)len, opts);
+		opts += len + (opts[len] == ',');
+		dot = strchr(item, '.');
+		eq = strchr(item, '=');
+		if (!dot || !eq || eq < dot)
+			continue;
+		*dot = *eq = 0;
+		if (!strcmp(item, kind))
+			rc = set_opt(l, dot + 1, eq + 1, err, errlen);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int tun_link_open(const struct tun_security *s, const char *kind, struct rmig_link **out,
+		  char *err, size_t errlen)
 {
 	struct rmig_link *l = NULL;
-	int rc = rmig_link_open("tcp", &l);
+	int rc = rmig_link_open(kind, &l);
 
 	if (rc) {
-		snprintf(err, errlen, "cannot create the tcp link: %s", strerror(-rc));
+		snprintf(err, errlen, "cannot create the %s link: %s", kind, strerror(-rc));
 		return rc;
 	}
-	if (tun_secured(s))
+	rc = apply_options(l, kind, s->link_options, err, errlen);
+	if (!rc && tun_secured(s))
 		rc = wrap_tls(s, &l, err, errlen);
 	if (rc) {
 		if (l)

@@ -50,15 +50,21 @@ struct opening {
 	struct tun_door *door;
 };
 
+/* One listening link (one transport) and its accepting thread. */
+struct ear {
+	struct tun_door *door;
+	struct rmig_link *listener;
+	pthread_t tid;
+};
+
 struct tun_door {
 	const struct tun_security *sec;
-	struct rmig_link *listener;
+	struct ear ears[TUN_MAX_KINDS];
+	int nears;
 	tun_door_log_fn log;
 	void *log_arg;
 	int wake_fd;
 	atomic_int stop;
-	pthread_t acceptor;
-	int acceptor_started;
 	pthread_mutex_t lock;
 	struct opening pend[DOOR_MAX_PENDING];
 	struct tun_proven ready[DOOR_READY];
@@ -280,11 +286,12 @@ static void admit(struct tun_door *d, struct rmig_link *l)
 
 static void *accept_main(void *arg)
 {
-	struct tun_door *d = arg;
+	struct ear *e = arg;
+	struct tun_door *d = e->door;
 
 	while (!atomic_load(&d->stop)) {
 		struct rmig_link *l;
-		int rc = rmig_link_accept(d->listener, DOOR_SLICE_MS, &l);
+		int rc = rmig_link_accept(e->listener, DOOR_SLICE_MS, &l);
 
 		if (!rc) {
 			admit(d, l);
@@ -293,6 +300,11 @@ static void *accept_main(void *arg)
 		pthread_mutex_lock(&d->lock);
 		reap(d);
 		pthread_mutex_unlock(&d->lock);
+		if (rc == -ENODEV) { /* the device is gone: the other ears go on */
+			d->log(d->log_arg, "%s: no longer listening (%s)", e->listener->ops->name,
+			       e->listener->err);
+			break;
+		}
 		if (rc != -ETIMEDOUT && rc != -ECANCELED) {
 			/* out of descriptors or memory under a flood: openings end soon */
 			struct timespec ts = { 0, 50 * 1000000 };
@@ -303,11 +315,34 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
+/* Listen with one more transport on *port (0 for the first: any). */
+static int add_ear(struct tun_door *d, const char *kind, const char *host, uint16_t *port,
+		   char *err, size_t errlen)
+{
+	struct ear *e = &d->ears[d->nears];
+	int rc = tun_link_open(d->sec, kind, &e->listener, err, errlen);
+
+	if (!rc && (rc = e->listener->ops->listen(e->listener, host, port)))
+		snprintf(err, errlen, "%s", e->listener->err);
+	e->door = d;
+	if (!rc && pthread_create(&e->tid, NULL, accept_main, e)) {
+		snprintf(err, errlen, "cannot start the accepting thread");
+		rc = -EAGAIN;
+	}
+	if (rc && e->listener) {
+		rmig_link_destroy(e->listener);
+		e->listener = NULL;
+	}
+	if (!rc)
+		d->nears++;
+	return rc;
+}
+
 int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16_t *port,
 		  char *err, size_t errlen)
 {
 	struct tun_door *d = calloc(1, sizeof(*d));
-	int rc;
+	int rc = 0;
 
 	if (!d)
 		return -ENOMEM;
@@ -316,17 +351,22 @@ int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16
 	d->log_arg = c->log_arg;
 	d->wake_fd = c->wake_fd;
 	pthread_mutex_init(&d->lock, NULL);
-	rc = tun_link_open(c->sec, &d->listener, err, errlen);
-	if (!rc && (rc = d->listener->ops->listen(d->listener, c->host, port)))
-		snprintf(err, errlen, "%s", d->listener->err);
-	if (!rc && pthread_create(&d->acceptor, NULL, accept_main, d)) {
-		snprintf(err, errlen, "cannot start the accepting thread");
-		rc = -EAGAIN;
+	/* All on one port: the first that listens picks it when 0. One that
+	 * cannot (rdma on a host without a device) is logged; the others serve. */
+	for (int i = 0; i < c->nkinds && i < TUN_MAX_KINDS; i++) {
+		char why[256];
+		int r = add_ear(d, c->kinds[i], c->host, port, why, sizeof(why));
+
+		if (r && c->nkinds > 1)
+			c->log(c->log_arg, "not listening with %s: %s", c->kinds[i], why);
+		if (r) {
+			snprintf(err, errlen, "%s", why);
+			rc = r;
+		}
 	}
-	d->acceptor_started = !rc;
-	if (rc) {
+	if (!d->nears) {
 		tun_door_close(d);
-		return rc;
+		return rc ? rc : -EINVAL;
 	}
 	*out = d;
 	return 0;
@@ -352,12 +392,13 @@ void tun_door_close(struct tun_door *d)
 	if (!d)
 		return;
 	atomic_store(&d->stop, 1);
-	if (d->listener)
-		d->listener->ops->interrupt(d->listener, RMIG_LINK_STOP_CTRL_RECV |
-							     RMIG_LINK_STOP_CTRL_SEND |
-							     RMIG_LINK_STOP_DATA);
-	if (d->acceptor_started)
-		pthread_join(d->acceptor, NULL);
+	for (int i = 0; i < d->nears; i++)
+		d->ears[i].listener->ops->interrupt(d->ears[i].listener,
+						    RMIG_LINK_STOP_CTRL_RECV |
+							RMIG_LINK_STOP_CTRL_SEND |
+							RMIG_LINK_STOP_DATA);
+	for (int i = 0; i < d->nears; i++)
+		pthread_join(d->ears[i].tid, NULL);
 	pthread_mutex_lock(&d->lock);
 	for (int i = 0; i < DOOR_MAX_PENDING; i++)
 		if (live(&d->pend[i]))
@@ -368,7 +409,8 @@ void tun_door_close(struct tun_door *d)
 			pthread_join(d->pend[i].tid, NULL);
 	for (int i = 0; i < d->nready; i++)
 		close_link(d->ready[i].link);
-	close_link(d->listener);
+	for (int i = 0; i < d->nears; i++)
+		close_link(d->ears[i].listener);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "conn.h"
 #include "frame.h"
 
 struct rmig_link;
@@ -21,6 +22,10 @@ typedef void (*tun_door_log_fn)(void *arg, const char *fmt, ...)
 struct tun_door_config {
 	const struct tun_security *sec; /* kept: must outlive the door */
 	const char *host;		/* NULL or "": every address */
+	/* links to listen on, all on one port ("tcp", "rdma"); one that cannot
+	 * listen (rdma without a device) is logged, the others serve */
+	const char (*kinds)[TUN_KIND_LEN];
+	int nkinds;
 	tun_door_log_fn log;		/* one line per refusal */
 	void *log_arg;
 	int wake_fd; /* an eventfd written when a proven opening waits */

@@ -95,6 +95,8 @@ struct rmig_tunnel {
 	rmig_tunnel_log_fn log;
 	void *log_arg;
 	unsigned resume_ms;
+	char kinds[TUN_MAX_KINDS][TUN_KIND_LEN]; /* transports, in order */
+	int nkinds;
 	volatile sig_atomic_t stopping;
 	int wake_fd; /* eventfd: the reader, the door or stop wakes the loop */
 	struct tun_door *door;	/* RECV */
@@ -107,6 +109,7 @@ struct rmig_tunnel {
 	uint8_t token[TUN_TOKEN_LEN];
 	int link_dead;
 	char dead_why[256];
+	char kind_used[TUN_KIND_LEN]; /* the transport of the current link */
 	struct tun_proven next; /* RECV: the sender came back while a link lived */
 	char err[256];
 };
@@ -168,6 +171,8 @@ int rmig_tunnel_create(enum rmig_tunnel_role role, struct rmig_tunnel **out)
 		return -ENOMEM;
 	t->role = role;
 	t->resume_ms = TUN_RESUME_MS_DEFAULT;
+	snprintf(t->kinds[0], TUN_KIND_LEN, "tcp");
+	t->nkinds = 1;
 	t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (t->wake_fd < 0) {
 		free(t);
@@ -244,6 +249,100 @@ int rmig_tunnel_set_resume_timeout(struct rmig_tunnel *t, unsigned ms)
 	if (ms > 3600 * 1000)
 		return fail(t, -EINVAL, "a resume timeout is at most one hour");
 	t->resume_ms = ms;
+	return 0;
+}
+
+/* A transport the tunnel can use: a registered link that is not a wrapper. */
+static int kind_ok(const char *name)
+{
+	const struct rmig_link_ops *k;
+
+	for (unsigned i = 0; (k = rmig_link_kind(i)); i++)
+		if (!strcmp(k->name, name) && !k->wraps)
+			return 1;
+	return 0;
+}
+
+/* "auto": every plain link auto would try, lowest rank first (rdma, tcp). */
+static void auto_kinds(struct rmig_tunnel *t)
+{
+	const struct rmig_link_ops *k, *order[TUN_MAX_KINDS];
+	int n = 0;
+
+	for (unsigned i = 0; (k = rmig_link_kind(i)) && n < TUN_MAX_KINDS; i++)
+		if (k->auto_rank > 0 && !k->wraps)
+			order[n++] = k;
+	for (int i = 1; i < n; i++) /* a handful: insertion sort by rank */
+		for (int j = i; j > 0 && order[j]->auto_rank < order[j - 1]->auto_rank; j--) {
+			k = order[j];
+			order[j] = order[j - 1];
+			order[j - 1] = k;
+		}
+	for (int i = 0; i < n; i++)
+		snprintf(t->kinds[i], TUN_KIND_LEN, "%s", order[i]->name);
+	t->nkinds = n;
+}
+
+int rmig_tunnel_set_transport(struct rmig_tunnel *t, const char *list)
+{
+	char kinds[TUN_MAX_KINDS][TUN_KIND_LEN];
+	const char *p = list;
+	int n = 0;
+
+	if (!strcmp(list, "auto")) {
+		auto_kinds(t);
+		return t->nkinds ? 0 : fail(t, -ENOENT, "no transport is built in");
+	}
+	while (*p) {
+		size_t len = strcspn(p, ",");
+
+		if (n == TUN_MAX_KINDS || !len || len >= TUN_KIND_LEN)
+			return fail(t, -EINVAL, "'%s': auto, or up to %d transports (rdma,tcp)", list,
+				    TUN_MAX_KINDS);
+		memcpy(kinds[n], p, len);
+		kinds[n][len] = 0;
+		if (!kind_ok(kinds[n]))
+			return fail(t, -ENOENT, "no transport named '%s' (rdma, tcp)", kinds[n]);
+		n++;
+		p += len + (p[len] == ',');
+	}
+	if (!n)
+		return fail(t, -EINVAL, "no transport given");
+	memcpy(t->kinds, kinds, sizeof(kinds));
+	t->nkinds = n;
+	return 0;
+}
+
+int rmig_tunnel_set_link_options(struct rmig_tunnel *t, const char *opts)
+{
+	struct tun_security probe = { .link_options = "" };
+	const char *p = opts;
+
+	if (strlen(opts) >= sizeof(t->sec.link_options))
+		return fail(t, -E2BIG, "link options: at most %zu bytes",
+			    sizeof(t->sec.link_options) - 1);
+	snprintf(probe.link_options, sizeof(probe.link_options), "%s", opts);
+	while (*p) { /* each item: a known kind, and a key and value it takes */
+		size_t len = strcspn(p, ",");
+		char item[256], *dot, *eq, err[256];
+		struct rmig_link *l;
+		int rc;
+
+		snprintf(item, sizeof(item), "%.*s", (int)len, p);
+		p += len + (p[len] == ',');
+		dot = strchr(item, '.');
+		eq = strchr(item, '=');
+		if (!dot || !eq || eq < dot || dot == item || eq == dot + 1)
+			return fail(t, -EINVAL, "'%s' is not LINK.KEY=VALUE", item);
+		*dot = 0;
+		if (!kind_ok(item))
+			return fail(t, -ENOENT, "no transport named '%s' (rdma, tcp)", item);
+		rc = tun_link_open(&probe, item, &l, err, sizeof(err));
+		if (rc)
+			return fail(t, rc, "%s", err);
+		rmig_link_destroy(l);
+	}
+	memcpy(t->sec.link_options, probe.link_options, sizeof(probe.link_options));
 	return 0;
 }
 
@@ -1035,13 +1134,13 @@ static int expose(struct rmig_tunnel *t, struct channel *c)
 
 /* One connection to the receiver: HELLO (resuming the session or not),
  * its HELLO or REFUSE, STATE both ways. */
-static int connect_once(struct rmig_tunnel *t, const char *host, uint16_t port, int resume,
-			int timeout_ms)
+static int connect_kind(struct rmig_tunnel *t, const char *kind, const char *host, uint16_t port,
+			int resume, int timeout_ms)
 {
 	uint8_t token[TUN_TOKEN_LEN];
 	uint32_t flags = 0;
 	char why[256];
-	int rc = tun_link_open(&t->sec, &t->link, t->err, sizeof(t->err));
+	int rc = tun_link_open(&t->sec, kind, &t->link, t->err, sizeof(t->err));
 
 	if (rc)
 		return rc;
@@ -1061,6 +1160,34 @@ static int connect_once(struct rmig_tunnel *t, const char *host, uint16_t port, 
 		rmig_link_destroy(t->link);
 		t->link = NULL;
 	}
+	return rc;
+}
+
+/* The transports in order: the first that connects carries the tunnel.
+ * A refusal by the receiver or a lost session is an answer: not retried
+ * over the next. */
+static int connect_once(struct rmig_tunnel *t, const char *host, uint16_t port, int resume,
+			int timeout_ms)
+{
+	char errs[sizeof(t->err)] = "";
+	int rc = -EINVAL;
+
+	for (int i = 0; i < t->nkinds && !t->stopping; i++) {
+		size_t used = strlen(errs);
+
+		rc = connect_kind(t, t->kinds[i], host, port, resume, timeout_ms);
+		if (!rc) {
+			snprintf(t->kind_used, sizeof(t->kind_used), "%s", t->kinds[i]);
+			return 0;
+		}
+		if (rc == -EREMOTEIO || rc == -EBADMSG)
+			return rc;
+		snprintf(errs + used, sizeof(errs) - used, "%s%s%s", used ? "; " : "",
+			 t->nkinds > 1 ? t->kinds[i] : "", t->nkinds > 1 ? ": " : "");
+		used = strlen(errs);
+		snprintf(errs + used, sizeof(errs) - used, "%s", t->err);
+	}
+	snprintf(t->err, sizeof(t->err), "%s", errs);
 	return rc;
 }
 
@@ -1084,7 +1211,7 @@ static int reconnect(struct rmig_tunnel *t, const char *host, uint16_t port)
 		rc = connect_once(t, host, port, 1,
 				  left < TUN_CONNECT_TIMEOUT_MS ? left : TUN_CONNECT_TIMEOUT_MS);
 		if (!rc) {
-			logf_(t, "reconnected after %lld ms (%d attempts)",
+			logf_(t, "reconnected over %s after %lld ms (%d attempts)", t->kind_used,
 			      (long long)(now_ms() - start), tries);
 			return 0;
 		}
@@ -1110,7 +1237,7 @@ static int run_send(struct rmig_tunnel *t, const char *host, uint16_t port)
 	rc = connect_once(t, host, port, 0, TUN_CONNECT_TIMEOUT_MS);
 	if (rc)
 		return rc;
-	logf_(t, "connected to %s", t->link->peer);
+	logf_(t, "connected to %s over %s", t->link->peer, t->kind_used);
 	for (;;) {
 		char why[256];
 
@@ -1181,7 +1308,7 @@ static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
 		return rc;
 	}
 	if (!resume)
-		logf_(t, "peer %s connected", peer);
+		logf_(t, "peer %s connected over %s", peer, rmig_link_kind_name(t->link));
 	return 0;
 }
 
@@ -1220,7 +1347,7 @@ static void door_log(void *arg, const char *fmt, ...)
 
 static int run_recv(struct rmig_tunnel *t, const char *host, uint16_t port)
 {
-	struct tun_door_config dc = { &t->sec, host, door_log, t, t->wake_fd };
+	struct tun_door_config dc = { &t->sec, host, t->kinds, t->nkinds, door_log, t, t->wake_fd };
 	int64_t lost_at = 0;
 	int rc = tun_door_open(&t->door, &dc, &port, t->err, sizeof(t->err));
 
