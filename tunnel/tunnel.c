@@ -1249,7 +1249,11 @@ static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
 		rc = fail(t, -ETIMEDOUT, "no complete opening within %d ms",
 			  TUN_CONNECT_TIMEOUT_MS);
 	if (rc) {
-		logf_(t, "%s: %s", peer, t->err);
+		/* most of t->err names the peer already */
+		if (strncmp(t->err, peer, strlen(peer)))
+			logf_(t, "%s: %s", peer, t->err);
+		else
+			logf_(t, "%s", t->err);
 		rmig_link_destroy(t->link);
 		t->link = NULL;
 		if (rc == -EBADMSG || !resume)
