@@ -128,6 +128,7 @@ static const struct option tunnel_options[] = {
 struct tunnel_args {
 	char *listen;
 	const char *psk_file, *creds;
+	int pairs; /* --expose / --forward given */
 };
 
 static int set_resume(struct rmig_tunnel *t, const char *arg)
@@ -157,15 +158,18 @@ static int parse(struct rmig_tunnel *t, int send, int argc, char *argv[], struct
 	int opt, rc = 0;
 
 	optind = 1;
-	while (!rc && (opt = getopt_long(argc, argv, "", tunnel_options, NULL)) != -1) {
+	opterr = 0; /* our own line, not getopt's ("send: unrecognized option") */
+	while (!rc && (opt = getopt_long(argc, argv, ":", tunnel_options, NULL)) != -1) {
 		switch (opt) {
 		case OPT_EXPOSE:
 			rc = send ? add_pair(t, optarg, "--expose")
 				  : usage("%s is for tunnel send", "--expose");
+			a->pairs += !rc;
 			break;
 		case OPT_FORWARD:
 			rc = !send ? add_pair(t, optarg, "--forward")
 				   : usage("%s is for tunnel recv", "--forward");
+			a->pairs += !rc;
 			break;
 		case OPT_LISTEN:
 			rc = !send ? (a->listen = optarg, 0)
@@ -180,7 +184,15 @@ static int parse(struct rmig_tunnel *t, int send, int argc, char *argv[], struct
 				 ? usage("--transport: %s", rmig_tunnel_error(t))
 				 : 0;
 			break;
-		default: rc = usage("%s: bad option", argv[optind - 1]);
+		case ':': rc = usage("%s needs a value", argv[optind - 1]); break;
+		default:
+			if (optopt > 0 && optopt < 256) {
+				char o[3] = { '-', (char)optopt, 0 };
+
+				rc = usage("%s: unknown option", o);
+			} else {
+				rc = usage("%s: unknown option", argv[optind - 1]);
+			}
 		}
 	}
 	return rc;
@@ -206,12 +218,14 @@ static int set_security(struct rmig_tunnel *t, const struct tunnel_args *a,
 static int run(struct rmig_tunnel *t, char *addr)
 {
 	struct sigaction sa = { .sa_handler = on_signal };
+	char given[256];
 	const char *host;
 	uint16_t port;
 	int rc;
 
+	snprintf(given, sizeof(given), "%s", addr); /* split_addr cuts addr */
 	if (split_addr(addr, &host, &port))
-		return usage("bad address '%s'", addr);
+		return usage("bad address '%s' (give HOST, HOST:PORT or [V6]:PORT)", given);
 	running = t;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
@@ -243,6 +257,9 @@ int tunnel_command(int argc, char *argv[], tunnel_key_reader read_key)
 	if (!rc && (!addr || (!send && optind != argc - 1)))
 		rc = usage("%s", send ? "tunnel send needs exactly one HOST[:PORT]"
 				      : "tunnel recv needs --listen ADDR[:PORT] and no argument");
+	if (!rc && !a.pairs)
+		rc = usage("%s", send ? "tunnel send needs --expose NAME=PATH"
+				      : "tunnel recv needs --forward NAME=PATH");
 	if (!rc)
 		rc = run(t, addr);
 	rmig_tunnel_destroy(t);

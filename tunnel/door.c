@@ -38,6 +38,11 @@
 #define DOOR_LINES_PER_S 20
 #define DOOR_READY 4 /* proven openings not yet taken; older ones are dropped */
 #define DOOR_STACK (128u << 10)
+/* Slots for opening threads: twice the cap on live openings, so that at the
+ * cap there is always a slot for the newcomer while the opening cut for it
+ * (and others cut before) are still ending. */
+#define DOOR_SLOTS (2 * DOOR_MAX_PENDING)
+#define DOOR_SLOT_WAIT_MS 200 /* every slot still ending: wait this long for one */
 
 struct opening {
 	int used, done;
@@ -66,7 +71,8 @@ struct tun_door {
 	int wake_fd;
 	atomic_int stop;
 	pthread_mutex_t lock;
-	struct opening pend[DOOR_MAX_PENDING];
+	pthread_cond_t ended; /* an opening thread is done */
+	struct opening pend[DOOR_SLOTS];
 	struct tun_proven ready[DOOR_READY];
 	int nready;
 	int64_t line_second;
@@ -173,6 +179,7 @@ static void *opening_main(void *arg)
 		hand_over(d, &pv);
 	pthread_mutex_lock(&d->lock);
 	p->done = 1;
+	pthread_cond_signal(&d->ended);
 	pthread_mutex_unlock(&d->lock);
 	return NULL;
 }
@@ -182,7 +189,7 @@ static void reap(struct tun_door *d)
 {
 	int64_t now = now_ms();
 
-	for (int i = 0; i < DOOR_MAX_PENDING; i++) {
+	for (int i = 0; i < DOOR_SLOTS; i++) {
 		struct opening *p = &d->pend[i];
 
 		if (!p->used)
@@ -211,14 +218,14 @@ static const char *make_room(struct tun_door *d, const char *addr)
 	struct opening *mine_oldest = NULL, *victim = NULL;
 	unsigned mine = 0, total = 0, most = 0;
 
-	for (int i = 0; i < DOOR_MAX_PENDING; i++) {
+	for (int i = 0; i < DOOR_SLOTS; i++) {
 		struct opening *p = &d->pend[i];
 		unsigned n = 0;
 
 		if (!live(p))
 			continue;
 		total++;
-		for (int k = 0; k < DOOR_MAX_PENDING; k++)
+		for (int k = 0; k < DOOR_SLOTS; k++)
 			n += live(&d->pend[k]) && !strcmp(d->pend[k].addr, p->addr);
 		if (!strcmp(p->addr, addr)) {
 			mine++;
@@ -249,6 +256,26 @@ static void addr_of(const char *peer, char *out, size_t len)
 	snprintf(out, len, "%.*s", (int)n, peer);
 }
 
+/* A free slot, reaping ended openings; if every slot is taken by openings
+ * still ending (cut ones), wait a little for one. Lock held. */
+static struct opening *free_slot(struct tun_door *d)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += DOOR_SLOT_WAIT_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	for (;;) {
+		reap(d);
+		for (int i = 0; i < DOOR_SLOTS; i++)
+			if (!d->pend[i].used)
+				return &d->pend[i];
+		if (pthread_cond_timedwait(&d->ended, &d->lock, &until))
+			return NULL;
+	}
+}
+
 static void admit(struct tun_door *d, struct rmig_link *l)
 {
 	const char *refused = "too many connections in their opening";
@@ -258,11 +285,13 @@ static void admit(struct tun_door *d, struct rmig_link *l)
 
 	addr_of(l->peer, addr, sizeof(addr));
 	pthread_mutex_lock(&d->lock);
+	/* room first (it may cut an opening), then a slot: at most
+	 * DOOR_MAX_PENDING live openings hold at most that many of the
+	 * DOOR_SLOTS, the rest end soon after their cut */
 	reap(d);
-	for (int i = 0; i < DOOR_MAX_PENDING && !p; i++)
-		if (!d->pend[i].used)
-			p = &d->pend[i];
-	if (p && !(refused = make_room(d, addr))) {
+	if (!(refused = make_room(d, addr)) && !(p = free_slot(d)))
+		refused = "too many connections in their opening";
+	if (p) {
 		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = now_ms() };
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
 		pthread_attr_init(&attr);
@@ -351,6 +380,7 @@ int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16
 	d->log_arg = c->log_arg;
 	d->wake_fd = c->wake_fd;
 	pthread_mutex_init(&d->lock, NULL);
+	pthread_cond_init(&d->ended, NULL);
 	/* All on one port: the first that listens picks it when 0. One that
 	 * cannot (rdma on a host without a device) is logged; the others serve. */
 	for (int i = 0; i < c->nkinds && i < TUN_MAX_KINDS; i++) {
@@ -400,17 +430,18 @@ void tun_door_close(struct tun_door *d)
 	for (int i = 0; i < d->nears; i++)
 		pthread_join(d->ears[i].tid, NULL);
 	pthread_mutex_lock(&d->lock);
-	for (int i = 0; i < DOOR_MAX_PENDING; i++)
+	for (int i = 0; i < DOOR_SLOTS; i++)
 		if (live(&d->pend[i]))
 			cut(&d->pend[i], "the tunnel stops");
 	pthread_mutex_unlock(&d->lock);
-	for (int i = 0; i < DOOR_MAX_PENDING; i++)
+	for (int i = 0; i < DOOR_SLOTS; i++)
 		if (d->pend[i].used)
 			pthread_join(d->pend[i].tid, NULL);
 	for (int i = 0; i < d->nready; i++)
 		close_link(d->ready[i].link);
 	for (int i = 0; i < d->nears; i++)
 		close_link(d->ears[i].listener);
+	pthread_cond_destroy(&d->ended);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
 }

@@ -949,6 +949,66 @@ static void run_link(struct rmig_tunnel *t)
 
 /* ---- a connection's opening: HELLO, then STATE both ways ---- */
 
+/* An opening's deadline: the link's waits are for silence only, so a peer
+ * giving a byte now and then would hold the opening (and the tunnel's one
+ * thread) for as long as it likes; past ms the link is interrupted. */
+struct watchdog {
+	pthread_t thread;
+	pthread_mutex_t m;
+	pthread_cond_t c;
+	struct rmig_link *l;
+	int ms, done, fired, started;
+};
+
+static void *watch_main(void *arg)
+{
+	struct watchdog *w = arg;
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += w->ms / 1000;
+	until.tv_nsec += (long)(w->ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->m);
+	while (!w->done)
+		if (pthread_cond_timedwait(&w->c, &w->m, &until) == ETIMEDOUT) {
+			if (!w->done) {
+				w->fired = 1;
+				w->l->ops->interrupt(w->l, RMIG_LINK_STOP_CTRL_RECV |
+							   RMIG_LINK_STOP_CTRL_SEND |
+							   RMIG_LINK_STOP_DATA);
+			}
+			break;
+		}
+	pthread_mutex_unlock(&w->m);
+	return NULL;
+}
+
+static void watch_start(struct watchdog *w, struct rmig_link *l, int ms)
+{
+	*w = (struct watchdog){ .l = l, .ms = ms };
+	pthread_mutex_init(&w->m, NULL);
+	pthread_cond_init(&w->c, NULL);
+	w->started = !pthread_create(&w->thread, NULL, watch_main, w);
+}
+
+/* 1: the deadline passed (the link is interrupted). */
+static int watch_stop(struct watchdog *w)
+{
+	pthread_mutex_lock(&w->m);
+	w->done = 1;
+	pthread_cond_signal(&w->c);
+	pthread_mutex_unlock(&w->m);
+	if (w->started)
+		pthread_join(w->thread, NULL);
+	pthread_cond_destroy(&w->c);
+	pthread_mutex_destroy(&w->m);
+	return w->fired;
+}
+
 static int send_hello(struct rmig_tunnel *t, uint32_t flags)
 {
 	uint8_t b[TUN_HDR_LEN + TUN_HELLO_LEN];
@@ -1132,6 +1192,8 @@ static int expose(struct rmig_tunnel *t, struct channel *c)
 	return 0;
 }
 
+static int connect_failed(struct rmig_tunnel *t, int rc);
+
 /* One connection to the receiver: HELLO (resuming the session or not),
  * its HELLO or REFUSE, STATE both ways. */
 static int connect_kind(struct rmig_tunnel *t, const char *kind, const char *host, uint16_t port,
@@ -1140,15 +1202,16 @@ static int connect_kind(struct rmig_tunnel *t, const char *kind, const char *hos
 	uint8_t token[TUN_TOKEN_LEN];
 	uint32_t flags = 0;
 	char why[256];
+	struct watchdog w;
 	int rc = tun_link_open(&t->sec, kind, &t->link, t->err, sizeof(t->err));
 
 	if (rc)
 		return rc;
 	rc = t->link->ops->connect_ctrl(t->link, host, port, timeout_ms);
 	if (rc)
-		rc = fail(t, rc, "%s", t->link->err);
-	if (!rc)
-		rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
+		return connect_failed(t, fail(t, rc, "%s", t->link->err));
+	watch_start(&w, t->link, timeout_ms);
+	rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
 	if (!rc && (rc = tun_read_hello(t->link, timeout_ms, &flags, token, why, sizeof(why))))
 		fail(t, rc, "%s", why);
 	if (!rc && (memcmp(token, t->token, TUN_TOKEN_LEN) ||
@@ -1156,6 +1219,14 @@ static int connect_kind(struct rmig_tunnel *t, const char *kind, const char *hos
 		rc = fail(t, -EPROTO, "%s answered for another session", t->link->peer);
 	if (!rc)
 		rc = exchange_state(t, resume);
+	if (watch_stop(&w))
+		rc = fail(t, -ETIMEDOUT, "%s: no complete opening within %d ms", t->link->peer,
+			  timeout_ms);
+	return connect_failed(t, rc);
+}
+
+static int connect_failed(struct rmig_tunnel *t, int rc)
+{
 	if (rc) {
 		rmig_link_destroy(t->link);
 		t->link = NULL;
@@ -1278,6 +1349,7 @@ static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
 {
 	int same = t->have_session && !memcmp(pv->token, t->token, TUN_TOKEN_LEN);
 	int resume = (pv->flags & TUN_HELLO_RESUME) != 0;
+	struct watchdog w;
 	char peer[128];
 	int rc;
 
@@ -1296,11 +1368,19 @@ static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
 	t->link = pv->link;
 	memcpy(t->token, pv->token, TUN_TOKEN_LEN);
 	t->have_session = 1;
+	watch_start(&w, t->link, TUN_CONNECT_TIMEOUT_MS);
 	rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
 	if (!rc)
 		rc = exchange_state(t, resume);
+	if (watch_stop(&w))
+		rc = fail(t, -ETIMEDOUT, "no complete opening within %d ms",
+			  TUN_CONNECT_TIMEOUT_MS);
 	if (rc) {
-		logf_(t, "%s: %s", peer, t->err);
+		/* most of t->err names the peer already */
+		if (strncmp(t->err, peer, strlen(peer)))
+			logf_(t, "%s: %s", peer, t->err);
+		else
+			logf_(t, "%s", t->err);
 		rmig_link_destroy(t->link);
 		t->link = NULL;
 		if (rc == -EBADMSG || !resume)
