@@ -1253,6 +1253,8 @@ static int connect_once(struct rmig_tunnel *t, const char *host, uint16_t port, 
 		}
 		if (rc == -EREMOTEIO || rc == -EBADMSG)
 			return rc;
+		if (i + 1 < t->nkinds)
+			logf_(t, "%s: %s; trying %s", t->kinds[i], t->err, t->kinds[i + 1]);
 		snprintf(errs + used, sizeof(errs) - used, "%s%s%s", used ? "; " : "",
 			 t->nkinds > 1 ? t->kinds[i] : "", t->nkinds > 1 ? ": " : "");
 		used = strlen(errs);

@@ -18,6 +18,8 @@ echo "=== t_tls"
 RMIG=$BUILD/rmig tests/rxe/t_tls.sh || rc=1
 echo "=== t_failover"
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
+echo "=== t_tunnel"
+RMIG=$BUILD/rmig tests/rxe/t_tunnel.sh || rc=1
 echo "=== t_kvm"
 RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc
