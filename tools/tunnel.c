@@ -60,12 +60,13 @@ static int usage(const char *fmt, const char *arg)
 {
 	fprintf(stderr, "rmig tunnel: ");
 	fprintf(stderr, fmt, arg);
-	fprintf(stderr,
-		"\nusage: rmig tunnel send HOST[:PORT] --expose NAME=PATH... [--psk-file F]\n"
-		"       rmig tunnel recv --listen ADDR[:PORT] --forward NAME=PATH... "
-		"[--psk-file F]\n"
-		"       either: [--tls-creds DIR] [--resume-timeout SECONDS (30; 0: none)]\n"
-		"               [--transport tcp|rdma|rdma,tcp|auto (tcp)] [--device RDMA_DEVICE]\n");
+	fprintf(
+	    stderr,
+	    "\nusage: rmig tunnel send HOST[:PORT] --expose NAME=PATH... [--psk-file F]\n"
+	    "       rmig tunnel recv --listen ADDR[:PORT] --forward NAME=PATH... "
+	    "[--psk-file F]\n"
+	    "       either: [--tls-creds DIR] [--resume-timeout SECONDS (30; 0: none)]\n"
+	    "               [--transport tcp|rdma|rdma,tcp|auto (tcp)] [--device RDMA_DEVICE]\n");
 	return RMIG_RESULT_USAGE;
 }
 
@@ -110,8 +111,16 @@ static int add_pair(struct rmig_tunnel *t, char *arg, const char *opt)
 	return 0;
 }
 
-enum { OPT_EXPOSE = 256, OPT_FORWARD, OPT_LISTEN, OPT_PSK, OPT_CREDS, OPT_RESUME, OPT_TRANSPORT,
-       OPT_DEVICE };
+enum {
+	OPT_EXPOSE = 256,
+	OPT_FORWARD,
+	OPT_LISTEN,
+	OPT_PSK,
+	OPT_CREDS,
+	OPT_RESUME,
+	OPT_TRANSPORT,
+	OPT_DEVICE
+};
 
 static const struct option tunnel_options[] = {
 	{ "expose", required_argument, NULL, OPT_EXPOSE },
@@ -146,7 +155,8 @@ static int set_device(struct rmig_tunnel *t, const char *dev)
 {
 	char opt[128];
 
-	if (strchr(dev, ',') || snprintf(opt, sizeof(opt), "rdma.device=%s", dev) >= (int)sizeof(opt))
+	if (strchr(dev, ',') ||
+	    snprintf(opt, sizeof(opt), "rdma.device=%s", dev) >= (int)sizeof(opt))
 		return usage("--device: '%s' is not an RDMA device name", dev);
 	if (rmig_tunnel_set_link_options(t, opt))
 		return usage("--device: %s", rmig_tunnel_error(t));

@@ -87,8 +87,8 @@ static int apply_options(struct rmig_link *l, const char *kind, const char *opts
 	return 0;
 }
 
-int tun_link_open(const struct tun_security *s, const char *kind, struct rmig_link **out,
-		  char *err, size_t errlen)
+int tun_link_open(const struct tun_security *s, const char *kind, struct rmig_link **out, char *err,
+		  size_t errlen)
 {
 	struct rmig_link *l = NULL;
 	int rc = rmig_link_open(kind, &l);
@@ -136,9 +136,10 @@ static void printable(char *out, const uint8_t *p, uint32_t n)
 
 static int recv_err(struct rmig_link *l, int rc, char *why, size_t len)
 {
-	snprintf(why, len, "%s", rc == -ETIMEDOUT ? "no HELLO in time"
-				 : l->err[0]	   ? l->err
-						   : strerror(-rc));
+	snprintf(why, len, "%s",
+		 rc == -ETIMEDOUT ? "no HELLO in time"
+		 : l->err[0]	  ? l->err
+				  : strerror(-rc));
 	return rc;
 }
 
@@ -153,7 +154,8 @@ int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
 	if (rc)
 		return recv_err(l, rc, why, len);
 	if (hb[0] == 0x16 && hb[1] == 3) {
-		snprintf(why, len, "%s speaks TLS: give both ends the same --psk-file (or --tls-creds)",
+		snprintf(why, len,
+			 "%s speaks TLS: give both ends the same --psk-file (or --tls-creds)",
 			 l->peer);
 		return -EPROTO;
 	}

@@ -14,8 +14,8 @@ struct rmig_link;
 
 /* How the tunnel's links are made: security, and options of the links. */
 struct tun_security {
-	char psk_hex[65];      /* derived TLS PSK, "" without a key */
-	char creds[512];       /* x509 directory, "" without */
+	char psk_hex[65];	/* derived TLS PSK, "" without a key */
+	char creds[512];	/* x509 directory, "" without */
 	char link_options[256]; /* "KIND.KEY=VALUE,...", e.g. rdma.device=rxe0 */
 };
 
@@ -32,8 +32,8 @@ int tun_derive_psk(const uint8_t *key, size_t len, char hex[65]);
 
 /* A new link of kind ("tcp", "rdma") with s's options for that kind,
  * wrapped in tls when s asks for it. err gets the message. */
-int tun_link_open(const struct tun_security *s, const char *kind, struct rmig_link **out,
-		  char *err, size_t errlen);
+int tun_link_open(const struct tun_security *s, const char *kind, struct rmig_link **out, char *err,
+		  size_t errlen);
 
 /* The HELLO frame (header and payload) this side opens with. */
 void tun_hello_encode(uint32_t flags, const uint8_t token[TUN_TOKEN_LEN],

@@ -95,7 +95,8 @@ static void refused_line(struct tun_door *d, const char *peer, const char *why)
 
 	if (second != d->line_second) {
 		if (d->suppressed)
-			d->log(d->log_arg, "%u more connections refused in one second", d->suppressed);
+			d->log(d->log_arg, "%u more connections refused in one second",
+			       d->suppressed);
 		d->line_second = second;
 		d->lines = d->suppressed = 0;
 	}
@@ -116,7 +117,7 @@ static void cut(struct opening *p, const char *why)
 	p->cut = 1;
 	snprintf(p->cut_why, sizeof(p->cut_why), "%s", why);
 	p->link->ops->interrupt(p->link, RMIG_LINK_STOP_CTRL_RECV | RMIG_LINK_STOP_CTRL_SEND |
-						 RMIG_LINK_STOP_DATA);
+					     RMIG_LINK_STOP_DATA);
 }
 
 /* A proven opening for the tunnel; the oldest waiting one gives way. */
@@ -367,8 +368,8 @@ static int add_ear(struct tun_door *d, const char *kind, const char *host, uint1
 	return rc;
 }
 
-int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16_t *port,
-		  char *err, size_t errlen)
+int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16_t *port, char *err,
+		  size_t errlen)
 {
 	struct tun_door *d = calloc(1, sizeof(*d));
 	int rc = 0;
@@ -423,10 +424,9 @@ void tun_door_close(struct tun_door *d)
 		return;
 	atomic_store(&d->stop, 1);
 	for (int i = 0; i < d->nears; i++)
-		d->ears[i].listener->ops->interrupt(d->ears[i].listener,
-						    RMIG_LINK_STOP_CTRL_RECV |
-							RMIG_LINK_STOP_CTRL_SEND |
-							RMIG_LINK_STOP_DATA);
+		d->ears[i].listener->ops->interrupt(
+		    d->ears[i].listener,
+		    RMIG_LINK_STOP_CTRL_RECV | RMIG_LINK_STOP_CTRL_SEND | RMIG_LINK_STOP_DATA);
 	for (int i = 0; i < d->nears; i++)
 		pthread_join(d->ears[i].tid, NULL);
 	pthread_mutex_lock(&d->lock);

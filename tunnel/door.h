@@ -26,7 +26,7 @@ struct tun_door_config {
 	 * listen (rdma without a device) is logged, the others serve */
 	const char (*kinds)[TUN_KIND_LEN];
 	int nkinds;
-	tun_door_log_fn log;		/* one line per refusal */
+	tun_door_log_fn log; /* one line per refusal */
 	void *log_arg;
 	int wake_fd; /* an eventfd written when a proven opening waits */
 };
@@ -39,8 +39,8 @@ struct tun_proven {
 };
 
 /* Listen on c->host:*port (0: any; the port taken is written back). */
-int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16_t *port,
-		  char *err, size_t errlen);
+int tun_door_open(struct tun_door **out, const struct tun_door_config *c, uint16_t *port, char *err,
+		  size_t errlen);
 /* The oldest proven opening, or -EAGAIN. */
 int tun_door_take(struct tun_door *d, struct tun_proven *out);
 void tun_door_close(struct tun_door *d);

@@ -98,19 +98,19 @@ struct rmig_tunnel {
 	char kinds[TUN_MAX_KINDS][TUN_KIND_LEN]; /* transports, in order */
 	int nkinds;
 	volatile sig_atomic_t stopping;
-	int wake_fd; /* eventfd: the reader, the door or stop wakes the loop */
+	int wake_fd;		/* eventfd: the reader, the door or stop wakes the loop */
 	struct tun_door *door;	/* RECV */
 	struct rmig_link *link; /* the connected link, NULL between links */
 	pthread_mutex_t lock;	/* streams[], link_dead */
 	struct stream streams[TUN_STREAM_SLOTS];
-	uint32_t next_id;   /* SEND: the last stream number given */
+	uint32_t next_id;    /* SEND: the last stream number given */
 	uint32_t max_opened; /* RECV: the highest stream number opened */
 	int have_session;    /* streams belong to the session of token */
 	uint8_t token[TUN_TOKEN_LEN];
 	int link_dead;
 	char dead_why[256];
 	char kind_used[TUN_KIND_LEN]; /* the transport of the current link */
-	struct tun_proven next; /* RECV: the sender came back while a link lived */
+	struct tun_proven next;	      /* RECV: the sender came back while a link lived */
 	char err[256];
 };
 
@@ -297,8 +297,8 @@ int rmig_tunnel_set_transport(struct rmig_tunnel *t, const char *list)
 		size_t len = strcspn(p, ",");
 
 		if (n == TUN_MAX_KINDS || !len || len >= TUN_KIND_LEN)
-			return fail(t, -EINVAL, "'%s': auto, or up to %d transports (rdma,tcp)", list,
-				    TUN_MAX_KINDS);
+			return fail(t, -EINVAL, "'%s': auto, or up to %d transports (rdma,tcp)",
+				    list, TUN_MAX_KINDS);
 		memcpy(kinds[n], p, len);
 		kinds[n][len] = 0;
 		if (!kind_ok(kinds[n]))
@@ -757,8 +757,8 @@ static void write_local(struct rmig_tunnel *t, struct stream *s)
 {
 	while (!s->local_gone && in_len(s)) {
 		uint32_t head = (uint32_t)(s->in_written % TUN_STREAM_WINDOW);
-		uint32_t run = TUN_STREAM_WINDOW - head < in_len(s) ? TUN_STREAM_WINDOW - head
-								     : in_len(s);
+		uint32_t run =
+		    TUN_STREAM_WINDOW - head < in_len(s) ? TUN_STREAM_WINDOW - head : in_len(s);
 		ssize_t n = send(s->fd, s->in + head, run, MSG_NOSIGNAL);
 
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -846,8 +846,7 @@ static void service_streams(struct rmig_tunnel *t, const struct pollfd *pf, cons
 
 /* Poll set: wake fd, the exposed sockets, then each stream's socket.
  * *busy: some stream has bytes to send again (poll must not wait). */
-static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *nstreams,
-		      int *busy)
+static int build_poll(struct rmig_tunnel *t, struct pollfd *pf, int *slot, int *nstreams, int *busy)
 {
 	int n = 0, k = 0;
 
@@ -978,8 +977,8 @@ static void *watch_main(void *arg)
 			if (!w->done) {
 				w->fired = 1;
 				w->l->ops->interrupt(w->l, RMIG_LINK_STOP_CTRL_RECV |
-							   RMIG_LINK_STOP_CTRL_SEND |
-							   RMIG_LINK_STOP_DATA);
+							       RMIG_LINK_STOP_CTRL_SEND |
+							       RMIG_LINK_STOP_DATA);
 			}
 			break;
 		}
@@ -1214,8 +1213,8 @@ static int connect_kind(struct rmig_tunnel *t, const char *kind, const char *hos
 	rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
 	if (!rc && (rc = tun_read_hello(t->link, timeout_ms, &flags, token, why, sizeof(why))))
 		fail(t, rc, "%s", why);
-	if (!rc && (memcmp(token, t->token, TUN_TOKEN_LEN) ||
-		    !(flags & TUN_HELLO_RESUME) != !resume))
+	if (!rc &&
+	    (memcmp(token, t->token, TUN_TOKEN_LEN) || !(flags & TUN_HELLO_RESUME) != !resume))
 		rc = fail(t, -EPROTO, "%s answered for another session", t->link->peer);
 	if (!rc)
 		rc = exchange_state(t, resume);
@@ -1375,8 +1374,8 @@ static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
 	if (!rc)
 		rc = exchange_state(t, resume);
 	if (watch_stop(&w))
-		rc = fail(t, -ETIMEDOUT, "no complete opening within %d ms",
-			  TUN_CONNECT_TIMEOUT_MS);
+		rc =
+		    fail(t, -ETIMEDOUT, "no complete opening within %d ms", TUN_CONNECT_TIMEOUT_MS);
 	if (rc) {
 		/* most of t->err names the peer already */
 		if (strncmp(t->err, peer, strlen(peer)))

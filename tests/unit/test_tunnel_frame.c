@@ -47,7 +47,7 @@ static const struct bounds table[] = {
 	{ TUN_EOF, 0, 0, 0 },
 	{ TUN_CLOSE, 0, TUN_MAX_MSG, 0 },
 	{ TUN_WINDOW, 8, 8, 0 },
-	{ TUN_STATE, 8, 8 + TUN_STATE_MAX * TUN_STATE_ENTRY, 1 },
+	{ TUN_STATE, 8, 8 + TUN_STATE_MAX *TUN_STATE_ENTRY, 1 },
 	{ TUN_REFUSE, 1, TUN_MAX_MSG, 1 },
 };
 
