@@ -48,7 +48,7 @@ RMIG_API int rmig_tunnel_set_tls_creds(struct rmig_tunnel *t, const char *dir);
  * RECV: it keeps the streams this long plus the 10 s a silent link takes to
  * be declared lost. */
 /* Transports, in the order the sending side tries them on every
- * (re)connection: "tcp" (default), "rdma", "rdma,tcp", or "auto" (every one
+ * (re)connection: "tcp", "rdma", "rdma,tcp", or "auto" (default: every one
  * built in, RDMA first). The receiving side listens with each on the same
  * port (one without a device is skipped, logged). A lost RDMA link comes
  * back over TCP when RDMA no longer reaches the peer, streams intact. */

@@ -66,7 +66,7 @@ static int usage(const char *fmt, const char *arg)
 	    "       rmig tunnel recv --listen ADDR[:PORT] --forward NAME=PATH... "
 	    "[--psk-file F]\n"
 	    "       either: [--tls-creds DIR] [--resume-timeout SECONDS (30; 0: none)]\n"
-	    "               [--transport tcp|rdma|rdma,tcp|auto (tcp)] [--device RDMA_DEVICE]\n");
+	    "               [--transport tcp|rdma|rdma,tcp|auto (auto)] [--device RDMA_DEVICE]\n");
 	return RMIG_RESULT_USAGE;
 }
 

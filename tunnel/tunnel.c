@@ -96,6 +96,7 @@ struct rmig_tunnel {
 	void *log_arg;
 	unsigned resume_ms;
 	char kinds[TUN_MAX_KINDS][TUN_KIND_LEN]; /* transports, in order */
+	char kind_why[TUN_MAX_KINDS][256];	 /* why each last failed (logged) */
 	int nkinds;
 	volatile sig_atomic_t stopping;
 	int wake_fd;		/* eventfd: the reader, the door or stop wakes the loop */
@@ -160,6 +161,8 @@ static int64_t now_ms(void)
 
 /* ---- configuration ---- */
 
+static void auto_kinds(struct rmig_tunnel *t);
+
 int rmig_tunnel_create(enum rmig_tunnel_role role, struct rmig_tunnel **out)
 {
 	struct rmig_tunnel *t;
@@ -171,8 +174,7 @@ int rmig_tunnel_create(enum rmig_tunnel_role role, struct rmig_tunnel **out)
 		return -ENOMEM;
 	t->role = role;
 	t->resume_ms = TUN_RESUME_MS_DEFAULT;
-	snprintf(t->kinds[0], TUN_KIND_LEN, "tcp");
-	t->nkinds = 1;
+	auto_kinds(t); /* RDMA where a device reaches the peer, else TCP */
 	t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (t->wake_fd < 0) {
 		free(t);
@@ -1247,13 +1249,17 @@ static int connect_once(struct rmig_tunnel *t, const char *host, uint16_t port, 
 
 		rc = connect_kind(t, t->kinds[i], host, port, resume, timeout_ms);
 		if (!rc) {
+			t->kind_why[i][0] = 0;
 			snprintf(t->kind_used, sizeof(t->kind_used), "%s", t->kinds[i]);
 			return 0;
 		}
 		if (rc == -EREMOTEIO || rc == -EBADMSG)
 			return rc;
-		if (i + 1 < t->nkinds)
+		/* once per kind and reason: reconnecting repeats them */
+		if (i + 1 < t->nkinds && strcmp(t->kind_why[i], t->err)) {
 			logf_(t, "%s: %s; trying %s", t->kinds[i], t->err, t->kinds[i + 1]);
+			snprintf(t->kind_why[i], sizeof(t->kind_why[i]), "%s", t->err);
+		}
 		snprintf(errs + used, sizeof(errs) - used, "%s%s%s", used ? "; " : "",
 			 t->nkinds > 1 ? t->kinds[i] : "", t->nkinds > 1 ? ": " : "");
 		used = strlen(errs);

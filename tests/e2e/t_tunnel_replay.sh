@@ -39,7 +39,7 @@ head -c 32 /dev/urandom >"$T/key" && chmod 600 "$T/key"
 inA() { ip netns exec $NA "$@"; }
 inB() { ip netns exec $NB "$@"; }
 
-inB socat UNIX-LISTEN:"$T/echo.sock",fork EXEC:cat 2>/dev/null &
+ip netns exec $NB socat UNIX-LISTEN:"$T/echo.sock",fork EXEC:cat 2>/dev/null &
 PIDS="$PIDS $!"
 
 # start_recv_b [OPTS]: the receiver in B, port PORT.
@@ -122,7 +122,7 @@ again=$(sed -n 's/.* streams resumed, \([0-9]*\) bytes sent again/\1/p' "$T/one-
 # 3. A flood of silent connections (from B's own address, not the
 # sender's) holds the door while the link is reset: the sender gets back in.
 for i in $(seq 40); do
-	inB socat -u TCP:$B:$PORT SYSTEM:"sleep 30" >/dev/null 2>&1 &
+	ip netns exec $NB socat -u TCP:$B:$PORT SYSTEM:"sleep 30" >/dev/null 2>&1 &
 	FLOOD="${FLOOD:-} $!"
 done
 sleep 1.5
