@@ -10,6 +10,7 @@
 #include <openssl/hmac.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 int tun_derive_psk(const uint8_t *key, size_t len, char hex[65])
 {
@@ -126,12 +127,19 @@ void tun_hello_encode(uint32_t flags, const uint8_t token[TUN_TOKEN_LEN],
 	memcpy(p + 12, token, TUN_TOKEN_LEN);
 }
 
-/* Printable characters only: a peer's text becomes one line. */
-static void printable(char *out, const uint8_t *p, uint32_t n)
+void tun_printable(char *out, const uint8_t *p, uint32_t n)
 {
 	for (uint32_t i = 0; i < n; i++)
 		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
 	out[n] = 0;
+}
+
+int64_t tun_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int recv_err(struct rmig_link *l, int rc, char *why, size_t len)
@@ -166,7 +174,7 @@ int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
 	if ((rc = l->ops->ctrl_recv(l, p, h.len, timeout_ms)))
 		return recv_err(l, rc, why, len);
 	if (h.type == TUN_REFUSE) {
-		printable(text, p, h.len);
+		tun_printable(text, p, h.len);
 		snprintf(why, len, "%s refused: %s", l->peer, text);
 		return -EREMOTEIO;
 	}

@@ -43,6 +43,11 @@ void tun_hello_encode(uint32_t flags, const uint8_t token[TUN_TOKEN_LEN],
  * error, why in one line. */
 int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
 		   uint8_t token[TUN_TOKEN_LEN], char *why, size_t len);
+/* A peer's text as one line: printable characters only, others '?';
+ * out holds n + 1 bytes. */
+void tun_printable(char *out, const uint8_t *p, uint32_t n);
+/* CLOCK_MONOTONIC in ms. */
+int64_t tun_now_ms(void);
 /* Best effort: tell the peer why it is refused, before closing. */
 void tun_send_refusal(struct rmig_link *l, const char *why);
 

@@ -79,19 +79,11 @@ struct tun_door {
 	unsigned lines, suppressed;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* One line per refusal, at most DOOR_LINES_PER_S a second (a flood is
  * counted and reported once the second is over). Lock held. */
 static void refused_line(struct tun_door *d, const char *peer, const char *why)
 {
-	int64_t second = now_ms() / 1000;
+	int64_t second = tun_now_ms() / 1000;
 
 	if (second != d->line_second) {
 		if (d->suppressed)
@@ -188,7 +180,7 @@ static void *opening_main(void *arg)
 /* Join finished openings, cut those past their time. Lock held. */
 static void reap(struct tun_door *d)
 {
-	int64_t now = now_ms();
+	int64_t now = tun_now_ms();
 
 	for (int i = 0; i < DOOR_SLOTS; i++) {
 		struct opening *p = &d->pend[i];
@@ -239,7 +231,7 @@ static const char *make_room(struct tun_door *d, const char *addr)
 		}
 	}
 	if (mine >= DOOR_MAX_PER_ADDR) {
-		if (now_ms() - mine_oldest->since_ms < DOOR_EVICT_AGE_MS)
+		if (tun_now_ms() - mine_oldest->since_ms < DOOR_EVICT_AGE_MS)
 			return "too many unproven connections from this address";
 		cut(mine_oldest, "cut for a newer connection from the same address");
 	} else if (total >= DOOR_MAX_PENDING) {
@@ -293,7 +285,7 @@ static void admit(struct tun_door *d, struct rmig_link *l)
 	if (!(refused = make_room(d, addr)) && !(p = free_slot(d)))
 		refused = "too many connections in their opening";
 	if (p) {
-		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = now_ms() };
+		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = tun_now_ms() };
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
 		pthread_attr_init(&attr);
 		pthread_attr_setstacksize(&attr, DOOR_STACK);
