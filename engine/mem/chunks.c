@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxhash_fast.h"
 
 #include "bitmap.h"
 #include "digest.h"

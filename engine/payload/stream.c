@@ -15,7 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxhash_fast.h"
 
 #include "stream.h"
 

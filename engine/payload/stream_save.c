@@ -27,7 +27,7 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxhash_fast.h"
 
 #include "stream.h"
 

@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "xxhash_fast.h"
 
 #define REPEAT 8
 
