@@ -40,20 +40,21 @@ double rmig_expected_downtime_ms(uint64_t dirty_bytes, double bandwidth, double 
 	return (double)dirty_bytes / bandwidth * 1000.0 + fixed_ms;
 }
 
-double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, double digest_rate)
+static double pass_ms(uint64_t bytes, double rate)
 {
-	double guest_ms = digest_rate > 0 ? (double)guest_bytes / digest_rate * 1000.0 : 0;
-
-	if (verify == RMIG_VERIFY_FULL)
-		return 2.0 * guest_ms;
-	return verify == RMIG_VERIFY_ON && placement ? guest_ms : 0;
+	return rate > 0 ? (double)bytes / rate * 1000.0 : 0;
 }
 
-double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double digest_rate)
+double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, double one, double all)
 {
-	if (verify != RMIG_VERIFY_ON || digest_rate <= 0)
-		return 0;
-	return 2.0 * (double)dirty_bytes / digest_rate * 1000.0;
+	if (verify == RMIG_VERIFY_FULL)
+		return pass_ms(guest_bytes, one) + pass_ms(guest_bytes, all);
+	return verify == RMIG_VERIFY_ON && placement ? pass_ms(guest_bytes, all) : 0;
+}
+
+double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double all)
+{
+	return verify == RMIG_VERIFY_ON ? 2.0 * pass_ms(dirty_bytes, all) : 0;
 }
 
 #define FORECAST_MAX_ROUNDS 10000 /* max_rounds bounds it first; this bounds a bad input */

@@ -42,15 +42,20 @@ enum rmig_converge_decision rmig_converge_decide(const struct rmig_converge_inpu
  * the fixed cost (verification, round trips). */
 double rmig_expected_downtime_ms(uint64_t dirty_bytes, double bandwidth, double fixed_ms);
 
-/* What config.verify adds to a switch-over, at digest_rate bytes/s (all
- * cores). The fixed part no pre-copy round shrinks: full digests all
- * memory on both sides; on, nothing per guest, unless the destination
- * cannot see the pages (placement: RDMA WRITE) and digests its populated
- * memory (counted as the whole guest: an upper bound). */
-double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, double digest_rate);
+/* What config.verify adds to a switch-over, at the digest speeds one (one
+ * thread) and all (all cores), bytes/s. The fixed part no pre-copy round
+ * shrinks: full digests all memory on both sides, the source on one
+ * thread from the pause (its other cores send the last round), then the
+ * destination on all of its cores once the last page is in; on, nothing
+ * per guest, unless the destination cannot see the pages (placement: RDMA
+ * WRITE) and digests its populated memory on all cores (counted as the
+ * whole guest: an upper bound). */
+double rmig_verify_fixed_ms(int verify, int placement, uint64_t guest_bytes, double one,
+			    double all);
 /* The part that follows the pages left to send: on digests each of them
- * on both sides (the chunk digests over them are 1/512 of that). */
-double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double digest_rate);
+ * on both sides, at `all` bytes/s (the chunk digests over them are 1/512
+ * of that). */
+double rmig_verify_dirty_ms(int verify, uint64_t dirty_bytes, double all);
 
 /* A dry run's forecast: pre-copy played out with rmig_converge_decide
  * over figures measured once (a probe's bandwidth, the guest's dirty
@@ -69,7 +74,7 @@ struct rmig_converge_plan {
 	int can_throttle;
 	double fixed_ms;    /* as rmig_converge_input's */
 	int verify;	    /* config.verify, for rmig_verify_dirty_ms */
-	double digest_rate; /* bytes/s */
+	double digest_rate; /* bytes/s, all cores */
 };
 
 struct rmig_converge_forecast {

@@ -65,8 +65,8 @@ struct sender {
 	 * must resume it. */
 	int must_resume;
 	struct rmig_converge_state conv;
-	double fixed_ms;    /* a switch-over's fixed cost (round trips, full digests) */
-	double digest_rate; /* bytes/s, all cores, if verifying */
+	double fixed_ms; /* a switch-over's fixed cost (round trips, full digests) */
+	struct rmig_digest_probe digest; /* if verifying: measured while connecting */
 	int64_t t_pause;
 	unsigned round;
 	int started; /* STARTED came: the guest runs at the destination */
@@ -730,8 +730,11 @@ static void plan_verify_cost(struct sender *s)
 {
 	struct rmig_ctx *ctx = s->ctx;
 
-	s->fixed_ms = 2.0 + rmig_verify_fixed_ms(ctx->cfg.verify, ctx->placement,
-						 ctx->stats.guest_bytes, s->digest_rate);
+	if (ctx->cfg.verify)
+		rmig_digest_probe_finish(&s->digest, NULL);
+	s->fixed_ms =
+	    2.0 + rmig_verify_fixed_ms(ctx->cfg.verify, ctx->placement, ctx->stats.guest_bytes,
+				       s->digest.speed.one, s->digest.speed.all);
 }
 
 /* Expected downtime if the guest paused now with pend to send. Memory the
@@ -750,7 +753,7 @@ static double expected_downtime(const struct sender *s, const struct rmig_pendin
 	double landing_ms = rate > 0 ? (double)pend->landing_bytes / rate * 1000 : 0;
 
 	return rmig_expected_downtime_ms(pend->bytes, bandwidth, s->fixed_ms) + landing_ms +
-	       rmig_verify_dirty_ms(s->ctx->cfg.verify, pend->bytes, s->digest_rate);
+	       rmig_verify_dirty_ms(s->ctx->cfg.verify, pend->bytes, s->digest.speed.all);
 }
 
 /* Pre-copy: rounds until the policy says switch over. */
@@ -1330,7 +1333,7 @@ static int prepare(struct sender *s)
 		s->live_with_rounds |= s->live && p->ops->save_round;
 	}
 	if (ctx->cfg.verify)
-		s->digest_rate = rmig_digest_rate(0);
+		rmig_digest_probe_start(&s->digest);
 	return 0;
 }
 
@@ -1504,7 +1507,7 @@ static void forecast(struct sender *s, const struct rmig_round_stats *rs,
 					   .can_throttle = ctx->be->ops->throttle != NULL,
 					   .fixed_ms = s->fixed_ms,
 					   .verify = ctx->cfg.verify,
-					   .digest_rate = s->digest_rate };
+					   .digest_rate = s->digest.speed.all };
 	struct rmig_converge_forecast f;
 
 	rmig_converge_forecast(&plan, &f);
@@ -1716,6 +1719,8 @@ static int send_migration(struct rmig_ctx *ctx)
 	if (!rc && !ctx->dry_run)
 		audit(s);
 	rmig_tx_destroy(s->tx);
+	if (s->digest.running) /* failed before the plan */
+		rmig_digest_probe_finish(&s->digest, NULL);
 	rmig_link_note_sealing(ctx);
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
