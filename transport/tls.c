@@ -582,7 +582,8 @@ static int expect_name(struct rmig_link *l, SSL *ssl)
 }
 
 /* Keys for both directions; the kernel takes them if it can. */
-static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, int tmo);
+static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, uint8_t *dst,
+		       size_t room, size_t *direct, int tmo);
 
 /* A TLS 1.3 client's handshake ends before the receiver has checked its
  * certificate: the receiver's first record says whether it did (empty:
@@ -592,7 +593,7 @@ static int confirm(struct rmig_link *l, struct tls_stream *s, int chan, int serv
 {
 	uint8_t rec[RMIG_TLS_HDR_LEN + 1 + RMIG_TLS_TAG_LEN];
 	struct iovec v = { rec, 0 };
-	size_t pos = 0;
+	size_t pos = 0, got;
 	int rc;
 
 	if (server) {
@@ -600,7 +601,7 @@ static int confirm(struct rmig_link *l, struct tls_stream *s, int chan, int serv
 		return v.iov_len ? lower_send(l, chan, &v, 1, tmo)
 				 : tls_err(l, -EIO, "TLS: cannot seal a record");
 	}
-	rc = next_record(l, chan, s, tmo);
+	rc = next_record(l, chan, s, NULL, 0, &got, tmo);
 	if (!rc && s->plain_len)
 		rc = tls_err(l, -EPROTO, "TLS: %s sent data before confirming the handshake",
 			     l->peer);
@@ -858,12 +859,17 @@ static int fill_in(struct rmig_link *l, int chan, struct tls_stream *s, size_t n
 	return 0;
 }
 
-/* Open the next record of the stream in s->in; its plaintext stays there. */
-static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, int tmo)
+/* Open the next record of the stream in s->in. Its plaintext goes
+ * straight to dst when it has room for the whole record (*direct: how
+ * many bytes it got), else it stays in s->in (s->plain_len): a copy
+ * less per record, where the receiver reads pages whole. */
+static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, uint8_t *dst,
+		       size_t room, size_t *direct, int tmo)
 {
 	int body, plain, type = 0, rc;
-	uint8_t *rec;
+	uint8_t *rec, *out;
 
+	*direct = 0;
 	rc = fill_in(l, chan, s, RMIG_TLS_HDR_LEN, tmo);
 	if (rc)
 		return rc;
@@ -875,14 +881,19 @@ static int next_record(struct rmig_link *l, int chan, struct tls_stream *s, int 
 		return rc;
 	rec = s->in + s->in_start;
 	s->in_start += RMIG_TLS_HDR_LEN + (size_t)body;
-	plain = rmig_tls_open(&s->rx, rec, rec + RMIG_TLS_HDR_LEN, (size_t)body, &type);
+	out = room >= (size_t)body - RMIG_TLS_TAG_LEN ? dst : rec + RMIG_TLS_HDR_LEN;
+	plain = rmig_tls_open_to(&s->rx, rec, rec + RMIG_TLS_HDR_LEN, (size_t)body, out, &type);
 	if (plain < 0)
 		return open_error(l, plain, type);
 	if (type == 21)
-		return alert_error(l, rec + RMIG_TLS_HDR_LEN, (size_t)plain);
+		return alert_error(l, out, (size_t)plain);
 	if (type != 23)
 		return open_error(l, -EPROTO, type);
-	s->plain_off = (size_t)(rec - s->in) + RMIG_TLS_HDR_LEN;
+	if (out == dst) {
+		*direct = (size_t)plain;
+		return 0;
+	}
+	s->plain_off = (size_t)(out - s->in);
 	s->plain_len = (size_t)plain;
 	return 0;
 }
@@ -912,10 +923,16 @@ static int sealed_recv(struct rmig_link *l, int chan, const struct iovec *iov, i
 
 		for (size_t left = iov[i].iov_len; left;) {
 			size_t take;
-			int rc = s->plain_len ? 0 : next_record(l, chan, s, tmo);
 
-			if (rc)
-				return rc;
+			if (!s->plain_len) {
+				int rc = next_record(l, chan, s, dst, left, &take, tmo);
+
+				if (rc)
+					return rc;
+				dst += take;
+				left -= take;
+				continue;
+			}
 			take = left < s->plain_len ? left : s->plain_len;
 			memcpy(dst, s->in + s->plain_off, take);
 			dst += take;

@@ -206,8 +206,8 @@ int rmig_tls_body_len(const uint8_t hdr[RMIG_TLS_HDR_LEN])
 	return (int)len;
 }
 
-int rmig_tls_open(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN], uint8_t *body,
-		  size_t body_len, int *type)
+int rmig_tls_open_to(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN],
+		     const uint8_t *body, size_t body_len, uint8_t *out, int *type)
 {
 	size_t n = body_len - RMIG_TLS_TAG_LEN;
 	uint8_t nonce[12];
@@ -216,18 +216,26 @@ int rmig_tls_open(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN], u
 	if (d->seq >= RMIG_TLS_MAX_RECORDS - 1)
 		return -ENOSPC;
 	record_nonce(d, nonce);
+	/* OpenSSL keeps a copy of the tag: out may be body. */
 	if (EVP_CipherInit_ex(d->evp, NULL, NULL, NULL, nonce, 0) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(d->evp, EVP_CTRL_GCM_SET_TAG, RMIG_TLS_TAG_LEN, body + n) != 1 ||
+	    EVP_CIPHER_CTX_ctrl(d->evp, EVP_CTRL_GCM_SET_TAG, RMIG_TLS_TAG_LEN,
+				(void *)(body + n)) != 1 ||
 	    EVP_CipherUpdate(d->evp, NULL, &w, hdr, RMIG_TLS_HDR_LEN) != 1 ||
-	    EVP_CipherUpdate(d->evp, body, &w, body, (int)n) != 1 ||
-	    EVP_CipherFinal_ex(d->evp, body + n, &w) != 1)
+	    EVP_CipherUpdate(d->evp, out, &w, body, (int)n) != 1 ||
+	    EVP_CipherFinal_ex(d->evp, out + n, &w) != 1)
 		return -EBADMSG;
 	d->seq++;
 	/* The content type is the last non-zero byte; zeros after it pad. */
-	while (n > 0 && body[n - 1] == 0)
+	while (n > 0 && out[n - 1] == 0)
 		n--;
 	if (n == 0)
 		return -EBADMSG;
-	*type = body[--n];
+	*type = out[--n];
 	return (int)n;
+}
+
+int rmig_tls_open(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN], uint8_t *body,
+		  size_t body_len, int *type)
+{
+	return rmig_tls_open_to(d, hdr, body, body_len, body, type);
 }

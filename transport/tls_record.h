@@ -64,5 +64,12 @@ int rmig_tls_body_len(const uint8_t hdr[RMIG_TLS_HDR_LEN]);
  * -ENOSPC (key exhausted). */
 int rmig_tls_open(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN], uint8_t *body,
 		  size_t body_len, int *type);
+/* The same, the plaintext written at out (room: body_len - 16; it may be
+ * body), so that a receiver opens a record straight into where its bytes
+ * go instead of copying them there after. Until the tag is checked, at
+ * the end, out holds bytes nobody vouched for: on -EBADMSG they are
+ * garbage and the stream is dead. */
+int rmig_tls_open_to(struct rmig_tls_dir *d, const uint8_t hdr[RMIG_TLS_HDR_LEN],
+		     const uint8_t *body, size_t body_len, uint8_t *out, int *type);
 
 #endif

@@ -157,11 +157,13 @@ static void fill(uint8_t *buf, size_t len, unsigned seed)
 		buf[i] = (uint8_t)(i * 131 + seed);
 }
 
-/* OpenSSL seals, we open: every record, in order, into the same bytes. */
+/* OpenSSL seals, we open: every record, in order, into the same bytes;
+ * every other one in place, the rest straight into where they go. */
 static void test_open_what_openssl_seals(void **state)
 {
-	static uint8_t msg[40000], rec[RMIG_TLS_MAX_RECORD];
+	static uint8_t msg[40000], rec[RMIG_TLS_MAX_RECORD], dst[40000 + RMIG_TLS_MAX_BODY];
 	struct rmig_tls_dir rx;
+	unsigned k = 0;
 	struct pair p;
 	size_t got = 0;
 
@@ -177,10 +179,17 @@ static void test_open_what_openssl_seals(void **state)
 		body = rmig_tls_body_len(rec);
 		assert_true(body > 0);
 		assert_int_equal(BIO_read(p.cnet, rec + RMIG_TLS_HDR_LEN, body), body);
-		n = rmig_tls_open(&rx, rec, rec + RMIG_TLS_HDR_LEN, (size_t)body, &type);
+		if (k++ % 2) {
+			n = rmig_tls_open_to(&rx, rec, rec + RMIG_TLS_HDR_LEN, (size_t)body,
+					     dst + got, &type);
+			assert_true(n > 0 && got + (size_t)n <= sizeof(msg));
+			assert_memory_equal(dst + got, msg + got, (size_t)n);
+		} else {
+			n = rmig_tls_open(&rx, rec, rec + RMIG_TLS_HDR_LEN, (size_t)body, &type);
+			assert_true(n > 0 && got + (size_t)n <= sizeof(msg));
+			assert_memory_equal(rec + RMIG_TLS_HDR_LEN, msg + got, (size_t)n);
+		}
 		assert_int_equal(type, 23);
-		assert_true(n > 0 && got + (size_t)n <= sizeof(msg));
-		assert_memory_equal(rec + RMIG_TLS_HDR_LEN, msg + got, (size_t)n);
 		got += (size_t)n;
 	}
 	rmig_tls_dir_clear(&rx);
@@ -235,10 +244,11 @@ static int seal_one(const uint8_t *secret, uint8_t *rec, size_t len)
 	return (int)w;
 }
 
-/* Any changed byte (header, ciphertext, tag) is refused. */
+/* Any changed byte (header, ciphertext, tag) is refused, opened in place
+ * or elsewhere. */
 static void test_tampering_refused(void **state)
 {
-	static uint8_t rec[RMIG_TLS_MAX_RECORD], copy[RMIG_TLS_MAX_RECORD];
+	static uint8_t rec[RMIG_TLS_MAX_RECORD], copy[RMIG_TLS_MAX_RECORD], out[RMIG_TLS_MAX_BODY];
 	uint8_t secret[32] = { 9 };
 	int w = seal_one(secret, rec, 1000);
 
@@ -251,8 +261,10 @@ static void test_tampering_refused(void **state)
 		copy[at] ^= 0x20;
 		assert_int_equal(rmig_tls_dir_init(&rx, secret, 32, 0), 0);
 		body = rmig_tls_body_len(copy);
-		rc = body < 0
-			 ? body
+		rc = body < 0 ? body
+		     : at % 2
+			 ? rmig_tls_open_to(&rx, copy, copy + RMIG_TLS_HDR_LEN, (size_t)body, out,
+					    &type)
 			 : rmig_tls_open(&rx, copy, copy + RMIG_TLS_HDR_LEN, (size_t)body, &type);
 		assert_int_equal(rc, -EBADMSG);
 		rmig_tls_dir_clear(&rx);
