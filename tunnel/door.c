@@ -10,14 +10,16 @@
  * - an opening has TUN_OPEN_MS in all, TLS handshake included: past it the
  *   connection is cut;
  * - at most DOOR_MAX_PENDING openings at once, DOOR_MAX_PER_ADDR of them
- *   from one address; past either, the oldest opening of whoever holds the
- *   most is cut for the newcomer (a legitimate opening takes milliseconds),
- *   so a flood pushes out its own connections, not the sender's;
+ *   from one address (IPv6: one /64); past either, an idler is cut for the
+ *   newcomer as transport/admission.h says (a legitimate opening takes
+ *   milliseconds), so a flood pushes out its own connections, not the
+ *   sender's;
  * - refusals are logged one line each, up to DOOR_LINES_PER_S a second,
  *   then counted.
  */
 #include "door.h"
 
+#include "admission.h"
 #include "conn.h"
 #include "link.h"
 
@@ -47,10 +49,10 @@
 struct opening {
 	int used, done;
 	struct rmig_link *link; /* NULL once handed over or closed */
-	char addr[64];
+	char addr[RMIG_ADMIT_ADDR_LEN];
 	int64_t since_ms;
 	int cut; /* the door cut it (deadline, or room for a newcomer) */
-	char cut_why[96];
+	char cut_why[128];
 	pthread_t tid;
 	struct tun_door *door;
 };
@@ -201,52 +203,30 @@ static int live(const struct opening *p)
 	return p->used && !p->done && p->link && !p->cut;
 }
 
-/* Room for one more opening from addr: cut the oldest of addr if it holds
- * its cap, else at the total cap the oldest of whoever holds the most.
- * NULL, or why the newcomer is refused (its own address is at its cap with
- * openings younger than DOOR_EVICT_AGE_MS: a storm from one address costs
- * that address only). Lock held. */
-static const char *make_room(struct tun_door *d, const char *addr)
+/* Room for one more opening from addr (admission.h): NULL, an idler cut
+ * for it, or why it is refused. Lock held. */
+static const char *make_room(struct tun_door *d, const char *addr, char *why, size_t len)
 {
-	struct opening *mine_oldest = NULL, *victim = NULL;
-	unsigned mine = 0, total = 0, most = 0;
+	static const struct rmig_admit_policy policy = { .max_total = DOOR_MAX_PENDING,
+							 .max_per_addr = DOOR_MAX_PER_ADDR,
+							 .evict_age_ms = DOOR_EVICT_AGE_MS };
+	struct rmig_admit_opening o[DOOR_SLOTS];
+	struct opening *who[DOOR_SLOTS];
+	unsigned n = 0;
+	int k;
 
 	for (int i = 0; i < DOOR_SLOTS; i++) {
-		struct opening *p = &d->pend[i];
-		unsigned n = 0;
-
-		if (!live(p))
+		if (!live(&d->pend[i]))
 			continue;
-		total++;
-		for (int k = 0; k < DOOR_SLOTS; k++)
-			n += live(&d->pend[k]) && !strcmp(d->pend[k].addr, p->addr);
-		if (!strcmp(p->addr, addr)) {
-			mine++;
-			if (!mine_oldest || p->since_ms < mine_oldest->since_ms)
-				mine_oldest = p;
-		}
-		if (n > most || (n == most && victim && p->since_ms < victim->since_ms)) {
-			most = n;
-			victim = p;
-		}
+		who[n] = &d->pend[i];
+		o[n++] = (struct rmig_admit_opening){ d->pend[i].addr, d->pend[i].since_ms };
 	}
-	if (mine >= DOOR_MAX_PER_ADDR) {
-		if (tun_now_ms() - mine_oldest->since_ms < DOOR_EVICT_AGE_MS)
-			return "too many unproven connections from this address";
-		cut(mine_oldest, "cut for a newer connection from the same address");
-	} else if (total >= DOOR_MAX_PENDING) {
-		cut(victim, "cut: too many unproven connections, most from this address");
-	}
+	k = rmig_admit_decide(&policy, o, n, addr, tun_now_ms(), why, len);
+	if (k == RMIG_ADMIT_REFUSE)
+		return why;
+	if (k >= 0)
+		cut(who[k], why);
 	return NULL;
-}
-
-/* The address without its port ("a.b.c.d:port", "[v6]:port"). */
-static void addr_of(const char *peer, char *out, size_t len)
-{
-	const char *colon = strrchr(peer, ':');
-	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
-
-	snprintf(out, len, "%.*s", (int)n, peer);
 }
 
 /* A free slot, reaping ended openings; if every slot is taken by openings
@@ -274,15 +254,15 @@ static void admit(struct tun_door *d, struct rmig_link *l)
 	const char *refused = "too many connections in their opening";
 	struct opening *p = NULL;
 	pthread_attr_t attr;
-	char addr[64];
+	char addr[RMIG_ADMIT_ADDR_LEN], why[128];
 
-	addr_of(l->peer, addr, sizeof(addr));
+	rmig_admit_addr(l->peer, addr, sizeof(addr));
 	pthread_mutex_lock(&d->lock);
 	/* room first (it may cut an opening), then a slot: at most
 	 * DOOR_MAX_PENDING live openings hold at most that many of the
 	 * DOOR_SLOTS, the rest end soon after their cut */
 	reap(d);
-	if (!(refused = make_room(d, addr)) && !(p = free_slot(d)))
+	if (!(refused = make_room(d, addr, why, sizeof(why))) && !(p = free_slot(d)))
 		refused = "too many connections in their opening";
 	if (p) {
 		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = tun_now_ms() };

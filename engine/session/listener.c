@@ -10,8 +10,8 @@
  *   extend it): past it the connection is cut;
  * - at most MAX_PENDING connections may be unproven at once, and at most
  *   MAX_PENDING_PER_ADDR from one address (IPv6: one /64); past either,
- *   connections of whoever holds the most are cut for a newcomer (see
- *   make_room; a legitimate opening takes milliseconds);
+ *   an idler is cut for a newcomer as transport/admission.h says (a
+ *   legitimate opening takes milliseconds);
  * - before authentication a frame is at most PREAUTH_MAX_BYTES (HELLO,
  *   AUTH and CHANNEL are far smaller), and nothing read is kept;
  * - a data channel joins a session only with that session's token (keyed
@@ -23,7 +23,6 @@
  * A new migration goes to a context waiting in rmig_recv_from(); with none
  * waiting for NEW_GRACE_MS, the source is told the receiver is busy.
  */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
@@ -33,6 +32,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "admission.h"
 #include "engine.h"
 #include "last_error.h"
 #include "listener.h"
@@ -57,8 +57,8 @@
 /* A connection whose opening runs. */
 struct pending {
 	int used, done;
-	struct rmig_link *conn; /* NULL once handed to a session */
-	char addr[64];		/* the peer's address without its port */
+	struct rmig_link *conn;		/* NULL once handed to a session */
+	char addr[RMIG_ADMIT_ADDR_LEN]; /* the peer's address without its port */
 	int64_t deadline_ms, since_ms;
 	char cut[128]; /* why the listener cut it ("": it did not) */
 	pthread_t tid;
@@ -154,29 +154,6 @@ static void report_refusals(struct rmig_listener *lst)
 	pthread_mutex_lock(&lst->event_lock);
 	report_suppressed(lst, rmig_now_ms() / 1000);
 	pthread_mutex_unlock(&lst->event_lock);
-}
-
-/* Whose connection it is, for the caps: the IPv4 address, or the IPv6
- * /64 (one host commonly holds a whole /64), from "a.b.c.d:port" or
- * "[v6]:port". */
-static void addr_of(const char *peer, char *out, size_t len)
-{
-	const char *colon = strrchr(peer, ':');
-	size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
-	struct in6_addr a6;
-	char v6[INET6_ADDRSTRLEN];
-
-	if (peer[0] == '[' && n >= 2 && n - 2 < sizeof(v6)) {
-		memcpy(v6, peer + 1, n - 2);
-		v6[n - 2] = 0;
-		if (inet_pton(AF_INET6, v6, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6)) {
-			memset(a6.s6_addr + 8, 0, 8);
-			inet_ntop(AF_INET6, &a6, v6, sizeof(v6));
-			snprintf(out, len, "%s/64", v6);
-			return;
-		}
-	}
-	snprintf(out, len, "%.*s", (int)n, peer);
 }
 
 /* Best effort, before closing a connection refused without a thread: the
@@ -618,80 +595,36 @@ static void reap(struct rmig_listener *lst)
 	}
 }
 
-/* The live unproven connections of one address: how many, the oldest. */
-struct holder {
-	const char *addr;
-	unsigned n;
-	struct pending *oldest;
-};
-
 static int live(const struct pending *p)
 {
 	return p->used && !p->done && p->conn && !p->cut[0];
 }
 
-/* Who holds what (at most MAX_PENDING live connections, so a small table). */
-static unsigned holders(struct rmig_listener *lst, struct holder *h, unsigned *total)
-{
-	unsigned nh = 0;
-
-	*total = 0;
-	for (unsigned i = 0; i < PENDING_ROOM; i++) {
-		struct pending *p = &lst->pend[i];
-		unsigned k = 0;
-
-		if (!live(p))
-			continue;
-		(*total)++;
-		while (k < nh && strcmp(h[k].addr, p->addr))
-			k++;
-		if (k == nh)
-			h[nh++] = (struct holder){ p->addr, 0, NULL };
-		h[k].n++;
-		if (!h[k].oldest || p->since_ms < h[k].oldest->since_ms)
-			h[k].oldest = p;
-	}
-	return nh;
-}
-
-/* Room for one more unproven connection from addr (a legitimate opening
- * takes milliseconds, so whoever is cut for it was idling):
- * - an address at its cap loses its own oldest, unless that one is
- *   younger than EVICT_AGE_MS: then the new one is refused at once, without
- *   a thread, so that a storm from one address costs a close per
- *   connection and hurts only that address;
- * - at the total cap, the address holding the most loses its oldest,
- *   whatever its age: an attacker spread over several addresses pushes
- *   out its own connections, never a newcomer from elsewhere.
- * NULL: room made; else why the new one is refused. Lock held. */
+/* Room for one more unproven connection from addr (admission.h): NULL, an
+ * idler cut for it, or why it is refused. Lock held. */
 static const char *make_room(struct rmig_listener *lst, const char *addr, char *why, size_t len)
 {
-	struct holder h[MAX_PENDING], *mine = NULL, *most = NULL;
-	unsigned total, nh = holders(lst, h, &total);
-	struct pending *victim;
+	static const struct rmig_admit_policy policy = { .max_total = MAX_PENDING,
+							 .max_per_addr = MAX_PENDING_PER_ADDR,
+							 .evict_age_ms = EVICT_AGE_MS };
+	struct rmig_admit_opening o[PENDING_ROOM];
+	struct pending *who[PENDING_ROOM];
+	unsigned n = 0;
+	int k;
 
-	for (unsigned k = 0; k < nh; k++) {
-		if (!strcmp(h[k].addr, addr))
-			mine = &h[k];
-		if (!most || h[k].n > most->n ||
-		    (h[k].n == most->n && h[k].oldest->since_ms < most->oldest->since_ms))
-			most = &h[k];
+	for (unsigned i = 0; i < PENDING_ROOM; i++) {
+		if (!live(&lst->pend[i]))
+			continue;
+		who[n] = &lst->pend[i];
+		o[n++] = (struct rmig_admit_opening){ lst->pend[i].addr, lst->pend[i].since_ms };
 	}
-	if (mine && mine->n >= MAX_PENDING_PER_ADDR) {
-		snprintf(why, len, "dropped: %d unauthenticated connections from %s at once",
-			 MAX_PENDING_PER_ADDR, addr);
-		if (rmig_now_ms() - mine->oldest->since_ms < EVICT_AGE_MS)
-			return why;
-		victim = mine->oldest;
-	} else if (total >= MAX_PENDING) {
-		snprintf(why, len, "dropped: %d unauthenticated connections at once, %u from %s",
-			 MAX_PENDING, most->n, most->addr);
-		victim = most->oldest;
-	} else {
-		return NULL;
+	k = rmig_admit_decide(&policy, o, n, addr, rmig_now_ms(), why, len);
+	if (k == RMIG_ADMIT_REFUSE)
+		return why;
+	if (k >= 0) {
+		snprintf(who[k]->cut, sizeof(who[k]->cut), "%s", why);
+		cut_conn(who[k]->conn);
 	}
-	snprintf(victim->cut, sizeof(victim->cut), "%s", why);
-	cut_conn(victim->conn);
 	return NULL;
 }
 
@@ -700,9 +633,9 @@ static void admit(struct rmig_listener *lst, struct rmig_link *conn)
 	struct pending *p = NULL;
 	const char *refused = "dropped: too many connections in their opening";
 	pthread_attr_t attr;
-	char addr[64], why[128];
+	char addr[RMIG_ADMIT_ADDR_LEN], why[128];
 
-	addr_of(conn->peer, addr, sizeof(addr));
+	rmig_admit_addr(conn->peer, addr, sizeof(addr));
 	pthread_mutex_lock(&lst->lock);
 	reap(lst);
 	for (unsigned i = 0; i < PENDING_ROOM && !p; i++)
