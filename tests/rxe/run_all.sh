@@ -2,7 +2,8 @@
 # Everything that needs real RDMA, in one boot of the rxe VM (make check runs
 # it through tests/e2e/t_rxe.sh): the VM selftest (devices, ib_write_bw,
 # rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations
-# (in clear, encrypted: t_tls.sh, and failing over); and the kvm backend on
+# (in clear, encrypted: t_tls.sh, failing over, over two rails: t_rails.sh);
+# and the kvm backend on
 # the VM's nested KVM (t_kvm.sh).
 set -u
 cd "$(dirname "$0")/../.."
@@ -22,6 +23,8 @@ echo "=== t_tunnel"
 RMIG=$BUILD/rmig tests/rxe/t_tunnel.sh || rc=1
 echo "=== t_failover"
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
+echo "=== t_rails"
+RMIG=$BUILD/rmig tests/rxe/t_rails.sh || rc=1
 echo "=== t_kvm"
 RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc
