@@ -1881,24 +1881,59 @@ static int rdma_link_rails_peer(struct rmig_link *l, const struct rmig_link_rail
 	return 0;
 }
 
-/* The rails (bits) with a failed connection. */
-static unsigned failed_rails(struct rdma_link *r)
+/* The rails (bits) with a connection that failed with error err (0: any). */
+static unsigned failed_rails(struct rdma_link *r, int err)
 {
 	unsigned bad = 0, n = atomic_load(&r->nchan);
 
 	for (unsigned i = 0; i <= n; i++) {
 		const struct rdma_conn *c = i < n ? r->chan[i] : r->ctrl;
+		int f = c ? atomic_load(&c->failed) : 0;
 
-		if (c && c->rail >= 0 && atomic_load(&c->failed))
+		if (c && c->rail >= 0 && f && (!err || f == err))
 			bad |= 1u << c->rail;
 	}
 	return bad;
 }
 
+/* The rails (bits) whose device has no active port left (or is gone). */
+static unsigned down_rails(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned down = 0;
+
+	for (unsigned i = 0; i < r->nrails; i++) {
+		struct ibv_context *verbs = device_named(l, r->rails[i].name);
+		struct ibv_device_attr da;
+		int up = 0;
+
+		if (verbs && !ibv_query_device(verbs, &da))
+			for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
+				struct ibv_port_attr pa;
+
+				up |= !ibv_query_port(verbs, p, &pa) && pa.state == IBV_PORT_ACTIVE;
+			}
+		if (!up)
+			down |= 1u << i;
+	}
+	return down;
+}
+
+/* Which rails to give up: those whose device went away or is down here,
+ * else those with a failed connection. A peer that closes the session
+ * fails every connection, so the local evidence comes first. */
+static unsigned lost_rails(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned bad = failed_rails(r, -ENODEV) | down_rails(l);
+
+	return bad ? bad : failed_rails(r, 0);
+}
+
 static int rdma_link_rail_failover(struct rmig_link *l, char *lost, char *to, size_t len)
 {
 	struct rdma_link *r = rdma(l);
-	unsigned bad = failed_rails(r);
+	unsigned bad = lost_rails(l);
 	int first_bad = -1, live = -1;
 
 	for (unsigned i = 0; i < r->nrails; i++) {

@@ -421,6 +421,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	struct rmig_link *from = ctx->link, *to;
 	unsigned back = rmig_phase(ctx);
 	char why[sizeof(ctx->err)], lost[RMIG_LINK_RAIL_NAME], rail[RMIG_LINK_RAIL_NAME];
+	int64_t end;
 	int on_rail;
 
 	if (rmig_link_failure(rc))
@@ -429,15 +430,17 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	    atomic_load(&ctx->cancelled))
 		return rc;
 	memcpy(why, ctx->err, sizeof(why));
+	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms; /* the destination waits that long */
 	/* One rail lost and another left: the same link first, over it. */
 	on_rail = !rmig_rails_failover(ctx, lost, rail, sizeof(rail));
 	drop_session(ctx);
 	rmig_tx_wait(s->tx);
 	RMIG_PAYLOADS_TELL(&s->ps, save_rewind);
 	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
-	if (on_rail) {
+	if (on_rail) { /* half the time: the rest is the failover link's */
 		emit_failover_warning(ctx, why, "moving its channels to rail", rail);
-		rc = reconnect(ctx, from, next_round, rmig_now_ms() + ctx->cfg.failover_timeout_ms);
+		rc = reconnect(ctx, from, next_round,
+			       rmig_now_ms() + ctx->cfg.failover_timeout_ms / 2);
 		if (!rc && !atomic_load(&ctx->cancelled))
 			return failed_over(s, from, from, back, why, lost, rail);
 		drop_session(ctx);
@@ -447,7 +450,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
 	emit_failover_warning(ctx, why, "failing over to", rmig_link_kind_name(to));
 	ctx->link = to;
-	rc = reconnect(ctx, to, next_round, rmig_now_ms() + ctx->cfg.failover_timeout_ms);
+	rc = reconnect(ctx, to, next_round, end);
 	if (rc || atomic_load(&ctx->cancelled)) {
 		char failed[sizeof(ctx->err)];
 
