@@ -31,43 +31,10 @@ tx() { cat "/sys/class/net/$1/statistics/tx_bytes"; }
 head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk"
 OPTS="--psk-file $T/psk --no-tls --pin staging --downtime-ms 3000 --link-timeout-ms 5000"
 OPTS="$OPTS --failover-timeout-ms 30000"
-C_IP=10.78.0.1 D_IP=10.78.0.2
+# shellcheck source=tests/rxe/rail2.sh
+. tests/rxe/rail2.sh
 SRC_RAILS="$RXE_A_DEV@0,rxe_c@1" DST_RAILS="$RXE_B_DEV@0,rxe_d@1"
 GUEST=sim:size=96M,regions=2,node=spread,dirty-rate=1000,zero=0%,seed=5
-
-active() { # DEV: port ACTIVE within 10 s
-	for _ in $(seq 100); do
-		rdma link show "$1/1" 2>/dev/null | grep -q 'state ACTIVE' && return 0
-		sleep 0.1
-	done
-	return 1
-}
-
-# The second pair, as guest-init.sh makes the first (accept_local, rp_filter,
-# MTU 9000: see tests/rxe/README.md's quirks).
-rail2_up() {
-	ip link show veth_c >/dev/null 2>&1 || {
-		ip link add veth_c mtu 9000 type veth peer name veth_d mtu 9000 &&
-			ip addr add $C_IP/24 dev veth_c && ip addr add $D_IP/24 dev veth_d
-	} || return 1
-	for c in veth_c veth_d; do
-		echo 1 >"/proc/sys/net/ipv4/conf/$c/accept_local"
-		echo 0 >"/proc/sys/net/ipv4/conf/$c/rp_filter"
-		ip link set "$c" up
-	done
-	for d in c d; do
-		rdma link show "rxe_$d" >/dev/null 2>&1 ||
-			rdma link add "rxe_$d" type rxe netdev "veth_$d" || return 1
-		active "rxe_$d" || return 1
-	done
-	# The GID of the address fills in asynchronously.
-	for _ in $(seq 100); do
-		grep -qs "ffff:0a4e:0001" /sys/class/infiniband/rxe_c/ports/1/gids/* &&
-			grep -qs "ffff:0a4e:0002" /sys/class/infiniband/rxe_d/ports/1/gids/* && return 0
-		sleep 0.1
-	done
-	return 1
-}
 
 start_recv() { # NAME [options]
 	local n=$1
