@@ -26,7 +26,7 @@ rail2_up() {
 		ip link set "$c" up
 	done
 	for d in c d; do
-		rdma link show "rxe_$d" >/dev/null 2>&1 ||
+		rdma link show "rxe_$d/1" >/dev/null 2>&1 ||
 			rdma link add "rxe_$d" type rxe netdev "veth_$d" || return 1
 		active "rxe_$d" || return 1
 	done

@@ -14,6 +14,7 @@
 #             (never tcp), rxe_c marked lost, veth_a carried the rest
 #   old-peer: a receiver without rails (no rails in its HELLO, as an older
 #             rmig): one rail, rxe_a; veth_c carries nothing
+# lose runs last: rxe_c stays deleted.
 # Ends with "N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
@@ -155,38 +156,6 @@ fi
 	ok "$n: the receiver took bytes on both its rails" ||
 	bad "$n: receiver rails $(jq -c 'select(.event=="summary") | .rails' "$T/$n-recv.out")"
 
-# --- lose a rail mid pre-copy ---------------------------------------------------
-n=lose
-a0=$(tx veth_a)
-start_recv $n --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
-"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 8M --backend "$GUEST" \
-	"$RXE_B_IP:$PORT" >"$T/$n-send.out" 2>"$T/$n-send.err" &
-SEND_PID=$!
-precopy $n || bad "$n: the sender did not reach pre-copy: $(tail -n 2 "$T/$n-send.err")"
-sleep 3 # mid round 1
-# Blocks until every process holding the device lets go: in the background.
-rdma link delete rxe_c &
-DEL_PID=$!
-finish
-timeout 30 tail --pid=$DEL_PID -f /dev/null
-wait $DEL_PID || bad "$n: rdma link delete rxe_c failed"
-a1=$(tx veth_a)
-check_done $n 1
-fo=$(grep '"event":"failover"' "$T/$n-send.out")
-echo "$fo" | grep -q "\"from\":\"rdma\",\"to\":\"rdma\",\"from_rail\":\"rxe_c\",\"to_rail\":\"$RXE_A_DEV\"" &&
-	ok "$n: failover event rdma -> rdma, rail rxe_c -> $RXE_A_DEV" ||
-	bad "$n: failover events: ${fo:-none}"
-grep '"event":"failover"' "$T/$n-send.out" | grep -q '"to":"tcp"' &&
-	bad "$n: failed over to tcp" || ok "$n: no failover to tcp"
-grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out" &&
-	bad "$n: a tcp link was taken" || ok "$n: no tcp link taken on either side"
-[ "$(rail_field "$T/$n-send.out" rxe_c lost)" = true ] && ok "$n: rxe_c marked lost in the summary" ||
-	bad "$n: rails $(jq -c 'select(.event=="summary") | .rails' "$T/$n-send.out")"
-ba=$(rail_field "$T/$n-send.out" "$RXE_A_DEV" bytes)
-[ "$ba" -gt 0 ] 2>/dev/null && [ $((a1 - a0)) -ge "$ba" ] &&
-	ok "$n: veth_a +$((a1 - a0)) >= rxe_a's $ba" || bad "$n: veth_a +$((a1 - a0)) for '$ba'"
-rail2_up || bad "$n: rxe_c did not come back"
-
 # --- an old peer: no rails in its HELLO -------------------------------------------
 n=old-peer
 c0=$(tx veth_c)
@@ -202,6 +171,53 @@ bc=$(rail_field "$T/$n-send.out" rxe_c bytes)
 	ok "$n: one rail: rxe_c carried $bc bytes, veth_c +$((c1 - c0))" ||
 	bad "$n: rxe_c '$bc' bytes, veth_c +$((c1 - c0))"
 
+# --- lose a rail mid pre-copy ---------------------------------------------------
+n=lose
+a0=$(tx veth_a)
+start_recv $n --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
+"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 8M --backend "$GUEST" \
+	"$RXE_B_IP:$PORT" >"$T/$n-send.out" 2>"$T/$n-send.err" &
+SEND_PID=$!
+precopy $n || bad "$n: the sender did not reach pre-copy: $(tail -n 2 "$T/$n-send.err")"
+sleep 3 # mid round 1
+# For the logs: rxe's error counters and the load, every second.
+(for _ in $(seq 120); do
+	echo "$(date +%s.%N) $(cat /proc/loadavg)"
+	for d in "$RXE_A_DEV" "$RXE_B_DEV" rxe_d; do
+		echo "  $d $(cd /sys/class/infiniband/$d/ports/1/hw_counters 2>/dev/null && grep -H . * 2>/dev/null | grep -v ':0$' | tr '\n' ' ')"
+	done
+	sleep 1
+done) >"$T/counters" 2>&1 &
+SAMPLER=$!
+# Blocks until every process holding the device lets go: in the background.
+rdma link delete rxe_c &
+DEL_PID=$!
+finish
+timeout 30 tail --pid=$DEL_PID -f /dev/null
+wait $DEL_PID || bad "$n: rdma link delete rxe_c failed"
+kill $SAMPLER 2>/dev/null
+dmesg | tail -n 30 >"$T/dmesg"
+a1=$(tx veth_a)
+check_done $n 1
+fo=$(grep '"event":"failover"' "$T/$n-send.out")
+jq -r 'select(.event=="failover") | "   \(.from) -> \(.to) \(.from_rail // "") -> \(.to_rail // ""): \(.reason)"' "$T/$n-send.out"
+echo "$fo" | grep -q "\"from\":\"rdma\",\"to\":\"rdma\",\"from_rail\":\"rxe_c\",\"to_rail\":\"$RXE_A_DEV\"" &&
+	ok "$n: failover event rdma -> rdma, rail rxe_c -> $RXE_A_DEV" ||
+	bad "$n: failover events: ${fo:-none}"
+grep '"event":"failover"' "$T/$n-send.out" | grep -q '"to":"tcp"' &&
+	bad "$n: failed over to tcp" || ok "$n: no failover to tcp"
+grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out" &&
+	bad "$n: a tcp link was taken" || ok "$n: no tcp link taken on either side"
+[ "$(rail_field "$T/$n-send.out" rxe_c lost)" = true ] && ok "$n: rxe_c marked lost in the summary" ||
+	bad "$n: rails $(jq -c 'select(.event=="summary") | .rails' "$T/$n-send.out")"
+ba=$(rail_field "$T/$n-send.out" "$RXE_A_DEV" bytes)
+[ "$ba" -gt 0 ] 2>/dev/null && [ $((a1 - a0)) -ge "$ba" ] &&
+	ok "$n: veth_a +$((a1 - a0)) >= rxe_a's $ba" || bad "$n: veth_a +$((a1 - a0)) for '$ba'"
+
+# On a failure the logs go where the host can read them (vm.sh --out).
+if [ "$fail" != 0 ] && [ -n "${RXE_OUT:-}" ]; then
+	cp -r "$T" "$RXE_OUT/t_rails-logs" && echo "logs: $RXE_OUT/t_rails-logs"
+fi
 rm -rf "$T"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
