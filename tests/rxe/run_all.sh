@@ -2,8 +2,7 @@
 # Everything that needs real RDMA, in one boot of the rxe VM (make check runs
 # it through tests/e2e/t_rxe.sh): the VM selftest (devices, ib_write_bw,
 # rdma_cm, NUMA), the RDMA link's two-process test, and rmig migrations
-# (in clear, encrypted: t_tls.sh, failing over, over two rails: t_rails.sh);
-# and the kvm backend on
+# (in clear, encrypted: t_tls.sh, and failing over); and the kvm backend on
 # the VM's nested KVM (t_kvm.sh).
 set -u
 cd "$(dirname "$0")/../.."
@@ -23,8 +22,9 @@ echo "=== t_tunnel"
 RMIG=$BUILD/rmig tests/rxe/t_tunnel.sh || rc=1
 echo "=== t_failover"
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
-echo "=== t_rails"
-RMIG=$BUILD/rmig tests/rxe/t_rails.sh || rc=1
+# Not t_rails.sh: tests/e2e/t_rxe.sh boots it alone. After t_failover's
+# device deletions and re-adds, every new RDMA connection in this boot is
+# refused (seen in run_all and t_rails together; see tests/rxe/README.md).
 echo "=== t_kvm"
 RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc
