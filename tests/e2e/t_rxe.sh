@@ -21,7 +21,7 @@ BUILD=$(dirname "$RMIG")
 tests/rxe/vm.sh --numa --timeout 600 --env BUILD="$BUILD" --env LSAN_OPTIONS="${LSAN_OPTIONS:-}" -- tests/rxe/run_all.sh >"$T/vm.out" 2>"$T/vm.err"
 rc=$?
 [ $rc = 0 ] || fail "rxe tests exited $rc: $(grep -E '^(FAIL|not ok|SKIP)|FAIL' "$T/vm.out" | head -5) $(tail -n 3 "$T/vm.err")"
-tests/rxe/vm.sh --numa --timeout 300 --env RMIG="$RMIG" -- tests/rxe/t_rails.sh >"$T/rails.out" 2>"$T/rails.err"
+tests/rxe/vm.sh --numa --timeout 300 --env RMIG="$RMIG" --env LSAN_OPTIONS="${LSAN_OPTIONS:-}" -- tests/rxe/t_rails.sh >"$T/rails.out" 2>"$T/rails.err"
 rc=$?
 [ $rc = 0 ] || fail "rxe rails tests exited $rc: $(grep -E '^(FAIL|not ok|SKIP)|FAIL' "$T/rails.out" | head -5) $(tail -n 3 "$T/rails.err")"
 bw=$(sed -n 's/^ib_write_bw_MBps=//p' "$T/vm.out" | tail -1)
