@@ -314,8 +314,8 @@ static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_
 			if (mbind(p, region_len, MPOL_BIND, mask, 1024, 0)) {
 				int err = errno;
 
-				rmig_backend_err(be, "sim: cannot bind memory to node %d: %s",
-						 node, strerror(err));
+				rmig_backend_err(be, "sim: cannot bind memory to node %d: %s", node,
+						 strerror(err));
 				munmap(p, region_len);
 				return -err;
 			}
