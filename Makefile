@@ -42,7 +42,7 @@ LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transpor
 	  engine/mem/prealloc.c engine/mem/zero.c \
 	  engine/session/machine.c engine/session/ctx.c engine/session/auth.c engine/session/links.c \
 	  engine/session/link_select.c engine/session/listener.c engine/session/converge.c engine/session/channels.c engine/session/status.c \
-	  engine/session/source.c engine/session/dest.c \
+	  engine/session/source.c engine/session/dest.c engine/session/rails.c \
 	  engine/payload/registry.c engine/payload/memory.c engine/payload/memory_save.c \
 	  engine/payload/memory_load.c engine/payload/postcopy.c engine/payload/stream.c \
 	  engine/payload/stream_save.c engine/payload/disk.c engine/payload/disk_save.c \
@@ -283,7 +283,7 @@ bench: deps
 bench-rxe: deps
 	@$(MAKE) --no-print-directory all
 	@tests/rxe/setup.sh >/dev/null
-	@tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh
+	@tests/rxe/vm.sh --numa --timeout 1200 -- tests/rxe/bench.sh
 
 format:
 	clang-format -i $(LIB_SRC) backends/modules.c backends/module.c tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h engine/*/*.h

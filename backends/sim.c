@@ -18,7 +18,9 @@
  *               stays sparse); the hot set keeps about its size (a write
  *               that finds no data page in HOT_DRAWS draws is skipped)
  *   seed        makes contents and the write sequence reproducible
- *   node        NUMA node to bind the guest's memory to (default: none)
+ *   node        NUMA node to bind the guest's memory to (default: none);
+ *               "spread": region i on node i modulo the nodes there are (a
+ *               guest with memory on every node, with regions=NODES)
  *   overcommit  1: skip the check that the guest fits in RAM + swap (a sparse
  *               guest, e.g. for the scale benchmark; RLIMIT_AS still holds).
  *               The source checks only its non-zero part anyway.
@@ -67,6 +69,8 @@
 
 #define SIM_PAGE 4096u
 #define HOT_DRAWS 256 /* hot-zero=0: draws to find a page that starts with data */
+
+#define SIM_NODE_SPREAD (-2) /* node=spread: region i on node i % nodes */
 
 struct sim {
 	/* guest */
@@ -151,6 +155,14 @@ static int sim_arg(struct rmig_backend *be, void *state, const char *key, const 
 		return rmig_backend_arg_u64(val, 10, 1, 1u << 20, &s->zero_run);
 	if (strcmp(key, "seed") == 0)
 		return rmig_backend_arg_u64(val, 0, 0, UINT64_MAX, &s->seed);
+	if (strcmp(key, "node") == 0 && strcmp(val, "spread") == 0) {
+		if (numa_available() < 0) {
+			rmig_backend_err(be, "sim: node=spread: no NUMA here");
+			return -EINVAL;
+		}
+		s->node = SIM_NODE_SPREAD;
+		return 0;
+	}
 	if (strcmp(key, "node") == 0) {
 		rc = rmig_backend_arg_u64(val, 10, 0, 1023, &v);
 		if (!rc && (numa_available() < 0 || (long)v > numa_max_node() ||
@@ -294,15 +306,16 @@ static int map_regions(struct rmig_backend *be, struct sim *s, size_t n, uint64_
 		/* Back guest RAM with transparent huge pages, as QEMU does: one
 		 * fault per 2 MiB instead of per 4 KiB. */
 		madvise(p, region_len, MADV_HUGEPAGE);
-		if (s->node >= 0) {
+		if (s->node >= 0 || s->node == SIM_NODE_SPREAD) {
 			unsigned long mask[16] = { 0 };
+			int node = s->node >= 0 ? s->node : (int)i % (numa_max_node() + 1);
 
-			mask[s->node / 64] = 1ul << (s->node % 64);
+			mask[node / 64] = 1ul << (node % 64);
 			if (mbind(p, region_len, MPOL_BIND, mask, 1024, 0)) {
 				int err = errno;
 
-				rmig_backend_err(be, "sim: cannot bind memory to node %d: %s",
-						 s->node, strerror(err));
+				rmig_backend_err(be, "sim: cannot bind memory to node %d: %s", node,
+						 strerror(err));
 				munmap(p, region_len);
 				return -err;
 			}

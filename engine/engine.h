@@ -147,7 +147,7 @@ struct rmig_ctx {
  * t_abi.sh checks that the member named here is the struct's last. Such a
  * member also shares its bytes with an older caller's zeroed padding (same
  * sizeof): zero must mean its default. */
-#define RMIG_CONFIG_KNOWN_END (offsetof(struct rmig_config, dry_run) + sizeof(int))
+#define RMIG_CONFIG_KNOWN_END (offsetof(struct rmig_config, rails) + sizeof(const char *))
 _Static_assert(sizeof(struct rmig_config) - RMIG_CONFIG_KNOWN_END < sizeof(void *),
 	       "RMIG_CONFIG_KNOWN_END names the last member of struct rmig_config");
 /* The largest cfg->size taken: a bound on what is read of a caller's
@@ -271,6 +271,19 @@ int rmig_links_listen(struct rmig_ctx *ctx);
 void rmig_link_chosen(struct rmig_ctx *ctx);
 /* Record in the stats who seals the link in use (stats.encrypted, .tls). */
 void rmig_link_note_sealing(struct rmig_ctx *ctx);
+/* rails.c: a link's rails in the handshake and the stats. The
+ * destination's HELLO announces the rails of link l (when the source's
+ * asked, RMIG_CAP_RAILS): sets the bit and the table, or leaves both. */
+void rmig_rails_announce(struct rmig_link *l, struct rmig_hello_rails *h);
+/* 1 if link l has rails to ask the peer's for. */
+int rmig_rails_wanted(struct rmig_link *l);
+/* Source: tell link l the peer's rails (none: one path). */
+int rmig_rails_learn(struct rmig_ctx *ctx, const struct rmig_hello_rails *h, uint64_t peer_caps);
+/* Record the rails and their bytes in ctx->stats. */
+void rmig_rails_note(struct rmig_ctx *ctx);
+/* Source, the session lost: move to another rail of the same link.
+ * 0 and both names, or -ENOENT. */
+int rmig_rails_failover(struct rmig_ctx *ctx, char *lost, char *to, size_t len);
 /* The link's view of the guest regions, index for index. */
 void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem);
 

@@ -284,6 +284,17 @@ struct rmig_config {
 	 * authenticated, a destination without dry runs). The guest is never
 	 * paused nor throttled. */
 	int dry_run;
+	/* Added after dry_run: rails, both sides. Hosts with one NIC per
+	 * socket: each NUMA node's data channels use the RDMA device local to
+	 * that node, on both sides (the destination announces its rails in the
+	 * handshake). "auto": each device's node from sysfs (numa_node);
+	 * "DEV[@NODE],...": these devices, @NODE where sysfs gives none (rxe);
+	 * NULL, "" or "none": one device, as before, also when the peer has no
+	 * rails (an older rmig). A lost rail's channels move to a surviving
+	 * rail (RMIG_EV_FAILOVER naming both) before config.failover applies.
+	 * Taken by the links that have rails (rdma); staging buffers only:
+	 * guest memory is not registered across several devices. */
+	const char *rails;
 	/* A member added here moves RMIG_CONFIG_KNOWN_END (engine/engine.h),
 	 * and takes 0 to mean its default: the first ones land in this
 	 * struct's tail padding, which an older caller's rmig_config_init
@@ -344,10 +355,16 @@ struct rmig_event {
 	const char *detail;
 	unsigned throttle_pct;
 	const struct rmig_round_stats *round;
+	/* Added after round. RMIG_EV_FAILOVER from one rail to another of
+	 * the same link (config.rails): the devices; NULL otherwise. */
+	const char *from_rail;
+	const char *to_rail;
 };
 
 /* Totals, valid after rmig_send/rmig_recv returned (until the next call on
  * the context, or its destruction). Strings are static. */
+#define RMIG_STATS_RAILS 8 /* rails described in struct rmig_stats */
+
 struct rmig_stats {
 	enum rmig_result result;
 	const char *transport; /* link used: "tcp" or "rdma" */
@@ -421,6 +438,17 @@ struct rmig_stats {
 	double dry_run_downtime_ms;    /* estimated downtime then */
 	unsigned dry_run_throttle_pct; /* the throttle the estimate needed (0: none) */
 	char dry_run_reason[512];      /* why not, or "" */
+	/* Added after dry_run_reason: the rails the link had (config.rails;
+	 * 0: one path). Source: bytes sent through each, all sessions of the
+	 * link; destination: received through each (staging), its last
+	 * session's link. */
+	unsigned rails;
+	struct rmig_rail_stats {
+		char device[32];
+		int node;	/* the NUMA node it serves */
+		uint64_t bytes; /* data bytes through it */
+		int lost;	/* given up after a failure (its channels moved) */
+	} rail[RMIG_STATS_RAILS];
 };
 
 enum rmig_audit {
@@ -587,6 +615,11 @@ RMIG_API const char *rmig_result_name(enum rmig_result r);
 /* Describe the devices each transport could use (rmig info) into buf.
  * Truncated to len bytes, NUL-terminated when len > 0. */
 RMIG_API void rmig_transport_info(char *buf, size_t len);
+/* Which device would serve which NUMA node with config.rails = rails
+ * (NULL or "": "auto") on this host, one line per rail and transport
+ * that has rails (rmig info). Truncated to len bytes, NUL-terminated.
+ * 0, or -EINVAL (no buffer). */
+RMIG_API int rmig_rails_info(const char *rails, char *buf, size_t len);
 
 /* Parse "50M", "1G", "4096": bytes with K/M/G/T (powers of 1024).
  * Either case, optionally followed by "i", "iB" or "B". 0, or -EINVAL

@@ -54,6 +54,11 @@
  * RMIG_ABORT_DRY_RUN ends it. Destination: it serves dry runs (echoed;
  * an older rmig would take the guest, so the source stops without it). */
 #define RMIG_CAP_DRYRUN (1ull << 4)
+/* Source: its link can use several rails (one device per NUMA node) and
+ * asks for the destination's; destination: its HELLO carries them (a
+ * rails table after the 64 bytes, see struct rmig_wire_rail). An older
+ * destination does not echo the bit: one rail, as before. */
+#define RMIG_CAP_RAILS (1ull << 5)
 
 /* HELLO flags. */
 #define RMIG_HELLO_PSK 1u /* the sender holds a pre-shared key and will prove it (AUTH) */
@@ -139,6 +144,34 @@ struct rmig_wire_hello {
 };
 #define RMIG_HELLO_LEN 64
 _Static_assert(sizeof(struct rmig_wire_hello) == RMIG_HELLO_LEN, "hello");
+
+/* The rails table, only in a HELLO with RMIG_CAP_RAILS (the destination's
+ * answer to a source that set it): u8 version (RMIG_RAILS_VERSION), u8
+ * count (1..RMIG_MAX_RAILS), u16 reserved, u32 reserved (zero), then count
+ * x wire_rail. The port is the one the source already connected to. */
+#define RMIG_RAILS_VERSION 1
+#define RMIG_MAX_RAILS 8
+#define RMIG_MAX_RAIL_NODE 1023 /* libnuma's largest node number */
+#define RMIG_RAIL_NAME_LEN 32
+#define RMIG_RAILS_HDR_LEN 8
+struct rmig_wire_rail {
+	int32_t node;		       /* NUMA node the device serves, -1: none known */
+	uint8_t family;		       /* 4: addr[0..3] is IPv4 (the rest zero), 6: IPv6 */
+	uint8_t reserved[3];	       /* zero */
+	uint8_t addr[16];	       /* where the peer reaches this rail */
+	char name[RMIG_RAIL_NAME_LEN]; /* the device: printable, NUL-terminated, NUL-padded */
+};
+#define RMIG_RAIL_LEN 56
+_Static_assert(sizeof(struct rmig_wire_rail) == RMIG_RAIL_LEN, "rail");
+#define RMIG_HELLO_MAX_LEN (RMIG_HELLO_LEN + RMIG_RAILS_HDR_LEN + RMIG_MAX_RAILS * RMIG_RAIL_LEN)
+
+/* A HELLO and its rails (nrails 0: none on the wire). Its first member is
+ * u.hello's: both name the same bytes of struct rmig_msg's union. */
+struct rmig_hello_rails {
+	struct rmig_wire_hello hello;
+	uint32_t nrails;
+	struct rmig_wire_rail rail[RMIG_MAX_RAILS];
+};
 
 struct rmig_wire_region {
 	uint32_t id;
@@ -308,6 +341,7 @@ struct rmig_msg {
 	uint8_t type;
 	union {
 		struct rmig_wire_hello hello;
+		struct rmig_hello_rails hello_rails; /* HELLO: hello, then its rails */
 		struct rmig_layout layout;
 		struct rmig_disks disks;
 		struct {

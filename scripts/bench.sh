@@ -350,7 +350,7 @@ cp "$T/qemu/qemu.json" bench/ 2>/dev/null
 # (2) RDMA, in one boot of the soft-RoCE VM.
 rxe_table=""
 if tests/rxe/setup.sh >/dev/null 2>&1; then
-	rxe_table=$(tests/rxe/vm.sh --timeout 900 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU\|^Ceiling\|^Note\|^$')
+	rxe_table=$(tests/rxe/vm.sh --numa --timeout 1200 -- tests/rxe/bench.sh 2>/dev/null | grep '^|\|^CPU\|^Ceiling\|^Note\|^$')
 else
 	rxe_table="(soft-RoCE VM unavailable: tests/rxe/setup.sh failed)"
 fi

@@ -155,7 +155,7 @@ static void memory(void)
 	printf("numa: nodes %s\n", nodes[0] ? nodes : "0 (no NUMA information)");
 }
 
-int info_command(void)
+int info_command(const char *rails)
 {
 	char *buf = malloc(65536);
 
@@ -163,6 +163,10 @@ int info_command(void)
 		return 1;
 	printf("rmig %s\ntransports:\n", rmig_version(NULL, NULL, NULL));
 	rmig_transport_info(buf, 65536);
+	for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
+		printf("  %s\n", l);
+	/* Which device would serve which node (config.rails; auto when not given). */
+	rmig_rails_info(rails, buf, 65536);
 	for (char *save = NULL, *l = strtok_r(buf, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
 		printf("  %s\n", l);
 	free(buf);

@@ -4,6 +4,6 @@
 #define RMIG_TOOL_INFO_H
 
 /* Print the report on stdout; 0, or 1 when out of memory. */
-int info_command(void);
+int info_command(const char *rails);
 
 #endif

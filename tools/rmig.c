@@ -64,6 +64,10 @@ static const char usage_text[] =
     "                          memory for zero-copy WRITE, else pinned staging buffers)\n"
     "  -d, --device DEV        rdma device, e.g. rxe0 (default: the one routing to the peer)\n"
     "  -x, --gid-index N       RoCE GID index (default: automatic)\n"
+    "  --rails auto|DEV[@NODE],...  rdma, both sides: each NUMA node's channels on\n"
+    "                          the device local to it (auto: sysfs numa_node; @NODE\n"
+    "                          where sysfs has none, as for rxe); a lost rail's\n"
+    "                          channels move to another rail (default: one device)\n"
     "  --channels N            parallel data streams, 1..64 (default 2)\n"
     "  -j, --json              one JSON object per line on stdout\n"
     "  --link-timeout-ms N     a peer silent this long is lost (default 2000);\n"
@@ -537,13 +541,21 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		if (t->jout) {
 			jprintf(t, "{\"event\":\"failover\",\"from\":\"%s\",\"to\":\"%s\"",
 				ev->from, ev->transport);
+			if (ev->from_rail && ev->to_rail)
+				fprintf(t->jout, ",\"from_rail\":\"%s\",\"to_rail\":\"%s\"",
+					ev->from_rail, ev->to_rail);
 			print_json_field(t->jout, "reason", ev->detail);
 			fprintf(t->jout, "}\n");
 		}
 		if (!t->json) {
 			clear_progress(t);
-			eprintf(t, LOG_WARNING, "rmig: failed over from %s to %s (%s)\n", ev->from,
-				ev->transport, detail);
+			if (ev->from_rail && ev->to_rail)
+				eprintf(t, LOG_WARNING,
+					"rmig: failed over from rail %s to rail %s (%s)\n",
+					ev->from_rail, ev->to_rail, detail);
+			else
+				eprintf(t, LOG_WARNING, "rmig: failed over from %s to %s (%s)\n",
+					ev->from, ev->transport, detail);
 		}
 		break;
 	case RMIG_EV_AUDIT:
@@ -748,6 +760,19 @@ static void print_audit_json(struct tool *t, const struct rmig_stats *s)
 
 /* How long connecting, the handshake and memory took before the first
  * round (not in total_ms). */
+/* "rails":[{"device":..,"node":..,"bytes":..,"lost":..},...] when the link had rails. */
+static void print_rails_json(FILE *f, const struct rmig_stats *s)
+{
+	if (!s->rails)
+		return;
+	fprintf(f, ",\"rails\":[");
+	for (unsigned i = 0; i < s->rails && i < RMIG_STATS_RAILS; i++)
+		fprintf(f, "%s{\"device\":\"%s\",\"node\":%d,\"bytes\":%llu,\"lost\":%s}",
+			i ? "," : "", s->rail[i].device, s->rail[i].node,
+			(unsigned long long)s->rail[i].bytes, s->rail[i].lost ? "true" : "false");
+	fprintf(f, "]");
+}
+
 static void print_setup_json(struct tool *t)
 {
 	struct rmig_status st = { .size = sizeof(st) };
@@ -861,6 +886,7 @@ static void print_summary(struct tool *t, int rc)
 				(unsigned long long)s->disk_zero_blocks,
 				(unsigned long long)s->disk_throttle_bps,
 				s->disks_verified ? "true" : "false");
+		print_rails_json(t->jout, s);
 		print_setup_json(t);
 		if (t->role_send && !s->dry_run)
 			print_audit_json(t, s);
@@ -953,6 +979,7 @@ enum {
 	OPT_RESUME_SOURCE,
 	OPT_PIN,
 	OPT_DEVICE,
+	OPT_RAILS,
 	OPT_GID,
 	OPT_SECONDS,
 	OPT_SIZE,
@@ -998,6 +1025,7 @@ static const struct option long_opts[] = {
 	{ "resume-source", no_argument, NULL, OPT_RESUME_SOURCE },
 	{ "pin", required_argument, NULL, OPT_PIN },
 	{ "device", required_argument, NULL, 'd' },
+	{ "rails", required_argument, NULL, OPT_RAILS },
 	{ "gid-index", required_argument, NULL, 'x' },
 	{ "seconds", required_argument, NULL, OPT_SECONDS },
 	{ "size", required_argument, NULL, OPT_SIZE },
@@ -1190,6 +1218,7 @@ static void parse_options(struct cli *c, int argc, char *argv[])
 				die_usage("--pin: '%s' is not auto, all or staging", optarg);
 			break;
 		case 'd': cfg->device = optarg; break;
+		case OPT_RAILS: cfg->rails = optarg; break;
 		case 'x': cfg->gid_index = (int)parse_uint("--gid-index", optarg, 0, 255); break;
 		case OPT_SECONDS:
 			if (!bench)
@@ -1677,10 +1706,11 @@ static int cmd_bench(int argc, char *argv[])
 
 static int cmd_info(int argc, char *argv[])
 {
-	(void)argv;
+	if (argc == 3 && !strcmp(argv[1], "--rails"))
+		return info_command(argv[2]) ? RMIG_RESULT_FAILED : 0;
 	if (argc != 1)
-		die_usage("info takes no arguments");
-	return info_command() ? RMIG_RESULT_FAILED : 0;
+		die_usage("info takes no arguments but --rails auto|DEV[@NODE],...");
+	return info_command(NULL) ? RMIG_RESULT_FAILED : 0;
 }
 
 static int cmd_tunnel(int argc, char *argv[])

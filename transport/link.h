@@ -32,6 +32,17 @@ struct rmig_link_mem {
 	uint64_t len;
 };
 
+/* One rail of a link with several (a device per NUMA node): what a
+ * destination announces, what a source learns of it, what both count. */
+#define RMIG_LINK_RAIL_NAME 32
+struct rmig_link_rail {
+	char name[RMIG_LINK_RAIL_NAME]; /* the device */
+	int node;			/* NUMA node it serves, -1: none */
+	struct sockaddr_storage addr;	/* where the peer reaches it (port unused) */
+	uint64_t bytes;			/* data bytes it moved, this link's life */
+	int lost;			/* given up after a failure */
+};
+
 struct rmig_link_ops {
 	/* sizeof(struct rmig_link_ops) as the link was built with: the
 	 * registry refuses a table older than the ops it calls. */
@@ -143,7 +154,27 @@ struct rmig_link_ops {
 	 * table: read it only from a table whose size covers it. */
 	int (*recv_some)(struct rmig_link *l, int chan, void *buf, size_t min, size_t len,
 			 int timeout_ms);
+
+	/* Optional, rails (read only from a table whose size covers them, see
+	 * RMIG_LINK_HAS): a link that spreads its data channels over several
+	 * devices, each channel on the one local to its NUMA node.
+	 * Both: this side's rails into out (at most max), with their bytes;
+	 * the count, 0 when the link uses one path (no rails configured). */
+	int (*rails_local)(struct rmig_link *l, struct rmig_link_rail *out, unsigned max);
+	/* Source, after the peer's HELLO and before connect_channel: the
+	 * peer's rails (untrusted addresses, already checked by the decoder);
+	 * n 0: the peer has none, one path as before. */
+	int (*rails_peer)(struct rmig_link *l, const struct rmig_link_rail *in, unsigned n);
+	/* Source, the session lost: if the failure was one rail's and another
+	 * survives, mark it lost, name both (lost, to; len bytes each) and
+	 * return 0: the next session on this link avoids it. -ENOENT: not a
+	 * rail's failure, or no rail left. */
+	int (*rail_failover)(struct rmig_link *l, char *lost, char *to, size_t len);
 };
+
+/* op is in ops's table and set. */
+#define RMIG_LINK_HAS(ops, op)                                                                     \
+	((ops)->size >= offsetof(struct rmig_link_ops, op) + sizeof((ops)->op) && (ops)->op)
 
 struct rmig_link {
 	const struct rmig_link_ops *ops;

@@ -71,13 +71,13 @@
 #include <numa.h>
 #include <rdma/rdma_cma.h>
 
-#define SLICE_MS 50	  /* longest single wait: interrupt() latency (cancel: 100 ms) */
-#define RESOLVE_MS 2000	  /* address/route resolution: fail fast so "auto" can use TCP */
-#define LINGER_MS 2000	  /* destroy waits this long for posted sends to complete */
-#define ACK_TIMEOUT 14	  /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
-#define RETRY_COUNT 6	  /* transport retries; 7 would be "forever" on rxe (not per spec) */
-#define RNR_RETRY 7	  /* 7 = retry forever: posted RECVs are the flow control */
-#define MIN_RNR_TIMER 12  /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
+#define SLICE_MS 50	 /* longest single wait: interrupt() latency (cancel: 100 ms) */
+#define RESOLVE_MS 2000	 /* address/route resolution: fail fast so "auto" can use TCP */
+#define LINGER_MS 2000	 /* destroy waits this long for posted sends to complete */
+#define ACK_TIMEOUT 14	 /* 4.096 us << 14 = 67 ms per try, 7 tries: a dead peer in ~0.5 s */
+#define RETRY_COUNT 6	 /* transport retries; 7 would be "forever" on rxe (not per spec) */
+#define RNR_RETRY 7	 /* 7 = retry forever: posted RECVs are the flow control */
+#define MIN_RNR_TIMER 12 /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */
 #define LISTEN_BACKLOG 64
 
 #define CTRL_SLOTS 8
@@ -101,6 +101,8 @@
 #define REPOST_BATCH 4	/* emptied recv slots reposted together */
 #define WRID_WRITE (1ull << 63)
 #define MAX_DEVICES 16
+#define MAX_RAILS 8
+#define RAILS_SPEC_LEN 256
 #define MAX_AREAS 1024
 
 /* Connect private data: which kind of connection, and for data channels the
@@ -175,6 +177,7 @@ struct rdma_conn {
 	struct ibv_qp *qp;
 	struct rdma_dev *dev;
 	int kind, node;
+	int rail; /* index in the link's rails whose bytes it counts, -1: none */
 	/* Source: ESTABLISHED seen. Destination: accepted (our REP sent); the
 	 * peer completes it in its own time, as conn_cm_events notices. Either
 	 * way conn_free disconnects. */
@@ -237,6 +240,14 @@ struct rdma_link {
 	size_t nareas;
 	struct rdma_dev *mem_dev;
 	int imported; /* areas carry the peer's addresses: chan_write may run */
+	/* Rails (option "rails"): one device per NUMA node, resolved once
+	 * (rails_ready); lost ones stay, marked. Source: the peer's too. */
+	char rails_spec[RAILS_SPEC_LEN];
+	struct rmig_link_rail rails[MAX_RAILS];
+	unsigned nrails;
+	int rails_ready;
+	struct rmig_link_rail peer_rails[MAX_RAILS];
+	unsigned npeer;
 };
 
 static struct rdma_link *rdma(struct rmig_link *l)
@@ -1104,6 +1115,7 @@ static struct rdma_conn *conn_alloc(int kind, int node)
 	pthread_mutex_init(&c->fail_lock, NULL);
 	c->kind = kind;
 	c->node = node;
+	c->rail = -1;
 	c->nslots = kind == KIND_CTRL ? CTRL_SLOTS : CHAN_SLOTS;
 	c->slot_size = kind == KIND_CTRL ? CTRL_SLOT_SIZE : CHAN_SLOT_SIZE;
 	c->sq_depth = kind == KIND_CTRL ? CTRL_SQ_DEPTH : CHAN_SQ_DEPTH;
@@ -1639,6 +1651,308 @@ static int pick_source(struct rmig_link *l, const struct sockaddr *dst, int time
 	return 0;
 }
 
+/* --- rails: a device per NUMA node --------------------------------------------- */
+
+static int sysfs_int(const char *fmt, const char *dev, int dflt);
+
+static int dev_numa_node(const char *name)
+{
+	return sysfs_int("/sys/class/infiniband/%s/device/numa_node", name, -1);
+}
+
+static struct ibv_context *device_named(struct rmig_link *l, const char *name)
+{
+	struct ibv_context **dv = devs(l)->devices;
+
+	for (int i = 0; dv && dv[i]; i++)
+		if (!strcmp(dev_name(dv[i]), name))
+			return dv[i];
+	return NULL;
+}
+
+/* Device verbs becomes a rail serving node, at the address its GID gives
+ * (where a source binds it and a destination is reached). */
+static int rail_add(struct rmig_link *l, struct ibv_context *verbs, int node)
+{
+	struct rdma_link *r = rdma(l);
+	struct rmig_link_rail *x = &r->rails[r->nrails];
+	int rc;
+
+	if (r->nrails == MAX_RAILS || strlen(dev_name(verbs)) >= sizeof(x->name)) {
+		rmig_link_err(l, "rails: more than %d, or device name %s too long", MAX_RAILS,
+			      dev_name(verbs));
+		return -EINVAL;
+	}
+	memset(x, 0, sizeof(*x));
+	rc = device_address(l, verbs, 0, AF_INET, &x->addr);
+	if (rc == 1)
+		rc = device_address(l, verbs, 0, AF_INET6, &x->addr);
+	if (rc == 1) {
+		rmig_link_err(l, "rails: device %s has no active port with an IP address",
+			      dev_name(verbs));
+		return -EADDRNOTAVAIL;
+	}
+	if (rc < 0)
+		return rc;
+	snprintf(x->name, sizeof(x->name), "%s", dev_name(verbs));
+	x->node = node;
+	r->nrails++;
+	return 0;
+}
+
+/* "auto": the first active device of each NUMA node sysfs names; fewer
+ * than two nodes served is one path, as without rails. */
+static int rails_auto(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	struct ibv_context **dv = devs(l)->devices;
+
+	for (int i = 0; dv && dv[i]; i++) {
+		int node = dev_numa_node(dev_name(dv[i])), taken = 0, rc;
+
+		for (unsigned k = 0; k < r->nrails; k++)
+			taken |= r->rails[k].node == node;
+		if (node < 0 || taken)
+			continue;
+		rc = rail_add(l, dv[i], node);
+		if (rc && rc != -EADDRNOTAVAIL)
+			return rc;
+	}
+	if (r->nrails < 2)
+		r->nrails = 0;
+	return 0;
+}
+
+/* "DEV[@NODE],...", its syntax checked by set_option. */
+static int rails_named(struct rmig_link *l)
+{
+	const char *p = rdma(l)->rails_spec;
+
+	while (*p) {
+		size_t len = strcspn(p, ",");
+		char item[RAILS_SPEC_LEN], *at;
+		struct ibv_context *verbs;
+		int node = -1, rc;
+
+		memcpy(item, p, len);
+		item[len] = 0;
+		p += len + (p[len] == ',');
+		at = strchr(item, '@');
+		if (at) {
+			*at = 0;
+			node = atoi(at + 1);
+		}
+		verbs = device_named(l, item);
+		if (!verbs) {
+			rmig_link_err(l, "rails: no RDMA device named %s", item);
+			return -ENODEV;
+		}
+		if (node < 0)
+			node = dev_numa_node(item);
+		if (node < 0) {
+			rmig_link_err(l,
+				      "rails: sysfs gives device %s no NUMA node: name one, "
+				      "%s@NODE",
+				      item, item);
+			return -EINVAL;
+		}
+		rc = rail_add(l, verbs, node);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int rails_resolve(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	int rc;
+
+	if (r->rails_ready || !r->rails_spec[0])
+		return 0;
+	rc = hold_devices(l);
+	if (!rc)
+		rc = strcmp(r->rails_spec, "auto") ? rails_named(l) : rails_auto(l);
+	if (rc) {
+		r->nrails = 0;
+		return rc;
+	}
+	r->rails_ready = 1;
+	return 0;
+}
+
+/* The rail serving node if it is not lost, else the first that is not;
+ * -1: none left. */
+static int rail_for(const struct rmig_link_rail *rails, unsigned n, int node)
+{
+	int any = -1;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (rails[i].lost)
+			continue;
+		if (rails[i].node == node)
+			return (int)i;
+		if (any < 0)
+			any = (int)i;
+	}
+	return any;
+}
+
+static void set_port(struct sockaddr_storage *ss, uint16_t port_be)
+{
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = port_be;
+	else
+		((struct sockaddr_in *)ss)->sin_port = port_be;
+}
+
+static uint16_t get_port(const struct sockaddr_storage *ss)
+{
+	return ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+					 : ((const struct sockaddr_in *)ss)->sin_port;
+}
+
+/* Source: where a connection for node goes, from which local rail to the
+ * peer's rail of that rail's node (the peer's first if it has none). */
+static int rail_route(struct rmig_link *l, int node, struct sockaddr_storage *src,
+		      struct sockaddr_storage *dst, int *rail)
+{
+	struct rdma_link *r = rdma(l);
+	int li = rail_for(r->rails, r->nrails, node), pi;
+
+	if (li < 0) {
+		rmig_link_err(l, "every rail is lost");
+		return -ENETUNREACH;
+	}
+	pi = rail_for(r->peer_rails, r->npeer, r->rails[li].node);
+	*src = r->rails[li].addr;
+	set_port(src, 0);
+	*dst = pi < 0 ? r->peer_addr : r->peer_rails[pi].addr;
+	set_port(dst, get_port(&r->peer_addr));
+	*rail = li;
+	return 0;
+}
+
+/* The rail of device verbs on this side, -1: none. */
+static int rail_of(const struct rdma_link *r, struct ibv_context *verbs)
+{
+	for (unsigned i = 0; i < r->nrails; i++)
+		if (!strcmp(r->rails[i].name, dev_name(verbs)))
+			return (int)i;
+	return -1;
+}
+
+static void rail_count(struct rmig_link *l, const struct rdma_conn *c, const struct iovec *iov,
+		       int n)
+{
+	uint64_t bytes = 0;
+
+	if (c->rail < 0)
+		return;
+	for (int i = 0; i < n; i++)
+		bytes += iov[i].iov_len;
+	__atomic_fetch_add(&rdma(l)->rails[c->rail].bytes, bytes, __ATOMIC_RELAXED);
+}
+
+static int rdma_link_rails_local(struct rmig_link *l, struct rmig_link_rail *out, unsigned max)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned n;
+	int rc = rails_resolve(l);
+
+	if (rc)
+		return rc;
+	n = r->nrails < max ? r->nrails : max;
+	for (unsigned i = 0; i < n; i++) {
+		out[i] = r->rails[i];
+		out[i].bytes = __atomic_load_n(&r->rails[i].bytes, __ATOMIC_RELAXED);
+	}
+	return (int)n;
+}
+
+static int rdma_link_rails_peer(struct rmig_link *l, const struct rmig_link_rail *in, unsigned n)
+{
+	struct rdma_link *r = rdma(l);
+
+	r->npeer = n < MAX_RAILS ? n : MAX_RAILS;
+	memcpy(r->peer_rails, in, r->npeer * sizeof(*in));
+	for (unsigned i = 0; i < r->npeer; i++)
+		r->peer_rails[i].lost = 0;
+	return 0;
+}
+
+/* The rails (bits) with a connection that failed with error err (0: any). */
+static unsigned failed_rails(struct rdma_link *r, int err)
+{
+	unsigned bad = 0, n = atomic_load(&r->nchan);
+
+	for (unsigned i = 0; i <= n; i++) {
+		const struct rdma_conn *c = i < n ? r->chan[i] : r->ctrl;
+		int f = c ? atomic_load(&c->failed) : 0;
+
+		if (c && c->rail >= 0 && f && (!err || f == err))
+			bad |= 1u << c->rail;
+	}
+	return bad;
+}
+
+/* The rails (bits) whose device has no active port left (or is gone). */
+static unsigned down_rails(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned down = 0;
+
+	for (unsigned i = 0; i < r->nrails; i++) {
+		struct ibv_context *verbs = device_named(l, r->rails[i].name);
+		struct ibv_device_attr da;
+		int up = 0;
+
+		if (verbs && !ibv_query_device(verbs, &da))
+			for (uint8_t p = 1; p <= da.phys_port_cnt; p++) {
+				struct ibv_port_attr pa;
+
+				up |= !ibv_query_port(verbs, p, &pa) && pa.state == IBV_PORT_ACTIVE;
+			}
+		if (!up)
+			down |= 1u << i;
+	}
+	return down;
+}
+
+/* Which rails to give up: those whose device went away or is down here,
+ * else those with a failed connection. A peer that closes the session
+ * fails every connection, so the local evidence comes first. */
+static unsigned lost_rails(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned bad = failed_rails(r, -ENODEV) | down_rails(l);
+
+	return bad ? bad : failed_rails(r, 0);
+}
+
+static int rdma_link_rail_failover(struct rmig_link *l, char *lost, char *to, size_t len)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned bad = lost_rails(l);
+	int first_bad = -1, live = -1;
+
+	for (unsigned i = 0; i < r->nrails; i++) {
+		if (r->rails[i].lost)
+			continue;
+		if (bad & (1u << i))
+			first_bad = first_bad < 0 ? (int)i : first_bad;
+		else
+			live = live < 0 ? (int)i : live;
+	}
+	if (first_bad < 0 || live < 0 || !r->npeer)
+		return -ENOENT;
+	for (unsigned i = 0; i < r->nrails; i++)
+		r->rails[i].lost |= (bad >> i) & 1;
+	snprintf(lost, len, "%s", r->rails[first_bad].name);
+	snprintf(to, len, "%s", r->rails[live].name);
+	return 0;
+}
+
 static void close_session(struct rmig_link *l);
 
 /* --- source: connect --------------------------------------------------------------- */
@@ -1725,7 +2039,7 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 	struct rdma_link *r = rdma(l);
 	struct sockaddr_storage src, dst;
 	socklen_t dlen;
-	int rc, have_src;
+	int rc, have_src, rail = -1;
 
 	close_session(l); /* a second connect starts a new session */
 	snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
@@ -1733,14 +2047,22 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 	if (rc)
 		return rc;
 	rc = rmig_link_resolve(l, host, port, 0, &dst, &dlen);
+	if (!rc)
+		rc = rails_resolve(l);
 	if (rc)
 		return rc;
-	rc = pick_source(l, (struct sockaddr *)&dst, timeout_ms, &src, &have_src);
+	r->peer_addr = dst;
+	if (r->nrails && !opt_device(l)) { /* a rail's own, the peer's of its node */
+		rc = rail_route(l, -1, &src, &dst, &rail);
+		have_src = 1;
+	} else {
+		rc = pick_source(l, (struct sockaddr *)&dst, timeout_ms, &src, &have_src);
+	}
 	if (!rc)
 		rc = connect_one(l, KIND_CTRL, -1, have_src ? (struct sockaddr *)&src : NULL,
 				 (struct sockaddr *)&dst, timeout_ms, &r->ctrl);
 	if (!rc) {
-		r->peer_addr = dst;
+		r->ctrl->rail = rail >= 0 ? rail : rail_of(r, r->ctrl->dev->verbs);
 		rmig_link_set_peer(l, (struct sockaddr *)&dst);
 	}
 	return rc;
@@ -1750,8 +2072,8 @@ static int rdma_link_connect_channel(struct rmig_link *l, int timeout_ms, int no
 {
 	struct rdma_link *r = rdma(l);
 	unsigned n = atomic_load(&r->nchan);
-	struct sockaddr_storage src;
-	int rc;
+	struct sockaddr_storage src, dst;
+	int rc, rail;
 
 	if (!r->ctrl) {
 		rmig_link_err(l, "no control connection");
@@ -1761,16 +2083,22 @@ static int rdma_link_connect_channel(struct rmig_link *l, int timeout_ms, int no
 		rmig_link_err(l, "too many channels");
 		return -ENOSPC;
 	}
-	/* From the control connection's address: the same device. */
-	memcpy(&src, rdma_get_local_addr(r->ctrl->id), addr_len(rdma_get_local_addr(r->ctrl->id)));
-	if (src.ss_family == AF_INET6)
-		((struct sockaddr_in6 *)&src)->sin6_port = 0;
-	else
-		((struct sockaddr_in *)&src)->sin_port = 0;
+	if (r->nrails && r->npeer) { /* the rails of node, both sides */
+		rc = rail_route(l, node, &src, &dst, &rail);
+		if (rc)
+			return rc;
+	} else { /* from the control connection's address: the same device */
+		memcpy(&src, rdma_get_local_addr(r->ctrl->id),
+		       addr_len(rdma_get_local_addr(r->ctrl->id)));
+		set_port(&src, 0);
+		dst = r->peer_addr;
+		rail = r->ctrl->rail;
+	}
 	rc = connect_one(l, KIND_DATA, node < 0 ? -1 : node, (struct sockaddr *)&src,
-			 (struct sockaddr *)&r->peer_addr, timeout_ms, &r->chan[n]);
+			 (struct sockaddr *)&dst, timeout_ms, &r->chan[n]);
 	if (rc)
 		return rc;
+	r->chan[n]->rail = rail;
 	atomic_store(&r->nchan, n + 1);
 	*chan = n;
 	return 0;
@@ -1795,8 +2123,16 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 	if (rc)
 		return rc;
 	rc = rmig_link_resolve(l, host, *port, 1, &addr, &alen);
+	if (!rc)
+		rc = rails_resolve(l);
 	if (rc)
 		return rc;
+	if (r->nrails) { /* every rail's address: the wildcard of host's family */
+		struct sockaddr_storage any = { .ss_family = addr.ss_family };
+
+		set_port(&any, get_port(&addr));
+		addr = any;
+	}
 	rc = new_event_channel(l, &r->listen_ech);
 	if (rc)
 		goto out;
@@ -2019,6 +2355,10 @@ static int rdma_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_lin
 		table_put(n->devs);
 		n->devs = table_get(r->devs);
 	}
+	/* The session it may become announces the listener's rails. */
+	memcpy(n->rails, r->rails, sizeof(r->rails));
+	n->nrails = r->nrails;
+	n->rails_ready = 1;
 	deadline_init(&d, timeout_ms);
 	for (;;) {
 		struct rdma_cm_id *child;
@@ -2035,6 +2375,7 @@ static int rdma_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_lin
 			return rc;
 		if (rc == 0) {
 			rmig_link_set_peer(conn, rdma_get_peer_addr(n->ctrl->id));
+			n->ctrl->rail = rail_of(n, n->ctrl->dev->verbs);
 			return 0;
 		}
 	}
@@ -2088,7 +2429,10 @@ static int adopt_check(struct rmig_link *l, struct rmig_link *conn, unsigned cha
 			      chan);
 		return -EPROTO;
 	}
-	if (rdma(conn)->devs != r->devs || c->dev != r->ctrl->dev) {
+	/* With rails a channel comes on its node's device: staging only (the
+	 * source does not place pages then, see mem_import). */
+	if (rdma(conn)->devs != r->devs ||
+	    (c->dev != r->ctrl->dev && rail_of(r, c->dev->verbs) < 0)) {
 		rmig_link_err(l,
 			      "data channel %u from %s is on RDMA device %s%s, the session on %s",
 			      chan, conn->peer, dev_name(c->dev->verbs),
@@ -2141,6 +2485,7 @@ static int rdma_link_adopt_channel(struct rmig_link *l, struct rmig_link *conn, 
 	if (chan >= atomic_load(&r->nchan))
 		atomic_store(&r->nchan, chan + 1);
 	*node = r->chan[chan]->node;
+	r->chan[chan]->rail = rail_of(r, r->chan[chan]->dev->verbs);
 	return 0;
 }
 
@@ -2185,18 +2530,24 @@ static int rdma_link_chan_send(struct rmig_link *l, unsigned chan, const struct 
 			       int iovcnt, int timeout_ms)
 {
 	struct rdma_conn *c = chan_conn(l, chan);
+	int rc = c ? stream_send(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data send")
+		   : -EINVAL;
 
-	return c ? stream_send(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data send")
-		 : -EINVAL;
+	if (!rc)
+		rail_count(l, c, iov, iovcnt);
+	return rc;
 }
 
 static int rdma_link_chan_recv(struct rmig_link *l, unsigned chan, const struct iovec *iov,
 			       int iovcnt, int timeout_ms)
 {
 	struct rdma_conn *c = chan_conn(l, chan);
+	int rc = c ? stream_recv(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data receive")
+		   : -EINVAL;
 
-	return c ? stream_recv(l, c, iov, iovcnt, timeout_ms, RMIG_LINK_STOP_DATA, "data receive")
-		 : -EINVAL;
+	if (!rc)
+		rail_count(l, c, iov, iovcnt);
+	return rc;
 }
 
 /* --- placement: guest memory registration and RDMA WRITE ---------------------- */
@@ -2376,6 +2727,11 @@ static int rdma_link_mem_import(struct rmig_link *l, const struct rmig_link_mem 
 	if (!r->ctrl) {
 		rmig_link_err(l, "no control connection");
 		return -ENOTCONN;
+	}
+	if (r->nrails > 1 && r->npeer > 1) {
+		rmig_link_err(l, "with rails the pages go through each rail's staging buffers "
+				 "(guest memory is registered on one device)");
+		return -EOPNOTSUPP;
 	}
 	rdma_link_mem_release(l);
 	rc = parse_blob(l, mem, n, b, len);
@@ -2715,6 +3071,50 @@ static int rdma_link_create(struct rmig_link *l)
 	return 0;
 }
 
+/* One "DEV" or "DEV@NODE" of the rails option. */
+static int rail_item_ok(const char *p, size_t len)
+{
+	const char *at = memchr(p, '@', len);
+	size_t name = at ? (size_t)(at - p) : len;
+	char *end;
+	long node;
+
+	if (!name || name >= RMIG_LINK_RAIL_NAME || memchr(p, '/', name))
+		return 0;
+	if (!at)
+		return 1;
+	errno = 0;
+	node = strtol(at + 1, &end, 10);
+	return !errno && end == p + len && end > at + 1 && node >= 0 && node <= 1023;
+}
+
+/* "auto", or "DEV[@NODE],..." (at most MAX_RAILS); "" or "none": none. */
+static int set_rails(struct rmig_link *l, const char *value)
+{
+	struct rdma_link *r = rdma(l);
+	const char *p = value;
+	unsigned n = 0;
+
+	if (!strcmp(value, "none"))
+		value = "";
+	while (strcmp(value, "auto") && *p) {
+		size_t len = strcspn(p, ",");
+
+		if (!rail_item_ok(p, len) || ++n > MAX_RAILS || strlen(value) >= RAILS_SPEC_LEN) {
+			rmig_link_err(l,
+				      "rdma: rails '%s' is not auto nor DEV[@NODE],... (at most "
+				      "%d devices, nodes 0..1023)",
+				      value, MAX_RAILS);
+			return -EINVAL;
+		}
+		p += len + (p[len] == ',');
+	}
+	snprintf(r->rails_spec, sizeof(r->rails_spec), "%s", value);
+	r->rails_ready = 0;
+	r->nrails = 0;
+	return 0;
+}
+
 /* "device": an RDMA device name as rdma-core spells it (rxe0, mlx5_1);
  * "gid_index": a RoCE GID table index, 0..255 (-1: automatic). Checked
  * against the devices when they are used. */
@@ -2749,7 +3149,10 @@ static int rdma_link_set_option(struct rmig_link *l, const char *key, const char
 		r->gid_index = (int)v;
 		return 0;
 	}
-	rmig_link_err(l, "the rdma link has no option '%s' (it has device and gid_index)", key);
+	if (!strcmp(key, "rails"))
+		return set_rails(l, value);
+	rmig_link_err(l, "the rdma link has no option '%s' (it has device, gid_index and rails)",
+		      key);
 	return -ENOENT;
 }
 
@@ -2800,4 +3203,7 @@ const struct rmig_link_ops rmig_rdma_link_ops = {
 	.close_session = rdma_link_close_session,
 	.describe = rdma_link_describe,
 	.interrupt = rdma_link_interrupt,
+	.rails_local = rdma_link_rails_local,
+	.rails_peer = rdma_link_rails_peer,
+	.rail_failover = rdma_link_rail_failover,
 };

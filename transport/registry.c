@@ -285,6 +285,21 @@ static int pass_stream_fd(struct rmig_link *l, int chan)
 	return l->lower->ops->stream_fd(l->lower, chan);
 }
 
+static int pass_rails_local(struct rmig_link *l, struct rmig_link_rail *out, unsigned max)
+{
+	return l->lower->ops->rails_local(l->lower, out, max);
+}
+
+static int pass_rails_peer(struct rmig_link *l, const struct rmig_link_rail *in, unsigned n)
+{
+	return up(l, l->lower->ops->rails_peer(l->lower, in, n));
+}
+
+static int pass_rail_failover(struct rmig_link *l, char *lost, char *to, size_t len)
+{
+	return l->lower->ops->rail_failover(l->lower, lost, to, len);
+}
+
 static void pass_close_session(struct rmig_link *l)
 {
 	l->lower->ops->close_session(l->lower);
@@ -395,6 +410,10 @@ int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		.recv_some = over->size > offsetof(struct rmig_link_ops, recv_some)
 				 ? over->recv_some
 				 : NULL, /* never the lower link's */
+		/* Rails are the lower link's devices: a wrapper passes them on. */
+		.rails_local = RMIG_LINK_HAS(lo, rails_local) ? pass_rails_local : NULL,
+		.rails_peer = RMIG_LINK_HAS(lo, rails_peer) ? pass_rails_peer : NULL,
+		.rail_failover = RMIG_LINK_HAS(lo, rail_failover) ? pass_rail_failover : NULL,
 	};
 	t->over = over;
 	t->over_destroy = over->destroy;

@@ -1056,6 +1056,7 @@ static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 	/* Drop the connections; the listener forgets the migration. */
 	if (connected) {
 		rmig_link_note_sealing(ctx);
+		rmig_rails_note(ctx);
 		ctx->link->ops->close_session(ctx->link);
 	}
 	if (d.lst)

@@ -26,6 +26,7 @@ static const struct {
 } legacy_options[] = {
 	{ "config.device", "device" },
 	{ "config.gid_index", "gid_index" },
+	{ "config.rails", "rails" }, /* a list of its own: no room in link_options */
 };
 
 static void legacy_value(const struct rmig_config *cfg, size_t i, char *out, size_t len)
@@ -35,6 +36,8 @@ static void legacy_value(const struct rmig_config *cfg, size_t i, char *out, siz
 		snprintf(out, len, "%s", cfg->device);
 	else if (i == 1 && cfg->gid_index >= 0)
 		snprintf(out, len, "%d", cfg->gid_index);
+	else if (i == 2 && cfg->rails && *cfg->rails)
+		snprintf(out, len, "%s", cfg->rails);
 }
 
 unsigned rmig_links_count(const struct rmig_ctx *ctx)

@@ -306,6 +306,8 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 							RMIG_CAP_DISKS | RMIG_CAP_DRYRUN),
 					       .flags = hs->cfg.psk ? RMIG_HELLO_PSK : 0 };
 	memcpy(m->u.hello.nonce, hs->nonce, RMIG_NONCE_LEN);
+	if (hello.caps & RMIG_CAP_RAILS) /* a source that can use them */
+		rmig_rails_announce(hs->link, &m->u.hello_rails);
 	rc = rmig_ctrl_send(hs, m);
 	if (!rc)
 		rc = rmig_auth_exchange(hs, 0);
@@ -320,6 +322,7 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 			rc = rmig_err(hs, rc, "post-copy is not possible here: %s", why);
 	}
 	m->u.hello = hello; /* the caller wants the source's */
+	m->u.hello_rails.nrails = 0;
 	return rc;
 }
 

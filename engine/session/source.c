@@ -209,7 +209,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 			(postcopy ? RMIG_CAP_POSTCOPY : 0) |
 			(ctx->cfg.verify == RMIG_VERIFY_ON ? RMIG_CAP_CHUNK_DIGESTS : 0) |
 			(kind != OPEN_QUERY ? ctx->payload_caps : 0) |
-			(ctx->dry_run ? RMIG_CAP_DRYRUN : 0),
+			(ctx->dry_run ? RMIG_CAP_DRYRUN : 0) |
+			(kind != OPEN_QUERY && rmig_rails_wanted(ctx->link) ? RMIG_CAP_RAILS : 0),
 		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
 			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
 			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
@@ -255,6 +256,9 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 			      ctx->link->peer);
 	if (!rc && kind == OPEN_NEW)
 		chunk_digests_or_full(ctx, peer_caps);
+	/* Before the data channels: each goes to the peer's rail of its node. */
+	if (!rc && kind != OPEN_QUERY)
+		rc = rmig_rails_learn(ctx, &m->u.hello_rails, peer_caps);
 	if (rc && rc != -ECONNABORTED)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	return rc;
@@ -393,12 +397,32 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
  * lost round carried, in the next round (next_round). 0 when the migration
  * goes on, in the phase it was in; else the first error, and the
  * failover's. */
+static int failed_over(struct sender *s, struct rmig_link *from, struct rmig_link *to,
+		       unsigned back, const char *why, const char *from_rail, const char *to_rail)
+{
+	struct rmig_ctx *ctx = s->ctx;
+	struct rmig_event ev = { .type = RMIG_EV_FAILOVER,
+				 .from = rmig_link_kind_name(from),
+				 .transport = rmig_link_kind_name(to),
+				 .detail = why,
+				 .from_rail = from_rail,
+				 .to_rail = to_rail };
+
+	rmig_tx_restart(s->tx);
+	ctx->stats.failovers++;
+	rmig_emit(ctx, &ev);
+	rmig_phase_enter(ctx, back);
+	return 0; /* handshake restarted the heartbeats */
+}
+
 static int failover(struct sender *s, int rc, unsigned next_round)
 {
 	struct rmig_ctx *ctx = s->ctx;
 	struct rmig_link *from = ctx->link, *to;
 	unsigned back = rmig_phase(ctx);
-	char why[sizeof(ctx->err)];
+	char why[sizeof(ctx->err)], lost[RMIG_LINK_RAIL_NAME], rail[RMIG_LINK_RAIL_NAME];
+	int64_t end;
+	int on_rail;
 
 	if (rmig_link_failure(rc))
 		rc = rmig_ctrl_last_words(ctx, rc);
@@ -406,16 +430,27 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 	    atomic_load(&ctx->cancelled))
 		return rc;
 	memcpy(why, ctx->err, sizeof(why));
+	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms; /* the destination waits that long */
+	/* One rail lost and another left: the same link first, over it. */
+	on_rail = !rmig_rails_failover(ctx, lost, rail, sizeof(rail));
 	drop_session(ctx);
 	rmig_tx_wait(s->tx);
 	RMIG_PAYLOADS_TELL(&s->ps, save_rewind);
+	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
+	if (on_rail) { /* half the time: the rest is the failover link's */
+		emit_failover_warning(ctx, why, "moving its channels to rail", rail);
+		rc = reconnect(ctx, from, next_round,
+			       rmig_now_ms() + ctx->cfg.failover_timeout_ms / 2);
+		if (!rc && !atomic_load(&ctx->cancelled))
+			return failed_over(s, from, from, back, why, lost, rail);
+		drop_session(ctx);
+	}
 	to = rmig_links_fallback(ctx);
 	if (!to)
 		return rmig_err(ctx, rc, "%s; no link to fail over to", why);
-	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
 	emit_failover_warning(ctx, why, "failing over to", rmig_link_kind_name(to));
 	ctx->link = to;
-	rc = reconnect(ctx, to, next_round, rmig_now_ms() + ctx->cfg.failover_timeout_ms);
+	rc = reconnect(ctx, to, next_round, end);
 	if (rc || atomic_load(&ctx->cancelled)) {
 		char failed[sizeof(ctx->err)];
 
@@ -424,18 +459,7 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 				rmig_link_kind_name(to),
 				atomic_load(&ctx->cancelled) ? "cancelled" : failed);
 	}
-	rmig_tx_restart(s->tx);
-	ctx->stats.failovers++;
-	{
-		struct rmig_event ev = { .type = RMIG_EV_FAILOVER,
-					 .from = rmig_link_kind_name(from),
-					 .transport = rmig_link_kind_name(to),
-					 .detail = why };
-
-		rmig_emit(ctx, &ev);
-	}
-	rmig_phase_enter(ctx, back);
-	return 0; /* handshake restarted the heartbeats */
+	return failed_over(s, from, to, back, why, NULL, NULL);
 }
 
 /* A payload that migrates itself (a hypervisor's stream) lost the link:
@@ -1722,6 +1746,7 @@ static int send_migration(struct rmig_ctx *ctx)
 	if (s->digest.running) /* failed before the plan */
 		rmig_digest_probe_finish(&s->digest, NULL);
 	rmig_link_note_sealing(ctx);
+	rmig_rails_note(ctx);
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
 	RMIG_PAYLOADS_TELL(&s->ps, save_cleanup);

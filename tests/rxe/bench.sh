@@ -220,3 +220,7 @@ if [ -s "$T/rec-cut.all" ]; then
 fi
 cat "$T/notes" 2>/dev/null
 rm -rf "$T"
+# Two rails (--rails), when the VM has two NUMA nodes (vm.sh --numa).
+if [ "$(numactl -H | awk '/^available:/ { print $2 }')" -ge 2 ]; then
+	RMIG=$RMIG BENCH_RUNS=$RUNS tests/rxe/bench_rails.sh
+fi

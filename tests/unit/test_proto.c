@@ -263,8 +263,8 @@ struct bounds {
 
 /* Derived from proto.h's documented layouts, not from wire.c's table. */
 static const struct bounds type_bounds[] = {
-	{ RMIG_MSG_HELLO, 64, 64 },
-	{ RMIG_MSG_REGIONS, 8, 8 + 24 * 64 }, /* 0 regions: a hypervisor stream */
+	{ RMIG_MSG_HELLO, 64, 64 + 8 + 56 * 8 }, /* rails: up to 8 */
+	{ RMIG_MSG_REGIONS, 8, 8 + 24 * 64 },	 /* 0 regions: a hypervisor stream */
 	{ RMIG_MSG_REGIONS_ACK, 8, 8 },
 	{ RMIG_MSG_CHANNEL, 24, 24 },
 	{ RMIG_MSG_PAGES, 16 + 16, 16 + 16 * 64 + (16u << 20) },
@@ -455,6 +455,129 @@ static void test_rt_hello(void **state)
 		assert_int_equal(out.u.hello.round, m.u.hello.round);
 		assert_memory_equal(out.u.hello.session, m.u.hello.session, RMIG_NONCE_LEN);
 		free(f);
+	}
+}
+
+/* ---- HELLO's rails table ---- */
+
+static void fill_rails(struct rmig_msg *m, uint32_t n)
+{
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello.ver_min = m->u.hello.ver_max = 1;
+	m->u.hello.channels = 2;
+	m->u.hello.caps = RMIG_CAP_RAILS | RMIG_CAP_CHUNK_DIGESTS;
+	m->u.hello_rails.nrails = n;
+	for (uint32_t i = 0; i < n; i++) {
+		struct rmig_wire_rail *r = &m->u.hello_rails.rail[i];
+
+		r->node = i == 7 ? -1 : (int32_t)(i * 100);
+		r->family = i % 2 ? 6 : 4;
+		for (int k = 0; k < (i % 2 ? 16 : 4); k++)
+			r->addr[k] = (uint8_t)(10 + i + k);
+		snprintf(r->name, sizeof(r->name), i == 3 ? "%031d" : "mlx5_%u", i);
+	}
+}
+
+static void test_rt_hello_rails(void **state)
+{
+	struct rmig_msg m, out;
+	uint8_t *f;
+	size_t flen;
+
+	(void)state;
+	for (uint32_t n = 1; n <= RMIG_MAX_RAILS; n++) {
+		fill_rails(&m, n);
+		f = roundtrip(&m, &out, &flen);
+		assert_int_equal(flen, RMIG_FRAME_HDR_LEN + 64 + 8 + 56 * n);
+		assert_int_equal(out.u.hello_rails.nrails, n);
+		assert_true(out.u.hello.caps == m.u.hello.caps);
+		for (uint32_t i = 0; i < n; i++) {
+			const struct rmig_wire_rail *a = &m.u.hello_rails.rail[i],
+						    *b = &out.u.hello_rails.rail[i];
+
+			assert_int_equal(b->node, a->node);
+			assert_int_equal(b->family, a->family);
+			assert_memory_equal(b->addr, a->addr, 16);
+			assert_string_equal(b->name, a->name);
+		}
+		free(f);
+	}
+	/* What an older peer sends, and a source's asking HELLO: 64 bytes. */
+	fill_rails(&m, 0);
+	f = roundtrip(&m, &out, &flen);
+	assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_HELLO_LEN);
+	assert_int_equal(out.u.hello_rails.nrails, 0);
+	free(f);
+}
+
+/* The encoder writes no table it could not read back. */
+static void test_hello_rails_encode_refuses(void **state)
+{
+	struct rmig_msg m;
+	uint8_t buf[RMIG_HELLO_MAX_LEN];
+
+	(void)state;
+	fill_rails(&m, 2);
+	m.u.hello.caps &= ~RMIG_CAP_RAILS;
+	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
+	fill_rails(&m, 2);
+	m.u.hello_rails.nrails = RMIG_MAX_RAILS + 1;
+	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
+	fill_rails(&m, 2);
+	assert_int_equal(rmig_msg_encode(&m, buf, 64 + 8 + 56), 0); /* no room */
+}
+
+/* Every field of the table from the wire is checked. */
+static void test_hello_rails_bad(void **state)
+{
+	static const struct {
+		size_t off; /* in the payload; SIZE_MAX: a length change */
+		uint8_t val;
+		long dlen;
+	} cases[] = {
+		{ 8, 0, 0 },		  /* caps without RMIG_CAP_RAILS (bit 5 cleared below) */
+		{ 64, 2, 0 },		  /* table version 2 */
+		{ 65, 0, 0 },		  /* 0 rails */
+		{ 65, 9, 0 },		  /* 9 rails */
+		{ 65, 3, 0 },		  /* 3 announced, 2 there */
+		{ 66, 1, 0 },		  /* reserved */
+		{ 71, 1, 0 },		  /* reserved */
+		{ 72 + 3, 0x80, 0 },	  /* node negative, below -1 */
+		{ 72 + 1, 0x04, 0 },	  /* node 1024 */
+		{ 72 + 4, 5, 0 },	  /* family 5 */
+		{ 72 + 6, 1, 0 },	  /* reserved in the entry */
+		{ 72 + 12, 1, 0 },	  /* IPv4 with bytes past its 4 */
+		{ 72 + 24, 0, 0 },	  /* empty name */
+		{ 72 + 24 + 2, 0x07, 0 }, /* not printable */
+		{ 72 + 24 + 2, ' ', 0 },  /* not printable (a space) */
+		{ 72 + 24 + 20, 'x', 0 }, /* garbage after the NUL */
+		{ 72 + 55, 'x', 0 },	  /* unterminated (with the one before) */
+		{ SIZE_MAX, 0, -1 },	  /* cut short */
+		{ SIZE_MAX, 0, 1 },	  /* a byte too many */
+		{ SIZE_MAX, 0, -(56 + 8 - 4) }, /* table header cut */
+	};
+	struct rmig_msg m, out;
+	uint8_t good[RMIG_HELLO_MAX_LEN + 8], p[RMIG_HELLO_MAX_LEN + 8];
+	char err[256];
+	size_t len;
+
+	(void)state;
+	fill_rails(&m, 2);
+	len = rmig_msg_encode(&m, good, sizeof(good));
+	assert_int_equal(len, 64 + 8 + 2 * 56);
+	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_HELLO, good, len, &out, err, sizeof(err)));
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		size_t n = len + (size_t)cases[c].dlen;
+
+		memcpy(p, good, sizeof(p));
+		if (cases[c].off == 8)
+			p[8] &= (uint8_t)~RMIG_CAP_RAILS;
+		else if (cases[c].off != SIZE_MAX)
+			p[cases[c].off] = cases[c].val;
+		if (cases[c].off == 72 + 55)
+			memset(p + 72 + 24, 'a', 32);
+		EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_HELLO, p, n, &out, err, sizeof(err)));
 	}
 }
 
@@ -2704,6 +2827,9 @@ int main(void)
 		cmocka_unit_test(test_frame_truncated),
 		cmocka_unit_test(test_frame_len_past_buffer),
 		cmocka_unit_test(test_rt_hello),
+		cmocka_unit_test(test_rt_hello_rails),
+		cmocka_unit_test(test_hello_rails_encode_refuses),
+		cmocka_unit_test(test_hello_rails_bad),
 		cmocka_unit_test(test_rt_auth),
 		cmocka_unit_test(test_rt_regions),
 		cmocka_unit_test(test_rt_channel),
