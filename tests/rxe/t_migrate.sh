@@ -76,6 +76,13 @@ GUEST=sim:size=128M,dirty-rate=3000,hot=10%,zero=50%,seed=7
 PIN=all migrate pin-all "$GUEST"
 PIN=staging migrate pin-staging "$GUEST"
 
+# --- --pin=all registers in chunks while the sender writes ---------------------
+# The destination registers each 8 MiB chunk 150 ms late (after the first):
+# the sender waits at every chunk for its key, read from the destination's
+# key table, and every page still lands where it belongs: all of memory
+# digested and compared during the pause (--verify=full).
+RMIG_TEST_REG_DELAY_MS=150 PIN=all migrate pin-all-late "$GUEST" --verify=full
+
 # --- NUMA: guest on node 1, staging pools and workers follow it -------------
 if [ "$(numactl -H | awk '/^available:/ { print $2 }')" -ge 2 ]; then
 	node1_cpus=$(cat /sys/devices/system/node/node1/cpulist)
