@@ -110,16 +110,19 @@ static void publish(struct rmig_rdma_reg *g, uint32_t i, uint64_t entry)
 		__atomic_store_n(&g->table[i], htole64(entry), __ATOMIC_RELEASE);
 }
 
-/* Register chunk i (any thread); its state says how it went. */
-static int register_chunk(struct rmig_rdma_reg *g, uint32_t i)
+/* Register chunk i (any thread; fail: a test's failure instead); its
+ * state says how it went. */
+static int register_chunk(struct rmig_rdma_reg *g, uint32_t i, int fail)
 {
 	uint64_t addr, len;
-	struct ibv_mr *mr;
+	struct ibv_mr *mr = NULL;
 	int rc;
 
 	chunk_span(g, i, &addr, &len);
-	mr = ibv_reg_mr(g->pd, (void *)(uintptr_t)addr, len, g->access); /* NULL, errno */
-	if (!mr && g->fallback_access != g->access)
+	errno = ENOMEM;
+	if (!fail)
+		mr = ibv_reg_mr(g->pd, (void *)(uintptr_t)addr, len, g->access); /* NULL, errno */
+	if (!mr && !fail && g->fallback_access != g->access)
 		mr = ibv_reg_mr(g->pd, (void *)(uintptr_t)addr, len, g->fallback_access);
 	pthread_mutex_lock(&g->lock);
 	if (mr) {
@@ -142,9 +145,23 @@ static int register_chunk(struct rmig_rdma_reg *g, uint32_t i)
 	return rc;
 }
 
+/* After a failure the thread stops: every chunk left fails as that one
+ * did, so that no sender waits for a key that will not come. */
+static void fail_rest(struct rmig_rdma_reg *g, uint32_t from, int rc)
+{
+	pthread_mutex_lock(&g->lock);
+	for (uint32_t k = from; k < g->nchunks; k++) {
+		publish(g, g->order[k], rmig_rdma_key_failed(-rc));
+		atomic_store(&g->chunk[g->order[k]].state, rc);
+	}
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->lock);
+}
+
 static void *reg_main(void *arg)
 {
 	struct rmig_rdma_reg *g = arg;
+	int rc;
 
 	for (uint32_t k = 1; k < g->nchunks && !atomic_load(&g->stop); k++) {
 		if (g->delay_ms) {
@@ -153,8 +170,11 @@ static void *reg_main(void *arg)
 
 			nanosleep(&ts, NULL);
 		}
-		if (register_chunk(g, g->order[k]) < 0)
-			break; /* the senders see it on that chunk */
+		rc = register_chunk(g, g->order[k], k == g->fail_at);
+		if (rc < 0) {
+			fail_rest(g, k + 1, rc);
+			break;
+		}
 	}
 	return NULL;
 }
@@ -173,7 +193,8 @@ int rmig_rdma_reg_start(struct rmig_rdma_reg *g, struct ibv_pd *pd, const struct
 			size_t n, unsigned shift, int access, int fallback_access, uint64_t *table,
 			atomic_uint_fast64_t *pinned, char *err, size_t errlen)
 {
-	const char *delay = getenv("RMIG_TEST_REG_DELAY_MS");
+	const char *delay = getenv("RMIG_TEST_REG_DELAY_MS"),
+		   *fail = getenv("RMIG_TEST_REG_FAIL_AT");
 	uint64_t lens[RMIG_RDMA_MAX_AREAS];
 	int rc;
 
@@ -188,6 +209,7 @@ int rmig_rdma_reg_start(struct rmig_rdma_reg *g, struct ibv_pd *pd, const struct
 	g->table = table;
 	g->pinned = pinned;
 	g->delay_ms = delay ? (unsigned)strtoul(delay, NULL, 10) % 60000 : 0;
+	g->fail_at = fail ? (uint32_t)strtoul(fail, NULL, 10) : 0;
 	for (size_t i = 0; i < n; i++)
 		lens[i] = mem[i].len;
 	if (n > RMIG_RDMA_MAX_AREAS || rmig_rdma_chunk_count(lens, n, shift, &g->nchunks)) {
@@ -207,7 +229,7 @@ int rmig_rdma_reg_start(struct rmig_rdma_reg *g, struct ibv_pd *pd, const struct
 	make_order(g);
 	/* The first now: a device that refuses guest memory says so before
 	 * anything depends on it (pin auto falls back to staging). */
-	rc = g->nchunks ? register_chunk(g, g->order[0]) : 1;
+	rc = g->nchunks ? register_chunk(g, g->order[0], 0) : 1;
 	if (rc > 0 && g->nchunks > 1) {
 		rc = pthread_create(&g->tid, NULL, reg_main, g) ? -EAGAIN : 1;
 		g->running = rc > 0;

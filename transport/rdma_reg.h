@@ -67,6 +67,7 @@ struct rmig_rdma_reg {
 	uint64_t *table;
 	atomic_uint_fast64_t *pinned; /* counted here as registered (NULL: not) */
 	unsigned delay_ms;	      /* RMIG_TEST_REG_DELAY_MS: before each chunk */
+	uint32_t fail_at;	      /* RMIG_TEST_REG_FAIL_AT: that chunk (in order, >= 1) fails */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_t tid;
