@@ -8,11 +8,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <infiniband/verbs.h>
 
 #define KEY_FAIL 0x4641494cu /* "FAIL" */
+#define REG_NICE 10
 
 static void put_le16(uint8_t *p, uint16_t v)
 {
@@ -162,6 +166,11 @@ static void *reg_main(void *arg)
 {
 	struct rmig_rdma_reg *g = arg;
 	int rc;
+
+	/* Registering competes for the CPU with the data path (and, on soft
+	 * RoCE, with the device itself): yield to them. A sender that catches
+	 * up waits, which frees the CPU for this thread. Best effort. */
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), REG_NICE);
 
 	for (uint32_t k = 1; k < g->nchunks && !atomic_load(&g->stop); k++) {
 		if (g->delay_ms) {
