@@ -36,7 +36,7 @@ SONAME  = librmig.so.0
 # The public headers, installed: the migration API, the backend SPI, the uffd
 # and kvm backends' embedding APIs.
 PUBLIC_HEADERS = include/rmig.h include/rmig_backend.h include/rmig_uffd.h include/rmig_kvm.h include/rmig_tunnel.h
-LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/tls.c transport/tls_record.c transport/admission.c \
+LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transport/registry.c transport/tcp.c transport/rdma.c transport/rdma_reg.c transport/tls.c transport/tls_record.c transport/admission.c \
 	  backends/registry.c backends/args.c backends/sim.c backends/sim_disk.c backends/qemu.c backends/qemu_disk.c backends/uffd.c backends/kvm.c \
 	  engine/mem/bitmap.c engine/mem/chunks.c engine/mem/digest.c engine/mem/landed.c engine/mem/placement.c engine/mem/populated.c \
 	  engine/mem/prealloc.c engine/mem/zero.c \

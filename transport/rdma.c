@@ -44,6 +44,7 @@
  * converts to our -errno.
  */
 #include "link.h"
+#include "rdma_reg.h"
 
 #include <arpa/inet.h>
 #include <endian.h>
@@ -100,10 +101,10 @@
 #define SIGNAL_EVERY 16 /* an unsignaled WR holds its SQ slot until a later signaled one */
 #define REPOST_BATCH 4	/* emptied recv slots reposted together */
 #define WRID_WRITE (1ull << 63)
+#define WRID_READ (1ull << 62)
 #define MAX_DEVICES 16
 #define MAX_RAILS 8
 #define RAILS_SPEC_LEN 256
-#define MAX_AREAS 1024
 
 /* Connect private data: which kind of connection, and for data channels the
  * NUMA node it serves. Little-endian, fixed layout. */
@@ -115,12 +116,11 @@
 #define IB_CM_REJ_INVALID_SERVICE_ID 8 /* REJ reason: nothing listens on that port */
 #define IB_CM_REJ_CONSUMER_DEFINED 28
 
-/* mem_expose blob: {magic u32, version u16, entry size u16, count u32} then
- * per area {addr u64, len u64, rkey u32}, little-endian. */
-#define BLOB_MAGIC 0x4b4d4d52u /* "RMMK" */
-#define BLOB_VERSION 1
-#define BLOB_HDR_LEN 12
-#define BLOB_ENTRY_LEN 20
+#define KEY_KNOWN (1ull << 32)
+#define KEY_FAILED (2ull << 32)
+/* The source READs the destination's key table, one READ at a time. */
+#define KEY_READS 1
+#define KEY_RETRY_MS 2 /* a chunk not registered yet: read its key again after this */
 
 struct rdma_dev {
 	struct ibv_context *verbs; /* rdma_cm's, shared by its ids */
@@ -218,10 +218,16 @@ struct rdma_conn {
 };
 
 struct rdma_area {
-	struct ibv_mr *mr; /* local registration (NULL for an empty area) */
 	uint64_t addr, len;
 	uint64_t raddr; /* source: where the peer's copy is */
-	uint32_t rkey;
+};
+
+/* Source: one data channel's copy of the peer's key table, and its READ. */
+struct key_fetch {
+	uint64_t *buf;
+	struct ibv_mr *mr;
+	uint64_t seq; /* the READ's WR number */
+	int pending;
 };
 
 struct rdma_link {
@@ -236,9 +242,21 @@ struct rdma_link {
 	struct rdma_conn *chan[RMIG_LINK_MAX_CHANNELS]; /* NULL: not (yet) adopted */
 	atomic_uint nchan;				/* highest index in use + 1 */
 	struct sockaddr_storage peer_addr;		/* source: where channels connect */
+	/* Placement: our areas, registered in chunks (rdma_reg.c). */
 	struct rdma_area *areas;
 	size_t nareas;
 	struct rdma_dev *mem_dev;
+	uint64_t mem_pinned; /* counted in devs->pinned from the start */
+	struct rmig_rdma_reg reg;
+	/* Destination: the key table the source reads. */
+	uint64_t *keytab;
+	size_t keytab_len;
+	struct ibv_mr *keytab_mr;
+	/* Source: the peer's description and the keys learned so far
+	 * (KEY_KNOWN | rkey, KEY_FAILED | errno, 0: not yet). */
+	struct rmig_rdma_blob peer;
+	_Atomic uint64_t *rkeys;
+	struct key_fetch fetch[RMIG_LINK_MAX_CHANNELS];
 	int imported; /* areas carry the peer's addresses: chan_write may run */
 	/* Rails (option "rails"): one device per NUMA node, resolved once
 	 * (rails_ready); lost ones stay, marked. Source: the peer's too. */
@@ -317,30 +335,10 @@ static int deadline_slice(const struct deadline *d)
 
 /* --- little helpers -------------------------------------------------------- */
 
-static void put_le16(uint8_t *p, uint16_t v)
-{
-	v = htole16(v);
-	memcpy(p, &v, 2);
-}
-
 static void put_le32(uint8_t *p, uint32_t v)
 {
 	v = htole32(v);
 	memcpy(p, &v, 4);
-}
-
-static void put_le64(uint8_t *p, uint64_t v)
-{
-	v = htole64(v);
-	memcpy(p, &v, 8);
-}
-
-static uint16_t get_le16(const uint8_t *p)
-{
-	uint16_t v;
-
-	memcpy(&v, p, 2);
-	return le16toh(v);
 }
 
 static uint32_t get_le32(const uint8_t *p)
@@ -349,14 +347,6 @@ static uint32_t get_le32(const uint8_t *p)
 
 	memcpy(&v, p, 4);
 	return le32toh(v);
-}
-
-static uint64_t get_le64(const uint8_t *p)
-{
-	uint64_t v;
-
-	memcpy(&v, p, 8);
-	return le64toh(v);
 }
 
 static double mib(uint64_t bytes)
@@ -718,11 +708,13 @@ static int reap_send(struct rmig_link *l, struct rdma_conn *c)
 
 	while ((n = ibv_poll_cq(c->s.cq, 16, wc)) > 0) {
 		for (int i = 0; i < n; i++) {
-			uint64_t seq = wc[i].wr_id & ~WRID_WRITE;
+			uint64_t seq = wc[i].wr_id & ~(WRID_WRITE | WRID_READ);
 
 			if (wc[i].status != IBV_WC_SUCCESS)
 				wc_failed(l, c, &wc[i],
-					  wc[i].wr_id & WRID_WRITE ? "RDMA WRITE" : "SEND");
+					  wc[i].wr_id & WRID_WRITE  ? "RDMA WRITE"
+					  : wc[i].wr_id & WRID_READ ? "RDMA READ"
+								    : "SEND");
 			else if (seq + 1 > c->sq_done)
 				c->sq_done = seq + 1; /* RC completes in order: all before it too */
 		}
@@ -829,7 +821,9 @@ static int post_chain(struct rmig_link *l, struct rdma_conn *c, struct ibv_send_
 	for (int i = 0; i < n; i++) {
 		uint64_t seq = c->sq_seq + (uint64_t)i;
 
-		wr[i].wr_id = seq | (wr[i].opcode == IBV_WR_RDMA_WRITE ? WRID_WRITE : 0);
+		wr[i].wr_id = seq | (wr[i].opcode == IBV_WR_RDMA_WRITE	? WRID_WRITE
+				     : wr[i].opcode == IBV_WR_RDMA_READ ? WRID_READ
+									: 0);
 		wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
 		wr[i].send_flags =
 		    i + 1 == n || seq % SIGNAL_EVERY == SIGNAL_EVERY - 1 ? IBV_SEND_SIGNALED : 0;
@@ -1961,7 +1955,10 @@ static int connect_one(struct rmig_link *l, int kind, int node, const struct soc
 		       const struct sockaddr *dst, int timeout_ms, struct rdma_conn **out)
 {
 	struct rdma_conn *c = conn_alloc(kind, node);
-	struct rdma_conn_param param = { .retry_count = RETRY_COUNT, .rnr_retry_count = RNR_RETRY };
+	struct rdma_conn_param param = { .retry_count = RETRY_COUNT,
+					 .rnr_retry_count = RNR_RETRY,
+					 .initiator_depth = KEY_READS,
+					 .responder_resources = KEY_READS };
 	uint8_t ack_timeout = ACK_TIMEOUT, pd_buf[PDATA_LEN];
 	int resolve_ms = timeout_ms < 0 || timeout_ms > RESOLVE_MS ? RESOLVE_MS : timeout_ms;
 	struct deadline d;
@@ -2215,7 +2212,10 @@ static void reject(struct rdma_cm_id *id, const char *why)
  * rdma_accept returns; we do not wait for the peer to complete. */
 static int answer(struct rmig_link *l, struct rdma_conn *c, const char *from)
 {
-	struct rdma_conn_param param = { .retry_count = RETRY_COUNT, .rnr_retry_count = RNR_RETRY };
+	struct rdma_conn_param param = { .retry_count = RETRY_COUNT,
+					 .rnr_retry_count = RNR_RETRY,
+					 .initiator_depth = KEY_READS,
+					 .responder_resources = KEY_READS };
 	uint8_t ack_timeout = ACK_TIMEOUT, reply[PDATA_LEN];
 	int rc;
 
@@ -2552,36 +2552,56 @@ static int rdma_link_chan_recv(struct rmig_link *l, unsigned chan, const struct 
 
 /* --- placement: guest memory registration and RDMA WRITE ---------------------- */
 
+/* Both sides register in chunks, ahead of the sender (rdma_reg.c); the
+ * source learns the destination's keys from its key table. */
+
+static void fetch_free(struct key_fetch *f)
+{
+	if (f->mr)
+		ibv_dereg_mr(f->mr);
+	free(f->buf);
+	memset(f, 0, sizeof(*f));
+}
+
 static void rdma_link_mem_release(struct rmig_link *l)
 {
 	struct rdma_link *r = rdma(l);
 
-	for (size_t i = 0; i < r->nareas; i++) {
-		if (!r->areas[i].mr)
-			continue;
-		ibv_dereg_mr(r->areas[i].mr);
-		atomic_fetch_sub(&devs(l)->pinned, r->areas[i].len);
-	}
+	rmig_rdma_reg_stop(&r->reg);
+	for (unsigned i = 0; i < RMIG_LINK_MAX_CHANNELS; i++)
+		fetch_free(&r->fetch[i]);
+	if (r->keytab_mr)
+		ibv_dereg_mr(r->keytab_mr);
+	if (r->keytab)
+		munmap(r->keytab, r->keytab_len);
+	atomic_fetch_sub(&devs(l)->pinned, r->mem_pinned);
+	free(r->rkeys);
 	free(r->areas);
+	r->keytab_mr = NULL;
+	r->keytab = NULL;
+	r->rkeys = NULL;
 	r->areas = NULL;
 	r->nareas = 0;
+	r->mem_pinned = 0;
 	r->mem_dev = NULL;
 	r->imported = 0;
 }
 
-/* Register mem[0..n) on the control connection's device with `access`
- * (the source retries without any flags refused by the provider). */
-static int register_areas(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
-			  int access, int fallback_access, struct rdma_area **out)
+/* Check mem[0..n), count its bytes (and `extra`) as pinned, and record the
+ * areas: what mem_expose and mem_import share before registering. */
+static int areas_begin(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
+		       uint64_t extra, uint64_t *lens)
 {
 	struct rdma_link *r = rdma(l);
-	struct rdma_dev *dev = r->ctrl->dev;
-	struct rdma_area *a;
-	uint64_t total = 0;
-	int rc = 0;
+	uint64_t total = extra;
+	int rc;
 
-	if (n > MAX_AREAS || (n && !mem)) {
-		rmig_link_err(l, "%zu guest memory areas, at most %d", n, MAX_AREAS);
+	if (!r->ctrl) {
+		rmig_link_err(l, "no control connection");
+		return -ENOTCONN;
+	}
+	if (n > RMIG_RDMA_MAX_AREAS || (n && !mem)) {
+		rmig_link_err(l, "%zu guest memory areas, at most %d", n, RMIG_RDMA_MAX_AREAS);
 		return -E2BIG;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -2591,41 +2611,46 @@ static int register_areas(struct rmig_link *l, const struct rmig_link_mem *mem, 
 			return -EINVAL;
 		}
 		total += mem[i].len;
+		lens[i] = mem[i].len;
 	}
 	rc = memlock_check(l, total, "guest memory needs");
 	if (rc)
 		return rc;
-	a = calloc(n ? n : 1, sizeof(*a));
-	if (!a)
+	r->areas = calloc(n ? n : 1, sizeof(*r->areas));
+	if (!r->areas)
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		a[i].addr = (uintptr_t)mem[i].addr;
-		a[i].len = mem[i].len;
-		if (!mem[i].len)
-			continue; /* nothing to register; no write can target it */
-		a[i].mr = ibv_reg_mr(dev->pd, mem[i].addr, mem[i].len, access); /* NULL, errno */
-		if (!a[i].mr && fallback_access != access)
-			a[i].mr = ibv_reg_mr(dev->pd, mem[i].addr, mem[i].len, fallback_access);
-		if (!a[i].mr) {
-			rc = errno ? -errno : -ENOMEM;
-			rmig_link_err(
-			    l, "cannot register guest memory area %zu (%.1f MiB at %p) on %s: %s",
-			    i, mib(mem[i].len), mem[i].addr, dev_name(dev->verbs), strerror(-rc));
-			break;
-		}
-		atomic_fetch_add(&devs(l)->pinned, mem[i].len);
+	for (size_t i = 0; i < n; i++)
+		r->areas[i] =
+		    (struct rdma_area){ .addr = (uintptr_t)mem[i].addr, .len = mem[i].len };
+	r->nareas = n;
+	r->mem_dev = r->ctrl->dev;
+	r->mem_pinned = total;
+	atomic_fetch_add(&devs(l)->pinned, total);
+	return 0;
+}
+
+/* Destination: the key table, readable by the peer and by nothing else. */
+static int keytab_make(struct rmig_link *l, uint32_t nchunks)
+{
+	struct rdma_link *r = rdma(l);
+	long page = sysconf(_SC_PAGESIZE);
+
+	r->keytab_len = ((size_t)nchunks * 8 + (size_t)page - 1) / (size_t)page * (size_t)page;
+	if (!r->keytab_len)
+		r->keytab_len = (size_t)page;
+	r->keytab =
+	    mmap(NULL, r->keytab_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (r->keytab == MAP_FAILED) {
+		r->keytab = NULL;
+		return -ENOMEM;
 	}
-	if (rc) {
-		for (size_t i = 0; i < n; i++) {
-			if (!a[i].mr)
-				continue;
-			ibv_dereg_mr(a[i].mr);
-			atomic_fetch_sub(&devs(l)->pinned, a[i].len);
-		}
-		free(a);
-		return rc;
+	r->keytab_mr = ibv_reg_mr(r->mem_dev->pd, r->keytab, r->keytab_len,
+				  IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ);
+	if (!r->keytab_mr) {
+		rmig_link_err(l, "cannot register the memory key table on %s: %s",
+			      dev_name(r->mem_dev->verbs), strerror(errno));
+		return errno ? -errno : -ENOMEM;
 	}
-	*out = a;
 	return 0;
 }
 
@@ -2633,86 +2658,38 @@ static int rdma_link_mem_expose(struct rmig_link *l, const struct rmig_link_mem 
 				void **blob, size_t *len)
 {
 	struct rdma_link *r = rdma(l);
-	struct rdma_area *a = NULL;
-	uint8_t *b;
+	uint64_t lens[RMIG_RDMA_MAX_AREAS];
+	unsigned shift;
+	uint32_t nchunks = 0;
+	uint8_t *b = NULL;
 	int rc;
 
 	*blob = NULL;
 	*len = 0;
-	if (!r->ctrl) {
-		rmig_link_err(l, "no control connection");
-		return -ENOTCONN;
-	}
 	rdma_link_mem_release(l);
+	rc = areas_begin(l, mem, n, 0, lens);
+	shift = rc ? 0 : rmig_rdma_chunk_shift(lens, n);
+	if (!rc && rmig_rdma_chunk_count(lens, n, shift, &nchunks)) {
+		rmig_link_err(l, "guest memory takes more than %u chunks", RMIG_RDMA_MAX_CHUNKS);
+		rc = -E2BIG;
+	}
+	if (!rc)
+		rc = keytab_make(l, nchunks);
 	/* Remote write and nothing else (local write is required with it). */
-	rc = register_areas(l, mem, n, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
-			    IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE, &a);
-	if (rc)
-		return rc;
-	b = malloc(BLOB_HDR_LEN + n * BLOB_ENTRY_LEN);
-	if (!b) {
-		r->areas = a;
-		r->nareas = n;
+	if (!rc)
+		rc = rmig_rdma_reg_start(&r->reg, r->mem_dev->pd, mem, n, shift,
+					 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+					 IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+					 r->keytab, NULL, l->err, sizeof(l->err));
+	if (!rc && !(b = malloc(rmig_rdma_blob_len(n))))
+		rc = -ENOMEM;
+	if (rc) {
 		rdma_link_mem_release(l);
-		return -ENOMEM;
+		return rc;
 	}
-	put_le32(b, BLOB_MAGIC);
-	put_le16(b + 4, BLOB_VERSION);
-	put_le16(b + 6, BLOB_ENTRY_LEN);
-	put_le32(b + 8, (uint32_t)n);
-	for (size_t i = 0; i < n; i++) {
-		uint8_t *e = b + BLOB_HDR_LEN + i * BLOB_ENTRY_LEN;
-
-		put_le64(e, a[i].addr);
-		put_le64(e + 8, a[i].len);
-		put_le32(e + 16, a[i].mr ? a[i].mr->rkey : 0);
-	}
-	r->areas = a;
-	r->nareas = n;
-	r->mem_dev = r->ctrl->dev;
+	rmig_rdma_blob_encode(b, &r->reg, (uintptr_t)r->keytab, r->keytab_mr->rkey);
 	*blob = b;
-	*len = BLOB_HDR_LEN + n * BLOB_ENTRY_LEN;
-	return 0;
-}
-
-/* The peer's description is untrusted: every field is checked before use. */
-static int parse_blob(struct rmig_link *l, const struct rmig_link_mem *mem, size_t n,
-		      const uint8_t *b, size_t len)
-{
-	if (!b || len < BLOB_HDR_LEN || get_le32(b) != BLOB_MAGIC) {
-		rmig_link_err(l, "peer's memory description is not one (%zu bytes)", len);
-		return -EBADMSG;
-	}
-	if (get_le16(b + 4) != BLOB_VERSION || get_le16(b + 6) != BLOB_ENTRY_LEN) {
-		rmig_link_err(l, "peer's memory description has version %u, we read %u",
-			      get_le16(b + 4), BLOB_VERSION);
-		return -EPROTONOSUPPORT;
-	}
-	if (get_le32(b + 8) != n || n > MAX_AREAS) {
-		rmig_link_err(l, "peer describes %" PRIu32 " memory areas, we have %zu",
-			      get_le32(b + 8), n);
-		return -EBADMSG;
-	}
-	if (len != BLOB_HDR_LEN + n * BLOB_ENTRY_LEN) {
-		rmig_link_err(l, "peer's memory description is %zu bytes, %zu areas take %zu", len,
-			      n, BLOB_HDR_LEN + n * BLOB_ENTRY_LEN);
-		return -EBADMSG;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const uint8_t *e = b + BLOB_HDR_LEN + i * BLOB_ENTRY_LEN;
-		uint64_t addr = get_le64(e), alen = get_le64(e + 8);
-
-		if (alen != mem[i].len) {
-			rmig_link_err(
-			    l, "memory area %zu: the peer's is %" PRIu64 " bytes, ours %" PRIu64, i,
-			    alen, mem[i].len);
-			return -EBADMSG;
-		}
-		if (addr > UINT64_MAX - alen) {
-			rmig_link_err(l, "memory area %zu: the peer's address range overflows", i);
-			return -EBADMSG;
-		}
-	}
+	*len = rmig_rdma_blob_len(n);
 	return 0;
 }
 
@@ -2720,42 +2697,39 @@ static int rdma_link_mem_import(struct rmig_link *l, const struct rmig_link_mem 
 				const void *blob, size_t len)
 {
 	struct rdma_link *r = rdma(l);
-	struct rdma_area *a = NULL;
-	const uint8_t *b = blob;
+	uint64_t lens[RMIG_RDMA_MAX_AREAS], raddr[RMIG_RDMA_MAX_AREAS];
 	int rc;
 
-	if (!r->ctrl) {
-		rmig_link_err(l, "no control connection");
-		return -ENOTCONN;
-	}
 	if (r->nrails > 1 && r->npeer > 1) {
 		rmig_link_err(l, "with rails the pages go through each rail's staging buffers "
 				 "(guest memory is registered on one device)");
 		return -EOPNOTSUPP;
 	}
 	rdma_link_mem_release(l);
-	rc = parse_blob(l, mem, n, b, len);
-	if (rc)
-		return rc;
+	rc = areas_begin(l, mem, n, 0, lens);
+	if (!rc)
+		rc = rmig_rdma_blob_parse(blob, len, lens, n, &r->peer, raddr, l->err,
+					  sizeof(l->err));
+	if (!rc && !(r->rkeys = calloc(r->peer.nchunks ? r->peer.nchunks : 1, sizeof(*r->rkeys))))
+		rc = -ENOMEM;
 	/* Only read locally: no access flags (local read is implied), unless
 	 * the provider insists on local write. */
-	rc = register_areas(l, mem, n, 0, IBV_ACCESS_LOCAL_WRITE, &a);
-	if (rc)
+	if (!rc)
+		rc =
+		    rmig_rdma_reg_start(&r->reg, r->mem_dev->pd, mem, n, r->peer.shift, 0,
+					IBV_ACCESS_LOCAL_WRITE, NULL, NULL, l->err, sizeof(l->err));
+	if (rc) {
+		rdma_link_mem_release(l);
 		return rc;
-	for (size_t i = 0; i < n; i++) {
-		const uint8_t *e = b + BLOB_HDR_LEN + i * BLOB_ENTRY_LEN;
-
-		a[i].raddr = get_le64(e);
-		a[i].rkey = get_le32(e + 16);
 	}
-	r->areas = a;
-	r->nareas = n;
-	r->mem_dev = r->ctrl->dev;
+	for (size_t i = 0; i < n; i++)
+		r->areas[i].raddr = raddr[i];
 	r->imported = 1;
 	return 0;
 }
 
-static int local_lkey(struct rdma_link *r, const struct iovec *v, size_t *hint, uint32_t *lkey)
+/* The local area holding v, and v's offset in it. */
+static int local_area(struct rdma_link *r, const struct iovec *v, size_t *hint, uint64_t *off)
 {
 	uintptr_t base = (uintptr_t)v->iov_base;
 
@@ -2763,10 +2737,10 @@ static int local_lkey(struct rdma_link *r, const struct iovec *v, size_t *hint, 
 		size_t j = (*hint + k) % r->nareas;
 		const struct rdma_area *a = &r->areas[j];
 
-		if (a->mr && base >= a->addr && base - a->addr <= a->len &&
+		if (a->len && base >= a->addr && base - a->addr <= a->len &&
 		    v->iov_len <= a->len - (base - a->addr)) {
 			*hint = j;
-			*lkey = a->mr->lkey;
+			*off = base - a->addr;
 			return 0;
 		}
 	}
@@ -2794,25 +2768,128 @@ static int sq_room(struct rmig_link *l, struct rdma_conn *c, unsigned need, stru
 	}
 }
 
-static int rdma_link_chan_write(struct rmig_link *l, unsigned chan, uint32_t area,
-				const uint64_t *remote_off, const struct iovec *local, int n,
-				int timeout_ms)
+/* A finished key table READ: what it brought, kept (keys never change). */
+static void keys_take(struct rdma_link *r, struct key_fetch *f)
+{
+	for (uint32_t i = 0; i < r->peer.nchunks; i++) {
+		uint32_t rkey;
+		int st;
+
+		if (atomic_load(&r->rkeys[i]))
+			continue;
+		st = rmig_rdma_key_decode(le64toh(f->buf[i]), &rkey);
+		if (st)
+			atomic_store(&r->rkeys[i],
+				     st > 0 ? KEY_KNOWN | rkey : KEY_FAILED | (uint32_t)-st);
+	}
+	f->pending = 0;
+}
+
+/* Post a READ of the peer's whole key table on c, if none is in flight. */
+static int keys_fetch(struct rmig_link *l, struct rdma_conn *c, unsigned chan, struct deadline *d)
 {
 	struct rdma_link *r = rdma(l);
-	struct rdma_conn *c = chan_conn(l, chan);
-	struct ibv_send_wr wr[MAX_CHAIN];
-	struct ibv_sge sge[MAX_CHAIN];
-	const struct rdma_area *a;
-	struct deadline d;
-	size_t hint = area;
-	uint32_t lkey = 0;
-	int k = 0, rc;
+	struct key_fetch *f = &r->fetch[chan];
+	size_t len = (size_t)r->peer.nchunks * 8;
+	struct ibv_send_wr wr;
+	struct ibv_sge sge;
+	int rc;
 
-	if (!c)
-		return -EINVAL;
-	deadline_init(&d, timeout_ms);
-	if (stopped(l, RMIG_LINK_STOP_DATA))
-		return io_error(l, c, -ECANCELED, "data write", &d);
+	if (f->pending)
+		return 0;
+	if (!f->buf) {
+		f->buf = calloc(r->peer.nchunks ? r->peer.nchunks : 1, 8);
+		f->mr =
+		    f->buf ? ibv_reg_mr(r->mem_dev->pd, f->buf, len, IBV_ACCESS_LOCAL_WRITE) : NULL;
+		if (!f->mr) {
+			fetch_free(f);
+			rmig_link_err(l, "cannot register a buffer for the peer's memory keys");
+			return -ENOMEM;
+		}
+	}
+	rc = sq_room(l, c, 1, d);
+	if (rc)
+		return rc;
+	sge = (struct ibv_sge){ (uintptr_t)f->buf, (uint32_t)len, f->mr->lkey };
+	wr = (struct ibv_send_wr){ .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_RDMA_READ };
+	wr.wr.rdma.remote_addr = r->peer.table_addr;
+	wr.wr.rdma.rkey = r->peer.table_rkey;
+	f->seq = c->sq_seq;
+	rc = post_chain(l, c, &wr, 1);
+	f->pending = !rc;
+	return rc;
+}
+
+/* Take the key table READ's result if it is back. */
+static void keys_poll(struct rmig_link *l, struct rdma_conn *c, unsigned chan)
+{
+	struct rdma_link *r = rdma(l);
+
+	reap_send(l, c);
+	if (r->fetch[chan].pending && c->sq_done > r->fetch[chan].seq)
+		keys_take(r, &r->fetch[chan]);
+}
+
+/* Until the peer's key for chunk i is known: READ its key table, again
+ * every KEY_RETRY_MS while the chunk is not registered there yet. */
+static int key_wait(struct rmig_link *l, struct rdma_conn *c, unsigned chan, uint32_t i,
+		    struct deadline *d)
+{
+	struct rdma_link *r = rdma(l);
+	int rc;
+
+	for (;;) {
+		uint64_t k = atomic_load(&r->rkeys[i]);
+
+		if (k & KEY_KNOWN)
+			return 0;
+		if (k & KEY_FAILED) {
+			rmig_link_err(l, "the destination could not register its guest memory: %s",
+				      strerror((int)(uint32_t)k));
+			return -(int)(uint32_t)k;
+		}
+		if (stopped(l, RMIG_LINK_STOP_DATA))
+			return -ECANCELED;
+		if (!deadline_slice(d)) {
+			rmig_link_err(l, "the destination registered no guest memory for %d ms",
+				      d->timeout_ms);
+			return -ETIMEDOUT;
+		}
+		rc = r->fetch[chan].pending ? 0 : keys_fetch(l, c, chan, d);
+		if (!rc)
+			rc = cq_wait(l, c, &c->s, RMIG_LINK_STOP_DATA, d);
+		if (rc || atomic_load(&c->failed))
+			return rc ? rc : atomic_load(&c->failed);
+		keys_poll(l, c, chan);
+		/* Read back, and that chunk not registered there yet. */
+		if (!r->fetch[chan].pending &&
+		    !(atomic_load(&r->rkeys[i]) & (KEY_KNOWN | KEY_FAILED)))
+			usleep(KEY_RETRY_MS * 1000);
+	}
+}
+
+/* Until our own chunk i is registered. */
+static int lkey_wait(struct rmig_link *l, uint32_t i, struct deadline *d)
+{
+	struct rdma_link *r = rdma(l);
+	int st;
+
+	while (!(st = rmig_rdma_reg_wait(&r->reg, i, SLICE_MS, l->err, sizeof(l->err)))) {
+		if (stopped(l, RMIG_LINK_STOP_DATA))
+			return -ECANCELED;
+		if (!deadline_slice(d)) {
+			rmig_link_err(l, "guest memory not registered after %d ms", d->timeout_ms);
+			return -ETIMEDOUT;
+		}
+	}
+	return st < 0 ? st : 0;
+}
+
+static int write_check(struct rmig_link *l, unsigned chan, struct rdma_conn *c, uint32_t area,
+		       int n, const void *local, const void *remote_off)
+{
+	struct rdma_link *r = rdma(l);
+
 	if (!r->imported) {
 		rmig_link_err(l, "no peer memory imported");
 		return -EINVAL;
@@ -2830,8 +2907,18 @@ static int rdma_link_chan_write(struct rmig_link *l, unsigned chan, uint32_t are
 		rmig_link_err(l, "bad write list (%d entries)", n);
 		return -EINVAL;
 	}
-	a = &r->areas[area];
-	/* Check everything before posting anything. */
+	return 0;
+}
+
+/* Every entry inside its areas, before anything is posted. */
+static int write_ranges(struct rmig_link *l, uint32_t area, const uint64_t *remote_off,
+			const struct iovec *local, int n)
+{
+	struct rdma_link *r = rdma(l);
+	const struct rdma_area *a = &r->areas[area];
+	size_t hint = area;
+	uint64_t off;
+
 	for (int i = 0; i < n; i++) {
 		if (!local[i].iov_len)
 			continue;
@@ -2842,41 +2929,140 @@ static int rdma_link_chan_write(struct rmig_link *l, unsigned chan, uint32_t are
 				      local[i].iov_len, remote_off[i], area, a->len);
 			return -ERANGE;
 		}
-		if (local_lkey(r, &local[i], &hint, &lkey)) {
+		if (local_area(r, &local[i], &hint, &off)) {
 			rmig_link_err(l, "write source %p (%zu bytes) is not in registered memory",
 				      local[i].iov_base, local[i].iov_len);
 			return -EFAULT;
 		}
 	}
-	for (int i = 0; i < n; i++) {
-		uint64_t done = 0, len = local[i].iov_len;
+	return 0;
+}
 
-		if (len)
-			local_lkey(r, &local[i], &hint, &lkey);
-		while (done < len) {
-			uint64_t piece = len - done < c->max_msg ? len - done : c->max_msg;
+/* One write's WRs, cut where a local or a remote chunk ends. */
+struct write_batch {
+	struct ibv_send_wr wr[MAX_CHAIN];
+	struct ibv_sge sge[MAX_CHAIN];
+	int k;
+	uint32_t last; /* remote chunk of the last WR, for the prefetch */
+	int own;       /* the error is a registration's, its message in l->err */
+};
 
-			if (k == MAX_CHAIN ||
-			    c->sq_seq - c->sq_done + (uint64_t)k + 1 > c->sq_depth) {
-				rc = k ? post_chain(l, c, wr, k) : 0;
-				k = 0;
-				if (!rc)
-					rc = sq_room(l, c, 1, &d);
-				if (rc)
-					return io_error(l, c, rc, "data write", &d);
-			}
-			sge[k] = (struct ibv_sge){ (uintptr_t)local[i].iov_base + done,
-						   (uint32_t)piece, lkey };
-			wr[k] = (struct ibv_send_wr){ .sg_list = &sge[k],
-						      .num_sge = 1,
-						      .opcode = IBV_WR_RDMA_WRITE };
-			wr[k].wr.rdma.remote_addr = a->raddr + remote_off[i] + done;
-			wr[k].wr.rdma.rkey = a->rkey;
-			k++;
-			done += piece;
-		}
+/* Make room in b for one more WR: post what it holds when full or when
+ * the SQ has no room for it. */
+static int batch_room(struct rmig_link *l, struct rdma_conn *c, struct write_batch *b,
+		      struct deadline *d)
+{
+	int rc = 0;
+
+	if (b->k < MAX_CHAIN && c->sq_seq - c->sq_done + (uint64_t)b->k + 1 <= c->sq_depth)
+		return 0;
+	if (b->k)
+		rc = post_chain(l, c, b->wr, b->k);
+	b->k = 0;
+	return rc ? rc : sq_room(l, c, 1, d);
+}
+
+/* Both keys of a piece known (posting what waits first: the sender must
+ * not sit on WRs while it waits). */
+static int piece_keys(struct rmig_link *l, struct rdma_conn *c, unsigned chan,
+		      struct write_batch *b, uint32_t lc, uint32_t rc_, struct deadline *d)
+{
+	struct rdma_link *r = rdma(l);
+	int rc = 0;
+
+	if (atomic_load(&r->rkeys[rc_]) & KEY_KNOWN && atomic_load(&r->reg.chunk[lc].state) > 0)
+		return 0;
+	if (b->k)
+		rc = post_chain(l, c, b->wr, b->k);
+	b->k = 0;
+	if (!rc)
+		rc = lkey_wait(l, lc, d);
+	if (!rc)
+		rc = key_wait(l, c, chan, rc_, d);
+	/* A wait's own failure (not the connection's) has its message. */
+	b->own = rc && rc != -ECANCELED && !atomic_load(&c->failed);
+	return rc;
+}
+
+static int write_one(struct rmig_link *l, struct rdma_conn *c, unsigned chan, uint32_t area,
+		     uint64_t roff, const struct iovec *v, struct write_batch *b,
+		     struct deadline *d)
+{
+	struct rdma_link *r = rdma(l);
+	uint64_t chunk = 1ull << r->reg.shift, mask = chunk - 1, loff, done = 0;
+	size_t hint = area;
+	int rc;
+
+	local_area(r, v, &hint, &loff);
+	while (done < v->iov_len) {
+		uint64_t lo = loff + done, ro = roff + done, piece = v->iov_len - done;
+		uint32_t lc = r->reg.first[hint] + (uint32_t)(lo >> r->reg.shift);
+		uint32_t rch = r->reg.first[area] + (uint32_t)(ro >> r->reg.shift);
+
+		piece = piece < c->max_msg ? piece : c->max_msg;
+		piece = piece < chunk - (lo & mask) ? piece : chunk - (lo & mask);
+		piece = piece < chunk - (ro & mask) ? piece : chunk - (ro & mask);
+		rc = piece_keys(l, c, chan, b, lc, rch, d);
+		if (!rc)
+			rc = batch_room(l, c, b, d);
+		if (rc)
+			return rc;
+		b->sge[b->k] = (struct ibv_sge){ (uintptr_t)v->iov_base + done, (uint32_t)piece,
+						 rmig_rdma_reg_lkey(&r->reg, lc) };
+		b->wr[b->k] = (struct ibv_send_wr){ .sg_list = &b->sge[b->k],
+						    .num_sge = 1,
+						    .opcode = IBV_WR_RDMA_WRITE };
+		b->wr[b->k].wr.rdma.remote_addr = r->areas[area].raddr + ro;
+		b->wr[b->k].wr.rdma.rkey = (uint32_t)atomic_load(&r->rkeys[rch]);
+		b->k++;
+		b->last = rch;
+		done += piece;
 	}
-	rc = k ? post_chain(l, c, wr, k) : 0;
+	return 0;
+}
+
+/* After posting: learn the next chunk's key while the writes go, so that
+ * the sender does not stop at the chunk's edge. */
+static int keys_ahead(struct rmig_link *l, struct rdma_conn *c, unsigned chan, uint32_t last,
+		      struct deadline *d)
+{
+	struct rdma_link *r = rdma(l);
+
+	keys_poll(l, c, chan);
+	if (last + 1 >= r->peer.nchunks || atomic_load(&r->rkeys[last + 1]) ||
+	    r->fetch[chan].pending || c->sq_seq - c->sq_done + 1 > c->sq_depth)
+		return 0;
+	return keys_fetch(l, c, chan, d);
+}
+
+static int rdma_link_chan_write(struct rmig_link *l, unsigned chan, uint32_t area,
+				const uint64_t *remote_off, const struct iovec *local, int n,
+				int timeout_ms)
+{
+	struct rdma_conn *c = chan_conn(l, chan);
+	struct write_batch b = { .k = 0 };
+	struct deadline d;
+	int rc;
+
+	if (!c)
+		return -EINVAL;
+	deadline_init(&d, timeout_ms);
+	if (stopped(l, RMIG_LINK_STOP_DATA))
+		return io_error(l, c, -ECANCELED, "data write", &d);
+	rc = write_check(l, chan, c, area, n, local, remote_off);
+	if (!rc)
+		rc = write_ranges(l, area, remote_off, local, n);
+	if (rc)
+		return rc;
+	for (int i = 0; i < n && !rc; i++)
+		if (local[i].iov_len)
+			rc = write_one(l, c, chan, area, remote_off[i], &local[i], &b, &d);
+	if (!rc && b.k)
+		rc = post_chain(l, c, b.wr, b.k);
+	if (!rc && n)
+		rc = keys_ahead(l, c, chan, b.last, &d);
+	if (rc && b.own)
+		return rc;
 	return rc ? io_error(l, c, rc, "data write", &d) : 0;
 }
 
@@ -2899,8 +3085,11 @@ static int rdma_link_chan_flush(struct rmig_link *l, unsigned chan, int timeout_
 			deadline_restart(&d);
 		if (atomic_load(&c->failed))
 			return io_error(l, c, atomic_load(&c->failed), "data flush", &d);
-		if (c->sq_done >= c->sq_seq)
+		if (c->sq_done >= c->sq_seq) {
+			if (rdma(l)->fetch[chan].pending)
+				keys_take(rdma(l), &rdma(l)->fetch[chan]);
 			return 0;
+		}
 		rc = cq_wait(l, c, &c->s, RMIG_LINK_STOP_DATA, &d);
 		if (rc)
 			return io_error(l, c, rc, "data flush", &d);

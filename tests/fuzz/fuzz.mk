@@ -16,7 +16,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_DIR = $(BUILD)/fuzz
-FUZZ_TARGETS = frame handshake tls
+FUZZ_TARGETS = frame handshake tls rdmakeys
 FUZZ_BIN = $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_LIB_OBJ = $(LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_HDRS = $(wildcard include/*.h proto/*.h transport/*.h engine/*.h engine/*/*.h backends/*.h compat/*.h)
@@ -35,6 +35,7 @@ FUZZ_OPTS = -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=2048 -detect_leaks=1
 FUZZ_OPTS_frame = -max_len=16384
 FUZZ_OPTS_handshake = -max_len=131072
 FUZZ_OPTS_tls = -max_len=65536
+FUZZ_OPTS_rdmakeys = -max_len=4096
 FUZZ_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:allocator_may_return_null=0 \
 	   LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
@@ -78,12 +79,14 @@ fuzz-smoke: fuzz-build
 	$(call fuzz_run,frame,$(FUZZ_SMOKE_SECONDS),$(FUZZ_DIR)/smoke/frame)
 	$(call fuzz_run,handshake,$(FUZZ_SMOKE_SECONDS),$(FUZZ_DIR)/smoke/handshake)
 	$(call fuzz_run,tls,$(FUZZ_SMOKE_SECONDS),$(FUZZ_DIR)/smoke/tls)
+	$(call fuzz_run,rdmakeys,$(FUZZ_SMOKE_SECONDS),$(FUZZ_DIR)/smoke/rdmakeys)
 
 # Long runs build on what earlier ones found ($(FUZZ_DIR)/corpus).
 fuzz: fuzz-build
 	$(call fuzz_run,frame,$(FUZZ_SECONDS),$(FUZZ_DIR)/corpus/frame)
 	$(call fuzz_run,handshake,$(FUZZ_SECONDS),$(FUZZ_DIR)/corpus/handshake)
 	$(call fuzz_run,tls,$(FUZZ_SECONDS),$(FUZZ_DIR)/corpus/tls)
+	$(call fuzz_run,rdmakeys,$(FUZZ_SECONDS),$(FUZZ_DIR)/corpus/rdmakeys)
 
 # Add to the checked-in corpus only the inputs of the long runs that reach
 # new edges (-merge=1 picks few, small ones; -use_counters=0: hit counts do
@@ -100,6 +103,7 @@ endef
 fuzz-merge: fuzz-build
 	$(call fuzz_merge,frame)
 	$(call fuzz_merge,tls)
+	$(call fuzz_merge,rdmakeys)
 	$(call fuzz_merge,handshake)
 
 # The seeds are built with the real encoders of the normal build.

@@ -2,7 +2,8 @@
 # make bench-rxe: on one soft-RoCE pair in one boot, the ceiling (perftest
 # ib_write_bw, the best of four configurations: 64 KiB and 1 MiB messages,
 # 1 QP and as many as rmig has channels) against rmig bench (the data path
-# alone, RDMA WRITE and staging) and a real migration. Prints a markdown
+# alone, RDMA WRITE and staging) and real migrations (--pin=all and
+# staging: round 1, the whole time, what comes before round 1). Prints a markdown
 # table of MB/s (10^6), each row with its exact commands and its ratio to
 # the best ib_write_bw (above 1.0 with a warning: the ceiling is then
 # suspect): medians of BENCH_RUNS (3) rounds, each measuring everything
@@ -90,6 +91,22 @@ ib_bw_once() {
 WRITE_ARGS="bench --seconds $SECONDS_RUN --size 64M --pin all"
 STAGING_ARGS="bench --seconds $SECONDS_RUN --size 64M --pin staging"
 MIGRATE_ARGS="send --pin all --no-verify --backend sim:size=256M,dirty-rate=0,zero=0%"
+MIGRATE_STAGING_ARGS="send --pin staging --no-verify --backend sim:size=256M,dirty-rate=0,zero=0%"
+# migrated NAME: one migration's figures from its sender's events: round
+# 1's MB/s, the whole time, the time before round 1's first byte (from the
+# first event to round 1's start: connections, authentication, and with
+# --pin=all the registration not overlapped) and whole / round 1.
+migrated() {
+	local f="$T/$1-send"
+	mbps "$(jq -r 'select(.event=="round" and .round==1) | .bandwidth' "$f" | grep . || echo 0)" >>"$T/$1.all"
+	echo >>"$T/$1.all"
+	jq -r 'select(.event=="summary") | .total_ms' "$f" >>"$T/$1-total.all"
+	jq -rs '(.[0].ts) as $t0 | (map(select(.event=="round" and .round==1))[0]) as $r |
+		(map(select(.event=="summary"))[0]) as $s |
+		"\($r.ts - $r.ms - $t0) \($s.total_ms / $r.ms * 100 | round / 100)"' "$f" >"$T/$1-split"
+	cut -d' ' -f1 "$T/$1-split" >>"$T/$1-setup.all"
+	cut -d' ' -f2 "$T/$1-split" >>"$T/$1-whole.all"
+}
 for run in $(seq "$RUNS"); do
 	# The ceiling's configurations take turns at going first.
 	for j in $(seq 0 $((${#IB_CONFS[@]} - 1))); do
@@ -107,12 +124,12 @@ for run in $(seq "$RUNS"); do
 	echo >>"$T/staging.all"
 	# shellcheck disable=SC2086
 	rmig_run migrate $MIGRATE_ARGS
-	m=$(jq -r 'select(.event=="round" and .round==1) | .bandwidth' "$T/migrate-send")
-	mbps "${m:-0}" >>"$T/migrate.all"
-	echo >>"$T/migrate.all"
-	jq -r 'select(.event=="summary") | .total_ms' "$T/migrate-send" >>"$T/migrate-total.all"
+	migrated migrate
 	jq -r 'select(.event=="summary") | .cpu_ms' "$T/migrate-send" >>"$T/cpu-send.all"
 	jq -r 'select(.event=="summary") | .cpu_ms' "$T/migrate-recv" >>"$T/cpu-recv.all"
+	# shellcheck disable=SC2086
+	rmig_run migrate-staging $MIGRATE_STAGING_ARGS
+	migrated migrate-staging
 done
 # The ceiling: the best median (the first on a tie).
 best=0
@@ -142,10 +159,18 @@ for k in "${!IB_CONFS[@]}"; do
 done
 row "rmig bench --pin=all (RDMA WRITE)" "$(rmig_cmd "$WRITE_ARGS")" "$T/write.all"
 row "rmig bench --pin=staging" "$(rmig_cmd "$STAGING_ARGS")" "$T/staging.all"
-row "rmig send 256 MiB guest, round 1" "$(rmig_cmd "$MIGRATE_ARGS")" "$T/migrate.all"
+row "rmig send 256 MiB guest --pin=all, round 1" "$(rmig_cmd "$MIGRATE_ARGS")" "$T/migrate.all"
+row "rmig send 256 MiB guest --pin=staging, round 1" "$(rmig_cmd "$MIGRATE_STAGING_ARGS")" "$T/migrate-staging.all"
 c=${IB_CONFS[$best]}
 echo
-echo "Ceiling: the best of the ${#IB_CONFS[@]} ib_write_bw configurations, number $((best + 1)): $(ib_label "${c%:*}" "${c#*:}"), $ceiling MB/s. Every ratio above is to it; PORT is a fresh port per measurement, each moving $IB_BYTES bytes in all (-n per QP). The 256 MiB migration's whole time (median): $(median <"$T/migrate-total.all") ms, range $(range "$T/migrate-total.all") ms."
+echo "Ceiling: the best of the ${#IB_CONFS[@]} ib_write_bw configurations, number $((best + 1)): $(ib_label "${c%:*}" "${c#*:}"), $ceiling MB/s. Every ratio above is to it; PORT is a fresh port per measurement, each moving $IB_BYTES bytes in all (-n per QP)."
+echo
+echo "| 256 MiB idle guest, median of $RUNS | whole migration ms (range) | before round 1's first byte ms (range) | whole / round 1 (target <= 1.15), range |"
+echo "|---|---|---|---|"
+for m in migrate:all migrate-staging:staging; do
+	f=${m%:*}
+	echo "| --pin=${m#*:} | $(median <"$T/$f-total.all") ($(range "$T/$f-total.all")) | $(median <"$T/$f-setup.all") ($(range "$T/$f-setup.all")) | $(median <"$T/$f-whole.all" | awk '{ printf "%.2f", $1 }') ($(range "$T/$f-whole.all")) |"
+done
 # CPU per GiB moved, of the 256 MiB migrations (getrusage of each process;
 # soft-RoCE's own work runs in kernel threads and is not in it).
 cs=$(median <"$T/cpu-send.all")

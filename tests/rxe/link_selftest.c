@@ -933,7 +933,7 @@ static void source_main(struct pipes *pp)
 		uint8_t *evil = malloc(blen);
 
 		memcpy(evil, blob, blen);
-		memset(evil + 12 + 20, 0xff, 8);
+		memset(evil + 36 + 20, 0xff, 8); /* rdma_reg.h: header, area 0 */
 		expect_fail(l, l->ops->mem_import(l, mem, 3, evil, blen), 0,
 			    "blob with an overflowing address", "overflow");
 		free(evil);
@@ -1483,7 +1483,7 @@ static void memlock_source(struct pipes *pp)
 {
 	struct rmig_link *l;
 	struct rmig_link_mem mem = { map(4u << 20), 4u << 20 };
-	uint8_t blob[32] = { 0 };
+	uint8_t blob[56] = { 0 };
 	unsigned chan;
 	int rc;
 
@@ -1493,10 +1493,12 @@ static void memlock_source(struct pipes *pp)
 	 * is the engine's error, which its ABORT relays. */
 	MUST(l->ops->connect_channel(l, TMO, -1, &chan), l);
 	/* A well-formed description of one 4 MiB area. */
-	blob[0] = 'R', blob[1] = 'M', blob[2] = 'M', blob[3] = 'K', blob[4] = 1, blob[6] = 20;
+	blob[0] = 'R', blob[1] = 'M', blob[2] = 'M', blob[3] = 'K', blob[4] = 2, blob[6] = 20;
 	blob[8] = 1;
-	blob[12 + 8 + 2] = 0x40; /* len 4 MiB */
-	rc = l->ops->mem_import(l, &mem, 1, blob, 32);
+	blob[24] = 23;		 /* chunks of 8 MiB */
+	blob[28] = 1;		 /* one of them */
+	blob[36 + 8 + 2] = 0x40; /* len 4 MiB */
+	rc = l->ops->mem_import(l, &mem, 1, blob, sizeof(blob));
 	if (rc != -ENOMEM || !strstr(l->err, "guest memory needs"))
 		bad("mem_import over the limit: rc %d: %s", rc, l->err);
 	else

@@ -76,6 +76,29 @@ GUEST=sim:size=128M,dirty-rate=3000,hot=10%,zero=50%,seed=7
 PIN=all migrate pin-all "$GUEST"
 PIN=staging migrate pin-staging "$GUEST"
 
+# --- --pin=all registers in chunks while the sender writes ---------------------
+# The destination registers each 8 MiB chunk 150 ms late (after the first):
+# the sender waits at every chunk for its key, read from the destination's
+# key table, and every page still lands where it belongs: all of memory
+# digested and compared during the pause (--verify=full).
+RMIG_TEST_REG_DELAY_MS=150 PIN=all migrate pin-all-late "$GUEST" --verify=full
+
+# The destination's 4th chunk cannot be registered (a failure injected
+# there, as the memory lock limit or the device would refuse it): the
+# sender stops at that chunk, and as after any failure of a data channel
+# fails over to TCP (the failover link), naming the destination's reason;
+# the migration completes there, verified.
+RMIG_TEST_REG_FAIL_AT=3 start_recv reg-fail --pin all || bad "reg-fail: receiver did not start"
+ip netns exec "$RXE_A_NS" "$RMIG" send --json $SLOW --device "$RXE_A_DEV" --pin all \
+	--backend "$GUEST" "$RXE_B_IP:$PORT" >"$T/reg-fail-send.out" 2>"$T/reg-fail-send.err"
+rc=$?
+wait "$RECV_PID"
+got="$rc/$(field "$T/reg-fail-send.out" result)/$(field "$T/reg-fail-send.out" transport)/$(field "$T/reg-fail-send.out" verified)"
+reason=$(jq -r 'select(.event=="failover") | .reason' "$T/reg-fail-send.out" 2>/dev/null)
+[ "$got" = 0/migrated/tcp/true ] && grep -q 'could not register its guest memory' <<<"$reason" &&
+	ok "reg-fail: failed over to tcp, verified, the reason named: $reason" ||
+	bad "reg-fail: $got, failover reason: ${reason:-none} $(cat "$T/reg-fail-send.err")"
+
 # --- NUMA: guest on node 1, staging pools and workers follow it -------------
 if [ "$(numactl -H | awk '/^available:/ { print $2 }')" -ge 2 ]; then
 	node1_cpus=$(cat /sys/devices/system/node/node1/cpulist)
