@@ -207,9 +207,16 @@ int rmig_rdma_reg_start(struct rmig_rdma_reg *g, struct ibv_pd *pd, const struct
 	uint64_t lens[RMIG_RDMA_MAX_AREAS];
 	int rc;
 
+	pthread_condattr_t ca;
+
 	memset(g, 0, sizeof(*g));
 	pthread_mutex_init(&g->lock, NULL);
-	pthread_cond_init(&g->cond, NULL);
+	/* Waits are bounded in elapsed time: a clock the operator (or NTP)
+	 * may step would stretch or cut them. */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&g->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	g->pd = pd;
 	g->access = access;
 	g->fallback_access = fallback_access;
@@ -219,7 +226,7 @@ int rmig_rdma_reg_start(struct rmig_rdma_reg *g, struct ibv_pd *pd, const struct
 	g->pinned = pinned;
 	g->delay_ms = delay ? (unsigned)strtoul(delay, NULL, 10) % 60000 : 0;
 	g->fail_at = fail ? (uint32_t)strtoul(fail, NULL, 10) : 0;
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n && i < RMIG_RDMA_MAX_AREAS; i++)
 		lens[i] = mem[i].len;
 	if (n > RMIG_RDMA_MAX_AREAS || rmig_rdma_chunk_count(lens, n, shift, &g->nchunks)) {
 		snprintf(err, errlen, "guest memory of %zu areas needs more than %u chunks", n,
@@ -227,6 +234,8 @@ int rmig_rdma_reg_start(struct rmig_rdma_reg *g, struct ibv_pd *pd, const struct
 		return -E2BIG;
 	}
 	if (reg_alloc(g, n)) {
+		snprintf(err, errlen, "out of memory for the registration of %u chunks",
+			 g->nchunks);
 		rmig_rdma_reg_stop(g);
 		return -ENOMEM;
 	}
@@ -259,7 +268,7 @@ int rmig_rdma_reg_wait(struct rmig_rdma_reg *g, uint32_t i, int ms, char *err, s
 	int st = atomic_load(&g->chunk[i].state);
 
 	if (!st && ms > 0) {
-		clock_gettime(CLOCK_REALTIME, &ts);
+		clock_gettime(CLOCK_MONOTONIC, &ts); /* the condition's clock */
 		ts.tv_nsec += (long)(ms % 1000) * 1000000;
 		ts.tv_sec += ms / 1000 + ts.tv_nsec / 1000000000;
 		ts.tv_nsec %= 1000000000;
