@@ -541,9 +541,10 @@ static void on_event(void *arg, const struct rmig_event *ev)
 		if (t->jout) {
 			jprintf(t, "{\"event\":\"failover\",\"from\":\"%s\",\"to\":\"%s\"",
 				ev->from, ev->transport);
-			if (ev->from_rail && ev->to_rail)
-				fprintf(t->jout, ",\"from_rail\":\"%s\",\"to_rail\":\"%s\"",
-					ev->from_rail, ev->to_rail);
+			if (ev->from_rail && ev->to_rail) {
+				print_json_field(t->jout, "from_rail", ev->from_rail);
+				print_json_field(t->jout, "to_rail", ev->to_rail);
+			}
 			print_json_field(t->jout, "reason", ev->detail);
 			fprintf(t->jout, "}\n");
 		}
@@ -766,10 +767,15 @@ static void print_rails_json(FILE *f, const struct rmig_stats *s)
 	if (!s->rails)
 		return;
 	fprintf(f, ",\"rails\":[");
-	for (unsigned i = 0; i < s->rails && i < RMIG_STATS_RAILS; i++)
-		fprintf(f, "%s{\"device\":\"%s\",\"node\":%d,\"bytes\":%llu,\"lost\":%s}",
-			i ? "," : "", s->rail[i].device, s->rail[i].node,
-			(unsigned long long)s->rail[i].bytes, s->rail[i].lost ? "true" : "false");
+	for (unsigned i = 0; i < s->rails && i < RMIG_STATS_RAILS; i++) {
+		/* Device names are the host's (or the peer's, whose decoder
+		 * lets '"' and '\\' through): escaped like any text. */
+		fprintf(f, "%s{\"node\":%d,\"bytes\":%llu,\"lost\":%s", i ? "," : "",
+			s->rail[i].node, (unsigned long long)s->rail[i].bytes,
+			s->rail[i].lost ? "true" : "false");
+		print_json_field(f, "device", s->rail[i].device);
+		fputc('}', f);
+	}
 	fprintf(f, "]");
 }
 
