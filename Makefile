@@ -206,6 +206,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/librmig.a
 # Helpers the end-to-end tests run: a hostile sender speaking the real wire
 # format (built from the library's encoders).
 TEST_TOOLS = $(BUILD)/tests/fakepeer $(BUILD)/tests/faultproxy $(BUILD)/tests/memcpy_bw \
+	     $(BUILD)/tests/tcp_mem_bw \
 	     $(BUILD)/tests/postcopy_check $(BUILD)/tests/qmpc $(BUILD)/tests/flood \
 	     $(BUILD)/tests/qemu_disk_check
 $(BUILD)/tests/fakepeer: tests/tools/fakepeer.c $(BUILD)/librmig.a
@@ -249,6 +250,11 @@ $(BUILD)/tests/memcpy_bw: tests/tools/memcpy_bw.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(INC_ALL) $(LDFLAGS) -o $@ $< -lxxhash
 
+# make bench's TCP reference with guest-sized buffers at both ends.
+$(BUILD)/tests/tcp_mem_bw: tests/tools/tcp_mem_bw.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< -lpthread
+
 # The QEMU tests' QMP client (tests/qemu, scripts/bench_qemu.sh): no python on CI.
 $(BUILD)/tests/qmpc: tests/tools/qmpc.c
 	@mkdir -p $(dir $@)
@@ -276,7 +282,7 @@ check: deps
 
 # Performance, as ratios to a ceiling measured in the same run.
 bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/tests/memcpy_bw $(BUILD)/tests/qmpc \
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/memcpy_bw $(BUILD)/tests/tcp_mem_bw $(BUILD)/tests/qmpc \
 		$(BUILD)/tests/faultproxy
 	@RMIG=$(BUILD)/rmig BUILD=$(BUILD) scripts/bench.sh
 

@@ -38,6 +38,8 @@ mkdir -p bench
 bytes=$(numfmt --from=iec "$SIZE")
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+# (1) TCP: guest-sized buffers at both ends (tests/tools/tcp_mem_bw).
+MEM_BW=${BUILD:-build}/tests/tcp_mem_bw
 # (6) The copy ceiling.
 memcpy_json=$("${BUILD:-build}/tests/memcpy_bw" 2>/dev/null || echo '{"one_Bps":0,"all_Bps":0}')
 memcpy_one=$(jq -r .one_Bps <<<"$memcpy_json")
@@ -223,6 +225,9 @@ for run in $(seq "$RUNS"); do
 	done
 	rmig_run pre --prealloc
 	rmig_run lazy
+	# The same sockets between two guest-sized buffers in memory (not a
+	# ceiling: what any migration could reach against iperf3's cached one).
+	"$MEM_BW" "$((bytes >> 20))" "$CH" 2>/dev/null | jq -r .Bps >>"$T/membw.all"
 done
 # Steady state: rmig bench resends a static buffer into memory the receiver
 # already touched, so the link and the data path are measured without the
@@ -252,6 +257,9 @@ fresh=$(median <"$T/pre.prealloc" | awk -v b="$bytes" '{ printf "%.0f", ($1 > 0 
 lazy_fresh_ratio=$(ratio "$lazy_bw" "$fresh")
 prealloc_ms=$(median <"$T/pre.prealloc")
 steady_ratio=$(ratio "${steady:-0}" "$iperf")
+membw=$(median <"$T/membw.all")
+membw_ratio=$(ratio "${membw:-0}" "$iperf")
+rmig_membw_ratio=$(ratio "$tcp_bw" "${membw:-0}")
 cpu_send=$(per_gib "$T/lazy.cpu_send")
 cpu_recv=$(per_gib "$T/lazy.cpu_recv")
 cpu_recv_pre=$(per_gib "$T/pre.cpu_recv")
@@ -273,6 +281,7 @@ tcp_table() {
 		echo "| ceiling $k: $(conf_label "$k"), same bytes in all (median of $RUNS)$([ "$k" = "$best" ] && echo ": **the best, the ceiling**") | $(conf_cmd "$k") | $(mb "$(cat "$T/iperf_$k.med")") | $(ratio_cell "$(ratio "$(cat "$T/iperf_$k.med")" "$iperf")") | |"
 	done
 	echo "| rmig send, round 1, destination preallocated | \`rmig recv --listen 127.0.0.1:0 --json --transport tcp --prealloc\` + \`rmig send --json --transport tcp --channels $CH --no-verify --backend sim:size=$SIZE,dirty-rate=0,zero=0% 127.0.0.1:PORT\` | $(mb "$tcp_bw") | $(ratio_cell "$tcp_ratio" "of the ceiling") | ≥ 0.9: $(awk -v r="$tcp_ratio" 'BEGIN { print (r >= 0.9 ? "met" : "not met") }') |"
+	echo "| reference (not a ceiling): the same sockets, 1 MiB writes, between two $SIZE buffers already in memory, one sending and one receiving thread per stream (median of $RUNS) | \`tests/tools/tcp_mem_bw $((bytes >> 20)) $CH\` | $(mb "${membw:-0}") | $membw_ratio of the ceiling; rmig's round 1 above is $rmig_membw_ratio of it | |"
 	echo "| rmig send, round 1, destination faulting memory in (default) | the same without \`--prealloc\` | $(mb "$lazy_bw") | $(ratio_cell "$lazy_ratio" "of the ceiling") | |"
 	echo "| fresh memory: the rate the preallocating receivers got it at | the size over \`recv --prealloc\`'s prealloc_ms | $(mb "$fresh") | | |"
 	echo "| the default destination against that fresh-memory ceiling | | | $(ratio_cell "$lazy_fresh_ratio") | |"
@@ -302,10 +311,11 @@ tcp_json() {
 		--argjson lazy "$lazy_bw" --argjson fresh "$fresh" --argjson prealloc_ms "$prealloc_ms" \
 		--argjson confs "$(cat "$T/iperf_confs.json")" --argjson best "$best" \
 		--argjson lazy_ratio "$lazy_ratio" --argjson fresh_ratio "$lazy_fresh_ratio" --argjson steady_ratio "$steady_ratio" \
-		--argjson runs "$RUNS" --argjson load_before "$load_before" --argjson load_after "$load_after" \
+		--argjson runs "$RUNS" --argjson membw "${membw:-0}" --argjson load_before "$load_before" --argjson load_after "$load_after" \
 		--arg date "$tcp_date" \
 		'{date: $date, size: $size, channels: $channels, runs: $runs, iperf3_Bps: $iperf, rmig_prealloc_Bps: $rmig, ratio: $ratio,
 		  rmig_default_Bps: $lazy, fresh_memory_Bps: $fresh, prealloc_ms: $prealloc_ms, rmig_bench_steady_Bps: $steady,
+		  memory_to_memory_Bps: $membw,
 		  default_ratio: $lazy_ratio, default_fresh_ratio: $fresh_ratio, steady_ratio: $steady_ratio,
 		  ceiling: {best: $best, Bps: $iperf, label: $confs[$best - 1].label, command: $confs[$best - 1].command, configs: $confs},
 		  loadavg_before: $load_before, loadavg_after: $load_after}'
