@@ -50,7 +50,7 @@ LIB_SRC = api/last_error.c api/abi_0_2.c api/abi_convert.c proto/wire.c transpor
 	  tunnel/frame.c tunnel/conn.c tunnel/door.c tunnel/tunnel.c
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/%.o)
 UNIT_TESTS = test_proto test_bitmap test_chunks test_landed test_status test_converge test_sim test_uffd test_populated test_session \
-	     test_backend_abi test_link_wrap test_tls_record test_tls_stream test_tunnel_frame test_admission
+	     test_backend_abi test_link_wrap test_tls_record test_tls_stream test_tunnel_frame test_admission test_rails_open
 UNIT_BIN = $(UNIT_TESTS:%=$(BUILD)/tests/%)
 # The xen backend, where libxen-dev is installed (CI compiles it and
 # runs test_xen against a fake Xen; no real Xen runs it).

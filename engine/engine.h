@@ -271,14 +271,18 @@ int rmig_links_listen(struct rmig_ctx *ctx);
 void rmig_link_chosen(struct rmig_ctx *ctx);
 /* Record in the stats who seals the link in use (stats.encrypted, .tls). */
 void rmig_link_note_sealing(struct rmig_ctx *ctx);
-/* rails.c: a link's rails in the handshake and the stats. The
- * destination's HELLO announces the rails of link l (when the source's
- * asked, RMIG_CAP_RAILS): sets the bit and the table, or leaves both. */
-void rmig_rails_announce(struct rmig_link *l, struct rmig_hello_rails *h);
-/* 1 if link l has rails to ask the peer's for. */
+/* rails.c: a link's rails in the handshake and the stats. */
+/* 1 if link l has rails: the source asks for the peer's (RMIG_CAP_RAILS),
+ * the destination echoes the bit. */
 int rmig_rails_wanted(struct rmig_link *l);
-/* Source: tell link l the peer's rails (none: one path). */
-int rmig_rails_learn(struct rmig_ctx *ctx, const struct rmig_hello_rails *h, uint64_t peer_caps);
+/* Destination, after rmig_auth_exchange, when it echoed RMIG_CAP_RAILS:
+ * send RAILS (with its MAC when there is a key); m is scratch. */
+int rmig_rails_announce(struct rmig_ctx *ctx, struct rmig_msg *m);
+/* Source, after rmig_auth_exchange: with asked (our HELLO's RMIG_CAP_RAILS)
+ * and peer_caps both having it, read RAILS into m, check its MAC, and tell
+ * the link the peer's rails; otherwise tell it there are none (one path).
+ * A table that fails its check refuses the migration (-EACCES). */
+int rmig_rails_learn(struct rmig_ctx *ctx, int asked, uint64_t peer_caps, struct rmig_msg *m);
 /* Record the rails and their bytes in ctx->stats. */
 void rmig_rails_note(struct rmig_ctx *ctx);
 /* Source, the session lost: move to another rail of the same link.
@@ -292,6 +296,10 @@ void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *
  * the data channels' token. Both: 0 or -EACCES with the reason in ctx->err. */
 int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source);
 int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source);
+/* RAILS' MAC: HMAC-SHA256(psk, "rmig-auth-1 rails" | Ns | Nd | table)
+ * into out (the nonces by role). 0 or -EIO. */
+int rmig_auth_rails_mac(const struct rmig_ctx *ctx, int we_are_source, const uint8_t *table,
+			size_t len, uint8_t out[RMIG_MAC_LEN]);
 /* The TLS external pre-shared key, derived from config.psk, in hex. */
 int rmig_auth_tls_psk(const struct rmig_ctx *ctx, char hex[2 * RMIG_MAC_LEN + 1]);
 

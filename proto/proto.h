@@ -55,9 +55,10 @@
  * an older rmig would take the guest, so the source stops without it). */
 #define RMIG_CAP_DRYRUN (1ull << 4)
 /* Source: its link can use several rails (one device per NUMA node) and
- * asks for the destination's; destination: its HELLO carries them (a
- * rails table after the 64 bytes, see struct rmig_wire_rail). An older
- * destination does not echo the bit: one rail, as before. */
+ * asks for the destination's; destination: it has rails (echoed) and sends
+ * them in RAILS once both proofs of the key were checked, never in its
+ * HELLO: the table names devices and addresses, not for an unproven peer.
+ * An older destination does not echo the bit: one rail, as before. */
 #define RMIG_CAP_RAILS (1ull << 5)
 
 /* HELLO flags. */
@@ -113,9 +114,12 @@ enum rmig_msg_type {
 	RMIG_MSG_BLOCKS = 29,	    /* data streams: block runs of a disk + their bytes */
 	RMIG_MSG_BLOCKS_ZERO = 30,  /* data streams: runs of zero blocks, no bytes */
 	RMIG_MSG_DISK_DIGESTS = 31, /* source, before COMPLETE: a root per disk */
+	RMIG_MSG_RAILS = 32,	    /* destination, right after AUTH (RMIG_CAP_RAILS):
+				     * its rails, with a MAC when there is a key */
 	RMIG_MSG_TYPE_COUNT
-	/* Phase tables and payloads keep message types in 32-bit masks: a
-	 * type 32 needs them widened first. */
+	/* The phase tables keep message types in 64-bit masks; payloads
+	 * (their msg_types, frame_types) in 32-bit ones: their types stay
+	 * below 32. */
 };
 
 /* ---- wire layouts ---- */
@@ -145,10 +149,12 @@ struct rmig_wire_hello {
 #define RMIG_HELLO_LEN 64
 _Static_assert(sizeof(struct rmig_wire_hello) == RMIG_HELLO_LEN, "hello");
 
-/* The rails table, only in a HELLO with RMIG_CAP_RAILS (the destination's
- * answer to a source that set it): u8 version (RMIG_RAILS_VERSION), u8
- * count (1..RMIG_MAX_RAILS), u16 reserved, u32 reserved (zero), then count
- * x wire_rail. The port is the one the source already connected to. */
+/* RAILS payload (RMIG_CAP_RAILS, the destination's, after AUTH): the
+ * table, u8 version (RMIG_RAILS_VERSION), u8 count (1..RMIG_MAX_RAILS),
+ * u16 reserved, u32 reserved (zero), then count x wire_rail; then, when the
+ * sessions have a pre-shared key, RMIG_MAC_LEN bytes of HMAC-SHA256(psk,
+ * "rmig-auth-1 rails" | Ns | Nd | the table's bytes) (nothing without a
+ * key). The port is the one the source already connected to. */
 #define RMIG_RAILS_VERSION 1
 #define RMIG_MAX_RAILS 8
 #define RMIG_MAX_RAIL_NODE 1023 /* libnuma's largest node number */
@@ -163,14 +169,15 @@ struct rmig_wire_rail {
 };
 #define RMIG_RAIL_LEN 56
 _Static_assert(sizeof(struct rmig_wire_rail) == RMIG_RAIL_LEN, "rail");
-#define RMIG_HELLO_MAX_LEN (RMIG_HELLO_LEN + RMIG_RAILS_HDR_LEN + RMIG_MAX_RAILS * RMIG_RAIL_LEN)
+#define RMIG_RAILS_TABLE_MAX_LEN (RMIG_RAILS_HDR_LEN + RMIG_MAX_RAILS * RMIG_RAIL_LEN)
+#define RMIG_RAILS_MAX_LEN (RMIG_RAILS_TABLE_MAX_LEN + RMIG_MAC_LEN)
 
-/* A HELLO and its rails (nrails 0: none on the wire). Its first member is
- * u.hello's: both name the same bytes of struct rmig_msg's union. */
-struct rmig_hello_rails {
-	struct rmig_wire_hello hello;
+/* RAILS decoded: the table, and its MAC if it came with one. */
+struct rmig_rails {
 	uint32_t nrails;
 	struct rmig_wire_rail rail[RMIG_MAX_RAILS];
+	uint32_t mac_len; /* 0 or RMIG_MAC_LEN */
+	uint8_t mac[RMIG_MAC_LEN];
 };
 
 struct rmig_wire_region {
@@ -341,7 +348,7 @@ struct rmig_msg {
 	uint8_t type;
 	union {
 		struct rmig_wire_hello hello;
-		struct rmig_hello_rails hello_rails; /* HELLO: hello, then its rails */
+		struct rmig_rails rails;
 		struct rmig_layout layout;
 		struct rmig_disks disks;
 		struct {
@@ -449,6 +456,10 @@ int rmig_page_msg_check(const struct rmig_msg *m, const struct rmig_layout *l, s
 /* The fixed part of PAGE_REQUEST/PAGE_DATA, for senders that send the page
  * from where it is. */
 void rmig_page_ref_encode(uint8_t out[RMIG_PAGE_REF_LEN], uint32_t region_id, uint64_t page);
+
+/* RAILS' table bytes without the MAC (what the MAC covers): the length,
+ * or 0 if it does not fit in cap or is not a valid table. */
+size_t rmig_rails_table_encode(const struct rmig_rails *r, uint8_t *out, size_t cap);
 
 /* Decode one whole frame held in buf (header + payload), as the fuzzer and
  * unit tests drive it. l may be NULL for control frames only. */

@@ -83,6 +83,7 @@ static const char *const msg_names[RMIG_MSG_TYPE_COUNT] = {
 	[RMIG_MSG_BLOCKS] = "BLOCKS",
 	[RMIG_MSG_BLOCKS_ZERO] = "BLOCKS_ZERO",
 	[RMIG_MSG_DISK_DIGESTS] = "DISK_DIGESTS",
+	[RMIG_MSG_RAILS] = "RAILS",
 };
 
 int rmig_is_data_frame(uint8_t type)
@@ -109,9 +110,10 @@ const char *rmig_msg_name(unsigned type)
 static void len_bounds(uint8_t type, uint64_t *min, uint64_t *max)
 {
 	switch (type) {
-	case RMIG_MSG_HELLO:
-		*min = RMIG_HELLO_LEN;
-		*max = RMIG_HELLO_MAX_LEN;
+	case RMIG_MSG_HELLO: *min = *max = RMIG_HELLO_LEN; break;
+	case RMIG_MSG_RAILS:
+		*min = RMIG_RAILS_HDR_LEN + RMIG_RAIL_LEN;
+		*max = RMIG_RAILS_MAX_LEN;
 		break;
 	case RMIG_MSG_REGIONS:
 		*min = RMIG_REGIONS_HDR_LEN; /* no regions: a hypervisor stream */
@@ -344,30 +346,36 @@ static size_t opaque_max(uint8_t type)
 	return (size_t)max;
 }
 
-/* HELLO's rails table after its 64 bytes (none: nrails 0). Returns the
- * whole length, or 0 if it does not fit in cap or is not a valid table. */
-static size_t rails_encode(const struct rmig_hello_rails *h, uint8_t *out, size_t cap)
+size_t rmig_rails_table_encode(const struct rmig_rails *r, uint8_t *out, size_t cap)
 {
-	size_t len = RMIG_HELLO_LEN + RMIG_RAILS_HDR_LEN + (size_t)h->nrails * RMIG_RAIL_LEN;
+	size_t len = RMIG_RAILS_HDR_LEN + (size_t)r->nrails * RMIG_RAIL_LEN;
 
-	if (!h->nrails)
-		return RMIG_HELLO_LEN;
-	if (h->nrails > RMIG_MAX_RAILS || !(h->hello.caps & RMIG_CAP_RAILS) || cap < len)
+	if (!r->nrails || r->nrails > RMIG_MAX_RAILS || cap < len)
 		return 0;
-	out += RMIG_HELLO_LEN;
-	memset(out, 0, len - RMIG_HELLO_LEN);
+	memset(out, 0, len);
 	out[0] = RMIG_RAILS_VERSION;
-	out[1] = (uint8_t)h->nrails;
-	for (uint32_t i = 0; i < h->nrails; i++) {
-		const struct rmig_wire_rail *r = &h->rail[i];
+	out[1] = (uint8_t)r->nrails;
+	for (uint32_t i = 0; i < r->nrails; i++) {
+		const struct rmig_wire_rail *w = &r->rail[i];
 		uint8_t *q = out + RMIG_RAILS_HDR_LEN + i * RMIG_RAIL_LEN;
 
-		put32(q, (uint32_t)r->node);
-		q[4] = r->family;
-		memcpy(q + 8, r->addr, sizeof(r->addr));
-		memcpy(q + 24, r->name, RMIG_RAIL_NAME_LEN - 1); /* the last byte stays NUL */
+		put32(q, (uint32_t)w->node);
+		q[4] = w->family;
+		memcpy(q + 8, w->addr, sizeof(w->addr));
+		memcpy(q + 24, w->name, RMIG_RAIL_NAME_LEN - 1); /* the last byte stays NUL */
 	}
 	return len;
+}
+
+/* RAILS: the table, then its MAC if it has one. */
+static size_t rails_encode(const struct rmig_rails *r, uint8_t *out, size_t cap)
+{
+	size_t len = rmig_rails_table_encode(r, out, cap);
+
+	if (!len || (r->mac_len != 0 && r->mac_len != RMIG_MAC_LEN) || cap - len < r->mac_len)
+		return 0;
+	memcpy(out + len, r->mac, r->mac_len);
+	return len + r->mac_len;
 }
 
 static int rail_check(const struct rmig_wire_rail *r, const uint8_t *q, uint32_t i, char *err,
@@ -377,61 +385,59 @@ static int rail_check(const struct rmig_wire_rail *r, const uint8_t *q, uint32_t
 	size_t n = strnlen(r->name, RMIG_RAIL_NAME_LEN);
 
 	if (r->node < -1 || r->node > RMIG_MAX_RAIL_NODE)
-		return bad(err, errlen, "HELLO rail %u: NUMA node %d outside -1..%d", i, r->node,
+		return bad(err, errlen, "RAILS rail %u: NUMA node %d outside -1..%d", i, r->node,
 			   RMIG_MAX_RAIL_NODE);
 	if (r->family != 4 && r->family != 6)
-		return bad(err, errlen, "HELLO rail %u: address family %u is not 4 nor 6", i,
+		return bad(err, errlen, "RAILS rail %u: address family %u is not 4 nor 6", i,
 			   r->family);
 	if (q[5] || q[6] || q[7] || (r->family == 4 && memcmp(r->addr + 4, zero, 12)))
-		return bad(err, errlen, "HELLO rail %u: reserved bytes are not zero", i);
+		return bad(err, errlen, "RAILS rail %u: reserved bytes are not zero", i);
 	if (n == 0 || n == RMIG_RAIL_NAME_LEN)
-		return bad(err, errlen, "HELLO rail %u: the device name is empty or unterminated",
+		return bad(err, errlen, "RAILS rail %u: the device name is empty or unterminated",
 			   i);
 	for (size_t k = 0; k < RMIG_RAIL_NAME_LEN; k++)
 		if (k < n ? (r->name[k] < 0x21 || r->name[k] > 0x7e) : r->name[k] != 0)
 			return bad(err, errlen,
-				   "HELLO rail %u: the device name is not printable and "
+				   "RAILS rail %u: the device name is not printable and "
 				   "NUL-padded",
 				   i);
 	return 0;
 }
 
-static int rails_decode(const uint8_t *p, size_t len, struct rmig_hello_rails *h, char *err,
+/* RAILS: every field of the table, then a MAC or nothing. */
+static int rails_decode(const uint8_t *p, size_t len, struct rmig_rails *r, char *err,
 			size_t errlen)
 {
-	const uint8_t *t = p + RMIG_HELLO_LEN;
+	size_t table;
 	int rc;
 
-	h->nrails = 0;
-	if (len == RMIG_HELLO_LEN)
-		return 0;
-	if (!(h->hello.caps & RMIG_CAP_RAILS))
-		return bad(err, errlen, "HELLO of %zu bytes without RMIG_CAP_RAILS", len);
-	if (len < RMIG_HELLO_LEN + RMIG_RAILS_HDR_LEN)
-		return bad(err, errlen, "HELLO rails table cut short (%zu bytes)", len);
-	if (t[0] != RMIG_RAILS_VERSION || t[2] || t[3] || get32(t + 4))
-		return bad(err, errlen,
-			   "HELLO rails table version %u (we read %d) or reserved bytes", t[0],
-			   RMIG_RAILS_VERSION);
-	if (t[1] == 0 || t[1] > RMIG_MAX_RAILS)
-		return bad(err, errlen, "HELLO announces %u rails, outside 1..%d", t[1],
+	memset(r, 0, sizeof(*r));
+	if (p[0] != RMIG_RAILS_VERSION || p[2] || p[3] || get32(p + 4))
+		return bad(err, errlen, "RAILS table version %u (we read %d) or reserved bytes",
+			   p[0], RMIG_RAILS_VERSION);
+	if (p[1] == 0 || p[1] > RMIG_MAX_RAILS)
+		return bad(err, errlen, "RAILS announces %u rails, outside 1..%d", p[1],
 			   RMIG_MAX_RAILS);
-	if (len != RMIG_HELLO_LEN + RMIG_RAILS_HDR_LEN + (size_t)t[1] * RMIG_RAIL_LEN)
-		return bad(err, errlen, "HELLO length %zu does not match %u rails", len, t[1]);
-	for (uint32_t i = 0; i < t[1]; i++) {
-		const uint8_t *q = t + RMIG_RAILS_HDR_LEN + i * RMIG_RAIL_LEN;
-		struct rmig_wire_rail *r = &h->rail[i];
+	table = RMIG_RAILS_HDR_LEN + (size_t)p[1] * RMIG_RAIL_LEN;
+	if (len != table && len != table + RMIG_MAC_LEN)
+		return bad(err, errlen,
+			   "RAILS length %zu is not %u rails and a MAC of 0 or %d bytes", len, p[1],
+			   RMIG_MAC_LEN);
+	for (uint32_t i = 0; i < p[1]; i++) {
+		const uint8_t *q = p + RMIG_RAILS_HDR_LEN + i * RMIG_RAIL_LEN;
+		struct rmig_wire_rail *w = &r->rail[i];
 
-		r->node = (int32_t)get32(q);
-		r->family = q[4];
-		memset(r->reserved, 0, sizeof(r->reserved));
-		memcpy(r->addr, q + 8, sizeof(r->addr));
-		memcpy(r->name, q + 24, RMIG_RAIL_NAME_LEN);
-		rc = rail_check(r, q, i, err, errlen);
+		w->node = (int32_t)get32(q);
+		w->family = q[4];
+		memcpy(w->addr, q + 8, sizeof(w->addr));
+		memcpy(w->name, q + 24, RMIG_RAIL_NAME_LEN);
+		rc = rail_check(w, q, i, err, errlen);
 		if (rc)
 			return rc;
 	}
-	h->nrails = t[1];
+	r->nrails = p[1];
+	r->mac_len = (uint32_t)(len - table);
+	memcpy(r->mac, p + table, r->mac_len);
 	return 0;
 }
 
@@ -455,9 +461,9 @@ size_t rmig_msg_encode(const struct rmig_msg *m, uint8_t *out, size_t cap)
 		put32(out + 32, h->flags);
 		put32(out + 36, h->round);
 		memcpy(out + 40, h->session, RMIG_NONCE_LEN);
-		len = rails_encode(&m->u.hello_rails, out, cap);
 		break;
 	}
+	case RMIG_MSG_RAILS: len = rails_encode(&m->u.rails, out, cap); break;
 	case RMIG_MSG_REGIONS: {
 		const struct rmig_layout *l = &m->u.layout;
 
@@ -691,7 +697,8 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		if (m->u.hello.channels == 0 || m->u.hello.channels > RMIG_MAX_CHANNELS)
 			return bad(err, errlen, "HELLO asks for %u channels, outside 1..%d",
 				   m->u.hello.channels, RMIG_MAX_CHANNELS);
-		return rails_decode(p, len, &m->u.hello_rails, err, errlen);
+		break;
+	case RMIG_MSG_RAILS: return rails_decode(p, len, &m->u.rails, err, errlen);
 	case RMIG_MSG_REGIONS: {
 		struct rmig_layout *l = &m->u.layout;
 

@@ -161,8 +161,9 @@ struct rmig_link_ops {
 	 * Both: this side's rails into out (at most max), with their bytes;
 	 * the count, 0 when the link uses one path (no rails configured). */
 	int (*rails_local)(struct rmig_link *l, struct rmig_link_rail *out, unsigned max);
-	/* Source, after the peer's HELLO and before connect_channel: the
-	 * peer's rails (untrusted addresses, already checked by the decoder);
+	/* Source, after the peer's RAILS (sent after AUTH, its MAC checked
+	 * when there is a key) and before connect_channel: the peer's rails
+	 * (addresses checked by the decoder);
 	 * n 0: the peer has none, one path as before. */
 	int (*rails_peer)(struct rmig_link *l, const struct rmig_link_rail *in, unsigned n);
 	/* Source, the session lost: if the failure was one rail's and another

@@ -237,6 +237,10 @@ struct rdma_link {
 	int gid_index;
 	struct rdma_event_channel *listen_ech;
 	struct rdma_cm_id *listen_id;
+	/* With rails and a named host: a listener on each rail's address
+	 * that is not the host's, on listen_ech too (NULL: none, or its
+	 * device was removed). */
+	struct rdma_cm_id *rail_listen[MAX_RAILS];
 	struct dev_table *devs; /* shared with the listener by accepted links */
 	struct rdma_conn *ctrl;
 	struct rdma_conn *chan[RMIG_LINK_MAX_CHANNELS]; /* NULL: not (yet) adopted */
@@ -2103,6 +2107,89 @@ static int rdma_link_connect_channel(struct rmig_link *l, int timeout_ms, int no
 
 /* --- destination: listen and accept ------------------------------------------------ */
 
+/* An address of no host in particular (0.0.0.0, ::). */
+static int is_wildcard(const struct sockaddr_storage *a)
+{
+	static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+
+	if (a->ss_family == AF_INET6)
+		return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr, &any6, sizeof(any6));
+	return ((const struct sockaddr_in *)a)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+static int same_ip(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return 0;
+	if (a->ss_family == AF_INET6)
+		return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+			       &((const struct sockaddr_in6 *)b)->sin6_addr,
+			       sizeof(struct in6_addr));
+	return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+	       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+}
+
+static void drop_listeners(struct rdma_link *r)
+{
+	for (unsigned i = 0; i < MAX_RAILS; i++)
+		if (r->rail_listen[i])
+			rdma_destroy_id(r->rail_listen[i]);
+	memset(r->rail_listen, 0, sizeof(r->rail_listen));
+	if (r->listen_id)
+		rdma_destroy_id(r->listen_id);
+	if (r->listen_ech)
+		rdma_destroy_event_channel(r->listen_ech);
+	r->listen_id = NULL;
+	r->listen_ech = NULL;
+}
+
+/* Rail i's own listener, on port_be of its address. */
+static int listen_rail(struct rmig_link *l, unsigned i, uint16_t port_be)
+{
+	struct rdma_link *r = rdma(l);
+	struct sockaddr_storage a = r->rails[i].addr;
+	char text[INET6_ADDRSTRLEN + 8];
+	int err;
+
+	set_port(&a, port_be);
+	if (rdma_create_id(r->listen_ech, &r->rail_listen[i], NULL, RDMA_PS_TCP)) {
+		err = errno;
+		r->rail_listen[i] = NULL;
+		rmig_link_err(l, "rdma_create_id: %s", strerror(err));
+		return -err;
+	}
+	if (!rdma_bind_addr(r->rail_listen[i], (struct sockaddr *)&a) &&
+	    !rdma_listen(r->rail_listen[i], LISTEN_BACKLOG))
+		return 0;
+	err = errno; /* rdma_cm: -1 and errno */
+	rmig_link_addr_text((struct sockaddr *)&a, text, sizeof(text));
+	rmig_link_err(l, "cannot listen on rail %s's address %s: %s", r->rails[i].name, text,
+		      strerror(err));
+	return -err;
+}
+
+/* With rails, the source's data channels come to each rail's address: a
+ * listener there too, on the host's port, unless the host's listener
+ * already takes it. Only where --listen and the rails say, never every
+ * address (a wildcard host is the operator's choice, and covers them). */
+static int listen_rails(struct rmig_link *l, const struct sockaddr_storage *host, uint16_t port_be)
+{
+	struct rdma_link *r = rdma(l);
+	int rc = 0;
+
+	if (is_wildcard(host))
+		return 0;
+	for (unsigned i = 0; !rc && i < r->nrails; i++) {
+		int dup = same_ip(&r->rails[i].addr, host);
+
+		for (unsigned k = 0; !dup && k < i; k++)
+			dup = same_ip(&r->rails[i].addr, &r->rails[k].addr);
+		if (!dup)
+			rc = listen_rail(l, i, port_be);
+	}
+	return rc;
+}
+
 static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *port)
 {
 	struct rdma_link *r = rdma(l);
@@ -2124,12 +2211,6 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 		rc = rails_resolve(l);
 	if (rc)
 		return rc;
-	if (r->nrails) { /* every rail's address: the wildcard of host's family */
-		struct sockaddr_storage any = { .ss_family = addr.ss_family };
-
-		set_port(&any, get_port(&addr));
-		addr = any;
-	}
 	rc = new_event_channel(l, &r->listen_ech);
 	if (rc)
 		goto out;
@@ -2184,16 +2265,10 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 		goto out;
 	}
 	*port = ntohs(rdma_get_src_port(r->listen_id));
-	rc = 0;
+	rc = listen_rails(l, &addr, rdma_get_src_port(r->listen_id));
 out:
-	if (rc) {
-		if (r->listen_id)
-			rdma_destroy_id(r->listen_id);
-		if (r->listen_ech)
-			rdma_destroy_event_channel(r->listen_ech);
-		r->listen_id = NULL;
-		r->listen_ech = NULL;
-	}
+	if (rc)
+		drop_listeners(r);
 	return rc;
 }
 
@@ -2296,6 +2371,22 @@ static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const str
 	return 0;
 }
 
+/* A rail's listener whose device was removed: acked and destroyed (what
+ * rdma_cm asks of a removal), the other listeners go on (the source moves
+ * that rail's channels to another). 0: the event is not a rail's. */
+static int drop_rail_listener(struct rdma_link *r, struct rdma_cm_event *ev)
+{
+	for (unsigned i = 0; i < MAX_RAILS; i++) {
+		if (!r->rail_listen[i] || ev->id != r->rail_listen[i])
+			continue;
+		rdma_ack_cm_event(ev);
+		rdma_destroy_id(r->rail_listen[i]);
+		r->rail_listen[i] = NULL;
+		return 1;
+	}
+	return 0;
+}
+
 /* The next connect request on the listener: *child, ours to accept or
  * reject, and its private data (*pd_ok: ours, decoded into *pd). `last`
  * (why the last one was refused) goes into a timeout's message. */
@@ -2319,6 +2410,8 @@ static int next_request(struct rmig_link *l, struct deadline *d, const char *las
 		if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST)
 			break;
 		rc = ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL;
+		if (rc && drop_rail_listener(rdma(l), ev))
+			continue;
 		rdma_ack_cm_event(ev);
 		if (rc) {
 			rmig_link_err(l, "the listening RDMA device was removed");
@@ -3352,10 +3445,7 @@ static void rdma_link_destroy(struct rmig_link *l)
 	if (!r)
 		return;
 	close_session(l);
-	if (r->listen_id)
-		rdma_destroy_id(r->listen_id);
-	if (r->listen_ech)
-		rdma_destroy_event_channel(r->listen_ech);
+	drop_listeners(r);
 	table_put(r->devs); /* the PDs go with the last link that uses them */
 	free(r);
 	l->priv = NULL;

@@ -363,6 +363,8 @@ static void wrap_interrupt(struct rmig_link *l, unsigned flags)
 }
 
 #define PICK(op) (over->op ? over->op : lo->op ? pass_##op : NULL)
+#define PICK_RAILS(op)                                                                             \
+	(RMIG_LINK_HAS(over, op) ? over->op : RMIG_LINK_HAS(lo, op) ? pass_##op : NULL)
 /* Placement is the lower link's to offer: a wrapper may refuse or change
  * it, never add it to a link that has none (the engine tests for it). */
 #define PICK_LOWER(op) (!lo->op ? NULL : over->op ? over->op : pass_##op)
@@ -410,10 +412,12 @@ int rmig_link_wrap(struct rmig_link *lower, const struct rmig_link_ops *over,
 		.recv_some = over->size > offsetof(struct rmig_link_ops, recv_some)
 				 ? over->recv_some
 				 : NULL, /* never the lower link's */
-		/* Rails are the lower link's devices: a wrapper passes them on. */
-		.rails_local = RMIG_LINK_HAS(lo, rails_local) ? pass_rails_local : NULL,
-		.rails_peer = RMIG_LINK_HAS(lo, rails_peer) ? pass_rails_peer : NULL,
-		.rail_failover = RMIG_LINK_HAS(lo, rail_failover) ? pass_rail_failover : NULL,
+		/* Rails are the lower link's devices: a wrapper passes them on,
+		 * unless it has rails of its own (tests/unit/test_rails_open.c's
+		 * rails over tcp, to run the opening without RDMA). */
+		.rails_local = PICK_RAILS(rails_local),
+		.rails_peer = PICK_RAILS(rails_peer),
+		.rail_failover = PICK_RAILS(rail_failover),
 	};
 	t->over = over;
 	t->over_destroy = over->destroy;

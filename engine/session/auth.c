@@ -5,8 +5,10 @@
  * first with AUTH = HMAC-SHA256(psk, "rmig-auth-1 source" | Ns | Nd); only
  * then does the destination prove itself with the "destination" label. A
  * proof binds both nonces, so it is good for this connection only. Nothing
- * about the guest (layout, addresses, rkeys) is sent before both proofs
- * were checked. Data channels then name their connection with a token
+ * about the guest (layout, addresses, rkeys) nor about the destination
+ * (its rails: devices, nodes, addresses) is sent before both proofs were
+ * checked, and the rails table carries a MAC of its own (RAILS, after
+ * AUTH). Data channels then name their connection with a token
  * derived from the key and both nonces, which a third party cannot forge.
  *
  * Without a PSK, only loopback peers are accepted unless the operator says
@@ -26,21 +28,43 @@
 
 #include "engine.h"
 
-static int mac(const struct rmig_ctx *ctx, const char *label, const uint8_t *src_nonce,
-	       const uint8_t *dst_nonce, uint8_t out[RMIG_MAC_LEN])
+/* HMAC-SHA256(psk, label | Ns | Nd | extra). */
+static int mac_over(const struct rmig_ctx *ctx, const char *label, const uint8_t *src_nonce,
+		    const uint8_t *dst_nonce, const uint8_t *extra, size_t extra_len,
+		    uint8_t out[RMIG_MAC_LEN])
 {
-	uint8_t msg[64 + 2 * RMIG_NONCE_LEN];
-	size_t n = strlen(label);
+	uint8_t msg[64 + 2 * RMIG_NONCE_LEN + RMIG_RAILS_TABLE_MAX_LEN];
+	size_t n = strlen(label), total = n + 2 * RMIG_NONCE_LEN + extra_len;
 	unsigned outlen = 0;
 
+	if (n > 64 || extra_len > RMIG_RAILS_TABLE_MAX_LEN)
+		return -EINVAL;
 	memcpy(msg, label, n);
 	memcpy(msg + n, src_nonce, RMIG_NONCE_LEN);
 	memcpy(msg + n + RMIG_NONCE_LEN, dst_nonce, RMIG_NONCE_LEN);
-	if (!HMAC(EVP_sha256(), ctx->cfg.psk, (int)ctx->cfg.psk_len, msg, n + 2 * RMIG_NONCE_LEN,
-		  out, &outlen) ||
+	if (extra_len)
+		memcpy(msg + n + 2 * RMIG_NONCE_LEN, extra, extra_len);
+	if (!HMAC(EVP_sha256(), ctx->cfg.psk, (int)ctx->cfg.psk_len, msg, total, out, &outlen) ||
 	    outlen != RMIG_MAC_LEN)
 		return -EIO;
 	return 0;
+}
+
+static int mac(const struct rmig_ctx *ctx, const char *label, const uint8_t *src_nonce,
+	       const uint8_t *dst_nonce, uint8_t out[RMIG_MAC_LEN])
+{
+	return mac_over(ctx, label, src_nonce, dst_nonce, NULL, 0, out);
+}
+
+/* Its own label: no AUTH proof can be replayed as a rails MAC, nor the
+ * reverse, and the nonces bind it to this connection. */
+int rmig_auth_rails_mac(const struct rmig_ctx *ctx, int we_are_source, const uint8_t *table,
+			size_t len, uint8_t out[RMIG_MAC_LEN])
+{
+	const uint8_t *ns = we_are_source ? ctx->nonce : ctx->peer_nonce;
+	const uint8_t *nd = we_are_source ? ctx->peer_nonce : ctx->nonce;
+
+	return mac_over(ctx, "rmig-auth-1 rails", ns, nd, table, len, out);
 }
 
 int rmig_auth_tls_psk(const struct rmig_ctx *ctx, char hex[2 * RMIG_MAC_LEN + 1])

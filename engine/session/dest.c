@@ -689,7 +689,7 @@ static int on_payload_message(struct dst_run *d)
 		rmig_deadline_progress(d->ctx);
 	RMIG_EACH_PAYLOAD(&d->ps, p)
 	{
-		if (p->ops->load_message && (p->ops->msg_types >> type) & 1)
+		if (p->ops->load_message && type < 32 && (p->ops->msg_types >> type) & 1)
 			return p->ops->load_message(p, d->m);
 	}
 	return rmig_err(d->ctx, -EPROTO,

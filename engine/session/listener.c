@@ -14,6 +14,8 @@
  *   legitimate opening takes milliseconds);
  * - before authentication a frame is at most PREAUTH_MAX_BYTES (HELLO,
  *   AUTH and CHANNEL are far smaller), and nothing read is kept;
+ * - nothing about this host beyond the HELLO goes out before the peer
+ *   proved the key: the rails table (RAILS) follows AUTH;
  * - a data channel joins a session only with that session's token (keyed
  *   with the PSK and both nonces of its opening), a resumption or an
  *   outcome question only through a full authenticated opening naming the
@@ -279,10 +281,29 @@ static int read_first_frame(struct rmig_link *conn, struct rmig_msg *m, int time
 	return rmig_msg_decode(fh.type, buf + RMIG_FRAME_HDR_LEN, fh.len, m, why, len);
 }
 
-/* The source's HELLO came: versions, who it is, our HELLO, the proofs. */
+/* Our HELLO: the capabilities we echo, our nonce. RMIG_CAP_RAILS only
+ * says we have rails; the table waits for the proofs (send_rails). */
+static void our_hello(struct rmig_ctx *hs, const struct rmig_wire_hello *hello, struct rmig_msg *m)
+{
+	uint64_t echo = RMIG_CAP_POSTCOPY | RMIG_CAP_CHUNK_DIGESTS | RMIG_CAP_DISKS |
+			RMIG_CAP_DRYRUN | (rmig_rails_wanted(hs->link) ? RMIG_CAP_RAILS : 0);
+
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_HELLO;
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
+					       .channels = RMIG_MAX_CHANNELS,
+					       .caps = hello->caps & echo,
+					       .flags = hs->cfg.psk ? RMIG_HELLO_PSK : 0 };
+	memcpy(m->u.hello.nonce, hs->nonce, RMIG_NONCE_LEN);
+}
+
+/* The source's HELLO came: versions, who it is, our HELLO, the proofs,
+ * then our rails if we echoed their bit. */
 static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 {
 	struct rmig_wire_hello hello = m->u.hello;
+	uint64_t caps;
 	int rc = 0;
 
 	memcpy(hs->peer_nonce, hello.nonce, RMIG_NONCE_LEN);
@@ -296,21 +317,13 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 		return rc;
 	if (getrandom(hs->nonce, sizeof(hs->nonce), 0) != sizeof(hs->nonce))
 		return rmig_err(hs, -EIO, "getrandom failed");
-	memset(m, 0, sizeof(*m));
-	m->type = RMIG_MSG_HELLO;
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
-					       .ver_max = RMIG_WIRE_VERSION_MAX,
-					       .channels = RMIG_MAX_CHANNELS,
-					       .caps = hello.caps &
-						       (RMIG_CAP_POSTCOPY | RMIG_CAP_CHUNK_DIGESTS |
-							RMIG_CAP_DISKS | RMIG_CAP_DRYRUN),
-					       .flags = hs->cfg.psk ? RMIG_HELLO_PSK : 0 };
-	memcpy(m->u.hello.nonce, hs->nonce, RMIG_NONCE_LEN);
-	if (hello.caps & RMIG_CAP_RAILS) /* a source that can use them */
-		rmig_rails_announce(hs->link, &m->u.hello_rails);
+	our_hello(hs, &hello, m);
+	caps = m->u.hello.caps;
 	rc = rmig_ctrl_send(hs, m);
 	if (!rc)
 		rc = rmig_auth_exchange(hs, 0);
+	if (!rc && (caps & RMIG_CAP_RAILS))
+		rc = rmig_rails_announce(hs, m);
 	/* Whether post-copy can be done here is for a peer that proved itself
 	 * to learn, and before a single page is sent: the source then simply
 	 * runs on. */
@@ -321,8 +334,8 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 		if (rc)
 			rc = rmig_err(hs, rc, "post-copy is not possible here: %s", why);
 	}
+	m->type = RMIG_MSG_HELLO;
 	m->u.hello = hello; /* the caller wants the source's */
-	m->u.hello_rails.nrails = 0;
 	return rc;
 }
 

@@ -6,12 +6,14 @@
 #include "engine.h"
 #include "machine.h"
 
-#define M(t) (1u << RMIG_MSG_##t)
+#define M(t) (1ull << RMIG_MSG_##t)
 #define S(p) (1u << RMIG_SRC_##p)
 #define D(p) (1u << RMIG_DST_##p)
+_Static_assert(RMIG_MSG_TYPE_COUNT <= 64, "message types outgrew the phase masks");
 
-/* Opening a connection: HELLO both ways, then the proof of the key. */
-#define SRC_OPEN (M(HELLO) | M(AUTH))
+/* Opening a connection: HELLO both ways, then the proof of the key, then
+ * (RMIG_CAP_RAILS) the destination's rails. */
+#define SRC_OPEN (M(HELLO) | M(AUTH) | M(RAILS))
 #define SRC_GIVE_UP (S(ROLLED_BACK) | S(UNKNOWN))
 
 static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
@@ -89,7 +91,7 @@ int rmig_phase_accepts(const struct rmig_machine *m, unsigned phase, uint8_t typ
 {
 	if (type == RMIG_MSG_HEARTBEAT || type == RMIG_MSG_ABORT)
 		return 1;
-	return phase < m->nphases && type < 32 && (m->phases[phase].msgs >> type) & 1;
+	return phase < m->nphases && type < 64 && (m->phases[phase].msgs >> type) & 1;
 }
 
 int rmig_phase_may_enter(const struct rmig_machine *m, unsigned from, unsigned to)

@@ -55,7 +55,7 @@ enum rmig_dst_phase {
 struct rmig_phase_desc {
 	const char *name; /* the phase event's text */
 	uint32_t next;	  /* bit p: may go on to phase p */
-	uint32_t msgs;	  /* bit t: control message type t is accepted */
+	uint64_t msgs;	  /* bit t: control message type t is accepted */
 };
 
 /* One role's tables: rmig_src_machine or rmig_dst_machine. */

@@ -1,11 +1,13 @@
 /* rails.c - a link's rails (config.rails) in the handshake, the stats and
  * rmig info. The link owns them (which device serves which node, where the
  * peer reaches it, the bytes through each); the session carries the
- * destination's in its HELLO (proto: struct rmig_wire_rail) to the source's
- * link, and names no transport: a link without the ops has no rails.
+ * destination's in RAILS (proto: struct rmig_wire_rail), after both proofs
+ * of the key, to the source's link, and names no transport: a link without
+ * the ops has no rails.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,31 +57,93 @@ static void rail_from_wire(const struct rmig_wire_rail *w, struct rmig_link_rail
 	memcpy(r->name, w->name, sizeof(r->name)); /* the decoder checked its NUL */
 }
 
-void rmig_rails_announce(struct rmig_link *l, struct rmig_hello_rails *h)
+/* Link l's rails as RAILS' table; 0 if it has none. */
+static uint32_t table_of(struct rmig_link *l, struct rmig_rails *t)
 {
 	struct rmig_link_rail r[RMIG_MAX_RAILS];
 	int n = rails_of(l, r, RMIG_MAX_RAILS);
 
-	h->nrails = 0;
-	if (n <= 0)
-		return; /* an error resolving them is the listener's to report */
+	memset(t, 0, sizeof(*t));
 	for (int i = 0; i < n; i++)
-		rail_to_wire(&r[i], &h->rail[i]);
-	h->nrails = (uint32_t)n;
-	h->hello.caps |= RMIG_CAP_RAILS;
+		rail_to_wire(&r[i], &t->rail[i]);
+	t->nrails = n > 0 ? (uint32_t)n : 0;
+	return t->nrails;
 }
 
-int rmig_rails_learn(struct rmig_ctx *ctx, const struct rmig_hello_rails *h, uint64_t peer_caps)
+int rmig_rails_announce(struct rmig_ctx *ctx, struct rmig_msg *m)
+{
+	uint8_t table[RMIG_RAILS_TABLE_MAX_LEN];
+	size_t len;
+
+	memset(m, 0, sizeof(*m));
+	m->type = RMIG_MSG_RAILS;
+	if (!table_of(ctx->link, &m->u.rails))
+		return rmig_err(ctx, -ENODEV,
+				"the rails this receiver echoed in its HELLO are gone");
+	/* No key, no MAC: the peer is on loopback (this host), or the operator
+	 * took an unauthenticated network (config.insecure), or TLS verified
+	 * its certificate and seals every byte, this message's too. */
+	if (!ctx->cfg.psk)
+		return rmig_ctrl_send(ctx, m);
+	len = rmig_rails_table_encode(&m->u.rails, table, sizeof(table));
+	if (!len || rmig_auth_rails_mac(ctx, 0, table, len, m->u.rails.mac))
+		return rmig_err(ctx, -EIO, "HMAC-SHA256 over the rails table failed");
+	m->u.rails.mac_len = RMIG_MAC_LEN;
+	return rmig_ctrl_send(ctx, m);
+}
+
+/* With a key, the table counts only if the destination that proved the
+ * key made it for this connection: an attacker on the path could
+ * otherwise draw the data channels to addresses of its choosing. The
+ * decoder is strict, so encoding what it decoded gives back the bytes
+ * that came. */
+static int rails_check(struct rmig_ctx *ctx, const struct rmig_rails *t)
+{
+	uint8_t table[RMIG_RAILS_TABLE_MAX_LEN], want[RMIG_MAC_LEN];
+	const char *peer = ctx->link->peer;
+	size_t len;
+
+	if (!ctx->cfg.psk)
+		return t->mac_len ? rmig_err(ctx, -EPROTO,
+					     "protocol error: %s sent its rails with a MAC, but "
+					     "no key is shared",
+					     peer)
+				  : 0;
+	if (t->mac_len != RMIG_MAC_LEN)
+		return rmig_err(ctx, -EACCES,
+				"refusing the rails of %s: their table carries no MAC of our "
+				"pre-shared key",
+				peer);
+	len = rmig_rails_table_encode(t, table, sizeof(table));
+	if (!len || rmig_auth_rails_mac(ctx, 1, table, len, want))
+		return rmig_err(ctx, -EIO, "HMAC-SHA256 over the rails table failed");
+	if (CRYPTO_memcmp(want, t->mac, RMIG_MAC_LEN))
+		return rmig_err(ctx, -EACCES,
+				"refusing the rails of %s: their MAC does not match our "
+				"pre-shared key (the table was altered on the way)",
+				peer);
+	return 0;
+}
+
+int rmig_rails_learn(struct rmig_ctx *ctx, int asked, uint64_t peer_caps, struct rmig_msg *m)
 {
 	struct rmig_link *l = ctx->link;
 	struct rmig_link_rail r[RMIG_MAX_RAILS];
-	unsigned n = (peer_caps & RMIG_CAP_RAILS) ? h->nrails : 0;
+	unsigned n = 0;
 	int rc;
 
+	if (asked && (peer_caps & RMIG_CAP_RAILS)) {
+		rc = rmig_ctrl_expect(ctx, RMIG_MSG_RAILS, m, (int)ctx->cfg.link_timeout_ms);
+		if (!rc)
+			rc = rails_check(ctx, &m->u.rails);
+		if (rc)
+			return rc;
+		n = m->u.rails.nrails;
+	}
 	if (!RMIG_LINK_HAS(l->ops, rails_peer))
 		return 0;
 	for (unsigned i = 0; i < n && i < RMIG_MAX_RAILS; i++)
-		rail_from_wire(&h->rail[i], &r[i]);
+		rail_from_wire(&m->u.rails.rail[i], &r[i]);
 	rc = l->ops->rails_peer(l, r, n);
 	return rc ? rmig_err(ctx, rc, "%s", l->err) : 0;
 }

@@ -185,6 +185,7 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 {
 	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
 	int postcopy = kind != OPEN_QUERY && ctx->cfg.postcopy;
+	int ask_rails = kind != OPEN_QUERY && rmig_rails_wanted(ctx->link);
 	uint64_t peer_caps;
 	uint16_t lo, hi;
 
@@ -209,8 +210,7 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 			(postcopy ? RMIG_CAP_POSTCOPY : 0) |
 			(ctx->cfg.verify == RMIG_VERIFY_ON ? RMIG_CAP_CHUNK_DIGESTS : 0) |
 			(kind != OPEN_QUERY ? ctx->payload_caps : 0) |
-			(ctx->dry_run ? RMIG_CAP_DRYRUN : 0) |
-			(kind != OPEN_QUERY && rmig_rails_wanted(ctx->link) ? RMIG_CAP_RAILS : 0),
+			(ctx->dry_run ? RMIG_CAP_DRYRUN : 0) | (ask_rails ? RMIG_CAP_RAILS : 0),
 		.flags = (ctx->cfg.psk ? RMIG_HELLO_PSK : 0) |
 			 (kind == OPEN_RESUME ? RMIG_HELLO_RESUME : 0) |
 			 (kind == OPEN_QUERY ? RMIG_HELLO_QUERY : 0),
@@ -238,6 +238,11 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		rc = rmig_auth_policy(ctx, (m->u.hello.flags & RMIG_HELLO_PSK) != 0, 1);
 	if (!rc)
 		rc = rmig_auth_exchange(ctx, 1);
+	/* The destination sends its rails right after the proofs, and they
+	 * are needed before the data channels: each goes to the peer's rail
+	 * of its node. */
+	if (!rc && kind != OPEN_QUERY)
+		rc = rmig_rails_learn(ctx, ask_rails, peer_caps, m);
 	/* A receiver that can catch its guest's faults says so; one that
 	 * cannot refuses with its reason, one that predates post-copy is silent. */
 	if (!rc && postcopy && !(peer_caps & RMIG_CAP_POSTCOPY))
@@ -256,9 +261,6 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 			      ctx->link->peer);
 	if (!rc && kind == OPEN_NEW)
 		chunk_digests_or_full(ctx, peer_caps);
-	/* Before the data channels: each goes to the peer's rail of its node. */
-	if (!rc && kind != OPEN_QUERY)
-		rc = rmig_rails_learn(ctx, &m->u.hello_rails, peer_caps);
 	if (rc && rc != -ECONNABORTED)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 	return rc;

@@ -493,23 +493,23 @@ static void frame_seeds(const char *dir)
 					       .round = 3,
 					       .session = { 1, 2, 3 } };
 	frame_seed(dir, "seed-hello", m);
-	/* A destination's HELLO with its rails: IPv4, IPv6, a node unknown. */
-	m = msg(RMIG_MSG_HELLO);
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = 1,
-					       .ver_max = 1,
-					       .channels = 64,
-					       .caps = RMIG_CAP_RAILS | RMIG_CAP_CHUNK_DIGESTS };
-	m->u.hello_rails.nrails = 3;
-	m->u.hello_rails.rail[0] = (struct rmig_wire_rail){
+	/* A destination's rails (RAILS, after AUTH): IPv4, IPv6, a node
+	 * unknown; with a MAC (a key) and without. */
+	m = msg(RMIG_MSG_RAILS);
+	m->u.rails.nrails = 3;
+	m->u.rails.rail[0] = (struct rmig_wire_rail){
 		.node = 0, .family = 4, .addr = { 10, 77, 0, 2 }, .name = "mlx5_0"
 	};
-	m->u.hello_rails.rail[1] = (struct rmig_wire_rail){
+	m->u.rails.rail[1] = (struct rmig_wire_rail){
 		.node = 1, .family = 6, .addr = { 0xfd, 0, 1, [15] = 2 }, .name = "mlx5_1"
 	};
-	m->u.hello_rails.rail[2] = (struct rmig_wire_rail){
+	m->u.rails.rail[2] = (struct rmig_wire_rail){
 		.node = -1, .family = 4, .addr = { 10, 78, 0, 2 }, .name = "rxe_d"
 	};
-	frame_seed(dir, "seed-hello-rails", m);
+	frame_seed(dir, "seed-rails", m);
+	m->u.rails.mac_len = RMIG_MAC_LEN;
+	memset(m->u.rails.mac, 0x5c, RMIG_MAC_LEN);
+	frame_seed(dir, "seed-rails-mac", m);
 	m = msg(RMIG_MSG_REGIONS);
 	m->u.layout.count = 2;
 	m->u.layout.r[0] = (struct rmig_wire_region){ 0, PAGE, 0, 1u << 20 };

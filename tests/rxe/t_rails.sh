@@ -5,15 +5,16 @@
 # device per node (rxe has no sysfs numa_node: DEV@NODE names it):
 #   sender   --rails rxe_a@0,rxe_c@1    receiver --rails rxe_b@0,rxe_d@1
 # Cases (a guest with one region on each node, sim node=spread):
-#   two:      migrated and verified over two rails: each rail carried at
+#   two:      the receiver listens on --listen's address and rxe_d's, not
+#             the wildcard; migrated and verified over two rails: each rail carried at
 #             least a quarter of the bytes, each veth's counters at least
 #             its rail's bytes, channel threads on both nodes' CPUs on both
 #             sides; rmig info --rails names the device of each node
 #   lose:     rxe_c deleted mid pre-copy: a failover event rdma -> rdma from
 #             rail rxe_c to rail rxe_a, migrated and verified over rdma
 #             (never tcp), rxe_c marked lost, veth_a carried the rest
-#   old-peer: a receiver without rails (no rails in its HELLO, as an older
-#             rmig): one rail, rxe_a; veth_c carries nothing
+#   old-peer: a receiver without rails (no RMIG_CAP_RAILS echoed, as an
+#             older rmig): one rail, rxe_a; veth_c carries nothing
 # lose runs last: rxe_c stays deleted. RAILS_CASES (default "two old-peer
 # lose") runs some of them, in that order (the break-on-purpose checks).
 # Ends with "N passed, N failed".
@@ -87,6 +88,12 @@ finish() {
 	wait "$RECV_PID"
 }
 
+# listening PID: the addresses of its rdma_cm listeners (ADDR:PORT, sorted).
+listening() {
+	rdma resource show cm_id 2>/dev/null | grep -w LISTEN | grep -w "pid $1" |
+		sed -n 's/.*src-addr \([^ ]*\).*/\1/p' | sort -u | tr '\n' ' '
+}
+
 # The sender reached pre-copy within 60 s.
 precopy() {
 	for _ in $(seq 600); do
@@ -117,6 +124,11 @@ n=two
 if [[ $CASES == *" $n "* ]]; then
 a0=$(tx veth_a) c0=$(tx veth_c)
 start_recv $n --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
+# It listens where --listen and its rails say, not on every address.
+got=$(listening $RECV_PID)
+[ "$got" = "$(printf '%s\n' "$RXE_B_IP:$PORT" "$D_IP:$PORT" | sort | tr '\n' ' ')" ] &&
+	ok "$n: the receiver listens on $got(--listen and rxe_d's address), no wildcard" ||
+	bad "$n: the receiver's rdma_cm listeners: '$got'; rdma res: $(rdma resource show cm_id 2>&1 | grep -w LISTEN | tr '\n' ' ')"
 "$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 12M --backend "$GUEST" \
 	"$RXE_B_IP:$PORT" >"$T/$n-send.out" 2>"$T/$n-send.err" &
 SEND_PID=$!
@@ -168,7 +180,7 @@ fi
 
 fi
 
-# --- an old peer: no rails in its HELLO -------------------------------------------
+# --- an old peer: no rails echoed in its HELLO ------------------------------------
 n=old-peer
 if [[ $CASES == *" $n "* ]]; then
 c0=$(tx veth_c)

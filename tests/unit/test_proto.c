@@ -263,8 +263,8 @@ struct bounds {
 
 /* Derived from proto.h's documented layouts, not from wire.c's table. */
 static const struct bounds type_bounds[] = {
-	{ RMIG_MSG_HELLO, 64, 64 + 8 + 56 * 8 }, /* rails: up to 8 */
-	{ RMIG_MSG_REGIONS, 8, 8 + 24 * 64 },	 /* 0 regions: a hypervisor stream */
+	{ RMIG_MSG_HELLO, 64, 64 },	      /* the rails come after AUTH, in RAILS */
+	{ RMIG_MSG_REGIONS, 8, 8 + 24 * 64 }, /* 0 regions: a hypervisor stream */
 	{ RMIG_MSG_REGIONS_ACK, 8, 8 },
 	{ RMIG_MSG_CHANNEL, 24, 24 },
 	{ RMIG_MSG_PAGES, 16 + 16, 16 + 16 * 64 + (16u << 20) },
@@ -294,6 +294,7 @@ static const struct bounds type_bounds[] = {
 	{ RMIG_MSG_BLOCKS, 16 + 16, 16 + 16 * 64 + (16u << 20) },
 	{ RMIG_MSG_BLOCKS_ZERO, 16 + 16, 16 + 16 * 64 },
 	{ RMIG_MSG_DISK_DIGESTS, 8 + 8, 8 + 8 * 8 },
+	{ RMIG_MSG_RAILS, 8 + 56, 8 + 56 * 8 + 32 }, /* 1..8 rails, a MAC or none */
 };
 
 static void test_hdr_len_bounds(void **state)
@@ -458,18 +459,15 @@ static void test_rt_hello(void **state)
 	}
 }
 
-/* ---- HELLO's rails table ---- */
+/* ---- RAILS: the destination's rails table, after AUTH ---- */
 
-static void fill_rails(struct rmig_msg *m, uint32_t n)
+static void fill_rails(struct rmig_msg *m, uint32_t n, int with_mac)
 {
 	memset(m, 0, sizeof(*m));
-	m->type = RMIG_MSG_HELLO;
-	m->u.hello.ver_min = m->u.hello.ver_max = 1;
-	m->u.hello.channels = 2;
-	m->u.hello.caps = RMIG_CAP_RAILS | RMIG_CAP_CHUNK_DIGESTS;
-	m->u.hello_rails.nrails = n;
+	m->type = RMIG_MSG_RAILS;
+	m->u.rails.nrails = n;
 	for (uint32_t i = 0; i < n; i++) {
-		struct rmig_wire_rail *r = &m->u.hello_rails.rail[i];
+		struct rmig_wire_rail *r = &m->u.rails.rail[i];
 
 		r->node = i == 7 ? -1 : (int32_t)(i * 100);
 		r->family = i % 2 ? 6 : 4;
@@ -477,108 +475,166 @@ static void fill_rails(struct rmig_msg *m, uint32_t n)
 			r->addr[k] = (uint8_t)(10 + i + k);
 		snprintf(r->name, sizeof(r->name), i == 3 ? "%031d" : "mlx5_%u", i);
 	}
+	m->u.rails.mac_len = with_mac ? RMIG_MAC_LEN : 0;
+	for (int k = 0; with_mac && k < RMIG_MAC_LEN; k++)
+		m->u.rails.mac[k] = (uint8_t)(0xa0 + k);
 }
 
-static void test_rt_hello_rails(void **state)
+static void test_rt_rails(void **state)
 {
 	struct rmig_msg m, out;
 	uint8_t *f;
 	size_t flen;
 
 	(void)state;
-	for (uint32_t n = 1; n <= RMIG_MAX_RAILS; n++) {
-		fill_rails(&m, n);
-		f = roundtrip(&m, &out, &flen);
-		assert_int_equal(flen, RMIG_FRAME_HDR_LEN + 64 + 8 + 56 * n);
-		assert_int_equal(out.u.hello_rails.nrails, n);
-		assert_true(out.u.hello.caps == m.u.hello.caps);
-		for (uint32_t i = 0; i < n; i++) {
-			const struct rmig_wire_rail *a = &m.u.hello_rails.rail[i],
-						    *b = &out.u.hello_rails.rail[i];
+	for (int mac = 0; mac <= 1; mac++)
+		for (uint32_t n = 1; n <= RMIG_MAX_RAILS; n++) {
+			fill_rails(&m, n, mac);
+			f = roundtrip(&m, &out, &flen);
+			assert_int_equal(flen, RMIG_FRAME_HDR_LEN + 8 + 56 * n + (mac ? 32 : 0));
+			assert_int_equal(out.u.rails.nrails, n);
+			assert_int_equal(out.u.rails.mac_len, mac ? RMIG_MAC_LEN : 0);
+			assert_memory_equal(out.u.rails.mac, m.u.rails.mac, RMIG_MAC_LEN);
+			for (uint32_t i = 0; i < n; i++) {
+				const struct rmig_wire_rail *a = &m.u.rails.rail[i],
+							    *b = &out.u.rails.rail[i];
 
-			assert_int_equal(b->node, a->node);
-			assert_int_equal(b->family, a->family);
-			assert_memory_equal(b->addr, a->addr, 16);
-			assert_string_equal(b->name, a->name);
+				assert_int_equal(b->node, a->node);
+				assert_int_equal(b->family, a->family);
+				assert_memory_equal(b->addr, a->addr, 16);
+				assert_string_equal(b->name, a->name);
+			}
+			free(f);
 		}
-		free(f);
-	}
-	/* What an older peer sends, and a source's asking HELLO: 64 bytes. */
-	fill_rails(&m, 0);
-	f = roundtrip(&m, &out, &flen);
-	assert_int_equal(flen, RMIG_FRAME_HDR_LEN + RMIG_HELLO_LEN);
-	assert_int_equal(out.u.hello_rails.nrails, 0);
-	free(f);
+}
+
+/* The table bytes (what the MAC covers) are the payload's first bytes,
+ * with or without the MAC after them. */
+static void test_rails_table_bytes(void **state)
+{
+	struct rmig_msg m;
+	uint8_t with[RMIG_RAILS_MAX_LEN], without[RMIG_RAILS_MAX_LEN], table[RMIG_RAILS_MAX_LEN];
+	uint8_t mac[RMIG_MAC_LEN];
+	size_t a, b, t;
+
+	(void)state;
+	fill_rails(&m, 3, 1);
+	memcpy(mac, m.u.rails.mac, sizeof(mac));
+	a = rmig_msg_encode(&m, with, sizeof(with));
+	t = rmig_rails_table_encode(&m.u.rails, table, sizeof(table));
+	fill_rails(&m, 3, 0);
+	b = rmig_msg_encode(&m, without, sizeof(without));
+	assert_int_equal(t, 8 + 3 * 56);
+	assert_int_equal(b, t);
+	assert_int_equal(a, t + RMIG_MAC_LEN);
+	assert_memory_equal(with, table, t);
+	assert_memory_equal(without, table, t);
+	assert_memory_equal(with + t, mac, RMIG_MAC_LEN);
 }
 
 /* The encoder writes no table it could not read back. */
-static void test_hello_rails_encode_refuses(void **state)
+static void test_rails_encode_refuses(void **state)
 {
 	struct rmig_msg m;
-	uint8_t buf[RMIG_HELLO_MAX_LEN];
+	uint8_t buf[RMIG_RAILS_MAX_LEN];
 
 	(void)state;
-	fill_rails(&m, 2);
-	m.u.hello.caps &= ~RMIG_CAP_RAILS;
+	fill_rails(&m, 0, 0);
 	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
-	fill_rails(&m, 2);
-	m.u.hello_rails.nrails = RMIG_MAX_RAILS + 1;
+	fill_rails(&m, 2, 0);
+	m.u.rails.nrails = RMIG_MAX_RAILS + 1;
 	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
-	fill_rails(&m, 2);
-	assert_int_equal(rmig_msg_encode(&m, buf, 64 + 8 + 56), 0); /* no room */
+	fill_rails(&m, 2, 1);
+	m.u.rails.mac_len = 16;
+	assert_int_equal(rmig_msg_encode(&m, buf, sizeof(buf)), 0);
+	fill_rails(&m, 2, 0);
+	assert_int_equal(rmig_msg_encode(&m, buf, 8 + 56), 0); /* no room */
+	fill_rails(&m, 2, 1);
+	assert_int_equal(rmig_msg_encode(&m, buf, 8 + 2 * 56 + 31), 0); /* no room for the MAC */
 }
 
-/* Every field of the table from the wire is checked. */
-static void test_hello_rails_bad(void **state)
+/* Every field of the table from the wire is checked, and the MAC is all
+ * or nothing. */
+static void test_rails_bad(void **state)
 {
 	static const struct {
-		size_t off; /* in the payload; SIZE_MAX: a length change */
+		size_t off; /* in the payload; SIZE_MAX: a length change only */
 		uint8_t val;
 		long dlen;
 	} cases[] = {
-		{ 8, 0, 0 },		  /* caps without RMIG_CAP_RAILS (bit 5 cleared below) */
-		{ 64, 2, 0 },		  /* table version 2 */
-		{ 65, 0, 0 },		  /* 0 rails */
-		{ 65, 9, 0 },		  /* 9 rails */
-		{ 65, 3, 0 },		  /* 3 announced, 2 there */
-		{ 66, 1, 0 },		  /* reserved */
-		{ 71, 1, 0 },		  /* reserved */
-		{ 72 + 3, 0x80, 0 },	  /* node negative, below -1 */
-		{ 72 + 1, 0x04, 0 },	  /* node 1024 */
-		{ 72 + 4, 5, 0 },	  /* family 5 */
-		{ 72 + 6, 1, 0 },	  /* reserved in the entry */
-		{ 72 + 12, 1, 0 },	  /* IPv4 with bytes past its 4 */
-		{ 72 + 24, 0, 0 },	  /* empty name */
-		{ 72 + 24 + 2, 0x07, 0 }, /* not printable */
-		{ 72 + 24 + 2, ' ', 0 },  /* not printable (a space) */
-		{ 72 + 24 + 20, 'x', 0 }, /* garbage after the NUL */
-		{ 72 + 55, 'x', 0 },	  /* unterminated (with the one before) */
-		{ SIZE_MAX, 0, -1 },	  /* cut short */
-		{ SIZE_MAX, 0, 1 },	  /* a byte too many */
-		{ SIZE_MAX, 0, -(56 + 8 - 4) }, /* table header cut */
+		{ 0, 2, 0 },		     /* table version 2 */
+		{ 0, 0, 0 },		     /* table version 0 */
+		{ 1, 0, 0 },		     /* 0 rails */
+		{ 1, 9, 0 },		     /* 9 rails */
+		{ 1, 3, 0 },		     /* 3 announced, 2 there (and a MAC) */
+		{ 1, 1, 0 },		     /* 1 announced, 2 there */
+		{ 2, 1, 0 },		     /* reserved */
+		{ 3, 1, 0 },		     /* reserved */
+		{ 7, 1, 0 },		     /* reserved */
+		{ 8 + 3, 0x80, 0 },	     /* node negative, below -1 */
+		{ 8 + 1, 0x04, 0 },	     /* node 1024 */
+		{ 8 + 4, 5, 0 },	     /* family 5 */
+		{ 8 + 4, 0, 0 },	     /* family 0 */
+		{ 8 + 5, 1, 0 },	     /* reserved in the entry */
+		{ 8 + 7, 1, 0 },	     /* reserved in the entry */
+		{ 8 + 12, 1, 0 },	     /* IPv4 with bytes past its 4 */
+		{ 8 + 24, 0, 0 },	     /* empty name */
+		{ 8 + 24 + 2, 0x07, 0 },     /* not printable */
+		{ 8 + 24 + 2, ' ', 0 },	     /* not printable (a space) */
+		{ 8 + 24 + 2, 0x7f, 0 },     /* not printable (DEL) */
+		{ 8 + 24 + 20, 'x', 0 },     /* garbage after the NUL */
+		{ 8 + 55, 'x', 0 },	     /* unterminated (with the ones before) */
+		{ 8 + 56 + 4, 7, 0 },	     /* the second rail's family */
+		{ SIZE_MAX, 0, -1 },	     /* a MAC of 31 bytes */
+		{ SIZE_MAX, 0, 1 },	     /* a MAC of 33 bytes */
+		{ SIZE_MAX, 0, -31 },	     /* a MAC of 1 byte */
+		{ SIZE_MAX, 0, -33 },	     /* no MAC, the table a byte short */
+		{ SIZE_MAX, 0, -(32 + 56) }, /* no MAC, one rail of the two */
+		{ SIZE_MAX, 0, 56 },	     /* a third rail's bytes, not announced */
 	};
 	struct rmig_msg m, out;
-	uint8_t good[RMIG_HELLO_MAX_LEN + 8], p[RMIG_HELLO_MAX_LEN + 8];
+	uint8_t good[RMIG_RAILS_MAX_LEN + 64], p[RMIG_RAILS_MAX_LEN + 64];
 	char err[256];
 	size_t len;
 
 	(void)state;
-	fill_rails(&m, 2);
+	fill_rails(&m, 2, 1);
 	len = rmig_msg_encode(&m, good, sizeof(good));
-	assert_int_equal(len, 64 + 8 + 2 * 56);
-	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_HELLO, good, len, &out, err, sizeof(err)));
+	assert_int_equal(len, 8 + 2 * 56 + 32);
+	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_RAILS, good, len, &out, err, sizeof(err)));
+	/* Without its MAC it still decodes: whether one was due is the
+	 * session's to say (a key or not). */
+	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_RAILS, good, len - 32, &out, err, sizeof(err)));
+	assert_int_equal(out.u.rails.mac_len, 0);
 	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
 		size_t n = len + (size_t)cases[c].dlen;
 
 		memcpy(p, good, sizeof(p));
-		if (cases[c].off == 8)
-			p[8] &= (uint8_t)~RMIG_CAP_RAILS;
-		else if (cases[c].off != SIZE_MAX)
+		if (cases[c].off != SIZE_MAX)
 			p[cases[c].off] = cases[c].val;
-		if (cases[c].off == 72 + 55)
-			memset(p + 72 + 24, 'a', 32);
-		EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_HELLO, p, n, &out, err, sizeof(err)));
+		if (cases[c].off == 8 + 55)
+			memset(p + 8 + 24, 'a', 32);
+		if (rmig_msg_decode(RMIG_MSG_RAILS, p, n, &out, err, sizeof(err)) != -EBADMSG)
+			fail_msg("case %zu: decoded", c);
+		assert_non_null(strstr(err, "RAILS"));
 	}
+}
+
+/* The HELLO is 64 bytes again: a table after it is refused. */
+static void test_hello_carries_no_rails(void **state)
+{
+	uint8_t buf[64 + 8 + 56];
+	struct rmig_msg m;
+	char err[256];
+
+	(void)state;
+	memset(buf, 0, sizeof(buf));
+	buf[0] = buf[2] = 1; /* versions 1..1 */
+	buf[4] = 2;	     /* channels */
+	buf[8] = (uint8_t)RMIG_CAP_RAILS;
+	EXPECT_OK(err, rmig_msg_decode(RMIG_MSG_HELLO, buf, 64, &m, err, sizeof(err)));
+	assert_true(m.u.hello.caps == RMIG_CAP_RAILS);
+	EXPECT_BAD(err, rmig_msg_decode(RMIG_MSG_HELLO, buf, sizeof(buf), &m, err, sizeof(err)));
 }
 
 static void fill_layout(struct rmig_layout *l, uint32_t n)
@@ -2827,9 +2883,11 @@ int main(void)
 		cmocka_unit_test(test_frame_truncated),
 		cmocka_unit_test(test_frame_len_past_buffer),
 		cmocka_unit_test(test_rt_hello),
-		cmocka_unit_test(test_rt_hello_rails),
-		cmocka_unit_test(test_hello_rails_encode_refuses),
-		cmocka_unit_test(test_hello_rails_bad),
+		cmocka_unit_test(test_rt_rails),
+		cmocka_unit_test(test_rails_table_bytes),
+		cmocka_unit_test(test_rails_encode_refuses),
+		cmocka_unit_test(test_rails_bad),
+		cmocka_unit_test(test_hello_carries_no_rails),
 		cmocka_unit_test(test_rt_auth),
 		cmocka_unit_test(test_rt_regions),
 		cmocka_unit_test(test_rt_channel),

@@ -18,8 +18,8 @@
 #include "payload.h"
 #include "rmig_backend.h"
 
-#define NTYPES 32
-#define ANY_ROLE_MSGS ((1u << RMIG_MSG_HEARTBEAT) | (1u << RMIG_MSG_ABORT))
+#define NTYPES 64
+#define ANY_ROLE_MSGS ((1ull << RMIG_MSG_HEARTBEAT) | (1ull << RMIG_MSG_ABORT))
 
 struct expect {
 	unsigned phase;
@@ -36,7 +36,7 @@ struct expect {
 static const struct expect src[] = {
 	{ RMIG_SRC_IDLE, "idle", NONE, P(RMIG_SRC_CONNECTING, RMIG_SRC_FAILED) },
 	{ RMIG_SRC_CONNECTING, "connecting",
-	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_REGIONS_ACK, RMIG_MSG_MEM_KEYS,
+	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_RAILS, RMIG_MSG_REGIONS_ACK, RMIG_MSG_MEM_KEYS,
 	    RMIG_MSG_DISKS_ACK),
 	  P(RMIG_SRC_PRECOPY, RMIG_SRC_FAILED, RMIG_SRC_ROLLED_BACK, RMIG_SRC_UNKNOWN,
 	    RMIG_SRC_DRY_RUN) },
@@ -44,7 +44,7 @@ static const struct expect src[] = {
 	  P(RMIG_SRC_FAILOVER, RMIG_SRC_STOP_AND_COPY, RMIG_SRC_ROLLED_BACK, RMIG_SRC_UNKNOWN,
 	    RMIG_SRC_DRY_RUN) },
 	{ RMIG_SRC_FAILOVER, "failover",
-	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_REGIONS_ACK, RMIG_MSG_MEM_KEYS,
+	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_RAILS, RMIG_MSG_REGIONS_ACK, RMIG_MSG_MEM_KEYS,
 	    RMIG_MSG_STREAM_ACK),
 	  P(RMIG_SRC_PRECOPY, RMIG_SRC_STOP_AND_COPY, RMIG_SRC_ROLLED_BACK, RMIG_SRC_UNKNOWN) },
 	{ RMIG_SRC_STOP_AND_COPY, "stop-and-copy",
@@ -58,10 +58,11 @@ static const struct expect src[] = {
 	{ RMIG_SRC_POSTCOPY, "post-copy", L(RMIG_MSG_PAGE_REQUEST, RMIG_MSG_ROUND_ACK),
 	  P(RMIG_SRC_MIGRATED, RMIG_SRC_RECOVERING, RMIG_SRC_LOST) },
 	{ RMIG_SRC_RECOVERING, "recovering",
-	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_REGIONS_ACK, RMIG_MSG_PAGE_REQUEST,
-	    RMIG_MSG_MISSING, RMIG_MSG_RECOVER),
+	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_RAILS, RMIG_MSG_REGIONS_ACK,
+	    RMIG_MSG_PAGE_REQUEST, RMIG_MSG_MISSING, RMIG_MSG_RECOVER),
 	  P(RMIG_SRC_POSTCOPY, RMIG_SRC_MIGRATED, RMIG_SRC_ASKING, RMIG_SRC_LOST) },
-	{ RMIG_SRC_ASKING, "asking", L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_STARTED),
+	{ RMIG_SRC_ASKING, "asking",
+	  L(RMIG_MSG_HELLO, RMIG_MSG_AUTH, RMIG_MSG_RAILS, RMIG_MSG_STARTED),
 	  P(RMIG_SRC_MIGRATED, RMIG_SRC_ROLLED_BACK, RMIG_SRC_UNKNOWN) },
 	{ RMIG_SRC_MIGRATED, "migrated", NONE, END },
 	{ RMIG_SRC_ROLLED_BACK, "rolled-back", NONE, END },
@@ -103,12 +104,12 @@ static const struct expect dst[] = {
 	{ RMIG_DST_DRY_RUN, "dry-run", NONE, END },
 };
 
-static uint32_t mask_of(const uint8_t *l)
+static uint64_t mask_of(const uint8_t *l)
 {
-	uint32_t m = 0;
+	uint64_t m = 0;
 
 	for (; *l; l++)
-		m |= 1u << *l;
+		m |= 1ull << *l;
 	return m;
 }
 
@@ -126,7 +127,8 @@ static void walk(const struct rmig_machine *m, const struct expect *e, size_t n)
 {
 	assert_int_equal(m->nphases, n);
 	for (size_t i = 0; i < n; i++) {
-		uint32_t msgs = mask_of(e[i].msgs) | ANY_ROLE_MSGS, next = phases_of(e[i].next);
+		uint64_t msgs = mask_of(e[i].msgs) | ANY_ROLE_MSGS;
+		uint32_t next = phases_of(e[i].next);
 
 		assert_int_equal(e[i].phase, i);
 		assert_string_equal(rmig_phase_name(m, e[i].phase), e[i].name);
