@@ -289,7 +289,8 @@ bench: deps
 bench-rxe: deps
 	@$(MAKE) --no-print-directory all
 	@tests/rxe/setup.sh >/dev/null
-	@tests/rxe/vm.sh --numa --timeout 1200 -- tests/rxe/bench.sh
+	@tests/rxe/vm.sh --timeout 1200 -- tests/rxe/bench.sh
+	@tests/rxe/vm.sh --numa --timeout 900 -- tests/rxe/bench_rails.sh
 
 format:
 	clang-format -i $(LIB_SRC) backends/modules.c backends/module.c tools/*.c tests/unit/*.c examples/*.c include/*.h */*.h engine/*/*.h

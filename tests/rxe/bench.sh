@@ -1,7 +1,7 @@
 #!/bin/bash
 # make bench-rxe: on one soft-RoCE pair in one boot, the ceiling (perftest
-# ib_write_bw, the best of four configurations: 64 KiB and 1 MiB messages,
-# 1 QP and as many as rmig has channels) against rmig bench (the data path
+# ib_write_bw, the best of six configurations: 64 KiB and 1 MiB messages,
+# 1 QP, as many as rmig has channels and twice that) against rmig bench (the data path
 # alone, RDMA WRITE and staging) and real migrations (--pin=all and
 # staging: round 1, the whole time, what comes before round 1). Prints a markdown
 # table of MB/s (10^6), each row with its exact commands and its ratio to
@@ -11,6 +11,11 @@
 # the next), with the range over the rounds. All in clear (--no-tls); what
 # TLS costs, sealed against clear: tests/rxe/bench_tls.sh.
 #   tests/rxe/vm.sh -- tests/rxe/bench.sh
+# In a VM of one NUMA node (make bench-rxe boots it so): rmig runs each
+# node's channels on that node's CPUs, and with vm.sh --numa both ends'
+# channels would share node 0's two vCPUs while ib_write_bw spreads over
+# all four. Two rails, which need two nodes: tests/rxe/bench_rails.sh, in a
+# boot of its own.
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 RMIG=${RMIG:-build/rmig}
@@ -21,14 +26,16 @@ RUNS=${BENCH_RUNS:-3}
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 # The ceiling: ib_write_bw in each configuration of message size {64 KiB
-# (perftest's default), 1 MiB} and QPs {1, as many as rmig has channels},
+# (perftest's default), 1 MiB} and QPs {1, as many as rmig has channels,
+# twice that (more work in flight than rmig keeps: a stronger ceiling, if
+# the device gains from it)},
 # the same bytes in each (IB_BYTES, 5000 x 64 KiB by default: -n is per
 # QP); the best median of the four is the ceiling and every ratio is to it.
 # perftest's MB/s are 2^20 bytes: converted to 10^6.
 IB_BYTES=${BENCH_IB_BYTES:-327680000}
 IB_CONFS=()
 for s in 65536 1048576; do
-	for q in $(printf '%s\n' 1 "$CH" | sort -nu); do IB_CONFS+=("$s:$q"); done
+	for q in $(printf '%s\n' 1 "$CH" $((2 * CH)) | sort -nu); do IB_CONFS+=("$s:$q"); done
 done
 # ib_srv/ib_cli SIZE QPS PORT: the commands, as run and as printed.
 ib_iters() { awk -v b="$IB_BYTES" -v s="$1" -v q="$2" 'BEGIN { n = int(b / s / q); print (n < 5 ? 5 : n) }'; }
@@ -54,11 +61,14 @@ ib_bw() {
 # rmig would encrypt, and refuse --pin=all (RDMA WRITE cannot be sealed);
 # tests/rxe/bench_tls.sh measures what encryption costs.
 head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk" # the peers are not on loopback
+# RECV_EXTRA: more receiver options (--prealloc for the target rows).
+RECV_EXTRA=
 rmig_run() {
 	local n=$1 port
 	shift
+	# shellcheck disable=SC2086 # the options, split into words
 	ip netns exec "$RXE_B_NS" "$RMIG" recv --listen "$RXE_B_IP:0" --json --link-timeout-ms 30000 \
-		--psk-file "$T/psk" --no-tls >"$T/$n-recv" 2>&1 &
+		--psk-file "$T/psk" --no-tls $RECV_EXTRA >"$T/$n-recv" 2>&1 &
 	for _ in $(seq 100); do
 		port=$(jq -r 'select(.event=="listening") | .port' "$T/$n-recv" 2>/dev/null)
 		[ -n "$port" ] && break
@@ -70,7 +80,7 @@ rmig_run() {
 }
 # rmig_cmd SEND-ARGS...: rmig_run's commands, for the table.
 rmig_cmd() {
-	echo "\`ip netns exec $RXE_B_NS rmig recv --listen $RXE_B_IP:0 --json --link-timeout-ms 30000 --psk-file PSK --no-tls\` + \`ip netns exec $RXE_A_NS rmig $* --json --link-timeout-ms 30000 --psk-file PSK --no-tls --device $RXE_A_DEV --channels $CH $RXE_B_IP:PORT\`"
+	echo "\`ip netns exec $RXE_B_NS rmig recv --listen $RXE_B_IP:0 --json --link-timeout-ms 30000 --psk-file PSK --no-tls${RECV_EXTRA:+ $RECV_EXTRA}\` + \`ip netns exec $RXE_A_NS rmig $* --json --link-timeout-ms 30000 --psk-file PSK --no-tls --device $RXE_A_DEV --channels $CH $RXE_B_IP:PORT\`"
 }
 mbps() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
@@ -130,6 +140,19 @@ for run in $(seq "$RUNS"); do
 	# shellcheck disable=SC2086
 	rmig_run migrate-staging $MIGRATE_STAGING_ARGS
 	migrated migrate-staging
+	# The target rows: into a destination whose memory is already backed
+	# (recv --prealloc), as the TCP bench's target row. ib_write_bw writes
+	# into a buffer it registered (and so faulted in) before its clock
+	# starts; a fresh destination also clears every page it receives,
+	# which under TCG is 18-20 % of the VM's CPU.
+	RECV_EXTRA=--prealloc
+	# shellcheck disable=SC2086
+	rmig_run migrate-pre $MIGRATE_ARGS
+	migrated migrate-pre
+	# shellcheck disable=SC2086
+	rmig_run migrate-staging-pre $MIGRATE_STAGING_ARGS
+	migrated migrate-staging-pre
+	RECV_EXTRA=
 done
 # The ceiling: the best median (the first on a tie).
 best=0
@@ -161,15 +184,20 @@ row "rmig bench --pin=all (RDMA WRITE)" "$(rmig_cmd "$WRITE_ARGS")" "$T/write.al
 row "rmig bench --pin=staging" "$(rmig_cmd "$STAGING_ARGS")" "$T/staging.all"
 row "rmig send 256 MiB guest --pin=all, round 1" "$(rmig_cmd "$MIGRATE_ARGS")" "$T/migrate.all"
 row "rmig send 256 MiB guest --pin=staging, round 1" "$(rmig_cmd "$MIGRATE_STAGING_ARGS")" "$T/migrate-staging.all"
+RECV_EXTRA=--prealloc
+row "rmig send 256 MiB guest --pin=all, round 1, destination preallocated (target >= 0.9)" "$(rmig_cmd "$MIGRATE_ARGS")" "$T/migrate-pre.all"
+row "rmig send 256 MiB guest --pin=staging, round 1, destination preallocated (target >= 0.9)" "$(rmig_cmd "$MIGRATE_STAGING_ARGS")" "$T/migrate-staging-pre.all"
+RECV_EXTRA=
 c=${IB_CONFS[$best]}
 echo
 echo "Ceiling: the best of the ${#IB_CONFS[@]} ib_write_bw configurations, number $((best + 1)): $(ib_label "${c%:*}" "${c#*:}"), $ceiling MB/s. Every ratio above is to it; PORT is a fresh port per measurement, each moving $IB_BYTES bytes in all (-n per QP)."
 echo
 echo "| 256 MiB idle guest, median of $RUNS | whole migration ms (range) | before round 1's first byte ms (range) | whole / round 1 (target <= 1.15), range |"
 echo "|---|---|---|---|"
-for m in migrate:all migrate-staging:staging; do
+for m in migrate:all migrate-staging:staging migrate-pre:all,prealloc migrate-staging-pre:staging,prealloc; do
 	f=${m%:*}
-	echo "| --pin=${m#*:} | $(median <"$T/$f-total.all") ($(range "$T/$f-total.all")) | $(median <"$T/$f-setup.all") ($(range "$T/$f-setup.all")) | $(median <"$T/$f-whole.all" | awk '{ printf "%.2f", $1 }') ($(range "$T/$f-whole.all")) |"
+	l=${m#*:}
+	echo "| --pin=${l%,*}$([ "${l#*,}" = prealloc ] && echo ', destination preallocated') | $(median <"$T/$f-total.all") ($(range "$T/$f-total.all")) | $(median <"$T/$f-setup.all") ($(range "$T/$f-setup.all")) | $(median <"$T/$f-whole.all" | awk '{ printf "%.2f", $1 }') ($(range "$T/$f-whole.all")) |"
 done
 # CPU per GiB moved, of the 256 MiB migrations (getrusage of each process;
 # soft-RoCE's own work runs in kernel threads and is not in it).
@@ -245,7 +273,3 @@ if [ -s "$T/rec-cut.all" ]; then
 fi
 cat "$T/notes" 2>/dev/null
 rm -rf "$T"
-# Two rails (--rails), when the VM has two NUMA nodes (vm.sh --numa).
-if [ "$(numactl -H | awk '/^available:/ { print $2 }')" -ge 2 ]; then
-	RMIG=$RMIG BENCH_RUNS=$RUNS tests/rxe/bench_rails.sh
-fi
