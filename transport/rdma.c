@@ -2265,7 +2265,9 @@ static int rdma_link_listen(struct rmig_link *l, const char *host, uint16_t *por
 		goto out;
 	}
 	*port = ntohs(rdma_get_src_port(r->listen_id));
-	rc = listen_rails(l, &addr, rdma_get_src_port(r->listen_id));
+	/* The address bound, which may be the GID's rather than host's. */
+	rc = listen_rails(l, sa == (struct sockaddr *)&gid_addr ? &gid_addr : &addr,
+			  rdma_get_src_port(r->listen_id));
 out:
 	if (rc)
 		drop_listeners(r);
@@ -2371,20 +2373,35 @@ static int take_request(struct rmig_link *l, struct rdma_cm_id *child, const str
 	return 0;
 }
 
-/* A rail's listener whose device was removed: acked and destroyed (what
- * rdma_cm asks of a removal), the other listeners go on (the source moves
- * that rail's channels to another). 0: the event is not a rail's. */
-static int drop_rail_listener(struct rdma_link *r, struct rdma_cm_event *ev)
+static unsigned rail_listeners(const struct rdma_link *r)
 {
-	for (unsigned i = 0; i < MAX_RAILS; i++) {
-		if (!r->rail_listen[i] || ev->id != r->rail_listen[i])
-			continue;
-		rdma_ack_cm_event(ev);
-		rdma_destroy_id(r->rail_listen[i]);
-		r->rail_listen[i] = NULL;
-		return 1;
-	}
-	return 0;
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < MAX_RAILS; i++)
+		n += r->rail_listen[i] != NULL;
+	return n;
+}
+
+/* A listener whose device was removed: acked and destroyed (what rdma_cm
+ * asks of a removal) while another listener is left, which goes on (the
+ * source moves the lost rail's channels, and its control connection, to
+ * a surviving rail's address). 0: the last listener is gone, or the
+ * event is none of ours. */
+static int drop_listener(struct rdma_link *r, struct rdma_cm_event *ev)
+{
+	struct rdma_cm_id **id = NULL;
+
+	for (unsigned i = 0; !id && i < MAX_RAILS; i++)
+		if (r->rail_listen[i] && ev->id == r->rail_listen[i])
+			id = &r->rail_listen[i];
+	if (!id && ev->id == r->listen_id && r->listen_id && rail_listeners(r))
+		id = &r->listen_id;
+	if (!id || (id != &r->listen_id && !r->listen_id && rail_listeners(r) == 1))
+		return 0;
+	rdma_ack_cm_event(ev);
+	rdma_destroy_id(*id);
+	*id = NULL;
+	return 1;
 }
 
 /* The next connect request on the listener: *child, ours to accept or
@@ -2410,7 +2427,7 @@ static int next_request(struct rmig_link *l, struct deadline *d, const char *las
 		if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST)
 			break;
 		rc = ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL;
-		if (rc && drop_rail_listener(rdma(l), ev))
+		if (rc && drop_listener(rdma(l), ev))
 			continue;
 		rdma_ack_cm_event(ev);
 		if (rc) {
@@ -2436,7 +2453,7 @@ static int rdma_link_accept(struct rmig_link *l, int timeout_ms, struct rmig_lin
 	struct deadline d;
 	int rc;
 
-	if (!r->listen_id) {
+	if (!r->listen_id && !rail_listeners(r)) {
 		rmig_link_err(l, "not listening");
 		return -EINVAL;
 	}

@@ -134,6 +134,11 @@ int rmig_rails_learn(struct rmig_ctx *ctx, int asked, uint64_t peer_caps, struct
 
 	if (asked && (peer_caps & RMIG_CAP_RAILS)) {
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_RAILS, m, (int)ctx->cfg.link_timeout_ms);
+		if (rc == -ETIMEDOUT)
+			rc = rmig_err(ctx, rc,
+				      "no rails table from %s within %u ms of the proofs, though "
+				      "its HELLO announced one",
+				      l->peer, (unsigned)ctx->cfg.link_timeout_ms);
 		if (!rc)
 			rc = rails_check(ctx, &m->u.rails);
 		if (rc)

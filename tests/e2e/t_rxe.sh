@@ -2,10 +2,11 @@
 # Real RDMA: boots the soft-RoCE VM (tests/rxe) with two NUMA nodes and runs
 # tests/rxe/run_all.sh there, then boots it again for tests/rxe/t_rails.sh
 # alone (two rails; it deletes a device, and after a deletion new RDMA
-# connections in the same boot fail on this kernel). Skips only if QEMU or
+# connections in the same boot fail on this kernel), and a third time for
+# its lose-dest case (another deletion, on the destination). Skips only if QEMU or
 # the kernel package cannot be installed (run.sh turns that skip into a
 # failure under CI=true).
-# timeout: 1000
+# timeout: 1200
 # (run.sh's limit: the VMs' own 600 s and 300 s and their setup. On a loaded
 # 2-core host run_all.sh took 316 s in all, t_kvm.sh 19 s of it; t_rails.sh
 # about 100 s.)
@@ -24,5 +25,10 @@ rc=$?
 tests/rxe/vm.sh --numa --timeout 300 --env RMIG="$RMIG" --env LSAN_OPTIONS="${LSAN_OPTIONS:-}" -- tests/rxe/t_rails.sh >"$T/rails.out" 2>"$T/rails.err"
 rc=$?
 [ $rc = 0 ] || fail "rxe rails tests exited $rc: $(grep -E '^(FAIL|not ok|SKIP)|FAIL' "$T/rails.out" | head -5) $(tail -n 3 "$T/rails.err")"
+# A third boot: the destination loses the device of its --listen address
+# (a deletion ends what RDMA can do in a boot).
+tests/rxe/vm.sh --numa --timeout 200 --env RMIG="$RMIG" --env RAILS_CASES=lose-dest --env LSAN_OPTIONS="${LSAN_OPTIONS:-}" -- tests/rxe/t_rails.sh >"$T/dest.out" 2>"$T/dest.err"
+rc=$?
+[ $rc = 0 ] || fail "rxe rails lose-dest exited $rc: $(grep -E '^(FAIL|not ok|SKIP)|FAIL' "$T/dest.out" | head -5) $(tail -n 3 "$T/dest.err")"
 bw=$(sed -n 's/^ib_write_bw_MBps=//p' "$T/vm.out" | tail -1)
-pass "$(cat "$T/vm.out" "$T/rails.out" | grep -c '^ok') checks in two boots of the VM, ib_write_bw ${bw:-?} MB/s"
+pass "$(cat "$T/vm.out" "$T/rails.out" "$T/dest.out" | grep -c '^ok') checks in three boots of the VM, ib_write_bw ${bw:-?} MB/s"

@@ -15,8 +15,15 @@
 #             (never tcp), rxe_c marked lost, veth_a carried the rest
 #   old-peer: a receiver without rails (no RMIG_CAP_RAILS echoed, as an
 #             older rmig): one rail, rxe_a; veth_c carries nothing
+#   tls:      the same as two with TLS on (the default with a key off
+#             loopback): verified, encrypted on both sides, both rails used
+#   lose-dest: the receiver's RXE_B_DEV (its --listen address) deleted mid
+#             pre-copy: the session resumes over rxe_c -> rxe_d, the other
+#             rail's listener, migrated and verified over rdma (never tcp);
+#             not in the default set: a device deletion ends what RDMA can
+#             do in a boot, so t_rxe.sh runs it in a boot of its own
 # lose runs last: rxe_c stays deleted. RAILS_CASES (default "two old-peer
-# lose") runs some of them, in that order (the break-on-purpose checks).
+# tls lose") runs some of them, in that order (the break-on-purpose checks).
 # Ends with "N passed, N failed".
 set -u
 cd "$(dirname "$0")/../.."
@@ -118,7 +125,7 @@ grep -q "node 0: $RXE_A_DEV ($RXE_A_IP" "$T/info" && grep -q "node 1: rxe_c ($C_
 	ok "rmig info --rails: node 0 $RXE_A_DEV, node 1 rxe_c" ||
 	bad "rmig info --rails: $(grep -i rails "$T/info")"
 
-CASES=" ${RAILS_CASES:-two old-peer lose} "
+CASES=" ${RAILS_CASES:-two old-peer tls lose} "
 # --- two rails ------------------------------------------------------------------
 n=two
 if [[ $CASES == *" $n "* ]]; then
@@ -198,6 +205,30 @@ bc=$(rail_field "$T/$n-send.out" rxe_c bytes)
 
 fi
 
+# --- two rails inside TLS --------------------------------------------------------
+# The default with a key and a peer off loopback: the control channel in
+# TLS (the rails table inside it), each data channel sealed staging.
+n=tls
+if [[ $CASES == *" $n "* ]]; then
+plain_opts=$OPTS
+OPTS=${OPTS/--no-tls/}
+start_recv $n --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
+"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --backend "$GUEST" "$RXE_B_IP:$PORT" \
+	>"$T/$n-send.out" 2>"$T/$n-send.err" &
+SEND_PID=$!
+finish
+OPTS=$plain_opts
+check_done $n 0
+got="$(field "$T/$n-send.out" encrypted)/$(field "$T/$n-recv.out" encrypted)"
+[ "$got" = true/true ] && ok "$n: encrypted on both sides" ||
+	bad "$n: encrypted $got, want true/true"
+ba=$(rail_field "$T/$n-send.out" "$RXE_A_DEV" bytes) bc=$(rail_field "$T/$n-send.out" rxe_c bytes)
+[ "$ba" -gt 0 ] 2>/dev/null && [ "$bc" -gt 0 ] 2>/dev/null &&
+	ok "$n: both rails carried sealed bytes ($RXE_A_DEV $ba, rxe_c $bc)" ||
+	bad "$n: rails $(jq -c 'select(.event=="summary") | .rails' "$T/$n-send.out")"
+
+fi
+
 # --- lose a rail mid pre-copy ---------------------------------------------------
 n=lose
 if [[ $CASES == *" $n "* ]]; then
@@ -248,6 +279,38 @@ grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out
 ba=$(rail_field "$T/$n-send.out" "$RXE_A_DEV" bytes)
 [ "$ba" -gt 0 ] 2>/dev/null && [ $((a1 - a0)) -ge "$ba" ] &&
 	ok "$n: veth_a +$((a1 - a0)) >= rxe_a's $ba" || bad "$n: veth_a +$((a1 - a0)) for '$ba'"
+
+fi
+
+# --- the destination loses the device of its --listen address -----------------
+# RXE_B_DEV holds 10.77.0.2, where the control connection came: the
+# session must resume on the other rail's address, which the destination
+# still listens on. Deletes a device: the last case of its boot, alone.
+n=lose-dest
+if [[ $CASES == *" $n "* ]]; then
+c0=$(tx veth_c)
+start_recv $n --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
+"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 16M \
+	--backend "${GUEST/dirty-rate=1000/dirty-rate=500}" \
+	"$RXE_B_IP:$PORT" >"$T/$n-send.out" 2>"$T/$n-send.err" &
+SEND_PID=$!
+precopy $n || bad "$n: the sender did not reach pre-copy: $(tail -n 2 "$T/$n-send.err")"
+sleep 2 # mid round 1
+rdma link delete "$RXE_B_DEV" &
+DEL_PID=$!
+finish
+timeout 30 tail --pid=$DEL_PID -f /dev/null
+wait $DEL_PID || bad "$n: rdma link delete $RXE_B_DEV failed"
+c1=$(tx veth_c)
+check_done $n 1
+jq -r 'select(.event=="failover") | "   \(.from) -> \(.to) \(.from_rail // "") -> \(.to_rail // ""): \(.reason)"' "$T/$n-send.out"
+grep '"event":"failover"' "$T/$n-send.out" | grep -q '"from":"rdma","to":"rdma"' &&
+	ok "$n: failover rdma -> rdma after the destination lost its --listen address's device" ||
+	bad "$n: failover events: $(grep '"event":"failover"' "$T/$n-send.out")"
+grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out" &&
+	bad "$n: a tcp link was taken" || ok "$n: no tcp link taken on either side"
+[ $((c1 - c0)) -gt 0 ] && ok "$n: veth_c carried the rest (+$((c1 - c0)))" ||
+	bad "$n: veth_c +$((c1 - c0))"
 
 fi
 
