@@ -1393,8 +1393,15 @@ static int cm_next_event(struct rmig_link *l, struct rdma_event_channel *ech, st
 	int rc, slice;
 
 	for (;;) {
-		if (rdma_get_cm_event(ech, ev) == 0) /* rdma_cm: -1 and errno */
+		if (rdma_get_cm_event(ech, ev) == 0) { /* rdma_cm: -1 and errno */
+			/* librdmacm moves a connected QP to RTR/RTS itself and
+			 * reports a failure there as status -1 with errno set:
+			 * keep the errno, which says what went wrong. */
+			if ((*ev)->event == RDMA_CM_EVENT_CONNECT_ERROR && (*ev)->status == -1 &&
+			    errno > 0)
+				(*ev)->status = -errno;
 			return 0;
+		}
 		if (errno != EAGAIN && errno != EINTR) {
 			rc = -errno;
 			rmig_link_err(l, "RDMA connection manager: %s", strerror(errno));

@@ -58,7 +58,7 @@ migrate() {
 		if [ "$got" = "$want" ]; then
 			ok "$n $side: $got"
 		else
-			bad "$n $side: got $got, want $want (exit $rc/$rrc): $(cat "$T/$n-$side.err")"
+			bad "$n $side: got $got, want $want (exit $rc/$rrc): $(cat "$T/$n-$side.err") $(jq -c 'select(.event=="failover")' "$f" 2>/dev/null)"
 		fi
 	done
 	[ "$(field "$T/$n-recv.out" guest_running)" = true ] && ok "$n: guest runs on the destination" ||
