@@ -292,10 +292,13 @@ int rmig_rails_failover(struct rmig_ctx *ctx, char *lost, char *to, size_t len);
 void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem);
 
 /* auth.c: with peer_has_psk from the peer's HELLO, may we talk to it at
- * all? Then prove ourselves and check the peer's proof (PSK), and derive
- * the data channels' token. Both: 0 or -EACCES with the reason in ctx->err. */
+ * all? Then prove ourselves and check the peer's proof (PSK) over the
+ * nonces and both HELLOs (src: the source's, dst: the destination's, as
+ * each was sent or received), and derive the data channels' token. Both:
+ * 0 or -EACCES with the reason in ctx->err. */
 int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source);
-int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source);
+int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source, const struct rmig_wire_hello *src,
+		       const struct rmig_wire_hello *dst);
 /* RAILS' MAC: HMAC-SHA256(psk, "rmig-auth-1 rails" | Ns | Nd | table)
  * into out (the nonces by role). 0 or -EIO. */
 int rmig_auth_rails_mac(const struct rmig_ctx *ctx, int we_are_source, const uint8_t *table,

@@ -18,8 +18,9 @@
 #include "rmig.h"
 
 #define RMIG_WIRE_MAGIC 0x47494d52u /* "RMIG" as little-endian bytes */
-#define RMIG_WIRE_VERSION_MIN 1
-#define RMIG_WIRE_VERSION_MAX 1
+/* 2: the AUTH proofs cover both HELLOs, not only their nonces (1). */
+#define RMIG_WIRE_VERSION_MIN 2
+#define RMIG_WIRE_VERSION_MAX 2
 
 #define RMIG_MAX_CHANNELS 64
 #define RMIG_MAX_RUNS 64 /* page runs in one PAGES/ZERO frame */
@@ -93,7 +94,7 @@ enum rmig_msg_type {
 	RMIG_MSG_MEM_KEYS = 17,	    /* destination: the link's description of its
 				     * remotely writable guest memory (opaque; empty:
 				     * none offered) */
-	RMIG_MSG_AUTH = 18,	    /* both ways: HMAC over both HELLO nonces */
+	RMIG_MSG_AUTH = 18,	    /* both ways: HMAC over both HELLOs */
 	RMIG_MSG_CHECK = 19,	    /* source, right before GO: still ready? (READY again) */
 	RMIG_MSG_STREAM = 20,	    /* source: a piece of the hypervisor's own migration
 				     * stream (a guest with no regions, e.g. QEMU) */

@@ -2,9 +2,12 @@
  * the rule for unauthenticated peers.
  *
  * Both HELLOs carry a fresh random nonce. With a PSK, the source proves it
- * first with AUTH = HMAC-SHA256(psk, "rmig-auth-1 source" | Ns | Nd); only
- * then does the destination prove itself with the "destination" label. A
- * proof binds both nonces, so it is good for this connection only. Nothing
+ * first with AUTH = HMAC-SHA256(psk, "rmig-auth-2 source" | Ns | Nd |
+ * HELLO_s | HELLO_d); only then does the destination prove itself with the
+ * "destination" label. A proof binds both nonces, so it is good for this
+ * connection only, and both HELLOs as each side saw them: capabilities
+ * cleared or versions lowered on the way make the proofs fail, so nobody
+ * on the path can talk the peers out of a feature they both have. Nothing
  * about the guest (layout, addresses, rkeys) nor about the destination
  * (its rails: devices, nodes, addresses) is sent before both proofs were
  * checked, and the rails table carries a MAC of its own (RAILS, after
@@ -28,16 +31,21 @@
 
 #include "engine.h"
 
+/* The longest `extra` a MAC covers: a rails table, or both HELLOs. */
+#define EXTRA_MAX                                                                                  \
+	(RMIG_RAILS_TABLE_MAX_LEN > 2 * RMIG_HELLO_LEN ? RMIG_RAILS_TABLE_MAX_LEN                  \
+						       : 2 * RMIG_HELLO_LEN)
+
 /* HMAC-SHA256(psk, label | Ns | Nd | extra). */
 static int mac_over(const struct rmig_ctx *ctx, const char *label, const uint8_t *src_nonce,
 		    const uint8_t *dst_nonce, const uint8_t *extra, size_t extra_len,
 		    uint8_t out[RMIG_MAC_LEN])
 {
-	uint8_t msg[64 + 2 * RMIG_NONCE_LEN + RMIG_RAILS_TABLE_MAX_LEN];
+	uint8_t msg[64 + 2 * RMIG_NONCE_LEN + EXTRA_MAX];
 	size_t n = strlen(label), total = n + 2 * RMIG_NONCE_LEN + extra_len;
 	unsigned outlen = 0;
 
-	if (n > 64 || extra_len > RMIG_RAILS_TABLE_MAX_LEN)
+	if (n > 64 || extra_len > EXTRA_MAX)
 		return -EINVAL;
 	memcpy(msg, label, n);
 	memcpy(msg + n, src_nonce, RMIG_NONCE_LEN);
@@ -122,18 +130,43 @@ static int derive_token(struct rmig_ctx *ctx, const uint8_t *src_nonce, const ui
 	return 0;
 }
 
-int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source)
+/* An AUTH proof: the label's MAC over the nonces and both HELLOs, each
+ * encoded as on the wire (the decoder is strict, so what was received
+ * encodes to the bytes that came). */
+static int proof(const struct rmig_ctx *ctx, const char *label, const struct rmig_wire_hello *src,
+		 const struct rmig_wire_hello *dst, uint8_t out[RMIG_MAC_LEN])
 {
-	const uint8_t *ns = we_are_source ? ctx->nonce : ctx->peer_nonce;
-	const uint8_t *nd = we_are_source ? ctx->peer_nonce : ctx->nonce;
+	struct rmig_msg m = { .type = RMIG_MSG_HELLO };
+	uint8_t hellos[2 * RMIG_HELLO_LEN];
+
+	m.u.hello = *src;
+	if (rmig_msg_encode(&m, hellos, RMIG_HELLO_LEN) != RMIG_HELLO_LEN)
+		return -EIO;
+	m.u.hello = *dst;
+	if (rmig_msg_encode(&m, hellos + RMIG_HELLO_LEN, RMIG_HELLO_LEN) != RMIG_HELLO_LEN)
+		return -EIO;
+	return mac_over(ctx, label, src->nonce, dst->nonce, hellos, sizeof(hellos), out);
+}
+
+static int refuse_proof(struct rmig_ctx *ctx)
+{
+	return rmig_err(ctx, -EACCES,
+			"authentication failed: %s does not hold our pre-shared key, or the "
+			"HELLOs were altered on the way",
+			ctx->link->peer);
+}
+
+int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source, const struct rmig_wire_hello *src,
+		       const struct rmig_wire_hello *dst)
+{
 	struct rmig_msg m = { .type = RMIG_MSG_AUTH };
 	uint8_t want[RMIG_MAC_LEN];
 	int rc;
 
 	if (!ctx->cfg.psk)
-		return derive_token(ctx, ns, nd);
+		return derive_token(ctx, src->nonce, dst->nonce);
 	if (we_are_source) {
-		if (mac(ctx, "rmig-auth-1 source", ns, nd, m.u.mac))
+		if (proof(ctx, "rmig-auth-2 source", src, dst, m.u.mac))
 			return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
 		rc = rmig_ctrl_send(ctx, &m);
 		if (!rc)
@@ -141,28 +174,23 @@ int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source)
 			    rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);
 		if (rc)
 			return rc;
-		if (mac(ctx, "rmig-auth-1 destination", ns, nd, want))
+		if (proof(ctx, "rmig-auth-2 destination", src, dst, want))
 			return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
 		if (CRYPTO_memcmp(want, m.u.mac, RMIG_MAC_LEN))
-			return rmig_err(
-			    ctx, -EACCES,
-			    "authentication failed: %s does not hold our pre-shared key",
-			    ctx->link->peer);
-		return derive_token(ctx, ns, nd);
+			return refuse_proof(ctx);
+		return derive_token(ctx, src->nonce, dst->nonce);
 	}
 	rc = rmig_ctrl_expect(ctx, RMIG_MSG_AUTH, &m, (int)ctx->cfg.link_timeout_ms);
 	if (rc)
 		return rc;
-	if (mac(ctx, "rmig-auth-1 source", ns, nd, want))
+	if (proof(ctx, "rmig-auth-2 source", src, dst, want))
 		return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
 	if (CRYPTO_memcmp(want, m.u.mac, RMIG_MAC_LEN))
-		return rmig_err(ctx, -EACCES,
-				"authentication failed: %s does not hold our pre-shared key",
-				ctx->link->peer);
-	if (mac(ctx, "rmig-auth-1 destination", ns, nd, m.u.mac))
+		return refuse_proof(ctx);
+	if (proof(ctx, "rmig-auth-2 destination", src, dst, m.u.mac))
 		return rmig_err(ctx, -EIO, "HMAC-SHA256 failed");
 	rc = rmig_ctrl_send(ctx, &m);
 	if (rc)
 		return rc;
-	return derive_token(ctx, ns, nd);
+	return derive_token(ctx, src->nonce, dst->nonce);
 }

@@ -302,8 +302,7 @@ static void our_hello(struct rmig_ctx *hs, const struct rmig_wire_hello *hello, 
  * then our rails if we echoed their bit. */
 static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 {
-	struct rmig_wire_hello hello = m->u.hello;
-	uint64_t caps;
+	struct rmig_wire_hello hello = m->u.hello, ours;
 	int rc = 0;
 
 	memcpy(hs->peer_nonce, hello.nonce, RMIG_NONCE_LEN);
@@ -318,11 +317,11 @@ static int answer_hello(struct rmig_ctx *hs, struct rmig_msg *m)
 	if (getrandom(hs->nonce, sizeof(hs->nonce), 0) != sizeof(hs->nonce))
 		return rmig_err(hs, -EIO, "getrandom failed");
 	our_hello(hs, &hello, m);
-	caps = m->u.hello.caps;
+	ours = m->u.hello;
 	rc = rmig_ctrl_send(hs, m);
 	if (!rc)
-		rc = rmig_auth_exchange(hs, 0);
-	if (!rc && (caps & RMIG_CAP_RAILS))
+		rc = rmig_auth_exchange(hs, 0, &hello, &ours);
+	if (!rc && (ours.caps & RMIG_CAP_RAILS))
 		rc = rmig_rails_announce(hs, m);
 	/* Whether post-copy can be done here is for a peer that proved itself
 	 * to learn, and before a single page is sent: the source then simply

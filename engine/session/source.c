@@ -186,6 +186,7 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
 	int postcopy = kind != OPEN_QUERY && ctx->cfg.postcopy;
 	int ask_rails = kind != OPEN_QUERY && rmig_rails_wanted(ctx->link);
+	struct rmig_wire_hello ours;
 	uint64_t peer_caps;
 	uint16_t lo, hi;
 
@@ -218,6 +219,7 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	};
 	memcpy(m->u.hello.nonce, ctx->nonce, RMIG_NONCE_LEN);
 	memcpy(m->u.hello.session, ctx->session, RMIG_NONCE_LEN);
+	ours = m->u.hello;
 	rc = rmig_ctrl_send(ctx, m);
 	if (!rc)
 		rc = rmig_ctrl_expect(ctx, RMIG_MSG_HELLO, m, tmo);
@@ -237,7 +239,7 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	if (!rc)
 		rc = rmig_auth_policy(ctx, (m->u.hello.flags & RMIG_HELLO_PSK) != 0, 1);
 	if (!rc)
-		rc = rmig_auth_exchange(ctx, 1);
+		rc = rmig_auth_exchange(ctx, 1, &ours, &m->u.hello);
 	/* The destination sends its rails right after the proofs, and they
 	 * are needed before the data channels: each goes to the peer's rail
 	 * of its node. */

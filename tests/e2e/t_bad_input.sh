@@ -31,9 +31,17 @@ exec 3>&-
 # A well-formed header of an unknown type.
 start_recv recv2 --backend sim --link-timeout-ms 2000
 exec 3<>/dev/tcp/127.0.0.1/$PORT || fail "cannot connect to receiver"
-# magic RMIG, version 1, type 0x7777, flags 0, len 0, seq 0 (24 bytes LE)
-printf 'RMIG\001\000\167\167\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >&3
+# magic RMIG, version 2, type 0x77, flags 0x77, len 0, seq 0 (24 bytes LE)
+printf 'RMIG\002\167\167\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >&3
 refused_then_served recv2 "type\|HELLO"
+exec 3>&-
+
+# An older rmig (wire version 1, whose proofs did not cover the HELLOs):
+# refused by version, not by a puzzling authentication failure.
+start_recv recv3 --backend sim --link-timeout-ms 2000
+exec 3<>/dev/tcp/127.0.0.1/$PORT || fail "cannot connect to receiver"
+printf 'RMIG\001\001\000\000\100\000\000\000\000\000\000\000\000\000\000\000\000\000\000\000' >&3
+refused_then_served recv3 "frame version 1 outside supported 2..2"
 exec 3>&-
 
 # Nobody listening: the sender fails (exit 1) and says where it tried.

@@ -484,8 +484,8 @@ static void frame_seeds(const char *dir)
 	struct buf b = { 0 };
 
 	m = msg(RMIG_MSG_HELLO);
-	m->u.hello = (struct rmig_wire_hello){ .ver_min = 1,
-					       .ver_max = 1,
+	m->u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					       .ver_max = RMIG_WIRE_VERSION_MAX,
 					       .channels = 2,
 					       .caps = RMIG_CAP_PLACEMENT,
 					       .nonce = { 9, 8, 7 },

@@ -182,17 +182,27 @@ static int load_psk(const char *path)
 	return 0;
 }
 
-/* HMAC-SHA256(psk, label | ns | nd), as engine/session/auth.c. */
-static void mac(const char *label, const uint8_t *ns, const uint8_t *nd, uint8_t out[RMIG_MAC_LEN])
+/* HMAC-SHA256(psk, label | Ns | Nd | HELLO_s | HELLO_d), as
+ * engine/session/auth.c's proofs (the channel token: no HELLOs). */
+static void mac(const char *label, const struct rmig_wire_hello *src,
+		const struct rmig_wire_hello *dst, int with_hellos, uint8_t out[RMIG_MAC_LEN])
 {
-	uint8_t msg[64 + 2 * RMIG_NONCE_LEN];
-	size_t n = strlen(label);
+	struct rmig_msg h = { .type = RMIG_MSG_HELLO };
+	uint8_t msg[64 + 2 * RMIG_NONCE_LEN + 2 * RMIG_HELLO_LEN];
+	size_t n = strlen(label), len = n + 2 * RMIG_NONCE_LEN;
 	unsigned outlen = 0;
 
 	memcpy(msg, label, n);
-	memcpy(msg + n, ns, RMIG_NONCE_LEN);
-	memcpy(msg + n + RMIG_NONCE_LEN, nd, RMIG_NONCE_LEN);
-	HMAC(EVP_sha256(), psk, (int)psk_len, msg, n + 2 * RMIG_NONCE_LEN, out, &outlen);
+	memcpy(msg + n, src->nonce, RMIG_NONCE_LEN);
+	memcpy(msg + n + RMIG_NONCE_LEN, dst->nonce, RMIG_NONCE_LEN);
+	if (with_hellos) {
+		h.u.hello = *src;
+		rmig_msg_encode(&h, msg + len, RMIG_HELLO_LEN);
+		h.u.hello = *dst;
+		rmig_msg_encode(&h, msg + len + RMIG_HELLO_LEN, RMIG_HELLO_LEN);
+		len += 2 * RMIG_HELLO_LEN;
+	}
+	HMAC(EVP_sha256(), psk, (int)psk_len, msg, len, out, &outlen);
 }
 
 static int64_t now_ms(void)
@@ -203,22 +213,23 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* With a key: AUTH both ways, and the data channels' token (else: ns). */
-static int authenticate(int fd, const uint8_t *ns, const uint8_t *nd, uint8_t *token)
+/* With a key: AUTH both ways, and the data channels' token (else: Ns). */
+static int authenticate(int fd, const struct rmig_wire_hello *src,
+			const struct rmig_wire_hello *dst, uint8_t *token)
 {
 	static uint8_t payload[4096];
 	struct rmig_msg m = { .type = RMIG_MSG_AUTH };
 	uint8_t full[RMIG_MAC_LEN];
 
 	if (!psk_len) {
-		memcpy(token, ns, RMIG_NONCE_LEN);
+		memcpy(token, src->nonce, RMIG_NONCE_LEN);
 		return 0;
 	}
-	mac("rmig-auth-1 source", ns, nd, m.u.mac);
+	mac("rmig-auth-2 source", src, dst, 1, m.u.mac);
 	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)) ||
 	    m.type != RMIG_MSG_AUTH)
 		return -1;
-	mac("rmig-auth-1 channel", ns, nd, full);
+	mac("rmig-auth-1 channel", src, dst, 0, full);
 	memcpy(token, full, RMIG_NONCE_LEN);
 	return 0;
 }
@@ -377,6 +388,7 @@ int main(int argc, char **argv)
 {
 	static uint8_t payload[4096];
 	struct rmig_msg m = { .type = RMIG_MSG_HELLO };
+	struct rmig_wire_hello sent;
 	uint8_t nonce[RMIG_NONCE_LEN], token[RMIG_NONCE_LEN];
 	const char *c;
 	int fd, data = -1, rc;
@@ -400,21 +412,23 @@ int main(int argc, char **argv)
 		fprintf(stderr, "fakepeer: cannot connect to %s:%s\n", argv[1], argv[2]);
 		return 2;
 	}
-	m.u.hello = (struct rmig_wire_hello){
-		.ver_min = 1, .ver_max = 1, .channels = 1, .flags = psk_len ? RMIG_HELLO_PSK : 0
-	};
+	m.u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					      .ver_max = RMIG_WIRE_VERSION_MAX,
+					      .channels = 1,
+					      .flags = psk_len ? RMIG_HELLO_PSK : 0 };
 	if (!strcmp(c, "version"))
 		m.u.hello.ver_min = m.u.hello.ver_max = 9;
 	if (!strcmp(c, "blocks-first") || !strcmp(c, "disks-huge"))
 		m.u.hello.caps = RMIG_CAP_DISKS;
 	memcpy(m.u.hello.nonce, nonce, RMIG_NONCE_LEN);
 	memcpy(m.u.hello.session, nonce, RMIG_NONCE_LEN);
+	sent = m.u.hello;
 	if (send_msg(fd, &m, &ctrl_seq))
 		return 1;
 	if (!strcmp(c, "version"))
 		return outcome(fd);
 	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO ||
-	    authenticate(fd, nonce, m.u.hello.nonce, token))
+	    authenticate(fd, &sent, &m.u.hello, token))
 		return outcome(fd);
 	data = dial(argv[1], argv[2]);
 	if (data < 0)

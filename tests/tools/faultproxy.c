@@ -47,6 +47,9 @@
  * Every fault applied is logged on stderr ("faultproxy: corrupted ...");
  * FAULTPROXY_TRACE=1 in the environment also logs every control frame.
  *
+ * --clear-caps MASK: clear these capability bits in the HELLO that opens
+ * every control stream (client->target), as an attacker on the path could:
+ * "faultproxy: cleared caps ...".
  * --raw: the streams are not rmig's frames (TLS): nothing is parsed; the
  * first connection counts as the control stream, later ones as data
  * streams, and SIGUSR2 flips one byte in the middle of the next chunk read
@@ -86,11 +89,12 @@
 
 /* rmig's frame types, by number (proto/proto.h). */
 static const char *const type_names[] = {
-	"?",	     "HELLO",	     "REGIONS",	  "REGIONS_ACK", "CHANNEL", "PAGES",	  "ZERO",
-	"ROUND_END", "ROUND_ACK",    "STATE",	  "COMPLETE",	 "READY",   "GO",	  "STARTED",
-	"ABORT",     "HEARTBEAT",    "DONE",	  "MEM_KEYS",	 "AUTH",    "CHECK",	  "STREAM",
-	"DISCARD",   "PAGE_REQUEST", "PAGE_DATA", "MISSING",	 "RECOVER", "STREAM_ACK",
-	"DISKS",     "DISKS_ACK",    "BLOCKS",	  "BLOCKS_ZERO", "DISK_DIGESTS",
+	"?",	       "HELLO",	       "REGIONS",    "REGIONS_ACK", "CHANNEL",	    "PAGES",
+	"ZERO",	       "ROUND_END",    "ROUND_ACK",  "STATE",	    "COMPLETE",	    "READY",
+	"GO",	       "STARTED",      "ABORT",	     "HEARTBEAT",   "DONE",	    "MEM_KEYS",
+	"AUTH",	       "CHECK",	       "STREAM",     "DISCARD",	    "PAGE_REQUEST", "PAGE_DATA",
+	"MISSING",     "RECOVER",      "STREAM_ACK", "DISKS",	    "DISKS_ACK",    "BLOCKS",
+	"BLOCKS_ZERO", "DISK_DIGESTS",
 };
 
 static const char *type_name(unsigned t)
@@ -127,8 +131,8 @@ struct conn {
 static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
 static struct conn conns[MAX_CONNS];
 static unsigned next_id, data_frames_per_signal = 8;
-static unsigned arm_ctrl, arm_data; /* pending faults */
-static unsigned data_type = T_PAGES;  /* --corrupt-blocks: T_BLOCKS */
+static unsigned arm_ctrl, arm_data;  /* pending faults */
+static unsigned data_type = T_PAGES; /* --corrupt-blocks: T_BLOCKS */
 static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
@@ -140,9 +144,10 @@ static struct {
 	unsigned type, nth;
 } cuts[MAX_CUTS]; /* --cut-on, in order */
 static unsigned ncuts, next_cut,
-    seen_of_type;	  /* frames of the next cut's type since the last cut */
-static int raw;		  /* --raw */
-static FILE *record_file; /* --record */
+    seen_of_type;	    /* frames of the next cut's type since the last cut */
+static int raw;		    /* --raw */
+static FILE *record_file;   /* --record */
+static uint64_t clear_caps; /* --clear-caps */
 static unsigned raw_conns;
 
 static void on_signal(int sig)
@@ -159,9 +164,11 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-			"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
-			"[--cut-on TYPE[:N]]... [--cut-silent] [--raw] [--record FILE]\n");
+	fprintf(stderr,
+		"usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
+		"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
+		"[--cut-on TYPE[:N]]... [--cut-silent] [--clear-caps MASK] [--raw] "
+		"[--record FILE]\n");
 	exit(2);
 }
 
@@ -261,6 +268,21 @@ static void parse_cut_on(const char *arg)
 	cuts[ncuts++].nth = nth;
 }
 
+/* --clear-caps: the HELLO's capabilities (payload bytes 8..15, little
+ * endian) lose the given bits, as an attacker on the path would clear
+ * them; p holds the next n payload bytes of the HELLO. */
+static void clear_hello_caps(const struct conn *c, uint8_t *p, size_t n)
+{
+	uint64_t at = get32(c->hdr + 8) - c->payload_left;
+
+	for (size_t k = 0; k < n; k++, at++)
+		if (at >= 8 && at < 16)
+			p[k] &= (uint8_t) ~(clear_caps >> (8 * (at - 8)));
+	if (at >= 16 && at - n < 16)
+		fprintf(stderr, "faultproxy: cleared caps 0x%llx in the HELLO of connection %u\n",
+			(unsigned long long)clear_caps, c->id);
+}
+
 /* Walk the client's bytes through rmig's framing, applying armed faults. */
 /* Returns how many of the n bytes may go on (fewer once a --cut-on frame
  * begins: the bytes before it). */
@@ -312,6 +334,10 @@ static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 		} else { /* in a payload */
 			size_t take = c->payload_left < n - i ? (size_t)c->payload_left : n - i;
 
+			if (clear_caps && c->kind == K_CTRL && c->frames == 1 &&
+			    c->cur_type == T_HELLO)
+				clear_hello_caps(c, p + i, take);
+
 			if (c->kind == K_DATA && c->cur_type == data_type && arm_data &&
 			    take == c->payload_left) {
 				p[i + take - 1] ^= 0xff; /* the last byte of the last page */
@@ -319,8 +345,9 @@ static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 				fprintf(stderr,
 					"faultproxy: corrupted %s data of %s frame #%llu on "
 					"connection %u (%u more to go)\n",
-					data_type == T_PAGES ? "page" : "block", type_name(data_type),
-					(unsigned long long)c->frames - 1, c->id, arm_data);
+					data_type == T_PAGES ? "page" : "block",
+					type_name(data_type), (unsigned long long)c->frames - 1,
+					c->id, arm_data);
 			}
 			c->payload_left -= take;
 			i += take;
@@ -493,6 +520,8 @@ int main(int argc, char **argv)
 			data_type = T_BLOCKS;
 		else if (!strcmp(argv[i], "--cut-silent"))
 			cut_silent = 1;
+		else if (!strcmp(argv[i], "--clear-caps") && i + 1 < argc)
+			clear_caps = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--raw"))
 			raw = 1;
 		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {

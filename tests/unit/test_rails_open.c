@@ -143,7 +143,7 @@ static int recv_frame(struct rmig_link *l, struct rmig_frame_hdr *fh, uint8_t *p
 static int hmac(const char *label, const uint8_t *ns, const uint8_t *nd, const uint8_t *extra,
 		size_t elen, uint8_t out[RMIG_MAC_LEN])
 {
-	uint8_t msg[64 + 2 * RMIG_NONCE_LEN + RMIG_RAILS_TABLE_MAX_LEN];
+	uint8_t msg[64 + 2 * RMIG_NONCE_LEN + RMIG_RAILS_TABLE_MAX_LEN + 2 * RMIG_HELLO_LEN];
 	size_t n = strlen(label);
 	unsigned outlen = 0;
 
@@ -215,8 +215,8 @@ static void keyless_peer(uint16_t port, int claim)
 
 	assert_int_equal(rmig_link_open("tcp", &l), 0);
 	assert_int_equal(l->ops->connect_ctrl(l, "127.0.0.1", port, 5000), 0);
-	m.u.hello = (struct rmig_wire_hello){ .ver_min = 1,
-					      .ver_max = 1,
+	m.u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					      .ver_max = RMIG_WIRE_VERSION_MAX,
 					      .channels = 1,
 					      .caps = RMIG_CAP_RAILS,
 					      .flags = claim ? RMIG_HELLO_PSK : 0,
@@ -293,7 +293,10 @@ static void test_no_rails_before_auth(void **state)
 
 /* ---- a fake destination that holds the key ---- */
 
-enum rails_kind { RAILS_GOOD, RAILS_ALTERED, RAILS_NO_MAC };
+/* HELLO_ALTERED: its proof covers the source's HELLO without
+ * RMIG_CAP_RAILS, as the destination would see it had someone on the path
+ * cleared the bit. */
+enum rails_kind { RAILS_GOOD, RAILS_ALTERED, RAILS_NO_MAC, HELLO_ALTERED };
 
 struct fake {
 	struct rmig_link *l;
@@ -333,6 +336,7 @@ static void *fake_main(void *arg)
 	struct rmig_msg m = { .type = RMIG_MSG_HELLO };
 	struct rmig_frame_hdr fh;
 	uint8_t p[4096], ns[RMIG_NONCE_LEN], nd[RMIG_NONCE_LEN] = { 4, 5, 6 };
+	uint8_t hellos[2 * RMIG_HELLO_LEN];
 
 	f->rc = rmig_link_accept(f->l, 5000, &c);
 	if (!f->rc)
@@ -343,18 +347,22 @@ static void *fake_main(void *arg)
 		return NULL;
 	}
 	memcpy(ns, p + 16, RMIG_NONCE_LEN);
-	m.u.hello = (struct rmig_wire_hello){ .ver_min = 1,
-					      .ver_max = 1,
+	memcpy(hellos, p, RMIG_HELLO_LEN); /* the source's, as it came */
+	if (f->kind == HELLO_ALTERED)
+		hellos[8] &= (uint8_t)~RMIG_CAP_RAILS;
+	m.u.hello = (struct rmig_wire_hello){ .ver_min = RMIG_WIRE_VERSION_MIN,
+					      .ver_max = RMIG_WIRE_VERSION_MAX,
 					      .channels = RMIG_MAX_CHANNELS,
-					      .caps = RMIG_CAP_RAILS,
+					      .caps = f->kind == HELLO_ALTERED ? 0 : RMIG_CAP_RAILS,
 					      .flags = RMIG_HELLO_PSK };
 	memcpy(m.u.hello.nonce, nd, RMIG_NONCE_LEN);
+	rmig_msg_encode(&m, hellos + RMIG_HELLO_LEN, RMIG_HELLO_LEN);
 	f->rc = send_msg(c, &m, 0);
 	if (!f->rc)
 		f->rc = recv_frame(c, &fh, p, sizeof(p)); /* its AUTH */
 	m.type = RMIG_MSG_AUTH;
 	if (!f->rc)
-		f->rc = hmac("rmig-auth-1 destination", ns, nd, NULL, 0, m.u.mac);
+		f->rc = hmac("rmig-auth-2 destination", ns, nd, hellos, sizeof(hellos), m.u.mac);
 	if (!f->rc)
 		f->rc = send_msg(c, &m, 1);
 	if (!f->rc)
@@ -413,6 +421,20 @@ static void test_altered_rails_refused(void **state)
 	assert_int_equal(told_calls, 0);
 }
 
+/* Someone on the path cleared the source's rails bit: the proofs, which
+ * cover both HELLOs, no longer match, and the source says so. */
+static void test_altered_hello_refused(void **state)
+{
+	char err[512];
+
+	(void)state;
+	assert_int_equal(source_against(HELLO_ALTERED, err, sizeof(err)), -EACCES);
+	print_message("source: %s\n", err);
+	assert_non_null(strstr(err, "authentication failed: 127.0.0.1"));
+	assert_non_null(strstr(err, "HELLOs were altered"));
+	assert_int_equal(told_calls, 0);
+}
+
 static void test_good_rails_taken(void **state)
 {
 	char err[512];
@@ -433,6 +455,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_no_rails_before_auth),
 		cmocka_unit_test(test_altered_rails_refused),
+		cmocka_unit_test(test_altered_hello_refused),
 		cmocka_unit_test(test_good_rails_taken),
 	};
 

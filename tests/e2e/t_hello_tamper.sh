@@ -1,0 +1,61 @@
+#!/bin/bash
+# Someone on the path edits the source's HELLO: with a pre-shared key and
+# no TLS (--no-tls, loopback), faultproxy clears RMIG_CAP_CHUNK_DIGESTS
+# (0x4) in it, which would quietly switch the pause's check to the slower
+# whole-memory digest. Both AUTH proofs cover both HELLOs, so the receiver
+# refuses the sender's proof, the sender names the cause, and nothing about
+# the guest is taken; the receiver then serves the next sender. The same
+# proxy without the edit: migrated, verified.
+. "$(dirname "$0")/lib.sh"
+
+PROXY=${FAULTPROXY:-$(dirname "$RMIG")/tests/faultproxy}
+[ -x "$PROXY" ] || fail "$PROXY is missing (make $(dirname "$RMIG")/tests/faultproxy)"
+head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk"
+COMMON=(--psk-file "$T/psk" --no-tls --link-timeout-ms 5000)
+
+# through NAME [proxy options]: one migration through the proxy.
+through() {
+	local n=$1
+	shift
+	start_recv "recv-$n" --backend sim "${COMMON[@]}"
+	rm -f "$T/proxy.port"
+	"$PROXY" 0 "127.0.0.1:$PORT" --ready-file "$T/proxy.port" "$@" 2>"$T/proxy-$n.err" &
+	local proxy=$!
+	PIDS="$PIDS $proxy"
+	for _ in $(seq 100); do [ -s "$T/proxy.port" ] && break; sleep 0.05; done
+	[ -s "$T/proxy.port" ] || fail "$n: the proxy did not start"
+	SEND_RC=0
+	timeout 30 "$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=5 \
+		"127.0.0.1:$(cat "$T/proxy.port")" >"$T/send-$n.out" 2>"$T/send-$n.err" || SEND_RC=$?
+	kill -TERM $proxy
+	wait_pid $proxy 10
+}
+
+through plain
+wait_pid "$RECV_PID" 20
+expect_eq "untouched: receiver exit" "$RC" 0
+expect_eq "untouched: sender exit" "$SEND_RC" 0
+expect_eq "untouched: source result" "$(summary "$T/send-plain.out" result)" migrated
+expect_eq "untouched: verified" "$(summary "$T/send-plain.out" verified)" true
+
+through cleared --clear-caps 0x4
+grep -q "cleared caps 0x4 in the HELLO" "$T/proxy-cleared.err" ||
+	fail "the proxy did not edit the HELLO: $(cat "$T/proxy-cleared.err")"
+[ "$SEND_RC" != 0 ] || fail "the sender migrated through an edited HELLO"
+[ "$(wc -l <"$T/send-cleared.err")" = 1 ] ||
+	fail "sender: expected one line, got: $(cat "$T/send-cleared.err")"
+grep -q "HELLOs were altered on the way" "$T/send-cleared.err" ||
+	fail "the sender does not name the edit: $(cat "$T/send-cleared.err")"
+grep -q "refused peer 127.0.0.1:[0-9]*: .*HELLOs were altered" "$T/recv-cleared.err" ||
+	fail "the receiver does not name the edit: $(cat "$T/recv-cleared.err")"
+[ "$(summary "$T/send-cleared.out" result)" != migrated ] || fail "source says migrated"
+[ "$(summary "$T/recv-cleared.out" result)" != migrated ] || fail "destination says migrated"
+jq -e 'select(.event=="phase" and .phase=="pre-copy")' "$T/send-cleared.out" >/dev/null 2>&1 &&
+	fail "the sender reached pre-copy"
+# The receiver serves the next sender, straight this time.
+timeout 30 "$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=5 "127.0.0.1:$PORT" \
+	>"$T/send-next.out" 2>"$T/send-next.err" || fail "the next sender failed: $(cat "$T/send-next.err")"
+wait_pid "$RECV_PID" 20
+expect_eq "receiver exit after serving the next sender" "$RC" 0
+expect_eq "the next sender's result" "$(summary "$T/send-next.out" result)" migrated
+pass "untouched: migrated, verified; caps cleared on the path: refused on both sides, the next sender served ($(cat "$T/send-cleared.err"))"
