@@ -41,7 +41,9 @@ static const struct rmig_phase_desc src_phases[RMIG_SRC_NPHASES] = {
 	[RMIG_SRC_RECOVERING] = { "recovering", S(POSTCOPY) | S(MIGRATED) | S(ASKING) | S(LOST),
 				  SRC_OPEN | M(REGIONS_ACK) | M(PAGE_REQUEST) | M(MISSING) |
 				      M(RECOVER) },
-	[RMIG_SRC_ASKING] = { "asking", S(MIGRATED) | SRC_GIVE_UP, SRC_OPEN | M(STARTED) },
+	/* A question asks for no rails: no RAILS. */
+	[RMIG_SRC_ASKING] = { "asking", S(MIGRATED) | SRC_GIVE_UP,
+			      M(HELLO) | M(AUTH) | M(STARTED) },
 	[RMIG_SRC_MIGRATED] = { "migrated", 0, 0 },
 	[RMIG_SRC_ROLLED_BACK] = { "rolled-back", 0, 0 },
 	[RMIG_SRC_FAILED] = { "failed", 0, 0 },
