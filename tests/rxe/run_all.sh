@@ -8,23 +8,42 @@ set -u
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 rc=0
+# soft-RoCE's error counters (non-zero ones) and the kernel's softnet drops
+# after each part: when a part's RDMA link failed, this says whether
+# soft-RoCE lost, resent or refused packets around it.
+counters() {
+	local d
+	for d in "$RXE_A_DEV" "$RXE_B_DEV"; do
+		rdma statistic show link "$d/1" 2>/dev/null | tr -s ' ' '\n' |
+			awk -v d="$d" 'prev ~ /err|seq|duplicate|retry|downed/ && $1 > 0 { s = s " " prev "=" $1 }
+				{ prev = $1 } END { print "   counters " d ":" (s == "" ? " no errors" : s) }'
+	done
+	awk '{ s += strtonum("0x" $2) } END { print "   softnet dropped: " s + 0 }' /proc/net/softnet_stat
+}
+trap counters EXIT
 echo "=== selftest"
 tests/rxe/selftest.sh || rc=1
+counters
 echo "=== link_selftest"
 "$BUILD/rxe/link_selftest" || rc=1
+counters
 echo "=== t_migrate"
 RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
+counters
 echo "=== t_tls"
 RMIG=$BUILD/rmig tests/rxe/t_tls.sh || rc=1
 # before t_failover: a tunnel's first RDMA connection after t_failover's
 # device deletions and re-adds does not complete (not understood yet)
+counters
 echo "=== t_tunnel"
 RMIG=$BUILD/rmig tests/rxe/t_tunnel.sh || rc=1
+counters
 echo "=== t_failover"
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
 # Not t_rails.sh: tests/e2e/t_rxe.sh boots it alone. After t_failover's
 # device deletions and re-adds, every new RDMA connection in this boot is
 # refused (seen in run_all and t_rails together; see tests/rxe/README.md).
+counters
 echo "=== t_kvm"
 RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc
