@@ -121,7 +121,9 @@ struct rmig_ctx {
 					     * connection with it (keyed with the PSK) */
 	struct rmig_deadline deadline;	    /* rmig_deadline_*(): control thread only */
 	uint64_t ctrl_tx_seq, ctrl_rx_seq;
-	int32_t peer_abort; /* the code of the last ABORT received */
+	int32_t peer_abort; /* the code of the last ABORT received, from a proven
+			     * peer (else 0): a verdict such as "not started" */
+	int peer_proven;    /* this connection's peer passed rmig_auth_exchange */
 	uint8_t *rxbuf;	    /* control payloads */
 	size_t rxcap;
 	size_t rx_limit; /* largest control frame taken (0: the type's maximum);

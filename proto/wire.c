@@ -697,6 +697,11 @@ int rmig_msg_decode(uint8_t type, const uint8_t *p, size_t len, struct rmig_msg 
 		if (m->u.hello.channels == 0 || m->u.hello.channels > RMIG_MAX_CHANNELS)
 			return bad(err, errlen, "HELLO asks for %u channels, outside 1..%d",
 				   m->u.hello.channels, RMIG_MAX_CHANNELS);
+		/* Zero, so that the HELLO the AUTH proofs cover re-encodes to
+		 * the bytes that came (auth.c). */
+		if (get64(p + 56))
+			return bad(err, errlen, "HELLO reserved field is 0x%016llx, not zero",
+				   (unsigned long long)get64(p + 56));
 		break;
 	case RMIG_MSG_RAILS: return rails_decode(p, len, &m->u.rails, err, errlen);
 	case RMIG_MSG_REGIONS: {

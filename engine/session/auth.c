@@ -156,8 +156,8 @@ static int refuse_proof(struct rmig_ctx *ctx)
 			ctx->link->peer);
 }
 
-int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source, const struct rmig_wire_hello *src,
-		       const struct rmig_wire_hello *dst)
+static int exchange(struct rmig_ctx *ctx, int we_are_source, const struct rmig_wire_hello *src,
+		    const struct rmig_wire_hello *dst)
 {
 	struct rmig_msg m = { .type = RMIG_MSG_AUTH };
 	uint8_t want[RMIG_MAC_LEN];
@@ -193,4 +193,13 @@ int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source, const struct rmi
 	if (rc)
 		return rc;
 	return derive_token(ctx, src->nonce, dst->nonce);
+}
+
+int rmig_auth_exchange(struct rmig_ctx *ctx, int we_are_source, const struct rmig_wire_hello *src,
+		       const struct rmig_wire_hello *dst)
+{
+	int rc = exchange(ctx, we_are_source, src, dst);
+
+	ctx->peer_proven = !rc;
+	return rc;
 }

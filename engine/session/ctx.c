@@ -518,13 +518,16 @@ static int deadline_check(struct rmig_ctx *ctx, const struct rmig_msg *m)
 	return rmig_err(ctx, -ETIME, "peer %s stalled: %s", ctx->link->peer, d->what);
 }
 
-/* The peer's ABORT: its reason; a cancel there is said as such. */
+/* The peer's ABORT: its reason; a cancel there is said as such. Its code
+ * is a verdict (not started, all in, lost, dry run) only from a peer that
+ * proved itself on this connection: anyone at the peer's address can
+ * answer a connection with an ABORT. */
 static int peer_aborted(struct rmig_ctx *ctx, const struct rmig_msg *m)
 {
-	ctx->peer_abort = m->u.abort.code;
-	if (m->u.abort.code == RMIG_ABORT_DRY_RUN) /* not a failure: the verdict, as said */
+	ctx->peer_abort = ctx->peer_proven ? m->u.abort.code : 0;
+	if (ctx->peer_abort == RMIG_ABORT_DRY_RUN) /* not a failure: the verdict, as said */
 		return rmig_err(ctx, -ECONNABORTED, "%s", m->u.abort.reason);
-	if (m->u.abort.code == RMIG_ABORT_CANCELLED)
+	if (ctx->peer_abort == RMIG_ABORT_CANCELLED)
 		return rmig_err(ctx, -ECONNABORTED, "the %s cancelled the migration (peer %s: %s)",
 				ctx->sm.m == &rmig_dst_machine ? "source" : "destination",
 				ctx->link->peer, m->u.abort.reason);

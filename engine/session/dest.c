@@ -178,6 +178,7 @@ static int take_opening(struct rmig_ctx *ctx, const struct rmig_opening *o,
 	memcpy(ctx->token, o->token, RMIG_NONCE_LEN);
 	ctx->ctrl_tx_seq = o->tx_seq;
 	ctx->ctrl_rx_seq = o->rx_seq;
+	ctx->peer_proven = 1; /* the listener delivers only proven openings */
 	*hello = o->hello;
 	return 0;
 }

@@ -191,6 +191,8 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	uint16_t lo, hi;
 
 	ctx->ctrl_tx_seq = ctx->ctrl_rx_seq = 0;
+	ctx->peer_proven = 0; /* a new connection: nobody has proved anything */
+	ctx->peer_abort = 0;
 	/* Without a key, refuse a remote peer before telling it anything. */
 	if (!ctx->cfg.psk && (rc = rmig_auth_policy(ctx, 0, 1)))
 		return rc;
@@ -522,8 +524,7 @@ static int ask_outcome(struct rmig_ctx *ctx)
 				rc = 1;
 				goto out;
 			}
-			if (rc == -ECONNABORTED && m->type == RMIG_MSG_ABORT &&
-			    m->u.abort.code == RMIG_ABORT_NOT_STARTED) {
+			if (rc == -ECONNABORTED && ctx->peer_abort == RMIG_ABORT_NOT_STARTED) {
 				rc = 0;
 				goto out;
 			}

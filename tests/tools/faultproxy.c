@@ -50,6 +50,10 @@
  * --clear-caps MASK: clear these capability bits in the HELLO that opens
  * every control stream (client->target), as an attacker on the path could:
  * "faultproxy: cleared caps ...".
+ * --impostor CODE: while the SIGHUP blackhole is on, new connections are
+ * not forwarded but answered by the proxy itself with an ABORT of CODE in
+ * place of the destination's HELLO (someone else at its address, without
+ * the key): "faultproxy: connection N answered by the impostor".
  * --raw: the streams are not rmig's frames (TLS): nothing is parsed; the
  * first connection counts as the control stream, later ones as data
  * streams, and SIGUSR2 flips one byte in the middle of the next chunk read
@@ -77,6 +81,8 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+#include "proto.h"
 
 #define MAX_CONNS 64
 #define BUF_LEN (256 * 1024)
@@ -148,6 +154,8 @@ static unsigned ncuts, next_cut,
 static int raw;		    /* --raw */
 static FILE *record_file;   /* --record */
 static uint64_t clear_caps; /* --clear-caps */
+static int impostor;	    /* --impostor */
+static int32_t impostor_code;
 static unsigned raw_conns;
 
 static void on_signal(int sig)
@@ -164,11 +172,12 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr,
-		"usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-		"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
-		"[--cut-on TYPE[:N]]... [--cut-silent] [--clear-caps MASK] [--raw] "
-		"[--record FILE]\n");
+	fprintf(
+	    stderr,
+	    "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
+	    "[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
+	    "[--cut-on TYPE[:N]]... [--cut-silent] [--clear-caps MASK] [--impostor CODE] [--raw] "
+	    "[--record FILE]\n");
 	exit(2);
 }
 
@@ -182,6 +191,42 @@ static void set_nonblock(int fd)
 static uint32_t get32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* --impostor: while the blackhole is on, a new connection is answered
+ * here instead of forwarded: an ABORT of impostor_code in place of the
+ * destination's HELLO, as anyone who took its address could send. Then
+ * the client's bytes are drained until it closes (at most 2 s), so that
+ * closing does not reset the connection before the ABORT is read. */
+static void answer_as_impostor(int lfd)
+{
+	static const char reason[] = "impostor: the guest did not start here";
+	uint8_t f[HDR_LEN + RMIG_ABORT_HDR_LEN + sizeof(reason) - 1] = { 0 }, sink[4096];
+	int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct pollfd pfd = { cfd, POLLIN, 0 };
+
+	if (cfd < 0)
+		return;
+	put32(f, MAGIC);
+	f[4] = RMIG_WIRE_VERSION_MAX;
+	f[5] = RMIG_MSG_ABORT;
+	put32(f + 8, (uint32_t)(sizeof(f) - HDR_LEN));
+	put32(f + HDR_LEN, (uint32_t)impostor_code);
+	memcpy(f + HDR_LEN + RMIG_ABORT_HDR_LEN, reason, sizeof(reason) - 1);
+	if (write(cfd, f, sizeof(f)) == (ssize_t)sizeof(f))
+		fprintf(stderr, "faultproxy: connection %u answered by the impostor: ABORT %d\n",
+			next_id, impostor_code);
+	next_id++;
+	shutdown(cfd, SHUT_WR);
+	while (poll(&pfd, 1, 2000) == 1 && read(cfd, sink, sizeof(sink)) > 0)
+		;
+	close(cfd);
 }
 
 static long long wall_ms(void)
@@ -522,7 +567,10 @@ int main(int argc, char **argv)
 			cut_silent = 1;
 		else if (!strcmp(argv[i], "--clear-caps") && i + 1 < argc)
 			clear_caps = strtoull(argv[++i], NULL, 0);
-		else if (!strcmp(argv[i], "--raw"))
+		else if (!strcmp(argv[i], "--impostor") && i + 1 < argc) {
+			impostor = 1;
+			impostor_code = (int32_t)strtol(argv[++i], NULL, 0);
+		} else if (!strcmp(argv[i], "--raw"))
 			raw = 1;
 		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {
 			record_file = fopen(argv[++i], "ab");
@@ -605,7 +653,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "faultproxy: blackhole %s\n", blackhole ? "on" : "off");
 		}
 
-		pf[n++] = (struct pollfd){ lfd, blackhole ? 0 : POLLIN, 0 };
+		pf[n++] = (struct pollfd){ lfd, blackhole && !impostor ? 0 : POLLIN, 0 };
 		for (int i = 0; i < MAX_CONNS; i++) {
 			struct conn *c = &conns[i];
 			int c_rd, t_rd;
@@ -634,7 +682,9 @@ int main(int argc, char **argv)
 			perror("faultproxy: ppoll");
 			return 1;
 		}
-		if (pf[0].revents & POLLIN)
+		if ((pf[0].revents & POLLIN) && blackhole)
+			answer_as_impostor(lfd);
+		else if (pf[0].revents & POLLIN)
 			accept_one(lfd, &ta, tl);
 		for (int i = 0; i < MAX_CONNS; i++) {
 			struct conn *c = &conns[i];

@@ -1124,6 +1124,13 @@ static void test_hello_invalid(void **state)
 	EXPECT_OK(err, decode_payload(RMIG_MSG_HELLO, p, sizeof(p), err, sizeof(err)));
 	wr32(p + 4, 1);
 	EXPECT_OK(err, decode_payload(RMIG_MSG_HELLO, p, sizeof(p), err, sizeof(err)));
+	/* Reserved bytes 56..63: zero, or the AUTH proofs would not cover them. */
+	for (int i = 56; i < RMIG_HELLO_LEN; i++) {
+		p[i] = 0x80;
+		EXPECT_BAD(err, decode_payload(RMIG_MSG_HELLO, p, sizeof(p), err, sizeof(err)));
+		assert_non_null(strstr(err, "reserved"));
+		p[i] = 0;
+	}
 }
 
 static void test_channel_invalid(void **state)
