@@ -18,7 +18,9 @@ counters() {
 			awk -v d="$d" 'prev ~ /err|seq|duplicate|retry|downed/ && $1 > 0 { s = s " " prev "=" $1 }
 				{ prev = $1 } END { print "   counters " d ":" (s == "" ? " no errors" : s) }'
 	done
-	awk '{ s += strtonum("0x" $2) } END { print "   softnet dropped: " s + 0 }' /proc/net/softnet_stat
+	local drops=0 a b rest
+	while read -r a b rest; do drops=$((drops + 16#$b)); done </proc/net/softnet_stat
+	echo "   softnet dropped: $drops (netdev_max_backlog $(cat /proc/sys/net/core/netdev_max_backlog))"
 }
 trap counters EXIT
 echo "=== selftest"
