@@ -391,8 +391,12 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 			return 0;
 		rmig_heartbeat_pause(ctx, 1);
 		to->ops->close_session(to);
-		if (rc == -ECONNABORTED || rc == -EACCES || rc == -EPROTONOSUPPORT)
-			return rc; /* the destination said no: asking again will not help */
+		/* The destination said no: asking again will not help. Only
+		 * the destination that proved the key can say so: whoever
+		 * else answers at its address (an ABORT, no key, another
+		 * version) is asked again until end. */
+		if (rc == -ECONNABORTED && ctx->peer_proven)
+			return rc;
 		nap(ctx, 250);
 	}
 }

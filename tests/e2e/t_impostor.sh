@@ -3,12 +3,13 @@
 # started (phase "asking"). Someone else answering at the destination's
 # address without the key must not be believed: an ABORT "not started" in
 # place of the HELLO (faultproxy --impostor) would make the source resume
-# its guest while the destination runs it. The receiver holds 500 ms after
-# taking GO (RMIG_TEST_HOLD=migrated:500); the proxy then cuts the link
+# its guest while the destination runs it. The receiver holds 2 s after
+# taking GO (RMIG_TEST_HOLD=migrated:2000); the proxy then cuts the link
 # (blackhole) and answers every new connection as the impostor. The source
 # must not roll back: it asks until its commit timeout and ends with its
-# guest paused, the outcome unknown; the destination's guest runs. A key,
-# no TLS (loopback): what the proofs alone must hold.
+# guest paused, the outcome unknown; the destination's guest runs. Then
+# the same impostor during a failover in pre-copy. A key, no TLS
+# (loopback): what the proofs alone must hold.
 . "$(dirname "$0")/lib.sh"
 
 PROXY=${FAULTPROXY:-$(dirname "$RMIG")/tests/faultproxy}
@@ -18,7 +19,7 @@ NOT_STARTED=-125 # RMIG_ABORT_NOT_STARTED
 COMMON=(--transport tcp --psk-file "$T/psk" --no-tls --link-timeout-ms 1000
 	--failover-timeout-ms 3000 --commit-timeout-ms 3000)
 
-RMIG_TEST_HOLD=migrated:500 start_recv recv --backend sim "${COMMON[@]}"
+RMIG_TEST_HOLD=migrated:2000 start_recv recv --backend sim "${COMMON[@]}"
 "$PROXY" 0 "127.0.0.1:$PORT" --ready-file "$T/proxy.port" --impostor $NOT_STARTED \
 	2>"$T/proxy.err" &
 PROXY_PID=$!
@@ -53,4 +54,51 @@ expect_eq "source result" "$src" unknown
 expect_eq "source guest running" "$(summary "$T/send.out" guest_running)" false
 expect_eq "destination result" "$(summary "$T/recv.out" result)" migrated
 expect_eq "destination guest running" "$(summary "$T/recv.out" guest_running)" true
-pass "an impostor answered $n questions 'not started': the source kept its guest paused (unknown, exit $SRC), the destination runs it (exit $DST)"
+first="an impostor answered $n questions 'not started': the source kept its guest paused (unknown, exit $SRC), the destination runs it (exit $DST)"
+
+# A failover in pre-copy: the impostor answers the reconnections (ABORT
+# -5002, "lost", in place of the HELLO) until it has answered two, then
+# the path heals. Its
+# ABORT must not make the source give up: it asks again until its failover
+# timeout, finds the real destination, and the migration completes.
+LOST=-5002 # RMIG_ABORT_LOST
+COMMON=(--transport tcp --psk-file "$T/psk" --no-tls --link-timeout-ms 1000
+	--failover-timeout-ms 20000 --commit-timeout-ms 3000)
+start_recv recv2 --backend sim "${COMMON[@]}"
+rm -f "$T/proxy.port"
+"$PROXY" 0 "127.0.0.1:$PORT" --ready-file "$T/proxy.port" --impostor $LOST 2>"$T/proxy2.err" &
+PROXY_PID=$!
+PIDS="$PIDS $PROXY_PID"
+for _ in $(seq 100); do [ -s "$T/proxy.port" ] && break; sleep 0.05; done
+[ -s "$T/proxy.port" ] || fail "the second proxy did not start"
+# Rounds of ~1 s (32 MiB at 8 MB/s, then what the guest dirties): a round's
+# end waits on the control link, where a silent second is a lost link.
+"$RMIG" send --json "${COMMON[@]}" --max-bandwidth 8M --downtime-ms 1 --max-rounds 8 \
+	--on-no-converge force --backend sim:size=32M,dirty-rate=2000,seed=9 \
+	"127.0.0.1:$(cat "$T/proxy.port")" >"$T/send2.out" 2>"$T/send2.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+wait_phase "$T/send2.out" pre-copy $SEND_PID
+sleep 1
+kill -HUP $PROXY_PID # cut; the impostor answers
+# Healed once the impostor has answered twice (the source noticed the cut
+# and asked again after its first ABORT), within 15 s.
+for _ in $(seq 150); do
+	[ "$(grep -c "answered by the impostor" "$T/proxy2.err")" -ge 2 ] && break
+	sleep 0.1
+done
+kill -HUP $PROXY_PID # healed: the real destination again
+wait_pid $SEND_PID 60
+SRC=$RC
+wait_pid "$RECV_PID" 30
+DST=$RC
+kill -TERM $PROXY_PID
+wait_pid $PROXY_PID 10
+n2=$(grep -c "answered by the impostor: ABORT $LOST" "$T/proxy2.err")
+[ "$n2" -ge 2 ] || fail "failover: the impostor answered $n2 reconnections, not 2: $(cat "$T/proxy2.err")"
+expect_eq "failover: sender exit" "$SRC" 0
+expect_eq "failover: source result" "$(summary "$T/send2.out" result)" migrated
+expect_eq "failover: destination result" "$(summary "$T/recv2.out" result)" migrated
+fo=$(summary "$T/send2.out" failovers)
+[ "${fo:-0}" -ge 1 ] 2>/dev/null || fail "failover: the sender counts ${fo:-no} failovers"
+pass "$first; in a failover the impostor answered $n2 reconnections 'lost', the source asked again and migrated ($fo failover(s))"
