@@ -180,8 +180,7 @@ static void chunk_digests_or_full(struct rmig_ctx *ctx, uint64_t peer_caps)
 
 /* The opening of every connection: HELLO both ways, versions, then who the
  * peer is (authentication). Nothing about the guest is sent before. */
-static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
-			struct rmig_msg *m)
+static int open_steps(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round, struct rmig_msg *m)
 {
 	int tmo = (int)ctx->cfg.link_timeout_ms, rc, ask_placement;
 	int postcopy = kind != OPEN_QUERY && ctx->cfg.postcopy;
@@ -267,6 +266,23 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 		chunk_digests_or_full(ctx, peer_caps);
 	if (rc && rc != -ECONNABORTED)
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
+	return rc;
+}
+
+/* The opening has a deadline as a whole (twice the link timeout): a peer
+ * that sends heartbeats instead of its HELLO or AUTH, keeping each wait
+ * short of the link timeout, must not hold the source there (a new
+ * migration, a failover, a question after GO) past it. */
+static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
+			struct rmig_msg *m)
+{
+	struct rmig_deadline watch = ctx->deadline;
+	unsigned limit = 2 * ctx->cfg.link_timeout_ms;
+	int rc;
+
+	rmig_deadline_start(ctx, limit, 0, "no opening (HELLO and AUTH) within %u ms", limit);
+	rc = open_steps(ctx, kind, round, m);
+	ctx->deadline = watch;
 	return rc;
 }
 

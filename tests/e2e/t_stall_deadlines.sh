@@ -6,7 +6,10 @@
 #   hb-ready    after READY: ended after --commit-timeout-ms, naming it.
 # Each within its limit + SLACK, as rolled_back; the receiver then serves a
 # valid migration whose first round takes longer than the stall limit (data
-# flowing is progress). Prints how long each hold lasted.
+# flowing is progress). A "destination" that answers the HELLO with
+# heartbeats only (fakepeer hb-dest) must not hold a sender either: its
+# opening ends after twice the link timeout. Prints how long each hold
+# lasted.
 . "$(dirname "$0")/lib.sh"
 FAKEPEER=${FAKEPEER:-$(dirname "$RMIG")/tests/fakepeer}
 [ -x "$FAKEPEER" ] || fail "$FAKEPEER not built (make unit)"
@@ -49,4 +52,29 @@ expect_eq "valid migration: verified" "$(summary "$T/valid.out" verified)" true
 kill -TERM "$RECV_PID"
 wait_pid "$RECV_PID" 10
 expect_eq "keep-listening receiver exit on SIGTERM" "$RC" 0
-pass "holds ended:$FIGURES; then a $ms ms migration served"
+
+# The other way round: at the destination's address someone answers the
+# sender's HELLO with heartbeats only (fakepeer hb-dest, no key). Each
+# wait stays short of the link timeout (1 s); the opening as a whole has
+# twice that: the sender ends it and names it.
+"$FAKEPEER" 127.0.0.1 0 hb-dest >"$T/hbdest.out" 2>"$T/hbdest.err" &
+HB_PID=$!
+PIDS="$PIDS $HB_PID"
+for _ in $(seq 100); do
+	HB_PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/hbdest.out")
+	[ -n "$HB_PORT" ] && break
+	sleep 0.05
+done
+[ -n "$HB_PORT" ] || fail "fakepeer hb-dest did not listen"
+rc=0
+t0=$(millis)
+timeout 60 "$RMIG" send --psk-file "$T/key" --link-timeout-ms 1000 --backend sim:size=16M \
+	127.0.0.1:$HB_PORT >"$T/hbsend.out" 2>"$T/hbsend.err" || rc=$?
+hb_ms=$(($(millis) - t0))
+[ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "hb-dest: the sender exited $rc after $hb_ms ms"
+grep -q "stalled: no opening (HELLO and AUTH) within 2000 ms" "$T/hbsend.err" ||
+	fail "hb-dest: the sender's line: $(cat "$T/hbsend.err")"
+[ $hb_ms -le $((2000 + SLACK)) ] || fail "hb-dest: the sender gave up after $hb_ms ms, limit 2000 (+$SLACK)"
+wait_pid $HB_PID 10 # it ends once the sender closed the connection
+grep -q "^ABORT after\|^CLOSED" "$T/hbdest.out" || fail "hb-dest: the peer did not see the end: $(cat "$T/hbdest.out")"
+pass "holds ended:$FIGURES; then a $ms ms migration served; a heartbeating peer at the destination's address: the opening ended after $hb_ms ms"

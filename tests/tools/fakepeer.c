@@ -33,6 +33,13 @@
  * HELLO echoing only the capabilities that rmig knew (not DRYRUN), and
  * prints what came next. Exit 0 if it was an ABORT before anything about
  * the guest (REGIONS, a data channel), 1 otherwise. No key.
+ *
+ *   fakepeer HOST PORT hb-dest
+ *
+ * A destination's address answering a sender's HELLO with heartbeats only
+ * (someone else there, no key): prints "ABORT after N ms: reason" once the
+ * sender gives up its opening (exit 0), "CLOSED after N ms" if it just
+ * closed (exit 1); gives up after 120 s.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,6 +48,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -384,6 +392,42 @@ static int old_destination(const char *host, const char *port)
 	return 0;
 }
 
+/* hb-dest: a "destination" that answers the HELLO with heartbeats only, as
+ * someone at its address could: the source must end its opening. 0 once
+ * the source's ABORT came ("ABORT after N ms: ..."). */
+static int heartbeat_destination(const char *host, const char *port)
+{
+	static uint8_t payload[RMIG_MAX_REASON + 64];
+	struct rmig_msg m;
+	int lfd = listen_on(host, port), fd;
+	struct pollfd pfd = { lfd, POLLIN, 0 };
+
+	if (lfd < 0 || poll(&pfd, 1, 20000) != 1 || (fd = accept(lfd, NULL, NULL)) < 0)
+		return 2;
+	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
+		return 1;
+	signal(SIGPIPE, SIG_IGN); /* the sender closes: a send fails, we say so */
+	for (int64_t t0 = now_ms(); now_ms() - t0 < HB_GIVE_UP_MS;) {
+		struct rmig_msg hb = { .type = RMIG_MSG_HEARTBEAT };
+
+		pfd = (struct pollfd){ fd, POLLIN, 0 };
+		if (poll(&pfd, 1, HB_EVERY_MS) <= 0) { /* quiet: a heartbeat */
+			if (send_msg(fd, &hb, &ctrl_seq))
+				break;
+			continue;
+		}
+		if (recv_any(fd, &m, payload, sizeof(payload)))
+			break;
+		if (m.type == RMIG_MSG_ABORT) {
+			printf("ABORT after %lld ms: %s\n", (long long)(now_ms() - t0),
+			       m.u.abort.reason);
+			return 0;
+		}
+	}
+	printf("CLOSED\n");
+	return 1;
+}
+
 int main(int argc, char **argv)
 {
 	static uint8_t payload[4096];
@@ -397,12 +441,14 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"usage: fakepeer HOST PORT "
 			"version|huge|layout|past|truncated|hb-precopy|hb-ready|blocks-first|"
-			"disks-huge [PSK_FILE] | fakepeer HOST PORT old-dest\n");
+			"disks-huge [PSK_FILE] | fakepeer HOST PORT old-dest|hb-dest\n");
 		return 2;
 	}
 	c = argv[3];
 	if (!strcmp(c, "old-dest"))
 		return old_destination(argv[1], argv[2]);
+	if (!strcmp(c, "hb-dest"))
+		return heartbeat_destination(argv[1], argv[2]);
 	if (argc == 5 && load_psk(argv[4])) {
 		fprintf(stderr, "fakepeer: %s: not a key of 16..1024 bytes\n", argv[4]);
 		return 2;
