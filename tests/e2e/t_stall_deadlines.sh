@@ -74,7 +74,9 @@ hb_ms=$(($(millis) - t0))
 [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "hb-dest: the sender exited $rc after $hb_ms ms"
 grep -q "stalled: no opening (HELLO and AUTH) within 2000 ms" "$T/hbsend.err" ||
 	fail "hb-dest: the sender's line: $(cat "$T/hbsend.err")"
-[ $hb_ms -le $((2000 + SLACK)) ] || fail "hb-dest: the sender gave up after $hb_ms ms, limit 2000 (+$SLACK)"
+# Timed from outside the sender (its start-up and the guest's setup
+# count): twice the usual slack, still far from the 60 s of a hold.
+[ $hb_ms -le $((2000 + 2 * SLACK)) ] || fail "hb-dest: the sender gave up after $hb_ms ms, limit 2000 (+$((2 * SLACK)))"
 wait_pid $HB_PID 10 # it ends once the sender closed the connection
 grep -q "^ABORT after\|^CLOSED" "$T/hbdest.out" || fail "hb-dest: the peer did not see the end: $(cat "$T/hbdest.out")"
 pass "holds ended:$FIGURES; then a $ms ms migration served; a heartbeating peer at the destination's address: the opening ended after $hb_ms ms"

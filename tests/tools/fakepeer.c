@@ -38,8 +38,9 @@
  *
  * A destination's address answering a sender's HELLO with heartbeats only
  * (someone else there, no key): prints "ABORT after N ms: reason" once the
- * sender gives up its opening (exit 0), "CLOSED after N ms" if it just
- * closed (exit 1); gives up after 120 s.
+ * sender gives up its opening with one (exit 0), "CLOSED" if it just
+ * closed (exit 1, what rmig does when the HELLO never came); gives up
+ * after 120 s.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,7 +49,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,7 +406,6 @@ static int heartbeat_destination(const char *host, const char *port)
 		return 2;
 	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
 		return 1;
-	signal(SIGPIPE, SIG_IGN); /* the sender closes: a send fails, we say so */
 	for (int64_t t0 = now_ms(); now_ms() - t0 < HB_GIVE_UP_MS;) {
 		struct rmig_msg hb = { .type = RMIG_MSG_HEARTBEAT };
 
