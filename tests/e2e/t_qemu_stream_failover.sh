@@ -13,7 +13,7 @@
 #           1, nothing replayed, the end (state, COMPLETE) sent again;
 #   none    one cut with --failover none: both sides roll back (exit 3) and
 #           the source QEMU runs on, counting without a gap.
-# Known race (1 of 9 recorded runs, 2026-12-06): "once" found 0 bytes
+# Known race (1 of 8 runs in the CI logs kept here, 2026-12-06): "once" found 0 bytes
 # replayed. When the cut frame's own send fails, the sender never counts
 # it as sent; if the destination had written everything before it, the
 # sender resumes exactly there and replays nothing, which is correct but
