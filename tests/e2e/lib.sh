@@ -146,6 +146,21 @@ wait_phase() {
 	fail "no $2 phase within 10 s"
 }
 
+# fakepeer_dest NAME MODE: tests/tools/fakepeer as a destination (old-dest,
+# hb-dest) on a free loopback port, output in $T/NAME.out; sets FAKE_PID
+# and FAKE_PORT once it listens.
+fakepeer_dest() {
+	"$(dirname "$RMIG")/tests/fakepeer" 127.0.0.1 0 "$2" >"$T/$1.out" 2>"$T/$1.err" &
+	FAKE_PID=$!
+	PIDS="$PIDS $FAKE_PID"
+	for _i in $(seq 100); do
+		FAKE_PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/$1.out")
+		[ -n "$FAKE_PORT" ] && return 0
+		sleep 0.05
+	done
+	fail "fakepeer $2 did not listen"
+}
+
 # start_faultproxy NAME PROXY_ARGS...: tests/tools/faultproxy in front of
 # the receiver on PORT (its log in $T/NAME-proxy.err); sets PPORT, the
 # port to send to, and PROXY_PID.

@@ -136,15 +136,8 @@ grep -q "does not hold our pre-shared key" "$T/key.err" || fail "wrong key: the 
 wait_pid "$RECV_PID" 15
 
 # 5. A receiver from before dry runs: the source stops after HELLO.
-"$FAKEPEER" 127.0.0.1 0 old-dest >"$T/oldpeer.out" 2>"$T/oldpeer.err" &
-OLD_PID=$!
-PIDS="$PIDS $OLD_PID"
-for _ in $(seq 100); do
-	PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/oldpeer.out")
-	[ -n "$PORT" ] && break
-	sleep 0.05
-done
-[ -n "$PORT" ] || fail "fakepeer old-dest did not listen"
+fakepeer_dest oldpeer old-dest
+OLD_PID=$FAKE_PID PORT=$FAKE_PORT
 dry_run old sim:size=16M
 expect_eq "old receiver: exit" "$SRC" 1
 grep -q "does not support dry runs (an older rmig): nothing about the guest was sent" "$T/old.err" ||

@@ -8,8 +8,7 @@
 # proxy without the edit: migrated, verified.
 . "$(dirname "$0")/lib.sh"
 
-PROXY=${FAULTPROXY:-$(dirname "$RMIG")/tests/faultproxy}
-[ -x "$PROXY" ] || fail "$PROXY is missing (make $(dirname "$RMIG")/tests/faultproxy)"
+[ -x "$(dirname "$RMIG")/tests/faultproxy" ] || fail "faultproxy is missing (make unit)"
 head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk"
 COMMON=(--psk-file "$T/psk" --no-tls --link-timeout-ms 5000)
 
@@ -18,17 +17,12 @@ through() {
 	local n=$1
 	shift
 	start_recv "recv-$n" --backend sim "${COMMON[@]}"
-	rm -f "$T/proxy.port"
-	"$PROXY" 0 "127.0.0.1:$PORT" --ready-file "$T/proxy.port" "$@" 2>"$T/proxy-$n.err" &
-	local proxy=$!
-	PIDS="$PIDS $proxy"
-	for _ in $(seq 100); do [ -s "$T/proxy.port" ] && break; sleep 0.05; done
-	[ -s "$T/proxy.port" ] || fail "$n: the proxy did not start"
+	start_faultproxy "$n" "$@"
 	SEND_RC=0
 	timeout 30 "$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=5 \
-		"127.0.0.1:$(cat "$T/proxy.port")" >"$T/send-$n.out" 2>"$T/send-$n.err" || SEND_RC=$?
-	kill -TERM $proxy
-	wait_pid $proxy 10
+		"127.0.0.1:$PPORT" >"$T/send-$n.out" 2>"$T/send-$n.err" || SEND_RC=$?
+	kill -TERM $PROXY_PID
+	wait_pid $PROXY_PID 10
 }
 
 through plain
@@ -39,8 +33,8 @@ expect_eq "untouched: source result" "$(summary "$T/send-plain.out" result)" mig
 expect_eq "untouched: verified" "$(summary "$T/send-plain.out" verified)" true
 
 through cleared --clear-caps 0x4
-grep -q "cleared caps 0x4 in the HELLO" "$T/proxy-cleared.err" ||
-	fail "the proxy did not edit the HELLO: $(cat "$T/proxy-cleared.err")"
+grep -q "cleared caps 0x4 in the HELLO" "$T/cleared-proxy.err" ||
+	fail "the proxy did not edit the HELLO: $(cat "$T/cleared-proxy.err")"
 [ "$SEND_RC" != 0 ] || fail "the sender migrated through an edited HELLO"
 [ "$(wc -l <"$T/send-cleared.err")" = 1 ] ||
 	fail "sender: expected one line, got: $(cat "$T/send-cleared.err")"

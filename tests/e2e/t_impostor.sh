@@ -12,22 +12,16 @@
 # (loopback): what the proofs alone must hold.
 . "$(dirname "$0")/lib.sh"
 
-PROXY=${FAULTPROXY:-$(dirname "$RMIG")/tests/faultproxy}
-[ -x "$PROXY" ] || fail "$PROXY is missing (make $(dirname "$RMIG")/tests/faultproxy)"
+[ -x "$(dirname "$RMIG")/tests/faultproxy" ] || fail "faultproxy is missing (make unit)"
 head -c 32 /dev/urandom >"$T/psk" && chmod 600 "$T/psk"
 NOT_STARTED=-125 # RMIG_ABORT_NOT_STARTED
 COMMON=(--transport tcp --psk-file "$T/psk" --no-tls --link-timeout-ms 1000
 	--failover-timeout-ms 3000 --commit-timeout-ms 3000)
 
 RMIG_TEST_HOLD=migrated:2000 start_recv recv --backend sim "${COMMON[@]}"
-"$PROXY" 0 "127.0.0.1:$PORT" --ready-file "$T/proxy.port" --impostor $NOT_STARTED \
-	2>"$T/proxy.err" &
-PROXY_PID=$!
-PIDS="$PIDS $PROXY_PID"
-for _ in $(seq 100); do [ -s "$T/proxy.port" ] && break; sleep 0.05; done
-[ -s "$T/proxy.port" ] || fail "the proxy did not start"
+start_faultproxy question --impostor $NOT_STARTED
 "$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=9 \
-	"127.0.0.1:$(cat "$T/proxy.port")" >"$T/send.out" 2>"$T/send.err" &
+	"127.0.0.1:$PPORT" >"$T/send.out" 2>"$T/send.err" &
 SEND_PID=$!
 PIDS="$PIDS $SEND_PID"
 for _ in $(seq 300); do
@@ -45,8 +39,8 @@ wait_pid $PROXY_PID 10
 
 phases=$(jq -r 'select(.event=="phase") | .phase' "$T/send.out" | tr '\n' ' ')
 [[ $phases == *asking* ]] || fail "test timing: the sender never asked (phases: $phases)"
-n=$(grep -c "answered by the impostor: ABORT $NOT_STARTED" "$T/proxy.err")
-[ "$n" -ge 1 ] || fail "the impostor answered nobody: $(cat "$T/proxy.err")"
+n=$(grep -c "answered by the impostor: ABORT $NOT_STARTED" "$T/question-proxy.err")
+[ "$n" -ge 1 ] || fail "the impostor answered nobody: $(cat "$T/question-proxy.err")"
 src=$(summary "$T/send.out" result)
 [ "$src" != rolled_back ] ||
 	fail "the source believed the impostor and resumed its guest, which runs at the destination too"
@@ -65,17 +59,12 @@ LOST=-5002 # RMIG_ABORT_LOST
 COMMON=(--transport tcp --psk-file "$T/psk" --no-tls --link-timeout-ms 1000
 	--failover-timeout-ms 20000 --commit-timeout-ms 3000)
 start_recv recv2 --backend sim "${COMMON[@]}"
-rm -f "$T/proxy.port"
-"$PROXY" 0 "127.0.0.1:$PORT" --ready-file "$T/proxy.port" --impostor $LOST 2>"$T/proxy2.err" &
-PROXY_PID=$!
-PIDS="$PIDS $PROXY_PID"
-for _ in $(seq 100); do [ -s "$T/proxy.port" ] && break; sleep 0.05; done
-[ -s "$T/proxy.port" ] || fail "the second proxy did not start"
+start_faultproxy failover --impostor $LOST
 # Rounds of ~1 s (32 MiB at 8 MB/s, then what the guest dirties): a round's
 # end waits on the control link, where a silent second is a lost link.
 "$RMIG" send --json "${COMMON[@]}" --max-bandwidth 8M --downtime-ms 1 --max-rounds 8 \
 	--on-no-converge force --backend sim:size=32M,dirty-rate=2000,seed=9 \
-	"127.0.0.1:$(cat "$T/proxy.port")" >"$T/send2.out" 2>"$T/send2.err" &
+	"127.0.0.1:$PPORT" >"$T/send2.out" 2>"$T/send2.err" &
 SEND_PID=$!
 PIDS="$PIDS $SEND_PID"
 wait_phase "$T/send2.out" pre-copy $SEND_PID
@@ -84,7 +73,7 @@ kill -HUP $PROXY_PID # cut; the impostor answers
 # Healed once the impostor has answered twice (the source noticed the cut
 # and asked again after its first ABORT), within 15 s.
 for _ in $(seq 150); do
-	[ "$(grep -c "answered by the impostor" "$T/proxy2.err")" -ge 2 ] && break
+	[ "$(grep -c "answered by the impostor" "$T/failover-proxy.err")" -ge 2 ] && break
 	sleep 0.1
 done
 kill -HUP $PROXY_PID # healed: the real destination again
@@ -94,8 +83,8 @@ wait_pid "$RECV_PID" 30
 DST=$RC
 kill -TERM $PROXY_PID
 wait_pid $PROXY_PID 10
-n2=$(grep -c "answered by the impostor: ABORT $LOST" "$T/proxy2.err")
-[ "$n2" -ge 2 ] || fail "failover: the impostor answered $n2 reconnections, not 2: $(cat "$T/proxy2.err")"
+n2=$(grep -c "answered by the impostor: ABORT $LOST" "$T/failover-proxy.err")
+[ "$n2" -ge 2 ] || fail "failover: the impostor answered $n2 reconnections, not 2: $(cat "$T/failover-proxy.err")"
 expect_eq "failover: sender exit" "$SRC" 0
 expect_eq "failover: source result" "$(summary "$T/send2.out" result)" migrated
 expect_eq "failover: destination result" "$(summary "$T/recv2.out" result)" migrated

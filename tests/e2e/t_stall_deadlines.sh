@@ -57,15 +57,8 @@ expect_eq "keep-listening receiver exit on SIGTERM" "$RC" 0
 # sender's HELLO with heartbeats only (fakepeer hb-dest, no key). Each
 # wait stays short of the link timeout (1 s); the opening as a whole has
 # twice that: the sender ends it and names it.
-"$FAKEPEER" 127.0.0.1 0 hb-dest >"$T/hbdest.out" 2>"$T/hbdest.err" &
-HB_PID=$!
-PIDS="$PIDS $HB_PID"
-for _ in $(seq 100); do
-	HB_PORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$T/hbdest.out")
-	[ -n "$HB_PORT" ] && break
-	sleep 0.05
-done
-[ -n "$HB_PORT" ] || fail "fakepeer hb-dest did not listen"
+fakepeer_dest hbdest hb-dest
+HB_PID=$FAKE_PID HB_PORT=$FAKE_PORT
 rc=0
 t0=$(millis)
 timeout 60 "$RMIG" send --psk-file "$T/key" --link-timeout-ms 1000 --backend sim:size=16M \

@@ -357,18 +357,32 @@ static int listen_on(const char *host, const char *port)
 	return fd;
 }
 
+/* The destination cases: listen on host:port (*lfd), take one sender and
+ * its HELLO into m. The connection; -2: nobody came within 20 s; -1: it
+ * sent no HELLO. */
+static int accept_hello(const char *host, const char *port, int *lfd, struct rmig_msg *m,
+			uint8_t *payload, size_t cap)
+{
+	struct pollfd pfd = { *lfd = listen_on(host, port), POLLIN, 0 };
+	int fd;
+
+	if (*lfd < 0 || poll(&pfd, 1, 20000) != 1 || (fd = accept(*lfd, NULL, NULL)) < 0)
+		return -2;
+	if (recv_msg(fd, m, payload, cap) || m->type != RMIG_MSG_HELLO)
+		return -1;
+	return fd;
+}
+
 static int old_destination(const char *host, const char *port)
 {
 	static uint8_t payload[RMIG_MAX_REASON + 64];
 	struct rmig_msg m;
 	uint64_t seq = 0;
-	int lfd = listen_on(host, port), fd;
+	int lfd, fd = accept_hello(host, port, &lfd, &m, payload, sizeof(payload));
 	struct pollfd pfd = { lfd, POLLIN, 0 };
 
-	if (lfd < 0 || poll(&pfd, 1, 20000) != 1 || (fd = accept(lfd, NULL, NULL)) < 0)
-		return 2;
-	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
-		return 1;
+	if (fd < 0)
+		return -fd;
 	m.u.hello.caps &= RMIG_CAP_POSTCOPY | RMIG_CAP_CHUNK_DIGESTS | RMIG_CAP_DISKS;
 	m.u.hello.flags = 0;
 	if (getrandom(m.u.hello.nonce, RMIG_NONCE_LEN, 0) != RMIG_NONCE_LEN ||
@@ -399,13 +413,11 @@ static int heartbeat_destination(const char *host, const char *port)
 {
 	static uint8_t payload[RMIG_MAX_REASON + 64];
 	struct rmig_msg m;
-	int lfd = listen_on(host, port), fd;
-	struct pollfd pfd = { lfd, POLLIN, 0 };
+	int lfd, fd = accept_hello(host, port, &lfd, &m, payload, sizeof(payload));
+	struct pollfd pfd;
 
-	if (lfd < 0 || poll(&pfd, 1, 20000) != 1 || (fd = accept(lfd, NULL, NULL)) < 0)
-		return 2;
-	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO)
-		return 1;
+	if (fd < 0)
+		return -fd;
 	for (int64_t t0 = now_ms(); now_ms() - t0 < HB_GIVE_UP_MS;) {
 		struct rmig_msg hb = { .type = RMIG_MSG_HEARTBEAT };
 
