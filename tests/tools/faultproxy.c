@@ -37,6 +37,9 @@
  * reconnect through the proxy. A link that breaks at a known point of the
  * protocol, as often as the test asks. The log line ends with the time
  * (wall clock, ms since the epoch).
+ * --cut-whole: a --cut-on frame is first read whole from the client (and
+ * dropped) before the cut, so that its sender has handed all of it to
+ * the network: what it counts as sent the destination never got.
  * --cut-silent: a cut leaves the connections open and never serves them
  * again (a path that died without a reset: only the peers' timeouts see
  * it); new connections are served as before.
@@ -50,6 +53,8 @@
  * --clear-caps MASK: clear these capability bits in the HELLO that opens
  * every control stream (client->target), as an attacker on the path could:
  * "faultproxy: cleared caps ...".
+ * --clear-caps-back MASK: the same in the HELLO the target sends back on
+ * every control stream: "faultproxy: cleared caps ... in the HELLO back".
  * --impostor CODE: while the SIGHUP blackhole is on, new connections are
  * not forwarded but answered by the proxy itself with an ABORT of CODE in
  * place of the destination's HELLO (someone else at its address, without
@@ -132,6 +137,9 @@ struct conn {
 	unsigned cur_type;
 	uint64_t frames;
 	uint64_t forwarded; /* client->target bytes written to the target */
+	int swallowing;	    /* --cut-whole: dropping the cut frame's payload */
+	uint64_t t2c_at;    /* target->client bytes read (--clear-caps-back) */
+	uint8_t t2c_type;   /* the type of the target's first frame */
 };
 
 static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
@@ -143,6 +151,7 @@ static int blackhole, trace;
 static uint64_t forwarded[K_OTHER + 1]; /* client->target bytes, by kind */
 static uint64_t cut_after;		/* --cut-after: 0, none (left) */
 static int cut_silent;			/* --cut-silent */
+static int cut_whole;			/* --cut-whole */
 static int cut_now; /* 1: --cut-after reached; 2: --cut-on; 3: --cut-on, once cut_conn flushed */
 static const struct conn *cut_conn;
 #define MAX_CUTS 8
@@ -150,11 +159,12 @@ static struct {
 	unsigned type, nth;
 } cuts[MAX_CUTS]; /* --cut-on, in order */
 static unsigned ncuts, next_cut,
-    seen_of_type;	    /* frames of the next cut's type since the last cut */
-static int raw;		    /* --raw */
-static FILE *record_file;   /* --record */
-static uint64_t clear_caps; /* --clear-caps */
-static int impostor;	    /* --impostor */
+    seen_of_type;		 /* frames of the next cut's type since the last cut */
+static int raw;			 /* --raw */
+static FILE *record_file;	 /* --record */
+static uint64_t clear_caps;	 /* --clear-caps */
+static uint64_t clear_caps_back; /* --clear-caps-back */
+static int impostor;		 /* --impostor */
 static int32_t impostor_code;
 static unsigned raw_conns;
 
@@ -172,12 +182,12 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-	fprintf(
-	    stderr,
-	    "usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
-	    "[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
-	    "[--cut-on TYPE[:N]]... [--cut-silent] [--clear-caps MASK] [--impostor CODE] [--raw] "
-	    "[--record FILE]\n");
+	fprintf(stderr,
+		"usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
+		"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
+		"[--cut-on TYPE[:N]]... [--cut-whole] [--cut-silent] [--clear-caps MASK] "
+		"[--clear-caps-back MASK] [--impostor CODE] [--raw] "
+		"[--record FILE]\n");
 	exit(2);
 }
 
@@ -284,9 +294,24 @@ static int check_cut_on(const struct conn *c)
 	seen_of_type = 0;
 	/* What came before the frame still goes; the frame and what follows
 	 * it never arrive. */
+	if (cut_whole && c->payload_left)
+		return 1; /* the cut comes once the payload is in: swallow_c2t */
 	cut_now = 3;
 	cut_conn = c;
 	return 1;
+}
+
+/* --cut-whole: count the cut frame's payload bytes in p[0..n) off as they
+ * are read, forwarding none; the cut comes after the last of them. */
+static void swallow_c2t(struct conn *c, size_t n)
+{
+	c->payload_left -= n < c->payload_left ? n : c->payload_left;
+	if (c->payload_left)
+		return;
+	c->swallowing = 0;
+	fprintf(stderr, "faultproxy: the cut frame was read whole (connection %u)\n", c->id);
+	cut_now = 3;
+	cut_conn = c;
 }
 
 /* TYPE[:N]: a frame type by name or number, and which of them. */
@@ -328,6 +353,26 @@ static void clear_hello_caps(const struct conn *c, uint8_t *p, size_t n)
 			(unsigned long long)clear_caps, c->id);
 }
 
+/* --clear-caps-back: p holds the target's next n bytes; if its first frame
+ * on a control stream is a HELLO, clear the bits in its capabilities. */
+static void clear_hello_caps_back(struct conn *c, uint8_t *p, size_t n)
+{
+	for (size_t k = 0; k < n && c->t2c_at < HDR_LEN + 16; k++, c->t2c_at++) {
+		uint64_t at = c->t2c_at;
+
+		if (at == 5)
+			c->t2c_type = p[k];
+		if (c->kind != K_CTRL || c->t2c_type != T_HELLO || at < HDR_LEN + 8)
+			continue;
+		p[k] &= (uint8_t) ~(clear_caps_back >> (8 * (at - HDR_LEN - 8)));
+		if (at == HDR_LEN + 15)
+			fprintf(
+			    stderr,
+			    "faultproxy: cleared caps 0x%llx in the HELLO back on connection %u\n",
+			    (unsigned long long)clear_caps_back, c->id);
+	}
+}
+
 /* Walk the client's bytes through rmig's framing, applying armed faults. */
 /* Returns how many of the n bytes may go on (fewer once a --cut-on frame
  * begins: the bytes before it). */
@@ -335,6 +380,10 @@ static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 {
 	size_t i = 0;
 
+	if (c->swallowing) {
+		swallow_c2t(c, n);
+		return 0;
+	}
 	while (i < n) {
 		if (c->payload_left == 0) { /* in a header */
 			size_t take = HDR_LEN - c->hdr_have;
@@ -373,8 +422,15 @@ static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 			if (trace && c->kind == K_CTRL)
 				fprintf(stderr, "faultproxy: connection %u: %s\n", c->id,
 					type_name(c->cur_type));
-			if (check_cut_on(c))
-				return i >= HDR_LEN ? i - HDR_LEN : 0;
+			if (check_cut_on(c)) {
+				size_t keep = i >= HDR_LEN ? i - HDR_LEN : 0;
+
+				if (cut_whole && c->payload_left) {
+					c->swallowing = 1;
+					swallow_c2t(c, n - i);
+				}
+				return keep;
+			}
 			c->frames++;
 		} else { /* in a payload */
 			size_t take = c->payload_left < n - i ? (size_t)c->payload_left : n - i;
@@ -423,6 +479,8 @@ static int pump_read(struct conn *c, int from, struct pipe_dir *d, int c2t)
 			inspect_raw(c, (uint8_t *)d->buf, d->len);
 		else if (c2t)
 			d->len = inspect_c2t(c, (uint8_t *)d->buf, d->len);
+		else if (clear_caps_back && !raw)
+			clear_hello_caps_back(c, (uint8_t *)d->buf, d->len);
 		if (record_file)
 			fwrite(d->buf, 1, d->len, record_file);
 		return 0;
@@ -565,8 +623,12 @@ int main(int argc, char **argv)
 			data_type = T_BLOCKS;
 		else if (!strcmp(argv[i], "--cut-silent"))
 			cut_silent = 1;
+		else if (!strcmp(argv[i], "--cut-whole"))
+			cut_whole = 1;
 		else if (!strcmp(argv[i], "--clear-caps") && i + 1 < argc)
 			clear_caps = strtoull(argv[++i], NULL, 0);
+		else if (!strcmp(argv[i], "--clear-caps-back") && i + 1 < argc)
+			clear_caps_back = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--impostor") && i + 1 < argc) {
 			impostor = 1;
 			impostor_code = (int32_t)strtol(argv[++i], NULL, 0);
