@@ -269,18 +269,29 @@ static int open_steps(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
 	return rc;
 }
 
-/* The opening has a deadline as a whole (twice the link timeout): a peer
- * that sends heartbeats instead of its HELLO or AUTH, keeping each wait
- * short of the link timeout, must not hold the source there (a new
- * migration, a failover, a question after GO) past it. */
+/* How long an attempt may take: twice the link timeout, and no longer than
+ * the time left until end (absolute, ms; 0: no end). */
+static unsigned attempt_ms(const struct rmig_ctx *ctx, int64_t end)
+{
+	int64_t limit = 2 * (int64_t)ctx->cfg.link_timeout_ms, left = end - rmig_now_ms();
+
+	if (end && left < limit)
+		limit = left > 1 ? left : 1;
+	return (unsigned)limit;
+}
+
+/* The opening has a deadline as a whole (twice the link timeout, or until
+ * end): a peer that sends heartbeats instead of its HELLO, AUTH or RAILS,
+ * keeping each wait short of the link timeout, must not hold the source
+ * there (a new migration, a failover, a question after GO) past it. */
 static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round,
-			struct rmig_msg *m)
+			struct rmig_msg *m, int64_t end)
 {
 	struct rmig_deadline watch = ctx->deadline;
-	unsigned limit = 2 * ctx->cfg.link_timeout_ms;
+	unsigned limit = attempt_ms(ctx, end);
 	int rc;
 
-	rmig_deadline_start(ctx, limit, 0, "no opening (HELLO and AUTH) within %u ms", limit);
+	rmig_deadline_start(ctx, limit, 0, "no opening (HELLO, AUTH, rails) within %u ms", limit);
 	rc = open_steps(ctx, kind, round, m);
 	ctx->deadline = watch;
 	return rc;
@@ -343,9 +354,9 @@ static int offer_layout(struct rmig_ctx *ctx, struct rmig_msg *m)
 	return rc;
 }
 
-/* A new migration or its resumption on another link: open, then the
- * layout. */
-static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
+/* A new migration or its resumption on another link: open (until end, 0:
+ * twice the link timeout), then the layout. */
+static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round, int64_t end)
 {
 	struct rmig_msg *m = calloc(1, sizeof(*m));
 	int rc;
@@ -353,7 +364,7 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round)
 	if (!m)
 		return rmig_err(ctx, -ENOMEM, "out of memory");
 	ctx->placement = 0;
-	rc = open_session(ctx, kind, round, m);
+	rc = open_session(ctx, kind, round, m, end);
 	if (!rc && kind == OPEN_NEW)
 		emit_connected(ctx);
 	if (!rc)
@@ -402,7 +413,7 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 		if (rc)
 			rmig_err(ctx, rc, "%s", to->err);
 		else
-			rc = handshake(ctx, OPEN_RESUME, next_round);
+			rc = handshake(ctx, OPEN_RESUME, next_round, end);
 		if (!rc)
 			return 0;
 		rmig_heartbeat_pause(ctx, 1);
@@ -508,6 +519,27 @@ static int live_link_lost(struct rmig_payload *p, int rc)
 	return failover(s, rc, ++s->round);
 }
 
+/* One question on l: connect, open, the answer. The answer has the same
+ * deadline as the whole attempt, so that a peer sending heartbeats in its
+ * place (nobody proves anything without a key) cannot hold the source past
+ * end. */
+static int ask_once(struct rmig_ctx *ctx, struct rmig_link *l, struct rmig_msg *m, int tmo,
+		    int64_t end)
+{
+	struct rmig_deadline watch = ctx->deadline;
+	unsigned limit = attempt_ms(ctx, end);
+	int rc;
+
+	rmig_deadline_start(ctx, limit, 0, "no answer (did the guest start?) within %u ms", limit);
+	rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
+	if (!rc)
+		rc = open_session(ctx, OPEN_QUERY, 0, m, end);
+	if (!rc)
+		rc = rmig_ctrl_recv(ctx, m, tmo);
+	ctx->deadline = watch;
+	return rc;
+}
+
 /* The link failed after GO: did the destination start the guest? Ask over
  * any link until commit_timeout_ms. 1: it runs there; 0: it did not and
  * has discarded it; <0: unknown. */
@@ -534,11 +566,7 @@ static int ask_outcome(struct rmig_ctx *ctx)
 				break;
 			ctx->link = l;
 			l->ops->close_session(l); /* also clears a cancel's interrupt */
-			rc = l->ops->connect_ctrl(l, ctx->cfg.host, ctx->cfg.port, tmo);
-			if (!rc)
-				rc = open_session(ctx, OPEN_QUERY, 0, m);
-			if (!rc)
-				rc = rmig_ctrl_recv(ctx, m, tmo);
+			rc = ask_once(ctx, l, m, tmo, end);
 			l->ops->close_session(l);
 			if (!rc && m->type == RMIG_MSG_STARTED) {
 				rc = 1;
@@ -1411,7 +1439,7 @@ static int migrate(struct sender *s, struct rmig_msg *m)
 	plan_channels(ctx);
 	rc = rmig_links_connect(ctx, (int)ctx->cfg.link_timeout_ms);
 	if (!rc)
-		rc = handshake(ctx, OPEN_NEW, 0);
+		rc = handshake(ctx, OPEN_NEW, 0, 0);
 	ctx->stats.channels = ctx->nchan;
 	if (!rc)
 		rc = RMIG_PAYLOADS_CALL(&s->ps, save_handshake);
@@ -1609,7 +1637,7 @@ static int dry_run(struct sender *s)
 		rc = rmig_links_connect(ctx, (int)ctx->cfg.link_timeout_ms);
 	}
 	if (!rc)
-		rc = open_session(ctx, OPEN_NEW, 0, m);
+		rc = open_session(ctx, OPEN_NEW, 0, m, 0);
 	if (!rc) {
 		emit_connected(ctx);
 		rc = offer_layout(ctx, m);

@@ -65,7 +65,7 @@ timeout 60 "$RMIG" send --psk-file "$T/key" --link-timeout-ms 1000 --backend sim
 	127.0.0.1:$HB_PORT >"$T/hbsend.out" 2>"$T/hbsend.err" || rc=$?
 hb_ms=$(($(millis) - t0))
 [ "$rc" != 0 ] && [ "$rc" != 124 ] || fail "hb-dest: the sender exited $rc after $hb_ms ms"
-grep -q "stalled: no opening (HELLO and AUTH) within 2000 ms" "$T/hbsend.err" ||
+grep -q "stalled: no opening (HELLO, AUTH, rails) within 2000 ms" "$T/hbsend.err" ||
 	fail "hb-dest: the sender's line: $(cat "$T/hbsend.err")"
 # Timed from outside the sender (its start-up and the guest's setup
 # count): twice the usual slack, still far from the 60 s of a hold.
