@@ -406,7 +406,9 @@ static void *writer_main(void *arg)
 	while (!s->stop) {
 		uint64_t n;
 
-		while (s->paused && !s->stop) {
+		/* An idle guest (dirty-rate=0) waits here too: it should cost
+		 * the host nothing, as a real idle guest would. */
+		while ((s->paused || !s->rate) && !s->stop) {
 			pthread_cond_wait(&s->cond, &s->lock);
 			clock_gettime(CLOCK_MONOTONIC, &last);
 			owed = 0;
