@@ -97,8 +97,8 @@ int rmig_auth_policy(struct rmig_ctx *ctx, int peer_has_psk, int we_are_source)
 
 	if (ctx->cfg.psk && !peer_has_psk)
 		return rmig_err(ctx, -EACCES,
-				"authentication failed: %s has no pre-shared key, but this %s "
-				"requires one (config.psk)",
+				"authentication failed: %s has no pre-shared key (or its HELLO "
+				"was altered on the way), but this %s requires one (config.psk)",
 				peer, we_are_source ? "sender" : "receiver");
 	if (!ctx->cfg.psk && peer_has_psk)
 		return rmig_err(ctx, -EACCES,
