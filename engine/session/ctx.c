@@ -662,7 +662,9 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 			return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
 		if (m->type == RMIG_MSG_ABORT)
 			return peer_aborted(ctx, m);
-		rc = deadline_check(ctx, m);
+		/* STARTED is a verdict, never a stall: a late one still counts
+		 * (thrown away, it would leave a started guest "unknown"). */
+		rc = m->type == RMIG_MSG_STARTED ? 0 : deadline_check(ctx, m);
 		if (rc)
 			return rc;
 		if (m->type == RMIG_MSG_HEARTBEAT)

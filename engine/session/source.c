@@ -291,7 +291,13 @@ static int open_session(struct rmig_ctx *ctx, enum open_kind kind, uint32_t roun
 	unsigned limit = attempt_ms(ctx, end);
 	int rc;
 
-	rmig_deadline_start(ctx, limit, 0, "no opening (HELLO, AUTH, rails) within %u ms", limit);
+	if (limit < 2 * ctx->cfg.link_timeout_ms)
+		rmig_deadline_start(
+		    ctx, limit, 0,
+		    "no opening (HELLO, AUTH, rails) in the %u ms left of its attempt", limit);
+	else
+		rmig_deadline_start(ctx, limit, 0, "no opening (HELLO, AUTH, rails) within %u ms",
+				    limit);
 	rc = open_steps(ctx, kind, round, m);
 	ctx->deadline = watch;
 	return rc;
@@ -397,6 +403,22 @@ static void emit_failover_warning(struct rmig_ctx *ctx, const char *why, const c
 	rmig_emit(ctx, &ev);
 }
 
+/* Resume on the connected link, opening and layout, by end: a peer that
+ * sends heartbeats in place of REGIONS_ACK (or a data channel's answer)
+ * must not hold the failover past its time. */
+static int resume_by(struct rmig_ctx *ctx, unsigned next_round, int64_t end)
+{
+	struct rmig_deadline watch = ctx->deadline;
+	int64_t left = end - rmig_now_ms();
+	int rc;
+
+	rmig_deadline_start(ctx, left > 1 ? (unsigned)left : 1, 0,
+			    "no resumption in the %lld ms left to fail over", (long long)left);
+	rc = handshake(ctx, OPEN_RESUME, next_round, end);
+	ctx->deadline = watch;
+	return rc;
+}
+
 /* Connect `to` and resume the migration on it, trying until end_ms. */
 static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_round, int64_t end)
 {
@@ -413,7 +435,7 @@ static int reconnect(struct rmig_ctx *ctx, struct rmig_link *to, unsigned next_r
 		if (rc)
 			rmig_err(ctx, rc, "%s", to->err);
 		else
-			rc = handshake(ctx, OPEN_RESUME, next_round, end);
+			rc = resume_by(ctx, next_round, end);
 		if (!rc)
 			return 0;
 		rmig_heartbeat_pause(ctx, 1);

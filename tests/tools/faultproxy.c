@@ -59,6 +59,10 @@
  * not forwarded but answered by the proxy itself with an ABORT of CODE in
  * place of the destination's HELLO (someone else at its address, without
  * the key): "faultproxy: connection N answered by the impostor".
+ * --impostor-hb: the same, but the impostor echoes the client's HELLO (an
+ * opening without the key), then drops what the client sends and sends
+ * only heartbeats, about every 250 ms, until it closes (at most 15 s):
+ * "faultproxy: connection N held by the impostor for M ms".
  * --raw: the streams are not rmig's frames (TLS): nothing is parsed; the
  * first connection counts as the control stream, later ones as data
  * streams, and SIGUSR2 flips one byte in the middle of the next chunk read
@@ -164,7 +168,7 @@ static int raw;			 /* --raw */
 static FILE *record_file;	 /* --record */
 static uint64_t clear_caps;	 /* --clear-caps */
 static uint64_t clear_caps_back; /* --clear-caps-back */
-static int impostor;		 /* --impostor */
+static int impostor;		 /* --impostor (2: --impostor-hb) */
 static int32_t impostor_code;
 static unsigned raw_conns;
 
@@ -186,7 +190,7 @@ static void usage(void)
 		"usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
 		"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
 		"[--cut-on TYPE[:N]]... [--cut-whole] [--cut-silent] [--clear-caps MASK] "
-		"[--clear-caps-back MASK] [--impostor CODE] [--raw] "
+		"[--clear-caps-back MASK] [--impostor CODE] [--impostor-hb] [--raw] "
 		"[--record FILE]\n");
 	exit(2);
 }
@@ -236,6 +240,50 @@ static void answer_as_impostor(int lfd)
 	shutdown(cfd, SHUT_WR);
 	while (poll(&pfd, 1, 2000) == 1 && read(cfd, sink, sizeof(sink)) > 0)
 		;
+	close(cfd);
+}
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+	struct pollfd pfd = { fd, POLLIN, 0 };
+
+	while (n) {
+		ssize_t r;
+
+		if (poll(&pfd, 1, 2000) != 1 || (r = read(fd, p, n)) <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+/* --impostor-hb: the client's HELLO back as ours, then heartbeats. */
+static void hold_as_impostor(int lfd)
+{
+	uint8_t f[HDR_LEN + 4096] = { 0 };
+	int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), ms = 0;
+	struct pollfd pfd = { cfd, POLLIN, 0 };
+	uint32_t len, seq = 0;
+
+	if (cfd < 0)
+		return;
+	if (!read_full(cfd, f, HDR_LEN) && f[5] == T_HELLO && (len = get32(f + 8)) <= 4096 &&
+	    !read_full(cfd, f + HDR_LEN, len) && write(cfd, f, HDR_LEN + len) == HDR_LEN + len)
+		for (; ms < 15000; ms += 250) {
+			if (poll(&pfd, 1, 250) && read(cfd, f, sizeof(f)) <= 0)
+				break; /* what the client sends is dropped, until it closes */
+			memset(f, 0, HDR_LEN + 8);
+			put32(f, MAGIC);
+			f[4] = RMIG_WIRE_VERSION_MAX;
+			f[5] = RMIG_MSG_HEARTBEAT;
+			put32(f + 8, 8);
+			put32(f + 16, ++seq);
+			if (write(cfd, f, HDR_LEN + 8) != HDR_LEN + 8)
+				break;
+		}
+	fprintf(stderr, "faultproxy: connection %u held by the impostor for %d ms\n", next_id, ms);
+	next_id++;
 	close(cfd);
 }
 
@@ -632,7 +680,9 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--impostor") && i + 1 < argc) {
 			impostor = 1;
 			impostor_code = (int32_t)strtol(argv[++i], NULL, 0);
-		} else if (!strcmp(argv[i], "--raw"))
+		} else if (!strcmp(argv[i], "--impostor-hb"))
+			impostor = 2;
+		else if (!strcmp(argv[i], "--raw"))
 			raw = 1;
 		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {
 			record_file = fopen(argv[++i], "ab");
@@ -744,7 +794,9 @@ int main(int argc, char **argv)
 			perror("faultproxy: ppoll");
 			return 1;
 		}
-		if ((pf[0].revents & POLLIN) && blackhole)
+		if ((pf[0].revents & POLLIN) && blackhole && impostor == 2)
+			hold_as_impostor(lfd);
+		else if ((pf[0].revents & POLLIN) && blackhole)
 			answer_as_impostor(lfd);
 		else if (pf[0].revents & POLLIN)
 			accept_one(lfd, &ta, tl);

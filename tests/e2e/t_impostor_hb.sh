@@ -1,0 +1,78 @@
+#!/bin/bash
+# Without a key (loopback) anyone at the destination's address completes
+# the opening; one that then sends heartbeats in place of an answer
+# (faultproxy --impostor-hb) must not hold the source past its time:
+#   question  after a lost GO the source asks whether the guest started:
+#             it ends unknown (4), its guest paused, within its commit
+#             timeout and a link timeout of slack;
+#   failover  a link cut in pre-copy, the impostor in place of the
+#             destination for good: the source gives up by its failover
+#             timeout and rolls back (3), its guest running.
+. "$(dirname "$0")/lib.sh"
+
+COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --commit-timeout-ms 3000)
+RMIG_TEST_HOLD=migrated:2000 start_recv recv --backend sim "${COMMON[@]}"
+start_faultproxy question --impostor-hb
+"$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=9 \
+	"127.0.0.1:$PPORT" >"$T/send.out" 2>"$T/send.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+for _ in $(seq 300); do
+	grep -q '"event":"hold"' "$T/recv.out" 2>/dev/null && break
+	sleep 0.1
+done
+grep -q '"event":"hold"' "$T/recv.out" || fail "the receiver never reached its hold after GO"
+kill -HUP $PROXY_PID # the link is cut; from now on the impostor answers
+t0=$(millis)
+wait_pid $SEND_PID 40
+ms=$(($(millis) - t0))
+SRC=$RC
+kill -TERM $PROXY_PID
+wait_pid $PROXY_PID 20
+wait_pid "$RECV_PID" 30
+
+phases=$(jq -r 'select(.event=="phase") | .phase' "$T/send.out" | tr '\n' ' ')
+[[ $phases == *asking* ]] || fail "test timing: the sender never asked (phases: $phases)"
+grep -q "held by the impostor" "$T/question-proxy.err" ||
+	fail "the impostor held nobody: $(cat "$T/question-proxy.err")"
+expect_eq "source exit" "$SRC" 4
+expect_eq "source result" "$(summary "$T/send.out" result)" unknown
+# The cut is seen after 1 s (link timeout), then 3 s of questions, 1 s of slack
+# for an attempt's last read, 1 s for the rest.
+[ "$ms" -le 6000 ] || fail "the impostor held the source $ms ms after the cut (at most 6000)"
+first="question: the impostor's heartbeats held the source $ms ms after the cut; it ended unknown (exit 4)"
+
+COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --failover-timeout-ms 3000)
+start_recv recv2 --backend sim "${COMMON[@]}"
+start_faultproxy failover --impostor-hb
+# Rounds of ~1 s (32 MiB at 8 MB/s, then what the guest dirties).
+"$RMIG" send --json "${COMMON[@]}" --max-bandwidth 8M --downtime-ms 1 --max-rounds 8 \
+	--on-no-converge force --backend sim:size=32M,dirty-rate=2000,seed=9 \
+	"127.0.0.1:$PPORT" >"$T/send2.out" 2>"$T/send2.err" &
+SEND_PID=$!
+PIDS="$PIDS $SEND_PID"
+wait_phase "$T/send2.out" pre-copy $SEND_PID
+sleep 1
+kill -HUP $PROXY_PID # cut for good; the impostor answers every reconnection
+t0=$(millis)
+wait_pid $SEND_PID 40
+ms=$(($(millis) - t0))
+SRC=$RC
+kill -TERM $PROXY_PID
+wait_pid $PROXY_PID 20
+wait_pid "$RECV_PID" 30
+grep -q "held by the impostor" "$T/failover-proxy.err" ||
+	fail "failover: the impostor held nobody: $(cat "$T/failover-proxy.err")"
+expect_eq "failover: source exit" "$SRC" 3
+expect_eq "failover: source result" "$(summary "$T/send2.out" result)" rolled_back
+expect_eq "failover: source guest running" "$(summary "$T/send2.out" guest_running)" true
+# From the failover's start to the rollback: its 3 s, then up to a
+# heartbeat's interval and the rollback; 1.5 s of slack. Without the
+# failover's deadline the impostor held it for as long as it liked (15 s,
+# the impostor's own limit). (The cut itself is noticed only once the
+# paced sender's socket buffers are full: seconds, not measured here.)
+fo_ms=$(jq -rs '(map(select(.event=="phase" and .phase=="failover"))[0].ts) as $a |
+	(map(select(.event=="phase" and .phase=="rolled-back"))[0].ts) as $b | $b - $a' "$T/send2.out")
+[ -n "$fo_ms" ] && [ "$fo_ms" -le 4500 ] ||
+	fail "failover: the impostor held the failover ${fo_ms:-?} ms (at most 4500; $ms ms after the cut)"
+pass "$first; failover: given up $fo_ms ms after it began ($ms ms after the cut), rolled back (exit 3), the guest running"
