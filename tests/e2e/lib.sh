@@ -161,6 +161,22 @@ fakepeer_dest() {
 	fail "fakepeer $2 did not listen"
 }
 
+# send_to_hold NAME ARGS...: rmig send --json ARGS to the proxy at $PPORT
+# in the background (SEND_PID; output in $T/NAME.out and .err); returns
+# once the receiver (its output in $T/recv.out) holds after GO.
+send_to_hold() {
+	local name=$1
+	shift
+	"$RMIG" send --json "$@" "127.0.0.1:$PPORT" >"$T/$name.out" 2>"$T/$name.err" &
+	SEND_PID=$!
+	PIDS="$PIDS $SEND_PID"
+	for _i in $(seq 300); do
+		grep -q '"event":"hold"' "$T/recv.out" 2>/dev/null && break
+		sleep 0.1
+	done
+	grep -q '"event":"hold"' "$T/recv.out" || fail "the receiver never reached its hold after GO"
+}
+
 # start_faultproxy NAME PROXY_ARGS...: tests/tools/faultproxy in front of
 # the receiver on PORT (its log in $T/NAME-proxy.err); sets PPORT, the
 # port to send to, and PROXY_PID.

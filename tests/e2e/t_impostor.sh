@@ -20,15 +20,7 @@ COMMON=(--transport tcp --psk-file "$T/psk" --no-tls --link-timeout-ms 1000
 
 RMIG_TEST_HOLD=migrated:2000 start_recv recv --backend sim "${COMMON[@]}"
 start_faultproxy question --impostor $NOT_STARTED
-"$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=9 \
-	"127.0.0.1:$PPORT" >"$T/send.out" 2>"$T/send.err" &
-SEND_PID=$!
-PIDS="$PIDS $SEND_PID"
-for _ in $(seq 300); do
-	grep -q '"event":"hold"' "$T/recv.out" 2>/dev/null && break
-	sleep 0.1
-done
-grep -q '"event":"hold"' "$T/recv.out" || fail "the receiver never reached its hold after GO"
+send_to_hold send "${COMMON[@]}" --backend sim:size=16M,seed=9
 kill -HUP $PROXY_PID # the link is cut; from now on the impostor answers
 wait_pid $SEND_PID 30
 SRC=$RC

@@ -10,26 +10,26 @@
 #             timeout and rolls back (3), its guest running.
 . "$(dirname "$0")/lib.sh"
 
+# cut_for_good: the proxy's blackhole on (from now on the impostor answers
+# every connection); waits for the sender (its exit code in SRC, the ms
+# from the cut in ms), the proxy and the receiver.
+cut_for_good() {
+	local t0
+	kill -HUP $PROXY_PID
+	t0=$(millis)
+	wait_pid $SEND_PID 40
+	ms=$(($(millis) - t0))
+	SRC=$RC
+	kill -TERM $PROXY_PID
+	wait_pid $PROXY_PID 20
+	wait_pid "$RECV_PID" 30
+}
+
 COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --commit-timeout-ms 3000)
 RMIG_TEST_HOLD=migrated:2000 start_recv recv --backend sim "${COMMON[@]}"
 start_faultproxy question --impostor-hb
-"$RMIG" send --json "${COMMON[@]}" --backend sim:size=16M,seed=9 \
-	"127.0.0.1:$PPORT" >"$T/send.out" 2>"$T/send.err" &
-SEND_PID=$!
-PIDS="$PIDS $SEND_PID"
-for _ in $(seq 300); do
-	grep -q '"event":"hold"' "$T/recv.out" 2>/dev/null && break
-	sleep 0.1
-done
-grep -q '"event":"hold"' "$T/recv.out" || fail "the receiver never reached its hold after GO"
-kill -HUP $PROXY_PID # the link is cut; from now on the impostor answers
-t0=$(millis)
-wait_pid $SEND_PID 40
-ms=$(($(millis) - t0))
-SRC=$RC
-kill -TERM $PROXY_PID
-wait_pid $PROXY_PID 20
-wait_pid "$RECV_PID" 30
+send_to_hold send "${COMMON[@]}" --backend sim:size=16M,seed=9
+cut_for_good
 
 phases=$(jq -r 'select(.event=="phase") | .phase' "$T/send.out" | tr '\n' ' ')
 [[ $phases == *asking* ]] || fail "test timing: the sender never asked (phases: $phases)"
@@ -53,14 +53,7 @@ SEND_PID=$!
 PIDS="$PIDS $SEND_PID"
 wait_phase "$T/send2.out" pre-copy $SEND_PID
 sleep 1
-kill -HUP $PROXY_PID # cut for good; the impostor answers every reconnection
-t0=$(millis)
-wait_pid $SEND_PID 40
-ms=$(($(millis) - t0))
-SRC=$RC
-kill -TERM $PROXY_PID
-wait_pid $PROXY_PID 20
-wait_pid "$RECV_PID" 30
+cut_for_good
 grep -q "held by the impostor" "$T/failover-proxy.err" ||
 	fail "failover: the impostor held nobody: $(cat "$T/failover-proxy.err")"
 expect_eq "failover: source exit" "$SRC" 3
