@@ -75,11 +75,12 @@
 #define SLICE_MS 50	/* longest single wait: interrupt() latency (cancel: 100 ms) */
 #define RESOLVE_MS 2000 /* address/route resolution: fail fast so "auto" can use TCP */
 #define LINGER_MS 2000	/* destroy waits this long for posted sends to complete */
-/* 4.096 us << 16 = 268 ms per try, 7 tries: a dead peer in ~1.9 s. 14
- * (67 ms, ~0.5 s in all) failed live links now and then where an ACK can
- * be half a second late: soft-RoCE under emulation timed out hundreds of
- * times per test run, and sometimes 7 times in a row. */
-#define ACK_TIMEOUT 16
+/* 4.096 us << 17 = 537 ms per try, 7 tries: a dead peer in ~3.8 s (the
+ * engine's heartbeats notice a silent one sooner). 14 (67 ms, ~0.5 s in
+ * all) and then 16 (268 ms, ~1.9 s) still failed live links now and then
+ * where an ACK can be seconds late: soft-RoCE under emulation times out
+ * hundreds of times per test run, and sometimes 7 times in a row. */
+#define ACK_TIMEOUT 17
 #define RETRY_COUNT 6	 /* transport retries; 7 would be "forever" on rxe (not per spec) */
 #define RNR_RETRY 7	 /* 7 = retry forever: posted RECVs are the flow control */
 #define MIN_RNR_TIMER 12 /* 0.64 ms back-off after an RNR NAK (rdma_cm's 0 means 655 ms) */

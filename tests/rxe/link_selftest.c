@@ -1302,9 +1302,9 @@ static void scenario_kill(const char *what, void (*victim)(struct pipes *),
 	}
 	if (read_all(pp.when[0], &t_fail, sizeof(t_fail)))
 		t_fail = -1;
-	/* A cut: 7 tries of the link's 268 ms ACK timeout (~1.9 s), and slack
+	/* A cut: 7 tries of the link's 537 ms ACK timeout (~3.8 s), and slack
 	 * for the emulated machine. */
-	if (!reap(sv, "survivor") && t_fail >= 0 && t_fail - t_kill < (cut ? 4000 : 5000))
+	if (!reap(sv, "survivor") && t_fail >= 0 && t_fail - t_kill < 6500)
 		ok("%s: the survivor failed %" PRId64 " ms after it", what, t_fail - t_kill);
 	else
 		bad("%s: survivor did not fail in time (%" PRId64 " ms)", what,
