@@ -161,6 +161,22 @@ fakepeer_dest() {
 	fail "fakepeer $2 did not listen"
 }
 
+# send_in_precopy NAME ARGS...: a paced sender (rmig send --json ARGS, a
+# 32 MiB guest dirtying 2000 pages/s at 8 MB/s: rounds of ~1 s) to the
+# proxy at $PPORT in the background (SEND_PID; $T/NAME.out and .err);
+# returns a second into its pre-copy.
+send_in_precopy() {
+	local name=$1
+	shift
+	"$RMIG" send --json "$@" --max-bandwidth 8M --downtime-ms 1 --max-rounds 8 \
+		--on-no-converge force --backend sim:size=32M,dirty-rate=2000,seed=9 \
+		"127.0.0.1:$PPORT" >"$T/$name.out" 2>"$T/$name.err" &
+	SEND_PID=$!
+	PIDS="$PIDS $SEND_PID"
+	wait_phase "$T/$name.out" pre-copy $SEND_PID
+	sleep 1
+}
+
 # send_to_hold NAME ARGS...: rmig send --json ARGS to the proxy at $PPORT
 # in the background (SEND_PID; output in $T/NAME.out and .err); returns
 # once the receiver (its output in $T/recv.out) holds after GO.

@@ -52,15 +52,9 @@ COMMON=(--transport tcp --psk-file "$T/psk" --no-tls --link-timeout-ms 1000
 	--failover-timeout-ms 20000 --commit-timeout-ms 3000)
 start_recv recv2 --backend sim "${COMMON[@]}"
 start_faultproxy failover --impostor $LOST
-# Rounds of ~1 s (32 MiB at 8 MB/s, then what the guest dirties): a round's
-# end waits on the control link, where a silent second is a lost link.
-"$RMIG" send --json "${COMMON[@]}" --max-bandwidth 8M --downtime-ms 1 --max-rounds 8 \
-	--on-no-converge force --backend sim:size=32M,dirty-rate=2000,seed=9 \
-	"127.0.0.1:$PPORT" >"$T/send2.out" 2>"$T/send2.err" &
-SEND_PID=$!
-PIDS="$PIDS $SEND_PID"
-wait_phase "$T/send2.out" pre-copy $SEND_PID
-sleep 1
+# Rounds of ~1 s: a round's end waits on the control link, where a silent
+# second is a lost link.
+send_in_precopy send2 "${COMMON[@]}"
 kill -HUP $PROXY_PID # cut; the impostor answers
 # Healed once the impostor has answered twice (the source noticed the cut
 # and asked again after its first ABORT), within 15 s.

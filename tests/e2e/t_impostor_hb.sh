@@ -45,14 +45,7 @@ first="question: the impostor's heartbeats held the source $ms ms after the cut;
 COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --failover-timeout-ms 3000)
 start_recv recv2 --backend sim "${COMMON[@]}"
 start_faultproxy failover --impostor-hb
-# Rounds of ~1 s (32 MiB at 8 MB/s, then what the guest dirties).
-"$RMIG" send --json "${COMMON[@]}" --max-bandwidth 8M --downtime-ms 1 --max-rounds 8 \
-	--on-no-converge force --backend sim:size=32M,dirty-rate=2000,seed=9 \
-	"127.0.0.1:$PPORT" >"$T/send2.out" 2>"$T/send2.err" &
-SEND_PID=$!
-PIDS="$PIDS $SEND_PID"
-wait_phase "$T/send2.out" pre-copy $SEND_PID
-sleep 1
+send_in_precopy send2 "${COMMON[@]}"
 cut_for_good
 grep -q "held by the impostor" "$T/failover-proxy.err" ||
 	fail "failover: the impostor held nobody: $(cat "$T/failover-proxy.err")"
