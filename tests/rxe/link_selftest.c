@@ -43,6 +43,9 @@ static const char *role = "orch";
 static const char *a_dev, *b_dev, *a_ip, *b_ip;
 static int a_gid = -1, numa;
 static int passed, failed;
+/* The scenario under way: a role process inherits it, so its FAIL line says
+ * which one failed (CI keeps only the tail of the VM's output). */
+static const char *scenario = "";
 
 /* --- reporting ------------------------------------------------------------------ */
 
@@ -76,7 +79,7 @@ static void bad(const char *fmt, ...)
 {
 	va_list ap;
 
-	printf("FAIL: [%s] ", role);
+	printf("FAIL: [%s] %s%s", role, scenario, *scenario ? ": " : "");
 	va_start(ap, fmt);
 	vprintf(fmt, ap);
 	va_end(ap);
@@ -186,18 +189,30 @@ static struct rmig_link *new_link(const char *dev, int gid)
 	return l;
 }
 
-static void send_u64(struct rmig_link *l, uint64_t v)
+/* The caller's line in a failure, not these helpers'. */
+#define send_u64(l, v) send_u64_at(l, v, __LINE__)
+#define recv_u64(l) recv_u64_at(l, __LINE__)
+
+static void send_u64_at(struct rmig_link *l, uint64_t v, int line)
 {
 	struct iovec iov = { &v, sizeof(v) };
+	int rc = l->ops->ctrl_send(l, &iov, 1, TMO);
 
-	MUST(l->ops->ctrl_send(l, &iov, 1, TMO), l);
+	if (rc) {
+		bad("line %d: ctrl_send: %s: %s", line, strerror(-rc), l->err);
+		exit(1);
+	}
 }
 
-static uint64_t recv_u64(struct rmig_link *l)
+static uint64_t recv_u64_at(struct rmig_link *l, int line)
 {
 	uint64_t v;
+	int rc = l->ops->ctrl_recv(l, &v, sizeof(v), TMO);
 
-	MUST(l->ops->ctrl_recv(l, &v, sizeof(v), TMO), l);
+	if (rc) {
+		bad("line %d: ctrl_recv: %s: %s", line, strerror(-rc), l->err);
+		exit(1);
+	}
 	return v;
 }
 
@@ -1256,6 +1271,7 @@ static void scenario_main(void)
 	struct pipes pp;
 	pid_t d, s;
 
+	scenario = "main session";
 	say("--- main session: streams, channels, placement, interrupts");
 	new_pipes(&pp);
 	d = spawn("D", dest_main, &pp);
@@ -1273,6 +1289,7 @@ static void scenario_kill(const char *what, void (*victim)(struct pipes *),
 	char c;
 	int64_t t_kill, t_fail;
 
+	scenario = what;
 	say("--- %s", what);
 	new_pipes(&pp);
 	if (victim_is_source) {
@@ -1688,6 +1705,7 @@ static void scenario_pair(const char *what, void (*dest)(struct pipes *),
 	struct pipes pp;
 	pid_t d, s;
 
+	scenario = what;
 	say("--- %s", what);
 	new_pipes(&pp);
 	d = spawn("D", dest, &pp);
@@ -1702,6 +1720,7 @@ static void run_child(const char *what, void (*fn)(struct pipes *))
 	struct pipes pp;
 	pid_t p;
 
+	scenario = what;
 	say("--- %s", what);
 	new_pipes(&pp);
 	p = spawn("X", fn, &pp);

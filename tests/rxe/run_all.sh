@@ -22,30 +22,33 @@ counters() {
 	while read -r a b rest; do drops=$((drops + 16#$b)); done </proc/net/softnet_stat
 	echo "   softnet dropped: $drops (netdev_max_backlog $(cat /proc/sys/net/core/netdev_max_backlog))"
 }
-trap counters EXIT
-echo "=== selftest"
+trap 'counters; echo "=== end at ${SECONDS}s"' EXIT
+# Each part's start, in seconds since this script began: what t_rxe's time
+# goes to.
+part() { echo "=== $1 (at ${SECONDS}s)"; }
+part selftest
 tests/rxe/selftest.sh || rc=1
 counters
-echo "=== link_selftest"
+part link_selftest
 "$BUILD/rxe/link_selftest" || rc=1
 counters
-echo "=== t_migrate"
+part t_migrate
 RMIG=$BUILD/rmig tests/rxe/t_migrate.sh || rc=1
 counters
-echo "=== t_tls"
+part t_tls
 RMIG=$BUILD/rmig tests/rxe/t_tls.sh || rc=1
 # before t_failover: a tunnel's first RDMA connection after t_failover's
 # device deletions and re-adds does not complete (not understood yet)
 counters
-echo "=== t_tunnel"
+part t_tunnel
 RMIG=$BUILD/rmig tests/rxe/t_tunnel.sh || rc=1
 counters
-echo "=== t_failover"
+part t_failover
 RMIG=$BUILD/rmig tests/rxe/t_failover.sh || rc=1
 # Not t_rails.sh: tests/e2e/t_rxe.sh boots it alone. After t_failover's
 # device deletions and re-adds, every new RDMA connection in this boot is
 # refused (seen in run_all and t_rails together; see tests/rxe/README.md).
 counters
-echo "=== t_kvm"
+part t_kvm
 RMIG=$BUILD/rmig BUILD=$BUILD tests/rxe/t_kvm.sh || rc=1
 exit $rc
