@@ -168,8 +168,10 @@ struct rmig_link_ops {
 	int (*rails_peer)(struct rmig_link *l, const struct rmig_link_rail *in, unsigned n);
 	/* Source, the session lost: if the failure was one rail's and another
 	 * survives, mark it lost, name both (lost, to; len bytes each) and
-	 * return 0: the next session on this link avoids it. -ENOENT: not a
-	 * rail's failure, or no rail left. */
+	 * return 0: the next session on this link avoids it. Where nothing
+	 * tells the rails apart the mark may be a guess, which the next
+	 * connect_ctrl undoes if no connection opens without the rail.
+	 * -ENOENT: not a rail's failure, or no rail left. */
 	int (*rail_failover)(struct rmig_link *l, char *lost, char *to, size_t len);
 };
 

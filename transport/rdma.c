@@ -275,6 +275,10 @@ struct rdma_link {
 	int rails_ready;
 	struct rmig_link_rail peer_rails[MAX_RAILS];
 	unsigned npeer;
+	/* Source: rails (bits) marked lost on a guess (lost_rails), which
+	 * connect_ctrl swaps for the others if no connection opens without
+	 * them. */
+	unsigned guessed;
 };
 
 static struct rdma_link *rdma(struct rmig_link *l)
@@ -1822,13 +1826,41 @@ static uint16_t get_port(const struct sockaddr_storage *ss)
 					 : ((const struct sockaddr_in *)ss)->sin_port;
 }
 
+/* The peer announced a rail for node. */
+static int peer_serves(const struct rdma_link *r, int node)
+{
+	for (unsigned i = 0; i < r->npeer; i++)
+		if (!r->peer_rails[i].lost && r->peer_rails[i].node == node)
+			return 1;
+	return 0;
+}
+
+/* Source: the local rail for node's connections: node's own if the peer
+ * has a rail of that node too, else the first whose node the peer has (a
+ * peer that lost a device announces the rails it has left), else
+ * rail_for's. */
+static int local_rail(const struct rdma_link *r, int node)
+{
+	int any = -1;
+
+	for (unsigned i = 0; r->npeer && i < r->nrails; i++) {
+		if (r->rails[i].lost || !peer_serves(r, r->rails[i].node))
+			continue;
+		if (r->rails[i].node == node)
+			return (int)i;
+		if (any < 0)
+			any = (int)i;
+	}
+	return any >= 0 ? any : rail_for(r->rails, r->nrails, node);
+}
+
 /* Source: where a connection for node goes, from which local rail to the
  * peer's rail of that rail's node (the peer's first if it has none). */
 static int rail_route(struct rmig_link *l, int node, struct sockaddr_storage *src,
 		      struct sockaddr_storage *dst, int *rail)
 {
 	struct rdma_link *r = rdma(l);
-	int li = rail_for(r->rails, r->nrails, node), pi;
+	int li = local_rail(r, node), pi;
 
 	if (li < 0) {
 		rmig_link_err(l, "every rail is lost");
@@ -1864,18 +1896,22 @@ static void rail_count(struct rmig_link *l, const struct rdma_conn *c, const str
 	__atomic_fetch_add(&rdma(l)->rails[c->rail].bytes, bytes, __ATOMIC_RELAXED);
 }
 
+static unsigned down_rails(struct rmig_link *l);
+
 static int rdma_link_rails_local(struct rmig_link *l, struct rmig_link_rail *out, unsigned max)
 {
 	struct rdma_link *r = rdma(l);
-	unsigned n;
+	unsigned n, down;
 	int rc = rails_resolve(l);
 
 	if (rc)
 		return rc;
 	n = r->nrails < max ? r->nrails : max;
+	down = down_rails(l); /* a destination announces only the rails it has */
 	for (unsigned i = 0; i < n; i++) {
 		out[i] = r->rails[i];
 		out[i].bytes = __atomic_load_n(&r->rails[i].bytes, __ATOMIC_RELAXED);
+		out[i].lost |= (down >> i) & 1;
 	}
 	return (int)n;
 }
@@ -1929,15 +1965,45 @@ static unsigned down_rails(struct rmig_link *l)
 	return down;
 }
 
+/* The rails (bits) with a connection of this session, once the CM events
+ * that nobody waited for are read (a DREQ fails its connection). */
+static unsigned session_rails(struct rmig_link *l)
+{
+	struct rdma_link *r = rdma(l);
+	unsigned used = 0, n = atomic_load(&r->nchan);
+
+	for (unsigned i = 0; i <= n; i++) {
+		struct rdma_conn *c = i < n ? r->chan[i] : r->ctrl;
+
+		if (!c || c->rail < 0)
+			continue;
+		conn_cm_events(l, c);
+		used |= 1u << c->rail;
+	}
+	return used;
+}
+
 /* Which rails to give up: those whose device went away or is down here,
- * else those with a failed connection. A peer that closes the session
- * fails every connection, so the local evidence comes first. */
+ * else those with a failed connection. When they all failed, nothing here
+ * tells them apart: a peer that loses a device closes the connections of
+ * the others too (and removing a device closes its own first), as does a
+ * peer that is gone. Then guess the control connection's rail, whose loss
+ * ends a session everywhere; connect_ctrl tries the others' instead if the
+ * guess was wrong. */
 static unsigned lost_rails(struct rmig_link *l)
 {
 	struct rdma_link *r = rdma(l);
-	unsigned bad = failed_rails(r, -ENODEV) | down_rails(l);
+	unsigned bad = failed_rails(r, -ENODEV) | down_rails(l), used;
 
-	return bad ? bad : failed_rails(r, 0);
+	if (bad)
+		return bad;
+	used = session_rails(l);
+	bad = failed_rails(r, 0);
+	if (bad == used && (used & (used - 1)) && r->ctrl && r->ctrl->rail >= 0) {
+		r->guessed = 1u << r->ctrl->rail;
+		return r->guessed;
+	}
+	return bad;
 }
 
 static int rdma_link_rail_failover(struct rmig_link *l, char *lost, char *to, size_t len)
@@ -1954,8 +2020,10 @@ static int rdma_link_rail_failover(struct rmig_link *l, char *lost, char *to, si
 		else
 			live = live < 0 ? (int)i : live;
 	}
-	if (first_bad < 0 || live < 0 || !r->npeer)
+	if (first_bad < 0 || live < 0 || !r->npeer) {
+		r->guessed = 0;
 		return -ENOENT;
+	}
 	for (unsigned i = 0; i < r->nrails; i++)
 		r->rails[i].lost |= (bad >> i) & 1;
 	snprintf(lost, len, "%s", r->rails[first_bad].name);
@@ -2046,6 +2114,48 @@ out:
 	return rc;
 }
 
+/* The guess of lost_rails was wrong: its rails back, the others given up
+ * instead. 0 if there are others. */
+static int undo_guess(struct rdma_link *r)
+{
+	unsigned others = 0;
+
+	for (unsigned i = 0; i < r->nrails; i++) {
+		if ((r->guessed >> i) & 1) {
+			r->rails[i].lost = 0;
+		} else if (!r->rails[i].lost) {
+			r->rails[i].lost = 1;
+			others |= 1u << i;
+		}
+	}
+	r->guessed = 0;
+	return others ? 0 : -ENOENT;
+}
+
+/* Source, with rails: the control connection, from a rail's own address to
+ * the peer's of its node. After a guess (lost_rails) half the time goes to
+ * the rails it left; if they do not connect, the rest to those it gave up. */
+static int connect_ctrl_rail(struct rmig_link *l, int timeout_ms, struct sockaddr_storage *dst,
+			     int *rail)
+{
+	struct rdma_link *r = rdma(l);
+	int guess = r->guessed && timeout_ms > 1, first = guess ? timeout_ms / 2 : timeout_ms;
+	struct sockaddr_storage src;
+	int rc = rail_route(l, -1, &src, dst, rail);
+
+	if (!rc)
+		rc = connect_one(l, KIND_CTRL, -1, (struct sockaddr *)&src, (struct sockaddr *)dst,
+				 first, &r->ctrl);
+	if (rc && rc != -ECANCELED && guess && !undo_guess(r)) {
+		rc = rail_route(l, -1, &src, dst, rail);
+		if (!rc)
+			rc = connect_one(l, KIND_CTRL, -1, (struct sockaddr *)&src,
+					 (struct sockaddr *)dst, timeout_ms - first, &r->ctrl);
+	}
+	r->guessed = 0;
+	return rc;
+}
+
 static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_t port,
 				  int timeout_ms)
 {
@@ -2066,14 +2176,14 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 		return rc;
 	r->peer_addr = dst;
 	if (r->nrails && !opt_device(l)) { /* a rail's own, the peer's of its node */
-		rc = rail_route(l, -1, &src, &dst, &rail);
-		have_src = 1;
+		rc = connect_ctrl_rail(l, timeout_ms, &dst, &rail);
 	} else {
 		rc = pick_source(l, (struct sockaddr *)&dst, timeout_ms, &src, &have_src);
+		if (!rc)
+			rc =
+			    connect_one(l, KIND_CTRL, -1, have_src ? (struct sockaddr *)&src : NULL,
+					(struct sockaddr *)&dst, timeout_ms, &r->ctrl);
 	}
-	if (!rc)
-		rc = connect_one(l, KIND_CTRL, -1, have_src ? (struct sockaddr *)&src : NULL,
-				 (struct sockaddr *)&dst, timeout_ms, &r->ctrl);
 	if (!rc) {
 		r->ctrl->rail = rail >= 0 ? rail : rail_of(r, r->ctrl->dev->verbs);
 		rmig_link_set_peer(l, (struct sockaddr *)&dst);

@@ -64,9 +64,9 @@ static uint32_t table_of(struct rmig_link *l, struct rmig_rails *t)
 	int n = rails_of(l, r, RMIG_MAX_RAILS);
 
 	memset(t, 0, sizeof(*t));
-	for (int i = 0; i < n; i++)
-		rail_to_wire(&r[i], &t->rail[i]);
-	t->nrails = n > 0 ? (uint32_t)n : 0;
+	for (int i = 0; i < n; i++) /* a rail whose device went is not offered */
+		if (!r[i].lost)
+			rail_to_wire(&r[i], &t->rail[t->nrails++]);
 	return t->nrails;
 }
 
@@ -186,6 +186,21 @@ int rmig_rails_failover(struct rmig_ctx *ctx, char *lost, char *to, size_t len)
 	if (!RMIG_LINK_HAS(l->ops, rail_failover))
 		return -ENOENT;
 	return l->ops->rail_failover(l, lost, to, len);
+}
+
+void rmig_rails_moved(struct rmig_ctx *ctx, char *lost, char *to, size_t len)
+{
+	struct rmig_link_rail r[RMIG_MAX_RAILS];
+	int n = rails_of(ctx->link, r, RMIG_MAX_RAILS), have_lost = 0, have_to = 0;
+
+	for (int i = 0; i < n; i++) {
+		char *name = r[i].lost ? lost : to;
+		int *have = r[i].lost ? &have_lost : &have_to;
+
+		if (!*have)
+			snprintf(name, len, "%s", r[i].name);
+		*have = 1;
+	}
 }
 
 /* Each link kind that takes the option, with rails as given. */

@@ -500,8 +500,10 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 		emit_failover_warning(ctx, why, "moving its channels to rail", rail);
 		rc = reconnect(ctx, from, next_round,
 			       rmig_now_ms() + ctx->cfg.failover_timeout_ms / 2);
-		if (!rc && !atomic_load(&ctx->cancelled))
+		if (!rc && !atomic_load(&ctx->cancelled)) {
+			rmig_rails_moved(ctx, lost, rail, sizeof(rail)); /* a guess undone */
 			return failed_over(s, from, from, back, why, lost, rail);
+		}
 		drop_session(ctx);
 	}
 	to = rmig_links_fallback(ctx);

@@ -2,8 +2,8 @@
 # Real RDMA: boots the soft-RoCE VM (tests/rxe) with two NUMA nodes and runs
 # tests/rxe/run_all.sh there, then boots it again for tests/rxe/t_rails.sh
 # alone (two rails; it deletes a device, and after a deletion new RDMA
-# connections in the same boot fail on this kernel), and a third time for
-# its lose-dest case (another deletion, on the destination). Skips only if QEMU or
+# connections in the same boot fail on this kernel), and a third and fourth
+# time for its lose-dest cases (a deletion on the destination each). Skips only if QEMU or
 # the kernel package cannot be installed (run.sh turns that skip into a
 # failure under CI=true).
 # timeout: 1200
@@ -30,5 +30,10 @@ rc=$?
 tests/rxe/vm.sh --numa --timeout 200 --env RMIG="$RMIG" --env RAILS_CASES=lose-dest --env LSAN_OPTIONS="${LSAN_OPTIONS:-}" -- tests/rxe/t_rails.sh >"$T/dest.out" 2>"$T/dest.err"
 rc=$?
 [ $rc = 0 ] || fail "rxe rails lose-dest exited $rc: $(grep -E '^(FAIL|not ok|SKIP)|FAIL' "$T/dest.out" | head -5) $(tail -n 3 "$T/dest.err")"
+# A fourth: the destination loses the other rail's device; the source's
+# guess of the lost rail is wrong and must be undone.
+tests/rxe/vm.sh --numa --timeout 200 --env RMIG="$RMIG" --env RAILS_CASES=lose-dest-other --env LSAN_OPTIONS="${LSAN_OPTIONS:-}" -- tests/rxe/t_rails.sh >"$T/other.out" 2>"$T/other.err"
+rc=$?
+[ $rc = 0 ] || fail "rxe rails lose-dest-other exited $rc: $(grep -E '^(FAIL|not ok|SKIP)|FAIL' "$T/other.out" | head -5) $(tail -n 3 "$T/other.err")"
 bw=$(sed -n 's/^ib_write_bw_MBps=//p' "$T/vm.out" | tail -1)
-pass "$(cat "$T/vm.out" "$T/rails.out" "$T/dest.out" | grep -c '^ok') checks in three boots of the VM, ib_write_bw ${bw:-?} MB/s"
+pass "$(cat "$T/vm.out" "$T/rails.out" "$T/dest.out" "$T/other.out" | grep -c '^ok') checks in four boots of the VM, ib_write_bw ${bw:-?} MB/s"

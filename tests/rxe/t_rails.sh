@@ -22,6 +22,10 @@
 #             rail's listener, migrated and verified over rdma (never tcp);
 #             not in the default set: a device deletion ends what RDMA can
 #             do in a boot, so t_rxe.sh runs it in a boot of its own
+#   lose-dest-other: the same with the receiver's rxe_d deleted (the rail
+#             without the control connection): the source's first guess of
+#             the lost rail is wrong and undone; over rxe_a -> rxe_b (a
+#             fourth boot of t_rxe.sh)
 # lose runs last: rxe_c stays deleted. RAILS_CASES (default "two old-peer
 # tls lose") runs some of them, in that order (the break-on-purpose checks).
 # Ends with "N passed, N failed".
@@ -282,37 +286,47 @@ ba=$(rail_field "$T/$n-send.out" "$RXE_A_DEV" bytes)
 
 fi
 
-# --- the destination loses the device of its --listen address -----------------
-# RXE_B_DEV holds 10.77.0.2, where the control connection came: the
-# session must resume on the other rail's address, which the destination
-# still listens on. Deletes a device: the last case of its boot, alone.
-n=lose-dest
-if [[ $CASES == *" $n "* ]]; then
-c0=$(tx veth_c)
-start_recv $n --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
-"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 16M \
-	--backend "${GUEST/dirty-rate=1000/dirty-rate=500}" \
-	"$RXE_B_IP:$PORT" >"$T/$n-send.out" 2>"$T/$n-send.err" &
-SEND_PID=$!
-precopy $n || bad "$n: the sender did not reach pre-copy: $(tail -n 2 "$T/$n-send.err")"
-sleep 2 # mid round 1
-rdma link delete "$RXE_B_DEV" &
-DEL_PID=$!
-finish
-timeout 30 tail --pid=$DEL_PID -f /dev/null
-wait $DEL_PID || bad "$n: rdma link delete $RXE_B_DEV failed"
-c1=$(tx veth_c)
-check_done $n 1
-jq -r 'select(.event=="failover") | "   \(.from) -> \(.to) \(.from_rail // "") -> \(.to_rail // ""): \(.reason)"' "$T/$n-send.out"
-grep '"event":"failover"' "$T/$n-send.out" | grep -q '"from":"rdma","to":"rdma"' &&
-	ok "$n: failover rdma -> rdma after the destination lost its --listen address's device" ||
-	bad "$n: failover events: $(grep '"event":"failover"' "$T/$n-send.out")"
-grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out" &&
-	bad "$n: a tcp link was taken" || ok "$n: no tcp link taken on either side"
-[ $((c1 - c0)) -gt 0 ] && ok "$n: veth_c carried the rest (+$((c1 - c0)))" ||
-	bad "$n: veth_c +$((c1 - c0))"
+# --- the destination loses a device ---------------------------------------------
+# lose_dest NAME DEV KEPT_VETH: the receiver's DEV deleted mid round 1. The
+# source sees every connection closed, on both rails (the removal closes
+# DEV's, the receiver then the rest): nothing tells which rail went, so it
+# guesses the control connection's (RXE_B_DEV, its --listen address's) and
+# must undo a wrong guess in time. Either way the session resumes rdma to
+# rdma over the rail left, KEPT_VETH carrying the rest. Deletes a device:
+# the last case of its boot, alone.
+lose_dest() {
+	local n=$1 dev=$2 kept=$3 c0 c1
+	c0=$(tx "$kept")
+	start_recv "$n" --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
+	"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 16M \
+		--backend "${GUEST/dirty-rate=1000/dirty-rate=500}" \
+		"$RXE_B_IP:$PORT" >"$T/$n-send.out" 2>"$T/$n-send.err" &
+	SEND_PID=$!
+	precopy "$n" || bad "$n: the sender did not reach pre-copy: $(tail -n 2 "$T/$n-send.err")"
+	sleep 2 # mid round 1
+	rdma link delete "$dev" &
+	DEL_PID=$!
+	finish
+	timeout 30 tail --pid=$DEL_PID -f /dev/null
+	wait $DEL_PID || bad "$n: rdma link delete $dev failed"
+	c1=$(tx "$kept")
+	check_done "$n" 1
+	jq -r 'select(.event=="warning") | "   \(.detail)"' "$T/$n-send.out" | grep 'to rail'
+	jq -r 'select(.event=="failover") | "   \(.from) -> \(.to) \(.from_rail // "") -> \(.to_rail // ""): \(.reason)"' "$T/$n-send.out"
+	grep '"event":"failover"' "$T/$n-send.out" | grep -q '"from":"rdma","to":"rdma"' &&
+		ok "$n: failover rdma -> rdma after the destination lost $dev" ||
+		bad "$n: failover events: $(grep '"event":"failover"' "$T/$n-send.out")"
+	grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out" &&
+		bad "$n: a tcp link was taken" || ok "$n: no tcp link taken on either side"
+	[ $((c1 - c0)) -gt 0 ] && ok "$n: $kept carried the rest (+$((c1 - c0)))" ||
+		bad "$n: $kept +$((c1 - c0))"
+}
 
-fi
+# The device of its --listen address, where the control connection came:
+# the guess is right.
+[[ $CASES == *" lose-dest "* ]] && lose_dest lose-dest "$RXE_B_DEV" veth_c
+# The other rail's device: the guess is wrong, connect_ctrl undoes it.
+[[ $CASES == *" lose-dest-other "* ]] && lose_dest lose-dest-other rxe_d "$RXE_A_NETDEV"
 
 # On a failure the logs go where the host can read them (vm.sh --out).
 if [ "$fail" != 0 ] && [ -n "${RXE_OUT:-}" ]; then
