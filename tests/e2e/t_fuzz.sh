@@ -1,7 +1,7 @@
 #!/bin/bash
 # libFuzzer smoke test: build the fuzz targets (wire decoder, destination
 # handshake) with clang, replay the checked-in corpus and fuzz each target
-# for FUZZ_SMOKE_SECONDS (30). Any crash, sanitizer report, leak, hang
+# for FUZZ_SMOKE_SECONDS (20). Any crash, sanitizer report, leak, hang
 # (> 10 s on one input) or runaway memory fails. See tests/fuzz/README.md.
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.." || fail "no repository"
@@ -21,7 +21,7 @@ export MAKEFLAGS=
 make -s --no-print-directory -j"$(nproc)" BUILD="$BUILD" FUZZ_CC="$FUZZ_CC" fuzz-build \
 	>"$T/build.out" 2>&1 || fail "building the fuzzers"
 make -s --no-print-directory BUILD="$BUILD" FUZZ_CC="$FUZZ_CC" \
-	FUZZ_SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-30}" fuzz-smoke >"$T/smoke.out" 2>&1 ||
+	FUZZ_SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-20}" fuzz-smoke >"$T/smoke.out" 2>&1 ||
 	fail "fuzzing found a problem (inputs in $BUILD/fuzz/artifacts/)"
 
 runs=$(awk '/stat::number_of_executed_units:/ { n += $2 } END { print n + 0 }' "$T/smoke.out")

@@ -4,7 +4,7 @@
 #
 #   make fuzz-build   build $(BUILD)/fuzz/fuzz_frame, fuzz_handshake (clang)
 #   make fuzz-smoke   replay the checked-in corpus, then fuzz each target for
-#                     FUZZ_SMOKE_SECONDS (30); what tests/e2e/t_fuzz.sh runs
+#                     FUZZ_SMOKE_SECONDS (20); what tests/e2e/t_fuzz.sh runs
 #   make fuzz         fuzz each target for FUZZ_SECONDS (600), building on
 #                     what earlier runs found ($(BUILD)/fuzz/corpus)
 #   make fuzz-merge   add what those runs found, minimised, to the corpus
@@ -26,7 +26,7 @@ FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omi
 # (the harnesses themselves are built with -Werror).
 FUZZ_CFLAGS = -O1 -g $(filter -std=% -D% -I% -pthread,$(CFLAGS)) $(INC_ALL) -Wall -Wextra $(FUZZ_SAN)
 
-FUZZ_SMOKE_SECONDS ?= 30
+FUZZ_SMOKE_SECONDS ?= 20
 FUZZ_SECONDS ?= 600
 # Per input: 10 s is a hang. Memory: the handshake caps the guest it accepts
 # at 64 MiB (RMIG_FUZZ_GUEST_CAP_MB), so 2 GiB is a leak or a runaway.
