@@ -290,8 +290,9 @@ void rmig_rails_note(struct rmig_ctx *ctx);
 /* Source, the session lost: move to another rail of the same link.
  * 0 and both names, or -ENOENT. */
 int rmig_rails_failover(struct rmig_ctx *ctx, char *lost, char *to, size_t len);
-/* After the session moved rails: the first rail now lost and the first in
- * use (each left as it was if there is none), as the link has them. */
+/* After the session moved rails: if the rail named lost is in use again
+ * (a guess undone), the first rail now lost and the first in use instead,
+ * as the link has them. */
 void rmig_rails_moved(struct rmig_ctx *ctx, char *lost, char *to, size_t len);
 /* The link's view of the guest regions, index for index. */
 void rmig_link_mem_of_regions(const struct rmig_ctx *ctx, struct rmig_link_mem *mem);

@@ -220,6 +220,7 @@ struct rdma_conn {
 	pthread_mutex_t fail_lock;
 	atomic_int failed; /* -errno */
 	char why[200];
+	atomic_int peer_closed; /* the peer's DREQ came: it is there, and RDMA works */
 };
 
 struct rdma_area {
@@ -276,8 +277,8 @@ struct rdma_link {
 	struct rmig_link_rail peer_rails[MAX_RAILS];
 	unsigned npeer;
 	/* Source: rails (bits) marked lost on a guess (lost_rails), which
-	 * connect_ctrl swaps for the others if no connection opens without
-	 * them. */
+	 * the next connect_ctrl swaps for the others if no connection opens
+	 * without them. */
 	unsigned guessed;
 };
 
@@ -681,6 +682,7 @@ static void conn_cm_events(struct rmig_link *l, struct rdma_conn *c)
 		rdma_ack_cm_event(ev);
 		switch (type) {
 		case RDMA_CM_EVENT_DISCONNECTED:
+			atomic_store(&c->peer_closed, 1);
 			conn_fail(c, -ECONNRESET, "lost peer %s: disconnected", l->peer);
 			break;
 		case RDMA_CM_EVENT_DEVICE_REMOVAL:
@@ -1966,12 +1968,14 @@ static unsigned down_rails(struct rmig_link *l)
 }
 
 /* The rails (bits) with a connection of this session, once the CM events
- * that nobody waited for are read (a DREQ fails its connection). */
-static unsigned session_rails(struct rmig_link *l)
+ * that nobody waited for are read (a DREQ fails its connection); *closed:
+ * whether the peer closed any (its DREQ came). */
+static unsigned session_rails(struct rmig_link *l, int *closed)
 {
 	struct rdma_link *r = rdma(l);
 	unsigned used = 0, n = atomic_load(&r->nchan);
 
+	*closed = 0;
 	for (unsigned i = 0; i <= n; i++) {
 		struct rdma_conn *c = i < n ? r->chan[i] : r->ctrl;
 
@@ -1979,27 +1983,32 @@ static unsigned session_rails(struct rmig_link *l)
 			continue;
 		conn_cm_events(l, c);
 		used |= 1u << c->rail;
+		*closed |= atomic_load(&c->peer_closed);
 	}
 	return used;
 }
 
 /* Which rails to give up: those whose device went away or is down here,
- * else those with a failed connection. When they all failed, nothing here
- * tells them apart: a peer that loses a device closes the connections of
- * the others too (and removing a device closes its own first), as does a
- * peer that is gone. Then guess the control connection's rail, whose loss
- * ends a session everywhere; connect_ctrl tries the others' instead if the
- * guess was wrong. */
+ * else those with a failed connection. When they all failed and the peer
+ * closed some (so it is there), nothing here tells them apart: a peer that
+ * loses a device closes the connections of the others too (and removing a
+ * device closes its own first). Then guess the control connection's rail,
+ * whose loss ends a session everywhere; connect_ctrl tries the others'
+ * instead if the guess was wrong. (What stays marked stays lost: a peer
+ * that still lists a removed device would otherwise draw channels back to
+ * it.)
+ * Every rail failed without a word from the peer: RDMA is gone, TCP's turn. */
 static unsigned lost_rails(struct rmig_link *l)
 {
 	struct rdma_link *r = rdma(l);
 	unsigned bad = failed_rails(r, -ENODEV) | down_rails(l), used;
+	int closed;
 
 	if (bad)
 		return bad;
-	used = session_rails(l);
+	used = session_rails(l, &closed);
 	bad = failed_rails(r, 0);
-	if (bad == used && (used & (used - 1)) && r->ctrl && r->ctrl->rail >= 0) {
+	if (bad == used && closed && (used & (used - 1)) && r->ctrl && r->ctrl->rail >= 0) {
 		r->guessed = 1u << r->ctrl->rail;
 		return r->guessed;
 	}
@@ -2114,45 +2123,43 @@ out:
 	return rc;
 }
 
-/* The guess of lost_rails was wrong: its rails back, the others given up
- * instead. 0 if there are others. */
-static int undo_guess(struct rdma_link *r)
+/* The guess of lost_rails (guessed) was wrong: its rails back, the others
+ * given up instead. 0 if there are others. */
+static int undo_guess(struct rdma_link *r, unsigned guessed)
 {
 	unsigned others = 0;
 
 	for (unsigned i = 0; i < r->nrails; i++) {
-		if ((r->guessed >> i) & 1) {
+		if ((guessed >> i) & 1) {
 			r->rails[i].lost = 0;
 		} else if (!r->rails[i].lost) {
 			r->rails[i].lost = 1;
 			others |= 1u << i;
 		}
 	}
-	r->guessed = 0;
 	return others ? 0 : -ENOENT;
 }
 
 /* Source, with rails: the control connection, from a rail's own address to
  * the peer's of its node. After a guess (lost_rails) half the time goes to
  * the rails it left; if they do not connect, the rest to those it gave up. */
-static int connect_ctrl_rail(struct rmig_link *l, int timeout_ms, struct sockaddr_storage *dst,
-			     int *rail)
+static int connect_ctrl_rail(struct rmig_link *l, int timeout_ms, unsigned guessed,
+			     struct sockaddr_storage *dst, int *rail)
 {
 	struct rdma_link *r = rdma(l);
-	int guess = r->guessed && timeout_ms > 1, first = guess ? timeout_ms / 2 : timeout_ms;
+	int guess = guessed && timeout_ms > 1, first = guess ? timeout_ms / 2 : timeout_ms;
 	struct sockaddr_storage src;
 	int rc = rail_route(l, -1, &src, dst, rail);
 
 	if (!rc)
 		rc = connect_one(l, KIND_CTRL, -1, (struct sockaddr *)&src, (struct sockaddr *)dst,
 				 first, &r->ctrl);
-	if (rc && rc != -ECANCELED && guess && !undo_guess(r)) {
+	if (rc && rc != -ECANCELED && guess && !undo_guess(r, guessed)) {
 		rc = rail_route(l, -1, &src, dst, rail);
 		if (!rc)
 			rc = connect_one(l, KIND_CTRL, -1, (struct sockaddr *)&src,
 					 (struct sockaddr *)dst, timeout_ms - first, &r->ctrl);
 	}
-	r->guessed = 0;
 	return rc;
 }
 
@@ -2161,9 +2168,11 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 {
 	struct rdma_link *r = rdma(l);
 	struct sockaddr_storage src, dst;
+	unsigned guessed = r->guessed; /* for this connect only */
 	socklen_t dlen;
 	int rc, have_src, rail = -1;
 
+	r->guessed = 0;
 	close_session(l); /* a second connect starts a new session */
 	snprintf(l->peer, sizeof(l->peer), "%s:%u", host, port);
 	rc = check_devices(l, host);
@@ -2176,7 +2185,7 @@ static int rdma_link_connect_ctrl(struct rmig_link *l, const char *host, uint16_
 		return rc;
 	r->peer_addr = dst;
 	if (r->nrails && !opt_device(l)) { /* a rail's own, the peer's of its node */
-		rc = connect_ctrl_rail(l, timeout_ms, &dst, &rail);
+		rc = connect_ctrl_rail(l, timeout_ms, guessed, &dst, &rail);
 	} else {
 		rc = pick_source(l, (struct sockaddr *)&dst, timeout_ms, &src, &have_src);
 		if (!rc)

@@ -25,8 +25,12 @@ static int rails_of(struct rmig_link *l, struct rmig_link_rail *out, unsigned ma
 int rmig_rails_wanted(struct rmig_link *l)
 {
 	struct rmig_link_rail r[RMIG_MAX_RAILS];
+	int n = rails_of(l, r, RMIG_MAX_RAILS);
 
-	return rails_of(l, r, RMIG_MAX_RAILS) > 0;
+	for (int i = 0; i < n; i++) /* as RAILS will offer them */
+		if (!r[i].lost)
+			return 1;
+	return 0;
 }
 
 static void rail_to_wire(const struct rmig_link_rail *r, struct rmig_wire_rail *w)
@@ -191,9 +195,11 @@ int rmig_rails_failover(struct rmig_ctx *ctx, char *lost, char *to, size_t len)
 void rmig_rails_moved(struct rmig_ctx *ctx, char *lost, char *to, size_t len)
 {
 	struct rmig_link_rail r[RMIG_MAX_RAILS];
-	int n = rails_of(ctx->link, r, RMIG_MAX_RAILS), have_lost = 0, have_to = 0;
+	int n = rails_of(ctx->link, r, RMIG_MAX_RAILS), undone = 0, have_lost = 0, have_to = 0;
 
-	for (int i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++) /* the rail named lost is in use again */
+		undone |= !strcmp(r[i].name, lost) && !r[i].lost;
+	for (int i = 0; undone && i < n; i++) {
 		char *name = r[i].lost ? lost : to;
 		int *have = r[i].lost ? &have_lost : &have_to;
 

@@ -6,10 +6,10 @@
 # time for its lose-dest cases (a deletion on the destination each). Skips only if QEMU or
 # the kernel package cannot be installed (run.sh turns that skip into a
 # failure under CI=true).
-# timeout: 1200
-# (run.sh's limit: the VMs' own 600 s and 300 s and their setup. On a loaded
-# 2-core host run_all.sh took 316 s in all, t_kvm.sh 19 s of it; t_rails.sh
-# about 100 s.)
+# timeout: 1500
+# (run.sh's limit: the VMs' own 600, 300, 200 and 200 s and their setup. On
+# 2026-12-06 run_all.sh took 373 s in all, t_failover.sh 124 s of it;
+# t_rails.sh 86 s with its boot, each lose-dest boot about 40 s.)
 . "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/../.."
 out=$(tests/rxe/setup.sh 2>&1)

@@ -287,16 +287,17 @@ ba=$(rail_field "$T/$n-send.out" "$RXE_A_DEV" bytes)
 fi
 
 # --- the destination loses a device ---------------------------------------------
-# lose_dest NAME DEV KEPT_VETH: the receiver's DEV deleted mid round 1. The
+# lose_dest NAME DEV FROM TO: the receiver's DEV deleted mid round 1. The
 # source sees every connection closed, on both rails (the removal closes
 # DEV's, the receiver then the rest): nothing tells which rail went, so it
 # guesses the control connection's (RXE_B_DEV, its --listen address's) and
 # must undo a wrong guess in time. Either way the session resumes rdma to
-# rdma over the rail left, KEPT_VETH carrying the rest. Deletes a device:
-# the last case of its boot, alone.
+# rdma from the source's rail FROM to TO (the one whose peer is left), FROM
+# marked lost, TO's veth carrying the rest. Deletes a device: the last case
+# of its boot, alone.
 lose_dest() {
-	local n=$1 dev=$2 kept=$3 c0 c1
-	c0=$(tx "$kept")
+	local n=$1 dev=$2 from=$3 to=$4 kept c0 c1 moved
+	kept=$([ "$to" = "$RXE_A_DEV" ] && echo "$RXE_A_NETDEV" || echo veth_c)
 	start_recv "$n" --rails "$DST_RAILS" || bad "$n: receiver did not start: $(cat "$T/$n-recv.err")"
 	"$RMIG" send --json $OPTS --rails "$SRC_RAILS" --max-bandwidth 16M \
 		--backend "${GUEST/dirty-rate=1000/dirty-rate=500}" \
@@ -304,6 +305,7 @@ lose_dest() {
 	SEND_PID=$!
 	precopy "$n" || bad "$n: the sender did not reach pre-copy: $(tail -n 2 "$T/$n-send.err")"
 	sleep 2 # mid round 1
+	c0=$(tx "$kept")
 	rdma link delete "$dev" &
 	DEL_PID=$!
 	finish
@@ -313,20 +315,25 @@ lose_dest() {
 	check_done "$n" 1
 	jq -r 'select(.event=="warning") | "   \(.detail)"' "$T/$n-send.out" | grep 'to rail'
 	jq -r 'select(.event=="failover") | "   \(.from) -> \(.to) \(.from_rail // "") -> \(.to_rail // ""): \(.reason)"' "$T/$n-send.out"
-	grep '"event":"failover"' "$T/$n-send.out" | grep -q '"from":"rdma","to":"rdma"' &&
-		ok "$n: failover rdma -> rdma after the destination lost $dev" ||
-		bad "$n: failover events: $(grep '"event":"failover"' "$T/$n-send.out")"
+	moved=$(jq -r 'select(.event=="failover") | "\(.from) \(.to) \(.from_rail) \(.to_rail)"' "$T/$n-send.out")
+	[ "$moved" = "rdma rdma $from $to" ] &&
+		ok "$n: failover rdma -> rdma, rail $from -> $to, after the destination lost $dev" ||
+		bad "$n: failover events: '$moved', want 'rdma rdma $from $to'"
+	[ "$(rail_field "$T/$n-send.out" "$from" lost)" = true ] &&
+		[ "$(rail_field "$T/$n-send.out" "$to" lost)" = false ] &&
+		ok "$n: $from marked lost in the summary, $to not" ||
+		bad "$n: rails $(jq -c 'select(.event=="summary") | .rails' "$T/$n-send.out")"
 	grep -q '"event":"transport","transport":"tcp"' "$T/$n-send.out" "$T/$n-recv.out" &&
 		bad "$n: a tcp link was taken" || ok "$n: no tcp link taken on either side"
-	[ $((c1 - c0)) -gt 0 ] && ok "$n: $kept carried the rest (+$((c1 - c0)))" ||
-		bad "$n: $kept +$((c1 - c0))"
+	[ $((c1 - c0)) -gt 0 ] && ok "$n: $kept carried the rest (+$((c1 - c0)) since the deletion)" ||
+		bad "$n: $kept +$((c1 - c0)) since the deletion"
 }
 
 # The device of its --listen address, where the control connection came:
 # the guess is right.
-[[ $CASES == *" lose-dest "* ]] && lose_dest lose-dest "$RXE_B_DEV" veth_c
+[[ $CASES == *" lose-dest "* ]] && lose_dest lose-dest "$RXE_B_DEV" "$RXE_A_DEV" rxe_c
 # The other rail's device: the guess is wrong, connect_ctrl undoes it.
-[[ $CASES == *" lose-dest-other "* ]] && lose_dest lose-dest-other rxe_d "$RXE_A_NETDEV"
+[[ $CASES == *" lose-dest-other "* ]] && lose_dest lose-dest-other rxe_d rxe_c "$RXE_A_DEV"
 
 # On a failure the logs go where the host can read them (vm.sh --out).
 if [ "$fail" != 0 ] && [ -n "${RXE_OUT:-}" ]; then
