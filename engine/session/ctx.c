@@ -612,6 +612,39 @@ void rmig_heartbeat_stop(struct rmig_ctx *ctx)
 	ctx->hb_running = 0;
 }
 
+/* len bytes of the control stream into buf. While a deadline of a whole
+ * exchange runs (an opening, a failover, the question after GO: not a
+ * data stall's, which progress moves), a byte at a time, each wait cut to
+ * what is left of it: a peer that trickles a frame, a byte just inside
+ * each link timeout, would otherwise hold the read for as long as the
+ * frame is long, the deadline being checked only between frames. Those
+ * frames are small (HELLO, AUTH, rails, heartbeats, verdicts). */
+static int recv_in_time(struct rmig_ctx *ctx, void *buf, size_t len, int timeout_ms)
+{
+	const struct rmig_deadline *d = &ctx->deadline;
+	struct rmig_link *l = ctx->link;
+	uint8_t *p = buf;
+	int rc;
+
+	if (!d->limit_ms || d->data) {
+		rc = l->ops->ctrl_recv(l, buf, len, timeout_ms);
+		return rc ? rmig_err(ctx, rc, "%s", l->err) : 0;
+	}
+	for (size_t i = 0; i < len; i++) {
+		int64_t left = d->since_ms + d->limit_ms - rmig_now_ms();
+
+		if (left <= 0)
+			return rmig_err(ctx, -ETIME, "peer %s stalled: %s", l->peer, d->what);
+		rc = l->ops->ctrl_recv(
+		    l, p + i, 1, timeout_ms >= 0 && timeout_ms < left ? timeout_ms : (int)left);
+		if (rc == -ETIMEDOUT && rmig_now_ms() - d->since_ms >= d->limit_ms)
+			return rmig_err(ctx, -ETIME, "peer %s stalled: %s", l->peer, d->what);
+		if (rc)
+			return rmig_err(ctx, rc, "%s", l->err);
+	}
+	return 0;
+}
+
 int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 {
 	uint8_t hdr[RMIG_FRAME_HDR_LEN];
@@ -620,9 +653,9 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 	int rc;
 
 	for (;;) {
-		rc = ctx->link->ops->ctrl_recv(ctx->link, hdr, sizeof(hdr), timeout_ms);
+		rc = recv_in_time(ctx, hdr, sizeof(hdr), timeout_ms);
 		if (rc)
-			return rmig_err(ctx, rc, "%s", ctx->link->err);
+			return rc;
 		rc = rmig_frame_hdr_decode(hdr, &fh, why, sizeof(why));
 		if (rc)
 			return rmig_err(ctx, rc, "bad frame from %s: %s", ctx->link->peer, why);
@@ -653,9 +686,9 @@ int rmig_ctrl_recv(struct rmig_ctx *ctx, struct rmig_msg *m, int timeout_ms)
 			ctx->rxcap = fh.len;
 		}
 		if (fh.len) {
-			rc = ctx->link->ops->ctrl_recv(ctx->link, ctx->rxbuf, fh.len, timeout_ms);
+			rc = recv_in_time(ctx, ctx->rxbuf, fh.len, timeout_ms);
 			if (rc)
-				return rmig_err(ctx, rc, "%s", ctx->link->err);
+				return rc;
 		}
 		rc = rmig_msg_decode(fh.type, ctx->rxbuf, fh.len, m, why, sizeof(why));
 		if (rc)

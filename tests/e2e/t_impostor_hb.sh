@@ -7,7 +7,9 @@
 #             timeout and a link timeout of slack;
 #   failover  a link cut in pre-copy, the impostor in place of the
 #             destination for good: the source gives up by its failover
-#             timeout and rolls back (3), its guest running.
+#             timeout and rolls back (3), its guest running;
+#   trickle   the same, the impostor sending its HELLO a byte at a time,
+#             each just inside the link timeout (--impostor-trickle).
 . "$(dirname "$0")/lib.sh"
 
 # cut_for_good: the proxy's blackhole on (from now on the impostor answers
@@ -61,4 +63,22 @@ fo_ms=$(jq -rs '(map(select(.event=="phase" and .phase=="failover"))[0].ts) as $
 	(map(select(.event=="phase" and .phase=="rolled-back"))[0].ts) as $b | $b - $a' "$T/send2.out")
 [ -n "$fo_ms" ] && [ "$fo_ms" -le 4500 ] ||
 	fail "failover: the impostor held the failover ${fo_ms:-?} ms (at most 4500; $ms ms after the cut)"
-pass "$first; failover: given up $fo_ms ms after it began ($ms ms after the cut), rolled back (exit 3), the guest running"
+second="failover: given up $fo_ms ms after it began ($ms ms after the cut), rolled back (exit 3), the guest running"
+
+# The same failover, the impostor trickling its HELLO a byte every 900 ms,
+# inside the 1 s link timeout: each read goes on, and the failover's
+# deadline must cut the frame short, not wait for its end (88 bytes, 79 s;
+# the impostor stops at 15 s).
+start_recv recv3 --backend sim "${COMMON[@]}"
+start_faultproxy trickle --impostor-trickle 900
+send_in_precopy send3 "${COMMON[@]}"
+cut_for_good
+grep -q "held by the impostor" "$T/trickle-proxy.err" ||
+	fail "trickle: the impostor held nobody: $(cat "$T/trickle-proxy.err")"
+expect_eq "trickle: source exit" "$SRC" 3
+expect_eq "trickle: source guest running" "$(summary "$T/send3.out" guest_running)" true
+fo_ms=$(jq -rs '(map(select(.event=="phase" and .phase=="failover"))[0].ts) as $a |
+	(map(select(.event=="phase" and .phase=="rolled-back"))[0].ts) as $b | $b - $a' "$T/send3.out")
+[ -n "$fo_ms" ] && [ "$fo_ms" -le 4500 ] ||
+	fail "trickle: the impostor held the failover ${fo_ms:-?} ms (at most 4500; $ms ms after the cut)"
+pass "$first; $second; trickled HELLO: given up $fo_ms ms after the failover began"

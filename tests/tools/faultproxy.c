@@ -63,6 +63,9 @@
  * opening without the key), then drops what the client sends and sends
  * only heartbeats, about every 250 ms, until it closes (at most 15 s):
  * "faultproxy: connection N held by the impostor for M ms".
+ * --impostor-trickle MS: the same, but the client's HELLO goes back one
+ * byte every MS ms (a frame trickled just inside each link timeout), and
+ * nothing after it.
  * --raw: the streams are not rmig's frames (TLS): nothing is parsed; the
  * first connection counts as the control stream, later ones as data
  * streams, and SIGUSR2 flips one byte in the middle of the next chunk read
@@ -168,7 +171,8 @@ static int raw;			 /* --raw */
 static FILE *record_file;	 /* --record */
 static uint64_t clear_caps;	 /* --clear-caps */
 static uint64_t clear_caps_back; /* --clear-caps-back */
-static int impostor;		 /* --impostor (2: --impostor-hb) */
+static int impostor;		 /* --impostor (2: --impostor-hb, 3: --impostor-trickle) */
+static int trickle_ms;		 /* --impostor-trickle MS */
 static int32_t impostor_code;
 static unsigned raw_conns;
 
@@ -190,7 +194,8 @@ static void usage(void)
 		"usage: faultproxy LISTEN_PORT TARGET_HOST:TARGET_PORT [--bind ADDR] "
 		"[--ready-file FILE] [--data-frames N] [--corrupt-blocks] [--cut-after BYTES] "
 		"[--cut-on TYPE[:N]]... [--cut-whole] [--cut-silent] [--clear-caps MASK] "
-		"[--clear-caps-back MASK] [--impostor CODE] [--impostor-hb] [--raw] "
+		"[--clear-caps-back MASK] [--impostor CODE] [--impostor-hb] [--impostor-trickle "
+		"MS] [--raw] "
 		"[--record FILE]\n");
 	exit(2);
 }
@@ -258,18 +263,28 @@ static int read_full(int fd, uint8_t *p, size_t n)
 	return 0;
 }
 
-/* --impostor-hb: the client's HELLO back as ours, then heartbeats. */
+/* --impostor-hb: the client's HELLO back as ours, then heartbeats;
+ * --impostor-trickle: only that HELLO, a byte every trickle_ms. */
 static void hold_as_impostor(int lfd)
 {
 	uint8_t f[HDR_LEN + 4096] = { 0 };
-	int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), ms = 0;
+	int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), ms = 0, hello;
 	struct pollfd pfd = { cfd, POLLIN, 0 };
-	uint32_t len, seq = 0;
+	uint32_t len = 0, seq = 0;
 
 	if (cfd < 0)
 		return;
-	if (!read_full(cfd, f, HDR_LEN) && f[5] == T_HELLO && (len = get32(f + 8)) <= 4096 &&
-	    !read_full(cfd, f + HDR_LEN, len) && write(cfd, f, HDR_LEN + len) == HDR_LEN + len)
+	hello = !read_full(cfd, f, HDR_LEN) && f[5] == T_HELLO && (len = get32(f + 8)) <= 4096 &&
+		!read_full(cfd, f + HDR_LEN, len);
+	if (hello && impostor == 3) {
+		uint8_t sink;
+
+		for (uint32_t i = 0; i < HDR_LEN + len && ms < 15000; i++, ms += trickle_ms) {
+			if (write(cfd, f + i, 1) != 1 ||
+			    (poll(&pfd, 1, trickle_ms) && read(cfd, &sink, 1) <= 0))
+				break; /* written, or the client closed */
+		}
+	} else if (hello && write(cfd, f, HDR_LEN + len) == HDR_LEN + len)
 		for (; ms < 15000; ms += 250) {
 			if (poll(&pfd, 1, 250) && read(cfd, f, sizeof(f)) <= 0)
 				break; /* what the client sends is dropped, until it closes */
@@ -680,9 +695,12 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--impostor") && i + 1 < argc) {
 			impostor = 1;
 			impostor_code = (int32_t)strtol(argv[++i], NULL, 0);
-		} else if (!strcmp(argv[i], "--impostor-hb"))
+		} else if (!strcmp(argv[i], "--impostor-hb")) {
 			impostor = 2;
-		else if (!strcmp(argv[i], "--raw"))
+		} else if (!strcmp(argv[i], "--impostor-trickle") && i + 1 < argc) {
+			impostor = 3;
+			trickle_ms = atoi(argv[++i]);
+		} else if (!strcmp(argv[i], "--raw"))
 			raw = 1;
 		else if (!strcmp(argv[i], "--record") && i + 1 < argc) {
 			record_file = fopen(argv[++i], "ab");
@@ -794,7 +812,7 @@ int main(int argc, char **argv)
 			perror("faultproxy: ppoll");
 			return 1;
 		}
-		if ((pf[0].revents & POLLIN) && blackhole && impostor == 2)
+		if ((pf[0].revents & POLLIN) && blackhole && impostor >= 2)
 			hold_as_impostor(lfd);
 		else if ((pf[0].revents & POLLIN) && blackhole)
 			answer_as_impostor(lfd);
