@@ -27,6 +27,12 @@ cut_for_good() {
 	wait_pid "$RECV_PID" 30
 }
 
+# failover_ms FILE: the ms from the sender's failover to its rollback.
+failover_ms() {
+	jq -rs '(map(select(.event=="phase" and .phase=="failover"))[0].ts) as $a |
+		(map(select(.event=="phase" and .phase=="rolled-back"))[0].ts) as $b | $b - $a' "$1"
+}
+
 COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --commit-timeout-ms 3000)
 RMIG_TEST_HOLD=migrated:2000 start_recv recv --backend sim "${COMMON[@]}"
 start_faultproxy question --impostor-hb
@@ -44,41 +50,35 @@ expect_eq "source result" "$(summary "$T/send.out" result)" unknown
 [ "$ms" -le 6000 ] || fail "the impostor held the source $ms ms after the cut (at most 6000)"
 first="question: the impostor's heartbeats held the source $ms ms after the cut; it ended unknown (exit 4)"
 
-COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --failover-timeout-ms 3000)
-start_recv recv2 --backend sim "${COMMON[@]}"
-start_faultproxy failover --impostor-hb
-send_in_precopy send2 "${COMMON[@]}"
-cut_for_good
-grep -q "held by the impostor" "$T/failover-proxy.err" ||
-	fail "failover: the impostor held nobody: $(cat "$T/failover-proxy.err")"
-expect_eq "failover: source exit" "$SRC" 3
-expect_eq "failover: source result" "$(summary "$T/send2.out" result)" rolled_back
-expect_eq "failover: source guest running" "$(summary "$T/send2.out" guest_running)" true
-# From the failover's start to the rollback: its 3 s, then up to a
-# heartbeat's interval and the rollback; 1.5 s of slack. Without the
+# impostor_failover NAME FAULTPROXY_OPTION...: a sender cut in pre-copy, the
+# impostor in place of the destination for good: the sender rolls back
+# (3), its guest running, within its 3 s failover, then up to a
+# heartbeat's interval and the rollback (1.5 s of slack). Without the
 # failover's deadline the impostor held it for as long as it liked (15 s,
-# the impostor's own limit). (The cut itself is noticed only once the
-# paced sender's socket buffers are full: seconds, not measured here.)
-fo_ms=$(jq -rs '(map(select(.event=="phase" and .phase=="failover"))[0].ts) as $a |
-	(map(select(.event=="phase" and .phase=="rolled-back"))[0].ts) as $b | $b - $a' "$T/send2.out")
-[ -n "$fo_ms" ] && [ "$fo_ms" -le 4500 ] ||
-	fail "failover: the impostor held the failover ${fo_ms:-?} ms (at most 4500; $ms ms after the cut)"
-second="failover: given up $fo_ms ms after it began ($ms ms after the cut), rolled back (exit 3), the guest running"
+# its own limit). (The cut itself is noticed only once the paced sender's
+# socket buffers are full: seconds, not measured here.) Sets fo_ms.
+impostor_failover() {
+	local n=$1
+	shift
+	start_recv "$n-recv" --backend sim "${COMMON[@]}"
+	start_faultproxy "$n" "$@"
+	send_in_precopy "$n-send" "${COMMON[@]}"
+	cut_for_good
+	grep -q "held by the impostor" "$T/$n-proxy.err" ||
+		fail "$n: the impostor held nobody: $(cat "$T/$n-proxy.err")"
+	expect_eq "$n: source exit" "$SRC" 3
+	expect_eq "$n: source result" "$(summary "$T/$n-send.out" result)" rolled_back
+	expect_eq "$n: source guest running" "$(summary "$T/$n-send.out" guest_running)" true
+	fo_ms=$(failover_ms "$T/$n-send.out")
+	[ -n "$fo_ms" ] && [ "$fo_ms" -le 4500 ] ||
+		fail "$n: the impostor held the failover ${fo_ms:-?} ms (at most 4500; $ms ms after the cut)"
+}
 
-# The same failover, the impostor trickling its HELLO a byte every 900 ms,
-# inside the 1 s link timeout: each read goes on, and the failover's
-# deadline must cut the frame short, not wait for its end (88 bytes, 79 s;
-# the impostor stops at 15 s).
-start_recv recv3 --backend sim "${COMMON[@]}"
-start_faultproxy trickle --impostor-trickle 900
-send_in_precopy send3 "${COMMON[@]}"
-cut_for_good
-grep -q "held by the impostor" "$T/trickle-proxy.err" ||
-	fail "trickle: the impostor held nobody: $(cat "$T/trickle-proxy.err")"
-expect_eq "trickle: source exit" "$SRC" 3
-expect_eq "trickle: source guest running" "$(summary "$T/send3.out" guest_running)" true
-fo_ms=$(jq -rs '(map(select(.event=="phase" and .phase=="failover"))[0].ts) as $a |
-	(map(select(.event=="phase" and .phase=="rolled-back"))[0].ts) as $b | $b - $a' "$T/send3.out")
-[ -n "$fo_ms" ] && [ "$fo_ms" -le 4500 ] ||
-	fail "trickle: the impostor held the failover ${fo_ms:-?} ms (at most 4500; $ms ms after the cut)"
+COMMON=(--transport tcp --no-tls --link-timeout-ms 1000 --failover-timeout-ms 3000)
+impostor_failover failover --impostor-hb
+second="failover: given up $fo_ms ms after it began ($ms ms after the cut), rolled back (exit 3), the guest running"
+# The impostor trickles its HELLO a byte every 900 ms, inside the 1 s link
+# timeout: each read goes on, and the failover's deadline must cut the
+# frame short, not wait for its end (88 bytes, 79 s).
+impostor_failover trickle --impostor-trickle 900
 pass "$first; $second; trickled HELLO: given up $fo_ms ms after the failover began"
