@@ -1,6 +1,7 @@
 /* ctx.c - the migration context, errors, progress, and control-message I/O
  * shared by the source and destination flows. */
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -612,35 +613,51 @@ void rmig_heartbeat_stop(struct rmig_ctx *ctx)
 	ctx->hb_running = 0;
 }
 
-/* len bytes of the control stream into buf. While a deadline of a whole
- * exchange runs (an opening, a failover, the question after GO: not a
- * data stall's, which progress moves), a byte at a time, each wait cut to
- * what is left of it: a peer that trickles a frame, a byte just inside
- * each link timeout, would otherwise hold the read for as long as the
- * frame is long, the deadline being checked only between frames. Those
- * frames are small (HELLO, AUTH, rails, heartbeats, verdicts). */
+/* Read with care: a deadline of a whole exchange runs (an opening, a
+ * failover, the question after GO: not a data stall's, which progress
+ * moves) and the peer has not proved our key on this connection. */
+static int careful(const struct rmig_ctx *ctx)
+{
+	return ctx->deadline.limit_ms && !ctx->deadline.data && !(ctx->peer_proven && ctx->cfg.psk);
+}
+
+/* len bytes of the control stream into buf. With care (careful()), in
+ * pieces of what has come (a byte at a time where the link cannot say),
+ * each wait cut to what is left of the deadline and one read's timeout: a
+ * peer that trickles a frame, a byte just inside each link timeout, would
+ * otherwise hold the read for as long as the frame is long, the deadline
+ * being checked only between frames. The read's timeout past the deadline
+ * is what a silent peer gets too, and lets a verdict on its way (a late
+ * STARTED) still count. */
 static int recv_in_time(struct rmig_ctx *ctx, void *buf, size_t len, int timeout_ms)
 {
 	const struct rmig_deadline *d = &ctx->deadline;
 	struct rmig_link *l = ctx->link;
+	int64_t end = d->since_ms + d->limit_ms + (timeout_ms > 0 ? timeout_ms : 0);
+	int some = RMIG_LINK_HAS(l->ops, recv_some);
 	uint8_t *p = buf;
+	size_t got = 0;
 	int rc;
 
-	if (!d->limit_ms || d->data) {
+	if (!careful(ctx)) {
 		rc = l->ops->ctrl_recv(l, buf, len, timeout_ms);
 		return rc ? rmig_err(ctx, rc, "%s", l->err) : 0;
 	}
-	for (size_t i = 0; i < len; i++) {
-		int64_t left = d->since_ms + d->limit_ms - rmig_now_ms();
+	while (got < len) {
+		int64_t left = end - rmig_now_ms();
+		int tmo = timeout_ms >= 0 && timeout_ms < left ? timeout_ms
+			  : left < INT_MAX		       ? (int)left
+							       : INT_MAX;
 
 		if (left <= 0)
 			return rmig_err(ctx, -ETIME, "peer %s stalled: %s", l->peer, d->what);
-		rc = l->ops->ctrl_recv(
-		    l, p + i, 1, timeout_ms >= 0 && timeout_ms < left ? timeout_ms : (int)left);
-		if (rc == -ETIMEDOUT && rmig_now_ms() - d->since_ms >= d->limit_ms)
+		rc = some ? l->ops->recv_some(l, -1, p + got, 1, len - got, tmo)
+			  : l->ops->ctrl_recv(l, p + got, 1, tmo);
+		if (rc == -ETIMEDOUT && rmig_now_ms() >= end)
 			return rmig_err(ctx, -ETIME, "peer %s stalled: %s", l->peer, d->what);
-		if (rc)
+		if (rc < 0)
 			return rmig_err(ctx, rc, "%s", l->err);
+		got += some ? (size_t)rc : 1;
 	}
 	return 0;
 }

@@ -281,7 +281,7 @@ static void hold_as_impostor(int lfd)
 
 		for (uint32_t i = 0; i < HDR_LEN + len && ms < 15000; i++, ms += trickle_ms) {
 			if (write(cfd, f + i, 1) != 1 ||
-			    (poll(&pfd, 1, trickle_ms) && read(cfd, &sink, 1) <= 0))
+			    (poll(&pfd, 1, trickle_ms) > 0 && read(cfd, &sink, 1) <= 0))
 				break; /* written, or the client closed */
 		}
 	} else if (hello && write(cfd, f, HDR_LEN + len) == HDR_LEN + len)
