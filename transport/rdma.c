@@ -276,7 +276,7 @@ struct rdma_link {
 	int rails_ready;
 	struct rmig_link_rail peer_rails[MAX_RAILS];
 	unsigned npeer;
-	/* Source: rails (bits) marked lost on a guess (lost_rails), which
+	/* Source: rails (bits) marked lost on a guess (rail_failover), which
 	 * the next connect_ctrl swaps for the others if no connection opens
 	 * without them. */
 	unsigned guessed;
@@ -1998,28 +1998,26 @@ static unsigned session_rails(struct rmig_link *l, int *closed)
  * that still lists a removed device would otherwise draw channels back to
  * it.)
  * Every rail failed without a word from the peer: RDMA is gone, TCP's turn. */
-static unsigned lost_rails(struct rmig_link *l)
+static unsigned lost_rails(struct rmig_link *l, int *guess)
 {
 	struct rdma_link *r = rdma(l);
 	unsigned bad = failed_rails(r, -ENODEV) | down_rails(l), used;
 	int closed;
 
+	*guess = 0;
 	if (bad)
 		return bad;
 	used = session_rails(l, &closed);
 	bad = failed_rails(r, 0);
-	if (bad == used && closed && (used & (used - 1)) && r->ctrl && r->ctrl->rail >= 0) {
-		r->guessed = 1u << r->ctrl->rail;
-		return r->guessed;
-	}
-	return bad;
+	*guess = bad == used && closed && (used & (used - 1)) && r->ctrl && r->ctrl->rail >= 0;
+	return *guess ? 1u << r->ctrl->rail : bad;
 }
 
 static int rdma_link_rail_failover(struct rmig_link *l, char *lost, char *to, size_t len)
 {
 	struct rdma_link *r = rdma(l);
-	unsigned bad = lost_rails(l);
-	int first_bad = -1, live = -1;
+	int first_bad = -1, live = -1, guess;
+	unsigned bad = lost_rails(l, &guess);
 
 	for (unsigned i = 0; i < r->nrails; i++) {
 		if (r->rails[i].lost)
@@ -2029,10 +2027,9 @@ static int rdma_link_rail_failover(struct rmig_link *l, char *lost, char *to, si
 		else
 			live = live < 0 ? (int)i : live;
 	}
-	if (first_bad < 0 || live < 0 || !r->npeer) {
-		r->guessed = 0;
+	if (first_bad < 0 || live < 0 || !r->npeer)
 		return -ENOENT;
-	}
+	r->guessed = guess ? bad : 0;
 	for (unsigned i = 0; i < r->nrails; i++)
 		r->rails[i].lost |= (bad >> i) & 1;
 	snprintf(lost, len, "%s", r->rails[first_bad].name);

@@ -645,10 +645,10 @@ static int recv_in_time(struct rmig_ctx *ctx, void *buf, size_t len, int timeout
 	}
 	while (got < len) {
 		int64_t left = end - rmig_now_ms();
-		int tmo = timeout_ms >= 0 && timeout_ms < left ? timeout_ms
-			  : left < INT_MAX		       ? (int)left
-							       : INT_MAX;
+		int tmo = left < INT_MAX ? (int)left : INT_MAX;
 
+		if (timeout_ms >= 0 && timeout_ms < tmo)
+			tmo = timeout_ms;
 		if (left <= 0)
 			return rmig_err(ctx, -ETIME, "peer %s stalled: %s", l->peer, d->what);
 		rc = some ? l->ops->recv_some(l, -1, p + got, 1, len - got, tmo)
