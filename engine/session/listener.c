@@ -50,7 +50,8 @@
 #define PREAUTH_MAX_BYTES 4096	/* largest frame before authentication */
 #define TLS_HANDSHAKE_RECORD 22 /* what a TLS client sends first */
 #define NEW_GRACE_MS 1000	/* a new migration waits this long for a context */
-#define CHANNEL_WAIT_MS 1000	/* a channel waits this long for its migration */
+/* A channel waits this long for its migration, at most a link timeout. */
+#define CHANNEL_WAIT_MS 1000
 #define SLICE_MS 100
 #define SESSION_SLICE_MS 20 /* how soon a session's wait sees a cancel */
 #define MAX_DEAD (4 * (RMIG_MAX_CHANNELS + 1))
@@ -452,11 +453,13 @@ static struct rmig_listener_slot *slot_of_token(struct rmig_listener *lst, const
 /* A data channel: to the session whose token it carries. The source
  * connects its channels the moment it has our proof, so a channel may
  * overtake the thread that registers its migration: wait a little for
- * that. Lock held. */
+ * that (a race between two local threads, so never a whole link timeout).
+ * Lock held. */
 static int attach_channel(struct rmig_listener *lst, struct pending *p,
 			  const struct rmig_wire_channel *c, char *why, size_t len)
 {
-	int64_t end = rmig_now_ms() + CHANNEL_WAIT_MS;
+	unsigned tmo = lst->base->cfg.link_timeout_ms;
+	int64_t end = rmig_now_ms() + (tmo && tmo < CHANNEL_WAIT_MS ? tmo : CHANNEL_WAIT_MS);
 	struct rmig_listener_slot *s;
 
 	while (!(s = slot_of_token(lst, c->token)) && rmig_now_ms() < end && !p->cut[0] &&
