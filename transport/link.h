@@ -171,7 +171,8 @@ struct rmig_link_ops {
 	 * return 0: the next session on this link avoids it. Where nothing
 	 * tells the rails apart the mark may be a guess, which the next
 	 * connect_ctrl undoes if no connection opens without the rail.
-	 * -ENOENT: not a rail's failure, or no rail left. */
+	 * -ENOENT: not a rail's failure, or no rail left. Called after
+	 * interrupt(), once no thread is in an op, before close_session(). */
 	int (*rail_failover)(struct rmig_link *l, char *lost, char *to, size_t len);
 };
 

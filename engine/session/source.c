@@ -380,17 +380,31 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round, 
 }
 
 /* Stop every op on the current link and drop its session. */
-static void drop_session(struct rmig_ctx *ctx)
+/* Every op on the session's link returns -ECANCELED, blocked ones within a
+ * link's wait slice; the connections stay as they are. */
+static void stop_session(struct rmig_ctx *ctx)
 {
 	struct rmig_link *l = ctx->link;
 
 	l->ops->interrupt(l, RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV |
 				 RMIG_LINK_STOP_CTRL_SEND);
 	rmig_heartbeat_pause(ctx, 1);
+}
+
+static void close_session(struct rmig_ctx *ctx)
+{
+	struct rmig_link *l = ctx->link;
+
 	if (l->ops->mem_release)
 		l->ops->mem_release(l);
 	l->ops->close_session(l);
 	ctx->placement = 0;
+}
+
+static void drop_session(struct rmig_ctx *ctx)
+{
+	stop_session(ctx);
+	close_session(ctx);
 }
 
 static void emit_failover_warning(struct rmig_ctx *ctx, const char *why, const char *what,
@@ -490,10 +504,13 @@ static int failover(struct sender *s, int rc, unsigned next_round)
 		return rc;
 	memcpy(why, ctx->err, sizeof(why));
 	end = rmig_now_ms() + ctx->cfg.failover_timeout_ms; /* the destination waits that long */
-	/* One rail lost and another left: the same link first, over it. */
-	on_rail = !rmig_rails_failover(ctx, lost, rail, sizeof(rail));
-	drop_session(ctx);
+	stop_session(ctx);
 	rmig_tx_wait(s->tx);
+	/* One rail lost and another left: the same link first, over it. Asked
+	 * once the senders are back, so that nothing polls the connections
+	 * while the link reads what became of them. */
+	on_rail = !rmig_rails_failover(ctx, lost, rail, sizeof(rail));
+	close_session(ctx);
 	RMIG_PAYLOADS_TELL(&s->ps, save_rewind);
 	rmig_phase_enter(ctx, RMIG_SRC_FAILOVER);
 	if (on_rail) { /* half the time: the rest is the failover link's */
