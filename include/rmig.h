@@ -401,7 +401,7 @@ struct rmig_stats {
 	char audit_chunks[256];		/* the first of them, "region:chunk ..." */
 	uint64_t verify_chunks;		/* chunks digested again during the pause */
 	/* Added after verify_chunks. */
-	int encrypted;	 /* every stream of the link in use was sealed */
+	int encrypted;	 /* every stream of the link that last carried it was sealed */
 	const char *tls; /* who sealed them: "ktls" (the kernel), "user" (this
 			  * process), "mixed"; "off": in clear */
 	/* Added after tls. */

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <netinet/in.h>
@@ -100,7 +101,9 @@ struct tls_link {
 struct hs_bio {
 	struct rmig_link *l; /* the tls link */
 	int chan;	     /* -1: the control stream */
-	int timeout_ms;
+	int timeout_ms;	     /* the whole handshake's (-1: none) ... */
+	int64_t end_ms;	     /* ... which ends then (CLOCK_MONOTONIC) */
+	int timed_out;
 	int lower_rc; /* the lower link failed (its message is in l->err) */
 	int clear_reply;
 	int client, first_read_done;
@@ -157,6 +160,22 @@ static int lower_recv(struct rmig_link *l, int chan, void *buf, size_t len, int 
 
 	return lower_up(l, chan < 0 ? lo->ops->ctrl_recv(lo, buf, len, tmo)
 				    : lo->ops->chan_recv(lo, (unsigned)chan, &v, 1, tmo));
+}
+
+/* At least min bytes of the lower stream, at most len: what it has ready
+ * (link.h recv_some), or exactly min where it cannot say. */
+static int lower_recv_some(struct rmig_link *l, int chan, uint8_t *buf, size_t min, size_t len,
+			   int tmo)
+{
+	const struct rmig_link_ops *ops = l->lower->ops;
+	int rc;
+
+	if (ops->size > offsetof(struct rmig_link_ops, recv_some) && ops->recv_some) {
+		rc = ops->recv_some(l->lower, chan, buf, min, len, tmo);
+		return rc < 0 ? lower_up(l, rc) : rc;
+	}
+	rc = lower_recv(l, chan, buf, min, tmo);
+	return rc ? rc : (int)min;
 }
 
 /* ---- configuration ---- */
@@ -395,14 +414,44 @@ static int conf_ready(struct rmig_link *l, int server)
 static BIO_METHOD *hs_method;
 static pthread_once_t hs_method_once = PTHREAD_ONCE_INIT;
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The time left for the next lower op: the handshake's timeout bounds the
+ * whole handshake, not each read, or a peer without the key could hold it
+ * for as many timeouts as its flight has bytes, one byte just inside
+ * each. 0: it ran out (noted in hb). */
+static int hs_left(struct hs_bio *hb)
+{
+	int64_t left = hb->end_ms - mono_ms();
+
+	if (hb->timeout_ms < 0)
+		return -1;
+	if (left > 0)
+		return left < hb->timeout_ms ? (int)left : hb->timeout_ms;
+	hb->timed_out = 1;
+	hb->lower_rc =
+	    tls_err(hb->l, -ETIMEDOUT, "TLS handshake with %s: not complete within %d ms",
+		    hb->l->peer, hb->timeout_ms);
+	return 0;
+}
+
 static int hs_flush(struct hs_bio *hb)
 {
 	struct iovec v = { hb->wbuf, hb->wlen };
-	int rc;
+	int tmo, rc;
 
 	if (!hb->wlen)
 		return 0;
-	rc = lower_send(hb->l, hb->chan, &v, 1, hb->timeout_ms);
+	tmo = hs_left(hb);
+	if (!tmo)
+		return hb->lower_rc;
+	rc = lower_send(hb->l, hb->chan, &v, 1, tmo);
 	hb->wlen = 0;
 	if (rc)
 		hb->lower_rc = rc;
@@ -441,10 +490,20 @@ static int hs_read(BIO *b, char *buf, int len)
 		return (int)n;
 	}
 	/* OpenSSL (read_ahead off) asks for exactly a record header, then
-	 * exactly its body: the lower link's "exactly len" reads fit. */
-	hb->lower_rc = lower_recv(hb->l, hb->chan, buf, n, hb->timeout_ms);
-	if (hb->lower_rc)
-		return -1;
+	 * exactly its body: never more, as the kernel may take the stream
+	 * after the handshake. In pieces, as they come, so that the time left
+	 * is checked between them. */
+	for (size_t got = 0; got < n;) {
+		int tmo = hs_left(hb), rc;
+
+		if (!tmo)
+			return -1;
+		rc = lower_recv_some(hb->l, hb->chan, (uint8_t *)buf + got, 1, n - got, tmo);
+		hb->lower_rc = rc < 0 ? rc : 0;
+		if (rc < 0)
+			return -1;
+		got += (size_t)rc;
+	}
 	if (hb->client && !hb->first_read_done && n >= 2 && !looks_like_tls((uint8_t *)buf)) {
 		hb->clear_reply = 1;
 		return -1;
@@ -529,6 +588,8 @@ static int handshake_error(struct rmig_link *l, SSL *ssl, struct hs_bio *hb, int
 			     "%s answered in clear, not TLS: it does not use TLS; not going on "
 			     "unencrypted (config.tls off on both sides migrates in clear)",
 			     peer);
+	else if (hb->timed_out)
+		rc = -ETIMEDOUT; /* hs_left said so */
 	else if (hb->lower_rc)
 		rc = tls_err(l, hb->lower_rc, "TLS handshake with %.60s: %.180s", peer,
 			     l->lower->err);
@@ -646,6 +707,7 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 	struct hs_bio hb = { .l = l,
 			     .chan = chan,
 			     .timeout_ms = tmo,
+			     .end_ms = mono_ms() + tmo,
 			     .client = !server,
 			     .pre = pre,
 			     .pre_len = pre_len };
@@ -796,22 +858,6 @@ static int open_error(struct rmig_link *l, int rc, int type)
 	return tls_err(l, -EPROTO, "TLS: %s sent %s after the handshake", l->peer,
 		       type == 21 ? "an alert (it ended the session)"
 				  : "a message this side does not take (a key update?)");
-}
-
-/* At least min bytes of the lower stream, at most len: what it has ready
- * (link.h recv_some), or exactly min where it cannot say. */
-static int lower_recv_some(struct rmig_link *l, int chan, uint8_t *buf, size_t min, size_t len,
-			   int tmo)
-{
-	const struct rmig_link_ops *ops = l->lower->ops;
-	int rc;
-
-	if (ops->size > offsetof(struct rmig_link_ops, recv_some) && ops->recv_some) {
-		rc = ops->recv_some(l->lower, chan, buf, min, len, tmo);
-		return rc < 0 ? lower_up(l, rc) : rc;
-	}
-	rc = lower_recv(l, chan, buf, min, tmo);
-	return rc ? rc : (int)min;
 }
 
 /* s->in of cap bytes, holding what it held, unopened records at its start. */

@@ -19,6 +19,12 @@ void rmig_link_note_sealing(struct rmig_ctx *ctx)
 {
 	const char *by = ctx->link ? ctx->link->sealing : NULL;
 
+	/* A link that seals nothing now (closed, or a failover's that never
+	 * connected) does not unseal what crossed the wire before: a link
+	 * that was sealed only ever gives way to one that is (failover never
+	 * goes on in clear). */
+	if (!by && ctx->stats.encrypted)
+		return;
 	ctx->stats.encrypted = by != NULL;
 	ctx->stats.tls = by ? by : "off";
 }

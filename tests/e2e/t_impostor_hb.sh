@@ -9,7 +9,10 @@
 #             destination for good: the source gives up by its failover
 #             timeout and rolls back (3), its guest running;
 #   trickle   the same, the impostor sending its HELLO a byte at a time,
-#             each just inside the link timeout (--impostor-trickle).
+#             each just inside the link timeout (--impostor-trickle);
+#   tls-trickle  the same with --tls: the impostor trickles the source's
+#             ClientHello back (--raw --impostor-trickle); the error names
+#             the TLS handshake.
 . "$(dirname "$0")/lib.sh"
 
 # cut_for_good: the proxy's blackhole on (from now on the impostor answers
@@ -85,4 +88,16 @@ second="failover: given up $fo_ms ms after it began ($ms ms after the cut), roll
 # 15 s): a read may go on one link timeout past the deadline (as with a
 # silent peer), 1.5 s of slack.
 impostor_failover trickle 5500 --impostor-trickle 600
-pass "$first; $second; trickled HELLO: given up $fo_ms ms after the failover began"
+third="trickled HELLO: given up $fo_ms ms after the failover began"
+# The same inside TLS: the impostor sends the source's ClientHello back a
+# byte every 600 ms, a record that takes 2-3 minutes, each byte inside the
+# link timeout. The handshake's time bounds the whole handshake.
+PSK=$T/psk
+head -c 32 /dev/urandom >"$PSK"
+chmod 600 "$PSK"
+COMMON=(--transport tcp --tls --psk-file "$PSK" --link-timeout-ms 1000 --failover-timeout-ms 3000)
+impostor_failover tls-trickle 5500 --raw --impostor-trickle 600
+grep -q "failover to tcp failed: TLS handshake with" "$T/tls-trickle-send.err" ||
+	fail "tls-trickle: the source's error does not name the TLS handshake: $(tail -n 2 "$T/tls-trickle-send.err")"
+expect_eq "tls-trickle: encrypted" "$(summary "$T/tls-trickle-send.out" encrypted)" true
+pass "$first; $second; $third; trickled ClientHello: given up $fo_ms ms after the failover began"

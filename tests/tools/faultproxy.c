@@ -65,7 +65,9 @@
  * "faultproxy: connection N held by the impostor for M ms".
  * --impostor-trickle MS: the same, but the client's HELLO goes back one
  * byte every MS ms (a frame trickled just inside each link timeout), and
- * nothing after it.
+ * nothing after it. With --raw, the client's first TLS record (its
+ * ClientHello) goes back so: a handshake trickled by someone without the
+ * key or a certificate.
  * --raw: the streams are not rmig's frames (TLS): nothing is parsed; the
  * first connection counts as the control stream, later ones as data
  * streams, and SIGUSR2 flips one byte in the middle of the next chunk read
@@ -99,6 +101,7 @@
 #define MAX_CONNS 64
 #define BUF_LEN (256 * 1024)
 #define HDR_LEN 24
+#define TLS_HDR_LEN 5 /* a TLS record's header: type, version, length */
 #define MAGIC 0x47494d52u
 #define T_HELLO 1
 #define T_CHANNEL 4
@@ -263,23 +266,36 @@ static int read_full(int fd, uint8_t *p, size_t n)
 	return 0;
 }
 
+/* The client's first TLS record (--raw): its header's length is bytes 3-4. */
+static int read_tls_record(int cfd, uint8_t *f, uint32_t *len)
+{
+	if (read_full(cfd, f, TLS_HDR_LEN) || f[0] != 22)
+		return 0;
+	*len = (uint32_t)f[3] << 8 | f[4];
+	return *len <= 4096 && !read_full(cfd, f + TLS_HDR_LEN, *len);
+}
+
 /* --impostor-hb: the client's HELLO back as ours, then heartbeats;
- * --impostor-trickle: only that HELLO, a byte every trickle_ms. */
+ * --impostor-trickle: only that HELLO (--raw: that TLS record), a byte
+ * every trickle_ms. */
 static void hold_as_impostor(int lfd)
 {
 	uint8_t f[HDR_LEN + 4096] = { 0 };
 	int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC), ms = 0, hello;
 	struct pollfd pfd = { cfd, POLLIN, 0 };
-	uint32_t len = 0, seq = 0;
+	uint32_t len = 0, seq = 0, hdr = raw ? TLS_HDR_LEN : HDR_LEN;
 
 	if (cfd < 0)
 		return;
-	hello = !read_full(cfd, f, HDR_LEN) && f[5] == T_HELLO && (len = get32(f + 8)) <= 4096 &&
-		!read_full(cfd, f + HDR_LEN, len);
+	if (raw)
+		hello = impostor == 3 && read_tls_record(cfd, f, &len);
+	else
+		hello = !read_full(cfd, f, HDR_LEN) && f[5] == T_HELLO &&
+			(len = get32(f + 8)) <= 4096 && !read_full(cfd, f + HDR_LEN, len);
 	if (hello && impostor == 3) {
 		uint8_t sink;
 
-		for (uint32_t i = 0; i < HDR_LEN + len && ms < 15000; i++, ms += trickle_ms) {
+		for (uint32_t i = 0; i < hdr + len && ms < 15000; i++, ms += trickle_ms) {
 			if (write(cfd, f + i, 1) != 1 ||
 			    (poll(&pfd, 1, trickle_ms) > 0 && read(cfd, &sink, 1) <= 0))
 				break; /* written, or the client closed */

@@ -33,23 +33,61 @@ static const struct rmig_link_ops exact_ops = {
 
 /* A wrapper that passes recv_some through and counts the reads that may
  * take more than they need: the sending side's (spy_client) and the
- * receiving side's. */
+ * receiving side's. The sending side's follow the records of each stream
+ * (a header, then its body): a read that could go past the end of the
+ * header or body it is in reads ahead. */
 static pthread_mutex_t spy_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rmig_link *spy_client;
 static int spy_client_reads, spy_client_ahead, spy_server_ahead;
 
+struct spy_stream {
+	uint8_t hdr[5];
+	size_t hdr_got, body_left;
+};
+static struct spy_stream spy_streams[1 + RMIG_LINK_MAX_CHANNELS]; /* control, then channels */
+
+/* What is left of the record header or body the stream is in. */
+static size_t spy_unit_left(const struct spy_stream *st)
+{
+	return st->body_left ? st->body_left : sizeof(st->hdr) - st->hdr_got;
+}
+
+static void spy_advance(struct spy_stream *st, const uint8_t *p, size_t n)
+{
+	while (n) {
+		size_t k = n < st->body_left ? n : st->body_left;
+
+		if (k) {
+			st->body_left -= k;
+			p += k;
+			n -= k;
+			continue;
+		}
+		st->hdr[st->hdr_got++] = *p++;
+		n--;
+		if (st->hdr_got == sizeof(st->hdr)) {
+			st->body_left = (size_t)st->hdr[3] << 8 | st->hdr[4];
+			st->hdr_got = 0;
+		}
+	}
+}
+
 static int spy_recv_some(struct rmig_link *l, int chan, void *buf, size_t min, size_t len, int tmo)
 {
-	int rc = l->lower->ops->recv_some(l->lower, chan, buf, min, len, tmo);
+	struct spy_stream *st = &spy_streams[chan + 1];
+	int rc;
 
 	pthread_mutex_lock(&spy_lock);
 	if (l == spy_client) {
 		spy_client_reads++;
-		spy_client_ahead += len > min;
+		spy_client_ahead += len > spy_unit_left(st);
 	} else {
 		spy_server_ahead += len > min;
 	}
 	pthread_mutex_unlock(&spy_lock);
+	rc = l->lower->ops->recv_some(l->lower, chan, buf, min, len, tmo);
+	if (rc > 0 && l == spy_client)
+		spy_advance(st, buf, (size_t)rc);
 	if (rc < 0)
 		memcpy(l->err, l->lower->err, sizeof(l->err));
 	return rc;
