@@ -425,8 +425,8 @@ static int64_t mono_ms(void)
 /* The time left for the next lower op: the handshake's timeout bounds the
  * whole handshake, not each read, or a peer without the key could hold it
  * for as many timeouts as its flight has bytes, one byte just inside
- * each. 0: it ran out (noted in hb). */
-static int hs_left(struct hs_bio *hb)
+ * each. 0: it ran out. */
+static int hs_left(const struct hs_bio *hb)
 {
 	int64_t left = hb->end_ms - mono_ms();
 
@@ -434,11 +434,19 @@ static int hs_left(struct hs_bio *hb)
 		return -1;
 	if (left > 0)
 		return left < hb->timeout_ms ? (int)left : hb->timeout_ms;
-	hb->timed_out = 1;
-	hb->lower_rc =
-	    tls_err(hb->l, -ETIMEDOUT, "TLS handshake with %s: not complete within %d ms",
-		    hb->l->peer, hb->timeout_ms);
 	return 0;
+}
+
+/* A lower op given tmo failed with rc: out of the handshake's time if
+ * none was left or it timed out on what was left. */
+static int hs_failed(struct hs_bio *hb, int rc, int tmo)
+{
+	if (!tmo || (rc == -ETIMEDOUT && tmo < hb->timeout_ms)) {
+		hb->timed_out = 1;
+		rc = tls_err(hb->l, -ETIMEDOUT, "TLS handshake with %s: not complete within %d ms",
+			     hb->l->peer, hb->timeout_ms);
+	}
+	return hb->lower_rc = rc;
 }
 
 static int hs_flush(struct hs_bio *hb)
@@ -449,13 +457,9 @@ static int hs_flush(struct hs_bio *hb)
 	if (!hb->wlen)
 		return 0;
 	tmo = hs_left(hb);
-	if (!tmo)
-		return hb->lower_rc;
-	rc = lower_send(hb->l, hb->chan, &v, 1, tmo);
+	rc = tmo ? lower_send(hb->l, hb->chan, &v, 1, tmo) : -ETIMEDOUT;
 	hb->wlen = 0;
-	if (rc)
-		hb->lower_rc = rc;
-	return rc;
+	return rc ? hs_failed(hb, rc, tmo) : 0;
 }
 
 static int hs_write(BIO *b, const char *data, int len)
@@ -496,12 +500,12 @@ static int hs_read(BIO *b, char *buf, int len)
 	for (size_t got = 0; got < n;) {
 		int tmo = hs_left(hb), rc;
 
-		if (!tmo)
+		rc = tmo ? lower_recv_some(hb->l, hb->chan, (uint8_t *)buf + got, 1, n - got, tmo)
+			 : -ETIMEDOUT;
+		if (rc < 0) {
+			hs_failed(hb, rc, tmo);
 			return -1;
-		rc = lower_recv_some(hb->l, hb->chan, (uint8_t *)buf + got, 1, n - got, tmo);
-		hb->lower_rc = rc < 0 ? rc : 0;
-		if (rc < 0)
-			return -1;
+		}
 		got += (size_t)rc;
 	}
 	if (hb->client && !hb->first_read_done && n >= 2 && !looks_like_tls((uint8_t *)buf)) {
@@ -589,7 +593,7 @@ static int handshake_error(struct rmig_link *l, SSL *ssl, struct hs_bio *hb, int
 			     "unencrypted (config.tls off on both sides migrates in clear)",
 			     peer);
 	else if (hb->timed_out)
-		rc = -ETIMEDOUT; /* hs_left said so */
+		rc = -ETIMEDOUT; /* hs_failed said so */
 	else if (hb->lower_rc)
 		rc = tls_err(l, hb->lower_rc, "TLS handshake with %.60s: %.180s", peer,
 			     l->lower->err);
@@ -712,6 +716,7 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 			     .pre = pre,
 			     .pre_len = pre_len };
 	struct hs_secrets sec = { 0 };
+	char why[sizeof(l->err)];
 	SSL *ssl = NULL;
 	BIO *bio = NULL;
 	int rc = -ENOMEM;
@@ -736,7 +741,9 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 	}
 	if ((server ? SSL_accept(ssl) : SSL_connect(ssl)) != 1) {
 		rc = handshake_error(l, ssl, &hb, server);
-		hs_flush(&hb); /* our alert, best effort: the peer hears why */
+		memcpy(why, l->err, sizeof(why));
+		hs_flush(&hb); /* our alert, best effort: the peer hears why ... */
+		memcpy(l->err, why, sizeof(why)); /* ... and the error stays ours */
 		goto out;
 	}
 	rc = hs_flush(&hb);

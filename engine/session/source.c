@@ -379,7 +379,6 @@ static int handshake(struct rmig_ctx *ctx, enum open_kind kind, uint32_t round, 
 	return rc;
 }
 
-/* Stop every op on the current link and drop its session. */
 /* Every op on the session's link returns -ECANCELED, blocked ones within a
  * link's wait slice; the connections stay as they are. */
 static void stop_session(struct rmig_ctx *ctx)
@@ -401,6 +400,7 @@ static void close_session(struct rmig_ctx *ctx)
 	ctx->placement = 0;
 }
 
+/* Stop every op on the current link and drop its session. */
 static void drop_session(struct rmig_ctx *ctx)
 {
 	stop_session(ctx);

@@ -20,7 +20,7 @@ rm -f "$T/probe.err"
 export MAKEFLAGS=
 make -s --no-print-directory -j"$(nproc)" BUILD="$BUILD" FUZZ_CC="$FUZZ_CC" fuzz-build \
 	>"$T/build.out" 2>&1 || fail "building the fuzzers"
-make -s --no-print-directory -j2 BUILD="$BUILD" FUZZ_CC="$FUZZ_CC" \
+make -s --no-print-directory -j2 -Otarget BUILD="$BUILD" FUZZ_CC="$FUZZ_CC" \
 	FUZZ_SMOKE_SECONDS="${FUZZ_SMOKE_SECONDS:-20}" fuzz-smoke >"$T/smoke.out" 2>&1 ||
 	fail "fuzzing found a problem (inputs in $BUILD/fuzz/artifacts/)"
 

@@ -125,12 +125,14 @@ static void serve(uint8_t mode)
 	for (int i = 0; i < 64; i++) {
 		size_t want = (size_t)(1 + (i * 37) % 3000);
 
-		if (conn->ops->ctrl_recv(conn, buf, want, 0)) {
+		/* No timeout (-1): the in-memory link never waits, and a handshake's
+		 * timeout of 0 would end it at its first read. */
+		if (conn->ops->ctrl_recv(conn, buf, want, -1)) {
 			if (!conn->err[0])
 				abort();
 			/* A refusal, answered in clear if the peer spoke clear. */
 			struct iovec v = { buf, 8 };
-			conn->ops->ctrl_send(conn, &v, 1, 0);
+			conn->ops->ctrl_send(conn, &v, 1, -1);
 			break;
 		}
 	}
