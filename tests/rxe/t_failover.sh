@@ -99,11 +99,17 @@ failover_case() {
 		got="$(field "$f" result)/$(field "$f" transport)/$(field "$f" verified)"
 		got="$got/$(field "$f" encrypted)/$(field "$f" tls)"
 		# Encrypted: failovers >= 1, what matters is that it ends over TCP
-		# still encrypted; in clear exactly one, as before.
-		if [ "$got" = "$want" ] && { [ "$fo" = 1 ] || { [ "$tls" = --tls ] && [[ $fo =~ ^[1-9][0-9]*$ ]]; }; }; then
+		# still encrypted; in clear the source fails over exactly once. The
+		# destination may count two: it answers a resumption only once it
+		# has noticed its own loss (a link timeout after the last word),
+		# and when that comes just as the source's first attempt gives up,
+		# it resumes that attempt, loses it, and resumes the next.
+		local many=0
+		[ "$tls" = --tls ] || [ "$side" = recv ] && many=1
+		if [ "$got" = "$want" ] && { [ "$fo" = 1 ] || { [ $many = 1 ] && [[ $fo =~ ^[1-9][0-9]*$ ]]; }; }; then
 			ok "$n $side: $got, failovers $fo"
 		else
-			bad "$n $side: got $got, failovers $fo; want $want, failovers $([ "$tls" = --tls ] && echo '>= 1' || echo 1) (exit $rc/$rrc): $(tail -n 2 "$T/$n-$side.err")"
+			bad "$n $side: got $got, failovers $fo; want $want, failovers $([ $many = 1 ] && echo '>= 1' || echo 1) (exit $rc/$rrc): $(tail -n 2 "$T/$n-$side.err")"
 		fi
 	done
 	if [ "$tls" = --tls ]; then
