@@ -49,8 +49,12 @@
 
 #define PSK_LEN 32
 #define PSK_IDENTITY "rmig-psk-1"
-#define OUT_RECORDS 16 /* records sealed per lower send */
-#define OUT_BUF_LEN (OUT_RECORDS * (RMIG_TLS_MAX_PLAIN + 32))
+/* Records sealed per lower send, at most: a data channel's 1 MiB frame in
+ * one send (about 5 % less sender CPU than 16 records per send in three
+ * A/B runs, bench/results.md). A stream's buffer grows to what its sends
+ * need, so the control stream keeps a small one. */
+#define OUT_RECORDS 64
+#define OUT_RECORD_LEN (RMIG_TLS_MAX_PLAIN + 32)
 #define MAX_HANDSHAKE_BYTES 65536 /* one flight, certificates included */
 #define TLS_HANDSHAKE 22
 /* Records read by one lower receive, at most: what the link has ready. */
@@ -85,7 +89,8 @@ struct tls_stream {
 	size_t in_cap;		     /* its size: one record, IN_BYTES once data flows */
 	size_t in_start, in_end;     /* in[in_start, in_end): not opened yet */
 	size_t plain_off, plain_len; /* in: the last opened record's plaintext not handed out yet */
-	uint8_t *out;		     /* records sealed for one lower send */
+	uint8_t *out;		     /* records sealed for one lower send ... */
+	size_t out_records;	     /* ... this many at most */
 	uint8_t peek[RMIG_TLS_HDR_LEN];
 	size_t peek_len; /* read to tell TLS from clear, not handed out yet */
 };
@@ -552,7 +557,7 @@ static void stream_clear(struct tls_stream *s)
 	if (s->in)
 		OPENSSL_clear_free(s->in, s->in_cap);
 	if (s->out)
-		OPENSSL_clear_free(s->out, OUT_BUF_LEN);
+		OPENSSL_clear_free(s->out, s->out_records * OUT_RECORD_LEN);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -803,6 +808,24 @@ static size_t iov_total(const struct iovec *iov, int n)
 	return t;
 }
 
+/* Room in s->out for the records of a send of total bytes (up to
+ * OUT_RECORDS of them). */
+static int out_room(struct tls_stream *s, size_t total)
+{
+	size_t want = (total + RMIG_TLS_MAX_PLAIN - 1) / RMIG_TLS_MAX_PLAIN;
+	uint8_t *out;
+
+	want = want < 1 ? 1 : want > OUT_RECORDS ? OUT_RECORDS : want;
+	if (s->out_records >= want)
+		return 0;
+	if (!(out = malloc(want * OUT_RECORD_LEN)))
+		return -ENOMEM;
+	free(s->out); /* sealed records only: nothing in clear */
+	s->out = out;
+	s->out_records = want;
+	return 0;
+}
+
 static int sealed_send(struct rmig_link *l, int chan, const struct iovec *iov, int n, int tmo)
 {
 	struct tls_stream *s = stream_of(l, chan);
@@ -810,13 +833,13 @@ static int sealed_send(struct rmig_link *l, int chan, const struct iovec *iov, i
 
 	if (s->tx.kernel)
 		return lower_send(l, chan, iov, n, tmo);
-	if (!s->out && !(s->out = malloc(OUT_BUF_LEN)))
+	if (out_room(s, total))
 		return tls_err(l, -ENOMEM, "TLS: out of memory");
 	while (pos < total) {
 		struct iovec v = { s->out, 0 };
 		int rc;
 
-		for (int r = 0; r < OUT_RECORDS && pos < total; r++) {
+		for (size_t r = 0; r < s->out_records && pos < total; r++) {
 			size_t take =
 			    total - pos < RMIG_TLS_MAX_PLAIN ? total - pos : RMIG_TLS_MAX_PLAIN;
 			size_t w = rmig_tls_seal(&s->tx, iov, n, &pos, take,
