@@ -248,5 +248,7 @@ struct sockaddr_storage;
 int rmig_link_resolve(struct rmig_link *l, const char *host, uint16_t port, int passive,
 		      struct sockaddr_storage *ss, socklen_t *len);
 void rmig_link_err(struct rmig_link *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* CLOCK_MONOTONIC in ms: the links' deadlines. */
+int64_t rmig_link_now_ms(void);
 
 #endif

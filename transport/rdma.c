@@ -65,7 +65,6 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <infiniband/verbs.h>
@@ -314,18 +313,10 @@ struct deadline {
 	int64_t end_ms;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* "timeout_ms without progress": restarted whenever something moves. */
 static void deadline_restart(struct deadline *d)
 {
-	d->end_ms = d->timeout_ms < 0 ? -1 : now_ms() + d->timeout_ms;
+	d->end_ms = d->timeout_ms < 0 ? -1 : rmig_link_now_ms() + d->timeout_ms;
 }
 
 static void deadline_init(struct deadline *d, int timeout_ms)
@@ -341,7 +332,7 @@ static int deadline_slice(const struct deadline *d)
 
 	if (d->end_ms < 0)
 		return SLICE_MS;
-	left = d->end_ms - now_ms();
+	left = d->end_ms - rmig_link_now_ms();
 	if (left <= 0)
 		return 0;
 	return left < SLICE_MS ? (int)left : SLICE_MS;

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <netdb.h>
 #include <netinet/in.h>
@@ -444,6 +445,14 @@ void rmig_link_err(struct rmig_link *l, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(l->err, sizeof(l->err), fmt, ap);
 	va_end(ap);
+}
+
+int64_t rmig_link_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void rmig_link_addr_text(const struct sockaddr *sa, char *out, size_t len)

@@ -31,7 +31,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <netinet/in.h>
@@ -172,11 +171,10 @@ static int lower_recv(struct rmig_link *l, int chan, void *buf, size_t len, int 
 static int lower_recv_some(struct rmig_link *l, int chan, uint8_t *buf, size_t min, size_t len,
 			   int tmo)
 {
-	const struct rmig_link_ops *ops = l->lower->ops;
 	int rc;
 
-	if (ops->size > offsetof(struct rmig_link_ops, recv_some) && ops->recv_some) {
-		rc = ops->recv_some(l->lower, chan, buf, min, len, tmo);
+	if (RMIG_LINK_HAS(l->lower->ops, recv_some)) {
+		rc = l->lower->ops->recv_some(l->lower, chan, buf, min, len, tmo);
 		return rc < 0 ? lower_up(l, rc) : rc;
 	}
 	rc = lower_recv(l, chan, buf, min, tmo);
@@ -419,21 +417,13 @@ static int conf_ready(struct rmig_link *l, int server)
 static BIO_METHOD *hs_method;
 static pthread_once_t hs_method_once = PTHREAD_ONCE_INIT;
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* The time left for the next lower op: the handshake's timeout bounds the
  * whole handshake, not each read, or a peer without the key could hold it
  * for as many timeouts as its flight has bytes, one byte just inside
  * each. 0: it ran out. */
 static int hs_left(const struct hs_bio *hb)
 {
-	int64_t left = hb->end_ms - mono_ms();
+	int64_t left = hb->end_ms - rmig_link_now_ms();
 
 	if (hb->timeout_ms < 0)
 		return -1;
@@ -716,7 +706,7 @@ static int handshake(struct rmig_link *l, int chan, int server, const uint8_t *p
 	struct hs_bio hb = { .l = l,
 			     .chan = chan,
 			     .timeout_ms = tmo,
-			     .end_ms = mono_ms() + tmo,
+			     .end_ms = rmig_link_now_ms() + tmo,
 			     .client = !server,
 			     .pre = pre,
 			     .pre_len = pre_len };
