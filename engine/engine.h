@@ -161,7 +161,8 @@ _Static_assert(sizeof(struct rmig_config) - RMIG_CONFIG_KNOWN_END < sizeof(void 
  * or a negative errno with the thread's message (rmig_last_error). */
 int rmig_config_import(struct rmig_config *to, const struct rmig_config *from);
 int rmig_ctx_new(struct rmig_ctx **out, const struct rmig_config *cfg, struct rmig_backend *be);
-/* Destination: conn becomes ctx->link; the context owns it from here. */
+/* Destination: conn becomes ctx->link; the context owns it from here. On
+ * failure (-ENOMEM) it is still the caller's. */
 int rmig_ctx_own_conn(struct rmig_ctx *ctx, struct rmig_link *conn);
 /* Destination: close and free every connection of the last migration. */
 void rmig_ctx_drop_conns(struct rmig_ctx *ctx);

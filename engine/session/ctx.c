@@ -245,11 +245,8 @@ int rmig_ctx_own_conn(struct rmig_ctx *ctx, struct rmig_link *conn)
 		unsigned cap = ctx->conns_cap ? 2 * ctx->conns_cap : 4;
 		struct rmig_link **n = realloc(ctx->conns, cap * sizeof(*n));
 
-		if (!n) {
-			conn->ops->close_session(conn);
-			rmig_link_destroy(conn);
+		if (!n)
 			return rmig_err(ctx, -ENOMEM, "out of memory");
-		}
 		ctx->conns = n;
 		ctx->conns_cap = cap;
 	}

@@ -42,6 +42,7 @@ struct dst_run {
 	unsigned expect_round;
 	int64_t t_go;
 	int64_t offer_ms; /* the last offer_memory took this long */
+	int superseded;	  /* the link was lost because the source reopened */
 };
 
 /* A dry run: what prepare_regions would check, nothing allocated (the
@@ -166,13 +167,16 @@ static void refused(struct rmig_ctx *ctx, const char *why)
 
 /* The listener's opening of a connection, taken over: from here the
  * context speaks on it. */
-static int take_opening(struct rmig_ctx *ctx, const struct rmig_opening *o,
+static int take_opening(struct dst_run *d, const struct rmig_opening *o,
 			struct rmig_wire_hello *hello)
 {
+	struct rmig_ctx *ctx = d->ctx;
 	int rc = rmig_ctx_own_conn(ctx, o->conn);
 
-	if (rc)
+	if (rc) {
+		rmig_listener_give_back(d->lst, d->slot, o->conn);
 		return rc;
+	}
 	memcpy(ctx->nonce, o->nonce, RMIG_NONCE_LEN);
 	memcpy(ctx->peer_nonce, o->peer_nonce, RMIG_NONCE_LEN);
 	memcpy(ctx->token, o->token, RMIG_NONCE_LEN);
@@ -288,6 +292,15 @@ static void stall_clock_after_offer(struct dst_run *d)
 	d->ctx->deadline.since_ms += 2 * d->offer_ms;
 }
 
+/* Close the connection we serve on. The listener forgets it first, so that
+ * no resumption interrupts it while it closes (see deliver_again). */
+static void close_link(struct dst_run *d)
+{
+	if (d->slot)
+		rmig_listener_release(d->lst, d->slot);
+	d->ctx->link->ops->close_session(d->ctx->link);
+}
+
 /* Stop using the current connection: receivers, heartbeats, registrations. */
 static void drop_session(struct dst_run *d)
 {
@@ -299,7 +312,7 @@ static void drop_session(struct dst_run *d)
 	/* From here the peer's RDMA WRITEs can no longer land. */
 	if (ctx->link->ops->mem_release)
 		ctx->link->ops->mem_release(ctx->link);
-	ctx->link->ops->close_session(ctx->link);
+	close_link(d);
 	ctx->placement = 0;
 }
 
@@ -316,7 +329,7 @@ static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
 		int rc = rmig_listener_take_again(d->lst, d->slot, ctx, end_ms, &o);
 
 		if (!rc)
-			rc = take_opening(ctx, &o, hello);
+			rc = take_opening(d, &o, hello);
 		if (rc)
 			return rc;
 		if (hello->flags & want)
@@ -327,7 +340,7 @@ static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
 			rmig_ctrl_send_abort(ctx, RMIG_ABORT_ALL_IN,
 					     "every page is here and the guest runs at the "
 					     "destination: nothing to recover");
-			ctx->link->ops->close_session(ctx->link);
+			close_link(d);
 			return 1;
 		}
 		rc = rmig_err(ctx, -EBUSY,
@@ -336,7 +349,7 @@ static int accept_for_session(struct dst_run *d, uint32_t want, int64_t end_ms,
 			      want == RMIG_HELLO_RESUME ? "resume" : "ask for its outcome");
 		rmig_ctrl_send_abort(ctx, rc, ctx->err);
 		refused(ctx, ctx->err);
-		ctx->link->ops->close_session(ctx->link);
+		close_link(d);
 	}
 }
 
@@ -397,7 +410,7 @@ static int await_resume(struct dst_run *d, int rc)
 	struct rmig_deadline stall = ctx->deadline;
 	int64_t lost, end;
 
-	if (rmig_link_failure(rc) && may_resume)
+	if (rmig_link_failure(rc) && may_resume && !d->superseded)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	if (ctx->cfg.failover == RMIG_FAILOVER_NONE || !rmig_link_failure(rc) ||
 	    atomic_load(&ctx->cancelled) || !may_resume || !resumable(d))
@@ -475,8 +488,8 @@ static int recover(struct dst_run *d, int rc)
 	struct rmig_event ev = { .type = RMIG_EV_WARNING, .detail = msg };
 	int64_t lost, end;
 
-	/* Silent past the link timeout: no last words will come (as above). */
-	if (rmig_link_failure(rc) && rc != -ETIMEDOUT)
+	/* Silent past the link timeout, or replaced: no last words will come. */
+	if (rmig_link_failure(rc) && rc != -ETIMEDOUT && !d->superseded)
 		rc = rmig_ctrl_last_words(ctx, rc);
 	remote_figures(d, &f);
 	/* Even with every page in: the source does not know it yet, and would
@@ -540,10 +553,31 @@ static int recover(struct dst_run *d, int rc)
 	return 0;
 }
 
+/* What stopped us was the listener (rmig_listener_superseded): the source
+ * reopened the migration, so this connection is lost to it, whatever our
+ * side of it still says. Only a stop or a link failure is taken for that:
+ * an ABORT, a stall or a bad frame that came first stays what it was.
+ * During the first opening's setup nothing can resume yet: the migration
+ * fails as it would have on the lost connection. */
+static int superseded(struct dst_run *d, int rc)
+{
+	if (!d->slot || !rmig_listener_superseded(d->lst, d->slot))
+		return rc;
+	if (rc != -ECANCELED && !rmig_link_failure(rc))
+		return rc;
+	d->superseded = 1;
+	return rmig_err(d->ctx, -ECONNRESET,
+			"the source reconnected: it lost this connection (peer %s)",
+			d->ctx->link->peer);
+}
+
 /* The link failed: resume pre-copy or recover post-copy, if it can. */
 static int link_lost(struct dst_run *d, int rc)
 {
-	return rmig_phase(d->ctx) == RMIG_DST_POSTCOPY ? recover(d, rc) : await_resume(d, rc);
+	rc = superseded(d, rc);
+	rc = rmig_phase(d->ctx) == RMIG_DST_POSTCOPY ? recover(d, rc) : await_resume(d, rc);
+	d->superseded = 0;
+	return rc;
 }
 
 /* The link failed after READY: the source may ask whether we started the
@@ -566,7 +600,7 @@ static void answer_outcome(struct dst_run *d, int started)
 			rmig_ctrl_send_abort(ctx, RMIG_ABORT_NOT_STARTED,
 					     "the destination did not start the guest and "
 					     "discards it");
-		ctx->link->ops->close_session(ctx->link);
+		close_link(d);
 	}
 	memcpy(ctx->err, why, sizeof(why));
 }
@@ -956,7 +990,7 @@ static int open_migration(struct dst_run *d, int *connected)
 	    d->lst, ctx, ctx->cfg.accept_timeout_ms ? (int)ctx->cfg.accept_timeout_ms : -1,
 	    &d->slot, &o);
 	if (!rc)
-		rc = take_opening(ctx, &o, &hello);
+		rc = take_opening(d, &o, &hello);
 	if (rc)
 		return rc;
 	*connected = 1;
@@ -1045,7 +1079,7 @@ static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 	if (!rc)
 		rc = serve_messages(&d);
 	if (rc && connected)
-		rc = fail_migration(&d, rc);
+		rc = fail_migration(&d, superseded(&d, rc));
 	rmig_heartbeat_stop(ctx);
 	/* Whatever the outcome, the peer may not write our memory any more. */
 	if (connected && ctx->link->ops->mem_release)
@@ -1058,7 +1092,7 @@ static int serve_one(struct rmig_ctx *ctx, struct rmig_listener *lst)
 	if (connected) {
 		rmig_link_note_sealing(ctx);
 		rmig_rails_note(ctx);
-		ctx->link->ops->close_session(ctx->link);
+		close_link(&d);
 	}
 	if (d.lst)
 		rmig_listener_leave(d.lst, d.slot);

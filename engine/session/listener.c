@@ -19,7 +19,8 @@
  * - a data channel joins a session only with that session's token (keyed
  *   with the PSK and both nonces of its opening), a resumption or an
  *   outcome question only through a full authenticated opening naming the
- *   session: stray connections never reach a running migration.
+ *   session (only such an opening wakes a session from the connection it
+ *   serves): stray connections never reach a running migration.
  * Every refusal is reported (RMIG_EV_REFUSED) with the peer and the reason.
  *
  * A new migration goes to a context waiting in rmig_recv_from(); with none
@@ -83,6 +84,11 @@ struct rmig_listener_slot {
 	unsigned nchan; /* channels its current opening announced */
 	int has_opening;
 	struct rmig_opening opening;
+	/* The connection the session serves on, NULL while it waits for a
+	 * reopening; valid while the slot is used (the session's context
+	 * keeps every connection it took until it leaves). */
+	struct rmig_link *serving;
+	int superseded; /* a reopening came while it served: see deliver_again */
 	struct waiting_channel chans[RMIG_MAX_CHANNELS];
 	unsigned nchans;
 	uint64_t chan_mask;
@@ -410,8 +416,20 @@ busy:
 			running, running == 1 ? "" : "s");
 }
 
+/* The opening proved a key (ours, or a certificate TLS verified), not just
+ * that it is on loopback or that we are --insecure. */
+static int proved_key(const struct rmig_ctx *hs)
+{
+	return hs->cfg.psk || hs->link->peer_verified;
+}
+
 /* A resumption or the outcome question: to the session it names, which
- * takes it when it is ready (the newest one wins). Lock held. */
+ * takes it when it is ready (the newest one wins). A session still on its
+ * old connection is woken at once if the opening proved a key: the source
+ * says that connection is lost to it, and waiting for our own link timeout
+ * would only hold the failover up, by then perhaps past the attempt the
+ * source is making. Without a key anyone who read the migration's id off
+ * the wire could stop a healthy session: it just waits. Lock held. */
 static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rmig_ctx *hs,
 			 const struct rmig_wire_hello *hello)
 {
@@ -437,6 +455,15 @@ static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rm
 	fill_opening(&s->opening, hs, hello);
 	s->has_opening = 1;
 	p->conn = NULL;
+	if (s->serving && proved_key(hs)) {
+		/* Under the lock, so never while the session closes it
+		 * (rmig_listener_release). The session sees -ECANCELED and
+		 * asks why (rmig_listener_superseded). */
+		s->serving->ops->interrupt(s->serving,
+					   RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+		s->superseded = 1;
+		s->serving = NULL;
+	}
 	pthread_cond_broadcast(&lst->cond);
 	return 0;
 }
@@ -862,6 +889,7 @@ int rmig_listener_take_new(struct rmig_listener *lst, struct rmig_ctx *ctx, int 
 			first->ctx = ctx;
 			pthread_cond_broadcast(&lst->cond); /* the opener waits for this */
 			*o = first->opening;
+			first->serving = o->conn;
 			first->has_opening = 0;
 			lst->unclaimed--;
 			*slot = first;
@@ -886,15 +914,49 @@ int rmig_listener_take_again(struct rmig_listener *lst, struct rmig_listener_slo
 	int rc;
 
 	pthread_mutex_lock(&lst->lock);
+	s->serving = NULL; /* what comes now is what it waits for */
 	while (!s->has_opening && !(rc = wait_ended(ctx, end_ms, "waiting for the source")))
 		timed_wait(lst, wait_slice(end_ms));
 	if (s->has_opening) {
 		*o = s->opening;
 		s->has_opening = 0;
+		s->serving = o->conn;
+		s->superseded = 0;
 		rc = 0;
 	}
 	pthread_mutex_unlock(&lst->lock);
 	return rc;
+}
+
+void rmig_listener_give_back(struct rmig_listener *lst, struct rmig_listener_slot *s,
+			     struct rmig_link *conn)
+{
+	pthread_mutex_lock(&lst->lock);
+	if (s->serving == conn)
+		s->serving = NULL;
+	bury(lst, conn);
+	pthread_mutex_unlock(&lst->lock);
+	close_dead(lst);
+}
+
+void rmig_listener_release(struct rmig_listener *lst, struct rmig_listener_slot *s)
+{
+	pthread_mutex_lock(&lst->lock);
+	s->serving = NULL;
+	pthread_mutex_unlock(&lst->lock);
+}
+
+int rmig_listener_superseded(struct rmig_listener *lst, struct rmig_listener_slot *s)
+{
+	int was;
+
+	if (!lst || !s)
+		return 0;
+	pthread_mutex_lock(&lst->lock);
+	was = s->superseded;
+	s->superseded = 0;
+	pthread_mutex_unlock(&lst->lock);
+	return was;
 }
 
 int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_slot *s,
@@ -908,10 +970,13 @@ int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_
 	for (unsigned i = 0; i < n; i++)
 		nodes[i] = -1;
 	pthread_mutex_lock(&lst->lock);
-	while (s->nchans < n && !(rc = wait_ended(ctx, end, "waiting for data channels")))
+	while (s->nchans < n && !s->superseded &&
+	       !(rc = wait_ended(ctx, end, "waiting for data channels")))
 		timed_wait(lst, wait_slice(end));
 	have = s->nchans;
-	if (have == n) { /* all came, if only in the last slice: ours */
+	if (s->superseded) { /* what came is the newer opening's */
+		rc = rmig_err(ctx, -ECANCELED, "the source reopened the migration");
+	} else if (have == n) { /* all came, if only in the last slice: ours */
 		memcpy(got, s->chans, sizeof(got[0]) * n);
 		s->nchans = 0; /* the mask stays: no channel may join twice */
 		rc = 0;

@@ -23,6 +23,9 @@
  *   blocks-first  a valid session that says it has disks, then a BLOCKS
  *             frame before any DISKS
  *   disks-huge  a valid session, then DISKS of one disk of 64 TiB
+ *   resume=HEX  an opening that resumes the migration HEX (its first
+ *             HELLO's nonce, 32 hex digits: faultproxy logs it), then
+ *             waits for what the receiver says
  * The hb- cases print "ABORT after N ms: reason", N counted from the last
  * message that was not a heartbeat, and give up after 120 s.
  *
@@ -213,6 +216,17 @@ static void mac(const char *label, const struct rmig_wire_hello *src,
 	HMAC(EVP_sha256(), psk, (int)psk_len, msg, len, out, &outlen);
 }
 
+/* resume=HEX: the session's 16 bytes. 0 if c is such a case. */
+static int resume_case(const char *c, uint8_t session[RMIG_NONCE_LEN])
+{
+	if (strncmp(c, "resume=", 7) || strlen(c + 7) != 2 * RMIG_NONCE_LEN)
+		return -1;
+	for (int i = 0; i < RMIG_NONCE_LEN; i++)
+		if (sscanf(c + 7 + 2 * i, "%2hhx", &session[i]) != 1)
+			return -1;
+	return 0;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -221,7 +235,8 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* With a key: AUTH both ways, and the data channels' token (else: Ns). */
+/* With a key: AUTH both ways, and the data channels' token (else: Ns).
+ * 1 if the receiver refused with an ABORT (printed). */
 static int authenticate(int fd, const struct rmig_wire_hello *src,
 			const struct rmig_wire_hello *dst, uint8_t *token)
 {
@@ -234,8 +249,13 @@ static int authenticate(int fd, const struct rmig_wire_hello *src,
 		return 0;
 	}
 	mac("rmig-auth-2 source", src, dst, 1, m.u.mac);
-	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)) ||
-	    m.type != RMIG_MSG_AUTH)
+	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)))
+		return -1;
+	if (m.type == RMIG_MSG_ABORT) {
+		printf("ABORT: %s\n", m.u.abort.reason);
+		return 1;
+	}
+	if (m.type != RMIG_MSG_AUTH)
 		return -1;
 	mac("rmig-auth-1 channel", src, dst, 0, full);
 	memcpy(token, full, RMIG_NONCE_LEN);
@@ -452,7 +472,7 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"usage: fakepeer HOST PORT "
 			"version|huge|layout|past|truncated|hb-precopy|hb-ready|blocks-first|"
-			"disks-huge [PSK_FILE] | fakepeer HOST PORT old-dest|hb-dest\n");
+			"disks-huge|resume=HEX [PSK_FILE] | fakepeer HOST PORT old-dest|hb-dest\n");
 		return 2;
 	}
 	c = argv[3];
@@ -460,6 +480,10 @@ int main(int argc, char **argv)
 		return old_destination(argv[1], argv[2]);
 	if (!strcmp(c, "hb-dest"))
 		return heartbeat_destination(argv[1], argv[2]);
+	if (!strncmp(c, "resume=", 7) && resume_case(c, nonce)) {
+		fprintf(stderr, "fakepeer: %s: resume= wants 32 hex digits\n", c);
+		return 2;
+	}
 	if (argc == 5 && load_psk(argv[4])) {
 		fprintf(stderr, "fakepeer: %s: not a key of 16..1024 bytes\n", argv[4]);
 		return 2;
@@ -479,13 +503,25 @@ int main(int argc, char **argv)
 		m.u.hello.caps = RMIG_CAP_DISKS;
 	memcpy(m.u.hello.nonce, nonce, RMIG_NONCE_LEN);
 	memcpy(m.u.hello.session, nonce, RMIG_NONCE_LEN);
+	if (!resume_case(c, m.u.hello.session)) {
+		m.u.hello.flags |= RMIG_HELLO_RESUME;
+		m.u.hello.round = 1;
+	}
 	sent = m.u.hello;
 	if (send_msg(fd, &m, &ctrl_seq))
 		return 1;
 	if (!strcmp(c, "version"))
 		return outcome(fd);
-	if (recv_msg(fd, &m, payload, sizeof(payload)) || m.type != RMIG_MSG_HELLO ||
-	    authenticate(fd, &sent, &m.u.hello, token))
+	if (recv_msg(fd, &m, payload, sizeof(payload)))
+		return outcome(fd);
+	if (m.type == RMIG_MSG_ABORT) { /* refused at the HELLO */
+		printf("ABORT: %s\n", m.u.abort.reason);
+		return 0;
+	}
+	rc = m.type == RMIG_MSG_HELLO ? authenticate(fd, &sent, &m.u.hello, token) : -1;
+	if (rc == 1)
+		return 0;
+	if (rc || (sent.flags & RMIG_HELLO_RESUME))
 		return outcome(fd);
 	data = dial(argv[1], argv[2]);
 	if (data < 0)

@@ -47,6 +47,8 @@
  * client->target, by kind ("faultproxy: forwarded N bytes on data streams,
  * M on control streams"): the data streams' bytes are the CHANNEL frames
  * (48 bytes each) plus what the receiver's bytes_sent counts.
+ * Each control stream's opening HELLO logs its nonce ("faultproxy:
+ * connection N HELLO nonce HEX"): the first one names the migration.
  * Every fault applied is logged on stderr ("faultproxy: corrupted ...");
  * FAULTPROXY_TRACE=1 in the environment also logs every control frame.
  *
@@ -150,6 +152,7 @@ struct conn {
 	int swallowing;	    /* --cut-whole: dropping the cut frame's payload */
 	uint64_t t2c_at;    /* target->client bytes read (--clear-caps-back) */
 	uint8_t t2c_type;   /* the type of the target's first frame */
+	uint8_t nonce[16];  /* the opening HELLO's nonce, as it goes by */
 };
 
 static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
@@ -432,6 +435,25 @@ static void clear_hello_caps(const struct conn *c, uint8_t *p, size_t n)
 			(unsigned long long)clear_caps, c->id);
 }
 
+/* The opening HELLO's nonce (payload bytes 16..31) is logged: for a first
+ * connection it names the migration (what a resumption's HELLO.session
+ * carries), as anyone on the path sees it without TLS. p holds the next n
+ * payload bytes of the HELLO. */
+static void note_hello_nonce(struct conn *c, const uint8_t *p, size_t n)
+{
+	uint64_t at = get32(c->hdr + 8) - c->payload_left;
+
+	for (size_t k = 0; k < n; k++, at++)
+		if (at >= 16 && at < 32)
+			c->nonce[at - 16] = p[k];
+	if (at >= 32 && at - n < 32) {
+		fprintf(stderr, "faultproxy: connection %u HELLO nonce ", c->id);
+		for (int k = 0; k < 16; k++)
+			fprintf(stderr, "%02x", c->nonce[k]);
+		fprintf(stderr, "\n");
+	}
+}
+
 /* --clear-caps-back: p holds the target's next n bytes; if its first frame
  * on a control stream is a HELLO, clear the bits in its capabilities. */
 static void clear_hello_caps_back(struct conn *c, uint8_t *p, size_t n)
@@ -517,6 +539,8 @@ static size_t inspect_c2t(struct conn *c, uint8_t *p, size_t n)
 			if (clear_caps && c->kind == K_CTRL && c->frames == 1 &&
 			    c->cur_type == T_HELLO)
 				clear_hello_caps(c, p + i, take);
+			if (c->kind == K_CTRL && c->frames == 1 && c->cur_type == T_HELLO)
+				note_hello_nonce(c, p + i, take);
 
 			if (c->kind == K_DATA && c->cur_type == data_type && arm_data &&
 			    take == c->payload_left) {
