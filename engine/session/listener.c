@@ -959,27 +959,36 @@ int rmig_listener_superseded(struct rmig_listener *lst, struct rmig_listener_slo
 	return was;
 }
 
+/* The slot now waits for another opening's channels than the session's:
+ * the source (or, without a key, anyone) reopened the migration. Lock held. */
+static int reopened(const struct rmig_listener_slot *s, const struct rmig_ctx *ctx)
+{
+	return s->superseded || CRYPTO_memcmp(s->token, ctx->token, RMIG_NONCE_LEN);
+}
+
 int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_slot *s,
 				struct rmig_ctx *ctx, unsigned n, int *nodes, int timeout_ms)
 {
 	struct waiting_channel got[RMIG_MAX_CHANNELS];
 	int64_t end = rmig_now_ms() + timeout_ms;
 	unsigned have;
-	int rc;
+	int rc = 0;
 
 	for (unsigned i = 0; i < n; i++)
 		nodes[i] = -1;
 	pthread_mutex_lock(&lst->lock);
-	while (s->nchans < n && !s->superseded &&
+	while (s->nchans < n && !reopened(s, ctx) &&
 	       !(rc = wait_ended(ctx, end, "waiting for data channels")))
 		timed_wait(lst, wait_slice(end));
 	have = s->nchans;
-	if (s->superseded) { /* what came is the newer opening's */
+	if (reopened(s, ctx)) { /* what came is the newer opening's */
 		rc = rmig_err(ctx, -ECANCELED, "the source reopened the migration");
 	} else if (have == n) { /* all came, if only in the last slice: ours */
 		memcpy(got, s->chans, sizeof(got[0]) * n);
 		s->nchans = 0; /* the mask stays: no channel may join twice */
 		rc = 0;
+	} else if (!rc) { /* more than ours: never taken */
+		rc = rmig_err(ctx, -EPROTO, "%u data channels came for the %u announced", have, n);
 	}
 	pthread_mutex_unlock(&lst->lock);
 	if (rc == -ETIMEDOUT)

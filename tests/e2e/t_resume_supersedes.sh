@@ -14,7 +14,8 @@
 #    for 20000 ms");
 #  - the destination's whole migration took under 10 s: waiting out its
 #    own link timeout alone would take 20 s;
-#  - the same with TLS (the listener wakes a TLS-wrapped session).
+#  - the same with TLS, with the key and with x509 certificates (the
+#    listener wakes a TLS-wrapped session; a certificate proves as a key).
 # Then, as a hostile peer: a migration runs through a faultproxy that only
 # logs the migration's id (its first HELLO's nonce, in clear without TLS,
 # as anyone on the path sees it). tests/tools/fakepeer reopens that
@@ -34,17 +35,15 @@ GUEST=sim:size=64M,dirty-rate=5000,hot=10%,zero=30%,seed=3
 GUEST_SLOW=sim:size=32M,dirty-rate=200,hot=10%,zero=30%,seed=4 # ~5 s at 4 MB/s
 LT_SRC=1000 LT_DST=20000
 
-# supersede NAME [rmig options]: one migration through a proxy that cuts
+# supersede NAME AUTH_OPTIONS...: one migration through a proxy that cuts
 # silently in round 1.
 supersede() {
-	local n=$1 rc_send=0
+	local n=$1 rc_send=0 raw=()
 	shift
-	start_recv "$n-recv" --backend sim --psk-file "$T/psk" --link-timeout-ms $LT_DST \
-		--failover-timeout-ms 30000 "$@"
-	local raw=()
-	[ "$1" = --tls ] && raw=(--raw)
+	start_recv "$n-recv" --backend sim --link-timeout-ms $LT_DST --failover-timeout-ms 30000 "$@"
+	[[ " $* " == *" --tls "* ]] && raw=(--raw)
 	start_faultproxy "$n" --cut-after 8000000 --cut-silent "${raw[@]}"
-	timeout 60 "$RMIG" send --json --transport tcp --backend "$GUEST" --psk-file "$T/psk" \
+	timeout 60 "$RMIG" send --json --transport tcp --backend "$GUEST" \
 		--link-timeout-ms $LT_SRC --failover-timeout-ms 30000 "$@" \
 		127.0.0.1:"$PPORT" >"$T/$n-send.out" 2>"$T/$n-send.err" || rc_send=$?
 	wait_pid "$RECV_PID" 30
@@ -109,8 +108,11 @@ reopen() {
 }
 
 RESULT=""
-supersede clear --no-tls
-supersede tls --tls
+supersede clear --psk-file "$T/psk" --no-tls
+supersede tls --psk-file "$T/psk" --tls
+"$(dirname "$0")/../../scripts/tls_creds.sh" "$T/creds" >/dev/null 2>&1 ||
+	fail "scripts/tls_creds.sh failed"
+supersede x509 --tls --tls-creds "$T/creds"
 
 head -c 32 /dev/urandom >"$T/wrong" && chmod 600 "$T/wrong"
 reopen hostile - "$T/wrong"
