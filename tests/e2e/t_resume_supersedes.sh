@@ -15,7 +15,10 @@
 #  - the destination's whole migration took under 10 s: waiting out its
 #    own link timeout alone would take 20 s;
 #  - the same with TLS, with the key and with x509 certificates (the
-#    listener wakes a TLS-wrapped session; a certificate proves as a key).
+#    listener wakes a TLS-wrapped session; a certificate proves as a key);
+#  - in post-copy (the cut on the first page answered on demand, the
+#    destination's guest waiting for it): recovered once, the destination
+#    says the source reconnected, under 10 s after the cut.
 # Then, as a hostile peer: a migration runs through a faultproxy that only
 # logs the migration's id (its first HELLO's nonce, in clear without TLS,
 # as anyone on the path sees it). tests/tools/fakepeer reopens that
@@ -63,6 +66,41 @@ supersede() {
 	ms=$(summary "$T/$n-recv.out" total_ms)
 	((ms < 10000)) || fail "$n: the destination took $ms ms (its link timeout is $LT_DST ms)"
 	RESULT="$RESULT $n: destination total $ms ms, failover '$why';"
+}
+
+# The same silent death in post-copy, after the start: the destination's
+# guest waits for a page the source answered into the dead connection.
+postcopy_supersede() {
+	local rc_send=0 why ms
+	start_recv pc-recv --backend sim --psk-file "$T/psk" --no-tls --link-timeout-ms $LT_DST \
+		--failover-timeout-ms 30000
+	start_faultproxy pc --cut-on PAGE_DATA --cut-silent
+	RMIG_TEST_HOLD=post-copy:300 timeout 60 "$RMIG" send --json --postcopy --transport tcp \
+		--backend sim:size=256M,dirty-rate=20000,hot=5%,zero=50%,seed=7 --psk-file "$T/psk" \
+		--no-tls --link-timeout-ms $LT_SRC --failover-timeout-ms 30000 \
+		127.0.0.1:"$PPORT" >"$T/pc-send.out" 2>"$T/pc-send.err" || rc_send=$?
+	wait_pid "$RECV_PID" 30
+	kill -TERM "$PROXY_PID" 2>/dev/null
+	grep -qE 'uffd: ' "$T/pc-send.err" && skip "$(grep -m1 'uffd: ' "$T/pc-send.err")"
+	expect_eq "post-copy: send exit code ($(tail -1 "$T/pc-send.err"))" "$rc_send" 0
+	expect_eq "post-copy: recv exit code ($(tail -1 "$T/pc-recv.err"))" "$RC" 0
+	expect_eq "post-copy: cuts made" "$(grep -c 'cut on' "$T/pc-proxy.err")" 1
+	for side in send recv; do
+		expect_eq "post-copy: $side result" "$(summary "$T/pc-$side.out" result)" migrated
+		expect_eq "post-copy: $side recoveries" "$(summary "$T/pc-$side.out" recoveries)" 1
+	done
+	why=$(jq -r 'select(.event=="failover") | .reason' "$T/pc-recv.out" | head -1)
+	[[ $why == *"the source reconnected"* ]] ||
+		fail "post-copy: the destination's recovery: '$why' (it waited for its own timeout?)"
+	# From the cut (the proxy's wall clock) to the destination's failover
+	# event: its recovery_ms starts only when it noticed the loss.
+	local cut_at fo_at
+	cut_at=$(sed -n 's/.*cut on PAGE_DATA.* at \([0-9]*\) ms$/\1/p' "$T/pc-proxy.err" | head -1)
+	fo_at=$(jq -r 'select(.event=="failover") | .ts' "$T/pc-recv.out" | head -1)
+	ms=$((fo_at - cut_at))
+	((ms > 0 && ms < 10000)) ||
+		fail "post-copy: the destination resumed $ms ms after the cut (its link timeout is $LT_DST ms)"
+	RESULT="$RESULT post-copy: recovered $ms ms after the cut, '$why';"
 }
 
 # reopen NAME KEY_FILE|-...: a slowed migration through a logging proxy;
@@ -113,6 +151,7 @@ supersede tls --psk-file "$T/psk" --tls
 "$(dirname "$0")/../../scripts/tls_creds.sh" "$T/creds" >/dev/null 2>&1 ||
 	fail "scripts/tls_creds.sh failed"
 supersede x509 --tls --tls-creds "$T/creds"
+postcopy_supersede
 
 head -c 32 /dev/urandom >"$T/wrong" && chmod 600 "$T/wrong"
 reopen hostile - "$T/wrong"
