@@ -457,10 +457,11 @@ static int deliver_again(struct rmig_listener *lst, struct pending *p, struct rm
 	p->conn = NULL;
 	if (s->serving && proved_key(hs)) {
 		/* Under the lock, so never while the session closes it
-		 * (rmig_listener_release). The session sees -ECANCELED and
-		 * asks why (rmig_listener_superseded). */
-		s->serving->ops->interrupt(s->serving,
-					   RMIG_LINK_STOP_DATA | RMIG_LINK_STOP_CTRL_RECV);
+		 * (rmig_listener_release). Sends too: one blocked on the dead
+		 * connection would otherwise wait out its timeout. The
+		 * session sees -ECANCELED and asks why
+		 * (rmig_listener_superseded). */
+		cut_conn(s->serving);
 		s->superseded = 1;
 		s->serving = NULL;
 	}
