@@ -35,8 +35,8 @@ extern const struct rmig_link_ops rmig_rdma_link_ops;
 
 #define TMO 10000
 /* How long one side waits on the control stream for the other to finish a
- * step. A step may be bulk work: the throughput writes take ~3 s on a quiet
- * host under TCG, and this host swings 2-4x. With TMO here the destination
+ * step. A step may be bulk work: the throughput writes take ~2 s on a quiet
+ * host under TCG (384 MiB took ~6 s), and this host swings 2-4x. With TMO here the destination
  * gave up mid-step on slow CI hosts (and its exit then ended the source's
  * writes with "disconnected"). A dead peer still ends the wait at once. */
 #define STEP_TMO 60000
