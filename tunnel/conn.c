@@ -10,7 +10,6 @@
 #include <openssl/hmac.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 int tun_derive_psk(const uint8_t *key, size_t len, char hex[65])
 {
@@ -132,14 +131,6 @@ void tun_printable(char *out, const uint8_t *p, uint32_t n)
 	for (uint32_t i = 0; i < n; i++)
 		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? (char)p[i] : '?';
 	out[n] = 0;
-}
-
-int64_t tun_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int recv_err(struct rmig_link *l, int rc, char *why, size_t len)

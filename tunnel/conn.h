@@ -46,8 +46,6 @@ int tun_read_hello(struct rmig_link *l, int timeout_ms, uint32_t *flags,
 /* A peer's text as one line: printable characters only, others '?';
  * out holds n + 1 bytes. */
 void tun_printable(char *out, const uint8_t *p, uint32_t n);
-/* CLOCK_MONOTONIC in ms. */
-int64_t tun_now_ms(void);
 /* Best effort: tell the peer why it is refused, before closing. */
 void tun_send_refusal(struct rmig_link *l, const char *why);
 

@@ -85,7 +85,7 @@ struct tun_door {
  * counted and reported once the second is over). Lock held. */
 static void refused_line(struct tun_door *d, const char *peer, const char *why)
 {
-	int64_t second = tun_now_ms() / 1000;
+	int64_t second = rmig_link_now_ms() / 1000;
 
 	if (second != d->line_second) {
 		if (d->suppressed)
@@ -182,7 +182,7 @@ static void *opening_main(void *arg)
 /* Join finished openings, cut those past their time. Lock held. */
 static void reap(struct tun_door *d)
 {
-	int64_t now = tun_now_ms();
+	int64_t now = rmig_link_now_ms();
 
 	for (int i = 0; i < DOOR_SLOTS; i++) {
 		struct opening *p = &d->pend[i];
@@ -221,7 +221,7 @@ static const char *make_room(struct tun_door *d, const char *addr, char *why, si
 		who[n] = &d->pend[i];
 		o[n++] = (struct rmig_admit_opening){ d->pend[i].addr, d->pend[i].since_ms };
 	}
-	k = rmig_admit_decide(&policy, o, n, addr, tun_now_ms(), why, len);
+	k = rmig_admit_decide(&policy, o, n, addr, rmig_link_now_ms(), why, len);
 	if (k == RMIG_ADMIT_REFUSE)
 		return why;
 	if (k >= 0)
@@ -265,7 +265,9 @@ static void admit(struct tun_door *d, struct rmig_link *l)
 	if (!(refused = make_room(d, addr, why, sizeof(why))) && !(p = free_slot(d)))
 		refused = "too many connections in their opening";
 	if (p) {
-		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = tun_now_ms() };
+		int64_t now = rmig_link_now_ms();
+
+		*p = (struct opening){ .used = 1, .link = l, .door = d, .since_ms = now };
 		snprintf(p->addr, sizeof(p->addr), "%s", addr);
 		pthread_attr_init(&attr);
 		pthread_attr_setstacksize(&attr, DOOR_STACK);

@@ -896,7 +896,7 @@ static void session_loop(struct rmig_tunnel *t)
 {
 	static __thread struct pollfd pf[1 + TUN_MAX_CHANNELS + TUN_STREAM_SLOTS];
 	static __thread int slot[TUN_STREAM_SLOTS];
-	int64_t last_ping = tun_now_ms();
+	int64_t last_ping = rmig_link_now_ms();
 
 	while (!t->stopping && !t->link_dead) {
 		int nstreams, busy, n = build_poll(t, pf, slot, &nstreams, &busy);
@@ -914,9 +914,9 @@ static void session_loop(struct rmig_tunnel *t)
 		pthread_mutex_lock(&t->lock);
 		service_streams(t, pf + first_stream, slot, nstreams);
 		pthread_mutex_unlock(&t->lock);
-		if (tun_now_ms() - last_ping >= TUN_PING_MS) {
+		if (rmig_link_now_ms() - last_ping >= TUN_PING_MS) {
 			send_frame(t, TUN_PING, 0, NULL, 0);
-			last_ping = tun_now_ms();
+			last_ping = rmig_link_now_ms();
 		}
 	}
 }
@@ -1269,18 +1269,18 @@ static void pause_ms(int ms)
 /* The link is lost: connect again until resume_ms have passed. 0: back. */
 static int reconnect(struct rmig_tunnel *t, const char *host, uint16_t port)
 {
-	int64_t start = tun_now_ms(), end = start + t->resume_ms;
+	int64_t start = rmig_link_now_ms(), end = start + t->resume_ms;
 	int delay = 100, tries = 0, rc = -ECONNRESET;
 
-	while (!t->stopping && tun_now_ms() < end) {
-		int left = (int)(end - tun_now_ms());
+	while (!t->stopping && rmig_link_now_ms() < end) {
+		int left = (int)(end - rmig_link_now_ms());
 
 		tries++;
 		rc = connect_once(t, host, port, 1,
 				  left < TUN_CONNECT_TIMEOUT_MS ? left : TUN_CONNECT_TIMEOUT_MS);
 		if (!rc) {
 			logf_(t, "reconnected over %s after %lld ms (%d attempts)", t->kind_used,
-			      (long long)(tun_now_ms() - start), tries);
+			      (long long)(rmig_link_now_ms() - start), tries);
 			return 0;
 		}
 		if (rc == -EBADMSG || (rc == -EREMOTEIO && strstr(t->err, "no such session")))
@@ -1400,7 +1400,7 @@ static int wait_connection(struct rmig_tunnel *t, int64_t lost_at, struct tun_pr
 		if (!tun_door_take(t->door, pv))
 			return 0;
 		if (t->have_session &&
-		    tun_now_ms() - lost_at > (int64_t)t->resume_ms + TUN_DEAD_MS) {
+		    rmig_link_now_ms() - lost_at > (int64_t)t->resume_ms + TUN_DEAD_MS) {
 			logf_(t, "the sender did not come back within %u s: every stream closed",
 			      (t->resume_ms + TUN_DEAD_MS) / 1000);
 			end_session(t);
@@ -1441,7 +1441,7 @@ static int run_recv(struct rmig_tunnel *t, const char *host, uint16_t port)
 		if (take_connection(t, &pv))
 			continue;
 		run_link(t);
-		lost_at = tun_now_ms();
+		lost_at = rmig_link_now_ms();
 		if (t->stopping)
 			break;
 		if (!t->resume_ms) {

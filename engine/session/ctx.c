@@ -19,10 +19,7 @@
 
 int64_t rmig_now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return rmig_link_now_ms(); /* one clock for the engine and its links */
 }
 
 double rmig_now_s(void)

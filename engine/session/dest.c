@@ -173,8 +173,10 @@ static int take_opening(struct dst_run *d, const struct rmig_opening *o,
 	struct rmig_ctx *ctx = d->ctx;
 	int rc = rmig_ctx_own_conn(ctx, o->conn);
 
-	if (rc) {
-		rmig_listener_give_back(d->lst, d->slot, o->conn);
+	if (rc) { /* out of memory: the connection is still ours to close */
+		rmig_listener_release(d->lst, d->slot);
+		o->conn->ops->close_session(o->conn);
+		rmig_link_destroy(o->conn);
 		return rc;
 	}
 	memcpy(ctx->nonce, o->nonce, RMIG_NONCE_LEN);

@@ -929,17 +929,6 @@ int rmig_listener_take_again(struct rmig_listener *lst, struct rmig_listener_slo
 	return rc;
 }
 
-void rmig_listener_give_back(struct rmig_listener *lst, struct rmig_listener_slot *s,
-			     struct rmig_link *conn)
-{
-	pthread_mutex_lock(&lst->lock);
-	if (s->serving == conn)
-		s->serving = NULL;
-	bury(lst, conn);
-	pthread_mutex_unlock(&lst->lock);
-	close_dead(lst);
-}
-
 void rmig_listener_release(struct rmig_listener *lst, struct rmig_listener_slot *s)
 {
 	pthread_mutex_lock(&lst->lock);
@@ -951,8 +940,6 @@ int rmig_listener_superseded(struct rmig_listener *lst, struct rmig_listener_slo
 {
 	int was;
 
-	if (!lst || !s)
-		return 0;
 	pthread_mutex_lock(&lst->lock);
 	was = s->superseded;
 	s->superseded = 0;
@@ -961,10 +948,11 @@ int rmig_listener_superseded(struct rmig_listener *lst, struct rmig_listener_slo
 }
 
 /* The slot now waits for another opening's channels than the session's:
- * the source (or, without a key, anyone) reopened the migration. Lock held. */
+ * the source (or, without a key, anyone) reopened the migration, and
+ * deliver_again gave the slot that opening's token. Lock held. */
 static int reopened(const struct rmig_listener_slot *s, const struct rmig_ctx *ctx)
 {
-	return s->superseded || CRYPTO_memcmp(s->token, ctx->token, RMIG_NONCE_LEN);
+	return CRYPTO_memcmp(s->token, ctx->token, RMIG_NONCE_LEN) != 0;
 }
 
 int rmig_listener_take_channels(struct rmig_listener *lst, struct rmig_listener_slot *s,

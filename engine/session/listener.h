@@ -44,10 +44,6 @@ int rmig_listener_take_new(struct rmig_listener *lst, struct rmig_ctx *ctx, int 
  * until end_ms. */
 int rmig_listener_take_again(struct rmig_listener *lst, struct rmig_listener_slot *slot,
 			     struct rmig_ctx *ctx, int64_t end_ms, struct rmig_opening *o);
-/* An opening's connection the session could not take (out of memory):
- * the listener closes it. slot: the session's (not NULL). */
-void rmig_listener_give_back(struct rmig_listener *lst, struct rmig_listener_slot *slot,
-			     struct rmig_link *conn);
 /* The session is about to close the connection it serves: from here no
  * resumption interrupts it. */
 void rmig_listener_release(struct rmig_listener *lst, struct rmig_listener_slot *slot);

@@ -155,6 +155,15 @@ static int recv_msg(int fd, struct rmig_msg *m, uint8_t *payload, size_t cap)
 	}
 }
 
+/* 1 (and printed) if m is the receiver's refusal. */
+static int refusal(const struct rmig_msg *m)
+{
+	if (m->type != RMIG_MSG_ABORT)
+		return 0;
+	printf("ABORT: %s\n", m->u.abort.reason);
+	return 1;
+}
+
 /* Print how the receiver reacted; 0 if it refused with an ABORT. */
 static int outcome(int fd)
 {
@@ -162,10 +171,8 @@ static int outcome(int fd)
 	struct rmig_msg m;
 
 	while (recv_msg(fd, &m, payload, sizeof(payload)) == 0) {
-		if (m.type == RMIG_MSG_ABORT) {
-			printf("ABORT: %s\n", m.u.abort.reason);
+		if (refusal(&m))
 			return 0;
-		}
 		printf("got %s\n", rmig_msg_name(m.type));
 	}
 	printf("CLOSED\n");
@@ -251,10 +258,8 @@ static int authenticate(int fd, const struct rmig_wire_hello *src,
 	mac("rmig-auth-2 source", src, dst, 1, m.u.mac);
 	if (send_msg(fd, &m, &ctrl_seq) || recv_msg(fd, &m, payload, sizeof(payload)))
 		return -1;
-	if (m.type == RMIG_MSG_ABORT) {
-		printf("ABORT: %s\n", m.u.abort.reason);
+	if (refusal(&m))
 		return 1;
-	}
 	if (m.type != RMIG_MSG_AUTH)
 		return -1;
 	mac("rmig-auth-1 channel", src, dst, 0, full);
@@ -514,10 +519,8 @@ int main(int argc, char **argv)
 		return outcome(fd);
 	if (recv_msg(fd, &m, payload, sizeof(payload)))
 		return outcome(fd);
-	if (m.type == RMIG_MSG_ABORT) { /* refused at the HELLO */
-		printf("ABORT: %s\n", m.u.abort.reason);
+	if (refusal(&m)) /* at the HELLO */
 		return 0;
-	}
 	rc = m.type == RMIG_MSG_HELLO ? authenticate(fd, &sent, &m.u.hello, token) : -1;
 	if (rc == 1)
 		return 0;

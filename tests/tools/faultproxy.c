@@ -148,11 +148,11 @@ struct conn {
 	uint64_t payload_left;
 	unsigned cur_type;
 	uint64_t frames;
-	uint64_t forwarded; /* client->target bytes written to the target */
-	int swallowing;	    /* --cut-whole: dropping the cut frame's payload */
-	uint64_t t2c_at;    /* target->client bytes read (--clear-caps-back) */
-	uint8_t t2c_type;   /* the type of the target's first frame */
-	uint8_t nonce[16];  /* the opening HELLO's nonce, as it goes by */
+	uint64_t forwarded;	       /* client->target bytes written to the target */
+	int swallowing;		       /* --cut-whole: dropping the cut frame's payload */
+	uint64_t t2c_at;	       /* target->client bytes read (--clear-caps-back) */
+	uint8_t t2c_type;	       /* the type of the target's first frame */
+	uint8_t nonce[RMIG_NONCE_LEN]; /* the opening HELLO's nonce, as it goes by */
 };
 
 static volatile sig_atomic_t want_ctrl, want_data, want_hole, want_quit;
@@ -444,11 +444,11 @@ static void note_hello_nonce(struct conn *c, const uint8_t *p, size_t n)
 	uint64_t at = get32(c->hdr + 8) - c->payload_left;
 
 	for (size_t k = 0; k < n; k++, at++)
-		if (at >= 16 && at < 32)
+		if (at >= 16 && at < 16 + RMIG_NONCE_LEN)
 			c->nonce[at - 16] = p[k];
-	if (at >= 32 && at - n < 32) {
+	if (at >= 16 + RMIG_NONCE_LEN && at - n < 16 + RMIG_NONCE_LEN) {
 		fprintf(stderr, "faultproxy: connection %u HELLO nonce ", c->id);
-		for (int k = 0; k < 16; k++)
+		for (int k = 0; k < RMIG_NONCE_LEN; k++)
 			fprintf(stderr, "%02x", c->nonce[k]);
 		fprintf(stderr, "\n");
 	}
